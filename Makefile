@@ -1,0 +1,46 @@
+# Two commands do everything on a fresh Debian 12 machine: `make demo` and `make test`.
+# Each installs what is missing: Debian's QGIS 3.22 (system Python 3.11) and a virtualenv that sees it.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+SYS_PY := /usr/bin/python3
+APT_PACKAGES := python3-qgis qgis-providers xvfb python3-venv
+export QT_QPA_PLATFORM ?= offscreen
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: all system venv demo test bench qgis plugin clean
+
+all: test
+
+# QGIS only imports in Debian's /usr/bin/python3; install it when it is missing.
+system:
+	@$(SYS_PY) -c "import qgis.core" 2>/dev/null || { \
+	  echo "Installing QGIS 3.22 from Debian (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); }
+
+$(VENV)/.installed: requirements.txt | system
+	@test -x $(PY) || $(SYS_PY) -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(PY) -m engine demo --out demo_output
+
+test: venv
+	$(PY) -m pytest -q tests
+
+bench: venv
+	$(PY) benchmarks/detect_bench.py
+
+# Desktop QGIS with the plugin loaded from this checkout (development).
+qgis: venv
+	@command -v qgis >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qgis; }
+	$(PY) tools/qgis_dev.py
+
+plugin:
+	$(SYS_PY) build.py
+
+clean:
+	rm -rf dist demo_output .pytest_cache
