@@ -115,7 +115,7 @@ def train(model: torch.nn.Module, train_set: TileSet, val_set: TileSet, config: 
             loss.backward()
             optimiser.step()
             scheduler.step()
-            running += float(loss)
+            running += loss.item()
             seen += len(idx)
             progress.update("training", (epoch - 1) * steps_per_epoch + step + 1, config.epochs * steps_per_epoch, f"epoch {epoch}")
         val_loss, val_dice = dice_score(model, val_set, config)

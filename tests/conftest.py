@@ -1,0 +1,38 @@
+"""Shared fixtures: the real Arctic tiles copied into the project, and small real models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "resources" / "samples" / "arctic_s1"
+GRD = ROOT / "tests" / "data" / "s1_grd_crop"
+
+
+@pytest.fixture(scope="session")
+def sample_scene() -> Path:
+    return SAMPLES / "sample_1" / "raw_mosaic.tif"
+
+
+@pytest.fixture(scope="session")
+def grd_scene() -> Path:
+    return GRD / "iw-vv.tiff"
+
+
+def make_model(path: Path, **card_fields) -> Path:
+    """A randomly initialised model of the default's architecture (no download, no training)."""
+    import torch
+
+    from engine.models import ModelCard, build_model, save_model
+    from engine.pretrain import DEFAULT_CARD
+
+    torch.manual_seed(0)
+    card = ModelCard(**{**DEFAULT_CARD, "name": "test model", **card_fields})
+    return save_model(build_model(card), card, path)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return make_model(tmp_path_factory.mktemp("models") / "tiny.safetensors", tile_size=256)
