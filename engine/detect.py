@@ -27,7 +27,7 @@ from .errors import InputError, ResourceError
 from .grid import Grid, analysis_grid, open_on_grid
 from .inference import Predictor, pick_device
 from .models import DEFAULT_MODEL, check_scene, load_model
-from .normalise import Stretch
+from .normalise import Stretch, scene_stretch
 from .outputs import MASK_NODATA, OutputSet, polygonise, raster_profile, to_cog, write_slicks
 from .progress import Progress, silent
 from .raster import inspect, open_raster
@@ -35,7 +35,6 @@ from .tiling import StripBlender, count_tiles
 
 DEFAULT_OVERLAP = 64
 DEFAULT_MIN_AREA_KM2 = 0.05  # 80 pixels at 25 m: smaller dark specks are speckle, not slicks
-_STATS_ROWS = 512
 
 
 @dataclass
@@ -99,7 +98,7 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
     with open_raster(scene) as ds:
         grid = analysis_grid(ds, info.utm_crs, card.pixel_size, options.bounds, options.bounds_crs)
         _check_memory(grid, tile)
-        stretch = _scene_stretch(ds, info.band, info.value_scale, progress)
+        stretch = scene_stretch(ds, info.band, info.value_scale, progress)
         land = _land_shapes(options.land_mask, grid.crs)
         with OutputSet(out_dir, names, options.overwrite) as outputs:
             staged_prob = outputs.stage / "analysis_probability.tif"
@@ -166,26 +165,6 @@ def _available_memory() -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def _scene_stretch(ds: rasterio.DatasetReader, band: int, value_scale: str, progress: Progress) -> Stretch:
-    """Eq. 1 statistics from every valid pixel of the source scene, strip by strip."""
-    if value_scale == "uint8_stretched":
-        return Stretch(value_scale)
-    nodata = ds.nodata
-    starts = range(0, ds.height, _STATS_ROWS)
-
-    def chunks():
-        for i, row in enumerate(starts):
-            progress.update("statistics", i, len(starts), "Scene statistics for eq. 1")
-            values = ds.read(band, window=Window(0, row, ds.width, min(_STATS_ROWS, ds.height - row))).astype(np.float32)
-            invalid = ~np.isfinite(values) | (values == 0)
-            if nodata is not None and np.isfinite(nodata):
-                invalid |= values == nodata
-            values[invalid] = np.nan
-            yield values
-
-    return Stretch.fit(value_scale, chunks())
-
-
 def _land_shapes(path: Optional[str], crs: str) -> list[dict]:
     """Land polygons in the grid's CRS, from any vector file OGR reads."""
     if not path:
@@ -222,7 +201,7 @@ def _predict_to_files(
             raw = reader.read(Window(0, row.row, max(grid.width, tile), tile))
             stretched = stretch.apply(raw)
             if land:
-                strip_transform = grid.transform * Affine.translation(0, row.row)
+                strip_transform = grid.transform @ Affine.translation(0, row.row)
                 on_land = rasterize(land, out_shape=stretched.shape, transform=strip_transform).astype(bool)
                 stretched[on_land] = 0
             pending: list[tuple[int, np.ndarray]] = []

@@ -73,7 +73,7 @@ def analysis_grid(
     col1 = math.ceil((right - g_left) / full.pixel_size)
     row0 = math.floor((g_top - top) / full.pixel_size)
     row1 = math.ceil((g_top - bottom) / full.pixel_size)
-    transform = full.transform * Affine.translation(col0, row0)
+    transform = full.transform @ Affine.translation(col0, row0)
     return Grid(full.crs, transform, col1 - col0, row1 - row0)
 
 
@@ -178,7 +178,7 @@ class GcpReader(GridReader):
             gcps=gcps,
             src_crs=gcp_crs,
             src_nodata=self._src_nodata,
-            dst_transform=self._grid.transform * Affine.translation(window.col_off, window.row_off),
+            dst_transform=self._grid.transform @ Affine.translation(window.col_off, window.row_off),
             dst_crs=self._grid.crs,
             dst_nodata=np.nan,
             resampling=Resampling.bilinear,

@@ -13,10 +13,14 @@ from dataclasses import asdict, dataclass
 from typing import Iterable
 
 import numpy as np
+import rasterio
+from rasterio.windows import Window
 
 from .errors import InputError
+from .progress import Progress
 
 NODATA = 0.0
+STATS_ROWS = 512
 _EPS = 1e-10
 
 
@@ -80,3 +84,23 @@ class Stretch:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def scene_stretch(ds: rasterio.DatasetReader, band: int, value_scale: str, progress: Progress) -> Stretch:
+    """The eq. 1 stretch of ``band`` of ``ds``, from all of its valid pixels (NaN, 0 and nodata excluded)."""
+    if value_scale == "uint8_stretched":
+        return Stretch(value_scale)
+    nodata = ds.nodata
+    starts = range(0, ds.height, STATS_ROWS)
+
+    def chunks():
+        for i, row in enumerate(starts):
+            progress.update("statistics", i, len(starts), "Scene statistics for eq. 1")
+            values = ds.read(band, window=Window(0, row, ds.width, min(STATS_ROWS, ds.height - row))).astype(np.float32)
+            invalid = ~np.isfinite(values) | (values == 0)
+            if nodata is not None and np.isfinite(nodata):
+                invalid |= values == nodata
+            values[invalid] = np.nan
+            yield values
+
+    return Stretch.fit(value_scale, chunks())

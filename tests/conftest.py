@@ -34,5 +34,10 @@ def make_model(path: Path, **card_fields) -> Path:
 
 
 @pytest.fixture(scope="session")
+def model_factory():
+    return make_model
+
+
+@pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     return make_model(tmp_path_factory.mktemp("models") / "tiny.safetensors", tile_size=256)

@@ -1,0 +1,151 @@
+"""Detection end to end on real and synthetic scenes, with a small real model."""
+
+from __future__ import annotations
+
+import os
+
+import fiona
+import numpy as np
+import pytest
+import rasterio
+
+from engine.detect import DetectOptions, detect
+from engine.errors import Cancelled, InputError, ModelError, OutputError
+from engine.progress import Progress
+from engine.synth import SceneSpec, write_scene
+
+
+def _options(model, **kw) -> DetectOptions:
+    return DetectOptions(model=str(model), tile=256, min_area_km2=0.0, **kw)
+
+
+def test_detect_on_a_real_arctic_tile(tmp_path, sample_scene, tiny_model):
+    seen = []
+    progress = Progress(lambda stage, done, total, msg: seen.append((stage, done, total)))
+    result = detect(sample_scene, tmp_path, _options(tiny_model, threshold=0.5), progress)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "raw_mosaic_mask.tif", "raw_mosaic_probability.tif", "raw_mosaic_slicks.gpkg"]
+    with rasterio.open(result.probability) as ds:
+        assert ds.crs.to_string() == "EPSG:32636" and ds.res == (25.0, 25.0)
+        assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        prob = ds.read(1)
+    valid = np.isfinite(prob)
+    assert valid.mean() > 0.5 and 0 <= np.nanmin(prob) and np.nanmax(prob) <= 1
+    with rasterio.open(sample_scene) as scene:
+        assert not np.isfinite(prob[scene.read(1) == 0]).any()  # the scene's nodata stays nodata
+    with rasterio.open(result.mask) as ds:
+        mask = ds.read(1)
+    assert set(np.unique(mask)) <= {0, 1, 255}
+    assert ((prob > 0.5) == (mask == 1))[valid].all()
+    with fiona.open(result.slicks, layer="slicks") as layer:
+        features = list(layer)
+        assert layer.crs.to_string() == "EPSG:32636"
+    assert len(features) == result.n_slicks > 0
+    first = features[0]["properties"]
+    assert first["area_km2"] > 0 and first["length_km"] > 0 and 0.5 < first["mean_prob"] <= 1
+    assert first["scene"] == "raw_mosaic.tif" and first["model"] == "test model" and first["created"]
+    assert sum(f["properties"]["area_km2"] for f in features) == pytest.approx(result.total_area_km2, rel=1e-3)
+    tiles = [s for s in seen if s[0] == "tiles"]
+    assert tiles[-1][1] == tiles[-1][2] == result.tiles
+
+
+def test_existing_outputs_are_never_overwritten(tmp_path, sample_scene, tiny_model):
+    detect(sample_scene, tmp_path, _options(tiny_model))
+    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    with pytest.raises(OutputError, match="already exist"):
+        detect(sample_scene, tmp_path, _options(tiny_model))
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
+
+
+def test_cancel_leaves_no_file(tmp_path, sample_scene, tiny_model):
+    progress = Progress()
+
+    def cancel_on_first_tile(stage, done, total, message):
+        if stage == "tiles" and done >= 1:
+            progress.cancel()
+
+    progress._callback = cancel_on_first_tile
+    with pytest.raises(Cancelled):
+        detect(sample_scene, tmp_path, _options(tiny_model), progress)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_output_folder(tmp_path, sample_scene, tiny_model):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    os.chmod(locked, 0o500)
+    if os.access(locked, os.W_OK):
+        pytest.skip("running as a user who can write anywhere (root)")
+    with pytest.raises(OutputError, match="Cannot write"):
+        detect(sample_scene, locked, _options(tiny_model))
+
+
+def test_output_folder_that_is_a_file(tmp_path, sample_scene, tiny_model):
+    target = tmp_path / "a_file"
+    target.write_text("not a folder")
+    with pytest.raises(OutputError, match="Cannot write"):
+        detect(sample_scene, target, _options(tiny_model))
+    assert target.read_text() == "not a folder"
+
+
+def test_extent_run_sits_on_the_whole_scene_lattice(tmp_path, sample_scene, tiny_model):
+    with rasterio.open(sample_scene) as ds:
+        left, bottom, right, top = ds.bounds
+    bounds = (left + 3010, bottom + 5020, left + 9990, bottom + 12000)
+    result = detect(sample_scene, tmp_path, _options(tiny_model, bounds=bounds, bounds_crs="EPSG:32636"))
+    with rasterio.open(result.probability) as ds:
+        assert ds.width < 768 and ds.height < 768
+        col = (ds.transform.c - left) / 25
+        row = (top - ds.transform.f) / 25
+        assert col == int(col) and row == int(row)
+
+
+def test_extent_outside_the_scene(tmp_path, sample_scene, tiny_model):
+    with pytest.raises(InputError, match="does not overlap"):
+        detect(sample_scene, tmp_path, _options(tiny_model, bounds=(0, 0, 10, 10), bounds_crs="EPSG:32636"))
+
+
+def test_land_mask_removes_detections_on_land(tmp_path, sample_scene, tiny_model):
+    with rasterio.open(sample_scene) as ds:
+        left, bottom, right, top = ds.bounds
+    land = tmp_path / "land.gpkg"
+    schema = {"geometry": "Polygon", "properties": {"name": "str"}}
+    ring = [(left, bottom), (left + 5000, bottom), (left + 5000, top), (left, top), (left, bottom)]
+    with fiona.open(land, "w", driver="GPKG", crs="EPSG:32636", schema=schema) as dst:
+        dst.write({"geometry": {"type": "Polygon", "coordinates": [ring]}, "properties": {"name": "coast"}})
+    result = detect(sample_scene, tmp_path / "out", _options(tiny_model, land_mask=str(land)))
+    with rasterio.open(result.probability) as ds:
+        prob = ds.read(1)
+    assert np.isnan(prob[:, :190]).all() and np.isfinite(prob[:, 210:]).mean() > 0.5
+
+
+def test_grd_scene_in_radar_geometry(tmp_path, grd_scene, model_factory):
+    model = model_factory(tmp_path / "m200.safetensors", pixel_size=200.0, tile_size=256, polarisation="VV", mode="IW")
+    result = detect(grd_scene, tmp_path / "out", _options(model))
+    with rasterio.open(result.probability) as ds:
+        assert ds.crs.to_string() == "EPSG:32618" and ds.res == (200.0, 200.0)
+        assert 0.5 < np.isfinite(ds.read(1)).mean() < 0.95  # the rotated swath inside its UTM box
+
+
+def test_model_for_another_pixel_size_is_refused_before_anything_is_written(tmp_path, grd_scene, tiny_model):
+    with pytest.raises(ModelError, match="works at 25 m"):
+        detect(grd_scene, tmp_path, _options(tiny_model))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_synthetic_db_scene_reprojected_and_resampled(tmp_path, tiny_model):
+    spec = SceneSpec(height=300, width=300, mode="EW_HH", pixel_size=40.0, seed=2, crs="EPSG:32635", origin=(650000.0, 8360000.0))
+    scene = write_scene(spec, tmp_path / "ew_db.tif", encoding="float32_db")
+    result = detect(scene, tmp_path / "out", _options(tiny_model))
+    with rasterio.open(result.probability) as ds:
+        assert ds.crs.to_string() == "EPSG:32636"  # 33.6 E belongs to zone 36, not the file's 35
+        assert ds.res == (25.0, 25.0)
+        assert np.isfinite(ds.read(1)).mean() > 0.3
+
+
+def test_source_grid_writes_back_on_the_scene_pixels(tmp_path, tiny_model):
+    spec = SceneSpec(height=200, width=200, pixel_size=40.0, seed=3)
+    scene = write_scene(spec, tmp_path / "ew.tif")
+    result = detect(scene, tmp_path / "out", _options(tiny_model, source_grid=True))
+    with rasterio.open(scene) as src, rasterio.open(result.probability) as ds:
+        assert ds.transform == src.transform and ds.shape == src.shape

@@ -1,0 +1,67 @@
+"""Model files: safetensors + card, rebuilt from the registry, checked against the scene."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from engine.errors import ModelError
+from engine.models import ARCHITECTURES, ModelCard, build_model, check_scene, load_model, read_card, save_model
+
+
+def test_round_trip_keeps_weights_and_card(tmp_path, tiny_model):
+    model, card = load_model(tiny_model)
+    x = torch.rand(1, 1, 64, 64)
+    with torch.inference_mode():
+        before = model(x)
+    copy = save_model(model, card, tmp_path / "copy.safetensors")
+    again, card2 = load_model(copy)
+    with torch.inference_mode():
+        torch.testing.assert_close(again(x), before)
+    assert card2 == card
+
+
+def test_half_precision_storage_halves_the_file(tmp_path, tiny_model):
+    model, card = load_model(tiny_model)
+    half = save_model(model, card, tmp_path / "half.safetensors", half=True)
+    assert half.stat().st_size < 0.6 * tiny_model.stat().st_size
+    assert load_model(half)[0].encoder.model.conv1.weight.dtype == torch.float32
+
+
+@pytest.mark.parametrize("arch, encoder", [("deeplabv3", "resnet50"), ("deeplabv3plus", "resnet18"), ("unet", "resnet18"), ("segformer", "mit_b0")])
+def test_registry_builds_every_family_offline(arch, encoder):
+    model = build_model(ModelCard(name="t", architecture=arch, encoder=encoder))
+    with torch.inference_mode():
+        out = model.eval()(torch.rand(1, 1, 64, 64))
+    assert out.shape == (1, 1, 64, 64)
+
+
+def test_five_class_osd_card_has_five_outputs():
+    card = ModelCard(name="osd", architecture="unet", encoder="resnet18", classes=["sea", "oil", "look-alike", "ship", "land"])
+    assert card.out_channels == 5 and card.slick_index == 1
+
+
+def test_unknown_architecture_lists_the_known_ones():
+    with pytest.raises(ModelError) as err:
+        build_model(ModelCard(name="x", architecture="mystery", encoder="resnet18"))
+    assert all(name in str(err.value) for name in ARCHITECTURES)
+
+
+def test_a_pickle_is_never_loaded(tmp_path):
+    evil = tmp_path / "evil.safetensors"
+    evil.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
+    with pytest.raises(ModelError, match="not a readable model file"):
+        read_card(evil)
+
+
+def test_scene_checks():
+    card = ModelCard(name="m", architecture="unet", encoder="resnet18", pixel_size=25.0, in_channels=2)
+    with pytest.raises(ModelError, match="needs 2 input bands"):
+        check_scene(card, band_count=1, pixel_size=25.0)
+    card.in_channels = 1
+    with pytest.raises(ModelError, match="works at 25 m"):
+        check_scene(card, 1, 200.0)
+    assert check_scene(card, 1, 25.0) == []
+    assert "resampled" in check_scene(card, 1, 40.0)[0]

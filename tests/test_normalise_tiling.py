@@ -1,0 +1,76 @@
+"""Eq. 1 stretch and tiling with weighted blending."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.normalise import Stretch, to_db
+from engine.tiling import StripBlender, blend_weights, count_tiles, tile_starts
+
+
+def test_streaming_statistics_equal_whole_scene_statistics():
+    rng = np.random.default_rng(0)
+    values = rng.gamma(10, 0.002, size=(300, 200)).astype(np.float32)
+    values[:20] = np.nan  # a no-data border
+    streamed = Stretch.fit("float32_linear", [values[i : i + 64] for i in range(0, 300, 64)])
+    db = to_db(values, "float32_linear")
+    assert streamed.mean == pytest.approx(np.nanmean(db), rel=1e-5)
+    assert streamed.std == pytest.approx(np.nanstd(db), rel=1e-4)
+
+
+def test_two_sigma_stretch_maps_mean_to_middle_and_keeps_nodata_zero():
+    stretch = Stretch("float32_db", mean=-20.0, std=2.0)
+    out = stretch.apply(np.array([-20.0, -24.0, -16.0, -40.0, 0.0, np.nan], np.float32))
+    assert out[0] == pytest.approx(128.0)
+    assert out[1] == pytest.approx(1.0) and out[2] == pytest.approx(255.0)  # mean -/+ 2 sigma
+    assert out[3] == 1.0 and out[4] == 255.0  # clipped, still valid
+    assert out[5] == 0.0  # no data
+
+
+def test_already_stretched_8_bit_passes_through():
+    values = np.array([[0, 12, 200]], np.float32)
+    values[values == 0] = np.nan
+    assert Stretch.fit("uint8_stretched", [values]).apply(values).tolist() == [[0.0, 12.0, 200.0]]
+
+
+def test_flat_scene_is_refused():
+    with pytest.raises(Exception, match="flat"):
+        Stretch.fit("float32_db", [np.full((8, 8), -20.0, np.float32)])
+
+
+@pytest.mark.parametrize("length", [100, 512, 513, 1000, 4000])
+def test_tiles_cover_the_axis_and_end_flush(length):
+    starts = tile_starts(length, 512, 64)
+    assert starts[0] == 0
+    assert starts[-1] + 512 >= length
+    assert all(b - a <= 512 - 64 for a, b in zip(starts, starts[1:]))
+
+
+def test_overlap_cost_of_default_tiling_on_a_4000_pixel_scene():
+    needed = count_tiles(4000, 4000, 512, 0)
+    assert count_tiles(4000, 4000, 512, 64) / needed <= 1.3
+
+
+def test_blending_reconstructs_a_smooth_field_without_seams():
+    """Tiles that each see the same smooth field must blend back to it exactly, with no step at borders."""
+    height, width, tile, overlap = 300, 250, 128, 32
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    field = np.sin(yy / 40) * np.cos(xx / 30)
+    blender = StripBlender(height, width, tile, overlap)
+    out = np.full((height, width), np.nan, np.float32)
+    for index, row in enumerate(blender.rows):
+        for col in row.cols:
+            cut = np.zeros((tile, tile), np.float32)
+            piece = field[row.row : row.row + tile, col : col + tile]
+            cut[: piece.shape[0], : piece.shape[1]] = piece
+            blender.add(col, cut)
+        top, rows = blender.finish_row(index)
+        assert np.isnan(out[top : top + rows.shape[0]]).all()  # every row is written exactly once
+        out[top : top + rows.shape[0]] = rows
+    np.testing.assert_allclose(out, field, atol=1e-5)
+
+
+def test_blending_weights_are_positive_and_peak_in_the_core():
+    w = blend_weights(64, 16)
+    assert w.min() > 0 and w[32, 32] == 1.0 and w[0, 0] < w[8, 8] < w[20, 20]

@@ -1,0 +1,105 @@
+"""Scene inspection: value scales, bands, georeference, and the errors analysts get for bad files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+
+from engine.errors import InputError
+from engine.raster import inspect, utm_crs_for
+from engine.synth import SceneSpec, write_scene
+
+
+def test_real_arctic_tile_is_recognised_as_stretched_8_bit(sample_scene):
+    info = inspect(sample_scene)
+    assert info.value_scale == "uint8_stretched"
+    assert info.crs == "EPSG:32636" and info.utm_crs == "EPSG:32636"
+    assert info.pixel_size == pytest.approx(25.0)
+    assert 0.5 < info.valid_fraction <= 1.0
+    assert "already stretched" in info.plan
+
+
+def test_grd_file_is_geocoded_through_its_gcps(grd_scene):
+    info = inspect(grd_scene, pixel_size=200)
+    assert info.crs is None and info.has_gcps
+    assert info.value_scale == "uint16_dn"
+    assert info.polarisation == "VV"  # from the file name, as GRD measurement files carry it
+    assert info.utm_crs == "EPSG:32618"  # off Cape Hatteras
+    assert 150 < info.pixel_size < 250  # the README says about 200 m
+    assert 0.9 < info.valid_fraction < 0.99  # about 5 % swath border is zero
+    assert "ground control points" in info.plan
+
+
+@pytest.mark.parametrize("encoding, scale", [
+    ("float32_linear", "float32_linear"), ("float32_db", "float32_db"), ("uint16_dn", "uint16_dn"), ("uint8", "uint8_stretched"),
+])
+def test_value_scale_of_each_encoding(tmp_path, encoding, scale):
+    path = write_scene(SceneSpec(height=128, width=128, seed=1), tmp_path / f"{encoding}.tif", encoding=encoding)
+    info = inspect(path)
+    assert info.value_scale == scale
+    assert info.polarisation == "HH"
+
+
+def _write(path, data, crs="EPSG:32636", transform=Affine(25, 0, 449000, 0, -25, 8360000), **extra):
+    profile = dict(driver="GTiff", width=data.shape[-1], height=data.shape[-2], count=data.shape[0] if data.ndim == 3 else 1,
+                   dtype=data.dtype, crs=crs, transform=transform, **extra)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data if data.ndim == 3 else data[None])
+    return path
+
+
+def test_band_chosen_by_polarisation_name(tmp_path):
+    data = np.stack([np.full((32, 32), v, np.float32) for v in (0.01, 0.02)])
+    path = _write(tmp_path / "dual.tif", data)
+    with rasterio.open(path, "r+") as ds:
+        ds.descriptions = ("Sigma0_VH", "Sigma0_VV")
+    assert inspect(path).band == 2  # co-polarised preferred
+    assert inspect(path, "VH").band == 1
+    with pytest.raises(InputError, match="No band named HH"):
+        inspect(path, "HH")
+    with pytest.raises(InputError, match="Band 3 does not exist"):
+        inspect(path, 3)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p, "not found"),
+    (lambda p: (p.write_bytes(b""), p)[1], "empty"),
+    (lambda p: (p.write_bytes(b"II*\x00garbage" * 50), p)[1], "Cannot read"),
+])
+def test_unreadable_files(tmp_path, make, message):
+    with pytest.raises(InputError, match=message):
+        inspect(make(tmp_path / "scene.tif"))
+
+
+def test_no_crs_and_no_gcps(tmp_path):
+    path = _write(tmp_path / "plain.tif", np.ones((16, 16), np.uint8), crs=None, transform=Affine.identity())
+    with pytest.raises(InputError, match="no coordinate system") as err:
+        inspect(path)
+    assert "world file" in str(err.value)
+
+
+def test_all_nodata(tmp_path):
+    path = _write(tmp_path / "empty.tif", np.zeros((16, 16), np.uint8), nodata=0)
+    with pytest.raises(InputError, match="no valid pixels"):
+        inspect(path)
+
+
+def test_rgb_photo_is_refused(tmp_path):
+    path = _write(tmp_path / "photo.tif", np.full((3, 16, 16), 90, np.uint8))
+    with pytest.raises(InputError, match="RGB picture"):
+        inspect(path)
+
+
+@pytest.mark.parametrize("footprint, crs, warns", [
+    ((33.0, 75.0, 34.0, 75.5), "EPSG:32636", False),  # Barents Sea, the paper's zone 36N
+    ((-76.2, 34.7, -73.1, 36.8), "EPSG:32618", False),  # the GRD crop, inside zone 18
+    ((-74.0, 35.0, -71.0, 36.0), "EPSG:32618", True),  # spans zones 18 and 19
+    ((10.0, 84.5, 20.0, 85.5), "EPSG:32661", True),  # beyond 84 N: UPS North
+    ((150.0, -40.0, 151.0, -39.0), "EPSG:32756", False),  # southern hemisphere
+])
+def test_utm_zone_choice(footprint, crs, warns):
+    chosen, warnings = utm_crs_for(footprint)
+    assert chosen == crs
+    assert bool(warnings) == warns
