@@ -16,7 +16,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from . import __version__, demo, evaluate, pretrain, synth
+from . import __version__, demo, evaluate, finetune, labels, pretrain, synth
 from .errors import Cancelled, SlickMapperError
 from .progress import Progress
 
@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_cli(sub)
     demo.add_cli(sub)
     pretrain.add_cli(sub)
+    labels.add_cli(sub)
+    finetune.add_cli(sub)
     return parser
 
 

@@ -2,20 +2,31 @@
 
 Inputs are tiles already stretched by ``normalise.Stretch`` (0..255, 0 = no data), the same path as
 detection. The loop keeps the weights of the epoch with the lowest validation loss and stops early when
-it stops improving, as the paper does.
+it stops improving, as the paper does. Fine-tuning uses the same loop with the paper's augmentation, a
+learning rate from ``lr_range_test``, optionally a frozen encoder, and bf16 autocast where the hardware
+has it.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass, field
+from typing import Callable, Optional
 
 import numpy as np
 import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
 
+from .inference import autocast, fast_dtype
 from .losses import slick_loss
 from .progress import Progress, silent
+
+Augment = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+"""``(x, y, valid, generator) -> (x, y, valid)`` on a batch of (N,1,H,W) tiles."""
+TRAIN_LAYERS = ("all", "decoder")
 
 
 @dataclass
@@ -36,28 +47,6 @@ class TileSet:
         return self.x.shape[0]
 
 
-@dataclass
-class TrainConfig:
-    epochs: int = 20
-    batch_size: int = 8
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    patience: int = 4
-    seed: int = 0
-    input_scale: float = 1 / 255
-
-
-@dataclass
-class TrainReport:
-    epochs_run: int
-    best_epoch: int
-    best_val_loss: float
-    val_dice: float
-    seconds: float
-    tiles_per_second: float
-    history: list[dict] = field(default_factory=list)
-
-
 def augment(x: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
     """Flips, quarter turns, and brightness/contrast shifts of the stretched values (no data stays 0)."""
     k = int(torch.randint(0, 4, (1,), generator=gen))
@@ -73,15 +62,104 @@ def augment(x: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, gen: torch.Ge
     return x, y, valid
 
 
+def paper_augment(x: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """The paper's fine-tuning augmentation (rotation up to 30 degrees, soft zoom, crops, brightness and
+    contrast) plus flips, drawn per tile.
+
+    Geometric draws move image, target and valid mask together (masks by nearest neighbour); corners
+    rotated in and pixels that were no data stay 0 and leave the loss. torchvision draws from torch's
+    global generator, which ``train`` seeds, so ``gen`` is not used.
+    """
+    size = x.shape[-2:]
+    geometric = v2.Compose([
+        v2.RandomHorizontalFlip(),
+        v2.RandomVerticalFlip(),
+        v2.RandomAffine(degrees=30, scale=(0.9, 1.1)),
+        v2.RandomResizedCrop(size, scale=(0.6, 1.0), ratio=(0.8, 1.25)),
+    ])
+    photometric = v2.ColorJitter(brightness=0.2, contrast=0.2)
+    out = []
+    for xi, yi, vi in zip(x, y, valid):
+        image, target, known, data = geometric(
+            tv_tensors.Image(xi / 255), tv_tensors.Mask(yi), tv_tensors.Mask(vi), tv_tensors.Mask((xi > 0).float())
+        )
+        image = photometric(image)
+        data = data > 0
+        out.append((
+            torch.where(data, (image * 255).clamp(1, 255), 0).as_subclass(torch.Tensor),
+            target.as_subclass(torch.Tensor),
+            (known * data).as_subclass(torch.Tensor),
+        ))
+    return tuple(torch.stack(parts) for parts in zip(*out))
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    patience: int = 4
+    seed: int = 0
+    input_scale: float = 1 / 255
+    augment: Augment = augment
+    train_layers: str = "all"
+    """``all``, or ``decoder``: the encoder frozen, batch-norm statistics included (few labels, CPU)."""
+    device: str = "cpu"
+
+
+@dataclass
+class TrainReport:
+    epochs_run: int
+    best_epoch: int
+    best_val_loss: float
+    val_dice: float
+    seconds: float
+    tiles_per_second: float
+    history: list[dict] = field(default_factory=list)
+
+
+def training_dtype(device: torch.device) -> Optional[torch.dtype]:
+    """bf16 where the hardware runs it natively; fp16 would need loss scaling and plain CPUs emulate bf16."""
+    return torch.bfloat16 if fast_dtype(device) == torch.bfloat16 else None
+
+
+def trainable_parameters(model: torch.nn.Module, train_layers: str) -> list[torch.nn.Parameter]:
+    """Freeze the encoder for ``decoder``: a few hundred labelled pixels cannot retrain millions of weights,
+    and a step that backpropagates through the decoder alone is about 1.5x faster on a CPU (default U-Net)."""
+    if train_layers not in TRAIN_LAYERS:
+        raise ValueError(f"train_layers must be one of {TRAIN_LAYERS}, got {train_layers!r}")
+    for parameter in model.encoder.parameters():
+        parameter.requires_grad_(train_layers == "all")
+    return [parameter for parameter in model.parameters() if parameter.requires_grad]
+
+
+def train_mode(model: torch.nn.Module, train_layers: str) -> None:
+    """Training mode, except a frozen encoder's batch norms, whose statistics must stay the parent's."""
+    model.train()
+    if train_layers == "decoder":
+        model.encoder.eval()
+
+
+def batch_loss(model: torch.nn.Module, data: TileSet, idx: torch.Tensor, config: TrainConfig, gen: torch.Generator) -> torch.Tensor:
+    """Loss of one augmented batch, forward pass under autocast where it helps, loss in float32."""
+    device = torch.device(config.device)
+    x, y, v = (t.to(device) for t in config.augment(data.x[idx], data.y[idx], data.valid[idx], gen))
+    with autocast(device, training_dtype(device)):
+        logits = model(x * config.input_scale)
+    return slick_loss(logits.float(), y, v)
+
+
 def dice_score(model: torch.nn.Module, data: TileSet, config: TrainConfig, batch: int = 8) -> tuple[float, float]:
     """(mean loss, slick Dice over all pixels of ``data``): the validation figures."""
     model.eval()
+    device = torch.device(config.device)
     tp = fp = fn = 0.0
     losses = []
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(device, training_dtype(device)):
         for i in range(0, len(data), batch):
-            x, y, v = data.x[i : i + batch], data.y[i : i + batch], data.valid[i : i + batch]
-            logits = model(x * config.input_scale)
+            x, y, v = (t[i : i + batch].to(device) for t in (data.x, data.y, data.valid))
+            logits = model(x * config.input_scale).float()
             losses.append(float(slick_loss(logits, y, v)) * x.shape[0])
             pred = (logits > 0).float() * v
             tp += float((pred * y).sum())
@@ -91,33 +169,83 @@ def dice_score(model: torch.nn.Module, data: TileSet, config: TrainConfig, batch
     return sum(losses) / max(len(data), 1), dice
 
 
+def lr_range_test(
+    model: torch.nn.Module,
+    train_set: TileSet,
+    config: TrainConfig,
+    progress: Progress | None = None,
+    steps: int = 30,
+    start: float = 1e-6,
+    end: float = 1.0,
+) -> float:
+    """A learning rate for ``train`` from a short range test (Smith, 2017); the weights are restored after.
+
+    ``steps`` training steps at exponentially increasing learning rates, stopped once the loss explodes,
+    each followed by the loss on one fixed probe batch without augmentation: with a few tiles, the loss of
+    the training batches themselves varies more from batch to batch than with the learning rate. The pick
+    is a tenth of the rate where the probe loss was lowest, safely below where training diverges.
+    """
+    progress = progress or silent()
+    device = torch.device(config.device)
+    model.to(device)
+    saved = copy.deepcopy(model.state_dict())
+    gen = torch.Generator().manual_seed(config.seed)
+    picked = torch.randperm(len(train_set), generator=gen)[: config.batch_size]
+    probe = TileSet(train_set.x[picked], train_set.y[picked], train_set.valid[picked])
+    optimiser = torch.optim.AdamW(trainable_parameters(model, config.train_layers), lr=start, weight_decay=config.weight_decay)
+    factor = (end / start) ** (1 / max(steps - 1, 1))
+    lrs: list[float] = []
+    losses: list[float] = []
+    try:
+        for step in range(steps):
+            lr = start * factor**step
+            for group in optimiser.param_groups:
+                group["lr"] = lr
+            train_mode(model, config.train_layers)
+            idx = torch.randint(len(train_set), (min(config.batch_size, len(train_set)),), generator=gen)
+            loss = batch_loss(model, train_set, idx, config, gen)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            probe_loss, _ = dice_score(model, probe, config)
+            progress.update("lr range test", step + 1, steps, f"lr {lr:.1e}: loss {probe_loss:.3f}")
+            if not math.isfinite(probe_loss) or (losses and probe_loss > 4 * min(losses)):
+                break
+            lrs.append(lr)
+            losses.append(probe_loss)
+    finally:
+        model.load_state_dict(saved)
+    return lrs[int(np.argmin(losses))] / 10 if losses else start
+
+
 def train(model: torch.nn.Module, train_set: TileSet, val_set: TileSet, config: TrainConfig, progress: Progress | None = None) -> TrainReport:
     """Train in place; on return ``model`` holds the best validation-loss weights."""
     progress = progress or silent()
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    model.to(torch.device(config.device))
+    optimiser = torch.optim.AdamW(trainable_parameters(model, config.train_layers), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = max(1, len(train_set) // config.batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch)
+    total = config.epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.lr, total_steps=total)
     best_loss, best_epoch, best_state, stale = float("inf"), 0, copy.deepcopy(model.state_dict()), 0
     history: list[dict] = []
     started = time.monotonic()
     seen = 0
     for epoch in range(1, config.epochs + 1):
-        model.train()
+        train_mode(model, config.train_layers)
         order = torch.randperm(len(train_set), generator=gen)
         running = 0.0
         for step in range(steps_per_epoch):
             idx = order[step * config.batch_size : (step + 1) * config.batch_size]
-            x, y, v = augment(train_set.x[idx], train_set.y[idx], train_set.valid[idx], gen)
-            loss = slick_loss(model(x * config.input_scale), y, v)
+            loss = batch_loss(model, train_set, idx, config, gen)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
             scheduler.step()
             running += loss.item()
             seen += len(idx)
-            progress.update("training", (epoch - 1) * steps_per_epoch + step + 1, config.epochs * steps_per_epoch, f"epoch {epoch}")
+            progress.update("training", (epoch - 1) * steps_per_epoch + step + 1, total, f"epoch {epoch}, loss {running / (step + 1):.4f}")
         val_loss, val_dice = dice_score(model, val_set, config)
         history.append({"epoch": epoch, "train_loss": running / steps_per_epoch, "val_loss": val_loss, "val_dice": val_dice})
         progress.log(f"epoch {epoch}: train loss {running / steps_per_epoch:.4f}, val loss {val_loss:.4f}, val Dice {val_dice:.3f}")

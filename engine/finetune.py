@@ -1,0 +1,409 @@
+"""Few-shot fine-tuning of a model on an analyst's labels.
+
+A model learns from tiles cut exactly as detection will later see the scene: its UTM analysis grid at
+the model's pixel size and the eq. 1 stretch from the whole scene's statistics. Only known pixels count
+in the loss (inside reviewed areas or labels, and not no data). Validation tiles are whole tiles of the
+same lattice as the training tiles, and training tiles give up a band of pixels along every side they
+share with one, so the Dice reported before and after is measured on sea the model never saw and slicks
+straddling the border do not leak. The parent model file is only read; the new one is written once
+training succeeded, atomically, so a failed or cancelled run leaves no file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import shapely
+import torch
+from affine import Affine
+from rasterio.windows import Window
+from shapely.geometry import shape
+
+from . import __version__
+from .errors import InputError, ModelError, OutputError
+from .grid import Grid, analysis_grid, open_on_grid
+from .inference import pick_device
+from .labels import LabelStore, rasterise, read_store, to_crs
+from .models import ModelCard, check_scene, load_model, read_card, save_model, user_models_dir
+from .progress import Progress, silent
+from .raster import inspect, open_raster
+from .normalise import scene_stretch
+from .training import TRAIN_LAYERS, TileSet, TrainConfig, dice_score, lr_range_test, paper_augment, train
+
+DEFAULT_TILE = 256
+GAP = 16
+"""Pixels a training tile leaves out of the loss along each side it shares with a validation tile."""
+MIN_KNOWN = 0.01
+"""Tiles with a smaller known fraction hold too few labelled pixels to be worth a training step."""
+
+
+@dataclass
+class FinetuneOptions:
+    tile: int = DEFAULT_TILE
+    epochs: int = 20
+    batch_size: Optional[int] = None
+    """None: 8 on a GPU, 4 elsewhere."""
+    lr: Optional[float] = None
+    """None: from a learning-rate range test on the training tiles."""
+    train_layers: Optional[str] = None
+    """``all`` (the paper's choice; the default on a GPU) or ``decoder`` (the default elsewhere)."""
+    device: str = "auto"
+    seed: int = 0
+    val_fraction: float = 0.25
+    patience: int = 5
+    name: Optional[str] = None
+
+
+@dataclass
+class Tile:
+    """One training or validation tile, placed on its scene's analysis grid."""
+
+    scene: str
+    row: int
+    col: int
+    x: np.ndarray
+    """Stretched values 0..255 (float32), 0 = no data."""
+    target: np.ndarray
+    valid: np.ndarray
+    """Known and not no data (uint8 0/1): the pixels the loss and the Dice count."""
+
+    @property
+    def size(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def slick_pixels(self) -> int:
+        return int(np.count_nonzero(self.target & self.valid))
+
+
+@dataclass
+class FinetuneReport:
+    model: str
+    parent: str
+    scenes: list[str]
+    train_tiles: int
+    val_tiles: int
+    epochs_run: int
+    best_epoch: int
+    val_dice_before: float
+    val_dice_after: float
+    lr: float
+    train_layers: str
+    device: str
+    seconds: float
+    history: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def finetune(
+    base_model_path: str | Path,
+    store_path: str | Path,
+    out_path: str | Path,
+    options: Optional[FinetuneOptions] = None,
+    progress: Optional[Progress] = None,
+) -> FinetuneReport:
+    """Fine-tune the base model on the store's labels and write it to ``out_path`` with its lineage.
+
+    Everything that can be wrong with the inputs is checked before the first training step.
+    """
+    options = options or FinetuneOptions()
+    progress = progress or silent()
+    started = time.monotonic()
+    base_model_path, out_path = Path(base_model_path), Path(out_path)
+    _check_options(options)
+    _check_out(out_path)
+    card = read_card(base_model_path)
+    _check_base(card)
+    store = read_store(store_path)
+    _check_store(store)
+    device = pick_device(options.device)
+    train_layers = options.train_layers or ("all" if device.type == "cuda" else "decoder")
+    tiles = collect_tiles(store, card, options.tile, progress)
+    train_tiles, val_tiles = split_by_area(tiles, options.val_fraction, options.seed)
+    if not any(t.slick_pixels for t in val_tiles):
+        progress.log("warning: the validation tiles hold no slick; their Dice only tells whether the model stays quiet on sea")
+    parent_sha256 = _sha256(base_model_path)
+    model, _ = load_model(base_model_path, device)
+    config = TrainConfig(
+        epochs=options.epochs,
+        batch_size=options.batch_size or (8 if device.type == "cuda" else 4),
+        patience=options.patience,
+        seed=options.seed,
+        input_scale=float(card.normalisation.get("input_scale", 1 / 255)),
+        augment=paper_augment,
+        train_layers=train_layers,
+        device=str(device),
+    )
+    train_set, val_set = _tileset(train_tiles), _tileset(val_tiles)
+    _, dice_before = dice_score(model, val_set, config)
+    progress.log(f"{len(train_tiles)} training and {len(val_tiles)} validation tiles; parent's validation Dice {dice_before:.3f}")
+    config.lr = options.lr or lr_range_test(model, train_set, config, progress)
+    progress.log(f"learning rate {config.lr:.2e}" + (" from a range test" if options.lr is None else ""))
+    report = train(model, train_set, val_set, config, progress)
+    dice_after = report.val_dice  # the kept weights' Dice on the same validation tiles
+    progress.log(f"validation Dice: parent {dice_before:.3f}, fine-tuned {dice_after:.3f}")
+    if dice_after < dice_before:
+        progress.log("warning: the fine-tuned model scores below its parent on the validation tiles; keep the parent, or add labels")
+    seconds = round(time.monotonic() - started, 1)
+    scenes = sorted({t.scene for t in tiles})
+    lineage = {
+        "parent": {"path": str(base_model_path.resolve()), "name": card.name, "sha256": parent_sha256, "lineage": card.lineage or None},
+        "labels": {"path": str(store.path.resolve()), "sha256": store.sha256},
+        "scenes": scenes,
+        "tile": options.tile,
+        "train_tiles": len(train_tiles),
+        "val_tiles": len(val_tiles),
+        "val_fraction": options.val_fraction,
+        "seed": options.seed,
+        "epochs": report.epochs_run,
+        "best_epoch": report.best_epoch,
+        "val_dice_before": round(dice_before, 4),
+        "val_dice_after": round(dice_after, 4),
+        "lr": config.lr,
+        "lr_from": "range test" if options.lr is None else "given",
+        "train_layers": train_layers,
+        "device": str(device),
+        "seconds": seconds,
+        "history": report.history,
+    }
+    now = datetime.now(timezone.utc)
+    child = replace(
+        card,
+        name=options.name or f"{card.name}, fine-tuned {now:%Y-%m-%d %H:%M}",
+        metrics={"val_dice": round(dice_after, 4)},
+        lineage=lineage,
+        engine_version=__version__,
+        created=now.isoformat(timespec="seconds"),
+    )
+    progress.update("saving", 0, 1, "Writing the model file")
+    _check_out(out_path)  # a file may have appeared there while training ran
+    save_model(model, child, out_path)
+    progress.update("done", 1, 1)
+    return FinetuneReport(
+        model=str(out_path),
+        parent=str(base_model_path),
+        scenes=scenes,
+        train_tiles=len(train_tiles),
+        val_tiles=len(val_tiles),
+        epochs_run=report.epochs_run,
+        best_epoch=report.best_epoch,
+        val_dice_before=dice_before,
+        val_dice_after=dice_after,
+        lr=config.lr,
+        train_layers=train_layers,
+        device=str(device),
+        seconds=seconds,
+        history=report.history,
+    )
+
+
+def collect_tiles(store: LabelStore, card: ModelCard, tile: int, progress: Progress) -> list[Tile]:
+    """Tiles of ``tile`` pixels holding known pixels, from every scene of the store, as detection reads them.
+
+    Tiles lie on a lattice anchored at each scene grid's origin, so two tiles never share a pixel.
+    """
+    tiles: list[Tile] = []
+    outside: list[str] = []
+    for scene in store.scenes:
+        path = store.scene_path(scene)
+        info = inspect(path)
+        for warning in info.warnings + check_scene(card, info.count, info.pixel_size):
+            progress.log(f"warning: {path.name}: {warning}")
+        with open_raster(path) as ds:
+            grid = analysis_grid(ds, info.utm_crs, card.pixel_size)
+            span = _labelled_span(store, scene, grid, tile)
+            if span is None:
+                outside.append(scene)
+                continue
+            stretch = scene_stretch(ds, info.band, info.value_scale, progress)
+            rows, cols = span
+            found = len(tiles)
+            with open_on_grid(ds, info.band, grid) as reader:
+                for i, row in enumerate(rows):
+                    progress.update("tiles", i, len(rows), f"Cutting labelled tiles from {path.name}")
+                    strip = Grid(grid.crs, grid.transform @ Affine.translation(cols.start, row), len(cols) * tile, tile)
+                    target, known = rasterise(store, scene, strip)
+                    if not known.any():
+                        continue
+                    x = stretch.apply(reader.read(Window(cols.start, row, strip.width, tile)))
+                    for j, col in enumerate(cols):
+                        part = slice(j * tile, (j + 1) * tile)
+                        valid = known[:, part] & (x[:, part] > 0)
+                        if valid.mean() >= MIN_KNOWN:
+                            tiles.append(Tile(scene, row, col, x[:, part].copy(), target[:, part].copy(), valid.astype(np.uint8)))
+            if len(tiles) == found:
+                outside.append(scene)
+    if not tiles:
+        raise InputError(
+            f"No reviewed area or label lies on valid pixels of its scene ({', '.join(outside)}).",
+            "Check that the labels were drawn on these scenes (the store's scene field) and in the store's CRS.",
+        )
+    for scene in outside:
+        progress.log(f"warning: no labelled pixels on the scene {scene}; it is left out")
+    if len(tiles) < 2:
+        raise InputError(
+            f"The reviewed areas cover a single {tile}-pixel tile; fine-tuning needs at least 2, one to train on and one to validate on.",
+            f"Mark a larger area as reviewed, or use smaller tiles (e.g. --tile {max(64, tile // 2)}).",
+        )
+    return tiles
+
+
+def split_by_area(tiles: list[Tile], val_fraction: float, seed: int, gap: int = GAP) -> tuple[list[Tile], list[Tile]]:
+    """(training, validation) tiles: a seeded draw of whole tiles, slick and sea-only tiles drawn
+    separately so that validation holds slicks whenever two tiles do; training tiles lose ``gap`` pixels
+    along each side or corner they share with a validation tile."""
+    rng = np.random.default_rng(seed)
+    slick = [i for i, t in enumerate(tiles) if t.slick_pixels]
+    sea = [i for i, t in enumerate(tiles) if not t.slick_pixels]
+    n_slick = min(len(slick) - 1, max(1, round(val_fraction * len(slick)))) if len(slick) >= 2 else 0
+    n_sea = round(val_fraction * len(sea))
+    chosen = {int(i) for i in rng.permutation(slick)[:n_slick]} | {int(i) for i in rng.permutation(sea)[:n_sea]}
+    if not chosen:  # e.g. one slick tile and one sea tile: validate on sea rather than lose the only slick
+        chosen = {int(rng.choice(sea or slick))}
+    val = [tiles[i] for i in sorted(chosen)]
+    cells = {(t.scene, t.row, t.col) for t in val}
+    training = []
+    for i, t in enumerate(tiles):
+        if i in chosen:
+            continue
+        valid = t.valid.copy()
+        for dr in (-1, 0, 1):
+            for dc in (-1, 0, 1):
+                if (dr or dc) and (t.scene, t.row + dr * t.size, t.col + dc * t.size) in cells:
+                    valid[_edge(dr, t.size, gap), _edge(dc, t.size, gap)] = 0
+        training.append(replace(t, valid=valid))
+    return training, val
+
+
+def _edge(direction: int, size: int, gap: int) -> slice:
+    return slice(0, gap) if direction < 0 else slice(size - gap, size) if direction > 0 else slice(None)
+
+
+def _labelled_span(store: LabelStore, scene: str, grid: Grid, tile: int) -> Optional[tuple[range, range]]:
+    """Tile rows and columns (pixel offsets on the lattice) covering the scene's labels and reviewed
+    areas inside the grid; None when they all lie outside it."""
+    entry = store.scenes[scene]
+    geometries = [r.geometry for r in entry.reviewed] + [label.geometry for label in entry.labels]
+    union = shapely.union_all([shape(g) for g in to_crs(geometries, store.crs, grid.crs)])
+    minx, miny, maxx, maxy = union.bounds
+    left, top, size = grid.transform.c, grid.transform.f, grid.pixel_size
+    col0, col1 = max(0, math.floor((minx - left) / size)), min(grid.width, math.ceil((maxx - left) / size))
+    row0, row1 = max(0, math.floor((top - maxy) / size)), min(grid.height, math.ceil((top - miny) / size))
+    if col1 <= col0 or row1 <= row0:
+        return None
+    return range(row0 // tile * tile, row1, tile), range(col0 // tile * tile, col1, tile)
+
+
+def _tileset(tiles: list[Tile]) -> TileSet:
+    def stack(name: str) -> torch.Tensor:
+        return torch.from_numpy(np.stack([getattr(t, name) for t in tiles]).astype(np.float32)).unsqueeze(1)
+
+    return TileSet(stack("x"), stack("target"), stack("valid"))
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _check_options(options: FinetuneOptions) -> None:
+    if options.tile % 32 or not 64 <= options.tile <= 2048:
+        raise InputError(f"Tile size {options.tile} is not usable.", "Use a multiple of 32 between 64 and 2048, e.g. 256.")
+    if options.epochs < 1 or (options.batch_size is not None and options.batch_size < 1):
+        raise InputError("Epochs and batch size must be at least 1.", "E.g. --epochs 20.")
+    if not 0 < options.val_fraction <= 0.5:
+        raise InputError(f"Validation fraction {options.val_fraction} is outside (0, 0.5].", "Use e.g. 0.25.")
+    if options.train_layers not in (None, *TRAIN_LAYERS):
+        raise InputError(f"Unknown --train-layers {options.train_layers!r}.", f"Use one of: {', '.join(TRAIN_LAYERS)}.")
+    if options.lr is not None and not options.lr > 0:
+        raise InputError(f"Learning rate {options.lr} must be positive.", "Give e.g. 1e-4, or auto for a range test.")
+
+
+def _check_out(path: Path) -> None:
+    """Refuse now, not after an hour of training: the file must be new and its folder writable."""
+    if path.suffix != ".safetensors":
+        raise InputError(f"Model files end in .safetensors; {path.name} does not.", f"Name it e.g. {path.stem}.safetensors.")
+    if path.exists():
+        raise OutputError(f"{path} exists already; fine-tuning never replaces a file.", "Choose a new file name.")
+    folder = path.parent.resolve()
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"Cannot write the model file {path}: {folder} is not writable.", f"Choose a writable folder, e.g. {user_models_dir()}.")
+
+
+def _check_base(card: ModelCard) -> None:
+    if card.in_channels != 1:
+        raise ModelError(
+            f"The model {card.name} takes {card.in_channels} bands; fine-tuning feeds it one SAR band, as detection does.",
+            "Pick a single-band model.",
+        )
+    if card.out_channels != 1:
+        raise ModelError(
+            f"The model {card.name} predicts {len(card.classes)} classes; labels say slick or not.",
+            "Pick a binary (water/slick) model.",
+        )
+
+
+def _check_store(store: LabelStore) -> None:
+    name = store.path.name
+    if not any(entry.count("slick") for entry in store.scenes.values()):
+        raise InputError(f"The label store {name} holds no slick labels.", "Draw or accept a few slicks, then mark the areas you checked as reviewed.")
+    if not any(entry.reviewed for entry in store.scenes.values()):
+        raise InputError(
+            f"The label store {name} has labels but no reviewed areas, so nothing says which sea is clean.",
+            "Mark the areas you checked as reviewed (every slick in them labelled).",
+        )
+    missing = [scene for scene in store.scenes if not store.scene_path(scene).is_file()]
+    if missing:
+        raise InputError(
+            f"Scene file(s) moved or deleted since they were labelled: {', '.join(missing)}.",
+            "Put them back, or correct the scene field of their labels in the store.",
+        )
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("finetune", help="fine-tune a model on the labels of a label store (few-shot)")
+    p.add_argument("--base", required=True, help="model to start from (.safetensors); never modified")
+    p.add_argument("--labels", required=True, help="label store (.gpkg)")
+    p.add_argument("--out", required=True, type=Path, help="new model file (.safetensors); never overwritten")
+    p.add_argument("--tile", type=int, default=DEFAULT_TILE, help=f"tile size in pixels (default {DEFAULT_TILE})")
+    p.add_argument("--epochs", type=int, default=20, help="most epochs; stops earlier when validation stops improving")
+    p.add_argument("--batch-size", type=int, help="tiles per step (default 8 on a GPU, 4 elsewhere)")
+    p.add_argument("--train-layers", choices=TRAIN_LAYERS, help="all (default on a GPU) or decoder (default elsewhere)")
+    p.add_argument("--lr", default="auto", help="learning rate, or auto for a range test (default)")
+    p.add_argument("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu (default auto)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-fraction", type=float, default=0.25, help="share of tiles kept for validation (default 0.25)")
+    p.add_argument("--name", help="the new model's name (default: the parent's, fine-tuned DATE)")
+    p.set_defaults(func=_run_cli)
+
+
+def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
+    try:
+        lr = None if args.lr == "auto" else float(args.lr)
+    except ValueError:
+        raise InputError(f"--lr {args.lr} is not a number.", "Give e.g. 1e-4, or auto.") from None
+    options = FinetuneOptions(
+        tile=args.tile,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=lr,
+        train_layers=args.train_layers,
+        device=args.device,
+        seed=args.seed,
+        val_fraction=args.val_fraction,
+        name=args.name,
+    )
+    return finetune(args.base, args.labels, args.out, options, progress).to_dict()

@@ -1,0 +1,219 @@
+"""Few-shot fine-tuning on the real Arctic labels with a small real model: lineage, split, cancel, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from shapely.affinity import translate
+from shapely.geometry import box
+
+from engine.cli import main
+from engine.errors import Cancelled, InputError, ModelError, OutputError
+from engine.finetune import GAP, FinetuneOptions, collect_tiles, finetune, split_by_area
+from engine.labels import add_labels, add_reviewed, create_store, import_mask, read_store, scene_grid
+from engine.models import load_model, read_card
+from engine.progress import Progress
+from engine.training import TileSet, TrainConfig, lr_range_test
+
+SAMPLES = Path(__file__).resolve().parents[1] / "resources" / "samples" / "arctic_s1"
+
+SMALL = dict(encoder="tu-resnet10t", arch_kwargs={"encoder_depth": 3, "decoder_channels": [32, 16, 8]}, tile_size=256)
+FAST = dict(tile=128, epochs=1, lr=1e-3, device="cpu")
+
+
+def _scene(sample: str):
+    return SAMPLES / sample / "raw_mosaic.tif"
+
+
+def _store(path, crs="EPSG:4326", samples=("sample_1", "sample_2")):
+    create_store(path, crs)
+    for sample in samples:
+        import_mask(path, _scene(sample), SAMPLES / sample / "labels_mosaic.png")
+    return path
+
+
+def _sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory, model_factory):
+    return model_factory(tmp_path_factory.mktemp("base") / "small.safetensors", **SMALL)
+
+
+@pytest.fixture(scope="module")
+def arctic_store(tmp_path_factory):
+    """Two real tiles' labels in EPSG:4326, while the scenes are in UTM 36N: reprojection must just work."""
+    return _store(tmp_path_factory.mktemp("store") / "labels.gpkg")
+
+
+def test_finetune_writes_a_new_model_with_its_lineage(tmp_path, small_model, arctic_store):
+    parent_hash = _sha256(small_model)
+    logs = []
+    report = finetune(small_model, arctic_store, tmp_path / "tuned.safetensors", FinetuneOptions(**FAST), Progress(log=logs.append))
+    assert _sha256(small_model) == parent_hash
+    card = read_card(report.model)
+    lineage = card.lineage
+    assert lineage["parent"] == {"path": str(small_model.resolve()), "name": "test model", "sha256": parent_hash, "lineage": None}
+    assert lineage["labels"]["sha256"] == read_store(arctic_store).sha256
+    assert lineage["scenes"] == sorted(str(_scene(s)) for s in ("sample_1", "sample_2"))
+    assert lineage["train_tiles"] == report.train_tiles > lineage["val_tiles"] == report.val_tiles > 0
+    assert lineage["val_dice_before"] == round(report.val_dice_before, 4) and lineage["val_dice_after"] == round(report.val_dice_after, 4)
+    assert lineage["train_layers"] == "decoder" and lineage["device"] == "cpu" and lineage["lr"] == 1e-3 and lineage["epochs"] == 1
+    assert lineage["seconds"] > 0 and len(lineage["history"]) == 1
+    assert any(line.startswith("epoch 1: train loss") for line in logs)
+    # Only the decoder learnt: the encoder is the parent's, bit for bit.
+    parent, _ = load_model(small_model)
+    child, _ = load_model(report.model)
+    assert all(torch.equal(a, b) for a, b in zip(parent.encoder.state_dict().values(), child.encoder.state_dict().values()))
+    assert not all(torch.equal(a, b) for a, b in zip(parent.decoder.state_dict().values(), child.decoder.state_dict().values()))
+
+
+def test_validation_tiles_share_no_pixel_with_training_tiles(small_model, arctic_store):
+    tiles = collect_tiles(read_store(arctic_store), read_card(small_model), 128, Progress())
+    assert len(tiles) == 2 * 36  # two 768 x 768 tiles fully reviewed, in 128-pixel tiles
+    train_tiles, val_tiles = split_by_area(tiles, 0.25, seed=0)
+    assert len(train_tiles) + len(val_tiles) == len(tiles) and len(val_tiles) == 18
+    assert any(t.slick_pixels for t in val_tiles) and any(t.slick_pixels for t in train_tiles)
+    for t in train_tiles:
+        rows = np.arange(t.row, t.row + t.size)[:, None]
+        cols = np.arange(t.col, t.col + t.size)[None, :]
+        for v in val_tiles:
+            if v.scene != t.scene:
+                continue
+            # Chebyshev distance, in pixels, from each training pixel to the validation tile.
+            dr = np.maximum(np.maximum(v.row - rows, rows - (v.row + v.size - 1)), 0)
+            dc = np.maximum(np.maximum(v.col - cols, cols - (v.col + v.size - 1)), 0)
+            distance = np.maximum(dr, dc)
+            assert distance.min() > 0  # no pixel in both
+            assert distance[t.valid.astype(bool)].min() > GAP  # and a gap between what each side counts
+    again, _ = split_by_area(tiles, 0.25, seed=0)
+    other, _ = split_by_area(tiles, 0.25, seed=1)
+    key = lambda ts: [(t.scene, t.row, t.col) for t in ts]  # noqa: E731
+    assert key(again) == key(train_tiles) != key(other)
+
+
+def test_lr_range_test_restores_the_weights(small_model):
+    model, _ = load_model(small_model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = np.random.default_rng(0)
+    tiles = [rng.uniform(1, 255, (64, 64)).astype(np.float32) for _ in range(4)]
+    masks = [rng.random((64, 64)) > 0.8 for _ in range(4)]
+    lr = lr_range_test(model, TileSet.from_arrays(tiles, masks), TrainConfig(batch_size=2, train_layers="decoder"), steps=6)
+    assert 1e-7 <= lr <= 0.1
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_cancel_leaves_no_file(tmp_path, small_model, arctic_store):
+    progress = Progress()
+
+    def cancel_after_two_steps(stage, done, total, message):
+        if stage == "training" and done >= 2:
+            progress.cancel()
+
+    progress._callback = cancel_after_two_steps
+    with pytest.raises(Cancelled):
+        finetune(small_model, arctic_store, tmp_path / "out" / "tuned.safetensors", FinetuneOptions(**FAST), progress)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def _empty_store(tmp_path):
+    return create_store(tmp_path / "empty.gpkg", "EPSG:32636")
+
+
+def _labels_only(tmp_path):
+    path = create_store(tmp_path / "unreviewed.gpkg", "EPSG:32636")
+    add_labels(path, _scene("sample_1"), [box(455000, 8350000, 456000, 8351000)], "slick", crs="EPSG:32636", author="t", origin="drawn")
+    return path
+
+
+def _far_away(tmp_path):
+    path = create_store(tmp_path / "far.gpkg", "EPSG:32636")
+    area = translate(box(449500, 8340500, 468600, 8359600), yoff=-1_000_000)
+    add_labels(path, _scene("sample_1"), [area.buffer(-5000)], "slick", crs="EPSG:32636", author="t", origin="drawn")
+    add_reviewed(path, _scene("sample_1"), [area], crs="EPSG:32636", author="t")
+    return path
+
+
+def _moved_scene(tmp_path):
+    moved = tmp_path / "moved_scene.tif"
+    shutil.copy(_scene("sample_2"), moved)
+    path = _store(tmp_path / "moved.gpkg", samples=("sample_1",))
+    import_mask(path, moved, SAMPLES / "sample_2" / "labels_mosaic.png")
+    moved.unlink()
+    return path
+
+
+def _one_tile(tmp_path):
+    path = create_store(tmp_path / "small.gpkg", "EPSG:32636")
+    grid = scene_grid(_scene("sample_1"))
+    left, top = grid.transform.c, grid.transform.f
+
+    def pixels(col0, row0, col1, row1):
+        return box(left + 25 * col0, top - 25 * row1, left + 25 * col1, top - 25 * row0)
+
+    add_labels(path, _scene("sample_1"), [pixels(150, 280, 170, 290)], "slick", crs="EPSG:32636", author="t", origin="drawn")
+    add_reviewed(path, _scene("sample_1"), [pixels(140, 270, 240, 370)], crs="EPSG:32636", author="t")  # inside tile (256, 128)
+    return path
+
+
+@pytest.mark.parametrize("store, error, message", [
+    (_empty_store, InputError, "no slick labels"),
+    (_labels_only, InputError, "no reviewed areas"),
+    (_far_away, InputError, "No reviewed area or label lies on valid pixels"),
+    (_moved_scene, InputError, "moved or deleted.*moved_scene.tif"),
+    (_one_tile, InputError, "at least 2"),
+])
+def test_bad_labels_fail_before_training(tmp_path, small_model, store, error, message):
+    stages = []
+    out = tmp_path / "tuned.safetensors"
+    with pytest.raises(error, match=message):
+        finetune(small_model, store(tmp_path), out, FinetuneOptions(**FAST), Progress(lambda s, *_: stages.append(s)))
+    assert "training" not in stages and not out.exists()
+
+
+def test_bad_models_and_outputs_fail_before_training(tmp_path, small_model, arctic_store, model_factory):
+    def attempt(base, out, error, message):
+        stages = []
+        with pytest.raises(error, match=message):
+            finetune(base, arctic_store, out, FinetuneOptions(**FAST), Progress(lambda s, *_: stages.append(s)))
+        assert "training" not in stages
+
+    two_bands = model_factory(tmp_path / "two_bands.safetensors", **{**SMALL, "in_channels": 2})
+    attempt(two_bands, tmp_path / "a.safetensors", ModelError, "takes 2 bands")
+    not_a_model = tmp_path / "notes.safetensors"
+    not_a_model.write_text("just some notes")
+    attempt(not_a_model, tmp_path / "b.safetensors", ModelError, "not a readable model file")
+    existing = tmp_path / "existing.safetensors"
+    existing.write_bytes(b"someone's model")
+    attempt(small_model, existing, OutputError, "exists already")
+    assert existing.read_bytes() == b"someone's model"
+    attempt(small_model, small_model, OutputError, "exists already")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    attempt(small_model, blocker / "tuned.safetensors", OutputError, "not writable")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "existing.safetensors", "notes.safetensors", "two_bands.safetensors"]
+
+
+def test_cli_speaks_json_lines_with_a_loss_per_epoch(tmp_path, small_model, capsys):
+    store = _store(tmp_path / "one.gpkg", samples=("sample_1",))
+    out = tmp_path / "cli.safetensors"
+    args = ["--jsonl", "finetune", "--base", str(small_model), "--labels", str(store), "--out", str(out),
+            "--tile", "256", "--epochs", "2", "--lr", "1e-3", "--device", "cpu", "--seed", "3"]
+    assert main(args) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    epochs = [e["message"] for e in events if e["event"] == "log" and e["message"].startswith("epoch ")]
+    assert len(epochs) == 2 and "val Dice" in epochs[0]
+    assert any(e["event"] == "progress" and e["stage"] == "training" for e in events)
+    result = events[-1]
+    assert result["event"] == "result" and result["data"]["model"] == str(out) and len(result["data"]["history"]) == 2
+    assert read_card(out).lineage["seed"] == 3
+    assert main(args) == 2  # never overwrites
+    error = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert error["event"] == "error" and error["kind"] == "OutputError"
