@@ -16,7 +16,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from . import __version__, demo, evaluate, finetune, labels, pretrain, synth
+from . import __version__, demo, evaluate, experiment, finetune, labels, pretrain, synth
 from .errors import Cancelled, SlickMapperError
 from .progress import Progress
 
@@ -26,6 +26,9 @@ EPILOG = """examples:
   python -m engine detect S1A_EW_GRDM_...-hh-....tiff --out results/ --tile 512 --threshold 0.4
   python -m engine evaluate results/scene_probability.tif --labels labels.png
   python -m engine synth --out synthetic.tif --labels synthetic_labels.tif --size 2048 2048
+  python -m engine labels init project_labels.gpkg --crs EPSG:32636
+  python -m engine labels summary project_labels.gpkg
+  python -m engine finetune --base model.safetensors --labels project_labels.gpkg --out model_ft.safetensors
 """
 
 
@@ -110,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_cli(sub)
     labels.add_cli(sub)
     finetune.add_cli(sub)
+    experiment.add_cli(sub)
     return parser
 
 

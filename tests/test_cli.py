@@ -1,0 +1,68 @@
+"""The engine as the plugin's worker and a batch job see it: a separate process speaking JSON lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from engine.synth import SceneSpec, write_scene
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def engine(*args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "engine", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def events(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def test_engine_never_imports_qt_or_qgis() -> None:
+    code = ("import sys, engine.cli, engine.detect, engine.finetune, engine.labels, engine.demo; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('qgis', 'PyQt5', 'PyQt6', 'sip')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_detect_speaks_json_lines_and_ends_with_the_result(tmp_path: Path, sample_scene: Path, tiny_model: Path) -> None:
+    run = engine("--jsonl", "detect", str(sample_scene), "--out", str(tmp_path), "--model", str(tiny_model), "--tile", "256")
+    stdout, stderr = run.communicate(timeout=300)
+    assert run.returncode == 0, stderr
+    said = events(stdout)
+    stages = [e["stage"] for e in said if e["event"] == "progress"]
+    assert {"tiles", "polygons", "writing", "done"} <= set(stages)  # an 8-bit tile needs no statistics
+    assert said[-1]["event"] == "result"
+    assert Path(said[-1]["data"]["slicks"]).exists()
+
+
+def test_bad_input_is_one_error_event_and_exit_code_2(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(b"not a tiff at all")
+    run = engine("--jsonl", "detect", str(broken), "--out", str(tmp_path / "out"))
+    stdout, _ = run.communicate(timeout=120)
+    said = events(stdout)
+    assert run.returncode == 2
+    assert said[-1]["event"] == "error" and "broken.tif" in said[-1]["message"]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_sigterm_cancels_cleanly_with_exit_130(tmp_path: Path, tiny_model: Path) -> None:
+    scene = write_scene(SceneSpec(height=2048, width=2048, seed=11), tmp_path / "big.tif")
+    out = tmp_path / "out"
+    run = engine("--jsonl", "detect", str(scene), "--out", str(out), "--model", str(tiny_model), "--tile", "256")
+    deadline = time.monotonic() + 120
+    for line in run.stdout:  # wait until tiles are being predicted, then stop the run
+        if '"tiles"' in line or time.monotonic() > deadline:
+            break
+    run.send_signal(signal.SIGTERM)
+    stdout, _ = run.communicate(timeout=60)
+    assert run.returncode == 130
+    assert events(stdout)[-1]["event"] == "cancelled"
+    assert list(out.iterdir()) == []  # the staging folder went with the run
