@@ -1,0 +1,1 @@
+"""Slick Mapper's Processing algorithms, one per module; they run the same worker as the dock."""

@@ -1,0 +1,476 @@
+"""The Slick Mapper dock: pick a SAR scene and a model, see what will happen, detect, get a styled group;
+then label slicks and fine-tune the model on them.
+
+UI → ``DetectParameters`` → ``EngineTask``: the dock only gathers values, checks them with
+``scene_check`` before anything starts, and adds layers when a task reports success. The Labels and
+Fine-tune sections are their own widgets (``labels_panel``, ``finetune_panel``) that run their engine
+commands through the dock's ``_start``.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+
+from qgis.core import (Qgis, QgsApplication, QgsCoordinateTransform, QgsMapLayer, QgsMapLayerProxyModel,
+                       QgsProject, QgsRasterLayer)
+from qgis.gui import QgsCollapsibleGroupBox, QgsDockWidget, QgsMapLayerComboBox
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtWidgets import (QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPlainTextEdit,
+                                 QProgressBar, QPushButton, QRadioButton, QScrollArea, QVBoxLayout, QWidget)
+
+from . import settings
+from . import labeling
+from .commands import DOCTOR, MODELS, DetectParameters, info_command, unique_prefix
+from .finetune_panel import FinetunePanel
+from .labels_panel import LabelsPanel
+from .layers import LayerError, add_result_group, open_results, summary
+from .options import editor_value, make_editor
+from .progress import ProgressEvent
+from .rich_text import html_text
+from .scene_check import SceneFacts, issues
+from .tasks import EngineTask
+from .worker import EngineCommand, RunResult, Status
+
+TITLE = "Slick Mapper"
+
+
+class SlickMapperDock(QgsDockWidget):
+    """The analyst's panel; ``shutdown()`` cancels its tasks before the plugin unloads."""
+
+    def __init__(self, iface: Any, parent: Optional[QWidget] = None) -> None:
+        super().__init__(TITLE, parent)
+        self.setObjectName("SlickMapperDock")
+        self._iface = iface
+        self._project = QgsProject.instance()
+        self._tasks: Set[EngineTask] = set()
+        self.detect_task: Optional[EngineTask] = None
+        """The running detection, if any: what Cancel stops."""
+        self._info_task: Optional[EngineTask] = None
+        self._infos: Dict[str, Tuple[Optional[Dict[str, Any]], str]] = {}
+        self._build()
+        self._project.layersAdded.connect(self._refresh_scenes)
+        self._project.layersRemoved.connect(self._refresh_scenes)
+        self._iface.mapCanvas().currentLayerChanged.connect(self._follow_active_layer)
+        self._refresh_scenes()
+        self._follow_active_layer(self._iface.activeLayer())
+        self._start(MODELS, "Slick Mapper: listing models", self._models_listed)
+
+    # ---- building the panel -------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        body = QWidget()
+        layout = QVBoxLayout(body)
+
+        scene_box = QGroupBox("Scene")
+        scene_layout = QVBoxLayout(scene_box)
+        self.layer_combo = QgsMapLayerComboBox()
+        self.layer_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.layer_combo.setAllowEmptyLayer(False)
+        self.layer_combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.layer_combo.layerChanged.connect(self._scene_changed)
+        self.active_note = QLabel()
+        self.active_note.setWordWrap(True)
+        self.active_note.setVisible(False)
+        self.scene_info = QLabel()
+        self.scene_info.setWordWrap(True)
+        self.scene_info.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        scene_layout.addWidget(self.layer_combo)
+        scene_layout.addWidget(self.active_note)
+        scene_layout.addWidget(self.scene_info)
+        layout.addWidget(scene_box)
+
+        model_box = QGroupBox("Model and run")
+        form = QFormLayout(model_box)
+        self.model_combo = QComboBox()
+        self.model_combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.model_combo.setMinimumContentsLength(12)
+        self.model_combo.addItem("Engine default (listing models…)", None)
+        self.model_combo.currentIndexChanged.connect(self._model_changed)
+        self.model_details = QLabel()
+        self.model_details.setWordWrap(True)
+        self.device = make_editor(settings.DEVICE)
+        self.tile = make_editor(settings.TILE)
+        self.overlap = make_editor(settings.OVERLAP)
+        self.threshold = make_editor(settings.THRESHOLD)
+        self.whole_scene = QRadioButton("Whole scene")
+        self.map_view = QRadioButton("Current map view")
+        self.whole_scene.setChecked(True)
+        extent_row = QVBoxLayout()
+        extent_row.addWidget(self.whole_scene)
+        extent_row.addWidget(self.map_view)
+        self.output_folder = make_editor(settings.OUTPUT_FOLDER)
+        self.output_folder.lineEdit().setPlaceholderText("Next to the scene")
+        form.addRow("Model", self.model_combo)
+        form.addRow("", self.model_details)
+        form.addRow(settings.DEVICE.label, self.device)
+        form.addRow(settings.TILE.label, self.tile)
+        form.addRow(settings.OVERLAP.label, self.overlap)
+        form.addRow(settings.THRESHOLD.label, self.threshold)
+        form.addRow("Extent", extent_row)
+        form.addRow(settings.OUTPUT_FOLDER.label, self.output_folder)
+        layout.addWidget(model_box)
+
+        run_row = QHBoxLayout()
+        self.detect_button = QPushButton("Detect slicks")
+        self.detect_button.setDefault(True)
+        self.detect_button.clicked.connect(self.detect)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        run_row.addWidget(self.detect_button, 1)
+        run_row.addWidget(self.cancel_button)
+        layout.addLayout(run_row)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        self.progress.setValue(0)
+        self.progress.setFormat("Idle")
+        self.progress.setTextVisible(True)
+        layout.addWidget(self.progress)
+
+        self.labels_panel = LabelsPanel(self._iface, self._project, self._start, self._push,
+                                        self.layer_combo.currentLayer)
+        self.finetune_panel = FinetunePanel(self._start, self._push, self._current_model,
+                                            lambda: str(editor_value(self.device)),
+                                            lambda: labeling.store_path(self._project))
+        self.finetune_panel.model_created.connect(lambda _: self.refresh_models())
+        self.finetune_panel.detect_requested.connect(self.detect_with_model)
+        layout.addWidget(self.labels_panel)
+        layout.addWidget(self.finetune_panel)
+
+        engine_box = QgsCollapsibleGroupBox("Engine")
+        engine_layout = QVBoxLayout(engine_box)
+        engine_row = QHBoxLayout()
+        self.check_button = QPushButton("Check engine")
+        self.check_button.clicked.connect(self.check_engine)
+        engine_row.addWidget(self.check_button)
+        engine_row.addStretch(1)
+        self.engine_status = QLabel(f"Engine Python: {settings.engine_runner().python}")
+        self.engine_status.setWordWrap(True)
+        self.engine_status.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.log = QPlainTextEdit()
+        self.log.setReadOnly(True)
+        self.log.setMaximumBlockCount(500)
+        self.log.setFixedHeight(110)
+        self.log.setPlaceholderText("Engine messages appear here.")
+        engine_layout.addLayout(engine_row)
+        engine_layout.addWidget(self.engine_status)
+        engine_layout.addWidget(self.log)
+        layout.addWidget(engine_box)
+        layout.addStretch(1)
+
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.NoFrame)
+        scroll.setWidget(body)
+        self.setWidget(scroll)
+
+    # ---- tasks ---------------------------------------------------------------------------------------
+
+    def _start(self, command: EngineCommand, description: str, on_done: Any, cleanup: Any = None,
+               on_progress: Optional[Callable[[ProgressEvent, str], None]] = None,
+               on_log: Optional[Callable[[str], None]] = None) -> EngineTask:
+        """Queue ``command`` as an EngineTask whose result goes to ``on_done`` on the main thread.
+
+        ``on_progress`` and ``on_log`` are connected before the task is queued, so no early line is missed.
+        """
+        task = EngineTask(description, settings.engine_runner(), command, cleanup)
+        task.logged.connect(self._append_log)
+        task.progressed.connect(partial(self._task_progressed, task))
+        if on_progress is not None:
+            task.progressed.connect(on_progress)
+        if on_log is not None:
+            task.logged.connect(on_log)
+        task.done.connect(partial(self._task_done, task, on_done))
+        self._tasks.add(task)
+        QgsApplication.taskManager().addTask(task)
+        return task
+
+    def _task_progressed(self, task: EngineTask, event: ProgressEvent, text: str) -> None:
+        """Only the detection drives the progress bar; scene and model look-ups are too quick to show."""
+        if task is self.detect_task:
+            self.progress.setValue(int(event.percent))
+            self.progress.setFormat(text)
+
+    def _task_done(self, task: EngineTask, on_done: Any, result: RunResult) -> None:
+        self._tasks.discard(task)
+        on_done(result)
+
+    def shutdown(self) -> None:
+        """Cancel running tasks and stop listening to them and to the project: the plugin is unloading."""
+        self._project.layersAdded.disconnect(self._refresh_scenes)
+        self._project.layersRemoved.disconnect(self._refresh_scenes)
+        self._iface.mapCanvas().currentLayerChanged.disconnect(self._follow_active_layer)
+        self.labels_panel.shutdown()
+        for task in list(self._tasks):
+            for signal in (task.done, task.logged, task.progressed):
+                signal.disconnect()
+            task.cancel()
+        self._tasks.clear()
+
+    def _append_log(self, line: str) -> None:
+        self.log.appendPlainText(line)
+
+    def _push(self, level: Qgis.MessageLevel, text: str, details: str = "") -> None:
+        bar = self._iface.messageBar()
+        duration = 0 if level == Qgis.Critical else 10
+        if details and details != text:
+            bar.pushMessage(TITLE, text, details, level, duration)
+        else:
+            bar.pushMessage(TITLE, text, level, duration)
+
+    # ---- engine and models ---------------------------------------------------------------------------
+
+    def check_engine(self) -> None:
+        """Run ``doctor`` and show what the worker sees (Python, torch, device, GPU)."""
+        self.check_button.setEnabled(False)
+        self.engine_status.setText("Checking the engine…")
+        self._start(DOCTOR, "Slick Mapper: checking the engine", self._engine_checked)
+
+    def _engine_checked(self, result: RunResult) -> None:
+        self.check_button.setEnabled(True)
+        if not result.ok:
+            self.engine_status.setText(f"<span style='color:#b00020'>{html_text(result.message)}</span>")
+            self._push(Qgis.Critical, result.message.splitlines()[0], result.message)
+            return
+        data = result.data
+        gpu = f" ({data.get('gpu_name')}, {data.get('gpu_memory_gb')} GB)" if data.get("gpu_name") else ""
+        text = (f"Engine {data.get('engine_version')} · torch {data.get('torch_version')} · "
+                f"device {data.get('device')}{gpu}\nPython {data.get('python')}\nModels: {data.get('models_dir')}")
+        self.engine_status.setText(html_text(text))
+        self._push(Qgis.Success, f"Engine ready: torch {data.get('torch_version')} on {data.get('device')}{gpu}.")
+
+    def refresh_models(self, select: str = "", then: Optional[Callable[[], None]] = None) -> None:
+        """List the models again (a new one was written); select ``select``, else keep the current one."""
+        self._start(MODELS, "Slick Mapper: listing models", partial(self._models_listed, select=select, then=then))
+
+    def _models_listed(self, result: RunResult, select: str = "", then: Optional[Callable[[], None]] = None) -> None:
+        current = self._current_model() or {}
+        wanted = select or str(current.get("path") or "") or settings.DEFAULT_MODEL.value()
+        wanted = str(Path(wanted).resolve()) if wanted else ""
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        models: List[Dict[str, Any]] = list(result.data.get("models") or []) if result.ok else []
+        for model in models:
+            self.model_combo.addItem(self._model_title(model), model)
+            self.model_combo.setItemData(self.model_combo.count() - 1, self._model_text(model), Qt.ToolTipRole)
+        if not models:
+            self.model_combo.addItem("Engine default", None)
+            if not result.ok:
+                self.engine_status.setText(f"<span style='color:#b00020'>{html_text(result.message)}</span>")
+        paths = [str(Path(model["path"]).resolve()) if model.get("path") else "" for model in models]
+        defaults = [index for index, model in enumerate(models) if model.get("default")]
+        self.model_combo.setCurrentIndex(paths.index(wanted) if wanted in paths else (defaults or [0])[0])
+        self.model_combo.blockSignals(False)
+        self._model_changed()
+        if then is not None:
+            then()
+
+    @staticmethod
+    def _model_title(model: Dict[str, Any]) -> str:
+        return (f"{model.get('name')} – {model.get('architecture')}, {model.get('pixel_size') or '?'} m, "
+                f"{model.get('polarisation') or '?'}")
+
+    @staticmethod
+    def _model_text(model: Dict[str, Any]) -> str:
+        dice = model.get("dice")
+        dice_text = f"Dice {dice:.2f}" if isinstance(dice, (int, float)) else "Dice not measured"
+        provenance = model.get("provenance") or ""
+        if isinstance(provenance, dict):
+            provenance = "; ".join(f"{key}: {value}" for key, value in provenance.items()
+                                   if isinstance(value, (str, int, float)))
+        return (f"{model.get('architecture')} / {model.get('encoder')}, tiles {model.get('tile_size')} px, "
+                f"{model.get('mode') or ''} {model.get('polarisation') or ''}. {dice_text}. {provenance}").strip()
+
+    def _current_model(self) -> Optional[Dict[str, Any]]:
+        return self.model_combo.currentData()
+
+    def _model_changed(self) -> None:
+        model = self._current_model()
+        self.model_details.setText(self._model_text(model) if model else "The engine's bundled model.")
+        self.finetune_panel.model_changed()
+        self._show_scene()
+
+    # ---- scene ---------------------------------------------------------------------------------------
+
+    def _refresh_scenes(self) -> None:
+        """Keep only SAR-looking rasters in the scene list (no RGB photos, no web tiles)."""
+        others = [layer for layer in self._project.mapLayers().values()
+                  if isinstance(layer, QgsRasterLayer) and not SceneFacts.from_layer(layer).looks_like_sar]
+        self.layer_combo.setExceptedLayerList(others)
+        self._show_scene()
+
+    def _follow_active_layer(self, layer: Optional[QgsMapLayer]) -> None:
+        """Preselect the active layer when it is a scene; say why when it is a raster but not one."""
+        self.active_note.setVisible(False)
+        if not isinstance(layer, QgsRasterLayer):
+            return
+        facts = SceneFacts.from_layer(layer)
+        if facts.looks_like_sar:
+            self.layer_combo.setLayer(layer)
+        else:
+            self.active_note.setText(f"<span style='color:#b06000'>{html_text(facts.why_not_sar())}</span>")
+            self.active_note.setVisible(True)
+
+    def _scene_changed(self, layer: Optional[QgsMapLayer]) -> None:
+        path = SceneFacts.from_layer(layer).path if isinstance(layer, QgsRasterLayer) else ""
+        known = self._infos.get(path, (None, ""))[0] is not None  # a failed look-up is tried again
+        if path and not known and Path(path).exists():
+            if self._info_task is not None:
+                self._info_task.cancel()
+            self._info_task = self._start(info_command(path), f"Slick Mapper: reading {Path(path).name}",
+                                          partial(self._info_read, path))
+        self._show_scene()
+        self.labels_panel.refresh()
+
+    def _info_read(self, path: str, result: RunResult) -> None:
+        self._info_task = None
+        if result.status is Status.CANCELLED:
+            return
+        self._infos[path] = (result.data, "") if result.ok else (None, result.message)
+        self._show_scene()
+
+    def _scene_issues(self, layer: QgsRasterLayer) -> Tuple[SceneFacts, Optional[Dict[str, Any]], list]:
+        facts = SceneFacts.from_layer(layer)
+        info, info_error = self._infos.get(facts.path, (None, ""))
+        return facts, info, issues(facts, info, info_error, self._current_model())
+
+    def _show_scene(self) -> None:
+        """Show what the engine found about the scene and everything that will go wrong."""
+        layer = self.layer_combo.currentLayer()
+        if not isinstance(layer, QgsRasterLayer):
+            self.scene_info.setText("Add a Sentinel-1 scene (GeoTIFF, COG or VRT) to the project.")
+            return
+        facts, info, found = self._scene_issues(layer)
+        lines = []
+        if info:
+            crs = str(info.get("crs") or "")
+            if len(crs) > 40:
+                crs = layer.crs().authid() or crs[:40] + "…"
+            if info.get("has_gcps") and not crs:
+                crs = f"ground control points → {info.get('utm_crs')}"
+            pixel = f"{info['pixel_size']:.1f} m" if info.get("pixel_size") else "unknown"
+            lines += [f"<b>CRS</b> {html_text(crs or 'none')} · <b>pixel</b> {pixel} · "
+                      f"{info.get('width')}×{info.get('height')} px",
+                      f"<b>band</b> {info.get('band')} ({info.get('polarisation') or 'polarisation unknown'}) · "
+                      f"<b>values</b> {info.get('value_scale')} · "
+                      f"<b>valid</b> {100 * float(info.get('valid_fraction') or 0):.0f} %"]
+            if info.get("plan"):
+                lines.append(f"<i>{html_text(str(info['plan']))}</i>")
+        elif facts.path not in self._infos and Path(facts.path).exists():
+            lines.append("<i>Reading the scene…</i>")
+        for issue in found:
+            colour = "#b00020" if issue.blocking else "#b06000"
+            lines.append(f"<span style='color:{colour}'>{'✖' if issue.blocking else '⚠'} {html_text(issue.text)}</span>")
+        self.scene_info.setText("<br>".join(lines))
+
+    # ---- detection -----------------------------------------------------------------------------------
+
+    def _no_scene_reason(self) -> str:
+        if self.active_note.isVisible():
+            return SceneFacts.from_layer(self._iface.activeLayer()).why_not_sar()
+        return "There is no SAR scene in the project: add a Sentinel-1 GeoTIFF, COG or VRT first."
+
+    def _bounds(self, layer: QgsRasterLayer) -> Tuple[Optional[Tuple[float, float, float, float]], str, str]:
+        """The map view as (bounds, CRS) when that extent is chosen, or an error text."""
+        if not self.map_view.isChecked():
+            return None, "", ""
+        canvas = self._iface.mapCanvas()
+        crs = canvas.mapSettings().destinationCrs()
+        view = canvas.extent()
+        scene = QgsCoordinateTransform(layer.crs(), crs, self._project).transformBoundingBox(layer.extent())
+        if view.isEmpty() or not view.intersects(scene):
+            return None, "", "The map view does not overlap the scene: pan to it, or choose Whole scene."
+        bounds = (view.xMinimum(), view.yMinimum(), view.xMaximum(), view.yMaximum())
+        return bounds, crs.authid() or crs.toWkt(), ""
+
+    def detect(self) -> None:
+        """Check everything that can be checked, then start the detection task (or say what is wrong)."""
+        if self.detect_task is not None:
+            return
+        layer = self.layer_combo.currentLayer()
+        if not isinstance(layer, QgsRasterLayer):
+            self._push(Qgis.Warning, self._no_scene_reason())
+            return
+        facts, _, found = self._scene_issues(layer)
+        blocking = [issue.text for issue in found if issue.blocking]
+        out_dir = str(editor_value(self.output_folder)) or str(Path(facts.path).parent)
+        if not blocking and not (os.path.isdir(out_dir) and os.access(out_dir, os.W_OK)):
+            blocking.append(f"Results cannot be written to {out_dir}. Choose an output folder you can write to.")
+        bounds, bounds_crs, extent_error = self._bounds(layer) if not blocking else (None, "", "")
+        if extent_error:
+            blocking.append(extent_error)
+        if blocking:
+            self._show_scene()
+            self._push(Qgis.Critical, blocking[0])
+            return
+        model = self._current_model() or {}
+        model_path = str(model.get("path") or "")
+        model_name = str(model.get("name") or "default")
+        params = DetectParameters(
+            scene=facts.path, out_dir=out_dir,
+            prefix=unique_prefix(out_dir, facts.path, Path(model_path).stem if model_path else "default"),
+            model=model_path, device=str(editor_value(self.device)),
+            tile=int(editor_value(self.tile)), overlap=int(editor_value(self.overlap)),
+            threshold=float(editor_value(self.threshold)), bounds=bounds, bounds_crs=bounds_crs)
+        for setting, editor in ((settings.DEVICE, self.device), (settings.TILE, self.tile),
+                                (settings.OVERLAP, self.overlap), (settings.THRESHOLD, self.threshold),
+                                (settings.OUTPUT_FOLDER, self.output_folder)):
+            setting.set_value(editor_value(editor))
+        self.log.clear()
+        self.detect_task = self._start(
+            params.command(), f"Slick Mapper: detecting slicks in {layer.name()}",
+            partial(self._detected, layer.id(), layer.name(), model_name, params), cleanup=params.remove_outputs)
+        self._set_running(True)
+
+    def cancel(self) -> None:
+        if self.detect_task is not None:
+            self.progress.setFormat("Cancelling…")
+            self.detect_task.cancel()
+
+    def _set_running(self, running: bool) -> None:
+        self.detect_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+        self.progress.setValue(0)
+        self.progress.setFormat("Starting the engine…" if running else "Idle")
+
+    def _detected(self, scene_id: str, scene_name: str, model_name: str, params: DetectParameters,
+                  result: RunResult) -> None:
+        self.detect_task = None
+        self._set_running(False)
+        if result.status is Status.CANCELLED:
+            self._push(Qgis.Info, "Detection cancelled; nothing was written.")
+            return
+        if not result.ok:
+            self._append_log(result.message)
+            self._push(Qgis.Critical, f"Detection failed: {result.message.splitlines()[0]}", result.message)
+            return
+        try:
+            layers = open_results(result.data)
+        except LayerError as error:
+            params.remove_outputs()
+            self._push(Qgis.Critical, str(error))
+            return
+        add_result_group(self._project, self._project.mapLayer(scene_id), scene_name,
+                         str(result.data.get("model_name") or model_name), layers)
+        self.labels_panel.show_uncertain(layers[1], params.threshold)
+        self.progress.setValue(100)
+        self.progress.setFormat("Done")
+        self._push(Qgis.Success, f"{scene_name}: {summary(result.data)}")
+        for warning in result.data.get("warnings") or ():
+            self._push(Qgis.Warning, str(warning))
+
+    def detect_with_model(self, path: str) -> None:
+        """List the models again, select the one at ``path`` and detect with it in the map view."""
+        self.refresh_models(select=path, then=partial(self._detect_selected, path))
+
+    def _detect_selected(self, path: str) -> None:
+        selected = str((self._current_model() or {}).get("path") or "")
+        if not selected or Path(selected).resolve() != Path(path).resolve():
+            self._push(Qgis.Warning, f"The model {Path(path).name} is not in the engine's model list, so it cannot be "
+                                     f"selected. Check that it is still in {Path(path).parent}.")
+            return
+        self.map_view.setChecked(True)
+        self.detect()

@@ -1,0 +1,215 @@
+"""The dock's Fine-tune section: teach the selected model the project's labels, watch it learn, compare.
+
+The run is an engine command like detection (same worker, same cancel, same clean-up), writing a new
+model file into the folder the engine lists models from, so the new model appears in the model list.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
+
+from qgis.core import Qgis
+from qgis.gui import QgsCollapsibleGroupBox
+from qgis.PyQt.QtCore import Qt, pyqtSignal
+from qgis.PyQt.QtWidgets import (QAbstractItemView, QComboBox, QFormLayout, QHBoxLayout, QHeaderView, QLabel,
+                                 QProgressBar, QPushButton, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout,
+                                 QWidget)
+
+from .commands import TRAIN_LAYERS, FinetuneParameters, finetuned_model_path, user_models_dir
+from .loss_chart import LossChart
+from .progress import ProgressEvent
+from .rich_text import html_text
+from .tasks import EngineTask
+from .worker import RunResult, Status
+
+StartTask = Callable[..., EngineTask]
+"""The dock's ``_start(command, description, on_done, cleanup=None, on_progress=None, on_log=None)``."""
+Push = Callable[..., None]
+"""The dock's ``_push(level, text, details="")``."""
+AUTOMATIC = "automatic"
+"""Train-layers choice that lets the engine decide: all layers on a GPU, the decoder only on a CPU."""
+
+
+class FinetunePanel(QgsCollapsibleGroupBox):
+    """Runs ``finetune`` on the model selected in the dock and the project's label store."""
+
+    model_created = pyqtSignal(str)
+    """(path of the new model file) once it is written: the dock refreshes its model list."""
+    detect_requested = pyqtSignal(str)
+    """(path of the new model file): the analyst wants to see it at work on the map view."""
+
+    def __init__(self, start: StartTask, push: Push, model: Callable[[], Optional[Dict[str, Any]]],
+                 device: Callable[[], str], store: Callable[[], str], parent: Optional[QWidget] = None) -> None:
+        super().__init__("Fine-tune", parent)
+        self._start = start
+        self._push = push
+        self._model = model
+        self._device = device
+        self._store = store
+        self.task: Optional[EngineTask] = None
+        """The running fine-tuning, if any: what Cancel stops."""
+        self.result: Optional[RunResult] = None
+        self._build()
+        self.model_changed()
+
+    def _build(self) -> None:
+        layout = QVBoxLayout(self)
+        self.base_label = QLabel()
+        self.base_label.setWordWrap(True)
+        form = QFormLayout()
+        self.epochs = QSpinBox()
+        self.epochs.setRange(1, 200)
+        self.epochs.setValue(20)
+        self.epochs.setToolTip("Most epochs; training stops earlier when the validation loss stops improving.")
+        self.train_layers = QComboBox()
+        self.train_layers.addItems((AUTOMATIC, *TRAIN_LAYERS))
+        self.train_layers.setToolTip("decoder: quick, works on a CPU with few labels. all: the whole network, "
+                                     "best on a GPU. automatic: all on a GPU, decoder otherwise.")
+        self.tile = QSpinBox()
+        self.tile.setRange(64, 1024)
+        self.tile.setSingleStep(32)
+        self.tile.setValue(256)
+        self.tile.setToolTip("Side of the training tiles in pixels (a multiple of 32). Smaller tiles make more of "
+                             "them from a small reviewed area.")
+        form.addRow("Epochs", self.epochs)
+        form.addRow("Train layers", self.train_layers)
+        form.addRow("Tile (px)", self.tile)
+        run_row = QHBoxLayout()
+        self.run_button = QPushButton("Fine-tune")
+        self.run_button.setToolTip("Train a copy of the selected model on this project's labels. The selected "
+                                   "model file is never changed.")
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        run_row.addWidget(self.run_button, 1)
+        run_row.addWidget(self.cancel_button)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        self.progress.setValue(0)
+        self.progress.setFormat("Idle")
+        self.progress.setTextVisible(True)
+        self.chart = LossChart()
+        self.table = QTableWidget(2, 2)
+        self.table.setHorizontalHeaderLabels(["Model", "Validation Dice"])
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.Stretch)
+        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeToContents)
+        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.setFixedHeight(self.table.horizontalHeader().sizeHint().height()
+                                  + 2 * self.table.verticalHeader().defaultSectionSize() + 4)
+        self.summary = QLabel()
+        self.summary.setWordWrap(True)
+        self.summary.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.detect_button = QPushButton("Detect with the new model on the map view")
+        self.detect_button.clicked.connect(self._detect_with_new_model)
+        for widget in (self.table, self.detect_button):
+            widget.setVisible(False)
+        layout.addWidget(self.base_label)
+        layout.addLayout(form)
+        layout.addLayout(run_row)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.chart)
+        layout.addWidget(self.table)
+        layout.addWidget(self.summary)
+        layout.addWidget(self.detect_button)
+
+    def model_changed(self) -> None:
+        """Follow the dock's model choice: it is the model that gets fine-tuned."""
+        model = self._model()
+        self.base_label.setText(f"Base model: <b>{html_text(str(model.get('name')))}</b> (the model chosen above)"
+                                if model else "Base model: the model list has not loaded yet.")
+
+    def _blocking_reason(self) -> str:
+        model, store = self._model(), self._store()
+        if not model or not model.get("path"):
+            return ("The model list has not loaded, so there is no model to fine-tune. Click Check engine in the "
+                    "Engine section to see what is wrong.")
+        if not store or not Path(store).is_file():
+            return ("This project has no label store yet. In Labels, click Start labeling, draw or accept slicks "
+                    "and mark the areas you checked as reviewed; then fine-tune.")
+        return ""
+
+    def run(self) -> None:
+        """Start fine-tuning, or say what is missing."""
+        if self.task is not None:
+            return
+        reason = self._blocking_reason()
+        if reason:
+            self._push(Qgis.Warning, reason)
+            return
+        base = str(self._model()["path"])
+        layers = self.train_layers.currentText()
+        params = FinetuneParameters(
+            base=base, store=self._store(), out=str(finetuned_model_path(user_models_dir(), base)),
+            epochs=self.epochs.value(), tile=self.tile.value(),
+            train_layers="" if layers == AUTOMATIC else layers, device=self._device())
+        self.chart.clear()
+        self.result = None
+        for widget in (self.table, self.detect_button):
+            widget.setVisible(False)
+        self.summary.setText("")
+        self.task = self._start(params.command(), f"Slick Mapper: fine-tuning {Path(base).stem}",
+                                self._finished, cleanup=params.remove_outputs, on_progress=self._progressed,
+                                on_log=self.chart.add_log_line)
+        self._set_running(True)
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.progress.setFormat("Cancelling…")
+            self.task.cancel()
+
+    def _set_running(self, running: bool) -> None:
+        self.run_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+        self.progress.setValue(0)
+        self.progress.setFormat("Starting the engine…" if running else "Idle")
+
+    def _progressed(self, event: ProgressEvent, text: str) -> None:
+        self.progress.setValue(int(event.percent))
+        self.progress.setFormat(text)
+
+    def _finished(self, result: RunResult) -> None:
+        self.task = None
+        self.result = result
+        self._set_running(False)
+        if result.status is Status.CANCELLED:
+            self.summary.setText("Cancelled; no model file was written.")
+            self._push(Qgis.Info, "Fine-tuning cancelled; no model file was written.")
+            return
+        if not result.ok:
+            self.summary.setText(f"<span style='color:#b00020'>{html_text(result.message)}</span>")
+            self._push(Qgis.Critical, f"Fine-tuning failed: {result.message.splitlines()[0]}", result.message)
+            return
+        self.progress.setValue(100)
+        self.progress.setFormat("Done")
+        self._show_result(result.data)
+        self.model_created.emit(str(result.data["model"]))
+        self._push(Qgis.Success, f"New model {Path(str(result.data['model'])).name}: validation Dice "
+                                 f"{float(result.data['val_dice_before']):.3f} → {float(result.data['val_dice_after']):.3f}.")
+
+    def _show_result(self, data: Dict[str, Any]) -> None:
+        """The before/after table, what the run did, and a warning when the new model is no better."""
+        before, after = float(data["val_dice_before"]), float(data["val_dice_after"])
+        rows = (("Parent", str(data["parent"]), before), ("Fine-tuned (new)", str(data["model"]), after))
+        for row, (role, path, dice) in enumerate(rows):
+            name = QTableWidgetItem(role)
+            name.setToolTip(path)
+            self.table.setItem(row, 0, name)
+            value = QTableWidgetItem(f"{dice:.3f}")
+            value.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
+            self.table.setItem(row, 1, value)
+        lines = [f"{data['epochs_run']} epochs (best: {data['best_epoch']}) on {data['train_tiles']} training and "
+                 f"{data['val_tiles']} validation tiles, layers: {data['train_layers']}, {float(data['seconds']):.0f} s "
+                 f"on {data['device']}.", f"Saved as {data['model']}"]
+        if after < before:
+            lines.append("<span style='color:#b06000'>The fine-tuned model scores below its parent on the validation "
+                         "tiles: keep using the parent, or add labels and reviewed areas and try again.</span>")
+        self.summary.setText("<br>".join(line if line.startswith("<span") else html_text(line) for line in lines))
+        for widget in (self.table, self.detect_button):
+            widget.setVisible(True)
+
+    def _detect_with_new_model(self) -> None:
+        if self.result is not None and self.result.ok:
+            self.detect_requested.emit(str(self.result.data["model"]))

@@ -1,0 +1,67 @@
+"""Puts a detection's files on the map: a styled group inserted just above the scene it came from.
+
+Called only from a task's ``finished()`` (main thread). A group never replaces an earlier one: a second
+run on the same scene adds a second group with a numbered name.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+from qgis.core import QgsLayerTreeGroup, QgsMapLayer, QgsProject, QgsRasterLayer, QgsVectorLayer
+
+from .paths import style_path
+
+SLICKS_LAYER = "slicks"
+"""The layer name inside the engine's GeoPackage."""
+
+
+class LayerError(Exception):
+    """An output file exists but QGIS cannot open it as a layer."""
+
+
+def group_name(scene_name: str, model_name: str) -> str:
+    return f"Slicks – {scene_name} – {model_name}"
+
+
+def summary(data: Dict[str, Any]) -> str:
+    """One line for the message bar: how many slicks, their total area and the time taken."""
+    count = int(data.get("n_slicks", 0))
+    noun = "slick" if count == 1 else "slicks"
+    return (f"{count} {noun}, {float(data.get('total_area_km2', 0.0)):.2f} km² in total, "
+            f"{float(data.get('seconds', 0.0)):.0f} s on {data.get('device', '?')}.")
+
+
+def open_results(data: Dict[str, Any]) -> List[QgsMapLayer]:
+    """The styled polygon and probability layers of a detection's ``data``, polygons first (on top)."""
+    slicks = QgsVectorLayer(f"{data['slicks']}|layername={SLICKS_LAYER}",
+                            f"Slick outlines ({int(data.get('n_slicks', 0))})", "ogr")
+    probability = QgsRasterLayer(str(data["probability"]), "Slick probability", "gdal")
+    layers: List[QgsMapLayer] = [slicks, probability]
+    for layer, style in zip(layers, ("slicks", "probability")):
+        if not layer.isValid():
+            raise LayerError(f"QGIS cannot open the result {layer.source()}; the file may be damaged.")
+        message, ok = layer.loadNamedStyle(style_path(style))
+        if not ok:
+            raise LayerError(f"The layer style {style_path(style)} cannot be read: {message}")
+    return layers
+
+
+def add_result_group(project: QgsProject, scene: Optional[QgsMapLayer], scene_name: str, model_name: str,
+                     layers: List[QgsMapLayer]) -> QgsLayerTreeGroup:
+    """Insert a group holding ``layers`` just above ``scene`` (at the top if the scene was removed)."""
+    root = project.layerTreeRoot()
+    scene_node = root.findLayer(scene.id()) if scene is not None else None
+    parent = scene_node.parent() if scene_node is not None else root
+    index = parent.children().index(scene_node) if scene_node is not None else 0
+    base = group_name(scene_name, model_name)
+    taken = {child.name() for child in parent.children() if isinstance(child, QgsLayerTreeGroup)}
+    name, number = base, 1
+    while name in taken:
+        number += 1
+        name = f"{base} ({number})"
+    group = parent.insertGroup(index, name)
+    for layer in layers:
+        project.addMapLayer(layer, False)
+        group.addLayer(layer)
+    return group

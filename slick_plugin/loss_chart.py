@@ -1,0 +1,114 @@
+"""A live chart of a fine-tuning run: train and validation loss, and validation Dice, per epoch.
+
+The engine logs one line per epoch; ``parse_epoch`` turns it into an ``Epoch`` and ``LossChart`` draws
+the series with QPainter, so the plugin needs no charting package.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
+
+from qgis.PyQt.QtCore import QPointF, QRectF, QSize, Qt
+from qgis.PyQt.QtGui import QColor, QFontMetrics, QPainter, QPen, QPolygonF
+from qgis.PyQt.QtWidgets import QSizePolicy, QWidget
+
+_NUMBER = r"([-+0-9.eE]+|nan|inf)"
+EPOCH_LINE = re.compile(rf"^epoch (\d+): train loss {_NUMBER}, val loss {_NUMBER}, val Dice {_NUMBER}\s*$")
+"""What ``engine.training.train`` logs after each epoch."""
+
+TRAIN_COLOUR, VAL_COLOUR, DICE_COLOUR = QColor("#1f77b4"), QColor("#ff7f0e"), QColor("#2ca02c")
+
+
+@dataclass(frozen=True)
+class Epoch:
+    number: int
+    train_loss: float
+    val_loss: float
+    val_dice: float
+
+
+def parse_epoch(line: str) -> Optional[Epoch]:
+    """The epoch a log line reports, or None for any other line."""
+    match = EPOCH_LINE.match(line.strip())
+    if match is None:
+        return None
+    number, *values = match.groups()
+    return Epoch(int(number), *(float(value) for value in values))
+
+
+class LossChart(QWidget):
+    """Loss on the left axis (from 0), Dice on the right axis (0..1), epochs along the bottom."""
+
+    MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 46, 34, 20, 22
+
+    def __init__(self, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self.epochs: List[Epoch] = []
+        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
+        self.setMinimumHeight(150)
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        return QSize(300, 150)
+
+    def clear(self) -> None:
+        self.epochs = []
+        self.update()
+
+    def add_log_line(self, line: str) -> None:
+        """Feed every engine log line here; only epoch lines change the chart."""
+        epoch = parse_epoch(line)
+        if epoch is not None:
+            self.epochs = [e for e in self.epochs if e.number != epoch.number] + [epoch]
+            self.update()
+
+    def paintEvent(self, event: object) -> None:  # noqa: N802 - Qt API
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.Antialiasing)
+        painter.fillRect(self.rect(), self.palette().base())
+        plot = QRectF(self.MARGIN_LEFT, self.MARGIN_TOP, self.width() - self.MARGIN_LEFT - self.MARGIN_RIGHT,
+                      self.height() - self.MARGIN_TOP - self.MARGIN_BOTTOM)
+        text = self.palette().text().color()
+        painter.setPen(QPen(text, 1))
+        painter.drawRect(plot)
+        metrics = QFontMetrics(painter.font())
+        if not self.epochs:
+            painter.drawText(plot, Qt.AlignCenter, "Loss and Dice appear here after each epoch.")
+            return
+        losses = [value for e in self.epochs for value in (e.train_loss, e.val_loss) if math.isfinite(value)]
+        top_loss = max(losses, default=1.0) * 1.1 or 1.0
+        last = max(e.number for e in self.epochs)
+        span = max(last - 1, 1)
+
+        def x(number: int) -> float:
+            return plot.left() + plot.width() * ((number - 1) / span if last > 1 else 0.5)
+
+        def y(value: float, top: float) -> float:
+            return plot.bottom() - plot.height() * min(max(value / top, 0.0), 1.0)
+
+        painter.drawText(QRectF(0, plot.top() - 6, self.MARGIN_LEFT - 4, 12), Qt.AlignRight | Qt.AlignVCenter,
+                         f"{top_loss:.2g}")
+        painter.drawText(QRectF(0, plot.bottom() - 6, self.MARGIN_LEFT - 4, 12), Qt.AlignRight | Qt.AlignVCenter, "0")
+        painter.drawText(QRectF(plot.right() + 4, plot.top() - 6, self.MARGIN_RIGHT, 12), Qt.AlignLeft | Qt.AlignVCenter,
+                         "1")
+        painter.drawText(QRectF(plot.left(), plot.bottom() + 2, plot.width(), self.MARGIN_BOTTOM - 2),
+                         Qt.AlignCenter, f"epoch 1 … {last}" if last > 1 else "epoch 1")
+        series = ((TRAIN_COLOUR, "train loss", [(e.number, e.train_loss) for e in self.epochs], top_loss),
+                  (VAL_COLOUR, "val loss", [(e.number, e.val_loss) for e in self.epochs], top_loss),
+                  (DICE_COLOUR, "val Dice", [(e.number, e.val_dice) for e in self.epochs], 1.0))
+        legend_x = plot.left() + 4
+        for colour, name, points, top in series:
+            painter.setPen(QPen(colour, 2))
+            self._draw_series(painter, [QPointF(x(n), y(v, top)) for n, v in sorted(points) if math.isfinite(v)])
+            painter.drawText(QPointF(legend_x, self.MARGIN_TOP - 6), name)
+            legend_x += metrics.horizontalAdvance(name) + 12
+
+    @staticmethod
+    def _draw_series(painter: QPainter, points: Sequence[QPointF]) -> None:
+        """A polyline with a dot per epoch, so a single epoch is visible too."""
+        if len(points) > 1:
+            painter.drawPolyline(QPolygonF(list(points)))
+        for point in points:
+            painter.drawEllipse(point, 2.5, 2.5)

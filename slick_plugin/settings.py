@@ -1,0 +1,87 @@
+"""Every Slick Mapper setting, declared once; the options page and the dock are built from these.
+
+Values live in QgsSettings under ``slick_mapper/``. An empty engine Python or model means "the
+default the plugin finds itself", so a fresh install works without visiting the options page.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Tuple, Union
+
+from qgis.core import QgsSettings
+
+from .paths import default_engine_python, engine_root
+from .worker import EngineRunner
+
+GROUP = "slick_mapper"
+
+Value = Union[str, int, float]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One declared setting: its key, what the options page shows, its default and its type.
+
+    ``kind`` picks the editor: "file", "folder", "text", "choice", "int" or "float".
+    """
+
+    name: str
+    label: str
+    description: str
+    default: Value
+    kind: str
+    choices: Tuple[str, ...] = ()
+    minimum: float = 0
+    maximum: float = 0
+    step: float = 1
+
+    @property
+    def key(self) -> str:
+        return f"{GROUP}/{self.name}"
+
+    def value(self) -> Any:
+        """The stored value converted to the declared type; the default when unset or unreadable."""
+        raw = QgsSettings().value(self.key, self.default)
+        try:
+            value = type(self.default)(raw)
+        except (TypeError, ValueError):
+            return self.default
+        if self.choices and value not in self.choices:
+            return self.default
+        return value
+
+    def set_value(self, value: Value) -> None:
+        QgsSettings().setValue(self.key, value)
+
+
+ENGINE_PYTHON = Setting(
+    "engine_python", "Engine Python",
+    "Python that runs the engine (needs torch, rasterio, fiona). Empty: the checkout's .venv, else python3.",
+    "", "file")
+OUTPUT_FOLDER = Setting(
+    "output_folder", "Output folder",
+    "Where results are written. Empty: next to the scene.", "", "folder")
+DEFAULT_MODEL = Setting(
+    "default_model", "Default model",
+    "Model file preselected in the dock. Empty: the engine's bundled default.", "", "file")
+DEVICE = Setting(
+    "device", "Device", "Where the model runs; auto picks a GPU when there is one.", "auto", "choice",
+    choices=("auto", "cuda", "cpu"))
+TILE = Setting(
+    "tile", "Tile size (px)", "Side of the square windows the model sees (a multiple of 32).", 512, "int",
+    minimum=64, maximum=2048, step=32)
+OVERLAP = Setting(
+    "overlap", "Overlap (px)", "Pixels shared by neighbouring tiles, to hide seams (less than half a tile).", 64, "int",
+    minimum=0, maximum=1024, step=16)
+THRESHOLD = Setting(
+    "threshold", "Threshold", "Probability above which a pixel counts as slick.", 0.5, "float",
+    minimum=0.01, maximum=0.99, step=0.05)
+
+ALL: Tuple[Setting, ...] = (ENGINE_PYTHON, OUTPUT_FOLDER, DEFAULT_MODEL, DEVICE, TILE, OVERLAP, THRESHOLD)
+
+
+
+def engine_runner() -> EngineRunner:
+    """A runner for the configured engine Python, else the one the plugin finds itself."""
+    return EngineRunner(ENGINE_PYTHON.value() or default_engine_python(), engine_root())

@@ -1,0 +1,1 @@
+"""Tests of the QGIS plugin (slick_plugin/), in a real offscreen QgsApplication."""

@@ -1,0 +1,69 @@
+"""Scenes that cannot work get a clear message in the dock and never start a detection."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from osgeo import gdal, osr
+from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
+from qgis.PyQt.QtCore import Qt
+
+from .conftest import SAMPLE
+
+
+def write_tif(path: Path, bands: int, epsg: Optional[int]) -> str:
+    """A small uint8 GeoTIFF; without ``epsg`` it has neither CRS nor geotransform."""
+    dataset = gdal.GetDriverByName("GTiff").Create(str(path), 64, 48, bands, gdal.GDT_Byte)
+    if epsg is not None:
+        dataset.SetGeoTransform((500_000, 25, 0, 8_400_000, 0, -25))
+        srs = osr.SpatialReference()
+        srs.ImportFromEPSG(epsg)
+        dataset.SetProjection(srs.ExportToWkt())
+    for band in range(1, bands + 1):
+        dataset.GetRasterBand(band).WriteArray(np.full((48, 64), 40 * band, dtype=np.uint8))
+    dataset = None
+    return str(path)
+
+
+def add_active(iface, path: str, name: str) -> QgsRasterLayer:
+    layer = QgsRasterLayer(path, name)
+    assert layer.isValid()
+    QgsProject.instance().addMapLayer(layer)
+    iface.canvas.setCurrentLayer(layer)
+    return layer
+
+
+def click_detect(dock, qtbot) -> None:
+    qtbot.mouseClick(dock.detect_button, Qt.LeftButton)
+    assert dock.detect_task is None
+    assert not [task for task in QgsApplication.taskManager().tasks() if "detecting" in task.description()]
+
+
+def test_a_layer_without_crs_is_refused(dock, iface, qtbot, tmp_path: Path) -> None:
+    layer = add_active(iface, write_tif(tmp_path / "no_crs.tif", 1, None), "no_crs")
+    assert dock.layer_combo.currentLayer() is layer
+    click_detect(dock, qtbot)
+    assert "no coordinate reference system" in iface.messages()[0]
+    assert "no coordinate reference system" in dock.scene_info.text()
+    qtbot.waitUntil(lambda: not dock._tasks, timeout=60_000)
+
+
+def test_an_rgb_photo_is_not_offered_and_explained(dock, iface, qtbot, tmp_path: Path) -> None:
+    add_active(iface, write_tif(tmp_path / "photo.tif", 3, 32636), "photo")
+    assert dock.layer_combo.currentLayer() is None and dock.layer_combo.count() == 0
+    assert "looks like a photo" in dock.active_note.text()
+    click_detect(dock, qtbot)
+    assert "looks like a photo" in iface.messages()[0]
+
+
+def test_a_scene_deleted_after_loading_is_refused(dock, iface, qtbot, tmp_path: Path) -> None:
+    path = tmp_path / "gone.tif"
+    shutil.copy(SAMPLE / "raw_mosaic.tif", path)
+    add_active(iface, str(path), "gone")
+    qtbot.waitUntil(lambda: not dock._tasks, timeout=60_000)
+    path.unlink()
+    click_detect(dock, qtbot)
+    assert "no longer exists" in iface.messages()[0]

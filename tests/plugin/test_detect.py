@@ -1,0 +1,258 @@
+"""Detection through the dock and Processing with the real engine, on a real Arctic Sentinel-1 tile.
+
+One dock run (module fixture) is shared by the checks on its group, its files, its rendering and the
+Processing comparison; cancel and kill each get their own run. Runs are kept to a few tiles by
+detecting in the map view only, with the map in EPSG:3857 (not the scene's UTM zone) on purpose.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import numpy as np
+import pytest
+from osgeo import gdal
+from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsLayerTreeGroup,
+                       QgsLayerTreeLayer, QgsMapRendererSequentialJob, QgsMapSettings, QgsProject,
+                       QgsRasterLayer, QgsRectangle, QgsVectorLayer)
+from qgis.PyQt.QtCore import QSize, Qt
+from qgis.PyQt.QtGui import QColor, QImage
+
+from slick_plugin import classFactory
+from slick_plugin.layers import open_results
+from slick_plugin.worker import Status
+
+from .conftest import OUTPUT, SAMPLE, FakeIface, add_scene, close_iface, needs_model, wait_until
+
+pytestmark = needs_model
+
+WEB_MERCATOR = QgsCoordinateReferenceSystem("EPSG:3857")
+SLICK_WINDOW_PX = (256, 256, 640, 512)
+"""(col0, row0, col1, row1) around the analysts' two labelled slicks in sample_1."""
+
+
+def window(layer: QgsRasterLayer, crs: QgsCoordinateReferenceSystem) -> QgsRectangle:
+    """SLICK_WINDOW_PX of ``layer`` as a rectangle in ``crs``."""
+    extent, size = layer.extent(), layer.rasterUnitsPerPixelX()
+    col0, row0, col1, row1 = SLICK_WINDOW_PX
+    native = QgsRectangle(extent.xMinimum() + col0 * size, extent.yMaximum() - row1 * size,
+                          extent.xMinimum() + col1 * size, extent.yMaximum() - row0 * size)
+    return QgsCoordinateTransform(layer.crs(), crs, QgsProject.instance()).transformBoundingBox(native)
+
+
+def small_run(dock, iface: FakeIface, layer: QgsRasterLayer, crs: QgsCoordinateReferenceSystem) -> None:
+    """Dock settings for a quick run: CPU, 256-px tiles, only the map view around the slicks."""
+    QgsProject.instance().setCrs(crs)
+    iface.canvas.setDestinationCrs(crs)
+    iface.canvas.setExtent(window(layer, crs))
+    dock.device.setCurrentText("cpu")
+    dock.tile.setValue(256)
+    dock.overlap.setValue(32)
+    dock.map_view.setChecked(True)
+
+
+def features(path: str) -> List[Tuple[float, float, float]]:
+    """(area_km2, centroid x, centroid y) of every slick, sorted, rounded: comparable across runs."""
+    layer = QgsVectorLayer(f"{path}|layername=slicks", "slicks", "ogr")
+    assert layer.isValid()
+    found = []
+    for feature in layer.getFeatures():
+        centroid = feature.geometry().centroid().asPoint()
+        found.append((round(feature["area_km2"], 4), round(centroid.x(), 1), round(centroid.y(), 1)))
+    return sorted(found)
+
+
+@dataclass
+class Detection:
+    """What one dock run left behind, as plain values (its QGIS objects are gone after the fixture)."""
+
+    folder: Path
+    scene_path: str
+    extent: str
+    files: List[str]
+    tree: List[str]
+    group_layers: List[str]
+    attributes: List[Dict[str, object]]
+    data: Dict[str, object]
+    percents: List[float]
+    messages: List[str]
+
+
+@pytest.fixture(scope="module")
+def detection(qgis_app, tmp_path_factory) -> Detection:
+    """Runs the dock once and unloads the plugin again: only files and plain values outlive it."""
+    folder = tmp_path_factory.mktemp("dock_run")
+    QgsProject.instance().clear()
+    iface = FakeIface()
+    plugin = classFactory(iface)
+    plugin.initGui()
+    plugin.action.trigger()
+    dock = plugin.dock
+    try:
+        scene = add_scene(folder, iface)
+        small_run(dock, iface, scene, WEB_MERCATOR)
+        wait_until(lambda: not dock._tasks, 120)
+        OUTPUT.mkdir(exist_ok=True)
+        dock.grab().save(str(OUTPUT / "dock_before_detection.png"))
+        extent = iface.canvas.extent()
+        dock.detect()
+        task = dock.detect_task
+        assert task is not None, iface.messages()
+        percents: List[float] = []
+        task.progressChanged.connect(percents.append)
+        wait_until(lambda: dock.detect_task is None, 300)
+        dock.grab().save(str(OUTPUT / "dock_after_detection.png"))
+        assert task.result.ok, task.result.message
+        root = QgsProject.instance().layerTreeRoot()
+        group = root.children()[0]
+        assert isinstance(group, QgsLayerTreeGroup)
+        slicks = group.findLayers()[0].layer()
+        return Detection(
+            folder=folder, scene_path=scene.source(),
+            extent=f"{extent.xMinimum()},{extent.xMaximum()},{extent.yMinimum()},{extent.yMaximum()} [EPSG:3857]",
+            files=sorted(path.name for path in folder.iterdir()),
+            tree=[child.name() for child in root.children()],
+            group_layers=[f"{node.layer().type()}:{node.name()}" for node in group.findLayers()],
+            attributes=[feature.attributeMap() for feature in slicks.getFeatures()],
+            data=dict(task.result.data), percents=percents, messages=iface.messages())
+    finally:
+        plugin.unload()
+        close_iface(iface)
+
+
+def test_dock_detection_adds_a_styled_group_above_the_scene(detection: Detection) -> None:
+    assert detection.tree[0].startswith("Slicks – sample_1 – ")
+    assert detection.tree[1] == "sample_1"
+    assert [entry.split(":")[0] for entry in detection.group_layers] == ["0", "1"]  # vector above raster
+    assert detection.group_layers[0].endswith(f"Slick outlines ({detection.data['n_slicks']})")
+    prefix = Path(str(detection.data["probability"])).name[: -len("_probability.tif")]
+    assert prefix.startswith("sample_1_")
+    for suffix in ("_probability.tif", "_mask.tif", "_slicks.gpkg"):
+        assert prefix + suffix in detection.files
+    assert not [name for name in detection.files if name.startswith(".slickmapper-tmp")]
+    assert "slick" in detection.messages[-1] and "km²" in detection.messages[-1]
+
+
+def test_dock_detection_reports_progress_and_fills_attributes(detection: Detection) -> None:
+    assert len(detection.percents) >= 3 and max(detection.percents) == 100
+    assert int(detection.data["tiles"]) >= 1
+    assert len(detection.attributes) == detection.data["n_slicks"]
+    for attributes in detection.attributes:
+        assert attributes["area_km2"] > 0 and attributes["length_km"] > 0
+        assert 0 < attributes["mean_prob"] <= 1
+        assert attributes["scene"] and attributes["model"] and attributes["created"]
+
+
+def test_processing_detect_gives_the_dock_s_polygons(detection: Detection, processing, plugin,
+                                                    tmp_path: Path) -> None:
+    import processing as qgis_processing
+
+    QgsProject.instance().clear()
+    result = qgis_processing.runAndLoadResults("slickmapper:detect", {
+        "INPUT": detection.scene_path, "DEVICE": 2, "TILE": 256, "OVERLAP": 32, "THRESHOLD": 0.5,
+        "EXTENT": detection.extent, "OUTPUT_FOLDER": str(tmp_path)})
+    assert result["N_SLICKS"] == detection.data["n_slicks"]
+    assert Path(result["PROBABILITY"]).exists() and Path(result["MASK"]).exists()
+    assert features(result["SLICKS"]) == features(str(detection.data["slicks"]))
+    loaded = {layer.name().split(" – ")[0]: layer for layer in QgsProject.instance().mapLayers().values()}
+    assert loaded["Slick probability"].renderer().type() == "singlebandpseudocolor"  # the dock's styles
+    assert loaded["Slick outlines"].labelsEnabled()
+
+
+def test_processing_scene_info_reports_the_scene(processing, plugin) -> None:
+    import processing as qgis_processing
+
+    result = qgis_processing.run("slickmapper:sceneinfo", {"INPUT": str(SAMPLE / "raw_mosaic.tif")})
+    assert result["WIDTH"] == 768 and result["HEIGHT"] == 768 and result["PIXEL_SIZE"] == 25
+    assert result["UTM_CRS"] == "EPSG:32636" and result["VALUE_SCALE"] == "uint8_stretched"
+
+
+def render(layers: list, extent: QgsRectangle, crs: QgsCoordinateReferenceSystem, size: QSize,
+           background: QColor) -> QImage:
+    settings = QgsMapSettings()
+    settings.setLayers(layers)
+    settings.setDestinationCrs(crs)
+    settings.setExtent(extent)
+    settings.setOutputSize(size)
+    settings.setBackgroundColor(background)
+    job = QgsMapRendererSequentialJob(settings)
+    job.start()
+    job.waitForFinished()
+    return job.renderedImage()
+
+
+def test_rendering_is_red_where_probability_is_high_and_clear_where_it_is_zero(detection: Detection) -> None:
+    slicks, probability = open_results(detection.data)
+    scene = QgsRasterLayer(detection.scene_path, "scene")
+    OUTPUT.mkdir(exist_ok=True)
+    render([slicks, probability, scene], probability.extent(), probability.crs(), QSize(768, 768),
+           QColor("white")).save(str(OUTPUT / "detection_on_scene.png"))
+
+    values = gdal.Open(str(detection.data["probability"])).ReadAsArray()
+    rows, cols = values.shape
+    image = render([probability], probability.extent(), probability.crs(), QSize(cols, rows),
+                   QColor(0, 0, 0, 0)).convertToFormat(QImage.Format_ARGB32)
+    image.save(str(OUTPUT / "probability_only.png"))
+    pixels = np.frombuffer(image.constBits().asstring(image.byteCount()), np.uint8).reshape(rows, cols, 4)
+    blue, green, red, alpha = (pixels[..., channel].astype(int) for channel in range(4))
+    likely, zero = values >= 0.5, (values >= 0) & (values < 0.005)
+    assert likely.any() or zero.any(), "the probability raster holds neither likely slick nor clear sea"
+    if likely.any():  # opaque and red where a slick is likely
+        assert (alpha[likely] > 140).mean() > 0.95
+        assert (red[likely] > green[likely] + 60).mean() > 0.95 and (red[likely] > blue[likely] + 100).mean() > 0.95
+    if zero.any():  # see-through where there is no slick at all
+        assert (alpha[zero] < 10).mean() > 0.95
+    low, high = np.nanpercentile(values, [10, 90])
+    if high - low > 0.1:
+        assert alpha[values >= high].mean() > alpha[values <= low].mean() + 50
+    labels = gdal.Open(str(SAMPLE / "labels_mosaic.png")).ReadAsArray()
+    print(f"slick-labelled pixels in the sample: {(labels == 1).sum()}; likely-slick pixels in the window: "
+          f"{likely.sum()} of {values.size}")
+
+
+def test_cancel_mid_run_leaves_no_layer_and_no_file(dock, iface, scene, qtbot, tmp_path: Path) -> None:
+    dock.device.setCurrentText("cpu")
+    dock.tile.setValue(256)
+    dock.overlap.setValue(32)
+    qtbot.waitUntil(lambda: not dock._tasks, timeout=60_000)
+    files, layers = set(tmp_path.iterdir()), set(QgsProject.instance().mapLayers())
+    dock.detect()
+    task = dock.detect_task
+    qtbot.waitUntil(lambda: 0 < task.progress() < 50, timeout=60_000)
+    assert dock.cancel_button.isEnabled()
+    asked = time.monotonic()
+    qtbot.mouseClick(dock.cancel_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: dock.detect_task is None, timeout=10_000)
+    assert time.monotonic() - asked < 3
+    assert task.result.status is Status.CANCELLED
+    assert set(tmp_path.iterdir()) == files
+    assert set(QgsProject.instance().mapLayers()) == layers
+    assert len(QgsProject.instance().layerTreeRoot().children()) == 1
+    assert "cancelled" in iface.messages()[0]
+    assert dock.detect_button.isEnabled() and not dock.cancel_button.isEnabled()
+
+
+def test_a_killed_worker_is_reported_and_the_next_run_succeeds(dock, iface, scene, qtbot, tmp_path: Path) -> None:
+    small_run(dock, iface, scene, scene.crs())
+    qtbot.waitUntil(lambda: not dock._tasks, timeout=60_000)
+    files = set(tmp_path.iterdir())
+    dock.detect()
+    task = dock.detect_task
+    qtbot.waitUntil(lambda: task.pid is not None and task.progress() > 0, timeout=60_000)
+    os.kill(task.pid, signal.SIGKILL)
+    qtbot.waitUntil(lambda: dock.detect_task is None, timeout=10_000)
+    assert task.result.status is Status.FAILED
+    assert "The engine process stopped unexpectedly (signal 9" in iface.messages()[0]
+    assert set(tmp_path.iterdir()) == files
+    assert len(QgsProject.instance().layerTreeRoot().children()) == 1
+
+    dock.detect()
+    qtbot.waitUntil(lambda: dock.detect_task is None, timeout=300_000)
+    tree = QgsProject.instance().layerTreeRoot().children()
+    assert [type(node) for node in tree] == [QgsLayerTreeGroup, QgsLayerTreeLayer]
+    assert "stopped unexpectedly" not in iface.messages()[0]

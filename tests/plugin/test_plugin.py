@@ -1,0 +1,77 @@
+"""Loading, unloading and the options page: what QGIS does with the plugin before any detection."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from qgis.core import QgsApplication
+from qgis.PyQt.QtCore import QCoreApplication, QEvent, Qt
+from qgis.PyQt.QtWidgets import QDockWidget
+
+from slick_plugin import classFactory, settings
+
+from .conftest import REPO
+
+
+def test_plugin_loads_and_unloads_cleanly(iface, qtbot) -> None:
+    registry = QgsApplication.processingRegistry()
+    plugin = classFactory(iface)
+    plugin.initGui()
+    assert iface.toolbar_actions == [plugin.action]
+    assert iface.menu_actions == [("&Slick Mapper", plugin.action)]
+    assert len(iface.options_factories) == 1
+    assert registry.algorithmById("slickmapper:detect") is not None
+    assert registry.algorithmById("slickmapper:sceneinfo") is not None
+    assert not plugin.action.icon().isNull()
+
+    plugin.action.trigger()
+    assert plugin.dock.isVisible() and iface.docks == [plugin.dock]
+    qtbot.waitUntil(lambda: not plugin.dock._tasks, timeout=60_000)
+    plugin.unload()
+    QCoreApplication.sendPostedEvents(None, QEvent.DeferredDelete)
+
+    assert iface.toolbar_actions == [] and iface.menu_actions == [] and iface.docks == []
+    assert iface.options_factories == []
+    assert registry.providerById("slickmapper") is None
+    assert iface.window.findChildren(QDockWidget) == []
+
+
+def test_options_page_is_generated_from_the_declarations(plugin, iface) -> None:
+    page = iface.options_factories[0].createWidget()
+    assert set(page.editors) == {setting.name for setting in settings.ALL}
+    page.editors["tile"].setValue(256)
+    page.editors["device"].setCurrentText("cpu")
+    page.apply()
+    try:
+        assert settings.TILE.value() == 256 and settings.DEVICE.value() == "cpu"
+    finally:
+        settings.TILE.set_value(settings.TILE.default)
+        settings.DEVICE.set_value(settings.DEVICE.default)
+
+
+def test_the_plugin_never_imports_torch_or_the_engine() -> None:
+    code = ("import sys; sys.path.insert(0, '.');"
+            "import slick_plugin.plugin, slick_plugin.algorithms.detect;"
+            "bad = [name for name in ('torch', 'engine', 'rasterio') if name in sys.modules];"
+            "print(bad); sys.exit(1 if bad else 0)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_check_engine_shows_what_the_worker_sees(dock, iface, qtbot) -> None:
+    qtbot.mouseClick(dock.check_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: dock.check_button.isEnabled(), timeout=60_000)
+    assert "torch" in dock.engine_status.text() and "device" in dock.engine_status.text()
+    assert "Engine ready" in iface.messages()[0]
+
+
+def test_a_missing_engine_python_says_which_command_fixes_it(dock, iface, qtbot, tmp_path) -> None:
+    settings.ENGINE_PYTHON.set_value(str(tmp_path / "venv" / "bin" / "python"))
+    try:
+        qtbot.mouseClick(dock.check_button, Qt.LeftButton)
+        qtbot.waitUntil(lambda: dock.check_button.isEnabled(), timeout=10_000)
+    finally:
+        settings.ENGINE_PYTHON.set_value("")
+    assert "cannot be started" in iface.messages()[0]
+    assert f"cd {REPO} &amp;&amp; make venv" in dock.engine_status.text()  # shown as rich text
