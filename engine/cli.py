@@ -13,7 +13,6 @@ import signal
 import sys
 import time
 import traceback
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 from . import __version__, demo, evaluate, experiment, finetune, labels, pretrain, synth

@@ -169,7 +169,12 @@ def add_scene(folder: Path, iface: FakeIface) -> QgsRasterLayer:
     """The real Arctic tile, copied into ``folder`` (results go next to it), loaded, shown and active."""
     path = folder / "sample_1.tif"
     shutil.copy(SAMPLE / "raw_mosaic.tif", path)
-    layer = QgsRasterLayer(str(path), "sample_1")
+    return load_scene(path, iface)
+
+
+def load_scene(path: Path, iface: FakeIface) -> QgsRasterLayer:
+    """A raster loaded, shown and made the active layer, the map zoomed to it."""
+    layer = QgsRasterLayer(str(path), path.stem)
     assert layer.isValid()
     QgsProject.instance().addMapLayer(layer)
     iface.canvas.setDestinationCrs(layer.crs())

@@ -33,7 +33,7 @@ from slick_plugin.paths import default_engine_python, engine_root
 from slick_plugin.uncertainty import rank, strip_blocks, threshold_entropy
 from slick_plugin.worker import EngineCommand, EngineRunner, Status
 
-from .conftest import OUTPUT, SAMPLE, FakeIface, close_iface, needs_model, wait_until
+from .conftest import OUTPUT, SAMPLE, FakeIface, close_iface, load_scene, needs_model, wait_until
 
 pytestmark = needs_model
 
@@ -113,17 +113,6 @@ def blank_stores(module_dir: Path) -> Dict[str, Path]:
         stores[crs] = module_dir / "blank" / f"{crs.replace(':', '_')}.gpkg"
         engine("labels", "init", str(stores[crs]), "--crs", crs)
     return stores
-
-
-def load_scene(path: Path, iface: FakeIface) -> QgsRasterLayer:
-    layer = QgsRasterLayer(str(path), path.stem)
-    assert layer.isValid()
-    QgsProject.instance().addMapLayer(layer)
-    iface.canvas.setDestinationCrs(layer.crs())
-    iface.canvas.setLayers([layer])
-    iface.canvas.setExtent(layer.extent())
-    iface.canvas.setCurrentLayer(layer)
-    return layer
 
 
 def saved_project(folder: Path, name: str, scene: Path, ui: Session) -> QgsRasterLayer:
