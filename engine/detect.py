@@ -34,6 +34,7 @@ from .raster import inspect, open_raster
 from .tiling import StripBlender, count_tiles
 
 DEFAULT_OVERLAP = 64
+_GDAL_CACHE_BYTES = 256 * 2**20
 DEFAULT_MIN_AREA_KM2 = 0.05  # 80 pixels at 25 m: smaller dark specks are speckle, not slicks
 
 
@@ -95,7 +96,9 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
     prefix = options.prefix or scene.stem
     names = {"probability": f"{prefix}_probability.tif", "mask": f"{prefix}_mask.tif", "slicks": f"{prefix}_slicks.gpkg"}
 
-    with open_raster(scene) as ds:
+    # GDAL's block cache is bounded so memory stays flat (its default is 5 % of RAM); in bytes, because
+    # rasterio takes GDAL_CACHEMAX=256 as 256 bytes, which made tracing polygons 6x slower (measured).
+    with rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_BYTES), open_raster(scene) as ds:
         grid = analysis_grid(ds, info.utm_crs, card.pixel_size, options.bounds, options.bounds_crs)
         _check_memory(grid, tile)
         stretch = scene_stretch(ds, info.band, info.value_scale, progress)
@@ -194,8 +197,6 @@ def _predict_to_files(
     blender = StripBlender(grid.height, grid.width, tile, options.overlap)
     total = count_tiles(grid.height, grid.width, tile, options.overlap)
     done = skipped = 0
-    # GDAL's default block cache: rasterio takes GDAL_CACHEMAX=256 as 256 bytes, which made every
-    # later read of these files 10-20x slower (measured).
     with rasterio.open(prob_path, "w", **raster_profile(grid, "float32", float("nan"))) as prob_dst, \
             rasterio.open(mask_path, "w", **raster_profile(grid, "uint8", MASK_NODATA)) as mask_dst:
         for index, row in enumerate(blender.rows):

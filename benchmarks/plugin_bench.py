@@ -1,0 +1,129 @@
+"""The plugin's own costs: how responsive QGIS stays during a detection, and what the task path adds.
+
+    .venv/bin/python benchmarks/plugin_bench.py            # 3000 x 3000 synthetic scene, ~4 min on 2 cores
+    .venv/bin/python benchmarks/plugin_bench.py --size 1500
+
+Figures (targets from the plugin issue):
+  1 UI responsiveness   lateness of a 10 ms QTimer on QGIS's main thread while an EngineTask runs a
+                        detection: p50 / p99 / max; target p99 < 50 ms
+  2 plugin overhead     wall time of the same detection through EngineTask (QgsTaskManager, worker
+                        process, JSON-lines progress) / through the engine CLI in a subprocess; runs
+                        interleaved (CLI, task, CLI, task) and medians compared; target <= 1.05
+
+A real offscreen QgsApplication and the real worker mechanism are used, nothing is mocked. Results are
+printed and written to bench_output/plugin_bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from qgis.core import QgsApplication  # noqa: E402
+from qgis.PyQt.QtCore import QElapsedTimer, QEventLoop, QTimer  # noqa: E402
+
+from slick_plugin.commands import DetectParameters  # noqa: E402
+from slick_plugin.paths import default_engine_python, engine_root  # noqa: E402
+from slick_plugin.tasks import EngineTask  # noqa: E402
+from slick_plugin.worker import EngineRunner  # noqa: E402
+
+TICK_MS = 10
+
+
+def make_scene(size: int, folder: Path) -> Path:
+    scene = folder / f"synthetic_{size}.tif"
+    subprocess.run([default_engine_python(), "-m", "engine", "synth", "--out", str(scene), "--size", str(size), str(size),
+                    "--seed", "7"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    return scene
+
+
+def run_cli(scene: Path, out: Path) -> float:
+    started = time.perf_counter()
+    subprocess.run([default_engine_python(), "-m", "engine", "detect", str(scene), "--out", str(out), "--device", "cpu"],
+                   cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def run_task(scene: Path, out: Path, runner: EngineRunner) -> tuple[float, list[float]]:
+    """Wall time of one detection through EngineTask, and the main thread's timer lateness meanwhile (ms)."""
+    params = DetectParameters(scene=str(scene), out_dir=str(out), prefix=scene.stem, device="cpu")
+    task = EngineTask("benchmark detection", runner, params.command())
+    results = []
+    loop = QEventLoop()  # sleeps between events, as QGIS's own loop does (a processEvents spin eats a core)
+    task.done.connect(lambda result: (results.append(result), loop.quit()))
+    lateness: list[float] = []
+    clock = QElapsedTimer()
+    timer = QTimer()
+    timer.setInterval(TICK_MS)
+
+    def tick() -> None:
+        lateness.append(max(clock.restart() - TICK_MS, 0))
+
+    timer.timeout.connect(tick)
+    started = time.perf_counter()
+    QgsApplication.taskManager().addTask(task)
+    clock.start()
+    timer.start()
+    loop.exec_()
+    timer.stop()
+    seconds = time.perf_counter() - started
+    if not results[0].ok:
+        raise SystemExit(f"The task failed: {results[0].message}")
+    return seconds, lateness
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=3000, help="synthetic scene side in pixels (default 3000)")
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+
+    app = QgsApplication([], False)
+    app.initQgis()
+    runner = EngineRunner(default_engine_python(), engine_root())
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        scene = make_scene(args.size, folder)
+        cli_times, task_times, lateness = [], [], []
+        for i in range(args.repeats):
+            cli_times.append(run_cli(scene, folder / f"cli{i}"))
+            seconds, late = run_task(scene, folder / f"task{i}", runner)
+            task_times.append(seconds)
+            lateness += late
+            print(f"round {i + 1}: CLI {cli_times[-1]:.1f} s, task {seconds:.1f} s", file=sys.stderr)
+    results = {
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                    "loadavg_end": [round(x, 2) for x in os.getloadavg()]},
+        "scene_pixels": f"{args.size} x {args.size}",
+        "cli_seconds": [round(t, 2) for t in cli_times],
+        "task_seconds": [round(t, 2) for t in task_times],
+        "plugin_overhead": round(statistics.median(task_times) / statistics.median(cli_times), 3),
+        "timer_lateness_ms": {"ticks": len(lateness), "p50": percentile(lateness, 0.5),
+                              "p99": percentile(lateness, 0.99), "max": max(lateness)},
+    }
+    out = ROOT / "bench_output"
+    out.mkdir(exist_ok=True)
+    (out / "plugin_bench.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+    app.exitQgis()
+
+
+if __name__ == "__main__":
+    main()
