@@ -33,6 +33,14 @@ def make_model(path: Path, **card_fields) -> Path:
     return save_model(build_model(card), card, path)
 
 
+def cancel_at(stage: str, done: int):
+    """A Progress that cancels itself once ``stage`` has reported ``done`` steps, as a user pressing Cancel."""
+    from engine.progress import Progress
+
+    progress = Progress(lambda s, d, total, message: progress.cancel() if s == stage and d >= done else None)
+    return progress
+
+
 @pytest.fixture(scope="session")
 def model_factory():
     return make_model

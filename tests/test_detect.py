@@ -14,6 +14,8 @@ from engine.errors import Cancelled, InputError, ModelError, OutputError
 from engine.progress import Progress
 from engine.synth import SceneSpec, write_scene
 
+from conftest import cancel_at
+
 
 def _options(model, **kw) -> DetectOptions:
     return DetectOptions(model=str(model), tile=256, min_area_km2=0.0, **kw)
@@ -58,15 +60,8 @@ def test_existing_outputs_are_never_overwritten(tmp_path, sample_scene, tiny_mod
 
 
 def test_cancel_leaves_no_file(tmp_path, sample_scene, tiny_model):
-    progress = Progress()
-
-    def cancel_on_first_tile(stage, done, total, message):
-        if stage == "tiles" and done >= 1:
-            progress.cancel()
-
-    progress._callback = cancel_on_first_tile
     with pytest.raises(Cancelled):
-        detect(sample_scene, tmp_path, _options(tiny_model), progress)
+        detect(sample_scene, tmp_path, _options(tiny_model), cancel_at("tiles", 1))
     assert list(tmp_path.iterdir()) == []
 
 

@@ -21,6 +21,8 @@ from engine.models import load_model, read_card
 from engine.progress import Progress
 from engine.training import TileSet, TrainConfig, lr_range_test
 
+from conftest import cancel_at
+
 SAMPLES = Path(__file__).resolve().parents[1] / "resources" / "samples" / "arctic_s1"
 
 SMALL = dict(encoder="tu-resnet10t", arch_kwargs={"encoder_depth": 3, "decoder_channels": [32, 16, 8]}, tile_size=256)
@@ -111,15 +113,9 @@ def test_lr_range_test_restores_the_weights(small_model):
 
 
 def test_cancel_leaves_no_file(tmp_path, small_model, arctic_store):
-    progress = Progress()
-
-    def cancel_after_two_steps(stage, done, total, message):
-        if stage == "training" and done >= 2:
-            progress.cancel()
-
-    progress._callback = cancel_after_two_steps
     with pytest.raises(Cancelled):
-        finetune(small_model, arctic_store, tmp_path / "out" / "tuned.safetensors", FinetuneOptions(**FAST), progress)
+        finetune(small_model, arctic_store, tmp_path / "out" / "tuned.safetensors", FinetuneOptions(**FAST),
+                 cancel_at("training", 2))
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
