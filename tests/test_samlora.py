@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,8 @@ from engine.labels import create_store, import_mask
 from engine.models import ModelCard, build_model, load_encoder_weights, load_model, read_card, save_model
 from engine.training import trainable_parameters
 
-SAMPLES = Path(__file__).resolve().parents[1] / "resources" / "samples" / "arctic_s1"
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "resources" / "samples" / "arctic_s1"
 
 TINY_VIT = dict(embed_dim=32, depth=2, num_heads=2, global_attn_indexes=[1], window_size=4, neck_chans=16)
 """A SAM ViT of the real layout (windowed and global blocks, neck) small enough for a test."""
@@ -60,6 +63,12 @@ def test_forward_gives_full_resolution_logits(tile, classes, channels):
         assert model(torch.rand(2, 1, tile, tile)).shape == (2, channels, tile, tile)
         # Another multiple of 16 than the tile it was built for still runs: timm resamples the embeddings.
         assert model(torch.rand(1, 1, tile // 2, tile // 2)).shape == (1, channels, tile // 2, tile // 2)
+
+
+def test_engine_commands_do_not_pay_for_importing_peft():
+    code = "import sys, engine.cli, engine.models, engine.detect; print('peft' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"  # peft loads transformers: seconds, only when a SamLoRA is built
 
 
 def test_lora_adapters_are_the_only_trainable_encoder_parameters():
