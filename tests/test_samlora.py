@@ -37,8 +37,8 @@ def _card(tile: int, arch: dict | None = None, **fields) -> ModelCard:
                         "arch_kwargs": {"img_size": tile, **TINY, **(arch or {})}, **fields})
 
 
-def _model(tile: int, seed: int = 0, **fields) -> torch.nn.Module:
-    torch.manual_seed(seed)
+def _model(tile: int, **fields) -> torch.nn.Module:
+    torch.manual_seed(0)
     return build_model(_card(tile, **fields))
 
 
