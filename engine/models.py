@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Protocol, runtime_checkable
 
 import segmentation_models_pytorch as smp
 import torch
@@ -24,6 +25,7 @@ from safetensors.torch import load_file, save_file, safe_open
 
 from . import __version__
 from .errors import ModelError, OutputError
+from .samlora import SamLoRA
 
 CARD_KEY = "slick_mapper_card"
 BINARY_CLASSES = ["water", "slick"]
@@ -35,8 +37,10 @@ ARCHITECTURES: dict[str, Callable[..., torch.nn.Module]] = {
     "deeplabv3plus": smp.DeepLabV3Plus,
     "unet": smp.Unet,
     "segformer": smp.Segformer,
+    "samlora": SamLoRA,
 }
-"""Name -> smp class. The paper's models are ``deeplabv3`` with ``resnet50`` or ``resnet101``."""
+"""Name -> network class, all built as smp's are. The paper's models are ``deeplabv3`` with ``resnet50`` or
+``resnet101``, and ``samlora`` with ``samvit_base_patch16`` or ``samvit_large_patch16``."""
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "resources" / "models"
 DEFAULT_MODEL = BUNDLED_DIR / "slick_unet_r18_25m.safetensors"
@@ -110,15 +114,29 @@ def build_model(card: ModelCard) -> torch.nn.Module:
         )
     except KeyError as exc:
         raise ModelError(f"Unknown encoder {card.encoder!r} for {card.architecture}.", "See smp's list of encoders.") from exc
+    except TypeError as exc:
+        raise ModelError(f"The card's arch_kwargs do not fit {card.architecture} ({exc}).", "Check arch_kwargs in the model card.") from exc
+
+
+@runtime_checkable
+class LoadsEncoderCheckpoints(Protocol):
+    """A network whose encoder checkpoints are laid out differently from its own encoder (SamLoRA: SAM's
+    official file or timm's, fitted to the tile size) and that loads them itself."""
+
+    def load_encoder_checkpoint(self, state: dict[str, torch.Tensor], source: str) -> None: ...
 
 
 def load_encoder_weights(model: torch.nn.Module, path: str | Path) -> None:
-    """Load pretrained encoder weights (e.g. ImageNet) from a local file into ``model.encoder``.
+    """Load pretrained encoder weights (e.g. ImageNet, SAM) from a local file into ``model.encoder``.
 
-    Three-channel first convolutions are summed into one channel, as smp does for single-band input.
+    A ``LoadsEncoderCheckpoints`` network fits the file itself. For the others the file holds the encoder's
+    own keys, and three-channel first convolutions are summed into one channel, as smp does for single-band input.
     """
     path = Path(path)
-    state = load_file(str(path)) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu", weights_only=True)
+    state = _read_checkpoint(path)
+    if isinstance(model, LoadsEncoderCheckpoints):
+        model.load_encoder_checkpoint(state, path.name)
+        return
     own = model.encoder.state_dict()
     for key, value in list(state.items()):
         if key in own and value.ndim == 4 and value.shape[1] == 3 and own[key].shape[1] == 1:
@@ -126,6 +144,20 @@ def load_encoder_weights(model: torch.nn.Module, path: str | Path) -> None:
     missing, unexpected = model.encoder.load_state_dict(state, strict=False)
     if len(missing) == len(own):
         raise ModelError(f"{path.name} holds no weights for this encoder.", "Check that the file matches the encoder name.")
+
+
+def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """A flat dictionary of tensors from safetensors or a PyTorch file, unpickled with ``weights_only``."""
+    if not path.is_file():
+        raise ModelError(f"Encoder weights file not found: {path}.", "Give a local checkpoint (.safetensors, .pth or .pt).")
+    try:
+        state = load_file(str(path)) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu", weights_only=True)
+    except (SafetensorError, OSError, RuntimeError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as exc:
+        # torch.load of a file that is no PyTorch file fails in any of these ways, depending on its first bytes
+        raise ModelError(f"{path.name} is not a readable checkpoint.", "Give a .safetensors file or a PyTorch state dict (.pth, .pt).") from exc
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelError(f"{path.name} does not hold a dictionary of weights.", "Give the state dict of an encoder or of a whole model.")
+    return state
 
 
 def save_model(model: torch.nn.Module, card: ModelCard, path: str | Path, *, half: bool = False) -> Path:

@@ -13,7 +13,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Optional, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -26,7 +26,9 @@ from .progress import Progress, silent
 
 Augment = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 """``(x, y, valid, generator) -> (x, y, valid)`` on a batch of (N,1,H,W) tiles."""
-TRAIN_LAYERS = ("all", "decoder")
+TRAINED_GROUPS = {"all": ("encoder", "decoder"), "decoder": ("decoder",)}
+"""``train_layers`` -> the parameter groups it trains; the ``frozen`` group never trains."""
+TRAIN_LAYERS = tuple(TRAINED_GROUPS)
 
 
 @dataclass
@@ -124,13 +126,33 @@ def training_dtype(device: torch.device) -> Optional[torch.dtype]:
     return torch.bfloat16 if fast_dtype(device) == torch.bfloat16 else None
 
 
+@runtime_checkable
+class DeclaresParameterGroups(Protocol):
+    """A network that says which of its parameters are ``encoder``, ``decoder`` and ``frozen`` (SamLoRA: the
+    LoRA adapters are its trainable encoder part, the pretrained ViT weights are frozen)."""
+
+    def parameter_groups(self) -> dict[str, list[torch.nn.Parameter]]: ...
+
+
+def parameter_groups(model: torch.nn.Module) -> dict[str, list[torch.nn.Parameter]]:
+    """The model's own groups where it declares them; otherwise (smp) ``model.encoder`` and everything else."""
+    if isinstance(model, DeclaresParameterGroups):
+        return model.parameter_groups()
+    encoder = list(model.encoder.parameters())
+    inside = {id(p) for p in encoder}
+    return {"encoder": encoder, "decoder": [p for p in model.parameters() if id(p) not in inside], "frozen": []}
+
+
 def trainable_parameters(model: torch.nn.Module, train_layers: str) -> list[torch.nn.Parameter]:
     """Freeze the encoder for ``decoder``: a few hundred labelled pixels cannot retrain millions of weights,
-    and a step that backpropagates through the decoder alone is about 1.5x faster on a CPU (default U-Net)."""
+    and a step that backpropagates through the decoder alone is about 1.5x faster on a CPU (default U-Net).
+    Parameters in no trained group are frozen, whatever they were before."""
     if train_layers not in TRAIN_LAYERS:
         raise ValueError(f"train_layers must be one of {TRAIN_LAYERS}, got {train_layers!r}")
-    for parameter in model.encoder.parameters():
-        parameter.requires_grad_(train_layers == "all")
+    groups = parameter_groups(model)
+    trained = {id(p) for group in TRAINED_GROUPS[train_layers] for p in groups[group]}
+    for parameter in model.parameters():
+        parameter.requires_grad_(id(parameter) in trained)
     return [parameter for parameter in model.parameters() if parameter.requires_grad]
 
 
