@@ -22,12 +22,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 from safetensors.torch import load_file
 
 from . import __version__
@@ -36,6 +35,9 @@ from .inference import autocast, fast_dtype
 from .models import CARD_KEY, GENERATOR_CARD_KEY, read_metadata, save_model
 from .progress import Progress, silent
 from .training import training_dtype
+
+if TYPE_CHECKING:  # diffusers takes seconds to import: only the commands that run a generator pay for it
+    from diffusers import DDPMScheduler, UNet2DModel
 
 GENERATOR_FORMAT = "slick-mapper-generator"
 GENERATOR_VERSION = 1
@@ -61,11 +63,11 @@ NETS: dict[str, dict[str, Any]] = {
 ``ddpm`` is DDPM's 256-pixel network (114 M weights, attention at 16 x 16 for 256-pixel tiles), the size
 of the paper's generator, for a GPU."""
 
-SOLVERS: dict[str, tuple[type, int, dict[str, Any]]] = {
-    "ddim": (DDIMScheduler, 200, {"clip_sample": False, "set_alpha_to_one": True}),
-    "dpm++": (DPMSolverMultistepScheduler, 20, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+SOLVERS: dict[str, tuple[str, int, dict[str, Any]]] = {
+    "ddim": ("DDIMScheduler", 200, {"clip_sample": False, "set_alpha_to_one": True}),
+    "dpm++": ("DPMSolverMultistepScheduler", 20, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
 }
-"""Solver -> (scheduler class, default steps, settings). DDIM with 200 steps is the paper's; DPM-Solver++
+"""Solver -> (diffusers scheduler class, default steps, settings). DDIM with 200 steps is the paper's; DPM-Solver++
 reaches similar samples in about 20. Both are deterministic, so a sample depends on its seed alone.
 Clipping is left to the sampling loop, which clips the image channel only: the label channels live in
 [-b, b], and b may exceed 1 (the paper's ablation tries b = 2)."""
@@ -123,11 +125,15 @@ def unet_config(net: str | dict[str, Any], tile: int, n_classes: int) -> dict[st
 
 
 def build_unet(card: GeneratorCard) -> UNet2DModel:
+    from diffusers import UNet2DModel
+
     return UNet2DModel(**card.unet)
 
 
 def noise_schedule(card: GeneratorCard) -> DDPMScheduler:
     """The forward process, x0-predicting: every solver is built ``from_config`` of this one."""
+    from diffusers import DDPMScheduler
+
     return DDPMScheduler(**card.noise, prediction_type="sample")
 
 
@@ -334,15 +340,17 @@ def sample(
     sample depends only on its seed, the solver and its steps. Batching changes float rounding in the
     network (about 1e-6 on a CPU), so bit-identical regeneration reruns the sample's whole batch.
     """
+    import diffusers
+
     try:
-        scheduler_class, default_steps, settings = SOLVERS[solver]
+        class_name, default_steps, settings = SOLVERS[solver]
     except KeyError:
         raise InputError(f"Unknown solver {solver!r}.", f"Use one of: {', '.join(SOLVERS)}.") from None
     steps = steps or default_steps
     device = next(net.parameters()).device
     # "trailing" spacing starts at t = 999, where the state really is pure noise; the default "leading"
     # spacing starts 50 steps later with 20 steps, asking the network to find signal that is not there.
-    scheduler = scheduler_class.from_config(noise_schedule(card).config, **settings, timestep_spacing="trailing")
+    scheduler = getattr(diffusers, class_name).from_config(noise_schedule(card).config, **settings, timestep_spacing="trailing")
     scheduler.set_timesteps(steps, device=device)
     shape = (card.channels, card.tile_size, card.tile_size)
     z = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds]).to(device)

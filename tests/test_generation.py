@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -348,3 +350,9 @@ def test_cli_trains_generates_and_manages_samples(tmp_path, arctic_store, genera
     assert main(["--jsonl", "generate", "--generator", str(out), "--out", str(folder), "--n", "1"]) == 2
     error = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert error["event"] == "error" and error["kind"] == "InputError" and "another generator" in error["message"]
+
+
+def test_commands_that_need_no_generator_do_not_import_diffusers():
+    code = "import sys, engine.cli; print('diffusers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"  # it takes seconds, which every plugin job would wait for
