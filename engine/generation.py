@@ -357,7 +357,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=defaults.batch_size, help=f"tiles per full-size step (default {defaults.batch_size})")
     p.add_argument("--lr", type=float, default=defaults.lr, help=f"first-stage learning rate, halved for the second (default {defaults.lr:g})")
     p.add_argument("--b", default="auto", help="SNR balancing factor: auto (from the tiles, default) or a number")
-    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--seed", type=int, default=defaults.seed, help=f"seed of the initial weights, batches and noise (default {defaults.seed})")
     p.add_argument("--device", default=defaults.device, help="auto, cuda, cuda:N, mps or cpu (default auto)")
     p.add_argument("--pixel-size", type=float, help="metres per pixel of the tiles (default: the bundled model's)")
     p.add_argument("--name", help="the generator's name")
