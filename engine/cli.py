@@ -15,7 +15,7 @@ import time
 import traceback
 from typing import Any, Callable, Optional
 
-from . import __version__, demo, evaluate, experiment, finetune, labels, pretrain, synth
+from . import __version__, demo, evaluate, experiment, finetune, generation, labels, pretrain, synth
 from .errors import Cancelled, SlickMapperError
 from .progress import Progress
 
@@ -28,6 +28,9 @@ EPILOG = """examples:
   python -m engine labels init project_labels.gpkg --crs EPSG:32636
   python -m engine labels summary project_labels.gpkg
   python -m engine finetune --base model.safetensors --labels project_labels.gpkg --out model_ft.safetensors
+  python -m engine generator train --labels project_labels.gpkg --out generator.safetensors
+  python -m engine generate --generator generator.safetensors --out samples/ --n 100 --solver dpm++
+  python -m engine samples summary samples/
 """
 
 
@@ -113,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     labels.add_cli(sub)
     finetune.add_cli(sub)
     experiment.add_cli(sub)
+    generation.add_cli(sub)
     return parser
 
 

@@ -122,14 +122,19 @@ def finetune(
     started = time.monotonic()
     base_model_path, out_path = Path(base_model_path), Path(out_path)
     _check_options(options)
-    _check_out(out_path)
+    check_out(out_path)
     card = read_card(base_model_path)
     _check_base(card)
     store = read_store(store_path)
-    _check_store(store)
+    check_store(store)
     device = pick_device(options.device)
     train_layers = options.train_layers or ("all" if device.type == "cuda" else "decoder")
     tiles = collect_tiles(store, card, options.tile, progress)
+    if len(tiles) < 2:
+        raise InputError(
+            f"The reviewed areas cover a single {options.tile}-pixel tile; fine-tuning needs at least 2, one to train on and one to validate on.",
+            f"Mark a larger area as reviewed, or use smaller tiles (e.g. --tile {max(64, options.tile // 2)}).",
+        )
     train_tiles, val_tiles = split_by_area(tiles, options.val_fraction, options.seed)
     if not any(t.slick_pixels for t in val_tiles):
         progress.log("warning: the validation tiles hold no slick; their Dice only tells whether the model stays quiet on sea")
@@ -187,7 +192,7 @@ def finetune(
         created=now.isoformat(timespec="seconds"),
     )
     progress.update("saving", 0, 1, "Writing the model file")
-    _check_out(out_path)  # a file may have appeared there while training ran
+    check_out(out_path)  # a file may have appeared there while training ran
     save_model(model, child, out_path)
     progress.update("done", 1, 1)
     return FinetuneReport(
@@ -251,11 +256,6 @@ def collect_tiles(store: LabelStore, card: ModelCard, tile: int, progress: Progr
         )
     for scene in outside:
         progress.log(f"warning: no labelled pixels on the scene {scene}; it is left out")
-    if len(tiles) < 2:
-        raise InputError(
-            f"The reviewed areas cover a single {tile}-pixel tile; fine-tuning needs at least 2, one to train on and one to validate on.",
-            f"Mark a larger area as reviewed, or use smaller tiles (e.g. --tile {max(64, tile // 2)}).",
-        )
     return tiles
 
 
@@ -330,12 +330,12 @@ def _check_options(options: FinetuneOptions) -> None:
         raise InputError(f"Learning rate {options.lr} must be positive.", "Give e.g. 1e-4, or auto for a range test.")
 
 
-def _check_out(path: Path) -> None:
+def check_out(path: Path) -> None:
     """Refuse now, not after an hour of training: the file must be new and its folder writable."""
     if path.suffix != ".safetensors":
         raise InputError(f"Model files end in .safetensors; {path.name} does not.", f"Name it e.g. {path.stem}.safetensors.")
     if path.exists():
-        raise OutputError(f"{path} exists already; fine-tuning never replaces a file.", "Choose a new file name.")
+        raise OutputError(f"{path} exists already; a model file is never replaced.", "Choose a new file name.")
     folder = path.parent.resolve()
     while not folder.exists():
         folder = folder.parent
@@ -356,7 +356,7 @@ def _check_base(card: ModelCard) -> None:
         )
 
 
-def _check_store(store: LabelStore) -> None:
+def check_store(store: LabelStore) -> None:
     name = store.path.name
     if not any(entry.count("slick") for entry in store.scenes.values()):
         raise InputError(f"The label store {name} holds no slick labels.", "Draw or accept a few slicks, then mark the areas you checked as reviewed.")

@@ -28,6 +28,9 @@ from .errors import ModelError, OutputError
 from .samlora import SamLoRA
 
 CARD_KEY = "slick_mapper_card"
+GENERATOR_CARD_KEY = "slick_mapper_generator"
+"""Sample generators (engine/joint_ddpm.py) keep their card under their own key, so that no generator is
+ever listed or loaded as a segmentation model."""
 BINARY_CLASSES = ["water", "slick"]
 OSD_CLASSES = ["sea", "oil", "look-alike", "ship", "land"]
 """The five classes of the Oil Spill Detection dataset used by the DAKTer paper."""
@@ -160,8 +163,9 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def save_model(model: torch.nn.Module, card: ModelCard, path: str | Path, *, half: bool = False) -> Path:
-    """Write weights + card atomically; ``half`` stores float16 to keep bundled models small."""
+def save_model(model: torch.nn.Module, card: Any, path: str | Path, *, half: bool = False, card_key: str = CARD_KEY) -> Path:
+    """Write weights + card (anything with ``to_json``) atomically; ``half`` stores float16 to keep bundled
+    models small."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
@@ -170,7 +174,7 @@ def save_model(model: torch.nn.Module, card: ModelCard, path: str | Path, *, hal
     fd, tmp = tempfile.mkstemp(prefix=".slickmapper-tmp-", suffix=".safetensors", dir=path.parent)
     os.close(fd)
     try:
-        save_file(state, tmp, metadata={CARD_KEY: card.to_json()})
+        save_file(state, tmp, metadata={card_key: card.to_json()})
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
@@ -181,16 +185,24 @@ def save_model(model: torch.nn.Module, card: ModelCard, path: str | Path, *, hal
     return path
 
 
-def read_card(path: str | Path) -> ModelCard:
-    """The card alone, without loading weights: for listing models quickly."""
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """A model file's safetensors metadata, without loading weights."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"Model file not found: {path}.", "Pick a model from the list, or check the path.")
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+            return f.metadata() or {}
     except (SafetensorError, OSError) as exc:
         raise ModelError(f"{path.name} is not a readable model file ({exc}).", "Model files are .safetensors written by Slick Mapper.") from exc
+
+
+def read_card(path: str | Path) -> ModelCard:
+    """The card alone, without loading weights: for listing models quickly."""
+    path = Path(path)
+    meta = read_metadata(path)
+    if GENERATOR_CARD_KEY in meta:
+        raise ModelError(f"{path.name} is a sample generator, not a segmentation model.", "Pick a segmentation model; generators are for `engine generate`.")
     if CARD_KEY not in meta:
         raise ModelError(f"{path.name} has no Slick Mapper card.", "It was not written by Slick Mapper; re-export it with save_model.")
     return ModelCard.from_json(meta[CARD_KEY])

@@ -33,11 +33,11 @@ def make_model(path: Path, **card_fields) -> Path:
     return save_model(build_model(card), card, path)
 
 
-def cancel_at(stage: str, done: int):
+def cancel_at(stage: str, done: int, log=None):
     """A Progress that cancels itself once ``stage`` has reported ``done`` steps, as a user pressing Cancel."""
     from engine.progress import Progress
 
-    progress = Progress(lambda s, d, total, message: progress.cancel() if s == stage and d >= done else None)
+    progress = Progress(lambda s, d, total, message: progress.cancel() if s == stage and d >= done else None, log=log)
     return progress
 
 
