@@ -19,7 +19,7 @@ from qgis.core import (Qgis, QgsApplication, QgsCoordinateTransform, QgsMapLayer
 from qgis.gui import QgsCollapsibleGroupBox, QgsDockWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import (QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPlainTextEdit,
-                                 QProgressBar, QPushButton, QRadioButton, QScrollArea, QVBoxLayout, QWidget)
+                                 QPushButton, QRadioButton, QScrollArea, QVBoxLayout, QWidget)
 
 from . import settings
 from . import labeling
@@ -28,8 +28,8 @@ from .finetune_panel import FinetunePanel
 from .labels_panel import LabelsPanel
 from .layers import LayerError, add_result_group, open_results, summary
 from .options import editor_value, make_editor
-from .progress import ProgressEvent
 from .rich_text import html_text
+from .run_controls import RunControls
 from .scene_check import SceneFacts, issues
 from .tasks import EngineTask
 from .worker import EngineCommand, RunResult, Status
@@ -46,8 +46,6 @@ class SlickMapperDock(QgsDockWidget):
         self._iface = iface
         self._project = QgsProject.instance()
         self._tasks: Set[EngineTask] = set()
-        self.detect_task: Optional[EngineTask] = None
-        """The running detection, if any: what Cancel stops."""
         self._info_task: Optional[EngineTask] = None
         self._infos: Dict[str, Tuple[Optional[Dict[str, Any]], str]] = {}
         self._build()
@@ -113,22 +111,10 @@ class SlickMapperDock(QgsDockWidget):
         form.addRow(settings.OUTPUT_FOLDER.label, self.output_folder)
         layout.addWidget(model_box)
 
-        run_row = QHBoxLayout()
-        self.detect_button = QPushButton("Detect slicks")
-        self.detect_button.setDefault(True)
-        self.detect_button.clicked.connect(self.detect)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
-        run_row.addWidget(self.detect_button, 1)
-        run_row.addWidget(self.cancel_button)
-        layout.addLayout(run_row)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 100)
-        self.progress.setValue(0)
-        self.progress.setFormat("Idle")
-        self.progress.setTextVisible(True)
-        layout.addWidget(self.progress)
+        self.run_controls = RunControls("Detect slicks")
+        self.run_controls.run_button.setDefault(True)
+        self.run_controls.run_button.clicked.connect(self.detect)
+        layout.addWidget(self.run_controls)
 
         self.labels_panel = LabelsPanel(self._iface, self._project, self._start, self._push,
                                         self.layer_combo.currentLayer)
@@ -170,29 +156,24 @@ class SlickMapperDock(QgsDockWidget):
     # ---- tasks ---------------------------------------------------------------------------------------
 
     def _start(self, command: EngineCommand, description: str, on_done: Any, cleanup: Any = None,
-               on_progress: Optional[Callable[[ProgressEvent, str], None]] = None,
+               controls: Optional[RunControls] = None,
                on_log: Optional[Callable[[str], None]] = None) -> EngineTask:
         """Queue ``command`` as an EngineTask whose result goes to ``on_done`` on the main thread.
 
-        ``on_progress`` and ``on_log`` are connected before the task is queued, so no early line is missed.
+        ``controls`` (shown for long runs only; scene and model look-ups are too quick to show) and
+        ``on_log`` are connected before the task is queued, so no early line is missed; ``controls``
+        hears of the end before ``on_done``, so ``on_done`` may start the next run at once.
         """
         task = EngineTask(description, settings.engine_runner(), command, cleanup)
         task.logged.connect(self._append_log)
-        task.progressed.connect(partial(self._task_progressed, task))
-        if on_progress is not None:
-            task.progressed.connect(on_progress)
         if on_log is not None:
             task.logged.connect(on_log)
+        if controls is not None:
+            controls.follow(task)
         task.done.connect(partial(self._task_done, task, on_done))
         self._tasks.add(task)
         QgsApplication.taskManager().addTask(task)
         return task
-
-    def _task_progressed(self, task: EngineTask, event: ProgressEvent, text: str) -> None:
-        """Only the detection drives the progress bar; scene and model look-ups are too quick to show."""
-        if task is self.detect_task:
-            self.progress.setValue(int(event.percent))
-            self.progress.setFormat(text)
 
     def _task_done(self, task: EngineTask, on_done: Any, result: RunResult) -> None:
         self._tasks.discard(task)
@@ -203,10 +184,14 @@ class SlickMapperDock(QgsDockWidget):
         self._project.layersAdded.disconnect(self._refresh_scenes)
         self._project.layersRemoved.disconnect(self._refresh_scenes)
         self._iface.mapCanvas().currentLayerChanged.disconnect(self._follow_active_layer)
+        self.layer_combo.layerChanged.disconnect(self._scene_changed)  # a closing project would start look-ups
         self.labels_panel.shutdown()
         for task in list(self._tasks):
             for signal in (task.done, task.logged, task.progressed):
-                signal.disconnect()
+                try:
+                    signal.disconnect()
+                except TypeError:  # PyQt's answer for a signal nothing listens to (a look-up's progress)
+                    pass
             task.cancel()
         self._tasks.clear()
 
@@ -420,26 +405,17 @@ class SlickMapperDock(QgsDockWidget):
                                 (settings.OUTPUT_FOLDER, self.output_folder)):
             setting.set_value(editor_value(editor))
         self.log.clear()
-        self.detect_task = self._start(
-            params.command(), f"Slick Mapper: detecting slicks in {layer.name()}",
-            partial(self._detected, layer.id(), layer.name(), model_name, params), cleanup=params.remove_outputs)
-        self._set_running(True)
+        self._start(params.command(), f"Slick Mapper: detecting slicks in {layer.name()}",
+                    partial(self._detected, layer.id(), layer.name(), model_name, params),
+                    cleanup=params.remove_outputs, controls=self.run_controls)
 
-    def cancel(self) -> None:
-        if self.detect_task is not None:
-            self.progress.setFormat("Cancelling…")
-            self.detect_task.cancel()
-
-    def _set_running(self, running: bool) -> None:
-        self.detect_button.setEnabled(not running)
-        self.cancel_button.setEnabled(running)
-        self.progress.setValue(0)
-        self.progress.setFormat("Starting the engine…" if running else "Idle")
+    @property
+    def detect_task(self) -> Optional[EngineTask]:
+        """The running detection, if any: what Cancel stops."""
+        return self.run_controls.task
 
     def _detected(self, scene_id: str, scene_name: str, model_name: str, params: DetectParameters,
                   result: RunResult) -> None:
-        self.detect_task = None
-        self._set_running(False)
         if result.status is Status.CANCELLED:
             self._push(Qgis.Info, "Detection cancelled; nothing was written.")
             return
@@ -456,8 +432,6 @@ class SlickMapperDock(QgsDockWidget):
         add_result_group(self._project, self._project.mapLayer(scene_id), scene_name,
                          str(result.data.get("model_name") or model_name), layers)
         self.labels_panel.show_uncertain(layers[1], params.threshold)
-        self.progress.setValue(100)
-        self.progress.setFormat("Done")
         self._push(Qgis.Success, f"{scene_name}: {summary(result.data)}")
         for warning in result.data.get("warnings") or ():
             self._push(Qgis.Warning, str(warning))

@@ -12,19 +12,18 @@ from typing import Any, Callable, Dict, Optional
 from qgis.core import Qgis
 from qgis.gui import QgsCollapsibleGroupBox
 from qgis.PyQt.QtCore import Qt, pyqtSignal
-from qgis.PyQt.QtWidgets import (QAbstractItemView, QComboBox, QFormLayout, QHBoxLayout, QHeaderView, QLabel,
-                                 QProgressBar, QPushButton, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout,
-                                 QWidget)
+from qgis.PyQt.QtWidgets import (QAbstractItemView, QComboBox, QFormLayout, QHeaderView, QLabel, QPushButton,
+                                 QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from .commands import TRAIN_LAYERS, FinetuneParameters, finetuned_model_path, user_models_dir
 from .loss_chart import LossChart
-from .progress import ProgressEvent
 from .rich_text import html_text
+from .run_controls import RunControls
 from .tasks import EngineTask
 from .worker import RunResult, Status
 
 StartTask = Callable[..., EngineTask]
-"""The dock's ``_start(command, description, on_done, cleanup=None, on_progress=None, on_log=None)``."""
+"""The dock's ``_start(command, description, on_done, cleanup=None, controls=None, on_log=None)``."""
 Push = Callable[..., None]
 """The dock's ``_push(level, text, details="")``."""
 AUTOMATIC = "automatic"
@@ -47,8 +46,6 @@ class FinetunePanel(QgsCollapsibleGroupBox):
         self._model = model
         self._device = device
         self._store = store
-        self.task: Optional[EngineTask] = None
-        """The running fine-tuning, if any: what Cancel stops."""
         self.result: Optional[RunResult] = None
         self._build()
         self.model_changed()
@@ -75,21 +72,10 @@ class FinetunePanel(QgsCollapsibleGroupBox):
         form.addRow("Epochs", self.epochs)
         form.addRow("Train layers", self.train_layers)
         form.addRow("Tile (px)", self.tile)
-        run_row = QHBoxLayout()
-        self.run_button = QPushButton("Fine-tune")
-        self.run_button.setToolTip("Train a copy of the selected model on this project's labels. The selected "
-                                   "model file is never changed.")
-        self.run_button.clicked.connect(self.run)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
-        run_row.addWidget(self.run_button, 1)
-        run_row.addWidget(self.cancel_button)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 100)
-        self.progress.setValue(0)
-        self.progress.setFormat("Idle")
-        self.progress.setTextVisible(True)
+        self.run_controls = RunControls("Fine-tune")
+        self.run_controls.run_button.setToolTip("Train a copy of the selected model on this project's labels. "
+                                                "The selected model file is never changed.")
+        self.run_controls.run_button.clicked.connect(self.run)
         self.chart = LossChart()
         self.table = QTableWidget(2, 2)
         self.table.setHorizontalHeaderLabels(["Model", "Validation Dice"])
@@ -108,8 +94,7 @@ class FinetunePanel(QgsCollapsibleGroupBox):
             widget.setVisible(False)
         layout.addWidget(self.base_label)
         layout.addLayout(form)
-        layout.addLayout(run_row)
-        layout.addWidget(self.progress)
+        layout.addWidget(self.run_controls)
         layout.addWidget(self.chart)
         layout.addWidget(self.table)
         layout.addWidget(self.summary)
@@ -150,30 +135,16 @@ class FinetunePanel(QgsCollapsibleGroupBox):
         for widget in (self.table, self.detect_button):
             widget.setVisible(False)
         self.summary.setText("")
-        self.task = self._start(params.command(), f"Slick Mapper: fine-tuning {Path(base).stem}",
-                                self._finished, cleanup=params.remove_outputs, on_progress=self._progressed,
-                                on_log=self.chart.add_log_line)
-        self._set_running(True)
+        self._start(params.command(), f"Slick Mapper: fine-tuning {Path(base).stem}", self._finished,
+                    cleanup=params.remove_outputs, controls=self.run_controls, on_log=self.chart.add_log_line)
 
-    def cancel(self) -> None:
-        if self.task is not None:
-            self.progress.setFormat("Cancelling…")
-            self.task.cancel()
-
-    def _set_running(self, running: bool) -> None:
-        self.run_button.setEnabled(not running)
-        self.cancel_button.setEnabled(running)
-        self.progress.setValue(0)
-        self.progress.setFormat("Starting the engine…" if running else "Idle")
-
-    def _progressed(self, event: ProgressEvent, text: str) -> None:
-        self.progress.setValue(int(event.percent))
-        self.progress.setFormat(text)
+    @property
+    def task(self) -> Optional[EngineTask]:
+        """The running fine-tuning, if any: what Cancel stops."""
+        return self.run_controls.task
 
     def _finished(self, result: RunResult) -> None:
-        self.task = None
         self.result = result
-        self._set_running(False)
         if result.status is Status.CANCELLED:
             self.summary.setText("Cancelled; no model file was written.")
             self._push(Qgis.Info, "Fine-tuning cancelled; no model file was written.")
@@ -182,8 +153,6 @@ class FinetunePanel(QgsCollapsibleGroupBox):
             self.summary.setText(f"<span style='color:#b00020'>{html_text(result.message)}</span>")
             self._push(Qgis.Critical, f"Fine-tuning failed: {result.message.splitlines()[0]}", result.message)
             return
-        self.progress.setValue(100)
-        self.progress.setFormat("Done")
         self._show_result(result.data)
         self.model_created.emit(str(result.data["model"]))
         self._push(Qgis.Success, f"New model {Path(str(result.data['model'])).name}: validation Dice "

@@ -37,7 +37,7 @@ def add_active(iface, path: str, name: str) -> QgsRasterLayer:
 
 
 def click_detect(dock, qtbot) -> None:
-    qtbot.mouseClick(dock.detect_button, Qt.LeftButton)
+    qtbot.mouseClick(dock.run_controls.run_button, Qt.LeftButton)
     assert dock.detect_task is None
     assert not [task for task in QgsApplication.taskManager().tasks() if "detecting" in task.description()]
 

@@ -224,9 +224,9 @@ def test_cancel_mid_run_leaves_no_layer_and_no_file(dock, iface, scene, qtbot, t
     dock.detect()
     task = dock.detect_task
     qtbot.waitUntil(lambda: 0 < task.progress() < 50, timeout=60_000)
-    assert dock.cancel_button.isEnabled()
+    assert dock.run_controls.cancel_button.isEnabled()
     asked = time.monotonic()
-    qtbot.mouseClick(dock.cancel_button, Qt.LeftButton)
+    qtbot.mouseClick(dock.run_controls.cancel_button, Qt.LeftButton)
     qtbot.waitUntil(lambda: dock.detect_task is None, timeout=10_000)
     assert time.monotonic() - asked < 3
     assert task.result.status is Status.CANCELLED
@@ -234,7 +234,7 @@ def test_cancel_mid_run_leaves_no_layer_and_no_file(dock, iface, scene, qtbot, t
     assert set(QgsProject.instance().mapLayers()) == layers
     assert len(QgsProject.instance().layerTreeRoot().children()) == 1
     assert "cancelled" in iface.messages()[0]
-    assert dock.detect_button.isEnabled() and not dock.cancel_button.isEnabled()
+    assert dock.run_controls.run_button.isEnabled() and not dock.run_controls.cancel_button.isEnabled()
 
 
 def test_a_killed_worker_is_reported_and_the_next_run_succeeds(dock, iface, scene, qtbot, tmp_path: Path) -> None:

@@ -428,9 +428,9 @@ def test_fine_tune_from_the_dock_makes_a_model_with_lineage_and_detects_with_it(
     panel = ui.dock.finetune_panel
     assert "2 slick labels, 0 look-alikes, 368." in ui.dock.labels_panel.counts_label.text()
     percents: List[int] = []
-    panel.progress.valueChanged.connect(percents.append)
-    qtbot.mouseClick(panel.run_button, Qt.LeftButton)
-    assert panel.task is not None and panel.cancel_button.isEnabled()
+    panel.run_controls.progress.valueChanged.connect(percents.append)
+    qtbot.mouseClick(panel.run_controls.run_button, Qt.LeftButton)
+    assert panel.task is not None and panel.run_controls.cancel_button.isEnabled()
     qtbot.waitUntil(lambda: panel.task is None, timeout=240_000)
     assert panel.result.ok, panel.result.message
 
@@ -449,7 +449,7 @@ def test_fine_tune_from_the_dock_makes_a_model_with_lineage_and_detects_with_it(
     assert panel.table.item(1, 0).toolTip() == str(models[0])
     assert [e.number for e in panel.chart.epochs] == list(range(1, data["epochs_run"] + 1))
     assert panel.chart.epochs[0].val_dice == pytest.approx(data["history"][0]["val_dice"], abs=1e-3)
-    assert max(percents) == 100 and panel.progress.format() == "Done" and panel.detect_button.isVisible()
+    assert max(percents) == 100 and panel.run_controls.progress.format() == "Done" and panel.detect_button.isVisible()
     assert f"New model {models[0].name}" in ui.iface.messages()[0]
     OUTPUT.mkdir(exist_ok=True)
     body = ui.dock.widget().widget()
@@ -472,15 +472,15 @@ def test_cancelling_a_fine_tune_leaves_no_model_file(ui: Session, qtbot, tmp_pat
                                                       arctic_store: Path) -> None:
     tiny_finetune(ui, module_dir, arctic_store)
     panel = ui.dock.finetune_panel
-    qtbot.mouseClick(panel.run_button, Qt.LeftButton)
+    qtbot.mouseClick(panel.run_controls.run_button, Qt.LeftButton)
     task = panel.task
     qtbot.waitUntil(lambda: task.progress() > 0, timeout=60_000)
-    qtbot.mouseClick(panel.cancel_button, Qt.LeftButton)
+    qtbot.mouseClick(panel.run_controls.cancel_button, Qt.LeftButton)
     qtbot.waitUntil(lambda: panel.task is None, timeout=15_000)
     assert task.result.status is Status.CANCELLED
     assert not (tmp_path / "models").exists() or list((tmp_path / "models").iterdir()) == []
     assert "Fine-tuning cancelled; no model file was written." in ui.iface.messages()[0]
-    assert panel.run_button.isEnabled() and not panel.cancel_button.isEnabled()
+    assert panel.run_controls.run_button.isEnabled() and not panel.run_controls.cancel_button.isEnabled()
 
 
 def test_a_failed_fine_tune_says_why_and_leaves_no_model_file(ui: Session, qtbot, tmp_path: Path,
@@ -488,18 +488,18 @@ def test_a_failed_fine_tune_says_why_and_leaves_no_model_file(ui: Session, qtbot
     saved_project(tmp_path, "unlabelled", module_dir / "sample_1.tif", ui)
     shutil.copy(blank_stores[SCENE_CRS], tmp_path / "unlabelled_slick_labels.gpkg")
     panel = ui.dock.finetune_panel
-    qtbot.mouseClick(panel.run_button, Qt.LeftButton)
+    qtbot.mouseClick(panel.run_controls.run_button, Qt.LeftButton)
     qtbot.waitUntil(lambda: panel.task is None, timeout=60_000)
     assert panel.result.status is Status.FAILED
     assert "holds no slick labels" in panel.summary.text() and "Draw or accept a few slicks" in panel.summary.text()
     assert any("Fine-tuning failed" in message for message in ui.iface.messages())
     assert not (tmp_path / "models").exists() or list((tmp_path / "models").iterdir()) == []
-    assert not panel.table.isVisible() and panel.run_button.isEnabled()
+    assert not panel.table.isVisible() and panel.run_controls.run_button.isEnabled()
 
 
 def test_fine_tune_says_what_is_missing_without_a_store(ui: Session, tmp_path: Path, module_dir: Path) -> None:
     saved_project(tmp_path, "empty", module_dir / "sample_1.tif", ui)
-    ui.dock.finetune_panel.run_button.click()
+    ui.dock.finetune_panel.run_controls.run_button.click()
     assert ui.dock.finetune_panel.task is None
     assert "This project has no label store yet" in ui.iface.messages()[0]
 
