@@ -31,6 +31,7 @@ EPILOG = """examples:
   python -m engine generator train --labels project_labels.gpkg --out generator.safetensors
   python -m engine generate --generator generator.safetensors --out samples/ --n 100 --solver dpm++
   python -m engine samples summary samples/
+  python -m engine finetune --base model.safetensors --labels project_labels.gpkg --out student.safetensors --generated samples/
 """
 
 

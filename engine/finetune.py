@@ -7,6 +7,10 @@ same lattice as the training tiles, and training tiles give up a band of pixels 
 share with one, so the Dice reported before and after is measured on sea the model never saw and slicks
 straddling the border do not leak. The parent model file is only read; the new one is written once
 training succeeded, atomically, so a failed or cancelled run leaves no file.
+
+With a sample folder (``generated``), the model is trained as DAKTer's student (engine/distill.py): its
+training tiles are joined by generated ones, real tiles then take eq. 6 (CE + Dice) and generated ones
+eq. 5 (KD + Dice) in place of the transfer-learning paper's loss. Validation stays on real tiles only.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from rasterio.windows import Window
 from shapely.geometry import shape
 
 from . import __version__
+from .distill import mixed, open_folder, sample_count, student_tiles
 from .errors import InputError, ModelError, OutputError
 from .grid import Grid, analysis_grid, open_on_grid
 from .inference import pick_device
@@ -61,6 +66,10 @@ class FinetuneOptions:
     val_fraction: float = 0.25
     patience: int = 5
     name: Optional[str] = None
+    generated: Optional[str | Path] = None
+    """A sample folder (engine generate): train as a student on generated samples too."""
+    n_generated: Optional[int] = None
+    """Samples of ``generated`` to use, the first kept ones; None: as many as training tiles (the paper's)."""
 
 
 @dataclass
@@ -101,6 +110,8 @@ class FinetuneReport:
     device: str
     seconds: float
     history: list[dict] = field(default_factory=list)
+    generated: Optional[str] = None
+    n_generated: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -127,6 +138,7 @@ def finetune(
     _check_base(card)
     store = read_store(store_path)
     check_store(store)
+    sample_folder = open_folder(options.generated, card, options.tile, progress) if options.generated else None
     device = pick_device(options.device)
     train_layers = options.train_layers or ("all" if device.type == "cuda" else "decoder")
     tiles = collect_tiles(store, card, options.tile, progress)
@@ -138,6 +150,13 @@ def finetune(
     train_tiles, val_tiles = split_by_area(tiles, options.val_fraction, options.seed)
     if not any(t.slick_pixels for t in val_tiles):
         progress.log("warning: the validation tiles hold no slick; their Dice only tells whether the model stays quiet on sea")
+    train_set, val_set = _tileset(train_tiles), _tileset(val_tiles)
+    n_generated = 0
+    if sample_folder:
+        n_generated = sample_count(sample_folder, options.n_generated, len(train_tiles))
+        generated, generated_lineage = student_tiles(sample_folder, n_generated, progress)
+        train_set = mixed(train_set, generated)
+        progress.log(f"student training: {n_generated} generated samples from {sample_folder.path.name}, soft labels at T = {sample_folder.loss.temperature:g}")
     parent_sha256 = _sha256(base_model_path)
     model, _ = load_model(base_model_path, device)
     config = TrainConfig(
@@ -149,8 +168,8 @@ def finetune(
         augment=paper_augment,
         train_layers=train_layers,
         device=str(device),
+        student=sample_folder.loss if sample_folder else None,
     )
-    train_set, val_set = _tileset(train_tiles), _tileset(val_tiles)
     _, dice_before = dice_score(model, val_set, config)
     progress.log(f"{len(train_tiles)} training and {len(val_tiles)} validation tiles; parent's validation Dice {dice_before:.3f}")
     config.lr = options.lr or lr_range_test(model, train_set, config, progress)
@@ -182,6 +201,8 @@ def finetune(
         "seconds": seconds,
         "history": report.history,
     }
+    if sample_folder:
+        lineage["generated"] = generated_lineage
     now = datetime.now(timezone.utc)
     child = replace(
         card,
@@ -210,6 +231,8 @@ def finetune(
         device=str(device),
         seconds=seconds,
         history=report.history,
+        generated=str(sample_folder.path) if sample_folder else None,
+        n_generated=n_generated,
     )
 
 
@@ -328,6 +351,8 @@ def _check_options(options: FinetuneOptions) -> None:
         raise InputError(f"Unknown --train-layers {options.train_layers!r}.", f"Use one of: {', '.join(TRAIN_LAYERS)}.")
     if options.lr is not None and not options.lr > 0:
         raise InputError(f"Learning rate {options.lr} must be positive.", "Give e.g. 1e-4, or auto for a range test.")
+    if options.n_generated is not None and (options.generated is None or options.n_generated < 1):
+        raise InputError(f"--n-generated {options.n_generated} needs a sample folder and at least one sample.", "Give --generated DIR, and N of 1 or more.")
 
 
 def check_out(path: Path) -> None:
@@ -387,6 +412,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-fraction", type=float, default=0.25, help="share of tiles kept for validation (default 0.25)")
     p.add_argument("--name", help="the new model's name (default: the parent's, fine-tuned DATE)")
+    p.add_argument("--generated", type=Path, metavar="DIR", help="sample folder (engine generate): train as a student on its kept samples too (DAKTer eqs. 5-6)")
+    p.add_argument("--n-generated", type=int, metavar="N", help="generated samples to use, the first kept ones (default: as many as training tiles)")
     p.set_defaults(func=_run_cli)
 
 
@@ -405,5 +432,7 @@ def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
         seed=args.seed,
         val_fraction=args.val_fraction,
         name=args.name,
+        generated=args.generated,
+        n_generated=args.n_generated,
     )
     return finetune(args.base, args.labels, args.out, options, progress).to_dict()

@@ -318,6 +318,7 @@ def _generator_entry(path: Path, card: GeneratorCard) -> dict[str, Any]:
         "sha256": _sha256(path),
         "tile_size": card.tile_size,
         "classes": card.classes,
+        "pixel_size": card.pixel_size,
         "b": card.b,
     }
 

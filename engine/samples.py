@@ -167,7 +167,7 @@ def add(folder: str | Path, generator_key: str, samples: list[NewSample]) -> lis
     """Write ``samples`` (files first, then the index) and return their ids."""
     folder = Path(folder)
     index = read_index(folder)
-    slick = _slick_index(index["classes"])
+    slick = slick_index(index["classes"])
     first = max((int(s["id"]) for s in index["samples"]), default=0) + 1
     records = []
     for n, s in enumerate(samples):
@@ -273,13 +273,14 @@ def _write_files(folder: Path, index: dict[str, Any], sample_id: str, tile: np.n
     """Write a sample's tile and preview; returns the logits as stored (float16)."""
     logits = logits.astype(np.float16)
     _write_atomic(folder / "tiles" / f"{sample_id}.npz", _npz_bytes(tile=tile, logits=logits))
-    slick = _slick_index(index["classes"])
+    slick = slick_index(index["classes"])
     soft = None if slick is None else _softmax(logits.astype(np.float32), index["temperature"])[slick]
     _write_atomic(folder / "previews" / f"{sample_id}.png", _preview_png(tile, soft))
     return logits
 
 
-def _slick_index(classes: list[str]) -> Optional[int]:
+def slick_index(classes: list[str]) -> Optional[int]:
+    """The slick class among ``classes`` (``slick``, or the OSD dataset's ``oil``); None when there is none."""
     for name in ("slick", "oil"):
         if name in classes:
             return classes.index(name)

@@ -4,7 +4,8 @@ Inputs are tiles already stretched by ``normalise.Stretch`` (0..255, 0 = no data
 detection. The loop keeps the weights of the epoch with the lowest validation loss and stops early when
 it stops improving, as the paper does. Fine-tuning uses the same loop with the paper's augmentation, a
 learning rate from ``lr_range_test``, optionally a frozen encoder, and bf16 autocast where the hardware
-has it.
+has it. A student (engine/distill.py) trains in the same loop on a set that also holds generated tiles with
+their soft labels, with ``StudentLoss`` in place of the transfer-learning paper's.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from .inference import autocast, fast_dtype
-from .losses import slick_loss
+from .losses import StudentLoss, slick_loss
 from .progress import Progress, silent
 
 Augment = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
@@ -38,6 +39,11 @@ class TileSet:
     x: torch.Tensor
     y: torch.Tensor
     valid: torch.Tensor
+    soft: Optional[torch.Tensor] = None
+    """Student training only: the slick probability each pixel is taught, (N,1,H,W): a generated tile's
+    soft label (eq. 3), a real tile's label itself."""
+    generated: Optional[torch.Tensor] = None
+    """Student training only, with ``soft``: (N,) bool, which tiles are generated."""
 
     @classmethod
     def from_arrays(cls, tiles: list[np.ndarray], masks: list[np.ndarray]) -> "TileSet":
@@ -47,6 +53,12 @@ class TileSet:
 
     def __len__(self) -> int:
         return self.x.shape[0]
+
+    def take(self, idx: torch.Tensor | slice) -> "TileSet":
+        return TileSet(*(None if t is None else t[idx] for t in (self.x, self.y, self.valid, self.soft, self.generated)))
+
+    def to(self, device: torch.device) -> "TileSet":
+        return TileSet(*(None if t is None else t.to(device) for t in (self.x, self.y, self.valid, self.soft, self.generated)))
 
 
 def augment(x: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
@@ -108,6 +120,9 @@ class TrainConfig:
     train_layers: str = "all"
     """``all``, or ``decoder``: the encoder frozen, batch-norm statistics included (few labels, CPU)."""
     device: str = "cpu"
+    student: Optional[StudentLoss] = None
+    """None: the transfer-learning paper's loss (``slick_loss``); a student's losses (eqs. 5-6) otherwise,
+    in validation too."""
 
 
 @dataclass
@@ -163,13 +178,30 @@ def train_mode(model: torch.nn.Module, train_layers: str) -> None:
         model.encoder.eval()
 
 
+def tile_loss(logits: torch.Tensor, batch: TileSet, config: TrainConfig) -> torch.Tensor:
+    if config.student is None:
+        if batch.soft is not None:
+            raise ValueError("a set with generated tiles needs a StudentLoss in the TrainConfig")
+        return slick_loss(logits, batch.y, batch.valid)
+    return config.student(logits, batch.y, batch.valid, batch.soft, batch.generated)
+
+
+def augmented(batch: TileSet, config: TrainConfig, gen: torch.Generator) -> TileSet:
+    """``config.augment`` applied to a batch; soft labels ride along as a second label channel, so that
+    they move exactly as the hard ones."""
+    if batch.soft is None:
+        return TileSet(*config.augment(batch.x, batch.y, batch.valid, gen))
+    x, labels, valid = config.augment(batch.x, torch.cat([batch.y, batch.soft], dim=1), batch.valid, gen)
+    return TileSet(x, labels[:, :1], valid, labels[:, 1:], batch.generated)
+
+
 def batch_loss(model: torch.nn.Module, data: TileSet, idx: torch.Tensor, config: TrainConfig, gen: torch.Generator) -> torch.Tensor:
     """Loss of one augmented batch, forward pass under autocast where it helps, loss in float32."""
     device = torch.device(config.device)
-    x, y, v = (t.to(device) for t in config.augment(data.x[idx], data.y[idx], data.valid[idx], gen))
+    batch = augmented(data.take(idx), config, gen).to(device)
     with autocast(device, training_dtype(device)):
-        logits = model(x * config.input_scale)
-    return slick_loss(logits.float(), y, v)
+        logits = model(batch.x * config.input_scale)
+    return tile_loss(logits.float(), batch, config)
 
 
 def dice_score(model: torch.nn.Module, data: TileSet, config: TrainConfig, batch: int = 8) -> tuple[float, float]:
@@ -180,9 +212,10 @@ def dice_score(model: torch.nn.Module, data: TileSet, config: TrainConfig, batch
     losses = []
     with torch.inference_mode(), autocast(device, training_dtype(device)):
         for i in range(0, len(data), batch):
-            x, y, v = (t[i : i + batch].to(device) for t in (data.x, data.y, data.valid))
+            part = data.take(slice(i, i + batch)).to(device)
+            x, y, v = part.x, part.y, part.valid
             logits = model(x * config.input_scale).float()
-            losses.append(float(slick_loss(logits, y, v)) * x.shape[0])
+            losses.append(float(tile_loss(logits, part, config)) * x.shape[0])
             pred = (logits > 0).float() * v
             tp += float((pred * y).sum())
             fp += float((pred * (1 - y)).sum())
@@ -213,7 +246,7 @@ def lr_range_test(
     saved = copy.deepcopy(model.state_dict())
     gen = torch.Generator().manual_seed(config.seed)
     picked = torch.randperm(len(train_set), generator=gen)[: config.batch_size]
-    probe = TileSet(train_set.x[picked], train_set.y[picked], train_set.valid[picked])
+    probe = train_set.take(picked)
     optimiser = torch.optim.AdamW(trainable_parameters(model, config.train_layers), lr=start, weight_decay=config.weight_decay)
     factor = (end / start) ** (1 / max(steps - 1, 1))
     lrs: list[float] = []
