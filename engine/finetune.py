@@ -112,6 +112,9 @@ class FinetuneReport:
     history: list[dict] = field(default_factory=list)
     generated: Optional[str] = None
     n_generated: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds per part of the run (checks, tiles, parent, lr_range_test, epochs, validation, saving), which
+    add up to ``seconds``: where an analyst's wait goes."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -131,6 +134,14 @@ def finetune(
     options = options or FinetuneOptions()
     progress = progress or silent()
     started = time.monotonic()
+    timings: dict[str, float] = {}
+    lap = started
+
+    def timed(part: str) -> None:
+        nonlocal lap
+        now = time.monotonic()
+        timings[part], lap = round(now - lap, 2), now
+
     base_model_path, out_path = Path(base_model_path), Path(out_path)
     _check_options(options)
     check_out(out_path)
@@ -141,6 +152,7 @@ def finetune(
     sample_folder = open_folder(options.generated, card, options.tile, progress) if options.generated else None
     device = pick_device(options.device)
     train_layers = options.train_layers or ("all" if device.type == "cuda" else "decoder")
+    timed("checks")
     tiles = collect_tiles(store, card, options.tile, progress)
     if len(tiles) < 2:
         raise InputError(
@@ -148,6 +160,7 @@ def finetune(
             f"Mark a larger area as reviewed, or use smaller tiles (e.g. --tile {max(64, options.tile // 2)}).",
         )
     train_tiles, val_tiles = split_by_area(tiles, options.val_fraction, options.seed)
+    timed("tiles")
     if not any(t.slick_pixels for t in val_tiles):
         progress.log("warning: the validation tiles hold no slick; their Dice only tells whether the model stays quiet on sea")
     train_set, val_set = _tileset(train_tiles), _tileset(val_tiles)
@@ -172,9 +185,14 @@ def finetune(
     )
     _, dice_before = dice_score(model, val_set, config)
     progress.log(f"{len(train_tiles)} training and {len(val_tiles)} validation tiles; parent's validation Dice {dice_before:.3f}")
+    timed("parent")
     config.lr = options.lr or lr_range_test(model, train_set, config, progress)
     progress.log(f"learning rate {config.lr:.2e}" + (" from a range test" if options.lr is None else ""))
+    timed("lr_range_test")
     report = train(model, train_set, val_set, config, progress)
+    timed("epochs")
+    timings["epochs"] = round(timings["epochs"] - report.val_seconds, 2)  # scoring after each epoch is its own part
+    timings["validation"] = report.val_seconds
     dice_after = report.val_dice  # the kept weights' Dice on the same validation tiles
     progress.log(f"validation Dice: parent {dice_before:.3f}, fine-tuned {dice_after:.3f}")
     if dice_after < dice_before:
@@ -215,6 +233,7 @@ def finetune(
     progress.update("saving", 0, 1, "Writing the model file")
     check_out(out_path)  # a file may have appeared there while training ran
     save_model(model, child, out_path)
+    timed("saving")
     progress.update("done", 1, 1)
     return FinetuneReport(
         model=str(out_path),
@@ -229,10 +248,11 @@ def finetune(
         lr=config.lr,
         train_layers=train_layers,
         device=str(device),
-        seconds=seconds,
+        seconds=round(time.monotonic() - started, 1),
         history=report.history,
         generated=str(sample_folder.path) if sample_folder else None,
         n_generated=n_generated,
+        timings=timings,
     )
 
 

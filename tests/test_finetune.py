@@ -69,6 +69,8 @@ def test_finetune_writes_a_new_model_with_its_lineage(tmp_path, small_model, arc
     assert lineage["val_dice_before"] == round(report.val_dice_before, 4) and lineage["val_dice_after"] == round(report.val_dice_after, 4)
     assert lineage["train_layers"] == "decoder" and lineage["device"] == "cpu" and lineage["lr"] == 1e-3 and lineage["epochs"] == 1
     assert lineage["seconds"] > 0 and len(lineage["history"]) == 1
+    assert list(report.timings) == ["checks", "tiles", "parent", "lr_range_test", "epochs", "validation", "saving"]
+    assert sum(report.timings.values()) == pytest.approx(report.seconds, abs=0.3) and report.timings["epochs"] > 0
     assert any(line.startswith("epoch 1: train loss") for line in logs)
     # Only the decoder learnt: the encoder is the parent's, bit for bit.
     parent, _ = load_model(small_model)
