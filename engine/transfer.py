@@ -110,6 +110,8 @@ def transfer_experiment(out: Path, options: TransferOptions, progress: Progress)
         paper = {kind: {s: slick_dice(SAMPLES_DIR / s / f"{kind}.tif", SAMPLES_DIR / s / "labels_mosaic.png").dice for s in TEST}
                  for kind in ("pred_base", "pred_tl")}
         source = _pretrain_on_source(card, options, work, out, progress) if options.source else options.model
+        untrained = _test_dice(source, work, options, progress)
+        progress.log(f"source model before any target training: test Dice {np.mean(list(untrained.values())):.3f}")
         val_set = tileset(val)
         plan = [(n, b) for b in range(options.bootstraps) for n in sizes if b == 0 or n < len(pool)]
         for i, (n, b) in enumerate(plan):
@@ -127,7 +129,8 @@ def transfer_experiment(out: Path, options: TransferOptions, progress: Progress)
     summary = summarise(runs)
     _write_csv(out / "summary.csv", summary)
     base_init = f"encoder weights from {options.encoder_weights}" if options.encoder_weights else "random (no pretrained weights can be downloaded)"
-    _plot(summary, runs, paper, out / "transfer.png", options.recipe.tile, len(pool), "encoder weights" if options.encoder_weights else "random init")
+    references = {**paper, "source": untrained}
+    _plot(summary, runs, references, out / "transfer.png", options.recipe.tile, len(pool), "encoder weights" if options.encoder_weights else "random init")
     result = {
         "out": str(out),
         "notes": {
@@ -140,8 +143,8 @@ def transfer_experiment(out: Path, options: TransferOptions, progress: Progress)
         "pool": {"scenes": list(POOL), "train_tiles": len(pool), "train_slick_tiles": sum(1 for t in pool if t.slick_pixels),
                  "val_tiles": len(val), "val_slick_tiles": sum(1 for t in val if t.slick_pixels), "val_ids": [_tile_id(t) for t in val]},
         "options": {**asdict(options), "recipe": asdict(options.recipe)},
-        "paper_dice": {kind: {**{s: round(d, 3) for s, d in per.items()}, "mean": round(float(np.mean(list(per.values()))), 3)}
-                       for kind, per in paper.items()},
+        "reference_dice": {kind: {**{s: round(d, 3) for s, d in per.items()}, "mean": round(float(np.mean(list(per.values()))), 3)}
+                           for kind, per in references.items()},
         "summary": summary,
         "seconds": round(time.monotonic() - started, 1),
     }
@@ -214,17 +217,13 @@ def _run(init: str, n: int, bootstrap: int, seed: int, chosen: list[Tile], val_s
     else:
         model, _ = load_model(source, device)
     recipe = replace(options.recipe, seed=seed)
-    config = train_config(card, recipe, device, "all")
+    config = train_config(card, recipe, device, recipe.train_layers or "all")
     repeats = math.ceil(options.epoch_tiles / len(chosen))
     train_set = tileset(chosen * repeats)
     config.lr = recipe.lr or lr_range_test(model, train_set, config, progress)
     report = train(model, train_set, val_set, config, progress)
     path = save_model(model, replace(card, name=f"transfer {init} N={n} set {bootstrap}"), work / f"{init}_{n}_{bootstrap}.safetensors")
-    dice = {}
-    for scene in TEST:
-        detect_options = DetectOptions(model=str(path), prefix=scene, threshold=options.threshold, device=options.recipe.device, overwrite=True)
-        result = detect(SAMPLES_DIR / scene / "raw_mosaic.tif", work / "detections", detect_options, progress)
-        dice[scene] = slick_dice(result.probability, SAMPLES_DIR / scene / "labels_mosaic.png", threshold=options.threshold).dice
+    dice = _test_dice(path, work, options, progress)
     path.unlink()
     row = {
         "n": n, "bootstrap": bootstrap, "init": init, "seed": seed,
@@ -237,6 +236,16 @@ def _run(init: str, n: int, bootstrap: int, seed: int, chosen: list[Tile], val_s
     progress.log(f"N = {n}, set {bootstrap}, {init}: test Dice {row['dice_mean']:.3f} "
                  f"({', '.join(f'{d:.3f}' for d in dice.values())}), {report.epochs_run} epochs, {report.seconds:.0f} s")
     return row
+
+
+def _test_dice(model: Path, work: Path, options: TransferOptions, progress: Progress) -> dict[str, float]:
+    """Slick Dice of the model on each whole test scene, through the product's detection."""
+    dice = {}
+    for scene in TEST:
+        detect_options = DetectOptions(model=str(model), prefix=scene, threshold=options.threshold, device=options.recipe.device, overwrite=True)
+        result = detect(SAMPLES_DIR / scene / "raw_mosaic.tif", work / "detections", detect_options, progress)
+        dice[scene] = slick_dice(result.probability, SAMPLES_DIR / scene / "labels_mosaic.png", threshold=options.threshold).dice
+    return dice
 
 
 def _base_model(card: ModelCard, encoder_weights: Optional[Path], seed: int) -> torch.nn.Module:
@@ -314,9 +323,10 @@ def _write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _plot(summary: list[dict], runs: list[dict], paper: dict, path: Path, tile: int, pool_size: int, base_label: str) -> None:
+def _plot(summary: list[dict], runs: list[dict], references: dict, path: Path, tile: int, pool_size: int, base_label: str) -> None:
     """Mean test Dice against N for both initialisations with their 95 % bands and every run as a dot,
-    like the paper's Fig. 2, and the paper's own predictions on the same scenes as reference lines.
+    like the paper's Fig. 2; reference lines: the source model before any target training and the
+    paper's own predictions on the same scenes.
     matplotlib's object API draws without pyplot, so no GUI backend (Qt) is ever loaded."""
     from matplotlib.figure import Figure
 
@@ -331,8 +341,9 @@ def _plot(summary: list[dict], runs: list[dict], paper: dict, path: Path, tile: 
         ax.fill_between([r["n"] for r in banded], [r["ci_low"] for r in banded], [r["ci_high"] for r in banded], color=colour, alpha=0.2, linewidth=0)
         dots = [r for r in runs if r["init"] == init]
         ax.scatter([r["n"] * 2 ** jitter.uniform(-0.06, 0.06) for r in dots], [r["dice_mean"] for r in dots], s=9, color=colour, alpha=0.5)
-    for kind, style, label in (("pred_base", ":", "paper, Arctic only"), ("pred_tl", "--", "paper, transfer")):
-        ax.axhline(float(np.mean(list(paper[kind].values()))), color="0.4", linestyle=style, linewidth=1, label=f"{label} ({kind})")
+    for kind, colour, style, label in (("source", "#1b9e77", "-.", "source model, no target training"),
+                                       ("pred_base", "0.4", ":", "paper, Arctic only (pred_base)"), ("pred_tl", "0.4", "--", "paper, transfer (pred_tl)")):
+        ax.axhline(float(np.mean(list(references[kind].values()))), color=colour, linestyle=style, linewidth=1, label=label)
     ax.set_xscale("log", base=2)
     ax.set_xticks(sizes, [str(n) for n in sizes[:-1]] + [f"{sizes[-1]} (all)" if pool_size == sizes[-1] else str(sizes[-1])])
     ax.minorticks_off()

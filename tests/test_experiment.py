@@ -145,7 +145,10 @@ def test_experiment_end_to_end_never_trains_on_a_test_scene(tmp_path, small_mode
     assert float(summary[("base", "2")]["mean_dice"]) == pytest.approx(mean, abs=1e-4)
     assert float(summary[("base", "2")]["ci_half_width"]) == pytest.approx(half, abs=1e-4)
     assert summary[("base", str(pool_size))]["ci_low"] == ""  # one run: no interval
-    assert json.loads((out / "transfer.json").read_text())["notes"]["base_init"].startswith("random")
+    written = json.loads((out / "transfer.json").read_text())
+    assert written["notes"]["base_init"].startswith("random")
+    assert written["reference_dice"]["pred_tl"]["sample_123"] == 0.793  # the paper's own prediction, as in the demo
+    assert 0 <= written["reference_dice"]["source"]["mean"] <= 1  # the source model before any target training
     with Image.open(out / "transfer.png") as picture:
         assert picture.format == "PNG" and picture.width > 500 and len(picture.convert("L").getcolors()) > 10  # not blank
 
