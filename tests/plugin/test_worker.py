@@ -14,7 +14,7 @@ from typing import List
 import pytest
 
 from slick_plugin.progress import ProgressEvent, TimeLeft, describe
-from slick_plugin.worker import CANCEL_GRACE_S, EngineCommand, EngineRunner, Status
+from slick_plugin.worker import CANCEL_GRACE_S, LOW_PRIORITY_NICE, EngineCommand, EngineRunner, Status
 
 FAKE_ENGINE = r'''
 import json, os, signal, sys, time
@@ -45,6 +45,13 @@ elif scenario == "no-torch":
     sys.exit(1)
 elif scenario == "silent":
     pass
+elif scenario == "priority":
+    import threading
+    niceness = {}
+    thread = threading.Thread(target=lambda: niceness.update(thread=os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+    thread.start()
+    thread.join()
+    say(event="result", data=dict(niceness, main=os.getpriority(os.PRIO_PROCESS, 0)))
 elif scenario in ("slow", "stubborn"):
     stop = []
     if scenario == "slow":
@@ -138,6 +145,18 @@ def test_a_killed_engine_is_a_failure_with_the_signal(runner: EngineRunner) -> N
     result = runner.run(EngineCommand("slow"), on_progress=progressed, on_started=pids.append)
     assert result.status is Status.FAILED
     assert result.message.startswith("The engine process stopped unexpectedly (signal 9, SIGKILL)")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="niceness per thread is read the Linux way")
+def test_a_low_priority_engine_and_every_thread_it_starts_are_niced(runner: EngineRunner) -> None:
+    import os
+
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    normal = runner.run(EngineCommand("priority"))
+    low = runner.run(EngineCommand("priority", low_priority=True))
+    assert normal.data == {"main": ours, "thread": ours}
+    assert low.data == {"main": min(ours + LOW_PRIORITY_NICE, 19), "thread": min(ours + LOW_PRIORITY_NICE, 19)}
+    assert os.getpriority(os.PRIO_PROCESS, 0) == ours  # QGIS itself is left as it was
 
 
 def test_a_missing_engine_python_says_how_to_fix_it(tmp_path: Path) -> None:
