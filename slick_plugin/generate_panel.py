@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, Optional
 
 from qgis.core import Qgis, QgsProject
 from qgis.gui import QgsCollapsibleGroupBox, QgsFileWidget
-from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtCore import Qt, QTimer
 from qgis.PyQt.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QSpinBox, QVBoxLayout, QWidget
 
 from . import labeling, sample_files, settings
@@ -33,6 +33,7 @@ Push = Callable[..., None]
 SOLVER_TITLES = {"dpm++": "DPM-Solver++, 20 steps (fast)", "ddim": "DDIM, 200 steps (the paper's)"}
 """DPM-Solver++ comes first: it makes samples like DDIM's in a tenth of the network passes, which on a CPU is
 the difference between minutes and hours for a hundred samples."""
+FOLDER_TYPED_MS = 800
 
 
 class GeneratePanel(QgsCollapsibleGroupBox):
@@ -83,7 +84,12 @@ class GeneratePanel(QgsCollapsibleGroupBox):
         self.folder = QgsFileWidget()
         self.folder.setStorageMode(QgsFileWidget.GetDirectory)
         self.folder.setToolTip("Where samples are added. One folder holds samples of one tile size.")
-        self.folder.fileChanged.connect(self._folder_chosen)
+        self.folder.fileChanged.connect(lambda _: self._folder_typed.start())
+        self._folder_typed = QTimer(self)
+        """Acts on the folder field once typing has paused, not on every keystroke."""
+        self._folder_typed.setSingleShot(True)
+        self._folder_typed.setInterval(FOLDER_TYPED_MS)
+        self._folder_typed.timeout.connect(self._folder_chosen)
         form.addRow("Samples", self.count)
         form.addRow("Solver", self.solver)
         form.addRow("Tile (px)", self.tile)
@@ -125,14 +131,16 @@ class GeneratePanel(QgsCollapsibleGroupBox):
         if store != self._store and self.task is None:
             self._show_outcome("")  # a run's outcome in another project
         self._store = store
+        self._folder_typed.stop()
         self.folder.blockSignals(True)
         self.folder.setFilePath(self.sample_folder())
         self.folder.blockSignals(False)
         self._show_files()
         self.browser.show_folder(self.sample_folder())
 
-    def _folder_chosen(self, path: str) -> None:
+    def _folder_chosen(self) -> None:
         """Remember the folder the analyst picked; an emptied field goes back to the one beside the store."""
+        path = self.folder.filePath()
         if path:
             sample_files.remember_samples(self._project, path)
         else:
@@ -158,7 +166,7 @@ class GeneratePanel(QgsCollapsibleGroupBox):
         self.files_label.setText(text)
         training = self._will_train()
         self.tile.setEnabled(training)
-        self.tile.setToolTip("Side of the tiles the generator is trained on and makes (a multiple of 32)." if training
+        self.tile.setToolTip("Side of the tiles the generator is trained on and makes." if training
                              else "Fixed by the generator already trained; tick Retrain to train one of another size.")
 
     # ---- the run -------------------------------------------------------------------------------------
@@ -167,10 +175,8 @@ class GeneratePanel(QgsCollapsibleGroupBox):
         if not params.store or not Path(params.store).is_file():
             return ("This project has no label store yet. In Labels, click Start labeling, label slicks and mark the "
                     "areas you checked as reviewed; the generator learns from them.")
-        if params.tile % 32:
-            return f"The tile size {params.tile} is not a multiple of 32: choose {params.tile // 32 * 32 or 32}."
         held = self.browser.summary
-        if params.train and held and held.get("total") and int(held["tile_size"]) != params.tile:
+        if params.train and held and int(held["tile_size"]) != params.tile:
             return (f"{params.folder} holds {held['tile_size']}-pixel samples; a generator of {params.tile}-pixel "
                     f"tiles needs a sample folder of its own. Choose a new sample folder, or set the tile size to "
                     f"{held['tile_size']}.")

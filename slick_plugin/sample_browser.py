@@ -151,6 +151,8 @@ class SampleBrowser(QWidget):
         """Show what was read (even if the folder has changed since: a run adds samples faster than some
         machines read them), then read again if asked meanwhile."""
         self._reading = None
+        if result.status is Status.CANCELLED:  # the plugin is unloading
+            return
         if folder == self.folder and result.ok:
             self.summary = result.data
             self._show_samples()
@@ -263,6 +265,8 @@ class SampleBrowser(QWidget):
                                       f"{result.message.splitlines()[0]}", result.message)
             return
         self.list.clearSelection()  # a selected thumbnail would hide its new look
+        if self._reading is not None:  # it may have read the index before this change
+            self._read_again = True
         if self.summary is not None:  # shown at once, as the engine wrote it
             for record in self.summary["samples"]:
                 if record["id"] in ids:

@@ -72,6 +72,11 @@ def setting(declared: settings.Setting, value: object) -> Iterator[None]:
         declared.set_value(TINY.get(declared, declared.default))
 
 
+def autogroup_nice(pid: int) -> int:
+    """The nice value of process ``pid``'s autogroup ("/autogroup-42 nice 10"), which Linux weighs first."""
+    return int(Path(f"/proc/{pid}/autogroup").read_text().split()[-1])
+
+
 def read_index(folder: Path) -> dict:
     return json.loads((folder / "index.json").read_text())
 
@@ -175,7 +180,6 @@ class FirstRun:
     folder: Path
     states: List[RunState]
     stages: List[str]
-    nice: List[int]
     result: Dict[str, object]
     items: int
     icons_ok: bool
@@ -187,8 +191,7 @@ class FirstRun:
 
 @pytest.fixture(scope="module")
 def first_run(session: Session, arctic_store, tmp_path_factory) -> FirstRun:
-    """One press of Generate samples in a new project, at the default low priority: trains the generator,
-    adds five samples."""
+    """One press of Generate samples in a new project: trains the generator, adds five samples."""
     folder = tmp_path_factory.mktemp("first") / "arctic"
     new_project(folder, "arctic", arctic_store)
     panel = session.panel
@@ -196,15 +199,12 @@ def first_run(session: Session, arctic_store, tmp_path_factory) -> FirstRun:
     states: List[RunState] = []
     panel.run_controls.state_changed.connect(states.append)
     stages: List[str] = []
-    nice: List[int] = []
 
     def progressed(event, _text) -> None:
         if not stages or stages[-1] != event.stage:
             stages.append(event.stage)
-        nice.extend(niceness(task.pid))
 
-    with setting(settings.GENERATION_PRIORITY, "low"):
-        panel.run_controls.run_button.click()
+    panel.run_controls.run_button.click()
     task = panel.task
     assert task is not None, session.iface.messages()
     task.progressed.connect(progressed)
@@ -219,7 +219,7 @@ def first_run(session: Session, arctic_store, tmp_path_factory) -> FirstRun:
     remembered = {"generator": sample_files.generator_path(project), "samples": sample_files.samples_folder(project)}
     assert project.write()
     items = [panel.browser.list.item(row) for row in range(panel.browser.list.count())]
-    return FirstRun(folder=folder, states=states, stages=stages, nice=nice, result=dict(task.result.data),
+    return FirstRun(folder=folder, states=states, stages=stages, result=dict(task.result.data),
                     items=len(items), icons_ok=all(not item.icon().isNull() for item in items),
                     counts=panel.browser.count_label.text(), summary=panel.summary.text(), remembered=remembered,
                     messages=messages)
@@ -245,7 +245,7 @@ def copy_of_first_run(first_run: FirstRun, tmp_path: Path, ui: Session) -> Path:
     return folder
 
 
-def test_one_press_trains_a_generator_then_generates_in_one_low_priority_run(first_run: FirstRun) -> None:
+def test_one_press_trains_a_generator_then_generates_in_one_run(first_run: FirstRun) -> None:
     assert first_run.states == [RunState.STARTING, RunState.RUNNING, RunState.DONE]  # one visible run
     assert first_run.stages[:3] == ["tiles", "training (low res)", "training"] and "generating" in first_run.stages
     assert first_run.stages.index("generating") > first_run.stages.index("training")
@@ -258,7 +258,6 @@ def test_one_press_trains_a_generator_then_generates_in_one_low_priority_run(fir
     assert len(ids) == FIRST_RUN and all(record["kept"] for record in index["samples"])
     for sample_id in ids:
         assert (samples / "tiles" / f"{sample_id}.npz").is_file() and (samples / "previews" / f"{sample_id}.png").is_file()
-    assert first_run.nice and set(first_run.nice) == {LOW}  # every thread of both engine commands, torch's too
     assert first_run.items == FIRST_RUN and first_run.icons_ok
     assert f"<b>{FIRST_RUN} kept</b> of {FIRST_RUN} samples" in first_run.counts
     assert "Generator trained on 576 tiles of 32 px" in first_run.summary and "now holds 5 samples, 5 kept" in first_run.summary
@@ -298,6 +297,10 @@ def test_discard_greys_a_sample_a_second_press_reuses_the_generator_and_a_third_
 
     ui.panel.retrain.setChecked(True)
     assert ui.panel.tile.isEnabled()
+    ui.panel.tile.setValue(64)  # the folder holds 32-pixel samples: refused before any training
+    ui.panel.run_controls.run_button.click()
+    assert ui.panel.task is None and "holds 32-pixel samples; a generator of 64-pixel tiles" in ui.iface.messages()[0]
+    ui.panel.tile.setValue(32)
     ui.panel.count.setValue(1)
     ui.panel.run_controls.run_button.click()
     qtbot.waitUntil(lambda: ui.panel.task is None, timeout=120_000)
@@ -363,6 +366,23 @@ def test_cancel_during_generation_keeps_whole_samples_and_a_discard_made_meanwhi
     assert f"<b>{len(records) - 1} kept</b> of {len(records)} samples" in browser.count_label.text()
 
 
+def test_the_sample_folder_can_be_chosen_and_is_remembered_in_the_project(ui: Session, qtbot, arctic_store,
+                                                                          tmp_path: Path) -> None:
+    new_project(tmp_path, "chosen", arctic_store)
+    project, panel = QgsProject.instance(), ui.panel
+    default = str(tmp_path / "chosen_slick_samples")
+    assert panel.folder.filePath() == default and panel.browser.folder == default
+    assert "trained on the labels when you generate" in panel.files_label.text()
+    panel.folder.setFilePath(str(tmp_path / "elsewhere"))
+    qtbot.waitUntil(lambda: sample_files.samples_folder(project) == str(tmp_path / "elsewhere"), timeout=5_000)
+    assert panel.browser.folder == str(tmp_path / "elsewhere") and "No samples yet" in panel.browser.count_label.text()
+    assert project.write() and project.read(str(tmp_path / "chosen.qgz"))
+    assert panel.folder.filePath() == str(tmp_path / "elsewhere")  # found again after a restart
+    panel.folder.setFilePath("")
+    qtbot.waitUntil(lambda: panel.folder.filePath() == default, timeout=5_000)
+    assert sample_files.samples_folder(project) == default and not list(tmp_path.glob("elsewhere"))
+
+
 def test_bad_input_says_what_is_wrong_and_writes_nothing(ui: Session, qtbot, few_store, tmp_path: Path) -> None:
     ui.panel.run_controls.run_button.click()  # an unsaved project without a store
     assert ui.panel.task is None and "This project has no label store yet" in ui.iface.messages()[0]
@@ -394,13 +414,16 @@ def test_generation_runs_niced_while_a_detection_runs_at_normal_priority(ui: Ses
     with setting(settings.GENERATOR_LOW_RES_STEPS, 100_000), setting(settings.GENERATION_PRIORITY, "low"):
         ui.panel.run_controls.run_button.click()
     generation = ui.panel.task
-    qtbot.waitUntil(lambda: generation.progress() > 0, timeout=60_000)
+    qtbot.waitUntil(lambda: generation.pid is not None, timeout=30_000)  # niced before it runs any engine code
     ui.dock.detect()
     detection = ui.dock.detect_task
     assert detection is not None, ui.iface.messages()
     qtbot.waitUntil(lambda: detection.progress() > 0, timeout=60_000)
-    assert ui.panel.task is generation and ui.dock.run_controls.state is RunState.RUNNING
+    assert ui.panel.task is generation and ui.panel.run_controls.state.active
+    assert ui.dock.run_controls.state is RunState.RUNNING
+    # every thread of the generation (torch's too, once started) and its session's autogroup; none of the detection's
     assert set(niceness(generation.pid)) == {LOW} and set(niceness(detection.pid)) == {OURS}
+    assert (autogroup_nice(generation.pid), autogroup_nice(detection.pid)) == (LOW_PRIORITY_NICE, 0)
     for controls in (ui.dock.run_controls, ui.panel.run_controls):
         qtbot.mouseClick(controls.cancel_button, Qt.LeftButton)
     qtbot.waitUntil(lambda: ui.panel.task is None and ui.dock.detect_task is None, timeout=15_000)

@@ -51,6 +51,8 @@ elif scenario == "priority":
     thread = threading.Thread(target=lambda: niceness.update(thread=os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
     thread.start()
     thread.join()
+    with open("/proc/self/autogroup") as group:  # e.g. "/autogroup-42 nice 10"
+        niceness.update(autogroup=int(group.read().split()[-1]))
     say(event="result", data=dict(niceness, main=os.getpriority(os.PRIO_PROCESS, 0)))
 elif scenario in ("slow", "stubborn"):
     stop = []
@@ -147,16 +149,21 @@ def test_a_killed_engine_is_a_failure_with_the_signal(runner: EngineRunner) -> N
     assert result.message.startswith("The engine process stopped unexpectedly (signal 9, SIGKILL)")
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="niceness per thread is read the Linux way")
-def test_a_low_priority_engine_and_every_thread_it_starts_are_niced(runner: EngineRunner) -> None:
+@pytest.mark.skipif(not Path("/proc/self/autogroup").exists(), reason="needs Linux with autogroups")
+def test_a_low_priority_engine_every_thread_it_starts_and_its_autogroup_are_niced(runner: EngineRunner) -> None:
     import os
 
-    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    def our_autogroup() -> str:
+        with open("/proc/self/autogroup") as group:
+            return group.read()
+
+    ours, our_group = os.getpriority(os.PRIO_PROCESS, 0), our_autogroup()
+    low = min(ours + LOW_PRIORITY_NICE, 19)
     normal = runner.run(EngineCommand("priority"))
-    low = runner.run(EngineCommand("priority", low_priority=True))
-    assert normal.data == {"main": ours, "thread": ours}
-    assert low.data == {"main": min(ours + LOW_PRIORITY_NICE, 19), "thread": min(ours + LOW_PRIORITY_NICE, 19)}
-    assert os.getpriority(os.PRIO_PROCESS, 0) == ours  # QGIS itself is left as it was
+    niced = runner.run(EngineCommand("priority", low_priority=True))
+    assert normal.data == {"main": ours, "thread": ours, "autogroup": 0}  # a new session's autogroup starts at 0
+    assert niced.data == {"main": low, "thread": low, "autogroup": LOW_PRIORITY_NICE}
+    assert (os.getpriority(os.PRIO_PROCESS, 0), our_autogroup()) == (ours, our_group)  # QGIS is left as it was
 
 
 def test_a_missing_engine_python_says_how_to_fix_it(tmp_path: Path) -> None:
