@@ -103,6 +103,7 @@ class FinetuneParameters:
     generated: str = ""
     """A sample folder whose first ``n_generated`` kept samples join the training tiles; empty: none."""
     n_generated: int = 0
+    """0: the engine's choice, as many samples as training tiles (the paper's)."""
 
     def command(self) -> EngineCommand:
         args = ["--base", self.base, "--labels", self.store, "--out", self.out, "--epochs", str(self.epochs),
@@ -110,7 +111,9 @@ class FinetuneParameters:
         if self.train_layers:
             args += ["--train-layers", self.train_layers]
         if self.generated:
-            args += ["--generated", self.generated, "--n-generated", str(self.n_generated)]
+            args += ["--generated", self.generated]
+            if self.n_generated:
+                args += ["--n-generated", str(self.n_generated)]
         return EngineCommand("finetune", tuple(args))
 
     def remove_outputs(self) -> None:

@@ -73,12 +73,14 @@ class FinetunePanel(QgsCollapsibleGroupBox):
         self.tile.setToolTip("Side of the training tiles in pixels (a multiple of 32). Smaller tiles make more of "
                              "them from a small reviewed area.")
         self.use_generated = QCheckBox("Use generated samples:")
-        self.use_generated.setToolTip("Add the first N kept samples of the project's sample folder (Generate samples) "
-                                      "to the labelled tiles. Discarded samples are never used.")
+        self.use_generated.setToolTip("Train on kept samples of the project's sample folder (Generate samples) besides "
+                                      "the labelled tiles, as DAKTer's student. Discarded samples are never used.")
         self.n_generated = QSpinBox()
-        self.n_generated.setRange(1, 100_000)
-        self.n_generated.setValue(100)
+        self.n_generated.setRange(0, 100_000)
+        self.n_generated.setSpecialValueText("as many as training tiles")
         self.n_generated.setSuffix(" samples")
+        self.n_generated.setToolTip("How many kept samples to train on, the first ones of the folder. The paper uses "
+                                    "as many as there are labelled training tiles.")
         self.n_generated.setEnabled(False)
         self.use_generated.toggled.connect(self.n_generated.setEnabled)
         form.addRow("Epochs", self.epochs)

@@ -258,8 +258,8 @@ class GeneratePanel(QgsCollapsibleGroupBox):
 
     @staticmethod
     def _trained_text(data: Dict[str, Any]) -> str:
-        return (f"Generator trained on {data['train_tiles']} tiles of {data['tile']} px in {float(data['seconds']):.0f} s "
-                f"on {data['device']} (b = {float(data['b']):.2f}): {data['generator']}")
+        return (f"Generator trained on {data['train_tiles']} tiles of {data['tile']} px in "
+                f"{float(data['seconds']):.0f} s on {data['device']} (b = {float(data['b']):.2f}): {data['generator']}")
 
     @staticmethod
     def _generated_text(data: Dict[str, Any]) -> str:

@@ -257,10 +257,12 @@ def test_one_press_trains_a_generator_then_generates_in_one_run(first_run: First
     ids = [record["id"] for record in index["samples"]]
     assert len(ids) == FIRST_RUN and all(record["kept"] for record in index["samples"])
     for sample_id in ids:
-        assert (samples / "tiles" / f"{sample_id}.npz").is_file() and (samples / "previews" / f"{sample_id}.png").is_file()
+        assert (samples / "tiles" / f"{sample_id}.npz").is_file()
+        assert (samples / "previews" / f"{sample_id}.png").is_file()
     assert first_run.items == FIRST_RUN and first_run.icons_ok
     assert f"<b>{FIRST_RUN} kept</b> of {FIRST_RUN} samples" in first_run.counts
-    assert "Generator trained on 576 tiles of 32 px" in first_run.summary and "now holds 5 samples, 5 kept" in first_run.summary
+    assert "Generator trained on 576 tiles of 32 px" in first_run.summary
+    assert "now holds 5 samples, 5 kept" in first_run.summary
     assert f"{FIRST_RUN} samples added with dpm++ in 3 steps" in first_run.summary
     assert f"{FIRST_RUN} samples added: {FIRST_RUN} kept of {FIRST_RUN}" in first_run.messages[0]
 
@@ -394,7 +396,7 @@ def test_bad_input_says_what_is_wrong_and_writes_nothing(ui: Session, qtbot, few
     qtbot.waitUntil(lambda: ui.panel.task is None, timeout=60_000)
     assert ui.panel.result.status is Status.FAILED
     message = ui.panel.result.message
-    assert message.startswith("Only ") and f"a generator needs at least 16" in message  # the engine's words
+    assert message.startswith("Only ") and "a generator needs at least 16" in message  # the engine's words
     assert "Mark more checked sea as reviewed" in message
     assert message.splitlines()[0] in ui.panel.summary.text()
     assert ui.iface.messages()[0].endswith(f"Generating samples failed: {message.splitlines()[0]}")
@@ -451,7 +453,9 @@ def test_fine_tune_passes_the_generated_samples_it_is_asked_to_use(qgis_app, qtb
     folder.mkdir()
     panel.run()
     args = started[-1].args
-    assert args[args.index("--generated"):args.index("--generated") + 4] == ("--generated", str(folder),
-                                                                             "--n-generated", "7")
+    assert args[args.index("--generated"):] == ("--generated", str(folder), "--n-generated", "7")
+    panel.n_generated.setValue(0)  # the engine's default: as many as the training tiles
+    panel.run()
+    assert started[-1].args[-2:] == ("--generated", str(folder)) and "--n-generated" not in started[-1].args
     panel.samples_changed({"kept": 12, "total": 13})
     assert panel.use_generated.text() == "Use generated samples (12 kept):"

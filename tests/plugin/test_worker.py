@@ -48,7 +48,8 @@ elif scenario == "silent":
 elif scenario == "priority":
     import threading
     niceness = {}
-    thread = threading.Thread(target=lambda: niceness.update(thread=os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+    thread = threading.Thread(
+        target=lambda: niceness.update(thread=os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
     thread.start()
     thread.join()
     with open("/proc/self/autogroup") as group:  # e.g. "/autogroup-42 nice 10"
@@ -70,13 +71,18 @@ elif scenario in ("slow", "stubborn"):
 '''
 
 
-@pytest.fixture
-def runner(tmp_path: Path) -> EngineRunner:
-    package = tmp_path / "engine"
+def fake_runner(folder: Path) -> EngineRunner:
+    """A runner whose engine is the fake above, written into ``folder``."""
+    package = folder / "engine"
     package.mkdir()
     (package / "__init__.py").write_text("")
     (package / "__main__.py").write_text(FAKE_ENGINE)
-    return EngineRunner(sys.executable, tmp_path)
+    return EngineRunner(sys.executable, folder)
+
+
+@pytest.fixture
+def runner(tmp_path: Path) -> EngineRunner:
+    return fake_runner(tmp_path)
 
 
 def test_result_progress_and_logs_are_parsed(runner: EngineRunner) -> None:
