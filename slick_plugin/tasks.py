@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence
 
 from qgis.core import QgsTask
-from qgis.PyQt.QtCore import pyqtSignal
+from qgis.PyQt.QtCore import QThreadPool, pyqtSignal
 
 from .progress import ProgressEvent, TimeLeft, describe
 from .worker import EngineCommand, EngineRunner, RunResult
@@ -51,6 +51,17 @@ class EngineTask(QgsTask):
         self.results: List[RunResult] = []
 
     def run(self) -> bool:
+        # This thread only waits for the engine process, for hours when samples are generated, while QGIS
+        # renders the map in the same global thread pool (2 threads on a 2-core machine): its slot goes back to
+        # the pool, the way Qt documents for a pool thread that sleeps, and is taken again at the end.
+        pool = QThreadPool.globalInstance()
+        pool.releaseThread()
+        try:
+            return self._run_steps()
+        finally:
+            pool.reserveThread()
+
+    def _run_steps(self) -> bool:
         try:
             for step in self._steps:
                 if self.isCanceled():  # between two commands: the next one never starts
