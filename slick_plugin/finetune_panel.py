@@ -82,7 +82,9 @@ class FinetunePanel(QgsCollapsibleGroupBox):
         self.n_generated.setToolTip("How many kept samples to train on, the first ones of the folder. The paper uses "
                                     "as many as there are labelled training tiles.")
         self.n_generated.setEnabled(False)
-        self.use_generated.toggled.connect(self.n_generated.setEnabled)
+        self.use_generated.toggled.connect(self._use_generated)
+        self._sample_tile = 0
+        """Tile size of the project's samples (0: unknown): a student is trained at the size of its samples."""
         form.addRow("Epochs", self.epochs)
         form.addRow("Train layers", self.train_layers)
         form.addRow("Tile (px)", self.tile)
@@ -129,7 +131,8 @@ class FinetunePanel(QgsCollapsibleGroupBox):
         if not store or not Path(store).is_file():
             return ("This project has no label store yet. In Labels, click Start labeling, draw or accept slicks "
                     "and mark the areas you checked as reviewed; then fine-tune.")
-        if self.use_generated.isChecked() and not Path(self._samples() or "").is_dir():
+        folder = self._samples()
+        if self.use_generated.isChecked() and not (folder and Path(folder).is_dir()):
             return ("This project has no generated samples yet: generate some in Generate samples, or untick "
                     "Use generated samples.")
         return ""
@@ -137,6 +140,14 @@ class FinetunePanel(QgsCollapsibleGroupBox):
     def samples_changed(self, summary: Dict[str, Any]) -> None:
         """Say how many kept samples the project's sample folder holds (the most a run can use)."""
         self.use_generated.setText(f"Use generated samples ({summary.get('kept', 0)} kept):")
+        self._sample_tile = int(summary.get("tile_size") or 0)
+        self._use_generated(self.use_generated.isChecked())
+
+    def _use_generated(self, used: bool) -> None:
+        """Fine-tune at the samples' tile size once they are used: the engine cuts the labelled tiles at that size."""
+        self.n_generated.setEnabled(used)
+        if used and self._sample_tile:
+            self.tile.setValue(self._sample_tile)
 
     def run(self) -> None:
         """Start fine-tuning, or say what is missing."""
