@@ -77,10 +77,10 @@ class FinetunePanel(QgsCollapsibleGroupBox):
                                       "the labelled tiles, as DAKTer's student. Discarded samples are never used.")
         self.n_generated = QSpinBox()
         self.n_generated.setRange(0, 100_000)
-        self.n_generated.setSpecialValueText("as many as training tiles")
+        self.n_generated.setSpecialValueText("automatic")
         self.n_generated.setSuffix(" samples")
-        self.n_generated.setToolTip("How many kept samples to train on, the first ones of the folder. The paper uses "
-                                    "as many as there are labelled training tiles.")
+        self.n_generated.setToolTip("How many kept samples to train on, the first ones of the folder. automatic: as "
+                                    "many as there are labelled training tiles, as in the paper.")
         self.n_generated.setEnabled(False)
         self.use_generated.toggled.connect(self._use_generated)
         self._sample_tile = 0
