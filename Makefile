@@ -34,7 +34,6 @@ test: venv
 bench: venv
 	$(PY) benchmarks/detect_bench.py
 	$(PY) benchmarks/plugin_bench.py
-	$(PY) benchmarks/generate_bench.py
 
 # Desktop QGIS with the plugin loaded from this checkout (development).
 qgis: venv
