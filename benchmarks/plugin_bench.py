@@ -37,7 +37,7 @@ from qgis.PyQt.QtCore import QElapsedTimer, QEventLoop, QTimer  # noqa: E402
 from slick_plugin.commands import DetectParameters  # noqa: E402
 from slick_plugin.paths import default_engine_python, engine_root  # noqa: E402
 from slick_plugin.tasks import EngineTask  # noqa: E402
-from slick_plugin.worker import EngineRunner  # noqa: E402
+from slick_plugin.worker import EngineRunner, RunResult  # noqa: E402
 
 TICK_MS = 10
 
@@ -59,7 +59,14 @@ def run_cli(scene: Path, out: Path) -> float:
 def run_task(scene: Path, out: Path, runner: EngineRunner) -> tuple[float, list[float]]:
     """Wall time of one detection through EngineTask, and the main thread's timer lateness meanwhile (ms)."""
     params = DetectParameters(scene=str(scene), out_dir=str(out), prefix=scene.stem, device="cpu")
-    task = EngineTask("benchmark detection", runner, params.command())
+    seconds, lateness, result = follow(EngineTask("benchmark detection", runner, params.command()))
+    if not result.ok:
+        raise SystemExit(f"The task failed: {result.message}")
+    return seconds, lateness
+
+
+def follow(task: EngineTask) -> tuple[float, list[float], RunResult]:
+    """Queue ``task`` and wait for it in an event loop: its wall time, the timer lateness meanwhile (ms), its result."""
     results = []
     loop = QEventLoop()  # sleeps between events, as QGIS's own loop does (a processEvents spin eats a core)
     task.done.connect(lambda result: (results.append(result), loop.quit()))
@@ -78,10 +85,7 @@ def run_task(scene: Path, out: Path, runner: EngineRunner) -> tuple[float, list[
     timer.start()
     loop.exec_()
     timer.stop()
-    seconds = time.perf_counter() - started
-    if not results[0].ok:
-        raise SystemExit(f"The task failed: {results[0].message}")
-    return seconds, lateness
+    return time.perf_counter() - started, lateness, results[0]
 
 
 def percentile(values: list[float], q: float) -> float:

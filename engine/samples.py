@@ -14,7 +14,8 @@ batch, the solver, its steps, the device and CPU threads), so a set can be check
 
 Every sample's files are written whole (temporary file, then rename) before the index names them, and
 the index is replaced the same way, so a cancelled or crashed run leaves only whole samples. Index
-updates re-read the index first, so an analyst's keep/discard made while a generation runs is kept.
+updates re-read the index under the folder's lock, so an analyst's keep/discard made while a generation
+runs is kept, and so are the generation's samples.
 Discarded samples stay in the index (their seeds stay taken) but are never returned for training.
 """
 
@@ -24,10 +25,11 @@ import io
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -39,6 +41,9 @@ from .errors import InputError, OutputError
 FORMAT = "slick-mapper-samples"
 VERSION = 1
 INDEX = "index.json"
+LOCK = ".index.lock"
+"""Held while the index is re-read, changed and replaced: a generation adding samples and the plugin's keep
+or discard are two processes changing one index."""
 TEMPERATURE = 2.0
 """The paper's T for soft labels (eq. 3)."""
 PREVIEW_MAX = 128
@@ -332,8 +337,34 @@ def _write_index(folder: Path, index: dict[str, Any]) -> None:
 
 
 def _update_index(folder: Path, change: Callable[[dict[str, Any]], Any]) -> None:
-    """Re-read, change, replace: the window in which another process's change could be lost is the few
-    milliseconds between the read and the rename."""
-    index = read_index(folder)
-    change(index)
-    _write_index(folder, index)
+    """Re-read, change, replace, holding the folder's lock: without it, a process that read the index just
+    before another one replaced it would write back the old index and lose the other's change."""
+    with _locked(folder):
+        index = read_index(folder)
+        change(index)
+        _write_index(folder, index)
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """The folder's lock, waited for: another writer holds it for the milliseconds of one update."""
+    try:
+        handle = open(folder / LOCK, "a+b")
+    except OSError as exc:
+        raise OutputError(f"Cannot lock the sample index of {folder} ({exc}).", "Check the permissions of the sample folder.") from exc
+    with handle:
+        if os.name == "nt":
+            import msvcrt
+
+            handle.seek(0)
+            msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)  # retried for 10 s, then OSError
+            try:
+                yield
+            finally:
+                handle.seek(0)
+                msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed
+            yield

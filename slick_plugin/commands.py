@@ -13,7 +13,7 @@ import shutil
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 from .worker import EngineCommand
 
@@ -100,12 +100,20 @@ class FinetuneParameters:
     tile: int = 256
     train_layers: str = ""
     device: str = "auto"
+    generated: str = ""
+    """A sample folder whose first ``n_generated`` kept samples join the training tiles; empty: none."""
+    n_generated: int = 0
+    """0: the engine's choice, as many samples as training tiles (the paper's)."""
 
     def command(self) -> EngineCommand:
         args = ["--base", self.base, "--labels", self.store, "--out", self.out, "--epochs", str(self.epochs),
                 "--tile", str(self.tile), "--device", self.device]
         if self.train_layers:
             args += ["--train-layers", self.train_layers]
+        if self.generated:
+            args += ["--generated", self.generated]
+            if self.n_generated:
+                args += ["--n-generated", str(self.n_generated)]
         return EngineCommand("finetune", tuple(args))
 
     def remove_outputs(self) -> None:
@@ -115,6 +123,75 @@ class FinetuneParameters:
         """
         Path(self.out).unlink(missing_ok=True)
         _remove_temp_leftovers(Path(self.out).parent)
+
+
+SOLVERS = {"dpm++": 20, "ddim": 200}
+"""The engine's ``generate --solver`` choices and the steps each takes by default."""
+GENERATOR_NETS = ("small", "ddpm")
+"""The engine's ``generator train --net`` choices: small trains on a CPU, ddpm is the paper's size (GPU)."""
+
+
+@dataclass(frozen=True)
+class GenerateParameters:
+    """One press of Generate samples: train a generator when ``train`` is set, then add ``n`` samples from it.
+
+    ``generator`` is a free name when ``train`` is set (the engine never replaces a generator), so a
+    file there after a failed training is that run's. ``low_priority`` (the default) runs both commands
+    below normal CPU priority: generation is background work the analyst keeps labelling and detecting beside.
+    """
+
+    store: str
+    generator: str
+    folder: str
+    n: int
+    train: bool
+    tile: int = 64
+    net: str = "small"
+    train_steps: int = 300
+    low_res_steps: int = 600
+    solver: str = "dpm++"
+    solver_steps: int = 0
+    """0: the solver's own default (``SOLVERS``)."""
+    device: str = "auto"
+    mix_generators: bool = False
+    """Allow adding to a folder holding samples of an earlier generator (after retraining)."""
+    low_priority: bool = True
+
+    def commands(self) -> Tuple[EngineCommand, ...]:
+        generate = ["--generator", self.generator, "--out", self.folder, "--n", str(self.n),
+                    "--solver", self.solver, "--device", self.device]
+        if self.solver_steps:
+            generate += ["--steps", str(self.solver_steps)]
+        if self.mix_generators:
+            generate.append("--mix-generators")
+        commands = (EngineCommand("generate", tuple(generate), low_priority=self.low_priority),)
+        if not self.train:
+            return commands
+        train = EngineCommand("generator", (
+            "train", "--labels", self.store, "--out", self.generator, "--tile", str(self.tile), "--net", self.net,
+            "--steps", str(self.train_steps), "--low-res-steps", str(self.low_res_steps), "--device", self.device),
+            low_priority=self.low_priority)
+        return (train, *commands)
+
+    def remove_generator(self) -> None:
+        """Delete the generator file of a training that did not succeed (a late cancel) and temp leftovers."""
+        Path(self.generator).unlink(missing_ok=True)
+        _remove_temp_leftovers(Path(self.generator).parent)
+
+    def remove_partial_samples(self) -> None:
+        """Delete what a killed engine left half-written; the engine keeps every whole sample itself."""
+        for folder in (Path(self.folder), Path(self.folder) / "tiles", Path(self.folder) / "previews"):
+            _remove_temp_leftovers(folder)
+
+
+def samples_summary_command(folder: str) -> EngineCommand:
+    """What a sample folder holds, one line per sample with its preview image."""
+    return EngineCommand("samples", ("summary", folder))
+
+
+def samples_keep_command(folder: str, ids: Sequence[str], keep: bool) -> EngineCommand:
+    """Keep samples for training, or discard them (never used for training; their seeds stay taken)."""
+    return EngineCommand("samples", ("keep" if keep else "discard", folder, *ids))
 
 
 def user_models_dir() -> Path:
@@ -133,12 +210,16 @@ def user_models_dir() -> Path:
 def finetuned_model_path(folder: Path, base: str, now: Optional[datetime] = None) -> Path:
     """``<base stem>_ft_<YYYYmmdd-HHMMSS>.safetensors`` in ``folder``, numbered if that name is taken."""
     stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
-    stem = f"{_safe(Path(base).stem)}_ft_{stamp}"
-    path, number = folder / f"{stem}.safetensors", 1
-    while path.exists():
+    return free_path(folder / f"{_safe(Path(base).stem)}_ft_{stamp}.safetensors")
+
+
+def free_path(path: Path) -> Path:
+    """``path``, else ``<stem>-2<suffix>``, ``-3``... whichever does not exist: the engine never overwrites."""
+    candidate, number = path, 1
+    while candidate.exists():
         number += 1
-        path = folder / f"{stem}-{number}.safetensors"
-    return path
+        candidate = path.with_name(f"{path.stem}-{number}{path.suffix}")
+    return candidate
 
 
 def _safe(text: str) -> str:

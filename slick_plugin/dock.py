@@ -1,10 +1,11 @@
 """The Slick Mapper dock: pick a SAR scene and a model, see what will happen, detect, get a styled group;
-then label slicks and fine-tune the model on them.
+then label slicks, generate more labelled samples in the background, and fine-tune the model on them.
 
 UI → ``DetectParameters`` → ``EngineTask``: the dock only gathers values, checks them with
-``scene_check`` before anything starts, and adds layers when a task reports success. The Labels and
-Fine-tune sections are their own widgets (``labels_panel``, ``finetune_panel``) that run their engine
-commands through the dock's ``_start``.
+``scene_check`` before anything starts, and adds layers when a task reports success. The Labels,
+Generate samples and Fine-tune sections are their own widgets (``labels_panel``, ``generate_panel``,
+``finetune_panel``) that run their engine commands through the dock's ``_start``, each long run behind
+its own RunControls, so a detection can run while samples are generated.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import os
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from qgis.core import (Qgis, QgsApplication, QgsCoordinateTransform, QgsMapLayer, QgsMapLayerProxyModel,
                        QgsProject, QgsRasterLayer)
@@ -25,13 +26,14 @@ from . import settings
 from . import labeling
 from .commands import DOCTOR, MODELS, DetectParameters, info_command, unique_prefix
 from .finetune_panel import FinetunePanel
+from .generate_panel import GeneratePanel
 from .labels_panel import LabelsPanel
 from .layers import LayerError, add_result_group, open_results, summary
 from .options import editor_value, make_editor
 from .rich_text import html_text
 from .run_controls import RunControls
 from .scene_check import SceneFacts, issues
-from .tasks import EngineTask
+from .tasks import EngineTask, Step
 from .worker import EngineCommand, RunResult, Status
 
 TITLE = "Slick Mapper"
@@ -118,12 +120,17 @@ class SlickMapperDock(QgsDockWidget):
 
         self.labels_panel = LabelsPanel(self._iface, self._project, self._start, self._push,
                                         self.layer_combo.currentLayer)
+        self.generate_panel = GeneratePanel(self._project, self._start, self._push,
+                                            lambda: str(editor_value(self.device)))
         self.finetune_panel = FinetunePanel(self._start, self._push, self._current_model,
                                             lambda: str(editor_value(self.device)),
-                                            lambda: labeling.store_path(self._project))
+                                            lambda: labeling.store_path(self._project),
+                                            self.generate_panel.sample_folder)
         self.finetune_panel.model_created.connect(lambda _: self.refresh_models())
         self.finetune_panel.detect_requested.connect(self.detect_with_model)
+        self.generate_panel.browser.changed.connect(self.finetune_panel.samples_changed)
         layout.addWidget(self.labels_panel)
+        layout.addWidget(self.generate_panel)
         layout.addWidget(self.finetune_panel)
 
         engine_box = QgsCollapsibleGroupBox("Engine")
@@ -157,14 +164,15 @@ class SlickMapperDock(QgsDockWidget):
 
     def _start(self, command: EngineCommand, description: str, on_done: Any, cleanup: Any = None,
                controls: Optional[RunControls] = None,
-               on_log: Optional[Callable[[str], None]] = None) -> EngineTask:
-        """Queue ``command`` as an EngineTask whose result goes to ``on_done`` on the main thread.
+               on_log: Optional[Callable[[str], None]] = None, then: Sequence[Step] = ()) -> EngineTask:
+        """Queue ``command`` (and the commands ``then`` that follow it) as an EngineTask whose result goes to
+        ``on_done`` on the main thread.
 
         ``controls`` (shown for long runs only; scene and model look-ups are too quick to show) and
         ``on_log`` are connected before the task is queued, so no early line is missed; ``controls``
         hears of the end before ``on_done``, so ``on_done`` may start the next run at once.
         """
-        task = EngineTask(description, settings.engine_runner(), command, cleanup)
+        task = EngineTask(description, settings.engine_runner(), command, cleanup, then)
         task.logged.connect(self._append_log)
         if on_log is not None:
             task.logged.connect(on_log)
@@ -186,6 +194,7 @@ class SlickMapperDock(QgsDockWidget):
         self._iface.mapCanvas().currentLayerChanged.disconnect(self._follow_active_layer)
         self.layer_combo.layerChanged.disconnect(self._scene_changed)  # a closing project would start look-ups
         self.labels_panel.shutdown()
+        self.generate_panel.shutdown()
         for task in list(self._tasks):
             for signal in (task.done, task.logged, task.progressed):
                 try:

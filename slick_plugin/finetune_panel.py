@@ -2,6 +2,7 @@
 
 The run is an engine command like detection (same worker, same cancel, same clean-up), writing a new
 model file into the folder the engine lists models from, so the new model appears in the model list.
+Generated samples the analyst kept (Generate samples section) can join the labelled tiles.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from typing import Any, Callable, Dict, Optional
 from qgis.core import Qgis
 from qgis.gui import QgsCollapsibleGroupBox
 from qgis.PyQt.QtCore import Qt, pyqtSignal
-from qgis.PyQt.QtWidgets import (QAbstractItemView, QComboBox, QFormLayout, QHeaderView, QLabel, QPushButton,
-                                 QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+from qgis.PyQt.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFormLayout, QHeaderView, QLabel,
+                                 QPushButton, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from .commands import TRAIN_LAYERS, FinetuneParameters, finetuned_model_path, user_models_dir
 from .loss_chart import LossChart
@@ -39,13 +40,15 @@ class FinetunePanel(QgsCollapsibleGroupBox):
     """(path of the new model file): the analyst wants to see it at work on the map view."""
 
     def __init__(self, start: StartTask, push: Push, model: Callable[[], Optional[Dict[str, Any]]],
-                 device: Callable[[], str], store: Callable[[], str], parent: Optional[QWidget] = None) -> None:
+                 device: Callable[[], str], store: Callable[[], str], samples: Callable[[], str],
+                 parent: Optional[QWidget] = None) -> None:
         super().__init__("Fine-tune", parent)
         self._start = start
         self._push = push
         self._model = model
         self._device = device
         self._store = store
+        self._samples = samples
         self.result: Optional[RunResult] = None
         self._build()
         self.model_changed()
@@ -69,9 +72,23 @@ class FinetunePanel(QgsCollapsibleGroupBox):
         self.tile.setValue(256)
         self.tile.setToolTip("Side of the training tiles in pixels (a multiple of 32). Smaller tiles make more of "
                              "them from a small reviewed area.")
+        self.use_generated = QCheckBox("Use generated samples:")
+        self.use_generated.setToolTip("Train on kept samples of the project's sample folder (Generate samples) besides "
+                                      "the labelled tiles, as DAKTer's student. Discarded samples are never used.")
+        self.n_generated = QSpinBox()
+        self.n_generated.setRange(0, 100_000)
+        self.n_generated.setSpecialValueText("automatic")
+        self.n_generated.setSuffix(" samples")
+        self.n_generated.setToolTip("How many kept samples to train on, the first ones of the folder. automatic: as "
+                                    "many as there are labelled training tiles, as in the paper.")
+        self.n_generated.setEnabled(False)
+        self.use_generated.toggled.connect(self._use_generated)
+        self._sample_tile = 0
+        """Tile size of the project's samples (0: unknown): a student is trained at the size of its samples."""
         form.addRow("Epochs", self.epochs)
         form.addRow("Train layers", self.train_layers)
         form.addRow("Tile (px)", self.tile)
+        form.addRow(self.use_generated, self.n_generated)
         self.run_controls = RunControls("Fine-tune")
         self.run_controls.run_button.setToolTip("Train a copy of the selected model on this project's labels. "
                                                 "The selected model file is never changed.")
@@ -114,7 +131,23 @@ class FinetunePanel(QgsCollapsibleGroupBox):
         if not store or not Path(store).is_file():
             return ("This project has no label store yet. In Labels, click Start labeling, draw or accept slicks "
                     "and mark the areas you checked as reviewed; then fine-tune.")
+        folder = self._samples()
+        if self.use_generated.isChecked() and not (folder and Path(folder).is_dir()):
+            return ("This project has no generated samples yet: generate some in Generate samples, or untick "
+                    "Use generated samples.")
         return ""
+
+    def samples_changed(self, summary: Dict[str, Any]) -> None:
+        """Say how many kept samples the project's sample folder holds (the most a run can use)."""
+        self.use_generated.setText(f"Use generated samples ({summary.get('kept', 0)} kept):")
+        self._sample_tile = int(summary.get("tile_size") or 0)
+        self._use_generated(self.use_generated.isChecked())
+
+    def _use_generated(self, used: bool) -> None:
+        """Fine-tune at the samples' tile size once they are used: the engine cuts the labelled tiles at that size."""
+        self.n_generated.setEnabled(used)
+        if used and self._sample_tile:
+            self.tile.setValue(self._sample_tile)
 
     def run(self) -> None:
         """Start fine-tuning, or say what is missing."""
@@ -129,7 +162,9 @@ class FinetunePanel(QgsCollapsibleGroupBox):
         params = FinetuneParameters(
             base=base, store=self._store(), out=str(finetuned_model_path(user_models_dir(), base)),
             epochs=self.epochs.value(), tile=self.tile.value(),
-            train_layers="" if layers == AUTOMATIC else layers, device=self._device())
+            train_layers="" if layers == AUTOMATIC else layers, device=self._device(),
+            generated=self._samples() if self.use_generated.isChecked() else "",
+            n_generated=self.n_generated.value() if self.use_generated.isChecked() else 0)
         self.chart.clear()
         self.result = None
         for widget in (self.table, self.detect_button):

@@ -11,6 +11,7 @@ from typing import Any, Tuple, Union
 
 from qgis.core import QgsSettings
 
+from .commands import GENERATOR_NETS
 from .paths import default_engine_python, engine_root
 from .worker import EngineRunner
 
@@ -78,7 +79,31 @@ THRESHOLD = Setting(
     "threshold", "Threshold", "Probability above which a pixel counts as slick.", 0.5, "float",
     minimum=0.01, maximum=0.99, step=0.05)
 
-ALL: Tuple[Setting, ...] = (ENGINE_PYTHON, OUTPUT_FOLDER, DEFAULT_MODEL, DEVICE, TILE, OVERLAP, THRESHOLD)
+GENERATOR_NET = Setting(
+    "generator_net", "Generator network",
+    "Size of a newly trained sample generator: small trains on a CPU in minutes; ddpm is the paper's network "
+    "(114 M weights), for a GPU.", "small", "choice", choices=GENERATOR_NETS)
+GENERATOR_STEPS = Setting(
+    "generator_steps", "Generator training steps",
+    "Full-size training steps of a new generator (after its half-size steps). More steps, more varied samples.",
+    300, "int", minimum=0, maximum=1_000_000, step=100)
+GENERATOR_LOW_RES_STEPS = Setting(
+    "generator_low_res_steps", "Generator half-size steps",
+    "Training steps on half-size tiles, which come first and are cheaper (0 skips them).",
+    600, "int", minimum=0, maximum=1_000_000, step=100)
+SAMPLING_STEPS = Setting(
+    "sampling_steps", "Sampling steps",
+    "Solver steps per generated sample. 0: the solver's own (20 for DPM-Solver++, 200 for DDIM).",
+    0, "int", minimum=0, maximum=1000, step=10)
+GENERATION_PRIORITY = Setting(
+    "generation_priority", "Generation priority",
+    "low: training a generator and generating samples only take the CPU that QGIS and detections leave free "
+    "(best while you work). normal: they compete with them, finishing sooner on a busy machine.",
+    "low", "choice", choices=("low", "normal"))
+
+ALL: Tuple[Setting, ...] = (ENGINE_PYTHON, OUTPUT_FOLDER, DEFAULT_MODEL, DEVICE, TILE, OVERLAP, THRESHOLD,
+                            GENERATOR_NET, GENERATOR_STEPS, GENERATOR_LOW_RES_STEPS, SAMPLING_STEPS,
+                            GENERATION_PRIORITY)
 
 
 

@@ -14,7 +14,7 @@ from typing import List
 import pytest
 
 from slick_plugin.progress import ProgressEvent, TimeLeft, describe
-from slick_plugin.worker import CANCEL_GRACE_S, EngineCommand, EngineRunner, Status
+from slick_plugin.worker import CANCEL_GRACE_S, LOW_PRIORITY_NICE, EngineCommand, EngineRunner, Status
 
 FAKE_ENGINE = r'''
 import json, os, signal, sys, time
@@ -45,6 +45,16 @@ elif scenario == "no-torch":
     sys.exit(1)
 elif scenario == "silent":
     pass
+elif scenario == "priority":
+    import threading
+    niceness = {}
+    thread = threading.Thread(
+        target=lambda: niceness.update(thread=os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+    thread.start()
+    thread.join()
+    with open("/proc/self/autogroup") as group:  # e.g. "/autogroup-42 nice 10"
+        niceness.update(autogroup=int(group.read().split()[-1]))
+    say(event="result", data=dict(niceness, main=os.getpriority(os.PRIO_PROCESS, 0)))
 elif scenario in ("slow", "stubborn"):
     stop = []
     if scenario == "slow":
@@ -61,13 +71,18 @@ elif scenario in ("slow", "stubborn"):
 '''
 
 
-@pytest.fixture
-def runner(tmp_path: Path) -> EngineRunner:
-    package = tmp_path / "engine"
+def fake_runner(folder: Path) -> EngineRunner:
+    """A runner whose engine is the fake above, written into ``folder``."""
+    package = folder / "engine"
     package.mkdir()
     (package / "__init__.py").write_text("")
     (package / "__main__.py").write_text(FAKE_ENGINE)
-    return EngineRunner(sys.executable, tmp_path)
+    return EngineRunner(sys.executable, folder)
+
+
+@pytest.fixture
+def runner(tmp_path: Path) -> EngineRunner:
+    return fake_runner(tmp_path)
 
 
 def test_result_progress_and_logs_are_parsed(runner: EngineRunner) -> None:
@@ -138,6 +153,23 @@ def test_a_killed_engine_is_a_failure_with_the_signal(runner: EngineRunner) -> N
     result = runner.run(EngineCommand("slow"), on_progress=progressed, on_started=pids.append)
     assert result.status is Status.FAILED
     assert result.message.startswith("The engine process stopped unexpectedly (signal 9, SIGKILL)")
+
+
+@pytest.mark.skipif(not Path("/proc/self/autogroup").exists(), reason="needs Linux with autogroups")
+def test_a_low_priority_engine_every_thread_it_starts_and_its_autogroup_are_niced(runner: EngineRunner) -> None:
+    import os
+
+    def our_autogroup() -> str:
+        with open("/proc/self/autogroup") as group:
+            return group.read()
+
+    ours, our_group = os.getpriority(os.PRIO_PROCESS, 0), our_autogroup()
+    low = min(ours + LOW_PRIORITY_NICE, 19)
+    normal = runner.run(EngineCommand("priority"))
+    niced = runner.run(EngineCommand("priority", low_priority=True))
+    assert normal.data == {"main": ours, "thread": ours, "autogroup": 0}  # a new session's autogroup starts at 0
+    assert niced.data == {"main": low, "thread": low, "autogroup": LOW_PRIORITY_NICE}
+    assert (os.getpriority(os.PRIO_PROCESS, 0), our_autogroup()) == (ours, our_group)  # QGIS is left as it was
 
 
 def test_a_missing_engine_python_says_how_to_fix_it(tmp_path: Path) -> None:
