@@ -35,6 +35,7 @@ bench: venv
 	$(PY) benchmarks/detect_bench.py
 	$(PY) benchmarks/plugin_bench.py
 	$(PY) benchmarks/finetune_bench.py
+	$(PY) benchmarks/generate_bench.py
 
 # Desktop QGIS with the plugin loaded from this checkout (development).
 qgis: venv
