@@ -25,7 +25,7 @@ from qgis.PyQt.QtGui import QColor, QImage
 
 from slick_plugin import classFactory
 from slick_plugin.layers import open_results
-from slick_plugin.worker import Status
+from slick_plugin.worker import CANCEL_GRACE_S, Status
 
 from .conftest import OUTPUT, SAMPLE, FakeIface, add_scene, close_iface, needs_model, wait_until
 
@@ -228,7 +228,9 @@ def test_cancel_mid_run_leaves_no_layer_and_no_file(dock, iface, scene, qtbot, t
     asked = time.monotonic()
     qtbot.mouseClick(dock.run_controls.cancel_button, Qt.LeftButton)
     qtbot.waitUntil(lambda: dock.detect_task is None, timeout=10_000)
-    assert time.monotonic() - asked < 3
+    # The runner escalates to SIGKILL CANCEL_GRACE_S after SIGTERM, so Cancel is bounded by design; how fast
+    # the engine cleans up under load is a benchmark figure, not a test.
+    assert time.monotonic() - asked < CANCEL_GRACE_S + 2
     assert task.result.status is Status.CANCELLED
     assert set(tmp_path.iterdir()) == files
     assert set(QgsProject.instance().mapLayers()) == layers
