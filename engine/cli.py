@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model file (.safetensors); default: the bundled model")
     p.add_argument("--tile", type=int, help="tile size in pixels (default: the model's)")
     p.add_argument("--overlap", type=int, default=64, help="tile overlap in pixels (default 64)")
-    p.add_argument("--threshold", type=float, default=0.5, help="slick probability threshold (default 0.5)")
+    p.add_argument("--threshold", type=float, help="slick probability threshold (default: the model's own, from its card)")
     p.add_argument("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu (default auto)")
     p.add_argument("--band", help="band name (HH, VV, HV, VH) or 1-based index")
     p.add_argument("--bounds", type=float, nargs=4, metavar=("XMIN", "YMIN", "XMAX", "YMAX"), help="only this extent")

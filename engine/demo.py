@@ -29,7 +29,7 @@ def run_demo(out: Path, options: DetectOptions, progress: Progress) -> dict:
         label = folder / "labels_mosaic.png"
         options.prefix, options.overwrite = name, True
         result = detect(folder / "raw_mosaic.tif", out, options, progress)
-        ours = slick_dice(result.probability, label, threshold=options.threshold)
+        ours = slick_dice(result.probability, label, threshold=result.threshold)
         row = {
             "sample": name,
             "dice_slick_mapper": round(ours.dice, 3),
@@ -43,7 +43,7 @@ def run_demo(out: Path, options: DetectOptions, progress: Progress) -> dict:
             f"{name}: Dice {row['dice_slick_mapper']:.3f} (paper: base {row['dice_paper_base']:.3f}, "
             f"transfer {row['dice_paper_tl']:.3f}), {result.n_slicks} slicks, {result.seconds:.1f} s"
         )
-        panels.append(_panel(folder / "raw_mosaic.tif", label, Path(result.probability), options.threshold, row))
+        panels.append(_panel(folder / "raw_mosaic.tif", label, Path(result.probability), result.threshold, row))
     picture = out / "demo.png"
     _side_by_side(panels).save(picture)
     mean = lambda key: round(float(np.mean([r[key] for r in rows])), 3)  # noqa: E731
@@ -92,7 +92,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("demo", help="detect on the bundled real Arctic tiles and compare with the paper")
     p.add_argument("--out", type=Path, default=Path("demo_output"))
     p.add_argument("--model", help="model file (default: bundled)")
-    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--threshold", type=float, help="default: the model's own")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_run_cli)
 

@@ -45,7 +45,8 @@ class DetectOptions:
     model: Optional[str] = None
     tile: Optional[int] = None
     overlap: int = DEFAULT_OVERLAP
-    threshold: float = 0.5
+    threshold: Optional[float] = None
+    """None: the model's own (``ModelCard.threshold``)."""
     device: str = "auto"
     band: Optional[str] = None
     bounds: Optional[tuple[float, float, float, float]] = None
@@ -71,6 +72,8 @@ class DetectResult:
     device: str
     model_name: str
     grid: str
+    threshold: float
+    """The one the mask and polygons were cut at: the option's, else the model's."""
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -87,6 +90,7 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
     device = pick_device(options.device)
     model, card = load_model(options.model or DEFAULT_MODEL, device)
     warnings = info.warnings + check_scene(card, info.count, info.pixel_size)
+    threshold = card.threshold if options.threshold is None else options.threshold
     tile = options.tile or card.tile_size
     if tile % 32 or not 64 <= tile <= 2048:
         raise InputError(f"Tile size {tile} is not usable.", "Use a multiple of 32 between 64 and 2048, e.g. 256 or 512.")
@@ -107,7 +111,8 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
             staged_prob = outputs.stage / "analysis_probability.tif"
             staged_mask = outputs.stage / "analysis_mask.tif"
             with open_on_grid(ds, info.band, grid) as reader:
-                n_tiles, skipped = _predict_to_files(reader, grid, stretch, predictor, tile, options, land, staged_prob, staged_mask, progress)
+                n_tiles, skipped = _predict_to_files(reader, grid, stretch, predictor, tile, options, threshold, land,
+                                                     staged_prob, staged_mask, progress)
             progress.update("polygons", 0, 1, "Tracing slick outlines")
             slicks = polygonise(staged_mask, staged_prob, options.min_area_km2, progress)
             n_slicks, area = write_slicks(outputs.path("slicks"), grid.crs, slicks, scene.name, card.name)
@@ -132,12 +137,13 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
         device=str(device),
         model_name=card.name,
         grid=grid.describe(),
+        threshold=threshold,
         warnings=warnings,
     )
 
 
 def _check_options(options: DetectOptions) -> None:
-    if not 0 < options.threshold < 1:
+    if options.threshold is not None and not 0 < options.threshold < 1:
         raise InputError(f"Threshold {options.threshold} is outside (0, 1).", "Use a probability such as 0.5.")
     if options.overlap < 0:
         raise InputError("Overlap cannot be negative.", "Use 0 or more pixels, e.g. 64.")
@@ -189,6 +195,7 @@ def _predict_to_files(
     predictor: Predictor,
     tile: int,
     options: DetectOptions,
+    threshold: float,
     land: list[dict],
     prob_path: Path,
     mask_path: Path,
@@ -226,7 +233,7 @@ def _predict_to_files(
             probability[~valid] = np.nan
             window = Window(0, top, grid.width, probability.shape[0])
             prob_dst.write(probability, 1, window=window)
-            mask = np.where(valid, (probability > options.threshold).astype(np.uint8), MASK_NODATA).astype(np.uint8)
+            mask = np.where(valid, (probability > threshold).astype(np.uint8), MASK_NODATA).astype(np.uint8)
             mask_dst.write(mask, 1, window=window)
     return total - skipped, skipped
 

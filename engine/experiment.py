@@ -16,6 +16,7 @@ import argparse
 import csv
 import json
 from pathlib import Path
+from typing import Optional
 
 from . import transfer
 from .demo import SAMPLES, SAMPLES_DIR
@@ -31,7 +32,8 @@ from .training import TRAIN_LAYERS
 ARCTIC_CRS = "EPSG:32636"
 
 
-def leave_one_scene_out(base: Path, out: Path, options: FinetuneOptions, threshold: float, progress: Progress) -> dict:
+def leave_one_scene_out(base: Path, out: Path, options: FinetuneOptions, threshold: Optional[float], progress: Progress) -> dict:
+    """``threshold`` None: each model at its own (``ModelCard.threshold``), as detection uses it."""
     if out.exists() and any(out.iterdir()):
         raise OutputError(f"{out} is not empty; nothing was overwritten.", "Give a new folder with --out.")
     out.mkdir(parents=True, exist_ok=True)
@@ -45,10 +47,11 @@ def leave_one_scene_out(base: Path, out: Path, options: FinetuneOptions, thresho
         tuned = out / f"model_without_{held}.safetensors"
         report = finetune(base, store, tuned, options, progress)
         scene, label = SAMPLES_DIR / held / "raw_mosaic.tif", SAMPLES_DIR / held / "labels_mosaic.png"
-        dice = {}
+        dice, thresholds = {}, {}
         for role, model in (("base", base), ("finetuned", tuned)):
             result = detect(scene, out / "detections", DetectOptions(model=str(model), prefix=f"{held}_{role}", threshold=threshold), progress)
-            dice[role] = round(slick_dice(result.probability, label, threshold=threshold).dice, 3)
+            dice[role] = round(slick_dice(result.probability, label, threshold=result.threshold).dice, 3)
+            thresholds[role] = result.threshold
         row = {
             "left_out": held,
             "dice_base_model": dice["base"],
@@ -60,6 +63,9 @@ def leave_one_scene_out(base: Path, out: Path, options: FinetuneOptions, thresho
             "epochs_run": report.epochs_run,
             "val_dice_before": round(report.val_dice_before, 3),
             "val_dice_after": round(report.val_dice_after, 3),
+            "best_epoch": report.best_epoch,
+            "threshold_base_model": thresholds["base"],
+            "threshold_finetuned": thresholds["finetuned"],
             "finetune_seconds": report.seconds,
             "train_layers": report.train_layers,
         }
@@ -89,7 +95,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--tile", type=int, default=DEFAULT_TILE)
     q.add_argument("--epochs", type=int, default=20)
     q.add_argument("--train-layers", choices=TRAIN_LAYERS, help="all or decoder (default: decoder on a CPU)")
-    q.add_argument("--threshold", type=float, default=0.5)
+    q.add_argument("--threshold", type=float, help="default: each model's own")
     q.add_argument("--device", default="auto")
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(func=_run_loso)

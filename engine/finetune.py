@@ -42,7 +42,7 @@ from .models import ModelCard, check_scene, load_model, read_card, save_model, u
 from .progress import Progress, silent
 from .raster import inspect, open_raster
 from .normalise import scene_stretch
-from .training import TRAIN_LAYERS, TileSet, TrainConfig, dice_score, lr_range_test, paper_augment, train
+from .training import TRAIN_LAYERS, TileSet, TrainConfig, lr_range_test, paper_augment, train, validate
 
 DEFAULT_TILE = 256
 GAP = 16
@@ -70,6 +70,9 @@ class FinetuneOptions:
     """A sample folder (engine generate): train as a student on generated samples too."""
     n_generated: Optional[int] = None
     """Samples of ``generated`` to use, the first kept ones; None: as many as training tiles (the paper's)."""
+    from_parent: bool = True
+    """False: the base model is an untrained initialisation (experiment transfer pretraining on source
+    labels), which must learn its batch-norm statistics and has no weights worth keeping."""
 
 
 @dataclass
@@ -104,7 +107,11 @@ class FinetuneReport:
     epochs_run: int
     best_epoch: int
     val_dice_before: float
+    """The parent's, at its own threshold."""
     val_dice_after: float
+    """The new model's, at ``threshold``."""
+    threshold: float
+    """The new model's decision threshold, calibrated on the validation tiles (ModelCard.threshold)."""
     lr: float
     train_layers: str
     device: str
@@ -174,8 +181,8 @@ def finetune(
     model, _ = load_model(base_model_path, device)
     config = train_config(card, options, device, train_layers)
     config.student = sample_folder.loss if sample_folder else None
-    _, dice_before = dice_score(model, val_set, config)
-    progress.log(f"{len(train_tiles)} training and {len(val_tiles)} validation tiles; parent's validation Dice {dice_before:.3f}")
+    dice_before = validate(model, val_set, config).dice_near(card.threshold)
+    progress.log(f"{len(train_tiles)} training and {len(val_tiles)} validation tiles; parent's validation Dice {dice_before:.3f} at its threshold {card.threshold:.2f}")
     timed("parent")
     config.lr = options.lr or lr_range_test(model, train_set, config, progress)
     progress.log(f"learning rate {config.lr:.2e}" + (" from a range test" if options.lr is None else ""))
@@ -184,10 +191,11 @@ def finetune(
     timed("epochs")
     timings["epochs"] = round(timings["epochs"] - report.val_seconds, 2)  # scoring after each epoch is its own part
     timings["validation"] = report.val_seconds
-    dice_after = report.val_dice  # the kept weights' Dice on the same validation tiles
-    progress.log(f"validation Dice: parent {dice_before:.3f}, fine-tuned {dice_after:.3f}")
-    if dice_after < dice_before:
-        progress.log("warning: the fine-tuned model scores below its parent on the validation tiles; keep the parent, or add labels")
+    dice_after = report.val_dice_calibrated  # the kept weights' Dice on the same validation tiles, at their threshold
+    progress.log(f"validation Dice: parent {dice_before:.3f}, fine-tuned {dice_after:.3f} at threshold {report.threshold:.2f}")
+    if report.best_epoch == 0 and options.from_parent:
+        progress.log("warning: no epoch beat the parent on the validation tiles, so the new model keeps the parent's weights "
+                     "(with a threshold calibrated there); add labels, or mark more reviewed sea")
     seconds = round(time.monotonic() - started, 1)
     scenes = sorted({t.scene for t in tiles})
     lineage = {
@@ -203,6 +211,7 @@ def finetune(
         "best_epoch": report.best_epoch,
         "val_dice_before": round(dice_before, 4),
         "val_dice_after": round(dice_after, 4),
+        "threshold": report.threshold,
         "lr": config.lr,
         "lr_from": "range test" if options.lr is None else "given",
         "train_layers": train_layers,
@@ -217,6 +226,7 @@ def finetune(
         card,
         name=options.name or f"{card.name}, fine-tuned {now:%Y-%m-%d %H:%M}",
         metrics={"val_dice": round(dice_after, 4)},
+        threshold=report.threshold,
         lineage=lineage,
         engine_version=__version__,
         created=now.isoformat(timespec="seconds"),
@@ -236,6 +246,7 @@ def finetune(
         best_epoch=report.best_epoch,
         val_dice_before=dice_before,
         val_dice_after=dice_after,
+        threshold=report.threshold,
         lr=config.lr,
         train_layers=train_layers,
         device=str(device),
@@ -351,6 +362,8 @@ def train_config(card: ModelCard, options: FinetuneOptions, device: torch.device
         augment=paper_augment,
         train_layers=train_layers,
         device=str(device),
+        threshold=card.threshold,
+        from_parent=options.from_parent,
     )
 
 

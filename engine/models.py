@@ -72,6 +72,10 @@ class ModelCard:
     polarisation: str = "HH"
     mode: str = "EW"
     normalisation: dict[str, Any] = field(default_factory=lambda: {"kind": "eq1_2sigma_db", "input_scale": 1 / 255})
+    threshold: float = 0.5
+    """Slick probability above which detection marks a pixel slick when the user gives no threshold. A
+    fine-tuned model's is calibrated on its validation tiles (engine/finetune.py): the weighted loss and a
+    few labels move a model's probabilities, so 0.5 is rarely where its Dice is best."""
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)

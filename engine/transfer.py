@@ -83,7 +83,8 @@ class TransferOptions:
     source: Optional[Path] = None
     """Label store of source-domain data: pretrain on it (from the base initialisation) instead of using ``model``'s weights."""
     encoder_weights: Optional[Path] = None
-    threshold: float = 0.5
+    threshold: Optional[float] = None
+    """None: each model at its own (``ModelCard.threshold``), as detection uses it."""
     recipe: FinetuneOptions = field(default_factory=lambda: FinetuneOptions(lr=DEFAULT_LR, train_layers="all"))
 
 
@@ -216,13 +217,14 @@ def _run(init: str, n: int, bootstrap: int, seed: int, chosen: list[Tile], val_s
         model = _base_model(card, options.encoder_weights, seed)
     else:
         model, _ = load_model(source, device)
-    recipe = replace(options.recipe, seed=seed)
+    recipe = replace(options.recipe, seed=seed, from_parent=init == "finetuned")
     config = train_config(card, recipe, device, recipe.train_layers or "all")
     repeats = math.ceil(options.epoch_tiles / len(chosen))
     train_set = tileset(chosen * repeats)
     config.lr = recipe.lr or lr_range_test(model, train_set, config, progress)
     report = train(model, train_set, val_set, config, progress)
-    path = save_model(model, replace(card, name=f"transfer {init} N={n} set {bootstrap}"), work / f"{init}_{n}_{bootstrap}.safetensors")
+    path = save_model(model, replace(card, name=f"transfer {init} N={n} set {bootstrap}", threshold=report.threshold),
+                      work / f"{init}_{n}_{bootstrap}.safetensors")
     dice = _test_dice(path, work, options, progress)
     path.unlink()
     row = {
@@ -230,7 +232,8 @@ def _run(init: str, n: int, bootstrap: int, seed: int, chosen: list[Tile], val_s
         **{f"dice_{scene}": round(d, 4) for scene, d in dice.items()},
         "dice_mean": round(float(np.mean(list(dice.values()))), 4),
         "train_tiles": len(chosen), "slick_tiles": sum(1 for t in chosen if t.slick_pixels),
-        "epochs_run": report.epochs_run, "best_epoch": report.best_epoch, "val_dice": round(report.val_dice, 4),
+        "epochs_run": report.epochs_run, "best_epoch": report.best_epoch, "val_dice": round(report.val_dice_calibrated, 4),
+        "threshold": report.threshold,
         "lr": config.lr, "train_seconds": report.seconds, "seconds": round(time.monotonic() - started, 1), "train_tile_ids": " ".join(_tile_id(t) for t in chosen),
     }
     progress.log(f"N = {n}, set {bootstrap}, {init}: test Dice {row['dice_mean']:.3f} "
@@ -244,7 +247,7 @@ def _test_dice(model: Path, work: Path, options: TransferOptions, progress: Prog
     for scene in TEST:
         detect_options = DetectOptions(model=str(model), prefix=scene, threshold=options.threshold, device=options.recipe.device, overwrite=True)
         result = detect(SAMPLES_DIR / scene / "raw_mosaic.tif", work / "detections", detect_options, progress)
-        dice[scene] = slick_dice(result.probability, SAMPLES_DIR / scene / "labels_mosaic.png", threshold=options.threshold).dice
+        dice[scene] = slick_dice(result.probability, SAMPLES_DIR / scene / "labels_mosaic.png", threshold=result.threshold).dice
     return dice
 
 
@@ -261,7 +264,7 @@ def _pretrain_on_source(card: ModelCard, options: TransferOptions, work: Path, o
     progress.log(f"pretraining on the source labels {options.source}")
     start = save_model(_base_model(card, options.encoder_weights, options.recipe.seed),
                        replace(card, name=f"{card.name} (initialisation)", metrics={}, lineage={}), work / "source_init.safetensors")
-    recipe = replace(options.recipe, name=f"{card.name}, pretrained on {options.source.name}")
+    recipe = replace(options.recipe, name=f"{card.name}, pretrained on {options.source.name}", from_parent=False)
     return Path(finetune(start, options.source, out / "source_model.safetensors", recipe, progress).model)
 
 
@@ -284,7 +287,7 @@ def _check(out: Path, options: TransferOptions) -> None:
         raise InputError("--bootstraps and --epoch-tiles must be at least 1.", "E.g. --bootstraps 8 --epoch-tiles 32.")
     if not options.ns or any(n != ALL and (not isinstance(n, int) or n < 1) for n in options.ns):
         raise InputError(f"N must be positive whole numbers or {ALL}; got {list(options.ns)}.", "E.g. --n 2 8 all.")
-    if not 0 < options.threshold < 1:
+    if options.threshold is not None and not 0 < options.threshold < 1:
         raise InputError(f"Threshold {options.threshold} is outside (0, 1).", "Use a probability such as 0.5.")
     read_card(options.model)
     if options.encoder_weights and not Path(options.encoder_weights).is_file():
@@ -375,7 +378,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--patience", type=int, default=5, help="epochs without a better validation loss before stopping")
     q.add_argument("--lr", default=str(DEFAULT_LR), help=f"learning rate for both inits, or auto for a range test per run (default {DEFAULT_LR:g})")
     q.add_argument("--val-fraction", type=float, default=0.25, help="share of the pool's tiles kept for validation")
-    q.add_argument("--threshold", type=float, default=0.5)
+    q.add_argument("--threshold", type=float, help="default: each model's own")
     q.add_argument("--device", default="auto")
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(func=_run_cli)

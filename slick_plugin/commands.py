@@ -61,13 +61,16 @@ class DetectParameters:
     device: str = "auto"
     tile: int = 512
     overlap: int = 64
-    threshold: float = 0.5
+    threshold: float = 0.0
+    """0: the model's own."""
     bounds: Optional[Tuple[float, float, float, float]] = None
     bounds_crs: str = ""
 
     def command(self) -> EngineCommand:
         args = [self.scene, "--out", self.out_dir, "--prefix", self.prefix, "--device", self.device,
-                "--tile", str(self.tile), "--overlap", str(self.overlap), "--threshold", str(self.threshold)]
+                "--tile", str(self.tile), "--overlap", str(self.overlap)]
+        if self.threshold:
+            args += ["--threshold", str(self.threshold)]
         if self.model:
             args += ["--model", self.model]
         if self.bounds is not None:

@@ -40,6 +40,8 @@ def make_editor(setting: Setting) -> QWidget:
         editor.setSingleStep(setting.step)
     else:
         raise ValueError(f"Setting {setting.name} has unknown kind {setting.kind!r}")
+    if setting.special:
+        editor.setSpecialValueText(setting.special)
     editor.setToolTip(setting.description)
     set_editor_value(editor, setting.value())
     return editor

@@ -24,7 +24,8 @@ Value = Union[str, int, float]
 class Setting:
     """One declared setting: its key, what the options page shows, its default and its type.
 
-    ``kind`` picks the editor: "file", "folder", "text", "choice", "int" or "float".
+    ``kind`` picks the editor: "file", "folder", "text", "choice", "int" or "float". A number setting with
+    ``special`` shows that text at its minimum, which then stands for "not set here" (e.g. the model's own).
     """
 
     name: str
@@ -36,6 +37,7 @@ class Setting:
     minimum: float = 0
     maximum: float = 0
     step: float = 1
+    special: str = ""
 
     @property
     def key(self) -> str:
@@ -76,8 +78,10 @@ OVERLAP = Setting(
     "overlap", "Overlap (px)", "Pixels shared by neighbouring tiles, to hide seams (less than half a tile).", 64, "int",
     minimum=0, maximum=1024, step=16)
 THRESHOLD = Setting(
-    "threshold", "Threshold", "Probability above which a pixel counts as slick.", 0.5, "float",
-    minimum=0.01, maximum=0.99, step=0.05)
+    "threshold", "Threshold",
+    "Probability above which a pixel counts as slick. Model's own: the one stored in the model, "
+    "calibrated on its validation tiles when it was fine-tuned.", 0.0, "float",
+    minimum=0.0, maximum=0.99, step=0.05, special="Model's own")
 
 GENERATOR_NET = Setting(
     "generator_net", "Generator network",

@@ -51,6 +51,23 @@ def test_detect_on_a_real_arctic_tile(tmp_path, sample_scene, tiny_model):
     assert tiles[-1][1] == tiles[-1][2] == result.tiles
 
 
+def test_without_a_threshold_detection_cuts_at_the_model_s_own(tmp_path, sample_scene, model_factory):
+    """A fine-tuned model carries its calibrated threshold; detection uses it unless told otherwise."""
+    model = model_factory(tmp_path / "calibrated.safetensors", tile_size=256, threshold=0.55)
+    own = detect(sample_scene, tmp_path / "own", _options(model))
+    given = detect(sample_scene, tmp_path / "given", _options(model, threshold=0.45))
+    assert own.threshold == 0.55 and given.threshold == 0.45
+    for result, threshold in ((own, 0.55), (given, 0.45)):
+        with rasterio.open(result.probability) as ds:
+            prob = ds.read(1)
+        with rasterio.open(result.mask) as ds:
+            mask = ds.read(1)
+        valid = np.isfinite(prob)
+        assert ((prob > threshold) == (mask == 1))[valid].all()
+    # the two cuts differ on this scene, so the test can tell which one was used
+    assert 0 < np.count_nonzero((prob > 0.45) & (prob <= 0.55))
+
+
 def test_existing_outputs_are_never_overwritten(tmp_path, sample_scene, tiny_model):
     detect(sample_scene, tmp_path, _options(tiny_model))
     before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}

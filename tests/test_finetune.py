@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import shutil
@@ -19,7 +20,7 @@ from engine.finetune import GAP, FinetuneOptions, collect_tiles, finetune, split
 from engine.labels import add_labels, add_reviewed, create_store, import_mask, read_store, scene_grid
 from engine.models import load_model, read_card
 from engine.progress import Progress
-from engine.training import TileSet, TrainConfig, lr_range_test
+from engine.training import THRESHOLDS, TileSet, TrainConfig, lr_range_test, train, train_mode, validate
 
 from conftest import cancel_at
 
@@ -215,3 +216,71 @@ def test_cli_speaks_json_lines_with_a_loss_per_epoch(tmp_path, small_model, caps
     assert main(args) == 2  # never overwrites
     error = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert error["event"] == "error" and error["kind"] == "OutputError"
+
+
+class _Probability(torch.nn.Module):
+    """A two-part network whose slick probability is its input (0..1, as ``input_scale`` leaves it) at the
+    start: a 1x1 convolution and a batch norm, both the identity, then the logit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1), torch.nn.BatchNorm2d(1))
+        self.decoder = torch.nn.Conv2d(1, 1, 1)
+        for conv in (self.encoder[0], self.decoder):
+            torch.nn.init.ones_(conv.weight)
+            torch.nn.init.zeros_(conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):  # bf16 would round 1 - 1e-4 to 1
+            return torch.logit(self.decoder(self.encoder(x.float())).clamp(1e-4, 1 - 1e-4))
+
+
+def _probability_tiles(probability: np.ndarray, slick: np.ndarray) -> TileSet:
+    """Tiles whose stretched values make ``_Probability`` predict ``probability``."""
+    return TileSet(torch.from_numpy(probability * 255).float()[:, None], torch.from_numpy(slick).float()[:, None],
+                   torch.ones(probability.shape)[:, None])
+
+
+def test_threshold_calibration_picks_the_dice_maximising_threshold():
+    rng = np.random.default_rng(0)
+    slick = rng.random((2, 32, 32)) < 0.1
+    # Slicks at 0.72, sea below 0.6 but for a few sea pixels at 0.67: only a cut in [0.67, 0.72) is perfect.
+    # Every value sits midway between candidate thresholds, so float rounding cannot move a pixel across one.
+    probability = np.where(slick, 0.72, rng.choice(np.arange(0.025, 0.6, 0.05), slick.shape))
+    probability[~slick & (rng.random(slick.shape) < 0.02)] = 0.67
+    scores = validate(_Probability().eval(), _probability_tiles(probability, slick), TrainConfig())
+    expected = [2 * np.sum((probability > t) & slick) / (np.sum(probability > t) + slick.sum()) for t in THRESHOLDS]
+    assert np.allclose(scores.dice_at, expected, atol=1e-6)
+    assert scores.calibrated(fallback=0.5) == (0.7, 1.0) and scores.dice < 1
+    # Equal Dice over a range of thresholds: the one nearest 0.5.
+    scores = validate(_Probability().eval(), _probability_tiles(np.where(slick, 0.9, 0.2), slick), TrainConfig())
+    assert scores.calibrated(fallback=0.5) == (0.5, 1.0)
+    # No slick to place a threshold by: the parent's stays.
+    scores = validate(_Probability().eval(), _probability_tiles(probability, np.zeros_like(slick)), TrainConfig())
+    assert scores.calibrated(fallback=0.8)[0] == 0.8
+
+
+def test_fine_tuning_keeps_the_parent_when_no_epoch_beats_it():
+    """A parent already perfect on validation: training can at best tie, so its weights come back bit for bit,
+    batch-norm statistics included (they stay the parent's during fine-tuning)."""
+    rng = np.random.default_rng(1)
+    slick = rng.random((8, 32, 32)) < 0.2
+    data = _probability_tiles(np.where(slick, rng.uniform(0.6, 1, slick.shape), rng.uniform(0, 0.4, slick.shape)), slick)
+    model = _Probability()
+    before = copy.deepcopy(model.state_dict())
+    parent_loss = validate(model, data, TrainConfig()).loss
+    report = train(model, data, data, TrainConfig(epochs=3, batch_size=4, lr=0.5, patience=5, from_parent=True))
+    assert report.best_epoch == 0 and report.epochs_run == 3 and report.val_dice_calibrated == 1.0
+    assert any(abs(h["val_loss"] - parent_loss) > 1e-4 for h in report.history)  # the epochs did move the weights
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_fine_tuning_keeps_the_parent_s_batch_norm_statistics():
+    model = _Probability()
+    x = torch.rand(4, 1, 8, 8) + 2
+    train_mode(model, "all", frozen_statistics=True)
+    model(x)
+    assert model.encoder[1].running_mean.item() == 0 and model.encoder[1].weight.requires_grad
+    train_mode(model, "all")
+    model(x)
+    assert model.encoder[1].running_mean.item() > 0.1

@@ -68,7 +68,8 @@ class DetectSlicksAlgorithm(QgsProcessingAlgorithm):
         return ("Finds oil-seep slicks in a Sentinel-1 SAR scene with a segmentation model, in a separate engine "
                 "process. Writes <prefix>_probability.tif (0..1), <prefix>_mask.tif and <prefix>_slicks.gpkg "
                 "(polygons with area_km2, length_km, mean_prob) to the output folder; existing files are never "
-                "overwritten. Leave Model empty for the bundled default.")
+                "overwritten. Leave Model empty for the bundled default, and Threshold at 0 for the model's own (stored "
+                "in the model, calibrated when it was fine-tuned).")
 
     def createInstance(self) -> "DetectSlicksAlgorithm":
         return DetectSlicksAlgorithm()

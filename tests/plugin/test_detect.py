@@ -141,6 +141,7 @@ def test_dock_detection_adds_a_styled_group_above_the_scene(detection: Detection
 def test_dock_detection_reports_progress_and_fills_attributes(detection: Detection) -> None:
     assert len(detection.percents) >= 3 and max(detection.percents) == 100
     assert int(detection.data["tiles"]) >= 1
+    assert 0 < detection.data["threshold"] < 1  # the dock's default: the model's own, which the engine reports
     assert len(detection.attributes) == detection.data["n_slicks"]
     for attributes in detection.attributes:
         assert attributes["area_km2"] > 0 and attributes["length_km"] > 0
@@ -154,7 +155,7 @@ def test_processing_detect_gives_the_dock_s_polygons(detection: Detection, proce
 
     QgsProject.instance().clear()
     result = qgis_processing.runAndLoadResults("slickmapper:detect", {
-        "INPUT": detection.scene_path, "DEVICE": 2, "TILE": 256, "OVERLAP": 32, "THRESHOLD": 0.5,
+        "INPUT": detection.scene_path, "DEVICE": 2, "TILE": 256, "OVERLAP": 32, "THRESHOLD": 0.0,
         "EXTENT": detection.extent, "OUTPUT_FOLDER": str(tmp_path)})
     assert result["N_SLICKS"] == detection.data["n_slicks"]
     assert Path(result["PROBABILITY"]).exists() and Path(result["MASK"]).exists()

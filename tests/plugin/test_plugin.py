@@ -10,6 +10,7 @@ from qgis.PyQt.QtCore import QCoreApplication, QEvent, Qt
 from qgis.PyQt.QtWidgets import QDockWidget
 
 from slick_plugin import classFactory, settings
+from slick_plugin.commands import DetectParameters
 
 from .conftest import REPO
 
@@ -48,6 +49,15 @@ def test_options_page_is_generated_from_the_declarations(plugin, iface) -> None:
     finally:
         settings.TILE.set_value(settings.TILE.default)
         settings.DEVICE.set_value(settings.DEVICE.default)
+    threshold = page.editors["threshold"]
+    assert threshold.value() == 0 and threshold.text() == "Model's own"  # the default leaves it to the model
+
+
+def test_detection_passes_a_threshold_only_when_one_is_set() -> None:
+    own = DetectParameters(scene="s.tif", out_dir="out", prefix="p").command()
+    given = DetectParameters(scene="s.tif", out_dir="out", prefix="p", threshold=0.35).command()
+    assert "--threshold" not in own.args
+    assert given.args[given.args.index("--threshold") + 1] == "0.35"
 
 
 def test_the_plugin_never_imports_torch_or_the_engine() -> None:
