@@ -1,10 +1,13 @@
 """Experiments of the transfer-learning paper, run on the bundled real Arctic tiles.
 
-``python -m engine experiment loso``: leave one scene out. For each bundled tile, the base model is
+``python -m engine experiment loso``: leave one scene out. For each of the three demo tiles, the base model is
 fine-tuned on the analysts' labels of the other tiles (through a label store, the product's own path)
 and both models detect slicks on the tile left out; their Dice against its label stands next to the
 Dice of the paper's own predictions on that tile. Every figure comes from this run; a CSV and a JSON
 file keep them.
+
+``python -m engine experiment transfer``: base vs fine-tuned-from-source models for N target tiles, the
+paper's Fig. 2 and Table II (``engine/transfer.py``).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import csv
 import json
 from pathlib import Path
 
+from . import transfer
 from .demo import SAMPLES, SAMPLES_DIR
 from .detect import DetectOptions, detect
 from .errors import OutputError
@@ -89,6 +93,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--device", default="auto")
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(func=_run_loso)
+    transfer.add_cli(sub)
 
 
 def _run_loso(args: argparse.Namespace, progress: Progress) -> dict:

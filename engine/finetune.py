@@ -132,7 +132,7 @@ def finetune(
     progress = progress or silent()
     started = time.monotonic()
     base_model_path, out_path = Path(base_model_path), Path(out_path)
-    _check_options(options)
+    check_options(options)
     check_out(out_path)
     card = read_card(base_model_path)
     _check_base(card)
@@ -150,7 +150,7 @@ def finetune(
     train_tiles, val_tiles = split_by_area(tiles, options.val_fraction, options.seed)
     if not any(t.slick_pixels for t in val_tiles):
         progress.log("warning: the validation tiles hold no slick; their Dice only tells whether the model stays quiet on sea")
-    train_set, val_set = _tileset(train_tiles), _tileset(val_tiles)
+    train_set, val_set = tileset(train_tiles), tileset(val_tiles)
     n_generated = 0
     if sample_folder:
         n_generated = sample_count(sample_folder, options.n_generated, len(train_tiles))
@@ -159,17 +159,7 @@ def finetune(
         progress.log(f"student training: {n_generated} generated samples from {sample_folder.path.name}, soft labels at T = {sample_folder.loss.temperature:g}")
     parent_sha256 = _sha256(base_model_path)
     model, _ = load_model(base_model_path, device)
-    config = TrainConfig(
-        epochs=options.epochs,
-        batch_size=options.batch_size or (8 if device.type == "cuda" else 4),
-        patience=options.patience,
-        seed=options.seed,
-        input_scale=float(card.normalisation.get("input_scale", 1 / 255)),
-        augment=paper_augment,
-        train_layers=train_layers,
-        device=str(device),
-        student=sample_folder.loss if sample_folder else None,
-    )
+    config = replace(train_config(card, options, device, train_layers), student=sample_folder.loss if sample_folder else None)
     _, dice_before = dice_score(model, val_set, config)
     progress.log(f"{len(train_tiles)} training and {len(val_tiles)} validation tiles; parent's validation Dice {dice_before:.3f}")
     config.lr = options.lr or lr_range_test(model, train_set, config, progress)
@@ -328,7 +318,22 @@ def _labelled_span(store: LabelStore, scene: str, grid: Grid, tile: int) -> Opti
     return range(row0 // tile * tile, row1, tile), range(col0 // tile * tile, col1, tile)
 
 
-def _tileset(tiles: list[Tile]) -> TileSet:
+def train_config(card: ModelCard, options: FinetuneOptions, device: torch.device, train_layers: str) -> TrainConfig:
+    """The fine-tuning recipe (paper augmentation, the card's input scale, early stopping), shared with the
+    transfer experiment so that what it measures is how the product fine-tunes."""
+    return TrainConfig(
+        epochs=options.epochs,
+        batch_size=options.batch_size or (8 if device.type == "cuda" else 4),
+        patience=options.patience,
+        seed=options.seed,
+        input_scale=float(card.normalisation.get("input_scale", 1 / 255)),
+        augment=paper_augment,
+        train_layers=train_layers,
+        device=str(device),
+    )
+
+
+def tileset(tiles: list[Tile]) -> TileSet:
     def stack(name: str) -> torch.Tensor:
         return torch.from_numpy(np.stack([getattr(t, name) for t in tiles]).astype(np.float32)).unsqueeze(1)
 
@@ -340,7 +345,7 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def _check_options(options: FinetuneOptions) -> None:
+def check_options(options: FinetuneOptions) -> None:
     if options.tile % 32 or not 64 <= options.tile <= 2048:
         raise InputError(f"Tile size {options.tile} is not usable.", "Use a multiple of 32 between 64 and 2048, e.g. 256.")
     if options.epochs < 1 or (options.batch_size is not None and options.batch_size < 1):
