@@ -41,22 +41,26 @@ import numpy as np
 
 from .errors import InputError, OutputError
 from .evaluate import dice_from_counts
-from .finetune import FinetuneOptions, check_options, collect_tiles, finetune, split_by_area
+from .finetune import FinetuneOptions, check_options, collect_tiles, finetune, split_by_area, tileset, train_config
 from .generation import GeneratorOptions, cpu_threads, generate, train_generator, training_tiles
 from .inference import Predictor, pick_device
-from .joint_ddpm import NETS, SOLVERS, JointSet, balancing_factor, load_generator, sample, unet_config
+from .joint_ddpm import NETS, SOLVERS, JointSet, balancing_factor, load_generator, read_generator_card, sample, unet_config
 from .labels import read_store
-from .models import DEFAULT_MODEL, load_model, read_card
+from .losses import StudentLoss
+from .models import DEFAULT_MODEL, load_model, read_card, save_model
 from .progress import Progress
-from .samples import load_samples
+from .samples import TEMPERATURE, load_samples, slick_index
+from .training import lr_range_test, train
 from .sar_stats import DB_SPAN, ENL_WINDOW, enl, histogram_distance, psd_distance
-from .transfer import DEFAULT_LR, POOL, TEST, label_store, paper_test_dice, score_test_scenes, t_interval, write_csv, write_text
+from .transfer import DEFAULT_LR, POOL, SAMPLES_DIR, TEST, label_store, paper_test_dice, score_test_scenes, t_interval, write_csv, write_text
 
 AUTO = "auto"
 """b computed from the pool's tiles (eq. 16)."""
 PAPER_B = {"OSD": 0.5089, "SOS-ALOS": 0.4370, "SOS-Sentinel": 0.4655}
 """b the paper computed for its datasets (sec. 3.3.1)."""
 REAL = "real only"
+EQ6 = "real only, eq. 6"
+"""The control: real tiles alone with the student's loss, so that the samples' effect is told from the loss's."""
 PANEL_COLUMNS = 8
 
 B = Union[float, str]
@@ -68,6 +72,9 @@ class DakterOptions:
     """Generator settings shared by every b; its tile is also the students' (``finetune --generated``
     needs samples of the fine-tuning tile size) and its pixel size is the model's."""
     b_values: tuple[B, ...] = (0.1, AUTO, 1.0)
+    generators: Optional[Path] = None
+    """A folder of generators this experiment wrote before (generator_b_<b>.safetensors) to evaluate instead
+    of training new ones; each must match the b and tile asked for and have learnt from the pool alone."""
     n_samples: Optional[int] = None
     """Samples per generator, all of which a student trains on; None: as many as the students' real
     training tiles (the paper's 100 %)."""
@@ -75,6 +82,8 @@ class DakterOptions:
     solver_steps: Optional[int] = None
     student_b: tuple[B, ...] = (AUTO,)
     """Generators whose samples train students."""
+    eq6_control: bool = True
+    """Also train real-only students with the student's loss (eqs. 5-6 use it on real tiles)."""
     seeds: tuple[int, ...] = (0, 1, 2)
     recipe: FinetuneOptions = field(default_factory=lambda: FinetuneOptions(tile=64, epochs=10, lr=DEFAULT_LR, train_layers="all"))
     """The students' fine-tuning; ``epochs`` is the budget of a student with samples (see the module's docstring)."""
@@ -106,7 +115,7 @@ class TileStack:
     @classmethod
     def from_samples(cls, folder: Path, n: Optional[int] = None) -> "TileStack":
         data = load_samples(folder, n)
-        slick = (data.hard_labels() == data.classes.index("slick")).numpy()
+        slick = (data.hard_labels() == slick_index(data.classes)).numpy()
         return cls(data.tiles[:, 0].numpy(), slick, np.ones_like(slick))
 
     def __len__(self) -> int:
@@ -139,21 +148,22 @@ def dakter_experiment(out: Path, options: DakterOptions, progress: Progress) -> 
         generators, folders = {}, {}
         for value in options.b_values:
             name = _b_name(value)
-            path = out / "generators" / f"generator_{name}.safetensors"
-            path.parent.mkdir(exist_ok=True)
-            given = None if value == AUTO else float(value)
-            trained = train_generator(pool_store, path, replace(generator_options, b=given, name=f"DAKTer evaluation, {name}"), progress)
+            if options.generators:
+                path = options.generators / f"generator_{name}.safetensors"
+                progress.log(f"{name}: evaluating {path} (not trained again)")
+            else:
+                path = out / "generators" / f"generator_{name}.safetensors"
+                path.parent.mkdir(exist_ok=True)
+                given = None if value == AUTO else float(value)
+                train_generator(pool_store, path, replace(generator_options, b=given, name=f"DAKTer evaluation, {name}"), progress)
             folders[name] = out / "samples" / name
             made = generate(path, folders[name], n, solver=options.solver, steps=options.solver_steps, seed=0,
                             device=options.generator.device, progress=progress)
-            generators[name] = {"b": trained["b"], "b_from": trained["b_from"], "path": str(path), "final_loss": trained["final_loss"],
-                                "train_tiles": trained["train_tiles"], "train_seconds": trained["seconds"],
-                                "samples": n, "samples_per_minute": made["samples_per_minute"]}
+            generators[name] = {**_generator_facts(path), "samples": n, "samples_per_minute": made["samples_per_minute"]}
         auto = _b_name(AUTO)
         ddim_folder = out / "samples" / f"{auto}_ddim"
         m = min(options.quality_samples, n)
-        generate(out / "generators" / f"generator_{auto}.safetensors", ddim_folder, m, solver="ddim", seed=0,
-                 device=options.generator.device, progress=progress)
+        generate(generators[auto]["path"], ddim_folder, m, solver="ddim", seed=0, device=options.generator.device, progress=progress)
 
         runs, reference_student = _students(options, pool_store, folders, student_tiles, n, work, progress)
         reference = {"bundled_model": _rounded(score_test_scenes(options.model, work / "detections", options.threshold, options.recipe.device, progress)),
@@ -164,7 +174,7 @@ def dakter_experiment(out: Path, options: DakterOptions, progress: Progress) -> 
         sets += [(f"generated {auto}, {options.solver}, first {m}", TileStack.from_samples(folders[auto], m), False),
                  (f"generated {auto}, ddim, first {m}", TileStack.from_samples(ddim_folder), True)]
         quality = [_quality(label, tiles, held, segmenters, options, progress) for label, tiles, _ in sets]
-        speed = _speed(out / "generators" / f"generator_{auto}.safetensors", options, progress)
+        speed = _speed(Path(generators[auto]["path"]), options, progress)
 
     summary = _summarise(runs)
     write_csv(out / "quality.csv", quality)
@@ -181,10 +191,12 @@ def dakter_experiment(out: Path, options: DakterOptions, progress: Progress) -> 
         "speed": speed,
         "notes": {
             "split": f"generators and students learn from {', '.join(POOL)}; held-out tiles and test scenes: {', '.join(TEST)}",
-            "budget": _budget_note(options, generators),
+            "budget": _budget_note(generators),
             "student_budget": f"with samples: {options.recipe.epochs} epochs of {student_tiles} real + {n} generated tiles; real only: "
                               f"{_real_epochs(options.recipe.epochs, student_tiles, n)} epochs of {student_tiles} tiles; no early stop, "
                               "best validation-loss epoch kept",
+            "losses": f"{REAL}: the transfer-learning paper's (1 - a) weighted BCE + a Dice; {EQ6} and with samples: DAKTer's "
+                      "eq. 6 (BCE + 0.5 Dice) on real tiles and eq. 5 (0.1 KD at T = 2 + 0.5 Dice) on generated ones",
             "enl": f"median ENL of {options.enl_window}-pixel sea windows, stretched values read as a {options.db_span:g} dB span",
             "agreement": "slick Dice between a segmenter's prediction (probability > threshold) and the tile's label, pooled over the tiles' known pixels",
             "segmenters": {"bundled": str(options.model), "student": "the real-only student of the first seed"},
@@ -205,26 +217,31 @@ def _students(options: DakterOptions, pool_store: Path, folders: dict[str, Path]
     """
     runs: list[dict] = []
     keep: Optional[Path] = None
-    conditions = [REAL, *(_b_name(b) for b in options.student_b)]
+    conditions = [REAL, *([EQ6] if options.eq6_control else []), *(_b_name(b) for b in options.student_b)]
     batch = options.recipe.batch_size or (8 if pick_device(options.recipe.device).type == "cuda" else 4)
+    real_epochs = _real_epochs(options.recipe.epochs, real_tiles, n)
     for i, seed in enumerate(options.seeds):
         for j, condition in enumerate(conditions):
             progress.update("students", i * len(conditions) + j, len(options.seeds) * len(conditions), f"seed {seed}, {condition}")
-            if condition == REAL:
-                epochs = _real_epochs(options.recipe.epochs, real_tiles, n)
-                recipe = replace(options.recipe, seed=seed, epochs=epochs, patience=epochs)
+            path = work / f"student_{j}_{seed}.safetensors"
+            if condition == EQ6:
+                facts = _eq6_student(options, pool_store, replace(options.recipe, seed=seed, epochs=real_epochs, patience=real_epochs), path, progress)
             else:
-                recipe = replace(options.recipe, seed=seed, patience=options.recipe.epochs, generated=folders[condition], n_generated=n)
-            path = work / f"student_{condition.replace(' ', '_')}_{seed}.safetensors"
-            report = finetune(options.model, pool_store, path, recipe, progress)
+                if condition == REAL:
+                    recipe = replace(options.recipe, seed=seed, epochs=real_epochs, patience=real_epochs)
+                else:
+                    recipe = replace(options.recipe, seed=seed, patience=options.recipe.epochs, generated=folders[condition], n_generated=n)
+                report = finetune(options.model, pool_store, path, recipe, progress)
+                facts = {"generated": report.n_generated, "train_tiles": report.train_tiles, "val_tiles": report.val_tiles,
+                         "epochs": report.epochs_run, "best_epoch": report.best_epoch, "val_dice": report.val_dice_after, "seconds": report.seconds}
             dice = score_test_scenes(path, work / "detections", options.threshold, options.recipe.device, progress)
             runs.append({
-                "seed": seed, "condition": condition, "generated": report.n_generated,
+                "seed": seed, "condition": condition, "generated": facts["generated"],
                 **{f"dice_{scene}": round(d, 4) for scene, d in dice.items()},
                 "dice_mean": round(float(np.mean(list(dice.values()))), 4),
-                "train_tiles": report.train_tiles, "val_tiles": report.val_tiles, "epochs": report.epochs_run,
-                "steps": report.epochs_run * max(1, (report.train_tiles + report.n_generated) // batch),
-                "best_epoch": report.best_epoch, "val_dice": round(report.val_dice_after, 4), "seconds": report.seconds,
+                "train_tiles": facts["train_tiles"], "val_tiles": facts["val_tiles"], "epochs": facts["epochs"],
+                "steps": facts["epochs"] * max(1, (facts["train_tiles"] + facts["generated"]) // batch),
+                "best_epoch": facts["best_epoch"], "val_dice": round(facts["val_dice"], 4), "seconds": facts["seconds"],
             })
             progress.log(f"seed {seed}, {condition}: test Dice {runs[-1]['dice_mean']:.3f} ({', '.join(f'{d:.3f}' for d in dice.values())})")
             if keep is None and condition == REAL:
@@ -233,6 +250,25 @@ def _students(options: DakterOptions, pool_store: Path, folders: dict[str, Path]
                 path.unlink()
     assert keep is not None
     return runs, keep
+
+
+def _eq6_student(options: DakterOptions, pool_store: Path, recipe: FinetuneOptions, path: Path, progress: Progress) -> dict[str, Any]:
+    """The real-only run with the student's loss: finetune's tiles, split, recipe and budget, its loss swapped
+    for eq. 6 (finetune takes that loss only together with samples)."""
+    started = time.monotonic()
+    card = read_card(options.model)
+    device = pick_device(recipe.device)
+    tiles = collect_tiles(read_store(pool_store), card, recipe.tile, progress)
+    train_tiles, val_tiles = split_by_area(tiles, recipe.val_fraction, recipe.seed)
+    train_set, val_set = tileset(train_tiles), tileset(val_tiles)
+    model, _ = load_model(options.model, device)
+    layers = recipe.train_layers or ("all" if device.type == "cuda" else "decoder")
+    config = replace(train_config(card, recipe, device, layers), student=StudentLoss(temperature=TEMPERATURE))
+    config.lr = recipe.lr or lr_range_test(model, train_set, config, progress)
+    report = train(model, train_set, val_set, config, progress)
+    save_model(model, replace(card, name=f"{card.name}, {EQ6} control"), path)
+    return {"generated": 0, "train_tiles": len(train_tiles), "val_tiles": len(val_tiles), "epochs": report.epochs_run,
+            "best_epoch": report.best_epoch, "val_dice": report.val_dice, "seconds": round(time.monotonic() - started, 1)}
 
 
 def _real_epochs(epochs: int, real: int, generated: int) -> int:
@@ -345,11 +381,22 @@ def _panel(path: Path, rows: list[tuple[str, TileStack]], tile: int) -> None:
     tmp.replace(path)
 
 
-def _budget_note(options: DakterOptions, generators: dict[str, dict]) -> str:
-    g = options.generator
+def _generator_facts(path: Path) -> dict[str, Any]:
+    """What a generator's card says about its training, for the results."""
+    card = read_generator_card(path)
+    t = card.training
+    history = t.get("history") or [{}]
+    return {"path": str(path), "b": round(card.b, 4), "b_from": t.get("b_from"), "net": t.get("net"), "train_tiles": t.get("train_tiles"),
+            "low_res_steps": t.get("low_res_steps"), "steps": t.get("steps"), "batch_size": t.get("batch_size"), "lr": t.get("lr"),
+            "seed": t.get("seed"), "train_seconds": t.get("seconds"), "final_loss": history[-1].get("loss"),
+            "final_l2": history[-1].get("l2"), "final_ce": history[-1].get("ce")}
+
+
+def _budget_note(generators: dict[str, dict]) -> str:
+    g = next(iter(generators.values()))
     seconds = ", ".join(f"{name} {v['train_seconds']:.0f} s" for name, v in generators.items())
-    return (f"generator: {g.net} net, {g.low_res_steps} steps of {4 * g.batch_size} tiles at {g.tile // 2} px, then {g.steps} of "
-            f"{g.batch_size} at {g.tile} px ({seconds}); the paper: 300k + 100k steps of 64 and 16 tiles at 128 and 256 px on a GPU")
+    return (f"generators: {g['net']} net, {g['low_res_steps']} steps of {4 * g['batch_size']} half-size tiles, then {g['steps']} of "
+            f"{g['batch_size']} full-size tiles, on a CPU ({seconds}); the paper: 300k + 100k steps of 64 and 16 tiles at 128 and 256 px on a GPU")
 
 
 def _b_name(value: B) -> str:
@@ -394,6 +441,27 @@ def _check(out: Path, options: DakterOptions) -> None:
     card = read_card(options.model)
     if card.out_channels != 1:
         raise InputError(f"The model {card.name} is not a water/slick model.", "Give a binary model with --model.")
+    if options.generators:
+        _check_generators(options, card.pixel_size)
+
+
+def _check_generators(options: DakterOptions, pixel_size: float) -> None:
+    """Generators to evaluate again must be the ones asked for, and must never have seen a test scene."""
+    pool = {str((SAMPLES_DIR / s / "raw_mosaic.tif").resolve()) for s in POOL}
+    for value in options.b_values:
+        path = options.generators / f"generator_{_b_name(value)}.safetensors"
+        if not path.is_file():
+            raise InputError(f"No generator {path.name} in {options.generators}.", "Give a generators folder an earlier run of this experiment wrote.")
+        card = read_generator_card(path)
+        b_ok = card.training.get("b_from") == "tiles" if value == AUTO else math.isclose(card.b, float(value), rel_tol=1e-6)
+        if not b_ok or card.tile_size != options.generator.tile or abs(card.pixel_size / pixel_size - 1) > 0.05:
+            raise InputError(f"{path.name} was trained with b = {card.b:g} ({card.training.get('b_from')}) on {card.tile_size}-px tiles at "
+                             f"{card.pixel_size:g} m; this run asks for b = {value} on {options.generator.tile}-px tiles at {pixel_size:g} m.",
+                             "Give the generators of a run with the same --b and --tile.")
+        scenes = {str(Path(s).resolve()) for s in card.training.get("scenes", [])}
+        if not scenes or not scenes <= pool:
+            raise InputError(f"{path.name} learnt from scenes other than the pool ({', '.join(sorted(scenes - pool)) or 'none recorded'}).",
+                             f"Evaluate only generators trained on {', '.join(POOL)}: the others are test scenes here.")
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -407,10 +475,12 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--gen-batch-size", type=int, default=g.batch_size, help=f"generator tiles per full-size step (default {g.batch_size})")
     q.add_argument("--gen-lr", type=float, default=g.lr, help=f"generator learning rate (default {g.lr:g})")
     q.add_argument("--b", nargs="+", type=_b_value, default=[0.1, AUTO, 1.0], help="balancing factors to compare, numbers or auto (default: 0.1 auto 1)")
+    q.add_argument("--generators", type=Path, help="evaluate the generators an earlier run wrote (its generators/ folder) instead of training")
     q.add_argument("--n-samples", type=int, help="samples per generator (default: as many as the students' real training tiles)")
     q.add_argument("--solver", choices=list(SOLVERS), default="dpm++", help="solver of the sample sets (default dpm++)")
     q.add_argument("--solver-steps", type=int, help="its steps (default: the solver's, 20 for dpm++)")
-    q.add_argument("--student-b", nargs="+", type=_b_value, default=[AUTO], help="generators whose samples train students (default: auto)")
+    q.add_argument("--student-b", nargs="*", type=_b_value, default=[AUTO], help="generators whose samples train students (default: auto)")
+    q.add_argument("--no-eq6-control", dest="eq6_control", action="store_false", help="skip the real-only students trained with eq. 6")
     q.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="student seeds (default: 0 1 2)")
     q.add_argument("--epochs", type=int, default=r.epochs, help=f"student epochs with samples; real only gets the same steps (default {r.epochs})")
     q.add_argument("--lr", type=float, default=r.lr, help=f"student learning rate (default {r.lr:g})")
@@ -441,7 +511,7 @@ def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
     generator = GeneratorOptions(tile=args.tile, net=args.net, steps=args.steps, low_res_steps=args.low_res_steps, batch_size=args.gen_batch_size,
                                  lr=args.gen_lr, seed=args.seed, device=args.device)
     recipe = FinetuneOptions(tile=args.tile, epochs=args.epochs, lr=args.lr, train_layers=args.train_layers, batch_size=args.batch_size, device=args.device)
-    options = DakterOptions(generator=generator, b_values=tuple(args.b), n_samples=args.n_samples, solver=args.solver, solver_steps=args.solver_steps,
+    options = DakterOptions(generator=generator, b_values=tuple(args.b), generators=args.generators, eq6_control=args.eq6_control, n_samples=args.n_samples, solver=args.solver, solver_steps=args.solver_steps,
                             student_b=tuple(args.student_b), seeds=tuple(args.seeds), recipe=recipe, model=args.model,
                             quality_samples=args.quality_samples, speed_sizes=tuple(args.speed_sizes), speed_samples=tuple(args.speed_samples),
                             threshold=args.threshold, db_span=args.db_span, threads=args.threads)

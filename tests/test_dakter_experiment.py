@@ -14,11 +14,12 @@ import torch
 from PIL import Image
 
 from engine.cli import main
-from engine.dakter_eval import AUTO, REAL, DakterOptions, TileStack, _summarise, dakter_experiment
+import engine.dakter_eval as dakter_eval
+from engine.dakter_eval import AUTO, EQ6, REAL, DakterOptions, TileStack, _summarise, dakter_experiment
 from engine.errors import InputError
 from engine.finetune import FinetuneOptions
 from engine.generation import GeneratorOptions, training_tiles
-from engine.joint_ddpm import balancing_factor, read_generator_card
+from engine.joint_ddpm import balancing_factor, load_generator, read_generator_card, save_generator
 from engine.labels import read_store
 from engine.progress import Progress
 from engine.sar_stats import histogram_distance, psd_distance
@@ -127,11 +128,12 @@ def test_quality_rows_are_the_statistics_of_the_tiles_and_samples(run):
 def test_students_take_the_same_steps_with_and_without_samples_and_are_scored_on_the_test_scenes(run):
     out, result, _ = run
     runs = {r["condition"]: r for r in _csv(out / "students.csv")}
-    assert list(runs) == [REAL, "b_auto"]
+    assert list(runs) == [REAL, EQ6, "b_auto"]
     real, student = runs[REAL], runs["b_auto"]
-    assert int(real["generated"]) == 0 and int(student["generated"]) == 4
-    assert int(real["train_tiles"]) == int(student["train_tiles"]) and int(real["val_tiles"]) == int(student["val_tiles"])
-    assert abs(int(real["steps"]) - int(student["steps"])) <= int(real["epochs"])  # one rounding step per epoch at most
+    assert int(real["generated"]) == int(runs[EQ6]["generated"]) == 0 and int(student["generated"]) == 4
+    for r in runs.values():  # one split, one budget
+        assert (r["train_tiles"], r["val_tiles"]) == (real["train_tiles"], real["val_tiles"])
+        assert abs(int(r["steps"]) - int(student["steps"])) <= int(real["epochs"])  # one rounding step per epoch at most
     for r in runs.values():
         per_scene = [float(r[f"dice_{s}"]) for s in TEST]
         assert all(0 <= d <= 1 for d in per_scene) and float(r["dice_mean"]) == pytest.approx(np.mean(per_scene), abs=1e-4)
@@ -164,7 +166,23 @@ def test_summary_is_the_t_interval_over_seeds_and_the_paired_change():
     assert summary["b_auto"]["seeds_better"] == 2 and summary[REAL]["change_from_real"] is None
 
 
-def test_bad_requests_fail_before_anything_is_trained(tmp_path, small_model, capsys):
+def test_generators_of_an_earlier_run_are_evaluated_without_training(run, tmp_path, small_model, monkeypatch):
+    earlier, _, _ = run
+    monkeypatch.setattr(dakter_eval, "train_generator", lambda *a, **k: pytest.fail("trained a generator again"))
+    options = _options(small_model, generators=earlier / "generators", b_values=(AUTO,), student_b=(), eq6_control=False, n_samples=2,
+                       quality_samples=1, speed_sizes=(32,), speed_samples=(1,))
+    result = dakter_experiment(tmp_path / "again", options, Progress())
+    reused = earlier / "generators" / "generator_b_auto.safetensors"
+    assert not (tmp_path / "again" / "generators").exists() and result["generators"]["b_auto"]["path"] == str(reused)
+    index = json.loads((tmp_path / "again" / "samples" / "b_auto" / "index.json").read_text())
+    assert [g["path"] for g in index["generators"].values()] == [str(reused.resolve())]
+    # The same generator and seeds make the same samples as the earlier run did.
+    again = TileStack.from_samples(tmp_path / "again" / "samples" / "b_auto")
+    assert np.array_equal(again.x, TileStack.from_samples(earlier / "samples" / "b_auto", 2).x)
+    assert [r["condition"] for r in result["students"]["runs"]] == [REAL]
+
+
+def test_bad_requests_fail_before_anything_is_trained(run, tmp_path, small_model, capsys):
     def refused(options, message):
         out = tmp_path / f"out{len(list(tmp_path.iterdir()))}"
         stages = []
@@ -179,6 +197,21 @@ def test_bad_requests_fail_before_anything_is_trained(tmp_path, small_model, cap
     refused(replace(options, student_b=(2.0,)), "which are not trained")
     refused(replace(options, speed_sizes=(64, 66)), "Tile size 66 does not fit")
     refused(replace(options, speed_samples=(1,)), "one count of at least 1 per")
+
+    # Generators of an earlier run must be the ones asked for and must never have seen a test scene.
+    earlier = run[0] / "generators"
+    swapped = tmp_path / "swapped"
+    swapped.mkdir()
+    for name, source in (("b_auto", "b_auto"), ("b_0.1", "b_1")):
+        (swapped / f"generator_{name}.safetensors").write_bytes((earlier / f"generator_{source}.safetensors").read_bytes())
+    refused(replace(options, generators=swapped, b_values=(0.1, AUTO), student_b=()), r"generator_b_0.1.safetensors was trained with b = 1 ")
+    leaky = tmp_path / "leaky"
+    leaky.mkdir()
+    net, card = load_generator(earlier / "generator_b_auto.safetensors")
+    card.training["scenes"] = [*card.training["scenes"], str(SAMPLES_DIR / "sample_2" / "raw_mosaic.tif")]
+    save_generator(net, card, leaky / "generator_b_auto.safetensors")
+    refused(replace(options, generators=leaky, b_values=(AUTO,), student_b=()), "learnt from scenes other than the pool")
+    refused(replace(options, generators=tmp_path / "nowhere", b_values=(AUTO,), student_b=()), "No generator generator_b_auto")
 
     busy = tmp_path / "busy"
     busy.mkdir()
