@@ -8,6 +8,9 @@ file keep them.
 
 ``python -m engine experiment transfer``: base vs fine-tuned-from-source models for N target tiles, the
 paper's Fig. 2 and Table II (``engine/transfer.py``).
+
+``python -m engine experiment dakter``: DAKTer's generators and students on the same split
+(``engine/dakter_eval.py``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from . import transfer
+from . import dakter_eval, transfer
 from .demo import SAMPLES, SAMPLES_DIR
 from .detect import DetectOptions, detect
 from .errors import OutputError
@@ -100,6 +103,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(func=_run_loso)
     transfer.add_cli(sub)
+    dakter_eval.add_cli(sub)
 
 
 def _run_loso(args: argparse.Namespace, progress: Progress) -> dict:

@@ -282,7 +282,7 @@ def regenerate(
                 raise ModelError(f"{path} is not the generator that made these samples (its hash differs).", "Give the original file with --generator.")
             loaded[(key, str(torch_device))] = load_generator(path, torch_device)
         net, card = loaded[(key, str(torch_device))]
-        with _cpu_threads(threads if torch_device.type == "cpu" else None):
+        with cpu_threads(threads if torch_device.type == "cpu" else None):
             x, logits = sample(net, card, list(batch), solver, steps, lambda *_: progress.check())
         tiles = to_uint8(x[:, 0])
         for record in records:
@@ -300,7 +300,7 @@ def regenerate(
 
 
 @contextmanager
-def _cpu_threads(n: Optional[int]) -> Iterator[None]:
+def cpu_threads(n: Optional[int]) -> Iterator[None]:
     """Run with ``n`` CPU threads (None: as is), as the sample was made."""
     before = torch.get_num_threads()
     if n:

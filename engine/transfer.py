@@ -100,18 +100,15 @@ def transfer_experiment(out: Path, options: TransferOptions, progress: Progress)
     runs: list[dict] = []
     with tempfile.TemporaryDirectory(dir=out, prefix=".work-") as tmp:
         work = Path(tmp)
-        store = create_store(work / "target_labels.gpkg", "EPSG:32636")
-        for sample in POOL:
-            import_mask(store, SAMPLES_DIR / sample / "raw_mosaic.tif", SAMPLES_DIR / sample / "labels_mosaic.png")
+        store = label_store(work / "target_labels.gpkg", POOL)
         tiles = collect_tiles(read_store(store), card, options.recipe.tile, progress)
         pool, val = split_by_area(tiles, options.recipe.val_fraction, options.recipe.seed)
         sizes = _sizes(options.ns, len(pool))
         progress.log(f"target pool: {len(pool)} training tiles ({sum(1 for t in pool if t.slick_pixels)} with slicks), "
                      f"{len(val)} validation tiles ({sum(1 for t in val if t.slick_pixels)} with slicks); N = {', '.join(map(str, sizes))}")
-        paper = {kind: {s: slick_dice(SAMPLES_DIR / s / f"{kind}.tif", SAMPLES_DIR / s / "labels_mosaic.png").dice for s in TEST}
-                 for kind in ("pred_base", "pred_tl")}
+        paper = paper_test_dice()
         source = _pretrain_on_source(card, options, work, out, progress) if options.source else options.model
-        untrained = _test_dice(source, work, options, progress)
+        untrained = score_test_scenes(source, work / "detections", options.threshold, options.recipe.device, progress)
         progress.log(f"source model before any target training: test Dice {np.mean(list(untrained.values())):.3f}")
         val_set = tileset(val)
         plan = [(n, b) for b in range(options.bootstraps) for n in sizes if b == 0 or n < len(pool)]
@@ -122,13 +119,13 @@ def transfer_experiment(out: Path, options: TransferOptions, progress: Progress)
                 done = 2 * i + INITS.index(init)
                 progress.update("runs", done, 2 * len(plan), f"N = {n}, set {b}, {init}")
                 runs.append(_run(init, n, b, seed, chosen, val_set, card, source, options, device, work, progress))
-                _write_csv(out / "runs.csv", runs)
+                write_csv(out / "runs.csv", runs)
             if b == 0 and n == sizes[-1] and options.bootstraps > 1:
                 left = (options.bootstraps - 1) * sum(r["seconds"] for r in runs if r["n"] < len(pool))
                 progress.log(f"first training set of every N done; the other sets take about {left / 60:.0f} min more at this pace")
         os.replace(store, out / "target_labels.gpkg")
     summary = summarise(runs)
-    _write_csv(out / "summary.csv", summary)
+    write_csv(out / "summary.csv", summary)
     base_init = f"encoder weights from {options.encoder_weights}" if options.encoder_weights else "random (no pretrained weights can be downloaded)"
     references = {**paper, "source": untrained}
     _plot(summary, runs, references, out / "transfer.png", options.recipe.tile, len(pool), "encoder weights" if options.encoder_weights else "random init")
@@ -149,8 +146,35 @@ def transfer_experiment(out: Path, options: TransferOptions, progress: Progress)
         "summary": summary,
         "seconds": round(time.monotonic() - started, 1),
     }
-    _write_text(out / "transfer.json", json.dumps(result, indent=2, default=str))
+    write_text(out / "transfer.json", json.dumps(result, indent=2, default=str))
     return result
+
+
+def label_store(path: Path, scenes: tuple[str, ...]) -> Path:
+    """A new label store holding bundled Arctic scenes with their analysts' labels, through the product's own
+    import: each label's footprint becomes a reviewed area, the rest of it known sea."""
+    store = create_store(path, "EPSG:32636")
+    for sample in scenes:
+        import_mask(store, SAMPLES_DIR / sample / "raw_mosaic.tif", SAMPLES_DIR / sample / "labels_mosaic.png")
+    return store
+
+
+def score_test_scenes(model: Path, folder: Path, threshold: Optional[float], device: str, progress: Progress) -> dict[str, float]:
+    """Slick Dice of ``model`` on each whole test scene: the product's detection (outputs in ``folder``,
+    replaced scene by scene), scored against the analyst's label at the threshold detection cut at
+    (``None``: the model's own)."""
+    dice = {}
+    for scene in TEST:
+        options = DetectOptions(model=str(model), prefix=scene, threshold=threshold, device=device, overwrite=True)
+        result = detect(SAMPLES_DIR / scene / "raw_mosaic.tif", folder, options, progress)
+        dice[scene] = slick_dice(result.probability, SAMPLES_DIR / scene / "labels_mosaic.png", threshold=result.threshold).dice
+    return dice
+
+
+def paper_test_dice() -> dict[str, dict[str, float]]:
+    """Slick Dice of the paper's own predictions (``pred_base``: Arctic only, ``pred_tl``: transfer) per test scene."""
+    return {kind: {s: slick_dice(SAMPLES_DIR / s / f"{kind}.tif", SAMPLES_DIR / s / "labels_mosaic.png").dice for s in TEST}
+            for kind in ("pred_base", "pred_tl")}
 
 
 def draw_set(pool: list[Tile], n: int, rng: np.random.Generator) -> list[Tile]:
@@ -225,7 +249,7 @@ def _run(init: str, n: int, bootstrap: int, seed: int, chosen: list[Tile], val_s
     report = train(model, train_set, val_set, config, progress)
     path = save_model(model, replace(card, name=f"transfer {init} N={n} set {bootstrap}", threshold=report.threshold),
                       work / f"{init}_{n}_{bootstrap}.safetensors")
-    dice = _test_dice(path, work, options, progress)
+    dice = score_test_scenes(path, work / "detections", options.threshold, options.recipe.device, progress)
     path.unlink()
     row = {
         "n": n, "bootstrap": bootstrap, "init": init, "seed": seed,
@@ -239,16 +263,6 @@ def _run(init: str, n: int, bootstrap: int, seed: int, chosen: list[Tile], val_s
     progress.log(f"N = {n}, set {bootstrap}, {init}: test Dice {row['dice_mean']:.3f} "
                  f"({', '.join(f'{d:.3f}' for d in dice.values())}), {report.epochs_run} epochs, {report.seconds:.0f} s")
     return row
-
-
-def _test_dice(model: Path, work: Path, options: TransferOptions, progress: Progress) -> dict[str, float]:
-    """Slick Dice of the model on each whole test scene, through the product's detection."""
-    dice = {}
-    for scene in TEST:
-        detect_options = DetectOptions(model=str(model), prefix=scene, threshold=options.threshold, device=options.recipe.device, overwrite=True)
-        result = detect(SAMPLES_DIR / scene / "raw_mosaic.tif", work / "detections", detect_options, progress)
-        dice[scene] = slick_dice(result.probability, SAMPLES_DIR / scene / "labels_mosaic.png", threshold=result.threshold).dice
-    return dice
 
 
 def _base_model(card: ModelCard, encoder_weights: Optional[Path], seed: int) -> torch.nn.Module:
@@ -311,7 +325,7 @@ def _round(value: float) -> Optional[float]:
     return None if math.isnan(value) else round(value, 4)
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
+def write_csv(path: Path, rows: list[dict]) -> None:
     tmp = path.with_name(f".{path.name}.partial")
     with open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
@@ -320,7 +334,7 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-def _write_text(path: Path, text: str) -> None:
+def write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.partial")
     tmp.write_text(text)
     os.replace(tmp, path)

@@ -15,7 +15,6 @@ import torch
 from safetensors.torch import load_file
 
 from engine import samples, training
-from engine import finetune as finetune_module
 from engine.cli import main
 from engine.distill import mixed, open_folder, sample_count, student_tiles
 from engine.errors import InputError, ModelError
@@ -205,25 +204,6 @@ def _reference_batch_loss(model, data, idx, config, gen):
     return slick_loss(logits.float(), y, v)
 
 
-def _reference_dice_score(model, data, config, batch=8):
-    """``training.dice_score`` as it was before student training, kept as the reference."""
-    model.eval()
-    device = torch.device(config.device)
-    tp = fp = fn = 0.0
-    losses = []
-    with torch.inference_mode(), autocast(device, training_dtype(device)):
-        for i in range(0, len(data), batch):
-            x, y, v = (t[i : i + batch].to(device) for t in (data.x, data.y, data.valid))
-            logits = model(x * config.input_scale).float()
-            losses.append(float(slick_loss(logits, y, v)) * x.shape[0])
-            pred = (logits > 0).float() * v
-            tp += float((pred * y).sum())
-            fp += float((pred * (1 - y)).sum())
-            fn += float(((1 - pred) * y * v).sum())
-    dice = 2 * tp / (2 * tp + fp + fn) if (tp + fp + fn) else 1.0
-    return sum(losses) / max(len(data), 1), dice
-
-
 @pytest.fixture(scope="module")
 def plain_run(tmp_path_factory, small_model, arctic_store):
     """A fine-tune without samples."""
@@ -232,8 +212,6 @@ def plain_run(tmp_path_factory, small_model, arctic_store):
 
 def test_without_samples_fine_tuning_is_bit_identical_to_before(tmp_path, small_model, arctic_store, plain_run, monkeypatch):
     monkeypatch.setattr(training, "batch_loss", _reference_batch_loss)
-    monkeypatch.setattr(training, "dice_score", _reference_dice_score)
-    monkeypatch.setattr(finetune_module, "dice_score", _reference_dice_score)
     reference = finetune(small_model, arctic_store, tmp_path / "reference.safetensors", FinetuneOptions(**FAST))
     ours, theirs = _weights(plain_run.model), _weights(reference.model)
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
