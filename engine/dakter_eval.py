@@ -449,8 +449,10 @@ def _check(out: Path, options: DakterOptions) -> None:
 
 
 def _check_generators(options: DakterOptions, pixel_size: float) -> None:
-    """Generators to evaluate again must be the ones asked for, and must never have seen a test scene."""
-    pool = {str((SAMPLES_DIR / s / "raw_mosaic.tif").resolve()) for s in POOL}
+    """Generators to evaluate again must be the ones asked for, and must never have seen a test scene.
+
+    Scenes are compared by their sample folder's name, so a run in another checkout of the project counts."""
+    pool = set(POOL)
     for value in options.b_values:
         path = options.generators / f"generator_{_b_name(value)}.safetensors"
         if not path.is_file():
@@ -461,7 +463,7 @@ def _check_generators(options: DakterOptions, pixel_size: float) -> None:
             raise InputError(f"{path.name} was trained with b = {card.b:g} ({card.training.get('b_from')}) on {card.tile_size}-px tiles at "
                              f"{card.pixel_size:g} m; this run asks for b = {value} on {options.generator.tile}-px tiles at {pixel_size:g} m.",
                              "Give the generators of a run with the same --b and --tile.")
-        scenes = {str(Path(s).resolve()) for s in card.training.get("scenes", [])}
+        scenes = {Path(s).parent.name for s in card.training.get("scenes", [])}
         if not scenes or not scenes <= pool:
             raise InputError(f"{path.name} learnt from scenes other than the pool ({', '.join(sorted(scenes - pool)) or 'none recorded'}).",
                              f"Evaluate only generators trained on {', '.join(POOL)}: the others are test scenes here.")
