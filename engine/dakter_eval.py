@@ -39,6 +39,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
+from .atomic import staged, write_csv, write_text
 from .errors import InputError, OutputError
 from .evaluate import dice_from_counts
 from .finetune import FinetuneOptions, check_options, collect_tiles, finetune, split_by_area, tileset, train_config
@@ -52,7 +53,7 @@ from .progress import Progress
 from .samples import TEMPERATURE, load_samples, slick_index
 from .training import lr_range_test, train
 from .sar_stats import DB_SPAN, ENL_WINDOW, enl, histogram_distance, psd_distance
-from .transfer import DEFAULT_LR, POOL, SAMPLES_DIR, TEST, label_store, paper_test_dice, score_test_scenes, t_interval, write_csv, write_text
+from .transfer import DEFAULT_LR, POOL, TEST, label_store, paper_test_dice, score_test_scenes, t_interval
 
 AUTO = "auto"
 """b computed from the pool's tiles (eq. 16)."""
@@ -379,9 +380,8 @@ def _panel(path: Path, rows: list[tuple[str, TileStack]], tile: int) -> None:
         axes[r, 0].set_ylabel(label.replace("generated ", "generated\n"), fontsize=7)
     figure.suptitle(f"Real and generated {tile}-px tiles, slick labels in red (generated: hard label)", fontsize=9)
     figure.tight_layout()
-    tmp = path.with_name(f".{path.name}.partial")
-    figure.savefig(tmp, format="png")
-    tmp.replace(path)
+    with staged(path) as tmp:
+        figure.savefig(tmp, format="png")
 
 
 def _generator_facts(path: Path) -> dict[str, Any]:

@@ -16,12 +16,12 @@ paper's Fig. 2 and Table II (``engine/transfer.py``).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from pathlib import Path
 from typing import Optional
 
 from . import dakter_eval, transfer
+from .atomic import write_csv, write_text
 from .demo import SAMPLES, SAMPLES_DIR
 from .detect import DetectOptions, detect
 from .errors import OutputError
@@ -75,17 +75,14 @@ def leave_one_scene_out(base: Path, out: Path, options: FinetuneOptions, thresho
         rows.append(row)
         progress.log(f"{held}: Dice {row['dice_base_model']:.3f} -> {row['dice_finetuned']:.3f} fine-tuned "
                      f"(paper: base {row['dice_paper_base']:.3f}, transfer {row['dice_paper_tl']:.3f})")
-    with open(out / "loso.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(out / "loso.csv", rows)
     summary = {
         "base_model": read_card(base).name,
         "rows": rows,
         "mean": {key: round(sum(r[key] for r in rows) / len(rows), 3)
                  for key in ("dice_base_model", "dice_finetuned", "dice_paper_base", "dice_paper_tl")},
     }
-    (out / "loso.json").write_text(json.dumps(summary, indent=2))
+    write_text(out / "loso.json", json.dumps(summary, indent=2))
     return summary
 
 

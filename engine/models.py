@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,7 +23,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file, safe_open
 
 from . import __version__
-from .errors import ModelError, OutputError
+from .atomic import staged
+from .errors import ModelError
 from .samlora import SamLoRA
 
 CARD_KEY = "slick_mapper_card"
@@ -175,17 +175,8 @@ def save_model(model: torch.nn.Module, card: Any, path: str | Path, *, half: boo
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    fd, tmp = tempfile.mkstemp(prefix=".slickmapper-tmp-", suffix=".safetensors", dir=path.parent)
-    os.close(fd)
-    try:
+    with staged(path, "Choose a writable folder for the model file.") as tmp:
         save_file(state, tmp, metadata={card_key: card.to_json()})
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise OutputError(f"Cannot write the model file {path} ({exc}).", "Choose a writable folder.") from exc
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -36,6 +35,7 @@ import torch
 from PIL import Image
 
 from . import __version__
+from .atomic import write_bytes
 from .errors import InputError, OutputError
 
 FORMAT = "slick-mapper-samples"
@@ -277,10 +277,10 @@ def summary(folder: str | Path) -> dict[str, Any]:
 def _write_files(folder: Path, index: dict[str, Any], sample_id: str, tile: np.ndarray, logits: np.ndarray) -> np.ndarray:
     """Write a sample's tile and preview; returns the logits as stored (float16)."""
     logits = logits.astype(np.float16)
-    _write_atomic(folder / "tiles" / f"{sample_id}.npz", _npz_bytes(tile=tile, logits=logits))
+    _write(folder / "tiles" / f"{sample_id}.npz", _npz_bytes(tile=tile, logits=logits))
     slick = slick_index(index["classes"])
     soft = None if slick is None else _softmax(logits.astype(np.float32), index["temperature"])[slick]
-    _write_atomic(folder / "previews" / f"{sample_id}.png", _preview_png(tile, soft))
+    _write(folder / "previews" / f"{sample_id}.png", _preview_png(tile, soft))
     return logits
 
 
@@ -318,22 +318,12 @@ def _npz_bytes(**arrays: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".slickmapper-tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise OutputError(f"Cannot write {path} ({exc}).", "Check the free space and permissions of the sample folder.") from exc
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _write(path: Path, data: bytes) -> None:
+    write_bytes(path, data, "Check the free space and permissions of the sample folder.")
 
 
 def _write_index(folder: Path, index: dict[str, Any]) -> None:
-    _write_atomic(folder / INDEX, json.dumps(index, indent=1).encode())
+    _write(folder / INDEX, json.dumps(index, indent=1).encode())
 
 
 def _update_index(folder: Path, change: Callable[[dict[str, Any]], Any]) -> None:

@@ -34,7 +34,6 @@ t-interval nor 1.96 standard deviations, so we do not claim to follow it.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -47,6 +46,7 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
+from .atomic import staged, write_csv, write_text
 from .demo import SAMPLES, SAMPLES_DIR
 from .detect import DetectOptions, detect
 from .errors import InputError, OutputError
@@ -325,21 +325,6 @@ def _round(value: float) -> Optional[float]:
     return None if math.isnan(value) else round(value, 4)
 
 
-def write_csv(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
-
-
-def write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _plot(summary: list[dict], runs: list[dict], references: dict, path: Path, tile: int, pool_size: int, base_label: str) -> None:
     """Mean test Dice against N for both initialisations with their 95 % bands and every run as a dot,
     like the paper's Fig. 2; reference lines: the source model before any target training and the
@@ -372,9 +357,8 @@ def _plot(summary: list[dict], runs: list[dict], references: dict, path: Path, t
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
     figure.tight_layout()
-    tmp = path.with_name(f".{path.name}.partial")
-    figure.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    with staged(path) as tmp:
+        figure.savefig(tmp, format="png")
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:

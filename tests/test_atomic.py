@@ -1,0 +1,33 @@
+"""Atomic writes: a reader sees the old file or the whole new one, and a failed write leaves nothing behind."""
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from engine.atomic import staged, write_csv, write_text
+from engine.errors import OutputError
+
+
+def test_a_failing_writer_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "results.json"
+    write_text(target, '{"old": 1}')
+    with pytest.raises(RuntimeError), staged(target) as tmp:
+        tmp.write_text('{"new": ')  # half written, then the writer fails
+        raise RuntimeError("writer died")
+    assert target.read_text() == '{"old": 1}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+
+
+def test_an_unwritable_folder_is_an_output_error_that_says_where(tmp_path: Path) -> None:
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("")
+    with pytest.raises(OutputError, match="not_a_folder"):
+        write_text(blocker / "sub" / "results.json", "{}")
+
+
+def test_csv_rows_round_trip_with_their_header(tmp_path: Path) -> None:
+    rows = [{"n": 2, "dice": 0.25}, {"n": 8, "dice": 0.5}]
+    write_csv(tmp_path / "runs.csv", rows)
+    with open(tmp_path / "runs.csv", newline="") as handle:
+        assert list(csv.DictReader(handle)) == [{"n": "2", "dice": "0.25"}, {"n": "8", "dice": "0.5"}]
