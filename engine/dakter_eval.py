@@ -40,6 +40,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from .atomic import staged, write_csv, write_text
+from .cli_args import number_or
 from .errors import InputError, OutputError
 from .evaluate import dice_from_counts
 from .finetune import FinetuneOptions, check_options, collect_tiles, finetune, split_by_area, tileset, train_config
@@ -479,12 +480,12 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--low-res-steps", type=int, default=g.low_res_steps, help=f"generator half-size steps (default {g.low_res_steps})")
     q.add_argument("--gen-batch-size", type=int, default=g.batch_size, help=f"generator tiles per full-size step (default {g.batch_size})")
     q.add_argument("--gen-lr", type=float, default=g.lr, help=f"generator learning rate (default {g.lr:g})")
-    q.add_argument("--b", nargs="+", type=_b_value, default=[0.1, AUTO, 1.0], help="balancing factors to compare, numbers or auto (default: 0.1 auto 1)")
+    q.add_argument("--b", nargs="+", type=number_or(AUTO, AUTO), default=[0.1, AUTO, 1.0], help="balancing factors to compare, numbers or auto (default: 0.1 auto 1)")
     q.add_argument("--generators", type=Path, help="evaluate the generators an earlier run wrote (its generators/ folder) instead of training")
     q.add_argument("--n-samples", type=int, help="samples per generator (default: as many as the students' real training tiles)")
     q.add_argument("--solver", choices=list(SOLVERS), default="dpm++", help="solver of the sample sets (default dpm++)")
     q.add_argument("--solver-steps", type=int, help="its steps (default: the solver's, 20 for dpm++)")
-    q.add_argument("--student-b", nargs="*", type=_b_value, default=[AUTO], help="generators whose samples train students (default: auto)")
+    q.add_argument("--student-b", nargs="*", type=number_or(AUTO, AUTO), default=[AUTO], help="generators whose samples train students (default: auto)")
     q.add_argument("--no-eq6-control", dest="eq6_control", action="store_false", help="skip the real-only students trained with eq. 6")
     q.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="student seeds (default: 0 1 2)")
     q.add_argument("--epochs", type=int, default=r.epochs, help=f"student epochs with samples; real only gets the same steps (default {r.epochs})")
@@ -501,15 +502,6 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--device", default="auto")
     q.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     q.set_defaults(func=_run_cli)
-
-
-def _b_value(text: str) -> B:
-    if text == AUTO:
-        return AUTO
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor {AUTO}") from None
 
 
 def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:

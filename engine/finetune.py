@@ -33,6 +33,7 @@ from rasterio.windows import Window
 from shapely.geometry import shape
 
 from . import __version__
+from .cli_args import number_or
 from .distill import mixed, open_folder, sample_count, student_tiles
 from .errors import InputError, ModelError, OutputError
 from .grid import Grid, analysis_grid, open_on_grid
@@ -446,7 +447,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=20, help="most epochs; stops earlier when validation stops improving")
     p.add_argument("--batch-size", type=int, help="tiles per step (default 8 on a GPU, 4 elsewhere)")
     p.add_argument("--train-layers", choices=TRAIN_LAYERS, help="all (default on a GPU) or decoder (default elsewhere)")
-    p.add_argument("--lr", default="auto", help="learning rate, or auto for a range test (default)")
+    p.add_argument("--lr", type=number_or("auto"), help="learning rate, or auto for a range test (default)")
     p.add_argument("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu (default auto)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-fraction", type=float, default=0.25, help="share of tiles kept for validation (default 0.25)")
@@ -457,15 +458,11 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
-    try:
-        lr = None if args.lr == "auto" else float(args.lr)
-    except ValueError:
-        raise InputError(f"--lr {args.lr} is not a number.", "Give e.g. 1e-4, or auto.") from None
     options = FinetuneOptions(
         tile=args.tile,
         epochs=args.epochs,
         batch_size=args.batch_size,
-        lr=lr,
+        lr=args.lr,
         train_layers=args.train_layers,
         device=args.device,
         seed=args.seed,

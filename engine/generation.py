@@ -19,6 +19,7 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import torch
 
+from .cli_args import number_or
 from .errors import Cancelled, InputError, ModelError
 from .finetune import check_out, check_store, collect_tiles
 from .inference import pick_device
@@ -357,7 +358,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                    help=f"steps on half-size tiles first, 4x the batch (default {defaults.low_res_steps}; 0 skips)")
     p.add_argument("--batch-size", type=int, default=defaults.batch_size, help=f"tiles per full-size step (default {defaults.batch_size})")
     p.add_argument("--lr", type=float, default=defaults.lr, help=f"first-stage learning rate, halved for the second (default {defaults.lr:g})")
-    p.add_argument("--b", default="auto", help="SNR balancing factor: auto (from the tiles, default) or a number")
+    p.add_argument("--b", type=number_or("auto"), help="SNR balancing factor: auto (from the tiles, default) or a number")
     p.add_argument("--seed", type=int, default=defaults.seed, help=f"seed of the initial weights, batches and noise (default {defaults.seed})")
     p.add_argument("--device", default=defaults.device, help="auto, cuda, cuda:N, mps or cpu (default auto)")
     p.add_argument("--pixel-size", type=float, help="metres per pixel of the tiles (default: the bundled model's)")
@@ -400,10 +401,6 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _train_cli(args: argparse.Namespace, progress: Progress) -> dict:
-    try:
-        b = None if args.b == "auto" else float(args.b)
-    except ValueError:
-        raise InputError(f"--b {args.b} is not a number.", "Give e.g. 0.5, or auto.") from None
     options = GeneratorOptions(
         tile=args.tile,
         net=args.net,
@@ -411,7 +408,7 @@ def _train_cli(args: argparse.Namespace, progress: Progress) -> dict:
         low_res_steps=args.low_res_steps,
         batch_size=args.batch_size,
         lr=args.lr,
-        b=b,
+        b=args.b,
         seed=args.seed,
         device=args.device,
         pixel_size=args.pixel_size,

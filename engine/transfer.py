@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from .atomic import staged, write_csv, write_text
+from .cli_args import number_or
 from .demo import SAMPLES, SAMPLES_DIR
 from .detect import DetectOptions, detect
 from .errors import InputError, OutputError
@@ -364,7 +365,7 @@ def _plot(summary: list[dict], runs: list[dict], references: dict, path: Path, t
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     q = subparsers.add_parser("transfer", help="base vs fine-tuned-from-source models for N target tiles (the paper's Fig. 2)")
     q.add_argument("--out", type=Path, default=Path("experiment_output/transfer"), help="empty or new folder")
-    q.add_argument("--n", nargs="+", type=_size, default=[2, 8, ALL], metavar="N", help="training-set sizes, whole numbers or all (default: 2 8 all)")
+    q.add_argument("--n", nargs="+", type=number_or(ALL, ALL, int), default=[2, 8, ALL], metavar="N", help="training-set sizes, whole numbers or all (default: 2 8 all)")
     q.add_argument("--bootstraps", type=int, default=8, help="training sets drawn per N (default 8)")
     q.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="source-domain model to fine-tune (default: bundled)")
     q.add_argument("--source", type=Path, help="label store of source-domain data: pretrain on it instead of using --model's weights")
@@ -374,7 +375,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--epoch-tiles", type=int, default=32, help="augmented tiles per epoch at least, the set repeated (default 32)")
     q.add_argument("--batch-size", type=int, help="tiles per step (default 8 on a GPU, 4 elsewhere)")
     q.add_argument("--patience", type=int, default=5, help="epochs without a better validation loss before stopping")
-    q.add_argument("--lr", default=str(DEFAULT_LR), help=f"learning rate for both inits, or auto for a range test per run (default {DEFAULT_LR:g})")
+    q.add_argument("--lr", type=number_or("auto"), default=DEFAULT_LR, help=f"learning rate for both inits, or auto for a range test per run (default {DEFAULT_LR:g})")
     q.add_argument("--val-fraction", type=float, default=0.25, help="share of the pool's tiles kept for validation")
     q.add_argument("--threshold", type=float, help="default: each model's own")
     q.add_argument("--device", default="auto")
@@ -382,21 +383,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     q.set_defaults(func=_run_cli)
 
 
-def _size(text: str) -> Size:
-    if text == ALL:
-        return ALL
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither a whole number nor {ALL}") from None
-
-
 def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
-    try:
-        lr = None if args.lr == "auto" else float(args.lr)
-    except ValueError:
-        raise InputError(f"--lr {args.lr} is not a number.", "Give e.g. 1e-3, or auto.") from None
-    recipe = FinetuneOptions(tile=args.tile, epochs=args.epochs, batch_size=args.batch_size, lr=lr, train_layers="all",
+    recipe = FinetuneOptions(tile=args.tile, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, train_layers="all",
                              device=args.device, seed=args.seed, val_fraction=args.val_fraction, patience=args.patience)
     options = TransferOptions(ns=tuple(args.n), bootstraps=args.bootstraps, epoch_tiles=args.epoch_tiles, model=args.model,
                               source=args.source, encoder_weights=args.encoder_weights, threshold=args.threshold, recipe=recipe)
