@@ -18,6 +18,9 @@ What it measures, each through the project's own code path (train_generator, gen
    pool labels alone and with the samples of a generator (``finetune --generated``). Both runs of a seed
    share the validation split, and the real-only run gets as many more epochs as the generated samples add
    to an epoch, with no early stop, so the two take the same steps and keep their best-validation epoch.
+   Unlike the product's fine-tuning, the parent does not compete for "best": the question is what training
+   with and without samples teaches, and a run that handed back the parent would answer nothing (the
+   bundled model's own Dice stands beside them as the reference).
    Test Dice per scene, the mean over seeds with its 95 % t-interval, and the paired change.
 4. Speed: samples per minute of DDIM (200 steps) and DPM-Solver++ (20 steps) at several tile sizes with
    the computed-b generator's network, and for the trained size the quality figures of both solvers'
@@ -87,7 +90,8 @@ class DakterOptions:
     eq6_control: bool = True
     """Also train real-only students with the student's loss (eqs. 5-6 use it on real tiles)."""
     seeds: tuple[int, ...] = (0, 1, 2)
-    recipe: FinetuneOptions = field(default_factory=lambda: FinetuneOptions(tile=64, epochs=10, lr=DEFAULT_LR, train_layers="all"))
+    recipe: FinetuneOptions = field(default_factory=lambda: FinetuneOptions(tile=64, epochs=10, lr=DEFAULT_LR, train_layers="all",
+                                                                                   parent_competes=False))
     """The students' fine-tuning; ``epochs`` is the budget of a student with samples (see the module's docstring)."""
     model: Path = DEFAULT_MODEL
     """The model students start from, and the segmenter whose agreement with generated labels is measured."""
@@ -197,7 +201,8 @@ def dakter_experiment(out: Path, options: DakterOptions, progress: Progress) -> 
             "budget": _budget_note(generators),
             "student_budget": f"with samples: {options.recipe.epochs} epochs of {student_tiles} real + {n} generated tiles; real only: "
                               f"{_real_epochs(options.recipe.epochs, student_tiles, n)} epochs of {student_tiles} tiles; no early stop, "
-                              "best validation-loss epoch kept",
+                              "the epoch with the best validation Dice at its calibrated threshold kept"
+                              + ("; the parent competes, as in the product" if options.recipe.parent_competes else "; the parent does not compete"),
             "losses": f"{REAL}: the transfer-learning paper's (1 - a) weighted BCE + a Dice; {EQ6} and with samples: DAKTer's "
                       "eq. 6 (BCE + 0.5 Dice) on real tiles and eq. 5 (0.1 KD at T = 2 + 0.5 Dice) on generated ones",
             "enl": f"median ENL of {options.enl_window}-pixel sea windows, stretched values read as a {options.db_span:g} dB span",
@@ -269,7 +274,7 @@ def _eq6_student(options: DakterOptions, pool_store: Path, recipe: FinetuneOptio
     config = replace(train_config(card, recipe, device, layers), student=StudentLoss(temperature=TEMPERATURE))
     config.lr = recipe.lr or lr_range_test(model, train_set, config, progress)
     report = train(model, train_set, val_set, config, progress)
-    save_model(model, replace(card, name=f"{card.name}, {EQ6} control"), path)
+    save_model(model, replace(card, name=f"{card.name}, {EQ6} control", threshold=report.threshold), path)
     return {"generated": 0, "train_tiles": len(train_tiles), "val_tiles": len(val_tiles), "epochs": report.epochs_run,
             "best_epoch": report.best_epoch, "val_dice": report.val_dice, "seconds": round(time.monotonic() - started, 1)}
 

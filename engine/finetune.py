@@ -74,6 +74,8 @@ class FinetuneOptions:
     from_parent: bool = True
     """False: the base model is an untrained initialisation (experiment transfer pretraining on source
     labels), which must learn its batch-norm statistics and has no weights worth keeping."""
+    parent_competes: bool = True
+    """False: return the best trained epoch even below the parent (experiments; ``TrainConfig``)."""
 
 
 @dataclass
@@ -365,6 +367,7 @@ def train_config(card: ModelCard, options: FinetuneOptions, device: torch.device
         device=str(device),
         threshold=card.threshold,
         from_parent=options.from_parent,
+        parent_competes=options.parent_competes,
     )
 
 

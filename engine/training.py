@@ -125,6 +125,9 @@ class TrainConfig:
     """Fine-tuning a trained model on few labels rather than training one: every batch-norm layer keeps
     the parent's statistics, the parent's own weights are a candidate (epoch 0), and validation Dice at
     the calibrated threshold, not validation loss, picks the epoch and stops early. See ``train``."""
+    parent_competes: bool = True
+    """With ``from_parent``: False keeps the best trained epoch even when the parent scores higher, for
+    experiments that ask what training learnt rather than which model to hand an analyst."""
     device: str = "cpu"
     student: Optional[StudentLoss] = None
     """None: the transfer-learning paper's loss (``slick_loss``); a student's losses (eqs. 5-6) otherwise,
@@ -369,7 +372,7 @@ def train(model: torch.nn.Module, train_set: TileSet, val_set: TileSet, config: 
     def merit(scores: Validation) -> float:
         return scores.calibrated(config.threshold)[1] if config.from_parent else -scores.loss
 
-    start = validate(model, val_set, config) if config.from_parent else None
+    start = validate(model, val_set, config) if config.from_parent and config.parent_competes else None
     best = (merit(start), 0, copy.deepcopy(model.state_dict()), start) if start else (-math.inf, 0, None, None)
     stale = 0
     history: list[dict] = []

@@ -275,6 +275,19 @@ def test_fine_tuning_keeps_the_parent_when_no_epoch_beats_it():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+def test_an_experiment_can_keep_the_best_trained_epoch_below_the_parent():
+    """The same perfect parent with ``parent_competes=False``: a trained epoch comes back, and the weights moved."""
+    rng = np.random.default_rng(1)
+    slick = rng.random((8, 32, 32)) < 0.2
+    data = _probability_tiles(np.where(slick, rng.uniform(0.6, 1, slick.shape), rng.uniform(0, 0.4, slick.shape)), slick)
+    model = _Probability()
+    before = copy.deepcopy(model.state_dict())
+    report = train(model, data, data, TrainConfig(epochs=3, batch_size=4, lr=0.5, patience=5, from_parent=True, parent_competes=False))
+    assert report.best_epoch >= 1
+    assert report.val_dice_calibrated == max(h["val_dice_calibrated"] for h in report.history)
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
 def test_fine_tuning_keeps_the_parent_s_batch_norm_statistics():
     model = _Probability()
     x = torch.rand(4, 1, 8, 8) + 2
