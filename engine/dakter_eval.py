@@ -512,7 +512,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
     generator = GeneratorOptions(tile=args.tile, net=args.net, steps=args.steps, low_res_steps=args.low_res_steps, batch_size=args.gen_batch_size,
                                  lr=args.gen_lr, seed=args.seed, device=args.device)
-    recipe = FinetuneOptions(tile=args.tile, epochs=args.epochs, lr=args.lr, train_layers=args.train_layers, batch_size=args.batch_size, device=args.device)
+    recipe = replace(DakterOptions().recipe, tile=args.tile, epochs=args.epochs, lr=args.lr, train_layers=args.train_layers, batch_size=args.batch_size,
+                     device=args.device)
     options = DakterOptions(generator=generator, b_values=tuple(args.b), generators=args.generators, eq6_control=args.eq6_control, n_samples=args.n_samples, solver=args.solver, solver_steps=args.solver_steps,
                             student_b=tuple(args.student_b), seeds=tuple(args.seeds), recipe=recipe, model=args.model,
                             quality_samples=args.quality_samples, speed_sizes=tuple(args.speed_sizes), speed_samples=tuple(args.speed_samples),
