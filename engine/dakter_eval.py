@@ -52,9 +52,9 @@ from .inference import Predictor, pick_device
 from .joint_ddpm import NETS, SOLVERS, JointSet, balancing_factor, load_generator, read_generator_card, sample, unet_config
 from .labels import read_store
 from .losses import StudentLoss
-from .models import DEFAULT_MODEL, load_model, read_card, save_model
+from .models import DEFAULT_MODEL, load_model, read_card, save_model, slick_index
 from .progress import Progress
-from .samples import TEMPERATURE, load_samples, slick_index
+from .samples import TEMPERATURE, load_samples
 from .training import lr_range_test, train
 from .sar_stats import DB_SPAN, ENL_WINDOW, enl, histogram_distance, psd_distance
 from .transfer import DEFAULT_LR, POOL, TEST, label_store, paper_test_dice, score_test_scenes, t_interval
@@ -485,6 +485,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--low-res-steps", type=int, default=g.low_res_steps, help=f"generator half-size steps (default {g.low_res_steps})")
     q.add_argument("--gen-batch-size", type=int, default=g.batch_size, help=f"generator tiles per full-size step (default {g.batch_size})")
     q.add_argument("--gen-lr", type=float, default=g.lr, help=f"generator learning rate (default {g.lr:g})")
+    q.add_argument("--slick-share", type=number_or("uniform"), default=g.slick_share,
+                   help=f"share of generator batches from tiles with a slick, or uniform (default {g.slick_share})")
     q.add_argument("--b", nargs="+", type=number_or(AUTO, AUTO), default=[0.1, AUTO, 1.0], help="balancing factors to compare, numbers or auto (default: 0.1 auto 1)")
     q.add_argument("--generators", type=Path, help="evaluate the generators an earlier run wrote (its generators/ folder) instead of training")
     q.add_argument("--n-samples", type=int, help="samples per generator (default: as many as the students' real training tiles)")
@@ -511,7 +513,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
     generator = GeneratorOptions(tile=args.tile, net=args.net, steps=args.steps, low_res_steps=args.low_res_steps, batch_size=args.gen_batch_size,
-                                 lr=args.gen_lr, seed=args.seed, device=args.device)
+                                 lr=args.gen_lr, slick_share=args.slick_share, seed=args.seed, device=args.device)
     recipe = replace(DakterOptions().recipe, tile=args.tile, epochs=args.epochs, lr=args.lr, train_layers=args.train_layers, batch_size=args.batch_size,
                      device=args.device)
     options = DakterOptions(generator=generator, b_values=tuple(args.b), generators=args.generators, eq6_control=args.eq6_control, n_samples=args.n_samples, solver=args.solver, solver_steps=args.solver_steps,

@@ -28,7 +28,7 @@ import torch
 from . import samples
 from .errors import InputError, ModelError
 from .losses import StudentLoss
-from .models import ModelCard
+from .models import ModelCard, slick_index
 from .progress import Progress
 from .training import TileSet
 
@@ -61,13 +61,13 @@ def open_folder(folder: str | Path, card: ModelCard, tile: int, progress: Progre
             f"The samples in {path} are {size}-pixel tiles; this fine-tuning cuts {tile}-pixel tiles.",
             f"Fine-tune at the samples' size (--tile {size}), or use samples of a generator trained with --tile {tile}.",
         )
-    student = samples.slick_index(card.classes)
+    student = slick_index(card.classes)
     if student is None:
         raise ModelError(
             f"The model {card.name} predicts {' / '.join(card.classes)}, not slick; generated samples teach slick.",
             "Pick a water/slick model.",
         )
-    slick = samples.slick_index(classes)
+    slick = slick_index(classes)
     if slick is None or len(classes) < 2:
         raise InputError(
             f"The samples in {path} are of the classes {', '.join(classes)}: none of them is a slick for the model to learn.",

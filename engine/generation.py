@@ -64,6 +64,8 @@ class GeneratorOptions:
     lr: float = 2e-4
     b: Optional[float] = None
     """None: from the training tiles (eq. 16); a number for the paper's ablation (0.1, 1, 2)."""
+    slick_share: Optional[float] = GeneratorTraining.slick_share
+    """Share of each batch from tiles with a slick (``GeneratorTraining.slick_share``); None: uniform."""
     seed: int = 0
     device: str = "auto"
     pixel_size: Optional[float] = None
@@ -118,6 +120,7 @@ def train_generator(
         low_res_steps=options.low_res_steps,
         batch_size=options.batch_size,
         lr=options.lr,
+        slick_share=options.slick_share,
         seed=options.seed,
         device=str(device),
     )
@@ -340,6 +343,8 @@ def _check_training_options(options: GeneratorOptions) -> None:
         raise InputError(f"Learning rate {options.lr} must be positive.", "E.g. --lr 2e-4.")
     if options.b is not None and not options.b > 0:
         raise InputError(f"Balancing factor b = {options.b} must be positive.", "Give e.g. --b 0.5, or --b auto.")
+    if options.slick_share is not None and not 0 < options.slick_share < 1:
+        raise InputError(f"Slick share {options.slick_share} must lie between 0 and 1.", "Give e.g. --slick-share 0.5, or --slick-share uniform.")
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -359,6 +364,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=defaults.batch_size, help=f"tiles per full-size step (default {defaults.batch_size})")
     p.add_argument("--lr", type=float, default=defaults.lr, help=f"first-stage learning rate, halved for the second (default {defaults.lr:g})")
     p.add_argument("--b", type=number_or("auto"), help="SNR balancing factor: auto (from the tiles, default) or a number")
+    p.add_argument("--slick-share", type=number_or("uniform"), default=defaults.slick_share,
+                   help=f"share of each batch from tiles with a slick, or uniform (default {defaults.slick_share})")
     p.add_argument("--seed", type=int, default=defaults.seed, help=f"seed of the initial weights, batches and noise (default {defaults.seed})")
     p.add_argument("--device", default=defaults.device, help="auto, cuda, cuda:N, mps or cpu (default auto)")
     p.add_argument("--pixel-size", type=float, help="metres per pixel of the tiles (default: the bundled model's)")
@@ -409,6 +416,7 @@ def _train_cli(args: argparse.Namespace, progress: Progress) -> dict:
         batch_size=args.batch_size,
         lr=args.lr,
         b=args.b,
+        slick_share=args.slick_share,
         seed=args.seed,
         device=args.device,
         pixel_size=args.pixel_size,

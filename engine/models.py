@@ -33,6 +33,14 @@ GENERATOR_CARD_KEY = "slick_mapper_generator"
 ever listed or loaded as a segmentation model."""
 BINARY_CLASSES = ["water", "slick"]
 OSD_CLASSES = ["sea", "oil", "look-alike", "ship", "land"]
+
+
+def slick_index(classes: list[str]) -> Optional[int]:
+    """The slick class among ``classes`` (``slick``, or the OSD dataset's ``oil``); None when there is none."""
+    for name in ("slick", "oil"):
+        if name in classes:
+            return classes.index(name)
+    return None
 """The five classes of the Oil Spill Detection dataset used by the DAKTer paper."""
 
 ARCHITECTURES: dict[str, Callable[..., torch.nn.Module]] = {
@@ -91,7 +99,10 @@ class ModelCard:
 
     @property
     def slick_index(self) -> int:
-        return self.classes.index("slick") if "slick" in self.classes else self.classes.index("oil")
+        index = slick_index(self.classes)
+        if index is None:
+            raise ModelError(f"The model {self.name} has no slick class ({', '.join(self.classes)}).", "Choose a slick segmentation model.")
+        return index
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -37,6 +37,7 @@ from PIL import Image
 from . import __version__
 from .atomic import write_bytes
 from .errors import InputError, OutputError
+from .models import slick_index
 
 FORMAT = "slick-mapper-samples"
 VERSION = 1
@@ -282,14 +283,6 @@ def _write_files(folder: Path, index: dict[str, Any], sample_id: str, tile: np.n
     soft = None if slick is None else _softmax(logits.astype(np.float32), index["temperature"])[slick]
     _write(folder / "previews" / f"{sample_id}.png", _preview_png(tile, soft))
     return logits
-
-
-def slick_index(classes: list[str]) -> Optional[int]:
-    """The slick class among ``classes`` (``slick``, or the OSD dataset's ``oil``); None when there is none."""
-    for name in ("slick", "oil"):
-        if name in classes:
-            return classes.index(name)
-    return None
 
 
 def _softmax(logits: np.ndarray, temperature: float) -> np.ndarray:

@@ -151,6 +151,19 @@ def test_joint_loss_falls_on_a_tiny_five_class_set_and_training_is_seeded():
     assert torch.allclose(torch.softmax(logits / 2, 1).sum(1), torch.ones(2, 8, 8))
 
 
+def test_batches_draw_slick_tiles_at_the_asked_share():
+    # Ten tiles, one of which holds a slick: uniform batches would draw it a tenth of the time.
+    labels = np.zeros((10, 8, 8), dtype=np.int64)
+    labels[3, 2:4, 2:4] = 1
+    data = JointSet.from_arrays(np.full((10, 8, 8), 100.0), labels, np.ones((10, 8, 8)), 2)
+    draws = torch.multinomial(GeneratorTraining(slick_share=0.5).tile_weights(data, 1), 20_000, replacement=True,
+                              generator=torch.Generator().manual_seed(0))
+    assert 0.48 < float((draws == 3).float().mean()) < 0.52
+    assert torch.equal(GeneratorTraining(slick_share=None).tile_weights(data, 1), torch.ones(10, dtype=torch.float64))
+    no_slick = JointSet.from_arrays(np.full((4, 8, 8), 100.0), np.zeros((4, 8, 8), dtype=np.int64), np.ones((4, 8, 8)), 2)
+    assert torch.equal(GeneratorTraining().tile_weights(no_slick, 1), torch.ones(4, dtype=torch.float64))
+
+
 def test_generator_trains_from_a_real_label_store(generator, arctic_store):
     card = read_generator_card(generator)
     data, skipped, scenes = training_tiles(read_store(arctic_store), 32, 25.0, Progress())
@@ -161,7 +174,7 @@ def test_generator_trains_from_a_real_label_store(generator, arctic_store):
     training = card.training
     assert training["labels"]["sha256"] == read_store(arctic_store).sha256 and training["train_tiles"] == 576
     assert training["b_from"] == "tiles" and [h["stage"] for h in training["history"]][-1] == "training"
-    assert training["steps"] == 3 and training["low_res_steps"] == 3 and training["seed"] == 0
+    assert training["steps"] == 3 and training["low_res_steps"] == 3 and training["seed"] == 0 and training["slick_share"] == 0.5
     # Never mistaken for a segmentation model, nor listed as one.
     with pytest.raises(ModelError, match="sample generator, not a segmentation model"):
         read_card(generator)
@@ -279,6 +292,8 @@ def test_bad_generators_and_folders_are_refused_before_work(tmp_path, generator,
     assert existing.read_bytes() == b"someone's generator"
     with pytest.raises(InputError, match="Tile size 34 does not fit this network: it must be a multiple of 4"):
         train_generator(arctic_store, tmp_path / "a.safetensors", GeneratorOptions(**{**TINY, "tile": 34}))
+    with pytest.raises(InputError, match="Slick share 1.0 must lie between 0 and 1"):
+        train_generator(arctic_store, tmp_path / "a.safetensors", GeneratorOptions(**{**TINY, "slick_share": 1.0}))
     # A segmentation model, or a generator file of another format version, is no generator.
     model = model_factory(tmp_path / "model.safetensors", tile_size=256)
     with pytest.raises(ModelError, match="segmentation model, not a sample generator"):
