@@ -56,6 +56,8 @@ class SlickMapperDock(QgsDockWidget):
         self._iface.mapCanvas().currentLayerChanged.connect(self._follow_active_layer)
         self._refresh_scenes()
         self._follow_active_layer(self._iface.activeLayer())
+        # The combo box chose its scene while being built, before anything listened: look that one up too.
+        self._scene_changed(self.layer_combo.currentLayer())
         self._start(MODELS, "Slick Mapper: listing models", self._models_listed)
 
     # ---- building the panel -------------------------------------------------------------------------
@@ -158,6 +160,9 @@ class SlickMapperDock(QgsDockWidget):
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QScrollArea.NoFrame)
         scroll.setWidget(body)
+        # QGIS opens a dock at its own width (about 300 px): without this, the panel's right edge hides
+        # behind a horizontal scroll bar until the analyst widens it.
+        scroll.setMinimumWidth(body.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width())
         self.setWidget(scroll)
 
     # ---- tasks ---------------------------------------------------------------------------------------
@@ -249,7 +254,8 @@ class SlickMapperDock(QgsDockWidget):
         models: List[Dict[str, Any]] = list(result.data.get("models") or []) if result.ok else []
         for model in models:
             self.model_combo.addItem(self._model_title(model), model)
-            self.model_combo.setItemData(self.model_combo.count() - 1, self._model_text(model), Qt.ToolTipRole)
+            tip = "\n".join(filter(None, (self._model_text(model), self._model_provenance(model))))
+            self.model_combo.setItemData(self.model_combo.count() - 1, tip, Qt.ToolTipRole)
         if not models:
             self.model_combo.addItem("Engine default", None)
             if not result.ok:
@@ -271,12 +277,17 @@ class SlickMapperDock(QgsDockWidget):
     def _model_text(model: Dict[str, Any]) -> str:
         dice = model.get("dice")
         dice_text = f"Dice {dice:.2f}" if isinstance(dice, (int, float)) else "Dice not measured"
+        return (f"{model.get('architecture')} / {model.get('encoder')}, tiles {model.get('tile_size')} px, "
+                f"{model.get('mode') or ''} {model.get('polarisation') or ''}. {dice_text}.")
+
+    @staticmethod
+    def _model_provenance(model: Dict[str, Any]) -> str:
+        """How the model was made, for its tooltip: long (the command line, the machine), rarely read."""
         provenance = model.get("provenance") or ""
         if isinstance(provenance, dict):
-            provenance = "; ".join(f"{key}: {value}" for key, value in provenance.items()
-                                   if isinstance(value, (str, int, float)))
-        return (f"{model.get('architecture')} / {model.get('encoder')}, tiles {model.get('tile_size')} px, "
-                f"{model.get('mode') or ''} {model.get('polarisation') or ''}. {dice_text}. {provenance}").strip()
+            provenance = "\n".join(f"{key}: {value}" for key, value in provenance.items()
+                                    if isinstance(value, (str, int, float)))
+        return str(provenance)
 
     def _current_model(self) -> Optional[Dict[str, Any]]:
         return self.model_combo.currentData()
@@ -284,6 +295,7 @@ class SlickMapperDock(QgsDockWidget):
     def _model_changed(self) -> None:
         model = self._current_model()
         self.model_details.setText(self._model_text(model) if model else "The engine's bundled model.")
+        self.model_details.setToolTip(self._model_provenance(model) if model else "")
         self.finetune_panel.model_changed()
         self._show_scene()
 

@@ -12,7 +12,7 @@ from qgis.PyQt.QtWidgets import QDockWidget
 from slick_plugin import classFactory, settings
 from slick_plugin.commands import DetectParameters
 
-from .conftest import REPO
+from .conftest import REPO, add_scene
 
 
 def test_plugin_loads_and_unloads_cleanly(iface, qtbot) -> None:
@@ -67,6 +67,21 @@ def test_the_plugin_never_imports_torch_or_the_engine() -> None:
             "print(bad); sys.exit(1 if bad else 0)")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_dock_opened_over_a_loaded_scene_reads_it_and_fits_its_width(plugin, iface, qtbot, tmp_path) -> None:
+    # The analyst loads a scene first, then opens the dock: its scene facts must arrive all the same.
+    add_scene(tmp_path, iface)
+    plugin.action.trigger()
+    dock = plugin.dock
+    qtbot.waitUntil(lambda: not dock._tasks, timeout=60_000)
+    assert "EPSG:32636" in dock.scene_info.text() and "25.0 m" in dock.scene_info.text()
+    assert "Reading the scene" not in dock.scene_info.text()
+    # Opened at QGIS's narrow default, the panel still shows its whole width, without a horizontal scroll bar.
+    dock.resize(200, 600)
+    QCoreApplication.processEvents()
+    scroll = dock.widget()
+    assert scroll.viewport().width() >= scroll.widget().minimumSizeHint().width()
 
 
 def test_check_engine_shows_what_the_worker_sees(dock, iface, qtbot) -> None:
