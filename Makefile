@@ -8,7 +8,7 @@ APT_PACKAGES := python3-qgis qgis-providers xvfb python3-venv
 export QT_QPA_PLATFORM ?= offscreen
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: all system venv demo test bench qgis plugin clean
+.PHONY: all system venv demo test bench qgis screenshot desktop plugin clean
 
 all: test
 
@@ -38,9 +38,15 @@ bench: venv
 	$(PY) benchmarks/generate_bench.py
 
 # Desktop QGIS with the plugin loaded from this checkout (development).
-qgis: venv
-	@command -v qgis >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qgis; }
+qgis: desktop
 	$(PY) tools/qgis_dev.py
+
+# docs/qgis_desktop.png: the real QGIS window after a detection from the dock, on a virtual screen.
+screenshot: desktop
+	$(PY) tools/desktop_screenshot.py
+
+desktop: venv
+	@command -v qgis >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qgis; }
 
 plugin:
 	$(SYS_PY) build.py

@@ -20,6 +20,11 @@ PROFILE = "slick-mapper-dev"
 PLUGIN = "slick_mapper"
 
 
+def profile_folder(profiles_path: Path, name: str) -> Path:
+    """Where ``qgis --profiles-path PROFILES --profile NAME`` keeps that profile: QGIS adds ``profiles/``."""
+    return profiles_path / "profiles" / name
+
+
 def link_plugin(plugins: Path) -> Path:
     """(Re)create ``plugins/slick_mapper`` as a folder of symlinks shaped like the zip's top folder."""
     folder = plugins / PLUGIN
@@ -54,7 +59,7 @@ def main() -> None:
     qgis = shutil.which("qgis")
     if qgis is None:
         sys.exit("Desktop QGIS is not installed: run `make qgis` (it installs Debian's qgis) or `apt-get install qgis`.")
-    profile = PROFILES / PROFILE
+    profile = profile_folder(PROFILES, PROFILE)
     link_plugin(profile / "python" / "plugins")
     enable_plugin(profile)
     print(f"Starting QGIS with profile {profile} (plugin linked from {ROOT})", file=sys.stderr)

@@ -1,0 +1,69 @@
+"""Run inside desktop QGIS by tools/desktop_screenshot.py (``qgis --code``): detect, then grab the window.
+
+QGIS runs ``--code`` before its plugins have started, so every step polls from the event loop instead
+of assuming that anything is there yet; the whole session gives up after a few minutes. It exits with
+``os._exit`` so that no "save the project?" question can keep a virtual screen open forever.
+"""
+
+import os
+import time
+
+from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
+from qgis.PyQt.QtCore import QTimer
+from qgis.utils import iface, plugins
+
+SCENE = os.environ["SLICK_SHOT_SCENE"]
+OUT = os.environ["SLICK_SHOT_OUT"]
+STARTED = time.monotonic()
+GIVE_UP_S = 180
+state = {}
+
+
+def later(step, ms=500):
+    if time.monotonic() - STARTED > GIVE_UP_S:
+        print(f"screenshot session: gave up waiting in {step.__name__}", flush=True)
+        os._exit(3)
+    QTimer.singleShot(ms, step)
+
+
+def wait_for_plugin():
+    plugin = plugins.get("slick_mapper")
+    if plugin is None or plugin.action is None:
+        return later(wait_for_plugin)
+    window = iface.mainWindow()
+    window.resize(1600, 1000)
+    window.showMaximized()
+    layer = QgsRasterLayer(SCENE, "sample_1 (Sentinel-1 EW HH, 25 m)")
+    QgsProject.instance().addMapLayer(layer)
+    iface.setActiveLayer(layer)
+    plugin.action.setChecked(True)
+    state["plugin"], state["scene"] = plugin, layer
+    later(press_detect, 3000)
+
+
+def press_detect():
+    dock = state["plugin"].dock
+    if dock is None or dock.model_combo.count() == 0 or not dock.run_controls.run_button.isEnabled():
+        return later(press_detect)
+    dock.run_controls.run_button.click()
+    state["layers"] = len(QgsProject.instance().mapLayers())
+    later(wait_for_result, 2000)
+
+
+def wait_for_result():
+    if len(QgsProject.instance().mapLayers()) <= state["layers"] or QgsApplication.taskManager().countActiveTasks():
+        return later(wait_for_result)
+    iface.mapCanvas().setExtent(state["scene"].extent())  # now that the window has its final size
+    iface.mapCanvas().refreshAllLayers()
+    later(grab, 4000)
+
+
+def grab():
+    if iface.mapCanvas().isDrawing():
+        return later(grab)
+    iface.mainWindow().grab().save(OUT)
+    print(f"screenshot session: saved {OUT}", flush=True)
+    os._exit(0)
+
+
+later(wait_for_plugin)
