@@ -204,7 +204,7 @@ def dakter_experiment(out: Path, options: DakterOptions, progress: Progress) -> 
                               "the epoch with the best validation Dice at its calibrated threshold kept"
                               + ("; the parent competes, as in the product" if options.recipe.parent_competes else "; the parent does not compete"),
             "losses": f"{REAL}: the transfer-learning paper's (1 - a) weighted BCE + a Dice; {EQ6} and with samples: DAKTer's "
-                      "eq. 6 (BCE + 0.5 Dice) on real tiles and eq. 5 (0.1 KD at T = 2 + 0.5 Dice) on generated ones",
+                      "eq. 6 (slick-weighted BCE + 0.5 Dice) on real tiles and eq. 5 (0.1 KD at T = 2 + 0.5 Dice) on generated ones",
             "enl": f"median ENL of {options.enl_window}-pixel sea windows, stretched values read as a {options.db_span:g} dB span",
             "agreement": "slick Dice between a segmenter's prediction (probability > threshold) and the tile's label, pooled over the tiles' known pixels",
             "segmenters": {"bundled": str(options.model), "student": "the real-only student of the first seed"},

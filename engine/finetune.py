@@ -9,7 +9,7 @@ straddling the border do not leak. The parent model file is only read; the new o
 training succeeded, atomically, so a failed or cancelled run leaves no file.
 
 With a sample folder (``generated``), the model is trained as DAKTer's student (engine/distill.py): its
-training tiles are joined by generated ones, real tiles then take eq. 6 (CE + Dice) and generated ones
+training tiles are joined by generated ones, real tiles then take eq. 6 (slick-weighted CE + Dice) and generated ones
 eq. 5 (KD + Dice) in place of the transfer-learning paper's loss. Validation stays on real tiles only.
 """
 

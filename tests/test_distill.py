@@ -148,7 +148,9 @@ def test_student_loss_weights_each_kind_by_its_share_and_ignores_unknown_pixels(
     loss = StudentLoss(temperature=2.0)
     assert (loss.ce, loss.kd, loss.dice) == (1.0, 0.1, 0.5)  # supplementary B.2
     r, g = ~kind, kind
-    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits[r], target[r], reduction="none")
+    # Eq. 6's CE weights slick pixels by the sea-to-slick ratio of the real tiles' known pixels.
+    slick, known = (target[r] * valid[r]).sum(), valid[r].sum()
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits[r], target[r], pos_weight=(known - slick) / slick, reduction="none")
     eq6 = (bce * valid[r]).sum() / valid[r].sum() + 0.5 * soft_dice_loss(logits[r], target[r], valid[r])
     eq5 = 0.1 * distillation_loss(logits[g], soft[g], valid[g], 2.0) + 0.5 * soft_dice_loss(logits[g], target[g], valid[g])
     assert float(loss(logits, target, valid, soft, kind)) == pytest.approx(float(0.5 * eq6 + 0.5 * eq5), rel=1e-6)
