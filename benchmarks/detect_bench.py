@@ -25,7 +25,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -42,6 +41,8 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+import report  # noqa: E402
 
 GB = 1e9
 RANDOM_HEAD_BIAS = -4.0
@@ -77,30 +78,6 @@ def cpu_seconds() -> float:
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def machine_info(device: torch.device) -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    info = {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "device": str(device),
-        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
 
 
 class StageClock:
@@ -319,7 +296,7 @@ def _child_main(payload: str) -> None:
     t = time.perf_counter()
     result = detect(args["scene"], args["out"], options)
     seconds = time.perf_counter() - t
-    report = {
+    figures = {
         "peak_rss_bytes": peak_rss_bytes(),
         "baseline_rss_bytes": (baseline or 0) * 1024,
         "seconds": seconds,
@@ -329,8 +306,8 @@ def _child_main(payload: str) -> None:
         "device": result.device,
     }
     if torch.cuda.is_available() and result.device.startswith("cuda"):
-        report["cuda_peak_allocated_bytes"] = torch.cuda.max_memory_allocated()
-    print("CHILD_RESULT " + json.dumps(report), flush=True)
+        figures["cuda_peak_allocated_bytes"] = torch.cuda.max_memory_allocated()
+    print("CHILD_RESULT " + json.dumps(figures), flush=True)
 
 
 def detect_in_child(scene: Path, out: Path, model: Path, device: str) -> dict:
@@ -374,14 +351,14 @@ def main() -> int:
     variants_on = not args.no_variants
 
     from engine.detect import DEFAULT_OVERLAP, DetectOptions, detect
-    from engine.inference import Predictor, fast_dtype, pick_device
+    from engine.inference import Predictor, pick_device
     from engine.models import ModelCard, build_model, load_model
     from engine.progress import Progress
     from engine.tiling import count_tiles, tile_starts
 
     device = pick_device(args.device)
     started = time.perf_counter()
-    results: dict = {"machine": machine_info(device), "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not k.startswith("_")}}
+    results: dict = {"machine": report.machine(device), "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not k.startswith("_")}}
     figures: list[tuple[str, str, str, str]] = []  # (figure, value, target, met)
 
     def log(msg: str) -> None:
@@ -571,11 +548,9 @@ def main() -> int:
         if args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
 
-    results["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     results["total_s"] = round(time.perf_counter() - started, 1)
     results["table"] = [dict(zip(("figure", "value", "target", "met"), row)) for row in figures]
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2, default=str))
+    report.finish(results, args.json)
     print_table(results, figures)
     print(f"\nwritten {args.json}")
     return 0
@@ -647,13 +622,7 @@ def print_table(results: dict, figures: list[tuple[str, str, str, str]]) -> None
     print(f"model:   {results['model']['source']}")
     print(f"load average start {m['loadavg_start'][0]}, end {m['loadavg_end'][0]}; "
           f"CPU share during fig 1: {results.get('pipeline', {}).get('cpu_share_of_threads')}; total {results['total_s']:.0f} s")
-    headers = ("figure", "value", "target", "met")
-    widths = [max(len(h), *(len(row[i]) for row in figures)) for i, h in enumerate(headers)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
-    print("\n" + line + "\n" + "-" * len(line))
-    for row in figures:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
-
+    report.print_table(("figure", "value", "target", "met"), figures)
 
 if __name__ == "__main__":
     sys.exit(main())

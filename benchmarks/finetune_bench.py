@@ -26,9 +26,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import os
-import platform
 import resource
 import shutil
 import statistics
@@ -45,6 +42,8 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import rasterio  # noqa: E402
 import torch  # noqa: E402
+
+import report  # noqa: E402
 from rasterio.windows import Window  # noqa: E402
 
 from engine.evaluate import align_to_grid, read_label_mask, slick_dice_arrays  # noqa: E402
@@ -71,36 +70,6 @@ PANEL = FinetuneParameters(base="", store="", out="", device=settings.DEVICE.def
 
 
 # --- machine ----------------------------------------------------------------------------------------
-
-
-def cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def machine_info() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    flags = cpu_flags()
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "bf16_cpu_flags": sorted(flags & {"avx512_bf16", "amx_bf16", "amx_tile"}),
-        "onednn_bf16_supported": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
-        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
-    }
 
 
 # --- scene and labels -------------------------------------------------------------------------------
@@ -287,7 +256,7 @@ def main() -> int:
     def log(message: str) -> None:
         print(f"[{time.perf_counter() - started:6.0f}s] {message}", flush=True)
 
-    results: dict = {"machine": machine_info(), "scene": f"{size} x {size} synthetic EW_HH 25 m, {SEEPS} seeps, seed {args.seed}"}
+    results: dict = {"machine": report.machine(), "scene": f"{size} x {size} synthetic EW_HH 25 m, {SEEPS} seeps, seed {args.seed}"}
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="finetune_bench_"))
     work.mkdir(parents=True, exist_ok=True)
     runner = EngineRunner(default_engine_python(), engine_root())
@@ -308,13 +277,13 @@ def main() -> int:
         finetune = FinetuneParameters(base=str(DEFAULT_MODEL), store=str(store), out=str(model_path), epochs=PANEL.epochs,
                                       tile=PANEL.tile, train_layers=PANEL.train_layers, device=PANEL.device)
         ft_result, ft_seconds, ft_cpu, ft_timeline = run_engine(runner, finetune.command())
-        report = ft_result.data
+        outcome = ft_result.data
         range_steps = ft_timeline.last_done.get("lr range test", 0)
-        log(f"  fine-tuned in {ft_seconds:.1f} s: {report['train_tiles']} + {report['val_tiles']} tiles, "
-            f"{report['epochs_run']} epochs, layers {report['train_layers']}, lr {report['lr']:.2e} after {range_steps} range-test steps; "
-            f"timings {report['timings']}")
-        if report["train_tiles"] + report["val_tiles"] != BLOCK[0] * BLOCK[1]:
-            raise SystemExit(f"The store covers {report['train_tiles'] + report['val_tiles']} tiles, not {BLOCK[0] * BLOCK[1]}.")
+        log(f"  fine-tuned in {ft_seconds:.1f} s: {outcome['train_tiles']} + {outcome['val_tiles']} tiles, "
+            f"{outcome['epochs_run']} epochs, layers {outcome['train_layers']}, lr {outcome['lr']:.2e} after {range_steps} range-test steps; "
+            f"timings {outcome['timings']}")
+        if outcome["train_tiles"] + outcome["val_tiles"] != BLOCK[0] * BLOCK[1]:
+            raise SystemExit(f"The store covers {outcome['train_tiles'] + outcome['val_tiles']} tiles, not {BLOCK[0] * BLOCK[1]}.")
         det_result, det_seconds, det_cpu, det_timeline = run_engine(runner, detect_command(scene, work / "detections", "finetuned", str(model_path)))
         loop = ft_seconds + det_seconds
         # Each engine process runs its own torch threads; on a machine to itself it gets about that many cores.
@@ -323,23 +292,23 @@ def main() -> int:
         detect_stages = det_timeline.stages(det_timeline.start + det_seconds)
         log(f"  detection in {det_seconds:.1f} s ({det_result.data['tiles']} tiles of {settings.TILE.default}); stages {detect_stages}")
         log(f"loop {loop:.1f} s; Dice outside the labels: bundled {base_dice['dice']:.3f}, fine-tuned {tuned_dice['dice']:.3f}")
-        engine_ft = float(report["seconds"])
+        engine_ft = float(outcome["seconds"])
         results["loop"] = {
             "seconds": round(loop, 2), "target_s": TARGET_S, "engine_cpu_s": round(ft_cpu + det_cpu, 1),
             "cpu_share_of_threads": round(cpu_share, 3),
             "finetune": {"wall_s": round(ft_seconds, 2), "engine_s": engine_ft,
-                         "startup_s": round(ft_seconds - engine_ft, 2), "engine_timings_s": report["timings"],
-                         "train_tiles": report["train_tiles"], "val_tiles": report["val_tiles"],
-                         "epochs_run": report["epochs_run"], "best_epoch": report["best_epoch"], "lr": report["lr"],
+                         "startup_s": round(ft_seconds - engine_ft, 2), "engine_timings_s": outcome["timings"],
+                         "train_tiles": outcome["train_tiles"], "val_tiles": outcome["val_tiles"],
+                         "epochs_run": outcome["epochs_run"], "best_epoch": outcome["best_epoch"], "lr": outcome["lr"],
                          "lr_range_test_steps": range_steps,
-                         "train_layers": report["train_layers"], "device": report["device"],
-                         "val_dice_before": report["val_dice_before"], "val_dice_after": report["val_dice_after"]},
+                         "train_layers": outcome["train_layers"], "device": outcome["device"],
+                         "val_dice_before": outcome["val_dice_before"], "val_dice_after": outcome["val_dice_after"]},
             "detect": {"wall_s": round(det_seconds, 2), "engine_s": det_result.data["seconds"], "stages_s": detect_stages,
                        "tiles": det_result.data["tiles"], "tile": settings.TILE.default, "overlap": settings.OVERLAP.default},
             "bundled_detect_wall_s": round(base_seconds, 2),
         }
         results["dice_outside_labels"] = {"bundled": base_dice, "finetuned": tuned_dice, "block": block}
-        t = report["timings"]
+        t = outcome["timings"]
         figures += [
             ("1 loop: Fine-tune -> refreshed prediction", f"{loop:.1f} s", f"<= {TARGET_S:.0f} s"),
             ("    CPU the engine got / its threads' share", f"{cpu_share:.0%} ({ft_cpu + det_cpu:.0f} CPU-s)", "100% = no contention"),
@@ -347,13 +316,13 @@ def main() -> int:
             ("    tile cutting (statistics, labels, split)", f"{t['tiles']:.1f} s", ""),
             ("    parent model load and its validation Dice", f"{t['parent']:.1f} s", ""),
             (f"    learning-rate range test ({range_steps} steps)", f"{t['lr_range_test']:.1f} s", ""),
-            (f"    epochs ({report['epochs_run']}, best {report['best_epoch']})", f"{t['epochs']:.1f} s", ""),
+            (f"    epochs ({outcome['epochs_run']}, best {outcome['best_epoch']})", f"{t['epochs']:.1f} s", ""),
             ("    validation after each epoch", f"{t['validation']:.1f} s", ""),
             ("    saving the model", f"{t['saving']:.1f} s", ""),
             (f"    detection {size}^2 ({det_result.data['tiles']} tiles of {settings.TILE.default})", f"{det_seconds:.1f} s", ""),
             ("2 Dice outside the labels: bundled model", f"{base_dice['dice']:.3f}", ""),
             ("2 Dice outside the labels: fine-tuned model", f"{tuned_dice['dice']:.3f}", ""),
-            ("  validation Dice parent -> fine-tuned", f"{report['val_dice_before']:.3f} -> {report['val_dice_after']:.3f}", ""),
+            ("  validation Dice parent -> fine-tuned", f"{outcome['val_dice_before']:.3f} -> {outcome['val_dice_after']:.3f}", ""),
         ]
 
         log(f"throughput: batch {args.batch} of {TILE} px, {rounds} rounds of {steps} steps per variant, round robin")
@@ -377,11 +346,9 @@ def main() -> int:
         if args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
 
-    results["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     results["total_s"] = round(time.perf_counter() - started, 1)
     results["table"] = [dict(zip(("figure", "value", "target"), row)) for row in figures]
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2, default=str))
+    report.finish(results, args.json)
     print_table(results, figures)
     print(f"\nwritten {args.json}")
     return 0
@@ -393,13 +360,7 @@ def print_table(results: dict, figures: list[tuple[str, str, str]]) -> None:
     print(f"machine: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads), torch {m['torch']}")
     print(f"bf16: CPU flags {', '.join(m['bf16_cpu_flags']) or 'none'}; oneDNN bf16 supported: {m['onednn_bf16_supported']}")
     print(f"scene: {results['scene']}; load average start {m['loadavg_start'][0]}, end {m['loadavg_end'][0]}; total {results['total_s']:.0f} s")
-    headers = ("figure", "value", "target")
-    widths = [max(len(h), *(len(row[i]) for row in figures)) for i, h in enumerate(headers)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
-    print("\n" + line + "\n" + "-" * len(line))
-    for row in figures:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
-
+    report.print_table(("figure", "value", "target"), figures)
 
 if __name__ == "__main__":
     sys.exit(main())

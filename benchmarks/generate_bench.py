@@ -30,6 +30,7 @@ from typing import Callable
 
 from plugin_bench import ROOT, follow, make_scene, percentile, run_task  # sets up the paths and Qt platform
 
+import report  # noqa: E402
 from qgis.core import QgsApplication  # noqa: E402
 from qgis.PyQt.QtCore import QCoreApplication, QEventLoop  # noqa: E402
 
@@ -132,9 +133,7 @@ def main() -> None:
                               **{f"beside_{p}_priority_generation": round(s, 1) for p, s in beside.items()}},
         "detection_slowdown": {f"beside_{p}_priority_generation": round(s / alone, 2) for p, s in beside.items()},
     }
-    out = ROOT / "bench_output"
-    out.mkdir(exist_ok=True)
-    (out / "generate_bench.json").write_text(json.dumps(results, indent=2))
+    report.finish(results, ROOT / "bench_output" / "generate_bench.json")
     print(json.dumps(results, indent=2))
     app.exitQgis()
 

@@ -31,6 +31,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import report  # noqa: E402
 from qgis.core import QgsApplication  # noqa: E402
 from qgis.PyQt.QtCore import QElapsedTimer, QEventLoop, QTimer  # noqa: E402
 
@@ -122,9 +123,7 @@ def main() -> None:
         "timer_lateness_ms": {"ticks": len(lateness), "p50": percentile(lateness, 0.5),
                               "p99": percentile(lateness, 0.99), "max": max(lateness)},
     }
-    out = ROOT / "bench_output"
-    out.mkdir(exist_ok=True)
-    (out / "plugin_bench.json").write_text(json.dumps(results, indent=2))
+    report.finish(results, ROOT / "bench_output" / "plugin_bench.json")
     print(json.dumps(results, indent=2))
     app.exitQgis()
 
