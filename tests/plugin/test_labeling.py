@@ -509,6 +509,9 @@ def test_epoch_lines_are_parsed_and_others_ignored() -> None:
     assert (epoch.number, epoch.train_loss, epoch.val_loss, epoch.val_dice) == (3, 0.5708, 1.0559, 0.065)
     assert parse_epoch("learning rate 3.29e-04 from a range test") is None
     assert parse_epoch("epoch 1: train loss nan, val loss 0.9, val Dice 0.000").train_loss != 0.5
+    # What a fine-tuning run logs: the Dice at its calibrated threshold follows.
+    tuned = parse_epoch("epoch 2: train loss 0.6055, val loss 0.6955, val Dice 0.024 (0.031 at 0.80)")
+    assert (tuned.number, tuned.val_loss, tuned.val_dice) == (2, 0.6955, 0.024)
 
 
 def test_fine_tuned_model_names_never_collide(tmp_path: Path) -> None:
