@@ -153,7 +153,7 @@ class LabelsPanel(QgsCollapsibleGroupBox):
             except LabelingError as error:
                 return f"<span style='color:#b00020'>{html_text(str(error))}</span>"
         if layers is None:
-            return f"Labels go to <b>{html_text(Path(scene).name)}</b> once you start labeling."
+            return f"No labels on <b>{html_text(Path(scene).name)}</b> yet: <i>Start labeling</i> to draw some."
         return f"<b>{html_text(Path(scene).name)}</b>: {labeling.counts(self._project, layers, scene).text()}"
 
     # ---- the store -----------------------------------------------------------------------------------

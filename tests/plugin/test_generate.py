@@ -420,9 +420,9 @@ def test_generation_runs_niced_while_a_detection_runs_at_normal_priority(ui: Ses
     ui.dock.detect()
     detection = ui.dock.detect_task
     assert detection is not None, ui.iface.messages()
-    qtbot.waitUntil(lambda: detection.progress() > 0, timeout=60_000)
+    # The dock hears of the progress through a queued signal, a moment after the task has it.
+    qtbot.waitUntil(lambda: detection.progress() > 0 and ui.dock.run_controls.state is RunState.RUNNING, timeout=60_000)
     assert ui.panel.task is generation and ui.panel.run_controls.state.active
-    assert ui.dock.run_controls.state is RunState.RUNNING
     # every thread of the generation (torch's too, once started) and its session's autogroup; none of the detection's
     assert set(niceness(generation.pid)) == {LOW} and set(niceness(detection.pid)) == {OURS}
     assert (autogroup_nice(generation.pid), autogroup_nice(detection.pid)) == (LOW_PRIORITY_NICE, 0)
