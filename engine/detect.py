@@ -31,6 +31,7 @@ from .normalise import Stretch, scene_stretch
 from .outputs import MASK_NODATA, OutputSet, polygonise, raster_profile, to_cog, write_slicks
 from .progress import Progress, silent
 from .raster import inspect, open_raster
+from .read_errors import check_unchanged, stamp
 from .tiling import StripBlender, count_tiles
 
 DEFAULT_OVERLAP = 64
@@ -86,6 +87,7 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
     started = time.monotonic()
     scene = Path(scene)
     _check_options(options)
+    before = stamp(scene)
     info = inspect(scene, options.band)
     device = pick_device(options.device)
     model, card = load_model(options.model or DEFAULT_MODEL, device)
@@ -123,6 +125,7 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
             to_cog(staged_mask, outputs.path("mask"))
             staged_prob.unlink()
             staged_mask.unlink()
+            check_unchanged(scene, before)
             paths = outputs.commit()
     progress.update("done", 1, 1)
     return DetectResult(

@@ -42,6 +42,7 @@ from .labels import LabelStore, rasterise, read_store, to_crs
 from .models import ModelCard, check_scene, load_model, read_card, save_model, user_models_dir
 from .progress import Progress, silent
 from .raster import inspect, open_raster
+from .read_errors import check_unchanged, stamp
 from .normalise import scene_stretch
 from .training import TRAIN_LAYERS, TileSet, TrainConfig, lr_range_test, paper_augment, train, validate
 
@@ -158,6 +159,8 @@ def finetune(
     card = read_card(base_model_path)
     _check_base(card)
     store = read_store(store_path)
+    for note in store.repairs:
+        progress.log(f"warning: {note}")
     check_store(store)
     sample_folder = open_folder(options.generated, card, options.tile, progress) if options.generated else None
     device = pick_device(options.device)
@@ -270,6 +273,7 @@ def collect_tiles(store: LabelStore, card: ModelCard, tile: int, progress: Progr
     outside: list[str] = []
     for scene in store.scenes:
         path = store.scene_path(scene)
+        before = stamp(path)
         info = inspect(path)
         for warning in info.warnings + check_scene(card, info.count, info.pixel_size):
             progress.log(f"warning: {path.name}: {warning}")
@@ -295,6 +299,7 @@ def collect_tiles(store: LabelStore, card: ModelCard, tile: int, progress: Progr
                         valid = known[:, part] & (x[:, part] > 0)
                         if valid.mean() >= MIN_KNOWN:
                             tiles.append(Tile(scene, row, col, x[:, part].copy(), target[:, part].copy(), valid.astype(np.uint8)))
+            check_unchanged(path, before)
             if len(tiles) == found:
                 outside.append(scene)
     if not tiles:
