@@ -201,12 +201,23 @@ def _print_human(result: dict) -> None:
         print(f"{key:>18}: {value}")
 
 
+def _undecodable_gdal_message(unraisable: "sys.UnraisableHookArgs") -> None:
+    """GDAL's warnings about a damaged file can quote its bytes, which rasterio's log handler fails to decode;
+    Python would print that as an ignored exception with a traceback. The damage itself reaches the analyst
+    as the typed error of the read that fails, so one line is enough here."""
+    if isinstance(unraisable.exc_value, UnicodeDecodeError):
+        print("warning: GDAL logged a message about damaged bytes that cannot be shown", file=sys.stderr)
+    else:
+        sys.__unraisablehook__(unraisable)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     reporter = Reporter(args.jsonl)
     progress = Progress(reporter.progress, log=reporter.log)
     signal.signal(signal.SIGTERM, lambda *_: progress.cancel())
+    sys.unraisablehook = _undecodable_gdal_message
     func: Callable[[argparse.Namespace, Progress], dict] = args.func
     try:
         result = func(args, progress)

@@ -59,7 +59,8 @@ def analysis_grid(
     Cutting the extent from the full grid (rather than building a new one) keeps a canvas-extent run's
     pixels exactly on the whole-scene run's pixels, so the two can be compared or mosaicked.
     """
-    full = _full_grid(ds, utm_crs, pixel_size)
+    with reading(ds.name):  # a damaged georeference fails here, in PROJ
+        full = _full_grid(ds, utm_crs, pixel_size)
     if bounds is None:
         return full
     left, bottom, right, top = transform_bounds(bounds_crs or full.crs, full.crs, *bounds, densify_pts=21)

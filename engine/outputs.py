@@ -28,8 +28,8 @@ from shapely.geometry import Polygon, mapping, shape
 
 from .atomic import write_failure, writing
 from .errors import OutputError, SlickMapperError
-from .locks import held, try_lock
 from .grid import Grid
+from .locks import held, try_lock
 from .progress import Progress
 
 TMP_PREFIX = ".slickmapper-tmp-"
@@ -70,8 +70,12 @@ class OutputSet:
             self._check_free("already exist")
             with writing(self.out_dir, "Choose a folder you can write to."):
                 self.stage = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=self.out_dir))
-                self._claim = try_lock(self.stage / CLAIM)
-                (self.stage / CLAIM).write_text("\n".join(sorted(names.values())))
+                try:
+                    self._claim = try_lock(self.stage / CLAIM)
+                    (self.stage / CLAIM).write_text("\n".join(sorted(names.values())))
+                except BaseException:
+                    self.discard()
+                    raise
 
     def _check_others(self) -> None:
         """Refuse when a live run is writing any of our names here; remove what killed runs left."""

@@ -212,7 +212,7 @@ def inspect(path: str | Path, band: str | int | None = None, pixel_size: Optiona
 
     ``pixel_size`` is the analysis pixel size of the model that will run, used only to describe the plan.
     """
-    with open_raster(path) as ds:
+    with open_raster(path) as ds, reading(path):  # a damaged georeference fails in PROJ, not in a read
         index = select_band(ds, band)
         footprint = footprint_lonlat(ds)
         utm, warnings = utm_crs_for(footprint)

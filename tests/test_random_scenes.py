@@ -7,6 +7,7 @@ inputs tried and faults injected are written to test_output/robustness_counts.js
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -46,7 +47,9 @@ def report_counts():
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
-    return make_model(tmp_path_factory.mktemp("model") / "tiny64.safetensors", tile_size=64)
+    path = make_model(tmp_path_factory.mktemp("model") / "tiny64.safetensors", tile_size=64)
+    COUNTS["model_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()  # its card holds its creation time
+    return path
 
 
 @st.composite
@@ -139,23 +142,24 @@ def check_detect(path: Path, out: Path, model: Path, tile: int) -> None:
         assert len(slicks) == result.n_slicks
 
 
-@settings(max_examples=70, **SETTINGS)
+@settings(max_examples=150, **SETTINGS)
 @given(spec=rasters())
 def test_info_on_random_rasters_succeeds_or_says_why(spec: dict, tmp_path: Path) -> None:
     check_info(write(spec, tmp_path / f"scene {spec['seed']}.tif"))
 
 
-@settings(max_examples=22, **SETTINGS)
+@settings(max_examples=40, **SETTINGS)
 @given(spec=rasters())
 def test_detect_on_random_rasters_succeeds_with_valid_outputs_or_says_why(spec: dict, tmp_path: Path, model: Path) -> None:
     n = COUNTS["detect_inputs"]
     check_detect(write(spec, tmp_path / f"scene {n}.tif"), tmp_path / f"out {n}", model, 64)
 
 
+@pytest.mark.qt_no_exception_capture  # rasterio's GDAL log handler cannot decode corrupted tags it logs; it only logs
 def test_a_real_scene_cut_or_corrupted_at_random_places_is_read_or_refused(tmp_path: Path, model: Path) -> None:
     data = REAL_SCENE.read_bytes()
     rng = np.random.default_rng(17)
-    for n in range(40):
+    for n in range(60):
         damaged = bytearray(data)
         if n % 2 == 0:  # cut: a partial download
             damaged = damaged[: int(rng.integers(1, len(data)))]
@@ -167,5 +171,5 @@ def test_a_real_scene_cut_or_corrupted_at_random_places_is_read_or_refused(tmp_p
         path.write_bytes(bytes(damaged))
         COUNTS["faults"] += 1
         check_info(path)
-        if n % 8 == 0:
+        if n % 10 == 0:
             check_detect(path, tmp_path / f"out {n}", model, 256)
