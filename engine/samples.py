@@ -246,7 +246,7 @@ def read_sample(folder: str | Path, sample_id: str) -> tuple[np.ndarray, np.ndar
     """(tile uint8 H x W, logits float32 C x H x W) of one sample."""
     path = Path(folder) / "tiles" / f"{sample_id}.npz"
     try:
-        with np.load(path) as data:
+        with np.load(path, allow_pickle=False) as data:  # a sample file never runs code
             return data["tile"], data["logits"].astype(np.float32)
     except (OSError, KeyError, ValueError) as exc:
         raise InputError(f"The sample file {path} is missing or damaged ({exc}).", "Restore it with: python -m engine samples regenerate.") from exc

@@ -323,6 +323,43 @@ def test_a_sample_index_naming_paths_outside_its_folder_is_refused(tmp_path: Pat
             call(folder)
 
 
+def test_a_sample_file_holding_pickled_objects_is_refused_without_running_them(tmp_path: Path) -> None:
+    folder = tmp_path / "samples"
+    key = samples.prepare(folder, {"path": "g", "name": "g", "sha256": "0" * 64, "tile_size": 8, "classes": ["water", "slick"], "b": 0.5})
+    [sample_id] = samples.add(folder, key, [samples.NewSample(np.full((8, 8), 9, np.uint8), np.zeros((2, 8, 8), np.float32), 0, [0], "ddim", 2, "cpu", 1)])
+    marker = tmp_path / "executed"
+    payload = np.empty(1, dtype=object)
+    payload[0] = _Payload(marker)
+    with open(folder / "tiles" / f"{sample_id}.npz", "wb") as f:
+        np.savez(f, tile=payload, logits=payload)
+    with pytest.raises(InputError, match="missing or damaged"):
+        samples.load_samples(folder)
+    assert not marker.exists()
+
+
+def test_two_generations_adding_to_one_folder_never_take_the_same_ids(tmp_path: Path) -> None:
+    import threading
+
+    folder = tmp_path / "samples"
+    key = samples.prepare(folder, {"path": "g", "name": "g", "sha256": "0" * 64, "tile_size": 8, "classes": ["water", "slick"], "b": 0.5})
+    made = {}
+
+    def generation(first_seed: int) -> None:
+        batch = [samples.NewSample(np.full((8, 8), first_seed + 1, np.uint8), np.zeros((2, 8, 8), np.float32), first_seed + i, [first_seed],
+                                   "ddim", 2, "cpu", 1) for i in range(3)]
+        made[first_seed] = [i for _ in range(4) for i in samples.add(folder, key, batch)]
+
+    threads = [threading.Thread(target=generation, args=(seed,)) for seed in (0, 100)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ids = made[0] + made[100]
+    assert len(set(ids)) == len(ids) == 24 == len(samples.read_index(folder)["samples"])
+    for first_seed, own in made.items():  # each id's file holds the tile its generation made
+        assert all(samples.read_sample(folder, i)[0][0, 0] == first_seed + 1 for i in own)
+
+
 def test_odd_layer_names_and_sql_in_values_are_only_data(tmp_path: Path) -> None:
     store = create_store(tmp_path / "labels.gpkg", "EPSG:32636")
     odd = "x\"; DROP TABLE labels; --"
