@@ -21,20 +21,20 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from rasterio.windows import Window
 from shapely.geometry import box
 
-from engine import samples
 from engine.atomic import write_bytes
-from engine.detect import DetectOptions, detect
 from engine.errors import InputError, ModelError, OutputError
-from engine.grid import analysis_grid, open_on_grid
-from engine.labels import add_labels, create_store, import_mask, read_store, summary
-from engine.models import ModelCard, build_model, load_encoder_weights, load_model, save_model
-from engine.normalise import scene_stretch
-from engine.outputs import OutputSet
+from engine.generation import samples
+from engine.jobs.detect import DetectOptions, detect
+from engine.jobs.labels import add_labels, create_store, import_mask, read_store, summary
+from engine.jobs.outputs import OutputSet
+from engine.models.registry import ModelCard, build_model, load_encoder_weights, load_model, save_model
 from engine.progress import Progress, silent
-from engine.raster import inspect, open_raster, preview
-from rasterio.windows import Window
+from engine.scenes.grid import analysis_grid, open_on_grid
+from engine.scenes.normalise import scene_stretch
+from engine.scenes.raster import inspect, preview
 
 from conftest import ROOT, SAMPLES, make_model
 
@@ -182,7 +182,7 @@ def test_two_runs_writing_the_same_outputs_into_one_folder_are_refused_not_raced
 
 
 def test_what_a_killed_detection_left_is_removed_by_the_next_run(tmp_path: Path) -> None:
-    code = ("import sys, time; from engine.outputs import OutputSet; "
+    code = ("import sys, time; from engine.jobs.outputs import OutputSet; "
             "o = OutputSet(sys.argv[1], {'p': 'k_probability.tif'}); o.path('p').write_bytes(b'x' * 1000); print('ready', flush=True); time.sleep(60)")
     child = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline().strip() == "ready"
@@ -216,7 +216,7 @@ def _writer(store: Path, rounds: int) -> subprocess.Popen:
     code = f"""
 import sys
 from shapely.geometry import box
-from engine.labels import add_labels
+from engine.jobs.labels import add_labels
 for r in range({rounds}):
     add_labels(sys.argv[1], 'scene.tif', [box(450000 + 30 * i, 8345000 + 30 * r, 450020 + 30 * i, 8345020 + 30 * r) for i in range(10)],
                'slick', crs='EPSG:32636', author='w', origin='drawn')

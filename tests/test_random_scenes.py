@@ -22,9 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import ROOT, SAMPLES, make_model
-from engine.detect import DetectOptions, detect
+from engine.jobs.detect import DetectOptions, detect
 from engine.errors import SlickMapperError
-from engine.raster import inspect
+from engine.scenes.raster import inspect
 
 REAL_SCENE = SAMPLES / "sample_1" / "raw_mosaic.tif"
 COUNTS = {"info_inputs": 0, "detect_inputs": 0, "faults": 0, "succeeded": 0, "typed_errors": 0, "partial_files": 0}
