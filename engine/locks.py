@@ -16,8 +16,9 @@ from .errors import OutputError
 
 
 def try_lock(path: Path) -> Optional[IO[bytes]]:
-    """The open, locked file, or None when another process (or another open of it) holds the lock.
-    Closing the file releases it."""
+    """The open, locked file, or None when another process (or another open of it) holds the lock, or
+    when the file system cannot lock: None is the cautious answer, as it never lets a live run's files be
+    taken for a dead one's. Closing the file releases the lock."""
     handle = _open(path)
     try:
         _lock(handle, wait=False)
@@ -32,13 +33,18 @@ def held(path: Path) -> Iterator[None]:
     """Hold ``path``'s lock for the block, waiting for it: for updates that take milliseconds.
 
     A folder is locked itself on POSIX, so an analyst's output folder gets no lock file; Windows cannot
-    lock a folder, so there a hidden file in it stands for it."""
+    lock a folder, so there a hidden file in it stands for it. A network file system that refuses to lock
+    a folder leaves it unlocked rather than failing the run: only two runs starting within the same
+    milliseconds could then both pass their checks."""
     if path.is_dir() and os.name != "nt":
         import fcntl
 
         folder = os.open(path, os.O_RDONLY)
         try:
-            fcntl.flock(folder, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(folder, fcntl.LOCK_EX)
+            except OSError:
+                pass
             yield
         finally:
             os.close(folder)

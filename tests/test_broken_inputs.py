@@ -97,6 +97,20 @@ def test_a_partial_download_is_named_at_every_stage_that_reads_it(tmp_path: Path
             reader.read(Window(0, grid.height - 64, grid.width, 64))
 
 
+def test_fine_tuning_and_generator_training_name_a_cut_off_labelled_scene(tmp_path: Path) -> None:
+    from engine.generation.generator import training_tiles
+    from engine.jobs.finetune_data import collect_tiles
+
+    scene = cut(SCENE, tmp_path / "labelled.tif", 0.7)
+    store = create_store(tmp_path / "labels.gpkg", "EPSG:32636")
+    import_mask(store, scene, LABEL)
+    card = ModelCard(name="m", architecture="unet", encoder="resnet18")
+    with pytest.raises(InputError, match="labelled.tif: the file ends after \\d+ % of its data"):
+        collect_tiles(read_store(store), card, 256, silent())
+    with pytest.raises(InputError, match="labelled.tif: the file ends after \\d+ % of its data"):
+        training_tiles(read_store(store), 64, 25.0, silent())
+
+
 def test_a_vrt_whose_source_is_missing_says_which(tmp_path: Path) -> None:
     shutil.copy(SCENE, tmp_path / "present.tif")
     vrt = tmp_path / "mosaic.vrt"
@@ -240,8 +254,7 @@ def test_readers_see_whole_transactions_while_another_process_writes_the_store(t
 def test_a_store_survives_kills_at_any_moment_and_says_what_it_repaired(tmp_path: Path) -> None:
     store = create_store(tmp_path / "labels.gpkg", "EPSG:32636")
     rng = np.random.default_rng(7)
-    repaired = 0
-    for _ in range(6):
+    for _ in range(3):
         writer = _writer(store, 1000)
         writer.stdout.readline()
         try:
@@ -249,13 +262,31 @@ def test_a_store_survives_kills_at_any_moment_and_says_what_it_repaired(tmp_path
         except subprocess.TimeoutExpired:
             writer.send_signal(signal.SIGKILL)
             writer.wait()
-        hot = Path(f"{store}-journal").exists()
+        journal = Path(f"{store}-journal")
+        left = journal.exists()  # hot when the kill came inside a transaction; SQLite tells from its header
         result = read_store(store)
-        repaired += bool(result.repairs)
-        assert not hot or "was rolled back" in result.repairs[0]
+        if result.repairs:
+            assert left and not journal.exists() and "was rolled back" in result.repairs[0]
         assert summary(result)["labels"] % 10 == 0
+    before = summary(read_store(store))["labels"]
+    # A write too large for SQLite's cache: it syncs its journal and starts changing the file before the
+    # commit, the moment a kill leaves the store half-written until the journal is rolled back.
+    code = ("import sqlite3, sys, time; db = sqlite3.connect(sys.argv[1], isolation_level=None); db.execute('PRAGMA cache_size = 1'); "
+            "db.execute('BEGIN'); db.execute(\"UPDATE gpkg_contents SET description = 'half-saved'\"); "
+            "db.execute('CREATE TABLE scratch AS WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 3000) "
+            "SELECT randomblob(1000) AS b FROM c'); print('inside', flush=True); time.sleep(60)")
+    writer = subprocess.Popen([sys.executable, "-c", code, str(store)], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "inside"
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    assert Path(f"{store}-journal").read_bytes()[:8] == bytes.fromhex("d9d505f920a163d7")  # a hot journal
+    result = read_store(store)
+    assert result.repairs == ["An interrupted write to labels.gpkg (a program killed while saving) was rolled back; the labels saved before it are intact."]
+    assert summary(result)["labels"] == before
     with sqlite3.connect(store) as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert "half-saved" not in {row[0] for row in db.execute("SELECT description FROM gpkg_contents")}
+        assert db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'scratch'").fetchone() == (0,)
 
 
 def test_a_damaged_store_is_refused_and_left_as_it_is(tmp_path: Path) -> None:

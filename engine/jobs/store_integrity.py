@@ -20,6 +20,9 @@ from typing import Iterator
 from ..errors import InputError
 
 SQLITE_HEADER = b"SQLite format 3\x00"
+JOURNAL_MAGIC = bytes.fromhex("d9d505f920a163d7")
+"""SQLite writes it at the head of a rollback journal once the journal is safely on disk, just before it
+changes the database file: a journal that starts with it and outlives its writer holds a half-done write."""
 BUSY_TIMEOUT_S = 10.0
 """How long to wait for QGIS or another engine run to finish a write before saying the store is busy."""
 _RESTORE = "Restore the store from a backup (QGIS keeps none by itself), or start a new one and import your labels again."
@@ -38,7 +41,7 @@ def check(path: Path) -> list[str]:
     if header != SQLITE_HEADER:
         raise InputError(f"{path.name} cannot be read as a GeoPackage: it is not an SQLite file (damaged, or another kind of file).", _RESTORE)
     journal = Path(f"{path}-journal")
-    interrupted = journal.is_file() and journal.stat().st_size > 0
+    interrupted = _starts_with(journal, JOURNAL_MAGIC)
     try:
         with closing(sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)) as db:
             problems = [row[0] for row in db.execute("PRAGMA quick_check").fetchall()]
@@ -60,6 +63,14 @@ def check(path: Path) -> list[str]:
     if interrupted and not journal.exists():
         return [f"An interrupted write to {path.name} (a program killed while saving) was rolled back; the labels saved before it are intact."]
     return []
+
+
+def _starts_with(path: Path, magic: bytes) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(magic)) == magic
+    except OSError:
+        return False
 
 
 @contextmanager
