@@ -206,14 +206,12 @@ def _print_human(result: dict) -> None:
         print(f"{key:>18}: {value}")
 
 
-def _undecodable_gdal_message(unraisable: "sys.UnraisableHookArgs") -> None:
-    """GDAL's warnings about a damaged file can quote its bytes, which rasterio's log handler fails to decode;
-    Python would print that as an ignored exception with a traceback. The damage itself reaches the analyst
-    as the typed error of the read that fails, so one line is enough here."""
-    if isinstance(unraisable.exc_value, UnicodeDecodeError):
-        print("warning: GDAL logged a message about damaged bytes that cannot be shown", file=sys.stderr)
-    else:
-        sys.__unraisablehook__(unraisable)
+def _one_line(unraisable: "sys.UnraisableHookArgs") -> None:
+    """Errors Python can only report, never raise (GDAL's log handler failing to decode a damaged file's
+    bytes, a GeoPackage closed again after a failed write), as one line rather than a traceback: whatever
+    matters about the same failure reaches the analyst as the typed error of the call that failed."""
+    text = str(unraisable.exc_value).strip().splitlines()
+    print(f"warning: ignored {type(unraisable.exc_value).__name__}: {text[0] if text else ''}", file=sys.stderr)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -222,7 +220,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     reporter = Reporter(args.jsonl)
     progress = Progress(reporter.progress, log=reporter.log)
     signal.signal(signal.SIGTERM, lambda *_: progress.cancel())
-    sys.unraisablehook = _undecodable_gdal_message
+    sys.unraisablehook = _one_line
     func: Callable[[argparse.Namespace, Progress], dict] = args.func
     try:
         result = func(args, progress)
