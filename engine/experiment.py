@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Optional
 
 from . import dakter_eval, transfer
+from .experiments import benchmark
 from .atomic import write_csv, write_text
 from .demo import SAMPLES, SAMPLES_DIR
 from .detect import DetectOptions, detect
@@ -101,6 +102,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     q.set_defaults(func=_run_loso)
     transfer.add_cli(sub)
     dakter_eval.add_cli(sub)
+    benchmark.add_cli(sub)
 
 
 def _run_loso(args: argparse.Namespace, progress: Progress) -> dict:
