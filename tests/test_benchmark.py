@@ -6,8 +6,8 @@ import numpy as np
 import rasterio
 from scipy.ndimage import distance_transform_edt
 
-from engine.data.real_scenes import ARCTIC
-from engine.evaluate import read_label_mask
+from engine.data.bundled import ARCTIC
+from engine.jobs.evaluate import read_label_mask
 from engine.experiments.benchmark import CLEAR_M, score
 
 

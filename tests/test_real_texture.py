@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy.ndimage import binary_erosion, laplace
 
-from engine.data.real_scenes import ARCTIC, NORTH_SEA, SceneArrays, load_grd, load_labelled
+from engine.data.bundled import ARCTIC, NORTH_SEA
+from engine.data.real_scenes import load_grd, load_labelled
 from engine.data.real_texture import VISIBLE_DB, Mix, composite_seep, split_scene, training_tiles
 
 

@@ -15,6 +15,7 @@ Every array comes out of the same path detection takes: ``inspect``, the analysi
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -23,45 +24,15 @@ import numpy as np
 import rasterio
 import torch
 import torch.nn.functional as F
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
-from ..evaluate import align_to_grid, read_label_mask
-from ..grid import Grid, analysis_grid, open_on_grid
-from ..normalise import Stretch, scene_stretch
+from ..jobs.evaluate import align_to_grid, read_label_mask
 from ..progress import Progress, silent
-from ..raster import inspect, open_raster
-
-SAMPLES = Path(__file__).resolve().parent.parent.parent / "resources" / "samples"
-NORTH_SEA_PIXEL_M = 20.0
-GRD_PIXEL_M = 200.0
-
-
-@dataclass(frozen=True)
-class LabelledScene:
-    """A real scene with an analyst's slick mask."""
-
-    name: str
-    image: Path
-    labels: Path
-    region: str
-    pixel_size: Optional[float] = None
-    """Metres per pixel for files without georeference; None: the file's own grid."""
-
-
-ARCTIC = tuple(
-    LabelledScene(sample, SAMPLES / "arctic_s1" / sample / "raw_mosaic.tif", SAMPLES / "arctic_s1" / sample / "labels_mosaic.png",
-                  "Barents Sea, EW HH")
-    for sample in ("sample_0", "sample_1", "sample_2", "sample_123", "sample_70")
-)
-"""The labelled real scenes a leave-one-scene-out protocol rotates over (all georeferenced, same seep area,
-different acquisitions)."""
-NORTH_SEA = tuple(
-    LabelledScene(f"north_sea_{i}", SAMPLES / "north_sea" / f"image_{i}.tif", SAMPLES / "north_sea" / f"label_{i}.tif",
-                  "North Sea", NORTH_SEA_PIXEL_M)
-    for i in range(1, 5)
-)
-GRD_SCENE = SAMPLES / "s1_grd_crop" / "iw-vv.tiff"
-
+from ..scenes.grid import Grid, analysis_grid, open_on_grid
+from ..scenes.normalise import Stretch, scene_stretch
+from ..scenes.raster import inspect, open_raster
+from .bundled import ARCTIC, GRD_SCENE, NORTH_SEA, LabelledScene
 
 @dataclass
 class SceneArrays:
@@ -99,10 +70,12 @@ def load_labelled(scene: LabelledScene, pixel_size: float) -> SceneArrays:
         slick = align_to_grid(mask.astype(np.uint8), grid.transform, grid.crs, shape, src_transform=transform, src_crs=crs) > 0
         known = align_to_grid(np.ones_like(mask, np.uint8), grid.transform, grid.crs, shape, src_transform=transform, src_crs=crs) > 0
         return SceneArrays(scene.name, values, slick, known & (values > 0), pixel_size)
-    with rasterio.open(scene.image) as ds:
-        values = ds.read(1).astype(np.float32)
-    with rasterio.open(scene.labels) as ds:
-        slick = ds.read(1) == 1
+    with warnings.catch_warnings():  # these tiles are known to carry no georeference
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(scene.image) as ds:
+            values = ds.read(1).astype(np.float32)
+        with rasterio.open(scene.labels) as ds:
+            slick = ds.read(1) == 1
     # Their 8-bit stretch is the authors' own and far narrower than eq. 1 on some tiles (std 9-43 levels
     # against eq. 1's ~60): re-stretch by eq. 1, reading the levels as linear in dB as any stretch is.
     valid = values > 0
@@ -113,7 +86,7 @@ def load_labelled(scene: LabelledScene, pixel_size: float) -> SceneArrays:
     return SceneArrays(scene.name, values, slick, values > 0, pixel_size)
 
 
-def load_grd(pixel_size: float = GRD_PIXEL_M) -> tuple[SceneArrays, Stretch]:
+def load_grd(pixel_size: float = 200.0) -> tuple[SceneArrays, Stretch]:
     """The unlabelled IW scene on its ~200 m grid and its eq. 1 stretch; ``known`` is empty: nobody said
     where its slicks are."""
     values, _, stretch = read_stretched(GRD_SCENE, pixel_size)

@@ -31,8 +31,8 @@ from typing import Optional
 import numpy as np
 from scipy.ndimage import uniform_filter
 
-from ..normalise import Stretch
-from ..synth import SceneSpec, generate, paint, seep_strands, speckle
+from ..scenes.normalise import Stretch
+from .synth import SceneSpec, generate, paint, seep_strands, speckle
 from .real_scenes import SceneArrays, _resize
 
 DN_PER_DB_RANGE = (25.0, 40.0)

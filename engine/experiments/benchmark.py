@@ -28,15 +28,16 @@ import rasterio
 from scipy.ndimage import distance_transform_edt
 
 from ..atomic import write_csv, write_text
-from ..data import real_scenes
-from ..data.real_scenes import LabelledScene
-from ..detect import DetectOptions, detect
-from ..evaluate import align_to_grid, read_label_mask, slick_dice_arrays
-from ..inference import pick_device
-from ..models import SYNTHETIC_MODEL
-from ..pretrain import CHECKPOINTS, RealRecipe, file_sha256, pretrain_real
+from ..data import bundled
+from ..data.bundled import LabelledScene
+from ..jobs.detect import DetectOptions, detect
+from ..jobs.evaluate import align_to_grid, read_label_mask, slick_dice_arrays
+from ..machine import describe
+from ..models.inference import pick_device
+from ..models.pretrain import CHECKPOINTS, RealRecipe, file_sha256, pretrain_real
+from ..models.registry import SYNTHETIC_MODEL
+from ..models.training import TrainConfig, paper_augment
 from ..progress import Progress
-from ..training import TrainConfig, paper_augment
 
 CLEAR_M = 500.0
 """Predicted slick farther than this from every labelled slick is false: analysts' outlines are tight, and
@@ -106,7 +107,7 @@ def run_benchmark(out: Path, candidates: dict[str, Trainer], progress: Progress,
     """Every candidate on every left-out scene; models already in ``out`` are reused, so a stopped run resumes."""
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
-    scenes = list(real_scenes.ARCTIC)
+    scenes = list(bundled.ARCTIC)
     for held in scenes:
         train = [s for s in scenes if s is not held]
         for name, trainer in candidates.items():
@@ -156,8 +157,6 @@ def _commit() -> str:
 
 
 def _write(out: Path, rows: list[dict], summary: dict, command: str) -> None:
-    from ..machine import describe
-
     write_csv(out / "benchmark.csv", rows)
     scenes = list(dict.fromkeys(r["scene"] for r in rows))
     candidates = list(summary)

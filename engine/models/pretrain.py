@@ -26,21 +26,21 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 
-from .errors import InputError
-from .data import real_scenes
-from .data.real_texture import Mix, Tiles, scene_tiles, split_scene, training_tiles
-from .models import ARCHITECTURES, DEFAULT_MODEL, SYNTHETIC_MODEL, ModelCard, build_model, load_encoder_weights, load_model, save_model
-from .normalise import Stretch
-from .machine import describe
-from .progress import Progress
-from .synth import SceneSpec, generate
+from ..data import bundled, real_scenes
+from ..data.real_texture import Mix, Tiles, scene_tiles, split_scene, training_tiles
+from ..data.synth import SceneSpec, generate
+from ..errors import InputError
+from ..machine import describe
+from ..progress import Progress
+from ..scenes.normalise import Stretch
 from .inference import pick_device
+from .registry import ARCHITECTURES, DEFAULT_MODEL, SYNTHETIC_MODEL, ModelCard, build_model, load_encoder_weights, load_model, save_model
 from .training import TileSet, TrainConfig, paper_augment, train
 
 DEFAULT_TRAIN_SCENES = ("sample_0", "sample_70")
 """The Arctic scenes the bundled model learns from: not sample_1, sample_2 or sample_123, the demo's and the
 paper's test tiles."""
-CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
+CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
 DEFAULT_CARD = dict(
     name="Slick U-Net R18 25 m (synthetic pretraining)",
     architecture="unet",
@@ -125,7 +125,7 @@ def pretrain(
         "how": "python -m engine pretrain " + network + weights + f"--train-tiles {n_train} --val-tiles {n_val} --tile {tile} "
         f"--epochs {config.epochs} --seed {config.seed}",
         "encoder_weights": Path(encoder_weights).name if encoder_weights else None,
-        "data": "synthetic IW/VV-like and EW/HH-like scenes (engine.synth), eq. 1 stretch",
+        "data": "synthetic IW/VV-like and EW/HH-like scenes (engine.data.synth), eq. 1 stretch",
         "train_tiles": n_train,
         "val_tiles": n_val,
         "epochs_run": report.epochs_run,
@@ -161,7 +161,7 @@ def _tileset(tiles: Tiles) -> TileSet:
 
 def real_sets(recipe: RealRecipe, pixel_size: float, seed: int) -> tuple[TileSet, TileSet, dict]:
     """(training tiles, validation tiles, what they were made of) for ``recipe``."""
-    by_name = {scene.name: scene for scene in real_scenes.ARCTIC}
+    by_name = {scene.name: scene for scene in bundled.ARCTIC}
     unknown = [name for name in recipe.scenes if name not in by_name]
     if unknown or not recipe.scenes:
         raise InputError(f"Unknown or no training scenes: {', '.join(unknown) or 'none given'}.",
@@ -172,12 +172,12 @@ def real_sets(recipe: RealRecipe, pixel_size: float, seed: int) -> tuple[TileSet
         train_parts.append(part)
         for x, y, v, _ in zip(*(getattr(scene_tiles(held, recipe.tile), f) for f in ("x", "y", "valid", "kind"))):
             val_tiles.add(x, y, v, "validation")
-    train_parts += [real_scenes.load_labelled(scene, pixel_size) for scene in real_scenes.NORTH_SEA]
+    train_parts += [real_scenes.load_labelled(scene, pixel_size) for scene in bundled.NORTH_SEA]
     tiles = training_tiles(train_parts, real_scenes.load_grd(), recipe.train_tiles, recipe.tile, seed, recipe.mix)
     data = {
         "arctic_scenes": {name: f"all but the edge band holding {recipe.val_fraction:.0%} of its slick pixels (validation)" for name in recipe.scenes},
-        "north_sea_tiles": [scene.name for scene in real_scenes.NORTH_SEA],
-        "unlabelled_scene": real_scenes.GRD_SCENE.name + " (S1A IW GRDH VV, 2020-07-29, Cape Hatteras; ~200 m, upsampled with speckle)",
+        "north_sea_tiles": [scene.name for scene in bundled.NORTH_SEA],
+        "unlabelled_scene": bundled.GRD_SCENE.name + " (S1A IW GRDH VV, 2020-07-29, Cape Hatteras; ~200 m, upsampled with speckle)",
         "tile_kinds": {kind: tiles.kind.count(kind) for kind in sorted(set(tiles.kind))},
         "validation_tiles": len(val_tiles),
         "mix": asdict(recipe.mix),
