@@ -52,3 +52,28 @@ def test_a_stopped_run_resumes_to_the_same_weights(tmp_path):
     assert again.best_epoch == report.best_epoch
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_pretrain_cli_trains_on_real_texture_and_says_what_on(tmp_path, capsys):
+    """The command behind the bundled model, at a toy size: the card names every real tile it learnt from,
+    and holds the threshold its validation bands chose."""
+    import json
+
+    from engine.cli.main import main
+    from engine.models.registry import read_card
+
+    out = tmp_path / "real.safetensors"
+    args = ["--jsonl", "pretrain", "--out", str(out), "--init", "none", "--architecture", "unet", "--encoder", "tu-resnet10t",
+            "--arch-kwargs", json.dumps(SMALL["arch_kwargs"]), "--train-tiles", "8", "--tile", "64", "--epochs", "1",
+            "--batch-size", "4", "--device", "cpu"]
+    assert main(args) == 2  # --init and another network are two starting points
+    assert "not both" in json.loads(capsys.readouterr().out.splitlines()[-1])["message"]
+    args.remove("--init"), args.remove("none")
+    assert main(args) == 0
+    card = read_card(out)
+    data = card.provenance["data"]
+    assert set(data["arctic_scenes"]) == {"sample_0", "sample_70"}
+    assert data["north_sea_tiles"] == ["north_sea_1", "north_sea_2", "north_sea_3", "north_sea_4"]
+    assert sum(data["tile_kinds"].values()) == 8
+    assert card.threshold == card.metrics["validation_threshold"]
+    assert "--data real" in card.provenance["how"]

@@ -185,8 +185,12 @@ def real_sets(recipe: RealRecipe, pixel_size: float, seed: int) -> tuple[TileSet
     return _tileset(tiles), _tileset(val_tiles), data
 
 
-def pretrain_real(out: Path, recipe: RealRecipe, config: TrainConfig, progress: Progress, name: Optional[str] = None) -> dict:
-    """Train on real texture (see the module's docstring); resumes from ``config.checkpoint`` when it exists."""
+def pretrain_real(out: Path, recipe: RealRecipe, config: TrainConfig, progress: Progress, card: Optional[ModelCard] = None,
+                  encoder_weights: Optional[Path] = None) -> dict:
+    """Train on real texture (see the module's docstring); resumes from ``config.checkpoint`` when it exists.
+
+    From ``recipe.init`` when set; otherwise ``card``'s network (the default one when None) from random
+    initialisation or ``encoder_weights``, so that other networks are compared under the same recipe."""
     torch.manual_seed(config.seed)
     device = torch.device(config.device)
     if recipe.init is not None:
@@ -194,12 +198,14 @@ def pretrain_real(out: Path, recipe: RealRecipe, config: TrainConfig, progress: 
         card = ModelCard.from_json(parent.to_json())
         card.lineage = {"initialised_from": {"name": parent.name, "file": Path(recipe.init).name, "sha256": file_sha256(Path(recipe.init))}}
     else:
-        card = ModelCard(**DEFAULT_CARD)
+        card = card or ModelCard(**DEFAULT_CARD)
         model = build_model(card)
+        if encoder_weights:
+            load_encoder_weights(model, encoder_weights)
     progress.log(f"cutting {recipe.train_tiles} training tiles of {recipe.tile} px from real and synthetic scenes")
     train_set, val_set, data = real_sets(recipe, card.pixel_size, config.seed)
     report = train(model, train_set, val_set, config, progress)
-    card.name = name or f"Slick U-Net R18 25 m (real SAR texture: {', '.join(recipe.scenes)})"
+    card.name = (f"Slick U-Net R18 25 m (real SAR texture)" if _is_default(card) else f"Slick {card.architecture} {card.encoder} 25 m (real SAR texture)")
     card.threshold = report.threshold
     card.created = ModelCard.__dataclass_fields__["created"].default_factory()
     card.provenance = {
@@ -244,14 +250,6 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
     device = str(pick_device(args.device))
-    if args.data == "real":
-        init = None if args.init == "none" else Path(args.init) if args.init else SYNTHETIC_MODEL
-        recipe = RealRecipe(scenes=tuple(args.scenes), train_tiles=args.train_tiles or 320, tile=args.tile, init=init)
-        out = args.out or DEFAULT_MODEL
-        config = TrainConfig(epochs=args.epochs or 8, batch_size=args.batch_size, lr=args.lr or 5e-4, seed=args.seed, device=device,
-                             augment=paper_augment, select_on_dice=True, patience=3,
-                             checkpoint=CHECKPOINTS / f"{out.stem}-{_run_key(args)}.pt")
-        return pretrain_real(out, recipe, config, progress)
     try:
         arch_kwargs = None if args.arch_kwargs is None else json.loads(args.arch_kwargs)
     except json.JSONDecodeError as exc:
@@ -261,6 +259,17 @@ def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
     card = pretrain_card(args.architecture, args.encoder, arch_kwargs)
     if args.out is None and not _is_default(card):
         raise InputError("--out is needed when pretraining another network than the bundled model's.", "E.g. --out samlora_b.safetensors.")
+    if args.data == "real":
+        if args.init and not _is_default(card):
+            raise InputError("--init starts from a trained model, whose network is its own.", "Give --init or --architecture/--encoder, not both.")
+        starts_fresh = args.init == "none" or not _is_default(card) or args.encoder_weights
+        init = None if starts_fresh else Path(args.init) if args.init else SYNTHETIC_MODEL
+        recipe = RealRecipe(scenes=tuple(args.scenes), train_tiles=args.train_tiles or 320, tile=args.tile, init=init)
+        out = args.out or DEFAULT_MODEL
+        config = TrainConfig(epochs=args.epochs or 8, batch_size=args.batch_size, lr=args.lr or 5e-4, seed=args.seed, device=device,
+                             augment=paper_augment, select_on_dice=True, patience=3,
+                             checkpoint=CHECKPOINTS / f"{out.stem}-{_run_key(args)}.pt")
+        return pretrain_real(out, recipe, config, progress, card, args.encoder_weights)
     config = TrainConfig(epochs=args.epochs or 6, batch_size=args.batch_size, lr=args.lr or 2e-3, seed=args.seed, device=device)
     return pretrain(args.out or SYNTHETIC_MODEL, args.train_tiles or 320, args.val_tiles, args.tile, config, progress, card, args.encoder_weights)
 
