@@ -191,8 +191,8 @@ def _write(out: Path, rows: list[dict], summary: dict, command: str) -> None:
 def add_cli(sub: argparse._SubParsersAction) -> None:
     q = sub.add_parser("benchmark", help="leave one real scene out: every candidate trained on the others, scored on it")
     q.add_argument("--out", type=Path, default=Path("experiment_output/benchmark"), help="folder; models already there are reused")
-    q.add_argument("--epochs", type=int, default=8)
-    q.add_argument("--train-tiles", type=int, default=320)
+    q.add_argument("--epochs", type=int, default=6)
+    q.add_argument("--train-tiles", type=int, default=RealRecipe.train_tiles)
     q.add_argument("--device", default="auto")
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(func=_run)

@@ -144,7 +144,7 @@ class RealRecipe:
     """What a real-texture pretraining run learns from; every field goes into the model card."""
 
     scenes: tuple[str, ...] = DEFAULT_TRAIN_SCENES
-    train_tiles: int = 320
+    train_tiles: int = 240
     tile: int = 256
     val_fraction: float = 0.3
     mix: Mix = Mix()
@@ -237,10 +237,10 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--encoder", help="its encoder, e.g. samvit_base_patch16 or resnet50 (default: tu-resnet18)")
     p.add_argument("--arch-kwargs", help="its further arguments as JSON, e.g. '{\"lora_rank\": 16}'")
     p.add_argument("--encoder-weights", type=Path, help="local encoder checkpoint to start from, e.g. sam_vit_b_01ec64.pth")
-    p.add_argument("--train-tiles", type=int, help="default: 320")
+    p.add_argument("--train-tiles", type=int, help="default: 240 (real), 320 (synthetic)")
     p.add_argument("--val-tiles", type=int, default=48, help="--data synthetic: validation tiles")
     p.add_argument("--tile", type=int, default=256)
-    p.add_argument("--epochs", type=int, help="default: 8 (real), 6 (synthetic)")
+    p.add_argument("--epochs", type=int, help="default: 6")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, help="default: 5e-4 (real, from a trained model), 2e-3 (synthetic)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -264,9 +264,9 @@ def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
             raise InputError("--init starts from a trained model, whose network is its own.", "Give --init or --architecture/--encoder, not both.")
         starts_fresh = args.init == "none" or not _is_default(card) or args.encoder_weights
         init = None if starts_fresh else Path(args.init) if args.init else SYNTHETIC_MODEL
-        recipe = RealRecipe(scenes=tuple(args.scenes), train_tiles=args.train_tiles or 320, tile=args.tile, init=init)
+        recipe = RealRecipe(scenes=tuple(args.scenes), train_tiles=args.train_tiles or RealRecipe.train_tiles, tile=args.tile, init=init)
         out = args.out or DEFAULT_MODEL
-        config = TrainConfig(epochs=args.epochs or 8, batch_size=args.batch_size, lr=args.lr or 5e-4, seed=args.seed, device=device,
+        config = TrainConfig(epochs=args.epochs or 6, batch_size=args.batch_size, lr=args.lr or 5e-4, seed=args.seed, device=device,
                              augment=paper_augment, select_on_dice=True, patience=3,
                              checkpoint=CHECKPOINTS / f"{out.stem}-{_run_key(args)}.pt")
         return pretrain_real(out, recipe, config, progress, card, args.encoder_weights)
