@@ -15,7 +15,7 @@ import time
 import traceback
 from typing import Any, Callable, Optional
 
-from . import __version__, demo, evaluate, experiment, finetune, generation, labels, pretrain, synth
+from . import __version__, darkspot, demo, evaluate, experiment, finetune, generation, labels, pretrain, synth
 from .errors import Cancelled, SlickMapperError
 from .progress import Progress
 
@@ -31,6 +31,7 @@ EPILOG = """examples:
   python -m engine generator train --labels project_labels.gpkg --out generator.safetensors
   python -m engine generate --generator generator.safetensors --out samples/ --n 100 --solver dpm++
   python -m engine samples summary samples/
+  python -m engine darkspot fit --scenes resources/samples/arctic_s1/sample_* --out darkspot.safetensors
   python -m engine finetune --base model.safetensors --labels project_labels.gpkg --out student.safetensors --generated samples/
 """
 
@@ -118,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_cli(sub)
     experiment.add_cli(sub)
     generation.add_cli(sub)
+    darkspot.add_cli(sub)
     return parser
 
 

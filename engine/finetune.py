@@ -39,7 +39,7 @@ from .errors import InputError, ModelError, OutputError
 from .grid import Grid, analysis_grid, open_on_grid
 from .inference import pick_device
 from .labels import LabelStore, rasterise, read_store, to_crs
-from .models import ModelCard, check_scene, load_model, read_card, save_model, user_models_dir
+from .models import ModelCard, check_scene, has_weights, load_model, read_card, save_model, user_models_dir
 from .progress import Progress, silent
 from .raster import inspect, open_raster
 from .normalise import scene_stretch
@@ -157,6 +157,9 @@ def finetune(
     check_out(out_path)
     card = read_card(base_model_path)
     _check_base(card)
+    if not has_weights(base_model_path):
+        raise ModelError(f"The model {card.name} has no weights to train: its few parameters are fitted on labelled scenes.",
+                         "Fine-tune a network model, such as the bundled U-Net.")
     store = read_store(store_path)
     check_store(store)
     sample_folder = open_folder(options.generated, card, options.tile, progress) if options.generated else None
