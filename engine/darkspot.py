@@ -67,7 +67,7 @@ WINDOWS = (21, 31, 41, 51)
 SMOOTHINGS = (1, 3, 5)
 OPENINGS = (1, 3, 5, 7)
 KS = tuple(float(k) for k in np.round(np.arange(0.0, 4.001, 0.05), 2))
-"""The grid ``fit_darkspot`` searches. The largest receptive radius (25 + 1 + 2 * 3 = 32 pixels) is half
+"""The grid ``fit_darkspot`` searches. The largest receptive radius (25 + 2 + 2 * 3 = 33 pixels) is about half
 detection's default overlap of 64 pixels, so every pixel of an overlap is far enough from the edge of at
 least one of the tiles blended there."""
 DEFAULT_PARAMETERS = {"window": 31, "smoothing": 1, "opening": 1, "k": 1.0}
