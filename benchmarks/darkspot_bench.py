@@ -33,23 +33,18 @@ import numpy as np  # noqa: E402
 import rasterio  # noqa: E402
 
 import report  # noqa: E402
-from engine.darkspot import LabelledScene, fit_darkspot  # noqa: E402
-from engine.demo import SAMPLES_DIR  # noqa: E402
-from engine.detect import DetectOptions, detect  # noqa: E402
-from engine.evaluate import slick_dice  # noqa: E402
-from engine.models import BUNDLED_DIR, DEFAULT_MODEL, read_card  # noqa: E402
+from engine.data.bundled import LABELLED_SAMPLES, SAMPLES_DIR, LabelledScene, labelled_scene  # noqa: E402
+from engine.jobs.detect import DetectOptions, detect  # noqa: E402
+from engine.jobs.evaluate import slick_dice  # noqa: E402
+from engine.models.darkspot import fit_darkspot  # noqa: E402
+from engine.models.registry import BUNDLED_DIR, DEFAULT_MODEL, read_card  # noqa: E402
 from engine.progress import Progress  # noqa: E402
 
-SCENES = ("sample_0", "sample_1", "sample_2", "sample_70", "sample_123")
 BASELINE = BUNDLED_DIR / "darkspot_baseline_25m.safetensors"
 
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-
-
-def scene(name: str) -> LabelledScene:
-    return LabelledScene(name, SAMPLES_DIR / name / "raw_mosaic.tif", SAMPLES_DIR / name / "labels_mosaic.png")
 
 
 def detected_dice(model: Path, held: LabelledScene, out: Path) -> tuple[float, float]:
@@ -60,21 +55,21 @@ def detected_dice(model: Path, held: LabelledScene, out: Path) -> tuple[float, f
 
 def loso(work: Path, progress: Progress) -> dict:
     rows, models = [], {}
-    for held in SCENES:
-        train = [scene(name) for name in SCENES if name != held]
+    for held in LABELLED_SAMPLES:
+        train = [labelled_scene(name) for name in LABELLED_SAMPLES if name != held]
         model = fit_darkspot(train, work / f"darkspot_without_{held}.safetensors", progress)
         card = read_card(model)
-        dice, _ = detected_dice(model, scene(held), work / "detections")
-        unet, _ = detected_dice(DEFAULT_MODEL, scene(held), work / "detections")
+        dice, _ = detected_dice(model, labelled_scene(held), work / "detections")
+        unet, _ = detected_dice(DEFAULT_MODEL, labelled_scene(held), work / "detections")
         row = {"left_out": held, "darkspot": round(dice, 3), "bundled_unet": round(unet, 3),
                "train_dice_pooled": card.metrics["train_dice_pooled"], **card.arch_kwargs}
         for paper in ("pred_base", "pred_tl"):
             path = SAMPLES_DIR / held / f"{paper}.tif"
-            row[f"paper_{paper}"] = round(slick_dice(path, scene(held).labels).dice, 3) if path.exists() else None
+            row[f"paper_{paper}"] = round(slick_dice(path, labelled_scene(held).labels).dice, 3) if path.exists() else None
         rows.append(row)
         models[held] = sha256(model)
         print(f"{held}: dark-spot {row['darkspot']:.3f} (fitted {card.arch_kwargs}), U-Net {row['bundled_unet']:.3f}", flush=True)
-    mean = lambda key, subset=SCENES: round(statistics.mean(r[key] for r in rows if r["left_out"] in subset), 3)  # noqa: E731
+    mean = lambda key, subset=LABELLED_SAMPLES: round(statistics.mean(r[key] for r in rows if r["left_out"] in subset), 3)  # noqa: E731
     paper_scenes = [r["left_out"] for r in rows if r["paper_pred_base"] is not None]
     report.print_table(
         ["left out", "dark-spot", "U-Net", "pred_base", "pred_tl", "window", "smooth", "opening", "k"],
@@ -93,14 +88,14 @@ def cost(work: Path, rounds: int) -> dict:
     """Seconds of ``detect`` per 1,000 km2 of analysis grid, both models on the same tiles in turn."""
     seconds = {"darkspot": [], "bundled_unet": []}
     km2 = 0.0
-    for name in SCENES:
-        with rasterio.open(scene(name).image) as ds:
+    for name in LABELLED_SAMPLES:
+        with rasterio.open(labelled_scene(name).image) as ds:
             km2 += ds.width * ds.height * abs(ds.transform.a * ds.transform.e) / 1e6
     for _ in range(rounds):
         for key, model in (("darkspot", BASELINE), ("bundled_unet", DEFAULT_MODEL)):
             started = time.monotonic()
-            for name in SCENES:
-                detected_dice(model, scene(name), work / "cost")
+            for name in LABELLED_SAMPLES:
+                detected_dice(model, labelled_scene(name), work / "cost")
             seconds[key].append(time.monotonic() - started)
     per = {key: round(statistics.median(values) / km2 * 1000, 2) for key, values in seconds.items()}
     return {"km2": round(km2, 1), "rounds": rounds, "seconds_per_1000_km2": per,
@@ -108,7 +103,7 @@ def cost(work: Path, rounds: int) -> dict:
 
 
 def seams(work: Path) -> dict:
-    held = scene("sample_123")
+    held = labelled_scene("sample_123")
     probabilities = []
     for tile in (256, 1024):
         result = detect(held.image, work / "seams", DetectOptions(model=str(BASELINE), tile=tile, overlap=64, prefix=f"tile{tile}", overwrite=True))

@@ -11,15 +11,16 @@ import torch
 from rasterio.transform import from_origin
 from scipy import ndimage
 
-from engine.cli import main
-from engine.darkspot import DEFAULT_PARAMETERS, DarkSpot, LabelledScene, darkspot_card, fit_darkspot
-from engine.detect import DetectOptions, detect
+from engine.cli.main import main
+from engine.data.bundled import LabelledScene
 from engine.errors import InputError, ModelError
-from engine.evaluate import dice_from_counts, slick_dice
-from engine.finetune import finetune
-from engine.models import BUNDLED_DIR, list_models, load_model, read_card, save_model
-from engine.normalise import Stretch
+from engine.jobs.detect import DetectOptions, detect
+from engine.jobs.evaluate import dice_from_counts, slick_dice
+from engine.jobs.finetune import finetune
+from engine.models.darkspot import DEFAULT_PARAMETERS, DarkSpot, darkspot_card, fit_darkspot
+from engine.models.registry import BUNDLED_DIR, list_models, load_model, read_card, save_model
 from engine.progress import silent
+from engine.scenes.normalise import Stretch
 
 SIZE = 256
 
