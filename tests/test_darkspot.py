@@ -139,3 +139,17 @@ def test_exports_to_onnx(tmp_path):
     module = DarkSpot(window=21, smoothing=3, opening=3, k=1.0).eval()
     torch.onnx.export(module, (torch.rand(1, 1, 64, 64),), str(tmp_path / "darkspot.onnx"), dynamo=False)
     onnx.checker.check_model(onnx.load(str(tmp_path / "darkspot.onnx")))
+
+
+def test_small_tiles_blend_without_seams(tmp_path, sample_scene):
+    """256-pixel tiles with the default overlap give the map of one whole-scene tile, near enough that
+    almost no pixel changes side of the threshold."""
+    model = BUNDLED_DIR / "darkspot_baseline_25m.safetensors"
+    maps = []
+    for tile in (256, 768):
+        result = detect(sample_scene, tmp_path, DetectOptions(model=str(model), tile=tile, prefix=f"tile{tile}", min_area_km2=0.0))
+        with rasterio.open(result.probability) as ds:
+            maps.append(ds.read(1) > result.threshold)
+    tiled, whole = maps
+    assert whole.any()
+    assert (tiled != whole).mean() < 0.001
