@@ -33,18 +33,23 @@ import numpy as np  # noqa: E402
 import rasterio  # noqa: E402
 
 import report  # noqa: E402
-from engine.data.bundled import LABELLED_SAMPLES, SAMPLES_DIR, LabelledScene, labelled_scene  # noqa: E402
+from engine.data.bundled import ARCTIC, SAMPLES_DIR, LabelledScene  # noqa: E402
 from engine.jobs.detect import DetectOptions, detect  # noqa: E402
 from engine.jobs.evaluate import slick_dice  # noqa: E402
 from engine.models.darkspot import fit_darkspot  # noqa: E402
 from engine.models.registry import BUNDLED_DIR, DEFAULT_MODEL, read_card  # noqa: E402
 from engine.progress import Progress  # noqa: E402
 
+SCENES = tuple(scene.name for scene in ARCTIC)
 BASELINE = BUNDLED_DIR / "darkspot_baseline_25m.safetensors"
 
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def labelled_scene(name: str) -> LabelledScene:
+    return next(scene for scene in ARCTIC if scene.name == name)
 
 
 def detected_dice(model: Path, held: LabelledScene, out: Path) -> tuple[float, float]:
@@ -55,8 +60,8 @@ def detected_dice(model: Path, held: LabelledScene, out: Path) -> tuple[float, f
 
 def loso(work: Path, progress: Progress) -> dict:
     rows, models = [], {}
-    for held in LABELLED_SAMPLES:
-        train = [labelled_scene(name) for name in LABELLED_SAMPLES if name != held]
+    for held in SCENES:
+        train = [labelled_scene(name) for name in SCENES if name != held]
         model = fit_darkspot(train, work / f"darkspot_without_{held}.safetensors", progress)
         card = read_card(model)
         dice, _ = detected_dice(model, labelled_scene(held), work / "detections")
@@ -69,7 +74,7 @@ def loso(work: Path, progress: Progress) -> dict:
         rows.append(row)
         models[held] = sha256(model)
         print(f"{held}: dark-spot {row['darkspot']:.3f} (fitted {card.arch_kwargs}), U-Net {row['bundled_unet']:.3f}", flush=True)
-    mean = lambda key, subset=LABELLED_SAMPLES: round(statistics.mean(r[key] for r in rows if r["left_out"] in subset), 3)  # noqa: E731
+    mean = lambda key, subset=SCENES: round(statistics.mean(r[key] for r in rows if r["left_out"] in subset), 3)  # noqa: E731
     paper_scenes = [r["left_out"] for r in rows if r["paper_pred_base"] is not None]
     report.print_table(
         ["left out", "dark-spot", "U-Net", "pred_base", "pred_tl", "window", "smooth", "opening", "k"],
@@ -88,13 +93,13 @@ def cost(work: Path, rounds: int) -> dict:
     """Seconds of ``detect`` per 1,000 km2 of analysis grid, both models on the same tiles in turn."""
     seconds = {"darkspot": [], "bundled_unet": []}
     km2 = 0.0
-    for name in LABELLED_SAMPLES:
+    for name in SCENES:
         with rasterio.open(labelled_scene(name).image) as ds:
             km2 += ds.width * ds.height * abs(ds.transform.a * ds.transform.e) / 1e6
     for _ in range(rounds):
         for key, model in (("darkspot", BASELINE), ("bundled_unet", DEFAULT_MODEL)):
             started = time.monotonic()
-            for name in LABELLED_SAMPLES:
+            for name in SCENES:
                 detected_dice(model, labelled_scene(name), work / "cost")
             seconds[key].append(time.monotonic() - started)
     per = {key: round(statistics.median(values) / km2 * 1000, 2) for key, values in seconds.items()}

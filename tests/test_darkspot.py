@@ -58,7 +58,7 @@ def write_pair(folder: Path, seed: int, drop_db: float = 4.0) -> LabelledScene:
         ds.write(db, 1)
     with rasterio.open(labels, "w", dtype="uint8", **profile) as ds:
         ds.write(slick.astype(np.uint8), 1)
-    return LabelledScene(f"scene_{seed}", image, labels)
+    return LabelledScene(f"scene_{seed}", image, labels, "synthetic")
 
 
 def pooled_detect_dice(model: Path, scenes: list[LabelledScene], out: Path) -> float:

@@ -40,16 +40,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from rasterio.crs import CRS
-from rasterio.windows import Window
 
 from ..data.bundled import LabelledScene
+from ..data.real_scenes import read_stretched
 from ..errors import InputError, ModelError
 from ..jobs.detect import DEFAULT_OVERLAP
 from ..jobs.evaluate import align_to_grid, dice_from_counts, read_label_mask
 from ..progress import Progress
-from ..scenes.grid import analysis_grid, open_on_grid
-from ..scenes.normalise import scene_stretch
-from ..scenes.raster import inspect, open_raster
 from .registry import ModelCard, read_card, save_model
 
 ARCHITECTURE = "darkspot"
@@ -173,12 +170,7 @@ def prepare(scene: LabelledScene, progress: Progress) -> _Prepared:
     for role, path in (("image", scene.image), ("labels", scene.labels)):
         if not Path(path).is_file():
             raise InputError(f"The {role} of training scene {scene.name} is missing: {path}.", "Check the scene list.")
-    info = inspect(scene.image)
-    with open_raster(scene.image) as ds:
-        grid = analysis_grid(ds, info.utm_crs, PIXEL_SIZE)
-        stretch = scene_stretch(ds, info.band, info.value_scale, progress)
-        with open_on_grid(ds, info.band, grid) as reader:
-            stretched = stretch.apply(reader.read(Window(0, 0, grid.width, grid.height)))
+    stretched, grid, _ = read_stretched(scene.image, PIXEL_SIZE, progress)
     label, transform, crs = read_label_mask(scene.labels)
     grid_crs = CRS.from_user_input(grid.crs)
     index = np.arange(1, grid.width * grid.height + 1, dtype=np.int32).reshape(grid.height, grid.width)
@@ -269,7 +261,8 @@ def scenes_from_folders(folders: list[Path]) -> list[LabelledScene]:
     """A scene per folder holding ``raw_mosaic.tif`` and ``labels_mosaic.png`` (the paper's layout)."""
     scenes = []
     for folder in folders:
-        scene = LabelledScene(Path(folder).name, Path(folder) / "raw_mosaic.tif", Path(folder) / "labels_mosaic.png")
+        folder = Path(folder)
+        scene = LabelledScene(folder.name, folder / "raw_mosaic.tif", folder / "labels_mosaic.png", folder.resolve().parent.name)
         if not scene.image.is_file() or not scene.labels.is_file():
             raise InputError(f"{folder} does not hold raw_mosaic.tif and labels_mosaic.png.", "Give folders in the paper's layout.")
         scenes.append(scene)
