@@ -16,6 +16,7 @@ import traceback
 from typing import Any, Callable, Optional
 
 from . import __version__, demo, evaluate, experiment, finetune, generation, labels, pretrain, synth
+from .archive import commands as archive_commands
 from .errors import Cancelled, SlickMapperError
 from .progress import Progress
 
@@ -32,6 +33,8 @@ EPILOG = """examples:
   python -m engine generate --generator generator.safetensors --out samples/ --n 100 --solver dpm++
   python -m engine samples summary samples/
   python -m engine finetune --base model.safetensors --labels project_labels.gpkg --out student.safetensors --generated samples/
+  python -m engine batch archive/*.tif --out batch/
+  python -m engine seeps batch/slicks.parquet --out sites.gpkg
 """
 
 
@@ -118,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_cli(sub)
     experiment.add_cli(sub)
     generation.add_cli(sub)
+    archive_commands.add_cli(sub)
     return parser
 
 
