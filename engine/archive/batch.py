@@ -21,13 +21,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Optional
 
+from rasterio.errors import RasterioError
+
 from ..detect import DetectOptions, _available_memory
 from ..errors import InputError, OutputError, ResourceError, SlickMapperError
 from ..models import DEFAULT_MODEL, read_card
 from ..progress import Progress, silent
 from . import catalogue
 from .footprint import write_footprint
-from .manifest import DONE, DUPLICATE, FAILED, Manifest, SceneRecord, options_hash
+from .manifest import DONE, DUPLICATE, FAILED, Manifest, SceneRecord, file_hash, options_hash
 from .scenes import expand, scene_metadata
 
 SCENES_DIR = "scenes"
@@ -55,10 +57,11 @@ def run_batch(items: list[str], out_dir: str | Path, options: BatchOptions, prog
     scenes = expand(items)
     model_path = Path(options.detect.model or DEFAULT_MODEL)
     card = read_card(model_path)  # a missing or foreign model is refused before any cluster starts
+    Manifest.load(out_dir).check_model(card.name, file_hash(model_path))  # and so is another model's folder
     with _cluster(options) as (client, n_workers, threads):
         with _locked(out_dir):
             manifest = Manifest.load(out_dir)
-            manifest.check_model(card.name, manifest_model_hash(manifest, model_path))
+            manifest.check_model(card.name, manifest.content_hash(model_path))
             result_options = {k: _jsonable(getattr(options.detect, k)) for k in RESULT_OPTIONS}
             opts_hash = options_hash(result_options)
             todo, counts = _plan(scenes, manifest, opts_hash, result_options)
@@ -83,12 +86,6 @@ def run_batch(items: list[str], out_dir: str | Path, options: BatchOptions, prog
         "lost_workers": failures,
         "seconds": round(time.monotonic() - started, 2),
     }
-
-
-def manifest_model_hash(manifest: Manifest, model_path: Path) -> str:
-    if not model_path.is_file():
-        raise InputError(f"Model file not found: {model_path}.", "Give a .safetensors model, or leave --model out for the bundled one.")
-    return manifest.content_hash(model_path)
 
 
 def _jsonable(value):
@@ -242,6 +239,10 @@ def detect_scene(scene: str, folder: str, options: dict, threads: int) -> dict:
     except SlickMapperError as exc:
         return {"outcome": FAILED, "error": str(exc), "error_kind": type(exc).__name__,
                 "seconds": round(time.monotonic() - started, 2)}
+    except RasterioError as exc:  # the header read but the pixels did not: a truncated or damaged file
+        return {"outcome": FAILED, "error_kind": "InputError", "seconds": round(time.monotonic() - started, 2),
+                "error": f"{path.name} could not be read to the end ({exc.__cause__ or exc}): the file is truncated "
+                         "or corrupt. Fetch or copy it again."}
     except Exception as exc:  # a bug or a GDAL failure the engine does not type yet: recorded, never fatal
         return {"outcome": FAILED, "error": f"Unexpected failure on this scene: {exc!r}.", "error_kind": "InternalError",
                 "seconds": round(time.monotonic() - started, 2)}

@@ -67,16 +67,19 @@ def write(manifest: Manifest) -> dict:
         footprints.to_parquet(tmp)
     with staged(folder / GEOPACKAGE) as tmp:
         os.unlink(tmp)  # OGR creates a GeoPackage itself and refuses an empty file in its place
-        _to_gpkg(slicks, tmp, "slicks", "Polygon")
-        _to_gpkg(footprints, tmp, "footprints", "MultiPolygon")
+        write_layer(slicks, tmp, "slicks", "Polygon")
+        write_layer(footprints, tmp, "footprints", "MultiPolygon")
     return {"paths": {"slicks": str(folder / SLICKS_PARQUET), "footprints": str(folder / FOOTPRINTS_PARQUET),
                       "geopackage": str(folder / GEOPACKAGE)}, "n_slicks": len(slicks)}
 
 
-def _to_gpkg(frame: gpd.GeoDataFrame, path: Path, layer: str, geometry_type: str) -> None:
-    """QGIS's temporal controller needs a real datetime field; OGR wants naive UTC for it."""
+def write_layer(frame: gpd.GeoDataFrame, path: Path, layer: str, geometry_type: str) -> None:
+    """One layer of a GeoPackage. Datetimes go as naive UTC (what OGR stores as a DateTime field, which QGIS's
+    temporal controller can bind to); polygons are promoted to the layer's multi type where it has one."""
     frame = frame.copy()
-    frame["acquired"] = frame["acquired"].dt.tz_convert("UTC").dt.tz_localize(None)
+    for column in frame.columns:
+        if isinstance(frame[column].dtype, pd.DatetimeTZDtype):
+            frame[column] = frame[column].dt.tz_convert("UTC").dt.tz_localize(None)
     if geometry_type == "MultiPolygon":
         frame = frame.set_geometry(frame.geometry.apply(lambda g: MultiPolygon([g]) if isinstance(g, Polygon) else g))
     schema = gpd.io.file.infer_schema(frame)

@@ -22,6 +22,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--min-area-km2", type=float, default=0.05, help="drop slicks smaller than this (default 0.05)")
     p.add_argument("--land-mask", help="vector file of land polygons to exclude")
     p.set_defaults(func=_batch)
+    add_seeps_cli(subparsers)
 
 
 def _batch(args: argparse.Namespace, progress: Progress) -> dict:
@@ -34,3 +35,21 @@ def _batch(args: argparse.Namespace, progress: Progress) -> dict:
     for failure in result["failures"]:
         progress.log(f"failed: {failure['scene']}: {failure['error']}")
     return result
+
+
+def add_seeps_cli(subparsers: argparse._SubParsersAction) -> None:
+    from .seeps import DEFAULT_DISTANCE_M
+
+    p = subparsers.add_parser("seeps", help="group a batch catalogue's slicks into seep sites with recurrence and source")
+    p.add_argument("catalogue", help="batch folder, its slicks.parquet or its catalogue.gpkg")
+    p.add_argument("--out", required=True, help="GeoPackage to write: layers sites (source points) and slicks (with site_id)")
+    p.add_argument("--distance", type=float, default=DEFAULT_DISTANCE_M,
+                   help=f"metres within which slick origins belong to one site (default {DEFAULT_DISTANCE_M:g})")
+    p.add_argument("--min-scenes", type=int, default=2, help="scenes with a slick a site needs (default 2)")
+    p.set_defaults(func=_seeps)
+
+
+def _seeps(args: argparse.Namespace, progress: Progress) -> dict:
+    from .seeps import SeepOptions, run_seeps
+
+    return run_seeps(args.catalogue, args.out, SeepOptions(args.distance, args.min_scenes))
