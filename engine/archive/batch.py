@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import resource
 import shutil
 import time
 from contextlib import contextmanager
@@ -250,6 +251,7 @@ def detect_scene(scene: str, folder: str, options: dict, threads: int) -> dict:
         "outcome": DONE, "error": "", "error_kind": "", "slicks": str(Path(result.slicks).relative_to(folder_path.parent.parent)),
         "n_slicks": result.n_slicks, "acquired": metadata["acquired"], "mode": metadata["mode"],
         "polarisation": polarisation, "seconds": round(time.monotonic() - started, 2),
+        "worker_peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
 
 

@@ -59,6 +59,8 @@ class SceneRecord:
     mode: Optional[str] = None
     polarisation: Optional[str] = None
     seconds: float = 0.0
+    worker_peak_mb: float = 0.0
+    """Peak resident memory of the worker process so far when the scene finished."""
     finished: str = ""
 
 
