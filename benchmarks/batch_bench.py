@@ -27,7 +27,7 @@ if str(ROOT) not in sys.path:
 import report  # noqa: E402
 
 from engine.archive.manifest import Manifest  # noqa: E402
-from engine.synth import SceneSpec, write_scene  # noqa: E402
+from engine.data.synth import SceneSpec, write_scene  # noqa: E402
 
 
 def engine(*args: str) -> float:

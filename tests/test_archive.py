@@ -24,12 +24,12 @@ from shapely.geometry import Point, box, shape
 from engine.archive import catalogue, seeps
 from engine.archive.batch import BatchOptions, run_batch
 from engine.archive.manifest import DONE, DUPLICATE, FAILED, Manifest
-from engine.archive.scenes import expand, scene_metadata
+from engine.archive.scene_list import expand, scene_metadata
 from engine.archive.synth_archive import write_archive
-from engine.detect import DetectOptions
+from engine.jobs.detect import DetectOptions
 from engine.errors import Cancelled, InputError, ResourceError
 from engine.progress import Progress
-from engine.synth import SceneSpec, write_scene
+from engine.data.synth import SceneSpec, write_scene
 
 N_SCENES = 7
 SIZE = 256

@@ -12,11 +12,11 @@ from shapely.geometry import box, mapping
 
 from engine.archive.evidence import FIELDS, NOMINAL_INCIDENCE, add_evidence, score
 from engine.archive.wind import _model, wind_speed
-from engine.detect import DetectOptions, detect
-from engine.grid import analysis_grid
+from engine.jobs.detect import DetectOptions, detect
+from engine.scenes.grid import analysis_grid
 from engine.progress import silent
-from engine.raster import inspect, open_raster
-from engine.synth import SceneSpec, write_scene
+from engine.scenes.raster import inspect, open_raster
+from engine.data.synth import SceneSpec, write_scene
 
 
 @pytest.mark.parametrize("polarisation", ["VV", "HH"])

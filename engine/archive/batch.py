@@ -24,14 +24,14 @@ from typing import Iterator, Optional
 
 from rasterio.errors import RasterioError
 
-from ..detect import DetectOptions, _available_memory
+from ..jobs.detect import DetectOptions, _available_memory
 from ..errors import InputError, OutputError, ResourceError, SlickMapperError
-from ..models import DEFAULT_MODEL, read_card
+from ..models.registry import DEFAULT_MODEL, read_card
 from ..progress import Progress, silent
 from . import catalogue
 from .footprint import write_footprint
 from .manifest import DONE, DUPLICATE, FAILED, Manifest, SceneRecord, file_hash, options_hash
-from .scenes import expand, scene_metadata
+from .scene_list import expand, scene_metadata
 
 SCENES_DIR = "scenes"
 _WORKER_MEMORY = 2 * 2**30
@@ -224,8 +224,8 @@ def detect_scene(scene: str, folder: str, options: dict, threads: int) -> dict:
     """One scene on a worker: detection, footprint, metadata; every failure comes back as the record's error."""
     import torch
 
-    from ..detect import detect
-    from ..raster import inspect
+    from ..jobs.detect import detect
+    from ..scenes.raster import inspect
 
     torch.set_num_threads(max(1, threads))
     path, folder_path = Path(scene), Path(folder)

@@ -26,7 +26,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _batch(args: argparse.Namespace, progress: Progress) -> dict:
-    from ..detect import DetectOptions
+    from ..jobs.detect import DetectOptions
     from .batch import BatchOptions, run_batch
 
     detect = DetectOptions(model=args.model, tile=args.tile, overlap=args.overlap, threshold=args.threshold,

@@ -30,13 +30,13 @@ from rasterio.windows import Window
 from shapely.geometry import Polygon, mapping, shape
 from shapely.ops import unary_union
 
-from ..grid import Grid, open_on_grid
-from ..normalise import to_db
-from ..outputs import MASK_NODATA
+from ..scenes.grid import Grid, open_on_grid
+from ..scenes.normalise import to_db
+from ..jobs.outputs import MASK_NODATA
 from ..progress import Progress
-from ..raster import SceneInfo
+from ..scenes.raster import SceneInfo
 from .footprint import valid_outline
-from .scenes import scene_metadata
+from .scene_list import scene_metadata
 from .wind import wind_speed
 
 RING_M = 1000.0

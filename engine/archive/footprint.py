@@ -20,7 +20,7 @@ from shapely.geometry import mapping, shape
 from shapely.ops import unary_union
 
 from ..atomic import write_text
-from ..outputs import MASK_NODATA
+from ..jobs.outputs import MASK_NODATA
 
 _MAX_SIDE = 512
 

@@ -18,7 +18,7 @@ import numpy as np
 from rasterio.warp import transform as transform_points
 
 from ..atomic import write_text
-from ..synth import SceneSpec, write_scene
+from ..data.synth import SceneSpec, write_scene
 
 CRS = "EPSG:32636"
 ORIGIN = (449000.0, 8360000.0)

@@ -29,7 +29,7 @@ def _layers() -> dict:
 def test_batch_detects_a_folder_in_the_background_and_puts_the_catalogue_on_the_timeline(processing, plugin, tmp_path):
     import processing as qgis_processing
 
-    from engine.synth import SceneSpec, write_scene
+    from engine.data.synth import SceneSpec, write_scene
 
     scenes = tmp_path / "scenes"
     scenes.mkdir()

@@ -46,18 +46,19 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from .atomic import staged, write_csv, write_text
-from .cli_args import number_or
-from .demo import SAMPLES, SAMPLES_DIR
-from .detect import DetectOptions, detect
-from .errors import InputError, OutputError
-from .evaluate import slick_dice
-from .finetune import DEFAULT_TILE, FinetuneOptions, Tile, check_options, collect_tiles, finetune, split_by_area, tileset, train_config
-from .inference import pick_device
-from .labels import create_store, import_mask, read_store
-from .models import DEFAULT_MODEL, ModelCard, build_model, load_encoder_weights, load_model, read_card, save_model
-from .progress import Progress
-from .training import TileSet, lr_range_test, train
+from ..atomic import staged, write_csv, write_text
+from ..cli.args import number_or
+from ..data.bundled import SAMPLES, SAMPLES_DIR
+from ..errors import InputError, OutputError
+from ..jobs.detect import DetectOptions, detect
+from ..jobs.evaluate import slick_dice
+from ..jobs.finetune import DEFAULT_TILE, FinetuneOptions, check_options, finetune, train_config
+from ..jobs.finetune_data import Tile, collect_tiles, split_by_area, tileset
+from ..jobs.labels import create_store, import_mask, read_store
+from ..models.inference import pick_device
+from ..models.registry import DEFAULT_MODEL, ModelCard, build_model, load_encoder_weights, load_model, read_card, save_model
+from ..models.training import TileSet, lr_range_test, train
+from ..progress import Progress
 
 POOL = ("sample_0", "sample_70")
 """Target-domain scenes the training sets and the validation tiles come from."""
