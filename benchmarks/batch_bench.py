@@ -49,7 +49,7 @@ def main() -> None:
         folder = Path(tmp) / "scenes"
         folder.mkdir()
         for i in range(n):
-            write_scene(SceneSpec(height=size, width=size, seed=i, n_seeps=2), folder / f"S1A_EW_GRDM_1SDH_2024010{i}T050000_b.tif")
+            write_scene(SceneSpec(height=size, width=size, seed=i, n_seeps=2), folder / f"S1A_EW_GRDM_1SDH_202401{i + 1:02d}T050000_b.tif")
         scenes = sorted(str(p) for p in folder.glob("*.tif"))
         common = ("--tile", "256", "--device", "cpu")
         one_by_one = sum(engine("detect", scene, "--out", f"{tmp}/single", "--overwrite", *common) for scene in scenes)

@@ -61,7 +61,10 @@ def scene_metadata(path: Path) -> dict[str, Optional[str]]:
     acquired = mode = None
     match = _TIME.search(path.name)
     if match:
-        acquired = datetime.strptime(match.group(1).upper(), "%Y%m%dT%H%M%S").replace(tzinfo=timezone.utc).isoformat()
+        try:
+            acquired = datetime.strptime(match.group(1).upper(), "%Y%m%dT%H%M%S").replace(tzinfo=timezone.utc).isoformat()
+        except ValueError:  # digits that only look like a time (day 00, month 13): not a time
+            acquired = None
     match = _MODE.search(path.name)
     if match:
         mode = match.group(1).upper()
