@@ -268,7 +268,9 @@ def test_seeps_command_on_the_batch_catalogue_finds_the_seeps(batch, archive, tm
     assert main(["seeps", str(batch["out"] / "catalogue.gpkg"), "--out", str(out)]) == 0
     sites = gpd.read_file(out, layer="sites")
     slicks = gpd.read_file(out, layer="slicks")
-    for distance, rate_error in _match(sites, archive["truth"]):  # the model misses and adds slicks: looser
+    matches = _match(sites, archive["truth"])
+    print("\nsites from the model's slicks vs the true seeps (m, recurrence error):", matches)
+    for distance, rate_error in matches:  # the model misses and adds slicks: looser
         assert distance < 1000 and rate_error <= 0.35
     assert set(slicks["site_id"].dropna().astype(int)) == set(sites["site_id"])
     assert (sites["scenes_with_slick"] <= sites["scenes_observed"]).all()
