@@ -262,7 +262,7 @@ def test_the_distance_scale_must_be_positive_and_bounds_the_sites(archive):
 
 
 def test_seeps_command_on_the_batch_catalogue_finds_the_seeps(batch, archive, tmp_path):
-    from engine.cli import main
+    from engine.cli.main import main
 
     out = tmp_path / "sites.gpkg"
     assert main(["seeps", str(batch["out"] / "catalogue.gpkg"), "--out", str(out)]) == 0
