@@ -181,6 +181,16 @@ def test_an_unreachable_scheduler_writes_nothing(archive, tmp_path):
     assert not out.exists()
 
 
+def test_a_scheduler_without_workers_writes_nothing(archive, tmp_path):
+    from distributed import LocalCluster
+
+    out = tmp_path / "never"
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as empty:
+        with pytest.raises(ResourceError, match="no workers"):
+            run_batch([str(archive["list"])], out, BatchOptions(DetectOptions(), scheduler=empty.scheduler_address))
+    assert not out.exists()
+
+
 def test_a_catalogue_mixing_two_models_is_refused(batch, tmp_path):
     slicks, footprints = catalogue.read(batch["out"])
     other = slicks.copy()

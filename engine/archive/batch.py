@@ -271,7 +271,10 @@ def _cluster(options: BatchOptions) -> Iterator[tuple[object, int, int]]:
             ) from exc
         try:
             workers = client.scheduler_info().get("workers", {})
-            threads = max(1, min(w.get("nthreads", 1) for w in workers.values())) if workers else 1
+            if not workers:
+                raise ResourceError(f"The Dask scheduler at {options.scheduler} has no workers; nothing was written.",
+                                    "Start workers with the engine installed (dask worker ADDRESS), then run again.")
+            threads = max(1, min(w.get("nthreads", 1) for w in workers.values()))
             yield client, len(workers), threads
         finally:
             client.close()
