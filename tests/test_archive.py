@@ -27,6 +27,7 @@ from engine.archive.manifest import DONE, DUPLICATE, FAILED, Manifest
 from engine.archive.scene_list import expand, scene_metadata
 from engine.archive.synth_archive import write_archive
 from engine.jobs.detect import DetectOptions
+from engine.models.registry import SYNTHETIC_MODEL
 from engine.errors import Cancelled, InputError, ResourceError
 from engine.progress import Progress
 from engine.data.synth import SceneSpec, write_scene
@@ -65,7 +66,8 @@ def cluster():
 
 
 def _options(cluster) -> BatchOptions:
-    return BatchOptions(DetectOptions(tile=256, device="cpu"), scheduler=cluster.scheduler_address)
+    """The model trained on synthetic scenes, for an archive of synthetic scenes."""
+    return BatchOptions(DetectOptions(model=str(SYNTHETIC_MODEL), tile=256, device="cpu"), scheduler=cluster.scheduler_address)
 
 
 @pytest.fixture(scope="module")

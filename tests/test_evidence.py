@@ -13,6 +13,7 @@ from shapely.geometry import box, mapping
 from engine.archive.evidence import FIELDS, NOMINAL_INCIDENCE, add_evidence, score
 from engine.archive.wind import _model, wind_speed
 from engine.jobs.detect import DetectOptions, detect
+from engine.models.registry import SYNTHETIC_MODEL
 from engine.scenes.grid import analysis_grid
 from engine.progress import silent
 from engine.scenes.raster import inspect, open_raster
@@ -88,7 +89,7 @@ def test_score_reasons_strongest_first_and_capped():
 def test_detection_writes_the_evidence_of_every_slick(tmp_path, encoding):
     scene = write_scene(SceneSpec(height=256, width=256, seed=3, n_seeps=2, nodata_border=True),
                         tmp_path / "S1A_EW_GRDM_1SDH_20240101T050000_s.tif", encoding=encoding)
-    result = detect(scene, tmp_path / "out", DetectOptions(tile=256, device="cpu"))
+    result = detect(scene, tmp_path / "out", DetectOptions(model=str(SYNTHETIC_MODEL), tile=256, device="cpu"))
     import fiona
 
     with fiona.open(result.slicks) as src:

@@ -30,6 +30,7 @@ def test_batch_detects_a_folder_in_the_background_and_puts_the_catalogue_on_the_
     import processing as qgis_processing
 
     from engine.data.synth import SceneSpec, write_scene
+    from engine.models.registry import SYNTHETIC_MODEL
 
     scenes = tmp_path / "scenes"
     scenes.mkdir()
@@ -40,7 +41,7 @@ def test_batch_detects_a_folder_in_the_background_and_puts_the_catalogue_on_the_
     feedback = Recorder()
     QgsProject.instance().clear()
     result = qgis_processing.runAndLoadResults("slickmapper:batch", {
-        "FOLDER": str(scenes), "WORKERS": 1, "TILE": 256, "OUTPUT_FOLDER": str(tmp_path / "batch")}, feedback=feedback)
+        "FOLDER": str(scenes), "MODEL": str(SYNTHETIC_MODEL), "WORKERS": 1, "TILE": 256, "OUTPUT_FOLDER": str(tmp_path / "batch")}, feedback=feedback)
     assert result["N_DETECTED"] == 2 and result["N_FAILED"] == 1
     assert any("done" in text and "left" in text for text in feedback.texts)
     layers = _layers()
