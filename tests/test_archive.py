@@ -61,7 +61,7 @@ def archive(tmp_path_factory) -> dict:
 def cluster():
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as local:
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as local:
         yield local
 
 
@@ -187,7 +187,7 @@ def test_a_scheduler_without_workers_writes_nothing(archive, tmp_path):
     from distributed import LocalCluster
 
     out = tmp_path / "never"
-    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as empty:
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as empty:
         with pytest.raises(ResourceError, match="no workers"):
             run_batch([str(archive["list"])], out, BatchOptions(DetectOptions(), scheduler=empty.scheduler_address))
     assert not out.exists()

@@ -286,7 +286,7 @@ def _cluster(options: BatchOptions) -> Iterator[tuple[object, int, int]]:
         raise InputError("The number of workers must be at least 1.", "Give --workers 1 or more.")
     memory_limit = int(max(available * 0.8 / n_workers, _WORKER_MEMORY / 2))
     cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, memory_limit=memory_limit,
-                           dashboard_address=None, silence_logs=logging.ERROR)
+                           dashboard_address=":0", silence_logs=logging.ERROR)
     client = Client(cluster)
     try:
         yield client, n_workers, max(1, cores // n_workers)
