@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -102,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-area-km2", type=float, default=0.05, help="drop slicks smaller than this (default 0.05)")
     p.add_argument("--land-mask", default="default", metavar="default|none|PATH",
                    help="land never becomes a slick: default (GSHHG coastline), none, or your own land polygon file or raster (non-zero = land)")
+    p.add_argument("--runtime", choices=["auto", "torch", "torchscript", "onnxruntime", "openvino"],
+                   default=os.environ.get("SLICK_MAPPER_RUNTIME", "auto"),
+                   help="what runs the model: auto (the fastest measured on this machine for this model, once) or one forced")
     p.add_argument("--land-buffer", type=int, default=8, metavar="PIXELS", help="widen land by this many pixels (default 8)")
     p.add_argument("--nodata-buffer", type=int, default=8, metavar="PIXELS", help="no slick within this many pixels of no data (default 8)")
     p.add_argument("--source-grid", action="store_true", help="write rasters on the scene's own grid")
@@ -157,6 +161,7 @@ def _detect(args: argparse.Namespace, progress: Progress) -> dict:
         min_area_km2=args.min_area_km2,
         land_mask=args.land_mask,
         land_buffer=args.land_buffer,
+        runtime=args.runtime,
         nodata_buffer=args.nodata_buffer,
         source_grid=args.source_grid,
         overwrite=args.overwrite,
@@ -185,6 +190,7 @@ def _doctor(args: argparse.Namespace, progress: Progress) -> dict:
 
     import torch
 
+    from . import cpu_features
     from .inference import pick_device
     from .models import user_models_dir
 
@@ -202,6 +208,7 @@ def _doctor(args: argparse.Namespace, progress: Progress) -> dict:
         "gpu_name": gpu_name,
         "gpu_memory_gb": gpu_memory,
         "cpu_threads": torch.get_num_threads(),
+        "cpu": cpu_features.summary(),
         "models_dir": str(user_models_dir()),
     }
 

@@ -28,7 +28,8 @@ from rasterio.windows import Window
 from .errors import InputError, ResourceError
 from .grid import Grid, analysis_grid, open_on_grid
 from .inference import Predictor, pick_device
-from .models import DEFAULT_MODEL, check_scene, load_model
+from . import runtimes
+from .models import DEFAULT_MODEL, check_scene, load_model, read_card
 from .normalise import Stretch, scene_stretch
 from .outputs import MASK_NODATA, OutputSet, polygonise, raster_profile, to_cog, write_slicks
 from .progress import Progress, silent
@@ -65,6 +66,9 @@ class DetectOptions:
     source_grid: bool = False
     overwrite: bool = False
     fast: bool = True
+    runtime: str = field(default_factory=lambda: os.environ.get("SLICK_MAPPER_RUNTIME", runtimes.AUTO))
+    """``auto`` (the fastest measured here whose masks agree with PyTorch fp32), or one of ``runtimes.RUNTIMES``;
+    ``$SLICK_MAPPER_RUNTIME`` sets the default."""
 
 
 @dataclass
@@ -80,6 +84,8 @@ class DetectResult:
     """Tiles never predicted: all no data, all land (or coast or no-data border), or outside the extent."""
     device: str
     model_name: str
+    runtime: str
+    """What ran the model: runtime and precision, e.g. ``openvino fp32``."""
     grid: str
     threshold: float
     """The one the mask and polygons were cut at: the option's, else the model's."""
@@ -100,7 +106,8 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
     _check_options(options)
     info = inspect(scene, options.band)
     device = pick_device(options.device)
-    model, card = load_model(options.model or DEFAULT_MODEL, device)
+    model_path = options.model or DEFAULT_MODEL
+    card = read_card(model_path)
     warnings = info.warnings + check_scene(card, info.count, info.pixel_size)
     threshold = card.threshold if options.threshold is None else options.threshold
     tile = options.tile or card.tile_size
@@ -108,7 +115,11 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
         raise InputError(f"Tile size {tile} is not usable.", "Use a multiple of 32 between 64 and 2048, e.g. 256 or 512.")
     if options.overlap >= tile // 2:
         raise InputError(f"Overlap {options.overlap} is too large for {tile}-pixel tiles.", f"Use less than {tile // 2}.")
-    predictor = Predictor(model, card, device, fast=options.fast)
+    if options.fast:
+        predictor, notes = runtimes.make_predictor(model_path, device, options.runtime, progress=progress)
+        warnings += notes
+    else:
+        predictor = Predictor(load_model(model_path, device)[0], card, device, fast=False)
     prefix = options.prefix or scene.stem
     names = {"probability": f"{prefix}_probability.tif", "mask": f"{prefix}_mask.tif", "slicks": f"{prefix}_slicks.gpkg"}
 
@@ -150,6 +161,7 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
         masked=exclusion.description,
         device=str(device),
         model_name=card.name,
+        runtime=predictor.runtime,
         grid=grid.describe(),
         threshold=threshold,
         warnings=warnings,
