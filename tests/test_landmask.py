@@ -11,12 +11,12 @@ import rasterio
 from affine import Affine
 from rasterio.warp import transform as transform_points
 
-from engine import cli
-from engine.detect import DetectOptions, detect
+from engine.cli import main as cli
+from engine.jobs.detect import DetectOptions, detect
 from engine.errors import InputError
 from engine.scenes.landmask import CoastlineLandMask, dilate
 from engine.scenes.prefetch import prefetch
-from engine.synth import SceneSpec, write_scene
+from engine.data.synth import SceneSpec, write_scene
 
 from conftest import SAMPLES
 

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from engine import cpu_features, runtimes
+from engine.models import cpu_features, runtimes
 from engine.errors import ResourceError
-from engine.inference import Predictor, pick_device
-from engine.models import BUNDLED_DIR, load_model
+from engine.models.inference import Predictor, pick_device
+from engine.models.registry import BUNDLED_DIR, load_model
 from engine.progress import Progress
-from engine.quantise import quantised_model
+from engine.models.quantise import quantised_model
 
 CPU = torch.device("cpu")
 

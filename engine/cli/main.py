@@ -1,0 +1,262 @@
+"""Command line: ``python -m engine COMMAND``; a thin layer over the engine's functions.
+
+With ``--jsonl`` every command speaks in JSON lines on stdout (progress, log, one result or error), which
+is how the QGIS plugin's worker process talks to it; without it, a progress bar goes to stderr and the
+result is printed for a person. SIGTERM sets the cancel flag, so a stopped job cleans up after itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from typing import Any, Callable, Optional
+
+from .. import __version__
+from ..data import synth
+from ..errors import Cancelled, SlickMapperError
+from ..experiments import cli as experiment_cli, demo
+from ..generation import generator
+from ..jobs import evaluate, finetune, labels
+from ..models import pretrain
+from ..progress import Progress
+
+EPILOG = """examples:
+  python -m engine info scene.tif
+  python -m engine detect scene.tif --out results/
+  python -m engine detect S1A_EW_GRDM_...-hh-....tiff --out results/ --tile 512 --threshold 0.4
+  python -m engine evaluate results/scene_probability.tif --labels labels.png
+  python -m engine synth --out synthetic.tif --labels synthetic_labels.tif --size 2048 2048
+  python -m engine labels init project_labels.gpkg --crs EPSG:32636
+  python -m engine labels summary project_labels.gpkg
+  python -m engine finetune --base model.safetensors --labels project_labels.gpkg --out model_ft.safetensors
+  python -m engine generator train --labels project_labels.gpkg --out generator.safetensors
+  python -m engine generate --generator generator.safetensors --out samples/ --n 100 --solver dpm++
+  python -m engine samples summary samples/
+  python -m engine finetune --base model.safetensors --labels project_labels.gpkg --out student.safetensors --generated samples/
+"""
+
+
+class Reporter:
+    """Turns engine progress into a bar on stderr, or into JSON lines for the plugin's worker."""
+
+    def __init__(self, jsonl: bool) -> None:
+        self.jsonl = jsonl
+        self._last = 0.0
+        self._stage = ""
+
+    def emit(self, event: str, **fields: Any) -> None:
+        print(json.dumps({"event": event, **fields}, default=str), flush=True)
+
+    def progress(self, stage: str, done: int, total: int, message: str) -> None:
+        now = time.monotonic()
+        final = done >= total
+        if now - self._last < 0.2 and not final and stage == self._stage:
+            return
+        self._last, self._stage = now, stage
+        if self.jsonl:
+            self.emit("progress", stage=stage, done=done, total=total, message=message)
+        else:
+            width = 30
+            filled = int(width * done / total) if total else width
+            sys.stderr.write(f"\r{stage:<11} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} {message[:40]:<40}")
+            if final:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+
+    def log(self, message: str) -> None:
+        if self.jsonl:
+            self.emit("log", message=message)
+        else:
+            print(message, file=sys.stderr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m engine",
+        description="Slick Mapper engine: map oil slicks in Sentinel-1 SAR scenes.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--jsonl", action="store_true", help="speak JSON lines on stdout (used by the QGIS plugin)")
+    parser.add_argument("--version", action="version", version=f"Slick Mapper engine {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("info", help="describe a scene and what detection will do with it")
+    p.add_argument("scene", help="GeoTIFF, COG, VRT or Sentinel-1 GRD measurement TIFF")
+    p.add_argument("--band", help="band name (HH, VV, HV, VH) or 1-based index; default: HH or VV")
+    p.add_argument("--model", help="model file whose pixel size the plan uses (default: bundled model)")
+    p.add_argument("--land-mask", default="default", help="default (GSHHG coastline), none, or a land polygon file or raster")
+    p.set_defaults(func=_info)
+
+    p = sub.add_parser("detect", help="detect slicks: probability COG, mask and polygons (GeoPackage)")
+    p.add_argument("scene", help="GeoTIFF, COG, VRT or Sentinel-1 GRD measurement TIFF")
+    p.add_argument("--out", required=True, help="output folder (created if missing)")
+    p.add_argument("--model", help="model file (.safetensors); default: the bundled model")
+    p.add_argument("--tile", type=int, help="tile size in pixels (default: the model's)")
+    p.add_argument("--overlap", type=int, default=64, help="tile overlap in pixels (default 64)")
+    p.add_argument("--threshold", type=float, help="slick probability threshold (default: the model's own, from its card)")
+    p.add_argument("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu (default auto)")
+    p.add_argument("--band", help="band name (HH, VV, HV, VH) or 1-based index")
+    p.add_argument("--bounds", type=float, nargs=4, metavar=("XMIN", "YMIN", "XMAX", "YMAX"), help="only this extent")
+    p.add_argument("--bounds-crs", help="CRS of --bounds (default: the analysis UTM zone)")
+    p.add_argument("--prefix", help="output file prefix (default: the scene's file name)")
+    p.add_argument("--min-area-km2", type=float, default=0.05, help="drop slicks smaller than this (default 0.05)")
+    p.add_argument("--land-mask", default="default", metavar="default|none|PATH",
+                   help="land never becomes a slick: default (GSHHG coastline), none, or your own land polygon file or raster (non-zero = land)")
+    p.add_argument("--runtime", choices=["auto", "torch", "torchscript", "onnxruntime", "openvino"],
+                   default=os.environ.get("SLICK_MAPPER_RUNTIME", "auto"),
+                   help="what runs the model: auto (the fastest measured on this machine for this model, once) or one forced")
+    p.add_argument("--land-buffer", type=int, default=8, metavar="PIXELS", help="widen land by this many pixels (default 8)")
+    p.add_argument("--nodata-buffer", type=int, default=8, metavar="PIXELS", help="no slick within this many pixels of no data (default 8)")
+    p.add_argument("--source-grid", action="store_true", help="write rasters on the scene's own grid")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs of the same prefix")
+    p.set_defaults(func=_detect)
+
+    p = sub.add_parser("models", help="list installed models")
+    p.set_defaults(func=_models)
+
+    p = sub.add_parser("doctor", help="what the engine sees: versions, device, GPU")
+    p.set_defaults(func=_doctor)
+
+    evaluate.add_cli(sub)
+    synth.add_cli(sub)
+    demo.add_cli(sub)
+    pretrain.add_cli(sub)
+    labels.add_cli(sub)
+    finetune.add_cli(sub)
+    experiment_cli.add_cli(sub)
+    generator.add_cli(sub)
+    return parser
+
+
+def _info(args: argparse.Namespace, progress: Progress) -> dict:
+    from ..models.registry import DEFAULT_MODEL, read_card
+    from ..scenes.raster import inspect
+
+    from ..scenes.grid import analysis_grid
+    from ..scenes.landmask import land_summary
+    from ..scenes.raster import open_raster
+
+    card = read_card(args.model or DEFAULT_MODEL)
+    info = inspect(args.scene, args.band, card.pixel_size).to_dict()
+    with open_raster(args.scene) as ds:
+        grid = analysis_grid(ds, info["utm_crs"], card.pixel_size)
+    info["land_mask"] = land_summary(args.land_mask, grid.crs, grid.transform, (grid.height, grid.width))
+    return info
+
+
+def _detect(args: argparse.Namespace, progress: Progress) -> dict:
+    from ..jobs.detect import DetectOptions, detect
+
+    options = DetectOptions(
+        model=args.model,
+        tile=args.tile,
+        overlap=args.overlap,
+        threshold=args.threshold,
+        device=args.device,
+        band=args.band,
+        bounds=tuple(args.bounds) if args.bounds else None,
+        bounds_crs=args.bounds_crs,
+        prefix=args.prefix,
+        min_area_km2=args.min_area_km2,
+        land_mask=args.land_mask,
+        land_buffer=args.land_buffer,
+        runtime=args.runtime,
+        nodata_buffer=args.nodata_buffer,
+        source_grid=args.source_grid,
+        overwrite=args.overwrite,
+    )
+    result = detect(args.scene, args.out, options, progress)
+    for warning in result.warnings:
+        progress.log(f"warning: {warning}")
+    return result.to_dict()
+
+
+def _models(args: argparse.Namespace, progress: Progress) -> dict:
+    from dataclasses import asdict
+
+    from ..models.registry import DEFAULT_MODEL, list_models
+
+    listed = []
+    for path, card in list_models():
+        entry = asdict(card)
+        entry.update(path=str(path), dice=card.metrics.get("dice"), default=path == DEFAULT_MODEL.resolve())
+        listed.append(entry)
+    return {"models": listed}
+
+
+def _doctor(args: argparse.Namespace, progress: Progress) -> dict:
+    import platform
+
+    import torch
+
+    from ..models import cpu_features
+    from ..models.inference import pick_device
+    from ..models.registry import user_models_dir
+
+    device = pick_device("auto")
+    gpu_name = gpu_memory = None
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        gpu_name, gpu_memory = props.name, round(props.total_memory / 2**30, 1)
+    return {
+        "engine_version": __version__,
+        "python": platform.python_version(),
+        "executable": sys.executable,
+        "torch_version": torch.__version__,
+        "device": device.type,
+        "gpu_name": gpu_name,
+        "gpu_memory_gb": gpu_memory,
+        "cpu_threads": torch.get_num_threads(),
+        "cpu": cpu_features.summary(),
+        "models_dir": str(user_models_dir()),
+    }
+
+
+def _print_human(result: dict) -> None:
+    for key, value in result.items():
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        elif isinstance(value, (list, dict)):
+            value = json.dumps(value, default=str)
+        print(f"{key:>18}: {value}")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    reporter = Reporter(args.jsonl)
+    progress = Progress(reporter.progress, log=reporter.log)
+    signal.signal(signal.SIGTERM, lambda *_: progress.cancel())
+    func: Callable[[argparse.Namespace, Progress], dict] = args.func
+    try:
+        result = func(args, progress)
+    except Cancelled:
+        if args.jsonl:
+            reporter.emit("cancelled")
+        else:
+            print("\nCancelled; nothing was written.", file=sys.stderr)
+        return Cancelled.exit_code
+    except SlickMapperError as exc:
+        if args.jsonl:
+            reporter.emit("error", kind=type(exc).__name__, message=str(exc))
+        else:
+            print(f"\nerror: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return Cancelled.exit_code
+    except Exception as exc:  # a bug: say so plainly, keep the traceback for the report
+        traceback.print_exc()
+        if args.jsonl:
+            reporter.emit("error", kind="InternalError", message=f"Unexpected engine failure: {exc!r}. See the log for the traceback.")
+        return 1
+    if args.jsonl:
+        reporter.emit("result", data=result)
+    else:
+        _print_human(result)
+    return 0

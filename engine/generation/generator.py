@@ -1,0 +1,444 @@
+"""The generator's jobs: train one on a label store, generate samples, look after a sample folder.
+
+Training tiles are cut by ``finetune_data.collect_tiles``, so a generator learns from exactly what detection
+and fine-tuning see: the scene's UTM analysis grid at the target pixel size and the eq. 1 stretch. The
+generator file is written once training succeeded, atomically, so a failed or cancelled run leaves no
+file; generation keeps every sample finished before a cancel (engine/generation/samples.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import torch
+
+from ..cli.args import number_or
+from ..errors import Cancelled, InputError, ModelError
+from ..jobs.finetune import check_out
+from ..jobs.finetune_data import check_store, collect_tiles
+from ..jobs.labels import LabelStore, read_store
+from ..models.inference import pick_device
+from ..models.registry import BINARY_CLASSES, DEFAULT_MODEL, ModelCard, read_card
+from ..progress import Progress, silent
+from . import samples
+from .joint_ddpm import (
+    NETS,
+    SOLVERS,
+    GeneratorCard,
+    GeneratorTraining,
+    JointSet,
+    balancing_factor,
+    load_generator,
+    read_generator_card,
+    sample,
+    save_generator,
+    to_uint8,
+    train,
+    unet_config,
+)
+
+MIN_TILES = 16
+"""Fewest usable tiles a generator is trained on. Far from enough for varied samples (the paper had
+thousands); below it a generator can do little but copy its tiles."""
+FEW_TILES = 200
+"""Below this many tiles, training says that samples will stay close to the labelled tiles."""
+MIN_KNOWN = 0.5
+"""Least known fraction of a training tile: a mostly unknown label would teach the label channels that
+'no answer' is a normal output."""
+
+
+@dataclass
+class GeneratorOptions:
+    tile: int = 64
+    net: str | dict[str, Any] = "small"
+    """A size from ``joint_ddpm.NETS`` or explicit ``UNet2DModel`` arguments."""
+    steps: int = 300
+    low_res_steps: int = 600
+    batch_size: int = 8
+    lr: float = 2e-4
+    b: Optional[float] = None
+    """None: from the training tiles (eq. 16); a number for the paper's ablation (0.1, 1, 2)."""
+    slick_share: Optional[float] = GeneratorTraining.slick_share
+    """Share of each batch from tiles with a slick (``GeneratorTraining.slick_share``); None: uniform."""
+    seed: int = 0
+    device: str = "auto"
+    pixel_size: Optional[float] = None
+    """None: the bundled model's, so samples match the model students start from."""
+    name: Optional[str] = None
+
+
+def training_tiles(store: LabelStore, tile: int, pixel_size: float, progress: Progress) -> tuple[JointSet, int, list[str]]:
+    """(tiles as the generator learns them, tiles left out, scenes used).
+
+    A tile is used when every pixel holds data (a generated tile never has no data, so the generator must
+    not learn to make any) and at least ``MIN_KNOWN`` of it is labelled or reviewed.
+    """
+    # collect_tiles reads the pixel size and band count a segmentation model's card would give.
+    grid = ModelCard(name="sample generator", architecture="joint_ddpm", encoder="none", tile_size=tile, pixel_size=pixel_size)
+    tiles = collect_tiles(store, grid, tile, progress)
+    usable = [t for t in tiles if t.x.min() > 0 and t.valid.mean() >= MIN_KNOWN]
+    if len(usable) < MIN_TILES:
+        raise InputError(
+            f"Only {len(usable)} of the {len(tiles)} labelled {tile}-pixel tiles are at least {MIN_KNOWN:.0%} reviewed and free of "
+            f"no data; a generator needs at least {MIN_TILES} (and a few hundred to vary).",
+            "Mark more checked sea as reviewed (with every slick in it labelled), add scenes, or use smaller tiles (e.g. --tile 32).",
+        )
+    if len(usable) < FEW_TILES:
+        progress.log(f"warning: {len(usable)} training tiles; generated samples will stay close to them")
+    data = JointSet.from_arrays(
+        np.stack([t.x for t in usable]), np.stack([t.target for t in usable]), np.stack([t.valid for t in usable]), len(BINARY_CLASSES)
+    )
+    return data, len(tiles) - len(usable), sorted({t.scene for t in usable})
+
+
+def train_generator(
+    store_path: str | Path, out_path: str | Path, options: Optional[GeneratorOptions] = None, progress: Optional[Progress] = None
+) -> dict[str, Any]:
+    """Train a generator on a label store's tiles and write it to ``out_path`` (never replaced)."""
+    options = options or GeneratorOptions()
+    progress = progress or silent()
+    started = time.monotonic()
+    out_path = Path(out_path)
+    _check_training_options(options)
+    check_out(out_path)
+    unet = unet_config(options.net, options.tile, len(BINARY_CLASSES))
+    store = read_store(store_path)
+    check_store(store)
+    device = pick_device(options.device)
+    pixel_size = options.pixel_size or read_card(DEFAULT_MODEL).pixel_size
+    data, skipped, scenes = training_tiles(store, options.tile, pixel_size, progress)
+    b = options.b if options.b is not None else balancing_factor(data)
+    progress.log(f"{len(data)} training tiles ({skipped} left out); b = {b:.4f}" + (" (given)" if options.b is not None else " from the tiles"))
+    config = GeneratorTraining(
+        steps=options.steps,
+        low_res_steps=options.low_res_steps,
+        batch_size=options.batch_size,
+        lr=options.lr,
+        slick_share=options.slick_share,
+        seed=options.seed,
+        device=str(device),
+    )
+    card = GeneratorCard(
+        name=options.name or f"Generator {options.tile} px, {store.path.stem}",
+        classes=list(BINARY_CLASSES),
+        tile_size=options.tile,
+        pixel_size=pixel_size,
+        b=b,
+        unet=unet,
+    )
+    net, history = train(card, data, config, progress)
+    seconds = round(time.monotonic() - started, 1)
+    card.training = {
+        "labels": {"path": str(store.path.resolve()), "sha256": store.sha256},
+        "scenes": scenes,
+        "train_tiles": len(data),
+        "skipped_tiles": skipped,
+        "b_from": "given" if options.b is not None else "tiles",
+        "net": options.net if isinstance(options.net, str) else "custom",
+        **asdict(config),
+        "seconds": seconds,
+        "history": history,
+    }
+    progress.update("saving", 0, 1, "Writing the generator file")
+    check_out(out_path)  # a file may have appeared there while training ran
+    save_generator(net, card, out_path)
+    progress.update("done", 1, 1)
+    return {
+        "generator": str(out_path),
+        "b": b,
+        "b_from": card.training["b_from"],
+        "train_tiles": len(data),
+        "skipped_tiles": skipped,
+        "tile": options.tile,
+        "steps": options.steps,
+        "low_res_steps": options.low_res_steps,
+        "final_loss": history[-1]["loss"] if history else None,
+        "device": str(device),
+        "seconds": seconds,
+        "history": history,
+    }
+
+
+def generate(
+    generator_path: str | Path,
+    folder: str | Path,
+    n: int,
+    *,
+    solver: str = "ddim",
+    steps: Optional[int] = None,
+    seed: Optional[int] = None,
+    batch_size: Optional[int] = None,
+    device: str = "auto",
+    mix_generators: bool = False,
+    progress: Optional[Progress] = None,
+) -> dict[str, Any]:
+    """Generate ``n`` samples into ``folder`` (created, or appended to), a batch at a time.
+
+    Seeds run from ``seed`` (default: one past the folder's largest), one per sample. Cancel stops within
+    a solver step; the samples of the batches finished before stay in the folder.
+    """
+    progress = progress or silent()
+    started = time.monotonic()
+    generator_path, folder = Path(generator_path), Path(folder)
+    if n < 1:
+        raise InputError(f"--n {n}: nothing to generate.", "Ask for at least one sample.")
+    if solver not in SOLVERS:
+        raise InputError(f"Unknown solver {solver!r}.", f"Use one of: {', '.join(SOLVERS)}.")
+    steps = steps or SOLVERS[solver][1]
+    if steps < 1 or (batch_size is not None and batch_size < 1):
+        raise InputError("Steps and batch size must be at least 1.", f"E.g. --steps {SOLVERS[solver][1]}.")
+    torch_device = pick_device(device)
+    net, card = load_generator(generator_path, torch_device)
+    key = samples.prepare(folder, _generator_entry(generator_path, card), allow_other_generator=mix_generators)
+    index = samples.read_index(folder)
+    seed = seed if seed is not None else max((s["seed"] for s in index["samples"]), default=-1) + 1
+    seeds = list(range(seed, seed + n))
+    taken = {s["seed"] for s in index["samples"] if (s["generator"], s["solver"], s["steps"]) == (key, solver, steps)}
+    clash = sorted(taken.intersection(seeds))
+    if clash:
+        raise InputError(
+            f"{folder} already holds samples of seeds {', '.join(map(str, clash[:5]))}{'...' if len(clash) > 5 else ''} "
+            f"from this generator with {solver} in {steps} steps.",
+            "Leave --seed out to continue after the folder's seeds, or give another seed.",
+        )
+    batch_size = batch_size or (16 if torch_device.type == "cuda" else 4)
+    threads = torch.get_num_threads() if torch_device.type == "cpu" else None
+    ids: list[str] = []
+    for first in range(0, n, batch_size):
+        batch = seeds[first : first + batch_size]
+
+        def report(step: int, total: int) -> None:
+            progress.update(
+                "generating", first * steps + step * len(batch), n * steps,
+                f"samples {first + 1}-{first + len(batch)} of {n}: step {step}/{total}",
+            )
+
+        try:
+            x, logits = sample(net, card, batch, solver, steps, report)
+        except Cancelled:
+            progress.log(f"cancelled: the {len(ids)} samples finished before are kept in {folder}")
+            raise
+        tiles = to_uint8(x[:, 0])
+        made = [samples.NewSample(tiles[i], logits[i].numpy(), s, batch, solver, steps, str(torch_device), threads) for i, s in enumerate(batch)]
+        ids += samples.add(folder, key, made)
+    seconds = time.monotonic() - started
+    result = samples.summary(folder)
+    progress.update("done", 1, 1)
+    return {
+        "folder": str(folder),
+        "generated": len(ids),
+        "ids": ids,
+        "total": result["total"],
+        "kept": result["kept"],
+        "solver": solver,
+        "steps": steps,
+        "device": str(torch_device),
+        "seconds": round(seconds, 1),
+        "samples_per_minute": round(60 * len(ids) / seconds, 2),
+    }
+
+
+def regenerate(
+    folder: str | Path,
+    ids: Optional[list[str]] = None,
+    *,
+    generator_path: Optional[str | Path] = None,
+    device: Optional[str] = None,
+    progress: Optional[Progress] = None,
+) -> dict[str, Any]:
+    """Make samples again from their records: files that were lost are restored, files that exist are
+    compared bit for bit and never replaced.
+
+    ``ids`` None: every sample whose tile file is missing. Each sample's batch is rerun on the device and
+    with the CPU threads it was made with (unless ``device`` is given), with the generator named in the index (or
+    ``generator_path``, which must be the same file by its hash).
+    """
+    progress = progress or silent()
+    folder = Path(folder)
+    index = samples.read_index(folder)
+    by_id = {s["id"]: s for s in index["samples"]}
+    if ids:
+        unknown = [i for i in ids if i not in by_id]
+        if unknown:
+            raise InputError(f"No sample {', '.join(unknown)} in {folder}.", "See the ids with: python -m engine samples summary.")
+        wanted = [by_id[i] for i in ids]
+    else:
+        wanted = [s for s in index["samples"] if not (folder / "tiles" / f"{s['id']}.npz").exists()]
+    groups: dict[tuple, list[dict]] = {}
+    for record in wanted:
+        key = (record["generator"], tuple(record["batch_seeds"]), record["solver"], record["steps"], record["device"], record["threads"])
+        groups.setdefault(key, []).append(record)
+    identical, different, restored = [], [], []
+    loaded: dict[tuple[str, str], tuple[Any, GeneratorCard]] = {}
+    for done, ((key, batch, solver, steps, made_on, threads), records) in enumerate(groups.items()):
+        progress.update("regenerating", done, len(groups), f"batch of seeds {batch[0]}-{batch[-1]}")
+        entry = index["generators"][key]
+        torch_device = pick_device(device or made_on)
+        if (key, str(torch_device)) not in loaded:
+            path = Path(generator_path or entry["path"])
+            if _sha256(path) != entry["sha256"]:
+                raise ModelError(f"{path} is not the generator that made these samples (its hash differs).", "Give the original file with --generator.")
+            loaded[(key, str(torch_device))] = load_generator(path, torch_device)
+        net, card = loaded[(key, str(torch_device))]
+        with cpu_threads(threads if torch_device.type == "cpu" else None):
+            x, logits = sample(net, card, list(batch), solver, steps, lambda *_: progress.check())
+        tiles = to_uint8(x[:, 0])
+        for record in records:
+            i = batch.index(record["seed"])
+            tile, new_logits = tiles[i], logits[i].numpy()
+            if (folder / "tiles" / f"{record['id']}.npz").exists():
+                old_tile, old_logits = samples.read_sample(folder, record["id"])
+                same = np.array_equal(old_tile, tile) and np.array_equal(old_logits, new_logits.astype(np.float16).astype(np.float32))
+                (identical if same else different).append(record["id"])
+            else:
+                samples.restore(folder, record["id"], tile, new_logits)
+                restored.append(record["id"])
+    progress.update("done", 1, 1)
+    return {"folder": str(folder), "checked": [r["id"] for r in wanted], "identical": identical, "different": different, "restored": restored}
+
+
+@contextmanager
+def cpu_threads(n: Optional[int]) -> Iterator[None]:
+    """Run with ``n`` CPU threads (None: as is), as the sample was made."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _generator_entry(path: Path, card: GeneratorCard) -> dict[str, Any]:
+    return {
+        "path": str(path.resolve()),
+        "name": card.name,
+        "sha256": _sha256(path),
+        "tile_size": card.tile_size,
+        "classes": card.classes,
+        "pixel_size": card.pixel_size,
+        "b": card.b,
+    }
+
+
+def _sha256(path: Path) -> str:
+    if not path.is_file():
+        raise ModelError(f"Generator file not found: {path}.", "Give its path with --generator.")
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _check_training_options(options: GeneratorOptions) -> None:
+    if options.steps < 0 or options.low_res_steps < 0 or options.steps + options.low_res_steps == 0:
+        raise InputError("Training needs some steps.", "E.g. --low-res-steps 600 --steps 300.")
+    if options.batch_size < 1:
+        raise InputError("Batch size must be at least 1.", "E.g. --batch-size 8.")
+    if not options.lr > 0:
+        raise InputError(f"Learning rate {options.lr} must be positive.", "E.g. --lr 2e-4.")
+    if options.b is not None and not options.b > 0:
+        raise InputError(f"Balancing factor b = {options.b} must be positive.", "Give e.g. --b 0.5, or --b auto.")
+    if options.slick_share is not None and not 0 < options.slick_share < 1:
+        raise InputError(f"Slick share {options.slick_share} must lie between 0 and 1.", "Give e.g. --slick-share 0.5, or --slick-share uniform.")
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``generator train|info``, ``generate`` and ``samples summary|keep|discard|regenerate``."""
+    parser = subparsers.add_parser("generator", help="sample generators (DAKTer joint diffusion): train, info")
+    sub = parser.add_subparsers(dest="generator_command", required=True, metavar="ACTION")
+    defaults = GeneratorOptions()
+
+    p = sub.add_parser("train", help="train a generator of SAR tiles and their labels on a label store")
+    p.add_argument("--labels", required=True, help="label store (.gpkg) with reviewed areas")
+    p.add_argument("--out", required=True, type=Path, help="new generator file (.safetensors); never overwritten")
+    p.add_argument("--tile", type=int, default=defaults.tile, help=f"tile size in pixels (default {defaults.tile})")
+    p.add_argument("--net", choices=list(NETS), default=defaults.net, help="network size: small (CPU, default) or ddpm (the paper's, GPU)")
+    p.add_argument("--steps", type=int, default=defaults.steps, help=f"full-size training steps (default {defaults.steps})")
+    p.add_argument("--low-res-steps", type=int, default=defaults.low_res_steps,
+                   help=f"steps on half-size tiles first, 4x the batch (default {defaults.low_res_steps}; 0 skips)")
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help=f"tiles per full-size step (default {defaults.batch_size})")
+    p.add_argument("--lr", type=float, default=defaults.lr, help=f"first-stage learning rate, halved for the second (default {defaults.lr:g})")
+    p.add_argument("--b", type=number_or("auto"), help="SNR balancing factor: auto (from the tiles, default) or a number")
+    p.add_argument("--slick-share", type=number_or("uniform"), default=defaults.slick_share,
+                   help=f"share of each batch from tiles with a slick, or uniform (default {defaults.slick_share})")
+    p.add_argument("--seed", type=int, default=defaults.seed, help=f"seed of the initial weights, batches and noise (default {defaults.seed})")
+    p.add_argument("--device", default=defaults.device, help="auto, cuda, cuda:N, mps or cpu (default auto)")
+    p.add_argument("--pixel-size", type=float, help="metres per pixel of the tiles (default: the bundled model's)")
+    p.add_argument("--name", help="the generator's name")
+    p.set_defaults(func=_train_cli)
+
+    p = sub.add_parser("info", help="what a generator file says about itself")
+    p.add_argument("generator", help="generator file (.safetensors)")
+    p.set_defaults(func=_info_cli)
+
+    p = subparsers.add_parser("generate", help="generate SAR tiles with soft labels into a sample folder")
+    p.add_argument("--generator", required=True, help="generator file (.safetensors)")
+    p.add_argument("--out", required=True, help="sample folder: created, or appended to")
+    p.add_argument("--n", type=int, required=True, help="number of samples to add")
+    p.add_argument("--solver", choices=list(SOLVERS), default="ddim",
+                   help="ddim (the paper's, 200 steps) or dpm++ (about 10x faster, 20 steps) (default ddim)")
+    p.add_argument("--steps", type=int, help="solver steps (default 200 for ddim, 20 for dpm++)")
+    p.add_argument("--seed", type=int, help="first seed (default: one past the folder's largest)")
+    p.add_argument("--batch-size", type=int, help="samples per batch (default 16 on a GPU, 4 elsewhere)")
+    p.add_argument("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu (default auto)")
+    p.add_argument("--mix-generators", action="store_true", help="allow adding to a folder made by another generator")
+    p.set_defaults(func=_generate_cli)
+
+    parser = subparsers.add_parser("samples", help="a sample folder: summary, keep, discard, regenerate")
+    sub = parser.add_subparsers(dest="samples_command", required=True, metavar="ACTION")
+    p = sub.add_parser("summary", help="what the folder holds, sample by sample")
+    p.add_argument("folder", help="sample folder")
+    p.set_defaults(func=lambda args, progress: samples.summary(args.folder))
+    for action, kept in (("keep", True), ("discard", False)):
+        p = sub.add_parser(action, help=f"{action} samples: {'used' if kept else 'never used'} for training")
+        p.add_argument("folder", help="sample folder")
+        p.add_argument("ids", nargs="+", help="sample ids")
+        p.set_defaults(func=lambda args, progress, kept=kept: samples.set_kept(args.folder, args.ids, kept))
+    p = sub.add_parser("regenerate", help="make samples again from their seeds: restore lost files, check the others")
+    p.add_argument("folder", help="sample folder")
+    p.add_argument("ids", nargs="*", help="sample ids (default: every sample whose files are missing)")
+    p.add_argument("--generator", help="the generator file, if it moved since (checked by its hash)")
+    p.add_argument("--device", help="device (default: the one each sample was made on, for identical bits)")
+    p.set_defaults(func=_regenerate_cli)
+
+
+def _train_cli(args: argparse.Namespace, progress: Progress) -> dict:
+    options = GeneratorOptions(
+        tile=args.tile,
+        net=args.net,
+        steps=args.steps,
+        low_res_steps=args.low_res_steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        b=args.b,
+        slick_share=args.slick_share,
+        seed=args.seed,
+        device=args.device,
+        pixel_size=args.pixel_size,
+        name=args.name,
+    )
+    return train_generator(args.labels, args.out, options, progress)
+
+
+def _info_cli(args: argparse.Namespace, progress: Progress) -> dict:
+    card = read_generator_card(args.generator)
+    info = asdict(card)
+    info["training"] = {k: v for k, v in card.training.items() if k != "history"}
+    return {"generator": args.generator, **info}
+
+
+def _generate_cli(args: argparse.Namespace, progress: Progress) -> dict:
+    return generate(
+        args.generator, args.out, args.n, solver=args.solver, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
+        device=args.device, mix_generators=args.mix_generators, progress=progress,
+    )
+
+
+def _regenerate_cli(args: argparse.Namespace, progress: Progress) -> dict:
+    return regenerate(args.folder, args.ids, generator_path=args.generator, device=args.device, progress=progress)

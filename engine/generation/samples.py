@@ -1,0 +1,353 @@
+"""The sample folder: generated tiles and their soft labels, as a student model reads them.
+
+::
+
+    index.json          what the folder is and one record per sample (seed, solver, steps, kept, ...)
+    tiles/<id>.npz      tile: uint8 H x W stretched 1..255 (never 0, which means no data)
+                        logits: float16 C x H x W, the generator's last prediction
+    previews/<id>.png   grey tile with the soft slick probability in red, for the plugin's browser
+
+Soft labels are ``softmax(logits / T)`` with the folder's temperature T (the paper's 2) and hard labels
+their argmax; both are derived on reading, so the logits are the one stored truth. Each record holds what
+it takes to make the sample again (the generator's hash, the seed and the seeds generated in the same
+batch, the solver, its steps, the device and CPU threads), so a set can be checked or restored from its index.
+
+Every sample's files are written whole (temporary file, then rename) before the index names them, and
+the index is replaced the same way, so a cancelled or crashed run leaves only whole samples. Index
+updates re-read the index under the folder's lock, so an analyst's keep/discard made while a generation
+runs is kept, and so are the generation's samples.
+Discarded samples stay in the index (their seeds stay taken) but are never returned for training.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .. import __version__
+from ..atomic import write_bytes
+from ..errors import InputError, OutputError
+from ..models.registry import slick_index
+
+FORMAT = "slick-mapper-samples"
+VERSION = 1
+INDEX = "index.json"
+LOCK = ".index.lock"
+"""Held while the index is re-read, changed and replaced: a generation adding samples and the plugin's keep
+or discard are two processes changing one index."""
+TEMPERATURE = 2.0
+"""The paper's T for soft labels (eq. 3)."""
+PREVIEW_MAX = 128
+"""Largest preview side in pixels; bigger tiles are shown downsampled."""
+
+
+@dataclass
+class NewSample:
+    """A generated sample before it has an id."""
+
+    tile: np.ndarray
+    """uint8 H x W, 1..255."""
+    logits: np.ndarray
+    """float C x H x W."""
+    seed: int
+    batch_seeds: list[int]
+    solver: str
+    steps: int
+    device: str
+    threads: Optional[int]
+    """CPU threads: float rounding in the network depends on them, so exact regeneration uses the same."""
+
+
+@dataclass
+class GeneratedSet:
+    """Kept samples ready for training: ``tiles`` as ``training.TileSet.x`` holds them, logits beside."""
+
+    ids: list[str]
+    tiles: torch.Tensor
+    """(N, 1, H, W) float32, 0..255."""
+    logits: torch.Tensor
+    """(N, C, H, W) float32."""
+    classes: list[str]
+    temperature: float
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def soft_labels(self) -> torch.Tensor:
+        """q = softmax(logits / T) per pixel (eq. 3), (N, C, H, W)."""
+        return torch.softmax(self.logits / self.temperature, dim=1)
+
+    def hard_labels(self) -> torch.Tensor:
+        """The most probable class per pixel, (N, H, W) int64."""
+        return self.logits.argmax(dim=1)
+
+
+def read_index(folder: str | Path) -> dict[str, Any]:
+    """The folder's index, checked to be a sample folder of this format version."""
+    folder = Path(folder)
+    path = folder / INDEX
+    if not path.is_file():
+        raise InputError(f"{folder} is not a sample folder: it has no {INDEX}.", "Give a folder written by: python -m engine generate.")
+    try:
+        index = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"The sample index {path} cannot be read ({exc}).", "Restore it from a backup, or generate into a new folder.") from exc
+    if not isinstance(index, dict) or index.get("format") != FORMAT:
+        raise InputError(f"{path} is not a Slick Mapper sample index.", "Give a folder written by: python -m engine generate.")
+    if index.get("version") != VERSION:
+        raise InputError(
+            f"{folder} holds samples of format version {index.get('version')}, written by engine {index.get('engine_version', '?')}; "
+            f"this engine reads version {VERSION}.",
+            "Generate into a new folder, or use the engine version that wrote it.",
+        )
+    return index
+
+
+def prepare(
+    folder: str | Path,
+    generator: dict[str, Any],
+    *,
+    allow_other_generator: bool = False,
+    temperature: float = TEMPERATURE,
+) -> str:
+    """Make ``folder`` ready to take samples from ``generator`` and return the generator's key in it.
+
+    ``generator`` holds path, name, sha256, tile_size, classes and b. A new or empty folder gets a fresh
+    index. An existing sample folder is appended to when its tiles have the generator's size and classes;
+    one made by another generator only with ``allow_other_generator``. Anything else is refused before
+    any sample is made.
+    """
+    folder = Path(folder)
+    key = generator["sha256"][:12]
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{folder} is a file, not a folder.", "Choose a folder for the samples.")
+    if not (folder / INDEX).exists():
+        if folder.exists() and any(folder.iterdir()):
+            raise OutputError(f"{folder} holds other files and no sample index.", "Choose a new or empty folder for the samples.")
+        index = {
+            "format": FORMAT,
+            "version": VERSION,
+            "engine_version": __version__,
+            "tile_size": generator["tile_size"],
+            "classes": generator["classes"],
+            "temperature": temperature,
+            "generators": {key: generator},
+            "samples": [],
+        }
+        try:
+            for sub in ("tiles", "previews"):
+                (folder / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"Cannot create the sample folder {folder} ({exc}).", "Choose a writable folder.") from exc
+        _write_index(folder, index)
+        return key
+    index = read_index(folder)
+    if index["tile_size"] != generator["tile_size"] or index["classes"] != generator["classes"]:
+        raise InputError(
+            f"{folder} holds {index['tile_size']}-pixel samples of classes {', '.join(index['classes'])}; the generator "
+            f"{generator['name']} makes {generator['tile_size']}-pixel tiles of classes {', '.join(generator['classes'])}.",
+            "Generate into another folder: one folder holds samples of one shape.",
+        )
+    if key not in index["generators"]:
+        if not allow_other_generator:
+            made_by = ", ".join(g["name"] for g in index["generators"].values())
+            raise InputError(
+                f"{folder} holds samples of another generator ({made_by}).",
+                "Generate into another folder, or allow mixing generators (--mix-generators).",
+            )
+        _update_index(folder, lambda idx: idx["generators"].setdefault(key, generator))
+    return key
+
+
+def add(folder: str | Path, generator_key: str, samples: list[NewSample]) -> list[str]:
+    """Write ``samples`` (files first, then the index) and return their ids."""
+    folder = Path(folder)
+    index = read_index(folder)
+    slick = slick_index(index["classes"])
+    first = max((int(s["id"]) for s in index["samples"]), default=0) + 1
+    records = []
+    for n, s in enumerate(samples):
+        sample_id = f"{first + n:06d}"
+        logits = _write_files(folder, index, sample_id, s.tile, s.logits)
+        records.append({
+            "id": sample_id,
+            "generator": generator_key,
+            "seed": int(s.seed),
+            "batch_seeds": [int(v) for v in s.batch_seeds],
+            "solver": s.solver,
+            "steps": int(s.steps),
+            "device": s.device,
+            "threads": s.threads,
+            "kept": True,
+            "slick_fraction": None if slick is None else round(float((logits.argmax(0) == slick).mean()), 4),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        })
+    _update_index(folder, lambda idx: idx["samples"].extend(records))
+    return [r["id"] for r in records]
+
+
+def restore(folder: str | Path, sample_id: str, tile: np.ndarray, logits: np.ndarray) -> None:
+    """Write the files of a sample the index already names (after they were lost)."""
+    _write_files(Path(folder), read_index(folder), sample_id, tile, logits)
+
+
+def read_sample(folder: str | Path, sample_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """(tile uint8 H x W, logits float32 C x H x W) of one sample."""
+    path = Path(folder) / "tiles" / f"{sample_id}.npz"
+    try:
+        with np.load(path) as data:
+            return data["tile"], data["logits"].astype(np.float32)
+    except (OSError, KeyError, ValueError) as exc:
+        raise InputError(f"The sample file {path} is missing or damaged ({exc}).", "Restore it with: python -m engine samples regenerate.") from exc
+
+
+def load_samples(folder: str | Path, n: Optional[int] = None, kept_only: bool = True) -> GeneratedSet:
+    """The first ``n`` samples (all when None) in index order; discarded ones are left out unless
+    ``kept_only`` is False."""
+    index = read_index(folder)
+    records = [s for s in index["samples"] if s["kept"] or not kept_only][:n]
+    size, classes = index["tile_size"], index["classes"]
+    tiles = np.zeros((len(records), 1, size, size), dtype=np.float32)
+    logits = np.zeros((len(records), len(classes), size, size), dtype=np.float32)
+    for i, record in enumerate(records):
+        tiles[i, 0], logits[i] = read_sample(folder, record["id"])
+    return GeneratedSet([r["id"] for r in records], torch.from_numpy(tiles), torch.from_numpy(logits), classes, index["temperature"])
+
+
+def set_kept(folder: str | Path, ids: list[str], kept: bool) -> dict[str, Any]:
+    """Keep or discard samples by id; an unknown id is an error and changes nothing."""
+    known = {s["id"] for s in read_index(folder)["samples"]}
+    unknown = [i for i in ids if i not in known]
+    if unknown:
+        raise InputError(f"No sample {', '.join(unknown)} in {folder}.", "See the ids with: python -m engine samples summary.")
+    wanted = set(ids)
+
+    def mark(index: dict[str, Any]) -> None:
+        for s in index["samples"]:
+            if s["id"] in wanted:
+                s["kept"] = kept
+
+    _update_index(Path(folder), mark)
+    result = summary(folder)
+    return {"folder": str(folder), "changed": len(wanted), "kept": result["kept"], "total": result["total"]}
+
+
+def summary(folder: str | Path) -> dict[str, Any]:
+    """What the folder holds, with one line per sample for the plugin's sample browser."""
+    folder = Path(folder)
+    index = read_index(folder)
+    samples = index["samples"]
+    kept = [s for s in samples if s["kept"]]
+    fractions = [s["slick_fraction"] for s in kept if s["slick_fraction"] is not None]
+    return {
+        "folder": str(folder),
+        "version": index["version"],
+        "tile_size": index["tile_size"],
+        "classes": index["classes"],
+        "temperature": index["temperature"],
+        "generators": list(index["generators"].values()),
+        "total": len(samples),
+        "kept": len(kept),
+        "discarded": len(samples) - len(kept),
+        "mean_slick_fraction": round(float(np.mean(fractions)), 4) if fractions else None,
+        "samples": [
+            {
+                "id": s["id"],
+                "kept": s["kept"],
+                "slick_fraction": s["slick_fraction"],
+                "seed": s["seed"],
+                "solver": s["solver"],
+                "steps": s["steps"],
+                "preview": str(folder / "previews" / f"{s['id']}.png"),
+            }
+            for s in samples
+        ],
+    }
+
+
+def _write_files(folder: Path, index: dict[str, Any], sample_id: str, tile: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    """Write a sample's tile and preview; returns the logits as stored (float16)."""
+    logits = logits.astype(np.float16)
+    _write(folder / "tiles" / f"{sample_id}.npz", _npz_bytes(tile=tile, logits=logits))
+    slick = slick_index(index["classes"])
+    soft = None if slick is None else _softmax(logits.astype(np.float32), index["temperature"])[slick]
+    _write(folder / "previews" / f"{sample_id}.png", _preview_png(tile, soft))
+    return logits
+
+
+def _softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
+    z = logits / temperature
+    z = np.exp(z - z.max(axis=0, keepdims=True))
+    return z / z.sum(axis=0, keepdims=True)
+
+
+def _preview_png(tile: np.ndarray, slick: Optional[np.ndarray]) -> bytes:
+    """The grey tile, blended towards red by the soft slick probability."""
+    grey = tile.astype(np.float32)[..., None].repeat(3, axis=2)
+    if slick is not None:
+        alpha = (0.6 * slick)[..., None]
+        grey = grey * (1 - alpha) + np.array([255.0, 0.0, 0.0]) * alpha
+    image = Image.fromarray(grey.round().clip(0, 255).astype(np.uint8), "RGB")
+    if max(image.size) > PREVIEW_MAX:
+        image = image.resize((PREVIEW_MAX, PREVIEW_MAX), Image.BILINEAR)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _npz_bytes(**arrays: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _write(path: Path, data: bytes) -> None:
+    write_bytes(path, data, "Check the free space and permissions of the sample folder.")
+
+
+def _write_index(folder: Path, index: dict[str, Any]) -> None:
+    _write(folder / INDEX, json.dumps(index, indent=1).encode())
+
+
+def _update_index(folder: Path, change: Callable[[dict[str, Any]], Any]) -> None:
+    """Re-read, change, replace, holding the folder's lock: without it, a process that read the index just
+    before another one replaced it would write back the old index and lose the other's change."""
+    with _locked(folder):
+        index = read_index(folder)
+        change(index)
+        _write_index(folder, index)
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """The folder's lock, waited for: another writer holds it for the milliseconds of one update."""
+    try:
+        handle = open(folder / LOCK, "a+b")
+    except OSError as exc:
+        raise OutputError(f"Cannot lock the sample index of {folder} ({exc}).", "Check the permissions of the sample folder.") from exc
+    with handle:
+        if os.name == "nt":
+            import msvcrt
+
+            handle.seek(0)
+            msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)  # retried for 10 s, then OSError
+            try:
+                yield
+            finally:
+                handle.seek(0)
+                msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed
+            yield

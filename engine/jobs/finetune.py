@@ -1,0 +1,324 @@
+"""Few-shot fine-tuning of a model on an analyst's labels.
+
+The model learns from the store's tiles as detection sees them (engine/jobs/finetune_data.py) and is
+scored on validation sea it never saw. Everything that can be wrong with the inputs is checked before the
+first training step. The parent model file is only read; the new one is written once training succeeded,
+atomically, so a failed or cancelled run leaves no file.
+
+With a sample folder (``generated``), the model is trained as DAKTer's student (engine/generation/distill.py): its
+training tiles are joined by generated ones, real tiles then take eq. 6 (slick-weighted CE + Dice) and generated ones
+eq. 5 (KD + Dice) in place of the transfer-learning paper's loss. Validation stays on real tiles only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .. import __version__
+from ..cli.args import number_or
+from ..errors import InputError, ModelError, OutputError
+from ..generation.distill import mixed, open_folder, sample_count, student_tiles
+from ..models.inference import pick_device
+from ..models.registry import ModelCard, load_model, read_card, save_model, user_models_dir
+from ..models.training import TRAIN_LAYERS, TrainConfig, lr_range_test, paper_augment, train, validate
+from ..progress import Progress, silent
+from .finetune_data import check_store, collect_tiles, split_by_area, tileset
+from .labels import read_store
+
+DEFAULT_TILE = 256
+
+
+@dataclass
+class FinetuneOptions:
+    tile: int = DEFAULT_TILE
+    epochs: int = 20
+    batch_size: Optional[int] = None
+    """None: 8 on a GPU, 4 elsewhere."""
+    lr: Optional[float] = None
+    """None: from a learning-rate range test on the training tiles."""
+    train_layers: Optional[str] = None
+    """``all`` (the paper's choice; the default on a GPU) or ``decoder`` (the default elsewhere)."""
+    device: str = "auto"
+    seed: int = 0
+    val_fraction: float = 0.25
+    patience: int = 5
+    name: Optional[str] = None
+    generated: Optional[str | Path] = None
+    """A sample folder (engine generate): train as a student on generated samples too."""
+    n_generated: Optional[int] = None
+    """Samples of ``generated`` to use, the first kept ones; None: as many as training tiles (the paper's)."""
+    from_parent: bool = True
+    """False: the base model is an untrained initialisation (experiment transfer pretraining on source
+    labels), which must learn its batch-norm statistics and has no weights worth keeping."""
+    parent_competes: bool = True
+    """False: return the best trained epoch even below the parent (experiments; ``TrainConfig``)."""
+
+
+@dataclass
+class FinetuneReport:
+    model: str
+    parent: str
+    scenes: list[str]
+    train_tiles: int
+    val_tiles: int
+    epochs_run: int
+    best_epoch: int
+    val_dice_before: float
+    """The parent's, at its own threshold."""
+    val_dice_after: float
+    """The new model's, at ``threshold``."""
+    threshold: float
+    """The new model's decision threshold, calibrated on the validation tiles (ModelCard.threshold)."""
+    lr: float
+    train_layers: str
+    device: str
+    seconds: float
+    history: list[dict] = field(default_factory=list)
+    generated: Optional[str] = None
+    n_generated: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds per part of the run (checks, tiles, parent, lr_range_test, epochs, validation, saving), which
+    add up to ``seconds``: where an analyst's wait goes."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def finetune(
+    base_model_path: str | Path,
+    store_path: str | Path,
+    out_path: str | Path,
+    options: Optional[FinetuneOptions] = None,
+    progress: Optional[Progress] = None,
+) -> FinetuneReport:
+    """Fine-tune the base model on the store's labels and write it to ``out_path`` with its lineage.
+
+    Everything that can be wrong with the inputs is checked before the first training step.
+    """
+    options = options or FinetuneOptions()
+    progress = progress or silent()
+    started = time.monotonic()
+    timings: dict[str, float] = {}
+    lap = started
+
+    def timed(part: str) -> None:
+        nonlocal lap
+        now = time.monotonic()
+        timings[part], lap = round(now - lap, 2), now
+
+    base_model_path, out_path = Path(base_model_path), Path(out_path)
+    check_options(options)
+    check_out(out_path)
+    card = read_card(base_model_path)
+    _check_base(card)
+    store = read_store(store_path)
+    check_store(store)
+    sample_folder = open_folder(options.generated, card, options.tile, progress) if options.generated else None
+    device = pick_device(options.device)
+    train_layers = options.train_layers or ("all" if device.type == "cuda" else "decoder")
+    timed("checks")
+    tiles = collect_tiles(store, card, options.tile, progress)
+    if len(tiles) < 2:
+        raise InputError(
+            f"The reviewed areas cover a single {options.tile}-pixel tile; fine-tuning needs at least 2, one to train on and one to validate on.",
+            f"Mark a larger area as reviewed, or use smaller tiles (e.g. --tile {max(64, options.tile // 2)}).",
+        )
+    train_tiles, val_tiles = split_by_area(tiles, options.val_fraction, options.seed)
+    timed("tiles")
+    if not any(t.slick_pixels for t in val_tiles):
+        progress.log("warning: the validation tiles hold no slick; their Dice only tells whether the model stays quiet on sea")
+    train_set, val_set = tileset(train_tiles), tileset(val_tiles)
+    n_generated = 0
+    if sample_folder:
+        n_generated = sample_count(sample_folder, options.n_generated, len(train_tiles))
+        generated, generated_lineage = student_tiles(sample_folder, n_generated, progress)
+        train_set = mixed(train_set, generated)
+        progress.log(f"student training: {n_generated} generated samples from {sample_folder.path.name}, soft labels at T = {sample_folder.loss.temperature:g}")
+    parent_sha256 = _sha256(base_model_path)
+    model, _ = load_model(base_model_path, device)
+    config = train_config(card, options, device, train_layers)
+    config.student = sample_folder.loss if sample_folder else None
+    dice_before = validate(model, val_set, config).dice_near(card.threshold)
+    progress.log(f"{len(train_tiles)} training and {len(val_tiles)} validation tiles; parent's validation Dice {dice_before:.3f} at its threshold {card.threshold:.2f}")
+    timed("parent")
+    config.lr = options.lr or lr_range_test(model, train_set, config, progress)
+    progress.log(f"learning rate {config.lr:.2e}" + (" from a range test" if options.lr is None else ""))
+    timed("lr_range_test")
+    report = train(model, train_set, val_set, config, progress)
+    timed("epochs")
+    timings["epochs"] = round(timings["epochs"] - report.val_seconds, 2)  # scoring after each epoch is its own part
+    timings["validation"] = report.val_seconds
+    dice_after = report.val_dice_calibrated  # the kept weights' Dice on the same validation tiles, at their threshold
+    progress.log(f"validation Dice: parent {dice_before:.3f}, fine-tuned {dice_after:.3f} at threshold {report.threshold:.2f}")
+    if report.best_epoch == 0 and options.from_parent:
+        progress.log("warning: no epoch beat the parent on the validation tiles, so the new model keeps the parent's weights "
+                     "(with a threshold calibrated there); add labels, or mark more reviewed sea")
+    seconds = round(time.monotonic() - started, 1)
+    scenes = sorted({t.scene for t in tiles})
+    lineage = {
+        "parent": {"path": str(base_model_path.resolve()), "name": card.name, "sha256": parent_sha256, "lineage": card.lineage or None},
+        "labels": {"path": str(store.path.resolve()), "sha256": store.sha256},
+        "scenes": scenes,
+        "tile": options.tile,
+        "train_tiles": len(train_tiles),
+        "val_tiles": len(val_tiles),
+        "val_fraction": options.val_fraction,
+        "seed": options.seed,
+        "epochs": report.epochs_run,
+        "best_epoch": report.best_epoch,
+        "val_dice_before": round(dice_before, 4),
+        "val_dice_after": round(dice_after, 4),
+        "threshold": report.threshold,
+        "lr": config.lr,
+        "lr_from": "range test" if options.lr is None else "given",
+        "train_layers": train_layers,
+        "device": str(device),
+        "seconds": seconds,
+        "history": report.history,
+    }
+    if sample_folder:
+        lineage["generated"] = generated_lineage
+    now = datetime.now(timezone.utc)
+    child = replace(
+        card,
+        name=options.name or f"{card.name}, fine-tuned {now:%Y-%m-%d %H:%M}",
+        metrics={"val_dice": round(dice_after, 4)},
+        threshold=report.threshold,
+        lineage=lineage,
+        engine_version=__version__,
+        created=now.isoformat(timespec="seconds"),
+    )
+    progress.update("saving", 0, 1, "Writing the model file")
+    check_out(out_path)  # a file may have appeared there while training ran
+    save_model(model, child, out_path)
+    timed("saving")
+    progress.update("done", 1, 1)
+    return FinetuneReport(
+        model=str(out_path),
+        parent=str(base_model_path),
+        scenes=scenes,
+        train_tiles=len(train_tiles),
+        val_tiles=len(val_tiles),
+        epochs_run=report.epochs_run,
+        best_epoch=report.best_epoch,
+        val_dice_before=dice_before,
+        val_dice_after=dice_after,
+        threshold=report.threshold,
+        lr=config.lr,
+        train_layers=train_layers,
+        device=str(device),
+        seconds=round(time.monotonic() - started, 1),
+        history=report.history,
+        generated=str(sample_folder.path) if sample_folder else None,
+        n_generated=n_generated,
+        timings=timings,
+    )
+
+
+def train_config(card: ModelCard, options: FinetuneOptions, device: torch.device, train_layers: str) -> TrainConfig:
+    """The fine-tuning recipe (paper augmentation, the card's input scale, early stopping), shared with the
+    transfer experiment so that what it measures is how the product fine-tunes."""
+    return TrainConfig(
+        epochs=options.epochs,
+        batch_size=options.batch_size or (8 if device.type == "cuda" else 4),
+        patience=options.patience,
+        seed=options.seed,
+        input_scale=float(card.normalisation.get("input_scale", 1 / 255)),
+        augment=paper_augment,
+        train_layers=train_layers,
+        device=str(device),
+        threshold=card.threshold,
+        from_parent=options.from_parent,
+        parent_competes=options.parent_competes,
+    )
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def check_options(options: FinetuneOptions) -> None:
+    if options.tile % 32 or not 64 <= options.tile <= 2048:
+        raise InputError(f"Tile size {options.tile} is not usable.", "Use a multiple of 32 between 64 and 2048, e.g. 256.")
+    if options.epochs < 1 or (options.batch_size is not None and options.batch_size < 1):
+        raise InputError("Epochs and batch size must be at least 1.", "E.g. --epochs 20.")
+    if not 0 < options.val_fraction <= 0.5:
+        raise InputError(f"Validation fraction {options.val_fraction} is outside (0, 0.5].", "Use e.g. 0.25.")
+    if options.train_layers not in (None, *TRAIN_LAYERS):
+        raise InputError(f"Unknown --train-layers {options.train_layers!r}.", f"Use one of: {', '.join(TRAIN_LAYERS)}.")
+    if options.lr is not None and not options.lr > 0:
+        raise InputError(f"Learning rate {options.lr} must be positive.", "Give e.g. 1e-4, or auto for a range test.")
+    if options.n_generated is not None and (options.generated is None or options.n_generated < 1):
+        raise InputError(f"--n-generated {options.n_generated} needs a sample folder and at least one sample.", "Give --generated DIR, and N of 1 or more.")
+
+
+def check_out(path: Path) -> None:
+    """Refuse now, not after an hour of training: the file must be new and its folder writable."""
+    if path.suffix != ".safetensors":
+        raise InputError(f"Model files end in .safetensors; {path.name} does not.", f"Name it e.g. {path.stem}.safetensors.")
+    if path.exists():
+        raise OutputError(f"{path} exists already; a model file is never replaced.", "Choose a new file name.")
+    folder = path.parent.resolve()
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"Cannot write the model file {path}: {folder} is not writable.", f"Choose a writable folder, e.g. {user_models_dir()}.")
+
+
+def _check_base(card: ModelCard) -> None:
+    if card.in_channels != 1:
+        raise ModelError(
+            f"The model {card.name} takes {card.in_channels} bands; fine-tuning feeds it one SAR band, as detection does.",
+            "Pick a single-band model.",
+        )
+    if card.out_channels != 1:
+        raise ModelError(
+            f"The model {card.name} predicts {len(card.classes)} classes; labels say slick or not.",
+            "Pick a binary (water/slick) model.",
+        )
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("finetune", help="fine-tune a model on the labels of a label store (few-shot)")
+    p.add_argument("--base", required=True, help="model to start from (.safetensors); never modified")
+    p.add_argument("--labels", required=True, help="label store (.gpkg)")
+    p.add_argument("--out", required=True, type=Path, help="new model file (.safetensors); never overwritten")
+    p.add_argument("--tile", type=int, default=DEFAULT_TILE, help=f"tile size in pixels (default {DEFAULT_TILE})")
+    p.add_argument("--epochs", type=int, default=20, help="most epochs; stops earlier when validation stops improving")
+    p.add_argument("--batch-size", type=int, help="tiles per step (default 8 on a GPU, 4 elsewhere)")
+    p.add_argument("--train-layers", choices=TRAIN_LAYERS, help="all (default on a GPU) or decoder (default elsewhere)")
+    p.add_argument("--lr", type=number_or("auto"), help="learning rate, or auto for a range test (default)")
+    p.add_argument("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu (default auto)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-fraction", type=float, default=0.25, help="share of tiles kept for validation (default 0.25)")
+    p.add_argument("--name", help="the new model's name (default: the parent's, fine-tuned DATE)")
+    p.add_argument("--generated", type=Path, metavar="DIR", help="sample folder (engine generate): train as a student on its kept samples too (DAKTer eqs. 5-6)")
+    p.add_argument("--n-generated", type=int, metavar="N", help="generated samples to use, the first kept ones (default: as many as training tiles)")
+    p.set_defaults(func=_run_cli)
+
+
+def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
+    options = FinetuneOptions(
+        tile=args.tile,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        train_layers=args.train_layers,
+        device=args.device,
+        seed=args.seed,
+        val_fraction=args.val_fraction,
+        name=args.name,
+        generated=args.generated,
+        n_generated=args.n_generated,
+    )
+    return finetune(args.base, args.labels, args.out, options, progress).to_dict()

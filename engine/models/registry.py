@@ -1,0 +1,261 @@
+"""The model registry and the model file format.
+
+A model file is one ``.safetensors`` file: the weights plus a JSON *card* in the file's metadata that
+holds everything needed to rebuild and use the network (architecture and its arguments, classes, tile
+and pixel size, normalisation, polarisation and mode, provenance, scores). Loading rebuilds the class
+from the card and never executes code from the file. Networks are always built without downloading
+anything; pretrained encoder weights come from a local file (``load_encoder_weights``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Optional, Protocol, runtime_checkable
+
+import segmentation_models_pytorch as smp
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file, safe_open
+
+from .. import __version__
+from ..atomic import staged
+from ..errors import ModelError
+from .samlora import SamLoRA
+
+CARD_KEY = "slick_mapper_card"
+GENERATOR_CARD_KEY = "slick_mapper_generator"
+"""Sample generators (engine/generation/joint_ddpm.py) keep their card under their own key, so that no generator is
+ever listed or loaded as a segmentation model."""
+BINARY_CLASSES = ["water", "slick"]
+OSD_CLASSES = ["sea", "oil", "look-alike", "ship", "land"]
+
+
+def slick_index(classes: list[str]) -> Optional[int]:
+    """The slick class among ``classes`` (``slick``, or the OSD dataset's ``oil``); None when there is none."""
+    for name in ("slick", "oil"):
+        if name in classes:
+            return classes.index(name)
+    return None
+"""The five classes of the Oil Spill Detection dataset used by the DAKTer paper."""
+
+ARCHITECTURES: dict[str, Callable[..., torch.nn.Module]] = {
+    "deeplabv3": smp.DeepLabV3,
+    "deeplabv3plus": smp.DeepLabV3Plus,
+    "unet": smp.Unet,
+    "segformer": smp.Segformer,
+    "samlora": SamLoRA,
+}
+"""Name -> network class, all built as smp's are. The paper's models are ``deeplabv3`` with ``resnet50`` or
+``resnet101``, and ``samlora`` with ``samvit_base_patch16`` or ``samvit_large_patch16``."""
+
+BUNDLED_DIR = Path(__file__).resolve().parents[2] / "resources" / "models"
+DEFAULT_MODEL = BUNDLED_DIR / "slick_unet_r18_25m.safetensors"
+
+
+def user_models_dir() -> Path:
+    """Where fine-tuned models go: ``$SLICK_MAPPER_MODELS`` or the XDG data folder."""
+    env = os.environ.get("SLICK_MAPPER_MODELS")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "slick_mapper" / "models"
+
+
+@dataclass
+class ModelCard:
+    """Everything a model file says about itself."""
+
+    name: str
+    architecture: str
+    encoder: str
+    classes: list[str] = field(default_factory=lambda: list(BINARY_CLASSES))
+    in_channels: int = 1
+    tile_size: int = 512
+    pixel_size: float = 25.0
+    polarisation: str = "HH"
+    mode: str = "EW"
+    normalisation: dict[str, Any] = field(default_factory=lambda: {"kind": "eq1_2sigma_db", "input_scale": 1 / 255})
+    threshold: float = 0.5
+    """Slick probability above which detection marks a pixel slick when the user gives no threshold. A
+    fine-tuned model's is calibrated on its validation tiles (engine/jobs/finetune.py): the weighted loss and a
+    few labels move a model's probabilities, so 0.5 is rarely where its Dice is best."""
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    lineage: dict[str, Any] = field(default_factory=dict)
+    """For a fine-tuned model: its parent file, the labels it learnt from and the scores before and after."""
+    engine_version: str = __version__
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    @property
+    def out_channels(self) -> int:
+        """Binary models predict one slick logit; multi-class ones a logit per class."""
+        return 1 if len(self.classes) == 2 else len(self.classes)
+
+    @property
+    def slick_index(self) -> int:
+        index = slick_index(self.classes)
+        if index is None:
+            raise ModelError(f"The model {self.name} has no slick class ({', '.join(self.classes)}).", "Choose a slick segmentation model.")
+        return index
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelCard":
+        data = json.loads(text)
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def build_model(card: ModelCard) -> torch.nn.Module:
+    """The untrained network a card describes; never touches the network (``encoder_weights=None``)."""
+    try:
+        arch = ARCHITECTURES[card.architecture]
+    except KeyError:
+        raise ModelError(
+            f"Unknown architecture {card.architecture!r}.", f"Known architectures: {', '.join(sorted(ARCHITECTURES))}."
+        ) from None
+    try:
+        return arch(
+            encoder_name=card.encoder,
+            encoder_weights=None,
+            in_channels=card.in_channels,
+            classes=card.out_channels,
+            **card.arch_kwargs,
+        )
+    except KeyError as exc:
+        raise ModelError(f"Unknown encoder {card.encoder!r} for {card.architecture}.", "See smp's list of encoders.") from exc
+    except TypeError as exc:
+        raise ModelError(f"The card's arch_kwargs do not fit {card.architecture} ({exc}).", "Check arch_kwargs in the model card.") from exc
+
+
+@runtime_checkable
+class LoadsEncoderCheckpoints(Protocol):
+    """A network whose encoder checkpoints are laid out differently from its own encoder (SamLoRA: SAM's
+    official file or timm's, fitted to the tile size) and that loads them itself."""
+
+    def load_encoder_checkpoint(self, state: dict[str, torch.Tensor], source: str) -> None: ...
+
+
+def load_encoder_weights(model: torch.nn.Module, path: str | Path) -> None:
+    """Load pretrained encoder weights (e.g. ImageNet, SAM) from a local file into ``model.encoder``.
+
+    A ``LoadsEncoderCheckpoints`` network fits the file itself. For the others the file holds the encoder's
+    own keys, and three-channel first convolutions are summed into one channel, as smp does for single-band input.
+    """
+    path = Path(path)
+    state = _read_checkpoint(path)
+    if isinstance(model, LoadsEncoderCheckpoints):
+        model.load_encoder_checkpoint(state, path.name)
+        return
+    own = model.encoder.state_dict()
+    for key, value in list(state.items()):
+        if key in own and value.ndim == 4 and value.shape[1] == 3 and own[key].shape[1] == 1:
+            state[key] = value.sum(dim=1, keepdim=True)
+    missing, unexpected = model.encoder.load_state_dict(state, strict=False)
+    if len(missing) == len(own):
+        raise ModelError(f"{path.name} holds no weights for this encoder.", "Check that the file matches the encoder name.")
+
+
+def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """A flat dictionary of tensors from safetensors or a PyTorch file, unpickled with ``weights_only``."""
+    if not path.is_file():
+        raise ModelError(f"Encoder weights file not found: {path}.", "Give a local checkpoint (.safetensors, .pth or .pt).")
+    try:
+        state = load_file(str(path)) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu", weights_only=True)
+    except (SafetensorError, OSError, RuntimeError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as exc:
+        # torch.load of a file that is no PyTorch file fails in any of these ways, depending on its first bytes
+        raise ModelError(f"{path.name} is not a readable checkpoint.", "Give a .safetensors file or a PyTorch state dict (.pth, .pt).") from exc
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelError(f"{path.name} does not hold a dictionary of weights.", "Give the state dict of an encoder or of a whole model.")
+    return state
+
+
+def save_model(model: torch.nn.Module, card: Any, path: str | Path, *, half: bool = False, card_key: str = CARD_KEY) -> Path:
+    """Write weights + card (anything with ``to_json``) atomically; ``half`` stores float16 to keep bundled
+    models small."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    with staged(path, "Choose a writable folder for the model file.") as tmp:
+        save_file(state, tmp, metadata={card_key: card.to_json()})
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """A model file's safetensors metadata, without loading weights."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"Model file not found: {path}.", "Pick a model from the list, or check the path.")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise ModelError(f"{path.name} is not a readable model file ({exc}).", "Model files are .safetensors written by Slick Mapper.") from exc
+
+
+def read_card(path: str | Path) -> ModelCard:
+    """The card alone, without loading weights: for listing models quickly."""
+    path = Path(path)
+    meta = read_metadata(path)
+    if GENERATOR_CARD_KEY in meta:
+        raise ModelError(f"{path.name} is a sample generator, not a segmentation model.", "Pick a segmentation model; generators are for `engine generate`.")
+    if CARD_KEY not in meta:
+        raise ModelError(f"{path.name} has no Slick Mapper card.", "It was not written by Slick Mapper; re-export it with save_model.")
+    return ModelCard.from_json(meta[CARD_KEY])
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, ModelCard]:
+    """Rebuild the network from its card and load the weights (float32), in eval mode."""
+    card = read_card(path)
+    model = build_model(card)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ModelError(f"The weights in {Path(path).name} do not fit its card ({exc}).", "The file is damaged; export it again.") from exc
+    return model.to(device).eval(), card
+
+
+def check_scene(card: ModelCard, band_count: int, pixel_size: Optional[float]) -> list[str]:
+    """Raise ``ModelError`` when the model cannot run on the scene; return warnings when it can."""
+    warnings: list[str] = []
+    if card.in_channels > band_count:
+        raise ModelError(
+            f"The model {card.name} needs {card.in_channels} input bands; the scene has {band_count}.",
+            "Pick a single-band model, or a scene with all of the model's polarisations.",
+        )
+    if pixel_size:
+        ratio = pixel_size / card.pixel_size
+        if not 0.2 <= ratio <= 5:
+            raise ModelError(
+                f"The model {card.name} works at {card.pixel_size:g} m; the scene's pixels are {pixel_size:.1f} m. "
+                "Resampling by more than 5x would change how slicks look beyond what the model has seen.",
+                "Pick a model made for this pixel size.",
+            )
+        if not 0.95 <= ratio <= 1.05:
+            warnings.append(f"The scene ({pixel_size:.1f} m) is resampled to the model's {card.pixel_size:g} m pixels.")
+    return warnings
+
+
+def list_models(extra_dirs: tuple[Path, ...] = ()) -> list[tuple[Path, ModelCard]]:
+    """Installed models: the bundled default first, then the others by name."""
+    found: dict[Path, ModelCard] = {}
+    for folder in (BUNDLED_DIR, user_models_dir(), *extra_dirs):
+        for path in sorted(Path(folder).glob("*.safetensors")) if Path(folder).is_dir() else []:
+            if path.name.startswith(".slickmapper-tmp-"):
+                continue
+            try:
+                found[path.resolve()] = read_card(path)
+            except ModelError:
+                continue
+    return sorted(found.items(), key=lambda item: (item[0] != DEFAULT_MODEL.resolve(), item[1].name))

@@ -1,0 +1,424 @@
+"""One training loop for pretraining and fine-tuning segmentation models on stretched tiles.
+
+Inputs are tiles already stretched by ``normalise.Stretch`` (0..255, 0 = no data), the same path as
+detection. The loop keeps the weights of the epoch with the lowest validation loss and stops early when
+it stops improving, as the paper does. Fine-tuning uses the same loop with the paper's augmentation, a
+learning rate from ``lr_range_test``, optionally a frozen encoder, and bf16 autocast where the hardware
+has it. A student (engine/generation/distill.py) trains in the same loop on a set that also holds generated tiles with
+their soft labels, with ``StudentLoss`` in place of the transfer-learning paper's.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from ..progress import Progress, silent
+from .inference import autocast, fast_dtype
+from .losses import StudentLoss, slick_loss
+
+Augment = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+"""``(x, y, valid, generator) -> (x, y, valid)`` on a batch of (N,1,H,W) tiles."""
+TRAINED_GROUPS = {"all": ("encoder", "decoder"), "decoder": ("decoder",)}
+"""``train_layers`` -> the parameter groups it trains; the ``frozen`` group never trains."""
+TRAIN_LAYERS = tuple(TRAINED_GROUPS)
+
+
+@dataclass
+class TileSet:
+    """Stretched tiles (N,1,H,W float32 0..255), slick targets and valid-pixel masks (N,1,H,W 0/1)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    valid: torch.Tensor
+    soft: Optional[torch.Tensor] = None
+    """Student training only: the slick probability each pixel is taught, (N,1,H,W): a generated tile's
+    soft label (eq. 3), a real tile's label itself."""
+    generated: Optional[torch.Tensor] = None
+    """Student training only, with ``soft``: (N,) bool, which tiles are generated."""
+
+    @classmethod
+    def from_arrays(cls, tiles: list[np.ndarray], masks: list[np.ndarray]) -> "TileSet":
+        x = torch.from_numpy(np.stack(tiles).astype(np.float32)).unsqueeze(1)
+        y = torch.from_numpy(np.stack(masks).astype(np.float32)).unsqueeze(1)
+        return cls(x, y, (x > 0).float())
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def take(self, idx: torch.Tensor | slice) -> "TileSet":
+        return TileSet(*(None if t is None else t[idx] for t in (self.x, self.y, self.valid, self.soft, self.generated)))
+
+    def to(self, device: torch.device) -> "TileSet":
+        return TileSet(*(None if t is None else t.to(device) for t in (self.x, self.y, self.valid, self.soft, self.generated)))
+
+
+def augment(x: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """Flips, quarter turns, and brightness/contrast shifts of the stretched values (no data stays 0)."""
+    k = int(torch.randint(0, 4, (1,), generator=gen))
+    flip = bool(torch.randint(0, 2, (1,), generator=gen))
+    out = []
+    for t in (x, y, valid):
+        t = torch.rot90(t, k, dims=(2, 3))
+        out.append(torch.flip(t, dims=(3,)) if flip else t)
+    x, y, valid = out
+    gain = 1 + 0.2 * (torch.rand((x.shape[0], 1, 1, 1), generator=gen) - 0.5)
+    shift = 20 * (torch.rand((x.shape[0], 1, 1, 1), generator=gen) - 0.5)
+    x = torch.where(valid > 0, ((x - 127.5) * gain + 127.5 + shift).clamp(1, 255), x)
+    return x, y, valid
+
+
+def paper_augment(x: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """The paper's fine-tuning augmentation (rotation up to 30 degrees, soft zoom, crops, brightness and
+    contrast) plus flips, drawn per tile.
+
+    Geometric draws move image, target and valid mask together (masks by nearest neighbour); corners
+    rotated in and pixels that were no data stay 0 and leave the loss. torchvision draws from torch's
+    global generator, which ``train`` seeds, so ``gen`` is not used.
+    """
+    size = x.shape[-2:]
+    geometric = v2.Compose([
+        v2.RandomHorizontalFlip(),
+        v2.RandomVerticalFlip(),
+        v2.RandomAffine(degrees=30, scale=(0.9, 1.1)),
+        v2.RandomResizedCrop(size, scale=(0.6, 1.0), ratio=(0.8, 1.25)),
+    ])
+    photometric = v2.ColorJitter(brightness=0.2, contrast=0.2)
+    out = []
+    for xi, yi, vi in zip(x, y, valid):
+        image, target, known, data = geometric(
+            tv_tensors.Image(xi / 255), tv_tensors.Mask(yi), tv_tensors.Mask(vi), tv_tensors.Mask((xi > 0).float())
+        )
+        image = photometric(image)
+        data = data > 0
+        out.append((
+            torch.where(data, (image * 255).clamp(1, 255), 0).as_subclass(torch.Tensor),
+            target.as_subclass(torch.Tensor),
+            (known * data).as_subclass(torch.Tensor),
+        ))
+    return tuple(torch.stack(parts) for parts in zip(*out))
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    patience: int = 4
+    seed: int = 0
+    input_scale: float = 1 / 255
+    augment: Augment = augment
+    train_layers: str = "all"
+    """``all``, or ``decoder``: the encoder frozen, batch-norm statistics included (few labels, CPU)."""
+    threshold: float = 0.5
+    """The parent's decision threshold (``ModelCard.threshold``), kept when validation holds no slick."""
+    from_parent: bool = False
+    """Fine-tuning a trained model on few labels rather than training one: every batch-norm layer keeps
+    the parent's statistics, the parent's own weights are a candidate (epoch 0), and validation Dice at
+    the calibrated threshold, not validation loss, picks the epoch and stops early. See ``train``."""
+    parent_competes: bool = True
+    """With ``from_parent``: False keeps the best trained epoch even when the parent scores higher, for
+    experiments that ask what training learnt rather than which model to hand an analyst."""
+    device: str = "cpu"
+    student: Optional[StudentLoss] = None
+    """None: the transfer-learning paper's loss (``slick_loss``); a student's losses (eqs. 5-6) otherwise,
+    in validation too."""
+
+
+@dataclass
+class TrainReport:
+    epochs_run: int
+    best_epoch: int
+    """0: no epoch beat the weights training started from (``TrainConfig.from_parent``)."""
+    best_val_loss: float
+    val_dice: float
+    """At 0.5 (a logit of 0), as ``dice_score`` counts."""
+    threshold: float
+    """The kept weights' Dice-maximising threshold on the validation tiles (``calibrated_threshold``)."""
+    val_dice_calibrated: float
+    """The kept weights' validation Dice at ``threshold``."""
+    seconds: float
+    val_seconds: float
+    """Of ``seconds``, the time spent scoring the validation tiles after each epoch."""
+    tiles_per_second: float
+    history: list[dict] = field(default_factory=list)
+
+
+def training_dtype(device: torch.device) -> Optional[torch.dtype]:
+    """bf16 where the hardware runs it natively; fp16 would need loss scaling and plain CPUs emulate bf16."""
+    return torch.bfloat16 if fast_dtype(device) == torch.bfloat16 else None
+
+
+@runtime_checkable
+class DeclaresParameterGroups(Protocol):
+    """A network that says which of its parameters are ``encoder``, ``decoder`` and ``frozen`` (SamLoRA: the
+    LoRA adapters are its trainable encoder part, the pretrained ViT weights are frozen)."""
+
+    def parameter_groups(self) -> dict[str, list[torch.nn.Parameter]]: ...
+
+
+def parameter_groups(model: torch.nn.Module) -> dict[str, list[torch.nn.Parameter]]:
+    """The model's own groups where it declares them; otherwise (smp) ``model.encoder`` and everything else."""
+    if isinstance(model, DeclaresParameterGroups):
+        return model.parameter_groups()
+    encoder = list(model.encoder.parameters())
+    inside = {id(p) for p in encoder}
+    return {"encoder": encoder, "decoder": [p for p in model.parameters() if id(p) not in inside], "frozen": []}
+
+
+def trainable_parameters(model: torch.nn.Module, train_layers: str) -> list[torch.nn.Parameter]:
+    """Freeze the encoder for ``decoder``: a few hundred labelled pixels cannot retrain millions of weights,
+    and a step that backpropagates through the decoder alone is about 1.5x faster on a CPU (default U-Net).
+    Parameters in no trained group are frozen, whatever they were before."""
+    if train_layers not in TRAIN_LAYERS:
+        raise ValueError(f"train_layers must be one of {TRAIN_LAYERS}, got {train_layers!r}")
+    groups = parameter_groups(model)
+    trained = {id(p) for group in TRAINED_GROUPS[train_layers] for p in groups[group]}
+    for parameter in model.parameters():
+        parameter.requires_grad_(id(parameter) in trained)
+    return [parameter for parameter in model.parameters() if parameter.requires_grad]
+
+
+def train_mode(model: torch.nn.Module, train_layers: str, frozen_statistics: bool = False) -> None:
+    """Training mode, except a frozen encoder's batch norms, whose statistics must stay the parent's, and
+    with ``frozen_statistics`` every batch norm's (as smp's ``freeze_encoder`` does for the encoder).
+
+    Few-shot batches of four mostly-sea tiles re-estimate the running statistics far from those the parent's
+    weights were fitted to: on the Arctic tiles, training at a learning rate of 1e-6, where the weights
+    barely move, dropped the validation Dice from 0.35 to 0.17 in six epochs through the statistics alone."""
+    model.train()
+    if train_layers == "decoder":
+        model.encoder.eval()
+    if frozen_statistics:
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
+def tile_loss(logits: torch.Tensor, batch: TileSet, config: TrainConfig) -> torch.Tensor:
+    if config.student is None:
+        if batch.soft is not None:
+            raise ValueError("a set with generated tiles needs a StudentLoss in the TrainConfig")
+        return slick_loss(logits, batch.y, batch.valid)
+    return config.student(logits, batch.y, batch.valid, batch.soft, batch.generated)
+
+
+def augmented(batch: TileSet, config: TrainConfig, gen: torch.Generator) -> TileSet:
+    """``config.augment`` applied to a batch; soft labels ride along as a second label channel, so that
+    they move exactly as the hard ones."""
+    if batch.soft is None:
+        return TileSet(*config.augment(batch.x, batch.y, batch.valid, gen))
+    x, labels, valid = config.augment(batch.x, torch.cat([batch.y, batch.soft], dim=1), batch.valid, gen)
+    return TileSet(x, labels[:, :1], valid, labels[:, 1:], batch.generated)
+
+
+def batch_loss(model: torch.nn.Module, data: TileSet, idx: torch.Tensor, config: TrainConfig, gen: torch.Generator) -> torch.Tensor:
+    """Loss of one augmented batch, forward pass under autocast where it helps, loss in float32."""
+    device = torch.device(config.device)
+    batch = augmented(data.take(idx), config, gen).to(device)
+    with autocast(device, training_dtype(device)):
+        logits = model(batch.x * config.input_scale)
+    return tile_loss(logits.float(), batch, config)
+
+
+THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
+"""Decision thresholds a validation set picks from: a coarse grid, since a few validation tiles cannot place
+a threshold more finely, in the steps of the plugin's threshold field."""
+
+
+@dataclass
+class Validation:
+    """A model's figures on the validation tiles."""
+
+    loss: float
+    dice: float
+    """Slick Dice over all valid pixels at 0.5 (a logit of 0)."""
+    dice_at: np.ndarray
+    """Slick Dice at each of ``THRESHOLDS``."""
+    slick_pixels: int
+
+    def calibrated(self, fallback: float) -> tuple[float, float]:
+        """(threshold, Dice there): the Dice-maximising threshold, the one nearest 0.5 among equals.
+
+        Validation without a slick pixel scores 1 wherever the model predicts nothing, which says nothing
+        about where slicks start: then ``fallback`` (the parent's threshold), at the nearest grid Dice."""
+        if not self.slick_pixels:
+            return fallback, self.dice_near(fallback)
+        best = np.flatnonzero(self.dice_at >= self.dice_at.max() - 1e-9)
+        pick = best[np.argmin(abs(THRESHOLDS[best] - 0.5))]
+        return float(THRESHOLDS[pick]), float(self.dice_at[pick])
+
+    def dice_near(self, threshold: float) -> float:
+        """Dice at the candidate threshold nearest ``threshold``."""
+        return float(self.dice_at[np.argmin(abs(THRESHOLDS - threshold))])
+
+
+def validate(model: torch.nn.Module, data: TileSet, config: TrainConfig, batch: int = 8) -> Validation:
+    """Loss and slick Dice at 0.5 and at every candidate threshold, over all pixels of ``data``."""
+    model.eval()
+    device = torch.device(config.device)
+    tp = fp = fn = 0.0
+    at = torch.zeros(3, len(THRESHOLDS), dtype=torch.float64)
+    cuts = torch.tensor(THRESHOLDS, dtype=torch.float32, device=device).view(-1, 1, 1, 1, 1)
+    losses = []
+    with torch.inference_mode(), autocast(device, training_dtype(device)):
+        for i in range(0, len(data), batch):
+            part = data.take(slice(i, i + batch)).to(device)
+            x, y, v = part.x, part.y, part.valid
+            logits = model(x * config.input_scale).float()
+            losses.append(float(tile_loss(logits, part, config)) * x.shape[0])
+            pred = (logits > 0).float() * v
+            tp += float((pred * y).sum())
+            fp += float((pred * (1 - y)).sum())
+            fn += float(((1 - pred) * y * v).sum())
+            above = (torch.sigmoid(logits) > cuts).float() * v
+            at[0] += (above * y).sum(dim=(1, 2, 3, 4)).double().cpu()
+            at[1] += (above * (1 - y)).sum(dim=(1, 2, 3, 4)).double().cpu()
+            at[2] += ((1 - above) * y * v).sum(dim=(1, 2, 3, 4)).double().cpu()
+    dice = 2 * tp / (2 * tp + fp + fn) if (tp + fp + fn) else 1.0
+    counted = 2 * at[0] + at[1] + at[2]
+    dice_at = torch.where(counted > 0, 2 * at[0] / counted.clamp(min=1), torch.ones_like(counted)).numpy()
+    return Validation(sum(losses) / max(len(data), 1), dice, dice_at, int((data.y * data.valid).sum()))
+
+
+def dice_score(model: torch.nn.Module, data: TileSet, config: TrainConfig, batch: int = 8) -> tuple[float, float]:
+    """(mean loss, slick Dice at 0.5 over all pixels of ``data``)."""
+    scores = validate(model, data, config, batch)
+    return scores.loss, scores.dice
+
+
+def lr_range_test(
+    model: torch.nn.Module,
+    train_set: TileSet,
+    config: TrainConfig,
+    progress: Progress | None = None,
+    steps: int = 16,
+    start: float = 1e-5,
+    end: float = 1.0,
+) -> float:
+    """A learning rate for ``train`` from a short range test (Smith, 2017); the weights are restored after.
+
+    ``steps`` training steps at exponentially increasing learning rates, stopped once the loss explodes,
+    each followed by the loss on one fixed probe batch without augmentation: with a few tiles, the loss of
+    the training batches themselves varies more from batch to batch than with the learning rate. The pick
+    is a tenth of the rate where the probe loss was lowest, safely below where training diverges.
+
+    With few tiles this test, not the training, is most of a CPU fine-tuning's time, so it is kept short:
+    AdamW steps below 1e-5 leave the probe loss flat (measured on the default model), and three rates a
+    decade place the minimum within a factor of 2.2, fine for a pick that is then divided by ten. On the
+    8 labelled tiles of benchmarks/finetune_bench.py it ran 11 steps and 36 CPU-seconds where 30 steps
+    from 1e-6 ran 22 and 61 CPU-seconds, picking 1.0e-4 instead of 7.9e-5.
+    """
+    progress = progress or silent()
+    device = torch.device(config.device)
+    model.to(device)
+    saved = copy.deepcopy(model.state_dict())
+    gen = torch.Generator().manual_seed(config.seed)
+    picked = torch.randperm(len(train_set), generator=gen)[: config.batch_size]
+    probe = train_set.take(picked)
+    optimiser = torch.optim.AdamW(trainable_parameters(model, config.train_layers), lr=start, weight_decay=config.weight_decay)
+    factor = (end / start) ** (1 / max(steps - 1, 1))
+    lrs: list[float] = []
+    losses: list[float] = []
+    try:
+        for step in range(steps):
+            lr = start * factor**step
+            for group in optimiser.param_groups:
+                group["lr"] = lr
+            train_mode(model, config.train_layers, config.from_parent)
+            idx = torch.randint(len(train_set), (min(config.batch_size, len(train_set)),), generator=gen)
+            loss = batch_loss(model, train_set, idx, config, gen)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            probe_loss, _ = dice_score(model, probe, config)
+            progress.update("lr range test", step + 1, steps, f"lr {lr:.1e}: loss {probe_loss:.3f}")
+            if not math.isfinite(probe_loss) or (losses and probe_loss > 4 * min(losses)):
+                break
+            lrs.append(lr)
+            losses.append(probe_loss)
+    finally:
+        model.load_state_dict(saved)
+    return lrs[int(np.argmin(losses))] / 10 if losses else start
+
+
+def train(model: torch.nn.Module, train_set: TileSet, val_set: TileSet, config: TrainConfig, progress: Progress | None = None) -> TrainReport:
+    """Train in place; on return ``model`` holds the best weights on the validation tiles.
+
+    From scratch (pretraining) "best" is the lowest validation loss, as in the paper. Fine-tuning
+    (``config.from_parent``) picks on validation Dice at each epoch's calibrated threshold instead, and the
+    parent's own weights compete as epoch 0, so a run never returns weights that score below those it started
+    from. Measured on the Arctic tiles: the validation loss, whose slick-weighted BCE rewards predicting slick
+    wherever its odds exceed one in a hundred, kept falling while the validation Dice fell from 0.35 to 0.1-0.2.
+    """
+    progress = progress or silent()
+    torch.manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    model.to(torch.device(config.device))
+    optimiser = torch.optim.AdamW(trainable_parameters(model, config.train_layers), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = max(1, len(train_set) // config.batch_size)
+    total = config.epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.lr, total_steps=total)
+
+    def merit(scores: Validation) -> float:
+        return scores.calibrated(config.threshold)[1] if config.from_parent else -scores.loss
+
+    start = validate(model, val_set, config) if config.from_parent and config.parent_competes else None
+    best = (merit(start), 0, copy.deepcopy(model.state_dict()), start) if start else (-math.inf, 0, None, None)
+    stale = 0
+    history: list[dict] = []
+    started = time.monotonic()
+    seen, val_seconds = 0, 0.0
+    for epoch in range(1, config.epochs + 1):
+        train_mode(model, config.train_layers, config.from_parent)
+        order = torch.randperm(len(train_set), generator=gen)
+        running = 0.0
+        for step in range(steps_per_epoch):
+            idx = order[step * config.batch_size : (step + 1) * config.batch_size]
+            loss = batch_loss(model, train_set, idx, config, gen)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            scheduler.step()
+            running += loss.item()
+            seen += len(idx)
+            progress.update("training", (epoch - 1) * steps_per_epoch + step + 1, total, f"epoch {epoch}, loss {running / (step + 1):.4f}")
+        scoring = time.monotonic()
+        scores = validate(model, val_set, config)
+        val_seconds += time.monotonic() - scoring
+        threshold, calibrated = scores.calibrated(config.threshold)
+        history.append({"epoch": epoch, "train_loss": running / steps_per_epoch, "val_loss": scores.loss, "val_dice": scores.dice,
+                        "threshold": threshold, "val_dice_calibrated": calibrated})
+        progress.log(f"epoch {epoch}: train loss {running / steps_per_epoch:.4f}, val loss {scores.loss:.4f}, val Dice {scores.dice:.3f}"
+                     + (f" ({calibrated:.3f} at {threshold:.2f})" if config.from_parent else ""))
+        if merit(scores) > best[0]:
+            best, stale = (merit(scores), epoch, copy.deepcopy(model.state_dict()), scores), 0
+        else:
+            stale += 1
+            if stale >= config.patience:
+                break
+    _, best_epoch, best_state, kept = best
+    model.load_state_dict(best_state)
+    threshold, calibrated = kept.calibrated(config.threshold)
+    seconds = time.monotonic() - started
+    return TrainReport(
+        epochs_run=len(history),
+        best_epoch=best_epoch,
+        best_val_loss=kept.loss,
+        val_dice=kept.dice,
+        threshold=threshold,
+        val_dice_calibrated=calibrated,
+        seconds=round(seconds, 1),
+        val_seconds=round(val_seconds, 1),
+        tiles_per_second=round(seen / seconds, 2),
+        history=history,
+    )

@@ -1,0 +1,106 @@
+"""Eq. 1 of the transfer-learning paper: a 2-sigma linear stretch of backscatter to 0..255.
+
+We read eq. 1 as the usual standard-deviation stretch: values between mean - 2 sigma and mean + 2 sigma
+map linearly onto 1..255 and the rest are clipped, 0 being kept for no data as in the paper's own
+8-bit tiles. Statistics are taken in dB, where sea backscatter is close to Gaussian; in linear power a
+few ships would set sigma. They come from the valid pixels of the whole scene, accumulated strip by strip
+so the scene is never loaded at once. Detection, training and evaluation all go through ``Stretch``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Iterable
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from ..errors import InputError
+from ..progress import Progress
+
+NODATA = 0.0
+STATS_ROWS = 512
+_EPS = 1e-10
+
+
+def to_db(values: np.ndarray, value_scale: str) -> np.ndarray:
+    """Backscatter in dB (NaN kept) from any supported encoding; 8-bit values are returned as they are."""
+    values = values.astype(np.float32, copy=False)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if value_scale == "uint16_dn":  # amplitude numbers: power is their square
+            return 20.0 * np.log10(np.maximum(values, _EPS))
+        if value_scale == "float32_linear":
+            return 10.0 * np.log10(np.maximum(values, _EPS))
+    if value_scale in ("float32_db", "uint8_stretched"):
+        return values
+    raise ValueError(f"unknown value scale {value_scale!r}")
+
+
+@dataclass(frozen=True)
+class Stretch:
+    """How to turn one scene's values into the 0..255 model input."""
+
+    value_scale: str
+    mean: float = 0.0
+    std: float = 1.0
+
+    @property
+    def passthrough(self) -> bool:
+        return self.value_scale == "uint8_stretched"
+
+    @classmethod
+    def fit(cls, value_scale: str, chunks: Iterable[np.ndarray]) -> "Stretch":
+        """Scene statistics from an iterable of value arrays (NaN = no data), in one streaming pass."""
+        if value_scale == "uint8_stretched":
+            return cls(value_scale)
+        count, total, total_sq = 0, 0.0, 0.0
+        for chunk in chunks:
+            db = to_db(chunk, value_scale)
+            db = db[np.isfinite(db)].astype(np.float64)
+            count += db.size
+            total += db.sum()
+            total_sq += np.square(db).sum()
+        if count == 0:
+            raise InputError("The scene has no valid pixels to compute its statistics from.", "Check the band and nodata value.")
+        mean = total / count
+        std = float(np.sqrt(max(total_sq / count - mean * mean, 0.0)))
+        if std < 1e-6:
+            raise InputError("The scene is flat: every valid pixel has the same value.", "Check that the right band was chosen.")
+        return cls(value_scale, float(mean), std)
+
+    def apply(self, values: np.ndarray) -> np.ndarray:
+        """Model input in 0..255 as float32: valid pixels in 1..255, no data (NaN) as 0."""
+        valid = np.isfinite(values)
+        if self.passthrough:
+            out = np.where(valid, values, NODATA).astype(np.float32)
+            return out
+        db = to_db(values, self.value_scale)
+        low = self.mean - 2.0 * self.std
+        out = 1.0 + (db - low) / (4.0 * self.std) * 254.0
+        out = np.clip(out, 1.0, 255.0)
+        out[~valid] = NODATA
+        return out.astype(np.float32, copy=False)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def scene_stretch(ds: rasterio.DatasetReader, band: int, value_scale: str, progress: Progress) -> Stretch:
+    """The eq. 1 stretch of ``band`` of ``ds``, from all of its valid pixels (NaN, 0 and nodata excluded)."""
+    if value_scale == "uint8_stretched":
+        return Stretch(value_scale)
+    nodata = ds.nodata
+    starts = range(0, ds.height, STATS_ROWS)
+
+    def chunks():
+        for i, row in enumerate(starts):
+            progress.update("statistics", i, len(starts), "Scene statistics for eq. 1")
+            values = ds.read(band, window=Window(0, row, ds.width, min(STATS_ROWS, ds.height - row))).astype(np.float32)
+            invalid = ~np.isfinite(values) | (values == 0)
+            if nodata is not None and np.isfinite(nodata):
+                invalid |= values == nodata
+            values[invalid] = np.nan
+            yield values
+
+    return Stretch.fit(value_scale, chunks())
