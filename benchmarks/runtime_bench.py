@@ -255,6 +255,9 @@ def main() -> int:
     p.add_argument("--tiles", type=int, default=4, help="real tiles per model (DeepLabV3 gets half)")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--scene", type=int, default=4096, help="side of the synthetic Svalbard scene (16000 = a full EW scene)")
+    p.add_argument("--sea", type=int, default=1536, help="side of the synthetic open-sea scene of the pipeline figure")
+    p.add_argument("--no-deeplab", action="store_true", help="bundled model only (DeepLabV3-R50 takes ~10x as long)")
+    p.add_argument("--pipeline-torch", action="store_true", help="also measure the pipeline overhead with PyTorch eager")
     p.add_argument("--json", type=Path, default=ROOT / "bench_output" / "runtime_bench.json")
     p.add_argument("--markdown", type=Path, help="also write the figures as a page, e.g. docs/benchmarks.md")
     p.add_argument("--from", dest="source", type=Path, help="with --markdown: render this earlier run's JSON, run nothing")
@@ -263,7 +266,7 @@ def main() -> int:
         args.markdown.write_text(markdown(json.loads(args.source.read_text())))
         return 0
     if args.quick:
-        args.tiles, args.repeats, args.scene = 2, 1, 1024
+        args.tiles, args.repeats, args.scene, args.sea = 2, 1, 1024, 1024
     from engine.models import cpu_features
     from engine.models.registry import DEFAULT_MODEL
     from engine.data.synth import SceneSpec, write_scene
@@ -277,17 +280,17 @@ def main() -> int:
         work = Path(tmp)
         os.environ["SLICK_MAPPER_MODELS"] = str(work / "models")  # fresh exports and int8 checks, timed here
         os.environ["XDG_CACHE_HOME"] = str(work / "cache")
-        deeplab = deeplab_file(work)
-        results["runtimes"] = [compare_runtimes(Path(DEFAULT_MODEL), args.tiles, args.repeats, log),
-                               compare_runtimes(deeplab, max(1, args.tiles // 2), args.repeats, log)]
+        results["runtimes"] = [compare_runtimes(Path(DEFAULT_MODEL), args.tiles, args.repeats, log)]
+        if not args.no_deeplab:
+            results["runtimes"].append(compare_runtimes(deeplab_file(work), max(1, args.tiles // 2), args.repeats, log))
         fastest = min((e for e in results["runtimes"][0]["candidates"].items() if "s_per_tile" in e[1] and e[1]["dice_vs_torch_fp32"] >= 0.98),
                       key=lambda e: e[1]["s_per_tile"])[0]
         best_runtime = fastest.split()[0]
         sea = work / "sea.tif"
-        write_scene(SceneSpec(height=1536 if not args.quick else 1024, width=1536 if not args.quick else 1024, seed=5), sea)
-        results["pipeline"] = [pipeline(sea, Path(DEFAULT_MODEL), "torch", work, log)]
-        if best_runtime != "torch":
-            results["pipeline"].append(pipeline(sea, Path(DEFAULT_MODEL), best_runtime, work, log))
+        write_scene(SceneSpec(height=args.sea, width=args.sea, seed=5), sea)
+        results["pipeline"] = [pipeline(sea, Path(DEFAULT_MODEL), best_runtime, work, log)]
+        if args.pipeline_torch and best_runtime != "torch":
+            results["pipeline"].append(pipeline(sea, Path(DEFAULT_MODEL), "torch", work, log))
         svalbard = work / "svalbard.tif"
         write_scene(SceneSpec(height=args.scene, width=args.scene, seed=6, nodata_border=True, **SVALBARD), svalbard)
         results["skipping"] = skipping(svalbard, Path(DEFAULT_MODEL), best_runtime, work, args.scene, log)
