@@ -13,7 +13,7 @@ os.environ.setdefault("SLICK_MAPPER_RUNTIME", "torch")
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "resources" / "samples" / "arctic_s1"
-GRD = ROOT / "tests" / "data" / "s1_grd_crop"
+GRD = ROOT / "resources" / "samples" / "s1_grd_crop"
 
 
 @pytest.fixture(scope="session")

@@ -55,6 +55,8 @@ ARCHITECTURES: dict[str, Callable[..., torch.nn.Module]] = {
 
 BUNDLED_DIR = Path(__file__).resolve().parents[2] / "resources" / "models"
 DEFAULT_MODEL = BUNDLED_DIR / "slick_unet_r18_25m.safetensors"
+SYNTHETIC_MODEL = BUNDLED_DIR / "slick_unet_r18_25m_synthetic.safetensors"
+"""Trained on synthetic scenes only: where real-texture training starts, and the transfer experiment's source."""
 
 
 def user_models_dir() -> Path:
