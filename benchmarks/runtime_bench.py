@@ -227,6 +227,10 @@ def markdown(results: dict) -> str:
             else:
                 lines.append(f"| {name} | {label} | not run: {e['status']} | | | | |")
     lines.append("")
+    if len(results["runtimes"]) == 1:
+        lines += ["DeepLabV3-R50 was not measured in this run (`--no-deeplab`): about ten times the bundled model's "
+                  "work per tile, it did not fit the time this shared machine left. The same command without "
+                  "`--no-deeplab` adds it.", ""]
     for model in results["runtimes"]:
         lines.append(f"- {model['model']}: {model['tiles']} tiles of {model['tile']} px; masks cut at the {model['mask_threshold']}.")
         if "int8_verdict" in model:
@@ -234,14 +238,22 @@ def markdown(results: dict) -> str:
     lines += ["", "## Pipeline overhead", "",
               f"detect() end to end over the same tiles through the model alone (mean of before and after), on the {cpu}:", "",
               "| runtime | tiles | end to end (s) | model only (s) | ratio |", "|---|---|---|---|---|"]
+    notes = ["", "End to end includes what a run does once whatever the scene's size (loading the model, compiling it "
+             "for the tile shape, the scene statistics, writing COGs), which weighs most on a small scene."]
     for e in results["pipeline"]:
         lines.append(f"| {e['chosen']} | {e['tiles']} | {e['end_to_end_s']} | {e['model_only_s']} | {e['overhead_ratio']:.3f} |")
+    lines += notes
     k = results["skipping"]
     lines += ["", "## Tiles never predicted", "",
               f"{k['scene']}, default land mask ({k['masked']}), {k['runtime']} on the {cpu}: {k['skipped']} of {k['tiles']} tiles "
               f"skipped ({k['share_skipped']:.1%}; by reason {k['skipped_by']}), {k['end_to_end_s']:.0f} s end to end. "
               f"A full 16,000 x 16,000 px EW scene ({k['full_ew_tiles']} tiles of 512) with the same share of land and border "
               f"would take about {k['full_ew_minutes_extrapolated']:.0f} min at this run's rate (extrapolated, not measured).",
+              "",
+              "A tile is skipped only when all of it is land, no data or outside the extent: a fjord coast crosses most "
+              "512-px tiles (12.8 km), so a scene a third of which is land can have no tile to skip, while the land and "
+              "border pixels themselves are still masked. Skipping pays on the large no-data collars of rotated GRD "
+              "swaths, on inland areas and on map-view extents.",
               "", "## Land mask data", "",
               "The default land mask is GSHHG, the Global Self-consistent, Hierarchical, High-resolution Geography "
               "Database (Wessel, P., and W. H. F. Smith, J. Geophys. Res., 101, 8741-8743, 1996; LGPL), full resolution, "
