@@ -33,6 +33,7 @@ from ..data.bundled import LabelledScene
 from ..jobs.detect import DetectOptions, detect
 from ..jobs.evaluate import align_to_grid, read_label_mask, slick_dice_arrays
 from ..machine import describe
+from ..models.darkspot import fit_darkspot
 from ..models.inference import pick_device
 from ..models.pretrain import CHECKPOINTS, RealRecipe, file_sha256, pretrain_real
 from ..models.registry import SYNTHETIC_MODEL
@@ -201,6 +202,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace, progress: Progress) -> dict:
     device = str(pick_device(args.device))
     candidates: dict[str, Trainer] = {
+        "darkspot": fit_darkspot,
         "synthetic_only": fixed(SYNTHETIC_MODEL),
         "real_texture": real_texture_trainer(args.epochs, args.train_tiles, device, args.seed),
     }

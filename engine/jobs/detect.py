@@ -36,6 +36,7 @@ from ..scenes.landmask import Exclusion
 from ..scenes.normalise import Stretch, scene_stretch
 from ..scenes.prefetch import prefetch
 from ..scenes.raster import inspect, open_raster
+from ..scenes.read_errors import check_unchanged, stamp
 from ..scenes.tiling import StripBlender, count_tiles
 from .outputs import MASK_NODATA, OutputSet, polygonise, raster_profile, to_cog, write_slicks
 
@@ -104,6 +105,7 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
     started = time.monotonic()
     scene = Path(scene)
     _check_options(options)
+    before = stamp(scene)
     info = inspect(scene, options.band)
     device = pick_device(options.device)
     model_path = options.model or DEFAULT_MODEL
@@ -146,6 +148,7 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
             to_cog(staged_mask, outputs.path("mask"))
             staged_prob.unlink()
             staged_mask.unlink()
+            check_unchanged(scene, before)
             paths = outputs.commit()
     progress.update("done", 1, 1)
     return DetectResult(

@@ -233,7 +233,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="model file to write (default: the bundled model of --data, for the default network only)")
     p.add_argument("--scenes", nargs="+", default=list(DEFAULT_TRAIN_SCENES), help="--data real: the Arctic scenes to learn from")
     p.add_argument("--init", help="--data real: model to start from, or 'none' (default: the bundled synthetic model)")
-    p.add_argument("--architecture", choices=sorted(ARCHITECTURES), help="--data synthetic: another network of the registry (default: unet)")
+    p.add_argument("--architecture", choices=sorted(set(ARCHITECTURES) - {"darkspot"}), help="--data synthetic: another network of the registry (default: unet)")
     p.add_argument("--encoder", help="its encoder, e.g. samvit_base_patch16 or resnet50 (default: tu-resnet18)")
     p.add_argument("--arch-kwargs", help="its further arguments as JSON, e.g. '{\"lora_rank\": 16}'")
     p.add_argument("--encoder-weights", type=Path, help="local encoder checkpoint to start from, e.g. sam_vit_b_01ec64.pth")
