@@ -125,9 +125,13 @@ def torch_forward(model: torch.nn.Module, device: torch.device, dtype: Optional[
 def torchscript_forward(model: torch.nn.Module, card: ModelCard, device: torch.device) -> Forward:
     """Trace and freeze (weights become constants, conv and batch-norm fold); fp32 only."""
     example = torch.zeros(1, card.in_channels, card.tile_size, card.tile_size, device=device).to(memory_format=torch.channels_last)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        frozen = torch.jit.freeze(torch.jit.trace(model.to(device).eval().to(memory_format=torch.channels_last), example, check_trace=False))
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            frozen = torch.jit.freeze(torch.jit.trace(model.to(device).eval().to(memory_format=torch.channels_last), example, check_trace=False))
+    except Exception as exc:  # noqa: BLE001 - any tracing failure means: this model has no TorchScript form
+        raise ModelError(f"The model {card.name} does not trace to TorchScript ({type(exc).__name__}: {str(exc)[:200]}).",
+                         "It runs with PyTorch eager instead.") from exc
     return torch_forward(frozen, device, None)
 
 
@@ -239,7 +243,7 @@ class Factory:
         if precision == "int8":
             path, verdict = self.int8()
             if path is None:
-                raise ModelError(f"int8 is refused for {self.card.name}: {verdict}", "It is kept in fp32.")
+                raise ModelError(f"int8 is refused for {self.card.name}: {verdict}.", "Detection uses another precision.")
         else:
             path = self.onnx()
         if runtime == "onnxruntime":
@@ -299,7 +303,7 @@ def choose(factory: Factory, progress: Progress, notes: list[str], tiles: Option
         try:
             built[candidate] = factory.build(candidate)
             built[candidate](x[0])  # warm-up: compilation, first-call allocations
-        except (ModelError, ResourceError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a candidate that cannot run here is left out, never fatal
             built.pop(candidate, None)
             report[candidate.label] = {"status": str(exc)}
             if candidate.precision == "int8" or "export" in str(exc):
