@@ -17,6 +17,7 @@ import traceback
 from typing import Any, Callable, Optional
 
 from .. import __version__
+from ..archive import commands as archive_commands
 from ..data import synth
 from ..errors import Cancelled, SlickMapperError
 from ..experiments import cli as experiment_cli, demo
@@ -39,6 +40,8 @@ EPILOG = """examples:
   python -m engine samples summary samples/
   python -m engine darkspot fit --scenes resources/samples/arctic_s1/sample_* --out darkspot.safetensors
   python -m engine finetune --base model.safetensors --labels project_labels.gpkg --out student.safetensors --generated samples/
+  python -m engine batch archive/*.tif --out batch/
+  python -m engine seeps batch/slicks.parquet --out sites.gpkg
 """
 
 
@@ -133,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     experiment_cli.add_cli(sub)
     generator.add_cli(sub)
     darkspot.add_cli(sub)
+    archive_commands.add_cli(sub)
     return parser
 
 

@@ -25,6 +25,7 @@ from rasterio.features import rasterize
 from rasterio.warp import reproject
 from rasterio.windows import Window
 
+from ..archive.evidence import FIELDS as EVIDENCE_FIELDS, add_evidence
 from ..errors import InputError, ResourceError
 from ..models import runtimes
 from ..models.inference import Predictor, pick_device
@@ -140,7 +141,10 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
                                                      staged_prob, staged_mask, progress)
             progress.update("polygons", 0, 1, "Tracing slick outlines")
             slicks = polygonise(staged_mask, staged_prob, options.min_area_km2, progress)
-            n_slicks, area = write_slicks(outputs.path("slicks"), grid.crs, slicks, scene.name, card.name)
+            progress.update("evidence", 0, 1, "Weighing look-alike evidence")
+            land = landmask.land_polygons(exclusion.land, grid.crs, grid.transform, (grid.height, grid.width)) if slicks else []
+            add_evidence(slicks, ds, info, grid, staged_mask, land, None, progress)
+            n_slicks, area = write_slicks(outputs.path("slicks"), grid.crs, slicks, scene.name, card.name, EVIDENCE_FIELDS)
             progress.update("writing", 0, 1, "Writing Cloud-Optimised GeoTIFFs")
             if options.source_grid:
                 _to_source_grid(ds, staged_prob, staged_mask)

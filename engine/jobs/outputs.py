@@ -231,16 +231,21 @@ def _mean_inside(mask_path: Path, probability_path: Path, outlines: list[dict], 
         return (sums / counts)[1:]
 
 
-def write_slicks(path: Path, crs: str, slicks: Iterable[dict], scene: str, model: str) -> tuple[int, float]:
-    """Write slick polygons to a GeoPackage layer ``slicks``; return (count, total area km2)."""
+def write_slicks(path: Path, crs: str, slicks: Iterable[dict], scene: str, model: str,
+                 extra_fields: Optional[dict[str, str]] = None) -> tuple[int, float]:
+    """Write slick polygons to a GeoPackage layer ``slicks``; return (count, total area km2).
+
+    ``extra_fields`` (name: OGR type) are taken from each slick dict too, e.g. the look-alike evidence."""
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    schema = {"geometry": "Polygon", "properties": SLICK_FIELDS}
+    extra = extra_fields or {}
+    schema = {"geometry": "Polygon", "properties": {**SLICK_FIELDS, **extra}}
     records = []
     for slick in slicks:
         properties = {k: slick[k] for k in ("area_km2", "length_km", "mean_prob")}
         properties.update(scene=scene, model=model, created=created)
+        properties.update({k: slick.get(k) for k in extra})
         records.append({"geometry": slick["geometry"], "properties": properties})
     with writing(path), fiona.open(path, "w", driver="GPKG", layer="slicks", crs=crs, schema=schema) as dst:
         dst.writerecords(records)  # one transaction, not one per slick
-    return len(records), sum(slick["properties"]["area_km2"] for slick in records)
+    return len(records), sum(record["properties"]["area_km2"] for record in records)
 

@@ -27,6 +27,7 @@ from affine import Affine
 from fiona.transform import transform_geom
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioIOError
+from rasterio import features
 from rasterio.features import rasterize
 from rasterio.warp import reproject, transform as transform_points
 
@@ -124,11 +125,14 @@ class VectorLandMask:
         self._shapes: dict[str, list[dict]] = {}
 
     def land(self, crs: str, transform: Affine, shape: tuple[int, int]) -> np.ndarray:
+        if not self.shapes(crs):
+            return np.zeros(shape, dtype=bool)
+        return rasterize(self.shapes(crs), out_shape=shape, transform=transform).astype(bool)
+
+    def shapes(self, crs: str) -> list[dict]:
         if crs not in self._shapes:
             self._shapes[crs] = self._read(crs)
-        if not self._shapes[crs]:
-            return np.zeros(shape, dtype=bool)
-        return rasterize(self._shapes[crs], out_shape=shape, transform=transform).astype(bool)
+        return self._shapes[crs]
 
     def _read(self, crs: str) -> list[dict]:
         try:
@@ -178,6 +182,20 @@ def open_land_mask(spec: Optional[str]) -> Optional[LandMask]:
             return VectorLandMask(path)
     except fiona.errors.FionaError as exc:
         raise InputError(f"Cannot read the land mask {path.name} ({exc}).", "Give a polygon file or a land raster (non-zero = land).") from exc
+
+
+def land_polygons(land: Optional[LandMask], crs: str, transform: Affine, shape: tuple[int, int], max_side: int = 1024) -> list[dict]:
+    """Land on a grid as polygons in its CRS (the analyst's own as given, others traced from a lattice of at
+    most ``max_side`` pixels a side), for measuring how far a slick lies from land."""
+    if land is None:
+        return []
+    if isinstance(land, VectorLandMask):
+        return land.shapes(crs)
+    step = max(1, math.ceil(max(shape) / max_side))
+    lattice = (math.ceil(shape[0] / step), math.ceil(shape[1] / step))
+    coarse = transform * Affine.scale(step)
+    on_land = land.land(crs, coarse, lattice)
+    return [geometry for geometry, _ in features.shapes(on_land.astype(np.uint8), mask=on_land, transform=coarse)]
 
 
 def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
