@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# Tests that are not about runtimes run the model with PyTorch: "auto" would measure every new test model's
+# runtimes first (exports, int8 calibration), minutes per model. The runtime tests choose theirs explicitly.
+os.environ.setdefault("SLICK_MAPPER_RUNTIME", "torch")
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "resources" / "samples" / "arctic_s1"

@@ -117,20 +117,6 @@ def test_extent_outside_the_scene(tmp_path, sample_scene, tiny_model):
         detect(sample_scene, tmp_path, _options(tiny_model, bounds=(0, 0, 10, 10), bounds_crs="EPSG:32636"))
 
 
-def test_land_mask_removes_detections_on_land(tmp_path, sample_scene, tiny_model):
-    with rasterio.open(sample_scene) as ds:
-        left, bottom, right, top = ds.bounds
-    land = tmp_path / "land.gpkg"
-    schema = {"geometry": "Polygon", "properties": {"name": "str"}}
-    ring = [(left, bottom), (left + 5000, bottom), (left + 5000, top), (left, top), (left, bottom)]
-    with fiona.open(land, "w", driver="GPKG", crs="EPSG:32636", schema=schema) as dst:
-        dst.write({"geometry": {"type": "Polygon", "coordinates": [ring]}, "properties": {"name": "coast"}})
-    result = detect(sample_scene, tmp_path / "out", _options(tiny_model, land_mask=str(land)))
-    with rasterio.open(result.probability) as ds:
-        prob = ds.read(1)
-    assert np.isnan(prob[:, :190]).all() and np.isfinite(prob[:, 210:]).mean() > 0.5
-
-
 def test_grd_scene_in_radar_geometry(tmp_path, grd_scene, model_factory):
     model = model_factory(tmp_path / "m200.safetensors", pixel_size=200.0, tile_size=256, polarisation="VV", mode="IW")
     result = detect(grd_scene, tmp_path / "out", _options(model))

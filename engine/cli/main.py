@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -93,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("scene", help="GeoTIFF, COG, VRT or Sentinel-1 GRD measurement TIFF")
     p.add_argument("--band", help="band name (HH, VV, HV, VH) or 1-based index; default: HH or VV")
     p.add_argument("--model", help="model file whose pixel size the plan uses (default: bundled model)")
+    p.add_argument("--land-mask", default="default", help="default (GSHHG coastline), none, or a land polygon file or raster")
     p.set_defaults(func=_info)
 
     p = sub.add_parser("detect", help="detect slicks: probability COG, mask and polygons (GeoPackage)")
@@ -108,7 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bounds-crs", help="CRS of --bounds (default: the analysis UTM zone)")
     p.add_argument("--prefix", help="output file prefix (default: the scene's file name)")
     p.add_argument("--min-area-km2", type=float, default=0.05, help="drop slicks smaller than this (default 0.05)")
-    p.add_argument("--land-mask", help="vector file of land polygons to exclude")
+    p.add_argument("--land-mask", default="default", metavar="default|none|PATH",
+                   help="land never becomes a slick: default (GSHHG coastline), none, or your own land polygon file or raster (non-zero = land)")
+    p.add_argument("--runtime", choices=["auto", "torch", "torchscript", "onnxruntime", "openvino"],
+                   default=os.environ.get("SLICK_MAPPER_RUNTIME", "auto"),
+                   help="what runs the model: auto (the fastest measured on this machine for this model, once) or one forced")
+    p.add_argument("--land-buffer", type=int, default=8, metavar="PIXELS", help="widen land by this many pixels (default 8)")
+    p.add_argument("--nodata-buffer", type=int, default=8, metavar="PIXELS", help="no slick within this many pixels of no data (default 8)")
     p.add_argument("--source-grid", action="store_true", help="write rasters on the scene's own grid")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs of the same prefix")
     p.set_defaults(func=_detect)
@@ -136,8 +144,16 @@ def _info(args: argparse.Namespace, progress: Progress) -> dict:
     from ..models.registry import DEFAULT_MODEL, read_card
     from ..scenes.raster import inspect
 
+    from ..scenes.grid import analysis_grid
+    from ..scenes.landmask import land_summary
+    from ..scenes.raster import open_raster
+
     card = read_card(args.model or DEFAULT_MODEL)
-    return inspect(args.scene, args.band, card.pixel_size).to_dict()
+    info = inspect(args.scene, args.band, card.pixel_size).to_dict()
+    with open_raster(args.scene) as ds:
+        grid = analysis_grid(ds, info["utm_crs"], card.pixel_size)
+    info["land_mask"] = land_summary(args.land_mask, grid.crs, grid.transform, (grid.height, grid.width))
+    return info
 
 
 def _detect(args: argparse.Namespace, progress: Progress) -> dict:
@@ -155,6 +171,9 @@ def _detect(args: argparse.Namespace, progress: Progress) -> dict:
         prefix=args.prefix,
         min_area_km2=args.min_area_km2,
         land_mask=args.land_mask,
+        land_buffer=args.land_buffer,
+        runtime=args.runtime,
+        nodata_buffer=args.nodata_buffer,
         source_grid=args.source_grid,
         overwrite=args.overwrite,
     )
@@ -182,6 +201,7 @@ def _doctor(args: argparse.Namespace, progress: Progress) -> dict:
 
     import torch
 
+    from ..models import cpu_features
     from ..models.inference import pick_device
     from ..models.registry import user_models_dir
 
@@ -199,6 +219,7 @@ def _doctor(args: argparse.Namespace, progress: Progress) -> dict:
         "gpu_name": gpu_name,
         "gpu_memory_gb": gpu_memory,
         "cpu_threads": torch.get_num_threads(),
+        "cpu": cpu_features.summary(),
         "models_dir": str(user_models_dir()),
     }
 

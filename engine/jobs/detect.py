@@ -11,13 +11,15 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
-import fiona
 import numpy as np
 import rasterio
+import shapely
+import shapely.geometry
 from affine import Affine
 from fiona.transform import transform_geom
+from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.features import rasterize
 from rasterio.warp import reproject
@@ -25,11 +27,15 @@ from rasterio.windows import Window
 
 from ..archive.evidence import FIELDS as EVIDENCE_FIELDS, add_evidence
 from ..errors import InputError, ResourceError
+from ..models import runtimes
 from ..models.inference import Predictor, pick_device
-from ..models.registry import DEFAULT_MODEL, check_scene, load_model
+from ..models.registry import DEFAULT_MODEL, check_scene, load_model, read_card
 from ..progress import Progress, silent
+from ..scenes import landmask
 from ..scenes.grid import Grid, analysis_grid, open_on_grid
+from ..scenes.landmask import Exclusion
 from ..scenes.normalise import Stretch, scene_stretch
+from ..scenes.prefetch import prefetch
 from ..scenes.raster import inspect, open_raster
 from ..scenes.read_errors import check_unchanged, stamp
 from ..scenes.tiling import StripBlender, count_tiles
@@ -55,10 +61,16 @@ class DetectOptions:
     bounds_crs: Optional[str] = None
     prefix: Optional[str] = None
     min_area_km2: float = DEFAULT_MIN_AREA_KM2
-    land_mask: Optional[str] = None
+    land_mask: Optional[str] = landmask.DEFAULT
+    """``default`` (GSHHG coastline), ``none``, or the analyst's polygon file or land raster."""
+    land_buffer: int = landmask.DEFAULT_LAND_BUFFER_PX
+    nodata_buffer: int = landmask.DEFAULT_NODATA_BUFFER_PX
     source_grid: bool = False
     overwrite: bool = False
     fast: bool = True
+    runtime: str = field(default_factory=lambda: os.environ.get("SLICK_MAPPER_RUNTIME", runtimes.AUTO))
+    """``auto`` (the fastest measured here whose masks agree with PyTorch fp32), or one of ``runtimes.RUNTIMES``;
+    ``$SLICK_MAPPER_RUNTIME`` sets the default."""
 
 
 @dataclass
@@ -71,12 +83,18 @@ class DetectResult:
     seconds: float
     tiles: int
     tiles_skipped: int
+    """Tiles never predicted: all no data, all land (or coast or no-data border), or outside the extent."""
     device: str
     model_name: str
+    runtime: str
+    """What ran the model: runtime and precision, e.g. ``openvino fp32``."""
     grid: str
     threshold: float
     """The one the mask and polygons were cut at: the option's, else the model's."""
     warnings: list[str] = field(default_factory=list)
+    tiles_skipped_by: dict[str, int] = field(default_factory=dict)
+    masked: str = ""
+    """What was left out: the land mask and its buffer, the no-data border band."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -91,7 +109,8 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
     before = stamp(scene)
     info = inspect(scene, options.band)
     device = pick_device(options.device)
-    model, card = load_model(options.model or DEFAULT_MODEL, device)
+    model_path = options.model or DEFAULT_MODEL
+    card = read_card(model_path)
     warnings = info.warnings + check_scene(card, info.count, info.pixel_size)
     threshold = card.threshold if options.threshold is None else options.threshold
     tile = options.tile or card.tile_size
@@ -99,7 +118,11 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
         raise InputError(f"Tile size {tile} is not usable.", "Use a multiple of 32 between 64 and 2048, e.g. 256 or 512.")
     if options.overlap >= tile // 2:
         raise InputError(f"Overlap {options.overlap} is too large for {tile}-pixel tiles.", f"Use less than {tile // 2}.")
-    predictor = Predictor(model, card, device, fast=options.fast)
+    if options.fast:
+        predictor, notes = runtimes.make_predictor(model_path, device, options.runtime, progress=progress)
+        warnings += notes
+    else:
+        predictor = Predictor(load_model(model_path, device)[0], card, device, fast=False)
     prefix = options.prefix or scene.stem
     names = {"probability": f"{prefix}_probability.tif", "mask": f"{prefix}_mask.tif", "slicks": f"{prefix}_slicks.gpkg"}
 
@@ -109,16 +132,17 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
         grid = analysis_grid(ds, info.utm_crs, card.pixel_size, options.bounds, options.bounds_crs)
         _check_memory(grid, tile)
         stretch = scene_stretch(ds, info.band, info.value_scale, progress)
-        land = _land_shapes(options.land_mask, grid.crs)
+        exclusion = Exclusion(landmask.open_land_mask(options.land_mask), options.land_buffer, options.nodata_buffer)
         with OutputSet(out_dir, names, options.overwrite) as outputs:
             staged_prob = outputs.stage / "analysis_probability.tif"
             staged_mask = outputs.stage / "analysis_mask.tif"
             with open_on_grid(ds, info.band, grid) as reader:
-                n_tiles, skipped = _predict_to_files(reader, grid, stretch, predictor, tile, options, threshold, land,
+                n_tiles, skipped = _predict_to_files(reader, grid, stretch, predictor, tile, options, threshold, exclusion,
                                                      staged_prob, staged_mask, progress)
             progress.update("polygons", 0, 1, "Tracing slick outlines")
             slicks = polygonise(staged_mask, staged_prob, options.min_area_km2, progress)
             progress.update("evidence", 0, 1, "Weighing look-alike evidence")
+            land = landmask.land_polygons(exclusion.land, grid.crs, grid.transform, (grid.height, grid.width)) if slicks else []
             add_evidence(slicks, ds, info, grid, staged_mask, land, None, progress)
             n_slicks, area = write_slicks(outputs.path("slicks"), grid.crs, slicks, scene.name, card.name, EVIDENCE_FIELDS)
             progress.update("writing", 0, 1, "Writing Cloud-Optimised GeoTIFFs")
@@ -139,9 +163,12 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
         total_area_km2=round(area, 4),
         seconds=round(time.monotonic() - started, 2),
         tiles=n_tiles,
-        tiles_skipped=skipped,
+        tiles_skipped=sum(skipped.values()),
+        tiles_skipped_by=skipped,
+        masked=exclusion.description,
         device=str(device),
         model_name=card.name,
+        runtime=predictor.runtime,
         grid=grid.describe(),
         threshold=threshold,
         warnings=warnings,
@@ -153,6 +180,8 @@ def _check_options(options: DetectOptions) -> None:
         raise InputError(f"Threshold {options.threshold} is outside (0, 1).", "Use a probability such as 0.5.")
     if options.overlap < 0:
         raise InputError("Overlap cannot be negative.", "Use 0 or more pixels, e.g. 64.")
+    if options.land_buffer < 0 or options.nodata_buffer < 0:
+        raise InputError("Buffers cannot be negative.", "Use 0 or more pixels, e.g. 8.")
     if options.min_area_km2 < 0:
         raise InputError("The minimum slick area cannot be negative.", "Use 0 to keep every slick.")
 
@@ -180,18 +209,50 @@ def _available_memory() -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def _land_shapes(path: Optional[str], crs: str) -> list[dict]:
-    """Land polygons in the grid's CRS, from any vector file OGR reads."""
-    if not path:
-        return []
-    if not Path(path).exists():
-        raise InputError(f"Land mask file not found: {path}.", "Give a vector file of land polygons (GeoPackage, Shapefile...).")
-    try:
-        with fiona.open(path) as src:
-            src_crs = src.crs
-            return [transform_geom(src_crs, crs, f["geometry"]) for f in src if f["geometry"] is not None]
-    except fiona.errors.FionaError as exc:
-        raise InputError(f"Cannot read the land mask {path} ({exc}).", "Give a polygon vector file.") from exc
+@dataclass
+class _Strip:
+    """One strip of tile rows, read, stretched and masked ahead of the model."""
+
+    index: int
+    stretched: np.ndarray
+    valid: np.ndarray
+    """Pixels with backscatter inside the requested extent."""
+    usable: np.ndarray
+    """Valid pixels that are neither on land (with its buffer) nor near a no-data border: the only ones
+    that can become slicks."""
+    in_extent: Optional[np.ndarray]
+
+
+def _extent_shape(options: DetectOptions, grid: Grid) -> Optional[dict]:
+    """The requested extent as a polygon in the grid's CRS when it is not the grid's own rectangle.
+
+    An extent given in another CRS (a QGIS map view in Web Mercator) is a quadrilateral on the UTM grid;
+    the grid is its bounding box, and tiles in the corners outside it are not what was asked for.
+    """
+    if options.bounds is None or not options.bounds_crs or CRS.from_user_input(options.bounds_crs) == CRS.from_user_input(grid.crs):
+        return None
+    outline = shapely.segmentize(shapely.box(*options.bounds), max(options.bounds[2] - options.bounds[0], options.bounds[3] - options.bounds[1]) / 50)
+    return transform_geom(options.bounds_crs, grid.crs, shapely.geometry.mapping(outline))
+
+
+def _strips(reader, grid: Grid, stretch: Stretch, blender: StripBlender, tile: int, exclusion: Exclusion,
+            extent: Optional[dict]) -> Iterator[_Strip]:
+    m = exclusion.margin
+    width = max(grid.width, tile)
+    cols_inside = np.arange(width) < grid.width
+    for index, row in enumerate(blender.rows):
+        top = row.row - m
+        raw = reader.read(Window(0, top, width, tile + 2 * m))
+        rows_inside = (np.arange(top, top + tile + 2 * m) >= 0) & (np.arange(top, top + tile + 2 * m) < grid.height)
+        inside = rows_inside[:, None] & cols_inside[None, :]
+        on_land, near_nodata = exclusion.excluded(grid.crs, grid.transform @ Affine.translation(0, top), ~np.isfinite(raw), inside)
+        stretched = stretch.apply(raw[m : m + tile])
+        valid = stretched > 0
+        in_extent = None
+        if extent is not None:  # outside pixels stay model input (context), never output
+            in_extent = rasterize([extent], out_shape=valid.shape, transform=grid.transform @ Affine.translation(0, row.row)).astype(bool)
+            valid &= in_extent
+        yield _Strip(index, stretched, valid, valid & ~on_land & ~near_nodata, in_extent)
 
 
 def _predict_to_files(
@@ -202,31 +263,27 @@ def _predict_to_files(
     tile: int,
     options: DetectOptions,
     threshold: float,
-    land: list[dict],
+    exclusion: Exclusion,
     prob_path: Path,
     mask_path: Path,
     progress: Progress,
-) -> tuple[int, int]:
+) -> tuple[int, dict[str, int]]:
+    """Predict every tile with something usable in it; return (tiles predicted, tiles skipped by reason)."""
     blender = StripBlender(grid.height, grid.width, tile, options.overlap)
     total = count_tiles(grid.height, grid.width, tile, options.overlap)
-    done = skipped = 0
+    extent = _extent_shape(options, grid)
+    done = 0
+    skipped = {"no_data": 0, "land_or_border": 0, "outside_extent": 0}
     with rasterio.open(prob_path, "w", **raster_profile(grid, "float32", float("nan"))) as prob_dst, \
             rasterio.open(mask_path, "w", **raster_profile(grid, "uint8", MASK_NODATA)) as mask_dst:
-        for index, row in enumerate(blender.rows):
-            raw = reader.read(Window(0, row.row, max(grid.width, tile), tile))
-            stretched = stretch.apply(raw)
-            if land:
-                strip_transform = grid.transform @ Affine.translation(0, row.row)
-                on_land = rasterize(land, out_shape=stretched.shape, transform=strip_transform).astype(bool)
-                stretched[on_land] = 0
+        for strip in prefetch(lambda: _strips(reader, grid, stretch, blender, tile, exclusion, extent)):
             pending: list[tuple[int, np.ndarray]] = []
-            for col in row.cols:
-                cut = stretched[:, col : col + tile]
-                if not cut.any():  # nodata or land only: nothing to look at
-                    skipped += 1
+            for col in blender.rows[strip.index].cols:
+                if not strip.usable[:, col : col + tile].any():  # nothing that could be a slick: never predicted
+                    skipped[_skip_reason(strip, col, tile)] += 1
                     done += 1
                     continue
-                pending.append((col, cut))
+                pending.append((col, strip.stretched[:, col : col + tile]))
                 if len(pending) == predictor.batch_size:
                     done += _flush(predictor, pending, blender)
                     pending = []
@@ -234,14 +291,24 @@ def _predict_to_files(
             if pending:
                 done += _flush(predictor, pending, blender)
             progress.update("tiles", done, total, f"Tile {done} of {total}")
-            top, probability = blender.finish_row(index)
-            valid = stretched[: probability.shape[0], : grid.width] > 0
+            top, probability = blender.finish_row(strip.index)
+            n = probability.shape[0]
+            valid, usable = strip.valid[:n, : grid.width], strip.usable[:n, : grid.width]
+            probability[valid & ~usable] = 0.0
             probability[~valid] = np.nan
-            window = Window(0, top, grid.width, probability.shape[0])
+            window = Window(0, top, grid.width, n)
             prob_dst.write(probability, 1, window=window)
             mask = np.where(valid, (probability > threshold).astype(np.uint8), MASK_NODATA).astype(np.uint8)
             mask_dst.write(mask, 1, window=window)
-    return total - skipped, skipped
+    return total - sum(skipped.values()), skipped
+
+
+def _skip_reason(strip: _Strip, col: int, tile: int) -> str:
+    if strip.valid[:, col : col + tile].any():
+        return "land_or_border"
+    if strip.in_extent is not None and not strip.in_extent[:, col : col + tile].any():
+        return "outside_extent"
+    return "no_data"
 
 
 def _flush(predictor: Predictor, pending: list[tuple[int, np.ndarray]], blender: StripBlender) -> int:

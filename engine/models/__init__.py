@@ -1,2 +1,3 @@
 """Segmentation models: files and cards (``registry``), the SAM-LoRA network (``samlora``), running one
-(``inference``), its losses, training loop and synthetic pretraining."""
+(``inference``) on the fastest runtime this machine has (``runtimes``, ``quantise``, ``cpu_features``), its
+losses, training loop and synthetic pretraining."""

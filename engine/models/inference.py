@@ -8,7 +8,7 @@ bf16 is several times slower than fp32 (measured on this project's 2-core AVX2 m
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import ContextManager, Optional
+from typing import Callable, ContextManager, Optional
 
 import numpy as np
 import torch
@@ -46,25 +46,40 @@ def autocast(device: torch.device, dtype: Optional[torch.dtype]) -> ContextManag
 
 
 class Predictor:
-    """Slick probability for batches of stretched tiles (0..255), on one device."""
+    """Slick probability for batches of stretched tiles (0..255), on one device and one runtime.
 
-    def __init__(self, model: torch.nn.Module, card: ModelCard, device: torch.device, *, fast: bool = True) -> None:
+    ``forward`` swaps the network's own call for another runtime's (``runtimes``: TorchScript, ONNX Runtime,
+    OpenVINO), which takes and returns numpy arrays; scaling and the probability stay here, so every runtime
+    is fed and read the same way.
+    """
+
+    def __init__(self, model: torch.nn.Module, card: ModelCard, device: torch.device, *, fast: bool = True,
+                 forward: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> None:
         self.card = card
         self.device = device
         self.dtype = fast_dtype(device) if fast else None
         self.memory_format = torch.channels_last if fast else torch.contiguous_format
         self.model = model.to(device).to(memory_format=self.memory_format).eval()
+        self.forward = forward
+        self.runtime = "torch " + (str(self.dtype).replace("torch.", "") if self.dtype else "fp32")
         self.scale = float(card.normalisation.get("input_scale", 1 / 255))
+        self._batch_size = cuda_batch_size(self.model, card, device, self.dtype) if device.type == "cuda" else 1
 
     @property
     def batch_size(self) -> int:
-        """GPUs want full batches; on a CPU one tile at a time keeps Cancel within a tile's time."""
-        return 8 if self.device.type == "cuda" else 1
+        """GPUs want full batches (as many as half the free memory holds); on a CPU one tile at a time keeps
+        Cancel within a tile's time, and larger batches were not faster there (measured)."""
+        return self._batch_size
 
     def __call__(self, tiles: np.ndarray) -> np.ndarray:
         """(B, H, W) float32 stretched tiles -> (B, H, W) float32 slick probability."""
+        if self.forward is not None:
+            x = np.ascontiguousarray(tiles, dtype=np.float32)[:, None] * np.float32(self.scale)
+            return self.probability(torch.from_numpy(np.asarray(self.forward(x), dtype=np.float32))).numpy()
         x = torch.from_numpy(np.ascontiguousarray(tiles, dtype=np.float32)).unsqueeze(1)
-        x = (x * self.scale).to(self.device, non_blocking=True).to(memory_format=self.memory_format)
+        if self.device.type == "cuda":
+            x = x.pin_memory()  # page-locked: the copy to the GPU runs asynchronously
+        x = (x.to(self.device, non_blocking=True) * self.scale).to(memory_format=self.memory_format)
         try:
             with torch.inference_mode(), autocast(self.device, self.dtype):
                 logits = self.model(x)
@@ -78,3 +93,17 @@ class Predictor:
         if self.card.out_channels == 1:
             return torch.sigmoid(logits[:, 0])
         return torch.softmax(logits, dim=1)[:, self.card.slick_index]
+
+
+def cuda_batch_size(model: torch.nn.Module, card: ModelCard, device: torch.device, dtype: Optional[torch.dtype],
+                    most: int = 32) -> int:
+    """Tiles per batch from the GPU's free memory: one probe tile's peak, and half of what is free."""
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    probe = torch.zeros(1, card.in_channels, card.tile_size, card.tile_size, device=device).to(memory_format=torch.channels_last)
+    with torch.inference_mode(), autocast(device, dtype):
+        model(probe)
+    per_tile = max(1, torch.cuda.max_memory_allocated(device) - before)
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(max(1, min(most, 0.5 * free // per_tile)))

@@ -1,0 +1,54 @@
+"""What this CPU can do natively: the instruction sets that decide whether bf16 or int8 inference pays.
+
+Without native bf16 units (AVX-512 BF16, AMX-BF16) oneDNN emulates bf16 and it runs slower than fp32; with
+AMX it runs several times faster. int8 pays with VNNI (AVX-512 or AVX) and AMX-INT8. The same cloud machine
+type comes with different CPUs, so this is asked at run time, never assumed.
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+
+import torch
+
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+@functools.lru_cache(maxsize=1)
+def _cpuinfo() -> dict[str, str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read().split("\n\n")[0]
+    except OSError:
+        return {}
+    return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in text.splitlines()) if k.strip()}
+
+
+def cpu_name() -> str:
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
+
+
+def flags() -> set[str]:
+    return set(_cpuinfo().get("flags", "").split())
+
+
+def native_bf16() -> bool:
+    """oneDNN runs bf16 natively (its own check), confirmed by the CPU's flags where Linux shows them."""
+    supported = torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return supported and (not flags() or bool(flags() & set(BF16_FLAGS)))
+
+
+def native_int8() -> bool:
+    return bool(flags() & set(INT8_FLAGS))
+
+
+def summary() -> dict:
+    return {
+        "cpu": cpu_name(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "native_bf16": native_bf16(),
+        "native_int8": native_int8(),
+        "flags": sorted(flags() & {*BF16_FLAGS, *INT8_FLAGS, "amx_tile", "avx512f", "avx2"}),
+    }

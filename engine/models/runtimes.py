@@ -1,0 +1,380 @@
+"""Runtimes behind one ``Predictor``: the fastest this machine has for this model, masks unchanged.
+
+The same network runs several times faster or slower depending on who executes it: PyTorch eager, PyTorch's
+TorchScript with frozen weights (conv and batch-norm folded), ONNX Runtime, or OpenVINO, each from an ONNX
+export of the model file, in fp32, in bf16 where the CPU has native bf16 units (AVX-512 BF16, AMX), or in
+int8 (static post-training quantisation, ``quantise``). Which one wins depends on the CPU and the network,
+so ``auto`` measures: a short calibration on real tiles, once per machine (CPU model string) and model
+file (hash), cached in the user's cache folder. A candidate whose slick masks do not agree with PyTorch fp32
+(Dice < 0.98 on the calibration tiles) is never chosen, however fast.
+
+Exports live beside the user's models (``<models>/.exports/<hash>.onnx``), never in the bundled resources.
+On a GPU the PyTorch path is used (ONNX Runtime and OpenVINO are installed here for CPUs only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from ..atomic import staged, write_text
+from ..data.bundled import SAMPLES_DIR
+from ..errors import ModelError, ResourceError
+from ..progress import Progress, silent
+from . import cpu_features
+from .inference import Predictor, fast_dtype
+from .registry import ModelCard, load_model, user_models_dir
+
+RUNTIMES = ("torch", "torchscript", "onnxruntime", "openvino")
+AUTO = "auto"
+INSTALL = {
+    "onnx": "pip install onnx==1.23.2",
+    "onnxruntime": "pip install onnxruntime==1.32.0",
+    "openvino": "pip install openvino==2026.4.1",
+}
+AGREEMENT = 0.98
+"""Slick Dice against PyTorch fp32 below which a faster candidate is refused."""
+_CALIBRATION_TILES = 2
+
+
+@dataclass(frozen=True)
+class Candidate:
+    runtime: str
+    precision: str  # fp32, bf16 or int8
+
+    @property
+    def label(self) -> str:
+        return f"{self.runtime} {self.precision}"
+
+
+Forward = Callable[[np.ndarray], np.ndarray]
+"""(B, C, H, W) float32 model input -> (B, K, H, W) float32 logits."""
+
+
+# --- files: hash, exports, caches -----------------------------------------------------------------
+
+
+def model_hash(path: str | Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()[:16]
+
+
+def exports_dir() -> Path:
+    return user_models_dir() / ".exports"
+
+
+def cache_file() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "slick_mapper" / "runtime_choice.json"
+
+
+def export_onnx(model: torch.nn.Module, card: ModelCard, digest: str) -> Path:
+    """The model as ONNX (opset 17, batch and tile size free), exported once per model hash."""
+    path = exports_dir() / f"{digest}.onnx"
+    if path.is_file():
+        return path
+    _require("onnx")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.zeros(1, card.in_channels, card.tile_size, card.tile_size)
+    try:
+        with staged(path, "Make the models folder writable, or set SLICK_MAPPER_MODELS.") as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model.float().cpu().eval(), example, str(tmp), dynamo=False, opset_version=17,
+                input_names=["x"], output_names=["logits"],
+                dynamic_axes={"x": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch", 2: "height", 3: "width"}},
+            )
+    except Exception as exc:  # noqa: BLE001 - any exporter failure means: this model has no ONNX form
+        raise ModelError(f"The model {card.name} does not export to ONNX ({type(exc).__name__}: {str(exc)[:200]}).",
+                         "It runs with PyTorch instead; choose --runtime torch to skip the attempt.") from exc
+    return path
+
+
+def _require(package: str) -> None:
+    try:
+        __import__(package)
+    except ImportError:
+        raise ResourceError(f"The {package} runtime is not installed in the engine's Python.",
+                            f"Install it with `{INSTALL[package]}`, or choose another --runtime.") from None
+
+
+# --- one forward function per runtime -------------------------------------------------------------
+
+
+def torch_forward(model: torch.nn.Module, device: torch.device, dtype: Optional[torch.dtype]) -> Forward:
+    from .inference import autocast
+
+    def run(x: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(x).to(device).to(memory_format=torch.channels_last)
+        with torch.inference_mode(), autocast(device, dtype):
+            return model(t).float().cpu().numpy()
+
+    return run
+
+
+def torchscript_forward(model: torch.nn.Module, card: ModelCard, device: torch.device) -> Forward:
+    """Trace and freeze (weights become constants, conv and batch-norm fold); fp32 only."""
+    example = torch.zeros(1, card.in_channels, card.tile_size, card.tile_size, device=device).to(memory_format=torch.channels_last)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            frozen = torch.jit.freeze(torch.jit.trace(model.to(device).eval().to(memory_format=torch.channels_last), example, check_trace=False))
+    except Exception as exc:  # noqa: BLE001 - any tracing failure means: this model has no TorchScript form
+        raise ModelError(f"The model {card.name} does not trace to TorchScript ({type(exc).__name__}: {str(exc)[:200]}).",
+                         "It runs with PyTorch eager instead.") from exc
+    return torch_forward(frozen, device, None)
+
+
+def onnxruntime_forward(onnx_path: Path, threads: int) -> Forward:
+    _require("onnxruntime")
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return session.run(None, {"x": np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+    return run
+
+
+def openvino_forward(onnx_path: Path, precision: str, threads: int) -> Forward:
+    """Compiled per input shape (static shapes run faster than a dynamic model in OpenVINO)."""
+    _require("openvino")
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(str(onnx_path))
+    config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+              "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+    compiled: dict[tuple, object] = {}
+
+    def run(x: np.ndarray) -> np.ndarray:
+        if x.shape not in compiled:
+            shaped = model.clone()
+            shaped.reshape({"x": list(x.shape)})
+            compiled[x.shape] = core.compile_model(shaped, "CPU", config)
+        return compiled[x.shape](np.ascontiguousarray(x, dtype=np.float32))[0]
+
+    return run
+
+
+# --- choosing -----------------------------------------------------------------------------------
+
+
+def candidates(device: torch.device) -> list[Candidate]:
+    """What can run here: bf16 only where the CPU has it natively, ONNX runtimes only where installed."""
+    if device.type != "cpu":
+        return [Candidate("torch", "fp32")] + ([Candidate("torch", "bf16")] if fast_dtype(device) else [])
+    native_bf16 = cpu_features.native_bf16()
+    found = [Candidate("torch", "fp32"), Candidate("torchscript", "fp32")]
+    if native_bf16:
+        found.append(Candidate("torch", "bf16"))
+    for runtime in ("onnxruntime", "openvino"):
+        if _installed(runtime) and _installed("onnx"):
+            found += [Candidate(runtime, "fp32"), Candidate(runtime, "int8")]
+            if runtime == "openvino" and native_bf16:
+                found.append(Candidate(runtime, "bf16"))
+    return found
+
+
+def _installed(package: str) -> bool:
+    try:
+        __import__(package)
+        return True
+    except ImportError:
+        return False
+
+
+@dataclass
+class Built:
+    """A ready forward function and what was said while making it."""
+
+    forward: Optional[Forward]
+    notes: list[str] = field(default_factory=list)
+
+
+class Factory:
+    """Builds any candidate for one model file, sharing its export and its int8 model between them."""
+
+    def __init__(self, model_path: Path, model: torch.nn.Module, card: ModelCard, device: torch.device) -> None:
+        self.model_path, self.model, self.card, self.device = model_path, model, card, device
+        self.digest = model_hash(model_path)
+        self.threads = torch.get_num_threads()
+        self._onnx: Optional[Path] = None
+        self._int8: Optional[tuple[Optional[Path], str]] = None
+
+    def onnx(self) -> Path:
+        if self._onnx is None:
+            self._onnx = export_onnx(self.model, self.card, self.digest)
+        return self._onnx
+
+    def int8(self) -> tuple[Optional[Path], str]:
+        """The int8 ONNX model when its masks agree with fp32's, else None; and what the check found."""
+        if self._int8 is None:
+            from .quantise import quantised_model
+
+            self._int8 = quantised_model(self.onnx(), self.card, self.digest, self.reference())
+        return self._int8
+
+    def reference(self) -> Forward:
+        return torch_forward(self.model, self.device, None)
+
+    def build(self, candidate: Candidate) -> Forward:
+        runtime, precision = candidate.runtime, candidate.precision
+        if runtime == "torch":
+            return torch_forward(self.model, self.device, torch.bfloat16 if precision == "bf16" else None)
+        if runtime == "torchscript":
+            return torchscript_forward(self.model, self.card, self.device)
+        if self.device.type != "cpu":
+            raise ResourceError(f"{runtime} runs on the CPU here.", "Use --device cpu, or --runtime torch on the GPU.")
+        if precision == "int8":
+            path, verdict = self.int8()
+            if path is None:
+                raise ModelError(f"int8 is refused for {self.card.name}: {verdict}.", "Detection uses another precision.")
+        else:
+            path = self.onnx()
+        if runtime == "onnxruntime":
+            return onnxruntime_forward(path, self.threads)
+        return openvino_forward(path, precision, self.threads)
+
+
+def make_predictor(model_path: str | Path, device: torch.device, runtime: str = AUTO, *,
+                   progress: Optional[Progress] = None) -> tuple[Predictor, list[str]]:
+    """A Predictor on ``runtime`` (or the one ``auto`` measured fastest here), and notes for the analyst."""
+    progress = progress or silent()
+    if runtime not in (AUTO, *RUNTIMES):
+        raise ModelError(f"Unknown runtime {runtime!r}.", f"Use auto or one of {', '.join(RUNTIMES)}.")
+    model_path = Path(model_path)
+    model, card = load_model(model_path, device)
+    factory = Factory(model_path, model, card, device)
+    notes: list[str] = []
+    if runtime == AUTO:
+        choice = choose(factory, progress, notes)
+    else:
+        precision = "bf16" if runtime == "torch" and fast_dtype(device) else "fp32"
+        choice = Candidate(runtime, precision)
+    try:
+        forward = factory.build(choice)
+    except ModelError as exc:  # a model that does not export: PyTorch runs it
+        notes.append(f"{exc} PyTorch eager is used.")
+        choice = Candidate("torch", "bf16" if fast_dtype(device) else "fp32")
+        forward = factory.build(choice)
+    if choice.runtime == "torch":
+        predictor = Predictor(model, card, device, fast=True)
+        if choice.precision == "fp32":
+            predictor.dtype = None
+    else:
+        predictor = Predictor(model, card, device, fast=True, forward=forward)
+    predictor.runtime = choice.label
+    return predictor, notes
+
+
+def choose(factory: Factory, progress: Progress, notes: list[str], tiles: Optional[list[np.ndarray]] = None,
+           repeats: int = 1) -> Candidate:
+    """The fastest candidate whose masks agree with PyTorch fp32, measured once per machine and model."""
+    key = f"{cpu_features.cpu_name()}|{factory.device}|{factory.digest}|{factory.card.tile_size}"
+    cache = _read_cache()
+    if key in cache:
+        entry = cache[key]
+        return Candidate(entry["runtime"], entry["precision"])
+    progress.log("Measuring which runtime is fastest for this model on this machine (once)...")
+    tiles = tiles if tiles is not None else calibration_tiles(factory.card, _CALIBRATION_TILES)
+    x = [t[None, None].astype(np.float32) * float(factory.card.normalisation.get("input_scale", 1 / 255)) for t in tiles]
+    reference = factory.reference()
+    ref_masks = [_mask(reference(t), factory.card) for t in x]
+    built: dict[Candidate, Forward] = {}
+    report: dict[str, dict] = {}
+    listed = candidates(factory.device)
+    for i, candidate in enumerate(listed):
+        progress.update("runtime", i, len(listed), f"Preparing {candidate.label}")
+        try:
+            built[candidate] = factory.build(candidate)
+            built[candidate](x[0])  # warm-up: compilation, first-call allocations
+        except Exception as exc:  # noqa: BLE001 - a candidate that cannot run here is left out, never fatal
+            built.pop(candidate, None)
+            report[candidate.label] = {"status": str(exc)}
+            if candidate.precision == "int8" or "export" in str(exc):
+                notes.append(str(exc))
+    seconds = {c: 0.0 for c in built}
+    masks: dict[Candidate, list[np.ndarray]] = {c: [] for c in built}
+    for _ in range(repeats):  # round robin: a shared machine's load falls on every candidate alike
+        for t in x:
+            for c, forward in built.items():
+                started = time.perf_counter()
+                logits = forward(t)
+                seconds[c] += time.perf_counter() - started
+                masks[c].append(_mask(logits, factory.card))
+    agree = {c: _pooled_dice(ref_masks * repeats, masks[c]) for c in built}
+    for c in built:
+        report[c.label] = {"s_per_tile": round(seconds[c] / (repeats * len(x)), 4), "dice_vs_torch_fp32": round(agree[c], 4)}
+    eligible = [c for c in built if agree[c] >= AGREEMENT]
+    best = min(eligible, key=lambda c: seconds[c])
+    cache[key] = {"runtime": best.runtime, "precision": best.precision, "measured": report,
+                  "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": str(factory.model_path)}
+    _write_cache(cache)
+    progress.log(f"Fastest here: {best.label} ({report[best.label]['s_per_tile']} s per tile).")
+    return best
+
+
+def calibration_tiles(card: ModelCard, n: int) -> list[np.ndarray]:
+    """Real tiles (0..255) from the bundled Arctic scenes that no test or demo scores on."""
+    import rasterio
+
+    tiles = []
+    size = card.tile_size
+    for name in ("sample_70", "sample_0"):
+        with rasterio.open(SAMPLES_DIR / name / "raw_mosaic.tif") as ds:
+            scene = ds.read(1).astype(np.float32)
+        for row in range(0, max(1, scene.shape[0] - size + 1), size // 2):
+            for col in range(0, max(1, scene.shape[1] - size + 1), size // 2):
+                cut = np.zeros((size, size), np.float32)
+                part = scene[row : row + size, col : col + size]
+                cut[: part.shape[0], : part.shape[1]] = part
+                if (cut > 0).mean() > 0.75:
+                    tiles.append(cut)
+    if n and len(tiles) > n:  # spread over both scenes
+        tiles = [tiles[i] for i in np.linspace(0, len(tiles) - 1, n).round().astype(int)]
+    return tiles
+
+
+def _mask(logits: np.ndarray, card: ModelCard) -> np.ndarray:
+    logits = torch.from_numpy(np.asarray(logits, dtype=np.float32))
+    prob = torch.sigmoid(logits[:, 0]) if card.out_channels == 1 else torch.softmax(logits, 1)[:, card.slick_index]
+    return prob.numpy() > card.threshold
+
+
+def _pooled_dice(reference: list[np.ndarray], other: list[np.ndarray]) -> float:
+    inter = sum(int(np.logical_and(a, b).sum()) for a, b in zip(reference, other))
+    total = sum(int(a.sum() + b.sum()) for a, b in zip(reference, other))
+    return 1.0 if total == 0 else 2 * inter / total
+
+
+def _read_cache() -> dict:
+    try:
+        return json.loads(cache_file().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_cache(cache: dict) -> None:
+    try:
+        write_text(cache_file(), json.dumps(cache, indent=1))
+    except OSError:
+        pass  # no writable cache: auto measures again next time, nothing else changes
+
+
+def describe(candidate: Candidate) -> dict:
+    return asdict(candidate)

@@ -1,0 +1,158 @@
+"""Land and no-data borders never become slicks: the default coastline, the analyst's own, none; tiles skipped."""
+
+from __future__ import annotations
+
+import json
+
+import fiona
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from rasterio.warp import transform as transform_points
+
+from engine.cli import main as cli
+from engine.jobs.detect import DetectOptions, detect
+from engine.errors import InputError
+from engine.scenes.landmask import CoastlineLandMask, dilate
+from engine.scenes.prefetch import prefetch
+from engine.data.synth import SceneSpec, write_scene
+
+from conftest import SAMPLES
+
+SVALBARD = dict(crs="EPSG:32633", origin=(495000.0, 8680000.0))
+"""The mouth of Adventfjorden in Isfjorden, Svalbard (UTM 33N): about 40 % land, a real coastline."""
+
+
+def _gshhg_truth(path) -> np.ndarray:
+    """Land at every pixel centre, asked of roaring-landmask point by point (independently of the lattice)."""
+    from roaring_landmask import RoaringLandmask
+
+    with rasterio.open(path) as ds:
+        rows, cols = np.mgrid[0 : ds.height, 0 : ds.width]
+        xs, ys = ds.transform * (cols.ravel() + 0.5, rows.ravel() + 0.5)
+        lon, lat = transform_points(ds.crs, "EPSG:4326", xs, ys)
+        shape = (ds.height, ds.width)
+    return RoaringLandmask.new().contains_many(np.asarray(lon), np.asarray(lat)).reshape(shape)
+
+
+@pytest.fixture(scope="module")
+def svalbard_scene(tmp_path_factory):
+    path = tmp_path_factory.mktemp("svalbard") / "isfjorden.tif"
+    return write_scene(SceneSpec(height=384, width=384, seed=3, **SVALBARD), path)
+
+
+def _read(path):
+    with rasterio.open(path) as ds:
+        return ds.read(1)
+
+
+def test_default_land_mask_zeroes_the_svalbard_coast_and_skips_land_tiles(tmp_path, svalbard_scene, tiny_model):
+    truth = _gshhg_truth(svalbard_scene)
+    assert 0.3 < truth.mean() < 0.6
+    options = dict(model=str(tiny_model), tile=128, overlap=16, threshold=0.3, min_area_km2=0.0)
+    masked = detect(svalbard_scene, tmp_path / "masked", DetectOptions(**options))
+    open_ = detect(svalbard_scene, tmp_path / "open", DetectOptions(land_mask="none", **options))
+    prob, mask = _read(masked.probability), _read(masked.mask)
+    assert (prob[truth] == 0).all() and (mask[truth] == 0).all()
+    assert (_read(open_.probability)[truth] > 0).mean() > 0.9  # without a land mask the model marks the land
+    far_sea = ~dilate(truth, 20)
+    assert far_sea.mean() > 0.2 and (prob[far_sea] > 0).all()
+    assert masked.tiles_skipped_by["land_or_border"] > 0 and open_.tiles_skipped == 0
+    assert masked.tiles + masked.tiles_skipped == open_.tiles
+    assert "GSHHG" in masked.masked and open_.masked.startswith("no land mask")
+
+
+def test_land_buffer_widens_land_by_its_pixels(tmp_path, sample_scene, tiny_model):
+    """The analyst's own polygons: 7 km of land on the left of a real Arctic tile, buffered or not."""
+    with rasterio.open(sample_scene) as ds:
+        left, bottom, right, top = ds.bounds
+    land = tmp_path / "land.gpkg"
+    ring = [(left, bottom), (left + 7000, bottom), (left + 7000, top), (left, top), (left, bottom)]
+    schema = {"geometry": "Polygon", "properties": {"name": "str"}}
+    with fiona.open(land, "w", driver="GPKG", crs="EPSG:32636", schema=schema) as dst:
+        dst.write({"geometry": {"type": "Polygon", "coordinates": [ring]}, "properties": {"name": "coast"}})
+    strip = (left, top - 256 * 25, left + 448 * 25, top)  # one row of two tiles keeps the test quick
+    options = dict(model=str(tiny_model), tile=256, min_area_km2=0.0, land_mask=str(land), bounds=strip, bounds_crs="EPSG:32636")
+    exact = detect(sample_scene, tmp_path / "exact", DetectOptions(land_buffer=0, **options))
+    wide = detect(sample_scene, tmp_path / "wide", DetectOptions(land_buffer=10, **options))
+    exact_prob, wide_prob = _read(exact.probability), _read(wide.probability)
+    assert (exact_prob[:, :280] == 0).all() and (exact_prob[:, 280:290] > 0).all()
+    assert (wide_prob[:, :290] == 0).all() and (wide_prob[:, 290:300] > 0).all()
+    assert exact.tiles_skipped_by["land_or_border"] == 1 and exact.tiles == 1  # the left tile is all land
+
+
+def test_no_slick_along_the_no_data_corner_of_a_real_tile(tmp_path, tiny_model):
+    scene = SAMPLES / "sample_70" / "raw_mosaic.tif"  # a real EW tile with no data in three corners
+    with rasterio.open(scene) as ds:
+        left, top = ds.transform.c + 512 * 25, ds.transform.f - 768 * 25
+    corner = (left, top - 512 * 25, left + 512 * 25, top)  # its bottom-right 512 x 512 px
+    options = dict(model=str(tiny_model), tile=256, threshold=0.3, min_area_km2=0.0, land_mask="none",
+                   bounds=corner, bounds_crs="EPSG:32636")
+    banded = detect(scene, tmp_path / "banded", DetectOptions(nodata_buffer=8, **options))
+    bare = detect(scene, tmp_path / "bare", DetectOptions(nodata_buffer=0, **options))
+    nodata = (_read(scene) == 0)[768:, 512:]
+    band = (dilate(_read(scene) == 0, 8) & ~(_read(scene) == 0))[768:, 512:]
+    mask_banded, mask_bare = _read(banded.mask), _read(bare.mask)
+    assert band.sum() > 2000
+    assert (mask_bare[band] == 1).any()  # the model does mark the border ramp
+    assert not (mask_banded[band] == 1).any() and (_read(banded.probability)[band] == 0).all()
+    assert np.isnan(_read(banded.probability)[nodata]).all()
+    assert banded.tiles_skipped_by["no_data"] > 0
+
+
+def test_coastline_windows_agree_across_strips_and_with_the_points():
+    """The lattice is anchored on the CRS's pixels: two overlapping windows give the same land."""
+    mask = CoastlineLandMask()
+    transform = Affine(25, 0, 495000, 0, -25, 8680000)
+    whole = mask.land("EPSG:32633", transform, (300, 200))
+    lower = mask.land("EPSG:32633", transform * Affine.translation(7, 133), (167, 150))
+    assert (whole[133:, 7:157] == lower).all()
+    rows, cols = np.mgrid[0:300:7, 0:200:7]
+    xs, ys = transform * (cols.ravel() + 0.5, rows.ravel() + 0.5)
+    lon, lat = transform_points("EPSG:32633", "EPSG:4326", xs, ys)
+    from roaring_landmask import RoaringLandmask
+
+    truth = RoaringLandmask.new().contains_many(np.asarray(lon), np.asarray(lat))
+    assert (truth == whole[rows.ravel(), cols.ravel()]).mean() > 0.99
+
+
+def test_dilate_is_a_square_buffer():
+    mask = np.zeros((9, 9), bool)
+    mask[4, 4] = True
+    grown = dilate(mask, 2)
+    assert grown.sum() == 25 and grown[2:7, 2:7].all()
+    assert (dilate(mask, 0) == mask).all()
+
+
+def test_info_says_what_the_land_mask_covers(svalbard_scene, capsys):
+    assert cli.main(["--jsonl", "info", str(svalbard_scene)]) == 0
+    result = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"result"' in line][0]["data"]
+    assert "GSHHG" in result["land_mask"]["source"] and 0.3 < result["land_mask"]["land_fraction"] < 0.6
+    assert cli.main(["--jsonl", "info", str(svalbard_scene), "--land-mask", "none"]) == 0
+    result = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"result"' in line][0]["data"]
+    assert result["land_mask"] == {"source": "none", "land_fraction": 0.0}
+
+
+def test_a_missing_land_mask_file_is_an_input_error(tmp_path, sample_scene, tiny_model):
+    with pytest.raises(InputError, match="Land mask file not found"):
+        detect(sample_scene, tmp_path, DetectOptions(model=str(tiny_model), land_mask=str(tmp_path / "coast.gpkg")))
+
+
+def test_prefetch_hands_on_errors_and_stops_its_reader():
+    made = []
+
+    def produce():
+        for i in range(100):
+            made.append(i)
+            if i == 3:
+                raise ValueError("unreadable block")
+            yield i
+
+    with pytest.raises(ValueError, match="unreadable block"):
+        assert list(prefetch(produce)) == [0, 1, 2]
+    made.clear()
+    for item in prefetch(lambda: iter(made.append(i) or i for i in range(100))):
+        if item == 1:
+            break
+    assert len(made) <= 5  # the reader stopped a queue's depth ahead, not at the end

@@ -1,0 +1,128 @@
+"""The runtimes behind Predictor: same probabilities as PyTorch, auto's measured choice, int8's agreement check."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from engine.models import cpu_features, runtimes
+from engine.errors import ResourceError
+from engine.models.inference import Predictor, pick_device
+from engine.models.registry import BUNDLED_DIR, load_model
+from engine.progress import Progress
+from engine.models.quantise import quantised_model
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory, model_factory):
+    return model_factory(tmp_path_factory.mktemp("rt") / "small.safetensors", tile_size=128)
+
+
+@pytest.fixture(autouse=True)
+def user_dirs(tmp_path_factory, monkeypatch):
+    """Exports and the runtime cache of one module share a folder, as they would on one machine."""
+    base = tmp_path_factory.getbasetemp() / "runtime_user_dirs"
+    monkeypatch.setenv("SLICK_MAPPER_MODELS", str(base / "models"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(base / "cache"))
+    return base
+
+
+def _tiles(model_path) -> np.ndarray:
+    card = load_model(model_path)[1]
+    return np.stack(runtimes.calibration_tiles(card, 2))
+
+
+@pytest.mark.parametrize("runtime", ["torchscript", "onnxruntime", "openvino"])
+def test_each_fp32_runtime_gives_pytorch_s_probabilities(small_model, runtime, user_dirs):
+    tiles = _tiles(small_model)
+    model, card = load_model(small_model)
+    reference = Predictor(model, card, CPU, fast=False)(tiles)
+    predictor, notes = runtimes.make_predictor(small_model, CPU, runtime)
+    assert predictor.runtime == f"{runtime} fp32" and notes == []
+    assert np.abs(predictor(tiles) - reference).max() < 1e-3
+    if runtime != "torchscript":  # exported beside the user's models, keyed by the model's hash
+        digest = runtimes.model_hash(small_model)
+        assert (user_dirs / "models" / ".exports" / f"{digest}.onnx").is_file()
+        assert not list(BUNDLED_DIR.glob("*.onnx"))
+
+
+def test_auto_measures_once_per_machine_and_model(small_model, user_dirs):
+    logs = []
+    progress = Progress(lambda *a: None, log=logs.append)
+    predictor, _ = runtimes.make_predictor(small_model, CPU, "auto", progress=progress)
+    cache = json.loads(runtimes.cache_file().read_text())
+    key = f"{cpu_features.cpu_name()}|cpu|{runtimes.model_hash(small_model)}|128"
+    entry = cache[key]
+    measured = entry["measured"]
+    assert predictor.runtime == f"{entry['runtime']} {entry['precision']}"
+    assert {"torch fp32", "torchscript fp32", "onnxruntime fp32", "openvino fp32"} <= set(measured)
+    chosen = measured[predictor.runtime]
+    assert chosen["dice_vs_torch_fp32"] >= runtimes.AGREEMENT
+    timed = [m["s_per_tile"] for m in measured.values() if "s_per_tile" in m and m["dice_vs_torch_fp32"] >= runtimes.AGREEMENT]
+    assert chosen["s_per_tile"] == min(timed)
+    assert any("Measuring" in line for line in logs)
+    logs.clear()
+    again, _ = runtimes.make_predictor(small_model, CPU, "auto", progress=progress)
+    assert again.runtime == predictor.runtime and not any("Measuring" in line for line in logs)
+
+
+def test_int8_whose_masks_move_is_kept_in_fp32(tmp_path, model_factory):
+    """A random network cut at the median of its own probabilities: int8's rounding flips many pixels."""
+    path = model_factory(tmp_path / "edge.safetensors", tile_size=128)
+    model, card = load_model(path)
+    tiles = runtimes.calibration_tiles(card, 8)
+    with torch.inference_mode():
+        probs = torch.sigmoid(model(torch.from_numpy(np.stack(tiles)[:, None] / 255.0)))
+    card.threshold = float(probs.median())
+    digest = runtimes.model_hash(path)
+    onnx_path = runtimes.export_onnx(model, card, digest)
+    int8, message = quantised_model(onnx_path, card, digest, runtimes.torch_forward(model, CPU, None))
+    assert int8 is None and "kept in fp32" in message
+    verdict = json.loads(onnx_path.with_name(f"{digest}.int8.json").read_text())
+    assert verdict["passed"] is False and verdict["dice_vs_fp32"] < 0.98 and verdict["tiles"] == 8
+    assert not onnx_path.with_name(f"{digest}.int8.onnx").exists()
+
+
+def test_a_model_that_does_not_export_runs_with_pytorch(tmp_path, model_factory, monkeypatch):
+    path = model_factory(tmp_path / "noexport.safetensors", tile_size=128)
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("Exporting the operator 'aten::weird' to ONNX opset 17 is not supported")
+
+    monkeypatch.setattr(torch.onnx, "export", refuse)
+    predictor, notes = runtimes.make_predictor(path, CPU, "onnxruntime")
+    assert predictor.runtime.startswith("torch") and predictor.forward is None
+    assert any("does not export to ONNX" in n and "aten::weird" in n and "PyTorch eager is used" in n for n in notes)
+
+
+def test_a_runtime_that_is_not_installed_names_its_install_command(small_model, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # what Python does when the package is absent
+    with pytest.raises(ResourceError, match=r"pip install openvino==") as info:
+        runtimes.make_predictor(small_model, CPU, "openvino")
+    assert "not installed" in str(info.value)
+    assert all(c.runtime != "openvino" for c in runtimes.candidates(CPU))
+
+
+def test_bf16_is_a_candidate_only_where_the_cpu_has_it():
+    labels = {c.label for c in runtimes.candidates(CPU)}
+    assert ("torch bf16" in labels) == cpu_features.native_bf16()
+    if cpu_features.flags():
+        assert cpu_features.native_bf16() <= bool(cpu_features.flags() & set(cpu_features.BF16_FLAGS))
+    assert cpu_features.summary()["cpu"] == cpu_features.cpu_name()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_batches_fill_free_memory(small_model):
+    device = pick_device("cuda")
+    predictor, _ = runtimes.make_predictor(small_model, device, "auto")
+    tiles = _tiles(small_model)
+    assert predictor.batch_size > 1 and predictor.runtime.startswith("torch")
+    model, card = load_model(small_model)
+    reference = Predictor(model, card, CPU, fast=False)(tiles)
+    assert np.abs(predictor(tiles) - reference).max() < 0.05
