@@ -50,6 +50,10 @@ GAP = 16
 """Pixels a training tile leaves out of the loss along each side it shares with a validation tile."""
 MIN_KNOWN = 0.01
 """Tiles with a smaller known fraction hold too few labelled pixels to be worth a training step."""
+MIN_VAL_SLICK_PIXELS = 1000
+"""Slick pixels (0.6 km2 at 25 m) below which the validation tiles cannot tell a better model from luck: a
+single slick's edge pixels then move their Dice by several hundredths, so the run says so."""
+PARENT_WEIGHT = 0.0
 
 
 @dataclass
@@ -76,6 +80,8 @@ class FinetuneOptions:
     labels), which must learn its batch-norm statistics and has no weights worth keeping."""
     parent_competes: bool = True
     """False: return the best trained epoch even below the parent (experiments; ``TrainConfig``)."""
+    parent_weight: float = PARENT_WEIGHT
+    """L2-SP strength toward the parent's weights (``TrainConfig.parent_weight``); 0: none."""
 
 
 @dataclass
@@ -107,6 +113,8 @@ class FinetuneReport:
     scenes: list[str]
     train_tiles: int
     val_tiles: int
+    val_slick_pixels: int
+    """Slick pixels of the validation tiles, all the keep-or-fall-back decision is made on."""
     epochs_run: int
     best_epoch: int
     val_dice_before: float
@@ -117,6 +125,7 @@ class FinetuneReport:
     """The new model's decision threshold, calibrated on the validation tiles (ModelCard.threshold)."""
     lr: float
     train_layers: str
+    parent_weight: float
     device: str
     seconds: float
     history: list[dict] = field(default_factory=list)
@@ -171,8 +180,12 @@ def finetune(
         )
     train_tiles, val_tiles = split_by_area(tiles, options.val_fraction, options.seed)
     timed("tiles")
-    if not any(t.slick_pixels for t in val_tiles):
+    val_slick_pixels = sum(t.slick_pixels for t in val_tiles)
+    if not val_slick_pixels:
         progress.log("warning: the validation tiles hold no slick; their Dice only tells whether the model stays quiet on sea")
+    elif val_slick_pixels < MIN_VAL_SLICK_PIXELS:
+        progress.log(f"warning: the validation tiles hold only {val_slick_pixels} slick pixels, too few to tell a better model "
+                     "from luck; label more slicks for a trustworthy choice between the fine-tuned model and its parent")
     train_set, val_set = tileset(train_tiles), tileset(val_tiles)
     n_generated = 0
     if sample_folder:
@@ -209,6 +222,7 @@ def finetune(
         "train_tiles": len(train_tiles),
         "val_tiles": len(val_tiles),
         "val_fraction": options.val_fraction,
+        "val_slick_pixels": val_slick_pixels,
         "seed": options.seed,
         "epochs": report.epochs_run,
         "best_epoch": report.best_epoch,
@@ -218,6 +232,7 @@ def finetune(
         "lr": config.lr,
         "lr_from": "range test" if options.lr is None else "given",
         "train_layers": train_layers,
+        "parent_weight": config.parent_weight,
         "device": str(device),
         "seconds": seconds,
         "history": report.history,
@@ -245,6 +260,7 @@ def finetune(
         scenes=scenes,
         train_tiles=len(train_tiles),
         val_tiles=len(val_tiles),
+        val_slick_pixels=val_slick_pixels,
         epochs_run=report.epochs_run,
         best_epoch=report.best_epoch,
         val_dice_before=dice_before,
@@ -252,6 +268,7 @@ def finetune(
         threshold=report.threshold,
         lr=config.lr,
         train_layers=train_layers,
+        parent_weight=config.parent_weight,
         device=str(device),
         seconds=round(time.monotonic() - started, 1),
         history=report.history,
@@ -354,8 +371,9 @@ def _labelled_span(store: LabelStore, scene: str, grid: Grid, tile: int) -> Opti
 
 
 def train_config(card: ModelCard, options: FinetuneOptions, device: torch.device, train_layers: str) -> TrainConfig:
-    """The fine-tuning recipe (paper augmentation, the card's input scale, early stopping), shared with the
-    transfer experiment so that what it measures is how the product fine-tunes."""
+    """The fine-tuning recipe (paper augmentation, the card's input scale, early stopping; from a trained parent:
+    its batch-norm statistics kept, epochs judged on validation Dice with the parent competing, L2-SP toward
+    it), shared with the experiments so that what they measure is how the product fine-tunes."""
     return TrainConfig(
         epochs=options.epochs,
         batch_size=options.batch_size or (8 if device.type == "cuda" else 4),
@@ -366,8 +384,10 @@ def train_config(card: ModelCard, options: FinetuneOptions, device: torch.device
         train_layers=train_layers,
         device=str(device),
         threshold=card.threshold,
-        from_parent=options.from_parent,
-        parent_competes=options.parent_competes,
+        select_on_dice=options.from_parent,
+        frozen_statistics=options.from_parent,
+        parent_competes=options.from_parent and options.parent_competes,
+        parent_weight=options.parent_weight if options.from_parent else 0.0,
     )
 
 
@@ -392,6 +412,8 @@ def check_options(options: FinetuneOptions) -> None:
         raise InputError(f"Validation fraction {options.val_fraction} is outside (0, 0.5].", "Use e.g. 0.25.")
     if options.train_layers not in (None, *TRAIN_LAYERS):
         raise InputError(f"Unknown --train-layers {options.train_layers!r}.", f"Use one of: {', '.join(TRAIN_LAYERS)}.")
+    if not options.parent_weight >= 0:
+        raise InputError(f"--parent-weight {options.parent_weight} is negative.", "Give 0 (no pull toward the parent) or more, e.g. 0.01.")
     if options.lr is not None and not options.lr > 0:
         raise InputError(f"Learning rate {options.lr} must be positive.", "Give e.g. 1e-4, or auto for a range test.")
     if options.n_generated is not None and (options.generated is None or options.n_generated < 1):
@@ -454,6 +476,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu (default auto)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-fraction", type=float, default=0.25, help="share of tiles kept for validation (default 0.25)")
+    p.add_argument("--parent-weight", type=float, default=PARENT_WEIGHT,
+                   help=f"L2-SP: pull of the weights toward the parent's, 0 for none (default {PARENT_WEIGHT:g})")
     p.add_argument("--name", help="the new model's name (default: the parent's, fine-tuned DATE)")
     p.add_argument("--generated", type=Path, metavar="DIR", help="sample folder (engine generate): train as a student on its kept samples too (DAKTer eqs. 5-6)")
     p.add_argument("--n-generated", type=int, metavar="N", help="generated samples to use, the first kept ones (default: as many as training tiles)")
@@ -470,6 +494,7 @@ def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
         device=args.device,
         seed=args.seed,
         val_fraction=args.val_fraction,
+        parent_weight=args.parent_weight,
         name=args.name,
         generated=args.generated,
         n_generated=args.n_generated,

@@ -121,13 +121,18 @@ class TrainConfig:
     """``all``, or ``decoder``: the encoder frozen, batch-norm statistics included (few labels, CPU)."""
     threshold: float = 0.5
     """The parent's decision threshold (``ModelCard.threshold``), kept when validation holds no slick."""
-    from_parent: bool = False
-    """Fine-tuning a trained model on few labels rather than training one: every batch-norm layer keeps
-    the parent's statistics, the parent's own weights are a candidate (epoch 0), and validation Dice at
-    the calibrated threshold, not validation loss, picks the epoch and stops early. See ``train``."""
-    parent_competes: bool = True
-    """With ``from_parent``: False keeps the best trained epoch even when the parent scores higher, for
-    experiments that ask what training learnt rather than which model to hand an analyst."""
+    select_on_dice: bool = False
+    """Keep (and stop early on) the epoch with the best validation Dice at its calibrated threshold rather
+    than the lowest validation loss. See ``train``."""
+    frozen_statistics: bool = False
+    """Every batch-norm layer keeps the statistics training started with (a trained parent's; ``train_mode``)."""
+    parent_competes: bool = False
+    """The weights training started from are a candidate, epoch 0, judged by the same rule as every epoch:
+    a fine-tuning that cannot beat its parent on the validation pixels hands back the parent."""
+    parent_weight: float = 0.0
+    """L2-SP (Li et al., 2018): ``parent_weight / 2`` times the squared distance of the trained weights from
+    those training started with, added to the loss, so that a few labels adjust the parent rather than
+    replace what it learnt elsewhere. 0: plain fine-tuning (AdamW's decay toward zero only)."""
     device: str = "cpu"
     student: Optional[StudentLoss] = None
     """None: the transfer-learning paper's loss (``slick_loss``); a student's losses (eqs. 5-6) otherwise,
@@ -138,7 +143,7 @@ class TrainConfig:
 class TrainReport:
     epochs_run: int
     best_epoch: int
-    """0: no epoch beat the weights training started from (``TrainConfig.from_parent``)."""
+    """0: no epoch beat the weights training started from (``TrainConfig.parent_competes``)."""
     best_val_loss: float
     val_dice: float
     """At 0.5 (a logit of 0), as ``dice_score`` counts."""
@@ -334,7 +339,7 @@ def lr_range_test(
             lr = start * factor**step
             for group in optimiser.param_groups:
                 group["lr"] = lr
-            train_mode(model, config.train_layers, config.from_parent)
+            train_mode(model, config.train_layers, config.frozen_statistics)
             idx = torch.randint(len(train_set), (min(config.batch_size, len(train_set)),), generator=gen)
             loss = batch_loss(model, train_set, idx, config, gen)
             optimiser.zero_grad(set_to_none=True)
@@ -351,42 +356,53 @@ def lr_range_test(
     return lrs[int(np.argmin(losses))] / 10 if losses else start
 
 
+def l2_sp(parameters: list[torch.nn.Parameter], anchor: list[torch.Tensor], weight: float) -> torch.Tensor | float:
+    """The L2-SP penalty (``TrainConfig.parent_weight``); 0 without an anchor. The training losses it joins
+    are means over pixels, so ``weight`` is per squared unit of weight change, summed over parameters."""
+    if not anchor:
+        return 0.0
+    return weight / 2 * sum(((p - a) ** 2).sum() for p, a in zip(parameters, anchor))
+
+
 def train(model: torch.nn.Module, train_set: TileSet, val_set: TileSet, config: TrainConfig, progress: Progress | None = None) -> TrainReport:
     """Train in place; on return ``model`` holds the best weights on the validation tiles.
 
-    From scratch (pretraining) "best" is the lowest validation loss, as in the paper. Fine-tuning
-    (``config.from_parent``) picks on validation Dice at each epoch's calibrated threshold instead, and the
-    parent's own weights compete as epoch 0, so a run never returns weights that score below those it started
-    from. Measured on the Arctic tiles: the validation loss, whose slick-weighted BCE rewards predicting slick
-    wherever its odds exceed one in a hundred, kept falling while the validation Dice fell from 0.35 to 0.1-0.2.
+    From scratch (pretraining) "best" is the lowest validation loss, as in the paper. Fine-tuning picks on
+    validation Dice at each epoch's calibrated threshold instead (``select_on_dice``), and with
+    ``parent_competes`` the parent's own weights compete as epoch 0, so a run never returns weights that score
+    below those it started from on the validation pixels. Measured on the Arctic tiles: the validation loss,
+    whose slick-weighted BCE rewards predicting slick wherever its odds exceed one in a hundred, kept falling
+    while the validation Dice fell from 0.35 to 0.1-0.2.
     """
     progress = progress or silent()
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     model.to(torch.device(config.device))
-    optimiser = torch.optim.AdamW(trainable_parameters(model, config.train_layers), lr=config.lr, weight_decay=config.weight_decay)
+    trained = trainable_parameters(model, config.train_layers)
+    anchor = [p.detach().clone() for p in trained] if config.parent_weight else []
+    optimiser = torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = max(1, len(train_set) // config.batch_size)
     total = config.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.lr, total_steps=total)
 
     def merit(scores: Validation) -> float:
-        return scores.calibrated(config.threshold)[1] if config.from_parent else -scores.loss
+        return scores.calibrated(config.threshold)[1] if config.select_on_dice else -scores.loss
 
-    start = validate(model, val_set, config) if config.from_parent and config.parent_competes else None
+    start = validate(model, val_set, config) if config.parent_competes else None
     best = (merit(start), 0, copy.deepcopy(model.state_dict()), start) if start else (-math.inf, 0, None, None)
     stale = 0
     history: list[dict] = []
     started = time.monotonic()
     seen, val_seconds = 0, 0.0
     for epoch in range(1, config.epochs + 1):
-        train_mode(model, config.train_layers, config.from_parent)
+        train_mode(model, config.train_layers, config.frozen_statistics)
         order = torch.randperm(len(train_set), generator=gen)
         running = 0.0
         for step in range(steps_per_epoch):
             idx = order[step * config.batch_size : (step + 1) * config.batch_size]
             loss = batch_loss(model, train_set, idx, config, gen)
             optimiser.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss + l2_sp(trained, anchor, config.parent_weight)).backward()
             optimiser.step()
             scheduler.step()
             running += loss.item()
@@ -399,7 +415,7 @@ def train(model: torch.nn.Module, train_set: TileSet, val_set: TileSet, config: 
         history.append({"epoch": epoch, "train_loss": running / steps_per_epoch, "val_loss": scores.loss, "val_dice": scores.dice,
                         "threshold": threshold, "val_dice_calibrated": calibrated})
         progress.log(f"epoch {epoch}: train loss {running / steps_per_epoch:.4f}, val loss {scores.loss:.4f}, val Dice {scores.dice:.3f}"
-                     + (f" ({calibrated:.3f} at {threshold:.2f})" if config.from_parent else ""))
+                     + (f" ({calibrated:.3f} at {threshold:.2f})" if config.select_on_dice else ""))
         if merit(scores) > best[0]:
             best, stale = (merit(scores), epoch, copy.deepcopy(model.state_dict()), scores), 0
         else:

@@ -6,6 +6,7 @@ import copy
 import hashlib
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from engine.finetune import GAP, FinetuneOptions, collect_tiles, finetune, split
 from engine.labels import add_labels, add_reviewed, create_store, import_mask, read_store, scene_grid
 from engine.models import load_model, read_card
 from engine.progress import Progress
-from engine.training import THRESHOLDS, TileSet, TrainConfig, lr_range_test, train, train_mode, validate
+from engine.training import THRESHOLDS, TileSet, TrainConfig, l2_sp, lr_range_test, train, train_mode, validate
 
 from conftest import cancel_at
 
@@ -28,6 +29,8 @@ SAMPLES = Path(__file__).resolve().parents[1] / "resources" / "samples" / "arcti
 
 SMALL = dict(encoder="tu-resnet10t", arch_kwargs={"encoder_depth": 3, "decoder_channels": [32, 16, 8]}, tile_size=256)
 FAST = dict(tile=128, epochs=1, lr=1e-3, device="cpu")
+FROM_PARENT = dict(select_on_dice=True, frozen_statistics=True, parent_competes=True)
+"""The TrainConfig fields fine-tuning from a trained parent sets (``finetune.train_config``)."""
 
 
 def _scene(sample: str):
@@ -269,7 +272,7 @@ def test_fine_tuning_keeps_the_parent_when_no_epoch_beats_it():
     model = _Probability()
     before = copy.deepcopy(model.state_dict())
     parent_loss = validate(model, data, TrainConfig()).loss
-    report = train(model, data, data, TrainConfig(epochs=3, batch_size=4, lr=0.5, patience=5, from_parent=True))
+    report = train(model, data, data, TrainConfig(epochs=3, batch_size=4, lr=0.5, patience=5, **FROM_PARENT))
     assert report.best_epoch == 0 and report.epochs_run == 3 and report.val_dice_calibrated == 1.0
     assert any(abs(h["val_loss"] - parent_loss) > 1e-4 for h in report.history)  # the epochs did move the weights
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -282,7 +285,7 @@ def test_an_experiment_can_keep_the_best_trained_epoch_below_the_parent():
     data = _probability_tiles(np.where(slick, rng.uniform(0.6, 1, slick.shape), rng.uniform(0, 0.4, slick.shape)), slick)
     model = _Probability()
     before = copy.deepcopy(model.state_dict())
-    report = train(model, data, data, TrainConfig(epochs=3, batch_size=4, lr=0.5, patience=5, from_parent=True, parent_competes=False))
+    report = train(model, data, data, TrainConfig(epochs=3, batch_size=4, lr=0.5, patience=5, **{**FROM_PARENT, "parent_competes": False}))
     assert report.best_epoch >= 1
     assert report.val_dice_calibrated == max(h["val_dice_calibrated"] for h in report.history)
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -297,3 +300,26 @@ def test_fine_tuning_keeps_the_parent_s_batch_norm_statistics():
     train_mode(model, "all")
     model(x)
     assert model.encoder[1].running_mean.item() > 0.1
+
+
+def test_l2_sp_holds_the_weights_near_the_parent(small_model):
+    """One epoch on labels the parent gets wrong, with and without the pull toward the parent: the same steps
+    move the decoder far less with it, and the loss it adds is the squared distance it penalises."""
+    rng = np.random.default_rng(0)
+    data = TileSet.from_arrays([rng.uniform(1, 255, (32, 32)).astype(np.float32) for _ in range(32)],
+                               [rng.random((32, 32)) > 0.5 for _ in range(32)])
+    parent, _ = load_model(small_model)
+    before = [p.detach().clone() for p in parent.decoder.parameters()]
+
+    def moved(parent_weight: float) -> float:
+        model = copy.deepcopy(parent)
+        config = TrainConfig(epochs=1, batch_size=2, lr=1e-2, train_layers="decoder", parent_weight=parent_weight, **FROM_PARENT)
+        report = train(model, data, data, replace(config, parent_competes=False))
+        assert report.best_epoch == 1
+        return sum(float(((p.detach() - b) ** 2).sum()) for p, b in zip(model.decoder.parameters(), before))
+
+    free, held = moved(0.0), moved(100.0)
+    assert free > 0 and held < free / 4
+    shifted = [b + 0.5 for b in before]
+    assert float(l2_sp(shifted, before, 0.2)) == pytest.approx(0.1 * 0.25 * sum(b.numel() for b in before), rel=1e-5)
+    assert l2_sp(shifted, [], 0.2) == 0.0
