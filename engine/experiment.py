@@ -11,6 +11,9 @@ paper's Fig. 2 and Table II (``engine/transfer.py``).
 
 ``python -m engine experiment dakter``: DAKTer's generators and students on the same split
 (``engine/dakter_eval.py``).
+
+``python -m engine experiment within-scene``: label half of each tile, fine-tune, score the other half and the
+other tiles (``engine/experiments/within_scene.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Optional
 
 from . import dakter_eval, transfer
+from .experiments import within_scene
 from .atomic import write_csv, write_text
 from .demo import SAMPLES, SAMPLES_DIR
 from .detect import DetectOptions, detect
@@ -101,6 +105,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     q.set_defaults(func=_run_loso)
     transfer.add_cli(sub)
     dakter_eval.add_cli(sub)
+    within_scene.add_cli(sub)
 
 
 def _run_loso(args: argparse.Namespace, progress: Progress) -> dict:
