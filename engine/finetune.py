@@ -53,7 +53,10 @@ MIN_KNOWN = 0.01
 MIN_VAL_SLICK_PIXELS = 1000
 """Slick pixels (0.6 km2 at 25 m) below which the validation tiles cannot tell a better model from luck: a
 single slick's edge pixels then move their Dice by several hundredths, so the run says so."""
-PARENT_WEIGHT = 0.0
+PARENT_WEIGHT = 0.1
+"""L2-SP strength: on the bundled model's decoder (0.8 M weights of RMS 0.045, loss gradients of RMS 4e-4 to
+3e-3 per weight on Arctic batches) the pull matches the labels' push once a weight has moved by about a tenth
+of its typical size; docs/within_scene.md measures it."""
 
 
 @dataclass
@@ -181,6 +184,13 @@ def finetune(
     train_tiles, val_tiles = split_by_area(tiles, options.val_fraction, options.seed)
     timed("tiles")
     val_slick_pixels = sum(t.slick_pixels for t in val_tiles)
+    if not val_slick_pixels and options.from_parent and options.parent_competes:
+        slick_tiles = sum(1 for t in tiles if t.slick_pixels)
+        raise InputError(
+            f"The labelled slicks lie in {slick_tiles} {options.tile}-pixel tile{'s' * (slick_tiles != 1)}, all needed for training, so no validation "
+            "tile holds a slick and nothing could tell whether a fine-tuned model finds slicks better than its parent: keep using the parent.",
+            f"Label slicks in more places (at least two tiles with a slick), or use smaller tiles (--tile {max(64, options.tile // 2)}).",
+        )
     if not val_slick_pixels:
         progress.log("warning: the validation tiles hold no slick; their Dice only tells whether the model stays quiet on sea")
     elif val_slick_pixels < MIN_VAL_SLICK_PIXELS:

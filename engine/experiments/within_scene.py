@@ -15,7 +15,9 @@ split exactly in two. ``--sides left right`` swaps the halves as a second split.
 is labelled on one side and scored on the other, as it would be in an analyst's scene.
 
 Every figure lands in ``within_scene.csv`` (one row per scene and side) and ``within_scene.json`` with the
-command, the commit, the engine version, the machine and the sha256 of every model.
+command, the commit, the engine version, the machine and the sha256 of every model. Where fine-tuning
+refuses to run (the labelled half holds too few slicks to learn from and validate on) the analyst keeps the
+parent, so the "fine-tuned" figures of that row are the parent's.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from ..demo import SAMPLES_DIR
 from ..detect import DetectOptions, detect
 from ..errors import InputError, OutputError
 from ..evaluate import DiceResult, align_to_grid, describe_grid, read_label_mask, slick_dice_arrays
-from ..finetune import FinetuneOptions, check_options, finetune
+from ..finetune import FinetuneOptions, FinetuneReport, check_options, finetune
 from ..grid import Grid, analysis_grid
 from ..labels import add_labels, add_reviewed, create_store, to_crs
 from ..models import DEFAULT_MODEL, ModelCard, read_card
@@ -163,35 +165,32 @@ def within_scene_experiment(out: Path, options: WithinSceneOptions, progress: Pr
         tuned_path = out / "models" / f"{run}.safetensors"
         others = [s for s in options.scenes if s != split.sample]
         parent_held = parent.held(split)
-        row: dict = {"scene": split.sample, "labelled_half": split.side, "split_column": split.column,
-                     "labelled_share": round(split.labelled_share, 3), "held_slick_pixels": parent_held.label_pixels,
-                     "dice_held_parent": round(parent_held.dice, 4)}
         try:
             recipe = replace(options.recipe, name=f"{card.name}, fine-tuned on the {split.side} half of {split.sample}")
             report = finetune(options.base, store, tuned_path, recipe, progress)
-        except InputError as exc:  # e.g. no slick in the labelled half: the analyst would have nothing to teach
-            progress.log(f"{run}: not fine-tuned ({exc})")
-            rows.append({**row, "not_finetuned": str(exc).splitlines()[0]})
-            write_csv(out / "within_scene.csv", rows)
-            continue
-        models[run] = _sha256(tuned_path)
-        tuned = _Scored(tuned_path, options, out / "detections", run, progress, scenes=[split.sample, *others])
-        row.update({
+        except InputError as exc:  # too few slicks to learn from or to validate on: the analyst keeps the parent
+            progress.log(f"{run}: not fine-tuned, the parent stays ({exc})")
+            report, tuned, fallback = None, parent, exc.message
+        else:
+            models[run] = _sha256(tuned_path)
+            tuned, fallback = _Scored(tuned_path, options, out / "detections", run, progress, scenes=[split.sample, *others]), ""
+        row = {
+            "scene": split.sample, "labelled_half": split.side, "split_column": split.column, "labelled_share": round(split.labelled_share, 3),
+            "held_slick_pixels": parent_held.label_pixels,
+            "dice_held_parent": round(parent_held.dice, 4),
             "dice_held_finetuned": round(tuned.held(split).dice, 4),
             "dice_others_parent": round(float(np.mean([parent.whole(s) for s in others])), 4),
             "dice_others_finetuned": round(float(np.mean([tuned.whole(s) for s in others])), 4),
             "worst_other_change": round(min(tuned.whole(s) - parent.whole(s) for s in others), 4),
-            "kept_parent_weights": report.best_epoch == 0,
-            "train_tiles": report.train_tiles, "val_tiles": report.val_tiles, "val_slick_pixels": report.val_slick_pixels,
-            "val_dice_parent": round(report.val_dice_before, 4), "val_dice_finetuned": round(report.val_dice_after, 4),
-            "threshold_parent": card.threshold if options.threshold is None else options.threshold,
-            "threshold_finetuned": report.threshold if options.threshold is None else options.threshold,
-            "best_epoch": report.best_epoch, "epochs_run": report.epochs_run, "lr": report.lr,
-            "train_layers": report.train_layers, "parent_weight": report.parent_weight, "finetune_seconds": report.seconds,
-            **{f"dice_{s}_parent": round(parent.whole(s), 4) for s in others},
-            **{f"dice_{s}_finetuned": round(tuned.whole(s), 4) for s in others},
-            "model_sha256": models[run],
-        })
+            "not_finetuned": fallback,
+            "kept_parent_weights": report is None or report.best_epoch == 0,
+            "threshold_parent": parent.results[split.sample].threshold,
+            "threshold_finetuned": tuned.results[split.sample].threshold,
+            **_report_columns(report),
+            **{f"dice_{s}_{role}": round(scored.whole(s), 4) if s != split.sample else "" for s in options.scenes
+               for role, scored in (("parent", parent), ("finetuned", tuned))},
+            "model_sha256": models.get(run, ""),
+        }
         row["held_change"] = round(row["dice_held_finetuned"] - row["dice_held_parent"], 4)
         rows.append(row)
         write_csv(out / "within_scene.csv", rows)
@@ -212,26 +211,34 @@ def within_scene_experiment(out: Path, options: WithinSceneOptions, progress: Pr
     return result
 
 
+def _report_columns(report: Optional[FinetuneReport]) -> dict:
+    """The fine-tuning's own figures (all on the labelled half), blank where it refused to run."""
+    names = ("train_tiles", "val_tiles", "val_slick_pixels", "val_dice_before", "val_dice_after", "best_epoch", "epochs_run",
+             "lr", "train_layers", "parent_weight", "seconds")
+    if report is None:
+        return {f"finetune_{name}": "" for name in names}
+    return {f"finetune_{name}": round(v, 4) if isinstance(v := getattr(report, name), float) else v for name in names}
+
+
 def summarise(rows: list[dict]) -> dict:
     """What the analyst's case asks: better on the held half wherever the parent is not already perfect, and
     never worse on another tile."""
-    tuned = [r for r in rows if "dice_held_finetuned" in r]
-    if not tuned:
-        return {"runs": len(rows), "finetuned": 0}
-    improvable = [r for r in tuned if r["dice_held_parent"] < 1]
+    if not rows:
+        return {"runs": 0}
+    improvable = [r for r in rows if r["dice_held_parent"] < 1]
     return {
         "runs": len(rows),
-        "finetuned": len(tuned),
-        "mean_dice_held_parent": round(float(np.mean([r["dice_held_parent"] for r in tuned])), 4),
-        "mean_dice_held_finetuned": round(float(np.mean([r["dice_held_finetuned"] for r in tuned])), 4),
+        "finetuned": sum(not r["not_finetuned"] for r in rows),
+        "mean_dice_held_parent": round(float(np.mean([r["dice_held_parent"] for r in rows])), 4),
+        "mean_dice_held_finetuned": round(float(np.mean([r["dice_held_finetuned"] for r in rows])), 4),
         "held_better": sum(r["held_change"] > 0 for r in improvable),
         "held_worse": sum(r["held_change"] < 0 for r in improvable),
         "held_improvable": len(improvable),
-        "mean_dice_others_parent": round(float(np.mean([r["dice_others_parent"] for r in tuned])), 4),
-        "mean_dice_others_finetuned": round(float(np.mean([r["dice_others_finetuned"] for r in tuned])), 4),
-        "runs_worse_on_another_tile": sum(r["worst_other_change"] < 0 for r in tuned),
-        "worst_other_change": min(r["worst_other_change"] for r in tuned),
-        "kept_parent_weights": sum(bool(r["kept_parent_weights"]) for r in tuned),
+        "mean_dice_others_parent": round(float(np.mean([r["dice_others_parent"] for r in rows])), 4),
+        "mean_dice_others_finetuned": round(float(np.mean([r["dice_others_finetuned"] for r in rows])), 4),
+        "runs_worse_on_another_tile": sum(r["worst_other_change"] < 0 for r in rows),
+        "worst_other_change": min(r["worst_other_change"] for r in rows),
+        "kept_parent_weights": sum(bool(r["kept_parent_weights"]) for r in rows),
     }
 
 
