@@ -15,6 +15,7 @@ import torch
 from shapely.affinity import translate
 from shapely.geometry import box
 
+import engine.training as training
 from engine.cli import main
 from engine.errors import Cancelled, InputError, ModelError, OutputError
 from engine.finetune import GAP, FinetuneOptions, collect_tiles, finetune, split_by_area
@@ -118,6 +119,21 @@ def test_lr_range_test_restores_the_weights(small_model):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+def test_lr_range_test_probes_the_tiles_with_slicks(small_model, monkeypatch):
+    """One slick tile among twelve: the probe batch the rates are judged on holds it, whatever the draw."""
+    rng = np.random.default_rng(0)
+    tiles = [rng.uniform(1, 255, (32, 32)).astype(np.float32) for _ in range(12)]
+    masks = [np.zeros((32, 32), bool) for _ in range(12)]
+    masks[7][10:14, :] = True
+    probes = []
+    real_dice_score = training.dice_score
+    monkeypatch.setattr(training, "dice_score", lambda model, data, config: probes.append(data) or real_dice_score(model, data, config))
+    model, _ = load_model(small_model)
+    for seed in range(3):
+        lr_range_test(model, TileSet.from_arrays(tiles, masks), TrainConfig(batch_size=4, train_layers="decoder", seed=seed), steps=2)
+    assert len(probes) == 6 and all(len(p) == 4 and p.y.sum() == 4 * 32 for p in probes)
+
+
 def test_cancel_leaves_no_file(tmp_path, small_model, arctic_store):
     with pytest.raises(Cancelled):
         finetune(small_model, arctic_store, tmp_path / "out" / "tuned.safetensors", FinetuneOptions(**FAST),
@@ -152,16 +168,25 @@ def _moved_scene(tmp_path):
     return path
 
 
-def _one_tile(tmp_path):
-    path = create_store(tmp_path / "small.gpkg", "EPSG:32636")
+def _pixels(col0, row0, col1, row1):
+    """A box over sample_1's pixels (columns, rows)."""
     grid = scene_grid(_scene("sample_1"))
     left, top = grid.transform.c, grid.transform.f
+    return box(left + 25 * col0, top - 25 * row1, left + 25 * col1, top - 25 * row0)
 
-    def pixels(col0, row0, col1, row1):
-        return box(left + 25 * col0, top - 25 * row1, left + 25 * col1, top - 25 * row0)
 
-    add_labels(path, _scene("sample_1"), [pixels(150, 280, 170, 290)], "slick", crs="EPSG:32636", author="t", origin="drawn")
-    add_reviewed(path, _scene("sample_1"), [pixels(140, 270, 240, 370)], crs="EPSG:32636", author="t")  # inside tile (256, 128)
+def _one_tile(tmp_path):
+    path = create_store(tmp_path / "small.gpkg", "EPSG:32636")
+    add_labels(path, _scene("sample_1"), [_pixels(150, 280, 170, 290)], "slick", crs="EPSG:32636", author="t", origin="drawn")
+    add_reviewed(path, _scene("sample_1"), [_pixels(140, 270, 240, 370)], crs="EPSG:32636", author="t")  # inside tile (256, 128)
+    return path
+
+
+def _one_slick_tile(tmp_path):
+    """Eight reviewed 128-pixel tiles, one slick: training needs it, so validation could only judge quiet sea."""
+    path = create_store(tmp_path / "one_slick.gpkg", "EPSG:32636")
+    add_labels(path, _scene("sample_1"), [_pixels(150, 280, 170, 290)], "slick", crs="EPSG:32636", author="t", origin="drawn")
+    add_reviewed(path, _scene("sample_1"), [_pixels(0, 256, 512, 512)], crs="EPSG:32636", author="t")
     return path
 
 
@@ -171,6 +196,7 @@ def _one_tile(tmp_path):
     (_far_away, InputError, "No reviewed area or label lies on valid pixels"),
     (_moved_scene, InputError, "moved or deleted.*moved_scene.tif"),
     (_one_tile, InputError, "at least 2"),
+    (_one_slick_tile, InputError, "no validation tile holds a slick.*keep using the parent"),
 ])
 def test_bad_labels_fail_before_training(tmp_path, small_model, store, error, message):
     stages = []
