@@ -111,8 +111,8 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 def resolve_model(arg: Optional[str], work: Path) -> tuple[Path, str]:
     """The model file to benchmark and a sentence saying where it came from."""
-    from engine.models import DEFAULT_MODEL, ModelCard, build_model, save_model
-    from engine.pretrain import DEFAULT_CARD
+    from engine.models.pretrain import DEFAULT_CARD
+    from engine.models.registry import DEFAULT_MODEL, ModelCard, build_model, save_model
 
     if arg:
         return Path(arg), f"--model {arg}"
@@ -143,7 +143,7 @@ def generate_scenes(specs: list[tuple[int, Path, int]]) -> float:
 
 
 def _generate_main(payload: str) -> None:
-    from engine.synth import SceneSpec, write_scene
+    from engine.data.synth import SceneSpec, write_scene
 
     for size, path, seed in json.loads(payload):
         if not Path(path).exists():
@@ -154,12 +154,12 @@ def scene_tiles(scene: Path, model_path: Path, overlap: int) -> tuple[list[tuple
     """The stretched tiles detect() feeds the model, cut the way its strip loop cuts them, in memory."""
     from rasterio.windows import Window
 
-    from engine.normalise import scene_stretch
-    from engine.grid import analysis_grid, open_on_grid
-    from engine.models import read_card
+    from engine.models.registry import read_card
     from engine.progress import silent
-    from engine.raster import inspect, open_raster
-    from engine.tiling import tile_rows
+    from engine.scenes.grid import analysis_grid, open_on_grid
+    from engine.scenes.normalise import scene_stretch
+    from engine.scenes.raster import inspect, open_raster
+    from engine.scenes.tiling import tile_rows
 
     card = read_card(model_path)
     tile = card.tile_size
@@ -218,7 +218,7 @@ def time_tiles(predict: Callable[[np.ndarray], np.ndarray], tiles: list[np.ndarr
 
 def variant_predictors(model, card, device, example: np.ndarray, want_compile: bool, log) -> dict:
     """Predictors whose model is swapped for a frozen or compiled one; each entry: (predictor, prep seconds) or error."""
-    from engine.inference import Predictor
+    from engine.models.inference import Predictor
 
     out: dict[str, object] = {}
     x = torch.from_numpy(example[None, None] * (1 / 255)).to(device).to(memory_format=torch.channels_last)
@@ -288,8 +288,8 @@ def seam_ratio(prob: np.ndarray, row_edges: list[int], col_edges: list[int]) -> 
 
 def _child_main(payload: str) -> None:
     args = json.loads(payload)
-    import engine.detect  # noqa: F401 - imports first, so the baseline includes torch/GDAL
-    from engine.detect import DetectOptions, detect
+    import engine.jobs.detect  # noqa: F401 - imports first, so the baseline includes torch/GDAL
+    from engine.jobs.detect import DetectOptions, detect
 
     baseline = proc_status_kb("VmRSS")
     options = DetectOptions(model=args["model"], device=args["device"], overwrite=True)
@@ -350,11 +350,11 @@ def main() -> int:
     want_compile = not (args.no_compile or args.quick)
     variants_on = not args.no_variants
 
-    from engine.detect import DEFAULT_OVERLAP, DetectOptions, detect
-    from engine.inference import Predictor, pick_device
-    from engine.models import ModelCard, build_model, load_model
+    from engine.jobs.detect import DEFAULT_OVERLAP, DetectOptions, detect
+    from engine.models.inference import Predictor, pick_device
+    from engine.models.registry import ModelCard, build_model, load_model
     from engine.progress import Progress
-    from engine.tiling import count_tiles, tile_starts
+    from engine.scenes.tiling import count_tiles, tile_starts
 
     device = pick_device(args.device)
     started = time.perf_counter()

@@ -10,7 +10,7 @@ Figures:
                 the panel's defaults), and the split comes from the engine itself: the fine-tuning
                 report's timings, and detection's progress stages as they arrive.
   2 Dice        of the bundled and of the fine-tuned model on the scene outside the labelled tiles,
-                against the synthetic ground truth (engine.evaluate).
+                against the synthetic ground truth (engine.jobs.evaluate).
   3 throughput  training tiles/s (forward, backward, optimiser step; 256 px, batch 4, no augmentation)
                 of the default U-Net and of DeepLabV3-R50 (random init), fp32 and bf16 autocast, the
                 variants interleaved round robin so a shared machine slows them alike; plus the cost of
@@ -18,9 +18,9 @@ Figures:
                 does not, bf16 is emulated (about 8x slower than fp32, so training never uses it there) and
                 is timed only with --bf16: one DeepLabV3-R50 step then takes minutes.
 
-The scene is a seeded synthetic EW/HH scene at 25 m (engine.synth) with its class truth; the label store
+The scene is a seeded synthetic EW/HH scene at 25 m (engine.data.synth) with its class truth; the label store
 holds the true slicks of a 2 x 4 block of tiles, chosen as the block with the most slick, and that block
-as its one reviewed area (engine.labels.import_mask). Every figure is from this one run, printed with the
+as its one reviewed area (engine.jobs.labels.import_mask). Every figure is from this one run, printed with the
 machine and its load; results go to bench_output/finetune_bench.json.
 """
 
@@ -48,13 +48,13 @@ import torch  # noqa: E402
 import report  # noqa: E402
 from rasterio.windows import Window  # noqa: E402
 
-from engine.evaluate import align_to_grid, read_label_mask, slick_dice_arrays  # noqa: E402
-from engine.inference import autocast  # noqa: E402
-from engine.labels import create_store, import_mask  # noqa: E402
-from engine.losses import slick_loss  # noqa: E402
-from engine.models import DEFAULT_MODEL, ModelCard, build_model, load_model  # noqa: E402
-from engine.synth import OIL, SceneSpec, write_scene  # noqa: E402
-from engine.training import paper_augment, train_mode, trainable_parameters  # noqa: E402
+from engine.data.synth import OIL, SceneSpec, write_scene  # noqa: E402
+from engine.jobs.evaluate import align_to_grid, read_label_mask, slick_dice_arrays  # noqa: E402
+from engine.jobs.labels import create_store, import_mask  # noqa: E402
+from engine.models.inference import autocast  # noqa: E402
+from engine.models.losses import slick_loss  # noqa: E402
+from engine.models.registry import DEFAULT_MODEL, ModelCard, build_model, load_model  # noqa: E402
+from engine.models.training import paper_augment, train_mode, trainable_parameters  # noqa: E402
 from slick_plugin import settings  # noqa: E402
 from slick_plugin.commands import DetectParameters, FinetuneParameters  # noqa: E402
 from slick_plugin.paths import default_engine_python, engine_root  # noqa: E402
@@ -184,7 +184,7 @@ def detect_command(scene: Path, out: Path, prefix: str, model: str) -> EngineCom
 
 def training_step(model: torch.nn.Module, optimiser: torch.optim.Optimizer, batch: tuple[torch.Tensor, ...],
                   dtype: Optional[torch.dtype]) -> None:
-    """One step as engine.training.batch_loss takes it, minus augmentation, at a chosen autocast dtype."""
+    """One step as engine.models.training.batch_loss takes it, minus augmentation, at a chosen autocast dtype."""
     x, y, v = batch
     with autocast(torch.device("cpu"), dtype):
         logits = model(x / 255)
@@ -226,7 +226,7 @@ def throughput(models: dict[str, tuple[torch.nn.Module, str]], batch_size: int, 
 
 
 def augmentation_seconds(batch_size: int, repeats: int) -> float:
-    """Median seconds of the paper's augmentation (engine.training.paper_augment) on one batch."""
+    """Median seconds of the paper's augmentation (engine.models.training.paper_augment) on one batch."""
     torch.manual_seed(0)
     x = torch.randint(1, 256, (batch_size, 1, TILE, TILE)).float()
     y = (torch.rand(batch_size, 1, TILE, TILE) < 0.1).float()

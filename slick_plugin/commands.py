@@ -200,7 +200,7 @@ def samples_keep_command(folder: str, ids: Sequence[str], keep: bool) -> EngineC
 def user_models_dir() -> Path:
     """Where the engine lists installed models from, besides its bundled ones.
 
-    Mirrors ``engine.models.user_models_dir`` (the plugin never imports the engine): a fine-tuned model
+    Mirrors ``engine.models.registry.user_models_dir`` (the plugin never imports the engine): a fine-tuned model
     saved here shows up in the dock's model list with no further step.
     """
     env = os.environ.get("SLICK_MAPPER_MODELS")

@@ -18,7 +18,7 @@ from qgis.PyQt.QtWidgets import QSizePolicy, QWidget
 _NUMBER = r"([-+0-9.eE]+|nan|inf)"
 # A fine-tuning run adds the Dice at the threshold calibrated on the validation tiles: "(0.031 at 0.80)".
 EPOCH_LINE = re.compile(rf"^epoch (\d+): train loss {_NUMBER}, val loss {_NUMBER}, val Dice {_NUMBER}(?: \({_NUMBER} at {_NUMBER}\))?\s*$")
-"""What ``engine.training.train`` logs after each epoch."""
+"""What ``engine.models.training.train`` logs after each epoch."""
 
 TRAIN_COLOUR, VAL_COLOUR, DICE_COLOUR = QColor("#1f77b4"), QColor("#ff7f0e"), QColor("#2ca02c")
 

@@ -25,8 +25,8 @@ def make_model(path: Path, **card_fields) -> Path:
     """A randomly initialised model of the default's architecture (no download, no training)."""
     import torch
 
-    from engine.models import ModelCard, build_model, save_model
-    from engine.pretrain import DEFAULT_CARD
+    from engine.models.pretrain import DEFAULT_CARD
+    from engine.models.registry import ModelCard, build_model, save_model
 
     torch.manual_seed(0)
     card = ModelCard(**{**DEFAULT_CARD, "name": "test model", **card_fields})

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from engine.synth import SceneSpec, write_scene
+from engine.data.synth import SceneSpec, write_scene
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,7 +24,7 @@ def events(stdout: str) -> list[dict]:
 
 
 def test_engine_never_imports_qt_or_qgis() -> None:
-    code = ("import sys, engine.cli, engine.detect, engine.finetune, engine.labels, engine.demo; "
+    code = ("import sys, engine.cli.main, engine.jobs.detect, engine.jobs.finetune, engine.jobs.labels, engine.experiments.demo; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('qgis', 'PyQt5', 'PyQt6', 'sip')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

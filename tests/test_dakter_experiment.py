@@ -13,17 +13,18 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.cli import main
-import engine.dakter_eval as dakter_eval
-from engine.dakter_eval import AUTO, EQ6, REAL, DakterOptions, TileStack, _summarise, dakter_experiment
+from engine.cli.main import main
+from engine.data.bundled import SAMPLES_DIR
 from engine.errors import InputError
-from engine.finetune import FinetuneOptions
-from engine.generation import GeneratorOptions, training_tiles
-from engine.joint_ddpm import balancing_factor, load_generator, read_generator_card, save_generator
-from engine.labels import read_store
+import engine.experiments.dakter_eval as dakter_eval
+from engine.experiments.dakter_eval import AUTO, EQ6, REAL, DakterOptions, TileStack, _summarise, dakter_experiment
+from engine.experiments.sar_stats import histogram_distance, psd_distance
+from engine.experiments.transfer import POOL, TEST, label_store, t_interval
+from engine.generation.generator import GeneratorOptions, training_tiles
+from engine.generation.joint_ddpm import balancing_factor, load_generator, read_generator_card, save_generator
+from engine.jobs.finetune import FinetuneOptions
+from engine.jobs.labels import read_store
 from engine.progress import Progress
-from engine.sar_stats import histogram_distance, psd_distance
-from engine.transfer import POOL, SAMPLES_DIR, TEST, label_store, t_interval
 
 TINY_NET = {
     "block_out_channels": [8, 16],

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import rasterio
 
-from engine.detect import DetectOptions, detect
+from engine.data.synth import SceneSpec, write_scene
 from engine.errors import Cancelled, InputError, ModelError, OutputError
+from engine.jobs.detect import DetectOptions, detect
 from engine.progress import Progress
-from engine.synth import SceneSpec, write_scene
 
 from conftest import cancel_at
 

@@ -14,19 +14,20 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from engine import samples, training
-from engine.cli import main
-from engine.distill import mixed, open_folder, sample_count, student_tiles
+from engine.cli.main import main
 from engine.errors import InputError, ModelError
-from engine.finetune import FinetuneOptions, finetune
-from engine.generation import GeneratorOptions, generate, train_generator
-from engine.inference import autocast
-from engine.joint_ddpm import read_generator_card
-from engine.labels import create_store, import_mask
-from engine.losses import StudentLoss, distillation_loss, slick_loss, soft_dice_loss
-from engine.models import BINARY_CLASSES, OSD_CLASSES, read_card
+from engine.generation import samples
+from engine.generation.distill import mixed, open_folder, sample_count, student_tiles
+from engine.generation.generator import GeneratorOptions, generate, train_generator
+from engine.generation.joint_ddpm import read_generator_card
+from engine.jobs.finetune import FinetuneOptions, finetune
+from engine.jobs.labels import create_store, import_mask
+from engine.models import training
+from engine.models.inference import autocast
+from engine.models.losses import StudentLoss, distillation_loss, slick_loss, soft_dice_loss
+from engine.models.registry import BINARY_CLASSES, OSD_CLASSES, read_card
+from engine.models.training import TileSet, training_dtype
 from engine.progress import Progress
-from engine.training import TileSet, training_dtype
 
 SAMPLES = Path(__file__).resolve().parents[1] / "resources" / "samples" / "arctic_s1"
 SMALL = dict(encoder="tu-resnet10t", arch_kwargs={"encoder_depth": 3, "decoder_channels": [32, 16, 8]}, tile_size=256)
@@ -91,7 +92,7 @@ def sample_folder(tmp_path_factory, generator) -> Path:
 
 
 def _hand_made_folder(path: Path, classes=BINARY_CLASSES, tile=64, pixel_size=25.0, n=3, seed=0) -> Path:
-    """A valid sample folder written through engine.samples' own API, with random tiles and logits."""
+    """A valid sample folder written through engine.generation.samples' own API, with random tiles and logits."""
     entry = {"path": str(path / "gen.safetensors"), "name": "hand-made", "sha256": "0" * 64, "tile_size": tile,
              "classes": list(classes), "pixel_size": pixel_size, "b": 0.5}
     key = samples.prepare(path, entry)

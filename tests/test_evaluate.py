@@ -14,7 +14,7 @@ from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning
 
 from engine.errors import InputError
-from engine.evaluate import add_cli, align_to_grid, dice_from_counts, read_label_mask, slick_dice
+from engine.jobs.evaluate import add_cli, align_to_grid, dice_from_counts, read_label_mask, slick_dice
 from engine.progress import silent
 
 SAMPLES = Path(__file__).resolve().parents[1] / "resources" / "samples" / "arctic_s1"

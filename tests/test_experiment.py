@@ -12,15 +12,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import engine.transfer as transfer
-from engine.cli import main
+from engine.cli.main import main
+from engine.data.synth import SceneSpec, write_scene
 from engine.errors import InputError
-from engine.finetune import FinetuneOptions, Tile, collect_tiles, split_by_area
-from engine.labels import create_store, import_mask, read_store
-from engine.models import read_card
+import engine.experiments.transfer as transfer
+from engine.experiments.transfer import CHANGE, POOL, TEST, TransferOptions, draw_set, summarise, t_interval, t_quantile, transfer_experiment
+from engine.jobs.finetune import FinetuneOptions
+from engine.jobs.finetune_data import Tile, collect_tiles, split_by_area
+from engine.jobs.labels import create_store, import_mask, read_store
+from engine.models.registry import read_card
 from engine.progress import Progress
-from engine.synth import SceneSpec, write_scene
-from engine.transfer import CHANGE, POOL, TEST, TransferOptions, draw_set, summarise, t_interval, t_quantile, transfer_experiment
 
 SMALL = dict(encoder="tu-resnet10t", arch_kwargs={"encoder_depth": 3, "decoder_channels": [32, 16, 8]}, tile_size=256)
 

@@ -15,14 +15,15 @@ import torch
 from shapely.affinity import translate
 from shapely.geometry import box
 
-import engine.training as training
-from engine.cli import main
+import engine.models.training as training
+from engine.cli.main import main
 from engine.errors import Cancelled, InputError, ModelError, OutputError
-from engine.finetune import GAP, FinetuneOptions, collect_tiles, finetune, split_by_area
-from engine.labels import add_labels, add_reviewed, create_store, import_mask, read_store, scene_grid
-from engine.models import load_model, read_card
+from engine.jobs.finetune import FinetuneOptions, finetune
+from engine.jobs.finetune_data import GAP, collect_tiles, split_by_area
+from engine.jobs.labels import add_labels, add_reviewed, create_store, import_mask, read_store, scene_grid
+from engine.models.registry import load_model, read_card
+from engine.models.training import THRESHOLDS, TileSet, TrainConfig, l2_sp, lr_range_test, train, train_mode, validate
 from engine.progress import Progress
-from engine.training import THRESHOLDS, TileSet, TrainConfig, l2_sp, lr_range_test, train, train_mode, validate
 
 from conftest import cancel_at
 

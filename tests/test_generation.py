@@ -15,11 +15,11 @@ import torch
 from PIL import Image
 from shapely.geometry import box
 
-from engine import samples
-from engine.cli import main
+from engine.cli.main import main
 from engine.errors import Cancelled, InputError, ModelError, OutputError
-from engine.generation import MIN_TILES, GeneratorOptions, generate, regenerate, train_generator, training_tiles
-from engine.joint_ddpm import (
+from engine.generation import samples
+from engine.generation.generator import MIN_TILES, GeneratorOptions, generate, regenerate, train_generator, training_tiles
+from engine.generation.joint_ddpm import (
     GeneratorCard,
     GeneratorTraining,
     JointSet,
@@ -35,8 +35,8 @@ from engine.joint_ddpm import (
     train,
     unet_config,
 )
-from engine.labels import add_labels, add_reviewed, create_store, import_mask, read_store, scene_grid
-from engine.models import OSD_CLASSES, list_models, read_card
+from engine.jobs.labels import add_labels, add_reviewed, create_store, import_mask, read_store, scene_grid
+from engine.models.registry import OSD_CLASSES, list_models, read_card
 from engine.progress import Progress
 
 from conftest import cancel_at
@@ -368,6 +368,6 @@ def test_cli_trains_generates_and_manages_samples(tmp_path, arctic_store, genera
 
 
 def test_commands_that_need_no_generator_do_not_import_diffusers():
-    code = "import sys, engine.cli; print('diffusers' in sys.modules)"
+    code = "import sys, engine.cli.main; print('diffusers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"  # it takes seconds, which every plugin job would wait for

@@ -12,11 +12,11 @@ import rasterio
 from affine import Affine
 from shapely.geometry import box
 
-from engine.cli import main
+from engine.cli.main import main
 from engine.errors import InputError, OutputError
-from engine.evaluate import align_to_grid, read_label_mask, slick_dice, slick_dice_arrays
-from engine.grid import Grid
-from engine.labels import add_labels, create_store, export_mask, import_mask, rasterise, read_store, scene_grid, summary
+from engine.jobs.evaluate import align_to_grid, read_label_mask, slick_dice, slick_dice_arrays
+from engine.jobs.labels import add_labels, create_store, export_mask, import_mask, rasterise, read_store, scene_grid, summary
+from engine.scenes.grid import Grid
 
 SAMPLES = Path(__file__).resolve().parents[1] / "resources" / "samples" / "arctic_s1"
 SCENE = SAMPLES / "sample_1" / "raw_mosaic.tif"

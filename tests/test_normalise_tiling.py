@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.normalise import Stretch, to_db
-from engine.tiling import StripBlender, blend_weights, count_tiles, tile_starts
+from engine.scenes.normalise import Stretch, to_db
+from engine.scenes.tiling import StripBlender, blend_weights, count_tiles, tile_starts
 
 
 def test_streaming_statistics_equal_whole_scene_statistics():

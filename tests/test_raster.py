@@ -7,9 +7,9 @@ import pytest
 import rasterio
 from affine import Affine
 
+from engine.data.synth import SceneSpec, write_scene
 from engine.errors import InputError
-from engine.raster import inspect, utm_crs_for
-from engine.synth import SceneSpec, write_scene
+from engine.scenes.raster import inspect, utm_crs_for
 
 
 def test_real_arctic_tile_is_recognised_as_stretched_8_bit(sample_scene):

@@ -15,13 +15,13 @@ import torch
 from safetensors.torch import save_file
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from engine.cli import main
-from engine.detect import DetectOptions, detect
+from engine.cli.main import main
 from engine.errors import ModelError
-from engine.finetune import FinetuneOptions, finetune
-from engine.labels import create_store, import_mask
-from engine.models import ModelCard, build_model, load_encoder_weights, load_model, read_card, save_model
-from engine.training import trainable_parameters
+from engine.jobs.detect import DetectOptions, detect
+from engine.jobs.finetune import FinetuneOptions, finetune
+from engine.jobs.labels import create_store, import_mask
+from engine.models.registry import ModelCard, build_model, load_encoder_weights, load_model, read_card, save_model
+from engine.models.training import trainable_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "resources" / "samples" / "arctic_s1"
@@ -66,7 +66,7 @@ def test_forward_gives_full_resolution_logits(tile, classes, channels):
 
 
 def test_engine_commands_do_not_pay_for_importing_peft():
-    code = "import sys, engine.cli, engine.models, engine.detect; print('peft' in sys.modules)"
+    code = "import sys, engine.cli.main, engine.models.registry, engine.jobs.detect; print('peft' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"  # peft loads transformers: seconds, only when a SamLoRA is built
 

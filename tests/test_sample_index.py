@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from engine import samples
+from engine.generation import samples
 
 
 def _folder(tmp_path):

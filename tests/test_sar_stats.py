@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from engine.sar_stats import DB_SPAN, enl, histogram_distance, intensity, psd_distance, radial_psd, window_enl
+from engine.experiments.sar_stats import DB_SPAN, enl, histogram_distance, intensity, psd_distance, radial_psd, window_enl
 
 from conftest import SAMPLES
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import rasterio
 
-from engine import synth
+from engine.data import synth
+from engine.data.synth import LAND, LOOKALIKE, OIL, SEA, SHIP, SceneSpec, generate, training_pairs, write_scene
 from engine.errors import Cancelled, InputError
 from engine.progress import Progress, silent
-from engine.synth import LAND, LOOKALIKE, OIL, SEA, SHIP, SceneSpec, generate, training_pairs, write_scene
 
 
 def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from shapely.geometry import box
 
-import engine.finetune as finetune_module
+import engine.jobs.finetune as finetune_module
 from engine.errors import InputError
-from engine.evaluate import slick_dice
 from engine.experiments.within_scene import SAMPLES_DIR, WithinSceneOptions, part_dice, split_scene, split_store, within_scene_experiment
-from engine.finetune import FinetuneOptions, finetune
-from engine.labels import rasterise, read_store, scene_grid
-from engine.models import read_card
+from engine.jobs.evaluate import slick_dice
+from engine.jobs.finetune import FinetuneOptions, finetune
+from engine.jobs.labels import rasterise, read_store, scene_grid
+from engine.models.registry import read_card
 from engine.progress import Progress
 
 SMALL = dict(encoder="tu-resnet10t", arch_kwargs={"encoder_depth": 3, "decoder_channels": [32, 16, 8]}, tile_size=256)

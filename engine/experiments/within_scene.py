@@ -45,17 +45,17 @@ from shapely.geometry.base import BaseGeometry
 
 from .. import __version__
 from ..atomic import write_csv, write_text
-from ..demo import SAMPLES_DIR
-from ..detect import DetectOptions, detect
+from ..data.bundled import SAMPLES_DIR
 from ..errors import InputError, OutputError
-from ..evaluate import DiceResult, align_to_grid, describe_grid, read_label_mask, slick_dice_arrays
-from ..finetune import FinetuneOptions, FinetuneReport, check_options, finetune
-from ..grid import Grid, analysis_grid
-from ..labels import add_labels, add_reviewed, create_store, to_crs
-from ..models import DEFAULT_MODEL, ModelCard, read_card
+from ..jobs.detect import DetectOptions, detect
+from ..jobs.evaluate import DiceResult, align_to_grid, describe_grid, read_label_mask, slick_dice_arrays
+from ..jobs.finetune import FinetuneOptions, FinetuneReport, check_options, finetune
+from ..jobs.labels import add_labels, add_reviewed, create_store, to_crs
+from ..models.registry import DEFAULT_MODEL, ModelCard, read_card
+from ..models.training import TRAIN_LAYERS
 from ..progress import Progress
-from ..raster import inspect, open_raster
-from ..training import TRAIN_LAYERS
+from ..scenes.grid import Grid, analysis_grid
+from ..scenes.raster import inspect, open_raster
 
 SCENES = ("sample_0", "sample_1", "sample_2", "sample_123", "sample_70")
 """Every bundled real tile with an analyst's label."""

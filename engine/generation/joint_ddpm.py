@@ -11,7 +11,7 @@ step of a deterministic solver, and returns the tile and the last logits, from w
 diffusers supplies the network (``UNet2DModel``) and the noise schedules and solvers; this module holds
 what is specific to the method: ``b``, the joint loss, the label rescaling, the two training stages
 (supplementary B: bilinearly halved tiles first, then full size) and the sampling loop. A generator file is
-a ``.safetensors`` file like a segmentation model's (engine/models.py), with its own card key so that no
+a ``.safetensors`` file like a segmentation model's (engine/models/registry.py), with its own card key so that no
 tool mistakes one for the other.
 """
 
@@ -29,12 +29,12 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from . import __version__
-from .errors import InputError, ModelError
-from .inference import autocast, fast_dtype
-from .models import CARD_KEY, GENERATOR_CARD_KEY, read_metadata, save_model, slick_index
-from .progress import Progress, silent
-from .training import training_dtype
+from .. import __version__
+from ..errors import InputError, ModelError
+from ..models.inference import autocast, fast_dtype
+from ..models.registry import CARD_KEY, GENERATOR_CARD_KEY, read_metadata, save_model, slick_index
+from ..models.training import training_dtype
+from ..progress import Progress, silent
 
 if TYPE_CHECKING:  # diffusers takes seconds to import: only the commands that run a generator pay for it
     from diffusers import DDPMScheduler, UNet2DModel

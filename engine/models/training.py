@@ -4,7 +4,7 @@ Inputs are tiles already stretched by ``normalise.Stretch`` (0..255, 0 = no data
 detection. The loop keeps the weights of the epoch with the lowest validation loss and stops early when
 it stops improving, as the paper does. Fine-tuning uses the same loop with the paper's augmentation, a
 learning rate from ``lr_range_test``, optionally a frozen encoder, and bf16 autocast where the hardware
-has it. A student (engine/distill.py) trains in the same loop on a set that also holds generated tiles with
+has it. A student (engine/generation/distill.py) trains in the same loop on a set that also holds generated tiles with
 their soft labels, with ``StudentLoss`` in place of the transfer-learning paper's.
 """
 
@@ -21,9 +21,9 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from ..progress import Progress, silent
 from .inference import autocast, fast_dtype
 from .losses import StudentLoss, slick_loss
-from .progress import Progress, silent
 
 Augment = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 """``(x, y, valid, generator) -> (x, y, valid)`` on a batch of (N,1,H,W) tiles."""

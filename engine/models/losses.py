@@ -61,7 +61,7 @@ class StudentLoss:
     Eq. 6's CE is the slick-weighted binary cross-entropy of ``slick_loss``, not the paper's plain one. On
     the Arctic pool (slicks on 0.6 % of the pixels, 7 % of the 64-px tiles) plain CE with its 0.5 Dice let
     students collapse to predicting no slick anywhere: test Dice 0.000 in 2 of the first 3 runs with plain
-    CE (engine/dakter_eval.py), where the paper's OSD data are far less unbalanced. Eq. 5's Dice is against
+    CE (engine/experiments/dakter_eval.py), where the paper's OSD data are far less unbalanced. Eq. 5's Dice is against
     the generator's hard label (its most probable class): softened
     at T = 2, a soft target would put the Dice optimum at predictions that are not the teacher's, and the
     soft information is the KD term's job; the hard label is also the one the sample browser shows.

@@ -24,9 +24,9 @@ from rasterio.features import rasterize, shapes
 from rasterio.windows import Window
 from shapely.geometry import Polygon, mapping, shape
 
-from .errors import OutputError
-from .grid import Grid
-from .progress import Progress
+from ..errors import OutputError
+from ..progress import Progress
+from ..scenes.grid import Grid
 
 TMP_PREFIX = ".slickmapper-tmp-"
 MASK_NODATA = 255

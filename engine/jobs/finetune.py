@@ -1,14 +1,11 @@
 """Few-shot fine-tuning of a model on an analyst's labels.
 
-A model learns from tiles cut exactly as detection will later see the scene: its UTM analysis grid at
-the model's pixel size and the eq. 1 stretch from the whole scene's statistics. Only known pixels count
-in the loss (inside reviewed areas or labels, and not no data). Validation tiles are whole tiles of the
-same lattice as the training tiles, and training tiles give up a band of pixels along every side they
-share with one, so the Dice reported before and after is measured on sea the model never saw and slicks
-straddling the border do not leak. The parent model file is only read; the new one is written once
-training succeeded, atomically, so a failed or cancelled run leaves no file.
+The model learns from the store's tiles as detection sees them (engine/jobs/finetune_data.py) and is
+scored on validation sea it never saw. Everything that can be wrong with the inputs is checked before the
+first training step. The parent model file is only read; the new one is written once training succeeded,
+atomically, so a failed or cancelled run leaves no file.
 
-With a sample folder (``generated``), the model is trained as DAKTer's student (engine/distill.py): its
+With a sample folder (``generated``), the model is trained as DAKTer's student (engine/generation/distill.py): its
 training tiles are joined by generated ones, real tiles then take eq. 6 (slick-weighted CE + Dice) and generated ones
 eq. 5 (KD + Dice) in place of the transfer-learning paper's loss. Validation stays on real tiles only.
 """
@@ -17,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -25,31 +21,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
-import shapely
 import torch
-from affine import Affine
-from rasterio.windows import Window
-from shapely.geometry import shape
 
-from . import __version__
-from .cli_args import number_or
-from .distill import mixed, open_folder, sample_count, student_tiles
-from .errors import InputError, ModelError, OutputError
-from .grid import Grid, analysis_grid, open_on_grid
-from .inference import pick_device
-from .labels import LabelStore, rasterise, read_store, to_crs
-from .models import ModelCard, check_scene, load_model, read_card, save_model, user_models_dir
-from .progress import Progress, silent
-from .raster import inspect, open_raster
-from .normalise import scene_stretch
-from .training import TRAIN_LAYERS, TileSet, TrainConfig, lr_range_test, paper_augment, train, validate
+from .. import __version__
+from ..cli.args import number_or
+from ..errors import InputError, ModelError, OutputError
+from ..generation.distill import mixed, open_folder, sample_count, student_tiles
+from ..models.inference import pick_device
+from ..models.registry import ModelCard, load_model, read_card, save_model, user_models_dir
+from ..models.training import TRAIN_LAYERS, TrainConfig, lr_range_test, paper_augment, train, validate
+from ..progress import Progress, silent
+from .finetune_data import check_store, collect_tiles, split_by_area, tileset
+from .labels import read_store
 
 DEFAULT_TILE = 256
-GAP = 16
-"""Pixels a training tile leaves out of the loss along each side it shares with a validation tile."""
-MIN_KNOWN = 0.01
-"""Tiles with a smaller known fraction hold too few labelled pixels to be worth a training step."""
 MIN_VAL_SLICK_PIXELS = 1000
 """Slick pixels (0.6 km2 at 25 m) below which the validation tiles cannot tell a better model from luck: a
 single slick's edge pixels then move their Dice by several hundredths, so the run says so."""
@@ -85,28 +70,6 @@ class FinetuneOptions:
     """False: return the best trained epoch even below the parent (experiments; ``TrainConfig``)."""
     parent_weight: float = PARENT_WEIGHT
     """L2-SP strength toward the parent's weights (``TrainConfig.parent_weight``); 0: none."""
-
-
-@dataclass
-class Tile:
-    """One training or validation tile, placed on its scene's analysis grid."""
-
-    scene: str
-    row: int
-    col: int
-    x: np.ndarray
-    """Stretched values 0..255 (float32), 0 = no data."""
-    target: np.ndarray
-    valid: np.ndarray
-    """Known and not no data (uint8 0/1): the pixels the loss and the Dice count."""
-
-    @property
-    def size(self) -> int:
-        return self.x.shape[0]
-
-    @property
-    def slick_pixels(self) -> int:
-        return int(np.count_nonzero(self.target & self.valid))
 
 
 @dataclass
@@ -288,98 +251,6 @@ def finetune(
     )
 
 
-def collect_tiles(store: LabelStore, card: ModelCard, tile: int, progress: Progress) -> list[Tile]:
-    """Tiles of ``tile`` pixels holding known pixels, from every scene of the store, as detection reads them.
-
-    Tiles lie on a lattice anchored at each scene grid's origin, so two tiles never share a pixel.
-    """
-    tiles: list[Tile] = []
-    outside: list[str] = []
-    for scene in store.scenes:
-        path = store.scene_path(scene)
-        info = inspect(path)
-        for warning in info.warnings + check_scene(card, info.count, info.pixel_size):
-            progress.log(f"warning: {path.name}: {warning}")
-        with open_raster(path) as ds:
-            grid = analysis_grid(ds, info.utm_crs, card.pixel_size)
-            span = _labelled_span(store, scene, grid, tile)
-            if span is None:
-                outside.append(scene)
-                continue
-            stretch = scene_stretch(ds, info.band, info.value_scale, progress)
-            rows, cols = span
-            found = len(tiles)
-            with open_on_grid(ds, info.band, grid) as reader:
-                for i, row in enumerate(rows):
-                    progress.update("tiles", i, len(rows), f"Cutting labelled tiles from {path.name}")
-                    strip = Grid(grid.crs, grid.transform @ Affine.translation(cols.start, row), len(cols) * tile, tile)
-                    target, known = rasterise(store, scene, strip)
-                    if not known.any():
-                        continue
-                    x = stretch.apply(reader.read(Window(cols.start, row, strip.width, tile)))
-                    for j, col in enumerate(cols):
-                        part = slice(j * tile, (j + 1) * tile)
-                        valid = known[:, part] & (x[:, part] > 0)
-                        if valid.mean() >= MIN_KNOWN:
-                            tiles.append(Tile(scene, row, col, x[:, part].copy(), target[:, part].copy(), valid.astype(np.uint8)))
-            if len(tiles) == found:
-                outside.append(scene)
-    if not tiles:
-        raise InputError(
-            f"No reviewed area or label lies on valid pixels of its scene ({', '.join(outside)}).",
-            "Check that the labels were drawn on these scenes (the store's scene field) and in the store's CRS.",
-        )
-    for scene in outside:
-        progress.log(f"warning: no labelled pixels on the scene {scene}; it is left out")
-    return tiles
-
-
-def split_by_area(tiles: list[Tile], val_fraction: float, seed: int, gap: int = GAP) -> tuple[list[Tile], list[Tile]]:
-    """(training, validation) tiles: a seeded draw of whole tiles, slick and sea-only tiles drawn
-    separately so that validation holds slicks whenever two tiles do; training tiles lose ``gap`` pixels
-    along each side or corner they share with a validation tile."""
-    rng = np.random.default_rng(seed)
-    slick = [i for i, t in enumerate(tiles) if t.slick_pixels]
-    sea = [i for i, t in enumerate(tiles) if not t.slick_pixels]
-    n_slick = min(len(slick) - 1, max(1, round(val_fraction * len(slick)))) if len(slick) >= 2 else 0
-    n_sea = round(val_fraction * len(sea))
-    chosen = {int(i) for i in rng.permutation(slick)[:n_slick]} | {int(i) for i in rng.permutation(sea)[:n_sea]}
-    if not chosen:  # e.g. one slick tile and one sea tile: validate on sea rather than lose the only slick
-        chosen = {int(rng.choice(sea or slick))}
-    val = [tiles[i] for i in sorted(chosen)]
-    cells = {(t.scene, t.row, t.col) for t in val}
-    training = []
-    for i, t in enumerate(tiles):
-        if i in chosen:
-            continue
-        valid = t.valid.copy()
-        for dr in (-1, 0, 1):
-            for dc in (-1, 0, 1):
-                if (dr or dc) and (t.scene, t.row + dr * t.size, t.col + dc * t.size) in cells:
-                    valid[_edge(dr, t.size, gap), _edge(dc, t.size, gap)] = 0
-        training.append(replace(t, valid=valid))
-    return training, val
-
-
-def _edge(direction: int, size: int, gap: int) -> slice:
-    return slice(0, gap) if direction < 0 else slice(size - gap, size) if direction > 0 else slice(None)
-
-
-def _labelled_span(store: LabelStore, scene: str, grid: Grid, tile: int) -> Optional[tuple[range, range]]:
-    """Tile rows and columns (pixel offsets on the lattice) covering the scene's labels and reviewed
-    areas inside the grid; None when they all lie outside it."""
-    entry = store.scenes[scene]
-    geometries = [r.geometry for r in entry.reviewed] + [label.geometry for label in entry.labels]
-    union = shapely.union_all([shape(g) for g in to_crs(geometries, store.crs, grid.crs)])
-    minx, miny, maxx, maxy = union.bounds
-    left, top, size = grid.transform.c, grid.transform.f, grid.pixel_size
-    col0, col1 = max(0, math.floor((minx - left) / size)), min(grid.width, math.ceil((maxx - left) / size))
-    row0, row1 = max(0, math.floor((top - maxy) / size)), min(grid.height, math.ceil((top - miny) / size))
-    if col1 <= col0 or row1 <= row0:
-        return None
-    return range(row0 // tile * tile, row1, tile), range(col0 // tile * tile, col1, tile)
-
-
 def train_config(card: ModelCard, options: FinetuneOptions, device: torch.device, train_layers: str) -> TrainConfig:
     """The fine-tuning recipe (paper augmentation, the card's input scale, early stopping; from a trained parent:
     its batch-norm statistics kept, epochs judged on validation Dice with the parent competing, L2-SP toward
@@ -399,13 +270,6 @@ def train_config(card: ModelCard, options: FinetuneOptions, device: torch.device
         parent_competes=options.from_parent and options.parent_competes,
         parent_weight=options.parent_weight if options.from_parent else 0.0,
     )
-
-
-def tileset(tiles: list[Tile]) -> TileSet:
-    def stack(name: str) -> torch.Tensor:
-        return torch.from_numpy(np.stack([getattr(t, name) for t in tiles]).astype(np.float32)).unsqueeze(1)
-
-    return TileSet(stack("x"), stack("target"), stack("valid"))
 
 
 def _sha256(path: Path) -> str:
@@ -453,23 +317,6 @@ def _check_base(card: ModelCard) -> None:
         raise ModelError(
             f"The model {card.name} predicts {len(card.classes)} classes; labels say slick or not.",
             "Pick a binary (water/slick) model.",
-        )
-
-
-def check_store(store: LabelStore) -> None:
-    name = store.path.name
-    if not any(entry.count("slick") for entry in store.scenes.values()):
-        raise InputError(f"The label store {name} holds no slick labels.", "Draw or accept a few slicks, then mark the areas you checked as reviewed.")
-    if not any(entry.reviewed for entry in store.scenes.values()):
-        raise InputError(
-            f"The label store {name} has labels but no reviewed areas, so nothing says which sea is clean.",
-            "Mark the areas you checked as reviewed (every slick in them labelled).",
-        )
-    missing = [scene for scene in store.scenes if not store.scene_path(scene).is_file()]
-    if missing:
-        raise InputError(
-            f"Scene file(s) moved or deleted since they were labelled: {', '.join(missing)}.",
-            "Put them back, or correct the scene field of their labels in the store.",
         )
 
 

@@ -14,12 +14,10 @@ import numpy as np
 import rasterio
 from PIL import Image, ImageDraw, ImageFilter
 
-from .detect import DetectOptions, detect
-from .evaluate import align_to_grid, read_label_mask, slick_dice
-from .progress import Progress
-
-SAMPLES_DIR = Path(__file__).resolve().parent.parent / "resources" / "samples" / "arctic_s1"
-SAMPLES = ("sample_1", "sample_2", "sample_123")
+from ..data.bundled import SAMPLES, SAMPLES_DIR
+from ..jobs.detect import DetectOptions, detect
+from ..jobs.evaluate import align_to_grid, read_label_mask, slick_dice
+from ..progress import Progress
 
 
 def run_demo(out: Path, options: DetectOptions, progress: Progress) -> dict:

@@ -21,7 +21,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform, reproject, transform_bounds
 from rasterio.windows import Window
 
-from .errors import InputError
+from ..errors import InputError
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,14 @@ import time
 import traceback
 from typing import Any, Callable, Optional
 
-from . import __version__, demo, evaluate, experiment, finetune, generation, labels, pretrain, synth
-from .errors import Cancelled, SlickMapperError
-from .progress import Progress
+from .. import __version__
+from ..data import synth
+from ..errors import Cancelled, SlickMapperError
+from ..experiments import cli as experiment_cli, demo
+from ..generation import generator
+from ..jobs import evaluate, finetune, labels
+from ..models import pretrain
+from ..progress import Progress
 
 EPILOG = """examples:
   python -m engine info scene.tif
@@ -116,21 +121,21 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_cli(sub)
     labels.add_cli(sub)
     finetune.add_cli(sub)
-    experiment.add_cli(sub)
-    generation.add_cli(sub)
+    experiment_cli.add_cli(sub)
+    generator.add_cli(sub)
     return parser
 
 
 def _info(args: argparse.Namespace, progress: Progress) -> dict:
-    from .models import DEFAULT_MODEL, read_card
-    from .raster import inspect
+    from ..models.registry import DEFAULT_MODEL, read_card
+    from ..scenes.raster import inspect
 
     card = read_card(args.model or DEFAULT_MODEL)
     return inspect(args.scene, args.band, card.pixel_size).to_dict()
 
 
 def _detect(args: argparse.Namespace, progress: Progress) -> dict:
-    from .detect import DetectOptions, detect
+    from ..jobs.detect import DetectOptions, detect
 
     options = DetectOptions(
         model=args.model,
@@ -156,7 +161,7 @@ def _detect(args: argparse.Namespace, progress: Progress) -> dict:
 def _models(args: argparse.Namespace, progress: Progress) -> dict:
     from dataclasses import asdict
 
-    from .models import DEFAULT_MODEL, list_models
+    from ..models.registry import DEFAULT_MODEL, list_models
 
     listed = []
     for path, card in list_models():
@@ -171,8 +176,8 @@ def _doctor(args: argparse.Namespace, progress: Progress) -> dict:
 
     import torch
 
-    from .inference import pick_device
-    from .models import user_models_dir
+    from ..models.inference import pick_device
+    from ..models.registry import user_models_dir
 
     device = pick_device("auto")
     gpu_name = gpu_memory = None

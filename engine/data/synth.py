@@ -45,8 +45,8 @@ import rasterio
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
-from .errors import InputError, OutputError
-from .progress import Progress, silent
+from ..errors import InputError, OutputError
+from ..progress import Progress, silent
 
 SEA, OIL, LOOKALIKE, SHIP, LAND = 0, 1, 2, 3, 4
 CLASS_NAMES = ("sea", "oil", "look-alike", "ship", "land")

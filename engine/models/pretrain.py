@@ -18,11 +18,11 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 
-from .errors import InputError
-from .models import ARCHITECTURES, DEFAULT_MODEL, ModelCard, build_model, load_encoder_weights, save_model
-from .normalise import Stretch
-from .progress import Progress
-from .synth import SceneSpec, generate
+from ..data.synth import SceneSpec, generate
+from ..errors import InputError
+from ..progress import Progress
+from ..scenes.normalise import Stretch
+from .registry import ARCHITECTURES, DEFAULT_MODEL, ModelCard, build_model, load_encoder_weights, save_model
 from .training import TileSet, TrainConfig, train
 
 DEFAULT_CARD = dict(
@@ -104,7 +104,7 @@ def pretrain(
         "how": "python -m engine pretrain " + network + weights + f"--train-tiles {n_train} --val-tiles {n_val} --tile {tile} "
         f"--epochs {config.epochs} --seed {config.seed}",
         "encoder_weights": Path(encoder_weights).name if encoder_weights else None,
-        "data": "synthetic IW/VV-like and EW/HH-like scenes (engine.synth), eq. 1 stretch",
+        "data": "synthetic IW/VV-like and EW/HH-like scenes (engine.data.synth), eq. 1 stretch",
         "train_tiles": n_train,
         "val_tiles": n_val,
         "epochs_run": report.epochs_run,

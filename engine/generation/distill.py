@@ -1,7 +1,7 @@
 """Student training on generated samples (DAKTer sec. 3.5): which samples of a folder a fine-tuning run
 uses, and how they join the real tiles.
 
-A sample folder (engine/samples.py) is checked before any tile is cut: its format version, its tile size
+A sample folder (engine/generation/samples.py) is checked before any tile is cut: its format version, its tile size
 against the fine-tuning tile, its classes against the student's, its generators' pixel size against the
 student's, and that it holds enough kept samples. Discarded samples are never read.
 
@@ -25,12 +25,12 @@ from typing import Any, Optional
 
 import torch
 
+from ..errors import InputError, ModelError
+from ..models.losses import StudentLoss
+from ..models.registry import ModelCard, slick_index
+from ..models.training import TileSet
+from ..progress import Progress
 from . import samples
-from .errors import InputError, ModelError
-from .losses import StudentLoss
-from .models import ModelCard, slick_index
-from .progress import Progress
-from .training import TileSet
 
 PIXEL_TOLERANCE = 0.05
 """Largest relative difference between the generator's and the student's pixel size: generated tiles are

@@ -1,42 +1,24 @@
-"""Experiments of the transfer-learning paper, run on the bundled real Arctic tiles.
-
-``python -m engine experiment loso``: leave one scene out. For each of the three demo tiles, the base model is
-fine-tuned on the analysts' labels of the other tiles (through a label store, the product's own path)
-and both models detect slicks on the tile left out; their Dice against its label stands next to the
-Dice of the paper's own predictions on that tile. Every figure comes from this run; a CSV and a JSON
-file keep them.
-
-``python -m engine experiment transfer``: base vs fine-tuned-from-source models for N target tiles, the
-paper's Fig. 2 and Table II (``engine/transfer.py``).
-
-``python -m engine experiment dakter``: DAKTer's generators and students on the same split
-(``engine/dakter_eval.py``).
-
-``python -m engine experiment within-scene``: label half of each tile, fine-tune, score the other half and the
-other tiles (``engine/experiments/within_scene.py``).
+"""Leave one scene out: for each of the bundled real tiles, the base model is fine-tuned on the analysts'
+labels of the other tiles (through a label store, the product's own path) and both models detect slicks on
+the tile left out; their Dice against its label stands next to the Dice of the paper's own predictions on
+that tile. Every figure comes from this run; a CSV and a JSON file keep them.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Optional
 
-from . import dakter_eval, transfer
-from .experiments import within_scene
-from .atomic import write_csv, write_text
-from .demo import SAMPLES, SAMPLES_DIR
-from .detect import DetectOptions, detect
-from .errors import OutputError
-from .evaluate import slick_dice
-from .finetune import DEFAULT_TILE, FinetuneOptions, finetune
-from .labels import create_store, import_mask
-from .models import DEFAULT_MODEL, read_card
-from .progress import Progress
-from .training import TRAIN_LAYERS
-
-ARCTIC_CRS = "EPSG:32636"
+from ..atomic import write_csv, write_text
+from ..data.bundled import ARCTIC_CRS, SAMPLES, SAMPLES_DIR
+from ..errors import OutputError
+from ..jobs.detect import DetectOptions, detect
+from ..jobs.evaluate import slick_dice
+from ..jobs.finetune import FinetuneOptions, finetune
+from ..jobs.labels import create_store, import_mask
+from ..models.registry import read_card
+from ..progress import Progress
 
 
 def leave_one_scene_out(base: Path, out: Path, options: FinetuneOptions, threshold: Optional[float], progress: Progress) -> dict:
@@ -88,26 +70,3 @@ def leave_one_scene_out(base: Path, out: Path, options: FinetuneOptions, thresho
     }
     write_text(out / "loso.json", json.dumps(summary, indent=2))
     return summary
-
-
-def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("experiment", help="the transfer-learning paper's experiments on the bundled tiles")
-    sub = p.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
-    q = sub.add_parser("loso", help="leave one scene out: fine-tune on the others' labels, score on the one left out")
-    q.add_argument("--out", type=Path, default=Path("experiment_output/loso"), help="empty or new folder")
-    q.add_argument("--base", type=Path, default=DEFAULT_MODEL, help="model to fine-tune (default: bundled)")
-    q.add_argument("--tile", type=int, default=DEFAULT_TILE)
-    q.add_argument("--epochs", type=int, default=20)
-    q.add_argument("--train-layers", choices=TRAIN_LAYERS, help="all or decoder (default: decoder on a CPU)")
-    q.add_argument("--threshold", type=float, help="default: each model's own")
-    q.add_argument("--device", default="auto")
-    q.add_argument("--seed", type=int, default=0)
-    q.set_defaults(func=_run_loso)
-    transfer.add_cli(sub)
-    dakter_eval.add_cli(sub)
-    within_scene.add_cli(sub)
-
-
-def _run_loso(args: argparse.Namespace, progress: Progress) -> dict:
-    options = FinetuneOptions(tile=args.tile, epochs=args.epochs, train_layers=args.train_layers, device=args.device, seed=args.seed)
-    return leave_one_scene_out(args.base, args.out, options, args.threshold, progress)

@@ -22,14 +22,14 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file, safe_open
 
-from . import __version__
-from .atomic import staged
-from .errors import ModelError
+from .. import __version__
+from ..atomic import staged
+from ..errors import ModelError
 from .samlora import SamLoRA
 
 CARD_KEY = "slick_mapper_card"
 GENERATOR_CARD_KEY = "slick_mapper_generator"
-"""Sample generators (engine/joint_ddpm.py) keep their card under their own key, so that no generator is
+"""Sample generators (engine/generation/joint_ddpm.py) keep their card under their own key, so that no generator is
 ever listed or loaded as a segmentation model."""
 BINARY_CLASSES = ["water", "slick"]
 OSD_CLASSES = ["sea", "oil", "look-alike", "ship", "land"]
@@ -53,7 +53,7 @@ ARCHITECTURES: dict[str, Callable[..., torch.nn.Module]] = {
 """Name -> network class, all built as smp's are. The paper's models are ``deeplabv3`` with ``resnet50`` or
 ``resnet101``, and ``samlora`` with ``samvit_base_patch16`` or ``samvit_large_patch16``."""
 
-BUNDLED_DIR = Path(__file__).resolve().parent.parent / "resources" / "models"
+BUNDLED_DIR = Path(__file__).resolve().parents[2] / "resources" / "models"
 DEFAULT_MODEL = BUNDLED_DIR / "slick_unet_r18_25m.safetensors"
 
 
@@ -82,7 +82,7 @@ class ModelCard:
     normalisation: dict[str, Any] = field(default_factory=lambda: {"kind": "eq1_2sigma_db", "input_scale": 1 / 255})
     threshold: float = 0.5
     """Slick probability above which detection marks a pixel slick when the user gives no threshold. A
-    fine-tuned model's is calibrated on its validation tiles (engine/finetune.py): the weighted loss and a
+    fine-tuned model's is calibrated on its validation tiles (engine/jobs/finetune.py): the weighted loss and a
     few labels move a model's probabilities, so 0.5 is rarely where its Dice is best."""
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)

@@ -5,7 +5,7 @@ adapters on the attention projections adapt it to SAR, and a trainable decoder t
 logits. The encoder is timm's SAM ViT and the adapters are peft's LoRA, so the network is built offline like the
 smp models, saved and loaded through the same model files, and its encoder loads SAM's official checkpoint or
 timm's own weights from a local file (``load_encoder_checkpoint``, reached through
-``engine.models.load_encoder_weights``).
+``engine.models.registry.load_encoder_weights``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from timm.layers import LayerNorm2d, resample_abs_pos_embed_nhwc
 from timm.models.vision_transformer_sam import checkpoint_filter_fn
 from torch import nn
 
-from .errors import ModelError
+from ..errors import ModelError
 
 ENCODERS = {
     "samvit_base_patch16": "sam_vit_b_01ec64.pth",
@@ -116,7 +116,7 @@ class SamLoRA(nn.Module):
         return self.decoder(self.encoder.forward_features(x))
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        """The groups ``engine.training`` trains: the ViT weights never, the LoRA adapters with
+        """The groups ``engine.models.training`` trains: the ViT weights never, the LoRA adapters with
         ``train_layers='all'``, the decoder always."""
         encoder = list(self.encoder.named_parameters())
         return {

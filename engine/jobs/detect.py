@@ -23,15 +23,15 @@ from rasterio.features import rasterize
 from rasterio.warp import reproject
 from rasterio.windows import Window
 
-from .errors import InputError, ResourceError
-from .grid import Grid, analysis_grid, open_on_grid
-from .inference import Predictor, pick_device
-from .models import DEFAULT_MODEL, check_scene, load_model
-from .normalise import Stretch, scene_stretch
+from ..errors import InputError, ResourceError
+from ..models.inference import Predictor, pick_device
+from ..models.registry import DEFAULT_MODEL, check_scene, load_model
+from ..progress import Progress, silent
+from ..scenes.grid import Grid, analysis_grid, open_on_grid
+from ..scenes.normalise import Stretch, scene_stretch
+from ..scenes.raster import inspect, open_raster
+from ..scenes.tiling import StripBlender, count_tiles
 from .outputs import MASK_NODATA, OutputSet, polygonise, raster_profile, to_cog, write_slicks
-from .progress import Progress, silent
-from .raster import inspect, open_raster
-from .tiling import StripBlender, count_tiles
 
 DEFAULT_OVERLAP = 64
 _GDAL_CACHE_BYTES = 256 * 2**20

@@ -1,9 +1,9 @@
 """The generator's jobs: train one on a label store, generate samples, look after a sample folder.
 
-Training tiles are cut by ``finetune.collect_tiles``, so a generator learns from exactly what detection
+Training tiles are cut by ``finetune_data.collect_tiles``, so a generator learns from exactly what detection
 and fine-tuning see: the scene's UTM analysis grid at the target pixel size and the eq. 1 stretch. The
 generator file is written once training succeeded, atomically, so a failed or cancelled run leaves no
-file; generation keeps every sample finished before a cancel (engine/samples.py).
+file; generation keeps every sample finished before a cancel (engine/generation/samples.py).
 """
 
 from __future__ import annotations
@@ -19,10 +19,15 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import torch
 
-from .cli_args import number_or
-from .errors import Cancelled, InputError, ModelError
-from .finetune import check_out, check_store, collect_tiles
-from .inference import pick_device
+from ..cli.args import number_or
+from ..errors import Cancelled, InputError, ModelError
+from ..jobs.finetune import check_out
+from ..jobs.finetune_data import check_store, collect_tiles
+from ..jobs.labels import LabelStore, read_store
+from ..models.inference import pick_device
+from ..models.registry import BINARY_CLASSES, DEFAULT_MODEL, ModelCard, read_card
+from ..progress import Progress, silent
+from . import samples
 from .joint_ddpm import (
     NETS,
     SOLVERS,
@@ -38,10 +43,6 @@ from .joint_ddpm import (
     train,
     unet_config,
 )
-from .labels import LabelStore, read_store
-from .models import BINARY_CLASSES, DEFAULT_MODEL, ModelCard, read_card
-from .progress import Progress, silent
-from . import samples
 
 MIN_TILES = 16
 """Fewest usable tiles a generator is trained on. Far from enough for varied samples (the paper had

@@ -1,6 +1,6 @@
 """DAKTer, evaluated on the bundled real Arctic tiles: ``python -m engine experiment dakter``.
 
-The data split is the transfer experiment's (engine/transfer.py): generators and students learn from the
+The data split is the transfer experiment's (engine/experiments/transfer.py): generators and students learn from the
 target pool (sample_0, sample_70) through a label store made by the product's own import; the test
 scenes (sample_1, sample_2, sample_123) are never trained on. Their tiles, cut the same way, are the
 held-out real tiles generated ones are judged against, and the scenes are scored whole by detection and
@@ -11,7 +11,7 @@ What it measures, each through the project's own code path (train_generator, gen
 1. b (eq. 16) on the pool's tiles, beside the paper's values for its datasets.
 2. One generator per b (0.1, the computed one, 1 by default), same seed and steps; N samples from each,
    with the same seeds. Per set: distances to the held-out real tiles (grey-level histogram, speckle ENL,
-   power spectrum; engine/sar_stats.py), and how far a segmenter agrees with the generated hard label
+   power spectrum; engine/experiments/sar_stats.py), and how far a segmenter agrees with the generated hard label
    (slick Dice between the two). The pool's real tiles give the same figures as the reference for "good",
    and the held-out tiles with their analysts' labels the reference for the agreement.
 3. Students: the model fine-tuned with the same seeds and the same number of optimiser steps, on the real
@@ -42,20 +42,21 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from .atomic import staged, write_csv, write_text
-from .cli_args import number_or
-from .errors import InputError, OutputError
-from .evaluate import dice_from_counts
-from .finetune import FinetuneOptions, check_options, collect_tiles, finetune, split_by_area, tileset, train_config
-from .generation import GeneratorOptions, cpu_threads, generate, train_generator, training_tiles
-from .inference import Predictor, pick_device
-from .joint_ddpm import NETS, SOLVERS, JointSet, balancing_factor, load_generator, read_generator_card, sample, unet_config
-from .labels import read_store
-from .losses import StudentLoss
-from .models import DEFAULT_MODEL, load_model, read_card, save_model, slick_index
-from .progress import Progress
-from .samples import TEMPERATURE, load_samples
-from .training import lr_range_test, train
+from ..atomic import staged, write_csv, write_text
+from ..cli.args import number_or
+from ..errors import InputError, OutputError
+from ..generation.generator import GeneratorOptions, cpu_threads, generate, train_generator, training_tiles
+from ..generation.joint_ddpm import NETS, SOLVERS, JointSet, balancing_factor, load_generator, read_generator_card, sample, unet_config
+from ..generation.samples import TEMPERATURE, load_samples
+from ..jobs.evaluate import dice_from_counts
+from ..jobs.finetune import FinetuneOptions, check_options, finetune, train_config
+from ..jobs.finetune_data import collect_tiles, split_by_area, tileset
+from ..jobs.labels import read_store
+from ..models.inference import Predictor, pick_device
+from ..models.losses import StudentLoss
+from ..models.registry import DEFAULT_MODEL, load_model, read_card, save_model, slick_index
+from ..models.training import lr_range_test, train
+from ..progress import Progress
 from .sar_stats import DB_SPAN, ENL_WINDOW, enl, histogram_distance, psd_distance
 from .transfer import DEFAULT_LR, POOL, TEST, label_store, paper_test_dice, score_test_scenes, t_interval
 

@@ -21,15 +21,16 @@ with replacement would still have varied there). Slick-holding and sea-only tile
 proportions with at least one slick tile, because most pool tiles are clean sea and a set without a slick
 pixel teaches nothing about slicks (each of the paper's training images held labelled slicks). N = all
 uses the whole pool once. Both initialisations train on the same set with the same seed and the same
-recipe (``arm_config``), so their difference is paired and is the initialisation's alone. Every epoch shows the model at least ``epoch_tiles`` augmented tiles (the set
-repeated): otherwise N = 2 would take one optimiser step per epoch and the epoch cap and early-stopping
-patience would mean something different for every N.
+recipe (``arm_config``), so their difference is paired and is the initialisation's alone. Every epoch
+shows the model at least ``epoch_tiles`` augmented tiles (the set repeated): otherwise N = 2 would take
+one optimiser step per epoch and the epoch cap and early-stopping patience would mean something
+different for every N.
 
 Intervals: 95 % t-interval of the mean over the training sets of one N, ``mean +- t(0.975, B - 1) s / sqrt(B)``,
 and the same on the paired differences (the analogue of Table II's change). Runs of different N are never
-pooled into one interval: their means differ by design, so a pooled spread would measure N, not chance. The paper cites Burkov's
-book [42] for its interval; its published per-model tables reproduce Table II's ranges with neither a
-t-interval nor 1.96 standard deviations, so we do not claim to follow it.
+pooled into one interval: their means differ by design, so a pooled spread would measure N, not chance.
+The paper cites Burkov's book [42] for its interval; its published per-model tables reproduce Table II's
+ranges with neither a t-interval nor 1.96 standard deviations, so we do not claim to follow it.
 """
 
 from __future__ import annotations
@@ -47,18 +48,19 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from .atomic import staged, write_csv, write_text
-from .cli_args import number_or
-from .demo import SAMPLES, SAMPLES_DIR
-from .detect import DetectOptions, detect
-from .errors import InputError, OutputError
-from .evaluate import slick_dice
-from .finetune import DEFAULT_TILE, FinetuneOptions, Tile, check_options, collect_tiles, finetune, split_by_area, tileset, train_config
-from .inference import pick_device
-from .labels import create_store, import_mask, read_store
-from .models import DEFAULT_MODEL, ModelCard, build_model, load_encoder_weights, load_model, read_card, save_model
-from .progress import Progress
-from .training import TileSet, TrainConfig, lr_range_test, train
+from ..atomic import staged, write_csv, write_text
+from ..cli.args import number_or
+from ..data.bundled import SAMPLES, SAMPLES_DIR
+from ..errors import InputError, OutputError
+from ..jobs.detect import DetectOptions, detect
+from ..jobs.evaluate import slick_dice
+from ..jobs.finetune import DEFAULT_TILE, FinetuneOptions, check_options, finetune, train_config
+from ..jobs.finetune_data import Tile, collect_tiles, split_by_area, tileset
+from ..jobs.labels import create_store, import_mask, read_store
+from ..models.inference import pick_device
+from ..models.registry import DEFAULT_MODEL, ModelCard, build_model, load_encoder_weights, load_model, read_card, save_model
+from ..models.training import TileSet, TrainConfig, lr_range_test, train
+from ..progress import Progress
 
 POOL = ("sample_0", "sample_70")
 """Target-domain scenes the training sets and the validation tiles come from."""

@@ -13,8 +13,8 @@ from typing import ContextManager, Optional
 import numpy as np
 import torch
 
-from .errors import ResourceError
-from .models import ModelCard
+from ..errors import ResourceError
+from .registry import ModelCard
 
 
 def pick_device(name: str = "auto") -> torch.device:

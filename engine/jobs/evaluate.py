@@ -29,8 +29,8 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.transform import array_bounds
 from rasterio.warp import Resampling, reproject
 
-from .errors import InputError
-from .progress import Progress
+from ..errors import InputError
+from ..progress import Progress
 
 PathLike = Union[str, Path]
 

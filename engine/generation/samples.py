@@ -34,10 +34,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import __version__
-from .atomic import write_bytes
-from .errors import InputError, OutputError
-from .models import slick_index
+from .. import __version__
+from ..atomic import write_bytes
+from ..errors import InputError, OutputError
+from ..models.registry import slick_index
 
 FORMAT = "slick-mapper-samples"
 VERSION = 1

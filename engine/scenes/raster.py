@@ -22,7 +22,7 @@ from rasterio.enums import Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.warp import transform as transform_points
 
-from .errors import InputError
+from ..errors import InputError
 
 POLARISATIONS = ("HH", "VV", "HV", "VH")
 VALUE_SCALES = ("uint8_stretched", "uint16_dn", "float32_linear", "float32_db")

@@ -16,8 +16,8 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from .errors import InputError
-from .progress import Progress
+from ..errors import InputError
+from ..progress import Progress
 
 NODATA = 0.0
 STATS_ROWS = 512

@@ -37,11 +37,11 @@ from rasterio.warp import transform_geom
 from shapely.geometry import box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
-from .errors import InputError, OutputError
+from ..errors import InputError, OutputError
+from ..progress import Progress
+from ..scenes.grid import Grid, analysis_grid
+from ..scenes.raster import footprint_lonlat, open_raster, pixel_size_m, utm_crs_for
 from .evaluate import read_label_mask
-from .grid import Grid, analysis_grid
-from .progress import Progress
-from .raster import footprint_lonlat, open_raster, pixel_size_m, utm_crs_for
 
 LABEL_CLASSES = ("slick", "lookalike")
 ORIGINS = ("drawn", "accepted", "edited")

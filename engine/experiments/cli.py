@@ -1,0 +1,49 @@
+"""Experiments of the transfer-learning paper, run on the bundled real Arctic tiles.
+
+``python -m engine experiment loso``: leave one scene out, for each of the three demo tiles
+(``engine/experiments/loso.py``).
+
+``python -m engine experiment transfer``: base vs fine-tuned-from-source models for N target tiles, the
+paper's Fig. 2 and Table II (``engine/experiments/transfer.py``).
+
+``python -m engine experiment dakter``: DAKTer's generators and students on the same split
+(``engine/experiments/dakter_eval.py``).
+
+``python -m engine experiment within-scene``: label half of each tile, fine-tune, score the other half and the
+other tiles (``engine/experiments/within_scene.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..jobs.finetune import DEFAULT_TILE, FinetuneOptions
+from ..models.registry import DEFAULT_MODEL
+from ..models.training import TRAIN_LAYERS
+from ..progress import Progress
+from . import dakter_eval, transfer, within_scene
+from .loso import leave_one_scene_out
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("experiment", help="the transfer-learning paper's experiments on the bundled tiles")
+    sub = p.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
+    q = sub.add_parser("loso", help="leave one scene out: fine-tune on the others' labels, score on the one left out")
+    q.add_argument("--out", type=Path, default=Path("experiment_output/loso"), help="empty or new folder")
+    q.add_argument("--base", type=Path, default=DEFAULT_MODEL, help="model to fine-tune (default: bundled)")
+    q.add_argument("--tile", type=int, default=DEFAULT_TILE)
+    q.add_argument("--epochs", type=int, default=20)
+    q.add_argument("--train-layers", choices=TRAIN_LAYERS, help="all or decoder (default: decoder on a CPU)")
+    q.add_argument("--threshold", type=float, help="default: each model's own")
+    q.add_argument("--device", default="auto")
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(func=_run_loso)
+    transfer.add_cli(sub)
+    dakter_eval.add_cli(sub)
+    within_scene.add_cli(sub)
+
+
+def _run_loso(args: argparse.Namespace, progress: Progress) -> dict:
+    options = FinetuneOptions(tile=args.tile, epochs=args.epochs, train_layers=args.train_layers, device=args.device, seed=args.seed)
+    return leave_one_scene_out(args.base, args.out, options, args.threshold, progress)

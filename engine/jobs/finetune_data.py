@@ -1,0 +1,173 @@
+"""The tiles a model is fine-tuned on, cut from a label store's scenes exactly as detection will later see them.
+
+Tiles lie on the scene's UTM analysis grid at the model's pixel size, stretched by eq. 1 from the whole
+scene's statistics. Only known pixels count in the loss (inside reviewed areas or labels, and not no data).
+Validation tiles are whole tiles of the same lattice as the training tiles, and training tiles give up a
+band of pixels along every side they share with one, so the Dice reported before and after is measured on
+sea the model never saw and slicks straddling the border do not leak.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Optional
+
+import numpy as np
+import shapely
+import torch
+from affine import Affine
+from rasterio.windows import Window
+from shapely.geometry import shape
+
+from ..errors import InputError
+from ..models.registry import ModelCard, check_scene
+from ..models.training import TileSet
+from ..progress import Progress
+from ..scenes.grid import Grid, analysis_grid, open_on_grid
+from ..scenes.normalise import scene_stretch
+from ..scenes.raster import inspect, open_raster
+from .labels import LabelStore, rasterise, to_crs
+
+GAP = 16
+"""Pixels a training tile leaves out of the loss along each side it shares with a validation tile."""
+MIN_KNOWN = 0.01
+"""Tiles with a smaller known fraction hold too few labelled pixels to be worth a training step."""
+
+
+@dataclass
+class Tile:
+    """One training or validation tile, placed on its scene's analysis grid."""
+
+    scene: str
+    row: int
+    col: int
+    x: np.ndarray
+    """Stretched values 0..255 (float32), 0 = no data."""
+    target: np.ndarray
+    valid: np.ndarray
+    """Known and not no data (uint8 0/1): the pixels the loss and the Dice count."""
+
+    @property
+    def size(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def slick_pixels(self) -> int:
+        return int(np.count_nonzero(self.target & self.valid))
+
+
+def collect_tiles(store: LabelStore, card: ModelCard, tile: int, progress: Progress) -> list[Tile]:
+    """Tiles of ``tile`` pixels holding known pixels, from every scene of the store, as detection reads them.
+
+    Tiles lie on a lattice anchored at each scene grid's origin, so two tiles never share a pixel.
+    """
+    tiles: list[Tile] = []
+    outside: list[str] = []
+    for scene in store.scenes:
+        path = store.scene_path(scene)
+        info = inspect(path)
+        for warning in info.warnings + check_scene(card, info.count, info.pixel_size):
+            progress.log(f"warning: {path.name}: {warning}")
+        with open_raster(path) as ds:
+            grid = analysis_grid(ds, info.utm_crs, card.pixel_size)
+            span = _labelled_span(store, scene, grid, tile)
+            if span is None:
+                outside.append(scene)
+                continue
+            stretch = scene_stretch(ds, info.band, info.value_scale, progress)
+            rows, cols = span
+            found = len(tiles)
+            with open_on_grid(ds, info.band, grid) as reader:
+                for i, row in enumerate(rows):
+                    progress.update("tiles", i, len(rows), f"Cutting labelled tiles from {path.name}")
+                    strip = Grid(grid.crs, grid.transform @ Affine.translation(cols.start, row), len(cols) * tile, tile)
+                    target, known = rasterise(store, scene, strip)
+                    if not known.any():
+                        continue
+                    x = stretch.apply(reader.read(Window(cols.start, row, strip.width, tile)))
+                    for j, col in enumerate(cols):
+                        part = slice(j * tile, (j + 1) * tile)
+                        valid = known[:, part] & (x[:, part] > 0)
+                        if valid.mean() >= MIN_KNOWN:
+                            tiles.append(Tile(scene, row, col, x[:, part].copy(), target[:, part].copy(), valid.astype(np.uint8)))
+            if len(tiles) == found:
+                outside.append(scene)
+    if not tiles:
+        raise InputError(
+            f"No reviewed area or label lies on valid pixels of its scene ({', '.join(outside)}).",
+            "Check that the labels were drawn on these scenes (the store's scene field) and in the store's CRS.",
+        )
+    for scene in outside:
+        progress.log(f"warning: no labelled pixels on the scene {scene}; it is left out")
+    return tiles
+
+
+def split_by_area(tiles: list[Tile], val_fraction: float, seed: int, gap: int = GAP) -> tuple[list[Tile], list[Tile]]:
+    """(training, validation) tiles: a seeded draw of whole tiles, slick and sea-only tiles drawn
+    separately so that validation holds slicks whenever two tiles do; training tiles lose ``gap`` pixels
+    along each side or corner they share with a validation tile."""
+    rng = np.random.default_rng(seed)
+    slick = [i for i, t in enumerate(tiles) if t.slick_pixels]
+    sea = [i for i, t in enumerate(tiles) if not t.slick_pixels]
+    n_slick = min(len(slick) - 1, max(1, round(val_fraction * len(slick)))) if len(slick) >= 2 else 0
+    n_sea = round(val_fraction * len(sea))
+    chosen = {int(i) for i in rng.permutation(slick)[:n_slick]} | {int(i) for i in rng.permutation(sea)[:n_sea]}
+    if not chosen:  # e.g. one slick tile and one sea tile: validate on sea rather than lose the only slick
+        chosen = {int(rng.choice(sea or slick))}
+    val = [tiles[i] for i in sorted(chosen)]
+    cells = {(t.scene, t.row, t.col) for t in val}
+    training = []
+    for i, t in enumerate(tiles):
+        if i in chosen:
+            continue
+        valid = t.valid.copy()
+        for dr in (-1, 0, 1):
+            for dc in (-1, 0, 1):
+                if (dr or dc) and (t.scene, t.row + dr * t.size, t.col + dc * t.size) in cells:
+                    valid[_edge(dr, t.size, gap), _edge(dc, t.size, gap)] = 0
+        training.append(replace(t, valid=valid))
+    return training, val
+
+
+def _edge(direction: int, size: int, gap: int) -> slice:
+    return slice(0, gap) if direction < 0 else slice(size - gap, size) if direction > 0 else slice(None)
+
+
+def _labelled_span(store: LabelStore, scene: str, grid: Grid, tile: int) -> Optional[tuple[range, range]]:
+    """Tile rows and columns (pixel offsets on the lattice) covering the scene's labels and reviewed
+    areas inside the grid; None when they all lie outside it."""
+    entry = store.scenes[scene]
+    geometries = [r.geometry for r in entry.reviewed] + [label.geometry for label in entry.labels]
+    union = shapely.union_all([shape(g) for g in to_crs(geometries, store.crs, grid.crs)])
+    minx, miny, maxx, maxy = union.bounds
+    left, top, size = grid.transform.c, grid.transform.f, grid.pixel_size
+    col0, col1 = max(0, math.floor((minx - left) / size)), min(grid.width, math.ceil((maxx - left) / size))
+    row0, row1 = max(0, math.floor((top - maxy) / size)), min(grid.height, math.ceil((top - miny) / size))
+    if col1 <= col0 or row1 <= row0:
+        return None
+    return range(row0 // tile * tile, row1, tile), range(col0 // tile * tile, col1, tile)
+
+
+def tileset(tiles: list[Tile]) -> TileSet:
+    def stack(name: str) -> torch.Tensor:
+        return torch.from_numpy(np.stack([getattr(t, name) for t in tiles]).astype(np.float32)).unsqueeze(1)
+
+    return TileSet(stack("x"), stack("target"), stack("valid"))
+
+
+def check_store(store: LabelStore) -> None:
+    name = store.path.name
+    if not any(entry.count("slick") for entry in store.scenes.values()):
+        raise InputError(f"The label store {name} holds no slick labels.", "Draw or accept a few slicks, then mark the areas you checked as reviewed.")
+    if not any(entry.reviewed for entry in store.scenes.values()):
+        raise InputError(
+            f"The label store {name} has labels but no reviewed areas, so nothing says which sea is clean.",
+            "Mark the areas you checked as reviewed (every slick in them labelled).",
+        )
+    missing = [scene for scene in store.scenes if not store.scene_path(scene).is_file()]
+    if missing:
+        raise InputError(
+            f"Scene file(s) moved or deleted since they were labelled: {', '.join(missing)}.",
+            "Put them back, or correct the scene field of their labels in the store.",
+        )
