@@ -73,27 +73,31 @@ def test_half_scores_add_up_to_the_whole_scene():
 
 
 def test_experiment_writes_every_figure_with_its_provenance(tmp_path, small_model):
+    """sample_1's left half holds slicks in two tiles and is fine-tuned on; sample_2's holds them in one, which
+    training needs, so nothing could validate a fine-tuned model and the analyst keeps the parent."""
     out = tmp_path / "within"
     options = WithinSceneOptions(base=small_model, scenes=("sample_1", "sample_2"), recipe=FAST)
     result = within_scene_experiment(out, options, Progress(), command="python -m engine experiment within-scene")
     with open(out / "within_scene.csv") as handle:
-        rows = list(csv.DictReader(handle))
-    assert [(r["scene"], r["labelled_half"]) for r in rows] == [("sample_1", "left"), ("sample_2", "left")]
+        rows = {r["scene"]: r for r in csv.DictReader(handle)}
+    assert [(r["scene"], r["labelled_half"]) for r in rows.values()] == [("sample_1", "left"), ("sample_2", "left")]
     written = json.loads((out / "within_scene.json").read_text())
     assert written["command"] == "python -m engine experiment within-scene" and len(written["commit"]) == 40
-    assert set(written["models_sha256"]) == {"parent", "sample_1_left", "sample_2_left"}
-    for row in rows:
-        model = out / "models" / f"{row['scene']}_left.safetensors"
-        assert row["model_sha256"] == written["models_sha256"][f"{row['scene']}_left"] == _sha256(model)
-        other = "sample_2" if row["scene"] == "sample_1" else "sample_1"
-        # The other tile's score is the product's detection scored whole, as evaluate scores it.
-        detection = out / "detections" / f"{row['scene']}_left_{other}_probability.tif"
-        assert float(row[f"dice_{other}_finetuned"]) == pytest.approx(
-            slick_dice(detection, SAMPLES_DIR / other / "labels_mosaic.png", threshold=float(row["threshold_finetuned"])).dice, abs=1e-4)
-        assert float(row["dice_others_finetuned"]) == float(row[f"dice_{other}_finetuned"])
+    assert set(written["models_sha256"]) == {"parent", "sample_1_left"} and written["models_sha256"]["parent"] == _sha256(small_model)
+    tuned, kept = rows["sample_1"], rows["sample_2"]
+    assert tuned["not_finetuned"] == "" and tuned["model_sha256"] == written["models_sha256"]["sample_1_left"] == _sha256(
+        out / "models" / "sample_1_left.safetensors")
+    # The other tile's score is the product's detection scored whole, as evaluate scores it.
+    detection = out / "detections" / "sample_1_left_sample_2_probability.tif"
+    assert float(tuned["dice_sample_2_finetuned"]) == float(tuned["dice_others_finetuned"]) == pytest.approx(
+        slick_dice(detection, SAMPLES_DIR / "sample_2" / "labels_mosaic.png", threshold=float(tuned["threshold_finetuned"])).dice, abs=1e-4)
+    assert "no validation tile holds a slick" in kept["not_finetuned"] and kept["model_sha256"] == ""
+    assert not (out / "models" / "sample_2_left.safetensors").exists()
+    assert (kept["dice_held_finetuned"], kept["dice_others_finetuned"]) == (kept["dice_held_parent"], kept["dice_others_parent"])
+    for row in rows.values():
         assert 0 <= float(row["dice_held_parent"]) <= 1 and int(row["held_slick_pixels"]) > 0
         assert float(row["held_change"]) == pytest.approx(float(row["dice_held_finetuned"]) - float(row["dice_held_parent"]), abs=1e-4)
-    assert result["summary"]["finetuned"] == 2 and written["summary"] == result["summary"]
+    assert result["summary"]["runs"] == 2 and result["summary"]["finetuned"] == 1 and written["summary"] == result["summary"]
 
 
 @pytest.mark.parametrize("change, message", [
