@@ -8,7 +8,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "resources" / "samples" / "arctic_s1"
-GRD = ROOT / "tests" / "data" / "s1_grd_crop"
+GRD = ROOT / "resources" / "samples" / "s1_grd_crop"
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ from ..errors import Cancelled, SlickMapperError
 from ..experiments import cli as experiment_cli, demo
 from ..generation import generator
 from ..jobs import evaluate, finetune, labels
-from ..models import pretrain
+from ..models import darkspot, pretrain
 from ..progress import Progress
 
 EPILOG = """examples:
@@ -36,6 +36,7 @@ EPILOG = """examples:
   python -m engine generator train --labels project_labels.gpkg --out generator.safetensors
   python -m engine generate --generator generator.safetensors --out samples/ --n 100 --solver dpm++
   python -m engine samples summary samples/
+  python -m engine darkspot fit --scenes resources/samples/arctic_s1/sample_* --out darkspot.safetensors
   python -m engine finetune --base model.safetensors --labels project_labels.gpkg --out student.safetensors --generated samples/
 """
 
@@ -123,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_cli(sub)
     experiment_cli.add_cli(sub)
     generator.add_cli(sub)
+    darkspot.add_cli(sub)
     return parser
 
 

@@ -49,12 +49,23 @@ ARCHITECTURES: dict[str, Callable[..., torch.nn.Module]] = {
     "unet": smp.Unet,
     "segformer": smp.Segformer,
     "samlora": SamLoRA,
+    "darkspot": lambda **kwargs: _darkspot()(**kwargs),
 }
 """Name -> network class, all built as smp's are. The paper's models are ``deeplabv3`` with ``resnet50`` or
-``resnet101``, and ``samlora`` with ``samvit_base_patch16`` or ``samvit_large_patch16``."""
+``resnet101``, and ``samlora`` with ``samvit_base_patch16`` or ``samvit_large_patch16``; ``darkspot`` is the
+classical adaptive-threshold detector, fitted rather than trained (engine/models/darkspot.py)."""
+
+
+def _darkspot() -> type[torch.nn.Module]:
+    """Imported on use: the detector's module holds its fitting too, which needs this registry."""
+    from .darkspot import DarkSpot
+
+    return DarkSpot
 
 BUNDLED_DIR = Path(__file__).resolve().parents[2] / "resources" / "models"
 DEFAULT_MODEL = BUNDLED_DIR / "slick_unet_r18_25m.safetensors"
+SYNTHETIC_MODEL = BUNDLED_DIR / "slick_unet_r18_25m_synthetic.safetensors"
+"""Trained on synthetic scenes only: where real-texture training starts, and the transfer experiment's source."""
 
 
 def user_models_dir() -> Path:
@@ -201,6 +212,14 @@ def read_metadata(path: str | Path) -> dict[str, str]:
             return f.metadata() or {}
     except (SafetensorError, OSError) as exc:
         raise ModelError(f"{path.name} is not a readable model file ({exc}).", "Model files are .safetensors written by Slick Mapper.") from exc
+
+
+def has_weights(path: str | Path) -> bool:
+    """Whether a model file holds any tensor: a fitted model (the dark-spot detector) holds none, so there is
+    nothing for fine-tuning to learn."""
+    read_metadata(path)  # the typed errors for a missing or unreadable file
+    with safe_open(str(path), framework="pt") as f:
+        return bool(list(f.keys()))
 
 
 def read_card(path: str | Path) -> ModelCard:
