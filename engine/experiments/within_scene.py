@@ -217,7 +217,7 @@ def _report_columns(report: Optional[FinetuneReport]) -> dict:
              "lr", "train_layers", "parent_weight", "seconds")
     if report is None:
         return {f"finetune_{name}": "" for name in names}
-    return {f"finetune_{name}": round(v, 4) if isinstance(v := getattr(report, name), float) else v for name in names}
+    return {f"finetune_{name}": float(f"{v:.4g}") if isinstance(v := getattr(report, name), float) else v for name in names}
 
 
 def summarise(rows: list[dict]) -> dict:
