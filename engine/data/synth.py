@@ -103,6 +103,9 @@ class SceneSpec:
     nodata_border: bool = False
     crs: str = "EPSG:32636"
     origin: tuple[float, float] = (449000.0, 8360000.0)
+    seep_sites: tuple[tuple[float, float], ...] = ()
+    """Seeps at these (row, col) pixel positions instead of n_seeps random ones: a time series of scenes
+    over one area shares its seeps (engine/archive/synth_archive.py)."""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -442,7 +445,10 @@ def _layout(spec: SceneSpec) -> _Layout:
                 return np.array([y, x])
         return None
 
-    seeps = [p for p in (place(0.1 * min(shape)) for _ in range(spec.n_seeps)) if p is not None]
+    if spec.seep_sites:
+        seeps = [np.array(site, dtype=float) for site in spec.seep_sites]
+    else:
+        seeps = [p for p in (place(0.1 * min(shape)) for _ in range(spec.n_seeps)) if p is not None]
     multiplier = np.ones(grid, np.float32)
     outline = _noise2d(rng, grid, cell, _isotropic(3e3, 3.6))
     stamps: list[Stamp] = []

@@ -23,6 +23,7 @@ from rasterio.features import rasterize
 from rasterio.warp import reproject
 from rasterio.windows import Window
 
+from ..archive.evidence import FIELDS as EVIDENCE_FIELDS, add_evidence
 from ..errors import InputError, ResourceError
 from ..models.inference import Predictor, pick_device
 from ..models.registry import DEFAULT_MODEL, check_scene, load_model
@@ -30,6 +31,7 @@ from ..progress import Progress, silent
 from ..scenes.grid import Grid, analysis_grid, open_on_grid
 from ..scenes.normalise import Stretch, scene_stretch
 from ..scenes.raster import inspect, open_raster
+from ..scenes.read_errors import check_unchanged, stamp
 from ..scenes.tiling import StripBlender, count_tiles
 from .outputs import MASK_NODATA, OutputSet, polygonise, raster_profile, to_cog, write_slicks
 
@@ -86,6 +88,7 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
     started = time.monotonic()
     scene = Path(scene)
     _check_options(options)
+    before = stamp(scene)
     info = inspect(scene, options.band)
     device = pick_device(options.device)
     model, card = load_model(options.model or DEFAULT_MODEL, device)
@@ -115,7 +118,9 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
                                                      staged_prob, staged_mask, progress)
             progress.update("polygons", 0, 1, "Tracing slick outlines")
             slicks = polygonise(staged_mask, staged_prob, options.min_area_km2, progress)
-            n_slicks, area = write_slicks(outputs.path("slicks"), grid.crs, slicks, scene.name, card.name)
+            progress.update("evidence", 0, 1, "Weighing look-alike evidence")
+            add_evidence(slicks, ds, info, grid, staged_mask, land, None, progress)
+            n_slicks, area = write_slicks(outputs.path("slicks"), grid.crs, slicks, scene.name, card.name, EVIDENCE_FIELDS)
             progress.update("writing", 0, 1, "Writing Cloud-Optimised GeoTIFFs")
             if options.source_grid:
                 _to_source_grid(ds, staged_prob, staged_mask)
@@ -123,6 +128,7 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
             to_cog(staged_mask, outputs.path("mask"))
             staged_prob.unlink()
             staged_mask.unlink()
+            check_unchanged(scene, before)
             paths = outputs.commit()
     progress.update("done", 1, 1)
     return DetectResult(

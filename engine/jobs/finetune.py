@@ -136,6 +136,8 @@ def finetune(
         raise ModelError(f"The model {card.name} has no weights to train: its few parameters are fitted on labelled scenes.",
                          "Fine-tune a network model, such as the bundled U-Net.")
     store = read_store(store_path)
+    for note in store.repairs:
+        progress.log(f"warning: {note}")
     check_store(store)
     sample_folder = open_folder(options.generated, card, options.tile, progress) if options.generated else None
     device = pick_device(options.device)

@@ -27,6 +27,7 @@ from ..progress import Progress
 from ..scenes.grid import Grid, analysis_grid, open_on_grid
 from ..scenes.normalise import scene_stretch
 from ..scenes.raster import inspect, open_raster
+from ..scenes.read_errors import check_unchanged, stamp
 from .labels import LabelStore, rasterise, to_crs
 
 GAP = 16
@@ -66,6 +67,7 @@ def collect_tiles(store: LabelStore, card: ModelCard, tile: int, progress: Progr
     outside: list[str] = []
     for scene in store.scenes:
         path = store.scene_path(scene)
+        before = stamp(path)
         info = inspect(path)
         for warning in info.warnings + check_scene(card, info.count, info.pixel_size):
             progress.log(f"warning: {path.name}: {warning}")
@@ -91,6 +93,7 @@ def collect_tiles(store: LabelStore, card: ModelCard, tile: int, progress: Progr
                         valid = known[:, part] & (x[:, part] > 0)
                         if valid.mean() >= MIN_KNOWN:
                             tiles.append(Tile(scene, row, col, x[:, part].copy(), target[:, part].copy(), valid.astype(np.uint8)))
+            check_unchanged(path, before)
             if len(tiles) == found:
                 outside.append(scene)
     if not tiles:

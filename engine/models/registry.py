@@ -120,9 +120,31 @@ class ModelCard:
 
     @classmethod
     def from_json(cls, text: str) -> "ModelCard":
+        known = {k: v for k, v in card_data(text).items() if k in cls.__dataclass_fields__}
+        try:
+            return cls(**known)
+        except TypeError as exc:
+            raise ModelError(f"The model card lacks {exc}.", "The file was not written by Slick Mapper, or is damaged.") from exc
+
+
+def card_data(text: str) -> dict[str, Any]:
+    """A card's JSON as a dictionary; anything else is a damaged or foreign file, said as such."""
+    try:
         data = json.loads(text)
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+    except ValueError as exc:
+        raise ModelError(f"The model card is not valid JSON ({exc}).", "The file was not written by Slick Mapper, or is damaged.") from exc
+    if not isinstance(data, dict):
+        raise ModelError("The model card is not a JSON object.", "The file was not written by Slick Mapper, or is damaged.")
+    return data
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; reading it never executes anything, and a cut-off or damaged file
+    is a ``ModelError``."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise ModelError(f"The weights in {Path(path).name} cannot be read ({exc}).", "The file is damaged or incomplete; copy or export it again.") from exc
 
 
 def build_model(card: ModelCard) -> torch.nn.Module:
@@ -176,12 +198,16 @@ def load_encoder_weights(model: torch.nn.Module, path: str | Path) -> None:
 
 
 def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
-    """A flat dictionary of tensors from safetensors or a PyTorch file, unpickled with ``weights_only``."""
+    """A flat dictionary of tensors from safetensors or a PyTorch file.
+
+    Only encoder checkpoints published as PyTorch files (SAM's own) take the second way, with
+    ``weights_only``: torch's restricted unpickler, which builds tensors and plain containers and refuses any
+    other object, so a hostile file is refused rather than run. Model files are safetensors only."""
     if not path.is_file():
         raise ModelError(f"Encoder weights file not found: {path}.", "Give a local checkpoint (.safetensors, .pth or .pt).")
     try:
         state = load_file(str(path)) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu", weights_only=True)
-    except (SafetensorError, OSError, RuntimeError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as exc:
+    except (SafetensorError, OSError, RuntimeError, EOFError, KeyError, ValueError, TypeError, AttributeError, pickle.UnpicklingError) as exc:
         # torch.load of a file that is no PyTorch file fails in any of these ways, depending on its first bytes
         raise ModelError(f"{path.name} is not a readable checkpoint.", "Give a .safetensors file or a PyTorch state dict (.pth, .pt).") from exc
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -237,7 +263,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[to
     """Rebuild the network from its card and load the weights (float32), in eval mode."""
     card = read_card(path)
     model = build_model(card)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+    state = {k: v.float() if v.is_floating_point() else v for k, v in read_weights(path).items()}
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
