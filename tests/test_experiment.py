@@ -16,7 +16,7 @@ from engine.cli.main import main
 from engine.data.synth import SceneSpec, write_scene
 from engine.errors import InputError
 import engine.experiments.transfer as transfer
-from engine.experiments.transfer import CHANGE, EVERY_N, POOL, TEST, TransferOptions, draw_set, summarise, t_interval, t_quantile, transfer_experiment
+from engine.experiments.transfer import CHANGE, POOL, TEST, TransferOptions, draw_set, summarise, t_interval, t_quantile, transfer_experiment
 from engine.jobs.finetune import FinetuneOptions
 from engine.jobs.finetune_data import Tile, collect_tiles, split_by_area
 from engine.jobs.labels import create_store, import_mask, read_store
@@ -71,7 +71,7 @@ def test_summary_pairs_the_runs_of_one_training_set():
     assert change["mean_dice"] == pytest.approx(0.2667, abs=1e-4)
     assert change["ci_half_width"] == pytest.approx(4.3027 * np.std([0.3, 0.1, 0.4], ddof=1) / math.sqrt(3), abs=1e-4)
     assert rows[("finetuned", 19)]["runs"] == 1 and rows[("finetuned", 19)]["ci_low"] is None
-    assert rows[(CHANGE, EVERY_N)]["runs"] == 4 and rows[(CHANGE, EVERY_N)]["mean_dice"] == pytest.approx(0.25)
+    assert {n for _, n in rows} == {2, 19}  # no interval pools runs of different N
 
 
 def _tiles(slick: int, sea: int) -> list[Tile]:
@@ -96,11 +96,12 @@ def test_training_sets_are_distinct_tiles_with_slicks_in_the_pool_proportion():
 
 
 def test_experiment_end_to_end_never_trains_on_a_test_scene(tmp_path, small_model, source_store, monkeypatch):
-    seen = []
+    seen, configs = [], []
     real_train = transfer.train
 
     def recording_train(model, train_set, val_set, config, progress):
         seen.append(train_set.x[:, 0].numpy().copy())
+        configs.append(config)
         return real_train(model, train_set, val_set, config, progress)
 
     monkeypatch.setattr(transfer, "train", recording_train)
@@ -121,8 +122,11 @@ def test_experiment_end_to_end_never_trains_on_a_test_scene(tmp_path, small_mode
         per_scene = [float(r[f"dice_{s}"]) for s in TEST]
         assert all(0 <= d <= 1 for d in per_scene) and float(r["dice_mean"]) == pytest.approx(np.mean(per_scene), abs=1e-4)
         assert int(r["epochs_run"]) == 1 and int(r["slick_tiles"]) >= 1
-    # The two runs of one training set share its tiles and seed; the two sets differ.
+    # The two runs of one training set share its tiles, seed and recipe; the two sets differ.
     assert runs[0]["train_tile_ids"] == runs[1]["train_tile_ids"] != runs[4]["train_tile_ids"] and runs[0]["seed"] == runs[1]["seed"]
+    assert len(configs) == len(runs) and all(base == tuned for base, tuned in zip(configs[::2], configs[1::2]))
+    assert all(c.select_on_dice and not c.frozen_statistics and not c.parent_competes and c.parent_weight == 0 for c in configs)
+    assert {r["best_epoch"] for r in runs} == {"1"}  # no starting weights competed as epoch 0
 
     # Every training tile is a pool tile, cut from a pool scene's file, and never a validation tile.
     store = read_store(out / "target_labels.gpkg")

@@ -6,6 +6,7 @@ import copy
 import hashlib
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +15,14 @@ import torch
 from shapely.affinity import translate
 from shapely.geometry import box
 
+import engine.models.training as training
 from engine.cli.main import main
 from engine.errors import Cancelled, InputError, ModelError, OutputError
 from engine.jobs.finetune import FinetuneOptions, finetune
 from engine.jobs.finetune_data import GAP, collect_tiles, split_by_area
 from engine.jobs.labels import add_labels, add_reviewed, create_store, import_mask, read_store, scene_grid
 from engine.models.registry import load_model, read_card
-from engine.models.training import THRESHOLDS, TileSet, TrainConfig, lr_range_test, train, train_mode, validate
+from engine.models.training import THRESHOLDS, TileSet, TrainConfig, l2_sp, lr_range_test, train, train_mode, validate
 from engine.progress import Progress
 
 from conftest import cancel_at
@@ -29,6 +31,8 @@ SAMPLES = Path(__file__).resolve().parents[1] / "resources" / "samples" / "arcti
 
 SMALL = dict(encoder="tu-resnet10t", arch_kwargs={"encoder_depth": 3, "decoder_channels": [32, 16, 8]}, tile_size=256)
 FAST = dict(tile=128, epochs=1, lr=1e-3, device="cpu")
+FROM_PARENT = dict(select_on_dice=True, frozen_statistics=True, parent_competes=True)
+"""The TrainConfig fields fine-tuning from a trained parent sets (``finetune.train_config``)."""
 
 
 def _scene(sample: str):
@@ -116,6 +120,21 @@ def test_lr_range_test_restores_the_weights(small_model):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+def test_lr_range_test_probes_the_tiles_with_slicks(small_model, monkeypatch):
+    """One slick tile among twelve: the probe batch the rates are judged on holds it, whatever the draw."""
+    rng = np.random.default_rng(0)
+    tiles = [rng.uniform(1, 255, (32, 32)).astype(np.float32) for _ in range(12)]
+    masks = [np.zeros((32, 32), bool) for _ in range(12)]
+    masks[7][10:14, :] = True
+    probes = []
+    real_dice_score = training.dice_score
+    monkeypatch.setattr(training, "dice_score", lambda model, data, config: probes.append(data) or real_dice_score(model, data, config))
+    model, _ = load_model(small_model)
+    for seed in range(3):
+        lr_range_test(model, TileSet.from_arrays(tiles, masks), TrainConfig(batch_size=4, train_layers="decoder", seed=seed), steps=2)
+    assert len(probes) == 6 and all(len(p) == 4 and p.y.sum() == 4 * 32 for p in probes)
+
+
 def test_cancel_leaves_no_file(tmp_path, small_model, arctic_store):
     with pytest.raises(Cancelled):
         finetune(small_model, arctic_store, tmp_path / "out" / "tuned.safetensors", FinetuneOptions(**FAST),
@@ -150,16 +169,25 @@ def _moved_scene(tmp_path):
     return path
 
 
-def _one_tile(tmp_path):
-    path = create_store(tmp_path / "small.gpkg", "EPSG:32636")
+def _pixels(col0, row0, col1, row1):
+    """A box over sample_1's pixels (columns, rows)."""
     grid = scene_grid(_scene("sample_1"))
     left, top = grid.transform.c, grid.transform.f
+    return box(left + 25 * col0, top - 25 * row1, left + 25 * col1, top - 25 * row0)
 
-    def pixels(col0, row0, col1, row1):
-        return box(left + 25 * col0, top - 25 * row1, left + 25 * col1, top - 25 * row0)
 
-    add_labels(path, _scene("sample_1"), [pixels(150, 280, 170, 290)], "slick", crs="EPSG:32636", author="t", origin="drawn")
-    add_reviewed(path, _scene("sample_1"), [pixels(140, 270, 240, 370)], crs="EPSG:32636", author="t")  # inside tile (256, 128)
+def _one_tile(tmp_path):
+    path = create_store(tmp_path / "small.gpkg", "EPSG:32636")
+    add_labels(path, _scene("sample_1"), [_pixels(150, 280, 170, 290)], "slick", crs="EPSG:32636", author="t", origin="drawn")
+    add_reviewed(path, _scene("sample_1"), [_pixels(140, 270, 240, 370)], crs="EPSG:32636", author="t")  # inside tile (256, 128)
+    return path
+
+
+def _one_slick_tile(tmp_path):
+    """Eight reviewed 128-pixel tiles, one slick: training needs it, so validation could only judge quiet sea."""
+    path = create_store(tmp_path / "one_slick.gpkg", "EPSG:32636")
+    add_labels(path, _scene("sample_1"), [_pixels(150, 280, 170, 290)], "slick", crs="EPSG:32636", author="t", origin="drawn")
+    add_reviewed(path, _scene("sample_1"), [_pixels(0, 256, 512, 512)], crs="EPSG:32636", author="t")
     return path
 
 
@@ -169,6 +197,7 @@ def _one_tile(tmp_path):
     (_far_away, InputError, "No reviewed area or label lies on valid pixels"),
     (_moved_scene, InputError, "moved or deleted.*moved_scene.tif"),
     (_one_tile, InputError, "at least 2"),
+    (_one_slick_tile, InputError, "no validation tile holds a slick.*keep using the parent"),
 ])
 def test_bad_labels_fail_before_training(tmp_path, small_model, store, error, message):
     stages = []
@@ -270,7 +299,7 @@ def test_fine_tuning_keeps_the_parent_when_no_epoch_beats_it():
     model = _Probability()
     before = copy.deepcopy(model.state_dict())
     parent_loss = validate(model, data, TrainConfig()).loss
-    report = train(model, data, data, TrainConfig(epochs=3, batch_size=4, lr=0.5, patience=5, from_parent=True))
+    report = train(model, data, data, TrainConfig(epochs=3, batch_size=4, lr=0.5, patience=5, **FROM_PARENT))
     assert report.best_epoch == 0 and report.epochs_run == 3 and report.val_dice_calibrated == 1.0
     assert any(abs(h["val_loss"] - parent_loss) > 1e-4 for h in report.history)  # the epochs did move the weights
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -283,7 +312,7 @@ def test_an_experiment_can_keep_the_best_trained_epoch_below_the_parent():
     data = _probability_tiles(np.where(slick, rng.uniform(0.6, 1, slick.shape), rng.uniform(0, 0.4, slick.shape)), slick)
     model = _Probability()
     before = copy.deepcopy(model.state_dict())
-    report = train(model, data, data, TrainConfig(epochs=3, batch_size=4, lr=0.5, patience=5, from_parent=True, parent_competes=False))
+    report = train(model, data, data, TrainConfig(epochs=3, batch_size=4, lr=0.5, patience=5, **{**FROM_PARENT, "parent_competes": False}))
     assert report.best_epoch >= 1
     assert report.val_dice_calibrated == max(h["val_dice_calibrated"] for h in report.history)
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -298,3 +327,26 @@ def test_fine_tuning_keeps_the_parent_s_batch_norm_statistics():
     train_mode(model, "all")
     model(x)
     assert model.encoder[1].running_mean.item() > 0.1
+
+
+def test_l2_sp_holds_the_weights_near_the_parent(small_model):
+    """One epoch on labels the parent gets wrong, with and without the pull toward the parent: the same steps
+    move the decoder far less with it, and the loss it adds is the squared distance it penalises."""
+    rng = np.random.default_rng(0)
+    data = TileSet.from_arrays([rng.uniform(1, 255, (32, 32)).astype(np.float32) for _ in range(32)],
+                               [rng.random((32, 32)) > 0.5 for _ in range(32)])
+    parent, _ = load_model(small_model)
+    before = [p.detach().clone() for p in parent.decoder.parameters()]
+
+    def moved(parent_weight: float) -> float:
+        model = copy.deepcopy(parent)
+        config = TrainConfig(epochs=1, batch_size=2, lr=1e-2, train_layers="decoder", parent_weight=parent_weight, **FROM_PARENT)
+        report = train(model, data, data, replace(config, parent_competes=False))
+        assert report.best_epoch == 1
+        return sum(float(((p.detach() - b) ** 2).sum()) for p, b in zip(model.decoder.parameters(), before))
+
+    free, held = moved(0.0), moved(100.0)
+    assert free > 0 and held < free / 4
+    shifted = [b + 0.5 for b in before]
+    assert float(l2_sp(shifted, before, 0.2)) == pytest.approx(0.1 * 0.25 * sum(b.numel() for b in before), rel=1e-5)
+    assert l2_sp(shifted, [], 0.2) == 0.0

@@ -11,6 +11,9 @@ scored on it (``engine/experiments/benchmark.py``); the protocol design choices 
 
 ``python -m engine experiment dakter``: DAKTer's generators and students on the same split
 (``engine/experiments/dakter_eval.py``).
+
+``python -m engine experiment within-scene``: label half of each tile, fine-tune, score the other half and the
+other tiles (``engine/experiments/within_scene.py``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from ..jobs.finetune import DEFAULT_TILE, FinetuneOptions
 from ..models.registry import DEFAULT_MODEL
 from ..models.training import TRAIN_LAYERS
 from ..progress import Progress
-from . import benchmark, dakter_eval, transfer
+from . import benchmark, dakter_eval, transfer, within_scene
 from .loso import leave_one_scene_out
 
 
@@ -42,6 +45,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     transfer.add_cli(sub)
     dakter_eval.add_cli(sub)
     benchmark.add_cli(sub)
+    within_scene.add_cli(sub)
 
 
 def _run_loso(args: argparse.Namespace, progress: Progress) -> dict:

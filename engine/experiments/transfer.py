@@ -20,15 +20,17 @@ distinct training images in the paper, which did not bootstrap when N was its wh
 with replacement would still have varied there). Slick-holding and sea-only tiles are drawn in the pool's
 proportions with at least one slick tile, because most pool tiles are clean sea and a set without a slick
 pixel teaches nothing about slicks (each of the paper's training images held labelled slicks). N = all
-uses the whole pool once. Both initialisations train on the same set with the same seed, so their
-difference is paired. Every epoch shows the model at least ``epoch_tiles`` augmented tiles (the set
-repeated): otherwise N = 2 would take one optimiser step per epoch and the epoch cap and early-stopping
-patience would mean something different for every N.
+uses the whole pool once. Both initialisations train on the same set with the same seed and the same
+recipe (``arm_config``), so their difference is paired and is the initialisation's alone. Every epoch
+shows the model at least ``epoch_tiles`` augmented tiles (the set repeated): otherwise N = 2 would take
+one optimiser step per epoch and the epoch cap and early-stopping patience would mean something
+different for every N.
 
-Intervals: 95 % t-interval of the mean over the training sets, ``mean +- t(0.975, B - 1) s / sqrt(B)``,
-and the same on the paired differences (the analogue of Table II's change). The paper cites Burkov's
-book [42] for its interval; its published per-model tables reproduce Table II's ranges with neither a
-t-interval nor 1.96 standard deviations, so we do not claim to follow it.
+Intervals: 95 % t-interval of the mean over the training sets of one N, ``mean +- t(0.975, B - 1) s / sqrt(B)``,
+and the same on the paired differences (the analogue of Table II's change). Runs of different N are never
+pooled into one interval: their means differ by design, so a pooled spread would measure N, not chance.
+The paper cites Burkov's book [42] for its interval; its published per-model tables reproduce Table II's
+ranges with neither a t-interval nor 1.96 standard deviations, so we do not claim to follow it.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ from ..jobs.finetune_data import Tile, collect_tiles, split_by_area, tileset
 from ..jobs.labels import create_store, import_mask, read_store
 from ..models.inference import pick_device
 from ..models.registry import SYNTHETIC_MODEL, ModelCard, build_model, load_encoder_weights, load_model, read_card, save_model
-from ..models.training import TileSet, lr_range_test, train
+from ..models.training import TileSet, TrainConfig, lr_range_test, train
 from ..progress import Progress
 
 POOL = ("sample_0", "sample_70")
@@ -67,7 +69,6 @@ TEST = SAMPLES
 INITS = ("base", "finetuned")
 ALL = "all"
 CHANGE = "finetuned - base"
-EVERY_N = "every N"
 DEFAULT_LR = 1e-3
 """One rate for both initialisations: the range test on this pool gave 1.4e-3 (bundled model) and
 8.5e-4 (random init) with 256-pixel tiles, and one test per run would cost more than training at N = 2."""
@@ -137,7 +138,9 @@ def transfer_experiment(out: Path, options: TransferOptions, progress: Progress)
             "base_init": base_init,
             "finetuned_init": f"{source} ({read_card(source).name})",
             "sampling": "without replacement, slick and sea tiles in the pool's proportions, at least one slick tile; N = all once",
-            "interval": "95 % t-interval of the mean over training sets; the change is paired (same set, same seed)",
+            "interval": "95 % t-interval of the mean over the training sets of one N; the change is paired (same set, same seed)",
+            "recipe": "both initialisations alike: epochs picked on validation Dice at a calibrated threshold (stored), "
+                      "batch-norm statistics learnt, no starting weights competing, no pull toward them",
             "test_scenes": list(TEST),
         },
         "pool": {"scenes": list(POOL), "train_tiles": len(pool), "train_slick_tiles": sum(1 for t in pool if t.slick_pixels),
@@ -217,12 +220,10 @@ def t_quantile(p: float, df: int) -> float:
 
 
 def summarise(runs: list[dict]) -> list[dict]:
-    """Mean test Dice and 95 % interval per (initialisation, N), the paired change, and both over every N."""
+    """Mean test Dice and 95 % interval per (initialisation, N) and of the paired change, one N at a time."""
     rows = []
-    sizes = sorted({r["n"] for r in runs})
-    for n in [*sizes, EVERY_N]:
-        dice = {init: {(r["n"], r["bootstrap"]): r["dice_mean"] for r in runs if r["init"] == init and n in (r["n"], EVERY_N)}
-                for init in INITS}
+    for n in sorted({r["n"] for r in runs}):
+        dice = {init: {r["bootstrap"]: r["dice_mean"] for r in runs if r["init"] == init and r["n"] == n} for init in INITS}
         paired = [dice["finetuned"][key] - dice["base"][key] for key in dice["base"] if key in dice["finetuned"]]
         for init, values in [*((init, list(dice[init].values())) for init in INITS), (CHANGE, paired)]:
             if not values:
@@ -243,11 +244,10 @@ def _run(init: str, n: int, bootstrap: int, seed: int, chosen: list[Tile], val_s
         model = _base_model(card, options.encoder_weights, seed)
     else:
         model, _ = load_model(source, device)
-    recipe = replace(options.recipe, seed=seed, from_parent=init == "finetuned")
-    config = train_config(card, recipe, device, recipe.train_layers or "all")
+    config = arm_config(card, replace(options.recipe, seed=seed), device)
     repeats = math.ceil(options.epoch_tiles / len(chosen))
     train_set = tileset(chosen * repeats)
-    config.lr = recipe.lr or lr_range_test(model, train_set, config, progress)
+    config.lr = options.recipe.lr or lr_range_test(model, train_set, config, progress)
     report = train(model, train_set, val_set, config, progress)
     path = save_model(model, replace(card, name=f"transfer {init} N={n} set {bootstrap}", threshold=report.threshold),
                       work / f"{init}_{n}_{bootstrap}.safetensors")
@@ -265,6 +265,17 @@ def _run(init: str, n: int, bootstrap: int, seed: int, chosen: list[Tile], val_s
     progress.log(f"N = {n}, set {bootstrap}, {init}: test Dice {row['dice_mean']:.3f} "
                  f"({', '.join(f'{d:.3f}' for d in dice.values())}), {report.epochs_run} epochs, {report.seconds:.0f} s")
     return row
+
+
+def arm_config(card: ModelCard, recipe: FinetuneOptions, device: torch.device) -> TrainConfig:
+    """The one training recipe of both initialisations, so that their difference is the initialisation's alone.
+
+    Epochs are judged on validation Dice at a threshold calibrated there, which the saved model keeps (as
+    the product fine-tunes); batch-norm statistics are learnt from the target batches, since a random
+    initialisation has none worth keeping; neither starting point competes as epoch 0 nor pulls the
+    weights toward itself, since the experiment asks what training from each start learns."""
+    config = train_config(card, replace(recipe, from_parent=False), device, recipe.train_layers or "all")
+    return replace(config, select_on_dice=True)
 
 
 def _base_model(card: ModelCard, encoder_weights: Optional[Path], seed: int) -> torch.nn.Module:
@@ -339,7 +350,7 @@ def _plot(summary: list[dict], runs: list[dict], references: dict, path: Path, t
     sizes = sorted({r["n"] for r in runs})
     jitter = np.random.default_rng(0)
     for init, colour, label in (("base", "#d95f02", f"base ({base_label})"), ("finetuned", "#1b9e77", "fine-tuned from the source model")):
-        rows = [r for r in summary if r["init"] == init and r["n"] != EVERY_N]
+        rows = [r for r in summary if r["init"] == init]
         ax.plot([r["n"] for r in rows], [r["mean_dice"] for r in rows], marker="o", color=colour, label=label)
         banded = [r for r in rows if r["ci_half_width"] is not None]
         ax.fill_between([r["n"] for r in banded], [r["ci_low"] for r in banded], [r["ci_high"] for r in banded], color=colour, alpha=0.2, linewidth=0)
@@ -372,10 +383,10 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--source", type=Path, help="label store of source-domain data: pretrain on it instead of using --model's weights")
     q.add_argument("--encoder-weights", type=Path, help="local encoder weights for the base runs (default: random init)")
     q.add_argument("--tile", type=int, default=DEFAULT_TILE)
-    q.add_argument("--epochs", type=int, default=20, help="most epochs per run; early stopping on the validation loss")
+    q.add_argument("--epochs", type=int, default=20, help="most epochs per run; early stopping on the validation Dice")
     q.add_argument("--epoch-tiles", type=int, default=32, help="augmented tiles per epoch at least, the set repeated (default 32)")
     q.add_argument("--batch-size", type=int, help="tiles per step (default 8 on a GPU, 4 elsewhere)")
-    q.add_argument("--patience", type=int, default=5, help="epochs without a better validation loss before stopping")
+    q.add_argument("--patience", type=int, default=5, help="epochs without a better validation Dice before stopping")
     q.add_argument("--lr", type=number_or("auto"), default=DEFAULT_LR, help=f"learning rate for both inits, or auto for a range test per run (default {DEFAULT_LR:g})")
     q.add_argument("--val-fraction", type=float, default=0.25, help="share of the pool's tiles kept for validation")
     q.add_argument("--threshold", type=float, help="default: each model's own")

@@ -35,6 +35,13 @@ from .finetune_data import check_store, collect_tiles, split_by_area, tileset
 from .labels import read_store
 
 DEFAULT_TILE = 256
+MIN_VAL_SLICK_PIXELS = 1000
+"""Slick pixels (0.6 km2 at 25 m) below which the validation tiles cannot tell a better model from luck: a
+single slick's edge pixels then move their Dice by several hundredths, so the run says so."""
+PARENT_WEIGHT = 0.1
+"""L2-SP strength: on the bundled model's decoder (0.8 M weights of RMS 0.045, loss gradients of RMS 4e-4 to
+3e-3 per weight on Arctic batches) the pull matches the labels' push once a weight has moved by about a tenth
+of its typical size; docs/within_scene.md measures it."""
 
 
 @dataclass
@@ -61,6 +68,8 @@ class FinetuneOptions:
     labels), which must learn its batch-norm statistics and has no weights worth keeping."""
     parent_competes: bool = True
     """False: return the best trained epoch even below the parent (experiments; ``TrainConfig``)."""
+    parent_weight: float = PARENT_WEIGHT
+    """L2-SP strength toward the parent's weights (``TrainConfig.parent_weight``); 0: none."""
 
 
 @dataclass
@@ -70,6 +79,8 @@ class FinetuneReport:
     scenes: list[str]
     train_tiles: int
     val_tiles: int
+    val_slick_pixels: int
+    """Slick pixels of the validation tiles, all the keep-or-fall-back decision is made on."""
     epochs_run: int
     best_epoch: int
     val_dice_before: float
@@ -80,6 +91,7 @@ class FinetuneReport:
     """The new model's decision threshold, calibrated on the validation tiles (ModelCard.threshold)."""
     lr: float
     train_layers: str
+    parent_weight: float
     device: str
     seconds: float
     history: list[dict] = field(default_factory=list)
@@ -139,8 +151,19 @@ def finetune(
         )
     train_tiles, val_tiles = split_by_area(tiles, options.val_fraction, options.seed)
     timed("tiles")
-    if not any(t.slick_pixels for t in val_tiles):
+    val_slick_pixels = sum(t.slick_pixels for t in val_tiles)
+    if not val_slick_pixels and options.from_parent and options.parent_competes:
+        slick_tiles = sum(1 for t in tiles if t.slick_pixels)
+        raise InputError(
+            f"The labelled slicks lie in {slick_tiles} {options.tile}-pixel tile{'s' * (slick_tiles != 1)}, all needed for training, so no validation "
+            "tile holds a slick and nothing could tell whether a fine-tuned model finds slicks better than its parent: keep using the parent.",
+            f"Label slicks in more places (at least two tiles with a slick), or use smaller tiles (--tile {max(64, options.tile // 2)}).",
+        )
+    if not val_slick_pixels:
         progress.log("warning: the validation tiles hold no slick; their Dice only tells whether the model stays quiet on sea")
+    elif val_slick_pixels < MIN_VAL_SLICK_PIXELS:
+        progress.log(f"warning: the validation tiles hold only {val_slick_pixels} slick pixels, too few to tell a better model "
+                     "from luck; label more slicks for a trustworthy choice between the fine-tuned model and its parent")
     train_set, val_set = tileset(train_tiles), tileset(val_tiles)
     n_generated = 0
     if sample_folder:
@@ -177,6 +200,7 @@ def finetune(
         "train_tiles": len(train_tiles),
         "val_tiles": len(val_tiles),
         "val_fraction": options.val_fraction,
+        "val_slick_pixels": val_slick_pixels,
         "seed": options.seed,
         "epochs": report.epochs_run,
         "best_epoch": report.best_epoch,
@@ -186,6 +210,7 @@ def finetune(
         "lr": config.lr,
         "lr_from": "range test" if options.lr is None else "given",
         "train_layers": train_layers,
+        "parent_weight": config.parent_weight,
         "device": str(device),
         "seconds": seconds,
         "history": report.history,
@@ -213,6 +238,7 @@ def finetune(
         scenes=scenes,
         train_tiles=len(train_tiles),
         val_tiles=len(val_tiles),
+        val_slick_pixels=val_slick_pixels,
         epochs_run=report.epochs_run,
         best_epoch=report.best_epoch,
         val_dice_before=dice_before,
@@ -220,6 +246,7 @@ def finetune(
         threshold=report.threshold,
         lr=config.lr,
         train_layers=train_layers,
+        parent_weight=config.parent_weight,
         device=str(device),
         seconds=round(time.monotonic() - started, 1),
         history=report.history,
@@ -230,8 +257,9 @@ def finetune(
 
 
 def train_config(card: ModelCard, options: FinetuneOptions, device: torch.device, train_layers: str) -> TrainConfig:
-    """The fine-tuning recipe (paper augmentation, the card's input scale, early stopping), shared with the
-    transfer experiment so that what it measures is how the product fine-tunes."""
+    """The fine-tuning recipe (paper augmentation, the card's input scale, early stopping; from a trained parent:
+    its batch-norm statistics kept, epochs judged on validation Dice with the parent competing, L2-SP toward
+    it), shared with the experiments so that what they measure is how the product fine-tunes."""
     return TrainConfig(
         epochs=options.epochs,
         batch_size=options.batch_size or (8 if device.type == "cuda" else 4),
@@ -242,8 +270,10 @@ def train_config(card: ModelCard, options: FinetuneOptions, device: torch.device
         train_layers=train_layers,
         device=str(device),
         threshold=card.threshold,
-        from_parent=options.from_parent,
-        parent_competes=options.parent_competes,
+        select_on_dice=options.from_parent,
+        frozen_statistics=options.from_parent,
+        parent_competes=options.from_parent and options.parent_competes,
+        parent_weight=options.parent_weight if options.from_parent else 0.0,
     )
 
 
@@ -261,6 +291,8 @@ def check_options(options: FinetuneOptions) -> None:
         raise InputError(f"Validation fraction {options.val_fraction} is outside (0, 0.5].", "Use e.g. 0.25.")
     if options.train_layers not in (None, *TRAIN_LAYERS):
         raise InputError(f"Unknown --train-layers {options.train_layers!r}.", f"Use one of: {', '.join(TRAIN_LAYERS)}.")
+    if not options.parent_weight >= 0:
+        raise InputError(f"--parent-weight {options.parent_weight} is negative.", "Give 0 (no pull toward the parent) or more, e.g. 0.01.")
     if options.lr is not None and not options.lr > 0:
         raise InputError(f"Learning rate {options.lr} must be positive.", "Give e.g. 1e-4, or auto for a range test.")
     if options.n_generated is not None and (options.generated is None or options.n_generated < 1):
@@ -306,6 +338,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu (default auto)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-fraction", type=float, default=0.25, help="share of tiles kept for validation (default 0.25)")
+    p.add_argument("--parent-weight", type=float, default=PARENT_WEIGHT,
+                   help=f"L2-SP: pull of the weights toward the parent's, 0 for none (default {PARENT_WEIGHT:g})")
     p.add_argument("--name", help="the new model's name (default: the parent's, fine-tuned DATE)")
     p.add_argument("--generated", type=Path, metavar="DIR", help="sample folder (engine generate): train as a student on its kept samples too (DAKTer eqs. 5-6)")
     p.add_argument("--n-generated", type=int, metavar="N", help="generated samples to use, the first kept ones (default: as many as training tiles)")
@@ -322,6 +356,7 @@ def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
         device=args.device,
         seed=args.seed,
         val_fraction=args.val_fraction,
+        parent_weight=args.parent_weight,
         name=args.name,
         generated=args.generated,
         n_generated=args.n_generated,

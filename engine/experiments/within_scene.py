@@ -1,0 +1,343 @@
+"""The analyst's case on the bundled real Arctic tiles: label part of a scene, fine-tune, map the rest of it.
+
+``python -m engine experiment within-scene``: for each labelled tile, the analyst's slicks inside one half of
+its labelled area go into a new label store, with that half marked reviewed (its slick-free pixels are known
+sea), exactly as an analyst would label in the dock. The parent is fine-tuned on that store by the product's
+own fine-tuning, whose validation tiles therefore come from the labelled half too. Parent and fine-tuned model
+then detect slicks on the whole scene, as an analyst would run them, and are scored on the other half only:
+pixels of the labelled half never count. Both are also scored on the other tiles, whole: an analyst's labels on
+one scene must not make the map of another worse, since the product offers the fine-tuned model in the
+parent's place.
+
+The halves meet on the fine-tuning tile lattice, so that no training or validation tile holds a pixel of the
+scored half, not even as unlabelled context; with the default 128-pixel tiles the bundled 768-pixel tiles
+split exactly in two. ``--sides left right`` swaps the halves as a second split. A slick that crosses the line
+is labelled on one side and scored on the other, as it would be in an analyst's scene.
+
+Every figure lands in ``within_scene.csv`` (one row per scene and side) and ``within_scene.json`` with the
+command, the commit, the engine version, the machine and the sha256 of every model. Where fine-tuning
+refuses to run (the labelled half holds too few slicks to learn from and validate on) the analyst keeps the
+parent, so the "fine-tuned" figures of that row are the parent's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from rasterio.features import rasterize, shapes
+from rasterio.transform import array_bounds
+from shapely.geometry import box, shape
+from shapely.geometry.base import BaseGeometry
+
+from .. import __version__
+from ..atomic import write_csv, write_text
+from ..data.bundled import SAMPLES_DIR
+from ..errors import InputError, OutputError
+from ..jobs.detect import DetectOptions, detect
+from ..jobs.evaluate import DiceResult, align_to_grid, describe_grid, read_label_mask, slick_dice_arrays
+from ..jobs.finetune import FinetuneOptions, FinetuneReport, check_options, finetune
+from ..jobs.labels import add_labels, add_reviewed, create_store, to_crs
+from ..models.registry import DEFAULT_MODEL, ModelCard, read_card
+from ..models.training import TRAIN_LAYERS
+from ..progress import Progress
+from ..scenes.grid import Grid, analysis_grid
+from ..scenes.raster import inspect, open_raster
+
+SCENES = ("sample_0", "sample_1", "sample_2", "sample_123", "sample_70")
+"""Every bundled real tile with an analyst's label."""
+SIDES = ("left", "right")
+"""The half of a tile's labelled area the analyst labels; the other half is scored."""
+DEFAULT_TILE = 128
+AUTHOR = "analyst (within-scene experiment)"
+
+
+@dataclass
+class WithinSceneOptions:
+    base: Path = DEFAULT_MODEL
+    """The parent; never modified."""
+    scenes: tuple[str, ...] = SCENES
+    sides: tuple[str, ...] = ("left",)
+    recipe: FinetuneOptions = field(default_factory=lambda: FinetuneOptions(tile=DEFAULT_TILE, epochs=10))
+    threshold: Optional[float] = None
+    """None: each model at its own (``ModelCard.threshold``), as detection uses it."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """One tile's labelled area cut in two on the fine-tuning lattice of its analysis grid (``crs``)."""
+
+    sample: str
+    side: str
+    crs: str
+    column: int
+    """The analysis-grid column where the halves meet, a multiple of the tile size."""
+    labelled: BaseGeometry
+    held: BaseGeometry
+
+    @property
+    def scene(self) -> Path:
+        return SAMPLES_DIR / self.sample / "raw_mosaic.tif"
+
+    @property
+    def label(self) -> Path:
+        return SAMPLES_DIR / self.sample / "labels_mosaic.png"
+
+    @property
+    def labelled_share(self) -> float:
+        return self.labelled.area / (self.labelled.area + self.held.area)
+
+
+def split_scene(sample: str, side: str, card: ModelCard, tile: int) -> Split:
+    """The labelled area of ``sample`` cut at the lattice column nearest its middle, ``side`` labelled."""
+    scene, label = SAMPLES_DIR / sample / "raw_mosaic.tif", SAMPLES_DIR / sample / "labels_mosaic.png"
+    grid = _grid(scene, card)
+    mask, transform, crs = read_label_mask(label)
+    footprint = shape(to_crs([box(*array_bounds(*mask.shape, transform))], crs.to_wkt(), grid.crs)[0])
+    minx, miny, maxx, maxy = footprint.bounds
+    left, size = grid.transform.c, grid.pixel_size
+    first, last = math.ceil((minx - left) / size / tile) + 1, math.floor((maxx - left) / size / tile) - 1
+    if first > last:
+        raise InputError(f"The labelled area of {sample} is too narrow to cut into two parts of at least one {tile}-pixel tile.",
+                         f"Use smaller tiles, e.g. --tile {max(64, tile // 2)}.")
+    column = tile * min(max(round(((minx + maxx) / 2 - left) / size / tile), first), last)
+    line = left + column * size
+    west, east = box(minx, miny, line, maxy), box(line, miny, maxx, maxy)
+    labelled, held = (west, east) if side == "left" else (east, west)
+    return Split(sample, side, grid.crs, column, labelled, held)
+
+
+def split_store(path: Path, split: Split) -> Path:
+    """A new label store as the analyst leaves it: the slicks of the labelled half (cut at the line where a
+    slick crosses it) and that half marked reviewed."""
+    mask, transform, crs = read_label_mask(split.label)
+    polygons = [shape(g) for g in to_crs([shape(g) for g, _ in shapes(mask.astype(np.uint8), mask=mask, transform=transform)],
+                                         crs.to_wkt(), split.crs)]
+    inside = [part for p in polygons for part in _polygons(p.intersection(split.labelled))]
+    create_store(path, split.crs)
+    if inside:
+        add_labels(path, split.scene, inside, "slick", crs=split.crs, author=AUTHOR, origin="drawn")
+    add_reviewed(path, split.scene, [split.labelled], crs=split.crs, author=AUTHOR)
+    return path
+
+
+def part_dice(probability: Path, label: Path, threshold: float, part: Optional[BaseGeometry] = None, part_crs: Optional[str] = None) -> DiceResult:
+    """Slick Dice of a probability raster against an analyst's label over the label pixels whose centre lies
+    in ``part`` (``part_crs``), or over the whole label as ``evaluate.slick_dice`` counts it."""
+    mask, transform, crs = read_label_mask(label)
+    predicted = align_to_grid(probability, transform, crs, mask.shape, fill=0) > threshold
+    grid = describe_grid(transform, crs, mask.shape)
+    if part is None:
+        return slick_dice_arrays(predicted, mask, grid)
+    counted = rasterize([(to_crs([part], part_crs, crs.to_wkt())[0], 1)], out_shape=mask.shape, transform=transform, dtype="uint8") > 0
+    return slick_dice_arrays(predicted[counted], mask[counted], f"{grid}, {int(counted.sum())} pixels of it")
+
+
+def within_scene_experiment(out: Path, options: WithinSceneOptions, progress: Progress, command: str = "") -> dict:
+    """Run every (scene, side), writing within_scene.csv after each, then within_scene.json."""
+    started = time.monotonic()
+    _check(out, options)
+    card = read_card(options.base)
+    splits = [split_scene(s, side, card, options.recipe.tile) for side in options.sides for s in options.scenes]
+    out.mkdir(parents=True, exist_ok=True)
+    for folder in ("labels", "models", "detections"):
+        (out / folder).mkdir(exist_ok=True)
+    parent = _Scored(options.base, options, out / "detections", "parent", progress)
+    rows: list[dict] = []
+    models: dict[str, str] = {"parent": _sha256(options.base)}
+    for i, split in enumerate(splits):
+        progress.update("runs", i, len(splits), f"{split.sample}, {split.side} half labelled")
+        run = f"{split.sample}_{split.side}"
+        store = split_store(out / "labels" / f"{run}.gpkg", split)
+        tuned_path = out / "models" / f"{run}.safetensors"
+        others = [s for s in options.scenes if s != split.sample]
+        parent_held = parent.held(split)
+        try:
+            recipe = replace(options.recipe, name=f"{card.name}, fine-tuned on the {split.side} half of {split.sample}")
+            report = finetune(options.base, store, tuned_path, recipe, progress)
+        except InputError as exc:  # too few slicks to learn from or to validate on: the analyst keeps the parent
+            progress.log(f"{run}: not fine-tuned, the parent stays ({exc})")
+            report, tuned, fallback = None, parent, exc.message
+        else:
+            models[run] = _sha256(tuned_path)
+            tuned, fallback = _Scored(tuned_path, options, out / "detections", run, progress, scenes=[split.sample, *others]), ""
+        row = {
+            "scene": split.sample, "labelled_half": split.side, "split_column": split.column, "labelled_share": round(split.labelled_share, 3),
+            "held_slick_pixels": parent_held.label_pixels,
+            "dice_held_parent": round(parent_held.dice, 4),
+            "dice_held_finetuned": round(tuned.held(split).dice, 4),
+            "dice_others_parent": round(float(np.mean([parent.whole(s) for s in others])), 4),
+            "dice_others_finetuned": round(float(np.mean([tuned.whole(s) for s in others])), 4),
+            "worst_other_change": round(min(tuned.whole(s) - parent.whole(s) for s in others), 4),
+            "not_finetuned": fallback,
+            "kept_parent_weights": report is None or report.best_epoch == 0,
+            "threshold_parent": parent.results[split.sample].threshold,
+            "threshold_finetuned": tuned.results[split.sample].threshold,
+            **_report_columns(report),
+            **{f"dice_{s}_{role}": round(scored.whole(s), 4) if s != split.sample else "" for s in options.scenes
+               for role, scored in (("parent", parent), ("finetuned", tuned))},
+            "model_sha256": models.get(run, ""),
+        }
+        row["held_change"] = round(row["dice_held_finetuned"] - row["dice_held_parent"], 4)
+        rows.append(row)
+        write_csv(out / "within_scene.csv", rows)
+        progress.log(f"{run}: held-half Dice {row['dice_held_parent']:.3f} -> {row['dice_held_finetuned']:.3f}; other tiles "
+                     f"{row['dice_others_parent']:.3f} -> {row['dice_others_finetuned']:.3f} (worst change {row['worst_other_change']:+.3f})")
+    progress.update("runs", len(splits), len(splits))
+    result = {
+        "command": command,
+        **_provenance(),
+        "parent": {"path": str(options.base), "name": card.name, "sha256": models["parent"]},
+        "models_sha256": models,
+        "options": {**asdict(options), "recipe": asdict(options.recipe)},
+        "summary": summarise(rows),
+        "rows": rows,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    write_text(out / "within_scene.json", json.dumps(result, indent=2, default=str))
+    return result
+
+
+def _report_columns(report: Optional[FinetuneReport]) -> dict:
+    """The fine-tuning's own figures (all on the labelled half), blank where it refused to run."""
+    names = ("train_tiles", "val_tiles", "val_slick_pixels", "val_dice_before", "val_dice_after", "best_epoch", "epochs_run",
+             "lr", "train_layers", "parent_weight", "seconds")
+    if report is None:
+        return {f"finetune_{name}": "" for name in names}
+    return {f"finetune_{name}": float(f"{v:.4g}") if isinstance(v := getattr(report, name), float) else v for name in names}
+
+
+def summarise(rows: list[dict]) -> dict:
+    """What the analyst's case asks: better on the held half wherever the parent is not already perfect, and
+    never worse on another tile."""
+    if not rows:
+        return {"runs": 0}
+    improvable = [r for r in rows if r["dice_held_parent"] < 1]
+    return {
+        "runs": len(rows),
+        "finetuned": sum(not r["not_finetuned"] for r in rows),
+        "mean_dice_held_parent": round(float(np.mean([r["dice_held_parent"] for r in rows])), 4),
+        "mean_dice_held_finetuned": round(float(np.mean([r["dice_held_finetuned"] for r in rows])), 4),
+        "held_better": sum(r["held_change"] > 0 for r in improvable),
+        "held_worse": sum(r["held_change"] < 0 for r in improvable),
+        "held_improvable": len(improvable),
+        "mean_dice_others_parent": round(float(np.mean([r["dice_others_parent"] for r in rows])), 4),
+        "mean_dice_others_finetuned": round(float(np.mean([r["dice_others_finetuned"] for r in rows])), 4),
+        "runs_worse_on_another_tile": sum(r["worst_other_change"] < 0 for r in rows),
+        "worst_other_change": min(r["worst_other_change"] for r in rows),
+        "kept_parent_weights": sum(bool(r["kept_parent_weights"]) for r in rows),
+    }
+
+
+class _Scored:
+    """One model's detections on whole tiles, made once each and scored on demand."""
+
+    def __init__(self, model: Path, options: WithinSceneOptions, folder: Path, name: str, progress: Progress,
+                 scenes: Optional[list[str]] = None) -> None:
+        self.results = {}
+        for sample in scenes or options.scenes:
+            detect_options = DetectOptions(model=str(model), prefix=f"{name}_{sample}", threshold=options.threshold,
+                                           device=options.recipe.device, overwrite=True)
+            self.results[sample] = detect(SAMPLES_DIR / sample / "raw_mosaic.tif", folder, detect_options, progress)
+
+    def whole(self, sample: str) -> float:
+        result = self.results[sample]
+        return part_dice(Path(result.probability), SAMPLES_DIR / sample / "labels_mosaic.png", result.threshold).dice
+
+    def held(self, split: Split) -> DiceResult:
+        result = self.results[split.sample]
+        return part_dice(Path(result.probability), split.label, result.threshold, split.held, split.crs)
+
+
+def _grid(scene: Path, card: ModelCard) -> Grid:
+    info = inspect(scene)
+    with open_raster(scene) as ds:
+        return analysis_grid(ds, info.utm_crs, card.pixel_size)
+
+
+def _polygons(geometry: BaseGeometry) -> list[BaseGeometry]:
+    if geometry.geom_type == "Polygon":
+        return [geometry] if not geometry.is_empty else []
+    return [g for g in getattr(geometry, "geoms", []) if g.geom_type == "Polygon" and not g.is_empty]
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _provenance() -> dict:
+    """The commit (with whether the checkout had uncommitted changes), engine version, machine and time."""
+    root = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> Optional[str]:
+        try:
+            return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "uncommitted_changes": None if status is None else bool(status),
+        "engine_version": __version__,
+        "machine": {"cpu": cpu, "cores": os.cpu_count(), "loadavg_start": [round(x, 2) for x in os.getloadavg()]},
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _check(out: Path, options: WithinSceneOptions) -> None:
+    """Everything that can be wrong, before the first detection."""
+    check_options(options.recipe)
+    if out.exists() and any(out.iterdir()):
+        raise OutputError(f"{out} is not empty; nothing was overwritten.", "Give a new folder with --out.")
+    unknown = [s for s in options.scenes if s not in SCENES]
+    if unknown or len(options.scenes) < 2 or len(set(options.scenes)) < len(options.scenes):
+        raise InputError(f"Scenes must be two or more distinct labelled tiles of {', '.join(SCENES)}; got {', '.join(options.scenes)}.",
+                         "E.g. --scenes sample_1 sample_2.")
+    if not options.sides or any(s not in SIDES for s in options.sides):
+        raise InputError(f"Sides must be {' or '.join(SIDES)}; got {', '.join(options.sides) or 'none'}.", "E.g. --sides left right.")
+    if options.threshold is not None and not 0 < options.threshold < 1:
+        raise InputError(f"Threshold {options.threshold} is outside (0, 1).", "Use a probability such as 0.5.")
+    read_card(options.base)
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    q = subparsers.add_parser("within-scene", help="label half of each real tile, fine-tune, score the other half and the other tiles")
+    q.add_argument("--out", type=Path, default=Path("experiment_output/within_scene"), help="empty or new folder")
+    q.add_argument("--base", type=Path, default=DEFAULT_MODEL, help="parent model (default: bundled)")
+    q.add_argument("--scenes", nargs="+", default=list(SCENES), choices=SCENES, metavar="SCENE", help="labelled tiles (default: all five)")
+    q.add_argument("--sides", nargs="+", default=["left"], choices=SIDES, help="half the analyst labels; both: two splits per tile")
+    q.add_argument("--tile", type=int, default=DEFAULT_TILE, help=f"fine-tuning tile and split lattice in pixels (default {DEFAULT_TILE})")
+    q.add_argument("--epochs", type=int, default=10)
+    q.add_argument("--lr", type=float, help="learning rate (default: a range test per run)")
+    q.add_argument("--train-layers", choices=TRAIN_LAYERS, help="all or decoder (default: decoder on a CPU)")
+    q.add_argument("--parent-weight", type=float, default=FinetuneOptions.parent_weight, help="L2-SP pull toward the parent")
+    q.add_argument("--val-fraction", type=float, default=0.25)
+    q.add_argument("--threshold", type=float, help="default: each model's own")
+    q.add_argument("--device", default="auto")
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(func=_run_cli)
+
+
+def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
+    recipe = FinetuneOptions(tile=args.tile, epochs=args.epochs, lr=args.lr, train_layers=args.train_layers, parent_weight=args.parent_weight,
+                             val_fraction=args.val_fraction, device=args.device, seed=args.seed)
+    options = WithinSceneOptions(base=args.base, scenes=tuple(args.scenes), sides=tuple(args.sides), recipe=recipe, threshold=args.threshold)
+    result = within_scene_experiment(args.out, options, progress, "python -m engine " + shlex.join(sys.argv[1:]))
+    return {"out": str(args.out), "summary": result["summary"]}

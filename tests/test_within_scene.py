@@ -1,0 +1,119 @@
+"""The within-scene experiment on the real Arctic tiles with a small real model: the scored half never reaches
+training, the half scores add up to the whole, and the run writes its figures with their provenance."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from shapely.geometry import box
+
+import engine.jobs.finetune as finetune_module
+from engine.errors import InputError
+from engine.experiments.within_scene import SAMPLES_DIR, WithinSceneOptions, part_dice, split_scene, split_store, within_scene_experiment
+from engine.jobs.evaluate import slick_dice
+from engine.jobs.finetune import FinetuneOptions, finetune
+from engine.jobs.labels import rasterise, read_store, scene_grid
+from engine.models.registry import read_card
+from engine.progress import Progress
+
+SMALL = dict(encoder="tu-resnet10t", arch_kwargs={"encoder_depth": 3, "decoder_channels": [32, 16, 8]}, tile_size=256)
+FAST = FinetuneOptions(tile=128, epochs=1, lr=1e-3, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory, model_factory):
+    return model_factory(tmp_path_factory.mktemp("model") / "small.safetensors", **SMALL)
+
+
+@pytest.mark.parametrize("sample, side", [("sample_1", "left"), ("sample_70", "right")])
+def test_the_scored_half_is_in_no_training_or_validation_tile(tmp_path, small_model, monkeypatch, sample, side):
+    split = split_scene(sample, side, read_card(small_model), 128)
+    assert split.column % 128 == 0 and split.labelled_share == pytest.approx(0.5, abs=0.1)
+    store = split_store(tmp_path / "labels.gpkg", split)
+    # The store knows the labelled half only: every slick drawn lies inside it, and no held pixel is known.
+    labels = read_store(store)
+    entry = labels.scenes[str(split.scene)]
+    assert entry.labels and all(split.labelled.buffer(1e-6).contains(label.geometry) for label in entry.labels)
+    grid = scene_grid(split.scene)
+    _, known = rasterise(labels, split.scene, grid)
+    columns = np.arange(grid.width)
+    held = columns >= split.column if side == "left" else columns < split.column
+    assert known[:, held].sum() == 0 and known[:, ~held].sum() > 0
+
+    used = []
+    real_split = finetune_module.split_by_area
+
+    def recording_split(tiles, *args, **kwargs):
+        train, val = real_split(tiles, *args, **kwargs)
+        used.extend(train + val)
+        return train, val
+
+    monkeypatch.setattr(finetune_module, "split_by_area", recording_split)
+    finetune(small_model, store, tmp_path / "tuned.safetensors", FAST, Progress())
+    assert used and all(t.size == 128 for t in used)
+    for tile in used:  # the actual windows, whatever their valid masks say
+        window = range(tile.col, tile.col + tile.size)
+        assert (window.stop <= split.column) if side == "left" else (window.start >= split.column)
+
+
+def test_half_scores_add_up_to_the_whole_scene():
+    """The paper's own prediction scored on the two halves of sample_2: their counts are the whole's, which is
+    ``slick_dice``'s figure."""
+    label, prediction = SAMPLES_DIR / "sample_2" / "labels_mosaic.png", SAMPLES_DIR / "sample_2" / "pred_base.tif"
+    whole = part_dice(prediction, label, 0.5)
+    assert whole == slick_dice(prediction, label)
+    halves = [part_dice(prediction, label, 0.5, h, "EPSG:32636")
+              for h in (box(0, 0, 461800, 1e7), box(461800, 0, 1e6, 1e7))]
+    assert [sum(getattr(h, k) for h in halves) for k in ("tp", "fp", "fn")] == [whole.tp, whole.fp, whole.fn]
+    assert all(0 < h.label_pixels < whole.label_pixels for h in halves)
+
+
+def test_experiment_writes_every_figure_with_its_provenance(tmp_path, small_model):
+    """sample_1's left half holds slicks in two tiles and is fine-tuned on; sample_2's holds them in one, which
+    training needs, so nothing could validate a fine-tuned model and the analyst keeps the parent."""
+    out = tmp_path / "within"
+    options = WithinSceneOptions(base=small_model, scenes=("sample_1", "sample_2"), recipe=FAST)
+    result = within_scene_experiment(out, options, Progress(), command="python -m engine experiment within-scene")
+    with open(out / "within_scene.csv") as handle:
+        rows = {r["scene"]: r for r in csv.DictReader(handle)}
+    assert [(r["scene"], r["labelled_half"]) for r in rows.values()] == [("sample_1", "left"), ("sample_2", "left")]
+    written = json.loads((out / "within_scene.json").read_text())
+    assert written["command"] == "python -m engine experiment within-scene" and len(written["commit"]) == 40
+    assert set(written["models_sha256"]) == {"parent", "sample_1_left"} and written["models_sha256"]["parent"] == _sha256(small_model)
+    tuned, kept = rows["sample_1"], rows["sample_2"]
+    assert tuned["not_finetuned"] == "" and tuned["model_sha256"] == written["models_sha256"]["sample_1_left"] == _sha256(
+        out / "models" / "sample_1_left.safetensors")
+    # The other tile's score is the product's detection scored whole, as evaluate scores it.
+    detection = out / "detections" / "sample_1_left_sample_2_probability.tif"
+    assert float(tuned["dice_sample_2_finetuned"]) == float(tuned["dice_others_finetuned"]) == pytest.approx(
+        slick_dice(detection, SAMPLES_DIR / "sample_2" / "labels_mosaic.png", threshold=float(tuned["threshold_finetuned"])).dice, abs=1e-4)
+    assert "no validation tile holds a slick" in kept["not_finetuned"] and kept["model_sha256"] == ""
+    assert not (out / "models" / "sample_2_left.safetensors").exists()
+    assert (kept["dice_held_finetuned"], kept["dice_others_finetuned"]) == (kept["dice_held_parent"], kept["dice_others_parent"])
+    for row in rows.values():
+        assert 0 <= float(row["dice_held_parent"]) <= 1 and int(row["held_slick_pixels"]) > 0
+        assert float(row["held_change"]) == pytest.approx(float(row["dice_held_finetuned"]) - float(row["dice_held_parent"]), abs=1e-4)
+    assert result["summary"]["runs"] == 2 and result["summary"]["finetuned"] == 1 and written["summary"] == result["summary"]
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(scenes=("sample_1",)), "two or more distinct"),
+    (dict(scenes=("sample_1", "sample_9")), "two or more distinct"),
+    (dict(sides=("top",)), "Sides must be"),
+    (dict(recipe=FinetuneOptions(tile=100)), "Tile size 100"),
+])
+def test_bad_requests_fail_before_any_work(tmp_path, small_model, change, message):
+    out = tmp_path / "within"
+    with pytest.raises(InputError, match=message):
+        within_scene_experiment(out, WithinSceneOptions(**{"base": small_model, **change}), Progress())
+    assert not out.exists()
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
