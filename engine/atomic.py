@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from .contract import STAGING_PREFIX
 from .errors import OutputError
 
 
@@ -27,7 +28,7 @@ def staged(path: Path, hint: str = "Check the free space and permissions of the 
     rename wins whole."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=".slickmapper-tmp-", suffix=path.suffix, dir=path.parent)
+        fd, name = tempfile.mkstemp(prefix=STAGING_PREFIX, suffix=path.suffix, dir=path.parent)
     except OSError as exc:
         raise OutputError(f"Cannot write {path} ({exc}).", hint) from exc
     os.close(fd)

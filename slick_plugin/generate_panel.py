@@ -18,7 +18,8 @@ from qgis.PyQt.QtCore import Qt, QTimer
 from qgis.PyQt.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QSpinBox, QVBoxLayout, QWidget
 
 from . import labeling, sample_files, settings
-from .commands import SOLVERS, GenerateParameters, free_path
+from .commands import GenerateParameters, free_path
+from .contract import SOLVER_STEPS, SOLVER_TITLES
 from .progress import ProgressEvent
 from .rich_text import html_text
 from .run_controls import RunControls
@@ -30,7 +31,6 @@ StartTask = Callable[..., EngineTask]
 """The dock's ``_start(command, description, on_done, cleanup=None, controls=None, on_log=None, then=())``."""
 Push = Callable[..., None]
 """The dock's ``_push(level, text, details="")``."""
-SOLVER_TITLES = {"dpm++": "DPM-Solver++, 20 steps (fast)", "ddim": "DDIM, 200 steps (the paper's)"}
 """DPM-Solver++ comes first: it makes samples like DDIM's in a tenth of the network passes, which on a CPU is
 the difference between minutes and hours for a hundred samples."""
 FOLDER_TYPED_MS = 800
@@ -70,8 +70,8 @@ class GeneratePanel(QgsCollapsibleGroupBox):
         self.count.setValue(50)
         self.count.setToolTip("Samples added to the folder by one run; samples already there are kept.")
         self.solver = QComboBox()
-        for solver in SOLVERS:
-            self.solver.addItem(SOLVER_TITLES[solver], solver)
+        for solver in SOLVER_STEPS:
+            self.solver.addItem(f"{SOLVER_TITLES[solver]}, {SOLVER_STEPS[solver]} steps", solver)
         self.solver.setToolTip("DPM-Solver++ makes samples like DDIM's (the paper's solver) about ten times faster.")
         self.tile = QSpinBox()
         self.tile.setRange(32, 512)

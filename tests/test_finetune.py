@@ -208,8 +208,10 @@ def test_cli_speaks_json_lines_with_a_loss_per_epoch(tmp_path, small_model, caps
             "--tile", "256", "--epochs", "2", "--lr", "1e-3", "--device", "cpu", "--seed", "3"]
     assert main(args) == 0
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    epochs = [e["message"] for e in events if e["event"] == "log" and e["message"].startswith("epoch ")]
-    assert len(epochs) == 2 and "val Dice" in epochs[0]
+    epochs = [e for e in events if e["event"] == "metrics"]
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    assert all(0 <= e["val_dice"] <= 1 and e["train_loss"] > 0 and 0 < e["threshold"] < 1 for e in epochs)
+    assert not [e for e in events if e["event"] == "log" and e["message"].startswith("epoch ")]
     assert any(e["event"] == "progress" and e["stage"] == "training" for e in events)
     result = events[-1]
     assert result["event"] == "result" and result["data"]["model"] == str(out) and len(result["data"]["history"]) == 2

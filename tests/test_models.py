@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from engine.errors import ModelError
-from engine.models.registry import ARCHITECTURES, ModelCard, build_model, check_scene, load_model, read_card, save_model
+from engine.models.registry import ARCHITECTURES, ModelCard, build_model, load_model, read_card, save_model
+from engine.scenes.analysis import check_scene
 
 
 def test_round_trip_keeps_weights_and_card(tmp_path, tiny_model):

@@ -22,7 +22,8 @@ from ..experiments import cli as experiment_cli, demo
 from ..generation import generator
 from ..jobs import evaluate, finetune, labels
 from ..models import pretrain
-from ..progress import Progress
+from ..contract import METRICS_EVENT
+from ..progress import Progress, describe_metrics
 
 EPILOG = """examples:
   python -m engine info scene.tif
@@ -72,6 +73,12 @@ class Reporter:
             self.emit("log", message=message)
         else:
             print(message, file=sys.stderr)
+
+    def metrics(self, scores: dict[str, Any]) -> None:
+        if self.jsonl:
+            self.emit(METRICS_EVENT, **scores)
+        else:
+            print(describe_metrics(scores), file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,10 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _info(args: argparse.Namespace, progress: Progress) -> dict:
     from ..models.registry import DEFAULT_MODEL, read_card
-    from ..scenes.raster import inspect
+    from ..scenes.analysis import assess
 
-    card = read_card(args.model or DEFAULT_MODEL)
-    return inspect(args.scene, args.band, card.pixel_size).to_dict()
+    return assess(args.scene, read_card(args.model or DEFAULT_MODEL), args.band).to_dict()
 
 
 def _detect(args: argparse.Namespace, progress: Progress) -> dict:
@@ -210,7 +216,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     reporter = Reporter(args.jsonl)
-    progress = Progress(reporter.progress, log=reporter.log)
+    progress = Progress(reporter.progress, log=reporter.log, metrics=reporter.metrics)
     signal.signal(signal.SIGTERM, lambda *_: progress.cancel())
     func: Callable[[argparse.Namespace, Progress], dict] = args.func
     try:

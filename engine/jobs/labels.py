@@ -37,15 +37,13 @@ from rasterio.warp import transform_geom
 from shapely.geometry import box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
+from ..contract import LABEL_CLASSES, LABEL_ORIGINS, LABELS_LAYER, REVIEWED_LAYER, STAGING_PREFIX
 from ..errors import InputError, OutputError
 from ..progress import Progress
 from ..scenes.grid import Grid, analysis_grid
 from ..scenes.raster import footprint_lonlat, open_raster, pixel_size_m, utm_crs_for
 from .evaluate import read_label_mask
 
-LABEL_CLASSES = ("slick", "lookalike")
-ORIGINS = ("drawn", "accepted", "edited")
-LABELS_LAYER, REVIEWED_LAYER = "labels", "reviewed"
 SCHEMAS = {
     LABELS_LAYER: {
         "geometry": "Polygon",
@@ -127,7 +125,7 @@ def create_store(path: str | Path, crs: str) -> Path:
         raise InputError(f"Unknown CRS {crs!r} ({exc}).", "Give an EPSG code such as EPSG:4326 or the project's CRS.") from exc
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".slickmapper-tmp-", dir=path.parent) as tmp:
+        with tempfile.TemporaryDirectory(prefix=STAGING_PREFIX, dir=path.parent) as tmp:
             staged = Path(tmp) / path.name
             for layer, schema in SCHEMAS.items():
                 with fiona.open(staged, "w", driver="GPKG", layer=layer, schema=schema, crs_wkt=wkt):
@@ -174,8 +172,8 @@ def add_labels(path: str | Path, scene: str | Path, geometries: Iterable[BaseGeo
     """Append polygons of one class for ``scene``; ``crs`` is the geometries' CRS. Returns how many were added."""
     if cls not in LABEL_CLASSES:
         raise InputError(f"Unknown label class {cls!r}.", f"Use one of: {', '.join(LABEL_CLASSES)}.")
-    if origin not in ORIGINS:
-        raise InputError(f"Unknown label origin {origin!r}.", f"Use one of: {', '.join(ORIGINS)}.")
+    if origin not in LABEL_ORIGINS:
+        raise InputError(f"Unknown label origin {origin!r}.", f"Use one of: {', '.join(LABEL_ORIGINS)}.")
     props = {"class": cls, "scene": str(scene), "author": author, "created": _now(), "origin": origin}
     return _append(Path(path), LABELS_LAYER, geometries, crs, props)
 
@@ -250,7 +248,7 @@ def export_mask(store: LabelStore, scene: str | Path, out: str | Path) -> Path:
         profile.update(driver="GTiff", compress="deflate")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".slickmapper-tmp-", dir=out.parent) as tmp:
+        with tempfile.TemporaryDirectory(prefix=STAGING_PREFIX, dir=out.parent) as tmp:
             staged = Path(tmp) / out.name
             with rasterio.open(staged, "w", **profile) as dst:
                 dst.write(target * 255, 1)

@@ -24,21 +24,13 @@ from rasterio.features import rasterize, shapes
 from rasterio.windows import Window
 from shapely.geometry import Polygon, mapping, shape
 
+from ..contract import SLICK_FIELDS, SLICKS_LAYER, STAGING_PREFIX
 from ..errors import OutputError
 from ..progress import Progress
 from ..scenes.grid import Grid
 
-TMP_PREFIX = ".slickmapper-tmp-"
 MASK_NODATA = 255
 _STRIP_ROWS = 1024
-SLICK_FIELDS = {
-    "area_km2": "float",
-    "length_km": "float",
-    "mean_prob": "float",
-    "scene": "str",
-    "model": "str",
-    "created": "str",
-}
 
 
 class OutputSet:
@@ -49,7 +41,7 @@ class OutputSet:
         self.final = {key: self.out_dir / name for key, name in names.items()}
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            self.stage = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=self.out_dir))
+            self.stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.out_dir))
         except OSError as exc:
             raise OutputError(f"Cannot write to the output folder {self.out_dir} ({exc.strerror}).", "Choose a folder you can write to.") from exc
         existing = [p.name for p in self.final.values() if p.exists()]
@@ -174,7 +166,7 @@ def write_slicks(path: Path, crs: str, slicks: Iterable[dict], scene: str, model
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     schema = {"geometry": "Polygon", "properties": SLICK_FIELDS}
     count, area = 0, 0.0
-    with fiona.open(path, "w", driver="GPKG", layer="slicks", crs=crs, schema=schema) as dst:
+    with fiona.open(path, "w", driver="GPKG", layer=SLICKS_LAYER, crs=crs, schema=schema) as dst:
         for slick in slicks:
             properties = {k: slick[k] for k in ("area_km2", "length_km", "mean_prob")}
             properties.update(scene=scene, model=model, created=created)

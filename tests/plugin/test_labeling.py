@@ -9,6 +9,7 @@ what was saved reads the GeoPackage again with a fresh layer, as a restarted QGI
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import struct
 from dataclasses import dataclass
@@ -28,10 +29,10 @@ from slick_plugin import classFactory, labeling
 from slick_plugin.commands import finetuned_model_path
 from slick_plugin.dock import SlickMapperDock
 from slick_plugin.layers import open_results
-from slick_plugin.loss_chart import parse_epoch
+from slick_plugin.loss_chart import LossChart
 from slick_plugin.paths import default_engine_python, engine_root
 from slick_plugin.uncertainty import rank, strip_blocks, threshold_entropy
-from slick_plugin.worker import EngineCommand, EngineRunner, Status
+from slick_plugin.worker import EngineCommand, EngineRunner, Status, _Transcript
 
 from .conftest import OUTPUT, SAMPLE, FakeIface, close_iface, load_scene, needs_model, wait_until
 
@@ -504,14 +505,20 @@ def test_fine_tune_says_what_is_missing_without_a_store(ui: Session, tmp_path: P
     assert "This project has no label store yet" in ui.iface.messages()[0]
 
 
-def test_epoch_lines_are_parsed_and_others_ignored() -> None:
-    epoch = parse_epoch("epoch 3: train loss 0.5708, val loss 1.0559, val Dice 0.065")
-    assert (epoch.number, epoch.train_loss, epoch.val_loss, epoch.val_dice) == (3, 0.5708, 1.0559, 0.065)
-    assert parse_epoch("learning rate 3.29e-04 from a range test") is None
-    assert parse_epoch("epoch 1: train loss nan, val loss 0.9, val Dice 0.000").train_loss != 0.5
-    # What a fine-tuning run logs: the Dice at its calibrated threshold follows.
-    tuned = parse_epoch("epoch 2: train loss 0.6055, val loss 0.6955, val Dice 0.024 (0.031 at 0.80)")
-    assert (tuned.number, tuned.val_loss, tuned.val_dice) == (2, 0.6955, 0.024)
+def test_the_engine_s_metrics_events_reach_the_chart_as_numbers_and_log_lines_do_not(capsys, qtbot) -> None:
+    from engine.cli.main import Reporter
+
+    reporter = Reporter(jsonl=True)
+    reporter.metrics({"epoch": 2, "train_loss": 0.6055, "val_loss": float("nan"), "val_dice": 0.024,
+                      "threshold": 0.8, "val_dice_calibrated": 0.031})
+    reporter.log("epoch 3: train loss 0.5708, val loss 1.0559, val Dice 0.065")
+    chart, logged = LossChart(), []
+    qtbot.addWidget(chart)
+    for line in capsys.readouterr().out.splitlines():
+        EngineRunner._handle(line, _Transcript(), None, logged.append, chart.add_metrics)
+    [epoch] = chart.epochs
+    assert (epoch.number, epoch.train_loss, epoch.val_dice) == (2, 0.6055, 0.024) and math.isnan(epoch.val_loss)
+    assert logged == ["epoch 3: train loss 0.5708, val loss 1.0559, val Dice 0.065"]
 
 
 def test_fine_tuned_model_names_never_collide(tmp_path: Path) -> None:
