@@ -21,9 +21,11 @@ from ..errors import Cancelled, SlickMapperError
 from ..experiments import cli as experiment_cli, demo
 from ..generation import generator
 from ..jobs import evaluate, finetune, labels
+from ..jobs.detect import DetectOptions
 from ..models import pretrain
 from ..contract import METRICS_EVENT
 from ..progress import Progress, describe_metrics
+from .args import add_options, options_from
 
 EPILOG = """examples:
   python -m engine info scene.tif
@@ -39,6 +41,24 @@ EPILOG = """examples:
   python -m engine samples summary samples/
   python -m engine finetune --base model.safetensors --labels project_labels.gpkg --out student.safetensors --generated samples/
 """
+
+
+DETECT_HELP = {
+    "model": "model file (.safetensors); default: the bundled model",
+    "tile": "tile size in pixels (default: the model's)",
+    "overlap": "tile overlap in pixels",
+    "threshold": "slick probability threshold (default: the model's own, from its card)",
+    "device": "auto, cuda, cuda:N, mps or cpu",
+    "band": "band name (HH, VV, HV, VH) or 1-based index",
+    "bounds": "only this extent",
+    "bounds_crs": "CRS of --bounds (default: the analysis UTM zone)",
+    "prefix": "output file prefix (default: the scene's file name)",
+    "min_area_km2": "drop slicks smaller than this",
+    "land_mask": "vector file of land polygons to exclude",
+    "source_grid": "write rasters on the scene's own grid",
+    "overwrite": "replace existing outputs of the same prefix",
+}
+"""``detect``'s options: every field of DetectOptions but ``fast``, which only benchmarks turn off."""
 
 
 class Reporter:
@@ -101,19 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("detect", help="detect slicks: probability COG, mask and polygons (GeoPackage)")
     p.add_argument("scene", help="GeoTIFF, COG, VRT or Sentinel-1 GRD measurement TIFF")
     p.add_argument("--out", required=True, help="output folder (created if missing)")
-    p.add_argument("--model", help="model file (.safetensors); default: the bundled model")
-    p.add_argument("--tile", type=int, help="tile size in pixels (default: the model's)")
-    p.add_argument("--overlap", type=int, default=64, help="tile overlap in pixels (default 64)")
-    p.add_argument("--threshold", type=float, help="slick probability threshold (default: the model's own, from its card)")
-    p.add_argument("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu (default auto)")
-    p.add_argument("--band", help="band name (HH, VV, HV, VH) or 1-based index")
-    p.add_argument("--bounds", type=float, nargs=4, metavar=("XMIN", "YMIN", "XMAX", "YMAX"), help="only this extent")
-    p.add_argument("--bounds-crs", help="CRS of --bounds (default: the analysis UTM zone)")
-    p.add_argument("--prefix", help="output file prefix (default: the scene's file name)")
-    p.add_argument("--min-area-km2", type=float, default=0.05, help="drop slicks smaller than this (default 0.05)")
-    p.add_argument("--land-mask", help="vector file of land polygons to exclude")
-    p.add_argument("--source-grid", action="store_true", help="write rasters on the scene's own grid")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs of the same prefix")
+    add_options(p, DetectOptions, DETECT_HELP,
+                bounds={"type": float, "nargs": 4, "metavar": ("XMIN", "YMIN", "XMAX", "YMAX")})
     p.set_defaults(func=_detect)
 
     p = sub.add_parser("models", help="list installed models")
@@ -141,23 +150,9 @@ def _info(args: argparse.Namespace, progress: Progress) -> dict:
 
 
 def _detect(args: argparse.Namespace, progress: Progress) -> dict:
-    from ..jobs.detect import DetectOptions, detect
+    from ..jobs.detect import detect
 
-    options = DetectOptions(
-        model=args.model,
-        tile=args.tile,
-        overlap=args.overlap,
-        threshold=args.threshold,
-        device=args.device,
-        band=args.band,
-        bounds=tuple(args.bounds) if args.bounds else None,
-        bounds_crs=args.bounds_crs,
-        prefix=args.prefix,
-        min_area_km2=args.min_area_km2,
-        land_mask=args.land_mask,
-        source_grid=args.source_grid,
-        overwrite=args.overwrite,
-    )
+    options = options_from(args, DetectOptions, bounds=tuple(args.bounds) if args.bounds else None)
     result = detect(args.scene, args.out, options, progress)
     for warning in result.warnings:
         progress.log(f"warning: {warning}")
