@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
 from .contract import OUTPUT_SUFFIXES, SOLVER_STEPS, STAGING_PREFIX, TRAIN_LAYERS
-from .worker import EngineCommand
+from .engine_runner import EngineCommand
 
 DOCTOR = EngineCommand("doctor")
 MODELS = EngineCommand("models")

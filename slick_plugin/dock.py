@@ -23,18 +23,18 @@ from qgis.PyQt.QtWidgets import (QComboBox, QFormLayout, QGroupBox, QHBoxLayout,
                                  QPushButton, QRadioButton, QScrollArea, QVBoxLayout, QWidget)
 
 from . import settings
-from . import labeling
+from . import label_store
 from .commands import DOCTOR, MODELS, DetectParameters, info_command, unique_prefix
 from .finetune_panel import FinetunePanel
 from .generate_panel import GeneratePanel
 from .labels_panel import LabelsPanel
 from .layers import LayerError, add_result_group, open_results, summary
-from .options import editor_value, make_editor
+from .options_page import editor_value, make_editor
 from .rich_text import html_text
 from .run_controls import RunControls
 from .scene_check import SceneFacts, issues
 from .tasks import EngineTask, Step
-from .worker import EngineCommand, RunResult, Status
+from .engine_runner import EngineCommand, RunResult, Status
 
 TITLE = "Slick Mapper"
 
@@ -127,7 +127,7 @@ class SlickMapperDock(QgsDockWidget):
                                             lambda: str(editor_value(self.device)))
         self.finetune_panel = FinetunePanel(self._start, self._push, self._current_model,
                                             lambda: str(editor_value(self.device)),
-                                            lambda: labeling.store_path(self._project),
+                                            lambda: label_store.store_path(self._project),
                                             self.generate_panel.sample_folder)
         self.finetune_panel.model_created.connect(lambda _: self.refresh_models())
         self.finetune_panel.detect_requested.connect(self.detect_with_model)

@@ -22,7 +22,7 @@ from .loss_chart import LossChart
 from .rich_text import html_text
 from .run_controls import RunControls
 from .tasks import EngineTask
-from .worker import RunResult, Status
+from .engine_runner import RunResult, Status
 
 StartTask = Callable[..., EngineTask]
 """The dock's ``_start(command, description, on_done, cleanup=None, controls=None, on_log=None, then=(), on_metrics=None)``."""

@@ -12,8 +12,8 @@ from typing import Callable, List, Optional, Sequence
 from qgis.core import QgsTask
 from qgis.PyQt.QtCore import QThreadPool, pyqtSignal
 
-from .progress import ProgressEvent, TimeLeft, describe
-from .worker import EngineCommand, EngineRunner, RunResult
+from .progress_text import ProgressEvent, TimeLeft, describe
+from .engine_runner import EngineCommand, EngineRunner, RunResult
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ def test_the_zip_holds_the_plugin_with_its_engine_and_nothing_else(tmp_path: Pat
     archive = build.build(tmp_path / "slick_mapper.zip")
     names = zipfile.ZipFile(archive).namelist()
     assert {name.split("/")[0] for name in names} == {"slick_mapper"}
-    for needed in ("__init__.py", "plugin.py", "worker.py", "metadata.txt", "LICENSE", "engine/__init__.py",
+    for needed in ("__init__.py", "plugin.py", "engine_runner.py", "metadata.txt", "LICENSE", "engine/__init__.py",
                    "engine/cli/main.py", "resources/icons/slick_mapper.svg", "resources/styles/probability.qml"):
         assert f"slick_mapper/{needed}" in names
     assert not [name for name in names if "__pycache__" in name or name.endswith(".pyc")

@@ -23,7 +23,7 @@ from typing import IO, Any, Callable, Deque, Dict, Optional, Tuple
 
 from .contract import METRICS_EVENT
 from .paths import engine_fix_command
-from .progress import ProgressEvent
+from .progress_text import ProgressEvent
 
 CANCEL_GRACE_S = 3.0
 """How long the engine gets after SIGTERM to clean up before it is killed."""
