@@ -23,11 +23,10 @@ from engine.models.registry import load_model, read_card
 from engine.models.training import THRESHOLDS, TileSet, TrainConfig, lr_range_test, train, train_mode, validate
 from engine.progress import Progress
 
-from conftest import cancel_at
+from conftest import SMALL_MODEL as SMALL, cancel_at
 
 SAMPLES = Path(__file__).resolve().parents[1] / "resources" / "samples" / "arctic_s1"
 
-SMALL = dict(encoder="tu-resnet10t", arch_kwargs={"encoder_depth": 3, "decoder_channels": [32, 16, 8]}, tile_size=256)
 FAST = dict(tile=128, epochs=1, lr=1e-3, device="cpu")
 
 
