@@ -2,8 +2,9 @@
 
 A hidden temporary file beside the target (same folder, hence same file system) takes the bytes and is then
 renamed over the target, which POSIX makes atomic; on any error it is removed and the target is untouched.
-Model files, sample tiles, indexes and experiment results all go through here. Rasters are the exception:
-GDAL writes those itself, through the staging folders of ``outputs`` and ``synth``.
+Model files, sample tiles, indexes and experiment results all go through ``staged``. Files GDAL or fiona
+write themselves, often with sidecars (a PNG's world file, a GeoPackage's journal), go through
+``staged_folder``: a hidden folder beside the targets whose files are moved into place together.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +44,34 @@ def staged(path: Path, hint: str = "Check the free space and permissions of the 
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def staged_folder(folder: Path, overwrite: bool = True,
+                  hint: str = "Check the free space and permissions of the folder.") -> Iterator[Path]:
+    """A hidden folder in ``folder`` to write files into; when the block succeeds they move into ``folder``.
+
+    With ``overwrite`` False a file already in ``folder`` under the name of a staged one is an
+    ``OutputError`` and nothing moves. The hidden folder is removed whatever happens.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=folder))
+    except OSError as exc:
+        raise OutputError(f"Cannot write into {folder} ({exc}).", hint) from exc
+    try:
+        yield stage
+        made = sorted(stage.iterdir())
+        clashes = [folder / f.name for f in made if (folder / f.name).exists()]
+        if clashes and not overwrite:
+            names = ", ".join(c.name for c in clashes)
+            raise OutputError(f"{names} already in {folder}; outputs are never overwritten.", "Choose another name.")
+        for staged_file in made:
+            os.replace(staged_file, folder / staged_file.name)
+    except OSError as exc:
+        raise OutputError(f"Cannot write into {folder} ({exc}).", hint) from exc
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def write_bytes(path: Path, data: bytes, hint: str = "Check the free space and permissions of the folder.") -> None:
