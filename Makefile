@@ -36,6 +36,7 @@ bench: venv
 	$(PY) benchmarks/plugin_bench.py
 	$(PY) benchmarks/finetune_bench.py
 	$(PY) benchmarks/generate_bench.py
+	$(PY) benchmarks/batch_bench.py
 
 # Desktop QGIS with the plugin loaded from this checkout (development).
 qgis: desktop

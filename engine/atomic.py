@@ -5,11 +5,16 @@ renamed over the target, which POSIX makes atomic; on any error it is removed an
 Model files, sample tiles, indexes and experiment results all go through ``staged``. Files GDAL or fiona
 write themselves, often with sidecars (a PNG's world file, a GeoPackage's journal), go through
 ``staged_folder``: a hidden folder beside the targets whose files are moved into place together.
+
+Whatever writes (Python, GDAL, SQLite, safetensors), a failed write becomes one ``OutputError`` from
+``write_failure``: a full disk or quota says so, with the space left, because GDAL's own words for it
+("Write failed", "Unknown GDAL Error") do not.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import os
 import shutil
@@ -18,8 +23,71 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from safetensors import SafetensorError
+
 from .contract import STAGING_PREFIX
-from .errors import OutputError
+from .errors import OutputError, SlickMapperError
+
+STAGED_WRITE_FAILURES = (OSError, SafetensorError)
+"""How the writers used with ``staged`` (Python files, matplotlib, safetensors) fail to write; anything else
+raised in the block is a bug and is left as it is."""
+FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+"""No space, quota exceeded, file-size limit: all three mean "make room", however the writer reports them."""
+_FULL_WORDS = ("no space left", "disk quota", "file too large", "disk full", "database or disk is full", "free disk space")
+_SPACE_HINT = "Free some space on that disk (or choose a folder on another one), then run again."
+
+
+def write_failure(path: Path, exc: BaseException, hint: str = "Check the free space and permissions of the folder.") -> OutputError:
+    """The analyst's version of a failed write of ``path``: whether the disk is full, how much is left."""
+    chain, seen = [], exc
+    while seen is not None and len(chain) < 8:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    full = any(getattr(e, "errno", None) in FULL_ERRNOS or any(w in str(e).lower() for w in _FULL_WORDS) for e in chain) or _no_room(path)
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if full:
+        return OutputError(f"Cannot write {path}: the disk or your quota is full ({detail}){_free(path)}; nothing was left half-written.", _SPACE_HINT)
+    return OutputError(f"Cannot write {path} ({detail}){_free(path)}; nothing was left half-written.", hint)
+
+
+def _no_room(path: Path) -> bool:
+    """Whether 1 MiB more can be written beside ``path``: GDAL says only "Write failed" (its reason goes to
+    its log), so after a failure the disk is asked directly."""
+    try:
+        with tempfile.TemporaryFile(dir=_folder(path)) as probe:
+            probe.write(bytes(2**20))
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as exc:
+        return exc.errno in FULL_ERRNOS
+    return False
+
+
+def _folder(path: Path) -> Path:
+    folder = Path(path)
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+def _free(path: Path) -> str:
+    folder = _folder(path)
+    try:
+        return f", {shutil.disk_usage(folder).free / 2**20:,.0f} MB free there"
+    except OSError:
+        return ""
+
+
+@contextmanager
+def writing(path: Path, hint: str = "Check the free space and permissions of the folder.") -> Iterator[None]:
+    """Turn any failure of the writer inside the block (GDAL, SQLite, safetensors raise their own types)
+    into ``write_failure``; the block must do nothing but write ``path``."""
+    try:
+        yield
+    except SlickMapperError:
+        raise
+    except Exception as exc:
+        raise write_failure(path, exc, hint) from exc
 
 
 @contextmanager
@@ -28,19 +96,17 @@ def staged(path: Path, hint: str = "Check the free space and permissions of the 
 
     ``mkstemp`` rather than a fixed name, so two processes writing the same file cannot collide; the last
     rename wins whole."""
-    try:
+    with writing(path, hint):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=STAGING_PREFIX, suffix=path.suffix, dir=path.parent)
-    except OSError as exc:
-        raise OutputError(f"Cannot write {path} ({exc}).", hint) from exc
     os.close(fd)
     tmp = Path(name)
     try:
         yield tmp
         os.replace(tmp, path)
-    except OSError as exc:
+    except STAGED_WRITE_FAILURES as exc:
         tmp.unlink(missing_ok=True)
-        raise OutputError(f"Cannot write {path} ({exc}).", hint) from exc
+        raise write_failure(path, exc, hint) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -58,7 +124,7 @@ def staged_folder(folder: Path, overwrite: bool = True,
         folder.mkdir(parents=True, exist_ok=True)
         stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=folder))
     except OSError as exc:
-        raise OutputError(f"Cannot write into {folder} ({exc}).", hint) from exc
+        raise write_failure(folder, exc, hint) from exc
     try:
         yield stage
         made = sorted(stage.iterdir())
@@ -69,7 +135,7 @@ def staged_folder(folder: Path, overwrite: bool = True,
         for staged_file in made:
             os.replace(staged_file, folder / staged_file.name)
     except OSError as exc:
-        raise OutputError(f"Cannot write into {folder} ({exc}).", hint) from exc
+        raise write_failure(folder, exc, hint) from exc
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 

@@ -1,10 +1,11 @@
-"""The "Slick Mapper" Processing provider: detection and scene info for the Toolbox, batches and Modeler."""
+"""The "Slick Mapper" Processing provider: detection, scene info, archives of scenes and seep sites."""
 
 from __future__ import annotations
 
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
+from .algorithms.archive import DetectManyScenesAlgorithm, SeepSitesAlgorithm
 from .algorithms.detect import DetectSlicksAlgorithm
 from .algorithms.scene_info import SceneInfoAlgorithm
 from .paths import icon_path
@@ -25,3 +26,5 @@ class SlickMapperProvider(QgsProcessingProvider):
     def loadAlgorithms(self) -> None:
         self.addAlgorithm(DetectSlicksAlgorithm())
         self.addAlgorithm(SceneInfoAlgorithm())
+        self.addAlgorithm(DetectManyScenesAlgorithm())
+        self.addAlgorithm(SeepSitesAlgorithm())

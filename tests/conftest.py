@@ -18,7 +18,7 @@ TINY_NET = {
     "norm_num_groups": 4,
 }
 """A generator U-Net small enough to train a few steps on a CPU."""
-GRD = ROOT / "tests" / "data" / "s1_grd_crop"
+GRD = ROOT / "resources" / "samples" / "s1_grd_crop"
 
 
 @pytest.fixture(scope="session")

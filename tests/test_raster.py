@@ -114,7 +114,7 @@ def test_info_refuses_what_detect_refuses(tmp_path: Path) -> None:
     from engine.models.registry import DEFAULT_MODEL, read_card
     from engine.scenes.analysis import assess
 
-    crop = Path(__file__).parent / "data" / "s1_grd_crop" / "iw-vv.tiff"
+    crop = Path(__file__).resolve().parents[1] / "resources" / "samples" / "s1_grd_crop" / "iw-vv.tiff"
     with pytest.raises(ModelError) as from_info:
         assess(crop, read_card(DEFAULT_MODEL))
     with pytest.raises(ModelError) as from_detect:

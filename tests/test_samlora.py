@@ -236,7 +236,7 @@ def test_bad_cards_are_model_errors(card, message):
 def test_cli_pretrains_a_samlora_from_a_sam_checkpoint(tmp_path, sam_files, capsys):
     sam, files = sam_files
     out = tmp_path / "samlora.safetensors"
-    args = ["--jsonl", "pretrain", "--architecture", "samlora", "--encoder", "samvit_base_patch16",
+    args = ["--jsonl", "pretrain", "--data", "synthetic", "--architecture", "samlora", "--encoder", "samvit_base_patch16",
             "--arch-kwargs", json.dumps({"img_size": 64, **TINY}), "--encoder-weights", str(files["official"]),
             "--train-tiles", "4", "--val-tiles", "2", "--tile", "64", "--epochs", "1", "--batch-size", "2"]
     assert main(args) == 2  # another network than the bundled one needs --out

@@ -16,14 +16,15 @@ import traceback
 from typing import Any, Callable, Optional
 
 from .. import __version__
+from ..archive import commands as archive_commands
+from ..contract import METRICS_EVENT
 from ..data import synth
 from ..errors import Cancelled, SlickMapperError
 from ..experiments import cli as experiment_cli, demo
 from ..generation import generator
 from ..jobs import evaluate, finetune, labels
 from ..jobs.detect import DetectOptions
-from ..models import pretrain
-from ..contract import METRICS_EVENT
+from ..models import darkspot, pretrain
 from ..progress import Progress, describe_metrics
 from .args import add_options, options_from
 
@@ -39,7 +40,10 @@ EPILOG = """examples:
   python -m engine generator train --labels project_labels.gpkg --out generator.safetensors
   python -m engine generate --generator generator.safetensors --out samples/ --n 100 --solver dpm++
   python -m engine samples summary samples/
+  python -m engine darkspot fit --scenes resources/samples/arctic_s1/sample_* --out darkspot.safetensors
   python -m engine finetune --base model.safetensors --labels project_labels.gpkg --out student.safetensors --generated samples/
+  python -m engine batch archive/*.tif --out batch/
+  python -m engine seeps batch/slicks.parquet --out sites.gpkg
 """
 
 
@@ -139,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_cli(sub)
     experiment_cli.add_cli(sub)
     generator.add_cli(sub)
+    darkspot.add_cli(sub)
+    archive_commands.add_cli(sub)
     return parser
 
 
@@ -207,12 +213,21 @@ def _print_human(result: dict) -> None:
         print(f"{key:>18}: {value}")
 
 
+def _one_line(unraisable: "sys.UnraisableHookArgs") -> None:
+    """Errors Python can only report, never raise (GDAL's log handler failing to decode a damaged file's
+    bytes, a GeoPackage closed again after a failed write), as one line rather than a traceback: whatever
+    matters about the same failure reaches the analyst as the typed error of the call that failed."""
+    text = str(unraisable.exc_value).strip().splitlines()
+    print(f"warning: ignored {type(unraisable.exc_value).__name__}: {text[0] if text else ''}", file=sys.stderr)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     reporter = Reporter(args.jsonl)
     progress = Progress(reporter.progress, log=reporter.log, metrics=reporter.metrics)
     signal.signal(signal.SIGTERM, lambda *_: progress.cancel())
+    sys.unraisablehook = _one_line
     func: Callable[[argparse.Namespace, Progress], dict] = args.func
     try:
         result = func(args, progress)

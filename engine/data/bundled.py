@@ -1,5 +1,6 @@
-"""The real Sentinel-1 EW/HH tiles bundled with the product, with their analysts' labels and the paper's
-own predictions (resources/samples/arctic_s1, attribution in its ATTRIBUTION.md).
+"""The real Sentinel-1 data bundled with the product (resources/samples, each folder with its attribution):
+five Barents Sea EW/HH tiles with analysts' labels and, for three, the paper's own predictions; four North
+Sea tiles with slick masks; one decimated IW GRD scene without labels.
 
 The demo, the experiments and product training all name these tiles and their CRS from here, so that one
 list says which tiles ship.
@@ -7,9 +8,41 @@ list says which tiles ship.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
-SAMPLES_DIR = Path(__file__).resolve().parents[2] / "resources" / "samples" / "arctic_s1"
+RESOURCES = Path(__file__).resolve().parents[2] / "resources" / "samples"
+SAMPLES_DIR = RESOURCES / "arctic_s1"
 SAMPLES = ("sample_1", "sample_2", "sample_123")
 ARCTIC_CRS = "EPSG:32636"
 """The tiles' CRS (UTM 36N, the paper's Barents Sea zone)."""
+NORTH_SEA_PIXEL_M = 20.0
+"""Not stated by the North Sea tiles; the same author's other North Sea tiles are 20 m."""
+
+
+@dataclass(frozen=True)
+class LabelledScene:
+    """A real scene with an analyst's slick mask."""
+
+    name: str
+    image: Path
+    labels: Path
+    region: str
+    pixel_size: Optional[float] = None
+    """Metres per pixel for files without georeference; None: the file's own grid."""
+
+
+ARCTIC = tuple(
+    LabelledScene(sample, SAMPLES_DIR / sample / "raw_mosaic.tif", SAMPLES_DIR / sample / "labels_mosaic.png",
+                  "Barents Sea, EW HH")
+    for sample in ("sample_0", "sample_1", "sample_2", "sample_123", "sample_70")
+)
+"""The labelled real scenes a leave-one-scene-out protocol rotates over (all georeferenced, same seep area,
+different acquisitions)."""
+NORTH_SEA = tuple(
+    LabelledScene(f"north_sea_{i}", RESOURCES / "north_sea" / f"image_{i}.tif", RESOURCES / "north_sea" / f"label_{i}.tif",
+                  "North Sea", NORTH_SEA_PIXEL_M)
+    for i in range(1, 5)
+)
+GRD_SCENE = RESOURCES / "s1_grd_crop" / "iw-vv.tiff"

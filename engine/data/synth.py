@@ -104,6 +104,9 @@ class SceneSpec:
     nodata_border: bool = False
     crs: str = "EPSG:32636"
     origin: tuple[float, float] = (449000.0, 8360000.0)
+    seep_sites: tuple[tuple[float, float], ...] = ()
+    """Seeps at these (row, col) pixel positions instead of n_seeps random ones: a time series of scenes
+    over one area shares its seeps (engine/archive/synth_archive.py)."""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -131,7 +134,7 @@ class SceneSpec:
 
 
 @dataclass(frozen=True)
-class _Stamp:
+class Stamp:
     """One rendered feature: coverage (0..1) and effect on a pixel window of the scene.
 
     Effect is the attenuation (1 - damping ratio) for dark features and the gain in dB for ships;
@@ -155,7 +158,7 @@ class _Layout:
     land_level: np.ndarray | None
     land_db: np.ndarray | None
     range_db: np.ndarray
-    stamps: list[_Stamp]
+    stamps: list[Stamp]
     nodata_cols: np.ndarray | None
     nodata_left: bool
 
@@ -239,7 +242,7 @@ def _upsample(grid: np.ndarray, factor: int, r0: int, r1: int, width: int) -> np
 
 def _stamp_stroke(
     points: np.ndarray, radii: np.ndarray, values: np.ndarray, label: int, shape: tuple[int, int]
-) -> _Stamp | None:
+) -> Stamp | None:
     """Render a stroke as overlapping soft discs along a densely sampled path (pixel units).
 
     Discs are placed every 0.4 radius so the union reads as a continuous tube however the width
@@ -273,7 +276,7 @@ def _stamp_stroke(
         window = (slice(y0 - top, y1 - top), slice(x0 - left, x1 - left))
         np.maximum(cover[window], disc, out=cover[window])
         np.maximum(effect[window], disc * v, out=effect[window])
-    return _Stamp(top, left, cover, effect, label)
+    return Stamp(top, left, cover, effect, label)
 
 
 def _seep_strand(
@@ -303,6 +306,30 @@ def _seep_strand(
     return points, radii, attenuation
 
 
+def seep_strands(rng: np.random.Generator, seep: np.ndarray, drift: float, px: float, shape: tuple[int, int]) -> list[Stamp]:
+    """The one to three strands a recurring seep has released, from within ~80 m of its source (row, col in
+    pixels), drifting around ``drift`` (radians); oil of one seep damps alike (one damping ratio)."""
+    ratio = rng.uniform(0.2, 0.5)
+    stamps = []
+    for _ in range(int(rng.integers(1, 4))):
+        start = seep + rng.normal(0.0, 80.0 / px, 2)
+        stamp = _stamp_stroke(*_seep_strand(rng, start, drift + rng.normal(0, 0.4), ratio, px), OIL, shape)
+        stamps += [stamp] if stamp is not None else []
+    return stamps
+
+
+def paint(stamps: list[Stamp], shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(coverage 0..1, attenuation 0..1) of dark stamps on a grid of ``shape``, the strongest where they overlap."""
+    cover = np.zeros(shape, np.float32)
+    effect = np.zeros(shape, np.float32)
+    for stamp in stamps:
+        h, w = stamp.cover.shape
+        window = (slice(stamp.row, stamp.row + h), slice(stamp.col, stamp.col + w))
+        np.maximum(cover[window], stamp.cover[: shape[0] - stamp.row, : shape[1] - stamp.col], out=cover[window])
+        np.maximum(effect[window], stamp.effect[: shape[0] - stamp.row, : shape[1] - stamp.col], out=effect[window])
+    return cover, effect
+
+
 def _eddy(
     rng: np.random.Generator, centre: np.ndarray, radius_px: float, px: float
 ) -> list[tuple[np.ndarray, ...]]:
@@ -325,7 +352,7 @@ def _eddy(
     return arms_drawn
 
 
-def _ship(rng: np.random.Generator, centre: np.ndarray, px: float, shape: tuple[int, int]) -> list[_Stamp]:
+def _ship(rng: np.random.Generator, centre: np.ndarray, px: float, shape: tuple[int, int]) -> list[Stamp]:
     """A ship is a small bright rotated rectangle; half of them trail a dark turbulent wake."""
     length_m = rng.uniform(40.0, 300.0)
     half_len, half_wid = max(length_m / 2 / px, 0.6), max(length_m / 12 / px, 0.5)
@@ -351,7 +378,7 @@ def _ship(rng: np.random.Generator, centre: np.ndarray, px: float, shape: tuple[
     bottom, right = min(y0 + cover.shape[0], shape[0]), min(x0 + cover.shape[1], shape[1])
     if bottom > top and right > left:
         window = (slice(top - y0, bottom - y0), slice(left - x0, right - x0))
-        stamps.append(_Stamp(top, left, cover[window], gain[window], SHIP))
+        stamps.append(Stamp(top, left, cover[window], gain[window], SHIP))
     return stamps
 
 
@@ -419,10 +446,13 @@ def _layout(spec: SceneSpec) -> _Layout:
                 return np.array([y, x])
         return None
 
-    seeps = [p for p in (place(0.1 * min(shape)) for _ in range(spec.n_seeps)) if p is not None]
+    if spec.seep_sites:
+        seeps = [np.array(site, dtype=float) for site in spec.seep_sites]
+    else:
+        seeps = [p for p in (place(0.1 * min(shape)) for _ in range(spec.n_seeps)) if p is not None]
     multiplier = np.ones(grid, np.float32)
     outline = _noise2d(rng, grid, cell, _isotropic(3e3, 3.6))
-    stamps: list[_Stamp] = []
+    stamps: list[Stamp] = []
     for _ in range(spec.n_lookalikes):
         centre = place(0.0)
         if centre is None:
@@ -445,11 +475,7 @@ def _layout(spec: SceneSpec) -> _Layout:
 
     drift = wind_dir + rng.normal(0.0, 0.6)
     for seep in seeps:
-        ratio = rng.uniform(0.2, 0.5)
-        for _ in range(int(rng.integers(1, 4))):
-            start = seep + rng.normal(0.0, 80.0 / px, 2)
-            stamp = _stamp_stroke(*_seep_strand(rng, start, drift + rng.normal(0, 0.4), ratio, px), OIL, shape)
-            stamps += [stamp] if stamp is not None else []
+        stamps += seep_strands(rng, seep, drift, px, shape)
     for _ in range(spec.n_ships):
         centre = place(0.0)
         if centre is not None:
@@ -486,7 +512,7 @@ def _speckle_kernel(spec: SceneSpec) -> np.ndarray:
     return (kernel / kernel.sum()).astype(np.float32)
 
 
-def _speckle(spec: SceneSpec, r0: int, r1: int) -> np.ndarray:
+def speckle(spec: SceneSpec, r0: int, r1: int) -> np.ndarray:
     """Unit-mean speckle of L looks for rows r0:r1, correlated over the resolution cell.
 
     Each row has its own seed, so the halo rows a block needs from its neighbours are the same numbers
@@ -530,7 +556,7 @@ def _render_block(
         sigma0[land] = land_sigma0[land]
         mask[land] = LAND
     sigma0 += np.float32(10.0 ** (MODES[spec.mode].nesz_db / 10.0))
-    sigma0 *= _speckle(spec, r0, r1)
+    sigma0 *= speckle(spec, r0, r1)
     np.maximum(sigma0, np.float32(1e-10), out=sigma0)  # zero is nodata: a valid pixel must never be 0
     if layout.nodata_cols is not None:
         cols = np.arange(width)[None, :]

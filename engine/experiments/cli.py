@@ -6,6 +6,9 @@
 ``python -m engine experiment transfer``: base vs fine-tuned-from-source models for N target tiles, the
 paper's Fig. 2 and Table II (``engine/experiments/transfer.py``).
 
+``python -m engine experiment benchmark``: every candidate model trained on all but one real labelled scene,
+scored on it (``engine/experiments/benchmark.py``); the protocol design choices are made on.
+
 ``python -m engine experiment dakter``: DAKTer's generators and students on the same split
 (``engine/experiments/dakter_eval.py``).
 """
@@ -19,7 +22,7 @@ from ..jobs.finetune import DEFAULT_TILE, FinetuneOptions
 from ..models.registry import DEFAULT_MODEL
 from ..models.training import TRAIN_LAYERS
 from ..progress import Progress
-from . import dakter_eval, transfer
+from . import benchmark, dakter_eval, transfer
 from .loso import leave_one_scene_out
 
 
@@ -38,6 +41,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     q.set_defaults(func=_run_loso)
     transfer.add_cli(sub)
     dakter_eval.add_cli(sub)
+    benchmark.add_cli(sub)
 
 
 def _run_loso(args: argparse.Namespace, progress: Progress) -> dict:

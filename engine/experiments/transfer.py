@@ -56,7 +56,7 @@ from ..jobs.finetune import DEFAULT_TILE, FinetuneOptions, check_options, finetu
 from ..jobs.finetune_data import Tile, collect_tiles, split_by_area, tileset
 from ..jobs.labels import create_store, import_mask, read_store
 from ..models.inference import pick_device
-from ..models.registry import DEFAULT_MODEL, ModelCard, build_model, load_encoder_weights, load_model, read_card, save_model
+from ..models.registry import SYNTHETIC_MODEL, ModelCard, build_model, load_encoder_weights, load_model, read_card, save_model
 from ..models.training import TileSet, lr_range_test, train
 from ..progress import Progress
 
@@ -80,7 +80,7 @@ class TransferOptions:
     ns: tuple[Size, ...] = (2, 8, ALL)
     bootstraps: int = 8
     epoch_tiles: int = 32
-    model: Path = DEFAULT_MODEL
+    model: Path = SYNTHETIC_MODEL
     """Source-domain model the fine-tuned runs start from; its card gives both runs' architecture."""
     source: Optional[Path] = None
     """Label store of source-domain data: pretrain on it (from the base initialisation) instead of using ``model``'s weights."""
@@ -368,7 +368,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--out", type=Path, default=Path("experiment_output/transfer"), help="empty or new folder")
     q.add_argument("--n", nargs="+", type=number_or(ALL, ALL, int), default=[2, 8, ALL], metavar="N", help="training-set sizes, whole numbers or all (default: 2 8 all)")
     q.add_argument("--bootstraps", type=int, default=8, help="training sets drawn per N (default 8)")
-    q.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="source-domain model to fine-tune (default: bundled)")
+    q.add_argument("--model", type=Path, default=SYNTHETIC_MODEL, help="source-domain model to fine-tune (default: the bundled synthetic-only model)")
     q.add_argument("--source", type=Path, help="label store of source-domain data: pretrain on it instead of using --model's weights")
     q.add_argument("--encoder-weights", type=Path, help="local encoder weights for the base runs (default: random init)")
     q.add_argument("--tile", type=int, default=DEFAULT_TILE)

@@ -110,6 +110,8 @@ def train_generator(
     check_out(out_path)
     unet = unet_config(options.net, options.tile, len(BINARY_CLASSES))
     store = read_store(store_path)
+    for note in store.repairs:
+        progress.log(f"warning: {note}")
     check_store(store)
     device = pick_device(options.device)
     pixel_size = options.pixel_size or read_card(DEFAULT_MODEL).pixel_size

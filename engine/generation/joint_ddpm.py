@@ -27,13 +27,12 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 
 from .. import __version__
 from ..contract import SOLVER_STEPS
 from ..errors import InputError, ModelError
 from ..models.inference import autocast, fast_dtype
-from ..models.registry import CARD_KEY, GENERATOR_CARD_KEY, read_metadata, save_model, slick_index
+from ..models.registry import CARD_KEY, GENERATOR_CARD_KEY, card_data, read_metadata, read_weights, save_model, slick_index
 from ..models.training import training_dtype
 from ..progress import Progress, silent
 
@@ -104,8 +103,7 @@ class GeneratorCard:
 
     @classmethod
     def from_json(cls, text: str) -> "GeneratorCard":
-        data = json.loads(text)
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        return cls(**{k: v for k, v in card_data(text).items() if k in cls.__dataclass_fields__})
 
 
 def unet_config(net: str | dict[str, Any], tile: int, n_classes: int) -> dict[str, Any]:
@@ -407,7 +405,7 @@ def read_generator_card(path: str | Path) -> GeneratorCard:
         if CARD_KEY in meta:
             raise ModelError(f"{path.name} is a segmentation model, not a sample generator.", "Train one with: python -m engine generator train.")
         raise ModelError(f"{path.name} has no Slick Mapper generator card.", "Generators are written by: python -m engine generator train.")
-    data = json.loads(meta[GENERATOR_CARD_KEY])
+    data = card_data(meta[GENERATOR_CARD_KEY])
     if data.get("format") != GENERATOR_FORMAT or data.get("version") != GENERATOR_VERSION:
         raise ModelError(
             f"{path.name} is a generator of format {data.get('format')!r} version {data.get('version')}, "
@@ -421,7 +419,7 @@ def load_generator(path: str | Path, device: torch.device | str = "cpu") -> tupl
     card = read_generator_card(path)
     net = build_unet(card)
     try:
-        net.load_state_dict(load_file(str(path)))
+        net.load_state_dict(read_weights(path))
     except RuntimeError as exc:
         raise ModelError(f"The weights in {Path(path).name} do not fit its card ({exc}).", "The file is damaged; train it again.") from exc
     return net.to(device).eval(), card

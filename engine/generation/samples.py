@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import io
 import json
-import os
-from contextlib import contextmanager
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -37,6 +36,7 @@ from PIL import Image
 from .. import __version__
 from ..atomic import write_bytes
 from ..errors import InputError, OutputError
+from ..locks import held
 from ..models.registry import slick_index
 
 FORMAT = "slick-mapper-samples"
@@ -49,6 +49,8 @@ TEMPERATURE = 2.0
 """The paper's T for soft labels (eq. 3)."""
 PREVIEW_MAX = 128
 """Largest preview side in pixels; bigger tiles are shown downsampled."""
+SAMPLE_ID = re.compile(r"[0-9]{6,12}")
+"""Sample ids name files inside the folder: digits only, so an index cannot name a path outside it."""
 
 
 @dataclass
@@ -110,7 +112,32 @@ def read_index(folder: str | Path) -> dict[str, Any]:
             f"this engine reads version {VERSION}.",
             "Generate into a new folder, or use the engine version that wrote it.",
         )
+    _check_records(path, index)
     return index
+
+
+def _check_records(path: Path, index: dict[str, Any]) -> None:
+    """Refuse an index whose records would make the engine read or write outside the folder, or fail
+    half-way through a training run: it was edited by hand or damaged."""
+    fields = {"tile_size": int, "classes": list, "temperature": (int, float), "generators": dict, "samples": list}
+    wrong = [name for name, kind in fields.items() if not isinstance(index.get(name), kind)]
+    for record in index.get("samples") if isinstance(index.get("samples"), list) else []:
+        if not (
+            isinstance(record, dict)
+            and isinstance(record.get("id"), str)
+            and SAMPLE_ID.fullmatch(record["id"])
+            and isinstance(record.get("kept"), bool)
+            and isinstance(record.get("seed"), int)
+            and record.get("generator") in index["generators"]
+        ):
+            wrong.append(f"sample {str(record.get('id') if isinstance(record, dict) else record)[:40]!r}")
+            break
+    if wrong:
+        raise InputError(
+            f"The sample index {path} is damaged or was edited by hand ({', '.join(wrong)} not as the engine writes it); "
+            "nothing was read or written.",
+            "Restore index.json from a backup, or generate into a new folder.",
+        )
 
 
 def prepare(
@@ -170,30 +197,44 @@ def prepare(
 
 
 def add(folder: str | Path, generator_key: str, samples: list[NewSample]) -> list[str]:
-    """Write ``samples`` (files first, then the index) and return their ids."""
+    """Write ``samples`` (files first, then the index) and return their ids.
+
+    The folder's lock is held throughout, so two generations into one folder never take the same ids; on
+    any failure (a full disk, a cancel) this call's files are removed, so no file the index does not name
+    stays."""
     folder = Path(folder)
-    index = read_index(folder)
-    slick = slick_index(index["classes"])
-    first = max((int(s["id"]) for s in index["samples"]), default=0) + 1
-    records = []
-    for n, s in enumerate(samples):
-        sample_id = f"{first + n:06d}"
-        logits = _write_files(folder, index, sample_id, s.tile, s.logits)
-        records.append({
-            "id": sample_id,
-            "generator": generator_key,
-            "seed": int(s.seed),
-            "batch_seeds": [int(v) for v in s.batch_seeds],
-            "solver": s.solver,
-            "steps": int(s.steps),
-            "device": s.device,
-            "threads": s.threads,
-            "kept": True,
-            "slick_fraction": None if slick is None else round(float((logits.argmax(0) == slick).mean()), 4),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        })
-    _update_index(folder, lambda idx: idx["samples"].extend(records))
-    return [r["id"] for r in records]
+    with held(folder / LOCK):
+        index = read_index(folder)
+        slick = slick_index(index["classes"])
+        first = max((int(s["id"]) for s in index["samples"]), default=0) + 1
+        ids = [f"{first + n:06d}" for n in range(len(samples))]
+        try:
+            for sample_id, s in zip(ids, samples):
+                logits = _write_files(folder, index, sample_id, s.tile, s.logits)
+                index["samples"].append({
+                    "id": sample_id,
+                    "generator": generator_key,
+                    "seed": int(s.seed),
+                    "batch_seeds": [int(v) for v in s.batch_seeds],
+                    "solver": s.solver,
+                    "steps": int(s.steps),
+                    "device": s.device,
+                    "threads": s.threads,
+                    "kept": True,
+                    "slick_fraction": None if slick is None else round(float((logits.argmax(0) == slick).mean()), 4),
+                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                })
+            _write_index(folder, index)
+        except BaseException:
+            for sample_id in ids:
+                for path in _files(folder, sample_id):
+                    path.unlink(missing_ok=True)
+            raise
+    return ids
+
+
+def _files(folder: Path, sample_id: str) -> tuple[Path, Path]:
+    return folder / "tiles" / f"{sample_id}.npz", folder / "previews" / f"{sample_id}.png"
 
 
 def restore(folder: str | Path, sample_id: str, tile: np.ndarray, logits: np.ndarray) -> None:
@@ -205,7 +246,7 @@ def read_sample(folder: str | Path, sample_id: str) -> tuple[np.ndarray, np.ndar
     """(tile uint8 H x W, logits float32 C x H x W) of one sample."""
     path = Path(folder) / "tiles" / f"{sample_id}.npz"
     try:
-        with np.load(path) as data:
+        with np.load(path, allow_pickle=False) as data:  # a sample file never runs code
             return data["tile"], data["logits"].astype(np.float32)
     except (OSError, KeyError, ValueError) as exc:
         raise InputError(f"The sample file {path} is missing or damaged ({exc}).", "Restore it with: python -m engine samples regenerate.") from exc
@@ -278,10 +319,11 @@ def summary(folder: str | Path) -> dict[str, Any]:
 def _write_files(folder: Path, index: dict[str, Any], sample_id: str, tile: np.ndarray, logits: np.ndarray) -> np.ndarray:
     """Write a sample's tile and preview; returns the logits as stored (float16)."""
     logits = logits.astype(np.float16)
-    _write(folder / "tiles" / f"{sample_id}.npz", _npz_bytes(tile=tile, logits=logits))
+    tile_path, preview_path = _files(folder, sample_id)
+    _write(tile_path, _npz_bytes(tile=tile, logits=logits))
     slick = slick_index(index["classes"])
     soft = None if slick is None else _softmax(logits.astype(np.float32), index["temperature"])[slick]
-    _write(folder / "previews" / f"{sample_id}.png", _preview_png(tile, soft))
+    _write(preview_path, _preview_png(tile, soft))
     return logits
 
 
@@ -322,32 +364,7 @@ def _write_index(folder: Path, index: dict[str, Any]) -> None:
 def _update_index(folder: Path, change: Callable[[dict[str, Any]], Any]) -> None:
     """Re-read, change, replace, holding the folder's lock: without it, a process that read the index just
     before another one replaced it would write back the old index and lose the other's change."""
-    with _locked(folder):
+    with held(folder / LOCK):
         index = read_index(folder)
         change(index)
         _write_index(folder, index)
-
-
-@contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    """The folder's lock, waited for: another writer holds it for the milliseconds of one update."""
-    try:
-        handle = open(folder / LOCK, "a+b")
-    except OSError as exc:
-        raise OutputError(f"Cannot lock the sample index of {folder} ({exc}).", "Check the permissions of the sample folder.") from exc
-    with handle:
-        if os.name == "nt":
-            import msvcrt
-
-            handle.seek(0)
-            msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)  # retried for 10 s, then OSError
-            try:
-                yield
-            finally:
-                handle.seek(0)
-                msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
-        else:
-            import fcntl
-
-            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed
-            yield

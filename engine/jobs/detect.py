@@ -23,6 +23,7 @@ from rasterio.features import rasterize
 from rasterio.warp import reproject
 from rasterio.windows import Window
 
+from ..archive.evidence import FIELDS as EVIDENCE_FIELDS, add_evidence
 from ..contract import OUTPUT_SUFFIXES
 from ..errors import InputError, ResourceError
 from ..models.inference import Predictor, pick_device
@@ -31,6 +32,7 @@ from ..progress import Progress, silent
 from ..scenes.analysis import assess, open_for_analysis
 from ..scenes.grid import Grid
 from ..scenes.normalise import Stretch
+from ..scenes.read_errors import check_unchanged, stamp
 from ..scenes.tiling import StripBlender, count_tiles
 from .outputs import MASK_NODATA, OutputSet, polygonise, raster_profile, to_cog, write_slicks
 
@@ -87,6 +89,7 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
     started = time.monotonic()
     scene = Path(scene)
     _check_options(options)
+    before = stamp(scene)
     device = pick_device(options.device)
     model, card = load_model(options.model or DEFAULT_MODEL, device)
     info = assess(scene, card, options.band)
@@ -115,7 +118,9 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
                                                  staged_prob, staged_mask, progress)
             progress.update("polygons", 0, 1, "Tracing slick outlines")
             slicks = polygonise(staged_mask, staged_prob, options.min_area_km2, progress)
-            n_slicks, area = write_slicks(outputs.path("slicks"), grid.crs, slicks, scene.name, card.name)
+            progress.update("evidence", 0, 1, "Weighing look-alike evidence")
+            add_evidence(slicks, ds, info, grid, staged_mask, land, None, progress)
+            n_slicks, area = write_slicks(outputs.path("slicks"), grid.crs, slicks, scene.name, card.name, EVIDENCE_FIELDS)
             progress.update("writing", 0, 1, "Writing Cloud-Optimised GeoTIFFs")
             if options.source_grid:
                 _to_source_grid(ds, staged_prob, staged_mask)
@@ -123,6 +128,7 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
             to_cog(staged_mask, outputs.path("mask"))
             staged_prob.unlink()
             staged_mask.unlink()
+            check_unchanged(scene, before)
             paths = outputs.commit()
     progress.update("done", 1, 1)
     return DetectResult(

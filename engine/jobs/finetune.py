@@ -28,7 +28,7 @@ from ..cli.args import add_options, number_or, options_from
 from ..errors import InputError, ModelError, OutputError
 from ..generation.distill import mixed, open_folder, sample_count, student_tiles
 from ..models.inference import pick_device
-from ..models.registry import ModelCard, load_model, read_card, save_model, user_models_dir
+from ..models.registry import ModelCard, has_weights, load_model, read_card, save_model, user_models_dir
 from ..models.training import TRAIN_LAYERS, TrainConfig, lr_range_test, paper_augment, train, validate
 from ..progress import Progress, silent
 from .finetune_data import check_store, collect_tiles, split_by_area, tileset
@@ -120,7 +120,12 @@ def finetune(
     check_out(out_path)
     card = read_card(base_model_path)
     _check_base(card)
+    if not has_weights(base_model_path):
+        raise ModelError(f"The model {card.name} has no weights to train: its few parameters are fitted on labelled scenes.",
+                         "Fine-tune a network model, such as the bundled U-Net.")
     store = read_store(store_path)
+    for note in store.repairs:
+        progress.log(f"warning: {note}")
     check_store(store)
     sample_folder = open_folder(options.generated, card, options.tile, progress) if options.generated else None
     device = pick_device(options.device)

@@ -26,6 +26,7 @@ from ..models.training import TileSet
 from ..progress import Progress
 from ..scenes.analysis import open_for_analysis
 from ..scenes.grid import Grid
+from ..scenes.read_errors import check_unchanged, stamp
 from .labels import LabelStore, rasterise, to_crs
 
 GAP = 16
@@ -65,6 +66,7 @@ def collect_tiles(store: LabelStore, card: ModelCard, tile: int, progress: Progr
     outside: list[str] = []
     for scene in store.scenes:
         path = store.scene_path(scene)
+        before = stamp(path)
         with open_for_analysis(path, card, progress=progress) as opened:
             for warning in opened.info.warnings:
                 progress.log(f"warning: {path.name}: {warning}")
@@ -88,6 +90,7 @@ def collect_tiles(store: LabelStore, card: ModelCard, tile: int, progress: Progr
                     valid = known[:, part] & (x[:, part] > 0)
                     if valid.mean() >= MIN_KNOWN:
                         tiles.append(Tile(scene, row, col, x[:, part].copy(), target[:, part].copy(), valid.astype(np.uint8)))
+            check_unchanged(path, before)
             if len(tiles) == found:
                 outside.append(scene)
     if not tiles:

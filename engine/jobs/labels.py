@@ -36,12 +36,13 @@ from rasterio.warp import transform_geom
 from shapely.geometry import box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
-from ..atomic import staged_folder
+from ..atomic import staged_folder, writing
 from ..contract import LABEL_CLASSES, LABEL_ORIGINS, LABELS_LAYER, REVIEWED_LAYER
 from ..errors import InputError, OutputError
 from ..progress import Progress
 from ..scenes.grid import Grid, analysis_grid
 from ..scenes.raster import footprint_lonlat, open_raster, pixel_size_m, utm_crs_for
+from . import store_integrity
 from .evaluate import read_label_mask
 
 SCHEMAS = {
@@ -94,6 +95,8 @@ class LabelStore:
     crs: str
     scenes: dict[str, SceneLabels]
     sha256: str
+    repairs: list[str] = field(default_factory=list)
+    """What the integrity check on opening repaired (store_integrity.check)."""
 
     def scene_path(self, scene: str) -> Path:
         """Where a scene's file should be; relative names are relative to the store's folder."""
@@ -123,7 +126,7 @@ def create_store(path: str | Path, crs: str) -> Path:
         wkt = CRS.from_user_input(crs).to_wkt()
     except CRSError as exc:
         raise InputError(f"Unknown CRS {crs!r} ({exc}).", "Give an EPSG code such as EPSG:4326 or the project's CRS.") from exc
-    with staged_folder(path.parent, hint="Choose a writable folder.") as stage:
+    with writing(path, "Choose a writable folder."), staged_folder(path.parent, hint="Choose a writable folder.") as stage:
         for layer, schema in SCHEMAS.items():
             with fiona.open(stage / path.name, "w", driver="GPKG", layer=layer, schema=schema, crs_wkt=wkt):
                 pass
@@ -131,13 +134,21 @@ def create_store(path: str | Path, crs: str) -> Path:
 
 
 def read_store(path: str | Path) -> LabelStore:
-    """Read every label and reviewed area; a feature with an unknown class or no scene is an error."""
+    """Read every label and reviewed area, from one consistent snapshot of the store after its integrity
+    check; a feature with an unknown class or no scene is an error."""
     path = Path(path)
-    crs = _store_crs(path)
+    _require(path)
+    repairs = store_integrity.check(path)
+    with store_integrity.snapshot(path) as copy:
+        return _read_features(path, copy, repairs)
+
+
+def _read_features(path: Path, copy: Path, repairs: list[str]) -> LabelStore:
+    crs = _store_crs(copy, path.name)
     scenes: dict[str, SceneLabels] = {}
     lines: list[str] = []
     for layer in SCHEMAS:
-        with fiona.open(path, layer=layer) as src:
+        with fiona.open(copy, layer=layer) as src:
             for feature in src:
                 geometry = shape(feature.geometry) if feature.geometry is not None else None
                 if geometry is None or geometry.is_empty:  # QGIS keeps features whose shape was deleted
@@ -159,7 +170,7 @@ def read_store(path: str | Path) -> LabelStore:
                 lines.append(json.dumps([layer, props, shapely.to_wkb(geometry, hex=True, output_dimension=2)], sort_keys=True, default=str))
     # Sorted so that the hash names the content, not the order QGIS happened to write features in.
     digest = hashlib.sha256("\n".join([crs, *sorted(lines)]).encode()).hexdigest()
-    return LabelStore(path, crs, scenes, digest)
+    return LabelStore(path, crs, scenes, digest, repairs)
 
 
 def add_labels(path: str | Path, scene: str | Path, geometries: Iterable[BaseGeometry], cls: str, *, crs: str, author: str, origin: str) -> int:
@@ -240,7 +251,8 @@ def export_mask(store: LabelStore, scene: str | Path, out: str | Path) -> Path:
         profile.update(driver="PNG", WORLDFILE="YES")
     else:
         profile.update(driver="GTiff", compress="deflate")
-    with staged_folder(out.parent, overwrite=False, hint="Choose a writable folder.") as stage:
+    with writing(out, "Choose a writable folder."), \
+            staged_folder(out.parent, overwrite=False, hint="Choose a writable folder.") as stage:
         staged = stage / out.name
         with rasterio.open(staged, "w", **profile) as dst:
             dst.write(target * 255, 1)
@@ -266,6 +278,7 @@ def summary(store: LabelStore) -> dict[str, Any]:
         "labels": sum(s["slick"] + s["lookalike"] for s in scenes.values()),
         "reviewed_km2": round(sum(s["reviewed_km2"] for s in scenes.values()), 3),
         "scenes": scenes,
+        "repairs": store.repairs,
     }
 
 
@@ -285,22 +298,29 @@ def _burn(geometries: list[dict], grid: Grid) -> np.ndarray:
     return rasterize(((g, 1) for g in geometries), out_shape=(grid.height, grid.width), transform=grid.transform, fill=0, dtype="uint8")
 
 
-def _store_crs(path: Path) -> str:
-    """The store's CRS, checking on the way that ``path`` is a label store at all."""
+def _require(path: Path) -> None:
     if not path.is_file():
         raise InputError(f"Label store not found: {path}.", _STORE_HINT)
+
+
+def _store_crs(path: Path, name: str) -> str:
+    """The store's CRS, checking on the way that ``path`` (the store ``name`` or its snapshot) is a label
+    store at all."""
     try:
         layers = fiona.listlayers(path)
         if not set(SCHEMAS) <= set(layers):
-            raise InputError(f"{path.name} is not a label store: it has no {LABELS_LAYER} and {REVIEWED_LAYER} layers.", _STORE_HINT)
+            raise InputError(f"{name} is not a label store: it has no {LABELS_LAYER} and {REVIEWED_LAYER} layers.", _STORE_HINT)
         with fiona.open(path, layer=LABELS_LAYER) as src:
             return src.crs.to_string()
     except (DriverError, FionaError) as exc:
-        raise InputError(f"{path.name} cannot be read as a GeoPackage ({exc}).", _STORE_HINT) from exc
+        raise InputError(f"{name} cannot be read as a GeoPackage ({exc}).", _STORE_HINT) from exc
 
 
 def _append(path: Path, layer: str, geometries: Iterable[BaseGeometry], crs: str, props: dict[str, Any]) -> int:
-    store_crs = _store_crs(path)
+    """Append in one transaction (fiona's ``writerecords``): a kill or a full disk leaves the store as it was."""
+    _require(path)
+    store_integrity.check(path)
+    store_crs = _store_crs(path, path.name)
     geometries = list(geometries)
     for geometry in geometries:
         if geometry.geom_type not in ("Polygon", "MultiPolygon"):
@@ -310,8 +330,9 @@ def _append(path: Path, layer: str, geometries: Iterable[BaseGeometry], crs: str
         # The layers hold single polygons, as QGIS draws them; multi-part shapes go in part by part.
         parts = geometry.geoms if geometry.geom_type == "MultiPolygon" else [geometry]
         polygons.extend(mapping(part) for part in parts)
-    with fiona.open(path, "a", layer=layer) as dst:
-        dst.writerecords({"geometry": g, "properties": props} for g in polygons)
+    with writing(path, "Check the free space and permissions of the store's folder; close it in other programs."):
+        with fiona.open(path, "a", layer=layer) as dst:
+            dst.writerecords([{"geometry": g, "properties": props} for g in polygons])
     return len(polygons)
 
 
@@ -350,7 +371,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 def _init_cli(args: argparse.Namespace, progress: Progress) -> dict:
     path = create_store(args.store, args.crs)
-    return {"store": str(path), "crs": _store_crs(path)}
+    return {"store": str(path), "crs": _store_crs(path, path.name)}
 
 
 def _summary_cli(args: argparse.Namespace, progress: Progress) -> dict:

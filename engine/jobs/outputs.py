@@ -14,41 +14,85 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import Iterable, Optional
+from typing import IO, Iterable, Optional
 
 import fiona
 import numpy as np
 import rasterio
 import rasterio.shutil
+from rasterio._err import CPLE_BaseError
+from rasterio.errors import RasterioError
 from rasterio.features import rasterize, shapes
 from rasterio.windows import Window
 from shapely.geometry import Polygon, mapping, shape
 
+from ..atomic import write_failure, writing
 from ..contract import SLICK_FIELDS, SLICKS_LAYER, STAGING_PREFIX
-from ..errors import OutputError
+from ..errors import OutputError, SlickMapperError
+from ..locks import held, try_lock
 from ..progress import Progress
 from ..scenes.grid import Grid
 
+CLAIM = "claim"
+WRITE_FAILURES = (OSError, RasterioError, CPLE_BaseError)
 MASK_NODATA = 255
 _STRIP_ROWS = 1024
 
 
 class OutputSet:
-    """A run's output files, staged in a hidden folder and moved into place together on success."""
+    """A run's output files, staged in a hidden folder and moved into place together on success.
+
+    Two runs writing the same names into one folder are refused, not raced: each run holds a lock on a
+    claim file in its staging folder naming its outputs, and a new run looks at the claims of the others
+    under the folder's lock. A claim whose lock is free belongs to a run that was killed; its staging
+    folder is removed then, so even a kill -9 leaves nothing behind for long.
+    """
 
     def __init__(self, out_dir: str | Path, names: dict[str, str], overwrite: bool = False) -> None:
         self.out_dir = Path(out_dir)
         self.final = {key: self.out_dir / name for key, name in names.items()}
+        self.overwrite = overwrite
+        self._claim: Optional[IO[bytes]] = None
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            self.stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.out_dir))
         except OSError as exc:
             raise OutputError(f"Cannot write to the output folder {self.out_dir} ({exc.strerror}).", "Choose a folder you can write to.") from exc
+        with held(self.out_dir):
+            self._check_others()
+            self._check_free("already exist")
+            with writing(self.out_dir, "Choose a folder you can write to."):
+                self.stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.out_dir))
+                try:
+                    self._claim = try_lock(self.stage / CLAIM)
+                    (self.stage / CLAIM).write_text("\n".join(sorted(names.values())))
+                except BaseException:
+                    self.discard()
+                    raise
+
+    def _check_others(self) -> None:
+        """Refuse when a live run is writing any of our names here; remove what killed runs left."""
+        ours = {p.name for p in self.final.values()}
+        for stage in sorted(self.out_dir.glob(STAGING_PREFIX + "*")):
+            claim = stage / CLAIM
+            if not claim.is_file():
+                continue  # not a detection's staging folder
+            handle = try_lock(claim)
+            if handle is not None:  # nobody holds it: that run was killed
+                shutil.rmtree(stage, ignore_errors=True)
+                handle.close()
+                continue
+            busy = ours.intersection(claim.read_text().split("\n"))
+            if busy:
+                raise OutputError(
+                    f"Another run is writing {', '.join(sorted(busy))} into {self.out_dir} right now; nothing was started.",
+                    "Wait for it to finish, or give another --prefix or output folder.",
+                )
+
+    def _check_free(self, why: str) -> None:
         existing = [p.name for p in self.final.values() if p.exists()]
-        if existing and not overwrite:
-            self.discard()
+        if existing and not self.overwrite:
             raise OutputError(
-                f"{', '.join(existing)} already exist in {self.out_dir}; nothing was overwritten.",
+                f"{', '.join(existing)} {why} in {self.out_dir}; nothing was overwritten.",
                 "Give another --prefix or output folder, or pass --overwrite.",
             )
 
@@ -57,20 +101,37 @@ class OutputSet:
         return self.stage / self.final[key].name
 
     def commit(self) -> dict[str, str]:
-        for key, final in self.final.items():
-            os.replace(self.path(key), final)
+        """Move every staged file into place, or none: a file that appeared meanwhile stops the move."""
+        moved: list[Path] = []
+        with held(self.out_dir):
+            self._check_free("appeared while the run was writing")
+            try:
+                for key, final in self.final.items():
+                    os.replace(self.path(key), final)
+                    moved.append(final)
+            except OSError as exc:
+                for final in moved:
+                    final.unlink(missing_ok=True)
+                raise write_failure(self.out_dir, exc) from exc
         self.discard()
         return {key: str(p) for key, p in self.final.items()}
 
     def discard(self) -> None:
         shutil.rmtree(self.stage, ignore_errors=True)
+        if self._claim is not None:
+            self._claim.close()
+            self._claim = None
 
     def __enter__(self) -> "OutputSet":
         return self
 
     def __exit__(self, kind: Optional[type], value: Optional[BaseException], tb: Optional[TracebackType]) -> None:
-        if kind is not None:
-            self.discard()
+        if kind is None:
+            return
+        self.discard()
+        if isinstance(value, WRITE_FAILURES) and not isinstance(value, SlickMapperError):
+            # What reads the scene raises InputError, so an I/O failure left here is the outputs' own.
+            raise write_failure(self.out_dir, value) from value
 
 
 def raster_profile(grid: Grid, dtype: str, nodata: float) -> dict:
@@ -95,7 +156,8 @@ def raster_profile(grid: Grid, dtype: str, nodata: float) -> dict:
 
 def to_cog(src: Path, dst: Path) -> None:
     """Rewrite a tiled GeoTIFF as a COG (GDAL streams it; overviews make it quick to display in QGIS)."""
-    rasterio.shutil.copy(str(src), str(dst), driver="COG", compress="DEFLATE", overview_resampling="average")
+    with writing(dst):
+        rasterio.shutil.copy(str(src), str(dst), driver="COG", compress="DEFLATE", overview_resampling="average")
 
 
 def polygonise(mask_path: Path, probability_path: Path, min_area_km2: float, progress: Progress) -> list[dict]:
@@ -161,17 +223,21 @@ def _mean_inside(mask_path: Path, probability_path: Path, outlines: list[dict], 
         return (sums / counts)[1:]
 
 
-def write_slicks(path: Path, crs: str, slicks: Iterable[dict], scene: str, model: str) -> tuple[int, float]:
-    """Write slick polygons to a GeoPackage layer ``slicks``; return (count, total area km2)."""
+def write_slicks(path: Path, crs: str, slicks: Iterable[dict], scene: str, model: str,
+                 extra_fields: Optional[dict[str, str]] = None) -> tuple[int, float]:
+    """Write slick polygons to a GeoPackage layer ``slicks``; return (count, total area km2).
+
+    ``extra_fields`` (name: OGR type) are taken from each slick dict too, e.g. the look-alike evidence."""
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    schema = {"geometry": "Polygon", "properties": SLICK_FIELDS}
-    count, area = 0, 0.0
-    with fiona.open(path, "w", driver="GPKG", layer=SLICKS_LAYER, crs=crs, schema=schema) as dst:
-        for slick in slicks:
-            properties = {k: slick[k] for k in ("area_km2", "length_km", "mean_prob")}
-            properties.update(scene=scene, model=model, created=created)
-            dst.write({"geometry": slick["geometry"], "properties": properties})
-            count += 1
-            area += slick["area_km2"]
-    return count, area
+    extra = extra_fields or {}
+    schema = {"geometry": "Polygon", "properties": {**SLICK_FIELDS, **extra}}
+    records = []
+    for slick in slicks:
+        properties = {k: slick[k] for k in ("area_km2", "length_km", "mean_prob")}
+        properties.update(scene=scene, model=model, created=created)
+        properties.update({k: slick.get(k) for k in extra})
+        records.append({"geometry": slick["geometry"], "properties": properties})
+    with writing(path), fiona.open(path, "w", driver="GPKG", layer=SLICKS_LAYER, crs=crs, schema=schema) as dst:
+        dst.writerecords(records)  # one transaction, not one per slick
+    return len(records), sum(record["properties"]["area_km2"] for record in records)
 

@@ -1,30 +1,46 @@
-"""Reproducible pretraining of the bundled default model on the project's synthetic scenes.
+"""Reproducible pretraining of the bundled models: on synthetic scenes, then on real SAR texture.
 
-The paper pretrains on IW/VV slicks resampled to the EW pixel size and fine-tunes on a few EW/HH ones.
-Here the source domain is the synthetic generator: IW/VV-like and EW/HH-like scenes at the model's pixel
-size, stretched by eq. 1 exactly as detection does. ``python -m engine pretrain`` with its defaults
-re-creates ``resources/models/slick_unet_r18_25m.safetensors``; with ``--architecture`` (e.g. samlora) and
-``--encoder-weights`` (e.g. SAM's checkpoint) it pretrains another network of the registry the same way.
+``--data synthetic`` trains on the seeded synthetic generator alone (IW/VV- and EW/HH-like scenes at the
+model's pixel size, stretched by eq. 1 as detection does): the source-domain model of the transfer
+experiment, ``resources/models/slick_unet_r18_25m_synthetic.safetensors``. A model trained this way learnt
+"thin dark line with bright edges" and marked coastlines, wind streaks and no-data borders on real scenes.
+
+``--data real`` (the default) starts from that model and trains on tiles whose pixels are mostly real SAR
+(``engine.data.real_texture``): real labelled Arctic scenes, the same real sea with composited seep slicks,
+the North Sea tiles, the real IW scene, and some synthetic scenes. The epoch and the decision threshold are
+chosen on a band held apart along one edge of each Arctic training scene. By default it trains on
+the two Arctic scenes that are not the demo's test tiles, so that ``make demo`` scores the bundled model on
+scenes it never saw. A run checkpoints itself after every epoch (``checkpoints/``) and resumes when started
+again with the same arguments, so a long run can be stopped and go on later.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
-import platform
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
 import numpy as np
 import torch
 
+from ..data import bundled, real_scenes
+from ..data.real_texture import Mix, Tiles, scene_tiles, split_scene, training_tiles
 from ..data.synth import SceneSpec, generate
 from ..errors import InputError
+from ..machine import describe
 from ..progress import Progress
 from ..scenes.normalise import Stretch
-from .registry import ARCHITECTURES, DEFAULT_MODEL, ModelCard, build_model, load_encoder_weights, save_model
-from .training import TileSet, TrainConfig, train
+from .inference import pick_device
+from .registry import ARCHITECTURES, DEFAULT_MODEL, SYNTHETIC_MODEL, ModelCard, build_model, load_encoder_weights, load_model, save_model
+from .training import TileSet, TrainConfig, paper_augment, train
 
+DEFAULT_TRAIN_SCENES = ("sample_0", "sample_70")
+"""The Arctic scenes the bundled model learns from: not sample_1, sample_2 or sample_123, the demo's and the
+paper's test tiles."""
+CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
 DEFAULT_CARD = dict(
     name="Slick U-Net R18 25 m (synthetic pretraining)",
     architecture="unet",
@@ -50,6 +66,11 @@ def synthetic_tiles(n: int, tile: int, pixel_size: float, seed: int) -> Iterator
         values = np.where(sigma0 > 0, sigma0, np.nan).astype(np.float32)
         stretch = Stretch.fit("float32_linear", [values])
         yield stretch.apply(values), (classes == 1)
+
+
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def pretrain_card(architecture: Optional[str] = None, encoder: Optional[str] = None, arch_kwargs: Optional[dict] = None) -> ModelCard:
@@ -110,7 +131,7 @@ def pretrain(
         "epochs_run": report.epochs_run,
         "best_epoch": report.best_epoch,
         "seconds": report.seconds,
-        "machine": f"{platform.machine()} CPU, torch {torch.__version__}",
+        "machine": describe(torch.device(config.device)),
     }
     card.metrics = {"synthetic_val_dice": round(report.val_dice, 4)}
     save_model(model, card, out, half=True)
@@ -118,24 +139,117 @@ def pretrain(
             "seconds": report.seconds, "tiles_per_second": report.tiles_per_second}
 
 
+@dataclass(frozen=True)
+class RealRecipe:
+    """What a real-texture pretraining run learns from; every field goes into the model card."""
+
+    scenes: tuple[str, ...] = DEFAULT_TRAIN_SCENES
+    train_tiles: int = 240
+    tile: int = 256
+    val_fraction: float = 0.3
+    mix: Mix = Mix()
+    init: Optional[Path] = SYNTHETIC_MODEL
+    """The model to start from (the synthetic one by default); None: random initialisation of the default network."""
+
+
+def _tileset(tiles: Tiles) -> TileSet:
+    def stack(arrays: list[np.ndarray]) -> torch.Tensor:
+        return torch.from_numpy(np.stack(arrays)).unsqueeze(1)
+
+    return TileSet(stack(tiles.x), stack(tiles.y), stack(tiles.valid))
+
+
+def real_sets(recipe: RealRecipe, pixel_size: float, seed: int) -> tuple[TileSet, TileSet, dict]:
+    """(training tiles, validation tiles, what they were made of) for ``recipe``."""
+    by_name = {scene.name: scene for scene in bundled.ARCTIC}
+    unknown = [name for name in recipe.scenes if name not in by_name]
+    if unknown or not recipe.scenes:
+        raise InputError(f"Unknown or no training scenes: {', '.join(unknown) or 'none given'}.",
+                         f"Choose among {', '.join(by_name)}.")
+    train_parts, val_tiles = [], Tiles()
+    for name in recipe.scenes:
+        part, held = split_scene(real_scenes.load_labelled(by_name[name], pixel_size), recipe.val_fraction, gap=recipe.tile // 8)
+        train_parts.append(part)
+        for x, y, v, _ in zip(*(getattr(scene_tiles(held, recipe.tile), f) for f in ("x", "y", "valid", "kind"))):
+            val_tiles.add(x, y, v, "validation")
+    train_parts += [real_scenes.load_labelled(scene, pixel_size) for scene in bundled.NORTH_SEA]
+    tiles = training_tiles(train_parts, real_scenes.load_grd(), recipe.train_tiles, recipe.tile, seed, recipe.mix)
+    data = {
+        "arctic_scenes": {name: f"all but the edge band holding {recipe.val_fraction:.0%} of its slick pixels (validation)" for name in recipe.scenes},
+        "north_sea_tiles": [scene.name for scene in bundled.NORTH_SEA],
+        "unlabelled_scene": bundled.GRD_SCENE.name + " (S1A IW GRDH VV, 2020-07-29, Cape Hatteras; ~200 m, upsampled with speckle)",
+        "tile_kinds": {kind: tiles.kind.count(kind) for kind in sorted(set(tiles.kind))},
+        "validation_tiles": len(val_tiles),
+        "mix": asdict(recipe.mix),
+    }
+    return _tileset(tiles), _tileset(val_tiles), data
+
+
+def pretrain_real(out: Path, recipe: RealRecipe, config: TrainConfig, progress: Progress, card: Optional[ModelCard] = None,
+                  encoder_weights: Optional[Path] = None) -> dict:
+    """Train on real texture (see the module's docstring); resumes from ``config.checkpoint`` when it exists.
+
+    From ``recipe.init`` when set; otherwise ``card``'s network (the default one when None) from random
+    initialisation or ``encoder_weights``, so that other networks are compared under the same recipe."""
+    torch.manual_seed(config.seed)
+    device = torch.device(config.device)
+    if recipe.init is not None:
+        model, parent = load_model(recipe.init, torch.device("cpu"))
+        card = ModelCard.from_json(parent.to_json())
+        card.lineage = {"initialised_from": {"name": parent.name, "file": Path(recipe.init).name, "sha256": file_sha256(Path(recipe.init))}}
+    else:
+        card = card or ModelCard(**DEFAULT_CARD)
+        model = build_model(card)
+        if encoder_weights:
+            load_encoder_weights(model, encoder_weights)
+    progress.log(f"cutting {recipe.train_tiles} training tiles of {recipe.tile} px from real and synthetic scenes")
+    train_set, val_set, data = real_sets(recipe, card.pixel_size, config.seed)
+    report = train(model, train_set, val_set, config, progress)
+    card.name = (f"Slick U-Net R18 25 m (real SAR texture)" if _is_default(card) else f"Slick {card.architecture} {card.encoder} 25 m (real SAR texture)")
+    card.threshold = report.threshold
+    card.created = ModelCard.__dataclass_fields__["created"].default_factory()
+    card.provenance = {
+        "how": "python -m engine pretrain --data real --scenes " + " ".join(recipe.scenes)
+        + f" --train-tiles {recipe.train_tiles} --tile {recipe.tile} --epochs {config.epochs} --lr {config.lr} --seed {config.seed}"
+        + ("" if recipe.init == SYNTHETIC_MODEL else f" --init {recipe.init or 'none'}"),
+        "data": data,
+        "selection": "epoch and threshold by slick Dice on the validation bands",
+        "epochs_run": report.epochs_run,
+        "best_epoch": report.best_epoch,
+        "seconds": report.seconds,
+        "machine": describe(device),
+    }
+    card.metrics = {"validation_dice": round(report.val_dice_calibrated, 4), "validation_threshold": report.threshold}
+    save_model(model, card, out, half=True)
+    return {"model": str(out), "val_dice": report.val_dice_calibrated, "threshold": report.threshold,
+            "epochs_run": report.epochs_run, "best_epoch": report.best_epoch, "seconds": report.seconds,
+            "tiles_per_second": report.tiles_per_second, "data": data}
+
+
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("pretrain", help="pretrain the default model (or another network) on synthetic scenes (reproducible)")
-    p.add_argument("--out", type=Path, help="model file to write (default: the bundled model, for the default network only)")
-    p.add_argument("--architecture", choices=sorted(ARCHITECTURES), help="another network of the registry (default: unet)")
+    p = subparsers.add_parser("pretrain", help="pretrain the bundled model on real SAR texture (or any network on synthetic scenes)")
+    p.add_argument("--data", choices=("real", "synthetic"), default="real",
+                   help="real: real scenes with composited slicks, from the synthetic model (default); synthetic: synthetic scenes only")
+    p.add_argument("--out", type=Path, help="model file to write (default: the bundled model of --data, for the default network only)")
+    p.add_argument("--scenes", nargs="+", default=list(DEFAULT_TRAIN_SCENES), help="--data real: the Arctic scenes to learn from")
+    p.add_argument("--init", help="--data real: model to start from, or 'none' (default: the bundled synthetic model)")
+    p.add_argument("--architecture", choices=sorted(set(ARCHITECTURES) - {"darkspot"}), help="--data synthetic: another network of the registry (default: unet)")
     p.add_argument("--encoder", help="its encoder, e.g. samvit_base_patch16 or resnet50 (default: tu-resnet18)")
     p.add_argument("--arch-kwargs", help="its further arguments as JSON, e.g. '{\"lora_rank\": 16}'")
     p.add_argument("--encoder-weights", type=Path, help="local encoder checkpoint to start from, e.g. sam_vit_b_01ec64.pth")
-    p.add_argument("--train-tiles", type=int, default=320)
-    p.add_argument("--val-tiles", type=int, default=48)
+    p.add_argument("--train-tiles", type=int, help="default: 240 (real), 320 (synthetic)")
+    p.add_argument("--val-tiles", type=int, default=48, help="--data synthetic: validation tiles")
     p.add_argument("--tile", type=int, default=256)
-    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--epochs", type=int, help="default: 6")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--lr", type=float, help="default: 5e-4 (real, from a trained model), 2e-3 (synthetic)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_run_cli)
 
 
 def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
+    device = str(pick_device(args.device))
     try:
         arch_kwargs = None if args.arch_kwargs is None else json.loads(args.arch_kwargs)
     except json.JSONDecodeError as exc:
@@ -145,5 +259,22 @@ def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
     card = pretrain_card(args.architecture, args.encoder, arch_kwargs)
     if args.out is None and not _is_default(card):
         raise InputError("--out is needed when pretraining another network than the bundled model's.", "E.g. --out samlora_b.safetensors.")
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
-    return pretrain(args.out or DEFAULT_MODEL, args.train_tiles, args.val_tiles, args.tile, config, progress, card, args.encoder_weights)
+    if args.data == "real":
+        if args.init and not _is_default(card):
+            raise InputError("--init starts from a trained model, whose network is its own.", "Give --init or --architecture/--encoder, not both.")
+        starts_fresh = args.init == "none" or not _is_default(card) or args.encoder_weights
+        init = None if starts_fresh else Path(args.init) if args.init else SYNTHETIC_MODEL
+        recipe = RealRecipe(scenes=tuple(args.scenes), train_tiles=args.train_tiles or RealRecipe.train_tiles, tile=args.tile, init=init)
+        out = args.out or DEFAULT_MODEL
+        config = TrainConfig(epochs=args.epochs or 6, batch_size=args.batch_size, lr=args.lr or 5e-4, seed=args.seed, device=device,
+                             augment=paper_augment, select_on_dice=True, patience=3,
+                             checkpoint=CHECKPOINTS / f"{out.stem}-{_run_key(args)}.pt")
+        return pretrain_real(out, recipe, config, progress, card, args.encoder_weights)
+    config = TrainConfig(epochs=args.epochs or 6, batch_size=args.batch_size, lr=args.lr or 2e-3, seed=args.seed, device=device)
+    return pretrain(args.out or SYNTHETIC_MODEL, args.train_tiles or 320, args.val_tiles, args.tile, config, progress, card, args.encoder_weights)
+
+
+def _run_key(args: argparse.Namespace) -> str:
+    """The same arguments resume the same run; any other argument starts a new one."""
+    chosen = {k: v for k, v in vars(args).items() if k not in ("func", "jsonl", "command")}
+    return hashlib.sha256(json.dumps(chosen, sort_keys=True, default=str).encode()).hexdigest()[:12]

@@ -50,12 +50,23 @@ ARCHITECTURES: dict[str, Callable[..., torch.nn.Module]] = {
     "unet": smp.Unet,
     "segformer": smp.Segformer,
     "samlora": SamLoRA,
+    "darkspot": lambda **kwargs: _darkspot()(**kwargs),
 }
 """Name -> network class, all built as smp's are. The paper's models are ``deeplabv3`` with ``resnet50`` or
-``resnet101``, and ``samlora`` with ``samvit_base_patch16`` or ``samvit_large_patch16``."""
+``resnet101``, and ``samlora`` with ``samvit_base_patch16`` or ``samvit_large_patch16``; ``darkspot`` is the
+classical adaptive-threshold detector, fitted rather than trained (engine/models/darkspot.py)."""
+
+
+def _darkspot() -> type[torch.nn.Module]:
+    """Imported on use: the detector's module holds its fitting too, which needs this registry."""
+    from .darkspot import DarkSpot
+
+    return DarkSpot
 
 BUNDLED_DIR = Path(__file__).resolve().parents[2] / "resources" / "models"
 DEFAULT_MODEL = BUNDLED_DIR / "slick_unet_r18_25m.safetensors"
+SYNTHETIC_MODEL = BUNDLED_DIR / "slick_unet_r18_25m_synthetic.safetensors"
+"""Trained on synthetic scenes only: where real-texture training starts, and the transfer experiment's source."""
 
 
 def user_models_dir() -> Path:
@@ -110,9 +121,31 @@ class ModelCard:
 
     @classmethod
     def from_json(cls, text: str) -> "ModelCard":
+        known = {k: v for k, v in card_data(text).items() if k in cls.__dataclass_fields__}
+        try:
+            return cls(**known)
+        except TypeError as exc:
+            raise ModelError(f"The model card lacks {exc}.", "The file was not written by Slick Mapper, or is damaged.") from exc
+
+
+def card_data(text: str) -> dict[str, Any]:
+    """A card's JSON as a dictionary; anything else is a damaged or foreign file, said as such."""
+    try:
         data = json.loads(text)
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+    except ValueError as exc:
+        raise ModelError(f"The model card is not valid JSON ({exc}).", "The file was not written by Slick Mapper, or is damaged.") from exc
+    if not isinstance(data, dict):
+        raise ModelError("The model card is not a JSON object.", "The file was not written by Slick Mapper, or is damaged.")
+    return data
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; reading it never executes anything, and a cut-off or damaged file
+    is a ``ModelError``."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise ModelError(f"The weights in {Path(path).name} cannot be read ({exc}).", "The file is damaged or incomplete; copy or export it again.") from exc
 
 
 def build_model(card: ModelCard) -> torch.nn.Module:
@@ -166,12 +199,16 @@ def load_encoder_weights(model: torch.nn.Module, path: str | Path) -> None:
 
 
 def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
-    """A flat dictionary of tensors from safetensors or a PyTorch file, unpickled with ``weights_only``."""
+    """A flat dictionary of tensors from safetensors or a PyTorch file.
+
+    Only encoder checkpoints published as PyTorch files (SAM's own) take the second way, with
+    ``weights_only``: torch's restricted unpickler, which builds tensors and plain containers and refuses any
+    other object, so a hostile file is refused rather than run. Model files are safetensors only."""
     if not path.is_file():
         raise ModelError(f"Encoder weights file not found: {path}.", "Give a local checkpoint (.safetensors, .pth or .pt).")
     try:
         state = load_file(str(path)) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu", weights_only=True)
-    except (SafetensorError, OSError, RuntimeError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as exc:
+    except (SafetensorError, OSError, RuntimeError, EOFError, KeyError, ValueError, TypeError, AttributeError, pickle.UnpicklingError) as exc:
         # torch.load of a file that is no PyTorch file fails in any of these ways, depending on its first bytes
         raise ModelError(f"{path.name} is not a readable checkpoint.", "Give a .safetensors file or a PyTorch state dict (.pth, .pt).") from exc
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -204,6 +241,14 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         raise ModelError(f"{path.name} is not a readable model file ({exc}).", "Model files are .safetensors written by Slick Mapper.") from exc
 
 
+def has_weights(path: str | Path) -> bool:
+    """Whether a model file holds any tensor: a fitted model (the dark-spot detector) holds none, so there is
+    nothing for fine-tuning to learn."""
+    read_metadata(path)  # the typed errors for a missing or unreadable file
+    with safe_open(str(path), framework="pt") as f:
+        return bool(list(f.keys()))
+
+
 def read_card(path: str | Path) -> ModelCard:
     """The card alone, without loading weights: for listing models quickly."""
     path = Path(path)
@@ -219,7 +264,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[to
     """Rebuild the network from its card and load the weights (float32), in eval mode."""
     card = read_card(path)
     model = build_model(card)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+    state = {k: v.float() if v.is_floating_point() else v for k, v in read_weights(path).items()}
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

@@ -14,6 +14,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Optional, Protocol, runtime_checkable
 
 import numpy as np
@@ -21,6 +22,7 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from ..atomic import staged
 from ..contract import TRAIN_LAYERS
 from ..progress import Progress, silent
 from .inference import autocast, fast_dtype
@@ -129,6 +131,13 @@ class TrainConfig:
     parent_competes: bool = True
     """With ``from_parent``: False keeps the best trained epoch even when the parent scores higher, for
     experiments that ask what training learnt rather than which model to hand an analyst."""
+    select_on_dice: bool = False
+    """Pick the epoch (and stop early) on validation Dice at its calibrated threshold, as ``from_parent`` does,
+    without the parent's batch-norm statistics: pretraining validated on real scenes, where the weighted
+    loss and the Dice disagree."""
+    checkpoint: Optional[Path] = None
+    """A file the run saves itself to after every epoch and resumes from when it exists (long pretraining
+    runs that outlast a session); deleted once the run has returned its weights."""
     device: str = "cpu"
     student: Optional[StudentLoss] = None
     """None: the transfer-learning paper's loss (``slick_loss``); a student's losses (eqs. 5-6) otherwise,
@@ -371,15 +380,21 @@ def train(model: torch.nn.Module, train_set: TileSet, val_set: TileSet, config: 
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.lr, total_steps=total)
 
     def merit(scores: Validation) -> float:
-        return scores.calibrated(config.threshold)[1] if config.from_parent else -scores.loss
+        return scores.calibrated(config.threshold)[1] if config.from_parent or config.select_on_dice else -scores.loss
 
     start = validate(model, val_set, config) if config.from_parent and config.parent_competes else None
     best = (merit(start), 0, copy.deepcopy(model.state_dict()), start) if start else (-math.inf, 0, None, None)
     stale = 0
     history: list[dict] = []
     started = time.monotonic()
-    seen, val_seconds = 0, 0.0
-    for epoch in range(1, config.epochs + 1):
+    seen, val_seconds, first = 0, 0.0, 1
+    if config.checkpoint is not None and config.checkpoint.exists():
+        first, best, stale, history, seen, elapsed = _resume(config.checkpoint, model, optimiser, scheduler, gen)
+        started -= elapsed  # the run's time includes the epochs before the stop
+        progress.log(f"resuming from {config.checkpoint} after epoch {first - 1}")
+    for epoch in range(first, config.epochs + 1):
+        if stale >= config.patience:
+            break
         train_mode(model, config.train_layers, config.from_parent)
         order = torch.randperm(len(train_set), generator=gen)
         running = 0.0
@@ -405,12 +420,15 @@ def train(model: torch.nn.Module, train_set: TileSet, val_set: TileSet, config: 
             best, stale = (merit(scores), epoch, copy.deepcopy(model.state_dict()), scores), 0
         else:
             stale += 1
-            if stale >= config.patience:
-                break
+        if config.checkpoint is not None:
+            _save_checkpoint(config.checkpoint, epoch, model, optimiser, scheduler, gen, best, stale, history, seen,
+                             time.monotonic() - started)
     _, best_epoch, best_state, kept = best
     model.load_state_dict(best_state)
     threshold, calibrated = kept.calibrated(config.threshold)
     seconds = time.monotonic() - started
+    if config.checkpoint is not None:
+        config.checkpoint.unlink(missing_ok=True)
     return TrainReport(
         epochs_run=len(history),
         best_epoch=best_epoch,
@@ -423,3 +441,33 @@ def train(model: torch.nn.Module, train_set: TileSet, val_set: TileSet, config: 
         tiles_per_second=round(seen / seconds, 2),
         history=history,
     )
+
+
+def _save_checkpoint(path: Path, epoch: int, model: torch.nn.Module, optimiser: torch.optim.Optimizer, scheduler, gen: torch.Generator,
+                     best: tuple, stale: int, history: list[dict], seen: int, elapsed: float) -> None:
+    """Everything a resumed run needs to go on as if it had never stopped, as tensors and plain values only,
+    so that it loads with ``weights_only`` (a checkpoint can never run code)."""
+    merit, best_epoch, best_state, kept = best
+    state = {
+        "epoch": epoch, "model": model.state_dict(), "optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
+        "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "stale": stale, "history": history, "seen": seen,
+        "elapsed": elapsed, "best_merit": merit, "best_epoch": best_epoch, "best_state": best_state,
+        "best_scores": None if kept is None else {"loss": kept.loss, "dice": kept.dice, "dice_at": kept.dice_at.tolist(),
+                                                  "slick_pixels": kept.slick_pixels},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with staged(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _resume(path: Path, model: torch.nn.Module, optimiser: torch.optim.Optimizer, scheduler, gen: torch.Generator) -> tuple:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    optimiser.load_state_dict(state["optimiser"])
+    scheduler.load_state_dict(state["scheduler"])
+    gen.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    scores = state["best_scores"]
+    kept = None if scores is None else Validation(scores["loss"], scores["dice"], np.array(scores["dice_at"]), scores["slick_pixels"])
+    best = (state["best_merit"], state["best_epoch"], state["best_state"], kept)
+    return state["epoch"] + 1, best, state["stale"], state["history"], state["seen"], state["elapsed"]

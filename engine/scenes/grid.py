@@ -22,6 +22,7 @@ from rasterio.warp import calculate_default_transform, reproject, transform_boun
 from rasterio.windows import Window
 
 from ..errors import InputError
+from .read_errors import reading
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,8 @@ def analysis_grid(
     Cutting the extent from the full grid (rather than building a new one) keeps a canvas-extent run's
     pixels exactly on the whole-scene run's pixels, so the two can be compared or mosaicked.
     """
-    full = _full_grid(ds, utm_crs, pixel_size)
+    with reading(ds.name):  # a damaged georeference fails here, in PROJ
+        full = _full_grid(ds, utm_crs, pixel_size)
     if bounds is None:
         return full
     left, bottom, right, top = transform_bounds(bounds_crs or full.crs, full.crs, *bounds, densify_pts=21)
@@ -99,11 +101,15 @@ def _full_grid(ds: rasterio.DatasetReader, utm_crs: str, pixel_size: float) -> G
 
 
 class GridReader:
-    """Reads one band of a scene on the analysis grid, window by window, as float32 with NaN for no data."""
+    """Reads one band of a scene on the analysis grid, window by window, as float32 with NaN for no data.
 
-    def __init__(self, source: rasterio.io.DatasetReaderBase, band: int, offset: tuple[int, int] = (0, 0)) -> None:
+    Every tile detection, fine-tuning and the generator's training see is read here, so a scene's failing
+    block is reported here, once, as the scene's ``InputError``."""
+
+    def __init__(self, source: rasterio.io.DatasetReaderBase, band: int, offset: tuple[int, int] = (0, 0), scene: str = "") -> None:
         self._source = source
         self._band = band
+        self._scene = scene or source.name
         self._row0, self._col0 = offset
         self._nodata = source.nodata
 
@@ -116,7 +122,8 @@ class GridReader:
         r1, c1 = min(row0 + height, self._source.height), min(col0 + width, self._source.width)
         if r1 > r0 and c1 > c0:
             inside = Window(c0, r0, c1 - c0, r1 - r0)
-            values[r0 - row0 : r1 - row0, c0 - col0 : c1 - col0] = self._source.read(self._band, window=inside)
+            with reading(self._scene):
+                values[r0 - row0 : r1 - row0, c0 - col0 : c1 - col0] = self._source.read(self._band, window=inside)
         invalid = ~np.isfinite(values) | (values == 0)
         if self._nodata is not None and np.isfinite(self._nodata):
             invalid |= values == self._nodata
@@ -154,7 +161,7 @@ def open_on_grid(ds: rasterio.DatasetReader, band: int, grid: Grid) -> Iterator[
         nodata=np.nan if float_data else 0,
         dtype="float32" if float_data else ds.dtypes[band - 1],
     ) as vrt:
-        yield GridReader(vrt, band)
+        yield GridReader(vrt, band, scene=ds.name)
 
 
 class GcpReader(GridReader):
@@ -172,16 +179,17 @@ class GcpReader(GridReader):
     def read(self, window: Window) -> np.ndarray:
         values = np.full((int(window.height), int(window.width)), np.nan, dtype=np.float32)
         gcps, gcp_crs = self._source.gcps
-        reproject(
-            rasterio.band(self._source, self._band),
-            values,
-            gcps=gcps,
-            src_crs=gcp_crs,
-            src_nodata=self._src_nodata,
-            dst_transform=self._grid.transform @ Affine.translation(window.col_off, window.row_off),
-            dst_crs=self._grid.crs,
-            dst_nodata=np.nan,
-            resampling=Resampling.bilinear,
-        )
+        with reading(self._scene):
+            reproject(
+                rasterio.band(self._source, self._band),
+                values,
+                gcps=gcps,
+                src_crs=gcp_crs,
+                src_nodata=self._src_nodata,
+                dst_transform=self._grid.transform @ Affine.translation(window.col_off, window.row_off),
+                dst_crs=self._grid.crs,
+                dst_nodata=np.nan,
+                resampling=Resampling.bilinear,
+            )
         values[values == 0] = np.nan
         return values

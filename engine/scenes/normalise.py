@@ -18,6 +18,7 @@ from rasterio.windows import Window
 
 from ..errors import InputError
 from ..progress import Progress
+from .read_errors import reading
 
 NODATA = 0.0
 STATS_ROWS = 512
@@ -96,7 +97,8 @@ def scene_stretch(ds: rasterio.DatasetReader, band: int, value_scale: str, progr
     def chunks():
         for i, row in enumerate(starts):
             progress.update("statistics", i, len(starts), "Scene statistics for eq. 1")
-            values = ds.read(band, window=Window(0, row, ds.width, min(STATS_ROWS, ds.height - row))).astype(np.float32)
+            with reading(ds.name):
+                values = ds.read(band, window=Window(0, row, ds.width, min(STATS_ROWS, ds.height - row))).astype(np.float32)
             invalid = ~np.isfinite(values) | (values == 0)
             if nodata is not None and np.isfinite(nodata):
                 invalid |= values == nodata

@@ -19,11 +19,11 @@ import rasterio
 import rasterio.transform
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioIOError
 from rasterio.warp import transform as transform_points
 
 from ..contract import POLARISATIONS, not_sar_reason, polarisation_of
 from ..errors import InputError
+from .read_errors import READ_FAILURES, diagnose, reading
 
 VALUE_SCALES = ("uint8_stretched", "uint16_dn", "float32_linear", "float32_db")
 _PREVIEW_PIXELS = 1_000_000  # decimated read size for quick statistics
@@ -65,7 +65,10 @@ def open_raster(path: str | Path) -> rasterio.DatasetReader:
         raise InputError(f"Scene file is empty: {path}.", "The download or copy did not finish; fetch it again.")
     try:
         return rasterio.open(path)
-    except RasterioIOError as exc:
+    except READ_FAILURES as exc:
+        found = diagnose(path)
+        if found is not None:
+            raise InputError(f"Cannot read {path.name}: {found[0]}.", found[1]) from exc
         raise InputError(
             f"Cannot read {path.name} as a raster ({exc}).",
             "Give a GeoTIFF, COG, VRT or Sentinel-1 GRD measurement TIFF; the file may be corrupt.",
@@ -131,7 +134,8 @@ def preview(ds: rasterio.DatasetReader, band: int, max_pixels: int = _PREVIEW_PI
     """A decimated read of one band (nearest), for statistics that need not touch every pixel."""
     factor = max(1.0, math.sqrt(ds.width * ds.height / max_pixels))
     shape = (max(1, int(ds.height / factor)), max(1, int(ds.width / factor)))
-    return ds.read(band, out_shape=shape, resampling=Resampling.nearest)
+    with reading(ds.name):
+        return ds.read(band, out_shape=shape, resampling=Resampling.nearest)
 
 
 def footprint_lonlat(ds: rasterio.DatasetReader) -> tuple[float, float, float, float]:
@@ -201,7 +205,7 @@ def inspect(path: str | Path, band: str | int | None = None, pixel_size: Optiona
 
     ``pixel_size`` is the analysis pixel size of the model that will run, used only to describe the plan.
     """
-    with open_raster(path) as ds:
+    with open_raster(path) as ds, reading(path):  # a damaged georeference fails in PROJ, not in a read
         index = select_band(ds, band)
         footprint = footprint_lonlat(ds)
         utm, warnings = utm_crs_for(footprint)

@@ -16,17 +16,19 @@ from ..engine_runner import EngineCommand, Status
 
 
 def run_engine(command: EngineCommand, feedback: QgsProcessingFeedback,
-               cleanup: Optional[Callable[[], None]] = None) -> Dict[str, Any]:
+               cleanup: Optional[Callable[[], None]] = None, with_message: bool = False) -> Dict[str, Any]:
     """The engine's result data; raises QgsProcessingException when the run fails or is cancelled.
 
     Progress goes to ``feedback.setProgress``, engine messages to ``pushInfo``; ``feedback.isCanceled``
-    stops the engine. ``cleanup`` removes partial outputs when the run does not succeed.
+    stops the engine. ``cleanup`` removes partial outputs when the run does not succeed. ``with_message``
+    shows the engine's own progress message (a batch's "5 done, 1 failed, 12 left") before the time left.
     """
     time_left = TimeLeft()
 
     def progressed(event: ProgressEvent) -> None:
         feedback.setProgress(event.percent)
-        feedback.setProgressText(describe(event, time_left.update(event)))
+        text = describe(event, time_left.update(event))
+        feedback.setProgressText(f"{event.message} ({text})" if with_message and event.message else text)
 
     result = settings.engine_runner().run(command, on_progress=progressed, on_log=feedback.pushInfo,
                                           is_cancelled=feedback.isCanceled)

@@ -67,3 +67,24 @@ def test_a_scene_deleted_after_loading_is_refused(dock, iface, qtbot, tmp_path: 
     path.unlink()
     click_detect(dock, qtbot)
     assert "no longer exists" in iface.messages()[0]
+
+
+def test_a_partial_download_is_explained_in_the_dock_and_in_processing(dock, iface, qtbot, processing, tmp_path: Path) -> None:
+    import processing as qgis_processing
+    from qgis.core import QgsProcessingException
+
+    path = tmp_path / "partial download.tif"
+    data = (SAMPLE / "raw_mosaic.tif").read_bytes()
+    path.write_bytes(data[: len(data) * 6 // 10])
+    add_active(iface, str(path), "partial")  # its header is whole: QGIS loads it
+    qtbot.waitUntil(lambda: not dock._tasks and "interrupted download" in dock.scene_info.text(), timeout=60_000)
+    assert "the file ends after 6" in dock.scene_info.text() and "Traceback" not in dock.scene_info.text()
+    click_detect(dock, qtbot)
+    assert "probably an interrupted download" in iface.messages()[0]
+    try:
+        qgis_processing.run("slickmapper:sceneinfo", {"INPUT": str(path)})
+    except QgsProcessingException as error:
+        message = str(error)
+    else:
+        raise AssertionError("Processing accepted a cut-off scene")
+    assert "partial download.tif: the file ends after 6" in message and "Traceback" not in message

@@ -187,3 +187,19 @@ def test_time_left_follows_the_pace_of_the_stage() -> None:
     assert left == pytest.approx(16.0)
     assert describe(ProgressEvent("tiles", 2, 10), left) == "tiles 2/10 – about 16 s left"
     assert estimate.update(ProgressEvent("polygons", 1, 5)) is None
+
+
+def test_a_scene_path_with_spaces_quotes_and_shell_characters_reaches_the_engine_as_it_is(tmp_path: Path) -> None:
+    """The engine gets an argument list, never a shell line: nothing in a file name is interpreted."""
+    import shutil
+
+    from .conftest import REPO, SAMPLE
+
+    folder = tmp_path / "it's a \"test\" $(touch pwned) ø"
+    folder.mkdir()
+    scene = folder / "scène `touch pwned`; 'quoted'.tif"
+    shutil.copy(SAMPLE / "raw_mosaic.tif", scene)
+    result = EngineRunner(sys.executable, REPO).run(EngineCommand("info", (str(scene),)))
+    assert result.ok, result.message
+    assert result.data["path"] == str(scene) and result.data["width"] == 768
+    assert not (REPO / "pwned").exists() and not (folder / "pwned").exists()

@@ -1,0 +1,34 @@
+"""The benchmark's scoring: Dice and false slick area on slick-free sea, on a real scene's label grid."""
+
+from __future__ import annotations
+
+import numpy as np
+import rasterio
+from scipy.ndimage import distance_transform_edt
+
+from engine.data.bundled import ARCTIC
+from engine.jobs.evaluate import read_label_mask
+from engine.experiments.benchmark import CLEAR_M, score
+
+
+def _write(path, values, transform, crs):
+    with rasterio.open(path, "w", driver="GTiff", width=values.shape[1], height=values.shape[0], count=1, dtype="float32",
+                      transform=transform, crs=crs) as ds:
+        ds.write(values.astype(np.float32), 1)
+    return path
+
+
+def test_the_label_itself_scores_one_and_far_slicks_count_as_false(tmp_path):
+    scene = ARCTIC[1]
+    label, transform, crs = read_label_mask(scene.labels)
+    perfect = score(_write(tmp_path / "p.tif", label.astype(np.float32), transform, crs), scene, 0.5)
+    assert perfect.dice == 1.0 and perfect.false_pixels == 0
+    far = distance_transform_edt(~label) * abs(transform.a) > CLEAR_M + 100
+    blob = np.zeros_like(label)
+    r, c = np.argwhere(far)[len(np.argwhere(far)) // 2]
+    blob[r - 5 : r + 5, c - 5 : c + 5] = True
+    assert far[blob].all()
+    noisy = score(_write(tmp_path / "q.tif", (label | blob).astype(np.float32), transform, crs), scene, 0.5)
+    assert noisy.false_pixels == 100 and noisy.fp == 100
+    assert noisy.false_km2_per_1000 == 1000 * 100 / noisy.clear_pixels
+    assert noisy.dice < 1.0

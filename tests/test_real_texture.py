@@ -1,0 +1,89 @@
+"""Real-texture training data: the composited slick's physics, the validation split, the tile mix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.ndimage import binary_erosion, laplace
+
+from engine.data.bundled import ARCTIC, NORTH_SEA
+from engine.data.real_scenes import load_grd, load_labelled
+from engine.data.real_texture import VISIBLE_DB, Mix, composite_seep, split_scene, training_tiles
+
+
+def _sea(level: float, shape=(256, 256), seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.clip(level + 20 * rng.standard_normal(shape), 1, 255).astype(np.float32)
+
+
+def _composite(values: np.ndarray, level: float, seed: int = 3, dn_per_db: float = 30.0):
+    return composite_seep(values, np.random.default_rng(seed), dn_per_db, 25.0, level)
+
+
+def test_slick_darkens_only_inside_strands_and_keeps_the_speckle():
+    sea = _sea(130.0)
+    out, slick = _composite(sea, 130.0)
+    assert slick.sum() > 50
+    drop = out - sea
+    assert np.all(drop <= 1e-4)  # oil only damps
+    changed = drop < -1e-3
+    # The drop is a smooth factor in dB, so the real speckle survives: pixel-to-pixel differences of the drop
+    # are small against the speckle's own (but at the soft edges of the thinnest strands).
+    interior = binary_erosion(slick & (out > 1) & (sea < 254), iterations=1)
+    assert interior.sum() > 20
+    assert np.median(np.abs(laplace(drop))[interior]) < 0.25 * np.median(np.abs(laplace(sea))[interior])
+    # Labelled pixels are at least VISIBLE_DB darker; nothing outside the strands changed much.
+    assert np.all(drop[slick] <= 30.0 * VISIBLE_DB + 1e-3)
+    assert changed.sum() < 0.5 * sea.size
+
+
+def test_no_slick_shows_on_sea_too_calm_to_damp():
+    level = 130.0
+    calm = _sea(level - 6 * 30.0 + 60.0)  # background 4 dB under the scene's level: little Bragg scattering left
+    out_calm, slick_calm = _composite(calm, level)
+    out_wind, slick_wind = _composite(_sea(level), level)
+    assert slick_calm.sum() < 0.2 * slick_wind.sum()
+    assert np.abs(out_calm - calm).max() < np.abs(out_wind - _sea(level)).max()
+
+
+def test_no_data_stays_no_data():
+    sea = _sea(130.0)
+    sea[:, :100] = 0.0
+    out, slick = _composite(sea, 130.0)
+    assert np.all(out[:, :100] == 0.0) and not slick[:, :100].any()
+
+
+def test_validation_band_holds_slick_and_training_never_sees_it():
+    scene = load_labelled(ARCTIC[0], 25.0)
+    train, val = split_scene(scene, 0.3, gap=32)
+    assert val.slick.sum() >= 0.3 * scene.slick.sum()
+    assert not (train.known & val.known).any()
+    assert np.all(train.values[val.known] == 0.0)  # not even as context
+    # the gap: no training pixel within 32 px of a validation pixel, along the cut
+    rows = np.flatnonzero(val.known.any(axis=1))
+    cols = np.flatnonzero(val.known.any(axis=0))
+    near = np.zeros_like(val.known)
+    near[max(rows[0] - 32, 0): rows[-1] + 33, max(cols[0] - 32, 0): cols[-1] + 33] = True
+    assert not (train.known & near).any()
+
+
+def test_north_sea_tiles_are_restretched_and_resampled():
+    scene = load_labelled(NORTH_SEA[0], 25.0)
+    assert scene.values.shape == (358, 358)  # 448 px at 20 m
+    valid = scene.values[scene.values > 0]
+    assert 45 < valid.std() < 75  # eq. 1: mean +- 2 sigma over 254 levels
+    assert scene.slick.any()
+
+
+def test_tiles_are_reproducible_and_follow_the_mix():
+    scenes = [load_labelled(ARCTIC[0], 25.0), load_labelled(NORTH_SEA[0], 25.0)]
+    grd = load_grd()
+    a = training_tiles(scenes, grd, 12, 128, seed=5, mix=Mix(labelled=1, composite=1, grd=1, synthetic=0))
+    b = training_tiles(scenes, grd, 12, 128, seed=5, mix=Mix(labelled=1, composite=1, grd=1, synthetic=0))
+    assert all(np.array_equal(x, y) for x, y in zip(a.x, b.x))
+    assert "synthetic" not in a.kind and len(set(a.kind)) >= 2
+    for x, y, v in zip(a.x, a.y, a.valid):
+        assert x.shape == y.shape == v.shape == (128, 128)
+        assert not np.any(y * (1 - v))  # a target is only where it is known
+    with pytest.raises(ValueError, match="non-negative"):
+        Mix(labelled=-1).shares()
