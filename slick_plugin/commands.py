@@ -231,7 +231,7 @@ def unique_prefix(out_dir: str, scene: str, model_name: str, now: Optional[datet
     stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
     base = f"{_safe(Path(scene).stem)}_{_safe(model_name)}_{stamp}"
     prefix, number = base, 1
-    while any((Path(out_dir) / f"{prefix}{suffix}").exists() for suffix in OUTPUT_SUFFIXES):
+    while any((Path(out_dir) / f"{prefix}{suffix}").exists() for suffix in OUTPUT_SUFFIXES.values()):
         number += 1
         prefix = f"{base}-{number}"
     return prefix

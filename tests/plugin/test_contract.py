@@ -106,3 +106,15 @@ def test_the_contract_loads_in_qgis_python_without_the_engine_package() -> None:
 
     assert plugin_contract.LABEL_CLASSES == contract.LABEL_CLASSES
     assert "rasterio" not in vars(sys.modules[plugin_contract._NAME])
+
+
+def test_a_new_detection_prefix_skips_names_whose_outputs_exist(tmp_path) -> None:
+    from datetime import datetime
+
+    from slick_plugin.commands import unique_prefix
+
+    now = datetime(2024, 5, 1, 12, 0, 0)
+    first = unique_prefix(str(tmp_path), "/data/scene.tif", "model", now)
+    (tmp_path / f"{first}{contract.OUTPUT_SUFFIXES['slicks']}").touch()
+    second = unique_prefix(str(tmp_path), "/data/scene.tif", "model", now)
+    assert second == f"{first}-2"
