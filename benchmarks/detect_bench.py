@@ -156,26 +156,21 @@ def scene_tiles(scene: Path, model_path: Path, overlap: int) -> tuple[list[tuple
 
     from engine.models.registry import read_card
     from engine.progress import silent
-    from engine.scenes.grid import analysis_grid, open_on_grid
-    from engine.scenes.normalise import scene_stretch
-    from engine.scenes.raster import inspect, open_raster
+    from engine.scenes.analysis import open_for_analysis
     from engine.scenes.tiling import tile_rows
 
     card = read_card(model_path)
     tile = card.tile_size
-    info = inspect(scene)
-    with open_raster(scene) as ds:
-        grid = analysis_grid(ds, info.utm_crs, card.pixel_size)
-        stretch = scene_stretch(ds, info.band, info.value_scale, silent())
+    with open_for_analysis(scene, card, progress=silent()) as opened:
+        grid = opened.grid
         positions, tiles = [], []
-        with open_on_grid(ds, info.band, grid) as reader:
-            for row in tile_rows(grid.height, grid.width, tile, overlap):
-                stretched = stretch.apply(reader.read(Window(0, row.row, max(grid.width, tile), tile)))
-                for col in row.cols:
-                    cut = stretched[:, col : col + tile]
-                    if cut.any():
-                        positions.append((row.row, col))
-                        tiles.append(np.ascontiguousarray(cut))
+        for row in tile_rows(grid.height, grid.width, tile, overlap):
+            stretched = opened.stretch.apply(opened.reader.read(Window(0, row.row, max(grid.width, tile), tile)))
+            for col in row.cols:
+                cut = stretched[:, col : col + tile]
+                if cut.any():
+                    positions.append((row.row, col))
+                    tiles.append(np.ascontiguousarray(cut))
     return positions, tiles, (grid.height, grid.width)
 
 

@@ -6,7 +6,7 @@
 Figures:
   1 loop        pressing Fine-tune with N = 8 labelled 256-px tiles, to the refreshed prediction on the
                 2000 x 2000 scene with the new model; target <= 60 s. The engine commands run exactly as
-                the dock runs them (slick_plugin.worker.EngineRunner: a child process speaking JSON lines,
+                the dock runs them (slick_plugin.engine_runner.EngineRunner: a child process speaking JSON lines,
                 the panel's defaults), and the split comes from the engine itself: the fine-tuning
                 report's timings, and detection's progress stages as they arrive.
   2 Dice        of the bundled and of the fine-tuned model on the scene outside the labelled tiles,
@@ -58,8 +58,8 @@ from engine.models.training import paper_augment, train_mode, trainable_paramete
 from slick_plugin import settings  # noqa: E402
 from slick_plugin.commands import DetectParameters, FinetuneParameters  # noqa: E402
 from slick_plugin.paths import default_engine_python, engine_root  # noqa: E402
-from slick_plugin.progress import ProgressEvent  # noqa: E402
-from slick_plugin.worker import EngineCommand, EngineRunner, RunResult  # noqa: E402
+from slick_plugin.progress_text import ProgressEvent  # noqa: E402
+from slick_plugin.engine_runner import EngineCommand, EngineRunner, RunResult  # noqa: E402
 
 TILE = 256
 BLOCK = (2, 4)

@@ -37,7 +37,7 @@ from qgis.PyQt.QtCore import QCoreApplication, QEventLoop  # noqa: E402
 from slick_plugin.commands import GenerateParameters  # noqa: E402
 from slick_plugin.paths import default_engine_python, engine_root  # noqa: E402
 from slick_plugin.tasks import EngineTask, Step  # noqa: E402
-from slick_plugin.worker import EngineRunner  # noqa: E402
+from slick_plugin.engine_runner import EngineRunner  # noqa: E402
 
 SAMPLE = ROOT / "resources" / "samples" / "arctic_s1" / "sample_1"
 

@@ -38,7 +38,7 @@ from qgis.PyQt.QtCore import QElapsedTimer, QEventLoop, QTimer  # noqa: E402
 from slick_plugin.commands import DetectParameters  # noqa: E402
 from slick_plugin.paths import default_engine_python, engine_root  # noqa: E402
 from slick_plugin.tasks import EngineTask  # noqa: E402
-from slick_plugin.worker import EngineRunner, RunResult  # noqa: E402
+from slick_plugin.engine_runner import EngineRunner, RunResult  # noqa: E402
 
 TICK_MS = 10
 

@@ -2,8 +2,9 @@
 
 A hidden temporary file beside the target (same folder, hence same file system) takes the bytes and is then
 renamed over the target, which POSIX makes atomic; on any error it is removed and the target is untouched.
-Model files, sample tiles, indexes and experiment results all go through here. Rasters are the exception:
-GDAL writes those itself, through the staging folders of ``outputs`` and ``synth``.
+Model files, sample tiles, indexes and experiment results all go through ``staged``. Files GDAL or fiona
+write themselves, often with sidecars (a PNG's world file, a GeoPackage's journal), go through
+``staged_folder``: a hidden folder beside the targets whose files are moved into place together.
 
 Whatever writes (Python, GDAL, SQLite, safetensors), a failed write becomes one ``OutputError`` from
 ``write_failure``: a full disk or quota says so, with the space left, because GDAL's own words for it
@@ -24,6 +25,7 @@ from typing import Iterator
 
 from safetensors import SafetensorError
 
+from .contract import STAGING_PREFIX
 from .errors import OutputError, SlickMapperError
 
 STAGED_WRITE_FAILURES = (OSError, SafetensorError)
@@ -96,7 +98,7 @@ def staged(path: Path, hint: str = "Check the free space and permissions of the 
     rename wins whole."""
     with writing(path, hint):
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=".slickmapper-tmp-", suffix=path.suffix, dir=path.parent)
+        fd, name = tempfile.mkstemp(prefix=STAGING_PREFIX, suffix=path.suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -108,6 +110,34 @@ def staged(path: Path, hint: str = "Check the free space and permissions of the 
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def staged_folder(folder: Path, overwrite: bool = True,
+                  hint: str = "Check the free space and permissions of the folder.") -> Iterator[Path]:
+    """A hidden folder in ``folder`` to write files into; when the block succeeds they move into ``folder``.
+
+    With ``overwrite`` False a file already in ``folder`` under the name of a staged one is an
+    ``OutputError`` and nothing moves. The hidden folder is removed whatever happens.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=folder))
+    except OSError as exc:
+        raise write_failure(folder, exc, hint) from exc
+    try:
+        yield stage
+        made = sorted(stage.iterdir())
+        clashes = [folder / f.name for f in made if (folder / f.name).exists()]
+        if clashes and not overwrite:
+            names = ", ".join(c.name for c in clashes)
+            raise OutputError(f"{names} already in {folder}; outputs are never overwritten.", "Choose another name.")
+        for staged_file in made:
+            os.replace(staged_file, folder / staged_file.name)
+    except OSError as exc:
+        raise write_failure(folder, exc, hint) from exc
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def write_bytes(path: Path, data: bytes, hint: str = "Check the free space and permissions of the folder.") -> None:

@@ -2,19 +2,22 @@
 
 Engine functions take one ``Progress`` and call ``update`` as they go; ``update`` raises
 ``Cancelled`` once the cancel flag is set, so cancellation needs no extra plumbing. The CLI prints a
-bar or JSON lines from the same calls; the plugin's worker reads those lines.
+bar or JSON lines from the same calls; the plugin's worker reads those lines. A training run's scores
+per epoch go out as numbers (``metrics``), so a chart never has to read them back out of prose.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from .errors import Cancelled
 
 ProgressCallback = Callable[[str, int, int, str], None]
 """Called as ``callback(stage, done, total, message)``."""
+MetricsCallback = Callable[[dict[str, Any]], None]
+"""Called with one epoch's scores: ``{"epoch": 3, "train_loss": ..., "val_loss": ..., "val_dice": ...}``."""
 
 
 class Progress:
@@ -25,10 +28,12 @@ class Progress:
         callback: Optional[ProgressCallback] = None,
         cancel_event: Optional[threading.Event] = None,
         log: Optional[Callable[[str], None]] = None,
+        metrics: Optional[MetricsCallback] = None,
     ) -> None:
         self._callback = callback
         self.cancel_event = cancel_event or threading.Event()
         self._log = log
+        self._metrics = metrics
         self.started = time.monotonic()
 
     @property
@@ -51,6 +56,22 @@ class Progress:
     def log(self, message: str) -> None:
         if self._log is not None:
             self._log(message)
+
+    def metrics(self, **scores: Any) -> None:
+        """One epoch's scores: as numbers to whoever listens for them, else as a log line for a person."""
+        if self._metrics is not None:
+            self._metrics(scores)
+        else:
+            self.log(describe_metrics(scores))
+
+
+def describe_metrics(scores: dict[str, Any]) -> str:
+    """``epoch 3: train loss 0.5708, val loss 1.0559, val Dice 0.065 (0.071 at 0.40)``."""
+    text = (f"epoch {scores['epoch']}: train loss {scores['train_loss']:.4f}, val loss {scores['val_loss']:.4f}, "
+            f"val Dice {scores['val_dice']:.3f}")
+    if scores.get("val_dice_calibrated") is not None:
+        text += f" ({scores['val_dice_calibrated']:.3f} at {scores['threshold']:.2f})"
+    return text
 
 
 def silent() -> Progress:

@@ -1,6 +1,6 @@
 """Slick Mapper: maps natural oil-seep slicks in Sentinel-1 SAR from QGIS.
 
-A thin UI shell: all science runs in the engine's own Python process (see ``worker.py``).
+A thin UI shell: all science runs in the engine's own Python process (see ``engine_runner.py``).
 """
 
 

@@ -15,19 +15,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
-from .worker import EngineCommand
+from .contract import OUTPUT_SUFFIXES, SOLVER_STEPS, STAGING_PREFIX, TRAIN_LAYERS
+from .engine_runner import EngineCommand
 
 DOCTOR = EngineCommand("doctor")
 MODELS = EngineCommand("models")
 
-OUTPUT_SUFFIXES = ("_probability.tif", "_mask.tif", "_slicks.gpkg")
 SIDECARS = ("", ".aux.xml", ".ovr", "-wal", "-shm", "-journal")
-TEMP_MARKER = ".slickmapper-tmp"
-"""Name start of the engine's in-progress files; only a killed engine leaves them behind."""
 
 
-def info_command(scene: str) -> EngineCommand:
-    return EngineCommand("info", (scene,))
+def info_command(scene: str, model: str = "") -> EngineCommand:
+    """The engine's verdict on running ``model`` (empty: the bundled default) on ``scene``."""
+    return EngineCommand("info", (scene, "--model", model) if model else (scene,))
 
 
 def label_store_init_command(store: str, crs: str) -> EngineCommand:
@@ -43,7 +42,7 @@ def label_export_command(store: str, scene: str, out: str) -> EngineCommand:
 def _remove_temp_leftovers(folder: Path) -> None:
     """Delete what a killed engine left in ``folder`` (a cancelled or failed one cleans up itself)."""
     if folder.is_dir():
-        for leftover in folder.glob(f"{TEMP_MARKER}*"):
+        for leftover in folder.glob(f"{STAGING_PREFIX}*"):
             if leftover.is_dir():
                 shutil.rmtree(leftover, ignore_errors=True)
             else:
@@ -78,7 +77,7 @@ class DetectParameters:
         return EngineCommand("detect", tuple(args))
 
     def output_paths(self) -> Tuple[Path, ...]:
-        return tuple(Path(self.out_dir) / f"{self.prefix}{suffix}" for suffix in OUTPUT_SUFFIXES)
+        return tuple(Path(self.out_dir) / f"{self.prefix}{suffix}" for suffix in OUTPUT_SUFFIXES.values())
 
     def remove_outputs(self) -> None:
         """Delete whatever this run left (after a failure, a kill or a late cancel) and temp leftovers."""
@@ -86,10 +85,6 @@ class DetectParameters:
             for sidecar in SIDECARS:
                 Path(f"{output}{sidecar}").unlink(missing_ok=True)
         _remove_temp_leftovers(Path(self.out_dir))
-
-
-TRAIN_LAYERS = ("decoder", "all")
-"""The engine's ``finetune --train-layers`` choices."""
 
 
 @dataclass(frozen=True)
@@ -128,8 +123,6 @@ class FinetuneParameters:
         _remove_temp_leftovers(Path(self.out).parent)
 
 
-SOLVERS = {"dpm++": 20, "ddim": 200}
-"""The engine's ``generate --solver`` choices and the steps each takes by default."""
 GENERATOR_NETS = ("small", "ddpm")
 """The engine's ``generator train --net`` choices: small trains on a CPU, ddpm is the paper's size (GPU)."""
 
@@ -154,7 +147,7 @@ class GenerateParameters:
     low_res_steps: int = 600
     solver: str = "dpm++"
     solver_steps: int = 0
-    """0: the solver's own default (``SOLVERS``)."""
+    """0: the solver's own default (``SOLVER_STEPS``)."""
     device: str = "auto"
     mix_generators: bool = False
     """Allow adding to a folder holding samples of an earlier generator (after retraining)."""
@@ -238,7 +231,7 @@ def unique_prefix(out_dir: str, scene: str, model_name: str, now: Optional[datet
     stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
     base = f"{_safe(Path(scene).stem)}_{_safe(model_name)}_{stamp}"
     prefix, number = base, 1
-    while any((Path(out_dir) / f"{prefix}{suffix}").exists() for suffix in OUTPUT_SUFFIXES):
+    while any((Path(out_dir) / f"{prefix}{suffix}").exists() for suffix in OUTPUT_SUFFIXES.values()):
         number += 1
         prefix = f"{base}-{number}"
     return prefix

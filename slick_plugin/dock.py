@@ -23,18 +23,18 @@ from qgis.PyQt.QtWidgets import (QComboBox, QFormLayout, QGroupBox, QHBoxLayout,
                                  QPushButton, QRadioButton, QScrollArea, QVBoxLayout, QWidget)
 
 from . import settings
-from . import labeling
+from . import label_store
 from .commands import DOCTOR, MODELS, DetectParameters, info_command, unique_prefix
 from .finetune_panel import FinetunePanel
 from .generate_panel import GeneratePanel
 from .labels_panel import LabelsPanel
 from .layers import LayerError, add_result_group, open_results, summary
-from .options import editor_value, make_editor
+from .options_page import editor_value, make_editor
 from .rich_text import html_text
 from .run_controls import RunControls
 from .scene_check import SceneFacts, issues
 from .tasks import EngineTask, Step
-from .worker import EngineCommand, RunResult, Status
+from .engine_runner import EngineCommand, RunResult, Status
 
 TITLE = "Slick Mapper"
 
@@ -49,7 +49,8 @@ class SlickMapperDock(QgsDockWidget):
         self._project = QgsProject.instance()
         self._tasks: Set[EngineTask] = set()
         self._info_task: Optional[EngineTask] = None
-        self._infos: Dict[str, Tuple[Optional[Dict[str, Any]], str]] = {}
+        self._infos: Dict[Tuple[str, str], Tuple[Optional[Dict[str, Any]], str]] = {}
+        """The engine's ``info`` per (scene, model file): its data, or its refusal."""
         self._build()
         self._project.layersAdded.connect(self._refresh_scenes)
         self._project.layersRemoved.connect(self._refresh_scenes)
@@ -126,7 +127,7 @@ class SlickMapperDock(QgsDockWidget):
                                             lambda: str(editor_value(self.device)))
         self.finetune_panel = FinetunePanel(self._start, self._push, self._current_model,
                                             lambda: str(editor_value(self.device)),
-                                            lambda: labeling.store_path(self._project),
+                                            lambda: label_store.store_path(self._project),
                                             self.generate_panel.sample_folder)
         self.finetune_panel.model_created.connect(lambda _: self.refresh_models())
         self.finetune_panel.detect_requested.connect(self.detect_with_model)
@@ -169,18 +170,21 @@ class SlickMapperDock(QgsDockWidget):
 
     def _start(self, command: EngineCommand, description: str, on_done: Any, cleanup: Any = None,
                controls: Optional[RunControls] = None,
-               on_log: Optional[Callable[[str], None]] = None, then: Sequence[Step] = ()) -> EngineTask:
+               on_log: Optional[Callable[[str], None]] = None, then: Sequence[Step] = (),
+               on_metrics: Optional[Callable[[Dict[str, Any]], None]] = None) -> EngineTask:
         """Queue ``command`` (and the commands ``then`` that follow it) as an EngineTask whose result goes to
         ``on_done`` on the main thread.
 
         ``controls`` (shown for long runs only; scene and model look-ups are too quick to show) and
-        ``on_log`` are connected before the task is queued, so no early line is missed; ``controls``
+        ``on_log`` and ``on_metrics`` are connected before the task is queued, so no early line is missed; ``controls``
         hears of the end before ``on_done``, so ``on_done`` may start the next run at once.
         """
         task = EngineTask(description, settings.engine_runner(), command, cleanup, then)
         task.logged.connect(self._append_log)
         if on_log is not None:
             task.logged.connect(on_log)
+        if on_metrics is not None:
+            task.measured.connect(on_metrics)
         if controls is not None:
             controls.follow(task)
         task.done.connect(partial(self._task_done, task, on_done))
@@ -292,12 +296,16 @@ class SlickMapperDock(QgsDockWidget):
     def _current_model(self) -> Optional[Dict[str, Any]]:
         return self.model_combo.currentData()
 
+    def _model_path(self) -> str:
+        """The chosen model's file; empty for the engine's bundled default."""
+        return str((self._current_model() or {}).get("path") or "")
+
     def _model_changed(self) -> None:
         model = self._current_model()
         self.model_details.setText(self._model_text(model) if model else "The engine's bundled model.")
         self.model_details.setToolTip(self._model_provenance(model) if model else "")
         self.finetune_panel.model_changed()
-        self._show_scene()
+        self._scene_changed(self.layer_combo.currentLayer())
 
     # ---- scene ---------------------------------------------------------------------------------------
 
@@ -322,26 +330,27 @@ class SlickMapperDock(QgsDockWidget):
 
     def _scene_changed(self, layer: Optional[QgsMapLayer]) -> None:
         path = SceneFacts.from_layer(layer).path if isinstance(layer, QgsRasterLayer) else ""
-        known = self._infos.get(path, (None, ""))[0] is not None  # a failed look-up is tried again
+        key = (path, self._model_path())
+        known = self._infos.get(key, (None, ""))[0] is not None  # a failed look-up is tried again
         if path and not known and Path(path).exists():
             if self._info_task is not None:
                 self._info_task.cancel()
-            self._info_task = self._start(info_command(path), f"Slick Mapper: reading {Path(path).name}",
-                                          partial(self._info_read, path))
+            self._info_task = self._start(info_command(*key), f"Slick Mapper: reading {Path(path).name}",
+                                          partial(self._info_read, key))
         self._show_scene()
         self.labels_panel.refresh()
 
-    def _info_read(self, path: str, result: RunResult) -> None:
+    def _info_read(self, key: Tuple[str, str], result: RunResult) -> None:
         self._info_task = None
         if result.status is Status.CANCELLED:
             return
-        self._infos[path] = (result.data, "") if result.ok else (None, result.message)
+        self._infos[key] = (result.data, "") if result.ok else (None, result.message)
         self._show_scene()
 
     def _scene_issues(self, layer: QgsRasterLayer) -> Tuple[SceneFacts, Optional[Dict[str, Any]], list]:
         facts = SceneFacts.from_layer(layer)
-        info, info_error = self._infos.get(facts.path, (None, ""))
-        return facts, info, issues(facts, info, info_error, self._current_model())
+        info, info_error = self._infos.get((facts.path, self._model_path()), (None, ""))
+        return facts, info, issues(facts, info, info_error)
 
     def _show_scene(self) -> None:
         """Show what the engine found about the scene and everything that will go wrong."""
@@ -365,7 +374,7 @@ class SlickMapperDock(QgsDockWidget):
                       f"<b>valid</b> {100 * float(info.get('valid_fraction') or 0):.0f} %"]
             if info.get("plan"):
                 lines.append(f"<i>{html_text(str(info['plan']))}</i>")
-        elif facts.path not in self._infos and Path(facts.path).exists():
+        elif (facts.path, self._model_path()) not in self._infos and Path(facts.path).exists():
             lines.append("<i>Reading the scene…</i>")
         for issue in found:
             colour = "#b00020" if issue.blocking else "#b06000"

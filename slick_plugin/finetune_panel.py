@@ -16,15 +16,16 @@ from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFormLayout, QHeaderView, QLabel,
                                  QPushButton, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
-from .commands import TRAIN_LAYERS, FinetuneParameters, finetuned_model_path, user_models_dir
+from .commands import FinetuneParameters, finetuned_model_path, user_models_dir
+from .contract import TRAIN_LAYERS
 from .loss_chart import LossChart
 from .rich_text import html_text
 from .run_controls import RunControls
 from .tasks import EngineTask
-from .worker import RunResult, Status
+from .engine_runner import RunResult, Status
 
 StartTask = Callable[..., EngineTask]
-"""The dock's ``_start(command, description, on_done, cleanup=None, controls=None, on_log=None)``."""
+"""The dock's ``_start(command, description, on_done, cleanup=None, controls=None, on_log=None, then=(), on_metrics=None)``."""
 Push = Callable[..., None]
 """The dock's ``_push(level, text, details="")``."""
 AUTOMATIC = "automatic"
@@ -171,7 +172,7 @@ class FinetunePanel(QgsCollapsibleGroupBox):
             widget.setVisible(False)
         self.summary.setText("")
         self._start(params.command(), f"Slick Mapper: fine-tuning {Path(base).stem}", self._finished,
-                    cleanup=params.remove_outputs, controls=self.run_controls, on_log=self.chart.add_log_line)
+                    cleanup=params.remove_outputs, controls=self.run_controls, on_metrics=self.chart.add_metrics)
 
     @property
     def task(self) -> Optional[EngineTask]:

@@ -17,20 +17,20 @@ from qgis.gui import QgsCollapsibleGroupBox, QgsFileWidget
 from qgis.PyQt.QtCore import Qt, QTimer
 from qgis.PyQt.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QSpinBox, QVBoxLayout, QWidget
 
-from . import labeling, sample_files, settings
-from .commands import SOLVERS, GenerateParameters, free_path
-from .progress import ProgressEvent
+from . import label_store, sample_files, settings
+from .commands import GenerateParameters, free_path
+from .contract import SOLVER_STEPS, SOLVER_TITLES
+from .progress_text import ProgressEvent
 from .rich_text import html_text
 from .run_controls import RunControls
 from .sample_browser import SampleBrowser
 from .tasks import EngineTask, Step
-from .worker import RunResult, Status
+from .engine_runner import RunResult, Status
 
 StartTask = Callable[..., EngineTask]
 """The dock's ``_start(command, description, on_done, cleanup=None, controls=None, on_log=None, then=())``."""
 Push = Callable[..., None]
 """The dock's ``_push(level, text, details="")``."""
-SOLVER_TITLES = {"dpm++": "DPM-Solver++, 20 steps (fast)", "ddim": "DDIM, 200 steps (the paper's)"}
 """DPM-Solver++ comes first: it makes samples like DDIM's in a tenth of the network passes, which on a CPU is
 the difference between minutes and hours for a hundred samples."""
 FOLDER_TYPED_MS = 800
@@ -70,8 +70,8 @@ class GeneratePanel(QgsCollapsibleGroupBox):
         self.count.setValue(50)
         self.count.setToolTip("Samples added to the folder by one run; samples already there are kept.")
         self.solver = QComboBox()
-        for solver in SOLVERS:
-            self.solver.addItem(SOLVER_TITLES[solver], solver)
+        for solver in SOLVER_STEPS:
+            self.solver.addItem(f"{SOLVER_TITLES[solver]}, {SOLVER_STEPS[solver]} steps", solver)
         self.solver.setToolTip("DPM-Solver++ makes samples like DDIM's (the paper's solver) about ten times faster.")
         self.tile = QSpinBox()
         self.tile.setRange(32, 512)
@@ -127,7 +127,7 @@ class GeneratePanel(QgsCollapsibleGroupBox):
 
     def refresh(self, *_: object) -> None:
         """Follow the project: its generator, its sample folder and what the folder holds."""
-        store = labeling.store_path(self._project)
+        store = label_store.store_path(self._project)
         if store != self._store and self.task is None:
             self._show_outcome("")  # a run's outcome in another project
         self._store = store
@@ -189,7 +189,7 @@ class GeneratePanel(QgsCollapsibleGroupBox):
         if retrain:
             generator = str(free_path(Path(generator)))
         return GenerateParameters(
-            store=labeling.store_path(self._project), generator=generator, folder=self.sample_folder(),
+            store=label_store.store_path(self._project), generator=generator, folder=self.sample_folder(),
             n=self.count.value(), train=train, tile=self.tile.value(), net=settings.GENERATOR_NET.value(),
             train_steps=settings.GENERATOR_STEPS.value(), low_res_steps=settings.GENERATOR_LOW_RES_STEPS.value(),
             solver=str(self.solver.currentData()), solver_steps=settings.SAMPLING_STEPS.value(),
@@ -228,7 +228,7 @@ class GeneratePanel(QgsCollapsibleGroupBox):
         if params is None or task is None:
             return
         trained = params.train and bool(task.results) and task.results[0].ok
-        if labeling.store_path(self._project) == params.store:  # else another project was opened meanwhile
+        if label_store.store_path(self._project) == params.store:  # else another project was opened meanwhile
             if trained:
                 sample_files.remember_generator(self._project, params.generator)
                 self.retrain.setChecked(False)

@@ -1,7 +1,7 @@
 """The dock's Labels section: open the project's label store, draw, accept, review, count, export, and
 see where labelling would help the model most.
 
-Every write to the store goes through ``labeling`` (QGIS edits, saved at once) or through the engine
+Every write to the store goes through ``label_store`` (QGIS edits, saved at once) or through the engine
 worker (creating the store, exporting a mask), so this module is only buttons and messages.
 """
 
@@ -18,14 +18,14 @@ from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import (QFileDialog, QGridLayout, QLabel, QListWidget, QListWidgetItem, QPushButton,
                                  QVBoxLayout, QWidget)
 
-from . import labeling
+from . import label_store
 from .commands import label_export_command, label_store_init_command
-from .labeling import LabelingError, StoreLayers
+from .label_store import LabelingError, StoreLayers
 from .rich_text import html_text
 from .scene_check import scene_path
 from .tasks import EngineTask
 from .uncertainty import Block, rank_raster
-from .worker import RunResult, Status
+from .engine_runner import RunResult, Status
 
 StartTask = Callable[..., EngineTask]
 """The dock's ``_start(command, description, on_done, cleanup=None, ...)``."""
@@ -108,7 +108,7 @@ class LabelsPanel(QgsCollapsibleGroupBox):
         layers = self._layers()
         if layers is not None:
             for layer in (layers.labels, layers.reviewed):
-                labeling.AutoCommit.detach(layer)
+                label_store.AutoCommit.detach(layer)
 
     # ---- state ---------------------------------------------------------------------------------------
 
@@ -118,7 +118,7 @@ class LabelsPanel(QgsCollapsibleGroupBox):
 
     def _layers(self) -> Optional[StoreLayers]:
         """The store's layers when they are in the project (Start labeling puts them there)."""
-        path = labeling.store_path(self._project)
+        path = label_store.store_path(self._project)
         return StoreLayers.find(self._project, path) if path else None
 
     def refresh(self, *_: object) -> None:
@@ -127,7 +127,7 @@ class LabelsPanel(QgsCollapsibleGroupBox):
         Also points the layers' scene default at the dock's scene, so a polygon is always filed under
         the scene the analyst sees in the Scene list, even in a project saved while labelling another.
         """
-        path = labeling.store_path(self._project)
+        path = label_store.store_path(self._project)
         scene = self._scene_path()
         layers = self._layers()
         if not path:
@@ -137,7 +137,7 @@ class LabelsPanel(QgsCollapsibleGroupBox):
             store_text = f"Label store: {path}{state}"
         self.store_label.setText(store_text)
         if layers is not None and scene:
-            labeling.configure(layers, scene)
+            label_store.configure(layers, scene)
         self.counts_label.setText(self._counts_text(path, scene, layers))
         self.start_button.setEnabled(self._creating is None)
         for button in (self.accept_button, self.reject_button, self.reviewed_button):
@@ -154,7 +154,7 @@ class LabelsPanel(QgsCollapsibleGroupBox):
                 return f"<span style='color:#b00020'>{html_text(str(error))}</span>"
         if layers is None:
             return f"No labels on <b>{html_text(Path(scene).name)}</b> yet: <i>Start labeling</i> to draw some."
-        return f"<b>{html_text(Path(scene).name)}</b>: {labeling.counts(self._project, layers, scene).text()}"
+        return f"<b>{html_text(Path(scene).name)}</b>: {label_store.counts(self._project, layers, scene).text()}"
 
     # ---- the store -----------------------------------------------------------------------------------
 
@@ -164,13 +164,13 @@ class LabelsPanel(QgsCollapsibleGroupBox):
         if not self._scene_path():
             self._push(Qgis.Warning, "Pick the SAR scene you want to label in the Scene list first.")
             return
-        path = labeling.store_path(self._project) or self._ask_store_path(Path(self._scene_path()).parent)
+        path = label_store.store_path(self._project) or self._ask_store_path(Path(self._scene_path()).parent)
         if not path:
             return
         if Path(path).exists():
             self._open(path)
             return
-        self._creating = self._start(label_store_init_command(path, labeling.store_crs(scene)),
+        self._creating = self._start(label_store_init_command(path, label_store.store_crs(scene)),
                                      "Slick Mapper: creating the label store", partial(self._created, path))
         self.start_button.setEnabled(False)
         self.store_label.setText(f"Creating the label store {path}…")
@@ -190,12 +190,12 @@ class LabelsPanel(QgsCollapsibleGroupBox):
             except LabelingError as error:
                 self._push(Qgis.Critical, str(error))
                 return ""
-        labeling.remember_store(self._project, path)
+        label_store.remember_store(self._project, path)
         return path
 
     def _created(self, path: str, result: RunResult) -> None:
         self._creating = None
-        if result.status is Status.CANCELLED or labeling.store_path(self._project) != path:
+        if result.status is Status.CANCELLED or label_store.store_path(self._project) != path:
             self.refresh()  # cancelled, or another project was opened meanwhile
             return
         if not result.ok:
@@ -212,9 +212,9 @@ class LabelsPanel(QgsCollapsibleGroupBox):
             if layers is None:
                 layers = StoreLayers.open(path)
                 layers.add_to(self._project)
-                labeling.remember_store(self._project, path)
-            labeling.configure(layers, self._scene_path())
-            labeling.start_editing(layers, lambda text: self._push(Qgis.Critical, text), self.refresh)
+                label_store.remember_store(self._project, path)
+            label_store.configure(layers, self._scene_path())
+            label_store.start_editing(layers, lambda text: self._push(Qgis.Critical, text), self.refresh)
         except LabelingError as error:
             self._push(Qgis.Critical, str(error))
             self.refresh()
@@ -233,7 +233,7 @@ class LabelsPanel(QgsCollapsibleGroupBox):
         if layers is None:
             return
         try:
-            added = labeling.copy_selected(self._project, layers, self._scene_path(), cls)
+            added = label_store.copy_selected(self._project, layers, self._scene_path(), cls)
         except LabelingError as error:
             self._push(Qgis.Warning, str(error))
             return
@@ -246,16 +246,16 @@ class LabelsPanel(QgsCollapsibleGroupBox):
             return
         canvas = self._iface.mapCanvas()
         try:
-            labeling.add_reviewed_view(self._project, layers, canvas.extent(), canvas.mapSettings().destinationCrs(),
+            label_store.add_reviewed_view(self._project, layers, canvas.extent(), canvas.mapSettings().destinationCrs(),
                                        scene.extent(), scene.crs())
         except LabelingError as error:
             self._push(Qgis.Warning, str(error))
             return
         self._push(Qgis.Success, f"Map view marked as reviewed on {scene.name()}: "
-                                 f"{labeling.counts(self._project, layers, self._scene_path()).text()}.")
+                                 f"{label_store.counts(self._project, layers, self._scene_path()).text()}.")
 
     def export_mask(self) -> None:
-        path, scene = labeling.store_path(self._project), self._scene_path()
+        path, scene = label_store.store_path(self._project), self._scene_path()
         if not path or not scene:
             return
         suggested = Path(path).parent / f"{Path(scene).stem}_labels.png"

@@ -10,10 +10,9 @@ from typing import Any, Dict, List, Optional
 
 from qgis.core import QgsLayerTreeGroup, QgsMapLayer, QgsProject, QgsRasterLayer, QgsVectorLayer
 
+from .contract import SLICKS_LAYER
 from .paths import style_path
 
-SLICKS_LAYER = "slicks"
-"""The layer name inside the engine's GeoPackage."""
 
 
 class LayerError(Exception):

@@ -1,24 +1,18 @@
 """A live chart of a fine-tuning run: train and validation loss, and validation Dice, per epoch.
 
-The engine logs one line per epoch; ``parse_epoch`` turns it into an ``Epoch`` and ``LossChart`` draws
+The engine sends one ``metrics`` event per epoch; ``Epoch.from_metrics`` reads it and ``LossChart`` draws
 the series with QPainter, so the plugin needs no charting package.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from qgis.PyQt.QtCore import QPointF, QRectF, QSize, Qt
 from qgis.PyQt.QtGui import QColor, QFontMetrics, QPainter, QPen, QPolygonF
 from qgis.PyQt.QtWidgets import QSizePolicy, QWidget
-
-_NUMBER = r"([-+0-9.eE]+|nan|inf)"
-# A fine-tuning run adds the Dice at the threshold calibrated on the validation tiles: "(0.031 at 0.80)".
-EPOCH_LINE = re.compile(rf"^epoch (\d+): train loss {_NUMBER}, val loss {_NUMBER}, val Dice {_NUMBER}(?: \({_NUMBER} at {_NUMBER}\))?\s*$")
-"""What ``engine.models.training.train`` logs after each epoch."""
 
 TRAIN_COLOUR, VAL_COLOUR, DICE_COLOUR = QColor("#1f77b4"), QColor("#ff7f0e"), QColor("#2ca02c")
 
@@ -30,14 +24,13 @@ class Epoch:
     val_loss: float
     val_dice: float
 
-
-def parse_epoch(line: str) -> Optional[Epoch]:
-    """The epoch a log line reports, or None for any other line."""
-    match = EPOCH_LINE.match(line.strip())
-    if match is None:
-        return None
-    number, *values = match.groups()
-    return Epoch(int(number), *(float(value) for value in values[:3]))
+    @classmethod
+    def from_metrics(cls, scores: Dict[str, Any]) -> "Epoch":
+        """From the engine's ``metrics`` event; a score it could not compute (null) is drawn as missing."""
+        def number(key: str) -> float:
+            value = scores.get(key)
+            return float("nan") if value is None else float(value)
+        return cls(int(scores["epoch"]), number("train_loss"), number("val_loss"), number("val_dice"))
 
 
 class LossChart(QWidget):
@@ -58,12 +51,11 @@ class LossChart(QWidget):
         self.epochs = []
         self.update()
 
-    def add_log_line(self, line: str) -> None:
-        """Feed every engine log line here; only epoch lines change the chart."""
-        epoch = parse_epoch(line)
-        if epoch is not None:
-            self.epochs = [e for e in self.epochs if e.number != epoch.number] + [epoch]
-            self.update()
+    def add_metrics(self, scores: Dict[str, Any]) -> None:
+        """One epoch's scores, as a training run sends them; a repeated epoch replaces the earlier one."""
+        epoch = Epoch.from_metrics(scores)
+        self.epochs = [e for e in self.epochs if e.number != epoch.number] + [epoch]
+        self.update()
 
     def paintEvent(self, event: object) -> None:  # noqa: N802 - Qt API
         painter = QPainter(self)

@@ -13,7 +13,7 @@ from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
 
 from .dock import TITLE, SlickMapperDock
-from .options import SlickMapperOptionsFactory
+from .options_page import SlickMapperOptionsFactory
 from .paths import icon_path
 from .processing_provider import SlickMapperProvider
 

@@ -21,9 +21,9 @@ from typing import Optional
 from qgis.PyQt.QtCore import pyqtSignal
 from qgis.PyQt.QtWidgets import QHBoxLayout, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
-from .progress import ProgressEvent
+from .progress_text import ProgressEvent
 from .tasks import EngineTask
-from .worker import RunResult, Status
+from .engine_runner import RunResult, Status
 
 
 class RunState(Enum):

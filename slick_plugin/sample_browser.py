@@ -24,7 +24,7 @@ from qgis.PyQt.QtWidgets import (QAbstractItemView, QHBoxLayout, QLabel, QListVi
 from .commands import samples_keep_command, samples_summary_command
 from .rich_text import html_text
 from .tasks import EngineTask
-from .worker import RunResult, Status
+from .engine_runner import RunResult, Status
 
 StartTask = Callable[..., EngineTask]
 """The dock's ``_start(command, description, on_done, ...)``."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from qgis.core import QgsProject
 
-from .labeling import SCOPE, STORE_SUFFIX, store_path
+from .label_store import SCOPE, STORE_SUFFIX, store_path
 
 GENERATOR_KEY, SAMPLES_KEY = "generator", "samples"
 GENERATOR_SUFFIX = "_slick_generator.safetensors"

@@ -1,21 +1,24 @@
 """Which layers are SAR scenes, and what will go wrong with a run, said before it starts.
 
-The rules work on plain values (``SceneFacts``, the engine's ``info`` and model dicts) so they are
-testable without layers; ``SceneFacts.from_layer`` is the one place that reads a QgsRasterLayer.
+The verdicts are the engine's: which rasters can be scenes at all (``engine/contract.py``) and, once its
+``info`` has run on the scene with the chosen model, every refusal and warning. This module only adds
+what QGIS alone knows (a layer that is not a file, a file that has gone, a layer without a CRS).
+``SceneFacts.from_layer`` is the one place that reads a QgsRasterLayer.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from qgis.core import QgsMapLayer, QgsProviderRegistry, QgsRasterLayer
+from qgis.core import Qgis, QgsMapLayer, QgsProviderRegistry, QgsRasterLayer
 
-POLARISATION = re.compile(r"\b(VV|VH|HH|HV)\b", re.IGNORECASE)
-PIXEL_SIZE_TOLERANCE = 1.5
-"""A model used on pixels more than this factor larger or smaller than its own tends to miss slicks."""
+from .contract import not_sar_reason
+
+_DTYPES = {Qgis.Byte: "uint8", Qgis.UInt16: "uint16", Qgis.Int16: "int16", Qgis.UInt32: "uint32",
+           Qgis.Int32: "int32", Qgis.Float32: "float32", Qgis.Float64: "float64"}
+"""QGIS's raster data types under the names GDAL and numpy give them."""
 
 
 def scene_path(layer: QgsMapLayer) -> str:
@@ -31,30 +34,30 @@ class SceneFacts:
 
     name: str
     path: str
-    band_count: int
     band_names: Tuple[str, ...]
+    """The bands' own descriptions (empty when a band has none), not QGIS's ``Band 1: ...`` labels."""
+    dtypes: Tuple[str, ...]
     crs_valid: bool
 
     @classmethod
     def from_layer(cls, layer: QgsRasterLayer) -> "SceneFacts":
-        return cls(layer.name(), scene_path(layer), layer.bandCount(),
-                   tuple(layer.bandName(band) for band in range(1, layer.bandCount() + 1)),
+        bands = range(1, layer.bandCount() + 1)
+        provider = layer.dataProvider()
+        return cls(layer.name(), scene_path(layer),
+                   tuple(layer.bandName(band).partition(": ")[2] for band in bands),
+                   tuple(_DTYPES.get(provider.dataType(band), "other") for band in bands),
                    layer.crs().isValid())
 
     @property
-    def polarisations(self) -> List[str]:
-        return [match.group(1).upper() for name in self.band_names for match in [POLARISATION.search(name)] if match]
-
-    @property
     def looks_like_sar(self) -> bool:
-        """One band, or bands named for a polarisation: an RGB photo has neither."""
-        return bool(self.path) and (self.band_count == 1 or bool(self.polarisations))
+        return not self.why_not_sar()
 
     def why_not_sar(self) -> str:
+        """Empty when the engine would take this layer as a scene; otherwise why not, for the analyst."""
         if not self.path:
             return f"'{self.name}' is not a file-based raster (GeoTIFF, COG or VRT); Slick Mapper reads files."
-        return (f"'{self.name}' has {self.band_count} bands and none is named VV, VH, HH or HV, so it looks like "
-                "a photo rather than a SAR scene. Load a single-band Sentinel-1 GeoTIFF (or one with VV/HH bands).")
+        reason = not_sar_reason(f"'{self.name}'", self.dtypes, self.band_names)
+        return f"{reason} Load a single-band Sentinel-1 GeoTIFF, or one whose SAR band is named." if reason else ""
 
 
 @dataclass(frozen=True)
@@ -65,11 +68,11 @@ class Issue:
     blocking: bool
 
 
-def issues(facts: SceneFacts, info: Optional[Dict[str, Any]], info_error: str,
-           model: Optional[Dict[str, Any]]) -> List[Issue]:
-    """Everything known to be wrong with running ``model`` on this scene, blocking problems first.
+def issues(facts: SceneFacts, info: Optional[Dict[str, Any]], info_error: str) -> List[Issue]:
+    """Everything known to be wrong with running the chosen model on this scene, blocking problems first.
 
-    ``info`` is the engine's ``info`` data when it has arrived; ``info_error`` its failure message.
+    ``info`` is the engine's ``info`` data for the scene and model when it has arrived (its warnings);
+    ``info_error`` its refusal.
     """
     found: List[Issue] = []
     if not facts.looks_like_sar:
@@ -85,20 +88,4 @@ def issues(facts: SceneFacts, info: Optional[Dict[str, Any]], info_error: str,
         found.append(Issue(info_error, True))
     if info:
         found.extend(Issue(str(warning), False) for warning in info.get("warnings") or ())
-    if info and model:
-        found.extend(_model_mismatches(info, model))
     return sorted(found, key=lambda issue: not issue.blocking)
-
-
-def _model_mismatches(info: Dict[str, Any], model: Dict[str, Any]) -> List[Issue]:
-    found: List[Issue] = []
-    scene_size, model_size = info.get("pixel_size"), model.get("pixel_size")
-    if scene_size and model_size and max(scene_size / model_size, model_size / scene_size) > PIXEL_SIZE_TOLERANCE:
-        found.append(Issue(f"The model '{model.get('name')}' was made for {model_size:g} m pixels but the scene has "
-                           f"{scene_size:g} m pixels: expect missed or false slicks. Choose a model for this "
-                           "pixel size if there is one.", False))
-    scene_pol, model_pol = info.get("polarisation"), model.get("polarisation")
-    if scene_pol and model_pol and str(scene_pol).upper() not in str(model_pol).upper():
-        found.append(Issue(f"The model '{model.get('name')}' was trained on {model_pol} but the scene band is "
-                           f"{scene_pol}.", False))
-    return found

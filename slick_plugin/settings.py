@@ -13,7 +13,7 @@ from qgis.core import QgsSettings
 
 from .commands import GENERATOR_NETS
 from .paths import default_engine_python, engine_root
-from .worker import EngineRunner
+from .engine_runner import EngineRunner
 
 GROUP = "slick_mapper"
 

@@ -12,8 +12,8 @@ from typing import Callable, List, Optional, Sequence
 from qgis.core import QgsTask
 from qgis.PyQt.QtCore import QThreadPool, pyqtSignal
 
-from .progress import ProgressEvent, TimeLeft, describe
-from .worker import EngineCommand, EngineRunner, RunResult
+from .progress_text import ProgressEvent, TimeLeft, describe
+from .engine_runner import EngineCommand, EngineRunner, RunResult
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,8 @@ class EngineTask(QgsTask):
     progressed = pyqtSignal(object, str)
     """(ProgressEvent, text for a progress bar)"""
     logged = pyqtSignal(str)
+    measured = pyqtSignal(object)
+    """(dict) one epoch's scores from a training run"""
     done = pyqtSignal(object)
     """(RunResult)"""
 
@@ -68,7 +70,8 @@ class EngineTask(QgsTask):
                     self.result = RunResult.cancelled()
                     break
                 self.result = self._runner.run(step.command, on_progress=self._progress, on_log=self.logged.emit,
-                                               is_cancelled=self.isCanceled, on_started=self._started)
+                                               is_cancelled=self.isCanceled, on_started=self._started,
+                                               on_metrics=self.measured.emit)
                 self.results.append(self.result)
                 if not self.result.ok:
                     if step.cleanup is not None:

@@ -13,6 +13,16 @@ os.environ.setdefault("SLICK_MAPPER_RUNTIME", "torch")
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "resources" / "samples" / "arctic_s1"
+SMALL_MODEL = dict(encoder="tu-resnet10t", arch_kwargs={"encoder_depth": 3, "decoder_channels": [32, 16, 8]}, tile_size=256)
+"""A segmentation model small enough to train for an epoch on a CPU in seconds (card fields)."""
+TINY_NET = {
+    "block_out_channels": [8, 16],
+    "layers_per_block": 1,
+    "down_block_types": ["DownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "UpBlock2D"],
+    "norm_num_groups": 4,
+}
+"""A generator U-Net small enough to train a few steps on a CPU."""
 GRD = ROOT / "resources" / "samples" / "s1_grd_crop"
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.atomic import staged, write_csv, write_text
+from engine.atomic import staged, staged_folder, write_csv, write_text
 from engine.errors import OutputError
 
 
@@ -31,3 +31,19 @@ def test_csv_rows_round_trip_with_their_header(tmp_path: Path) -> None:
     write_csv(tmp_path / "runs.csv", rows)
     with open(tmp_path / "runs.csv", newline="") as handle:
         assert list(csv.DictReader(handle)) == [{"n": "2", "dice": "0.25"}, {"n": "8", "dice": "0.5"}]
+
+
+def test_a_staged_folder_moves_its_files_in_together_or_leaves_nothing(tmp_path) -> None:
+    with pytest.raises(RuntimeError), staged_folder(tmp_path) as stage:
+        (stage / "a.tif").write_bytes(b"half")
+        raise RuntimeError("GDAL failed mid-write")
+    assert list(tmp_path.iterdir()) == []
+    with staged_folder(tmp_path) as stage:
+        (stage / "mask.png").write_bytes(b"png")
+        (stage / "mask.pgw").write_text("world")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.pgw", "mask.png"]
+    with pytest.raises(OutputError, match="never overwritten"), staged_folder(tmp_path, overwrite=False) as stage:
+        (stage / "mask.pgw").write_text("other world")
+        (stage / "other.png").write_bytes(b"new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.pgw", "mask.png"]
+    assert (tmp_path / "mask.pgw").read_text() == "world"

@@ -65,3 +65,20 @@ def test_sigterm_cancels_cleanly_with_exit_130(tmp_path: Path, tiny_model: Path)
     assert run.returncode == 130
     assert events(stdout)[-1]["event"] == "cancelled"
     assert list(out.iterdir()) == []  # the staging folder went with the run
+
+
+def test_cli_options_are_the_options_dataclasses_with_their_defaults() -> None:
+    from engine.cli.args import options_from
+    from engine.cli.main import build_parser
+    from engine.jobs.detect import DetectOptions
+    from engine.jobs.finetune import FinetuneOptions
+
+    parser = build_parser()
+    plain = parser.parse_args(["detect", "s.tif", "--out", "o"])
+    assert options_from(plain, DetectOptions) == DetectOptions()
+    given = parser.parse_args(["detect", "s.tif", "--out", "o", "--overlap", "32", "--min-area-km2", "0",
+                               "--bounds", "1", "2", "3", "4", "--source-grid", "--band", "VV"])
+    assert options_from(given, DetectOptions, bounds=tuple(given.bounds)) == DetectOptions(
+        overlap=32, min_area_km2=0.0, bounds=(1.0, 2.0, 3.0, 4.0), source_grid=True, band="VV")
+    tuned = parser.parse_args(["finetune", "--base", "b", "--labels", "l", "--out", "o", "--lr", "auto", "--n-generated", "3"])
+    assert options_from(tuned, FinetuneOptions) == FinetuneOptions(n_generated=3)

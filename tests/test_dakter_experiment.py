@@ -26,14 +26,8 @@ from engine.jobs.finetune import FinetuneOptions
 from engine.jobs.labels import read_store
 from engine.progress import Progress
 
-TINY_NET = {
-    "block_out_channels": [8, 16],
-    "layers_per_block": 1,
-    "down_block_types": ["DownBlock2D", "DownBlock2D"],
-    "up_block_types": ["UpBlock2D", "UpBlock2D"],
-    "norm_num_groups": 4,
-}
-SMALL_MODEL = dict(encoder="tu-resnet10t", arch_kwargs={"encoder_depth": 3, "decoder_channels": [32, 16, 8]}, tile_size=256)
+from conftest import TINY_NET, SMALL_MODEL
+
 
 
 @pytest.fixture(autouse=True, scope="module")

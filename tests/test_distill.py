@@ -29,16 +29,10 @@ from engine.models.registry import BINARY_CLASSES, OSD_CLASSES, read_card
 from engine.models.training import TileSet, training_dtype
 from engine.progress import Progress
 
+from conftest import TINY_NET, SMALL_MODEL as SMALL
+
 SAMPLES = Path(__file__).resolve().parents[1] / "resources" / "samples" / "arctic_s1"
-SMALL = dict(encoder="tu-resnet10t", arch_kwargs={"encoder_depth": 3, "decoder_channels": [32, 16, 8]}, tile_size=256)
 FAST = dict(tile=64, epochs=1, lr=1e-3, device="cpu", seed=5)
-TINY_NET = {
-    "block_out_channels": [8, 16],
-    "layers_per_block": 1,
-    "down_block_types": ["DownBlock2D", "DownBlock2D"],
-    "up_block_types": ["UpBlock2D", "UpBlock2D"],
-    "norm_num_groups": 4,
-}
 
 
 def _sha256(path: Path) -> str:

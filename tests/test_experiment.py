@@ -23,7 +23,8 @@ from engine.jobs.labels import create_store, import_mask, read_store
 from engine.models.registry import read_card
 from engine.progress import Progress
 
-SMALL = dict(encoder="tu-resnet10t", arch_kwargs={"encoder_depth": 3, "decoder_channels": [32, 16, 8]}, tile_size=256)
+from conftest import SMALL_MODEL as SMALL
+
 
 
 @pytest.fixture(scope="module")

@@ -25,11 +25,10 @@ from engine.models.registry import load_model, read_card
 from engine.models.training import THRESHOLDS, TileSet, TrainConfig, l2_sp, lr_range_test, train, train_mode, validate
 from engine.progress import Progress
 
-from conftest import cancel_at
+from conftest import SMALL_MODEL as SMALL, cancel_at
 
 SAMPLES = Path(__file__).resolve().parents[1] / "resources" / "samples" / "arctic_s1"
 
-SMALL = dict(encoder="tu-resnet10t", arch_kwargs={"encoder_depth": 3, "decoder_channels": [32, 16, 8]}, tile_size=256)
 FAST = dict(tile=128, epochs=1, lr=1e-3, device="cpu")
 FROM_PARENT = dict(select_on_dice=True, frozen_statistics=True, parent_competes=True)
 """The TrainConfig fields fine-tuning from a trained parent sets (``finetune.train_config``)."""
@@ -237,8 +236,10 @@ def test_cli_speaks_json_lines_with_a_loss_per_epoch(tmp_path, small_model, caps
             "--tile", "256", "--epochs", "2", "--lr", "1e-3", "--device", "cpu", "--seed", "3"]
     assert main(args) == 0
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    epochs = [e["message"] for e in events if e["event"] == "log" and e["message"].startswith("epoch ")]
-    assert len(epochs) == 2 and "val Dice" in epochs[0]
+    epochs = [e for e in events if e["event"] == "metrics"]
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    assert all(0 <= e["val_dice"] <= 1 and e["train_loss"] > 0 and 0 < e["threshold"] < 1 for e in epochs)
+    assert not [e for e in events if e["event"] == "log" and e["message"].startswith("epoch ")]
     assert any(e["event"] == "progress" and e["stage"] == "training" for e in events)
     result = events[-1]
     assert result["event"] == "result" and result["data"]["model"] == str(out) and len(result["data"]["history"]) == 2

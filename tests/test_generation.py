@@ -39,16 +39,9 @@ from engine.jobs.labels import add_labels, add_reviewed, create_store, import_ma
 from engine.models.registry import OSD_CLASSES, list_models, read_card
 from engine.progress import Progress
 
-from conftest import cancel_at
+from conftest import TINY_NET, cancel_at
 
 SAMPLES = Path(__file__).resolve().parents[1] / "resources" / "samples" / "arctic_s1"
-TINY_NET = {
-    "block_out_channels": [8, 16],
-    "layers_per_block": 1,
-    "down_block_types": ["DownBlock2D", "DownBlock2D"],
-    "up_block_types": ["UpBlock2D", "UpBlock2D"],
-    "norm_num_groups": 4,
-}
 TINY = dict(tile=32, net=TINY_NET, steps=3, low_res_steps=3, batch_size=2, lr=1e-3, device="cpu")
 FAST = dict(solver="dpm++", steps=3, batch_size=2, device="cpu")
 

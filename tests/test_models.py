@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from engine.errors import ModelError
-from engine.models.registry import ARCHITECTURES, ModelCard, build_model, check_scene, load_model, read_card, save_model
+from engine.models.registry import (ARCHITECTURES, ModelCard, build_model, load_encoder_weights, load_model, read_card,
+                                    save_model)
+from engine.scenes.analysis import check_scene
 
 
 def test_round_trip_keeps_weights_and_card(tmp_path, tiny_model):
@@ -49,11 +51,29 @@ def test_unknown_architecture_lists_the_known_ones():
     assert all(name in str(err.value) for name in ARCHITECTURES)
 
 
+class _OpensAFile:
+    """Unpickling this runs ``open(path, "w")``: what a booby-trapped checkpoint would do."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
 def test_a_pickle_is_never_loaded(tmp_path):
     evil = tmp_path / "evil.safetensors"
     evil.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
     with pytest.raises(ModelError, match="not a readable model file"):
         read_card(evil)
+    # PyTorch checkpoints (.pth) are pickles: the one path that reads them must refuse code in them.
+    ran = tmp_path / "code_ran"
+    trapped = tmp_path / "encoder.pth"
+    torch.save({"conv1.weight": _OpensAFile(str(ran))}, trapped)
+    model = build_model(ModelCard(name="x", architecture="unet", encoder="resnet18"))
+    with pytest.raises(ModelError, match="not a readable checkpoint"):
+        load_encoder_weights(model, trapped)
+    assert not ran.exists()
 
 
 def test_scene_checks():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from engine.errors import InputError
 from engine.scenes.normalise import Stretch, to_db
 from engine.scenes.tiling import StripBlender, blend_weights, count_tiles, tile_starts
 
@@ -35,7 +36,7 @@ def test_already_stretched_8_bit_passes_through():
 
 
 def test_flat_scene_is_refused():
-    with pytest.raises(Exception, match="flat"):
+    with pytest.raises(InputError, match="flat"):
         Stretch.fit("float32_db", [np.full((8, 8), -20.0, np.float32)])
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import rasterio
@@ -103,3 +105,19 @@ def test_utm_zone_choice(footprint, crs, warns):
     chosen, warnings = utm_crs_for(footprint)
     assert chosen == crs
     assert bool(warnings) == warns
+
+
+def test_info_refuses_what_detect_refuses(tmp_path: Path) -> None:
+    """The bundled GRD crop has ~200 m pixels: ``info`` must refuse it for the 25 m model as ``detect`` does."""
+    from engine.errors import ModelError
+    from engine.jobs.detect import DetectOptions, detect
+    from engine.models.registry import DEFAULT_MODEL, read_card
+    from engine.scenes.analysis import assess
+
+    crop = Path(__file__).resolve().parents[1] / "resources" / "samples" / "s1_grd_crop" / "iw-vv.tiff"
+    with pytest.raises(ModelError) as from_info:
+        assess(crop, read_card(DEFAULT_MODEL))
+    with pytest.raises(ModelError) as from_detect:
+        detect(crop, tmp_path, DetectOptions(device="cpu"))
+    assert str(from_info.value) == str(from_detect.value)
+    assert not list(tmp_path.iterdir())

@@ -18,13 +18,16 @@ from typing import Any, Callable, Optional
 
 from .. import __version__
 from ..archive import commands as archive_commands
+from ..contract import METRICS_EVENT
 from ..data import synth
 from ..errors import Cancelled, SlickMapperError
 from ..experiments import cli as experiment_cli, demo
 from ..generation import generator
 from ..jobs import evaluate, finetune, labels
+from ..jobs.detect import DetectOptions
 from ..models import darkspot, pretrain
-from ..progress import Progress
+from ..progress import Progress, describe_metrics
+from .args import add_options, options_from
 
 EPILOG = """examples:
   python -m engine info scene.tif
@@ -43,6 +46,27 @@ EPILOG = """examples:
   python -m engine batch archive/*.tif --out batch/
   python -m engine seeps batch/slicks.parquet --out sites.gpkg
 """
+
+
+DETECT_HELP = {
+    "model": "model file (.safetensors); default: the bundled model",
+    "tile": "tile size in pixels (default: the model's)",
+    "overlap": "tile overlap in pixels",
+    "threshold": "slick probability threshold (default: the model's own, from its card)",
+    "device": "auto, cuda, cuda:N, mps or cpu",
+    "band": "band name (HH, VV, HV, VH) or 1-based index",
+    "bounds": "only this extent",
+    "bounds_crs": "CRS of --bounds (default: the analysis UTM zone)",
+    "prefix": "output file prefix (default: the scene's file name)",
+    "min_area_km2": "drop slicks smaller than this",
+    "land_mask": "land never becomes a slick: default (GSHHG coastline), none, or your own land polygon file or raster (non-zero = land)",
+    "land_buffer": "widen land by this many pixels",
+    "nodata_buffer": "no slick within this many pixels of no data",
+    "runtime": "what runs the model: auto (the fastest measured on this machine for this model, once) or one forced",
+    "source_grid": "write rasters on the scene's own grid",
+    "overwrite": "replace existing outputs of the same prefix",
+}
+"""``detect``'s options: every field of DetectOptions but ``fast``, which only benchmarks turn off."""
 
 
 class Reporter:
@@ -78,6 +102,12 @@ class Reporter:
         else:
             print(message, file=sys.stderr)
 
+    def metrics(self, scores: dict[str, Any]) -> None:
+        if self.jsonl:
+            self.emit(METRICS_EVENT, **scores)
+        else:
+            print(describe_metrics(scores), file=sys.stderr)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -100,25 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("detect", help="detect slicks: probability COG, mask and polygons (GeoPackage)")
     p.add_argument("scene", help="GeoTIFF, COG, VRT or Sentinel-1 GRD measurement TIFF")
     p.add_argument("--out", required=True, help="output folder (created if missing)")
-    p.add_argument("--model", help="model file (.safetensors); default: the bundled model")
-    p.add_argument("--tile", type=int, help="tile size in pixels (default: the model's)")
-    p.add_argument("--overlap", type=int, default=64, help="tile overlap in pixels (default 64)")
-    p.add_argument("--threshold", type=float, help="slick probability threshold (default: the model's own, from its card)")
-    p.add_argument("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu (default auto)")
-    p.add_argument("--band", help="band name (HH, VV, HV, VH) or 1-based index")
-    p.add_argument("--bounds", type=float, nargs=4, metavar=("XMIN", "YMIN", "XMAX", "YMAX"), help="only this extent")
-    p.add_argument("--bounds-crs", help="CRS of --bounds (default: the analysis UTM zone)")
-    p.add_argument("--prefix", help="output file prefix (default: the scene's file name)")
-    p.add_argument("--min-area-km2", type=float, default=0.05, help="drop slicks smaller than this (default 0.05)")
-    p.add_argument("--land-mask", default="default", metavar="default|none|PATH",
-                   help="land never becomes a slick: default (GSHHG coastline), none, or your own land polygon file or raster (non-zero = land)")
-    p.add_argument("--runtime", choices=["auto", "torch", "torchscript", "onnxruntime", "openvino"],
-                   default=os.environ.get("SLICK_MAPPER_RUNTIME", "auto"),
-                   help="what runs the model: auto (the fastest measured on this machine for this model, once) or one forced")
-    p.add_argument("--land-buffer", type=int, default=8, metavar="PIXELS", help="widen land by this many pixels (default 8)")
-    p.add_argument("--nodata-buffer", type=int, default=8, metavar="PIXELS", help="no slick within this many pixels of no data (default 8)")
-    p.add_argument("--source-grid", action="store_true", help="write rasters on the scene's own grid")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs of the same prefix")
+    add_options(p, DetectOptions, DETECT_HELP,
+                bounds={"type": float, "nargs": 4, "metavar": ("XMIN", "YMIN", "XMAX", "YMAX")},
+                land_mask={"metavar": "default|none|PATH"},
+                land_buffer={"metavar": "PIXELS"},
+                nodata_buffer={"metavar": "PIXELS"},
+                runtime={"choices": ["auto", "torch", "torchscript", "onnxruntime", "openvino"],
+                         "default": os.environ.get("SLICK_MAPPER_RUNTIME", "auto")})
     p.set_defaults(func=_detect)
 
     p = sub.add_parser("models", help="list installed models")
@@ -142,14 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _info(args: argparse.Namespace, progress: Progress) -> dict:
     from ..models.registry import DEFAULT_MODEL, read_card
-    from ..scenes.raster import inspect
-
+    from ..scenes.analysis import assess
     from ..scenes.grid import analysis_grid
     from ..scenes.landmask import land_summary
     from ..scenes.raster import open_raster
 
     card = read_card(args.model or DEFAULT_MODEL)
-    info = inspect(args.scene, args.band, card.pixel_size).to_dict()
+    verdict = assess(args.scene, card, args.band)
+    info = verdict.to_dict()
     with open_raster(args.scene) as ds:
         grid = analysis_grid(ds, info["utm_crs"], card.pixel_size)
     info["land_mask"] = land_summary(args.land_mask, grid.crs, grid.transform, (grid.height, grid.width))
@@ -157,26 +175,9 @@ def _info(args: argparse.Namespace, progress: Progress) -> dict:
 
 
 def _detect(args: argparse.Namespace, progress: Progress) -> dict:
-    from ..jobs.detect import DetectOptions, detect
+    from ..jobs.detect import detect
 
-    options = DetectOptions(
-        model=args.model,
-        tile=args.tile,
-        overlap=args.overlap,
-        threshold=args.threshold,
-        device=args.device,
-        band=args.band,
-        bounds=tuple(args.bounds) if args.bounds else None,
-        bounds_crs=args.bounds_crs,
-        prefix=args.prefix,
-        min_area_km2=args.min_area_km2,
-        land_mask=args.land_mask,
-        land_buffer=args.land_buffer,
-        runtime=args.runtime,
-        nodata_buffer=args.nodata_buffer,
-        source_grid=args.source_grid,
-        overwrite=args.overwrite,
-    )
+    options = options_from(args, DetectOptions, bounds=tuple(args.bounds) if args.bounds else None)
     result = detect(args.scene, args.out, options, progress)
     for warning in result.warnings:
         progress.log(f"warning: {warning}")
@@ -245,7 +246,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     reporter = Reporter(args.jsonl)
-    progress = Progress(reporter.progress, log=reporter.log)
+    progress = Progress(reporter.progress, log=reporter.log, metrics=reporter.metrics)
     signal.signal(signal.SIGTERM, lambda *_: progress.cancel())
     sys.unraisablehook = _one_line
     func: Callable[[argparse.Namespace, Progress], dict] = args.func

@@ -47,6 +47,7 @@ from rasterio.windows import Window
 
 from ..errors import InputError, OutputError
 from ..progress import Progress, silent
+from ..scenes.normalise import Stretch
 
 SEA, OIL, LOOKALIKE, SHIP, LAND = 0, 1, 2, 3, 4
 CLASS_NAMES = ("sea", "oil", "look-alike", "ship", "land")
@@ -569,7 +570,7 @@ def _render_block(
 # --- writing -----------------------------------------------------------------------------------
 
 
-def _encode(sigma0: np.ndarray, encoding: str, stretch: tuple[float, float]) -> np.ndarray:
+def _encode(sigma0: np.ndarray, encoding: str, stretch: Stretch) -> np.ndarray:
     valid = sigma0 > 0
     if encoding == "float32_linear":
         return sigma0
@@ -578,26 +579,17 @@ def _encode(sigma0: np.ndarray, encoding: str, stretch: tuple[float, float]) -> 
         return np.where(valid, db, DB_NODATA).astype(np.float32)
     if encoding == "uint16_dn":
         return np.where(valid, np.clip(np.rint(np.sqrt(sigma0) * DN_SCALE), 1, 65535), 0).astype(np.uint16)
-    lo, hi = stretch
-    return np.where(valid, np.clip(np.rint(1 + 254 * (db - lo) / (hi - lo)), 1, 255), 0).astype(np.uint8)
+    return np.rint(stretch.apply(np.where(valid, sigma0, np.nan))).astype(np.uint8)
 
 
-def _db_stretch(sigma0: np.ndarray) -> tuple[float, float]:
-    """mean +- 2 std of the valid pixels in dB, in row blocks so no scene-sized float64 is made.
+def _db_stretch(sigma0: np.ndarray) -> Stretch:
+    """Eq. 1 over the valid pixels, in row blocks so no scene-sized copy is made: the stretch detection uses.
 
     The stretch is in dB because a linear-power stretch lets ships and speckle peaks set the scale
     and crushes the sea into a handful of grey levels, unlike the uint8 products analysts exchange.
     """
-    total = squares = count = 0.0
-    for r0 in range(0, sigma0.shape[0], _BLOCK_ROWS):
-        block = sigma0[r0 : r0 + _BLOCK_ROWS]
-        db = 10.0 * np.log10(block[block > 0].astype(np.float64))
-        total, squares, count = total + db.sum(), squares + (db**2).sum(), count + db.size
-    if count == 0:
-        return 0.0, 1.0
-    mean = total / count
-    std = math.sqrt(max(squares / count - mean**2, 1e-12))
-    return mean - 2 * std, mean + 2 * std
+    blocks = (sigma0[r0 : r0 + _BLOCK_ROWS] for r0 in range(0, sigma0.shape[0], _BLOCK_ROWS))
+    return Stretch.fit("float32_linear", (np.where(block > 0, block, np.nan) for block in blocks))
 
 
 def write_scene(
@@ -626,7 +618,7 @@ def write_scene(
         if not target.parent.is_dir():
             raise OutputError(f"Folder {target.parent} does not exist.", "Create it or choose another output path.")
     sigma0, mask = _generate(spec, progress, 2)
-    stretch = _db_stretch(sigma0) if encoding == "uint8" else (0.0, 1.0)
+    stretch = _db_stretch(sigma0) if encoding == "uint8" else Stretch("float32_linear")
     dtype = {"float32_linear": "float32", "float32_db": "float32", "uint16_dn": "uint16", "uint8": "uint8"}[encoding]
     profile = {
         "driver": "GTiff",
@@ -645,7 +637,7 @@ def write_scene(
     if encoding == "uint16_dn":
         tags["DN_SCALE"] = str(DN_SCALE)
     if encoding == "uint8":
-        tags["STRETCH_DB_MIN"], tags["STRETCH_DB_MAX"] = (f"{v:.6f}" for v in stretch)
+        tags["STRETCH_DB_MIN"], tags["STRETCH_DB_MAX"] = (f"{stretch.mean + k * stretch.std:.6f}" for k in (-2, 2))
     temps: list[Path] = []
     try:
         for target in targets:

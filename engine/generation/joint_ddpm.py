@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import __version__
+from ..contract import SOLVER_STEPS
 from ..errors import InputError, ModelError
 from ..models.inference import autocast, fast_dtype
 from ..models.registry import CARD_KEY, GENERATOR_CARD_KEY, card_data, read_metadata, read_weights, save_model, slick_index
@@ -63,8 +64,8 @@ NETS: dict[str, dict[str, Any]] = {
 of the paper's generator, for a GPU."""
 
 SOLVERS: dict[str, tuple[str, int, dict[str, Any]]] = {
-    "ddim": ("DDIMScheduler", 200, {"clip_sample": False, "set_alpha_to_one": True}),
-    "dpm++": ("DPMSolverMultistepScheduler", 20, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "ddim": ("DDIMScheduler", SOLVER_STEPS["ddim"], {"clip_sample": False, "set_alpha_to_one": True}),
+    "dpm++": ("DPMSolverMultistepScheduler", SOLVER_STEPS["dpm++"], {"algorithm_type": "dpmsolver++", "solver_order": 2}),
 }
 """Solver -> (diffusers scheduler class, default steps, settings). DDIM with 200 steps is the paper's; DPM-Solver++
 reaches similar samples in about 20. Both are deterministic, so a sample depends on its seed alone.

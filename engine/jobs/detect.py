@@ -26,17 +26,18 @@ from rasterio.warp import reproject
 from rasterio.windows import Window
 
 from ..archive.evidence import FIELDS as EVIDENCE_FIELDS, add_evidence
+from ..contract import OUTPUT_SUFFIXES
 from ..errors import InputError, ResourceError
 from ..models import runtimes
 from ..models.inference import Predictor, pick_device
-from ..models.registry import DEFAULT_MODEL, check_scene, load_model, read_card
+from ..models.registry import DEFAULT_MODEL, load_model, read_card
 from ..progress import Progress, silent
 from ..scenes import landmask
-from ..scenes.grid import Grid, analysis_grid, open_on_grid
+from ..scenes.analysis import assess, open_for_analysis
+from ..scenes.grid import Grid
 from ..scenes.landmask import Exclusion
-from ..scenes.normalise import Stretch, scene_stretch
+from ..scenes.normalise import Stretch
 from ..scenes.prefetch import prefetch
-from ..scenes.raster import inspect, open_raster
 from ..scenes.read_errors import check_unchanged, stamp
 from ..scenes.tiling import StripBlender, count_tiles
 from .outputs import MASK_NODATA, OutputSet, polygonise, raster_profile, to_cog, write_slicks
@@ -107,11 +108,11 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
     scene = Path(scene)
     _check_options(options)
     before = stamp(scene)
-    info = inspect(scene, options.band)
     device = pick_device(options.device)
     model_path = options.model or DEFAULT_MODEL
     card = read_card(model_path)
-    warnings = info.warnings + check_scene(card, info.count, info.pixel_size)
+    info = assess(scene, card, options.band)
+    warnings = list(info.warnings)
     threshold = card.threshold if options.threshold is None else options.threshold
     tile = options.tile or card.tile_size
     if tile % 32 or not 64 <= tile <= 2048:
@@ -124,21 +125,21 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
     else:
         predictor = Predictor(load_model(model_path, device)[0], card, device, fast=False)
     prefix = options.prefix or scene.stem
-    names = {"probability": f"{prefix}_probability.tif", "mask": f"{prefix}_mask.tif", "slicks": f"{prefix}_slicks.gpkg"}
+    names = {kind: f"{prefix}{suffix}" for kind, suffix in OUTPUT_SUFFIXES.items()}
 
     # GDAL's block cache is bounded so memory stays flat (its default is 5 % of RAM); in bytes, because
     # rasterio takes GDAL_CACHEMAX=256 as 256 bytes, which made tracing polygons 6x slower (measured).
-    with rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_BYTES), open_raster(scene) as ds:
-        grid = analysis_grid(ds, info.utm_crs, card.pixel_size, options.bounds, options.bounds_crs)
+    with rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_BYTES), \
+            open_for_analysis(scene, card, options.band, options.bounds, options.bounds_crs, progress, info) as opened:
+        ds, grid = opened.dataset, opened.grid
         _check_memory(grid, tile)
-        stretch = scene_stretch(ds, info.band, info.value_scale, progress)
+        stretch = opened.stretch
         exclusion = Exclusion(landmask.open_land_mask(options.land_mask), options.land_buffer, options.nodata_buffer)
         with OutputSet(out_dir, names, options.overwrite) as outputs:
             staged_prob = outputs.stage / "analysis_probability.tif"
             staged_mask = outputs.stage / "analysis_mask.tif"
-            with open_on_grid(ds, info.band, grid) as reader:
-                n_tiles, skipped = _predict_to_files(reader, grid, stretch, predictor, tile, options, threshold, exclusion,
-                                                     staged_prob, staged_mask, progress)
+            n_tiles, skipped = _predict_to_files(opened.reader, grid, stretch, predictor, tile, options, threshold, exclusion,
+                                                 staged_prob, staged_mask, progress)
             progress.update("polygons", 0, 1, "Tracing slick outlines")
             slicks = polygonise(staged_mask, staged_prob, options.min_area_km2, progress)
             progress.update("evidence", 0, 1, "Weighing look-alike evidence")

@@ -24,7 +24,7 @@ from typing import Optional
 import torch
 
 from .. import __version__
-from ..cli.args import number_or
+from ..cli.args import add_options, number_or, options_from
 from ..errors import InputError, ModelError, OutputError
 from ..generation.distill import mixed, open_folder, sample_count, student_tiles
 from ..models.inference import pick_device
@@ -330,35 +330,23 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--base", required=True, help="model to start from (.safetensors); never modified")
     p.add_argument("--labels", required=True, help="label store (.gpkg)")
     p.add_argument("--out", required=True, type=Path, help="new model file (.safetensors); never overwritten")
-    p.add_argument("--tile", type=int, default=DEFAULT_TILE, help=f"tile size in pixels (default {DEFAULT_TILE})")
-    p.add_argument("--epochs", type=int, default=20, help="most epochs; stops earlier when validation stops improving")
-    p.add_argument("--batch-size", type=int, help="tiles per step (default 8 on a GPU, 4 elsewhere)")
-    p.add_argument("--train-layers", choices=TRAIN_LAYERS, help="all (default on a GPU) or decoder (default elsewhere)")
-    p.add_argument("--lr", type=number_or("auto"), help="learning rate, or auto for a range test (default)")
-    p.add_argument("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu (default auto)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--val-fraction", type=float, default=0.25, help="share of tiles kept for validation (default 0.25)")
-    p.add_argument("--parent-weight", type=float, default=PARENT_WEIGHT,
-                   help=f"L2-SP: pull of the weights toward the parent's, 0 for none (default {PARENT_WEIGHT:g})")
-    p.add_argument("--name", help="the new model's name (default: the parent's, fine-tuned DATE)")
-    p.add_argument("--generated", type=Path, metavar="DIR", help="sample folder (engine generate): train as a student on its kept samples too (DAKTer eqs. 5-6)")
-    p.add_argument("--n-generated", type=int, metavar="N", help="generated samples to use, the first kept ones (default: as many as training tiles)")
+    add_options(p, FinetuneOptions, {
+        "tile": "tile size in pixels",
+        "epochs": "most epochs; stops earlier when validation stops improving",
+        "batch_size": "tiles per step (default 8 on a GPU, 4 elsewhere)",
+        "train_layers": "all (default on a GPU) or decoder (default elsewhere)",
+        "lr": "learning rate, or auto for a range test (default)",
+        "device": "auto, cuda, cuda:N, mps or cpu",
+        "seed": "seed of the tile split, the augmentation and the initialisation",
+        "val_fraction": "share of tiles kept for validation",
+        "parent_weight": "L2-SP: pull of the weights toward the parent's, 0 for none",
+        "name": "the new model's name (default: the parent's, fine-tuned DATE)",
+        "generated": "sample folder (engine generate): train as a student on its kept samples too (DAKTer eqs. 5-6)",
+        "n_generated": "generated samples to use, the first kept ones (default: as many as training tiles)",
+    }, train_layers={"choices": TRAIN_LAYERS}, lr={"type": number_or("auto")},
+       generated={"type": Path, "metavar": "DIR"}, n_generated={"metavar": "N"})
     p.set_defaults(func=_run_cli)
 
 
 def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
-    options = FinetuneOptions(
-        tile=args.tile,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        train_layers=args.train_layers,
-        device=args.device,
-        seed=args.seed,
-        val_fraction=args.val_fraction,
-        parent_weight=args.parent_weight,
-        name=args.name,
-        generated=args.generated,
-        n_generated=args.n_generated,
-    )
-    return finetune(args.base, args.labels, args.out, options, progress).to_dict()
+    return finetune(args.base, args.labels, args.out, options_from(args, FinetuneOptions), progress).to_dict()

@@ -21,12 +21,11 @@ from rasterio.windows import Window
 from shapely.geometry import shape
 
 from ..errors import InputError
-from ..models.registry import ModelCard, check_scene
+from ..models.registry import ModelCard
 from ..models.training import TileSet
 from ..progress import Progress
-from ..scenes.grid import Grid, analysis_grid, open_on_grid
-from ..scenes.normalise import scene_stretch
-from ..scenes.raster import inspect, open_raster
+from ..scenes.analysis import open_for_analysis
+from ..scenes.grid import Grid
 from ..scenes.read_errors import check_unchanged, stamp
 from .labels import LabelStore, rasterise, to_crs
 
@@ -68,31 +67,29 @@ def collect_tiles(store: LabelStore, card: ModelCard, tile: int, progress: Progr
     for scene in store.scenes:
         path = store.scene_path(scene)
         before = stamp(path)
-        info = inspect(path)
-        for warning in info.warnings + check_scene(card, info.count, info.pixel_size):
-            progress.log(f"warning: {path.name}: {warning}")
-        with open_raster(path) as ds:
-            grid = analysis_grid(ds, info.utm_crs, card.pixel_size)
+        with open_for_analysis(path, card, progress=progress) as opened:
+            for warning in opened.info.warnings:
+                progress.log(f"warning: {path.name}: {warning}")
+            grid, reader = opened.grid, opened.reader
             span = _labelled_span(store, scene, grid, tile)
             if span is None:
                 outside.append(scene)
                 continue
-            stretch = scene_stretch(ds, info.band, info.value_scale, progress)
+            stretch = opened.stretch
             rows, cols = span
             found = len(tiles)
-            with open_on_grid(ds, info.band, grid) as reader:
-                for i, row in enumerate(rows):
-                    progress.update("tiles", i, len(rows), f"Cutting labelled tiles from {path.name}")
-                    strip = Grid(grid.crs, grid.transform @ Affine.translation(cols.start, row), len(cols) * tile, tile)
-                    target, known = rasterise(store, scene, strip)
-                    if not known.any():
-                        continue
-                    x = stretch.apply(reader.read(Window(cols.start, row, strip.width, tile)))
-                    for j, col in enumerate(cols):
-                        part = slice(j * tile, (j + 1) * tile)
-                        valid = known[:, part] & (x[:, part] > 0)
-                        if valid.mean() >= MIN_KNOWN:
-                            tiles.append(Tile(scene, row, col, x[:, part].copy(), target[:, part].copy(), valid.astype(np.uint8)))
+            for i, row in enumerate(rows):
+                progress.update("tiles", i, len(rows), f"Cutting labelled tiles from {path.name}")
+                strip = Grid(grid.crs, grid.transform @ Affine.translation(cols.start, row), len(cols) * tile, tile)
+                target, known = rasterise(store, scene, strip)
+                if not known.any():
+                    continue
+                x = stretch.apply(reader.read(Window(cols.start, row, strip.width, tile)))
+                for j, col in enumerate(cols):
+                    part = slice(j * tile, (j + 1) * tile)
+                    valid = known[:, part] & (x[:, part] > 0)
+                    if valid.mean() >= MIN_KNOWN:
+                        tiles.append(Tile(scene, row, col, x[:, part].copy(), target[:, part].copy(), valid.astype(np.uint8)))
             check_unchanged(path, before)
             if len(tiles) == found:
                 outside.append(scene)

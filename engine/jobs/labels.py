@@ -18,7 +18,6 @@ import argparse
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,7 +36,8 @@ from rasterio.warp import transform_geom
 from shapely.geometry import box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
-from ..atomic import writing
+from ..atomic import staged_folder, writing
+from ..contract import LABEL_CLASSES, LABEL_ORIGINS, LABELS_LAYER, REVIEWED_LAYER
 from ..errors import InputError, OutputError
 from ..progress import Progress
 from ..scenes.grid import Grid, analysis_grid
@@ -45,9 +45,6 @@ from ..scenes.raster import footprint_lonlat, open_raster, pixel_size_m, utm_crs
 from . import store_integrity
 from .evaluate import read_label_mask
 
-LABEL_CLASSES = ("slick", "lookalike")
-ORIGINS = ("drawn", "accepted", "edited")
-LABELS_LAYER, REVIEWED_LAYER = "labels", "reviewed"
 SCHEMAS = {
     LABELS_LAYER: {
         "geometry": "Polygon",
@@ -129,14 +126,10 @@ def create_store(path: str | Path, crs: str) -> Path:
         wkt = CRS.from_user_input(crs).to_wkt()
     except CRSError as exc:
         raise InputError(f"Unknown CRS {crs!r} ({exc}).", "Give an EPSG code such as EPSG:4326 or the project's CRS.") from exc
-    with writing(path, "Choose a writable folder."):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".slickmapper-tmp-", dir=path.parent) as tmp:
-            staged = Path(tmp) / path.name
-            for layer, schema in SCHEMAS.items():
-                with fiona.open(staged, "w", driver="GPKG", layer=layer, schema=schema, crs_wkt=wkt):
-                    pass
-            os.replace(staged, path)
+    with writing(path, "Choose a writable folder."), staged_folder(path.parent, hint="Choose a writable folder.") as stage:
+        for layer, schema in SCHEMAS.items():
+            with fiona.open(stage / path.name, "w", driver="GPKG", layer=layer, schema=schema, crs_wkt=wkt):
+                pass
     return path
 
 
@@ -184,8 +177,8 @@ def add_labels(path: str | Path, scene: str | Path, geometries: Iterable[BaseGeo
     """Append polygons of one class for ``scene``; ``crs`` is the geometries' CRS. Returns how many were added."""
     if cls not in LABEL_CLASSES:
         raise InputError(f"Unknown label class {cls!r}.", f"Use one of: {', '.join(LABEL_CLASSES)}.")
-    if origin not in ORIGINS:
-        raise InputError(f"Unknown label origin {origin!r}.", f"Use one of: {', '.join(ORIGINS)}.")
+    if origin not in LABEL_ORIGINS:
+        raise InputError(f"Unknown label origin {origin!r}.", f"Use one of: {', '.join(LABEL_ORIGINS)}.")
     props = {"class": cls, "scene": str(scene), "author": author, "created": _now(), "origin": origin}
     return _append(Path(path), LABELS_LAYER, geometries, crs, props)
 
@@ -258,20 +251,13 @@ def export_mask(store: LabelStore, scene: str | Path, out: str | Path) -> Path:
         profile.update(driver="PNG", WORLDFILE="YES")
     else:
         profile.update(driver="GTiff", compress="deflate")
-    with writing(out, "Choose a writable folder."):
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".slickmapper-tmp-", dir=out.parent) as tmp:
-            staged = Path(tmp) / out.name
-            with rasterio.open(staged, "w", **profile) as dst:
-                dst.write(target * 255, 1)
-            if suffix == ".png":  # GDAL names PNG world files .wld; the paper's tools look for .pgw
-                os.replace(staged.with_suffix(".wld"), staged.with_suffix(".pgw"))
-            clashes = [out.parent / f.name for f in Path(tmp).iterdir() if (out.parent / f.name).exists()]
-            if clashes:
-                names = ", ".join(c.name for c in clashes)
-                raise OutputError(f"{names} already in {out.parent}; masks are never overwritten.", "Choose another name.")
-            for staged_file in Path(tmp).iterdir():
-                os.replace(staged_file, out.parent / staged_file.name)
+    with writing(out, "Choose a writable folder."), \
+            staged_folder(out.parent, overwrite=False, hint="Choose a writable folder.") as stage:
+        staged = stage / out.name
+        with rasterio.open(staged, "w", **profile) as dst:
+            dst.write(target * 255, 1)
+        if suffix == ".png":  # GDAL names PNG world files .wld; the paper's tools look for .pgw
+            os.replace(staged.with_suffix(".wld"), staged.with_suffix(".pgw"))
     return out
 
 

@@ -27,24 +27,16 @@ from rasterio.windows import Window
 from shapely.geometry import Polygon, mapping, shape
 
 from ..atomic import write_failure, writing
+from ..contract import SLICK_FIELDS, SLICKS_LAYER, STAGING_PREFIX
 from ..errors import OutputError, SlickMapperError
 from ..locks import held, try_lock
 from ..progress import Progress
 from ..scenes.grid import Grid
 
-TMP_PREFIX = ".slickmapper-tmp-"
 CLAIM = "claim"
 WRITE_FAILURES = (OSError, RasterioError, CPLE_BaseError)
 MASK_NODATA = 255
 _STRIP_ROWS = 1024
-SLICK_FIELDS = {
-    "area_km2": "float",
-    "length_km": "float",
-    "mean_prob": "float",
-    "scene": "str",
-    "model": "str",
-    "created": "str",
-}
 
 
 class OutputSet:
@@ -69,7 +61,7 @@ class OutputSet:
             self._check_others()
             self._check_free("already exist")
             with writing(self.out_dir, "Choose a folder you can write to."):
-                self.stage = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=self.out_dir))
+                self.stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.out_dir))
                 try:
                     self._claim = try_lock(self.stage / CLAIM)
                     (self.stage / CLAIM).write_text("\n".join(sorted(names.values())))
@@ -80,7 +72,7 @@ class OutputSet:
     def _check_others(self) -> None:
         """Refuse when a live run is writing any of our names here; remove what killed runs left."""
         ours = {p.name for p in self.final.values()}
-        for stage in sorted(self.out_dir.glob(TMP_PREFIX + "*")):
+        for stage in sorted(self.out_dir.glob(STAGING_PREFIX + "*")):
             claim = stage / CLAIM
             if not claim.is_file():
                 continue  # not a detection's staging folder
@@ -245,7 +237,7 @@ def write_slicks(path: Path, crs: str, slicks: Iterable[dict], scene: str, model
         properties.update(scene=scene, model=model, created=created)
         properties.update({k: slick.get(k) for k in extra})
         records.append({"geometry": slick["geometry"], "properties": properties})
-    with writing(path), fiona.open(path, "w", driver="GPKG", layer="slicks", crs=crs, schema=schema) as dst:
+    with writing(path), fiona.open(path, "w", driver="GPKG", layer=SLICKS_LAYER, crs=crs, schema=schema) as dst:
         dst.writerecords(records)  # one transaction, not one per slick
     return len(records), sum(record["properties"]["area_km2"] for record in records)
 

@@ -205,7 +205,7 @@ def pretrain_real(out: Path, recipe: RealRecipe, config: TrainConfig, progress: 
     progress.log(f"cutting {recipe.train_tiles} training tiles of {recipe.tile} px from real and synthetic scenes")
     train_set, val_set, data = real_sets(recipe, card.pixel_size, config.seed)
     report = train(model, train_set, val_set, config, progress)
-    card.name = (f"Slick U-Net R18 25 m (real SAR texture)" if _is_default(card) else f"Slick {card.architecture} {card.encoder} 25 m (real SAR texture)")
+    card.name = ("Slick U-Net R18 25 m (real SAR texture)" if _is_default(card) else f"Slick {card.architecture} {card.encoder} 25 m (real SAR texture)")
     card.threshold = report.threshold
     card.created = ModelCard.__dataclass_fields__["created"].default_factory()
     card.provenance = {

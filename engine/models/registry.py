@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file, safe_open
 
 from .. import __version__
 from ..atomic import staged
+from ..contract import STAGING_PREFIX
 from ..errors import ModelError
 from .samlora import SamLoRA
 
@@ -271,33 +272,12 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[to
     return model.to(device).eval(), card
 
 
-def check_scene(card: ModelCard, band_count: int, pixel_size: Optional[float]) -> list[str]:
-    """Raise ``ModelError`` when the model cannot run on the scene; return warnings when it can."""
-    warnings: list[str] = []
-    if card.in_channels > band_count:
-        raise ModelError(
-            f"The model {card.name} needs {card.in_channels} input bands; the scene has {band_count}.",
-            "Pick a single-band model, or a scene with all of the model's polarisations.",
-        )
-    if pixel_size:
-        ratio = pixel_size / card.pixel_size
-        if not 0.2 <= ratio <= 5:
-            raise ModelError(
-                f"The model {card.name} works at {card.pixel_size:g} m; the scene's pixels are {pixel_size:.1f} m. "
-                "Resampling by more than 5x would change how slicks look beyond what the model has seen.",
-                "Pick a model made for this pixel size.",
-            )
-        if not 0.95 <= ratio <= 1.05:
-            warnings.append(f"The scene ({pixel_size:.1f} m) is resampled to the model's {card.pixel_size:g} m pixels.")
-    return warnings
-
-
 def list_models(extra_dirs: tuple[Path, ...] = ()) -> list[tuple[Path, ModelCard]]:
     """Installed models: the bundled default first, then the others by name."""
     found: dict[Path, ModelCard] = {}
     for folder in (BUNDLED_DIR, user_models_dir(), *extra_dirs):
         for path in sorted(Path(folder).glob("*.safetensors")) if Path(folder).is_dir() else []:
-            if path.name.startswith(".slickmapper-tmp-"):
+            if path.name.startswith(STAGING_PREFIX):
                 continue
             try:
                 found[path.resolve()] = read_card(path)

@@ -23,6 +23,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from ..atomic import staged
+from ..contract import TRAIN_LAYERS
 from ..progress import Progress, silent
 from .inference import autocast, fast_dtype
 from .losses import StudentLoss, slick_loss
@@ -31,7 +32,7 @@ Augment = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Generator], 
 """``(x, y, valid, generator) -> (x, y, valid)`` on a batch of (N,1,H,W) tiles."""
 TRAINED_GROUPS = {"all": ("encoder", "decoder"), "decoder": ("decoder",)}
 """``train_layers`` -> the parameter groups it trains; the ``frozen`` group never trains."""
-TRAIN_LAYERS = tuple(TRAINED_GROUPS)
+assert set(TRAINED_GROUPS) == set(TRAIN_LAYERS)
 
 
 @dataclass
@@ -429,8 +430,8 @@ def train(model: torch.nn.Module, train_set: TileSet, val_set: TileSet, config: 
         threshold, calibrated = scores.calibrated(config.threshold)
         history.append({"epoch": epoch, "train_loss": running / steps_per_epoch, "val_loss": scores.loss, "val_dice": scores.dice,
                         "threshold": threshold, "val_dice_calibrated": calibrated})
-        progress.log(f"epoch {epoch}: train loss {running / steps_per_epoch:.4f}, val loss {scores.loss:.4f}, val Dice {scores.dice:.3f}"
-                     + (f" ({calibrated:.3f} at {threshold:.2f})" if config.select_on_dice else ""))
+        shown = history[-1] if config.select_on_dice else {key: history[-1][key] for key in ("epoch", "train_loss", "val_loss", "val_dice")}
+        progress.metrics(**shown)
         if merit(scores) > best[0]:
             best, stale = (merit(scores), epoch, copy.deepcopy(model.state_dict()), scores), 0
         else:

@@ -21,10 +21,10 @@ from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.warp import transform as transform_points
 
+from ..contract import POLARISATIONS, not_sar_reason, polarisation_of
 from ..errors import InputError
 from .read_errors import READ_FAILURES, diagnose, reading
 
-POLARISATIONS = ("HH", "VV", "HV", "VH")
 VALUE_SCALES = ("uint8_stretched", "uint16_dn", "float32_linear", "float32_db")
 _PREVIEW_PIXELS = 1_000_000  # decimated read size for quick statistics
 
@@ -81,13 +81,11 @@ def select_band(ds: rasterio.DatasetReader, band: str | int | None) -> int:
     if band is None or band == "":
         for pol in POLARISATIONS:  # co-polarised first: slicks show best in HH/VV
             for i, desc in enumerate(descriptions, start=1):
-                if _polarisation_of(desc) == pol:
+                if polarisation_of(desc) == pol:
                     return i
-        if ds.count == 3 and all(d == "uint8" for d in ds.dtypes) and not any(descriptions):
-            raise InputError(
-                f"{Path(ds.name).name} has three 8-bit bands and no SAR band names: it looks like an RGB picture.",
-                "Load a single-band Sentinel-1 scene, or name the SAR band with --band.",
-            )
+        reason = not_sar_reason(Path(ds.name).name, ds.dtypes, descriptions)
+        if reason:
+            raise InputError(reason, "Load a single-band Sentinel-1 scene, or name the SAR band with --band.")
         return 1
     if isinstance(band, int) or str(band).isdigit():
         index = int(band)
@@ -99,15 +97,10 @@ def select_band(ds: rasterio.DatasetReader, band: str | int | None) -> int:
         return index
     wanted = str(band).upper()
     for i, desc in enumerate(descriptions, start=1):
-        if _polarisation_of(desc) == wanted or desc.upper() == wanted:
+        if polarisation_of(desc) == wanted or desc.upper() == wanted:
             return i
     names = ", ".join(d or f"#{i}" for i, d in enumerate(descriptions, start=1))
     raise InputError(f"No band named {band} in {Path(ds.name).name} (bands: {names}).", "Pick one of those bands.")
-
-
-def _polarisation_of(text: str) -> Optional[str]:
-    match = re.search(r"(?<![A-Z])(HH|VV|HV|VH)(?![A-Z])", text.upper())
-    return match.group(1) if match else None
 
 
 def polarisation_from_name(path: str | Path) -> Optional[str]:
@@ -221,7 +214,7 @@ def inspect(path: str | Path, band: str | int | None = None, pixel_size: Optiona
         dtype = ds.dtypes[index - 1]
         scale = detect_value_scale(dtype, values[valid])
         descriptions = list(ds.descriptions)
-        polarisation = _polarisation_of(descriptions[index - 1] or "") or polarisation_from_name(path)
+        polarisation = polarisation_of(descriptions[index - 1] or "") or polarisation_from_name(path)
         fraction = float(valid.mean()) if valid.size else 0.0
         if fraction == 0:
             raise InputError(

@@ -19,7 +19,7 @@ from qgis.core import (QgsMapLayer, QgsProcessing, QgsProcessingAlgorithm, QgsPr
                        QgsProcessingParameterNumber, QgsProcessingParameterString)
 
 from ..archive_layers import bind_to_time, show_sites
-from ..worker import EngineCommand
+from ..engine_runner import EngineCommand
 from .engine_call import run_engine
 
 

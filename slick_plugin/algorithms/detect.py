@@ -105,7 +105,7 @@ class DetectSlicksAlgorithm(QgsProcessingAlgorithm):
         if layer is None:
             raise QgsProcessingException("The SAR scene cannot be opened as a raster layer.")
         facts = SceneFacts.from_layer(layer)
-        blocking = [issue.text for issue in issues(facts, None, "", None) if issue.blocking]
+        blocking = [issue.text for issue in issues(facts, None, "") if issue.blocking]
         if blocking:
             raise QgsProcessingException(blocking[0])
         out_dir = self.parameterAsFileOutput(parameters, self.OUTPUT_FOLDER, context)

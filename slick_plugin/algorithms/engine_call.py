@@ -11,8 +11,8 @@ from typing import Any, Callable, Dict, Optional
 from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
 from .. import settings
-from ..progress import ProgressEvent, TimeLeft, describe
-from ..worker import EngineCommand, Status
+from ..progress_text import ProgressEvent, TimeLeft, describe
+from ..engine_runner import EngineCommand, Status
 
 
 def run_engine(command: EngineCommand, feedback: QgsProcessingFeedback,

@@ -54,9 +54,9 @@ def test_a_layer_without_crs_is_refused(dock, iface, qtbot, tmp_path: Path) -> N
 def test_an_rgb_photo_is_not_offered_and_explained(dock, iface, qtbot, tmp_path: Path) -> None:
     add_active(iface, write_tif(tmp_path / "photo.tif", 3, 32636), "photo")
     assert dock.layer_combo.currentLayer() is None and dock.layer_combo.count() == 0
-    assert "looks like a photo" in dock.active_note.text()
+    assert "looks like an RGB picture" in dock.active_note.text()
     click_detect(dock, qtbot)
-    assert "looks like a photo" in iface.messages()[0]
+    assert "looks like an RGB picture" in iface.messages()[0]
 
 
 def test_a_scene_deleted_after_loading_is_refused(dock, iface, qtbot, tmp_path: Path) -> None:

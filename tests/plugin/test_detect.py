@@ -25,7 +25,7 @@ from qgis.PyQt.QtGui import QColor, QImage
 
 from slick_plugin import classFactory
 from slick_plugin.layers import open_results
-from slick_plugin.worker import CANCEL_GRACE_S, Status
+from slick_plugin.engine_runner import CANCEL_GRACE_S, Status
 
 from .conftest import OUTPUT, SAMPLE, FakeIface, add_scene, close_iface, needs_model, wait_until
 

@@ -32,7 +32,7 @@ from slick_plugin.generate_panel import GeneratePanel
 from slick_plugin.paths import default_engine_python, engine_root
 from slick_plugin.run_controls import RunState
 from slick_plugin.sample_browser import DISCARDED_TEXT
-from slick_plugin.worker import LOW_PRIORITY_NICE, EngineCommand, EngineRunner, Status
+from slick_plugin.engine_runner import LOW_PRIORITY_NICE, EngineCommand, EngineRunner, Status
 
 from .conftest import OUTPUT, SAMPLE, FakeIface, close_iface, load_scene, needs_model, wait_until
 

@@ -9,6 +9,7 @@ what was saved reads the GeoPackage again with a fresh layer, as a restarted QGI
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import struct
 from dataclasses import dataclass
@@ -24,14 +25,14 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, Qgs
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import QAction, QFileDialog
 
-from slick_plugin import classFactory, labeling
+from slick_plugin import classFactory, label_store
 from slick_plugin.commands import finetuned_model_path
 from slick_plugin.dock import SlickMapperDock
 from slick_plugin.layers import open_results
-from slick_plugin.loss_chart import parse_epoch
+from slick_plugin.loss_chart import LossChart
 from slick_plugin.paths import default_engine_python, engine_root
 from slick_plugin.uncertainty import rank, strip_blocks, threshold_entropy
-from slick_plugin.worker import EngineCommand, EngineRunner, Status
+from slick_plugin.engine_runner import EngineCommand, EngineRunner, Status, _Transcript
 
 from .conftest import OUTPUT, SAMPLE, FakeIface, close_iface, load_scene, needs_model, wait_until
 
@@ -124,11 +125,11 @@ def saved_project(folder: Path, name: str, scene: Path, ui: Session) -> QgsRaste
     return layer
 
 
-def labelling(ui: Session, store: Path, blank: Path) -> labeling.StoreLayers:
+def labelling(ui: Session, store: Path, blank: Path) -> label_store.StoreLayers:
     """Copy an engine-made empty store to ``store`` (the project's) and start labelling in it."""
     shutil.copy(blank, store)
     ui.dock.labels_panel.start_button.click()
-    layers = labeling.StoreLayers.find(QgsProject.instance(), str(store))
+    layers = label_store.StoreLayers.find(QgsProject.instance(), str(store))
     assert layers is not None, ui.iface.messages()
     return layers
 
@@ -146,7 +147,7 @@ def on_disk(store: Path, name: str = "labels") -> List[dict]:
     return [dict(feature.attributeMap(), geometry=feature.geometry()) for feature in layer.getFeatures()]
 
 
-def draw(layers: labeling.StoreLayers, geometry: QgsGeometry, **values: object) -> None:
+def draw(layers: label_store.StoreLayers, geometry: QgsGeometry, **values: object) -> None:
     """What QGIS's add-feature tool does once a polygon is finished: a feature with the layer's defaults."""
     layer = layers.labels
     fields = layer.fields()
@@ -166,8 +167,8 @@ def test_each_project_gets_its_own_store_created_by_the_engine(ui: Session, qtbo
     scene = saved_project(tmp_path / "a", "alpha", scene_path, ui)
     qtbot.mouseClick(panel.start_button, Qt.LeftButton)
     alpha = tmp_path / "a" / "alpha_slick_labels.gpkg"
-    qtbot.waitUntil(lambda: labeling.StoreLayers.find(project, str(alpha)) is not None, timeout=60_000)
-    layers = labeling.StoreLayers.find(project, str(alpha))
+    qtbot.waitUntil(lambda: label_store.StoreLayers.find(project, str(alpha)) is not None, timeout=60_000)
+    layers = label_store.StoreLayers.find(project, str(alpha))
     assert layers.labels.crs().authid() == SCENE_CRS  # the engine made it, in the scene's CRS
     assert layers.labels.isEditable() and ui.iface.activeLayer() is layers.labels
     assert ui.iface.digitized == [layers.labels.id()]  # QGIS's own add-feature tool, on the labels layer
@@ -184,7 +185,7 @@ def test_each_project_gets_its_own_store_created_by_the_engine(ui: Session, qtbo
     assert "0 slick labels" not in panel.counts_label.text()  # no store yet, nothing counted
     qtbot.mouseClick(panel.start_button, Qt.LeftButton)
     beta = tmp_path / "b" / "beta_slick_labels.gpkg"
-    qtbot.waitUntil(lambda: labeling.StoreLayers.find(project, str(beta)) is not None, timeout=60_000)
+    qtbot.waitUntil(lambda: label_store.StoreLayers.find(project, str(beta)) is not None, timeout=60_000)
     assert on_disk(beta) == [] and len(on_disk(alpha)) == 1
     assert "0 slick labels" in panel.counts_label.text()
 
@@ -196,7 +197,7 @@ def test_each_project_gets_its_own_store_created_by_the_engine(ui: Session, qtbo
     monkeypatch.setattr(QFileDialog, "getSaveFileName",
                         staticmethod(lambda *args, **kwargs: (asked.append(args[2]) or str(chosen), "")))
     qtbot.mouseClick(panel.start_button, Qt.LeftButton)
-    qtbot.waitUntil(lambda: labeling.StoreLayers.find(project, f"{chosen}.gpkg") is not None, timeout=60_000)
+    qtbot.waitUntil(lambda: label_store.StoreLayers.find(project, f"{chosen}.gpkg") is not None, timeout=60_000)
     assert asked == [str(scene_path.parent / "slick_labels.gpkg")]
     assert project.readEntry("SlickMapper", "label_store", "")[0] == f"{chosen}.gpkg"
     assert not [key for key in QgsSettings().allKeys() if "label_store" in key]  # never global
@@ -250,7 +251,7 @@ def test_accept_and_reject_copy_selected_outlines_into_the_store(ui: Session, qt
     project = QgsProject.instance()
     saved_project(tmp_path, "accept", module_dir / "sample_1.tif", ui)
     store = tmp_path / "wgs84_labels.gpkg"
-    labeling.remember_store(project, str(store))  # as if the analyst had picked a store in EPSG:4326
+    label_store.remember_store(project, str(store))  # as if the analyst had picked a store in EPSG:4326
     layers = labelling(ui, store, blank_stores["EPSG:4326"])
     panel = ui.dock.labels_panel
 
@@ -330,7 +331,7 @@ def test_the_map_view_is_marked_reviewed_clipped_to_the_scene_and_counted(ui: Se
     measure.setEllipsoid("EPSG:7030")
     km2 = measure.measureArea(QgsGeometry.fromRect(scene.extent())) / 1e6  # the union: the whole scene
     assert abs(km2 - 19.2 * 19.2) < 2  # 768 × 768 pixels of 25 m
-    counts = labeling.counts(project, layers, str(module_dir / "sample_1.tif"))
+    counts = label_store.counts(project, layers, str(module_dir / "sample_1.tif"))
     assert (counts.slicks, counts.lookalikes) == (2, 1) and counts.reviewed_km2 == pytest.approx(km2, rel=1e-3)
     qtbot.waitUntil(lambda: f"2 slick labels, 1 look-alike, {km2:.1f} km² reviewed" in panel.counts_label.text(),
                     timeout=1_000)
@@ -415,7 +416,7 @@ def model_card(path: Path) -> dict:
 
 def tiny_finetune(ui: Session, module_dir: Path, arctic_store: Path) -> None:
     saved_project(module_dir, "arctic", module_dir / "sample_1.tif", ui)
-    assert labeling.store_path(QgsProject.instance()) == str(arctic_store)
+    assert label_store.store_path(QgsProject.instance()) == str(arctic_store)
     panel = ui.dock.finetune_panel
     panel.epochs.setValue(2)
     panel.tile.setValue(128)
@@ -504,14 +505,20 @@ def test_fine_tune_says_what_is_missing_without_a_store(ui: Session, tmp_path: P
     assert "This project has no label store yet" in ui.iface.messages()[0]
 
 
-def test_epoch_lines_are_parsed_and_others_ignored() -> None:
-    epoch = parse_epoch("epoch 3: train loss 0.5708, val loss 1.0559, val Dice 0.065")
-    assert (epoch.number, epoch.train_loss, epoch.val_loss, epoch.val_dice) == (3, 0.5708, 1.0559, 0.065)
-    assert parse_epoch("learning rate 3.29e-04 from a range test") is None
-    assert parse_epoch("epoch 1: train loss nan, val loss 0.9, val Dice 0.000").train_loss != 0.5
-    # What a fine-tuning run logs: the Dice at its calibrated threshold follows.
-    tuned = parse_epoch("epoch 2: train loss 0.6055, val loss 0.6955, val Dice 0.024 (0.031 at 0.80)")
-    assert (tuned.number, tuned.val_loss, tuned.val_dice) == (2, 0.6955, 0.024)
+def test_the_engine_s_metrics_events_reach_the_chart_as_numbers_and_log_lines_do_not(capsys, qtbot) -> None:
+    from engine.cli.main import Reporter
+
+    reporter = Reporter(jsonl=True)
+    reporter.metrics({"epoch": 2, "train_loss": 0.6055, "val_loss": float("nan"), "val_dice": 0.024,
+                      "threshold": 0.8, "val_dice_calibrated": 0.031})
+    reporter.log("epoch 3: train loss 0.5708, val loss 1.0559, val Dice 0.065")
+    chart, logged = LossChart(), []
+    qtbot.addWidget(chart)
+    for line in capsys.readouterr().out.splitlines():
+        EngineRunner._handle(line, _Transcript(), None, logged.append, chart.add_metrics)
+    [epoch] = chart.epochs
+    assert (epoch.number, epoch.train_loss, epoch.val_dice) == (2, 0.6055, 0.024) and math.isnan(epoch.val_loss)
+    assert logged == ["epoch 3: train loss 0.5708, val loss 1.0559, val Dice 0.065"]
 
 
 def test_fine_tuned_model_names_never_collide(tmp_path: Path) -> None:

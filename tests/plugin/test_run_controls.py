@@ -15,7 +15,7 @@ from slick_plugin.commands import DOCTOR, DetectParameters, info_command
 from slick_plugin.paths import default_engine_python, engine_root
 from slick_plugin.run_controls import RunControls, RunState
 from slick_plugin.tasks import EngineTask
-from slick_plugin.worker import EngineCommand, EngineRunner, Status
+from slick_plugin.engine_runner import EngineCommand, EngineRunner, Status
 
 from .conftest import SAMPLE, needs_model
 

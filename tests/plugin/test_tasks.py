@@ -12,7 +12,7 @@ from qgis.core import QgsApplication, QgsMapRendererParallelJob, QgsMapSettings,
 from qgis.PyQt.QtCore import QSize, QThreadPool
 
 from slick_plugin.tasks import EngineTask, Step
-from slick_plugin.worker import EngineCommand, EngineRunner, Status
+from slick_plugin.engine_runner import EngineCommand, EngineRunner, Status
 
 from .conftest import SAMPLE
 from .test_worker import fake_runner

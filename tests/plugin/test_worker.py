@@ -13,8 +13,8 @@ from typing import List
 
 import pytest
 
-from slick_plugin.progress import ProgressEvent, TimeLeft, describe
-from slick_plugin.worker import CANCEL_GRACE_S, LOW_PRIORITY_NICE, EngineCommand, EngineRunner, Status
+from slick_plugin.progress_text import ProgressEvent, TimeLeft, describe
+from slick_plugin.engine_runner import CANCEL_GRACE_S, LOW_PRIORITY_NICE, EngineCommand, EngineRunner, Status
 
 FAKE_ENGINE = r'''
 import json, os, signal, sys, time

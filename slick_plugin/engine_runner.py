@@ -21,8 +21,9 @@ from enum import Enum
 from pathlib import Path
 from typing import IO, Any, Callable, Deque, Dict, Optional, Tuple
 
+from .contract import METRICS_EVENT
 from .paths import engine_fix_command
-from .progress import ProgressEvent
+from .progress_text import ProgressEvent
 
 CANCEL_GRACE_S = 3.0
 """How long the engine gets after SIGTERM to clean up before it is killed."""
@@ -154,6 +155,7 @@ class EngineRunner:
         on_log: Optional[Callable[[str], None]] = None,
         is_cancelled: Callable[[], bool] = lambda: False,
         on_started: Optional[Callable[[int], None]] = None,
+        on_metrics: Optional[Callable[[Dict[str, Any]], None]] = None,
     ) -> RunResult:
         """Run ``command`` to the end and say how it ended; never raises for engine trouble.
 
@@ -176,7 +178,7 @@ class EngineRunner:
         if on_started is not None:
             on_started(process.pid)
         transcript = _Transcript()
-        cancel_requested = self._follow(process, transcript, on_progress, on_log, is_cancelled)
+        cancel_requested = self._follow(process, transcript, on_progress, on_log, is_cancelled, on_metrics)
         return transcript.result(process.wait(), cancel_requested, self.python)
 
     def _follow(
@@ -186,6 +188,7 @@ class EngineRunner:
         on_progress: Optional[Callable[[ProgressEvent], None]],
         on_log: Optional[Callable[[str], None]],
         is_cancelled: Callable[[], bool],
+        on_metrics: Optional[Callable[[Dict[str, Any]], None]] = None,
     ) -> bool:
         """Read the engine's output until it exits, handling cancel; True if a cancel was requested."""
         lines: "queue.Queue[Tuple[str, Optional[str]]]" = queue.Queue()
@@ -213,7 +216,7 @@ class EngineRunner:
             if line is None:
                 open_streams -= 1
             elif source == "out":
-                self._handle(line, transcript, on_progress, on_log)
+                self._handle(line, transcript, on_progress, on_log, on_metrics)
             else:
                 transcript.stderr_tail.append(line)
                 if on_log is not None:
@@ -226,6 +229,7 @@ class EngineRunner:
         transcript: _Transcript,
         on_progress: Optional[Callable[[ProgressEvent], None]],
         on_log: Optional[Callable[[str], None]],
+        on_metrics: Optional[Callable[[Dict[str, Any]], None]] = None,
     ) -> None:
         """Dispatch one stdout line; anything that is not a known event is log text."""
         try:
@@ -243,6 +247,9 @@ class EngineRunner:
             transcript.error = str(message.get("message") or message.get("kind") or "The engine reported an error.")
         elif event == "cancelled":
             transcript.engine_cancelled = True
+        elif event == METRICS_EVENT:
+            if on_metrics is not None:
+                on_metrics({key: value for key, value in message.items() if key != "event"})
         elif on_log is not None:
             on_log(str(message["message"]) if event == "log" and "message" in message else line)
 

@@ -20,21 +20,20 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, Qgs
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QObject, QTimer
 
+from .contract import LABEL_CLASSES, LABEL_ORIGINS, LABELS_LAYER, REVIEWED_LAYER, SLICK_FIELDS, SLICKS_LAYER
 from .paths import style_path
 
 SCOPE, STORE_KEY = "SlickMapper", "label_store"
 """Where the project file remembers its store (QgsProject entries, never global settings)."""
 STORE_SUFFIX = "_slick_labels.gpkg"
-LABELS, REVIEWED = "labels", "reviewed"
+LABELS, REVIEWED = LABELS_LAYER, REVIEWED_LAYER
 GROUP = "Slick labels"
-CLASSES = {"slick": "Slick", "lookalike": "Look-alike"}
-ORIGINS = {"drawn": "Drawn", "accepted": "Accepted from a detection", "edited": "Accepted, then edited"}
+CLASS_TITLES = dict(zip(LABEL_CLASSES, ("Slick", "Look-alike")))
+ORIGIN_TITLES = dict(zip(LABEL_ORIGINS, ("Drawn", "Accepted from a detection", "Accepted, then edited")))
 AUTHOR = "coalesce(nullif(@user_full_name, ''), @user_account_name)"
 """The analyst's full name from the OS account, else the login name."""
 ELLIPSOID = "EPSG:7030"
 """WGS 84: reviewed areas are measured on the ellipsoid, whatever the store's CRS."""
-DETECTION_FIELDS = {"area_km2", "mean_prob", "scene", "model"}
-"""The fields of the engine's ``slicks`` layer: how a detection's outlines are recognised."""
 DENSIFY = 16
 """Extra vertices per rectangle side before reprojecting, so a map view's edges follow the projection."""
 
@@ -136,7 +135,7 @@ def configure(layers: StoreLayers, scene: str) -> None:
     for layer, expressions in defaults.items():
         for name, expression in expressions.items():
             layer.setDefaultValueDefinition(layer.fields().indexOf(name), QgsDefaultValue(expression))
-    for name, values in (("class", CLASSES), ("origin", ORIGINS)):
+    for name, values in (("class", CLASS_TITLES), ("origin", ORIGIN_TITLES)):
         value_map = [{title: value} for value, title in values.items()]
         layers.labels.setEditorWidgetSetup(layers.labels.fields().indexOf(name),
                                            QgsEditorWidgetSetup("ValueMap", {"map": value_map}))
@@ -241,7 +240,7 @@ def detection_outlines(project: QgsProject) -> List[QgsVectorLayer]:
     """Every detection's polygon layer in the project, from the dock or from Processing."""
     return [layer for layer in project.mapLayers().values()
             if isinstance(layer, QgsVectorLayer) and layer.providerType() == "ogr"
-            and _source(layer)[1] == "slicks" and DETECTION_FIELDS <= set(layer.fields().names())]
+            and _source(layer)[1] == SLICKS_LAYER and set(SLICK_FIELDS) <= set(layer.fields().names())]
 
 
 def copy_selected(project: QgsProject, layers: StoreLayers, scene: str, cls: str) -> int:

@@ -1,0 +1,57 @@
+"""What the engine and the QGIS plugin must agree on, defined once.
+
+The plugin runs in QGIS's own Python, without torch, rasterio or the engine's other requirements, and
+loads this file by path (``slick_plugin/contract.py``). So it holds only the standard library: names,
+choices and the one rule the dock needs before the engine has looked at a scene (which rasters are SAR
+scenes at all). Everything else about a scene (band, pixel size, model fit) comes from the engine's
+``info``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Optional, Sequence
+
+STAGING_PREFIX = ".slickmapper-tmp-"
+"""Name start of every file or folder being written; only a killed engine leaves one behind."""
+
+OUTPUT_SUFFIXES = {"probability": "_probability.tif", "mask": "_mask.tif", "slicks": "_slicks.gpkg"}
+"""A detection's files are ``<prefix><suffix>``."""
+SLICKS_LAYER = "slicks"
+"""The layer inside a detection's GeoPackage."""
+SLICK_FIELDS = {"area_km2": "float", "length_km": "float", "mean_prob": "float", "scene": "str", "model": "str",
+                "created": "str"}
+"""The attributes of each detected slick polygon."""
+
+LABEL_CLASSES = ("slick", "lookalike")
+LABEL_ORIGINS = ("drawn", "accepted", "edited")
+"""How a label came to be: drawn by hand, a detection accepted as it was, or accepted and then reshaped."""
+LABELS_LAYER, REVIEWED_LAYER = "labels", "reviewed"
+"""The two layers of a label store: the polygons, and the areas an analyst has looked through."""
+
+SOLVER_STEPS = {"dpm++": 20, "ddim": 200}
+"""The generator's sampling solvers and the steps each takes by default (DDIM with 200 is the paper's)."""
+SOLVER_TITLES = {"dpm++": "DPM-Solver++ (fast)", "ddim": "DDIM (the paper's)"}
+TRAIN_LAYERS = ("decoder", "all")
+"""What fine-tuning may train: the decoder only (quick, CPU), or the whole network."""
+
+METRICS_EVENT = "metrics"
+"""The JSON-lines event a training run sends after each epoch: ``{"event": "metrics", "epoch": ...}``."""
+
+POLARISATIONS = ("HH", "VV", "HV", "VH")
+"""Co-polarised first: slicks show best in HH and VV, so a scene's band is picked in this order."""
+_POLARISATION = re.compile(r"(?<![A-Z])(HH|VV|HV|VH)(?![A-Z])")
+
+
+def polarisation_of(band_name: str) -> Optional[str]:
+    """The polarisation a band's name carries: ``VV``, ``Sigma0_VV``, ``Amplitude_VH`` or ``sigma0_vv_db``."""
+    match = _POLARISATION.search(band_name.upper())
+    return match.group(1) if match else None
+
+
+def not_sar_reason(name: str, dtypes: Sequence[str], band_names: Sequence[str]) -> Optional[str]:
+    """Why a raster is not a SAR scene (three unnamed 8-bit bands: a picture), or None when it may be one."""
+    named = [band for band in band_names if band]
+    if len(dtypes) == 3 and all(dtype == "uint8" for dtype in dtypes) and not named:
+        return f"{name} has three 8-bit bands and no SAR band names: it looks like an RGB picture."
+    return None
