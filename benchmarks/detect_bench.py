@@ -319,7 +319,7 @@ def detect_in_child(scene: Path, out: Path, model: Path, device: str) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--size", type=int, default=4000, help="side of the synthetic scene for figures 1, 4 and 6 (>= 4000 for the issue's figure)")
+    p.add_argument("--size", type=int, default=4000, help="side of the synthetic scene for figures 1, 4 and 6 (>= 4000 for the headline figure)")
     p.add_argument("--quick", action="store_true", help="smoke run: 1024 scene, 2000/3000 memory pair, 2 DeepLab tiles, no compile")
     p.add_argument("--model", help="model file (default: the bundled default model, else a random-init model of its card)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
