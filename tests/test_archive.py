@@ -124,7 +124,7 @@ def test_bad_scenes_are_recorded_with_their_error_and_copies_once(batch):
     manifest = Manifest.load(batch["out"])
     failed = {Path(r.path).name: r for r in manifest.records.values() if r.outcome == FAILED}
     assert set(failed) == {"truncated.tif", "empty.tif", "missing.tif"}
-    assert "truncated or corrupt" in failed["truncated.tif"].error
+    assert "interrupted download" in failed["truncated.tif"].error
     assert "empty" in failed["empty.tif"].error
     assert "missing.tif" in failed["missing.tif"].error
     copies = [r for r in manifest.records.values() if r.outcome == DUPLICATE]

@@ -135,16 +135,18 @@ class GridReader:
 def open_on_grid(ds: rasterio.DatasetReader, band: int, grid: Grid) -> Iterator[GridReader]:
     """A reader of ``band`` on ``grid``: the file itself when it already is on that lattice, else a warped VRT."""
     if ds.crs is not None and CRS.from_user_input(ds.crs) == CRS.from_user_input(grid.crs):
-        col = (grid.transform.c - ds.transform.c) / ds.transform.a
-        row = (grid.transform.f - ds.transform.f) / ds.transform.e
-        if (
+        same_pixels = (
             math.isclose(ds.transform.a, grid.transform.a)
             and math.isclose(ds.transform.e, grid.transform.e)
-            and abs(col - round(col)) < 1e-6
-            and abs(row - round(row)) < 1e-6
-        ):
-            yield GridReader(ds, band, (round(row), round(col)))
-            return
+            and ds.transform.b == 0
+            and ds.transform.d == 0
+        )  # a rotated file (a or e of 0) is warped, never divided by
+        if same_pixels:
+            col = (grid.transform.c - ds.transform.c) / ds.transform.a
+            row = (grid.transform.f - ds.transform.f) / ds.transform.e
+            if abs(col - round(col)) < 1e-6 and abs(row - round(row)) < 1e-6:
+                yield GridReader(ds, band, (round(row), round(col)))
+                return
     float_data = np.dtype(ds.dtypes[band - 1]).kind == "f"
     src_nodata = ds.nodata if ds.nodata is not None else (np.nan if float_data else 0)
     if ds.crs is None:
