@@ -149,6 +149,10 @@ def _forget_replaced(manifest: Manifest, path: str, scene_hash: str) -> None:
             del manifest.records[key]
 
 
+RETRIED_KINDS = ("WorkerDied", "OutputError")
+"""Failures that come from a worker's death, not from the scene: the scene gets one more try in the same run."""
+
+
 def _run(client, todo: list[_Job], manifest: Manifest, detect_options: DetectOptions, threads: int,
          out_dir: Path, progress: Progress, counts: dict) -> int:
     """Submit every job, record each as it finishes; returns how many scenes outlived their workers' deaths."""
@@ -156,12 +160,17 @@ def _run(client, todo: list[_Job], manifest: Manifest, detect_options: DetectOpt
 
     total = len(todo)
     pending = {}
-    for job in todo:
+
+    def submit(job: _Job) -> None:
         future = client.submit(
             detect_scene, str(job.scene), str(out_dir / job.record.folder), asdict(detect_options), threads,
             key=f"detect-{job.record.scene_hash[:16]}-{job.record.options_hash}-{time.time_ns()}", pure=False,
         )
         pending[future] = job
+
+    for job in todo:
+        submit(job)
+    retried: set[str] = set()
     finished = failed = lost = 0
     started = time.monotonic()
     _report(progress, 0, 0, total, started)
@@ -184,6 +193,10 @@ def _run(client, todo: list[_Job], manifest: Manifest, detect_options: DetectOpt
                         f"The Dask worker detecting this scene died ({type(exc).__name__}: {exc}); "
                         "it may need more memory per worker than it had. Rerun the batch with fewer --workers.")}
                 record = job.record
+                if outcome["outcome"] == FAILED and outcome.get("error_kind") in RETRIED_KINDS and record.scene_hash not in retried:
+                    retried.add(record.scene_hash)  # a worker that died under it, or what it left behind: once more
+                    submit(job)
+                    continue
                 for key, value in outcome.items():
                     setattr(record, key, value)
                 record.finished = _now()
