@@ -147,3 +147,28 @@ def test_source_grid_writes_back_on_the_scene_pixels(tmp_path, tiny_model):
     result = detect(scene, tmp_path / "out", _options(tiny_model, source_grid=True))
     with rasterio.open(scene) as src, rasterio.open(result.probability) as ds:
         assert ds.transform == src.transform and ds.shape == src.shape
+
+
+def test_test_time_mirroring_averages_the_four_mirror_images(tmp_path, sample_scene, tiny_model):
+    """A random network sees a tile and its mirror image differently; with ``tta`` the probability is the
+    mean of the four views, each mapped back, so it is mirror-symmetric by construction."""
+    import torch
+
+    from engine.models.inference import Predictor
+    from engine.models.registry import load_model
+
+    model, card = load_model(tiny_model, "cpu")
+    predictor = Predictor(model, card, torch.device("cpu"), fast=False)
+    tiles = np.random.default_rng(0).uniform(1, 255, (2, 64, 64)).astype(np.float32)
+    views = [predictor(tiles), predictor(tiles[:, :, ::-1])[:, :, ::-1],
+             predictor(tiles[:, ::-1])[:, ::-1], predictor(tiles[:, ::-1, ::-1])[:, ::-1, ::-1]]
+    assert not np.allclose(views[0], views[1], atol=1e-4)
+    predictor.tta = True
+    mirrored = predictor(tiles)
+    np.testing.assert_allclose(mirrored, np.mean(views, axis=0), atol=1e-5)
+    np.testing.assert_allclose(predictor(tiles[:, :, ::-1])[:, :, ::-1], mirrored, atol=1e-5)
+
+    plain = detect(sample_scene, tmp_path, DetectOptions(model=str(tiny_model), prefix="plain", runtime="torch"))
+    tta = detect(sample_scene, tmp_path, DetectOptions(model=str(tiny_model), prefix="tta", runtime="torch", tta=True))
+    with rasterio.open(plain.probability) as a, rasterio.open(tta.probability) as b:
+        assert a.shape == b.shape and not np.allclose(a.read(1), b.read(1))

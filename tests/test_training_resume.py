@@ -76,4 +76,4 @@ def test_pretrain_cli_trains_on_real_texture_and_says_what_on(tmp_path, capsys):
     assert data["north_sea_tiles"] == ["north_sea_1", "north_sea_2", "north_sea_3", "north_sea_4"]
     assert sum(data["tile_kinds"].values()) == 8
     assert card.threshold == card.metrics["validation_threshold"]
-    assert "--data real" in card.provenance["how"]
+    assert "--data real --architecture unet --encoder tu-resnet10t" in card.provenance["how"]

@@ -65,6 +65,7 @@ DETECT_HELP = {
     "runtime": "what runs the model: auto (the fastest measured on this machine for this model, once) or one forced",
     "source_grid": "write rasters on the scene's own grid",
     "overwrite": "replace existing outputs of the same prefix",
+    "tta": "average over the tile's mirror images (4x slower)",
 }
 """``detect``'s options: every field of DetectOptions but ``fast``, which only benchmarks turn off."""
 

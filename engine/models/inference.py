@@ -45,6 +45,10 @@ def autocast(device: torch.device, dtype: Optional[torch.dtype]) -> ContextManag
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
 
+FLIPS: tuple[tuple[int, ...], ...] = ((), (2,), (1,), (1, 2))
+"""Test-time views of a (B, H, W) batch: as is, mirrored left-right, top-bottom, and both."""
+
+
 class Predictor:
     """Slick probability for batches of stretched tiles (0..255), on one device and one runtime.
 
@@ -64,6 +68,8 @@ class Predictor:
         self.runtime = "torch " + (str(self.dtype).replace("torch.", "") if self.dtype else "fp32")
         self.scale = float(card.normalisation.get("input_scale", 1 / 255))
         self._batch_size = cuda_batch_size(self.model, card, device, self.dtype) if device.type == "cuda" else 1
+        self.tta = False
+        """Average over mirror images (4x the model's work); see ``__call__``."""
 
     @property
     def batch_size(self) -> int:
@@ -72,7 +78,19 @@ class Predictor:
         return self._batch_size
 
     def __call__(self, tiles: np.ndarray) -> np.ndarray:
-        """(B, H, W) float32 stretched tiles -> (B, H, W) float32 slick probability."""
+        """(B, H, W) float32 stretched tiles -> (B, H, W) float32 slick probability.
+
+        With ``tta`` the probability is the mean over the tile and its three mirror images (horizontal,
+        vertical, both): the flips the models were trained with, so each view is one the model knows.
+        """
+        if not self.tta:
+            return self._once(tiles)
+        total = np.zeros(tiles.shape, dtype=np.float32)
+        for axes in FLIPS:
+            total += np.flip(self._once(np.flip(tiles, axes)), axes) if axes else self._once(tiles)
+        return total / len(FLIPS)
+
+    def _once(self, tiles: np.ndarray) -> np.ndarray:
         if self.forward is not None:
             x = np.ascontiguousarray(tiles, dtype=np.float32)[:, None] * np.float32(self.scale)
             return self.probability(torch.from_numpy(np.asarray(self.forward(x), dtype=np.float32))).numpy()

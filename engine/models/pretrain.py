@@ -91,6 +91,12 @@ def pretrain_card(architecture: Optional[str] = None, encoder: Optional[str] = N
     })
 
 
+def _network_args(card: ModelCard) -> str:
+    """The command-line words that make ``card``'s network, empty for the default one."""
+    return "" if _is_default(card) else \
+        f"--architecture {card.architecture} --encoder {card.encoder} --arch-kwargs '{json.dumps(card.arch_kwargs)}' "
+
+
 def _is_default(card: ModelCard) -> bool:
     return (card.architecture, card.encoder, card.arch_kwargs) == tuple(DEFAULT_CARD[k] for k in ("architecture", "encoder", "arch_kwargs"))
 
@@ -118,8 +124,7 @@ def pretrain(
     train_set = TileSet.from_arrays(*zip(*train_pairs))
     val_set = TileSet.from_arrays(*zip(*val_pairs))
     report = train(model, train_set, val_set, config, progress)
-    network = "" if _is_default(card) else \
-        f"--architecture {card.architecture} --encoder {card.encoder} --arch-kwargs '{json.dumps(card.arch_kwargs)}' "
+    network = _network_args(card)
     weights = f"--encoder-weights {Path(encoder_weights).name} " if encoder_weights else ""
     card.provenance = {
         "how": "python -m engine pretrain " + network + weights + f"--train-tiles {n_train} --val-tiles {n_val} --tile {tile} "
@@ -209,7 +214,7 @@ def pretrain_real(out: Path, recipe: RealRecipe, config: TrainConfig, progress: 
     card.threshold = report.threshold
     card.created = ModelCard.__dataclass_fields__["created"].default_factory()
     card.provenance = {
-        "how": "python -m engine pretrain --data real --scenes " + " ".join(recipe.scenes)
+        "how": "python -m engine pretrain --data real " + ("" if recipe.init else _network_args(card)) + "--scenes " + " ".join(recipe.scenes)
         + f" --train-tiles {recipe.train_tiles} --tile {recipe.tile} --epochs {config.epochs} --lr {config.lr} --seed {config.seed}"
         + ("" if recipe.init == SYNTHETIC_MODEL else f" --init {recipe.init or 'none'}"),
         "data": data,
