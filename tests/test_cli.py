@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from engine.data.synth import SceneSpec, write_scene
+from engine.jobs.uncertainty import rank_raster
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,7 +39,10 @@ def test_detect_speaks_json_lines_and_ends_with_the_result(tmp_path: Path, sampl
     stages = [e["stage"] for e in said if e["event"] == "progress"]
     assert {"tiles", "polygons", "writing", "done"} <= set(stages)  # an 8-bit tile needs no statistics
     assert said[-1]["event"] == "result"
-    assert Path(said[-1]["data"]["slicks"]).exists()
+    data = said[-1]["data"]
+    assert Path(data["slicks"]).exists()
+    ranked = rank_raster(data["probability"], data["threshold"])  # where to label next comes with the result
+    assert data["uncertain_blocks"] == [json.loads(json.dumps(block.to_dict())) for block in ranked] and ranked
 
 
 def test_bad_input_is_one_error_event_and_exit_code_2(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from ..data import synth
 from ..errors import Cancelled, SlickMapperError
 from ..experiments import cli as experiment_cli, demo
 from ..generation import generator
-from ..jobs import evaluate, finetune, labels
+from ..jobs import evaluate, finetune, labels, uncertainty
 from ..jobs.detect import DetectOptions
 from ..models import darkspot, pretrain
 from ..progress import Progress, describe_metrics
@@ -34,6 +34,7 @@ EPILOG = """examples:
   python -m engine detect scene.tif --out results/
   python -m engine detect S1A_EW_GRDM_...-hh-....tiff --out results/ --tile 512 --threshold 0.4
   python -m engine evaluate results/scene_probability.tif --labels labels.png
+  python -m engine uncertainty results/scene_probability.tif --threshold 0.5
   python -m engine synth --out synthetic.tif --labels synthetic_labels.tif --size 2048 2048
   python -m engine labels init project_labels.gpkg --crs EPSG:32636
   python -m engine labels summary project_labels.gpkg
@@ -147,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_doctor)
 
     evaluate.add_cli(sub)
+    uncertainty.add_cli(sub)
     synth.add_cli(sub)
     demo.add_cli(sub)
     pretrain.add_cli(sub)
@@ -182,7 +184,8 @@ def _detect(args: argparse.Namespace, progress: Progress) -> dict:
     result = detect(args.scene, args.out, options, progress)
     for warning in result.warnings:
         progress.log(f"warning: {warning}")
-    return result.to_dict()
+    ranked = uncertainty.rank_raster(result.probability, result.threshold, progress=progress)
+    return {**result.to_dict(), "uncertain_blocks": [block.to_dict() for block in ranked]}
 
 
 def _models(args: argparse.Namespace, progress: Progress) -> dict:
