@@ -92,8 +92,24 @@ def open_for_analysis(
     info: Optional[SceneInfo] = None,
 ) -> Iterator[AnalysisScene]:
     """Open ``scene`` on ``card``'s analysis grid (optionally only ``bounds``); ``info`` skips a second assess."""
-    info = info or assess(scene, card, band)
+    with open_at_pixel_size(scene, card.pixel_size, band, bounds, bounds_crs, progress, info or assess(scene, card, band)) as opened:
+        yield opened
+
+
+@contextmanager
+def open_at_pixel_size(
+    scene: str | Path,
+    pixel_size: float,
+    band: str | int | None = None,
+    bounds: Optional[tuple[float, float, float, float]] = None,
+    bounds_crs: Optional[str] = None,
+    progress: Optional[Progress] = None,
+    info: Optional[SceneInfo] = None,
+) -> Iterator[AnalysisScene]:
+    """The same path at ``pixel_size`` with no model to check the scene against: the real scenes the bundled
+    models learn from are read before there is a model to ask."""
+    info = info or inspect(scene, band, pixel_size)
     with open_raster(scene) as ds:
-        grid = analysis_grid(ds, info.utm_crs, card.pixel_size, bounds, bounds_crs)
+        grid = analysis_grid(ds, info.utm_crs, pixel_size, bounds, bounds_crs)
         with open_on_grid(ds, info.band, grid) as reader:
             yield AnalysisScene(info, ds, grid, reader, progress or silent())
