@@ -34,8 +34,7 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import uuid
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -45,6 +44,7 @@ import rasterio
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
+from ..atomic import staged_folder
 from ..errors import InputError, OutputError
 from ..progress import Progress, silent
 from ..scenes.normalise import Stretch
@@ -638,14 +638,12 @@ def write_scene(
         tags["DN_SCALE"] = str(DN_SCALE)
     if encoding == "uint8":
         tags["STRETCH_DB_MIN"], tags["STRETCH_DB_MAX"] = (f"{stretch.mean + k * stretch.std:.6f}" for k in (-2, 2))
-    temps: list[Path] = []
-    try:
-        for target in targets:
-            # A fresh name, not mkstemp: GDAL creates the file itself with the user's usual permissions.
-            temps.append(target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp"))
-        n_blocks = -(-spec.height // _BLOCK_ROWS)
-        nodata = DB_NODATA if encoding == "float32_db" else 0
-        with rasterio.open(temps[0], "w", dtype=dtype, nodata=nodata, **profile) as dst:
+    n_blocks = -(-spec.height // _BLOCK_ROWS)
+    nodata = DB_NODATA if encoding == "float32_db" else 0
+    with ExitStack() as stack:
+        stages = {folder: stack.enter_context(staged_folder(folder)) for folder in dict.fromkeys(t.parent for t in targets)}
+        staged = [stages[target.parent] / target.name for target in targets]
+        with rasterio.open(staged[0], "w", dtype=dtype, nodata=nodata, **profile) as dst:
             dst.set_band_description(1, spec.polarisation)
             dst.update_tags(**tags)
             for block in range(n_blocks):
@@ -654,16 +652,10 @@ def write_scene(
                 dst.write(_encode(sigma0[rows], encoding, stretch), 1, window=window)
                 progress.update("synth", n_blocks + block + 1, 2 * n_blocks)
         if label_path is not None:
-            with rasterio.open(temps[1], "w", dtype="uint8", **profile) as dst:
+            with rasterio.open(staged[1], "w", dtype="uint8", **profile) as dst:
                 dst.set_band_description(1, "class")
                 dst.update_tags(CLASSES=",".join(f"{i}={n}" for i, n in enumerate(CLASS_NAMES)))
                 dst.write(mask, 1)
-        for temp, target in zip(temps, targets):
-            os.replace(temp, target)
-    except BaseException:
-        for temp in temps:
-            temp.unlink(missing_ok=True)
-        raise
     return targets[0]
 
 
