@@ -45,6 +45,7 @@ from shapely.geometry.base import BaseGeometry
 
 from .. import __version__
 from ..atomic import write_csv, write_text
+from ..cli.args import add_options, options_from
 from ..data.bundled import SAMPLES_DIR
 from ..errors import InputError, OutputError
 from ..jobs.detect import DetectOptions, detect
@@ -318,26 +319,27 @@ def _check(out: Path, options: WithinSceneOptions) -> None:
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    defaults = WithinSceneOptions()
     q = subparsers.add_parser("within-scene", help="label half of each real tile, fine-tune, score the other half and the other tiles")
     q.add_argument("--out", type=Path, default=Path("experiment_output/within_scene"), help="empty or new folder")
-    q.add_argument("--base", type=Path, default=DEFAULT_MODEL, help="parent model (default: bundled)")
-    q.add_argument("--scenes", nargs="+", default=list(SCENES), choices=SCENES, metavar="SCENE", help="labelled tiles (default: all five)")
-    q.add_argument("--sides", nargs="+", default=["left"], choices=SIDES, help="half the analyst labels; both: two splits per tile")
-    q.add_argument("--tile", type=int, default=DEFAULT_TILE, help=f"fine-tuning tile and split lattice in pixels (default {DEFAULT_TILE})")
-    q.add_argument("--epochs", type=int, default=10)
-    q.add_argument("--lr", type=float, help="learning rate (default: a range test per run)")
-    q.add_argument("--train-layers", choices=TRAIN_LAYERS, help="all or decoder (default: decoder on a CPU)")
-    q.add_argument("--parent-weight", type=float, default=FinetuneOptions.parent_weight, help="L2-SP pull toward the parent")
-    q.add_argument("--val-fraction", type=float, default=0.25)
-    q.add_argument("--threshold", type=float, help="default: each model's own")
-    q.add_argument("--device", default="auto")
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--scenes", nargs="+", default=list(defaults.scenes), choices=SCENES, metavar="SCENE", help="labelled tiles (default: all five)")
+    q.add_argument("--sides", nargs="+", default=list(defaults.sides), choices=SIDES, help="half the analyst labels; both: two splits per tile")
+    add_options(q, defaults, {"base": "parent model: the bundled one", "threshold": "default: each model's own"})
+    add_options(q, defaults.recipe, {
+        "tile": "fine-tuning tile and split lattice in pixels",
+        "epochs": "most epochs per run",
+        "lr": "learning rate (default: a range test per run)",
+        "train_layers": "all or decoder (default: decoder on a CPU)",
+        "parent_weight": "L2-SP pull toward the parent",
+        "val_fraction": "share of the labelled half's tiles kept for validation",
+        "device": "auto, cuda, cuda:N, mps or cpu",
+        "seed": "seed of the tile split and training",
+    }, train_layers={"choices": TRAIN_LAYERS})
     q.set_defaults(func=_run_cli)
 
 
 def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
-    recipe = FinetuneOptions(tile=args.tile, epochs=args.epochs, lr=args.lr, train_layers=args.train_layers, parent_weight=args.parent_weight,
-                             val_fraction=args.val_fraction, device=args.device, seed=args.seed)
-    options = WithinSceneOptions(base=args.base, scenes=tuple(args.scenes), sides=tuple(args.sides), recipe=recipe, threshold=args.threshold)
+    defaults = WithinSceneOptions()
+    options = options_from(args, defaults, scenes=tuple(args.scenes), sides=tuple(args.sides), recipe=options_from(args, defaults.recipe))
     result = within_scene_experiment(args.out, options, progress, "python -m engine " + shlex.join(sys.argv[1:]))
     return {"out": str(args.out), "summary": result["summary"]}
