@@ -23,17 +23,13 @@ parent, so the "fine-tuned" figures of that row are the parent's.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
-import platform
 import shlex
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
@@ -52,6 +48,7 @@ from ..jobs.detect import DetectOptions, detect
 from ..jobs.evaluate import DiceResult, align_to_grid, describe_grid, read_label_mask, slick_dice_arrays
 from ..jobs.finetune import FinetuneOptions, FinetuneReport, check_options, finetune
 from ..jobs.labels import add_labels, add_reviewed, create_store, to_crs
+from ..machine import commit, cpu_name, file_sha256, uncommitted_changes, utc_now
 from ..models.registry import DEFAULT_MODEL, ModelCard, read_card
 from ..models.training import TRAIN_LAYERS
 from ..progress import Progress
@@ -158,7 +155,7 @@ def within_scene_experiment(out: Path, options: WithinSceneOptions, progress: Pr
         (out / folder).mkdir(exist_ok=True)
     parent = _Scored(options.base, options, out / "detections", "parent", progress)
     rows: list[dict] = []
-    models: dict[str, str] = {"parent": _sha256(options.base)}
+    models: dict[str, str] = {"parent": file_sha256(options.base)}
     for i, split in enumerate(splits):
         progress.update("runs", i, len(splits), f"{split.sample}, {split.side} half labelled")
         run = f"{split.sample}_{split.side}"
@@ -173,7 +170,7 @@ def within_scene_experiment(out: Path, options: WithinSceneOptions, progress: Pr
             progress.log(f"{run}: not fine-tuned, the parent stays ({exc})")
             report, tuned, fallback = None, parent, exc.message
         else:
-            models[run] = _sha256(tuned_path)
+            models[run] = file_sha256(tuned_path)
             tuned, fallback = _Scored(tuned_path, options, out / "detections", run, progress, scenes=[split.sample, *others]), ""
         row = {
             "scene": split.sample, "labelled_half": split.side, "split_column": split.column, "labelled_share": round(split.labelled_share, 3),
@@ -275,30 +272,14 @@ def _polygons(geometry: BaseGeometry) -> list[BaseGeometry]:
     return [g for g in getattr(geometry, "geoms", []) if g.geom_type == "Polygon" and not g.is_empty]
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def _provenance() -> dict:
     """The commit (with whether the checkout had uncommitted changes), engine version, machine and time."""
-    root = Path(__file__).resolve().parents[2]
-
-    def git(*args: str) -> Optional[str]:
-        try:
-            return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True, timeout=30).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return None
-
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
-    status = git("status", "--porcelain", "--untracked-files=no")
     return {
-        "commit": git("rev-parse", "HEAD"),
-        "uncommitted_changes": None if status is None else bool(status),
+        "commit": commit(),
+        "uncommitted_changes": uncommitted_changes(),
         "engine_version": __version__,
-        "machine": {"cpu": cpu, "cores": os.cpu_count(), "loadavg_start": [round(x, 2) for x in os.getloadavg()]},
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "loadavg_start": [round(x, 2) for x in os.getloadavg()]},
+        "finished": utc_now(),
     }
 
 

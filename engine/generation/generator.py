@@ -9,7 +9,6 @@ file; generation keeps every sample finished before a cancel (engine/generation/
 from __future__ import annotations
 
 import argparse
-import hashlib
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -24,6 +23,7 @@ from ..errors import Cancelled, InputError, ModelError
 from ..jobs.finetune import check_out
 from ..jobs.finetune_data import check_store, collect_tiles
 from ..jobs.labels import LabelStore, read_store
+from ..machine import file_sha256
 from ..models.inference import pick_device
 from ..models.registry import BINARY_CLASSES, DEFAULT_MODEL, ModelCard, read_card
 from ..progress import Progress, silent
@@ -285,7 +285,7 @@ def regenerate(
         torch_device = pick_device(device or made_on)
         if (key, str(torch_device)) not in loaded:
             path = Path(generator_path or entry["path"])
-            if _sha256(path) != entry["sha256"]:
+            if _generator_sha256(path) != entry["sha256"]:
                 raise ModelError(f"{path} is not the generator that made these samples (its hash differs).", "Give the original file with --generator.")
             loaded[(key, str(torch_device))] = load_generator(path, torch_device)
         net, card = loaded[(key, str(torch_device))]
@@ -322,7 +322,7 @@ def _generator_entry(path: Path, card: GeneratorCard) -> dict[str, Any]:
     return {
         "path": str(path.resolve()),
         "name": card.name,
-        "sha256": _sha256(path),
+        "sha256": _generator_sha256(path),
         "tile_size": card.tile_size,
         "classes": card.classes,
         "pixel_size": card.pixel_size,
@@ -330,11 +330,10 @@ def _generator_entry(path: Path, card: GeneratorCard) -> dict[str, Any]:
     }
 
 
-def _sha256(path: Path) -> str:
+def _generator_sha256(path: Path) -> str:
     if not path.is_file():
         raise ModelError(f"Generator file not found: {path}.", "Give its path with --generator.")
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+    return file_sha256(path)
 
 
 def _check_training_options(options: GeneratorOptions) -> None:

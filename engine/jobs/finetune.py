@@ -13,7 +13,6 @@ eq. 5 (KD + Dice) in place of the transfer-learning paper's loss. Validation sta
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -27,6 +26,7 @@ from .. import __version__
 from ..cli.args import add_options, number_or, options_from
 from ..errors import InputError, ModelError, OutputError
 from ..generation.distill import mixed, open_folder, sample_count, student_tiles
+from ..machine import file_sha256
 from ..models.inference import pick_device
 from ..models.registry import ModelCard, has_weights, load_model, read_card, save_model, user_models_dir
 from ..models.training import TRAIN_LAYERS, TrainConfig, lr_range_test, paper_augment, train, validate
@@ -171,7 +171,7 @@ def finetune(
         generated, generated_lineage = student_tiles(sample_folder, n_generated, progress)
         train_set = mixed(train_set, generated)
         progress.log(f"student training: {n_generated} generated samples from {sample_folder.path.name}, soft labels at T = {sample_folder.loss.temperature:g}")
-    parent_sha256 = _sha256(base_model_path)
+    parent_sha256 = file_sha256(base_model_path)
     model, _ = load_model(base_model_path, device)
     config = train_config(card, options, device, train_layers)
     config.student = sample_folder.loss if sample_folder else None
@@ -275,11 +275,6 @@ def train_config(card: ModelCard, options: FinetuneOptions, device: torch.device
         parent_competes=options.from_parent and options.parent_competes,
         parent_weight=options.parent_weight if options.from_parent else 0.0,
     )
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def check_options(options: FinetuneOptions) -> None:

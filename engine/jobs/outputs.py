@@ -9,7 +9,6 @@ GeoPackage with their area, length and mean probability.
 from __future__ import annotations
 
 import shutil
-from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Iterable, Optional
@@ -28,6 +27,7 @@ from ..atomic import move_in, new_stage, write_failure, writing
 from ..contract import SLICK_FIELDS, SLICKS_LAYER, STAGING_PREFIX
 from ..errors import OutputError, SlickMapperError
 from ..locks import held, try_lock
+from ..machine import utc_now
 from ..progress import Progress
 from ..scenes.grid import Grid
 
@@ -217,7 +217,7 @@ def write_slicks(path: Path, crs: str, slicks: Iterable[dict], scene: str, model
     """Write slick polygons to a GeoPackage layer ``slicks``; return (count, total area km2).
 
     ``extra_fields`` (name: OGR type) are taken from each slick dict too, e.g. the look-alike evidence."""
-    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    created = utc_now()
     extra = extra_fields or {}
     schema = {"geometry": "Polygon", "properties": {**SLICK_FIELDS, **extra}}
     records = []

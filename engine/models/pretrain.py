@@ -30,7 +30,7 @@ from ..data import bundled, real_scenes
 from ..data.real_texture import Mix, Tiles, scene_tiles, split_scene, training_tiles
 from ..data.synth import SceneSpec, generate
 from ..errors import InputError
-from ..machine import describe
+from ..machine import describe, file_sha256
 from ..progress import Progress
 from ..scenes.normalise import Stretch
 from .inference import pick_device
@@ -66,11 +66,6 @@ def synthetic_tiles(n: int, tile: int, pixel_size: float, seed: int) -> Iterator
         values = np.where(sigma0 > 0, sigma0, np.nan).astype(np.float32)
         stretch = Stretch.fit("float32_linear", [values])
         yield stretch.apply(values), (classes == 1)
-
-
-def file_sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def pretrain_card(architecture: Optional[str] = None, encoder: Optional[str] = None, arch_kwargs: Optional[dict] = None) -> ModelCard:

@@ -9,8 +9,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
-import time
-from typing import Callable, Iterator, List
+from typing import Dict, Iterator, List
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("PYTEST_QT_API", "pyqt5")
@@ -18,12 +17,16 @@ os.environ.setdefault("PYTEST_QT_API", "pyqt5")
 import pytest  # noqa: E402
 from qgis.core import QgsApplication, QgsProject, QgsRasterLayer  # noqa: E402
 from qgis.gui import QgsMapCanvas, QgsMessageBar  # noqa: E402
-from qgis.PyQt.QtCore import QCoreApplication, QEventLoop, QObject, QSettings  # noqa: E402
+from qgis.PyQt.QtCore import QCoreApplication, QObject, QSettings  # noqa: E402
 from qgis.PyQt.QtWidgets import QMainWindow  # noqa: E402
+from pytestqt.qtbot import QtBot  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, "/usr/share/qgis/python/plugins")
+
+from slick_plugin.engine_runner import EngineCommand, EngineRunner  # noqa: E402
+from slick_plugin.paths import default_engine_python, engine_root  # noqa: E402
 
 SAMPLE = REPO / "resources" / "samples" / "arctic_s1" / "sample_1"
 OUTPUT = REPO / "test_output"
@@ -116,14 +119,25 @@ def close_iface(fake: FakeIface) -> None:
     fake.window.deleteLater()
 
 
-def wait_until(predicate: Callable[[], bool], timeout_s: float) -> None:
-    """Process Qt events until ``predicate()`` holds (for module fixtures, where qtbot is not available)."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"Still waiting after {timeout_s} s")
-        QCoreApplication.processEvents(QEventLoop.AllEvents, 50)
-        time.sleep(0.01)
+@pytest.fixture(scope="module")
+def module_qtbot(request: pytest.FixtureRequest) -> QtBot:
+    """pytest-qt's qtbot for module fixtures and what they share with tests (its own fixture serves one test)."""
+    return QtBot(request)
+
+
+def engine(command: str, *args: str) -> Dict[str, object]:
+    """Run an engine command the way the plugin's worker does; its result data."""
+    result = EngineRunner(default_engine_python(), engine_root()).run(EngineCommand(command, args))
+    assert result.ok, result.message
+    return result.data
+
+
+@pytest.fixture(scope="module")
+def module_dir(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    """A folder for one test module holding the real Arctic tile as sample_1.tif (results go next to it)."""
+    folder = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    shutil.copy(SAMPLE / "raw_mosaic.tif", folder / "sample_1.tif")
+    return folder
 
 
 def _has_bundled_model() -> bool:

@@ -27,7 +27,7 @@ from slick_plugin import classFactory
 from slick_plugin.layers import open_results
 from slick_plugin.engine_runner import CANCEL_GRACE_S, Status
 
-from .conftest import OUTPUT, SAMPLE, FakeIface, add_scene, close_iface, needs_model, wait_until
+from .conftest import OUTPUT, SAMPLE, FakeIface, add_scene, close_iface, needs_model
 
 pytestmark = needs_model
 
@@ -84,7 +84,7 @@ class Detection:
 
 
 @pytest.fixture(scope="module")
-def detection(qgis_app, tmp_path_factory) -> Detection:
+def detection(qgis_app, tmp_path_factory, module_qtbot) -> Detection:
     """Runs the dock once and unloads the plugin again: only files and plain values outlive it."""
     folder = tmp_path_factory.mktemp("dock_run")
     QgsProject.instance().clear()
@@ -96,7 +96,7 @@ def detection(qgis_app, tmp_path_factory) -> Detection:
     try:
         scene = add_scene(folder, iface)
         small_run(dock, iface, scene, WEB_MERCATOR)
-        wait_until(lambda: not dock._tasks, 120)
+        module_qtbot.waitUntil(lambda: not dock._tasks, timeout=120_000)
         OUTPUT.mkdir(exist_ok=True)
         dock.grab().save(str(OUTPUT / "dock_before_detection.png"))
         extent = iface.canvas.extent()
@@ -105,7 +105,7 @@ def detection(qgis_app, tmp_path_factory) -> Detection:
         assert task is not None, iface.messages()
         percents: List[float] = []
         task.progressChanged.connect(percents.append)
-        wait_until(lambda: dock.detect_task is None, 300)
+        module_qtbot.waitUntil(lambda: dock.detect_task is None, timeout=300_000)
         dock.grab().save(str(OUTPUT / "dock_after_detection.png"))
         assert task.result.ok, task.result.message
         root = QgsProject.instance().layerTreeRoot()

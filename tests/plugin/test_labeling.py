@@ -29,10 +29,9 @@ from slick_plugin.commands import finetuned_model_path
 from slick_plugin.dock import SlickMapperDock
 from slick_plugin.layers import open_results
 from slick_plugin.loss_chart import LossChart
-from slick_plugin.paths import default_engine_python, engine_root
-from slick_plugin.engine_runner import EngineCommand, EngineRunner, Status, _Transcript
+from slick_plugin.engine_runner import EngineRunner, Status, _Transcript
 
-from .conftest import OUTPUT, SAMPLE, FakeIface, close_iface, load_scene, needs_model, wait_until
+from .conftest import OUTPUT, SAMPLE, FakeIface, close_iface, engine, load_scene, needs_model
 
 pytestmark = needs_model
 
@@ -64,28 +63,14 @@ class Session:
     dock: SlickMapperDock
 
 
-def engine(command: str, *args: str) -> Dict[str, object]:
-    """Run an engine command the way the plugin's worker does; its result data."""
-    result = EngineRunner(default_engine_python(), engine_root()).run(EngineCommand(command, args))
-    assert result.ok, result.message
-    return result.data
-
-
 @pytest.fixture(scope="module")
-def module_dir(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("labeling")
-    shutil.copy(SAMPLE / "raw_mosaic.tif", folder / "sample_1.tif")
-    return folder
-
-
-@pytest.fixture(scope="module")
-def session(qgis_app, module_dir: Path) -> Iterator[Session]:
+def session(qgis_app, module_dir: Path, module_qtbot) -> Iterator[Session]:
     QgsProject.instance().clear()
     iface = LabelingIface()
     plugin = classFactory(iface)
     plugin.initGui()
     plugin.action.trigger()
-    wait_until(lambda: not plugin.dock._tasks, 120)
+    module_qtbot.waitUntil(lambda: not plugin.dock._tasks, timeout=120_000)
     try:
         yield Session(iface, plugin.dock)
     finally:
