@@ -14,12 +14,15 @@ import typing
 from typing import Any, Callable
 
 
+DEVICE_HELP = "auto, cuda, cuda:N, mps or cpu"
+"""What every ``--device`` takes."""
+
 DETECT_HELP = {
     "model": "model file (.safetensors); default: the bundled model",
     "tile": "tile size in pixels (default: the model's)",
     "overlap": "tile overlap in pixels",
     "threshold": "slick probability threshold (default: the model's own, from its card)",
-    "device": "auto, cuda, cuda:N, mps or cpu",
+    "device": DEVICE_HELP,
     "band": "band name (HH, VV, HV, VH) or 1-based index",
     "bounds": "only this extent",
     "bounds_crs": "CRS of --bounds (default: the analysis UTM zone)",

@@ -30,7 +30,7 @@ from rasterio.windows import Window
 
 from ..jobs.evaluate import align_to_grid, read_label_mask
 from ..progress import Progress
-from ..scenes.analysis import open_at_pixel_size
+from ..scenes.analysis import open_for_analysis
 from ..scenes.grid import Grid
 from ..scenes.normalise import Stretch
 from .bundled import ARCTIC, GRD_SCENE, NORTH_SEA, LabelledScene
@@ -53,7 +53,7 @@ class SceneArrays:
 
 def read_stretched(path: Path, pixel_size: float, progress: Optional[Progress] = None) -> tuple[np.ndarray, Grid, Stretch]:
     """The whole scene as detection reads it: on its UTM analysis grid at ``pixel_size``, stretched by eq. 1."""
-    with open_at_pixel_size(path, pixel_size, progress=progress) as opened:
+    with open_for_analysis(path, None, progress=progress, pixel_size=pixel_size) as opened:
         grid, stretch = opened.grid, opened.stretch
         values = stretch.apply(opened.reader.read(Window(0, 0, grid.width, grid.height)))
     return values.astype(np.float32), grid, stretch

@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli.args import add_options, options_from
+from ..cli.args import DEVICE_HELP, add_options, options_from
 from ..jobs.finetune import FinetuneOptions
 from ..models.registry import DEFAULT_MODEL
 from ..models.training import TRAIN_LAYERS
@@ -39,7 +39,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--threshold", type=float, help="default: each model's own")
     add_options(q, FinetuneOptions, {"tile": "tile size in pixels", "epochs": "most epochs per run",
                                      "train_layers": "all or decoder (default: decoder on a CPU)",
-                                     "device": "auto, cuda, cuda:N, mps or cpu", "seed": "seed of the tile split and training"},
+                                     "device": DEVICE_HELP, "seed": "seed of the tile split and training"},
                 train_layers={"choices": TRAIN_LAYERS})
     q.set_defaults(func=_run_loso)
     transfer.add_cli(sub)

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from ..atomic import staged, write_csv, write_text
-from ..cli.args import add_options, number_or, options_from
+from ..cli.args import DEVICE_HELP, add_options, number_or, options_from
 from ..data.bundled import SAMPLES, SAMPLES_DIR
 from ..errors import InputError, OutputError
 from ..jobs.detect import DetectOptions, detect
@@ -394,7 +394,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "patience": "epochs without a better validation Dice before stopping",
         "lr": "learning rate for both inits, or auto for a range test per run",
         "val_fraction": "share of the pool's tiles kept for validation",
-        "device": "auto, cuda, cuda:N, mps or cpu",
+        "device": DEVICE_HELP,
         "seed": "seed of the training sets, the tile split and training",
     }, lr={"type": number_or("auto")})
     q.set_defaults(func=_run_cli)

@@ -41,7 +41,7 @@ from shapely.geometry.base import BaseGeometry
 
 from .. import __version__
 from ..atomic import write_csv, write_text
-from ..cli.args import add_options, options_from
+from ..cli.args import DEVICE_HELP, add_options, options_from
 from ..data.bundled import SAMPLES_DIR
 from ..errors import InputError, OutputError
 from ..jobs.detect import DetectOptions, detect
@@ -313,7 +313,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "train_layers": "all or decoder (default: decoder on a CPU)",
         "parent_weight": "L2-SP pull toward the parent",
         "val_fraction": "share of the labelled half's tiles kept for validation",
-        "device": "auto, cuda, cuda:N, mps or cpu",
+        "device": DEVICE_HELP,
         "seed": "seed of the tile split and training",
     }, train_layers={"choices": TRAIN_LAYERS})
     q.set_defaults(func=_run_cli)

@@ -18,7 +18,7 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import torch
 
-from ..cli.args import add_options, number_or, options_from
+from ..cli.args import DEVICE_HELP, add_options, number_or, options_from
 from ..errors import Cancelled, InputError, ModelError
 from ..jobs.finetune import check_out
 from ..jobs.finetune_data import check_store, collect_tiles
@@ -367,7 +367,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "b": "SNR balancing factor: auto (from the tiles, default) or a number",
         "slick_share": "share of each batch from tiles with a slick, or uniform",
         "seed": "seed of the initial weights, batches and noise",
-        "device": "auto, cuda, cuda:N, mps or cpu",
+        "device": DEVICE_HELP,
         "pixel_size": "metres per pixel of the tiles (default: the bundled model's)",
         "name": "the generator's name",
     }, net={"choices": list(NETS)}, b={"type": number_or("auto")}, slick_share={"type": number_or("uniform")})
@@ -386,7 +386,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, help="solver steps (default 200 for ddim, 20 for dpm++)")
     p.add_argument("--seed", type=int, help="first seed (default: one past the folder's largest)")
     p.add_argument("--batch-size", type=int, help="samples per batch (default 16 on a GPU, 4 elsewhere)")
-    p.add_argument("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu (default auto)")
+    p.add_argument("--device", default="auto", help=f"{DEVICE_HELP} (default auto)")
     p.add_argument("--mix-generators", action="store_true", help="allow adding to a folder made by another generator")
     p.set_defaults(func=_generate_cli)
 

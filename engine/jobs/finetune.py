@@ -23,7 +23,7 @@ from typing import Optional
 import torch
 
 from .. import __version__
-from ..cli.args import add_options, number_or, options_from
+from ..cli.args import DEVICE_HELP, add_options, number_or, options_from
 from ..errors import InputError, ModelError, OutputError
 from ..generation.distill import mixed, open_folder, sample_count, student_tiles
 from ..machine import file_sha256
@@ -331,7 +331,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "batch_size": "tiles per step (default 8 on a GPU, 4 elsewhere)",
         "train_layers": "all (default on a GPU) or decoder (default elsewhere)",
         "lr": "learning rate, or auto for a range test (default)",
-        "device": "auto, cuda, cuda:N, mps or cpu",
+        "device": DEVICE_HELP,
         "seed": "seed of the tile split, the augmentation and the initialisation",
         "val_fraction": "share of tiles kept for validation",
         "parent_weight": "L2-SP: pull of the weights toward the parent's, 0 for none",

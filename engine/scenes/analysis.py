@@ -84,30 +84,23 @@ class AnalysisScene:
 @contextmanager
 def open_for_analysis(
     scene: str | Path,
-    card: "ModelCard",
+    card: Optional["ModelCard"],
     band: str | int | None = None,
     bounds: Optional[tuple[float, float, float, float]] = None,
     bounds_crs: Optional[str] = None,
     progress: Optional[Progress] = None,
     info: Optional[SceneInfo] = None,
+    pixel_size: Optional[float] = None,
 ) -> Iterator[AnalysisScene]:
-    """Open ``scene`` on ``card``'s analysis grid (optionally only ``bounds``); ``info`` skips a second assess."""
-    with open_at_pixel_size(scene, card.pixel_size, band, bounds, bounds_crs, progress, info or assess(scene, card, band)) as opened:
-        yield opened
+    """Open ``scene`` on ``card``'s analysis grid (optionally only ``bounds``); ``info`` skips a second assess.
 
-
-@contextmanager
-def open_at_pixel_size(
-    scene: str | Path,
-    pixel_size: float,
-    band: str | int | None = None,
-    bounds: Optional[tuple[float, float, float, float]] = None,
-    bounds_crs: Optional[str] = None,
-    progress: Optional[Progress] = None,
-    info: Optional[SceneInfo] = None,
-) -> Iterator[AnalysisScene]:
-    """The same path at ``pixel_size`` with no model to check the scene against: the real scenes the bundled
-    models learn from are read before there is a model to ask."""
+    Without a ``card`` the grid is at ``pixel_size`` and no model is asked whether it can run on the scene:
+    the real scenes the bundled models learn from are read before there is a model to ask.
+    """
+    if card is not None:
+        pixel_size, info = card.pixel_size, info or assess(scene, card, band)
+    elif pixel_size is None:
+        raise TypeError("open_for_analysis needs a model card or a pixel size")
     info = info or inspect(scene, band, pixel_size)
     with open_raster(scene) as ds:
         grid = analysis_grid(ds, info.utm_crs, pixel_size, bounds, bounds_crs)

@@ -8,8 +8,9 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import TYPE_CHECKING, Dict, Iterator, List
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("PYTEST_QT_API", "pyqt5")
@@ -27,6 +28,9 @@ sys.path.insert(0, "/usr/share/qgis/python/plugins")
 
 from slick_plugin.engine_runner import EngineCommand, EngineRunner  # noqa: E402
 from slick_plugin.paths import default_engine_python, engine_root  # noqa: E402
+
+if TYPE_CHECKING:
+    from slick_plugin.dock import SlickMapperDock
 
 SAMPLE = REPO / "resources" / "samples" / "arctic_s1" / "sample_1"
 OUTPUT = REPO / "test_output"
@@ -123,6 +127,24 @@ def close_iface(fake: FakeIface) -> None:
 def module_qtbot(request: pytest.FixtureRequest) -> QtBot:
     """pytest-qt's qtbot for module fixtures and what they share with tests (its own fixture serves one test)."""
     return QtBot(request)
+
+
+@contextmanager
+def opened_dock(iface: FakeIface, bot: QtBot) -> Iterator["SlickMapperDock"]:
+    """A module's dock: the plugin loaded into ``iface`` in an empty project, its dock opened once the model
+    list has arrived; unloaded, and ``iface`` closed, afterwards."""
+    from slick_plugin import classFactory
+
+    QgsProject.instance().clear()
+    plugin = classFactory(iface)
+    plugin.initGui()
+    plugin.action.trigger()
+    bot.waitUntil(lambda: not plugin.dock._tasks, timeout=120_000)
+    try:
+        yield plugin.dock
+    finally:
+        plugin.unload()
+        close_iface(iface)
 
 
 def engine(command: str, *args: str) -> Dict[str, object]:

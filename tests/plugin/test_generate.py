@@ -26,7 +26,7 @@ from qgis.core import QgsProject
 from pytestqt.qtbot import QtBot
 from qgis.PyQt.QtCore import Qt
 
-from slick_plugin import classFactory, sample_files, settings
+from slick_plugin import sample_files, settings
 from slick_plugin.dock import SlickMapperDock
 from slick_plugin.finetune_panel import FinetunePanel
 from slick_plugin.generate_panel import GeneratePanel
@@ -34,7 +34,7 @@ from slick_plugin.run_controls import RunState
 from slick_plugin.sample_browser import DISCARDED_TEXT
 from slick_plugin.engine_runner import LOW_PRIORITY_NICE, EngineCommand, Status
 
-from .conftest import OUTPUT, SAMPLE, FakeIface, close_iface, engine, load_scene, needs_model
+from .conftest import OUTPUT, SAMPLE, FakeIface, engine, load_scene, needs_model, opened_dock
 
 TINY = {settings.GENERATOR_NET: "small", settings.GENERATOR_STEPS: 3, settings.GENERATOR_LOW_RES_STEPS: 3,
         settings.SAMPLING_STEPS: 3, settings.GENERATION_PRIORITY: "normal"}
@@ -135,19 +135,11 @@ def tiny(qgis_app) -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def session(qgis_app, tiny, module_qtbot) -> Iterator[Session]:
-    QgsProject.instance().clear()
     iface = FakeIface()
-    plugin = classFactory(iface)
-    plugin.initGui()
-    plugin.action.trigger()
-    module_qtbot.waitUntil(lambda: not plugin.dock._tasks, timeout=120_000)
-    plugin.dock.device.setCurrentText("cpu")
-    plugin.dock.generate_panel.tile.setValue(32)
-    try:
-        yield Session(iface, plugin.dock, module_qtbot)
-    finally:
-        plugin.unload()
-        close_iface(iface)
+    with opened_dock(iface, module_qtbot) as dock:
+        dock.device.setCurrentText("cpu")
+        dock.generate_panel.tile.setValue(32)
+        yield Session(iface, dock, module_qtbot)
 
 
 def new_project(folder: Path, name: str, store: Path) -> None:

@@ -24,14 +24,14 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, Qgs
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import QAction, QFileDialog
 
-from slick_plugin import classFactory, label_store
+from slick_plugin import label_store
 from slick_plugin.commands import finetuned_model_path
 from slick_plugin.dock import SlickMapperDock
 from slick_plugin.layers import open_results
 from slick_plugin.loss_chart import LossChart
 from slick_plugin.engine_runner import EngineRunner, Status, _Transcript
 
-from .conftest import OUTPUT, SAMPLE, FakeIface, close_iface, engine, load_scene, needs_model
+from .conftest import OUTPUT, SAMPLE, FakeIface, engine, load_scene, needs_model, opened_dock
 
 pytestmark = needs_model
 
@@ -65,17 +65,9 @@ class Session:
 
 @pytest.fixture(scope="module")
 def session(qgis_app, module_dir: Path, module_qtbot) -> Iterator[Session]:
-    QgsProject.instance().clear()
     iface = LabelingIface()
-    plugin = classFactory(iface)
-    plugin.initGui()
-    plugin.action.trigger()
-    module_qtbot.waitUntil(lambda: not plugin.dock._tasks, timeout=120_000)
-    try:
-        yield Session(iface, plugin.dock)
-    finally:
-        plugin.unload()
-        close_iface(iface)
+    with opened_dock(iface, module_qtbot) as dock:
+        yield Session(iface, dock)
 
 
 @pytest.fixture
