@@ -49,8 +49,6 @@ EPILOG = """examples:
 """
 
 
-
-
 class Reporter:
     """Turns engine progress into a bar on stderr, or into JSON lines for the plugin's worker."""
 
