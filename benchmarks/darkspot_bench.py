@@ -17,9 +17,7 @@ the sha256 of every model file used.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +34,7 @@ import report  # noqa: E402
 from engine.data.bundled import ARCTIC, SAMPLES_DIR, LabelledScene  # noqa: E402
 from engine.jobs.detect import DetectOptions, detect  # noqa: E402
 from engine.jobs.evaluate import slick_dice  # noqa: E402
+from engine.machine import commit_text, file_sha256  # noqa: E402
 from engine.models.darkspot import fit_darkspot  # noqa: E402
 from engine.models.registry import BUNDLED_DIR, DEFAULT_MODEL, read_card  # noqa: E402
 from engine.progress import Progress  # noqa: E402
@@ -45,7 +44,7 @@ BASELINE = BUNDLED_DIR / "darkspot_baseline_25m.safetensors"
 
 
 def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return file_sha256(path)[:16]
 
 
 def labelled_scene(name: str) -> LabelledScene:
@@ -127,8 +126,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="timing rounds per model")
     parser.add_argument("--out", type=Path, default=ROOT / "bench_output" / "darkspot_bench.json")
     args = parser.parse_args()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    results = {"machine": report.machine(), "command": " ".join(["benchmarks/darkspot_bench.py", *sys.argv[1:]]), "commit": commit,
+    results = {"machine": report.machine(), "command": " ".join(["benchmarks/darkspot_bench.py", *sys.argv[1:]]), "commit": commit_text(),
                "models": {"darkspot_baseline": sha256(BASELINE), "bundled_unet": sha256(DEFAULT_MODEL)}}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -19,16 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable
 
-from plugin_bench import ROOT, follow, make_scene, percentile, run_task  # sets up the paths and Qt platform
+from plugin_bench import ROOT, follow, make_scene, percentile, qgis_session, run_task  # sets up the paths and Qt platform
 
 import report  # noqa: E402
 from qgis.core import QgsApplication  # noqa: E402
@@ -98,11 +95,7 @@ def main() -> None:
                         help="samples asked of the generation that runs beside a detection (cancelled after it)")
     args = parser.parse_args()
 
-    app = QgsApplication([], False)
-    app.initQgis()
-    runner = EngineRunner(default_engine_python(), engine_root())
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
+    with qgis_session() as (runner, folder):
         store = label_store(folder)
         generator = folder / "generator.safetensors"
         common = dict(store=str(store), generator=str(generator), tile=64, net="small", train_steps=args.train_steps,
@@ -123,8 +116,7 @@ def main() -> None:
             print(f"detection alone {alone:.1f} s, beside a {priority}-priority generation {beside[priority]:.1f} s",
                   file=sys.stderr)
     results = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "loadavg_end": [round(x, 2) for x in os.getloadavg()]},
+        "machine": report.host(),
         "generation": {"train_steps_per_stage": args.train_steps, "tile": 64, "net": "small", "samples": args.samples,
                        "solver": "dpm++ 20 steps", "priority": "low", "task_seconds": round(seconds, 1)},
         "timer_lateness_ms": {"ticks": len(lateness), "p50": percentile(lateness, 0.5),
@@ -135,7 +127,6 @@ def main() -> None:
     }
     report.finish(results, ROOT / "bench_output" / "generate_bench.json")
     print(json.dumps(results, indent=2))
-    app.exitQgis()
 
 
 if __name__ == "__main__":

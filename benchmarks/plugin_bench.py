@@ -19,13 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +42,18 @@ from slick_plugin.tasks import EngineTask  # noqa: E402
 from slick_plugin.engine_runner import EngineRunner, RunResult  # noqa: E402
 
 TICK_MS = 10
+
+
+@contextmanager
+def qgis_session() -> Iterator[tuple[EngineRunner, Path]]:
+    """An offscreen QgsApplication, the runner the plugin would use, and a scratch folder, for one benchmark."""
+    app = QgsApplication([], False)
+    app.initQgis()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            yield EngineRunner(default_engine_python(), engine_root()), Path(tmp)
+    finally:
+        app.exitQgis()
 
 
 def make_scene(size: int, folder: Path) -> Path:
@@ -100,11 +113,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
 
-    app = QgsApplication([], False)
-    app.initQgis()
-    runner = EngineRunner(default_engine_python(), engine_root())
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
+    with qgis_session() as (runner, folder):
         scene = make_scene(args.size, folder)
         cli_times, task_times, lateness = [], [], []
         for i in range(args.repeats):
@@ -114,8 +123,7 @@ def main() -> None:
             lateness += late
             print(f"round {i + 1}: CLI {cli_times[-1]:.1f} s, task {seconds:.1f} s", file=sys.stderr)
     results = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "loadavg_end": [round(x, 2) for x in os.getloadavg()]},
+        "machine": report.host(),
         "scene_pixels": f"{args.size} x {args.size}",
         "cli_seconds": [round(t, 2) for t in cli_times],
         "task_seconds": [round(t, 2) for t in task_times],
@@ -125,7 +133,6 @@ def main() -> None:
     }
     report.finish(results, ROOT / "bench_output" / "plugin_bench.json")
     print(json.dumps(results, indent=2))
-    app.exitQgis()
 
 
 if __name__ == "__main__":

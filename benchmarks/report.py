@@ -1,7 +1,8 @@
 """What every benchmark reports the same way: the machine it ran on, its figures as a table, its JSON file.
 
 A figure is only comparable with the machine and its load beside it, so each benchmark starts from
-``machine()`` and ends with ``finish()``.
+``machine()`` (``host()`` on the QGIS side, without torch) and ends with ``finish()``. The CPU is named by
+``engine.machine``, as the engine's own reports name it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import platform
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
+from engine.machine import cpu_info, cpu_name
+
 if TYPE_CHECKING:
     import torch
 
@@ -19,27 +22,26 @@ BF16_FLAGS = {"avx512_bf16", "amx_bf16", "amx_tile"}
 """CPU flags of native bf16 matrix work; without them oneDNN emulates bf16, slower than fp32."""
 
 
-def _cpuinfo(key: str) -> Optional[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith(key)), None)
-    except OSError:
-        return None
+def host() -> dict[str, Any]:
+    """The machine as the QGIS side's benchmarks report it, without loading torch."""
+    return {
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 def machine(device: Optional["torch.device"] = None) -> dict[str, Any]:
     import torch  # here, so that benchmarks of the QGIS side do not load it
 
-    flags = set((_cpuinfo("flags") or "").split())
+    flags = set(cpu_info().get("flags", "").split())
     info: dict[str, Any] = {
-        "cpu": _cpuinfo("model name") or platform.processor() or platform.machine(),
-        "cores": os.cpu_count(),
+        **host(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "python": platform.python_version(),
         "bf16_cpu_flags": sorted(flags & BF16_FLAGS),
         "onednn_bf16_supported": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
-        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
     }
     if device is not None:
         info["device"] = str(device)

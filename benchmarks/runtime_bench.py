@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +36,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import report  # noqa: E402
+from engine.machine import commit_text  # noqa: E402
 
 OVERLAP = 64
 SVALBARD = {"crs": "EPSG:32633", "origin": (440000.0, 8700000.0)}
@@ -46,13 +46,6 @@ SVALBARD = {"crs": "EPSG:32633", "origin": (440000.0, 8700000.0)}
 def dice(a: np.ndarray, b: np.ndarray) -> float:
     total = int(a.sum() + b.sum())
     return 1.0 if total == 0 else 2 * int(np.logical_and(a, b).sum()) / total
-
-
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return "unknown"
 
 
 def deeplab_file(work: Path) -> Path:
@@ -284,7 +277,7 @@ def main() -> int:
     from engine.data.synth import SceneSpec, write_scene
 
     started = time.perf_counter()
-    results = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "commit": commit(),
+    results = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "commit": commit_text(),
                "machine": {**report.machine(torch.device("cpu")), **cpu_features.summary()}}
     log = lambda msg: print(msg, flush=True)  # noqa: E731
     log(f"CPU: {results['machine']['cpu']} ({os.cpu_count()} cores), native bf16 {results['machine']['native_bf16']}, int8 {results['machine']['native_int8']}")

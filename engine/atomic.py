@@ -2,9 +2,10 @@
 
 A hidden temporary file beside the target (same folder, hence same file system) takes the bytes and is then
 renamed over the target, which POSIX makes atomic; on any error it is removed and the target is untouched.
-Model files, sample tiles, indexes and experiment results all go through ``staged``. Files GDAL or fiona
-write themselves, often with sidecars (a PNG's world file, a GeoPackage's journal), go through
-``staged_folder``: a hidden folder beside the targets whose files are moved into place together.
+Model files, sample tiles, indexes and experiment results all go through ``staged``. Files GDAL, fiona or
+pyarrow write themselves, often with sidecars (a PNG's world file, a GeoPackage's journal), go through
+``staged_folder``: a hidden folder beside the targets whose files are moved into place together, all or
+none. A detection's ``OutputSet`` builds on the same two steps (``new_stage``, ``move_in``).
 
 Whatever writes (Python, GDAL, SQLite, safetensors), a failed write becomes one ``OutputError`` from
 ``write_failure``: a full disk or quota says so, with the space left, because GDAL's own words for it
@@ -21,7 +22,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from safetensors import SafetensorError
 
@@ -120,24 +121,41 @@ def staged_folder(folder: Path, overwrite: bool = True,
     With ``overwrite`` False a file already in ``folder`` under the name of a staged one is an
     ``OutputError`` and nothing moves. The hidden folder is removed whatever happens.
     """
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=folder))
-    except OSError as exc:
-        raise write_failure(folder, exc, hint) from exc
+    stage = new_stage(folder, hint)
     try:
         yield stage
-        made = sorted(stage.iterdir())
-        clashes = [folder / f.name for f in made if (folder / f.name).exists()]
+        made = sorted(f.name for f in stage.iterdir())
+        clashes = [name for name in made if (folder / name).exists()]
         if clashes and not overwrite:
-            names = ", ".join(c.name for c in clashes)
-            raise OutputError(f"{names} already in {folder}; outputs are never overwritten.", "Choose another name.")
-        for staged_file in made:
-            os.replace(staged_file, folder / staged_file.name)
+            raise OutputError(f"{', '.join(clashes)} already in {folder}; outputs are never overwritten.", "Choose another name.")
+        move_in(stage, folder, made, hint)
     except OSError as exc:
         raise write_failure(folder, exc, hint) from exc
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def new_stage(folder: Path, hint: str = "Check the free space and permissions of the folder.") -> Path:
+    """A new hidden folder in ``folder`` (made if missing), for ``staged_folder`` and the detection's ``OutputSet``."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=folder))
+    except OSError as exc:
+        raise write_failure(folder, exc, hint) from exc
+
+
+def move_in(stage: Path, folder: Path, names: Iterable[str], hint: str = "Check the free space and permissions of the folder.") -> None:
+    """Move the files ``names`` from ``stage`` into ``folder``, all or none: when one move fails, those already
+    moved are removed again."""
+    moved: list[Path] = []
+    try:
+        for name in names:
+            os.replace(stage / name, folder / name)
+            moved.append(folder / name)
+    except OSError as exc:
+        for path in moved:
+            path.unlink(missing_ok=True)
+        raise write_failure(folder, exc, hint) from exc
 
 
 def write_bytes(path: Path, data: bytes, hint: str = "Check the free space and permissions of the folder.") -> None:

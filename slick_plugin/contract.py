@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from typing import Any
 
 from .paths import engine_root
 
@@ -28,16 +29,8 @@ def _load():
 
 
 _contract = _load()
-STAGING_PREFIX = _contract.STAGING_PREFIX
-OUTPUT_SUFFIXES = _contract.OUTPUT_SUFFIXES
-SLICKS_LAYER = _contract.SLICKS_LAYER
-SLICK_FIELDS = _contract.SLICK_FIELDS
-LABEL_CLASSES = _contract.LABEL_CLASSES
-LABEL_ORIGINS = _contract.LABEL_ORIGINS
-LABELS_LAYER = _contract.LABELS_LAYER
-REVIEWED_LAYER = _contract.REVIEWED_LAYER
-SOLVER_STEPS = _contract.SOLVER_STEPS
-SOLVER_TITLES = _contract.SOLVER_TITLES
-TRAIN_LAYERS = _contract.TRAIN_LAYERS
-METRICS_EVENT = _contract.METRICS_EVENT
-not_sar_reason = _contract.not_sar_reason
+
+
+def __getattr__(name: str) -> Any:
+    """Each name of ``engine/contract.py`` (``STAGING_PREFIX``, ``not_sar_reason``...), the engine's own object."""
+    return getattr(_contract, name)

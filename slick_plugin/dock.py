@@ -461,7 +461,7 @@ class SlickMapperDock(QgsDockWidget):
             return
         add_result_group(self._project, self._project.mapLayer(scene_id), scene_name,
                          str(result.data.get("model_name") or model_name), layers)
-        self.labels_panel.show_uncertain(layers[1], float(result.data["threshold"]))
+        self.labels_panel.show_uncertain(layers[1], result.data.get("uncertain_blocks") or [])
         self._push(Qgis.Success, f"{scene_name}: {summary(result.data)}")
         for warning in result.data.get("warnings") or ():
             self._push(Qgis.Warning, str(warning))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, Optional, Sequence
 
 from qgis.core import (Qgis, QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsMapLayer, QgsProject,
                        QgsRasterLayer, QgsRectangle)
@@ -24,7 +24,6 @@ from .label_store import LabelingError, StoreLayers
 from .rich_text import html_text
 from .scene_check import scene_path
 from .tasks import EngineTask
-from .uncertainty import Block, rank_raster
 from .engine_runner import RunResult, Status
 
 StartTask = Callable[..., EngineTask]
@@ -276,27 +275,22 @@ class LabelsPanel(QgsCollapsibleGroupBox):
 
     # ---- where to label next -------------------------------------------------------------------------
 
-    def show_uncertain(self, probability: QgsRasterLayer, threshold: float) -> List[Block]:
-        """Rank a detection's blocks by uncertainty and list the top ones; returns them."""
+    def show_uncertain(self, probability: QgsRasterLayer, blocks: Sequence[Dict[str, Any]]) -> None:
+        """List the engine's ranking of a detection's blocks (its result's ``uncertain_blocks``, most
+        uncertain first), each item zooming to its block of ``probability``."""
         self.next_list.clear()
-        self.next_list.setVisible(False)
-        try:
-            blocks = rank_raster(probability.source(), threshold)
-        except RuntimeError as error:
-            self.next_label.setText(f"<b>Where to label next</b>: the probability raster cannot be read ({error}).")
-            return []
         self.next_label.setText("<b>Where to label next</b>: where the model is least sure (1 = on the threshold "
                                 "everywhere). Click to zoom; label it, then mark it reviewed."
                                 if blocks else "<b>Where to label next</b>: the detection covers no full block.")
         self.next_list.setVisible(bool(blocks))
         crs = probability.crs()
         for number, block in enumerate(blocks, 1):
-            item = QListWidgetItem(f"{number}. uncertainty {block.uncertainty:.2f} · {100 * block.above:.0f} % slick")
-            item.setToolTip(f"{block.cols} × {block.rows} px at column {block.col}, row {block.row} of "
-                            f"{probability.name()}; {100 * block.above:.0f} % of it at or above the threshold.")
-            item.setData(Qt.UserRole, (QgsRectangle(*block.extent), crs))
+            above = 100 * float(block["above"])
+            item = QListWidgetItem(f"{number}. uncertainty {float(block['uncertainty']):.2f} · {above:.0f} % slick")
+            item.setToolTip(f"{block['cols']} × {block['rows']} px at column {block['col']}, row {block['row']} of "
+                            f"{probability.name()}; {above:.0f} % of it at or above the threshold.")
+            item.setData(Qt.UserRole, (QgsRectangle(*block["extent"]), crs))
             self.next_list.addItem(item)
-        return blocks
 
     def zoom_to(self, item: QListWidgetItem) -> None:
         extent, crs = item.data(Qt.UserRole)

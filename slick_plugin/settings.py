@@ -58,6 +58,12 @@ class Setting:
         QgsSettings().setValue(self.key, value)
 
 
+def steps_setting(name: str, label: str, description: str, default: int, maximum: int = 1_000_000,
+                  step: int = 100) -> Setting:
+    """A number of training or sampling steps: a whole number from 0."""
+    return Setting(name, label, description, default, "int", minimum=0, maximum=maximum, step=step)
+
+
 ENGINE_PYTHON = Setting(
     "engine_python", "Engine Python",
     "Python that runs the engine (needs torch, rasterio, fiona). Empty: the checkout's .venv, else python3.",
@@ -87,18 +93,16 @@ GENERATOR_NET = Setting(
     "generator_net", "Generator network",
     "Size of a newly trained sample generator: small trains on a CPU in minutes; ddpm is the paper's network "
     "(114 M weights), for a GPU.", "small", "choice", choices=GENERATOR_NETS)
-GENERATOR_STEPS = Setting(
+GENERATOR_STEPS = steps_setting(
     "generator_steps", "Generator training steps",
-    "Full-size training steps of a new generator (after its half-size steps). More steps, more varied samples.",
-    300, "int", minimum=0, maximum=1_000_000, step=100)
-GENERATOR_LOW_RES_STEPS = Setting(
+    "Full-size training steps of a new generator (after its half-size steps). More steps, more varied samples.", 300)
+GENERATOR_LOW_RES_STEPS = steps_setting(
     "generator_low_res_steps", "Generator half-size steps",
-    "Training steps on half-size tiles, which come first and are cheaper (0 skips them).",
-    600, "int", minimum=0, maximum=1_000_000, step=100)
-SAMPLING_STEPS = Setting(
+    "Training steps on half-size tiles, which come first and are cheaper (0 skips them).", 600)
+SAMPLING_STEPS = steps_setting(
     "sampling_steps", "Sampling steps",
-    "Solver steps per generated sample. 0: the solver's own (20 for DPM-Solver++, 200 for DDIM).",
-    0, "int", minimum=0, maximum=1000, step=10)
+    "Solver steps per generated sample. 0: the solver's own (20 for DPM-Solver++, 200 for DDIM).", 0,
+    maximum=1000, step=10)
 GENERATION_PRIORITY = Setting(
     "generation_priority", "Generation priority",
     "low: training a generator and generating samples only take the CPU that QGIS and detections leave free "

@@ -7,9 +7,11 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from engine.data.synth import SceneSpec, write_scene
+from engine.jobs.uncertainty import rank_raster
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,7 +40,10 @@ def test_detect_speaks_json_lines_and_ends_with_the_result(tmp_path: Path, sampl
     stages = [e["stage"] for e in said if e["event"] == "progress"]
     assert {"tiles", "polygons", "writing", "done"} <= set(stages)  # an 8-bit tile needs no statistics
     assert said[-1]["event"] == "result"
-    assert Path(said[-1]["data"]["slicks"]).exists()
+    data = said[-1]["data"]
+    assert Path(data["slicks"]).exists()
+    ranked = rank_raster(data["probability"], data["threshold"])  # where to label next comes with the result
+    assert data["uncertain_blocks"] == [json.loads(json.dumps(block.to_dict())) for block in ranked] and ranked
 
 
 def test_bad_input_is_one_error_event_and_exit_code_2(tmp_path: Path) -> None:
@@ -71,6 +76,9 @@ def test_cli_options_are_the_options_dataclasses_with_their_defaults() -> None:
     from engine.cli.args import options_from
     from engine.cli.main import build_parser
     from engine.jobs.detect import DetectOptions
+    from engine.archive.seeps import SeepOptions
+    from engine.experiments.transfer import TransferOptions
+    from engine.generation.generator import GeneratorOptions
     from engine.jobs.finetune import FinetuneOptions
 
     parser = build_parser()
@@ -82,3 +90,18 @@ def test_cli_options_are_the_options_dataclasses_with_their_defaults() -> None:
         overlap=32, min_area_km2=0.0, bounds=(1.0, 2.0, 3.0, 4.0), source_grid=True, band="VV")
     tuned = parser.parse_args(["finetune", "--base", "b", "--labels", "l", "--out", "o", "--lr", "auto", "--n-generated", "3"])
     assert options_from(tuned, FinetuneOptions) == FinetuneOptions(n_generated=3)
+    batch = parser.parse_args(["batch", "a.tif", "--out", "o", "--overlap", "32"])
+    assert options_from(batch, DetectOptions) == DetectOptions(overlap=32)
+    assert options_from(parser.parse_args(["seeps", "c", "--out", "s.gpkg"]), SeepOptions) == SeepOptions()
+    sites = parser.parse_args(["seeps", "c", "--out", "s.gpkg", "--distance", "500", "--min-scenes", "4"])
+    assert options_from(sites, SeepOptions) == SeepOptions(distance_m=500.0, min_scenes=4)
+    generator = parser.parse_args(["generator", "train", "--labels", "l", "--out", "g", "--slick-share", "uniform", "--b", "2"])
+    assert options_from(generator, GeneratorOptions) == GeneratorOptions(slick_share=None, b=2.0)
+    scene = parser.parse_args(["synth", "--out", "s.tif", "--seeps", "0", "--land"])
+    assert options_from(scene, SceneSpec, height=1024, width=1024) == SceneSpec(n_seeps=0, land=True)
+    loso = parser.parse_args(["experiment", "loso", "--epochs", "2"])
+    assert options_from(loso, FinetuneOptions) == FinetuneOptions(epochs=2)
+    experiment = TransferOptions()  # an experiment's recipe keeps its own defaults where the command line is silent
+    runs = parser.parse_args(["experiment", "transfer", "--epochs", "3"])
+    assert options_from(runs, experiment.recipe) == replace(experiment.recipe, epochs=3)
+    assert options_from(runs, experiment, ns=experiment.ns, recipe=experiment.recipe) == experiment

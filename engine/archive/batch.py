@@ -18,7 +18,6 @@ import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -26,11 +25,12 @@ from rasterio.errors import RasterioError
 
 from ..jobs.detect import DetectOptions, _available_memory
 from ..errors import InputError, OutputError, ResourceError, SlickMapperError
+from ..machine import file_sha256, utc_now
 from ..models.registry import DEFAULT_MODEL, read_card
 from ..progress import Progress, silent
 from . import catalogue
 from .footprint import write_footprint
-from .manifest import DONE, DUPLICATE, FAILED, Manifest, SceneRecord, file_hash, options_hash
+from .manifest import DONE, DUPLICATE, FAILED, Manifest, SceneRecord, options_hash
 from .scene_list import expand, scene_metadata
 
 SCENES_DIR = "scenes"
@@ -58,7 +58,7 @@ def run_batch(items: list[str], out_dir: str | Path, options: BatchOptions, prog
     scenes = expand(items)
     model_path = Path(options.detect.model or DEFAULT_MODEL)
     card = read_card(model_path)  # a missing or foreign model is refused before any cluster starts
-    Manifest.load(out_dir).check_model(card.name, file_hash(model_path))  # and so is another model's folder
+    Manifest.load(out_dir).check_model(card.name, file_sha256(model_path))  # and so is another model's folder
     with _cluster(options) as (client, n_workers, threads):
         with _locked(out_dir):
             manifest = Manifest.load(out_dir)
@@ -116,7 +116,7 @@ def _plan(scenes: list[Path], manifest: Manifest, opts_hash: str, result_options
             manifest.records[key] = SceneRecord(
                 scene_hash="", scene_id=scene.stem, path=resolved, outcome=FAILED, error_kind="InputError",
                 error=f"Cannot read {scene} ({exc.strerror or exc}). Check the path and the file's permissions.",
-                finished=_now())
+                finished=utc_now())
             continue
         manifest.records.pop(f"unreadable:{scene.resolve()}", None)
         _forget_replaced(manifest, resolved, scene_hash)
@@ -124,7 +124,7 @@ def _plan(scenes: list[Path], manifest: Manifest, opts_hash: str, result_options
             counts["duplicates"] += 1
             manifest.records[f"duplicate:{scene.resolve()}"] = SceneRecord(
                 scene_hash=scene_hash, scene_id=scene.stem, path=resolved, outcome=DUPLICATE,
-                duplicate_of=seen[scene_hash], finished=_now())
+                duplicate_of=seen[scene_hash], finished=utc_now())
             continue
         seen[scene_hash] = resolved
         if manifest.is_current(scene_hash, manifest.model_hash, opts_hash):
@@ -199,7 +199,7 @@ def _run(client, todo: list[_Job], manifest: Manifest, detect_options: DetectOpt
                     continue
                 for key, value in outcome.items():
                     setattr(record, key, value)
-                record.finished = _now()
+                record.finished = utc_now()
                 manifest.records[record.scene_hash] = record
                 manifest.save()
                 finished += 1
@@ -228,9 +228,6 @@ def _duration(seconds: float) -> str:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
 
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def detect_scene(scene: str, folder: str, options: dict, threads: int) -> dict:

@@ -9,14 +9,13 @@ and its hash, and one batch folder holds one model, so two model versions are ne
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import geopandas as gpd
 import pandas as pd
 from shapely.geometry import MultiPolygon, Polygon
 
-from ..atomic import staged
+from ..atomic import staged_folder
 from ..errors import InputError
 from .manifest import Manifest
 
@@ -58,17 +57,14 @@ def build(manifest: Manifest) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
 
 
 def write(manifest: Manifest) -> dict:
-    """Write the catalogue files beside the manifest, each atomically; returns their paths and the slick count."""
+    """Write the catalogue files beside the manifest, all or none; returns their paths and the slick count."""
     slicks, footprints = build(manifest)
     folder = manifest.folder
-    with staged(folder / SLICKS_PARQUET) as tmp:
-        slicks.to_parquet(tmp)
-    with staged(folder / FOOTPRINTS_PARQUET) as tmp:
-        footprints.to_parquet(tmp)
-    with staged(folder / GEOPACKAGE) as tmp:
-        os.unlink(tmp)  # OGR creates a GeoPackage itself and refuses an empty file in its place
-        write_layer(slicks, tmp, "slicks", "Polygon")
-        write_layer(footprints, tmp, "footprints", "MultiPolygon")
+    with staged_folder(folder) as stage:
+        slicks.to_parquet(stage / SLICKS_PARQUET)
+        footprints.to_parquet(stage / FOOTPRINTS_PARQUET)
+        write_layer(slicks, stage / GEOPACKAGE, "slicks", "Polygon")
+        write_layer(footprints, stage / GEOPACKAGE, "footprints", "MultiPolygon")
     return {"paths": {"slicks": str(folder / SLICKS_PARQUET), "footprints": str(folder / FOOTPRINTS_PARQUET),
                       "geopackage": str(folder / GEOPACKAGE)}, "n_slicks": len(slicks)}
 

@@ -16,21 +16,12 @@ from typing import Iterator, Optional
 
 from ..atomic import write_text
 from ..errors import InputError
+from ..machine import file_sha256
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = 1
-_CHUNK = 4 * 2**20
 
 DONE, FAILED, DUPLICATE = "done", "failed", "duplicate"
-
-
-def file_hash(path: Path) -> str:
-    """SHA-256 of a file's bytes, read in chunks so a multi-gigabyte scene never sits in memory."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def options_hash(options: dict) -> str:
@@ -111,7 +102,7 @@ class Manifest:
         cached = self.hashes.get(key)
         if cached and cached["size"] == stat.st_size and cached["mtime_ns"] == stat.st_mtime_ns:
             return cached["sha256"]
-        digest = file_hash(path)
+        digest = file_sha256(path)
         self.hashes[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
         return digest
 

@@ -2,6 +2,7 @@
 
 ``add_options`` makes the arguments from the dataclass's fields (types and defaults included) and
 ``options_from`` fills the dataclass back from what argparse parsed, so no default is written twice.
+``DETECT_HELP`` says what each detection option does, for ``detect`` and ``batch`` alike.
 """
 
 from __future__ import annotations
@@ -11,6 +12,31 @@ import dataclasses
 import types
 import typing
 from typing import Any, Callable
+
+
+DEVICE_HELP = "auto, cuda, cuda:N, mps or cpu"
+"""What every ``--device`` takes."""
+
+DETECT_HELP = {
+    "model": "model file (.safetensors); default: the bundled model",
+    "tile": "tile size in pixels (default: the model's)",
+    "overlap": "tile overlap in pixels",
+    "threshold": "slick probability threshold (default: the model's own, from its card)",
+    "device": DEVICE_HELP,
+    "band": "band name (HH, VV, HV, VH) or 1-based index",
+    "bounds": "only this extent",
+    "bounds_crs": "CRS of --bounds (default: the analysis UTM zone)",
+    "prefix": "output file prefix (default: the scene's file name)",
+    "min_area_km2": "drop slicks smaller than this",
+    "land_mask": "land never becomes a slick: default (GSHHG coastline), none, or your own land polygon file or raster (non-zero = land)",
+    "land_buffer": "widen land by this many pixels",
+    "nodata_buffer": "no slick within this many pixels of no data",
+    "runtime": "what runs the model: auto (the fastest measured on this machine for this model, once) or one forced",
+    "source_grid": "write rasters on the scene's own grid",
+    "overwrite": "replace existing outputs of the same prefix",
+    "tta": "average over the tile's mirror images (4x slower)",
+}
+"""What each field of ``DetectOptions`` but ``fast`` (which only benchmarks turn off) does, for the help."""
 
 
 def number_or(word: str, meaning: Any = None, convert: Callable[[str], Any] = float) -> Callable[[str], Any]:
@@ -30,15 +56,16 @@ def number_or(word: str, meaning: Any = None, convert: Callable[[str], Any] = fl
     return parse
 
 
-def add_options(parser: argparse.ArgumentParser, options: type, helps: dict[str, str],
+def add_options(parser: argparse.ArgumentParser, options: Any, helps: dict[str, str],
                 **overrides: dict[str, Any]) -> None:
     """One ``--field-name`` argument per field of the ``options`` dataclass named in ``helps``, in that order.
 
-    Type and default come from the dataclass, so a default is written once (on the dataclass) and the
-    help says it; ``overrides`` adds or replaces add_argument keywords for a field (choices, nargs, a type).
+    Type and default come from the dataclass (or from ``options`` itself when it is an instance: an
+    experiment's own recipe), so a default is written once and the help says it; ``overrides`` adds or
+    replaces add_argument keywords for a field (choices, nargs, a type, or ``flag`` for another option name).
     """
-    hints = typing.get_type_hints(options)
-    defaults = {f.name: f.default for f in dataclasses.fields(options)}
+    hints = typing.get_type_hints(options if isinstance(options, type) else type(options))
+    defaults = {f.name: getattr(options, f.name, f.default) for f in dataclasses.fields(options)}
     for name, text in helps.items():
         default = defaults[name]
         kind = _plain_type(hints[name])
@@ -48,16 +75,20 @@ def add_options(parser: argparse.ArgumentParser, options: type, helps: dict[str,
         else:
             keywords["type"] = kind
             if default is not None and default is not dataclasses.MISSING:
-                keywords["help"] = f"{text} (default {default})"
+                keywords["help"] = f"{text} (default {default:g})" if isinstance(default, float) else f"{text} (default {default})"
         keywords.update(overrides.get(name, {}))
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, **keywords)
+        flag = keywords.pop("flag", "--" + name.replace("_", "-"))
+        parser.add_argument(flag, dest=name, **keywords)
 
 
-def options_from(args: argparse.Namespace, options: type, **given: Any) -> Any:
-    """The ``options`` dataclass filled from the parsed arguments it has fields for, plus ``given``."""
+def options_from(args: argparse.Namespace, options: Any, **given: Any) -> Any:
+    """The ``options`` dataclass (or a copy of the instance ``options``) with the parsed arguments it has
+    fields for, plus ``given``."""
     names = {f.name for f in dataclasses.fields(options)}
     values = {name: value for name, value in vars(args).items() if name in names}
-    return options(**{**values, **given})
+    if isinstance(options, type):
+        return options(**{**values, **given})
+    return dataclasses.replace(options, **{**values, **given})
 
 
 def _plain_type(hint: Any) -> Callable[[str], Any]:

@@ -23,17 +23,18 @@ from ..data import synth
 from ..errors import Cancelled, SlickMapperError
 from ..experiments import cli as experiment_cli, demo
 from ..generation import generator
-from ..jobs import evaluate, finetune, labels
+from ..jobs import evaluate, finetune, labels, uncertainty
 from ..jobs.detect import DetectOptions
 from ..models import darkspot, pretrain
 from ..progress import Progress, describe_metrics
-from .args import add_options, options_from
+from .args import DETECT_HELP, add_options, options_from
 
 EPILOG = """examples:
   python -m engine info scene.tif
   python -m engine detect scene.tif --out results/
   python -m engine detect S1A_EW_GRDM_...-hh-....tiff --out results/ --tile 512 --threshold 0.4
   python -m engine evaluate results/scene_probability.tif --labels labels.png
+  python -m engine uncertainty results/scene_probability.tif --threshold 0.5
   python -m engine synth --out synthetic.tif --labels synthetic_labels.tif --size 2048 2048
   python -m engine labels init project_labels.gpkg --crs EPSG:32636
   python -m engine labels summary project_labels.gpkg
@@ -46,28 +47,6 @@ EPILOG = """examples:
   python -m engine batch archive/*.tif --out batch/
   python -m engine seeps batch/slicks.parquet --out sites.gpkg
 """
-
-
-DETECT_HELP = {
-    "model": "model file (.safetensors); default: the bundled model",
-    "tile": "tile size in pixels (default: the model's)",
-    "overlap": "tile overlap in pixels",
-    "threshold": "slick probability threshold (default: the model's own, from its card)",
-    "device": "auto, cuda, cuda:N, mps or cpu",
-    "band": "band name (HH, VV, HV, VH) or 1-based index",
-    "bounds": "only this extent",
-    "bounds_crs": "CRS of --bounds (default: the analysis UTM zone)",
-    "prefix": "output file prefix (default: the scene's file name)",
-    "min_area_km2": "drop slicks smaller than this",
-    "land_mask": "land never becomes a slick: default (GSHHG coastline), none, or your own land polygon file or raster (non-zero = land)",
-    "land_buffer": "widen land by this many pixels",
-    "nodata_buffer": "no slick within this many pixels of no data",
-    "runtime": "what runs the model: auto (the fastest measured on this machine for this model, once) or one forced",
-    "source_grid": "write rasters on the scene's own grid",
-    "overwrite": "replace existing outputs of the same prefix",
-    "tta": "average over the tile's mirror images (4x slower)",
-}
-"""``detect``'s options: every field of DetectOptions but ``fast``, which only benchmarks turn off."""
 
 
 class Reporter:
@@ -125,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("scene", help="GeoTIFF, COG, VRT or Sentinel-1 GRD measurement TIFF")
     p.add_argument("--band", help="band name (HH, VV, HV, VH) or 1-based index; default: HH or VV")
     p.add_argument("--model", help="model file whose pixel size the plan uses (default: bundled model)")
-    p.add_argument("--land-mask", default="default", help="default (GSHHG coastline), none, or a land polygon file or raster")
+    p.add_argument("--land-mask", default=DetectOptions.land_mask, help="default (GSHHG coastline), none, or a land polygon file or raster")
     p.set_defaults(func=_info)
 
     p = sub.add_parser("detect", help="detect slicks: probability COG, mask and polygons (GeoPackage)")
@@ -147,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_doctor)
 
     evaluate.add_cli(sub)
+    uncertainty.add_cli(sub)
     synth.add_cli(sub)
     demo.add_cli(sub)
     pretrain.add_cli(sub)
@@ -182,7 +162,8 @@ def _detect(args: argparse.Namespace, progress: Progress) -> dict:
     result = detect(args.scene, args.out, options, progress)
     for warning in result.warnings:
         progress.log(f"warning: {warning}")
-    return result.to_dict()
+    ranked = uncertainty.rank_raster(result.probability, result.threshold, progress=progress)
+    return {**result.to_dict(), "uncertain_blocks": [block.to_dict() for block in ranked]}
 
 
 def _models(args: argparse.Namespace, progress: Progress) -> dict:

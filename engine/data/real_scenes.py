@@ -10,7 +10,8 @@ Three sources, each with its own licence (``resources/samples/*/ATTRIBUTION.md``
   engine's geocoding and eq. 1 stretch; ``engine.data.real_texture`` upsamples its crops with speckle,
   so what it lends the model is real wind structure and coastline, not real fine texture.
 
-Every array comes out of the same path detection takes: ``inspect``, the analysis grid, eq. 1.
+Every array comes out of the same path detection takes (``scenes.analysis``): ``inspect``, the analysis
+grid, eq. 1.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from ..jobs.evaluate import align_to_grid, read_label_mask
-from ..progress import Progress, silent
-from ..scenes.grid import Grid, analysis_grid, open_on_grid
-from ..scenes.normalise import Stretch, scene_stretch
-from ..scenes.raster import inspect, open_raster
+from ..progress import Progress
+from ..scenes.analysis import open_for_analysis
+from ..scenes.grid import Grid
+from ..scenes.normalise import Stretch
 from .bundled import ARCTIC, GRD_SCENE, NORTH_SEA, LabelledScene
 
 @dataclass
@@ -52,13 +53,9 @@ class SceneArrays:
 
 def read_stretched(path: Path, pixel_size: float, progress: Optional[Progress] = None) -> tuple[np.ndarray, Grid, Stretch]:
     """The whole scene as detection reads it: on its UTM analysis grid at ``pixel_size``, stretched by eq. 1."""
-    progress = progress or silent()
-    info = inspect(path)
-    with open_raster(path) as ds:
-        grid = analysis_grid(ds, info.utm_crs, pixel_size)
-        stretch = scene_stretch(ds, info.band, info.value_scale, progress)
-        with open_on_grid(ds, info.band, grid) as reader:
-            values = stretch.apply(reader.read(Window(0, 0, grid.width, grid.height)))
+    with open_for_analysis(path, None, progress=progress, pixel_size=pixel_size) as opened:
+        grid, stretch = opened.grid, opened.stretch
+        values = stretch.apply(opened.reader.read(Window(0, 0, grid.width, grid.height)))
     return values.astype(np.float32), grid, stretch
 
 

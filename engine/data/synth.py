@@ -34,8 +34,7 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import uuid
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -45,6 +44,8 @@ import rasterio
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
+from ..atomic import staged_folder
+from ..cli.args import add_options, options_from
 from ..errors import InputError, OutputError
 from ..progress import Progress, silent
 from ..scenes.normalise import Stretch
@@ -638,14 +639,12 @@ def write_scene(
         tags["DN_SCALE"] = str(DN_SCALE)
     if encoding == "uint8":
         tags["STRETCH_DB_MIN"], tags["STRETCH_DB_MAX"] = (f"{stretch.mean + k * stretch.std:.6f}" for k in (-2, 2))
-    temps: list[Path] = []
-    try:
-        for target in targets:
-            # A fresh name, not mkstemp: GDAL creates the file itself with the user's usual permissions.
-            temps.append(target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp"))
-        n_blocks = -(-spec.height // _BLOCK_ROWS)
-        nodata = DB_NODATA if encoding == "float32_db" else 0
-        with rasterio.open(temps[0], "w", dtype=dtype, nodata=nodata, **profile) as dst:
+    n_blocks = -(-spec.height // _BLOCK_ROWS)
+    nodata = DB_NODATA if encoding == "float32_db" else 0
+    with ExitStack() as stack:
+        stages = {folder: stack.enter_context(staged_folder(folder)) for folder in dict.fromkeys(t.parent for t in targets)}
+        staged = [stages[target.parent] / target.name for target in targets]
+        with rasterio.open(staged[0], "w", dtype=dtype, nodata=nodata, **profile) as dst:
             dst.set_band_description(1, spec.polarisation)
             dst.update_tags(**tags)
             for block in range(n_blocks):
@@ -654,16 +653,10 @@ def write_scene(
                 dst.write(_encode(sigma0[rows], encoding, stretch), 1, window=window)
                 progress.update("synth", n_blocks + block + 1, 2 * n_blocks)
         if label_path is not None:
-            with rasterio.open(temps[1], "w", dtype="uint8", **profile) as dst:
+            with rasterio.open(staged[1], "w", dtype="uint8", **profile) as dst:
                 dst.set_band_description(1, "class")
                 dst.update_tags(CLASSES=",".join(f"{i}={n}" for i, n in enumerate(CLASS_NAMES)))
                 dst.write(mask, 1)
-        for temp, target in zip(temps, targets):
-            os.replace(temp, target)
-    except BaseException:
-        for temp in temps:
-            temp.unlink(missing_ok=True)
-        raise
     return targets[0]
 
 
@@ -699,30 +692,21 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("synth", help="write a synthetic Sentinel-1 scene (and its class mask)")
     p.add_argument("--out", required=True, type=Path, help="scene GeoTIFF to write")
     p.add_argument("--labels", type=Path, help="class mask GeoTIFF (0 sea, 1 oil, 2 look-alike, 3 ship, 4 land)")
-    p.add_argument("--size", nargs=2, type=int, default=[1024, 1024], metavar=("H", "W"))
-    p.add_argument("--mode", choices=sorted(MODES), default="EW_HH")
-    p.add_argument("--pixel-size", type=float, help="metres (default 25 for EW_HH, 10 for IW_VV)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", nargs=2, type=int, default=[SceneSpec.height, SceneSpec.width], metavar=("H", "W"))
     p.add_argument("--encoding", choices=ENCODINGS, default="float32_linear")
-    p.add_argument("--land", action="store_true")
-    p.add_argument("--nodata-border", action="store_true")
-    p.add_argument("--seeps", type=int, default=3)
-    p.add_argument("--ships", type=int, default=4)
+    add_options(p, SceneSpec, {
+        "mode": "acquisition mode",
+        "pixel_size": "metres (default 25 for EW_HH, 10 for IW_VV)",
+        "seed": "seed of everything drawn",
+        "land": "add a coastline",
+        "nodata_border": "leave a swath edge of no data",
+        "n_seeps": "seeps", "n_ships": "ships",
+    }, mode={"choices": sorted(MODES)}, n_seeps={"flag": "--seeps"}, n_ships={"flag": "--ships"})
     p.set_defaults(func=_run_cli)
 
 
 def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
-    spec = SceneSpec(
-        height=args.size[0],
-        width=args.size[1],
-        mode=args.mode,
-        pixel_size=args.pixel_size,
-        seed=args.seed,
-        n_seeps=args.seeps,
-        n_ships=args.ships,
-        land=args.land,
-        nodata_border=args.nodata_border,
-    )
+    spec = options_from(args, SceneSpec, height=args.size[0], width=args.size[1])
     scene = write_scene(spec, args.out, encoding=args.encoding, label_path=args.labels, progress=progress)
     return {
         "scene": str(scene),

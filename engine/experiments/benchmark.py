@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +31,10 @@ from ..data import bundled
 from ..data.bundled import LabelledScene
 from ..jobs.detect import DetectOptions, detect
 from ..jobs.evaluate import align_to_grid, read_label_mask, slick_dice_arrays
-from ..machine import describe
+from ..machine import commit_text, describe, file_sha256
 from ..models.darkspot import fit_darkspot
 from ..models.inference import pick_device
-from ..models.pretrain import CHECKPOINTS, RealRecipe, file_sha256, pretrain_card, pretrain_real
+from ..models.pretrain import CHECKPOINTS, RealRecipe, pretrain_card, pretrain_real
 from ..models.registry import SYNTHETIC_MODEL
 from ..models.training import TrainConfig, paper_augment
 from ..progress import Progress
@@ -43,7 +42,6 @@ from ..progress import Progress
 CLEAR_M = 500.0
 """Predicted slick farther than this from every labelled slick is false: analysts' outlines are tight, and
 a seep's slicks lie within a few hundred metres of where they were labelled."""
-ROOT = Path(__file__).resolve().parent.parent.parent
 
 Trainer = Callable[[list[LabelledScene], Path, Progress], Path]
 """(training scenes, model file to write, progress) -> the model file."""
@@ -167,15 +165,6 @@ def _summary(rows: list[dict]) -> dict[str, dict]:
     return out
 
 
-def _commit() -> str:
-    try:
-        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
-        return head + (" (with uncommitted changes)" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-
-
 def _write(out: Path, rows: list[dict], summary: dict, command: str) -> None:
     write_csv(out / "benchmark.csv", rows)
     scenes = list(dict.fromkeys(r["scene"] for r in rows))
@@ -183,7 +172,7 @@ def _write(out: Path, rows: list[dict], summary: dict, command: str) -> None:
     lines = [
         "# Leave-one-scene-out benchmark on the real labelled Arctic scenes",
         "",
-        f"Made by `{command}` at commit {_commit()} on {describe()}.",
+        f"Made by `{command}` at commit {commit_text()} on {describe()}.",
         "Each trained candidate learnt from the other four scenes only (epoch and threshold chosen on validation",
         "bands of those four); the scene in a row was never trained, selected or tuned on. `paper_*` are the",
         "paper's own predictions, scored by the same code. False slicks: predicted slick area more than",
@@ -208,7 +197,7 @@ def _write(out: Path, rows: list[dict], summary: dict, command: str) -> None:
     for r in rows:
         lines.append(f"- {r['scene']}, {r['candidate']}: `{r['model']}` {r['sha256']}, threshold {r['threshold']}")
     write_text(out / "benchmark.md", "\n".join(lines) + "\n")
-    write_text(out / "benchmark.json", json.dumps({"command": command, "commit": _commit(), "summary": summary, "rows": rows}, indent=2))
+    write_text(out / "benchmark.json", json.dumps({"command": command, "commit": commit_text(), "summary": summary, "rows": rows}, indent=2))
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:

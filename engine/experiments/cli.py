@@ -21,7 +21,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..jobs.finetune import DEFAULT_TILE, FinetuneOptions
+from ..cli.args import DEVICE_HELP, add_options, options_from
+from ..jobs.finetune import FinetuneOptions
 from ..models.registry import DEFAULT_MODEL
 from ..models.training import TRAIN_LAYERS
 from ..progress import Progress
@@ -35,12 +36,11 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     q = sub.add_parser("loso", help="leave one scene out: fine-tune on the others' labels, score on the one left out")
     q.add_argument("--out", type=Path, default=Path("experiment_output/loso"), help="empty or new folder")
     q.add_argument("--base", type=Path, default=DEFAULT_MODEL, help="model to fine-tune (default: bundled)")
-    q.add_argument("--tile", type=int, default=DEFAULT_TILE)
-    q.add_argument("--epochs", type=int, default=20)
-    q.add_argument("--train-layers", choices=TRAIN_LAYERS, help="all or decoder (default: decoder on a CPU)")
     q.add_argument("--threshold", type=float, help="default: each model's own")
-    q.add_argument("--device", default="auto")
-    q.add_argument("--seed", type=int, default=0)
+    add_options(q, FinetuneOptions, {"tile": "tile size in pixels", "epochs": "most epochs per run",
+                                     "train_layers": "all or decoder (default: decoder on a CPU)",
+                                     "device": DEVICE_HELP, "seed": "seed of the tile split and training"},
+                train_layers={"choices": TRAIN_LAYERS})
     q.set_defaults(func=_run_loso)
     transfer.add_cli(sub)
     dakter_eval.add_cli(sub)
@@ -49,5 +49,4 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_loso(args: argparse.Namespace, progress: Progress) -> dict:
-    options = FinetuneOptions(tile=args.tile, epochs=args.epochs, train_layers=args.train_layers, device=args.device, seed=args.seed)
-    return leave_one_scene_out(args.base, args.out, options, args.threshold, progress)
+    return leave_one_scene_out(args.base, args.out, options_from(args, FinetuneOptions), args.threshold, progress)

@@ -477,7 +477,8 @@ def _check_generators(options: DakterOptions, pixel_size: float) -> None:
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    g, r = GeneratorOptions(tile=64), DakterOptions().recipe
+    d = DakterOptions()
+    g, r = d.generator, d.recipe
     q = subparsers.add_parser("dakter", help="DAKTer generators and students evaluated on the real Arctic tiles (b, quality, student Dice, speed)")
     q.add_argument("--out", type=Path, default=Path("experiment_output/dakter"), help="empty or new folder")
     q.add_argument("--tile", type=int, default=g.tile, help=f"generator and student tile size (default {g.tile})")
@@ -488,34 +489,35 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--gen-lr", type=float, default=g.lr, help=f"generator learning rate (default {g.lr:g})")
     q.add_argument("--slick-share", type=number_or("uniform"), default=g.slick_share,
                    help=f"share of generator batches from tiles with a slick, or uniform (default {g.slick_share})")
-    q.add_argument("--b", nargs="+", type=number_or(AUTO, AUTO), default=[0.1, AUTO, 1.0], help="balancing factors to compare, numbers or auto (default: 0.1 auto 1)")
+    q.add_argument("--b", nargs="+", type=number_or(AUTO, AUTO), default=list(d.b_values), help="balancing factors to compare, numbers or auto (default: 0.1 auto 1)")
     q.add_argument("--generators", type=Path, help="evaluate the generators an earlier run wrote (its generators/ folder) instead of training")
     q.add_argument("--n-samples", type=int, help="samples per generator (default: as many as the students' real training tiles)")
-    q.add_argument("--solver", choices=list(SOLVERS), default="dpm++", help="solver of the sample sets (default dpm++)")
+    q.add_argument("--solver", choices=list(SOLVERS), default=d.solver, help=f"solver of the sample sets (default {d.solver})")
     q.add_argument("--solver-steps", type=int, help="its steps (default: the solver's, 20 for dpm++)")
-    q.add_argument("--student-b", nargs="*", type=number_or(AUTO, AUTO), default=[AUTO], help="generators whose samples train students (default: auto)")
+    q.add_argument("--student-b", nargs="*", type=number_or(AUTO, AUTO), default=list(d.student_b), help="generators whose samples train students (default: auto)")
     q.add_argument("--no-eq6-control", dest="eq6_control", action="store_false", help="skip the real-only students trained with eq. 6")
-    q.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="student seeds (default: 0 1 2)")
+    q.add_argument("--seeds", nargs="+", type=int, default=list(d.seeds), help="student seeds (default: 0 1 2)")
     q.add_argument("--epochs", type=int, default=r.epochs, help=f"student epochs with samples; real only gets the same steps (default {r.epochs})")
     q.add_argument("--lr", type=float, default=r.lr, help=f"student learning rate (default {r.lr:g})")
     q.add_argument("--train-layers", choices=("all", "decoder"), default=r.train_layers, help="student layers trained (default all)")
     q.add_argument("--batch-size", type=int, help="student tiles per step (default 4 on a CPU)")
-    q.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="model the students start from, and the segmenter of the agreement (default: bundled)")
-    q.add_argument("--quality-samples", type=int, default=32, help="samples made with DDIM too, to compare the solvers (default 32)")
-    q.add_argument("--speed-sizes", nargs="+", type=int, default=[64, 128, 256], help="tile sizes timed (default 64 128 256)")
-    q.add_argument("--speed-samples", nargs="+", type=int, default=[8, 4, 2], help="samples timed per size (default 8 4 2)")
+    q.add_argument("--model", type=Path, default=d.model, help="model the students start from, and the segmenter of the agreement (default: bundled)")
+    q.add_argument("--quality-samples", type=int, default=d.quality_samples, help=f"samples made with DDIM too, to compare the solvers (default {d.quality_samples})")
+    q.add_argument("--speed-sizes", nargs="+", type=int, default=list(d.speed_sizes), help="tile sizes timed (default 64 128 256)")
+    q.add_argument("--speed-samples", nargs="+", type=int, default=list(d.speed_samples), help="samples timed per size (default 8 4 2)")
     q.add_argument("--threshold", type=float, help="default: each model's own")
-    q.add_argument("--db-span", type=float, default=DB_SPAN, help=f"assumed dB span of the stretch, for ENL (default {DB_SPAN:g})")
+    q.add_argument("--db-span", type=float, default=d.db_span, help=f"assumed dB span of the stretch, for ENL (default {d.db_span:g})")
     q.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
-    q.add_argument("--device", default="auto")
-    q.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    q.add_argument("--device", default=g.device)
+    q.add_argument("--seed", type=int, default=g.seed, help=f"generator seed (default {g.seed})")
     q.set_defaults(func=_run_cli)
 
 
 def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
-    generator = GeneratorOptions(tile=args.tile, net=args.net, steps=args.steps, low_res_steps=args.low_res_steps, batch_size=args.gen_batch_size,
-                                 lr=args.gen_lr, slick_share=args.slick_share, seed=args.seed, device=args.device)
-    recipe = replace(DakterOptions().recipe, tile=args.tile, epochs=args.epochs, lr=args.lr, train_layers=args.train_layers, batch_size=args.batch_size,
+    d = DakterOptions()
+    generator = replace(d.generator, tile=args.tile, net=args.net, steps=args.steps, low_res_steps=args.low_res_steps, batch_size=args.gen_batch_size,
+                        lr=args.gen_lr, slick_share=args.slick_share, seed=args.seed, device=args.device)
+    recipe = replace(d.recipe, tile=args.tile, epochs=args.epochs, lr=args.lr, train_layers=args.train_layers, batch_size=args.batch_size,
                      device=args.device)
     options = DakterOptions(generator=generator, b_values=tuple(args.b), generators=args.generators, eq6_control=args.eq6_control, n_samples=args.n_samples, solver=args.solver, solver_steps=args.solver_steps,
                             student_b=tuple(args.student_b), seeds=tuple(args.seeds), recipe=recipe, model=args.model,

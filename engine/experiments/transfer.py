@@ -49,12 +49,12 @@ import numpy as np
 import torch
 
 from ..atomic import staged, write_csv, write_text
-from ..cli.args import number_or
+from ..cli.args import DEVICE_HELP, add_options, number_or, options_from
 from ..data.bundled import SAMPLES, SAMPLES_DIR
 from ..errors import InputError, OutputError
 from ..jobs.detect import DetectOptions, detect
 from ..jobs.evaluate import slick_dice
-from ..jobs.finetune import DEFAULT_TILE, FinetuneOptions, check_options, finetune, train_config
+from ..jobs.finetune import FinetuneOptions, check_options, finetune, train_config
 from ..jobs.finetune_data import Tile, collect_tiles, split_by_area, tileset
 from ..jobs.labels import create_store, import_mask, read_store
 from ..models.inference import pick_device
@@ -375,29 +375,32 @@ def _plot(summary: list[dict], runs: list[dict], references: dict, path: Path, t
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    defaults = TransferOptions()
     q = subparsers.add_parser("transfer", help="base vs fine-tuned-from-source models for N target tiles (the paper's Fig. 2)")
     q.add_argument("--out", type=Path, default=Path("experiment_output/transfer"), help="empty or new folder")
-    q.add_argument("--n", nargs="+", type=number_or(ALL, ALL, int), default=[2, 8, ALL], metavar="N", help="training-set sizes, whole numbers or all (default: 2 8 all)")
-    q.add_argument("--bootstraps", type=int, default=8, help="training sets drawn per N (default 8)")
-    q.add_argument("--model", type=Path, default=SYNTHETIC_MODEL, help="source-domain model to fine-tune (default: the bundled synthetic-only model)")
-    q.add_argument("--source", type=Path, help="label store of source-domain data: pretrain on it instead of using --model's weights")
-    q.add_argument("--encoder-weights", type=Path, help="local encoder weights for the base runs (default: random init)")
-    q.add_argument("--tile", type=int, default=DEFAULT_TILE)
-    q.add_argument("--epochs", type=int, default=20, help="most epochs per run; early stopping on the validation Dice")
-    q.add_argument("--epoch-tiles", type=int, default=32, help="augmented tiles per epoch at least, the set repeated (default 32)")
-    q.add_argument("--batch-size", type=int, help="tiles per step (default 8 on a GPU, 4 elsewhere)")
-    q.add_argument("--patience", type=int, default=5, help="epochs without a better validation Dice before stopping")
-    q.add_argument("--lr", type=number_or("auto"), default=DEFAULT_LR, help=f"learning rate for both inits, or auto for a range test per run (default {DEFAULT_LR:g})")
-    q.add_argument("--val-fraction", type=float, default=0.25, help="share of the pool's tiles kept for validation")
-    q.add_argument("--threshold", type=float, help="default: each model's own")
-    q.add_argument("--device", default="auto")
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--n", nargs="+", type=number_or(ALL, ALL, int), default=list(defaults.ns), metavar="N", help="training-set sizes, whole numbers or all (default: 2 8 all)")
+    add_options(q, defaults, {
+        "bootstraps": "training sets drawn per N",
+        "model": "source-domain model to fine-tune: the bundled synthetic-only one",
+        "source": "label store of source-domain data: pretrain on it instead of using --model's weights",
+        "encoder_weights": "local encoder weights for the base runs (default: random init)",
+        "epoch_tiles": "augmented tiles per epoch at least, the set repeated",
+        "threshold": "default: each model's own",
+    })
+    add_options(q, defaults.recipe, {
+        "tile": "tile size in pixels",
+        "epochs": "most epochs per run; early stopping on the validation Dice",
+        "batch_size": "tiles per step (default 8 on a GPU, 4 elsewhere)",
+        "patience": "epochs without a better validation Dice before stopping",
+        "lr": "learning rate for both inits, or auto for a range test per run",
+        "val_fraction": "share of the pool's tiles kept for validation",
+        "device": DEVICE_HELP,
+        "seed": "seed of the training sets, the tile split and training",
+    }, lr={"type": number_or("auto")})
     q.set_defaults(func=_run_cli)
 
 
 def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
-    recipe = FinetuneOptions(tile=args.tile, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, train_layers="all",
-                             device=args.device, seed=args.seed, val_fraction=args.val_fraction, patience=args.patience)
-    options = TransferOptions(ns=tuple(args.n), bootstraps=args.bootstraps, epoch_tiles=args.epoch_tiles, model=args.model,
-                              source=args.source, encoder_weights=args.encoder_weights, threshold=args.threshold, recipe=recipe)
+    defaults = TransferOptions()
+    options = options_from(args, defaults, ns=tuple(args.n), recipe=options_from(args, defaults.recipe))
     return transfer_experiment(args.out, options, progress)

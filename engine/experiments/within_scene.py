@@ -23,17 +23,13 @@ parent, so the "fine-tuned" figures of that row are the parent's.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
-import platform
 import shlex
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
@@ -45,12 +41,14 @@ from shapely.geometry.base import BaseGeometry
 
 from .. import __version__
 from ..atomic import write_csv, write_text
+from ..cli.args import DEVICE_HELP, add_options, options_from
 from ..data.bundled import SAMPLES_DIR
 from ..errors import InputError, OutputError
 from ..jobs.detect import DetectOptions, detect
 from ..jobs.evaluate import DiceResult, align_to_grid, describe_grid, read_label_mask, slick_dice_arrays
 from ..jobs.finetune import FinetuneOptions, FinetuneReport, check_options, finetune
 from ..jobs.labels import add_labels, add_reviewed, create_store, to_crs
+from ..machine import commit, cpu_name, file_sha256, uncommitted_changes, utc_now
 from ..models.registry import DEFAULT_MODEL, ModelCard, read_card
 from ..models.training import TRAIN_LAYERS
 from ..progress import Progress
@@ -157,7 +155,7 @@ def within_scene_experiment(out: Path, options: WithinSceneOptions, progress: Pr
         (out / folder).mkdir(exist_ok=True)
     parent = _Scored(options.base, options, out / "detections", "parent", progress)
     rows: list[dict] = []
-    models: dict[str, str] = {"parent": _sha256(options.base)}
+    models: dict[str, str] = {"parent": file_sha256(options.base)}
     for i, split in enumerate(splits):
         progress.update("runs", i, len(splits), f"{split.sample}, {split.side} half labelled")
         run = f"{split.sample}_{split.side}"
@@ -172,7 +170,7 @@ def within_scene_experiment(out: Path, options: WithinSceneOptions, progress: Pr
             progress.log(f"{run}: not fine-tuned, the parent stays ({exc})")
             report, tuned, fallback = None, parent, exc.message
         else:
-            models[run] = _sha256(tuned_path)
+            models[run] = file_sha256(tuned_path)
             tuned, fallback = _Scored(tuned_path, options, out / "detections", run, progress, scenes=[split.sample, *others]), ""
         row = {
             "scene": split.sample, "labelled_half": split.side, "split_column": split.column, "labelled_share": round(split.labelled_share, 3),
@@ -274,30 +272,14 @@ def _polygons(geometry: BaseGeometry) -> list[BaseGeometry]:
     return [g for g in getattr(geometry, "geoms", []) if g.geom_type == "Polygon" and not g.is_empty]
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def _provenance() -> dict:
     """The commit (with whether the checkout had uncommitted changes), engine version, machine and time."""
-    root = Path(__file__).resolve().parents[2]
-
-    def git(*args: str) -> Optional[str]:
-        try:
-            return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True, timeout=30).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return None
-
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
-    status = git("status", "--porcelain", "--untracked-files=no")
     return {
-        "commit": git("rev-parse", "HEAD"),
-        "uncommitted_changes": None if status is None else bool(status),
+        "commit": commit(),
+        "uncommitted_changes": uncommitted_changes(),
         "engine_version": __version__,
-        "machine": {"cpu": cpu, "cores": os.cpu_count(), "loadavg_start": [round(x, 2) for x in os.getloadavg()]},
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "loadavg_start": [round(x, 2) for x in os.getloadavg()]},
+        "finished": utc_now(),
     }
 
 
@@ -318,26 +300,27 @@ def _check(out: Path, options: WithinSceneOptions) -> None:
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    defaults = WithinSceneOptions()
     q = subparsers.add_parser("within-scene", help="label half of each real tile, fine-tune, score the other half and the other tiles")
     q.add_argument("--out", type=Path, default=Path("experiment_output/within_scene"), help="empty or new folder")
-    q.add_argument("--base", type=Path, default=DEFAULT_MODEL, help="parent model (default: bundled)")
-    q.add_argument("--scenes", nargs="+", default=list(SCENES), choices=SCENES, metavar="SCENE", help="labelled tiles (default: all five)")
-    q.add_argument("--sides", nargs="+", default=["left"], choices=SIDES, help="half the analyst labels; both: two splits per tile")
-    q.add_argument("--tile", type=int, default=DEFAULT_TILE, help=f"fine-tuning tile and split lattice in pixels (default {DEFAULT_TILE})")
-    q.add_argument("--epochs", type=int, default=10)
-    q.add_argument("--lr", type=float, help="learning rate (default: a range test per run)")
-    q.add_argument("--train-layers", choices=TRAIN_LAYERS, help="all or decoder (default: decoder on a CPU)")
-    q.add_argument("--parent-weight", type=float, default=FinetuneOptions.parent_weight, help="L2-SP pull toward the parent")
-    q.add_argument("--val-fraction", type=float, default=0.25)
-    q.add_argument("--threshold", type=float, help="default: each model's own")
-    q.add_argument("--device", default="auto")
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--scenes", nargs="+", default=list(defaults.scenes), choices=SCENES, metavar="SCENE", help="labelled tiles (default: all five)")
+    q.add_argument("--sides", nargs="+", default=list(defaults.sides), choices=SIDES, help="half the analyst labels; both: two splits per tile")
+    add_options(q, defaults, {"base": "parent model: the bundled one", "threshold": "default: each model's own"})
+    add_options(q, defaults.recipe, {
+        "tile": "fine-tuning tile and split lattice in pixels",
+        "epochs": "most epochs per run",
+        "lr": "learning rate (default: a range test per run)",
+        "train_layers": "all or decoder (default: decoder on a CPU)",
+        "parent_weight": "L2-SP pull toward the parent",
+        "val_fraction": "share of the labelled half's tiles kept for validation",
+        "device": DEVICE_HELP,
+        "seed": "seed of the tile split and training",
+    }, train_layers={"choices": TRAIN_LAYERS})
     q.set_defaults(func=_run_cli)
 
 
 def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
-    recipe = FinetuneOptions(tile=args.tile, epochs=args.epochs, lr=args.lr, train_layers=args.train_layers, parent_weight=args.parent_weight,
-                             val_fraction=args.val_fraction, device=args.device, seed=args.seed)
-    options = WithinSceneOptions(base=args.base, scenes=tuple(args.scenes), sides=tuple(args.sides), recipe=recipe, threshold=args.threshold)
+    defaults = WithinSceneOptions()
+    options = options_from(args, defaults, scenes=tuple(args.scenes), sides=tuple(args.sides), recipe=options_from(args, defaults.recipe))
     result = within_scene_experiment(args.out, options, progress, "python -m engine " + shlex.join(sys.argv[1:]))
     return {"out": str(args.out), "summary": result["summary"]}

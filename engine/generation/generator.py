@@ -9,7 +9,6 @@ file; generation keeps every sample finished before a cancel (engine/generation/
 from __future__ import annotations
 
 import argparse
-import hashlib
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -19,11 +18,12 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import torch
 
-from ..cli.args import number_or
+from ..cli.args import DEVICE_HELP, add_options, number_or, options_from
 from ..errors import Cancelled, InputError, ModelError
 from ..jobs.finetune import check_out
 from ..jobs.finetune_data import check_store, collect_tiles
 from ..jobs.labels import LabelStore, read_store
+from ..machine import file_sha256
 from ..models.inference import pick_device
 from ..models.registry import BINARY_CLASSES, DEFAULT_MODEL, ModelCard, read_card
 from ..progress import Progress, silent
@@ -285,7 +285,7 @@ def regenerate(
         torch_device = pick_device(device or made_on)
         if (key, str(torch_device)) not in loaded:
             path = Path(generator_path or entry["path"])
-            if _sha256(path) != entry["sha256"]:
+            if _generator_sha256(path) != entry["sha256"]:
                 raise ModelError(f"{path} is not the generator that made these samples (its hash differs).", "Give the original file with --generator.")
             loaded[(key, str(torch_device))] = load_generator(path, torch_device)
         net, card = loaded[(key, str(torch_device))]
@@ -322,7 +322,7 @@ def _generator_entry(path: Path, card: GeneratorCard) -> dict[str, Any]:
     return {
         "path": str(path.resolve()),
         "name": card.name,
-        "sha256": _sha256(path),
+        "sha256": _generator_sha256(path),
         "tile_size": card.tile_size,
         "classes": card.classes,
         "pixel_size": card.pixel_size,
@@ -330,11 +330,10 @@ def _generator_entry(path: Path, card: GeneratorCard) -> dict[str, Any]:
     }
 
 
-def _sha256(path: Path) -> str:
+def _generator_sha256(path: Path) -> str:
     if not path.is_file():
         raise ModelError(f"Generator file not found: {path}.", "Give its path with --generator.")
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+    return file_sha256(path)
 
 
 def _check_training_options(options: GeneratorOptions) -> None:
@@ -354,25 +353,24 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     """Register ``generator train|info``, ``generate`` and ``samples summary|keep|discard|regenerate``."""
     parser = subparsers.add_parser("generator", help="sample generators (DAKTer joint diffusion): train, info")
     sub = parser.add_subparsers(dest="generator_command", required=True, metavar="ACTION")
-    defaults = GeneratorOptions()
 
     p = sub.add_parser("train", help="train a generator of SAR tiles and their labels on a label store")
     p.add_argument("--labels", required=True, help="label store (.gpkg) with reviewed areas")
     p.add_argument("--out", required=True, type=Path, help="new generator file (.safetensors); never overwritten")
-    p.add_argument("--tile", type=int, default=defaults.tile, help=f"tile size in pixels (default {defaults.tile})")
-    p.add_argument("--net", choices=list(NETS), default=defaults.net, help="network size: small (CPU, default) or ddpm (the paper's, GPU)")
-    p.add_argument("--steps", type=int, default=defaults.steps, help=f"full-size training steps (default {defaults.steps})")
-    p.add_argument("--low-res-steps", type=int, default=defaults.low_res_steps,
-                   help=f"steps on half-size tiles first, 4x the batch (default {defaults.low_res_steps}; 0 skips)")
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help=f"tiles per full-size step (default {defaults.batch_size})")
-    p.add_argument("--lr", type=float, default=defaults.lr, help=f"first-stage learning rate, halved for the second (default {defaults.lr:g})")
-    p.add_argument("--b", type=number_or("auto"), help="SNR balancing factor: auto (from the tiles, default) or a number")
-    p.add_argument("--slick-share", type=number_or("uniform"), default=defaults.slick_share,
-                   help=f"share of each batch from tiles with a slick, or uniform (default {defaults.slick_share})")
-    p.add_argument("--seed", type=int, default=defaults.seed, help=f"seed of the initial weights, batches and noise (default {defaults.seed})")
-    p.add_argument("--device", default=defaults.device, help="auto, cuda, cuda:N, mps or cpu (default auto)")
-    p.add_argument("--pixel-size", type=float, help="metres per pixel of the tiles (default: the bundled model's)")
-    p.add_argument("--name", help="the generator's name")
+    add_options(p, GeneratorOptions, {
+        "tile": "tile size in pixels",
+        "net": "network size: small (CPU) or ddpm (the paper's, GPU)",
+        "steps": "full-size training steps",
+        "low_res_steps": "steps on half-size tiles first, 4x the batch (0 skips)",
+        "batch_size": "tiles per full-size step",
+        "lr": "first-stage learning rate, halved for the second",
+        "b": "SNR balancing factor: auto (from the tiles, default) or a number",
+        "slick_share": "share of each batch from tiles with a slick, or uniform",
+        "seed": "seed of the initial weights, batches and noise",
+        "device": DEVICE_HELP,
+        "pixel_size": "metres per pixel of the tiles (default: the bundled model's)",
+        "name": "the generator's name",
+    }, net={"choices": list(NETS)}, b={"type": number_or("auto")}, slick_share={"type": number_or("uniform")})
     p.set_defaults(func=_train_cli)
 
     p = sub.add_parser("info", help="what a generator file says about itself")
@@ -388,7 +386,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, help="solver steps (default 200 for ddim, 20 for dpm++)")
     p.add_argument("--seed", type=int, help="first seed (default: one past the folder's largest)")
     p.add_argument("--batch-size", type=int, help="samples per batch (default 16 on a GPU, 4 elsewhere)")
-    p.add_argument("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu (default auto)")
+    p.add_argument("--device", default="auto", help=f"{DEVICE_HELP} (default auto)")
     p.add_argument("--mix-generators", action="store_true", help="allow adding to a folder made by another generator")
     p.set_defaults(func=_generate_cli)
 
@@ -411,21 +409,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _train_cli(args: argparse.Namespace, progress: Progress) -> dict:
-    options = GeneratorOptions(
-        tile=args.tile,
-        net=args.net,
-        steps=args.steps,
-        low_res_steps=args.low_res_steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        b=args.b,
-        slick_share=args.slick_share,
-        seed=args.seed,
-        device=args.device,
-        pixel_size=args.pixel_size,
-        name=args.name,
-    )
-    return train_generator(args.labels, args.out, options, progress)
+    return train_generator(args.labels, args.out, options_from(args, GeneratorOptions), progress)
 
 
 def _info_cli(args: argparse.Namespace, progress: Progress) -> dict:

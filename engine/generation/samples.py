@@ -25,7 +25,6 @@ import io
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -37,6 +36,7 @@ from .. import __version__
 from ..atomic import write_bytes
 from ..errors import InputError, OutputError
 from ..locks import held
+from ..machine import utc_now
 from ..models.registry import slick_index
 
 FORMAT = "slick-mapper-samples"
@@ -222,7 +222,7 @@ def add(folder: str | Path, generator_key: str, samples: list[NewSample]) -> lis
                     "threads": s.threads,
                     "kept": True,
                     "slick_fraction": None if slick is None else round(float((logits.argmax(0) == slick).mean()), 4),
-                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "created": utc_now(),
                 })
             _write_index(folder, index)
         except BaseException:

@@ -13,7 +13,6 @@ eq. 5 (KD + Dice) in place of the transfer-learning paper's loss. Validation sta
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -24,9 +23,10 @@ from typing import Optional
 import torch
 
 from .. import __version__
-from ..cli.args import add_options, number_or, options_from
+from ..cli.args import DEVICE_HELP, add_options, number_or, options_from
 from ..errors import InputError, ModelError, OutputError
 from ..generation.distill import mixed, open_folder, sample_count, student_tiles
+from ..machine import file_sha256
 from ..models.inference import pick_device
 from ..models.registry import ModelCard, has_weights, load_model, read_card, save_model, user_models_dir
 from ..models.training import TRAIN_LAYERS, TrainConfig, lr_range_test, paper_augment, train, validate
@@ -171,7 +171,7 @@ def finetune(
         generated, generated_lineage = student_tiles(sample_folder, n_generated, progress)
         train_set = mixed(train_set, generated)
         progress.log(f"student training: {n_generated} generated samples from {sample_folder.path.name}, soft labels at T = {sample_folder.loss.temperature:g}")
-    parent_sha256 = _sha256(base_model_path)
+    parent_sha256 = file_sha256(base_model_path)
     model, _ = load_model(base_model_path, device)
     config = train_config(card, options, device, train_layers)
     config.student = sample_folder.loss if sample_folder else None
@@ -277,11 +277,6 @@ def train_config(card: ModelCard, options: FinetuneOptions, device: torch.device
     )
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def check_options(options: FinetuneOptions) -> None:
     if options.tile % 32 or not 64 <= options.tile <= 2048:
         raise InputError(f"Tile size {options.tile} is not usable.", "Use a multiple of 32 between 64 and 2048, e.g. 256.")
@@ -336,7 +331,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "batch_size": "tiles per step (default 8 on a GPU, 4 elsewhere)",
         "train_layers": "all (default on a GPU) or decoder (default elsewhere)",
         "lr": "learning rate, or auto for a range test (default)",
-        "device": "auto, cuda, cuda:N, mps or cpu",
+        "device": DEVICE_HELP,
         "seed": "seed of the tile split, the augmentation and the initialisation",
         "val_fraction": "share of tiles kept for validation",
         "parent_weight": "L2-SP: pull of the weights toward the parent's, 0 for none",

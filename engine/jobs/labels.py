@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -39,6 +38,7 @@ from shapely.geometry.base import BaseGeometry
 from ..atomic import staged_folder, writing
 from ..contract import LABEL_CLASSES, LABEL_ORIGINS, LABELS_LAYER, REVIEWED_LAYER
 from ..errors import InputError, OutputError
+from ..machine import utc_now
 from ..progress import Progress
 from ..scenes.grid import Grid, analysis_grid
 from ..scenes.raster import footprint_lonlat, open_raster, pixel_size_m, utm_crs_for
@@ -179,13 +179,13 @@ def add_labels(path: str | Path, scene: str | Path, geometries: Iterable[BaseGeo
         raise InputError(f"Unknown label class {cls!r}.", f"Use one of: {', '.join(LABEL_CLASSES)}.")
     if origin not in LABEL_ORIGINS:
         raise InputError(f"Unknown label origin {origin!r}.", f"Use one of: {', '.join(LABEL_ORIGINS)}.")
-    props = {"class": cls, "scene": str(scene), "author": author, "created": _now(), "origin": origin}
+    props = {"class": cls, "scene": str(scene), "author": author, "created": utc_now(), "origin": origin}
     return _append(Path(path), LABELS_LAYER, geometries, crs, props)
 
 
 def add_reviewed(path: str | Path, scene: str | Path, geometries: Iterable[BaseGeometry], *, crs: str, author: str) -> int:
     """Append areas the analyst checked for ``scene``; ``crs`` is the geometries' CRS."""
-    return _append(Path(path), REVIEWED_LAYER, geometries, crs, {"scene": str(scene), "author": author, "created": _now()})
+    return _append(Path(path), REVIEWED_LAYER, geometries, crs, {"scene": str(scene), "author": author, "created": utc_now()})
 
 
 def import_mask(path: str | Path, scene: str | Path, mask: str | Path, *, author: str = "import", origin: str = "drawn") -> tuple[int, int]:
@@ -335,9 +335,6 @@ def _append(path: Path, layer: str, geometries: Iterable[BaseGeometry], crs: str
             dst.writerecords([{"geometry": g, "properties": props} for g in polygons])
     return len(polygons)
 
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:

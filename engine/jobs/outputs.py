@@ -8,10 +8,7 @@ GeoPackage with their area, length and mean probability.
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Iterable, Optional
@@ -26,10 +23,11 @@ from rasterio.features import rasterize, shapes
 from rasterio.windows import Window
 from shapely.geometry import Polygon, mapping, shape
 
-from ..atomic import write_failure, writing
+from ..atomic import move_in, new_stage, write_failure, writing
 from ..contract import SLICK_FIELDS, SLICKS_LAYER, STAGING_PREFIX
 from ..errors import OutputError, SlickMapperError
 from ..locks import held, try_lock
+from ..machine import utc_now
 from ..progress import Progress
 from ..scenes.grid import Grid
 
@@ -60,14 +58,13 @@ class OutputSet:
         with held(self.out_dir):
             self._check_others()
             self._check_free("already exist")
-            with writing(self.out_dir, "Choose a folder you can write to."):
-                self.stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.out_dir))
-                try:
-                    self._claim = try_lock(self.stage / CLAIM)
-                    (self.stage / CLAIM).write_text("\n".join(sorted(names.values())))
-                except BaseException:
-                    self.discard()
-                    raise
+            self.stage = new_stage(self.out_dir, "Choose a folder you can write to.")
+            try:
+                self._claim = try_lock(self.stage / CLAIM)
+                (self.stage / CLAIM).write_text("\n".join(sorted(names.values())))
+            except BaseException:
+                self.discard()
+                raise
 
     def _check_others(self) -> None:
         """Refuse when a live run is writing any of our names here; remove what killed runs left."""
@@ -102,17 +99,9 @@ class OutputSet:
 
     def commit(self) -> dict[str, str]:
         """Move every staged file into place, or none: a file that appeared meanwhile stops the move."""
-        moved: list[Path] = []
         with held(self.out_dir):
             self._check_free("appeared while the run was writing")
-            try:
-                for key, final in self.final.items():
-                    os.replace(self.path(key), final)
-                    moved.append(final)
-            except OSError as exc:
-                for final in moved:
-                    final.unlink(missing_ok=True)
-                raise write_failure(self.out_dir, exc) from exc
+            move_in(self.stage, self.out_dir, [final.name for final in self.final.values()])
         self.discard()
         return {key: str(p) for key, p in self.final.items()}
 
@@ -228,7 +217,7 @@ def write_slicks(path: Path, crs: str, slicks: Iterable[dict], scene: str, model
     """Write slick polygons to a GeoPackage layer ``slicks``; return (count, total area km2).
 
     ``extra_fields`` (name: OGR type) are taken from each slick dict too, e.g. the look-alike evidence."""
-    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    created = utc_now()
     extra = extra_fields or {}
     schema = {"geometry": "Polygon", "properties": {**SLICK_FIELDS, **extra}}
     records = []

@@ -7,31 +7,16 @@ type comes with different CPUs, so this is asked at run time, never assumed.
 
 from __future__ import annotations
 
-import functools
-import platform
-
 import torch
+
+from ..machine import cpu_info, cpu_name
 
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
-@functools.lru_cache(maxsize=1)
-def _cpuinfo() -> dict[str, str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            text = f.read().split("\n\n")[0]
-    except OSError:
-        return {}
-    return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in text.splitlines()) if k.strip()}
-
-
-def cpu_name() -> str:
-    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
-
-
 def flags() -> set[str]:
-    return set(_cpuinfo().get("flags", "").split())
+    return set(cpu_info().get("flags", "").split())
 
 
 def native_bf16() -> bool:

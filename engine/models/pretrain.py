@@ -30,7 +30,7 @@ from ..data import bundled, real_scenes
 from ..data.real_texture import Mix, Tiles, scene_tiles, split_scene, training_tiles
 from ..data.synth import SceneSpec, generate
 from ..errors import InputError
-from ..machine import describe
+from ..machine import describe, file_sha256
 from ..progress import Progress
 from ..scenes.normalise import Stretch
 from .inference import pick_device
@@ -66,11 +66,6 @@ def synthetic_tiles(n: int, tile: int, pixel_size: float, seed: int) -> Iterator
         values = np.where(sigma0 > 0, sigma0, np.nan).astype(np.float32)
         stretch = Stretch.fit("float32_linear", [values])
         yield stretch.apply(values), (classes == 1)
-
-
-def file_sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def pretrain_card(architecture: Optional[str] = None, encoder: Optional[str] = None, arch_kwargs: Optional[dict] = None) -> ModelCard:
@@ -244,12 +239,12 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--encoder-weights", type=Path, help="local encoder checkpoint to start from, e.g. sam_vit_b_01ec64.pth")
     p.add_argument("--train-tiles", type=int, help="default: 240 (real), 320 (synthetic)")
     p.add_argument("--val-tiles", type=int, default=48, help="--data synthetic: validation tiles")
-    p.add_argument("--tile", type=int, default=256)
+    p.add_argument("--tile", type=int, default=RealRecipe.tile)
     p.add_argument("--epochs", type=int, help="default: 6")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     p.add_argument("--lr", type=float, help="default: 5e-4 (real, from a trained model), 2e-3 (synthetic)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=TrainConfig.seed)
     p.set_defaults(func=_run_cli)
 
 

@@ -11,13 +11,13 @@ model that fails is run in fp32, saying so.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 
 from ..atomic import staged, write_text
+from ..machine import utc_now
 from .registry import ModelCard
 
 AGREEMENT = 0.98
@@ -61,7 +61,7 @@ def quantised_model(onnx_path: Path, card: ModelCard, digest: str,
     write_text(card_path, json.dumps({
         "model": card.name, "model_hash": digest, "dice_vs_fp32": round(dice, 5), "threshold": AGREEMENT,
         "tiles": len(tiles), "passed": passed, "message": message,
-        "made": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "made": utc_now(),
     }, indent=1))
     if not passed:
         path.unlink(missing_ok=True)

@@ -84,16 +84,25 @@ class AnalysisScene:
 @contextmanager
 def open_for_analysis(
     scene: str | Path,
-    card: "ModelCard",
+    card: Optional["ModelCard"],
     band: str | int | None = None,
     bounds: Optional[tuple[float, float, float, float]] = None,
     bounds_crs: Optional[str] = None,
     progress: Optional[Progress] = None,
     info: Optional[SceneInfo] = None,
+    pixel_size: Optional[float] = None,
 ) -> Iterator[AnalysisScene]:
-    """Open ``scene`` on ``card``'s analysis grid (optionally only ``bounds``); ``info`` skips a second assess."""
-    info = info or assess(scene, card, band)
+    """Open ``scene`` on ``card``'s analysis grid (optionally only ``bounds``); ``info`` skips a second assess.
+
+    Without a ``card`` the grid is at ``pixel_size`` and no model is asked whether it can run on the scene:
+    the real scenes the bundled models learn from are read before there is a model to ask.
+    """
+    if card is not None:
+        pixel_size, info = card.pixel_size, info or assess(scene, card, band)
+    elif pixel_size is None:
+        raise TypeError("open_for_analysis needs a model card or a pixel size")
+    info = info or inspect(scene, band, pixel_size)
     with open_raster(scene) as ds:
-        grid = analysis_grid(ds, info.utm_crs, card.pixel_size, bounds, bounds_crs)
+        grid = analysis_grid(ds, info.utm_crs, pixel_size, bounds, bounds_crs)
         with open_on_grid(ds, info.band, grid) as reader:
             yield AnalysisScene(info, ds, grid, reader, progress or silent())

@@ -8,9 +8,9 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-import time
-from typing import Callable, Iterator, List
+from typing import TYPE_CHECKING, Dict, Iterator, List
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("PYTEST_QT_API", "pyqt5")
@@ -18,12 +18,19 @@ os.environ.setdefault("PYTEST_QT_API", "pyqt5")
 import pytest  # noqa: E402
 from qgis.core import QgsApplication, QgsProject, QgsRasterLayer  # noqa: E402
 from qgis.gui import QgsMapCanvas, QgsMessageBar  # noqa: E402
-from qgis.PyQt.QtCore import QCoreApplication, QEventLoop, QObject, QSettings  # noqa: E402
+from qgis.PyQt.QtCore import QCoreApplication, QObject, QSettings  # noqa: E402
 from qgis.PyQt.QtWidgets import QMainWindow  # noqa: E402
+from pytestqt.qtbot import QtBot  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, "/usr/share/qgis/python/plugins")
+
+from slick_plugin.engine_runner import EngineCommand, EngineRunner  # noqa: E402
+from slick_plugin.paths import default_engine_python, engine_root  # noqa: E402
+
+if TYPE_CHECKING:
+    from slick_plugin.dock import SlickMapperDock
 
 SAMPLE = REPO / "resources" / "samples" / "arctic_s1" / "sample_1"
 OUTPUT = REPO / "test_output"
@@ -116,14 +123,43 @@ def close_iface(fake: FakeIface) -> None:
     fake.window.deleteLater()
 
 
-def wait_until(predicate: Callable[[], bool], timeout_s: float) -> None:
-    """Process Qt events until ``predicate()`` holds (for module fixtures, where qtbot is not available)."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"Still waiting after {timeout_s} s")
-        QCoreApplication.processEvents(QEventLoop.AllEvents, 50)
-        time.sleep(0.01)
+@pytest.fixture(scope="module")
+def module_qtbot(request: pytest.FixtureRequest) -> QtBot:
+    """pytest-qt's qtbot for module fixtures and what they share with tests (its own fixture serves one test)."""
+    return QtBot(request)
+
+
+@contextmanager
+def opened_dock(iface: FakeIface, bot: QtBot) -> Iterator["SlickMapperDock"]:
+    """A module's dock: the plugin loaded into ``iface`` in an empty project, its dock opened once the model
+    list has arrived; unloaded, and ``iface`` closed, afterwards."""
+    from slick_plugin import classFactory
+
+    QgsProject.instance().clear()
+    plugin = classFactory(iface)
+    plugin.initGui()
+    plugin.action.trigger()
+    bot.waitUntil(lambda: not plugin.dock._tasks, timeout=120_000)
+    try:
+        yield plugin.dock
+    finally:
+        plugin.unload()
+        close_iface(iface)
+
+
+def engine(command: str, *args: str) -> Dict[str, object]:
+    """Run an engine command the way the plugin's worker does; its result data."""
+    result = EngineRunner(default_engine_python(), engine_root()).run(EngineCommand(command, args))
+    assert result.ok, result.message
+    return result.data
+
+
+@pytest.fixture(scope="module")
+def module_dir(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    """A folder for one test module holding the real Arctic tile as sample_1.tif (results go next to it)."""
+    folder = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    shutil.copy(SAMPLE / "raw_mosaic.tif", folder / "sample_1.tif")
+    return folder
 
 
 def _has_bundled_model() -> bool:

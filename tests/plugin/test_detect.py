@@ -23,11 +23,10 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, Qgs
 from qgis.PyQt.QtCore import QSize, Qt
 from qgis.PyQt.QtGui import QColor, QImage
 
-from slick_plugin import classFactory
 from slick_plugin.layers import open_results
 from slick_plugin.engine_runner import CANCEL_GRACE_S, Status
 
-from .conftest import OUTPUT, SAMPLE, FakeIface, add_scene, close_iface, needs_model, wait_until
+from .conftest import OUTPUT, SAMPLE, FakeIface, add_scene, needs_model, opened_dock
 
 pytestmark = needs_model
 
@@ -84,19 +83,14 @@ class Detection:
 
 
 @pytest.fixture(scope="module")
-def detection(qgis_app, tmp_path_factory) -> Detection:
+def detection(qgis_app, tmp_path_factory, module_qtbot) -> Detection:
     """Runs the dock once and unloads the plugin again: only files and plain values outlive it."""
     folder = tmp_path_factory.mktemp("dock_run")
-    QgsProject.instance().clear()
     iface = FakeIface()
-    plugin = classFactory(iface)
-    plugin.initGui()
-    plugin.action.trigger()
-    dock = plugin.dock
-    try:
+    with opened_dock(iface, module_qtbot) as dock:
         scene = add_scene(folder, iface)
         small_run(dock, iface, scene, WEB_MERCATOR)
-        wait_until(lambda: not dock._tasks, 120)
+        module_qtbot.waitUntil(lambda: not dock._tasks, timeout=120_000)
         OUTPUT.mkdir(exist_ok=True)
         dock.grab().save(str(OUTPUT / "dock_before_detection.png"))
         extent = iface.canvas.extent()
@@ -105,7 +99,7 @@ def detection(qgis_app, tmp_path_factory) -> Detection:
         assert task is not None, iface.messages()
         percents: List[float] = []
         task.progressChanged.connect(percents.append)
-        wait_until(lambda: dock.detect_task is None, 300)
+        module_qtbot.waitUntil(lambda: dock.detect_task is None, timeout=300_000)
         dock.grab().save(str(OUTPUT / "dock_after_detection.png"))
         assert task.result.ok, task.result.message
         root = QgsProject.instance().layerTreeRoot()
@@ -120,9 +114,6 @@ def detection(qgis_app, tmp_path_factory) -> Detection:
             group_layers=[f"{node.layer().type()}:{node.name()}" for node in group.findLayers()],
             attributes=[feature.attributeMap() for feature in slicks.getFeatures()],
             data=dict(task.result.data), percents=percents, messages=iface.messages())
-    finally:
-        plugin.unload()
-        close_iface(iface)
 
 
 def test_dock_detection_adds_a_styled_group_above_the_scene(detection: Detection) -> None:

@@ -23,18 +23,18 @@ import numpy as np
 import pytest
 from osgeo import gdal
 from qgis.core import QgsProject
+from pytestqt.qtbot import QtBot
 from qgis.PyQt.QtCore import Qt
 
-from slick_plugin import classFactory, sample_files, settings
+from slick_plugin import sample_files, settings
 from slick_plugin.dock import SlickMapperDock
 from slick_plugin.finetune_panel import FinetunePanel
 from slick_plugin.generate_panel import GeneratePanel
-from slick_plugin.paths import default_engine_python, engine_root
 from slick_plugin.run_controls import RunState
 from slick_plugin.sample_browser import DISCARDED_TEXT
-from slick_plugin.engine_runner import LOW_PRIORITY_NICE, EngineCommand, EngineRunner, Status
+from slick_plugin.engine_runner import LOW_PRIORITY_NICE, EngineCommand, Status
 
-from .conftest import OUTPUT, SAMPLE, FakeIface, close_iface, load_scene, needs_model, wait_until
+from .conftest import OUTPUT, SAMPLE, FakeIface, engine, load_scene, needs_model, opened_dock
 
 TINY = {settings.GENERATOR_NET: "small", settings.GENERATOR_STEPS: 3, settings.GENERATOR_LOW_RES_STEPS: 3,
         settings.SAMPLING_STEPS: 3, settings.GENERATION_PRIORITY: "normal"}
@@ -43,12 +43,6 @@ FIRST_RUN = 5
 """Samples of the module's first run: two batches (the engine makes four at a time on a CPU)."""
 OURS = os.getpriority(os.PRIO_PROCESS, 0)
 LOW = min(OURS + LOW_PRIORITY_NICE, 19)
-
-
-def engine(command: str, *args: str) -> Dict[str, object]:
-    result = EngineRunner(default_engine_python(), engine_root()).run(EngineCommand(command, args))
-    assert result.ok, result.message
-    return result.data
 
 
 def niceness(pid: int) -> List[int]:
@@ -85,17 +79,11 @@ def read_index(folder: Path) -> dict:
 class Session:
     iface: FakeIface
     dock: SlickMapperDock
+    bot: QtBot
 
     @property
     def panel(self) -> GeneratePanel:
         return self.dock.generate_panel
-
-
-@pytest.fixture(scope="module")
-def module_dir(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("generate")
-    shutil.copy(SAMPLE / "raw_mosaic.tif", folder / "sample_1.tif")
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -146,20 +134,12 @@ def tiny(qgis_app) -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def session(qgis_app, tiny) -> Iterator[Session]:
-    QgsProject.instance().clear()
+def session(qgis_app, tiny, module_qtbot) -> Iterator[Session]:
     iface = FakeIface()
-    plugin = classFactory(iface)
-    plugin.initGui()
-    plugin.action.trigger()
-    wait_until(lambda: not plugin.dock._tasks, 120)
-    plugin.dock.device.setCurrentText("cpu")
-    plugin.dock.generate_panel.tile.setValue(32)
-    try:
-        yield Session(iface, plugin.dock)
-    finally:
-        plugin.unload()
-        close_iface(iface)
+    with opened_dock(iface, module_qtbot) as dock:
+        dock.device.setCurrentText("cpu")
+        dock.generate_panel.tile.setValue(32)
+        yield Session(iface, dock, module_qtbot)
 
 
 def new_project(folder: Path, name: str, store: Path) -> None:
@@ -208,11 +188,11 @@ def first_run(session: Session, arctic_store, tmp_path_factory) -> FirstRun:
     task = panel.task
     assert task is not None, session.iface.messages()
     task.progressed.connect(progressed)
-    wait_until(lambda: panel.task is None, 180)
+    session.bot.waitUntil(lambda: panel.task is None, timeout=180_000)
     messages = session.iface.messages()  # before they time out
     panel.run_controls.state_changed.disconnect(states.append)
     assert task.result.ok, task.result.message
-    wait_until(lambda: idle(session) and panel.browser.list.count() == FIRST_RUN, 60)
+    session.bot.waitUntil(lambda: idle(session) and panel.browser.list.count() == FIRST_RUN, timeout=60_000)
     OUTPUT.mkdir(exist_ok=True)
     session.dock.widget().widget().grab().save(str(OUTPUT / "dock_with_samples.png"))
     project = QgsProject.instance()
@@ -233,7 +213,7 @@ def ui(session: Session) -> Iterator[Session]:
     yield session
     for task in list(session.dock._tasks):  # a failed test must not leave a run behind for the next
         task.cancel()
-    wait_until(lambda: idle(session), 30)
+    session.bot.waitUntil(lambda: idle(session), timeout=30_000)
 
 
 def copy_of_first_run(first_run: FirstRun, tmp_path: Path, ui: Session) -> Path:
@@ -241,7 +221,7 @@ def copy_of_first_run(first_run: FirstRun, tmp_path: Path, ui: Session) -> Path:
     folder = tmp_path / "arctic"
     shutil.copytree(first_run.folder, folder)
     assert QgsProject.instance().read(str(folder / "arctic.qgz"))
-    wait_until(lambda: ui.panel.browser.list.count() == FIRST_RUN and idle(ui), 60)
+    ui.bot.waitUntil(lambda: ui.panel.browser.list.count() == FIRST_RUN and idle(ui), timeout=60_000)
     return folder
 
 

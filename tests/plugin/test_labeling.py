@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List
 
-import numpy as np
 import pytest
 from osgeo import gdal
 from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsDistanceArea, QgsGeometry,
@@ -25,16 +24,14 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, Qgs
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import QAction, QFileDialog
 
-from slick_plugin import classFactory, label_store
+from slick_plugin import label_store
 from slick_plugin.commands import finetuned_model_path
 from slick_plugin.dock import SlickMapperDock
 from slick_plugin.layers import open_results
 from slick_plugin.loss_chart import LossChart
-from slick_plugin.paths import default_engine_python, engine_root
-from slick_plugin.uncertainty import rank, strip_blocks, threshold_entropy
-from slick_plugin.engine_runner import EngineCommand, EngineRunner, Status, _Transcript
+from slick_plugin.engine_runner import EngineRunner, Status, _Transcript
 
-from .conftest import OUTPUT, SAMPLE, FakeIface, close_iface, load_scene, needs_model, wait_until
+from .conftest import OUTPUT, SAMPLE, FakeIface, engine, load_scene, needs_model, opened_dock
 
 pytestmark = needs_model
 
@@ -66,33 +63,11 @@ class Session:
     dock: SlickMapperDock
 
 
-def engine(command: str, *args: str) -> Dict[str, object]:
-    """Run an engine command the way the plugin's worker does; its result data."""
-    result = EngineRunner(default_engine_python(), engine_root()).run(EngineCommand(command, args))
-    assert result.ok, result.message
-    return result.data
-
-
 @pytest.fixture(scope="module")
-def module_dir(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("labeling")
-    shutil.copy(SAMPLE / "raw_mosaic.tif", folder / "sample_1.tif")
-    return folder
-
-
-@pytest.fixture(scope="module")
-def session(qgis_app, module_dir: Path) -> Iterator[Session]:
-    QgsProject.instance().clear()
+def session(qgis_app, module_dir: Path, module_qtbot) -> Iterator[Session]:
     iface = LabelingIface()
-    plugin = classFactory(iface)
-    plugin.initGui()
-    plugin.action.trigger()
-    wait_until(lambda: not plugin.dock._tasks, 120)
-    try:
-        yield Session(iface, plugin.dock)
-    finally:
-        plugin.unload()
-        close_iface(iface)
+    with opened_dock(iface, module_qtbot) as dock:
+        yield Session(iface, dock)
 
 
 @pytest.fixture
@@ -365,31 +340,19 @@ def test_export_mask_runs_the_engine_on_the_store(ui: Session, qtbot, tmp_path: 
 # ---- where to label next ------------------------------------------------------------------------------------
 
 
-def test_blocks_on_the_threshold_rank_first() -> None:
-    assert threshold_entropy(np.array([0.3]), 0.3)[0] == pytest.approx(1.0)
-    assert threshold_entropy(np.array([0.0, 1.0]), 0.3).max() < 1e-9
-    strip = np.zeros((8, 24), np.float32)
-    strip[:, 8:16] = 0.45  # unsure
-    strip[:, 16:] = 0.99  # sure slick
-    valid = np.ones_like(strip, bool)
-    valid[:, :7] = False  # the first block is mostly outside the scene
-    blocks = rank(strip_blocks(strip, valid, 0, 0.5, block=8))
-    assert [b.col for b in blocks] == [8, 16]
-    assert blocks[0].uncertainty > 0.95 and blocks[0].above == 0 and blocks[1].above == 1
-
-
-def test_where_to_label_next_lists_the_least_sure_blocks_and_zooms(ui: Session, qtbot, module_dir: Path,
+def test_where_to_label_next_lists_the_engine_s_ranking_and_zooms(ui: Session, qtbot, module_dir: Path,
                                                                    detection) -> None:
     scene = load_scene(module_dir / "sample_1.tif", ui.iface)
     _, probability = open_results(detection)
-    blocks = ui.dock.labels_panel.show_uncertain(probability, 0.5)
+    blocks = detection["uncertain_blocks"]  # the engine's answer, in detect's result
+    assert len(blocks) == 9 and blocks[0]["uncertainty"] >= blocks[-1]["uncertainty"] > 0  # 768 px: 3 × 3 blocks
+    ui.dock.labels_panel.show_uncertain(probability, blocks)
     items = ui.dock.labels_panel.next_list
-    assert items.count() == len(blocks) == 9  # 768 px: 3 × 3 blocks of 256
-    assert [b.uncertainty for b in blocks] == sorted((b.uncertainty for b in blocks), reverse=True)
-    assert 0 < blocks[-1].uncertainty <= blocks[0].uncertainty <= 1
+    assert [items.item(i).text() for i in range(items.count())] == [
+        f"{n}. uncertainty {b['uncertainty']:.2f} · {100 * b['above']:.0f} % slick" for n, b in enumerate(blocks, 1)]
     last = items.item(items.count() - 1)
     qtbot.mouseClick(items.viewport(), Qt.LeftButton, pos=items.visualItemRect(last).center())
-    view, block = ui.iface.canvas.extent(), QgsRectangle(*blocks[-1].extent)
+    view, block = ui.iface.canvas.extent(), QgsRectangle(*blocks[-1]["extent"])
     assert view.contains(block) and view.width() < 2 * block.width() + 1 and scene.extent().contains(block)
 
 
