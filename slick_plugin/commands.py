@@ -64,6 +64,8 @@ class DetectParameters:
     """0: the model's own."""
     bounds: Optional[Tuple[float, float, float, float]] = None
     bounds_crs: str = ""
+    mirror: bool = False
+    """Average over mirror images (the engine's ``--tta``)."""
 
     def command(self) -> EngineCommand:
         args = [self.scene, "--out", self.out_dir, "--prefix", self.prefix, "--device", self.device,
@@ -74,6 +76,8 @@ class DetectParameters:
             args += ["--model", self.model]
         if self.bounds is not None:
             args += ["--bounds", *(repr(float(value)) for value in self.bounds), "--bounds-crs", self.bounds_crs]
+        if self.mirror:
+            args.append("--tta")
         return EngineCommand("detect", tuple(args))
 
     def output_paths(self) -> Tuple[Path, ...]:

@@ -98,6 +98,7 @@ class SlickMapperDock(QgsDockWidget):
         self.tile = make_editor(settings.TILE)
         self.overlap = make_editor(settings.OVERLAP)
         self.threshold = make_editor(settings.THRESHOLD)
+        self.mirror = make_editor(settings.MIRROR)
         self.whole_scene = QRadioButton("Whole scene")
         self.map_view = QRadioButton("Current map view")
         self.whole_scene.setChecked(True)
@@ -112,6 +113,7 @@ class SlickMapperDock(QgsDockWidget):
         form.addRow(settings.TILE.label, self.tile)
         form.addRow(settings.OVERLAP.label, self.overlap)
         form.addRow(settings.THRESHOLD.label, self.threshold)
+        form.addRow(settings.MIRROR.label, self.mirror)
         form.addRow("Extent", extent_row)
         form.addRow(settings.OUTPUT_FOLDER.label, self.output_folder)
         layout.addWidget(model_box)
@@ -429,9 +431,11 @@ class SlickMapperDock(QgsDockWidget):
             prefix=unique_prefix(out_dir, facts.path, Path(model_path).stem if model_path else "default"),
             model=model_path, device=str(editor_value(self.device)),
             tile=int(editor_value(self.tile)), overlap=int(editor_value(self.overlap)),
-            threshold=float(editor_value(self.threshold)), bounds=bounds, bounds_crs=bounds_crs)
+            threshold=float(editor_value(self.threshold)), bounds=bounds, bounds_crs=bounds_crs,
+            mirror=bool(editor_value(self.mirror)))
         for setting, editor in ((settings.DEVICE, self.device), (settings.TILE, self.tile),
                                 (settings.OVERLAP, self.overlap), (settings.THRESHOLD, self.threshold),
+                                (settings.MIRROR, self.mirror),
                                 (settings.OUTPUT_FOLDER, self.output_folder)):
             setting.set_value(editor_value(editor))
         self.log.clear()

@@ -11,7 +11,7 @@ from typing import Dict
 from qgis.core import QgsSettings
 from qgis.gui import QgsFileWidget, QgsOptionsPageWidget, QgsOptionsWidgetFactory
 from qgis.PyQt.QtGui import QIcon
-from qgis.PyQt.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QSpinBox, QWidget
+from qgis.PyQt.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QSpinBox, QWidget
 
 from . import settings
 from .paths import icon_path
@@ -38,6 +38,8 @@ def make_editor(setting: Setting) -> QWidget:
         editor.setDecimals(2)
         editor.setRange(setting.minimum, setting.maximum)
         editor.setSingleStep(setting.step)
+    elif setting.kind == "bool":
+        editor = QCheckBox()
     else:
         raise ValueError(f"Setting {setting.name} has unknown kind {setting.kind!r}")
     if setting.special:
@@ -52,6 +54,8 @@ def set_editor_value(editor: QWidget, value: Value) -> None:
         editor.setFilePath(str(value))
     elif isinstance(editor, QComboBox):
         editor.setCurrentText(str(value))
+    elif isinstance(editor, QCheckBox):
+        editor.setChecked(bool(value))
     else:
         editor.setValue(value)
 
@@ -61,6 +65,8 @@ def editor_value(editor: QWidget) -> Value:
         return editor.filePath()
     if isinstance(editor, QComboBox):
         return editor.currentText()
+    if isinstance(editor, QCheckBox):
+        return editor.isChecked()
     return editor.value()
 
 

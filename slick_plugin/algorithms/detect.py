@@ -8,8 +8,8 @@ from typing import Any, Dict
 
 from qgis.core import (QgsMapLayer, QgsProcessing, QgsProcessingAlgorithm, QgsProcessingContext,
                        QgsProcessingException, QgsProcessingFeedback, QgsProcessingLayerPostProcessorInterface,
-                       QgsProcessingOutputNumber, QgsProcessingOutputRasterLayer,
-                       QgsProcessingOutputVectorLayer, QgsProcessingParameterEnum, QgsProcessingParameterExtent,
+                       QgsProcessingOutputNumber, QgsProcessingOutputRasterLayer, QgsProcessingOutputVectorLayer,
+                       QgsProcessingParameterBoolean, QgsProcessingParameterEnum, QgsProcessingParameterExtent,
                        QgsProcessingParameterFile, QgsProcessingParameterFolderDestination,
                        QgsProcessingParameterNumber, QgsProcessingParameterRasterLayer,
                        QgsProcessingParameterString)
@@ -49,6 +49,7 @@ class DetectSlicksAlgorithm(QgsProcessingAlgorithm):
     TILE = "TILE"
     OVERLAP = "OVERLAP"
     THRESHOLD = "THRESHOLD"
+    MIRROR = "MIRROR"
     EXTENT = "EXTENT"
     PREFIX = "PREFIX"
     OUTPUT_FOLDER = "OUTPUT_FOLDER"
@@ -89,6 +90,7 @@ class DetectSlicksAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterNumber(
             self.THRESHOLD, settings.THRESHOLD.label, QgsProcessingParameterNumber.Double,
             settings.THRESHOLD.value(), minValue=settings.THRESHOLD.minimum, maxValue=settings.THRESHOLD.maximum))
+        self.addParameter(QgsProcessingParameterBoolean(self.MIRROR, settings.MIRROR.label, settings.MIRROR.value()))
         self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Only this extent", optional=True))
         self.addParameter(QgsProcessingParameterString(
             self.PREFIX, "File name prefix (empty: scene_model_time)", optional=True))
@@ -125,7 +127,7 @@ class DetectSlicksAlgorithm(QgsProcessingAlgorithm):
             tile=self.parameterAsInt(parameters, self.TILE, context),
             overlap=self.parameterAsInt(parameters, self.OVERLAP, context),
             threshold=self.parameterAsDouble(parameters, self.THRESHOLD, context),
-            bounds=bounds, bounds_crs=bounds_crs)
+            bounds=bounds, bounds_crs=bounds_crs, mirror=self.parameterAsBool(parameters, self.MIRROR, context))
         data = run_engine(run.command(), feedback, cleanup=run.remove_outputs)
         feedback.pushInfo(f"{data.get('n_slicks')} slicks, {data.get('total_area_km2')} km², "
                           f"{data.get('seconds')} s on {data.get('device')}")
