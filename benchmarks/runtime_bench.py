@@ -240,8 +240,10 @@ def markdown(results: dict) -> str:
     lines += ["", "## Tiles never predicted", "",
               f"{k['scene']}, default land mask ({k['masked']}), {k['runtime']} on the {cpu}: {k['skipped']} of {k['tiles']} tiles "
               f"skipped ({k['share_skipped']:.1%}; by reason {k['skipped_by']}), {k['end_to_end_s']:.0f} s end to end. "
-              f"A full 16,000 x 16,000 px EW scene ({k['full_ew_tiles']} tiles of 512) with the same share of land and border "
-              f"would take about {k['full_ew_minutes_extrapolated']:.0f} min at this run's rate (extrapolated, not measured).",
+              + (f"That is a full EW scene, measured: {k['end_to_end_s'] / 60:.1f} min end to end."
+                 if int(k["scene"].split("x")[0]) >= 16000 else
+                 f"A full 16,000 x 16,000 px EW scene ({k['full_ew_tiles']} tiles of 512) with the same share of land and "
+                 f"border would take about {k['full_ew_minutes_extrapolated']:.0f} min at this run's rate (extrapolated, not measured)."),
               "",
               "A tile is skipped only when all of it is land, no data or outside the extent: a fjord coast crosses most "
               "512-px tiles (12.8 km), so a scene a third of which is land can have no tile to skip, while the land and "
