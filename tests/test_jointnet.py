@@ -49,13 +49,7 @@ TINY = dict(tile=32, net=TINY_NET, stage_steps=(3, 3, 3), batch_size=2, lr=1e-3,
 FAST = dict(solver="dpm++", steps=3, batch_size=2, device="cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Networks this small run faster on one thread (see test_generation.py)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _pixels(col0: int, row0: int, col1: int, row1: int):
@@ -124,14 +118,14 @@ def test_joining_layers_start_at_zero_so_each_net_computes_what_a_lone_unet_does
     joining = [*fresh.to_sar.parameters(), *fresh.to_label.parameters()]
     assert len(fresh.to_sar) == len(fresh.to_label) == 2 * len(TINY_NET["block_out_channels"]) + 1
     assert joining and not any(p.any() for p in joining)
-    stage_1, _ = train(card, data, CONFIG, tmp_path, stage=1)
+    stage_1, _, _ = train(card, data, CONFIG, tmp_path, stage=1)
     for net in (fresh, stage_1):
         with torch.no_grad():
             joint = net(z, t).sample
             assert torch.equal(joint[:, :1], lone(net.sar, 1)(z[:, :1], t).sample)
             assert torch.equal(joint[:, 1:], lone(net.label, 3)(z[:, 1:], t).sample)
     # Once the joining layers have learnt, the label channels change SAR-Net's prediction.
-    stage_2, _ = train(card, data, CONFIG, tmp_path, stage=2)
+    stage_2, _, _ = train(card, data, CONFIG, tmp_path, stage=2)
     with torch.no_grad():
         assert not torch.equal(stage_2(z, t).sample[:, :1], lone(stage_2.sar, 1)(z[:, :1], t).sample)
 
@@ -143,28 +137,28 @@ def test_stage_2_copies_sar_net_into_label_net_and_trains_only_label_net_and_the
     # With no stage 2 step, Label-Net is SAR-Net but for its input and output layers, made for the 3 label channels.
     (tmp_path / "b").mkdir()
     shutil.copy(checkpoint_path(tmp_path / "a", 1), tmp_path / "b")
-    start, _ = train(card, data, replace(CONFIG, steps=(3, 0, 0)), tmp_path / "b", stage=2)
+    start, _, _ = train(card, data, replace(CONFIG, steps=(3, 0, 0)), tmp_path / "b", stage=2)
     sar, label = start.sar.state_dict(), start.label.state_dict()
     assert _same(sar, _part(stage_1, "sar."))
     assert _same({k: v for k, v in label.items() if not k.startswith(("conv_in.", "conv_out."))},
                  {k: v for k, v in sar.items() if not k.startswith(("conv_in.", "conv_out."))})
     assert label["conv_in.weight"].shape[1] == label["conv_out.weight"].shape[0] == 3
     # Stage 2 leaves every SAR-Net weight as stage 1 left it, and trains the rest.
-    trained, history = train(card, data, CONFIG, tmp_path / "a", stage=2)
+    trained, history, _ = train(card, data, CONFIG, tmp_path / "a", stage=2)
     weights = trained.state_dict()
     assert _same(_part(weights, "sar."), _part(stage_1, "sar."))
     assert all(v.any() for k, v in weights.items() if k.startswith(("to_sar.", "to_label.")) and k.endswith("weight"))
     assert not torch.equal(weights["label.mid_block.resnets.0.conv1.weight"], label["mid_block.resnets.0.conv1.weight"])
     assert {h["stage"] for h in history} == {STAGE_NAMES[2]} and all(h["ce"] > 0 for h in history)
     # Stage 3 trains every layer.
-    final, _ = train(card, data, CONFIG, tmp_path / "a", stage=3)
+    final, _, _ = train(card, data, CONFIG, tmp_path / "a", stage=3)
     assert not torch.equal(final.state_dict()["sar.conv_in.weight"], weights["sar.conv_in.weight"])
 
 
 def test_a_stopped_stage_goes_on_from_its_checkpoint_as_if_it_had_never_stopped(tmp_path):
     card, data = _tiny()
     config = replace(CONFIG, steps=(41, 4, 4))  # stage 1 checkpoints every 2 steps; the stop at step 3 saves itself
-    whole, history = train(card, data, config, tmp_path / "whole")
+    whole, history, _ = train(card, data, config, tmp_path / "whole")
     assert [h["stage"] for h in history].count(STAGE_NAMES[1]) == 21 and history[-1]["stage"] == STAGE_NAMES[3]
     for stage, stop in zip(STAGES, (3, 2, 2)):
         folder = tmp_path / f"stopped_{stage}"
@@ -175,7 +169,7 @@ def test_a_stopped_stage_goes_on_from_its_checkpoint_as_if_it_had_never_stopped(
         assert state["step"] == stop and "optimiser" in state and f"stopped at step {stop} of" in logs[-1]
         assert not checkpoint_path(folder, stage + 1).exists()
         logs.clear()
-        again, again_history = train(card, data, config, folder, progress=Progress(log=logs.append))
+        again, again_history, _ = train(card, data, config, folder, progress=Progress(log=logs.append))
         assert f"{STAGE_NAMES[stage]}: resuming at step {stop + 1}" in " ".join(logs)
         assert again_history == history and _same(again.state_dict(), whole.state_dict())
         finished = torch.load(checkpoint_path(folder, stage), weights_only=True)
@@ -211,6 +205,7 @@ def test_label_store_look_alikes_become_a_class_and_the_generator_file_says_its_
     assert card.kind == KIND and card.classes == ["sea", "slick", "look-alike"] and card.noise["beta_schedule"] == "squaredcos_cap_v2"
     assert card.b == pytest.approx(balancing_factor(data)) and data.target[:, 2].sum() > 0
     assert card.training["train_tiles"] == len(data) == 576 and card.training["steps"] == [3, 3, 3]
+    assert len(card.training["stage_seconds"]) == 3 and card.training["seconds"] == pytest.approx(sum(card.training["stage_seconds"]), abs=0.2)
     assert [h["stage"] for h in card.training["history"]] == [STAGE_NAMES[s] for s in STAGES for _ in range(3)]
     net, loaded = load_any(generator)
     assert isinstance(net, JointNet) and loaded == card

@@ -103,6 +103,36 @@ def training_tiles(
     return data, len(tiles) - len(usable), sorted({t.scene for t in usable})
 
 
+def store_tiles(
+    store_path: str | Path, tile: int, pixel_size: Optional[float], progress: Progress, classes: Sequence[str] = ("slick",)
+) -> tuple[LabelStore, float, tuple[JointSet, int, list[str]]]:
+    """(the label store, read and checked; the pixel size, None meaning the bundled model's; ``training_tiles``)."""
+    store = read_store(store_path)
+    for note in store.repairs:
+        progress.log(f"warning: {note}")
+    check_store(store)
+    pixel_size = pixel_size or read_card(DEFAULT_MODEL).pixel_size
+    return store, pixel_size, training_tiles(store, tile, pixel_size, progress, classes)
+
+
+def store_record(store: LabelStore, scenes: list[str], skipped: int, b: Optional[float], net: str | dict[str, Any]) -> dict[str, Any]:
+    """What a generator card's ``training`` says of the tiles it learnt from and of b."""
+    return {
+        "labels": {"path": str(store.path.resolve()), "sha256": store.sha256},
+        "scenes": scenes,
+        "skipped_tiles": skipped,
+        "b_from": "given" if b is not None else "tiles",
+        "net": net if isinstance(net, str) else "custom",
+    }
+
+
+def write_generator(net: torch.nn.Module, card: GeneratorCard, out_path: Path, progress: Progress) -> None:
+    """Written once training succeeded, whole (``save_model``), never over a file."""
+    progress.update("saving", 0, 1, "Writing the generator file")
+    check_out(out_path)  # a file may have appeared there while training ran
+    save_generator(net, card, out_path)
+
+
 def train_generator(
     store_path: str | Path, out_path: str | Path, options: Optional[GeneratorOptions] = None, progress: Optional[Progress] = None
 ) -> dict[str, Any]:
@@ -114,13 +144,8 @@ def train_generator(
     _check_training_options(options)
     check_out(out_path)
     unet = unet_config(options.net, options.tile, len(BINARY_CLASSES))
-    store = read_store(store_path)
-    for note in store.repairs:
-        progress.log(f"warning: {note}")
-    check_store(store)
     device = pick_device(options.device)
-    pixel_size = options.pixel_size or read_card(DEFAULT_MODEL).pixel_size
-    data, skipped, scenes = training_tiles(store, options.tile, pixel_size, progress)
+    store, pixel_size, (data, skipped, scenes) = store_tiles(store_path, options.tile, options.pixel_size, progress)
     b = options.b if options.b is not None else balancing_factor(data)
     progress.log(f"{len(data)} training tiles ({skipped} left out); b = {b:.4f}" + (" (given)" if options.b is not None else " from the tiles"))
     config = GeneratorTraining(
@@ -143,19 +168,13 @@ def train_generator(
     net, history = train(card, data, config, progress)
     seconds = round(time.monotonic() - started, 1)
     card.training = {
-        "labels": {"path": str(store.path.resolve()), "sha256": store.sha256},
-        "scenes": scenes,
+        **store_record(store, scenes, skipped, options.b, options.net),
         "train_tiles": len(data),
-        "skipped_tiles": skipped,
-        "b_from": "given" if options.b is not None else "tiles",
-        "net": options.net if isinstance(options.net, str) else "custom",
         **asdict(config),
         "seconds": seconds,
         "history": history,
     }
-    progress.update("saving", 0, 1, "Writing the generator file")
-    check_out(out_path)  # a file may have appeared there while training ran
-    save_generator(net, card, out_path)
+    write_generator(net, card, out_path, progress)
     progress.update("done", 1, 1)
     return {
         "generator": str(out_path),

@@ -41,11 +41,9 @@ from ..contract import GENERATOR_KINDS, LABEL_CLASSES
 from ..data.synth import CLASS_NAMES
 from ..errors import Cancelled, InputError, ModelError
 from ..jobs.finetune import check_out
-from ..jobs.finetune_data import check_store
-from ..jobs.labels import read_store
 from ..models.inference import autocast, pick_device
 from ..models.pretrain import synthetic_scenes
-from ..models.registry import DEFAULT_MODEL, read_card, read_weights, slick_index
+from ..models.registry import read_weights, slick_index
 from ..models.training import training_dtype
 from ..progress import Progress, silent
 from . import joint_ddpm
@@ -59,7 +57,6 @@ from .joint_ddpm import (
     noise_schedule,
     read_generator_card,
     require_kind,
-    save_generator,
     tile_weights,
     unet_config,
 )
@@ -250,9 +247,10 @@ def train(
     folder: str | Path,
     stage: Optional[int] = None,
     progress: Optional[Progress] = None,
-) -> tuple[JointNet, list[dict]]:
+) -> tuple[JointNet, list[dict], dict[int, float]]:
     """Run stage ``stage`` (None: all three in turn), each from its checkpoint in ``folder``; (the network
-    after the last stage run, the loss history of the stages run, finished ones included).
+    after the last stage run, the loss history of the stages run, finished ones included, and the seconds
+    each took over all the runs that went into it).
 
     A stage needs the one before it finished in ``folder``. Cancel saves the stage where it stopped.
     """
@@ -262,17 +260,18 @@ def train(
     weights = tile_weights(data, slick_index(card.classes), config.slick_share)
     net: Optional[JointNet] = None
     history: list[dict] = []
+    seconds: dict[int, float] = {}
     for k in (stage,) if stage else STAGES:
-        net, done = _run_stage(k, card, data, weights, config, folder, digest, progress)
+        net, done, seconds[k] = _run_stage(k, card, data, weights, config, folder, digest, progress)
         history += done
     assert net is not None
-    return net.eval(), history
+    return net.eval(), history, seconds
 
 
 def _run_stage(
     stage: int, card: GeneratorCard, data: JointSet, weights: torch.Tensor, config: JointNetTraining, folder: Path, digest: str,
     progress: Progress,
-) -> tuple[JointNet, list[dict]]:
+) -> tuple[JointNet, list[dict], float]:
     name = STAGE_NAMES[stage]
     expected = config.trained_with(stage, card, digest)
     steps = config.steps[stage - 1]
@@ -283,7 +282,7 @@ def _run_stage(
         net.load_state_dict(state["weights"])
         if state["step"] >= steps:
             progress.log(f"{name}: finished in {checkpoint_path(folder, stage)}")
-            return net, state["history"]
+            return net, state["history"], state["seconds"]
         progress.log(f"{name}: resuming at step {state['step'] + 1} of {steps} from {checkpoint_path(folder, stage)}")
     elif stage > 1:
         before = read_checkpoint(folder, stage - 1, config.trained_with(stage - 1, card, digest))
@@ -351,7 +350,7 @@ def _run_stage(
         raise
     save(True)
     progress.log(f"{name}: {steps - first + 1} steps of {config.batch_size} tiles in {time.monotonic() - started:.0f} s")
-    return net, history
+    return net, history, round(seconds + time.monotonic() - started, 1)
 
 
 def load_jointnet(path: str | Path, device: torch.device | str = "cpu") -> tuple[JointNet, GeneratorCard]:
@@ -426,7 +425,7 @@ def train_jointnet(
 ) -> dict[str, Any]:
     """Train SAR-JointNet on a label store's tiles (and synthetic scenes) from its stage checkpoints; the
     generator file is written once stage 3 has finished, never replacing one."""
-    from .generator import training_tiles  # generator.py's command line imports this module
+    from .generator import store_record, store_tiles, write_generator  # generator.py's command line imports this module
 
     options = options or JointNetOptions()
     progress = progress or silent()
@@ -436,13 +435,8 @@ def train_jointnet(
     check_out(out_path)
     classes = CLASSES if options.synthetic else CLASSES[: 1 + len(LABEL_CLASSES)]
     unet = shared_unet(options.net, options.tile, len(classes))
-    store = read_store(store_path)
-    for note in store.repairs:
-        progress.log(f"warning: {note}")
-    check_store(store)
     device = pick_device(options.device)
-    pixel_size = options.pixel_size or read_card(DEFAULT_MODEL).pixel_size
-    labelled, skipped, scenes = training_tiles(store, options.tile, pixel_size, progress, LABEL_CLASSES)
+    store, pixel_size, (labelled, skipped, scenes) = store_tiles(store_path, options.tile, options.pixel_size, progress, LABEL_CLASSES)
     data = labelled
     if options.synthetic:
         synthetic = synthetic_set(options.synthetic, options.tile, pixel_size, options.seed, progress)
@@ -460,25 +454,20 @@ def train_jointnet(
         classes=list(classes), tile_size=options.tile, pixel_size=pixel_size, b=b, unet=unet, noise=dict(NOISE), kind=KIND,
     )
     folder = options.checkpoints or out_path.with_name(out_path.stem + ".stages")
-    net, history = train(card, data, config, folder, options.stage, progress)
-    seconds = round(time.monotonic() - started, 1)
+    net, history, stage_seconds = train(card, data, config, folder, options.stage, progress)
     written = options.stage in (None, 3)
     if written:
         card.training = {
-            "labels": {"path": str(store.path.resolve()), "sha256": store.sha256},
-            "scenes": scenes,
+            **store_record(store, scenes, skipped, options.b, options.net),
             "train_tiles": len(labelled),
             "synthetic_tiles": len(data) - len(labelled),
-            "skipped_tiles": skipped,
-            "b_from": "given" if options.b is not None else "tiles",
-            "net": options.net if isinstance(options.net, str) else "custom",
             "preset": options.preset,
             **asdict(config),
+            "seconds": round(sum(stage_seconds.values()), 1),
+            "stage_seconds": list(stage_seconds.values()),
             "history": history,
         }
-        progress.update("saving", 0, 1, "Writing the generator file")
-        check_out(out_path)  # a file may have appeared there while training ran
-        save_generator(net, card, out_path)
+        write_generator(net, card, out_path, progress)
     progress.update("done", 1, 1)
     return {
         "generator": str(out_path) if written else None,
@@ -495,7 +484,7 @@ def train_jointnet(
         "stage_steps": list(config.steps),
         "final_loss": history[-1]["loss"] if history else None,
         "device": str(device),
-        "seconds": seconds,
+        "seconds": round(time.monotonic() - started, 1),
         "history": history,
     }
 
