@@ -78,7 +78,8 @@ class JointNetTraining:
     """Settings of the three stages."""
 
     steps: tuple[int, int, int] = (200, 200, 100)
-    """Steps of stages 1, 2 and 3. These defaults take minutes with the small network at 64 px on a CPU."""
+    """Steps of stages 1, 2 and 3. With the small network at 64 px a step took 0.7 to 2.3 s on one thread of
+    the shared 2-core CPU (docs/dakd.md): 6 to 20 minutes."""
     lr: tuple[float, float, float] = (2e-4, 2e-4, 2e-5)
     """Learning rates of stages 1, 2 and 3: the paper's 1e-4, 1e-4, 1e-5 doubled, as short runs need."""
     batch_size: int = 8
@@ -100,7 +101,7 @@ PRESETS = {
     "cpu": JointNetTraining(),
     "paper": JointNetTraining(steps=(50_000, 250_000, 100_000), lr=(1e-4, 1e-4, 1e-5), batch_size=32),
 }
-"""``cpu``: minutes on a laptop CPU. ``paper``: the paper's OSD schedule (50k, 250k and 100k steps, AdamW at
+"""``cpu``: minutes on a CPU. ``paper``: the paper's OSD schedule (50k, 250k and 100k steps, AdamW at
 1e-4, 1e-4 and 1e-5, 2 x 16 tiles a step), for a GPU with ``--net ddpm --tile 256``."""
 
 
