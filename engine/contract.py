@@ -32,6 +32,8 @@ LABELS_LAYER, REVIEWED_LAYER = "labels", "reviewed"
 SOLVER_STEPS = {"dpm++": 20, "ddim": 200}
 """The generator's sampling solvers and the steps each takes by default (DDIM with 200 is the paper's)."""
 SOLVER_TITLES = {"dpm++": "DPM-Solver++ (fast)", "ddim": "DDIM (the paper's)"}
+GENERATOR_KINDS = {"dakter": "DAKTer (one joint U-Net)", "sar-jointnet": "SAR-JointNet (two joined U-Nets, three stages)"}
+"""The sample generators ``generator train --kind`` makes, the default first, with the titles the dock shows."""
 TRAIN_LAYERS = ("decoder", "all")
 """What fine-tuning may train: the decoder only (quick, CPU), or the whole network."""
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
-from .contract import OUTPUT_SUFFIXES, SOLVER_STEPS, STAGING_PREFIX, TRAIN_LAYERS
+from .contract import GENERATOR_KINDS, OUTPUT_SUFFIXES, SOLVER_STEPS, STAGING_PREFIX, TRAIN_LAYERS
 from .engine_runner import EngineCommand
 
 DOCTOR = EngineCommand("doctor")
@@ -129,6 +129,9 @@ class FinetuneParameters:
 
 GENERATOR_NETS = ("small", "ddpm")
 """The engine's ``generator train --net`` choices: small trains on a CPU, ddpm is the paper's size (GPU)."""
+DAKTER = next(iter(GENERATOR_KINDS))
+"""The default generator kind, the one whose two training stages the options page's step settings set; the
+other kind trains its three stages for the engine's CPU preset."""
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,8 @@ class GenerateParameters:
     n: int
     train: bool
     tile: int = 64
+    kind: str = DAKTER
+    """Of a newly trained generator (``GENERATOR_KINDS``); generation reads the kind from the file."""
     net: str = "small"
     train_steps: int = 300
     low_res_steps: int = 600
@@ -167,10 +172,10 @@ class GenerateParameters:
         commands = (EngineCommand("generate", tuple(generate), low_priority=self.low_priority),)
         if not self.train:
             return commands
+        steps = ("--steps", str(self.train_steps), "--low-res-steps", str(self.low_res_steps)) if self.kind == DAKTER else ()
         train = EngineCommand("generator", (
-            "train", "--labels", self.store, "--out", self.generator, "--tile", str(self.tile), "--net", self.net,
-            "--steps", str(self.train_steps), "--low-res-steps", str(self.low_res_steps), "--device", self.device),
-            low_priority=self.low_priority)
+            "train", "--kind", self.kind, "--labels", self.store, "--out", self.generator, "--tile", str(self.tile),
+            "--net", self.net, *steps, "--device", self.device), low_priority=self.low_priority)
         return (train, *commands)
 
     def remove_generator(self) -> None:

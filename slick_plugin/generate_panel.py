@@ -19,7 +19,7 @@ from qgis.PyQt.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QSpin
 
 from . import label_store, sample_files, settings
 from .commands import GenerateParameters, free_path
-from .contract import SOLVER_STEPS, SOLVER_TITLES
+from .contract import GENERATOR_KINDS, SOLVER_STEPS, SOLVER_TITLES
 from .progress_text import ProgressEvent
 from .rich_text import html_text
 from .run_controls import RunControls
@@ -77,6 +77,9 @@ class GeneratePanel(QgsCollapsibleGroupBox):
         self.tile.setRange(32, 512)
         self.tile.setSingleStep(32)
         self.tile.setValue(64)
+        self.kind = QComboBox()
+        for kind, title in GENERATOR_KINDS.items():
+            self.kind.addItem(title, kind)
         self.retrain = QCheckBox("Retrain the generator")
         self.retrain.setToolTip("Train a new generator on the labels as they are now (e.g. after adding many), "
                                 "then generate with it. The old generator file is kept.")
@@ -93,6 +96,7 @@ class GeneratePanel(QgsCollapsibleGroupBox):
         form.addRow("Samples", self.count)
         form.addRow("Solver", self.solver)
         form.addRow("Tile (px)", self.tile)
+        form.addRow("Generator", self.kind)
         form.addRow("", self.retrain)
         form.addRow("Sample folder", self.folder)
         self.run_controls = RunControls("Generate samples")
@@ -168,6 +172,10 @@ class GeneratePanel(QgsCollapsibleGroupBox):
         self.tile.setEnabled(training)
         self.tile.setToolTip("Side of the tiles the generator is trained on and makes." if training
                              else "Fixed by the generator already trained; tick Retrain to train one of another size.")
+        self.kind.setEnabled(training)
+        self.kind.setToolTip("The network of a new generator: DAKTer's one joint U-Net, or SAR-JointNet's SAR-Net and "
+                             "Label-Net, joined and trained in three stages (sea, slick and look-alike labels)." if training
+                             else "The generator already trained is used, whatever its kind; tick Retrain to train another.")
 
     # ---- the run -------------------------------------------------------------------------------------
 
@@ -190,7 +198,8 @@ class GeneratePanel(QgsCollapsibleGroupBox):
             generator = str(free_path(Path(generator)))
         return GenerateParameters(
             store=label_store.store_path(self._project), generator=generator, folder=self.sample_folder(),
-            n=self.count.value(), train=train, tile=self.tile.value(), net=settings.GENERATOR_NET.value(),
+            n=self.count.value(), train=train, tile=self.tile.value(), kind=str(self.kind.currentData()),
+            net=settings.GENERATOR_NET.value(),
             train_steps=settings.GENERATOR_STEPS.value(), low_res_steps=settings.GENERATOR_LOW_RES_STEPS.value(),
             solver=str(self.solver.currentData()), solver_steps=settings.SAMPLING_STEPS.value(),
             device=self._device(), mix_generators=retrain,

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from engine.cli.main import main
@@ -30,13 +29,7 @@ from conftest import TINY_NET, SMALL_MODEL
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Networks this small run faster on one thread (see tests/test_generation.py)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

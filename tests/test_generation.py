@@ -46,14 +46,7 @@ TINY = dict(tile=32, net=TINY_NET, steps=3, low_res_steps=3, batch_size=2, lr=1e
 FAST = dict(solver="dpm++", steps=3, batch_size=2, device="cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Networks this small run faster on one thread: OpenMP's fork and join cost more than the work, and
-    on a busy 2-core machine a training step took 0.05 s on one thread and 1.5 s on two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _scene(sample: str) -> Path:

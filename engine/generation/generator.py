@@ -13,12 +13,13 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 
-from ..cli.args import DEVICE_HELP, add_options, number_or, options_from
+from ..cli.args import DEVICE_HELP, number_or
+from ..contract import GENERATOR_KINDS
 from ..errors import Cancelled, InputError, ModelError
 from ..jobs.finetune import check_out
 from ..jobs.finetune_data import check_store, collect_tiles
@@ -28,14 +29,15 @@ from ..models.inference import pick_device
 from ..models.registry import BINARY_CLASSES, DEFAULT_MODEL, ModelCard, read_card
 from ..progress import Progress, silent
 from . import samples
+from . import jointnet
 from .joint_ddpm import (
+    KIND,
     NETS,
     SOLVERS,
     GeneratorCard,
     GeneratorTraining,
     JointSet,
     balancing_factor,
-    load_generator,
     read_generator_card,
     sample,
     save_generator,
@@ -74,15 +76,18 @@ class GeneratorOptions:
     name: Optional[str] = None
 
 
-def training_tiles(store: LabelStore, tile: int, pixel_size: float, progress: Progress) -> tuple[JointSet, int, list[str]]:
-    """(tiles as the generator learns them, tiles left out, scenes used).
+def training_tiles(
+    store: LabelStore, tile: int, pixel_size: float, progress: Progress, classes: Sequence[str] = ("slick",)
+) -> tuple[JointSet, int, list[str]]:
+    """(tiles as the generator learns them, tiles left out, scenes used), of ``1 + len(classes)`` classes: the
+    unlabelled known pixels, then the store's label ``classes``.
 
     A tile is used when every pixel holds data (a generated tile never has no data, so the generator must
     not learn to make any) and at least ``MIN_KNOWN`` of it is labelled or reviewed.
     """
     # collect_tiles reads the pixel size and band count a segmentation model's card would give.
     grid = ModelCard(name="sample generator", architecture="joint_ddpm", encoder="none", tile_size=tile, pixel_size=pixel_size)
-    tiles = collect_tiles(store, grid, tile, progress)
+    tiles = collect_tiles(store, grid, tile, progress, classes)
     usable = [t for t in tiles if t.x.min() > 0 and t.valid.mean() >= MIN_KNOWN]
     if len(usable) < MIN_TILES:
         raise InputError(
@@ -93,9 +98,39 @@ def training_tiles(store: LabelStore, tile: int, pixel_size: float, progress: Pr
     if len(usable) < FEW_TILES:
         progress.log(f"warning: {len(usable)} training tiles; generated samples will stay close to them")
     data = JointSet.from_arrays(
-        np.stack([t.x for t in usable]), np.stack([t.target for t in usable]), np.stack([t.valid for t in usable]), len(BINARY_CLASSES)
+        np.stack([t.x for t in usable]), np.stack([t.target for t in usable]), np.stack([t.valid for t in usable]), 1 + len(classes)
     )
     return data, len(tiles) - len(usable), sorted({t.scene for t in usable})
+
+
+def store_tiles(
+    store_path: str | Path, tile: int, pixel_size: Optional[float], progress: Progress, classes: Sequence[str] = ("slick",)
+) -> tuple[LabelStore, float, tuple[JointSet, int, list[str]]]:
+    """(the label store, read and checked; the pixel size, None meaning the bundled model's; ``training_tiles``)."""
+    store = read_store(store_path)
+    for note in store.repairs:
+        progress.log(f"warning: {note}")
+    check_store(store)
+    pixel_size = pixel_size or read_card(DEFAULT_MODEL).pixel_size
+    return store, pixel_size, training_tiles(store, tile, pixel_size, progress, classes)
+
+
+def store_record(store: LabelStore, scenes: list[str], skipped: int, b: Optional[float], net: str | dict[str, Any]) -> dict[str, Any]:
+    """What a generator card's ``training`` says of the tiles it learnt from and of b."""
+    return {
+        "labels": {"path": str(store.path.resolve()), "sha256": store.sha256},
+        "scenes": scenes,
+        "skipped_tiles": skipped,
+        "b_from": "given" if b is not None else "tiles",
+        "net": net if isinstance(net, str) else "custom",
+    }
+
+
+def write_generator(net: torch.nn.Module, card: GeneratorCard, out_path: Path, progress: Progress) -> None:
+    """Written once training succeeded, whole (``save_model``), never over a file."""
+    progress.update("saving", 0, 1, "Writing the generator file")
+    check_out(out_path)  # a file may have appeared there while training ran
+    save_generator(net, card, out_path)
 
 
 def train_generator(
@@ -109,13 +144,8 @@ def train_generator(
     _check_training_options(options)
     check_out(out_path)
     unet = unet_config(options.net, options.tile, len(BINARY_CLASSES))
-    store = read_store(store_path)
-    for note in store.repairs:
-        progress.log(f"warning: {note}")
-    check_store(store)
     device = pick_device(options.device)
-    pixel_size = options.pixel_size or read_card(DEFAULT_MODEL).pixel_size
-    data, skipped, scenes = training_tiles(store, options.tile, pixel_size, progress)
+    store, pixel_size, (data, skipped, scenes) = store_tiles(store_path, options.tile, options.pixel_size, progress)
     b = options.b if options.b is not None else balancing_factor(data)
     progress.log(f"{len(data)} training tiles ({skipped} left out); b = {b:.4f}" + (" (given)" if options.b is not None else " from the tiles"))
     config = GeneratorTraining(
@@ -138,19 +168,13 @@ def train_generator(
     net, history = train(card, data, config, progress)
     seconds = round(time.monotonic() - started, 1)
     card.training = {
-        "labels": {"path": str(store.path.resolve()), "sha256": store.sha256},
-        "scenes": scenes,
+        **store_record(store, scenes, skipped, options.b, options.net),
         "train_tiles": len(data),
-        "skipped_tiles": skipped,
-        "b_from": "given" if options.b is not None else "tiles",
-        "net": options.net if isinstance(options.net, str) else "custom",
         **asdict(config),
         "seconds": seconds,
         "history": history,
     }
-    progress.update("saving", 0, 1, "Writing the generator file")
-    check_out(out_path)  # a file may have appeared there while training ran
-    save_generator(net, card, out_path)
+    write_generator(net, card, out_path, progress)
     progress.update("done", 1, 1)
     return {
         "generator": str(out_path),
@@ -197,7 +221,7 @@ def generate(
     if steps < 1 or (batch_size is not None and batch_size < 1):
         raise InputError("Steps and batch size must be at least 1.", f"E.g. --steps {SOLVERS[solver][1]}.")
     torch_device = pick_device(device)
-    net, card = load_generator(generator_path, torch_device)
+    net, card = jointnet.load_any(generator_path, torch_device)
     key = samples.prepare(folder, _generator_entry(generator_path, card), allow_other_generator=mix_generators)
     index = samples.read_index(folder)
     seed = seed if seed is not None else max((s["seed"] for s in index["samples"]), default=-1) + 1
@@ -287,7 +311,7 @@ def regenerate(
             path = Path(generator_path or entry["path"])
             if _generator_sha256(path) != entry["sha256"]:
                 raise ModelError(f"{path} is not the generator that made these samples (its hash differs).", "Give the original file with --generator.")
-            loaded[(key, str(torch_device))] = load_generator(path, torch_device)
+            loaded[(key, str(torch_device))] = jointnet.load_any(path, torch_device)
         net, card = loaded[(key, str(torch_device))]
         with cpu_threads(threads if torch_device.type == "cpu" else None):
             x, logits = sample(net, card, list(batch), solver, steps, lambda *_: progress.check())
@@ -322,6 +346,7 @@ def _generator_entry(path: Path, card: GeneratorCard) -> dict[str, Any]:
     return {
         "path": str(path.resolve()),
         "name": card.name,
+        "kind": card.kind,
         "sha256": _generator_sha256(path),
         "tile_size": card.tile_size,
         "classes": card.classes,
@@ -351,26 +376,38 @@ def _check_training_options(options: GeneratorOptions) -> None:
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     """Register ``generator train|info``, ``generate`` and ``samples summary|keep|discard|regenerate``."""
-    parser = subparsers.add_parser("generator", help="sample generators (DAKTer joint diffusion): train, info")
+    parser = subparsers.add_parser("generator", help="sample generators (DAKTer or SAR-JointNet joint diffusion): train, info")
     sub = parser.add_subparsers(dest="generator_command", required=True, metavar="ACTION")
+    defaults = GeneratorOptions()
 
     p = sub.add_parser("train", help="train a generator of SAR tiles and their labels on a label store")
     p.add_argument("--labels", required=True, help="label store (.gpkg) with reviewed areas")
     p.add_argument("--out", required=True, type=Path, help="new generator file (.safetensors); never overwritten")
-    add_options(p, GeneratorOptions, {
-        "tile": "tile size in pixels",
-        "net": "network size: small (CPU) or ddpm (the paper's, GPU)",
-        "steps": "full-size training steps",
-        "low_res_steps": "steps on half-size tiles first, 4x the batch (0 skips)",
-        "batch_size": "tiles per full-size step",
-        "lr": "first-stage learning rate, halved for the second",
-        "b": "SNR balancing factor: auto (from the tiles, default) or a number",
-        "slick_share": "share of each batch from tiles with a slick, or uniform",
-        "seed": "seed of the initial weights, batches and noise",
-        "device": DEVICE_HELP,
-        "pixel_size": "metres per pixel of the tiles (default: the bundled model's)",
-        "name": "the generator's name",
-    }, net={"choices": list(NETS)}, b={"type": number_or("auto")}, slick_share={"type": number_or("uniform")})
+    p.add_argument("--kind", choices=list(GENERATOR_KINDS), default=KIND,
+                   help=f"{KIND} (one joint U-Net, default) or {jointnet.KIND} (SAR-Net and Label-Net joined, three stages)")
+    p.add_argument("--tile", type=int, default=defaults.tile, help=f"tile size in pixels (default {defaults.tile})")
+    p.add_argument("--net", choices=list(NETS), default=defaults.net, help="network size: small (CPU, default) or ddpm (the paper's, GPU)")
+    p.add_argument("--steps", type=int, help=f"{KIND}: full-size training steps (default {defaults.steps})")
+    p.add_argument("--low-res-steps", type=int,
+                   help=f"{KIND}: steps on half-size tiles first, 4x the batch (default {defaults.low_res_steps}; 0 skips)")
+    p.add_argument("--batch-size", type=int, help=f"tiles per full-size step (default {defaults.batch_size}, or the {jointnet.KIND} preset's)")
+    p.add_argument("--lr", type=float, help=f"first-stage learning rate (default {defaults.lr:g}, or the preset's); {KIND} halves it "
+                                            f"for its second stage, {jointnet.KIND} takes it for stages 1-2 and a tenth for stage 3")
+    p.add_argument("--b", type=number_or("auto"), help="SNR balancing factor: auto (from the tiles, default) or a number")
+    p.add_argument("--slick-share", type=number_or("uniform"), default=defaults.slick_share,
+                   help=f"share of each batch from tiles with a slick, or uniform (default {defaults.slick_share})")
+    p.add_argument("--seed", type=int, default=defaults.seed, help=f"seed of the initial weights, batches and noise (default {defaults.seed})")
+    p.add_argument("--device", default=defaults.device, help=f"{DEVICE_HELP} (default {defaults.device})")
+    p.add_argument("--pixel-size", type=float, help="metres per pixel of the tiles (default: the bundled model's)")
+    p.add_argument("--name", help="the generator's name")
+    p.add_argument("--preset", choices=list(jointnet.PRESETS),
+                   help=f"{jointnet.KIND}: cpu (minutes with the small net, default) or paper (50k, 250k and 100k steps, batch 32: a GPU)")
+    p.add_argument("--stage-steps", type=int, nargs=3, metavar=("S1", "S2", "S3"), help=f"{jointnet.KIND}: steps of each stage (default: the preset's)")
+    p.add_argument("--stage", type=int, choices=jointnet.STAGES,
+                   help=f"{jointnet.KIND}: run this stage alone, from the one before it (default: all three in turn)")
+    p.add_argument("--synthetic", type=int, help=f"{jointnet.KIND}: also learn from N synthetic scenes, which add the ship and land classes")
+    p.add_argument("--checkpoints", type=Path, help=f"{jointnet.KIND}: the stages' checkpoint folder, from which a second run goes on "
+                                                    "(default: beside --out, its name + .stages)")
     p.set_defaults(func=_train_cli)
 
     p = sub.add_parser("info", help="what a generator file says about itself")
@@ -408,8 +445,21 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_regenerate_cli)
 
 
+KIND_OPTIONS = {KIND: ("steps", "low_res_steps"), jointnet.KIND: ("preset", "stage_steps", "stage", "synthetic", "checkpoints")}
+"""The ``generator train`` options that only one kind of generator takes."""
+
+
 def _train_cli(args: argparse.Namespace, progress: Progress) -> dict:
-    return train_generator(args.labels, args.out, options_from(args, GeneratorOptions), progress)
+    wrong = [f"--{name.replace('_', '-')}" for kind, names in KIND_OPTIONS.items() if kind != args.kind for name in names
+             if getattr(args, name) is not None]
+    if wrong:
+        raise InputError(f"{', '.join(wrong)}: not options of a {args.kind} generator.", "Leave them out, or choose the other --kind.")
+    given = {name: getattr(args, name) for name in ("batch_size", "lr", *KIND_OPTIONS[args.kind]) if getattr(args, name) is not None}
+    common = dict(tile=args.tile, net=args.net, b=args.b, slick_share=args.slick_share, seed=args.seed, device=args.device,
+                  pixel_size=args.pixel_size, name=args.name)
+    if args.kind == jointnet.KIND:
+        return jointnet.train_jointnet(args.labels, args.out, jointnet.JointNetOptions(**common, **given), progress)
+    return train_generator(args.labels, args.out, GeneratorOptions(**common, **given), progress)
 
 
 def _info_cli(args: argparse.Namespace, progress: Progress) -> dict:

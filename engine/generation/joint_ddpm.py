@@ -41,6 +41,8 @@ if TYPE_CHECKING:  # diffusers takes seconds to import: only the commands that r
 
 GENERATOR_FORMAT = "slick-mapper-generator"
 GENERATOR_VERSION = 1
+KIND = "dakter"
+"""This generator's kind among ``contract.GENERATOR_KINDS``."""
 NOISE = {"num_train_timesteps": 1000, "beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02}
 """The paper's forward process: DDPM's linear schedule over 1,000 steps."""
 
@@ -91,6 +93,8 @@ class GeneratorCard:
     """Where the tiles came from, the settings, b's origin and the loss history."""
     format: str = GENERATOR_FORMAT
     version: int = GENERATOR_VERSION
+    kind: str = KIND
+    """Which network the file holds; files written before there were two kinds hold DAKTer's."""
     engine_version: str = __version__
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
@@ -277,16 +281,20 @@ class GeneratorTraining:
         return [s for s in stages if s[2] > 0]
 
     def tile_weights(self, data: JointSet, slick: Optional[int]) -> torch.Tensor:
-        """Each tile's chance of being drawn into a batch (see ``slick_share``)."""
-        weights = torch.ones(len(data), dtype=torch.float64)
-        if self.slick_share is None or slick is None:
-            return weights
-        has_slick = (data.target[:, slick] > 0.5).flatten(1).any(1)
-        n = int(has_slick.sum())
-        if 0 < n < len(data):
-            weights[has_slick] = self.slick_share / n
-            weights[~has_slick] = (1 - self.slick_share) / (len(data) - n)
+        return tile_weights(data, slick, self.slick_share)
+
+
+def tile_weights(data: JointSet, slick: Optional[int], slick_share: Optional[float]) -> torch.Tensor:
+    """Each tile's chance of being drawn into a batch (see ``GeneratorTraining.slick_share``)."""
+    weights = torch.ones(len(data), dtype=torch.float64)
+    if slick_share is None or slick is None:
         return weights
+    has_slick = (data.target[:, slick] > 0.5).flatten(1).any(1)
+    n = int(has_slick.sum())
+    if 0 < n < len(data):
+        weights[has_slick] = slick_share / n
+        weights[~has_slick] = (1 - slick_share) / (len(data) - n)
+    return weights
 
 
 def train(card: GeneratorCard, data: JointSet, config: GeneratorTraining, progress: Optional[Progress] = None) -> tuple[UNet2DModel, list[dict]]:
@@ -415,8 +423,18 @@ def read_generator_card(path: str | Path) -> GeneratorCard:
     return GeneratorCard.from_json(meta[GENERATOR_CARD_KEY])
 
 
+def require_kind(card: GeneratorCard, kind: str, path: str | Path) -> None:
+    """Refuse a generator file of another kind than the loader at hand builds."""
+    if card.kind != kind:
+        raise ModelError(
+            f"{Path(path).name} holds a {card.kind!r} generator where a {kind!r} one is expected.",
+            f"python -m engine generate reads either kind; train a {kind!r} one with: python -m engine generator train --kind {kind}.",
+        )
+
+
 def load_generator(path: str | Path, device: torch.device | str = "cpu") -> tuple[UNet2DModel, GeneratorCard]:
     card = read_generator_card(path)
+    require_kind(card, KIND, path)
     net = build_unet(card)
     try:
         net.load_state_dict(read_weights(path))

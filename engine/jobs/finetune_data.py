@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import shapely
@@ -54,13 +54,14 @@ class Tile:
 
     @property
     def slick_pixels(self) -> int:
-        return int(np.count_nonzero(self.target & self.valid))
+        return int(np.count_nonzero((self.target == 1) & self.valid))
 
 
-def collect_tiles(store: LabelStore, card: ModelCard, tile: int, progress: Progress) -> list[Tile]:
+def collect_tiles(store: LabelStore, card: ModelCard, tile: int, progress: Progress, classes: Sequence[str] = ("slick",)) -> list[Tile]:
     """Tiles of ``tile`` pixels holding known pixels, from every scene of the store, as detection reads them.
 
-    Tiles lie on a lattice anchored at each scene grid's origin, so two tiles never share a pixel.
+    Tiles lie on a lattice anchored at each scene grid's origin, so two tiles never share a pixel. Targets
+    hold 1 + the index in ``classes`` of a pixel's label class, 0 elsewhere (``labels.rasterise``).
     """
     tiles: list[Tile] = []
     outside: list[str] = []
@@ -81,7 +82,7 @@ def collect_tiles(store: LabelStore, card: ModelCard, tile: int, progress: Progr
             for i, row in enumerate(rows):
                 progress.update("tiles", i, len(rows), f"Cutting labelled tiles from {path.name}")
                 strip = Grid(grid.crs, grid.transform @ Affine.translation(cols.start, row), len(cols) * tile, tile)
-                target, known = rasterise(store, scene, strip)
+                target, known = rasterise(store, scene, strip, classes)
                 if not known.any():
                     continue
                 x = stretch.apply(reader.read(Window(cols.start, row, strip.width, tile)))

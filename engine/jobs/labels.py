@@ -20,7 +20,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional, Sequence
 
 import fiona
 import numpy as np
@@ -204,16 +204,20 @@ def import_mask(path: str | Path, scene: str | Path, mask: str | Path, *, author
     return added, add_reviewed(path, scene, [footprint], crs=crs.to_wkt(), author=author)
 
 
-def rasterise(store: LabelStore, scene: str | Path, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
-    """(slick target, known mask) of ``scene`` on ``grid``, both uint8 0/1.
+def rasterise(store: LabelStore, scene: str | Path, grid: Grid, classes: Sequence[str] = ("slick",)) -> tuple[np.ndarray, np.ndarray]:
+    """(target, known mask) of ``scene`` on ``grid``, both uint8: the target holds 1 + the index in
+    ``classes`` of the label class a pixel lies in (the first listed wins where labels overlap), 0 elsewhere;
+    with the default, slick 0/1.
 
     Known pixels are those inside reviewed areas or inside any label; pixels are burnt where their
     centre falls in a polygon, so polygons traced along pixel edges come back as the same pixels.
     """
     entry = store.scenes[store.key(scene)]
-    slicks = [label.geometry for label in entry.labels if label.cls == "slick"]
+    burnt = [(label.geometry, classes.index(label.cls) + 1) for label in entry.labels if label.cls in classes]
+    burnt.sort(key=lambda shape_value: -shape_value[1])  # rasterio burns in order, the last on top
+    target = _burn(to_crs([g for g, _ in burnt], store.crs, grid.crs), grid, [v for _, v in burnt])
     known = [review.geometry for review in entry.reviewed] + [label.geometry for label in entry.labels]
-    return _burn(to_crs(slicks, store.crs, grid.crs), grid), _burn(to_crs(known, store.crs, grid.crs), grid)
+    return target, _burn(to_crs(known, store.crs, grid.crs), grid)
 
 
 def to_crs(geometries: list[BaseGeometry], src_crs: str, dst_crs: str) -> list[dict]:
@@ -292,10 +296,11 @@ def _area_km2(geometries: list[BaseGeometry], crs: str) -> float:
     return shape(to_crs([union], crs, utm)[0]).area / 1e6
 
 
-def _burn(geometries: list[dict], grid: Grid) -> np.ndarray:
+def _burn(geometries: list[dict], grid: Grid, values: Optional[list[int]] = None) -> np.ndarray:
     if not geometries:
         return np.zeros((grid.height, grid.width), dtype=np.uint8)
-    return rasterize(((g, 1) for g in geometries), out_shape=(grid.height, grid.width), transform=grid.transform, fill=0, dtype="uint8")
+    shapes = zip(geometries, values or [1] * len(geometries))
+    return rasterize(shapes, out_shape=(grid.height, grid.width), transform=grid.transform, fill=0, dtype="uint8")
 
 
 def _require(path: Path) -> None:

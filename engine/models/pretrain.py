@@ -28,7 +28,7 @@ import torch
 
 from ..data import bundled, real_scenes
 from ..data.real_texture import Mix, Tiles, scene_tiles, split_scene, training_tiles
-from ..data.synth import SceneSpec, generate
+from ..data.synth import OIL, SceneSpec, generate
 from ..errors import InputError
 from ..machine import describe, file_sha256
 from ..progress import Progress
@@ -54,8 +54,15 @@ DEFAULT_CARD = dict(
 
 
 def synthetic_tiles(n: int, tile: int, pixel_size: float, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(stretched tile, slick mask) pairs from small seeded scenes, alternating IW/VV-like and EW/HH-like;
-    a quarter hold no seep, because most of a real scene is clean sea and look-alikes."""
+    """(stretched tile, slick mask) pairs of ``synthetic_scenes``."""
+    for x, classes in synthetic_scenes(n, tile, pixel_size, seed):
+        yield x, classes == OIL
+
+
+def synthetic_scenes(n: int, tile: int, pixel_size: float, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(stretched tile, class mask of ``synth.CLASS_NAMES``) pairs from small seeded scenes, alternating
+    IW/VV-like and EW/HH-like; a quarter hold no seep, because most of a real scene is clean sea and
+    look-alikes."""
     for i in range(n):
         spec = SceneSpec(
             height=tile, width=tile, mode=("IW_VV", "EW_HH")[i % 2], pixel_size=pixel_size,
@@ -65,7 +72,7 @@ def synthetic_tiles(n: int, tile: int, pixel_size: float, seed: int) -> Iterator
         sigma0, classes = generate(spec)
         values = np.where(sigma0 > 0, sigma0, np.nan).astype(np.float32)
         stretch = Stretch.fit("float32_linear", [values])
-        yield stretch.apply(values), (classes == 1)
+        yield stretch.apply(values), classes
 
 
 def pretrain_card(architecture: Optional[str] = None, encoder: Optional[str] = None, arch_kwargs: Optional[dict] = None) -> ModelCard:

@@ -26,7 +26,9 @@ from qgis.core import QgsProject
 from pytestqt.qtbot import QtBot
 from qgis.PyQt.QtCore import Qt
 
-from slick_plugin import sample_files, settings
+from engine import contract
+from engine.cli.main import build_parser
+from slick_plugin import classFactory, sample_files, settings
 from slick_plugin.dock import SlickMapperDock
 from slick_plugin.finetune_panel import FinetunePanel
 from slick_plugin.generate_panel import GeneratePanel
@@ -309,6 +311,39 @@ def test_cancel_during_training_leaves_no_generator(ui: Session, qtbot, arctic_s
     assert sorted(path.name for path in tmp_path.iterdir()) == ["cancel.qgz", "cancel_slick_labels.gpkg"]
     assert "Cancelled during training; no generator file was written." in ui.panel.summary.text()
     assert "cancelled during training" in ui.iface.messages()[0]
+
+
+def test_the_generator_kind_comes_from_the_engine_and_a_sar_jointnet_training_goes_on_after_a_cancel(
+        ui: Session, qtbot, arctic_store, tmp_path: Path) -> None:
+    panel = ui.panel
+    assert [panel.kind.itemData(i) for i in range(panel.kind.count())] == list(contract.GENERATOR_KINDS)
+    assert [panel.kind.itemText(i) for i in range(panel.kind.count())] == list(contract.GENERATOR_KINDS.values())
+    new_project(tmp_path, "joint", arctic_store)
+    assert panel.kind.isEnabled() and panel.kind.currentData() == "dakter"
+    parser = build_parser()
+    for kind, steps in (("dakter", TINY[settings.GENERATOR_STEPS]), ("sar-jointnet", None)):
+        panel.kind.setCurrentIndex(panel.kind.findData(kind))
+        train, _ = panel._parameters().commands()
+        args = parser.parse_args([train.name, *train.args])  # what the engine makes of the dock's command
+        assert (args.kind, args.steps, args.tile) == (kind, steps, 32)
+    # One press trains SAR-JointNet stage by stage; after Cancel the stages finished stay for the next press.
+    panel.run_controls.run_button.click()
+    task = panel.task
+    stages: List[str] = []
+    task.progressed.connect(lambda event, _: stages.append(event.stage))
+    qtbot.waitUntil(lambda: "stage 1: SAR-Net" in stages, timeout=120_000)
+    qtbot.mouseClick(panel.run_controls.cancel_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: panel.task is None, timeout=15_000)
+    assert task.result.status is Status.CANCELLED and "no generator file was written" in panel.summary.text()
+    generator = Path(sample_files.generator_path(QgsProject.instance()))
+    assert not generator.exists() and (generator.parent / f"{generator.stem}.stages" / "stage1.pt").is_file()
+    # A project whose generator exists uses it, whatever its kind.
+    generator.write_bytes(b"a generator")
+    panel.refresh()
+    assert not panel.kind.isEnabled()
+    panel.retrain.setChecked(True)
+    assert panel.kind.isEnabled()
+    panel.retrain.setChecked(False)
 
 
 def test_cancel_during_generation_keeps_whole_samples_and_a_discard_made_meanwhile(
