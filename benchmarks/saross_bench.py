@@ -1,0 +1,125 @@
+"""What CAFT blocks cost: SAROSS-Net with CAFT skips, the same network with plain UNet++ skips, and the bundled
+U-Net R18, on one 256-pixel tile on the CPU.
+
+    nice -n 10 .venv/bin/python benchmarks/saross_bench.py            # a few minutes on 2 CPU cores
+    nice -n 10 .venv/bin/python benchmarks/saross_bench.py --repeats 3  # smoke run
+
+Per network: parameters, FLOPs of one forward pass (``torch.utils.flop_counter.FlopCounterMode``: convolutions
+and matrix products, 2 per multiply-add), seconds per tile (PyTorch eager fp32, inference mode, batch 1, the
+median over ``--repeats`` passes taken round robin over the networks so that a shared machine's load falls on
+all of them alike), and the peak memory of a forward pass above what the built network holds (each network in
+a fresh process: the rise of its peak resident set over the resident set just before the pass, ``forward_peak``).
+
+SAROSS-Net is measured twice: as the paper's comparison network (ResNet-34, five levels, decoder channels
+256-128-64-32-16) and at the bundled U-Net's size (ResNet-18, four levels, decoder channels 128-64-32-16), each
+with and without CAFT. Networks are randomly initialised: cost does not depend on the weights. Results: printed,
+and written to bench_output/saross_bench.json with the machine and the commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+import report  # noqa: E402
+from engine.models.registry import DEFAULT_MODEL, ModelCard, build_model, load_model  # noqa: E402
+from runtime_bench import commit  # noqa: E402
+
+TILE = 256
+PAPER = {"encoder_depth": 5, "decoder_channels": [256, 128, 64, 32, 16]}
+BUNDLED_SIZE = {"encoder_depth": 4, "decoder_channels": [128, 64, 32, 16]}
+NETWORKS = {
+    "SAROSS-Net R34, CAFT": ("resnet34", {**PAPER, "caft": True}),
+    "SAROSS-Net R34, plain UNet++ skips": ("resnet34", {**PAPER, "caft": False}),
+    "SAROSS-Net R18 (U-Net R18 size), CAFT": ("resnet18", {**BUNDLED_SIZE, "caft": True}),
+    "SAROSS-Net R18 (U-Net R18 size), plain UNet++ skips": ("resnet18", {**BUNDLED_SIZE, "caft": False}),
+    "bundled U-Net R18": None,
+}
+
+
+def network(name: str) -> torch.nn.Module:
+    spec = NETWORKS[name]
+    if spec is None:
+        return load_model(DEFAULT_MODEL)[0]
+    encoder, arch_kwargs = spec
+    torch.manual_seed(0)
+    return build_model(ModelCard(name=name, architecture="saross", encoder=encoder, tile_size=TILE, arch_kwargs=arch_kwargs)).eval()
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def forward_peak(name: str) -> None:
+    """In a fresh process: print the rise of the peak resident set during a forward pass, in bytes.
+
+    A pass on a 64-pixel tile first sets up what every first pass allocates once (oneDNN's kernels, the thread
+    pool) at a peak far below a full tile's, and the memory it freed goes back to the system."""
+    model = network(name)
+    with torch.inference_mode():
+        model(torch.rand(1, 1, 64, 64))
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        x = torch.rand(1, 1, TILE, TILE)
+        before = rss_bytes()
+        model(x)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)
+
+
+def measure(repeats: int) -> dict[str, dict]:
+    models = {name: network(name) for name in NETWORKS}
+    x = torch.rand(1, 1, TILE, TILE)
+    found: dict[str, dict] = {}
+    for name, model in models.items():
+        with FlopCounterMode(display=False) as flops, torch.inference_mode():
+            model(x)  # also the warm-up
+        found[name] = {"parameters_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+                       "gflops": round(flops.get_total_flops() / 1e9, 2)}
+    seconds: dict[str, list[float]] = {name: [] for name in models}
+    with torch.inference_mode():
+        for _ in range(repeats):
+            for name, model in models.items():
+                started = time.perf_counter()
+                model(x)
+                seconds[name].append(time.perf_counter() - started)
+    for name in models:
+        found[name]["s_per_tile"] = round(statistics.median(seconds[name]), 4)
+        out = subprocess.run([sys.executable, __file__, "--peak-of", name], capture_output=True, text=True, check=True)
+        found[name]["forward_peak_mb"] = round(int(out.stdout.split()[-1]) / 2**20)
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=20, help="timed passes per network")
+    parser.add_argument("--peak-of", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.peak_of:
+        forward_peak(args.peak_of)
+        return
+    results = {"machine": report.machine(torch.device("cpu")), "command": " ".join(["benchmarks/saross_bench.py", *sys.argv[1:]]),
+               "commit": commit(), "tile": TILE, "networks": measure(args.repeats)}
+    headers = ["network", "parameters (M)", "GFLOPs", "s per tile", "forward peak (MB)"]
+    rows = [[name, f"{r['parameters_m']:.2f}", f"{r['gflops']:.2f}", f"{r['s_per_tile']:.3f}", str(r["forward_peak_mb"])]
+            for name, r in results["networks"].items()]
+    report.print_table(headers, rows)
+    report.finish(results, ROOT / "bench_output" / "saross_bench.json")
+    print(json.dumps(results["machine"]))
+
+
+if __name__ == "__main__":
+    main()
