@@ -7,8 +7,10 @@ U-Net R18, on one 256-pixel tile on the CPU.
 Per network: parameters, FLOPs of one forward pass (``torch.utils.flop_counter.FlopCounterMode``: convolutions
 and matrix products, 2 per multiply-add), seconds per tile (PyTorch eager fp32, inference mode, batch 1, the
 median over ``--repeats`` passes taken round robin over the networks so that a shared machine's load falls on
-all of them alike), and the peak memory of a forward pass above what the built network holds (each network in
-a fresh process: the rise of its peak resident set over the resident set just before the pass, ``forward_peak``).
+all of them alike), the CPU time of a pass on one thread (what the pass computes, which other processes on a
+shared machine change far less than its wall time), and the peak memory of a forward pass above what the built network holds (each network in
+a fresh process, its second pass: the rise of the resident set's peak over the resident set before it,
+``forward_peak``).
 
 SAROSS-Net is measured twice: as the paper's comparison network (ResNet-34, five levels, decoder channels
 256-128-64-32-16) and at the bundled U-Net's size (ResNet-18, four levels, decoder channels 128-64-32-16), each
@@ -21,7 +23,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -60,24 +61,28 @@ def network(name: str) -> torch.nn.Module:
     return build_model(ModelCard(name=name, architecture="saross", encoder=encoder, tile_size=TILE, arch_kwargs=arch_kwargs)).eval()
 
 
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
+def status_bytes(field: str) -> int:
+    """``VmRSS`` (resident now) or ``VmHWM`` (its peak) of this process, in bytes."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
 
 
 def forward_peak(name: str) -> None:
-    """In a fresh process: print the rise of the peak resident set during a forward pass, in bytes.
+    """In a fresh process: print the rise of the resident set's peak during a forward pass, in bytes.
 
-    A pass on a 64-pixel tile first sets up what every first pass allocates once (oneDNN's kernels, the thread
-    pool) at a peak far below a full tile's, and the memory it freed goes back to the system."""
+    A first pass sets up what only a first pass allocates (oneDNN's kernels, the thread pool); the memory it
+    freed goes back to the system and the peak is reset (``clear_refs``; ``ru_maxrss`` would keep the peak of
+    the process this one was forked from), so the second pass's peak is what a tile takes."""
     model = network(name)
+    x = torch.rand(1, 1, TILE, TILE)
     with torch.inference_mode():
-        model(torch.rand(1, 1, 64, 64))
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-        x = torch.rand(1, 1, TILE, TILE)
-        before = rss_bytes()
         model(x)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        before = status_bytes("VmRSS")
+        model(x)
+    print(status_bytes("VmHWM") - before)
 
 
 def measure(repeats: int) -> dict[str, dict]:
@@ -89,15 +94,20 @@ def measure(repeats: int) -> dict[str, dict]:
             model(x)  # also the warm-up
         found[name] = {"parameters_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
                        "gflops": round(flops.get_total_flops() / 1e9, 2)}
-    seconds: dict[str, list[float]] = {name: [] for name in models}
-    with torch.inference_mode():
-        for _ in range(repeats):
-            for name, model in models.items():
-                started = time.perf_counter()
-                model(x)
-                seconds[name].append(time.perf_counter() - started)
+    threads = torch.get_num_threads()
+    for key, clock, count in (("s_per_tile", time.perf_counter, threads), ("cpu_s_per_tile_1_thread", time.thread_time, 1)):
+        torch.set_num_threads(count)
+        seconds: dict[str, list[float]] = {name: [] for name in models}
+        with torch.inference_mode():
+            for _ in range(repeats):
+                for name, model in models.items():
+                    started = clock()
+                    model(x)
+                    seconds[name].append(clock() - started)
+        for name in models:
+            found[name][key] = round(statistics.median(seconds[name]), 4)
+    torch.set_num_threads(threads)
     for name in models:
-        found[name]["s_per_tile"] = round(statistics.median(seconds[name]), 4)
         out = subprocess.run([sys.executable, __file__, "--peak-of", name], capture_output=True, text=True, check=True)
         found[name]["forward_peak_mb"] = round(int(out.stdout.split()[-1]) / 2**20)
     return found
@@ -113,8 +123,9 @@ def main() -> None:
         return
     results = {"machine": report.machine(torch.device("cpu")), "command": " ".join(["benchmarks/saross_bench.py", *sys.argv[1:]]),
                "commit": commit(), "tile": TILE, "networks": measure(args.repeats)}
-    headers = ["network", "parameters (M)", "GFLOPs", "s per tile", "forward peak (MB)"]
-    rows = [[name, f"{r['parameters_m']:.2f}", f"{r['gflops']:.2f}", f"{r['s_per_tile']:.3f}", str(r["forward_peak_mb"])]
+    headers = ["network", "parameters (M)", "GFLOPs", "s per tile", "CPU-s per tile, 1 thread", "forward peak (MB)"]
+    rows = [[name, f"{r['parameters_m']:.2f}", f"{r['gflops']:.2f}", f"{r['s_per_tile']:.3f}", f"{r['cpu_s_per_tile_1_thread']:.3f}",
+             str(r["forward_peak_mb"])]
             for name, r in results["networks"].items()]
     report.print_table(headers, rows)
     report.finish(results, ROOT / "bench_output" / "saross_bench.json")
