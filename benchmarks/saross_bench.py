@@ -1,15 +1,15 @@
 """What CAFT blocks cost: SAROSS-Net with CAFT skips, the same network with plain UNet++ skips, and the bundled
 U-Net R18, on one 256-pixel tile on the CPU.
 
-    nice -n 10 .venv/bin/python benchmarks/saross_bench.py            # a few minutes on 2 CPU cores
+    nice -n 10 .venv/bin/python benchmarks/saross_bench.py            # 15-20 min on 2 shared CPU cores
     nice -n 10 .venv/bin/python benchmarks/saross_bench.py --repeats 3  # smoke run
 
 Per network: parameters, FLOPs of one forward pass (``torch.utils.flop_counter.FlopCounterMode``: convolutions
 and matrix products, 2 per multiply-add), seconds per tile (PyTorch eager fp32, inference mode, batch 1, the
 median over ``--repeats`` passes taken round robin over the networks so that a shared machine's load falls on
 all of them alike), the CPU time of a pass on one thread (what the pass computes, which other processes on a
-shared machine change far less than its wall time), and the peak memory of a forward pass above what the built network holds (each network in
-a fresh process, its second pass: the rise of the resident set's peak over the resident set before it,
+shared machine change far less than its wall time), and the peak memory of a forward pass above what the built
+network holds (each network in a fresh process: the median rise of the resident set's peak during a pass,
 ``forward_peak``).
 
 SAROSS-Net is measured twice: as the paper's comparison network (ResNet-34, five levels, decoder channels
@@ -67,22 +67,26 @@ def status_bytes(field: str) -> int:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
 
 
-def forward_peak(name: str) -> None:
-    """In a fresh process: print the rise of the resident set's peak during a forward pass, in bytes.
+def forward_peak(name: str, passes: int = 5) -> None:
+    """In a fresh process: print the median over ``passes`` of the rise of the resident set's peak during a
+    forward pass, in bytes.
 
-    A first pass sets up what only a first pass allocates (oneDNN's kernels, the thread pool); the memory it
-    freed goes back to the system and the peak is reset (``clear_refs``; ``ru_maxrss`` would keep the peak of
-    the process this one was forked from), so the second pass's peak is what a tile takes."""
+    A first pass sets up what only a first pass allocates (oneDNN's kernels, the thread pool). Before each
+    measured pass the freed memory goes back to the system and the peak is reset (``clear_refs``;
+    ``ru_maxrss`` would keep the peak of the process this one was forked from)."""
     model = network(name)
     x = torch.rand(1, 1, TILE, TILE)
+    rises = []
     with torch.inference_mode():
         model(x)
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        before = status_bytes("VmRSS")
-        model(x)
-    print(status_bytes("VmHWM") - before)
+        for _ in range(passes):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            before = status_bytes("VmRSS")
+            model(x)
+            rises.append(status_bytes("VmHWM") - before)
+    print(statistics.median(rises))
 
 
 def measure(repeats: int) -> dict[str, dict]:
@@ -109,7 +113,7 @@ def measure(repeats: int) -> dict[str, dict]:
     torch.set_num_threads(threads)
     for name in models:
         out = subprocess.run([sys.executable, __file__, "--peak-of", name], capture_output=True, text=True, check=True)
-        found[name]["forward_peak_mb"] = round(int(out.stdout.split()[-1]) / 2**20)
+        found[name]["forward_peak_mb"] = round(float(out.stdout.split()[-1]) / 2**20)
     return found
 
 
