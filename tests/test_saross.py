@@ -9,7 +9,6 @@ import sys
 
 import numpy as np
 import pytest
-import rasterio
 import torch
 from torch import nn
 
@@ -27,7 +26,7 @@ from engine.models.registry import ARCHITECTURES, ModelCard, build_model, load_m
 from engine.models.saross import CAFT, FALLBACK_ENCODER, MambaVisionFeatures, SarossNet, transposed_attention
 from engine.models.training import TileSet, TrainConfig, tile_loss
 
-from conftest import SAMPLES, SMALL_MODEL
+from conftest import SAMPLES, SMALL_MODEL, check_detection_rasters
 from test_distill import _hand_made_folder
 
 SMALL = dict(SMALL_MODEL, architecture="saross")
@@ -202,14 +201,8 @@ def test_detection_runs_with_a_saross_model(tmp_path, sample_scene):
         model.head[-1].bias.fill_(-2.0)  # mostly sea: a random network's speckle of slicks takes long to trace
     path = save_model(model, _card(tile=256), tmp_path / "saross.safetensors")
     result = detect(sample_scene, tmp_path / "out", DetectOptions(model=str(path), device="cpu", min_area_km2=0.0))
-    assert result.tiles == 16 and result.model_name == "tiny saross"
-    with rasterio.open(result.probability) as ds:
-        prob = ds.read(1)
-    valid = np.isfinite(prob)
-    assert valid.mean() > 0.5 and 0 <= np.nanmin(prob) and np.nanmax(prob) <= 1 and np.nanstd(prob) > 0
-    with rasterio.open(result.mask) as ds:
-        mask = ds.read(1)
-    assert ((prob > result.threshold) == (mask == 1))[valid].all()
+    assert result.tiles == 16 and result.model_name == "tiny saross" and result.threshold == 0.5
+    check_detection_rasters(result)
 
 
 def test_pretraining_from_the_command_line_builds_a_saross_net(tmp_path, capsys):
