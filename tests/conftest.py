@@ -48,6 +48,21 @@ def make_model(path: Path, **card_fields) -> Path:
     return save_model(build_model(card), card, path)
 
 
+def check_detection_rasters(result) -> None:
+    """A detection's probability is a probability over most of the scene, and its mask is that probability
+    above the run's threshold wherever there is data."""
+    import numpy as np
+    import rasterio
+
+    with rasterio.open(result.probability) as ds:
+        prob = ds.read(1)
+    valid = np.isfinite(prob)
+    assert valid.mean() > 0.5 and 0 <= np.nanmin(prob) and np.nanmax(prob) <= 1 and np.nanstd(prob) > 0
+    with rasterio.open(result.mask) as ds:
+        mask = ds.read(1)
+    assert ((prob > result.threshold) == (mask == 1))[valid].all()
+
+
 def cancel_at(stage: str, done: int, log=None):
     """A Progress that cancels itself once ``stage`` has reported ``done`` steps, as a user pressing Cancel."""
     from engine.progress import Progress

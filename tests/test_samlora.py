@@ -7,9 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import rasterio
 import timm
 import torch
 from safetensors.torch import save_file
@@ -22,6 +20,8 @@ from engine.jobs.finetune import FinetuneOptions, finetune
 from engine.jobs.labels import create_store, import_mask
 from engine.models.registry import ModelCard, build_model, load_encoder_weights, load_model, read_card, save_model
 from engine.models.training import trainable_parameters
+
+from conftest import check_detection_rasters
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "resources" / "samples" / "arctic_s1"
@@ -134,14 +134,8 @@ def test_detection_runs_with_a_samlora_model(tmp_path, sample_scene):
         model.decoder[-1].bias.fill_(-1.0)  # mostly sea: a random network's speckle of slicks takes a minute to trace
     path = save_model(model, _card(256), tmp_path / "samlora.safetensors")
     result = detect(sample_scene, tmp_path / "out", DetectOptions(model=str(path), device="cpu", min_area_km2=0.0))
-    assert result.tiles == 16 and result.model_name == "tiny samlora"
-    with rasterio.open(result.probability) as ds:
-        prob = ds.read(1)
-    valid = np.isfinite(prob)
-    assert valid.mean() > 0.5 and 0 <= np.nanmin(prob) and np.nanmax(prob) <= 1 and np.nanstd(prob) > 0
-    with rasterio.open(result.mask) as ds:
-        mask = ds.read(1)
-    assert ((prob > 0.5) == (mask == 1))[valid].all()
+    assert result.tiles == 16 and result.model_name == "tiny samlora" and result.threshold == 0.5
+    check_detection_rasters(result)
 
 
 # -- SAM checkpoints ------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from ..atomic import staged
 from ..contract import STAGING_PREFIX
 from ..errors import ModelError
 from .samlora import SamLoRA
+from .saross import SarossNet
 
 CARD_KEY = "slick_mapper_card"
 GENERATOR_CARD_KEY = "slick_mapper_generator"
@@ -50,10 +51,12 @@ ARCHITECTURES: dict[str, Callable[..., torch.nn.Module]] = {
     "unet": smp.Unet,
     "segformer": smp.Segformer,
     "samlora": SamLoRA,
+    "saross": SarossNet,
     "darkspot": lambda **kwargs: _darkspot()(**kwargs),
 }
 """Name -> network class, all built as smp's are. The paper's models are ``deeplabv3`` with ``resnet50`` or
-``resnet101``, and ``samlora`` with ``samvit_base_patch16`` or ``samvit_large_patch16``; ``darkspot`` is the
+``resnet101``, ``samlora`` with ``samvit_base_patch16`` or ``samvit_large_patch16``, and ``saross`` (SAROSS-Net,
+engine/models/saross.py) with ``resnet34`` or, on CUDA with its package, ``mamba_vision_B``; ``darkspot`` is the
 classical adaptive-threshold detector, fitted rather than trained (engine/models/darkspot.py)."""
 
 
