@@ -15,16 +15,17 @@ import torch
 from diffusers import UNet2DModel
 from shapely.geometry import box
 
-from engine.cli.main import main
+from engine.cli.main import build_parser, main
 from engine.contract import LABEL_CLASSES
 from engine.errors import Cancelled, InputError, ModelError
 from engine.generation import joint_ddpm, samples
-from engine.generation.generator import generate, regenerate, training_tiles
+from engine.generation.generator import GeneratorOptions, generate, regenerate, train_options, training_tiles
 from engine.generation.joint_ddpm import GeneratorCard, JointSet, balancing_factor, build_unet, read_generator_card, save_generator, unet_config
 from engine.generation.jointnet import (
     CLASSES,
     KIND,
     NOISE,
+    PRESETS,
     STAGE_NAMES,
     STAGES,
     JointNet,
@@ -257,6 +258,20 @@ def test_the_job_runs_one_stage_at_a_time_and_synthetic_scenes_add_ship_and_land
     mixed = train_jointnet(store, tmp_path / "mixed.safetensors", JointNetOptions(**TINY, synthetic=8, stage=1))
     assert mixed["classes"] == CLASSES == ["sea", "slick", "look-alike", "ship", "land"]
     assert mixed["synthetic_tiles"] == len(synthetic) and mixed["train_tiles"] == 576
+
+
+def test_command_line_options_are_each_kind_s_with_the_preset_s_where_not_given():
+    def options(*args: str):
+        return train_options(build_parser().parse_args(["generator", "train", "--labels", "l", "--out", "o", *args]))
+
+    cpu = torch.device("cpu")
+    assert options() == GeneratorOptions() and options("--steps", "5").steps == 5
+    assert options("--kind", KIND) == JointNetOptions() and options("--kind", KIND).training(cpu) == PRESETS["cpu"]
+    assert options("--kind", KIND, "--preset", "paper").training(cpu) == PRESETS["paper"]
+    tuned = options("--kind", KIND, "--preset", "paper", "--lr", "2e-4", "--batch-size", "8", "--stage-steps", "1", "2", "3")
+    assert tuned.training(cpu) == replace(PRESETS["paper"], steps=(1, 2, 3), lr=(2e-4, 2e-4, 2e-5), batch_size=8)
+    with pytest.raises(InputError, match="--preset, --synthetic: not options of a dakter generator"):
+        options("--preset", "cpu", "--synthetic", "0")
 
 
 def test_cli_trains_either_kind_and_generates_from_the_file_alone(tmp_path, store, capsys):

@@ -81,6 +81,21 @@ def add_options(parser: argparse.ArgumentParser, options: Any, helps: dict[str, 
         parser.add_argument(flag, dest=name, **keywords)
 
 
+class Given(argparse.Action):
+    """Stores an option's value and notes that the command line gave it (``given``): for an option whose
+    meaning, when left out, depends on another option (``generator train --kind``)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: Any = None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.given = given(namespace) | {self.dest}
+
+
+def given(args: argparse.Namespace) -> set[str]:
+    """The options parsed with ``Given`` that the command line gave."""
+    return set(getattr(args, "given", ()))
+
+
 def options_from(args: argparse.Namespace, options: Any, **given: Any) -> Any:
     """The ``options`` dataclass (or a copy of the instance ``options``) with the parsed arguments it has
     fields for, plus ``given``."""

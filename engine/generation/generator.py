@@ -18,7 +18,7 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from ..cli.args import DEVICE_HELP, number_or
+from ..cli.args import DEVICE_HELP, Given, add_options, given, number_or, options_from
 from ..contract import GENERATOR_KINDS
 from ..errors import Cancelled, InputError, ModelError
 from ..jobs.finetune import check_out
@@ -378,36 +378,38 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     """Register ``generator train|info``, ``generate`` and ``samples summary|keep|discard|regenerate``."""
     parser = subparsers.add_parser("generator", help="sample generators (DAKTer or SAR-JointNet joint diffusion): train, info")
     sub = parser.add_subparsers(dest="generator_command", required=True, metavar="ACTION")
-    defaults = GeneratorOptions()
 
     p = sub.add_parser("train", help="train a generator of SAR tiles and their labels on a label store")
     p.add_argument("--labels", required=True, help="label store (.gpkg) with reviewed areas")
     p.add_argument("--out", required=True, type=Path, help="new generator file (.safetensors); never overwritten")
     p.add_argument("--kind", choices=list(GENERATOR_KINDS), default=KIND,
                    help=f"{KIND} (one joint U-Net, default) or {jointnet.KIND} (SAR-Net and Label-Net joined, three stages)")
-    p.add_argument("--tile", type=int, default=defaults.tile, help=f"tile size in pixels (default {defaults.tile})")
-    p.add_argument("--net", choices=list(NETS), default=defaults.net, help="network size: small (CPU, default) or ddpm (the paper's, GPU)")
-    p.add_argument("--steps", type=int, help=f"{KIND}: full-size training steps (default {defaults.steps})")
-    p.add_argument("--low-res-steps", type=int,
-                   help=f"{KIND}: steps on half-size tiles first, 4x the batch (default {defaults.low_res_steps}; 0 skips)")
-    p.add_argument("--batch-size", type=int, help=f"tiles per full-size step (default {defaults.batch_size}, or the {jointnet.KIND} preset's)")
-    p.add_argument("--lr", type=float, help=f"first-stage learning rate (default {defaults.lr:g}, or the preset's); {KIND} halves it "
-                                            f"for its second stage, {jointnet.KIND} takes it for stages 1-2 and a tenth for stage 3")
-    p.add_argument("--b", type=number_or("auto"), help="SNR balancing factor: auto (from the tiles, default) or a number")
-    p.add_argument("--slick-share", type=number_or("uniform"), default=defaults.slick_share,
-                   help=f"share of each batch from tiles with a slick, or uniform (default {defaults.slick_share})")
-    p.add_argument("--seed", type=int, default=defaults.seed, help=f"seed of the initial weights, batches and noise (default {defaults.seed})")
-    p.add_argument("--device", default=defaults.device, help=f"{DEVICE_HELP} (default {defaults.device})")
-    p.add_argument("--pixel-size", type=float, help="metres per pixel of the tiles (default: the bundled model's)")
-    p.add_argument("--name", help="the generator's name")
-    p.add_argument("--preset", choices=list(jointnet.PRESETS),
-                   help=f"{jointnet.KIND}: cpu (minutes with the small net, default) or paper (50k, 250k and 100k steps, batch 32: a GPU)")
-    p.add_argument("--stage-steps", type=int, nargs=3, metavar=("S1", "S2", "S3"), help=f"{jointnet.KIND}: steps of each stage (default: the preset's)")
-    p.add_argument("--stage", type=int, choices=jointnet.STAGES,
-                   help=f"{jointnet.KIND}: run this stage alone, from the one before it (default: all three in turn)")
-    p.add_argument("--synthetic", type=int, help=f"{jointnet.KIND}: also learn from N synthetic scenes, which add the ship and land classes")
-    p.add_argument("--checkpoints", type=Path, help=f"{jointnet.KIND}: the stages' checkpoint folder, from which a second run goes on "
-                                                    "(default: beside --out, its name + .stages)")
+    tracked = {"action": Given}
+    add_options(p, GeneratorOptions, {
+        "tile": "tile size in pixels",
+        "net": "network size: small (CPU) or ddpm (the paper's, GPU)",
+        "steps": f"{KIND}: full-size training steps",
+        "low_res_steps": f"{KIND}: steps on half-size tiles first, 4x the batch (0 skips)",
+        "batch_size": f"tiles per full-size step; {jointnet.KIND}: its preset's unless given",
+        "lr": f"first-stage learning rate, halved for the second; {jointnet.KIND}: its preset's unless given, for stages 1-2 "
+              "and a tenth for stage 3",
+        "b": "SNR balancing factor: auto (from the tiles, default) or a number",
+        "slick_share": "share of each batch from tiles with a slick, or uniform",
+        "seed": "seed of the initial weights, batches and noise",
+        "device": DEVICE_HELP,
+        "pixel_size": "metres per pixel of the tiles (default: the bundled model's)",
+        "name": "the generator's name",
+    }, net={"choices": list(NETS)}, b={"type": number_or("auto")}, slick_share={"type": number_or("uniform")},
+        steps=tracked, low_res_steps=tracked, batch_size=tracked, lr=tracked)
+    add_options(p, jointnet.JointNetOptions, {
+        "preset": f"{jointnet.KIND}: cpu (minutes with the small net) or paper (50k, 250k and 100k steps, batch 32: a GPU)",
+        "stage_steps": f"{jointnet.KIND}: steps of each stage (default: the preset's)",
+        "stage": f"{jointnet.KIND}: run this stage alone, from the one before it (default: all three in turn)",
+        "synthetic": f"{jointnet.KIND}: also learn from N synthetic scenes, which add the ship and land classes",
+        "checkpoints": f"{jointnet.KIND}: the stages' checkpoint folder, from which a second run goes on (default: beside --out, "
+                       "its name + .stages)",
+    }, preset={"choices": list(jointnet.PRESETS), **tracked}, stage={"choices": jointnet.STAGES, **tracked},
+        stage_steps={"type": int, "nargs": 3, "metavar": ("S1", "S2", "S3"), **tracked}, synthetic=tracked, checkpoints=tracked)
     p.set_defaults(func=_train_cli)
 
     p = sub.add_parser("info", help="what a generator file says about itself")
@@ -449,17 +451,22 @@ KIND_OPTIONS = {KIND: ("steps", "low_res_steps"), jointnet.KIND: ("preset", "sta
 """The ``generator train`` options that only one kind of generator takes."""
 
 
-def _train_cli(args: argparse.Namespace, progress: Progress) -> dict:
+def train_options(args: argparse.Namespace) -> GeneratorOptions | jointnet.JointNetOptions:
+    """The options of the kind of generator asked for: another kind's options are refused, and SAR-JointNet
+    takes its preset's batch size and learning rate unless they are given."""
     wrong = [f"--{name.replace('_', '-')}" for kind, names in KIND_OPTIONS.items() if kind != args.kind for name in names
-             if getattr(args, name) is not None]
+             if name in given(args)]
     if wrong:
         raise InputError(f"{', '.join(wrong)}: not options of a {args.kind} generator.", "Leave them out, or choose the other --kind.")
-    given = {name: getattr(args, name) for name in ("batch_size", "lr", *KIND_OPTIONS[args.kind]) if getattr(args, name) is not None}
-    common = dict(tile=args.tile, net=args.net, b=args.b, slick_share=args.slick_share, seed=args.seed, device=args.device,
-                  pixel_size=args.pixel_size, name=args.name)
     if args.kind == jointnet.KIND:
-        return jointnet.train_jointnet(args.labels, args.out, jointnet.JointNetOptions(**common, **given), progress)
-    return train_generator(args.labels, args.out, GeneratorOptions(**common, **given), progress)
+        return options_from(args, jointnet.JointNetOptions, **{name: None for name in ("batch_size", "lr") if name not in given(args)})
+    return options_from(args, GeneratorOptions)
+
+
+def _train_cli(args: argparse.Namespace, progress: Progress) -> dict:
+    options = train_options(args)
+    train_kind = jointnet.train_jointnet if isinstance(options, jointnet.JointNetOptions) else train_generator
+    return train_kind(args.labels, args.out, options, progress)
 
 
 def _info_cli(args: argparse.Namespace, progress: Progress) -> dict:

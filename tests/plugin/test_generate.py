@@ -28,6 +28,8 @@ from qgis.PyQt.QtCore import Qt
 
 from engine import contract
 from engine.cli.main import build_parser
+from engine.generation.generator import GeneratorOptions, train_options
+from engine.generation.jointnet import JointNetOptions
 from slick_plugin import classFactory, sample_files, settings
 from slick_plugin.dock import SlickMapperDock
 from slick_plugin.finetune_panel import FinetunePanel
@@ -321,11 +323,14 @@ def test_the_generator_kind_comes_from_the_engine_and_a_sar_jointnet_training_go
     new_project(tmp_path, "joint", arctic_store)
     assert panel.kind.isEnabled() and panel.kind.currentData() == "dakter"
     parser = build_parser()
-    for kind, steps in (("dakter", TINY[settings.GENERATOR_STEPS]), ("sar-jointnet", None)):
+    made = {}
+    for kind in ("dakter", "sar-jointnet"):
         panel.kind.setCurrentIndex(panel.kind.findData(kind))
         train, _ = panel._parameters().commands()
-        args = parser.parse_args([train.name, *train.args])  # what the engine makes of the dock's command
-        assert (args.kind, args.steps, args.tile) == (kind, steps, 32)
+        made[kind] = train_options(parser.parse_args([train.name, *train.args]))  # what the engine makes of it
+    dakter, joint = made["dakter"], made["sar-jointnet"]
+    assert isinstance(dakter, GeneratorOptions) and (dakter.tile, dakter.steps) == (32, TINY[settings.GENERATOR_STEPS])
+    assert isinstance(joint, JointNetOptions) and (joint.tile, joint.preset, joint.stage_steps) == (32, "cpu", None)
     # One press trains SAR-JointNet stage by stage; after Cancel the stages finished stay for the next press.
     panel.run_controls.run_button.click()
     task = panel.task
