@@ -293,15 +293,17 @@ def test_threshold_calibration_picks_the_dice_maximising_threshold():
 
 def test_fine_tuning_keeps_the_parent_when_no_epoch_beats_it():
     """A parent already perfect on validation: training can at best tie, so its weights come back bit for bit,
-    batch-norm statistics included (they stay the parent's during fine-tuning)."""
+    batch-norm statistics included (they stay the parent's during fine-tuning), and so does its threshold,
+    though another one ties with it on the validation tiles."""
     rng = np.random.default_rng(1)
     slick = rng.random((8, 32, 32)) < 0.2
     data = _probability_tiles(np.where(slick, rng.uniform(0.6, 1, slick.shape), rng.uniform(0, 0.4, slick.shape)), slick)
     model = _Probability()
     before = copy.deepcopy(model.state_dict())
     parent_loss = validate(model, data, TrainConfig()).loss
-    report = train(model, data, data, TrainConfig(epochs=3, batch_size=4, lr=0.5, patience=5, **FROM_PARENT))
+    report = train(model, data, data, TrainConfig(epochs=3, batch_size=4, lr=0.5, patience=5, threshold=0.45, **FROM_PARENT))
     assert report.best_epoch == 0 and report.epochs_run == 3 and report.val_dice_calibrated == 1.0
+    assert report.threshold == 0.45  # not 0.5, which validation calibration picks among equals
     assert any(abs(h["val_loss"] - parent_loss) > 1e-4 for h in report.history)  # the epochs did move the weights
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 

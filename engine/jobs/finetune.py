@@ -189,7 +189,7 @@ def finetune(
     progress.log(f"validation Dice: parent {dice_before:.3f}, fine-tuned {dice_after:.3f} at threshold {report.threshold:.2f}")
     if report.best_epoch == 0 and options.from_parent:
         progress.log("warning: no epoch beat the parent on the validation tiles, so the new model keeps the parent's weights "
-                     "(with a threshold calibrated there); add labels, or mark more reviewed sea")
+                     "and threshold; add labels, or mark more reviewed sea")
     seconds = round(time.monotonic() - started, 1)
     scenes = sorted({t.scene for t in tiles})
     lineage = {
