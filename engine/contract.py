@@ -29,6 +29,11 @@ LABEL_ORIGINS = ("drawn", "accepted", "edited")
 LABELS_LAYER, REVIEWED_LAYER = "labels", "reviewed"
 """The two layers of a label store: the polygons, and the areas an analyst has looked through."""
 
+DEFAULT_OVERLAP = 64
+"""Pixels neighbouring detection tiles share, to hide seams."""
+GENERATOR_STEPS, GENERATOR_LOW_RES_STEPS = 300, 600
+"""A new generator's full-size and half-size training steps: minutes on a CPU with the small network."""
+
 SOLVER_STEPS = {"dpm++": 20, "ddim": 200}
 """The generator's sampling solvers and the steps each takes by default (DDIM with 200 is the paper's)."""
 SOLVER_TITLES = {"dpm++": "DPM-Solver++ (fast)", "ddim": "DDIM (the paper's)"}

@@ -15,7 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
-from .contract import GENERATOR_KINDS, OUTPUT_SUFFIXES, SOLVER_STEPS, STAGING_PREFIX, TRAIN_LAYERS
+from .contract import (DEFAULT_OVERLAP, GENERATOR_KINDS, GENERATOR_LOW_RES_STEPS, GENERATOR_STEPS, OUTPUT_SUFFIXES,
+                       SOLVER_STEPS, STAGING_PREFIX, TRAIN_LAYERS)
 from .engine_runner import EngineCommand
 
 DOCTOR = EngineCommand("doctor")
@@ -59,7 +60,7 @@ class DetectParameters:
     model: str = ""
     device: str = "auto"
     tile: int = 512
-    overlap: int = 64
+    overlap: int = DEFAULT_OVERLAP
     threshold: float = 0.0
     """0: the model's own."""
     bounds: Optional[Tuple[float, float, float, float]] = None
@@ -152,8 +153,8 @@ class GenerateParameters:
     kind: str = DAKTER
     """Of a newly trained generator (``GENERATOR_KINDS``); generation reads the kind from the file."""
     net: str = "small"
-    train_steps: int = 300
-    low_res_steps: int = 600
+    train_steps: int = GENERATOR_STEPS
+    low_res_steps: int = GENERATOR_LOW_RES_STEPS
     solver: str = "dpm++"
     solver_steps: int = 0
     """0: the solver's own default (``SOLVER_STEPS``)."""

@@ -12,6 +12,7 @@ from typing import Any, Tuple, Union
 from qgis.core import QgsSettings
 
 from .commands import GENERATOR_NETS
+from .contract import DEFAULT_OVERLAP, GENERATOR_LOW_RES_STEPS, GENERATOR_STEPS
 from .paths import default_engine_python, engine_root
 from .engine_runner import EngineRunner
 
@@ -83,7 +84,7 @@ TILE = Setting(
     "tile", "Tile size (px)", "Side of the square windows the model sees (a multiple of 32).", 512, "int",
     minimum=64, maximum=2048, step=32)
 OVERLAP = Setting(
-    "overlap", "Overlap (px)", "Pixels shared by neighbouring tiles, to hide seams (less than half a tile).", 64, "int",
+    "overlap", "Overlap (px)", "Pixels shared by neighbouring tiles, to hide seams (less than half a tile).", DEFAULT_OVERLAP, "int",
     minimum=0, maximum=1024, step=16)
 THRESHOLD = Setting(
     "threshold", "Threshold",
@@ -101,10 +102,10 @@ GENERATOR_NET = Setting(
     "(114 M weights), for a GPU.", "small", "choice", choices=GENERATOR_NETS)
 GENERATOR_STEPS = steps_setting(
     "generator_steps", "Generator training steps",
-    "Full-size training steps of a new generator (after its half-size steps). More steps, more varied samples.", 300)
+    "Full-size training steps of a new generator (after its half-size steps). More steps, more varied samples.", GENERATOR_STEPS)
 GENERATOR_LOW_RES_STEPS = steps_setting(
     "generator_low_res_steps", "Generator half-size steps",
-    "Training steps on half-size tiles, which come first and are cheaper (0 skips them).", 600)
+    "Training steps on half-size tiles, which come first and are cheaper (0 skips them).", GENERATOR_LOW_RES_STEPS)
 SAMPLING_STEPS = steps_setting(
     "sampling_steps", "Sampling steps",
     "Solver steps per generated sample. 0: the solver's own (20 for DPM-Solver++, 200 for DDIM).", 0,

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..cli.args import DEVICE_HELP, Given, add_options, given, number_or, options_from
-from ..contract import GENERATOR_KINDS
+from ..contract import GENERATOR_KINDS, GENERATOR_LOW_RES_STEPS, GENERATOR_STEPS
 from ..errors import Cancelled, InputError, ModelError
 from ..jobs.finetune import check_out
 from ..jobs.finetune_data import check_store, collect_tiles
@@ -61,8 +61,8 @@ class GeneratorOptions:
     tile: int = 64
     net: str | dict[str, Any] = "small"
     """A size from ``joint_ddpm.NETS`` or explicit ``UNet2DModel`` arguments."""
-    steps: int = 300
-    low_res_steps: int = 600
+    steps: int = GENERATOR_STEPS
+    low_res_steps: int = GENERATOR_LOW_RES_STEPS
     batch_size: int = 8
     lr: float = 2e-4
     b: Optional[float] = None

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import __version__
-from ..contract import SOLVER_STEPS
+from ..contract import GENERATOR_LOW_RES_STEPS, GENERATOR_STEPS, SOLVER_STEPS
 from ..errors import InputError, ModelError
 from ..models.inference import autocast, fast_dtype
 from ..models.registry import CARD_KEY, GENERATOR_CARD_KEY, card_data, read_metadata, read_weights, save_model, slick_index
@@ -256,9 +256,9 @@ class GeneratorTraining:
     """Settings of the two stages; the low-resolution stage uses 4 x the batch at half size (the paper's
     64 and 16), so both stages see the same number of pixels per step, and half the learning rate after."""
 
-    steps: int = 300
+    steps: int = GENERATOR_STEPS
     """Full-size steps."""
-    low_res_steps: int = 600
+    low_res_steps: int = GENERATOR_LOW_RES_STEPS
     batch_size: int = 8
     lr: float = 2e-4
     """Stage 1 learning rate; stage 2 uses half, the paper's ratio (2e-5 then 1e-5 over 400k steps; short

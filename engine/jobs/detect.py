@@ -26,7 +26,7 @@ from rasterio.warp import reproject
 from rasterio.windows import Window
 
 from ..archive.evidence import FIELDS as EVIDENCE_FIELDS, add_evidence
-from ..contract import OUTPUT_SUFFIXES
+from ..contract import DEFAULT_OVERLAP, OUTPUT_SUFFIXES
 from ..errors import InputError, ResourceError
 from ..models import runtimes
 from ..models.inference import Predictor, pick_device
@@ -42,7 +42,6 @@ from ..scenes.read_errors import check_unchanged, stamp
 from ..scenes.tiling import StripBlender, count_tiles
 from .outputs import MASK_NODATA, OutputSet, polygonise, raster_profile, to_cog, write_slicks
 
-DEFAULT_OVERLAP = 64
 _GDAL_CACHE_BYTES = 256 * 2**20
 DEFAULT_MIN_AREA_KM2 = 0.05  # 80 pixels at 25 m: smaller dark specks are speckle, not slicks
 
