@@ -87,7 +87,7 @@ class Predictor:
             return self._once(tiles)
         total = np.zeros(tiles.shape, dtype=np.float32)
         for axes in FLIPS:
-            total += np.flip(self._once(np.flip(tiles, axes)), axes) if axes else self._once(tiles)
+            total += np.flip(self._once(np.flip(tiles, axes)), axes)
         return total / len(FLIPS)
 
     def _once(self, tiles: np.ndarray) -> np.ndarray:
