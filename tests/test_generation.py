@@ -125,11 +125,11 @@ def test_joint_loss_falls_on_a_tiny_five_class_set_and_training_is_seeded():
             return float(joint_loss(net, noise_schedule(card), data, card.b, torch.Generator().manual_seed(7))[0])
 
     before = fixed_loss(build_unet(card))
-    net, history = train(card, data, config)
+    net, history, _ = train(card, data, config)
     assert fixed_loss(net) < 0.7 * before
     assert history[-1]["loss"] < history[0]["loss"] and {h["stage"] for h in history} == {"training"}
-    again, _ = train(card, data, GeneratorTraining(steps=3, low_res_steps=2, batch_size=2))
-    twice, _ = train(card, data, GeneratorTraining(steps=3, low_res_steps=2, batch_size=2))
+    again, _, _ = train(card, data, GeneratorTraining(steps=3, low_res_steps=2, batch_size=2))
+    twice, _, _ = train(card, data, GeneratorTraining(steps=3, low_res_steps=2, batch_size=2))
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), twice.state_dict().values()))
     # Five-class sampling: logits for every class, soft labels summing to 1.
     x, logits = sample(net, card, [0, 1], "ddim", 4)

@@ -31,7 +31,6 @@ from engine.generation.jointnet import (
     JointNet,
     JointNetOptions,
     JointNetTraining,
-    checkpoint_path,
     load_any,
     load_jointnet,
     shared_unet,
@@ -39,6 +38,7 @@ from engine.generation.jointnet import (
     train,
     train_jointnet,
 )
+from engine.generation.stages import checkpoint_path
 from engine.jobs.labels import add_labels, create_store, import_mask, rasterise, read_store, scene_grid
 from engine.progress import Progress, silent
 

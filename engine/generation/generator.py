@@ -28,8 +28,8 @@ from ..machine import file_sha256
 from ..models.inference import pick_device
 from ..models.registry import BINARY_CLASSES, DEFAULT_MODEL, ModelCard, read_card
 from ..progress import Progress, silent
-from . import samples
-from . import jointnet
+from . import jointnet, samples
+from .parent import Parent
 from .joint_ddpm import (
     KIND,
     NETS,
@@ -38,6 +38,7 @@ from .joint_ddpm import (
     GeneratorTraining,
     JointSet,
     balancing_factor,
+    net_name,
     read_generator_card,
     sample,
     save_generator,
@@ -72,8 +73,11 @@ class GeneratorOptions:
     seed: int = 0
     device: str = "auto"
     pixel_size: Optional[float] = None
-    """None: the bundled model's, so samples match the model students start from."""
+    """None: the bundled model's (or the parent's), so samples match the model students start from."""
     name: Optional[str] = None
+    init: Optional[Path] = None
+    """A generator of this kind to start from (``parent.Parent``): tile, network and pixel size are its own, and
+    so is b unless given. None: freshly initialised. ``FINE_TUNE`` holds the command line's defaults for it."""
 
 
 def training_tiles(
@@ -115,14 +119,36 @@ def store_tiles(
     return store, pixel_size, training_tiles(store, tile, pixel_size, progress, classes)
 
 
-def store_record(store: LabelStore, scenes: list[str], skipped: int, b: Optional[float], net: str | dict[str, Any]) -> dict[str, Any]:
-    """What a generator card's ``training`` says of the tiles it learnt from and of b."""
+def store_record(store: LabelStore, scenes: list[str], skipped: int) -> dict[str, Any]:
+    """What a generator card's ``training`` says of the label store tiles it learnt from."""
+    return {"labels": {"path": str(store.path.resolve()), "sha256": store.sha256}, "scenes": scenes, "skipped_tiles": skipped}
+
+
+def balancing(data: JointSet, given: Optional[float], parent: Optional[Parent]) -> tuple[float, str]:
+    """(b, where it came from): ``given``, else the parent's (its label channels learnt at that scale), else
+    from the tiles (eq. 16)."""
+    if given is not None:
+        return given, "given"
+    if parent is not None:
+        return parent.card.b, "parent"
+    return balancing_factor(data), "tiles"
+
+
+def training_record(
+    card: GeneratorCard, source: dict[str, Any], b_from: str, config: Any, seconds: dict[int, float], history: list[dict],
+    parent: Optional[Parent],
+) -> dict[str, Any]:
+    """A generator card's ``training``: what ``source`` says of the tiles, b's origin, the network, the settings
+    (``config``, a dataclass), the seconds of training over every run that went into it, the loss history and
+    the generator it started from."""
     return {
-        "labels": {"path": str(store.path.resolve()), "sha256": store.sha256},
-        "scenes": scenes,
-        "skipped_tiles": skipped,
-        "b_from": "given" if b is not None else "tiles",
-        "net": net if isinstance(net, str) else "custom",
+        **source,
+        "b_from": b_from,
+        "net": net_name(card.unet),
+        **asdict(config),
+        "seconds": round(sum(seconds.values()), 1),
+        "history": history,
+        **({"initialised_from": parent.record()} if parent is not None else {}),
     }
 
 
@@ -136,18 +162,33 @@ def write_generator(net: torch.nn.Module, card: GeneratorCard, out_path: Path, p
 def train_generator(
     store_path: str | Path, out_path: str | Path, options: Optional[GeneratorOptions] = None, progress: Optional[Progress] = None
 ) -> dict[str, Any]:
-    """Train a generator on a label store's tiles and write it to ``out_path`` (never replaced)."""
+    """Train a generator on a label store's tiles, from ``options.init`` when given, and write it to
+    ``out_path`` (never replaced)."""
     options = options or GeneratorOptions()
     progress = progress or silent()
-    started = time.monotonic()
     out_path = Path(out_path)
     _check_training_options(options)
     check_out(out_path)
     unet = unet_config(options.net, options.tile, len(BINARY_CLASSES))
+    parent = Parent.read(options.init, KIND) if options.init else None
+    if parent is not None:
+        parent.check(options.tile, unet, BINARY_CLASSES, options.pixel_size)
+    pixel_size = options.pixel_size or (parent.card.pixel_size if parent else None)
+    store, pixel_size, (data, skipped, scenes) = store_tiles(store_path, options.tile, pixel_size, progress)
+    name = options.name or f"Generator {options.tile} px, {store.path.stem}"
+    return fit_generator(data, out_path, options, pixel_size, name, store_record(store, scenes, skipped), progress, parent=parent)
+
+
+def fit_generator(
+    data: JointSet, out_path: Path, options: GeneratorOptions, pixel_size: float, name: str, source: dict[str, Any], progress: Progress,
+    folder: Optional[Path] = None, parent: Optional[Parent] = None,
+) -> dict[str, Any]:
+    """Train DAKTer on ``data`` (from ``parent``'s weights when given) and write it: what training on a label
+    store and pretraining share. ``source`` is what the card says of the tiles (``skipped_tiles`` among it);
+    with a checkpoint ``folder`` a stopped run goes on where it stopped."""
     device = pick_device(options.device)
-    store, pixel_size, (data, skipped, scenes) = store_tiles(store_path, options.tile, options.pixel_size, progress)
-    b = options.b if options.b is not None else balancing_factor(data)
-    progress.log(f"{len(data)} training tiles ({skipped} left out); b = {b:.4f}" + (" (given)" if options.b is not None else " from the tiles"))
+    b, b_from = balancing(data, options.b, parent)
+    progress.log(f"{len(data)} training tiles ({source['skipped_tiles']} left out); b = {b:.4f} ({b_from})")
     config = GeneratorTraining(
         steps=options.steps,
         low_res_steps=options.low_res_steps,
@@ -158,36 +199,31 @@ def train_generator(
         device=str(device),
     )
     card = GeneratorCard(
-        name=options.name or f"Generator {options.tile} px, {store.path.stem}",
+        name=name,
         classes=list(BINARY_CLASSES),
         tile_size=options.tile,
         pixel_size=pixel_size,
         b=b,
-        unet=unet,
+        unet=unet_config(options.net, options.tile, len(BINARY_CLASSES)),
     )
-    net, history = train(card, data, config, progress)
-    seconds = round(time.monotonic() - started, 1)
-    card.training = {
-        **store_record(store, scenes, skipped, options.b, options.net),
-        "train_tiles": len(data),
-        **asdict(config),
-        "seconds": seconds,
-        "history": history,
-    }
+    net, history, seconds = train(card, data, config, progress, folder, parent)
+    card.training = {**training_record(card, source, b_from, config, seconds, history, parent), "train_tiles": len(data)}
     write_generator(net, card, out_path, progress)
     progress.update("done", 1, 1)
     return {
         "generator": str(out_path),
+        "kind": KIND,
         "b": b,
-        "b_from": card.training["b_from"],
+        "b_from": b_from,
         "train_tiles": len(data),
-        "skipped_tiles": skipped,
+        "skipped_tiles": source["skipped_tiles"],
         "tile": options.tile,
         "steps": options.steps,
         "low_res_steps": options.low_res_steps,
         "final_loss": history[-1]["loss"] if history else None,
         "device": str(device),
-        "seconds": seconds,
+        "seconds": card.training["seconds"],
+        "initialised_from": card.training.get("initialised_from"),
         "history": history,
     }
 
@@ -375,8 +411,8 @@ def _check_training_options(options: GeneratorOptions) -> None:
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``generator train|info``, ``generate`` and ``samples summary|keep|discard|regenerate``."""
-    parser = subparsers.add_parser("generator", help="sample generators (DAKTer or SAR-JointNet joint diffusion): train, info")
+    """Register ``generator train|info|pretrain``, ``generate`` and ``samples summary|keep|discard|regenerate``."""
+    parser = subparsers.add_parser("generator", help="sample generators (DAKTer or SAR-JointNet joint diffusion): train, info, pretrain")
     sub = parser.add_subparsers(dest="generator_command", required=True, metavar="ACTION")
 
     p = sub.add_parser("train", help="train a generator of SAR tiles and their labels on a label store")
@@ -399,8 +435,11 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "device": DEVICE_HELP,
         "pixel_size": "metres per pixel of the tiles (default: the bundled model's)",
         "name": "the generator's name",
-    }, net={"choices": list(NETS)}, b={"type": number_or("auto")}, slick_share={"type": number_or("uniform")},
-        steps=tracked, low_res_steps=tracked, batch_size=tracked, lr=tracked)
+        "init": "a generator of this kind to fine-tune (e.g. a pretrained one): its tile, network and pixel size, "
+                f"and fewer steps at a lower rate unless given ({KIND}: {_fine_tune_help(KIND)}; {jointnet.KIND}: stage 3 only, "
+                f"{_fine_tune_help(jointnet.KIND)} at its preset's stage 3 rate)",
+    }, net={"choices": list(NETS), **tracked}, b={"type": number_or("auto")}, slick_share={"type": number_or("uniform")},
+        tile=tracked, steps=tracked, low_res_steps=tracked, batch_size=tracked, lr=tracked)
     add_options(p, jointnet.JointNetOptions, {
         "preset": f"{jointnet.KIND}: cpu (minutes with the small net) or paper (50k, 250k and 100k steps, batch 32: a GPU)",
         "stage_steps": f"{jointnet.KIND}: steps of each stage (default: the preset's)",
@@ -415,6 +454,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="what a generator file says about itself")
     p.add_argument("generator", help="generator file (.safetensors)")
     p.set_defaults(func=_info_cli)
+    from . import pretrain  # which builds on this module
+
+    pretrain.add_cli(sub)
 
     p = subparsers.add_parser("generate", help="generate SAR tiles with soft labels into a sample folder")
     p.add_argument("--generator", required=True, help="generator file (.safetensors)")
@@ -449,18 +491,36 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 KIND_OPTIONS = {KIND: ("steps", "low_res_steps"), jointnet.KIND: ("preset", "stage_steps", "stage", "synthetic", "checkpoints")}
 """The ``generator train`` options that only one kind of generator takes."""
+FINE_TUNE: dict[str, dict[str, Any]] = {
+    KIND: {"steps": 150, "low_res_steps": 0, "lr": 1e-4},
+    jointnet.KIND: {"stage_steps": (0, 0, 150)},
+}
+"""``generator train --init``'s defaults. DAKTer: no half-size stage (the parent has learnt the coarse
+structure) and half the full-size steps, at 5e-5 (half the first stage's rate of ``lr``, half a new
+generator's). SAR-JointNet: stage 3 alone, every layer at the preset's stage 3 rate (a tenth of stages 1
+and 2), for half again its steps. Either way minutes on a CPU with the small network."""
+
+
+def _fine_tune_help(kind: str) -> str:
+    values = FINE_TUNE[kind]
+    if kind == KIND:
+        return f"{values['steps']} full-size steps at {values['lr'] / 2:g}, no half-size ones"
+    return f"{values['stage_steps'][2]} steps"
 
 
 def train_options(args: argparse.Namespace) -> GeneratorOptions | jointnet.JointNetOptions:
-    """The options of the kind of generator asked for: another kind's options are refused, and SAR-JointNet
-    takes its preset's batch size and learning rate unless they are given."""
+    """The options of the kind of generator asked for: another kind's options are refused, SAR-JointNet
+    takes its preset's batch size and learning rate unless they are given, and a fine-tune (``--init``)
+    the parent's tile and network and ``FINE_TUNE``'s steps and rate unless they are given."""
     wrong = [f"--{name.replace('_', '-')}" for kind, names in KIND_OPTIONS.items() if kind != args.kind for name in names
              if name in given(args)]
     if wrong:
         raise InputError(f"{', '.join(wrong)}: not options of a {args.kind} generator.", "Leave them out, or choose the other --kind.")
+    defaults = {**Parent.read(args.init, args.kind).options(), **FINE_TUNE[args.kind]} if args.init else {}
     if args.kind == jointnet.KIND:
-        return options_from(args, jointnet.JointNetOptions, **{name: None for name in ("batch_size", "lr") if name not in given(args)})
-    return options_from(args, GeneratorOptions)
+        defaults = {"batch_size": None, "lr": None, **defaults}
+    unset = {name: value for name, value in defaults.items() if name not in given(args)}
+    return options_from(args, jointnet.JointNetOptions if args.kind == jointnet.KIND else GeneratorOptions, **unset)
 
 
 def _train_cli(args: argparse.Namespace, progress: Progress) -> dict:

@@ -18,7 +18,6 @@ tool mistakes one for the other.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,6 +37,8 @@ from ..progress import Progress, silent
 
 if TYPE_CHECKING:  # diffusers takes seconds to import: only the commands that run a generator pay for it
     from diffusers import DDPMScheduler, UNet2DModel
+
+    from .parent import Parent
 
 GENERATOR_FORMAT = "slick-mapper-generator"
 GENERATOR_VERSION = 1
@@ -125,6 +126,12 @@ def unet_config(net: str | dict[str, Any], tile: int, n_classes: int) -> dict[st
             f"Use e.g. --tile {max(2 * factor, tile // factor * factor)}.",
         )
     return config
+
+
+def net_name(unet: dict[str, Any]) -> str:
+    """The ``NETS`` size whose network ``unet`` (``unet_config``'s arguments) describes, or "custom"."""
+    layers = {k: v for k, v in unet.items() if k not in ("sample_size", "in_channels", "out_channels")}
+    return next((name for name, net in NETS.items() if net == layers), "custom")
 
 
 def build_unet(card: GeneratorCard) -> UNet2DModel:
@@ -272,13 +279,13 @@ class GeneratorTraining:
     seed: int = 0
     device: str = "cpu"
 
-    def stages(self, data: JointSet) -> list[tuple[str, JointSet, int, int, float]]:
-        """(progress stage, tiles, steps, batch size, learning rate) of each stage that has steps."""
+    def stages(self, data: JointSet) -> list[tuple[int, str, JointSet, int, int, float]]:
+        """(number, progress stage, tiles, steps, batch size, learning rate) of each stage that has steps."""
         stages = [
-            ("training (low res)", data.halved(), self.low_res_steps, 4 * self.batch_size, self.lr),
-            ("training", data, self.steps, self.batch_size, self.lr / 2),
+            (1, "training (low res)", data.halved(), self.low_res_steps, 4 * self.batch_size, self.lr),
+            (2, "training", data, self.steps, self.batch_size, self.lr / 2),
         ]
-        return [s for s in stages if s[2] > 0]
+        return [s for s in stages if s[3] > 0]
 
     def tile_weights(self, data: JointSet, slick: Optional[int]) -> torch.Tensor:
         return tile_weights(data, slick, self.slick_share)
@@ -297,43 +304,46 @@ def tile_weights(data: JointSet, slick: Optional[int], slick_share: Optional[flo
     return weights
 
 
-def train(card: GeneratorCard, data: JointSet, config: GeneratorTraining, progress: Optional[Progress] = None) -> tuple[UNet2DModel, list[dict]]:
-    """A freshly initialised generator trained on ``data``; (network, loss history).
+def train(
+    card: GeneratorCard,
+    data: JointSet,
+    config: GeneratorTraining,
+    progress: Optional[Progress] = None,
+    folder: Optional[Path] = None,
+    init: Optional[Parent] = None,
+) -> tuple[UNet2DModel, list[dict], dict[int, float]]:
+    """A generator trained on ``data`` from ``init``'s weights (None: freshly initialised); (network, loss
+    history, seconds of each stage over all the runs that went into it).
 
     Progress reports every step (and Cancel stops at the next one); the history keeps the mean losses of
-    about twenty windows per stage, which are also logged.
+    about twenty windows per stage, which are also logged. With a checkpoint ``folder`` each stage saves
+    itself there and a run with the same settings and tiles goes on where an earlier one stopped.
     """
+    from . import stages  # which builds on this module
+
     progress = progress or silent()
-    device = torch.device(config.device)
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
-    net = build_unet(card).to(device).train()
+    net = build_unet(card)
+    if init is not None:
+        net.load_state_dict(init.weights())
+    net.to(torch.device(config.device)).train()
     noise = noise_schedule(card)
+    digest = stages.data_sha256(data)
     history: list[dict] = []
+    seconds: dict[int, float] = {}
     weights = config.tile_weights(data, slick_index(card.classes))
-    for stage, tiles, steps, batch_size, lr in config.stages(data):
+    for number, name, tiles, steps, batch_size, lr in config.stages(data):
+        trained_with = stages.trained_with(
+            card, digest, init, steps=[config.low_res_steps, config.steps][:number], lr=[config.lr, config.lr / 2][:number],
+            batch_size=config.batch_size, weight_decay=config.weight_decay, slick_share=config.slick_share, seed=config.seed,
+        )
+        stage = stages.Stage(number, name, steps, batch_size, trained_with, folder)
         optimiser = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=config.weight_decay)
-        window = max(1, steps // 20)
-        sums = np.zeros(3)
-        started = time.monotonic()
-        for step in range(1, steps + 1):
-            idx = torch.multinomial(weights, batch_size, replacement=True, generator=gen)
-            batch = dihedral(tiles[idx], gen).to(device)
-            loss, l2, ce = joint_loss(net, noise, batch, card.b, gen)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-            optimiser.step()
-            sums += [loss.item(), l2.item(), ce.item()]
-            progress.update(stage, step, steps, f"loss {loss.item():.4f}")
-            if step % window == 0 or step == steps:
-                n = window if step % window == 0 else step % window
-                mean = sums / n
-                sums[:] = 0
-                history.append({"stage": stage, "step": step, "loss": round(mean[0], 5), "l2": round(mean[1], 5), "ce": round(mean[2], 5)})
-                progress.log(f"{stage} step {step}/{steps}: loss {mean[0]:.4f} (L2 {mean[1]:.4f}, CE {mean[2]:.4f})")
-        progress.log(f"{stage}: {steps} steps of {batch_size} tiles in {time.monotonic() - started:.0f} s")
-    return net.eval(), history
+        done, seconds[number] = stages.run(stage, net, list(net.parameters()), optimiser, gen,
+                                           lambda batch: joint_loss(net, noise, batch, card.b, gen), tiles, weights, progress, stage.checkpoint())
+        history += done
+    return net.eval(), history, seconds
 
 
 StepCallback = Callable[[int, int], None]

@@ -25,10 +25,7 @@ format and the sample folder serve both kinds; the card's ``kind`` tells the fil
 
 from __future__ import annotations
 
-import hashlib
-import json
-import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -36,23 +33,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..atomic import staged
 from ..contract import GENERATOR_KINDS, LABEL_CLASSES
 from ..data.synth import CLASS_NAMES
-from ..errors import Cancelled, InputError, ModelError
+from ..errors import InputError, ModelError
 from ..jobs.finetune import check_out
 from ..models.inference import autocast, pick_device
 from ..models.pretrain import synthetic_scenes
 from ..models.registry import read_weights, slick_index
 from ..models.training import training_dtype
 from ..progress import Progress, silent
-from . import joint_ddpm
+from . import joint_ddpm, stages
 from .joint_ddpm import (
     GeneratorCard,
     GeneratorTraining,
     JointSet,
-    balancing_factor,
-    dihedral,
     joint_loss,
     noise_schedule,
     read_generator_card,
@@ -60,6 +54,8 @@ from .joint_ddpm import (
     tile_weights,
     unet_config,
 )
+from .parent import Parent
+from .stages import Stage, read_checkpoint
 
 KIND = "sar-jointnet"
 NOISE = {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2"}
@@ -69,8 +65,6 @@ CLASSES = ["slick" if name == "oil" else name for name in CLASS_NAMES]
 ``LABEL_CLASSES`` on reviewed sea), synthetic scenes all five (their oil is the slick)."""
 STAGES = (1, 2, 3)
 STAGE_NAMES = {1: "stage 1: SAR-Net", 2: "stage 2: Label-Net", 3: "stage 3: all layers"}
-CHECKPOINT_SECONDS = 600.0
-"""Longest time between two checkpoint writes, besides the ~20 per stage."""
 
 
 @dataclass(frozen=True)
@@ -88,13 +82,10 @@ class JointNetTraining:
     seed: int = 0
     device: str = "cpu"
 
-    def trained_with(self, stage: int, card: GeneratorCard, data_sha256: str) -> dict[str, Any]:
+    def trained_with(self, stage: int, card: GeneratorCard, data_sha256: str, init: Optional[Parent] = None) -> dict[str, Any]:
         """What a stage's weights depend on: its checkpoint is only taken up by a run that agrees on all of it."""
-        return {
-            "kind": KIND, "unet": card.unet, "classes": card.classes, "tile_size": card.tile_size, "b": card.b,
-            "noise": card.noise, "data_sha256": data_sha256, "steps": list(self.steps[:stage]), "lr": list(self.lr[:stage]),
-            "batch_size": self.batch_size, "weight_decay": self.weight_decay, "slick_share": self.slick_share, "seed": self.seed,
-        }
+        return stages.trained_with(card, data_sha256, init, steps=list(self.steps[:stage]), lr=list(self.lr[:stage]),
+                                   batch_size=self.batch_size, weight_decay=self.weight_decay, slick_share=self.slick_share, seed=self.seed)
 
 
 PRESETS = {
@@ -206,41 +197,6 @@ def sar_loss(net: JointNet, noise: Any, batch: JointSet, gen: torch.Generator) -
     return l2, l2, torch.zeros((), device=device)
 
 
-def data_sha256(data: JointSet) -> str:
-    digest = hashlib.sha256()
-    for t in (data.x0, data.target, data.known):
-        digest.update(t.contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def checkpoint_path(folder: Path, stage: int) -> Path:
-    return folder / f"stage{stage}.pt"
-
-
-def read_checkpoint(folder: Path, stage: int, expected: dict[str, Any]) -> Optional[dict[str, Any]]:
-    """A stage's checkpoint (None when there is none), refused when it was made with other settings or tiles."""
-    path = checkpoint_path(folder, stage)
-    if not path.exists():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)  # a checkpoint never runs code
-    except Exception as exc:  # torch raises many kinds for a cut-off or foreign file
-        raise ModelError(f"The checkpoint {path} cannot be read ({exc}).", "Delete it to train that stage again.") from exc
-    if state.get("trained_with") != json.dumps(expected, sort_keys=True):
-        made = json.loads(state.get("trained_with") or "{}")
-        differ = sorted(k for k in set(made) | set(expected) if made.get(k) != expected.get(k))
-        raise InputError(
-            f"The stage {stage} checkpoint in {folder} was made with other settings or tiles (differing: {', '.join(differ)}).",
-            "Run with the settings it was made with, or give another --checkpoints folder (or delete it) to start afresh.",
-        )
-    return state
-
-
-def _write_checkpoint(folder: Path, stage: int, state: dict[str, Any]) -> None:
-    with staged(checkpoint_path(folder, stage), "Check the free space and permissions of the checkpoint folder.") as tmp:
-        torch.save(state, tmp)
-
-
 def train(
     card: GeneratorCard,
     data: JointSet,
@@ -248,22 +204,28 @@ def train(
     folder: str | Path,
     stage: Optional[int] = None,
     progress: Optional[Progress] = None,
+    init: Optional[Parent] = None,
 ) -> tuple[JointNet, list[dict], dict[int, float]]:
     """Run stage ``stage`` (None: all three in turn), each from its checkpoint in ``folder``; (the network
     after the last stage run, the loss history of the stages run, finished ones included, and the seconds
     each took over all the runs that went into it).
 
-    A stage needs the one before it finished in ``folder``. Cancel saves the stage where it stopped.
+    A stage needs the one before it finished in ``folder``. Cancel saves the stage where it stopped. From a
+    trained SAR-JointNet ``init`` only stage 3 runs, starting from its weights: the nets and their joining
+    layers have learnt already, and all of them adapt to ``data`` together.
     """
+    if init is not None and stage not in (None, 3):
+        raise InputError(f"A SAR-JointNet that starts from {init.path.name} runs stage 3 only, not stage {stage}.",
+                         "Leave --stage out (or give --stage 3).")
     progress = progress or silent()
     folder = Path(folder)
-    digest = data_sha256(data)
+    digest = stages.data_sha256(data)
     weights = tile_weights(data, slick_index(card.classes), config.slick_share)
     net: Optional[JointNet] = None
     history: list[dict] = []
     seconds: dict[int, float] = {}
-    for k in (stage,) if stage else STAGES:
-        net, done, seconds[k] = _run_stage(k, card, data, weights, config, folder, digest, progress)
+    for k in (3,) if init is not None else (stage,) if stage else STAGES:
+        net, done, seconds[k] = _run_stage(k, card, data, weights, config, folder, digest, progress, init)
         history += done
     assert net is not None
     return net.eval(), history, seconds
@@ -271,21 +233,15 @@ def train(
 
 def _run_stage(
     stage: int, card: GeneratorCard, data: JointSet, weights: torch.Tensor, config: JointNetTraining, folder: Path, digest: str,
-    progress: Progress,
+    progress: Progress, init: Optional[Parent],
 ) -> tuple[JointNet, list[dict], float]:
-    name = STAGE_NAMES[stage]
-    expected = config.trained_with(stage, card, digest)
-    steps = config.steps[stage - 1]
-    state = read_checkpoint(folder, stage, expected)
+    run = Stage(stage, STAGE_NAMES[stage], config.steps[stage - 1], config.batch_size, config.trained_with(stage, card, digest, init), folder)
+    state = run.checkpoint()
     torch.manual_seed(config.seed)
     net = JointNet(card.unet, len(card.classes))
-    if state is not None:
-        net.load_state_dict(state["weights"])
-        if state["step"] >= steps:
-            progress.log(f"{name}: finished in {checkpoint_path(folder, stage)}")
-            return net, state["history"], state["seconds"]
-        progress.log(f"{name}: resuming at step {state['step'] + 1} of {steps} from {checkpoint_path(folder, stage)}")
-    elif stage > 1:
+    if state is None and init is not None:
+        net.load_state_dict(init.weights())
+    elif state is None and stage > 1:
         before = read_checkpoint(folder, stage - 1, config.trained_with(stage - 1, card, digest))
         if before is None or before["step"] < before["steps"]:
             where = "holds none" if before is None else f"holds it at step {before['step']} of {before['steps']}"
@@ -297,61 +253,17 @@ def _run_stage(
             net.start_label_net({k[4:]: v for k, v in before["weights"].items() if k.startswith("sar.")})
         else:
             net.load_state_dict(before["weights"])
-    device = torch.device(config.device)
-    net.to(device).train()
+    net.to(torch.device(config.device)).train()
     params = net.trainable(stage)
     optimiser = torch.optim.AdamW(params, lr=config.lr[stage - 1], weight_decay=config.weight_decay)
     gen = torch.Generator().manual_seed(int(np.random.SeedSequence([config.seed, stage]).generate_state(1)[0]))
     noise = noise_schedule(card)
-    history: list[dict] = []
-    sums, first, seconds = np.zeros(3), 1, 0.0
-    if state is not None:
-        optimiser.load_state_dict(state["optimiser"])
-        gen.set_state(state["generator"])
-        history, sums, first, seconds = state["history"], np.array(state["sums"]), state["step"] + 1, state["seconds"]
-    window = max(1, steps // 20)
-    started = saved = time.monotonic()
-    done = first - 1
 
-    def save(finished: bool) -> None:
-        state = {"trained_with": json.dumps(expected, sort_keys=True), "step": done, "steps": steps, "history": history,
-                 "seconds": seconds + time.monotonic() - started, "weights": {k: v.cpu() for k, v in net.state_dict().items()}}
-        if not finished:  # what going on needs; a finished stage keeps its weights only
-            state.update(optimiser=optimiser.state_dict(), generator=gen.get_state(), sums=sums.tolist())
-        _write_checkpoint(folder, stage, state)
+    def loss_of(batch: JointSet) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return sar_loss(net, noise, batch, gen) if stage == 1 else joint_loss(net, noise, batch, card.b, gen)
 
-    try:
-        for step in range(first, steps + 1):
-            idx = torch.multinomial(weights, config.batch_size, replacement=True, generator=gen)
-            batch = dihedral(data[idx], gen).to(device)
-            loss, l2, ce = sar_loss(net, noise, batch, gen) if stage == 1 else joint_loss(net, noise, batch, card.b, gen)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimiser.step()
-            done = step
-            sums += [loss.item(), l2.item(), ce.item()]
-            if step % window == 0 or step == steps:
-                mean = sums / (window if step % window == 0 else step % window)
-                sums[:] = 0
-                loss_, l2_, ce_ = (round(float(v), 5) for v in mean)
-                history.append({"stage": name, "step": step, "loss": loss_, "l2": l2_, "ce": ce_})
-                progress.log(f"{name} step {step}/{steps}: loss {mean[0]:.4f} (L2 {mean[1]:.4f}, CE {mean[2]:.4f})")
-                if step < steps:
-                    save(False)
-                    saved = time.monotonic()
-            elif time.monotonic() - saved > CHECKPOINT_SECONDS:
-                save(False)
-                saved = time.monotonic()
-            progress.update(name, step, steps, f"loss {loss.item():.4f}")
-    except Cancelled:
-        if done >= first:
-            save(False)
-            progress.log(f"{name}: stopped at step {done} of {steps}; the next run goes on from {checkpoint_path(folder, stage)}")
-        raise
-    save(True)
-    progress.log(f"{name}: {steps - first + 1} steps of {config.batch_size} tiles in {time.monotonic() - started:.0f} s")
-    return net, history, round(seconds + time.monotonic() - started, 1)
+    history, seconds = stages.run(run, net, params, optimiser, gen, loss_of, data, weights, progress, state)
+    return net, history, seconds
 
 
 def load_jointnet(path: str | Path, device: torch.device | str = "cpu") -> tuple[JointNet, GeneratorCard]:
@@ -407,6 +319,8 @@ class JointNetOptions:
     device: str = "auto"
     pixel_size: Optional[float] = None
     name: Optional[str] = None
+    init: Optional[Path] = None
+    """A SAR-JointNet to start from: only stage 3 runs, for the third of the stage steps (``GeneratorOptions.init``)."""
 
     def training(self, device: torch.device) -> JointNetTraining:
         preset = PRESETS[self.preset]
@@ -424,20 +338,23 @@ class JointNetOptions:
 def train_jointnet(
     store_path: str | Path, out_path: str | Path, options: Optional[JointNetOptions] = None, progress: Optional[Progress] = None
 ) -> dict[str, Any]:
-    """Train SAR-JointNet on a label store's tiles (and synthetic scenes) from its stage checkpoints; the
-    generator file is written once stage 3 has finished, never replacing one."""
-    from .generator import store_record, store_tiles, write_generator  # generator.py's command line imports this module
+    """Train SAR-JointNet on a label store's tiles (and synthetic scenes) from its stage checkpoints, or from
+    ``options.init``; the generator file is written once stage 3 has finished, never replacing one."""
+    from .generator import store_record, store_tiles  # generator.py's command line imports this module
 
     options = options or JointNetOptions()
     progress = progress or silent()
-    started = time.monotonic()
     out_path = Path(out_path)
     _check_options(options)
     check_out(out_path)
-    classes = CLASSES if options.synthetic else CLASSES[: 1 + len(LABEL_CLASSES)]
-    unet = shared_unet(options.net, options.tile, len(classes))
-    device = pick_device(options.device)
-    store, pixel_size, (labelled, skipped, scenes) = store_tiles(store_path, options.tile, options.pixel_size, progress, LABEL_CLASSES)
+    parent = Parent.read(options.init, KIND) if options.init else None
+    # A fine-tune learns its parent's label classes, as far as the store (and synthetic scenes) hold them.
+    labels = LABEL_CLASSES[: len(parent.card.classes) - 1] if parent is not None else LABEL_CLASSES
+    classes = CLASSES if options.synthetic else CLASSES[: 1 + len(labels)]
+    if parent is not None:
+        parent.check(options.tile, shared_unet(options.net, options.tile, len(classes)), classes, options.pixel_size)
+    pixel_size = options.pixel_size or (parent.card.pixel_size if parent else None)
+    store, pixel_size, (labelled, skipped, scenes) = store_tiles(store_path, options.tile, pixel_size, progress, labels)
     data = labelled
     if options.synthetic:
         synthetic = synthetic_set(options.synthetic, options.tile, pixel_size, options.seed, progress)
@@ -446,46 +363,52 @@ def train_jointnet(
             torch.cat([F.pad(labelled.target, (0, 0, 0, 0, 0, len(CLASSES) - labelled.target.shape[1])), synthetic.target]),
             torch.cat([labelled.known, synthetic.known]),
         )
-    b = options.b if options.b is not None else balancing_factor(data)
-    progress.log(f"{len(labelled)} labelled tiles ({skipped} left out), {len(data) - len(labelled)} synthetic; classes "
-                 f"{', '.join(classes)}; b = {b:.4f}" + (" (given)" if options.b is not None else " from the tiles"))
+    progress.log(f"{len(labelled)} labelled tiles, {len(data) - len(labelled)} synthetic; classes {', '.join(classes)}")
+    source = {**store_record(store, scenes, skipped), "train_tiles": len(labelled), "synthetic_tiles": len(data) - len(labelled)}
+    name = options.name or f"SAR-JointNet {options.tile} px, {store.path.stem}"
+    return fit_jointnet(data, out_path, options, pixel_size, classes, name, source, progress, parent)
+
+
+def fit_jointnet(
+    data: JointSet, out_path: Path, options: JointNetOptions, pixel_size: float, classes: list[str], name: str, source: dict[str, Any],
+    progress: Progress, parent: Optional[Parent] = None,
+) -> dict[str, Any]:
+    """Train SAR-JointNet on ``data`` of ``classes`` (from ``parent``'s weights when given) and write it once
+    stage 3 has finished: what training on a label store and pretraining share. ``source`` is what the card
+    says of the tiles, its ``train_tiles``, ``synthetic_tiles`` and ``skipped_tiles`` among it."""
+    from .generator import balancing, training_record, write_generator
+
+    device = pick_device(options.device)
+    b, b_from = balancing(data, options.b, parent)
+    progress.log(f"{len(data)} training tiles ({source['skipped_tiles']} left out); b = {b:.4f} ({b_from})")
     config = options.training(device)
-    card = GeneratorCard(
-        name=options.name or f"SAR-JointNet {options.tile} px, {store.path.stem}",
-        classes=list(classes), tile_size=options.tile, pixel_size=pixel_size, b=b, unet=unet, noise=dict(NOISE), kind=KIND,
-    )
+    card = GeneratorCard(name=name, classes=list(classes), tile_size=options.tile, pixel_size=pixel_size, b=b,
+                         unet=shared_unet(options.net, options.tile, len(classes)), noise=dict(NOISE), kind=KIND)
     folder = options.checkpoints or out_path.with_name(out_path.stem + ".stages")
-    net, history, stage_seconds = train(card, data, config, folder, options.stage, progress)
-    written = options.stage in (None, 3)
+    net, history, stage_seconds = train(card, data, config, folder, options.stage, progress, parent)
+    written = parent is not None or options.stage in (None, 3)
     if written:
-        card.training = {
-            **store_record(store, scenes, skipped, options.b, options.net),
-            "train_tiles": len(labelled),
-            "synthetic_tiles": len(data) - len(labelled),
-            "preset": options.preset,
-            **asdict(config),
-            "seconds": round(sum(stage_seconds.values()), 1),
-            "stage_seconds": list(stage_seconds.values()),
-            "history": history,
-        }
+        card.training = {**training_record(card, source, b_from, config, stage_seconds, history, parent), "preset": options.preset,
+                         "stage_seconds": list(stage_seconds.values())}
         write_generator(net, card, out_path, progress)
     progress.update("done", 1, 1)
     return {
         "generator": str(out_path) if written else None,
         "kind": KIND,
         "checkpoints": str(folder),
-        "stages": [options.stage] if options.stage else list(STAGES),
+        "stages": list(stage_seconds),
         "classes": card.classes,
         "b": b,
-        "b_from": "given" if options.b is not None else "tiles",
-        "train_tiles": len(labelled),
-        "synthetic_tiles": len(data) - len(labelled),
-        "skipped_tiles": skipped,
+        "b_from": b_from,
+        "train_tiles": source["train_tiles"],
+        "synthetic_tiles": source["synthetic_tiles"],
+        "skipped_tiles": source["skipped_tiles"],
         "tile": options.tile,
         "stage_steps": list(config.steps),
         "final_loss": history[-1]["loss"] if history else None,
         "device": str(device),
-        "seconds": round(time.monotonic() - started, 1),
+        "seconds": round(sum(stage_seconds.values()), 1),
+        "initialised_from": parent.record() if parent is not None else None,
         "history": history,
     }
 

@@ -275,13 +275,13 @@ def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
         out = args.out or DEFAULT_MODEL
         config = TrainConfig(epochs=args.epochs or 6, batch_size=args.batch_size, lr=args.lr or 5e-4, seed=args.seed, device=device,
                              augment=paper_augment, select_on_dice=True, patience=3,
-                             checkpoint=CHECKPOINTS / f"{out.stem}-{_run_key(args)}.pt")
+                             checkpoint=CHECKPOINTS / f"{out.stem}-{run_key(vars(args))}.pt")
         return pretrain_real(out, recipe, config, progress, card, args.encoder_weights)
     config = TrainConfig(epochs=args.epochs or 6, batch_size=args.batch_size, lr=args.lr or 2e-3, seed=args.seed, device=device)
     return pretrain(args.out or SYNTHETIC_MODEL, args.train_tiles or 320, args.val_tiles, args.tile, config, progress, card, args.encoder_weights)
 
 
-def _run_key(args: argparse.Namespace) -> str:
+def run_key(chosen: dict) -> str:
     """The same arguments resume the same run; any other argument starts a new one."""
-    chosen = {k: v for k, v in vars(args).items() if k not in ("func", "jsonl", "command")}
+    chosen = {k: v for k, v in chosen.items() if k not in ("func", "jsonl", "command")}
     return hashlib.sha256(json.dumps(chosen, sort_keys=True, default=str).encode()).hexdigest()[:12]
