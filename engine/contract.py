@@ -10,6 +10,7 @@ scenes at all). Everything else about a scene (band, pixel size, model fit) come
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Optional, Sequence
 
 STAGING_PREFIX = ".slickmapper-tmp-"
@@ -39,6 +40,23 @@ SOLVER_STEPS = {"dpm++": 20, "ddim": 200}
 SOLVER_TITLES = {"dpm++": "DPM-Solver++ (fast)", "ddim": "DDIM (the paper's)"}
 GENERATOR_KINDS = {"dakter": "DAKTer (one joint U-Net)", "sar-jointnet": "SAR-JointNet (two joined U-Nets, three stages)"}
 """The sample generators ``generator train --kind`` makes, the default first, with the titles the dock shows."""
+BUNDLED_DIR = Path(__file__).resolve().parents[1] / "resources" / "models"
+"""The bundled model files: beside ``engine/`` in a checkout and inside the installed plugin folder alike."""
+BUNDLED_GENERATORS = {
+    ("dakter", 64): BUNDLED_DIR / "generator_dakter_64.safetensors",
+    ("sar-jointnet", 64): BUNDLED_DIR / "generator_sarjointnet_64.safetensors",
+}
+"""(kind, tile size) -> the pretrained generator (``generator pretrain``) a new generator of that kind and size
+is fine-tuned from (``generator train --init``), where that file is bundled."""
+
+
+def bundled_generator(kind: str, tile: int) -> Optional[Path]:
+    """The pretrained generator a new ``kind`` generator of ``tile``-pixel tiles starts from; None: it trains
+    from scratch."""
+    path = BUNDLED_GENERATORS.get((kind, tile))
+    return path if path is not None and path.is_file() else None
+
+
 TRAIN_LAYERS = ("decoder", "all")
 """What fine-tuning may train: the decoder only (quick, CPU), or the whole network."""
 

@@ -152,6 +152,9 @@ class GenerateParameters:
     tile: int = 64
     kind: str = DAKTER
     """Of a newly trained generator (``GENERATOR_KINDS``); generation reads the kind from the file."""
+    init: str = ""
+    """The pretrained generator a new one is fine-tuned from (``bundled_generator``), with its network and the
+    engine's fine-tuning steps; empty: trained from scratch with ``net`` and the steps below."""
     net: str = "small"
     train_steps: int = GENERATOR_STEPS
     low_res_steps: int = GENERATOR_LOW_RES_STEPS
@@ -174,9 +177,10 @@ class GenerateParameters:
         if not self.train:
             return commands
         steps = ("--steps", str(self.train_steps), "--low-res-steps", str(self.low_res_steps)) if self.kind == DAKTER else ()
+        start = ("--init", self.init) if self.init else ("--net", self.net, *steps)
         train = EngineCommand("generator", (
             "train", "--kind", self.kind, "--labels", self.store, "--out", self.generator, "--tile", str(self.tile),
-            "--net", self.net, *steps, "--device", self.device), low_priority=self.low_priority)
+            *start, "--device", self.device), low_priority=self.low_priority)
         return (train, *commands)
 
     def remove_generator(self) -> None:

@@ -2,7 +2,8 @@
 tiles in the background, and the analyst keeps or discards them while labelling and detecting go on.
 
 One press is one run: ``generator train`` when the project has no generator yet (or a new one is asked
-for), then ``generate``, chained in one EngineTask behind its own RunControls, so Cancel stops whichever
+for), fine-tuned from the pretrained generator of its kind and tile size where the engine bundles one
+(``bundled_generator``; the kind's name says "(pretrained)") and from scratch elsewhere, then ``generate``, chained in one EngineTask behind its own RunControls, so Cancel stops whichever
 is running and a detection has controls of its own. Both run at low CPU priority (``low_priority``
 commands; the options page can make it normal): the analyst's QGIS and detections come first.
 """
@@ -19,7 +20,7 @@ from qgis.PyQt.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QSpin
 
 from . import label_store, sample_files, settings
 from .commands import GenerateParameters, free_path
-from .contract import GENERATOR_KINDS, SOLVER_STEPS, SOLVER_TITLES
+from .contract import GENERATOR_KINDS, SOLVER_STEPS, SOLVER_TITLES, bundled_generator
 from .progress_text import ProgressEvent
 from .rich_text import html_text
 from .run_controls import RunControls
@@ -77,9 +78,11 @@ class GeneratePanel(QgsCollapsibleGroupBox):
         self.tile.setRange(32, 512)
         self.tile.setSingleStep(32)
         self.tile.setValue(64)
+        self.tile.valueChanged.connect(self._show_files)
         self.kind = QComboBox()
         for kind, title in GENERATOR_KINDS.items():
             self.kind.addItem(title, kind)
+        self.kind.currentIndexChanged.connect(self._show_files)
         self.retrain = QCheckBox("Retrain the generator")
         self.retrain.setToolTip("Train a new generator on the labels as they are now (e.g. after adding many), "
                                 "then generate with it. The old generator file is kept.")
@@ -156,15 +159,26 @@ class GeneratePanel(QgsCollapsibleGroupBox):
         generator = sample_files.generator_path(self._project)
         return self.retrain.isChecked() or not (generator and Path(generator).exists())
 
-    def _show_files(self) -> None:
+    def _pretrained(self) -> str:
+        """The pretrained generator a new one of the chosen kind and tile size starts from; empty: none."""
+        found = bundled_generator(str(self.kind.currentData()), self.tile.value())
+        return str(found) if found else ""
+
+    def _show_files(self, *_: object) -> None:
+        for i in range(self.kind.count()):
+            kind = self.kind.itemData(i)
+            pretrained = bundled_generator(kind, self.tile.value()) is not None
+            self.kind.setItemText(i, GENERATOR_KINDS[kind] + (" (pretrained)" if pretrained else ""))
+        how = (f"fine-tuned from the pretrained {Path(self._pretrained()).name} on the labels" if self._pretrained()
+               else "trained from scratch on the labels")
         generator = sample_files.generator_path(self._project)
         if not generator:
             text = "Generator: none yet. Start labeling first: the generator learns from the project's label store."
         elif not Path(generator).exists():
-            text = f"Generator: {html_text(generator)} (trained on the labels when you generate)"
+            text = f"Generator: {html_text(generator)} ({how} when you generate)"
         elif self.retrain.isChecked():
-            text = (f"Generator: {html_text(generator)}, replaced in this project by a new one trained on the "
-                    "labels as they are now (the old file is kept)")
+            text = (f"Generator: {html_text(generator)}, replaced in this project by a new one {how} as they are now "
+                    "(the old file is kept)")
         else:
             text = f"Generator: {html_text(generator)}"
         self.files_label.setText(text)
@@ -174,8 +188,10 @@ class GeneratePanel(QgsCollapsibleGroupBox):
                              else "Fixed by the generator already trained; tick Retrain to train one of another size.")
         self.kind.setEnabled(training)
         self.kind.setToolTip("The network of a new generator: DAKTer's one joint U-Net, or SAR-JointNet's SAR-Net and "
-                             "Label-Net, joined and trained in three stages (sea, slick and look-alike labels)." if training
-                             else "The generator already trained is used, whatever its kind; tick Retrain to train another.")
+                             "Label-Net, joined and trained in three stages (sea, slick and look-alike labels). A kind "
+                             "marked (pretrained) starts from a generator pretrained on real SAR at this tile size and is "
+                             "fine-tuned on the labels (the engine's fine-tuning steps); the others train from scratch."
+                             if training else "The generator already trained is used, whatever its kind; tick Retrain to train another.")
 
     # ---- the run -------------------------------------------------------------------------------------
 
@@ -199,7 +215,7 @@ class GeneratePanel(QgsCollapsibleGroupBox):
         return GenerateParameters(
             store=label_store.store_path(self._project), generator=generator, folder=self.sample_folder(),
             n=self.count.value(), train=train, tile=self.tile.value(), kind=str(self.kind.currentData()),
-            net=settings.GENERATOR_NET.value(),
+            init=self._pretrained() if train else "", net=settings.GENERATOR_NET.value(),
             train_steps=settings.GENERATOR_STEPS.value(), low_res_steps=settings.GENERATOR_LOW_RES_STEPS.value(),
             solver=str(self.solver.currentData()), solver_steps=settings.SAMPLING_STEPS.value(),
             device=self._device(), mix_generators=retrain,
@@ -267,7 +283,9 @@ class GeneratePanel(QgsCollapsibleGroupBox):
 
     @staticmethod
     def _trained_text(data: Dict[str, Any]) -> str:
-        return (f"Generator trained on {data['train_tiles']} tiles of {data['tile']} px in "
+        parent = data.get("initialised_from")
+        how = f"fine-tuned from {parent['file']}" if parent else "trained from scratch"
+        return (f"Generator {how} on {data['train_tiles']} tiles of {data['tile']} px in "
                 f"{float(data['seconds']):.0f} s on {data['device']} (b = {float(data['b']):.2f}): {data['generator']}")
 
     @staticmethod

@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file, safe_open
 
 from .. import __version__
 from ..atomic import staged
-from ..contract import STAGING_PREFIX
+from ..contract import BUNDLED_DIR, STAGING_PREFIX
 from ..errors import ModelError
 from .samlora import SamLoRA
 from .saross import SarossNet
@@ -66,7 +66,7 @@ def _darkspot() -> type[torch.nn.Module]:
 
     return DarkSpot
 
-BUNDLED_DIR = Path(__file__).resolve().parents[2] / "resources" / "models"
+
 DEFAULT_MODEL = BUNDLED_DIR / "slick_unet_r18_25m.safetensors"
 SYNTHETIC_MODEL = BUNDLED_DIR / "slick_unet_r18_25m_synthetic.safetensors"
 """Trained on synthetic scenes only: where real-texture training starts, and the transfer experiment's source."""

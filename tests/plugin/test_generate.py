@@ -29,8 +29,10 @@ from qgis.PyQt.QtCore import Qt
 from engine import contract
 from engine.cli.main import build_parser
 from engine.generation.generator import GeneratorOptions, train_options
+from engine.generation.joint_ddpm import GeneratorCard, build_unet, save_generator, unet_config
 from engine.generation.jointnet import JointNetOptions
 from slick_plugin import classFactory, sample_files, settings
+from slick_plugin import contract as plugin_contract
 from slick_plugin.dock import SlickMapperDock
 from slick_plugin.finetune_panel import FinetunePanel
 from slick_plugin.generate_panel import GeneratePanel
@@ -245,7 +247,7 @@ def test_one_press_trains_a_generator_then_generates_in_one_run(first_run: First
         assert (samples / "previews" / f"{sample_id}.png").is_file()
     assert first_run.items == FIRST_RUN and first_run.icons_ok
     assert f"<b>{FIRST_RUN} kept</b> of {FIRST_RUN} samples" in first_run.counts
-    assert "Generator trained on 576 tiles of 32 px" in first_run.summary
+    assert "Generator trained from scratch on 576 tiles of 32 px" in first_run.summary
     assert "now holds 5 samples, 5 kept" in first_run.summary
     assert f"{FIRST_RUN} samples added with dpm++ in 3 steps" in first_run.summary
     assert f"{FIRST_RUN} samples added: {FIRST_RUN} kept of {FIRST_RUN}" in first_run.messages[0]
@@ -279,7 +281,7 @@ def test_discard_greys_a_sample_a_second_press_reuses_the_generator_and_a_third_
     assert [record["kept"] for record in read_index(samples)["samples"]] == [True, False] + [True] * 6
     qtbot.waitUntil(lambda: browser.list.count() == 8 and "7 kept</b> of 8 samples" in browser.count_label.text(),
                     timeout=30_000)
-    assert "Generator trained" not in ui.panel.summary.text()
+    assert "Generator trained from scratch" not in ui.panel.summary.text()
 
     ui.panel.retrain.setChecked(True)
     assert ui.panel.tile.isEnabled()
@@ -350,6 +352,46 @@ def test_the_generator_kind_comes_from_the_engine_and_a_sar_jointnet_training_go
     assert panel.kind.isEnabled()
     panel.retrain.setChecked(False)
     panel.kind.setCurrentIndex(panel.kind.findData("dakter"))  # the session's panel goes on to DAKTer's tests
+
+
+def test_a_kind_with_a_pretrained_generator_of_the_tile_size_says_so_and_is_fine_tuned_from_it(
+        ui: Session, arctic_store, tmp_path: Path, monkeypatch) -> None:
+    panel = ui.panel
+    new_project(tmp_path, "pretrained", arctic_store)
+    dakter, joint = contract.GENERATOR_KINDS.values()
+    bundled = tmp_path / "generator_dakter_64.safetensors"
+    for kind, path in (("dakter", bundled), ("sar-jointnet", tmp_path / "generator_sarjointnet_64.safetensors")):
+        monkeypatch.setitem(plugin_contract.BUNDLED_GENERATORS, (kind, 64), path)  # the engine's files, not bundled yet
+    panel.tile.setValue(64)
+
+    def titles() -> List[str]:
+        return [panel.kind.itemText(i) for i in range(panel.kind.count())]
+
+    def train_args() -> tuple:
+        train, _ = panel._parameters().commands()
+        return train.args
+
+    assert titles() == [dakter, joint] and "--init" not in train_args()
+    assert "trained from scratch on the labels when you generate" in panel.files_label.text()
+    # A pretrained DAKTer generator of 64-pixel tiles where the engine looks for it (untrained weights will do).
+    card = GeneratorCard("pretrained", ["water", "slick"], 64, 25.0, 0.5, unet_config("small", 64, 2))
+    save_generator(build_unet(card), card, bundled)
+    panel.refresh()
+    assert titles() == [f"{dakter} (pretrained)", joint]
+    panel.tile.setValue(32)
+    assert titles() == [dakter, joint]  # none of 32-pixel tiles
+    panel.tile.setValue(64)
+    assert "fine-tuned from the pretrained generator_dakter_64.safetensors on the labels" in panel.files_label.text()
+    args = train_args()
+    assert args[args.index("--init") + 1] == str(bundled) and "--net" not in args and "--steps" not in args
+    made = train_options(build_parser().parse_args(["generator", *args]))  # what the engine makes of it
+    assert (made.init, made.tile, made.net, made.steps, made.low_res_steps) == (bundled, 64, "small", 150, 0)
+    panel.kind.setCurrentIndex(panel.kind.findData("sar-jointnet"))
+    assert "--init" not in train_args() and "trained from scratch" in panel.files_label.text()
+    bundled.unlink()
+    panel.kind.setCurrentIndex(panel.kind.findData("dakter"))
+    assert titles() == [dakter, joint] and "--init" not in train_args()
+    panel.tile.setValue(32)  # the session's size, for the tests after
 
 
 def test_cancel_during_generation_keeps_whole_samples_and_a_discard_made_meanwhile(
