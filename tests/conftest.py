@@ -84,6 +84,16 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="module")
+def arctic_store(tmp_path_factory) -> Path:
+    """A label store holding sample_1's analysts' slicks, imported from its label mask: 576 usable 32-pixel tiles."""
+    from engine.jobs.labels import create_store, import_mask
+
+    path = create_store(tmp_path_factory.mktemp("store") / "labels.gpkg", "EPSG:4326")
+    import_mask(path, SAMPLES / "sample_1" / "raw_mosaic.tif", SAMPLES / "sample_1" / "labels_mosaic.png")
+    return path
+
+
 @pytest.fixture(scope="session")
 def model_factory():
     return make_model

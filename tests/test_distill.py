@@ -21,7 +21,6 @@ from engine.generation.distill import mixed, open_folder, sample_count, student_
 from engine.generation.generator import GeneratorOptions, generate, train_generator
 from engine.generation.joint_ddpm import read_generator_card
 from engine.jobs.finetune import FinetuneOptions, finetune
-from engine.jobs.labels import create_store, import_mask
 from engine.models import training
 from engine.models.inference import autocast
 from engine.models.losses import StudentLoss, distillation_loss, slick_loss, soft_dice_loss
@@ -31,7 +30,6 @@ from engine.progress import Progress
 
 from conftest import TINY_NET, SMALL_MODEL as SMALL
 
-SAMPLES = Path(__file__).resolve().parents[1] / "resources" / "samples" / "arctic_s1"
 FAST = dict(tile=64, epochs=1, lr=1e-3, device="cpu", seed=5)
 
 
@@ -46,13 +44,6 @@ def _weights(path) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def small_model(tmp_path_factory, model_factory):
     return model_factory(tmp_path_factory.mktemp("base") / "small.safetensors", **SMALL)
-
-
-@pytest.fixture(scope="module")
-def arctic_store(tmp_path_factory) -> Path:
-    path = create_store(tmp_path_factory.mktemp("store") / "labels.gpkg", "EPSG:4326")
-    import_mask(path, SAMPLES / "sample_1" / "raw_mosaic.tif", SAMPLES / "sample_1" / "labels_mosaic.png")
-    return path
 
 
 @pytest.fixture(scope="module")

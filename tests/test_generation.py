@@ -35,7 +35,7 @@ from engine.generation.joint_ddpm import (
     train,
     unet_config,
 )
-from engine.jobs.labels import add_labels, add_reviewed, create_store, import_mask, read_store, scene_grid
+from engine.jobs.labels import add_labels, add_reviewed, create_store, read_store, scene_grid
 from engine.models.registry import OSD_CLASSES, list_models, read_card
 from engine.progress import Progress
 
@@ -51,13 +51,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _scene(sample: str) -> Path:
     return SAMPLES / sample / "raw_mosaic.tif"
-
-
-@pytest.fixture(scope="module")
-def arctic_store(tmp_path_factory) -> Path:
-    path = create_store(tmp_path_factory.mktemp("store") / "labels.gpkg", "EPSG:4326")
-    import_mask(path, _scene("sample_1"), SAMPLES / "sample_1" / "labels_mosaic.png")
-    return path
 
 
 @pytest.fixture(scope="module")

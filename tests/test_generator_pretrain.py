@@ -20,23 +20,15 @@ from engine.generation.joint_ddpm import read_generator_card
 from engine.generation.jointnet import JointNetOptions, load_jointnet, train_jointnet
 from engine.generation.pretrain import PretrainOptions, checkpoint_folder, pretrain_generator
 from engine.generation.stages import checkpoint_path
-from engine.jobs.labels import create_store, import_mask
 from engine.machine import file_sha256
 from engine.models.pretrain import CHECKPOINTS, DEFAULT_TRAIN_SCENES
 from engine.progress import Progress
 
-from conftest import SAMPLES, TINY_NET, cancel_at
+from conftest import TINY_NET, cancel_at
 
 TINY = PretrainOptions(steps=10, tiles=40, tile=32, net=TINY_NET, batch_size=2, device="cpu")
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    path = create_store(tmp_path_factory.mktemp("store") / "labels.gpkg", "EPSG:4326")
-    import_mask(path, SAMPLES / "sample_1" / "raw_mosaic.tif", SAMPLES / "sample_1" / "labels_mosaic.png")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -113,19 +105,19 @@ def test_the_same_command_goes_on_in_its_own_checkpoint_folder(tmp_path, monkeyp
     assert "exists already" in json.loads(capsys.readouterr().out.splitlines()[-1])["message"]
 
 
-def test_a_fine_tune_starts_from_its_parent_and_names_it(tmp_path, store, pretrained, capsys):
+def test_a_fine_tune_starts_from_its_parent_and_names_it(tmp_path, arctic_store, pretrained, capsys):
     parent = pretrained[joint_ddpm.KIND]
     parse = build_parser().parse_args
-    options = train_options(parse(["generator", "train", "--labels", str(store), "--out", "o", "--init", str(parent)]))
+    options = train_options(parse(["generator", "train", "--labels", str(arctic_store), "--out", "o", "--init", str(parent)]))
     assert options == GeneratorOptions(init=parent, tile=32, net=read_generator_card(parent).unet, **FINE_TUNE[joint_ddpm.KIND])
-    joint = train_options(parse(["generator", "train", "--kind", jointnet.KIND, "--labels", str(store), "--out", "o",
+    joint = train_options(parse(["generator", "train", "--kind", jointnet.KIND, "--labels", str(arctic_store), "--out", "o",
                                  "--init", str(pretrained[jointnet.KIND]), "--stage-steps", "0", "0", "2"]))
     assert (joint.tile, list(joint.stage_steps), joint.lr, joint.init) == (32, [0, 0, 2], None, pretrained[jointnet.KIND])
     defaults = train_options(parse(["generator", "train", "--kind", jointnet.KIND, "--labels", "l", "--out", "o",
                                     "--init", str(pretrained[jointnet.KIND])]))
     assert defaults.stage_steps == FINE_TUNE[jointnet.KIND]["stage_steps"] and defaults.training(torch.device("cpu")).lr[2] == 2e-5
     out = tmp_path / "tuned.safetensors"
-    assert main(["--jsonl", "generator", "train", "--labels", str(store), "--out", str(out), "--init", str(parent), "--steps", "3",
+    assert main(["--jsonl", "generator", "train", "--labels", str(arctic_store), "--out", str(out), "--init", str(parent), "--steps", "3",
                  "--batch-size", "2", "--device", "cpu"]) == 0
     result = json.loads(capsys.readouterr().out.splitlines()[-1])["data"]
     card, parent_card = read_generator_card(out), read_generator_card(parent)
@@ -135,19 +127,19 @@ def test_a_fine_tune_starts_from_its_parent_and_names_it(tmp_path, store, pretra
     assert card.unet == parent_card.unet and card.training["lr"] == FINE_TUNE[joint_ddpm.KIND]["lr"]
     tuned = joint_ddpm.load_generator(out)[0]
     assert not _same(tuned, joint_ddpm.load_generator(parent)[0])
-    # SAR-JointNet runs stage 3 alone from its parent, on the store's slicks (the parent's classes).
+    # SAR-JointNet runs stage 3 alone from its parent, on the arctic_store's slicks (the parent's classes).
     joint_out = tmp_path / "joint.safetensors"
-    made = train_jointnet(store, joint_out, replace(joint, device="cpu", batch_size=2))
+    made = train_jointnet(arctic_store, joint_out, replace(joint, device="cpu", batch_size=2))
     assert made["stages"] == [3] and made["classes"] == ["sea", "slick"] and made["train_tiles"] == 576
     assert made["initialised_from"]["sha256"] == file_sha256(pretrained[jointnet.KIND])
     assert sorted(p.name for p in (tmp_path / "joint.stages").iterdir()) == ["stage3.pt"]
     with pytest.raises(InputError, match="runs stage 3 only, not stage 1"):
-        train_jointnet(store, tmp_path / "j1.safetensors", replace(joint, device="cpu", stage=1))
+        train_jointnet(arctic_store, tmp_path / "j1.safetensors", replace(joint, device="cpu", stage=1))
 
 
-def test_a_parent_of_another_kind_tile_or_network_is_refused_with_what_differs(tmp_path, store, pretrained, model_factory, capsys):
+def test_a_parent_of_another_kind_tile_or_network_is_refused_with_what_differs(tmp_path, arctic_store, pretrained, model_factory, capsys):
     def refused(*args: str) -> str:
-        assert main(["--jsonl", "generator", "train", "--labels", str(store), "--out", str(tmp_path / "x.safetensors"), *args]) == 2
+        assert main(["--jsonl", "generator", "train", "--labels", str(arctic_store), "--out", str(tmp_path / "x.safetensors"), *args]) == 2
         error = json.loads(capsys.readouterr().out.splitlines()[-1])
         return f"{error['kind']}: {error['message']}"
 
@@ -160,7 +152,7 @@ def test_a_parent_of_another_kind_tile_or_network_is_refused_with_what_differs(t
     assert "network custom where this run asks for small" in refused("--init", str(dakter), "--net", "small")
     assert "is a segmentation model" in refused("--init", str(model_factory(tmp_path / "model.safetensors")))
     with pytest.raises(InputError, match="classes sea, slick where this run asks for sea, slick, look-alike, ship, land"):
-        train_jointnet(store, tmp_path / "y.safetensors", JointNetOptions(init=joint, tile=32, net=TINY_NET, synthetic=4, device="cpu"))
+        train_jointnet(arctic_store, tmp_path / "y.safetensors", JointNetOptions(init=joint, tile=32, net=TINY_NET, synthetic=4, device="cpu"))
     with pytest.raises(InputError, match="pixel size 25.0 where this run asks for 20.0"):
-        train_generator(store, tmp_path / "z.safetensors", GeneratorOptions(init=dakter, tile=32, net=TINY_NET, pixel_size=20.0))
+        train_generator(arctic_store, tmp_path / "z.safetensors", GeneratorOptions(init=dakter, tile=32, net=TINY_NET, pixel_size=20.0))
     assert not list(tmp_path.glob("[xyz]*"))
