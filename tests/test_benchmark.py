@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import rasterio
 from scipy.ndimage import distance_transform_edt
 
 from engine.data.bundled import ARCTIC
 from engine.jobs.evaluate import read_label_mask
-from engine.experiments.benchmark import CLEAR_M, score
+from engine.cli.main import build_parser
+from engine.errors import InputError
+from engine.experiments.benchmark import CLEAR_M, candidates, score
 
 
 def _write(path, values, transform, crs):
@@ -32,3 +35,14 @@ def test_the_label_itself_scores_one_and_far_slicks_count_as_false(tmp_path):
     assert noisy.false_pixels == 100 and noisy.fp == 100
     assert noisy.false_km2_per_1000 == 1000 * 100 / noisy.clear_pixels
     assert noisy.dice < 1.0
+
+
+def test_only_narrows_the_candidates_and_refuses_an_unknown_one():
+
+    parser = build_parser()
+    every = candidates(parser.parse_args(["experiment", "benchmark", "--networks", "deeplabv3_r50", "--device", "cpu"]))
+    assert list(every) == ["darkspot", "synthetic_only", "real_texture", "deeplabv3_r50"]
+    narrowed = candidates(parser.parse_args(["experiment", "benchmark", "--networks", "deeplabv3_r50", "--only", "deeplabv3_r50", "--device", "cpu"]))
+    assert list(narrowed) == ["deeplabv3_r50"]
+    with pytest.raises(InputError, match="unet_r18"):
+        candidates(parser.parse_args(["experiment", "benchmark", "--only", "unet_r18", "--device", "cpu"]))

@@ -28,6 +28,7 @@ from scipy.ndimage import distance_transform_edt
 
 from ..atomic import write_csv, write_text
 from ..data import bundled
+from ..errors import InputError
 from ..data.bundled import LabelledScene
 from ..jobs.detect import DetectOptions, detect
 from ..jobs.evaluate import align_to_grid, read_label_mask, slick_dice_arrays
@@ -210,16 +211,29 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--networks", nargs="*", default=[], choices=sorted(NETWORKS),
                    help="also train these networks from random initialisation by the same recipe")
     q.add_argument("--tta", action="store_true", help="also score every model with test-time mirror averaging")
+    q.add_argument("--only", nargs="+", metavar="CANDIDATE",
+                   help="score only these candidates (darkspot, synthetic_only, real_texture or a network given with --networks)")
     q.set_defaults(func=_run)
 
 
-def _run(args: argparse.Namespace, progress: Progress) -> dict:
+def candidates(args: argparse.Namespace) -> dict[str, Trainer]:
+    """The run's candidates by name, narrowed to ``--only`` when given."""
     device = str(pick_device(args.device))
-    candidates: dict[str, Trainer] = {
+    every: dict[str, Trainer] = {
         "darkspot": fit_darkspot,
         "synthetic_only": fixed(SYNTHETIC_MODEL),
         "real_texture": real_texture_trainer(args.epochs, args.train_tiles, device, args.seed),
         **{name: real_texture_trainer(args.epochs, args.train_tiles, device, args.seed, name) for name in args.networks},
     }
+    if not args.only:
+        return every
+    unknown = sorted(set(args.only) - set(every))
+    if unknown:
+        raise InputError(f"No candidate named {', '.join(unknown)} in this run; the candidates are {', '.join(every)}.",
+                         "Name a network with --networks before asking for it with --only.")
+    return {name: trainer for name, trainer in every.items() if name in args.only}
+
+
+def _run(args: argparse.Namespace, progress: Progress) -> dict:
     command = "python -m engine " + " ".join(sys.argv[1:]).replace("--jsonl ", "")
-    return run_benchmark(args.out, candidates, progress, command, args.tta)
+    return run_benchmark(args.out, candidates(args), progress, command, args.tta)
