@@ -175,6 +175,8 @@ def test_osd_samples_teach_oil_as_slick_and_the_rest_as_water(tmp_path, small_mo
     assert torch.allclose(tiles.soft, torch.softmax(data.logits / 2, dim=1)[:, 1:2])
     assert torch.equal(tiles.y, (data.logits.argmax(1, keepdim=True) == 1).float())
     assert torch.equal(tiles.x, data.tiles) and bool(tiles.generated.all()) and lineage["slick_class"] == "oil"
+    hard, hard_lineage = student_tiles(checked, 2, Progress(), "hard")  # the paper's ablation: one-hot KD targets
+    assert torch.equal(hard.soft, tiles.y) and torch.equal(hard.y, tiles.y) and (lineage["labels"], hard_lineage["labels"]) == ("soft", "hard")
     real = TileSet.from_arrays([np.full((64, 64), 9.0)], [np.ones((64, 64))])
     both = mixed(real, tiles)
     assert both.generated.tolist() == [False, True, True] and torch.equal(both.soft[0], real.y[0])
@@ -276,4 +278,8 @@ def test_models_and_options_that_cannot_take_samples_are_refused(tmp_path, arcti
         finetune(small_model, arctic_store, tmp_path / "b.safetensors", FinetuneOptions(**FAST, n_generated=3))
     with pytest.raises(InputError, match="--n-generated 0 needs a sample folder and at least one"):
         finetune(small_model, arctic_store, tmp_path / "c.safetensors", FinetuneOptions(**FAST, generated=folder, n_generated=0))
-    assert not list(tmp_path.glob("[abc].safetensors"))
+    with pytest.raises(InputError, match="--generated-labels hard needs a sample folder"):
+        finetune(small_model, arctic_store, tmp_path / "d.safetensors", FinetuneOptions(**FAST, generated_labels="hard"))
+    with pytest.raises(InputError, match="--generated-labels teacher needs a sample folder and is one of soft, hard"):
+        finetune(small_model, arctic_store, tmp_path / "e.safetensors", FinetuneOptions(**FAST, generated=folder, generated_labels="teacher"))
+    assert not list(tmp_path.glob("[abcde].safetensors"))

@@ -32,6 +32,9 @@ from ..models.training import TileSet
 from ..progress import Progress
 from . import samples
 
+GENERATED_LABELS = ("soft", "hard")
+"""Targets of the KD term on generated tiles: ``soft``, the generator's distribution softened at T (eq. 3,
+the paper's), or ``hard``, its most probable class one-hot (the paper's ablation "HL")."""
 PIXEL_TOLERANCE = 0.05
 """Largest relative difference between the generator's and the student's pixel size: generated tiles are
 used as they are, never resampled, so slicks must have the size the student will see in scenes."""
@@ -108,8 +111,9 @@ def sample_count(folder: SampleFolder, n: Optional[int], train_tiles: int) -> in
     return wanted
 
 
-def student_tiles(folder: SampleFolder, n: int, progress: Progress) -> tuple[TileSet, dict[str, Any]]:
-    """The first ``n`` kept samples as training tiles with their soft labels, and the lineage they leave.
+def student_tiles(folder: SampleFolder, n: int, progress: Progress, labels: str = "soft") -> tuple[TileSet, dict[str, Any]]:
+    """The first ``n`` kept samples as training tiles with their KD targets (``labels``, one of
+    ``GENERATED_LABELS``), and the lineage they leave.
 
     The lineage names the samples used and the index they were read from (by its hash), which is what it
     takes to rebuild the set: the index records how each sample was made.
@@ -122,8 +126,8 @@ def student_tiles(folder: SampleFolder, n: int, progress: Progress) -> tuple[Til
     index = json.loads(raw)
     records = {s["id"]: s for s in index["samples"]}
     used = sorted({records[i]["generator"] for i in data.ids})
-    soft = data.soft_labels()[:, folder.slick : folder.slick + 1]
     hard = (data.hard_labels() == folder.slick).unsqueeze(1).float()
+    soft = hard if labels == "hard" else data.soft_labels()[:, folder.slick : folder.slick + 1]
     tiles = TileSet(data.tiles, hard, (data.tiles > 0).float(), soft, torch.ones(n, dtype=torch.bool))
     progress.update("samples", 1, 1)
     lineage = {
@@ -134,6 +138,7 @@ def student_tiles(folder: SampleFolder, n: int, progress: Progress) -> tuple[Til
         "ids": data.ids,
         "classes": folder.classes,
         "slick_class": folder.classes[folder.slick],
+        "labels": labels,
         "temperature": folder.loss.temperature,
         "lambda_ce": folder.loss.ce,
         "lambda_kd": folder.loss.kd,

@@ -25,7 +25,7 @@ import torch
 from .. import __version__
 from ..cli.args import DEVICE_HELP, add_options, number_or, options_from
 from ..errors import InputError, ModelError, OutputError
-from ..generation.distill import mixed, open_folder, sample_count, student_tiles
+from ..generation.distill import GENERATED_LABELS, mixed, open_folder, sample_count, student_tiles
 from ..machine import file_sha256
 from ..models.inference import pick_device
 from ..models.registry import ModelCard, has_weights, load_model, read_card, save_model, user_models_dir
@@ -63,6 +63,8 @@ class FinetuneOptions:
     """A sample folder (engine generate): train as a student on generated samples too."""
     n_generated: Optional[int] = None
     """Samples of ``generated`` to use, the first kept ones; None: as many as training tiles (the paper's)."""
+    generated_labels: str = "soft"
+    """KD targets of the generated tiles (``distill.GENERATED_LABELS``): soft, the paper's, or hard (its ablation)."""
     from_parent: bool = True
     """False: the base model is an untrained initialisation (experiment transfer pretraining on source
     labels), which must learn its batch-norm statistics and has no weights worth keeping."""
@@ -168,9 +170,10 @@ def finetune(
     n_generated = 0
     if sample_folder:
         n_generated = sample_count(sample_folder, options.n_generated, len(train_tiles))
-        generated, generated_lineage = student_tiles(sample_folder, n_generated, progress)
+        generated, generated_lineage = student_tiles(sample_folder, n_generated, progress, options.generated_labels)
         train_set = mixed(train_set, generated)
-        progress.log(f"student training: {n_generated} generated samples from {sample_folder.path.name}, soft labels at T = {sample_folder.loss.temperature:g}")
+        progress.log(f"student training: {n_generated} generated samples from {sample_folder.path.name}, "
+                     + ("hard labels" if options.generated_labels == "hard" else f"soft labels at T = {sample_folder.loss.temperature:g}"))
     parent_sha256 = file_sha256(base_model_path)
     model, _ = load_model(base_model_path, device)
     config = train_config(card, options, device, train_layers)
@@ -292,6 +295,9 @@ def check_options(options: FinetuneOptions) -> None:
         raise InputError(f"Learning rate {options.lr} must be positive.", "Give e.g. 1e-4, or auto for a range test.")
     if options.n_generated is not None and (options.generated is None or options.n_generated < 1):
         raise InputError(f"--n-generated {options.n_generated} needs a sample folder and at least one sample.", "Give --generated DIR, and N of 1 or more.")
+    if options.generated_labels not in GENERATED_LABELS or (options.generated_labels != "soft" and options.generated is None):
+        raise InputError(f"--generated-labels {options.generated_labels} needs a sample folder and is one of {', '.join(GENERATED_LABELS)}.",
+                         "Give --generated DIR with --generated-labels hard, or leave it out (soft).")
 
 
 def check_out(path: Path) -> None:
@@ -338,8 +344,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "name": "the new model's name (default: the parent's, fine-tuned DATE)",
         "generated": "sample folder (engine generate): train as a student on its kept samples too (DAKTer eqs. 5-6)",
         "n_generated": "generated samples to use, the first kept ones (default: as many as training tiles)",
+        "generated_labels": "KD targets of the generated samples: soft (softmax(logits / T), the paper's) or hard (one-hot)",
     }, train_layers={"choices": TRAIN_LAYERS}, lr={"type": number_or("auto")},
-       generated={"type": Path, "metavar": "DIR"}, n_generated={"metavar": "N"})
+       generated={"type": Path, "metavar": "DIR"}, n_generated={"metavar": "N"}, generated_labels={"choices": GENERATED_LABELS})
     p.set_defaults(func=_run_cli)
 
 
