@@ -16,8 +16,9 @@ from engine.cli.main import main
 from engine.data.bundled import SAMPLES_DIR
 from engine.errors import InputError
 import engine.experiments.dakter_eval as dakter_eval
-from engine.experiments.dakter_eval import AUTO, EQ6, REAL, DakterOptions, TileStack, _summarise, dakter_experiment
+from engine.experiments.dakter_eval import AUTO, EQ6, REAL, DakterOptions, TileStack, dakter_experiment
 from engine.experiments.sar_stats import histogram_distance, psd_distance
+from engine.experiments.students import summarise
 from engine.experiments.transfer import POOL, TEST, label_store, t_interval
 from engine.generation.generator import GeneratorOptions, training_tiles
 from engine.generation.joint_ddpm import balancing_factor, load_generator, read_generator_card, save_generator
@@ -146,7 +147,7 @@ def test_summary_is_the_t_interval_over_seeds_and_the_paired_change():
         return {"seed": seed, "condition": condition, "dice_mean": dice, **{f"dice_{s}": dice for s in TEST}}
 
     runs = [row(0, REAL, 0.30), row(0, "b_auto", 0.35), row(1, REAL, 0.20), row(1, "b_auto", 0.20), row(2, REAL, 0.40), row(2, "b_auto", 0.50)]
-    summary = {r["condition"]: r for r in _summarise(runs)}
+    summary = {r["condition"]: r for r in summarise(runs)}
     mean, half = t_interval([0.30, 0.20, 0.40])
     assert summary[REAL]["dice_mean"] == pytest.approx(mean) and summary[REAL]["dice_mean_ci"] == pytest.approx(half, abs=1e-4)
     mean, half = t_interval([0.05, 0.0, 0.10])
