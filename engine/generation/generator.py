@@ -167,7 +167,7 @@ def train_generator(
     options = options or GeneratorOptions()
     progress = progress or silent()
     out_path = Path(out_path)
-    _check_training_options(options)
+    check_training_options(options)
     check_out(out_path)
     unet = unet_config(options.net, options.tile, len(BINARY_CLASSES))
     parent = Parent.read(options.init, KIND) if options.init else None
@@ -397,7 +397,7 @@ def _generator_sha256(path: Path) -> str:
     return file_sha256(path)
 
 
-def _check_training_options(options: GeneratorOptions) -> None:
+def check_training_options(options: GeneratorOptions) -> None:
     if options.steps < 0 or options.low_res_steps < 0 or options.steps + options.low_res_steps == 0:
         raise InputError("Training needs some steps.", "E.g. --low-res-steps 600 --steps 300.")
     if options.batch_size < 1:

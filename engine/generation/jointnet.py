@@ -345,7 +345,7 @@ def train_jointnet(
     options = options or JointNetOptions()
     progress = progress or silent()
     out_path = Path(out_path)
-    _check_options(options)
+    check_options(options)
     check_out(out_path)
     parent = Parent.read(options.init, KIND) if options.init else None
     # A fine-tune learns its parent's label classes, as far as the store (and synthetic scenes) hold them.
@@ -427,7 +427,7 @@ def synthetic_set(n: int, tile: int, pixel_size: float, seed: int, progress: Pro
     return JointSet.from_arrays(np.stack(tiles), np.stack(masks), np.ones((len(tiles), tile, tile)), len(CLASSES))
 
 
-def _check_options(options: JointNetOptions) -> None:
+def check_options(options: JointNetOptions) -> None:
     if options.preset not in PRESETS:
         raise InputError(f"Unknown preset {options.preset!r}.", f"Use one of: {', '.join(PRESETS)}.")
     if options.stage_steps is not None and (len(options.stage_steps) != 3 or min(options.stage_steps) < 0):
