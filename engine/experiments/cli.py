@@ -12,6 +12,9 @@ scored on it (``engine/experiments/benchmark.py``); the protocol design choices 
 ``python -m engine experiment dakter``: DAKTer's generators and students on the same split
 (``engine/experiments/dakter_eval.py``).
 
+``python -m engine experiment dakd``: the DAKD paper's measurements at CPU scale: DAKTer and SAR-JointNet samples,
+their students, the amount, label and CAFT ablations (``engine/experiments/dakd_eval.py``).
+
 ``python -m engine experiment within-scene``: label half of each tile, fine-tune, score the other half and the
 other tiles (``engine/experiments/within_scene.py``).
 """
@@ -26,7 +29,7 @@ from ..jobs.finetune import FinetuneOptions
 from ..models.registry import DEFAULT_MODEL
 from ..models.training import TRAIN_LAYERS
 from ..progress import Progress
-from . import benchmark, dakter_eval, transfer, within_scene
+from . import benchmark, dakd_eval, dakter_eval, transfer, within_scene
 from .loso import leave_one_scene_out
 
 
@@ -44,6 +47,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     q.set_defaults(func=_run_loso)
     transfer.add_cli(sub)
     dakter_eval.add_cli(sub)
+    dakd_eval.add_cli(sub)
     benchmark.add_cli(sub)
     within_scene.add_cli(sub)
 

@@ -37,13 +37,14 @@ from typing import Optional, Union
 
 from ..atomic import write_csv, write_text
 from ..cli.args import number_or
-from ..errors import InputError, OutputError
+from ..errors import InputError
 from ..generation.generator import GeneratorOptions, cpu_threads, generate, train_generator
 from ..generation.joint_ddpm import NETS, SOLVERS, balancing_factor, load_generator, read_generator_card, sample, unet_config
-from ..jobs.finetune import FinetuneOptions, check_options
+from ..jobs.finetune import FinetuneOptions
 from ..models.inference import pick_device
 from ..models.registry import DEFAULT_MODEL, read_card
 from ..progress import Progress
+from .generator_runs import add_shared_options, check_shared
 from .sample_quality import TileStack, Yardstick, generator_facts, panel
 from .sar_stats import DB_SPAN, ENL_WINDOW
 from .split import learnt_from, pool_split
@@ -213,9 +214,7 @@ def _b_name(value: B) -> str:
 
 def _check(out: Path, options: DakterOptions) -> None:
     """Everything that can be wrong, before the first tile is cut."""
-    if out.exists() and any(out.iterdir()):
-        raise OutputError(f"{out} is not empty; nothing was overwritten.", "Give a new folder with --out.")
-    check_options(options.recipe)
+    card = check_shared(out, options.recipe, options.seeds, options.threshold, options.db_span, options.enl_window, options.model)
     g = options.generator
     if options.recipe.tile != g.tile:
         raise InputError(f"The students' tile ({options.recipe.tile} px) differs from the generators' ({g.tile} px).",
@@ -234,17 +233,10 @@ def _check(out: Path, options: DakterOptions) -> None:
     missing = [b for b in options.student_b if _b_name(b) not in {_b_name(v) for v in options.b_values}]
     if missing:
         raise InputError(f"Students are to learn from generators of b = {missing}, which are not trained.", "Add them to --b.")
-    if not options.seeds or len(set(options.seeds)) != len(options.seeds):
-        raise InputError(f"The students' seeds must be distinct and at least one; got {list(options.seeds)}.", "E.g. --seeds 0 1 2.")
     if (options.n_samples is not None and options.n_samples < 1) or options.quality_samples < 1:
         raise InputError("--n-samples and --quality-samples must be at least 1.", "E.g. --quality-samples 32.")
     if options.solver not in SOLVERS:
         raise InputError(f"Unknown solver {options.solver!r}.", f"Use one of: {', '.join(SOLVERS)}.")
-    if (options.threshold is not None and not 0 < options.threshold < 1) or options.db_span <= 0 or options.enl_window < 2:
-        raise InputError("Threshold must lie in (0, 1), --db-span be positive and --enl-window at least 2.", "E.g. --threshold 0.5.")
-    card = read_card(options.model)
-    if card.out_channels != 1:
-        raise InputError(f"The model {card.name} is not a water/slick model.", "Give a binary model with --model.")
     if options.generators:
         _check_generators(options, card.pixel_size)
 
@@ -292,18 +284,11 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--no-eq6-control", dest="eq6_control", action="store_false", help="skip the real-only students trained with eq. 6")
     q.add_argument("--seeds", nargs="+", type=int, default=list(d.seeds), help="student seeds (default: 0 1 2)")
     q.add_argument("--epochs", type=int, default=r.epochs, help=f"student epochs with samples; real only gets the same steps (default {r.epochs})")
-    q.add_argument("--lr", type=float, default=r.lr, help=f"student learning rate (default {r.lr:g})")
-    q.add_argument("--train-layers", choices=("all", "decoder"), default=r.train_layers, help="student layers trained (default all)")
-    q.add_argument("--batch-size", type=int, help="student tiles per step (default 4 on a CPU)")
     q.add_argument("--model", type=Path, default=d.model, help="model the students start from, and the segmenter of the agreement (default: bundled)")
     q.add_argument("--quality-samples", type=int, default=d.quality_samples, help=f"samples made with DDIM too, to compare the solvers (default {d.quality_samples})")
     q.add_argument("--speed-sizes", nargs="+", type=int, default=list(d.speed_sizes), help="tile sizes timed (default 64 128 256)")
     q.add_argument("--speed-samples", nargs="+", type=int, default=list(d.speed_samples), help="samples timed per size (default 8 4 2)")
-    q.add_argument("--threshold", type=float, help="default: each model's own")
-    q.add_argument("--db-span", type=float, default=d.db_span, help=f"assumed dB span of the stretch, for ENL (default {d.db_span:g})")
-    q.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
-    q.add_argument("--device", default=g.device)
-    q.add_argument("--seed", type=int, default=g.seed, help=f"generator seed (default {g.seed})")
+    add_shared_options(q, r, g)
     q.set_defaults(func=_run_cli)
 
 

@@ -78,7 +78,7 @@ class Yardstick:
         value = enl(tiles.x, tiles.slick | ~tiles.known, self.enl_window, self.db_span)
         row = {
             "set": label, "tiles": len(tiles),
-            "frechet": round(frechet_distance(encoder_features(self.model, tiles.x, self.device), self.held_features), 4)
+            "frechet": float(f"{frechet_distance(encoder_features(self.model, tiles.x, self.device), self.held_features):.4g}")
             if len(tiles) > 1 else None,
             "histogram_w1": round(histogram_distance(tiles.x, self.held.x), 3),
             "enl": round(value, 2), "enl_ratio": round(value / self.held_enl, 3),

@@ -164,13 +164,15 @@ def label_store(path: Path, scenes: tuple[str, ...]) -> Path:
     return store
 
 
-def score_test_scenes(model: Path, folder: Path, threshold: Optional[float], device: str, progress: Progress) -> dict[str, float]:
+def score_test_scenes(model: Path, folder: Path, threshold: Optional[float], device: str, progress: Progress,
+                      runtime: Optional[str] = None) -> dict[str, float]:
     """Slick Dice of ``model`` on each whole test scene: the product's detection (outputs in ``folder``,
-    replaced scene by scene), scored against the analyst's label at the threshold detection cut at
-    (``None``: the model's own)."""
+    replaced scene by scene, on ``runtime``, None: detection's default), scored against the analyst's label at
+    the threshold detection cut at (``None``: the model's own)."""
     dice = {}
     for scene in TEST:
         options = DetectOptions(model=str(model), prefix=scene, threshold=threshold, device=device, overwrite=True)
+        options.runtime = runtime or options.runtime
         result = detect(SAMPLES_DIR / scene / "raw_mosaic.tif", folder, options, progress)
         dice[scene] = slick_dice(result.probability, SAMPLES_DIR / scene / "labels_mosaic.png", threshold=result.threshold).dice
     return dice
