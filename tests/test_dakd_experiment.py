@@ -18,10 +18,11 @@ from engine.data.bundled import SAMPLES_DIR
 from engine.errors import InputError
 from engine.experiments.dakd_eval import CAFT, PLAIN, DakdOptions, dakd_experiment
 from engine.experiments.sample_quality import frechet_distance
+from engine.experiments.split import learnt_from
 from engine.experiments.students import EQ6, REAL, Arm, arm_epochs, eq6_student
 from engine.experiments.transfer import POOL, TEST, label_store, score_test_scenes
 from engine.generation.generator import GeneratorOptions, train_generator
-from engine.generation.joint_ddpm import load_generator, read_generator_card, save_generator
+from engine.generation.joint_ddpm import GeneratorCard, load_generator, read_generator_card, save_generator
 from engine.generation.jointnet import JointNetOptions
 from engine.jobs.finetune import FinetuneOptions
 from engine.jobs.labels import read_store
@@ -183,6 +184,15 @@ def test_frechet_distance_is_zero_for_one_set_and_grows_with_a_shift():
     assert math.isfinite(frechet_distance(few, few + 1.0)) and frechet_distance(few, few + 1.0) == pytest.approx(16.0, rel=1e-3)
     with pytest.raises(ValueError, match="at least two vectors"):
         frechet_distance(a[:1], a)
+
+
+def test_the_scenes_a_generator_learnt_from_are_read_wherever_its_card_names_them():
+    card = GeneratorCard(name="g", classes=["sea", "slick"], tile_size=64, pixel_size=25.0, b=0.5, unet={}, training={
+        "scenes": [str(SAMPLES_DIR / "sample_0" / "raw_mosaic.tif")],
+        "initialised_from": {"training": {"arctic_scenes": {"sample_70": "all but the edge band"}}},
+        "history": [{"loss": 1.0}]})
+    assert learnt_from(card) == {"sample_0", "sample_70"}
+    assert learnt_from(replace(card, training={})) == set()
 
 
 def test_bad_requests_fail_before_anything_is_trained(run, tmp_path, small_model, capsys):

@@ -46,8 +46,10 @@ def pool_split(out: Path, work: Path, card: ModelCard, tile: int, val_fraction: 
 
 
 def learnt_from(card: GeneratorCard) -> set[str]:
-    """The scenes (by their sample folder's name, so that a run in another checkout counts) named in any
-    ``scenes`` list of a generator card's training record, that of a generator it started from included."""
+    """The bundled scenes a generator card's training record names, wherever in it (a generator it started
+    from included, as far as its card records it): ``scenes`` lists of a label store's scene files, by their
+    sample folder's name so that a run in another checkout counts, and ``arctic_scenes`` of a pretraining on
+    real SAR (``models.pretrain.real_sets``), by name."""
     found: set[str] = set()
 
     def walk(value: Any) -> None:
@@ -55,6 +57,8 @@ def learnt_from(card: GeneratorCard) -> set[str]:
             for key, item in value.items():
                 if key == "scenes" and isinstance(item, list):
                     found.update(Path(str(s)).parent.name for s in item)
+                elif key == "arctic_scenes" and isinstance(item, dict):
+                    found.update(item)
                 else:
                     walk(item)
         elif isinstance(value, list):
