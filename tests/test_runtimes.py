@@ -52,6 +52,28 @@ def test_each_fp32_runtime_gives_pytorch_s_probabilities(small_model, runtime, u
         assert not list(BUNDLED_DIR.glob("*.onnx"))
 
 
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_a_runtime_whose_export_exists_starts_without_the_pytorch_network(small_model, runtime, monkeypatch):
+    tiles = _tiles(small_model)
+    first, _ = runtimes.make_predictor(small_model, CPU, runtime)  # exports, once per model hash
+    expected = first(tiles)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the PyTorch network was built")
+
+    monkeypatch.setattr(runtimes, "load_model", refuse)
+    again, _ = runtimes.make_predictor(small_model, CPU, runtime)
+    assert again.model is None and again.runtime == f"{runtime} fp32"
+    np.testing.assert_array_equal(again(tiles), expected)
+
+
+def test_openvino_compiles_a_tile_shape_once_per_machine(small_model):
+    predictor, _ = runtimes.make_predictor(small_model, CPU, "openvino")
+    predictor(_tiles(small_model))
+    cache = runtimes.openvino_cache(runtimes.onnx_path(runtimes.model_hash(small_model)))
+    assert any(p.stat().st_size > 0 for p in cache.iterdir())
+
+
 def test_auto_measures_once_per_machine_and_model(small_model, user_dirs):
     logs = []
     progress = Progress(lambda *a: None, log=logs.append)

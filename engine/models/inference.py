@@ -54,20 +54,23 @@ class Predictor:
 
     ``forward`` swaps the network's own call for another runtime's (``runtimes``: TorchScript, ONNX Runtime,
     OpenVINO), which takes and returns numpy arrays; scaling and the probability stay here, so every runtime
-    is fed and read the same way.
+    is fed and read the same way. With ``forward`` the PyTorch network is not needed (``model`` None): a run
+    on an exported model never builds it.
     """
 
-    def __init__(self, model: torch.nn.Module, card: ModelCard, device: torch.device, *, fast: bool = True,
+    def __init__(self, model: Optional[torch.nn.Module], card: ModelCard, device: torch.device, *, fast: bool = True,
                  forward: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> None:
+        if model is None and forward is None:
+            raise TypeError("Predictor needs a model or a forward function")
         self.card = card
         self.device = device
         self.dtype = fast_dtype(device) if fast else None
         self.memory_format = torch.channels_last if fast else torch.contiguous_format
-        self.model = model.to(device).to(memory_format=self.memory_format).eval()
+        self.model = None if model is None else model.to(device).to(memory_format=self.memory_format).eval()
         self.forward = forward
         self.runtime = "torch " + (str(self.dtype).replace("torch.", "") if self.dtype else "fp32")
         self.scale = float(card.normalisation.get("input_scale", 1 / 255))
-        self._batch_size = cuda_batch_size(self.model, card, device, self.dtype) if device.type == "cuda" else 1
+        self._batch_size = cuda_batch_size(self.model, card, device, self.dtype) if device.type == "cuda" and self.model is not None else 1
         self.tta = False
         """Average over mirror images (4x the model's work); see ``__call__``."""
 
