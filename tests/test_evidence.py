@@ -11,7 +11,7 @@ from affine import Affine
 from shapely.geometry import box, mapping
 
 from engine.archive.evidence import FIELDS, NOMINAL_INCIDENCE, add_evidence, score
-from engine.archive.wind import _model, wind_speed
+from engine.archive.wind import _model, load_in_background, wind_speed
 from engine.jobs.detect import DetectOptions, detect
 from engine.models.registry import SYNTHETIC_MODEL
 from engine.scenes.grid import analysis_grid
@@ -26,6 +26,13 @@ def test_wind_inverts_cmod5n_at_its_incidence(polarisation):
         sigma0 = _model(polarisation)(37.5, speed, 45.0)
         assert wind_speed(sigma0, 37.5, polarisation) == pytest.approx(speed, abs=0.02)
     assert wind_speed(_model("VV")(37.5, 5.0, 45.0), 37.5, "VH") is None
+
+
+def test_the_wind_model_loads_in_the_background_for_co_polarised_scenes_only():
+    _model.cache_clear()
+    assert load_in_background("VH") is None and _model.cache_info().currsize == 0
+    load_in_background("HH").join()
+    assert _model.cache_info().currsize == 1
 
 
 def _calm_scene(tmp_path, wind: float, contrast_db: float):

@@ -10,6 +10,7 @@ look-alike (below 2 to 3 m/s) from a slick on a wind-roughened sea.
 from __future__ import annotations
 
 import math
+import threading
 from functools import lru_cache
 from typing import Callable, Optional
 
@@ -26,6 +27,29 @@ def _model(polarisation: str) -> Callable[[float, float, float], float]:
 
     gmf = GmfModel._registry[_GMF[polarisation]]  # xsarsea offers no public lookup by name
     return lambda incidence, speed, direction: float(gmf(incidence, speed, direction, numba=False))
+
+
+def load_in_background(polarisation: Optional[str]) -> Optional[threading.Thread]:
+    """Start importing the model function of ``polarisation`` in a thread of its own.
+
+    xsarsea pulls in xarray, pandas, dask and numba: 1 to 2 s, which the first slick's wind waited for at the
+    end of a detection run. Started when the run starts, the import overlaps with reading and predicting
+    tiles. A failure is left for ``wind_speed`` to raise where the wind is asked for; the thread is not a
+    daemon, so a run that ends first never leaves an interpreter exiting in the middle of an import. Returns
+    the thread (None for a polarisation without a model function).
+    """
+    if polarisation not in _GMF:
+        return None
+    thread = threading.Thread(target=_load_quietly, args=(polarisation,), name="slick-mapper-wind-model")
+    thread.start()
+    return thread
+
+
+def _load_quietly(polarisation: str) -> None:
+    try:
+        _model(polarisation)
+    except Exception:  # noqa: BLE001 - raised again, where it matters, by the wind_speed call that needs it
+        pass
 
 
 def wind_speed(sigma0: float, incidence_deg: float, polarisation: Optional[str],
