@@ -124,7 +124,9 @@ class OutputSet:
 
 
 def raster_profile(grid: Grid, dtype: str, nodata: float) -> dict:
-    """Tiled, compressed GeoTIFF on the analysis grid; 64-row blocks let strips flush without re-reads."""
+    """The staged GeoTIFF a run writes strip by strip on the analysis grid; 64-row blocks let strips flush
+    without re-reads. Zstandard at level 1 compresses these rasters about as well as deflate at a quarter of
+    its time (measured): the staged file is scratch, and ``to_cog`` compresses the output once, with deflate."""
     return {
         "driver": "GTiff",
         "width": grid.width,
@@ -137,7 +139,8 @@ def raster_profile(grid: Grid, dtype: str, nodata: float) -> dict:
         "tiled": True,
         "blockxsize": 256,
         "blockysize": 64,
-        "compress": "deflate",
+        "compress": "zstd",
+        "zstd_level": 1,
         "predictor": 3 if dtype == "float32" else 2,
         "BIGTIFF": "IF_SAFER",
     }
