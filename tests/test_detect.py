@@ -76,9 +76,11 @@ def test_existing_outputs_are_never_overwritten(tmp_path, sample_scene, tiny_mod
     assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
 
 
-def test_cancel_leaves_no_file(tmp_path, sample_scene, tiny_model):
+@pytest.mark.parametrize("stage, done", [("tiles", 1), ("polygons", 0)])
+def test_cancel_leaves_no_file(tmp_path, sample_scene, tiny_model, stage, done):
+    """Among the tiles, and while the slicks are traced with the COGs being written beside them."""
     with pytest.raises(Cancelled):
-        detect(sample_scene, tmp_path, _options(tiny_model), cancel_at("tiles", 1))
+        detect(sample_scene, tmp_path, _options(tiny_model), cancel_at(stage, done))
     assert list(tmp_path.iterdir()) == []
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
@@ -137,25 +138,32 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
         _check_memory(grid, tile)
         stretch = opened.stretch
         exclusion = Exclusion(landmask.open_land_mask(options.land_mask), options.land_buffer, options.nodata_buffer)
+        if options.source_grid and ds.crs is None:
+            raise InputError(
+                "--source-grid needs a scene with a geotransform; this one is in radar geometry (GCPs only).",
+                "Use the analysis grid (the default), which is the scene geocoded to its UTM zone.",
+            )
+        scene_pixels = {"crs": ds.crs, "transform": ds.transform, "width": ds.width, "height": ds.height} if options.source_grid else None
         with OutputSet(out_dir, names, options.overwrite) as outputs:
             staged_prob = outputs.stage / "analysis_probability.tif"
             staged_mask = outputs.stage / "analysis_mask.tif"
             prepare_evidence(info)  # in the background, while the model holds the CPU and little of the GIL
             n_tiles, skipped = _predict_to_files(opened.reader, grid, stretch, predictor, tile, options, threshold, exclusion,
                                                  staged_prob, staged_mask, progress)
-            progress.update("polygons", 0, 1, "Tracing slick outlines")
-            slicks = polygonise(staged_mask, staged_prob, options.min_area_km2, progress)
-            progress.update("evidence", 0, 1, "Weighing look-alike evidence")
-            land = landmask.land_polygons(exclusion.land, grid.crs, grid.transform, (grid.height, grid.width)) if slicks else []
-            add_evidence(slicks, ds, info, grid, staged_mask, land, None, progress)
-            n_slicks, area = write_slicks(outputs.path("slicks"), grid.crs, slicks, scene.name, card.name, EVIDENCE_FIELDS)
-            progress.update("writing", 0, 1, "Writing Cloud-Optimised GeoTIFFs")
-            if options.source_grid:
-                _to_source_grid(ds, staged_prob, staged_mask)
-            to_cog(staged_prob, outputs.path("probability"))
-            to_cog(staged_mask, outputs.path("mask"))
-            staged_prob.unlink()
-            staged_mask.unlink()
+            # The COGs are made from the staged rasters while the slicks are traced and weighed: GDAL works outside
+            # the GIL, on the core that single-threaded tracing leaves idle. GDAL's copy cannot be interrupted, so a
+            # Cancel meanwhile waits for it, as it did when the copy came last.
+            with ThreadPoolExecutor(1, thread_name_prefix="slick-mapper-cog") as pool:
+                cogs = pool.submit(_write_cogs, [(staged_prob, outputs.path("probability"), Resampling.bilinear),
+                                                 (staged_mask, outputs.path("mask"), Resampling.nearest)], scene_pixels)
+                progress.update("polygons", 0, 1, "Tracing slick outlines")
+                slicks = polygonise(staged_mask, staged_prob, options.min_area_km2, progress)
+                progress.update("evidence", 0, 1, "Weighing look-alike evidence")
+                land = landmask.land_polygons(exclusion.land, grid.crs, grid.transform, (grid.height, grid.width)) if slicks else []
+                add_evidence(slicks, ds, info, grid, staged_mask, land, None, progress)
+                n_slicks, area = write_slicks(outputs.path("slicks"), grid.crs, slicks, scene.name, card.name, EVIDENCE_FIELDS)
+                progress.update("writing", 0, 1, "Writing Cloud-Optimised GeoTIFFs")
+                cogs.result()
             check_unchanged(scene, before)
             paths = outputs.commit()
     progress.update("done", 1, 1)
@@ -322,24 +330,24 @@ def _flush(predictor: Predictor, pending: list[tuple[int, np.ndarray]], blender:
     return len(pending)
 
 
-def _to_source_grid(ds: rasterio.DatasetReader, prob_path: Path, mask_path: Path) -> None:
-    """Warp the staged analysis-grid rasters back onto the scene's own pixels (bilinear / nearest)."""
-    if ds.crs is None:
-        raise InputError(
-            "--source-grid needs a scene with a geotransform; this one is in radar geometry (GCPs only).",
-            "Use the analysis grid (the default), which is the scene geocoded to its UTM zone.",
+def _write_cogs(staged: list[tuple[Path, Path, Resampling]], scene_pixels: Optional[dict]) -> None:
+    """Each staged analysis-grid raster as its output COG; warped back (with its resampling) onto the scene's own
+    pixels first when ``scene_pixels`` (the scene's crs, transform, width and height) is given."""
+    for path, cog, resampling in staged:
+        to_cog(path if scene_pixels is None else _to_source_grid(path, scene_pixels, resampling), cog)
+
+
+def _to_source_grid(path: Path, scene_pixels: dict, resampling: Resampling) -> Path:
+    """``path`` warped onto the scene's own pixels, written beside it."""
+    warped = path.with_name(f"source_{path.name}")
+    with rasterio.open(path) as src:
+        profile = src.profile
+        data = np.full((scene_pixels["height"], scene_pixels["width"]), src.nodata, dtype=profile["dtype"])
+        reproject(
+            rasterio.band(src, 1), data, dst_transform=scene_pixels["transform"], dst_crs=scene_pixels["crs"],
+            dst_nodata=src.nodata, resampling=resampling,
         )
-    for path, resampling, dtype, nodata in (
-        (prob_path, Resampling.bilinear, "float32", float("nan")),
-        (mask_path, Resampling.nearest, "uint8", MASK_NODATA),
-    ):
-        with rasterio.open(path) as src:
-            data = np.full((ds.height, ds.width), nodata, dtype=dtype)
-            reproject(
-                rasterio.band(src, 1), data, dst_transform=ds.transform, dst_crs=ds.crs,
-                dst_nodata=nodata, resampling=resampling,
-            )
-            profile = src.profile
-        profile.update(width=ds.width, height=ds.height, transform=ds.transform, crs=ds.crs)
-        with rasterio.open(path, "w", **profile) as dst:
-            dst.write(data, 1)
+    profile.update(scene_pixels)
+    with rasterio.open(warped, "w", **profile) as dst:
+        dst.write(data, 1)
+    return warped
