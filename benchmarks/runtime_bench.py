@@ -3,13 +3,17 @@ pipeline and the land and no-data masks cost or save end to end.
 
     .venv/bin/python benchmarks/runtime_bench.py                  # ~15-30 min on 2 shared CPU cores
     .venv/bin/python benchmarks/runtime_bench.py --quick          # smoke run: fewer tiles, a 1024 scene
+    .venv/bin/python benchmarks/runtime_bench.py --only pipeline --runtime openvino   # one figure alone
 
 Figures, each a ratio of timings taken in this one run (round robin, so a shared machine's load falls on
 every candidate alike), with the CPU named beside them:
   runtimes    per model (bundled U-Net R18; DeepLabV3-R50, random init) and runtime/precision: s per tile,
               tiles/s, km2/min, speed-up over PyTorch eager fp32, slick-mask Dice against PyTorch eager fp32
               on real tiles (the bundled Arctic scenes that no test scores on)
-  pipeline    detect() end to end / the same tiles through the model alone, on a synthetic scene at sea
+  efficiency  per model and runtime: achieved FLOP/s over this CPU's matmul peak in the same precision, timed
+              in the same rounds (benchmarks/efficiency.py), and where OpenVINO's time goes by kind of layer
+  pipeline    detect() end to end / the same tiles through the model alone, on a synthetic scene at sea, in
+              wall time and in CPU time (--compare lists other runs' pipeline rows beside it)
   skipping    share of tiles never predicted on a synthetic EW scene laid over Svalbard's real coastline
               (GSHHG) with a no-data border, and minutes end to end for it; a full 16,000^2 EW scene's
               minutes extrapolated from the measured rate and the skipped share
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -35,10 +40,14 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+import efficiency  # noqa: E402
 import report  # noqa: E402
 from engine.machine import commit_text  # noqa: E402
 
 OVERLAP = 64
+SECTIONS = ("runtimes", "pipeline", "skipping")
+"""The figures, each measurable alone (``--only``): the runtimes with the model efficiency, the pipeline overhead,
+the tiles skipped."""
 SVALBARD = {"crs": "EPSG:32633", "origin": (440000.0, 8700000.0)}
 """Forlandsundet and the mouth of Isfjorden, Svalbard: about a third land at 2048 px (GSHHG)."""
 
@@ -57,17 +66,20 @@ def deeplab_file(work: Path) -> Path:
 
 
 def compare_runtimes(model_path: Path, n_tiles: int, repeats: int, log) -> dict:
-    """Every candidate on the same real tiles, round robin, against PyTorch eager fp32."""
-    from engine.models import runtimes
+    """Every candidate on the same real tiles, round robin, against PyTorch eager fp32; the matmul peak of
+    each precision is timed in the same rounds, so that a share of it is a ratio within one run."""
+    from engine.models import cpu_features, runtimes
     from engine.models.registry import load_model
 
     device = torch.device("cpu")
     model, card = load_model(model_path, device)
-    factory = runtimes.Factory(model_path, model, card, device)
+    factory = runtimes.Factory(model_path, card, device, model)
     tiles = runtimes.calibration_tiles(card, n_tiles)
     scale = float(card.normalisation.get("input_scale", 1 / 255))
     x = [t[None, None].astype(np.float32) * scale for t in tiles]
-    built, out = {}, {"model": card.name, "model_hash": factory.digest, "tiles": len(x), "tile": card.tile_size, "candidates": {}}
+    flops = efficiency.forward_flops(model, card.tile_size, card.in_channels)
+    built, out = {}, {"model": card.name, "model_hash": factory.digest, "tiles": len(x), "tile": card.tile_size,
+                      "gflop_per_tile": round(flops / 1e9, 3), "candidates": {}}
     for candidate in runtimes.candidates(device):
         started = time.perf_counter()
         try:
@@ -78,6 +90,9 @@ def compare_runtimes(model_path: Path, n_tiles: int, repeats: int, log) -> dict:
         except Exception as exc:  # noqa: BLE001 - a candidate that cannot run is a figure too
             out["candidates"][candidate.label] = {"status": f"{type(exc).__name__}: {str(exc)[:200]}"}
         log(f"  {card.name}: prepared {candidate.label}")
+    dtypes = {"fp32": torch.float32, **({"bf16": torch.bfloat16} if cpu_features.native_bf16() else {})}
+    matmuls = {precision: efficiency.matmul_timers(device, dtype, efficiency.MATMUL_N) for precision, dtype in dtypes.items()}
+    mm_seconds = {precision: {path: [] for path in timers} for precision, timers in matmuls.items()}
     probs = {k: [] for k in built}
     seconds = {k: 0.0 for k in built}
     for r in range(repeats):
@@ -88,6 +103,16 @@ def compare_runtimes(model_path: Path, n_tiles: int, repeats: int, log) -> dict:
                 seconds[label] += time.perf_counter() - started
                 if r == 0:
                     probs[label].append(torch.sigmoid(torch.from_numpy(np.asarray(logits, np.float32))[:, 0]).numpy())
+            for precision, timers in matmuls.items():
+                for path, timer in timers.items():
+                    mm_seconds[precision][path] += [timer() for _ in range(efficiency.MATMUL_REPEATS)]
+    peaks = {precision: efficiency.peak(times, efficiency.MATMUL_N, statistics.fmean) for precision, times in mm_seconds.items()}
+    out["matmul_peak"] = {
+        precision: {"gflops": round(peaks[precision][0] / 1e9, 1), "path": peaks[precision][1], "n": efficiency.MATMUL_N,
+                    "gflops_by_path": {path: round(efficiency.matmul_flops(efficiency.MATMUL_N) / statistics.fmean(s) / 1e9, 1)
+                                       for path, s in times.items()}}
+        for precision, times in mm_seconds.items()
+    }
     reference = np.concatenate(probs["torch fp32"])
     # A trained model is cut at its own threshold; a random one at the median of its output, so that
     # both masks are non-trivial (a random network's probabilities all sit near its bias).
@@ -104,8 +129,15 @@ def compare_runtimes(model_path: Path, n_tiles: int, repeats: int, log) -> dict:
             "km2_per_min": round(60 * area_km2 / s_tile, 1),
             "speedup_vs_torch_fp32": round(base / seconds[label], 3),
             "dice_vs_torch_fp32": round(dice(reference > threshold, np.concatenate(probs[label]) > threshold), 5),
+            "achieved_gflops": round(flops / s_tile / 1e9, 2),
         })
-        log(f"  {card.name:40s} {label:18s} {s_tile:7.3f} s/tile  x{entry['speedup_vs_torch_fp32']:.2f}  Dice {entry['dice_vs_torch_fp32']:.4f}")
+        precision = label.split()[-1]
+        if precision in peaks:
+            entry["share_of_peak"] = round(flops / s_tile / peaks[precision][0], 4)
+        log(f"  {card.name:40s} {label:18s} {s_tile:7.3f} s/tile  x{entry['speedup_vs_torch_fp32']:.2f}  Dice {entry['dice_vs_torch_fp32']:.4f}  "
+            f"{entry['achieved_gflops']:.1f} GFLOP/s" + (f" = {entry['share_of_peak']:.2f} of the {precision} matmul peak" if precision in peaks else ""))
+    out["openvino_layers"] = {label.split()[1]: efficiency.openvino_layers(factory.onnx(), label.split()[1], x[0], factory.threads)
+                              for label in built if label in ("openvino fp32", "openvino bf16")}
     out["mask_threshold"] = "model's own" if trained else "median of torch fp32 output"
     int8 = runtimes.exports_dir() / f"{factory.digest}.int8.json"
     if int8.is_file():
@@ -142,7 +174,10 @@ def scene_tiles(scene: Path, card, exclusion, grid_kwargs: dict) -> list[np.ndar
 
 
 def pipeline(scene: Path, model_path: Path, runtime: str, work: Path, log) -> dict:
-    """detect() end to end over model-only time on the same tiles, model-only timed before and after."""
+    """detect() end to end over model-only time on the same tiles, model-only timed before and after.
+
+    Wall time is the figure; CPU time (all of this process's threads) is taken beside it, because on a machine
+    shared with other jobs it moves much less than wall time does from one run to the next."""
     from engine.models import runtimes
     from engine.jobs.detect import DetectOptions, detect
     from engine.scenes.landmask import Exclusion
@@ -151,23 +186,27 @@ def pipeline(scene: Path, model_path: Path, runtime: str, work: Path, log) -> di
     tiles = scene_tiles(scene, predictor.card, Exclusion(None), {})
     predictor(tiles[0][None])
 
-    def model_only() -> float:
-        started = time.perf_counter()
+    def timed(run) -> tuple[float, float]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        run()
+        return time.perf_counter() - wall, time.process_time() - cpu
+
+    def model_only() -> None:
         for t in tiles:
             predictor(t[None])
-        return time.perf_counter() - started
 
-    before = model_only()
-    started = time.perf_counter()
-    result = detect(scene, work / "pipeline_out", DetectOptions(model=str(model_path), runtime=runtime, land_mask="none", overwrite=True))
-    end_to_end = time.perf_counter() - started
-    after = model_only()
-    model_s = (before + after) / 2
-    log(f"  pipeline ({runtime}): {len(tiles)} tiles, end to end {end_to_end:.1f} s, model only {model_s:.1f} s "
-        f"(before {before:.1f}, after {after:.1f}): x{end_to_end / model_s:.3f}")
-    return {"runtime": runtime, "chosen": result.runtime, "tiles": len(tiles), "end_to_end_s": round(end_to_end, 2),
-            "model_only_s": round(model_s, 2), "model_only_before_after_s": [round(before, 2), round(after, 2)],
-            "overhead_ratio": round(end_to_end / model_s, 4)}
+    before = timed(model_only)
+    options = DetectOptions(model=str(model_path), runtime=runtime, land_mask="none", overwrite=True)
+    results = []
+    end_to_end = timed(lambda: results.append(detect(scene, work / "pipeline_out", options)))
+    after = timed(model_only)
+    model_s, model_cpu = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
+    log(f"  pipeline ({runtime}): {len(tiles)} tiles, end to end {end_to_end[0]:.1f} s, model only {model_s:.1f} s "
+        f"(before {before[0]:.1f}, after {after[0]:.1f}): x{end_to_end[0] / model_s:.3f}; CPU time x{end_to_end[1] / model_cpu:.3f}")
+    return {"runtime": runtime, "chosen": results[0].runtime, "tiles": len(tiles), "end_to_end_s": round(end_to_end[0], 2),
+            "model_only_s": round(model_s, 2), "model_only_before_after_s": [round(before[0], 2), round(after[0], 2)],
+            "overhead_ratio": round(end_to_end[0] / model_s, 4), "end_to_end_cpu_s": round(end_to_end[1], 2),
+            "model_only_cpu_s": round(model_cpu, 2), "cpu_ratio": round(end_to_end[1] / model_cpu, 4)}
 
 
 def skipping(scene: Path, model_path: Path, runtime: str, work: Path, size: int, log) -> dict:
@@ -193,7 +232,7 @@ def markdown(results: dict) -> str:
     m = results["machine"]
     cpu = f"{m['cores']}-core {m['cpu']} CPU"
     lines = [
-        "# Detection speed: runtimes, pipeline, skipped tiles",
+        "# Detection speed: runtimes, model efficiency, pipeline, skipped tiles",
         "",
         f"Made by `{results['command']}` at commit `{results['commit']}` on a {cpu} (torch {m['torch']}, "
         f"{m['torch_threads']} threads; native bf16: {m['native_bf16']}, native int8 (VNNI): {m['native_int8']}; "
@@ -202,6 +241,18 @@ def markdown(results: dict) -> str:
         "slow and noisy, ratios taken within this one run (round robin over candidates) are what count. "
         f"Total {results['total_s'] / 60:.0f} min.",
         "",
+    ]
+    if "runtimes" in results:
+        lines += runtimes_section(results["runtimes"], cpu) + efficiency_section(results["runtimes"], cpu, m)
+    if "pipeline" in results:
+        lines += pipeline_section(results, cpu)
+    if "skipping" in results:
+        lines += skipping_section(results["skipping"], cpu)
+    return "\n".join(lines)
+
+
+def runtimes_section(models: list[dict], cpu: str) -> list[str]:
+    lines = [
         "## Runtimes per model",
         "",
         f"Real tiles: the bundled Arctic EW/HH scenes sample_70 and sample_0 (never scored by tests or the demo); "
@@ -211,7 +262,7 @@ def markdown(results: dict) -> str:
         f"| model (hash) | runtime | s/tile on the {cpu} | tiles/s | km2/min | speed-up over torch fp32 | Dice vs torch fp32 |",
         "|---|---|---|---|---|---|---|",
     ]
-    for model in results["runtimes"]:
+    for model in models:
         for label, e in model["candidates"].items():
             name = f"{model['model']} (`{model['model_hash']}`)"
             if "s_per_tile" in e:
@@ -220,40 +271,115 @@ def markdown(results: dict) -> str:
             else:
                 lines.append(f"| {name} | {label} | not run: {e['status']} | | | | |")
     lines.append("")
-    if len(results["runtimes"]) == 1:
+    if len(models) == 1:
         lines += ["DeepLabV3-R50 was not measured in this run (`--no-deeplab`): about ten times the bundled model's "
                   "work per tile, it did not fit the time this shared machine left. The same command without "
                   "`--no-deeplab` adds it.", ""]
-    for model in results["runtimes"]:
+    for model in models:
         lines.append(f"- {model['model']}: {model['tiles']} tiles of {model['tile']} px; masks cut at the {model['mask_threshold']}.")
         if "int8_verdict" in model:
             lines.append(f"  int8 check when the quantised model was made: {model['int8_verdict']['message']}.")
-    lines += ["", "## Pipeline overhead", "",
-              f"detect() end to end over the same tiles through the model alone (mean of before and after), on the {cpu}:", "",
-              "| runtime | tiles | end to end (s) | model only (s) | ratio |", "|---|---|---|---|---|"]
-    notes = ["", "End to end includes what a run does once whatever the scene's size (loading the model, compiling it "
-             "for the tile shape, the scene statistics, writing COGs), which weighs most on a small scene."]
-    for e in results["pipeline"]:
-        lines.append(f"| {e['chosen']} | {e['tiles']} | {e['end_to_end_s']} | {e['model_only_s']} | {e['overhead_ratio']:.3f} |")
-    lines += notes
-    k = results["skipping"]
-    lines += ["", "## Tiles never predicted", "",
-              f"{k['scene']}, default land mask ({k['masked']}), {k['runtime']} on the {cpu}: {k['skipped']} of {k['tiles']} tiles "
-              f"skipped ({k['share_skipped']:.1%}; by reason {k['skipped_by']}), {k['end_to_end_s']:.0f} s end to end. "
-              + (f"That is a full EW scene, measured: {k['end_to_end_s'] / 60:.1f} min end to end."
-                 if int(k["scene"].split("x")[0]) >= 16000 else
-                 f"A full 16,000 x 16,000 px EW scene ({k['full_ew_tiles']} tiles of 512) with the same share of land and "
-                 f"border would take about {k['full_ew_minutes_extrapolated']:.0f} min at this run's rate (extrapolated, not measured)."),
-              "",
-              "A tile is skipped only when all of it is land, no data or outside the extent: a fjord coast crosses most "
-              "512-px tiles (12.8 km), so a scene a third of which is land can have no tile to skip, while the land and "
-              "border pixels themselves are still masked. Skipping pays on the large no-data collars of rotated GRD "
-              "swaths, on inland areas and on map-view extents.",
-              "", "## Land mask data", "",
-              "The default land mask is GSHHG, the Global Self-consistent, Hierarchical, High-resolution Geography "
-              "Database (Wessel, P., and W. H. F. Smith, J. Geophys. Res., 101, 8741-8743, 1996; LGPL), full resolution, "
-              "as compiled into the roaring-landmask package (G. Hope, MIT licence).", ""]
-    return "\n".join(lines)
+    return lines + [""]
+
+
+def efficiency_section(models: list[dict], cpu: str, machine: dict) -> list[str]:
+    """Achieved FLOP/s of every runtime over the matmul peak of its precision, and where OpenVINO's time goes."""
+    lines = [
+        "## Model efficiency",
+        "",
+        "Achieved FLOP/s: the model's FLOPs per tile (PyTorch's `FlopCounterMode`: 2 per multiply-add of its convolutions, "
+        "at the tile size) over the s/tile above. Peak: an n x n by n x n matmul in the same precision on all "
+        f"{machine['torch_threads']} torch threads, timed between the same tiles in the same rounds, the faster of "
+        "`torch.mm` and oneDNN's linear (both rates are listed below the table): a rate measured on this machine, not a "
+        "datasheet figure. int8 runtimes are set against no peak: their work is integer, and no matmul of this benchmark "
+        "measures its ceiling.",
+        "",
+        f"| model | GFLOP/tile | runtime | s/tile | achieved GFLOP/s | matmul peak, same precision (GFLOP/s) | share of peak |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for model in models:
+        peaks = model["matmul_peak"]
+        for label, e in model["candidates"].items():
+            if "s_per_tile" not in e:
+                continue
+            precision = label.split()[-1]
+            peak = f"{peaks[precision]['gflops']:.0f} ({precision})" if precision in peaks else "-"
+            share = f"**{e['share_of_peak']:.2f}**" if "share_of_peak" in e else "-"
+            lines.append(f"| {model['model']} | {model['gflop_per_tile']:.1f} | {label} | {e['s_per_tile']:.3f} | "
+                         f"{e['achieved_gflops']:.1f} | {peak} | {share} |")
+    lines.append("")
+    for model in models:
+        measured = "; ".join(f"{precision} {p['gflops']:.0f} GFLOP/s ({p['path']}; "
+                             + ", ".join(f"{path} {rate:.0f}" for path, rate in p["gflops_by_path"].items()) + ")"
+                             for precision, p in model["matmul_peak"].items())
+        lines.append(f"- {model['model']}: {model['matmul_peak']['fp32']['n']}^2 matmul peaks measured in its rounds: {measured}.")
+        fastest = min(((label, e) for label, e in model["candidates"].items() if "share_of_peak" in e and e["dice_vs_torch_fp32"] >= 0.98),
+                      key=lambda item: item[1]["s_per_tile"], default=None)
+        if fastest:
+            lines.append(f"  Fastest runtime whose masks agree with PyTorch fp32: {fastest[0]}, at {fastest[1]['share_of_peak']:.2f} of "
+                         f"the {fastest[0].split()[-1]} matmul peak.")
+        for precision, kinds in model.get("openvino_layers", {}).items():
+            parts = [f"{kind}: {k['share_of_time']:.0%} of the time for {k['share_of_flops']:.0%} of the FLOPs"
+                     + (f" ({k['gflops']:.0f} GFLOP/s)" if k["gflops"] else "") for kind, k in kinds.items()]
+            lines.append(f"  OpenVINO {precision}, one tile, by its own per-layer counters: {'; '.join(parts)}.")
+    lines += ["", "What limits the share: a segmentation network is not all wide convolutions. The U-Net's decoder "
+              "upsamples and concatenates at every stage, its last stages and its one-class head work on few channels "
+              "at full resolution, and its stem reads a one-band tile: layers that move more memory than they compute.", ""]
+    for model in models:
+        for precision, kinds in model.get("openvino_layers", {}).items():
+            wide, thin, none = (kinds[kind] for kind in efficiency.LAYER_KINDS)
+            if wide["gflops"] and thin["gflops"]:
+                lines.append(f"- {model['model']}, OpenVINO {precision}: convolutions with few channels ran at "
+                             f"{thin['gflops'] / wide['gflops']:.0%} of the wide ones' rate, and layers without FLOPs took "
+                             f"{none['share_of_time']:.0%} of the time; together {thin['share_of_time'] + none['share_of_time']:.0%} "
+                             f"of the time for {thin['share_of_flops']:.0%} of the FLOPs.")
+    lines += ["", "bf16 speeds up the arithmetic of the wide convolutions, not the memory traffic of the other layers. "
+              "All figures are for one tile at a time (batch 1), as detection runs on a CPU."]
+    if any(e.get("share_of_peak", 0) > 1 for model in models for e in model["candidates"].values()):
+        lines.append("A share above 1 means the model ran faster than the matmul did in the same rounds: both are measured, "
+                     "and on a loaded machine the matmul's few timings can fall on busier moments than the tiles'.")
+    return lines + [""]
+
+
+def pipeline_section(results: dict, cpu: str) -> list[str]:
+    lines = ["## Pipeline overhead", "",
+             f"detect() end to end over the same tiles through the model alone (mean of before and after), on the {cpu}; "
+             "CPU time (all of the process's threads) beside wall time, as it moves much less with other jobs' load:", "",
+             "| commit | load average | runtime | tiles | end to end (s) | model only (s) | ratio | CPU-time ratio |",
+             "|---|---|---|---|---|---|---|---|"]
+    for run in [*results.get("compared", []), results]:
+        for e in run["pipeline"]:
+            lines.append(f"| `{run['commit']}` | {run['machine']['loadavg_start'][0]} | {e['chosen']} | {e['tiles']} | "
+                         f"{e['end_to_end_s']} | {e['model_only_s']} | **{e['overhead_ratio']:.3f}** | "
+                         f"{e['cpu_ratio']:.3f} |" if "cpu_ratio" in e else
+                         f"| `{run['commit']}` | {run['machine']['loadavg_start'][0]} | {e['chosen']} | {e['tiles']} | "
+                         f"{e['end_to_end_s']} | {e['model_only_s']} | **{e['overhead_ratio']:.3f}** | |")
+    if results.get("compared"):
+        commands = sorted({f"`{run['command']}` at `{run['commit']}`" for run in results["compared"]})
+        lines += ["", f"The rows above this run's come from other runs on the same machine: {'; '.join(commands)}."]
+    lines += ["", "End to end includes what a run does once whatever the scene's size (reading the model's card, "
+              "compiling it for the tile shape, the scene statistics, tracing the slicks and weighing their evidence, "
+              "writing the COGs), which weighs most on a small scene.", ""]
+    return lines
+
+
+def skipping_section(k: dict, cpu: str) -> list[str]:
+    return ["## Tiles never predicted", "",
+            f"{k['scene']}, default land mask ({k['masked']}), {k['runtime']} on the {cpu}: {k['skipped']} of {k['tiles']} tiles "
+            f"skipped ({k['share_skipped']:.1%}; by reason {k['skipped_by']}), {k['end_to_end_s']:.0f} s end to end. "
+            + (f"That is a full EW scene, measured: {k['end_to_end_s'] / 60:.1f} min end to end."
+               if int(k["scene"].split("x")[0]) >= 16000 else
+               f"A full 16,000 x 16,000 px EW scene ({k['full_ew_tiles']} tiles of 512) with the same share of land and "
+               f"border would take about {k['full_ew_minutes_extrapolated']:.0f} min at this run's rate (extrapolated, not measured)."),
+            "",
+            "A tile is skipped only when all of it is land, no data or outside the extent: a fjord coast crosses most "
+            "512-px tiles (12.8 km), so a scene a third of which is land can have no tile to skip, while the land and "
+            "border pixels themselves are still masked. Skipping pays on the large no-data collars of rotated GRD "
+            "swaths, on inland areas and on map-view extents.",
+            "", "## Land mask data", "",
+            "The default land mask is GSHHG, the Global Self-consistent, Hierarchical, High-resolution Geography "
+            "Database (Wessel, P., and W. H. F. Smith, J. Geophys. Res., 101, 8741-8743, 1996; LGPL), full resolution, "
+            "as compiled into the roaring-landmask package (G. Hope, MIT licence).", ""]
 
 
 def main() -> int:
@@ -265,51 +391,65 @@ def main() -> int:
     p.add_argument("--sea", type=int, default=1536, help="side of the synthetic open-sea scene of the pipeline figure")
     p.add_argument("--no-deeplab", action="store_true", help="bundled model only (DeepLabV3-R50 takes ~10x as long)")
     p.add_argument("--pipeline-torch", action="store_true", help="also measure the pipeline overhead with PyTorch eager")
+    p.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="measure these figures only (all by default)")
+    p.add_argument("--runtime", help="runtime of the pipeline and skipping figures (default: the fastest of the runtimes figure "
+                   "whose masks agree with PyTorch fp32; auto when that figure is not measured)")
     p.add_argument("--json", type=Path, default=ROOT / "bench_output" / "runtime_bench.json")
     p.add_argument("--markdown", type=Path, help="also write the figures as a page, e.g. docs/benchmarks.md")
     p.add_argument("--from", dest="source", type=Path, help="with --markdown: render this earlier run's JSON, run nothing")
+    p.add_argument("--compare", type=Path, nargs="+", default=[],
+                   help="JSON files of other runs (e.g. --only pipeline at earlier commits) whose pipeline rows the page lists above this run's")
     args = p.parse_args()
+    compared = [{k: run[k] for k in ("command", "commit", "machine", "pipeline")}
+                for run in (json.loads(path.read_text()) for path in args.compare)]
     if args.source:
-        args.markdown.write_text(markdown(json.loads(args.source.read_text())))
+        args.markdown.write_text(markdown({**json.loads(args.source.read_text()), **({"compared": compared} if compared else {})}))
         return 0
     if args.quick:
         args.tiles, args.repeats, args.scene, args.sea = 2, 1, 1024, 1024
     from engine.models import cpu_features
     from engine.models.registry import DEFAULT_MODEL
+    from engine.models.runtimes import AUTO
     from engine.data.synth import SceneSpec, write_scene
 
     started = time.perf_counter()
     results = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "commit": commit_text(),
-               "machine": {**report.machine(torch.device("cpu")), **cpu_features.summary()}}
+               "machine": {**report.machine(torch.device("cpu")), **cpu_features.summary()}, "compared": compared}
     log = lambda msg: print(msg, flush=True)  # noqa: E731
     log(f"CPU: {results['machine']['cpu']} ({os.cpu_count()} cores), native bf16 {results['machine']['native_bf16']}, int8 {results['machine']['native_int8']}")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         os.environ["SLICK_MAPPER_MODELS"] = str(work / "models")  # fresh exports and int8 checks, timed here
         os.environ["XDG_CACHE_HOME"] = str(work / "cache")
-        results["runtimes"] = [compare_runtimes(Path(DEFAULT_MODEL), args.tiles, args.repeats, log)]
-        if not args.no_deeplab:
-            results["runtimes"].append(compare_runtimes(deeplab_file(work), max(1, args.tiles // 2), args.repeats, log))
-        fastest = min((e for e in results["runtimes"][0]["candidates"].items() if "s_per_tile" in e[1] and e[1]["dice_vs_torch_fp32"] >= 0.98),
-                      key=lambda e: e[1]["s_per_tile"])[0]
-        best_runtime = fastest.split()[0]
-        sea = work / "sea.tif"
-        write_scene(SceneSpec(height=args.sea, width=args.sea, seed=5), sea)
-        results["pipeline"] = [pipeline(sea, Path(DEFAULT_MODEL), best_runtime, work, log)]
-        if args.pipeline_torch and best_runtime != "torch":
-            results["pipeline"].append(pipeline(sea, Path(DEFAULT_MODEL), "torch", work, log))
-        svalbard = work / "svalbard.tif"
-        write_scene(SceneSpec(height=args.scene, width=args.scene, seed=6, nodata_border=True, **SVALBARD), svalbard)
-        results["skipping"] = skipping(svalbard, Path(DEFAULT_MODEL), best_runtime, work, args.scene, log)
+        runtime = args.runtime or AUTO
+        if "runtimes" in args.only:
+            results["runtimes"] = [compare_runtimes(Path(DEFAULT_MODEL), args.tiles, args.repeats, log)]
+            if not args.no_deeplab:
+                results["runtimes"].append(compare_runtimes(deeplab_file(work), max(1, args.tiles // 2), args.repeats, log))
+            fastest = min((e for e in results["runtimes"][0]["candidates"].items() if "s_per_tile" in e[1] and e[1]["dice_vs_torch_fp32"] >= 0.98),
+                          key=lambda e: e[1]["s_per_tile"])[0]
+            runtime = args.runtime or fastest.split()[0]
+        if "pipeline" in args.only:
+            sea = work / "sea.tif"
+            write_scene(SceneSpec(height=args.sea, width=args.sea, seed=5), sea)
+            results["pipeline"] = [pipeline(sea, Path(DEFAULT_MODEL), runtime, work, log)]
+            if args.pipeline_torch and runtime != "torch":
+                results["pipeline"].append(pipeline(sea, Path(DEFAULT_MODEL), "torch", work, log))
+        if "skipping" in args.only:
+            svalbard = work / "svalbard.tif"
+            write_scene(SceneSpec(height=args.scene, width=args.scene, seed=6, nodata_border=True, **SVALBARD), svalbard)
+            results["skipping"] = skipping(svalbard, Path(DEFAULT_MODEL), runtime, work, args.scene, log)
     results["total_s"] = round(time.perf_counter() - started, 1)
     report.finish(results, args.json)
     rows = []
-    for model in results["runtimes"]:
+    for model in results.get("runtimes", []):
         for label, e in model["candidates"].items():
             rows.append((model["model"], label, *(
                 (f"{e['s_per_tile']:.3f}", f"{e['tiles_per_s']:.2f}", f"{e['km2_per_min']:.0f}", f"{e['speedup_vs_torch_fp32']:.2f}x",
-                 f"{e['dice_vs_torch_fp32']:.4f}") if "s_per_tile" in e else (e["status"][:40], "", "", "", ""))))
-    report.print_table(("model", "runtime", "s/tile", "tiles/s", "km2/min", "speed-up", "Dice vs fp32"), rows)
+                 f"{e['dice_vs_torch_fp32']:.4f}", f"{e['achieved_gflops']:.1f}", f"{e['share_of_peak']:.2f}" if "share_of_peak" in e else "")
+                if "s_per_tile" in e else (e["status"][:40], "", "", "", "", "", ""))))
+    if rows:
+        report.print_table(("model", "runtime", "s/tile", "tiles/s", "km2/min", "speed-up", "Dice vs fp32", "GFLOP/s", "share of peak"), rows)
     print(f"\nCPU {results['machine']['cpu']}; written {args.json}")
     if args.markdown:
         args.markdown.write_text(markdown(results))

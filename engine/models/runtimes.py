@@ -158,6 +158,12 @@ def openvino_cache(onnx_path: Path) -> Path:
     return onnx_path.parent / "openvino_cache"
 
 
+def openvino_config(precision: str, threads: int) -> dict:
+    """How detection compiles a network with OpenVINO: the precision, all of its threads, one tile at a time."""
+    return {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32", "INFERENCE_NUM_THREADS": threads,
+            "PERFORMANCE_HINT": "LATENCY"}
+
+
 def openvino_forward(onnx_path: Path, precision: str, threads: int) -> Forward:
     """Compiled per input shape (static shapes run faster than a dynamic model in OpenVINO); the compiled network
     is cached beside the export (OpenVINO's model cache), so a run after the first loads it instead of compiling
@@ -171,8 +177,7 @@ def openvino_forward(onnx_path: Path, precision: str, threads: int) -> Forward:
     except RuntimeError:
         pass  # a cache folder that cannot be made: every run compiles, as it would without the cache
     model = core.read_model(str(onnx_path))
-    config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
-              "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+    config = openvino_config(precision, threads)
     compiled: dict[tuple, object] = {}
 
     def run(x: np.ndarray) -> np.ndarray:
