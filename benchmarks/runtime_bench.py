@@ -242,12 +242,17 @@ def markdown(results: dict) -> str:
         f"Total {results['total_s'] / 60:.0f} min.",
         "",
     ]
-    if "runtimes" in results:
-        lines += runtimes_section(results["runtimes"], cpu) + efficiency_section(results["runtimes"], cpu, m)
-    if "pipeline" in results:
-        lines += pipeline_section(results, cpu)
-    if "skipping" in results:
-        lines += skipping_section(results["skipping"], cpu)
+    earlier = results.get("earlier", {})
+    for section, render in (("runtimes", lambda r: runtimes_section(r["runtimes"], cpu) + efficiency_section(r["runtimes"], cpu, r["machine"])),
+                            ("pipeline", lambda r: pipeline_section(r, cpu)),
+                            ("skipping", lambda r: skipping_section(r["skipping"], cpu))):
+        if section in results:
+            lines += render(results)
+        elif section in earlier:
+            page = render(earlier)
+            load = earlier["machine"]["loadavg_start"][0], earlier["machine"]["loadavg_end"][0]
+            lines += page[:2] + [f"From an earlier run on the same machine, which this one did not repeat: `{earlier['command']}` at "
+                                 f"commit `{earlier['commit']}` (load average {load[0]} at the start, {load[1]} at the end).", ""] + page[2:]
     return "\n".join(lines)
 
 
@@ -397,11 +402,16 @@ def main() -> int:
     p.add_argument("--json", type=Path, default=ROOT / "bench_output" / "runtime_bench.json")
     p.add_argument("--markdown", type=Path, help="also write the figures as a page, e.g. docs/benchmarks.md")
     p.add_argument("--from", dest="source", type=Path, help="with --markdown: render this earlier run's JSON, run nothing")
+    p.add_argument("--keep", type=Path, help="JSON of an earlier run: the figures this run does not measure (--only) stay on "
+                   "the page, named as that run's")
     p.add_argument("--compare", type=Path, nargs="+", default=[],
                    help="JSON files of other runs (e.g. --only pipeline at earlier commits) whose pipeline rows the page lists above this run's")
     args = p.parse_args()
     compared = [{k: run[k] for k in ("command", "commit", "machine", "pipeline")}
                 for run in (json.loads(path.read_text()) for path in args.compare)]
+    kept = json.loads(args.keep.read_text()) if args.keep else {}
+    kept_sections = [section for section in SECTIONS if section in kept and section not in args.only]
+    earlier = {k: kept[k] for k in ("command", "commit", "machine", *kept_sections)} if kept_sections else {}
     if args.source:
         args.markdown.write_text(markdown({**json.loads(args.source.read_text()), **({"compared": compared} if compared else {})}))
         return 0
@@ -414,7 +424,8 @@ def main() -> int:
 
     started = time.perf_counter()
     results = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "commit": commit_text(),
-               "machine": {**report.machine(torch.device("cpu")), **cpu_features.summary()}, "compared": compared}
+               "machine": {**report.machine(torch.device("cpu")), **cpu_features.summary()}, "compared": compared,
+               **({"earlier": earlier} if earlier else {})}
     log = lambda msg: print(msg, flush=True)  # noqa: E731
     log(f"CPU: {results['machine']['cpu']} ({os.cpu_count()} cores), native bf16 {results['machine']['native_bf16']}, int8 {results['machine']['native_int8']}")
     with tempfile.TemporaryDirectory() as tmp:
