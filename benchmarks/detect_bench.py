@@ -356,7 +356,7 @@ def main() -> int:
         reps = 3 if args.quick else 7
         for _ in range(reps):
             for name, timer in mm.items():
-                mm_times[name].append(timer())
+                mm_times[name].append(timer().wall)
             t = time.perf_counter()
             predictor(batch)
             tile_times.append((time.perf_counter() - t) / len(probe_tiles))

@@ -18,7 +18,7 @@ import copy
 import math
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -44,8 +44,21 @@ def matmul_flops(n: int) -> int:
     return 2 * n**3
 
 
-def matmul_timers(device: torch.device, dtype: torch.dtype, n: int) -> dict[str, Callable[[], float]]:
-    """Seconds of one n x n matmul in ``dtype``, per torch path (each warmed up once)."""
+class Timing(NamedTuple):
+    wall: float
+    cpu: float
+    """CPU time of all of the process's threads: on a machine shared with other jobs it moves much less than wall
+    time, so a ratio of CPU times is the steadier estimate of what the same work takes on a machine of its own."""
+
+
+def timed(run: Callable[[], object]) -> Timing:
+    wall, cpu = time.perf_counter(), time.process_time()
+    run()
+    return Timing(time.perf_counter() - wall, time.process_time() - cpu)
+
+
+def matmul_timers(device: torch.device, dtype: torch.dtype, n: int) -> dict[str, Callable[[], Timing]]:
+    """Timings of one n x n matmul in ``dtype``, per torch path (each warmed up once)."""
     a = torch.rand(n, n, device=device).to(dtype)
     b = torch.rand(n, n, device=device).to(dtype)
     paths: dict[str, Callable[[], object]] = {"torch.mm": lambda: torch.mm(a, b)}
@@ -53,19 +66,17 @@ def matmul_timers(device: torch.device, dtype: torch.dtype, n: int) -> dict[str,
         a_dnn, b_dnn = a.to_mkldnn(), b.to_mkldnn()
         paths["oneDNN linear"] = lambda: torch._C._nn.mkldnn_linear(a_dnn, b_dnn, None)
 
-    def timed(run: Callable[[], object]) -> Callable[[], float]:
-        def seconds() -> float:
-            started = time.perf_counter()
+    def timer(run: Callable[[], object]) -> Callable[[], Timing]:
+        def once() -> None:
             with torch.inference_mode():
                 run()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            return time.perf_counter() - started
 
-        seconds()
-        return seconds
+        once()
+        return lambda: timed(once)
 
-    return {name: timed(run) for name, run in paths.items()}
+    return {name: timer(run) for name, run in paths.items()}
 
 
 def peak(seconds: dict[str, list[float]], n: int, average: Callable[[list[float]], float]) -> tuple[float, str]:
