@@ -437,7 +437,7 @@ def test_the_sample_folder_can_be_chosen_and_is_remembered_in_the_project(ui: Se
     project, panel = QgsProject.instance(), ui.panel
     default = str(tmp_path / "chosen_slick_samples")
     assert panel.folder.filePath() == default and panel.browser.folder == default
-    assert "trained on the labels when you generate" in panel.files_label.text()
+    assert "trained from scratch on the labels when you generate" in panel.files_label.text()
     panel.folder.setFilePath(str(tmp_path / "elsewhere"))
     qtbot.waitUntil(lambda: sample_files.samples_folder(project) == str(tmp_path / "elsewhere"), timeout=5_000)
     assert panel.browser.folder == str(tmp_path / "elsewhere") and "No samples yet" in panel.browser.count_label.text()
