@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -330,27 +331,22 @@ def efficiency_section(models: list[dict], cpu: str, machine: dict) -> list[str]
                       key=lambda item: item[1]["s_per_tile"], default=None)
         if fastest:
             lines.append(f"  Fastest runtime whose masks agree with PyTorch fp32: {fastest[0]}, at {fastest[1]['share_of_peak']:.2f} of "
-                         f"the {fastest[0].split()[-1]} matmul peak.")
-        for precision, kinds in model.get("openvino_layers", {}).items():
-            parts = [f"{kind}: {k['share_of_time']:.0%} of the time for {k['share_of_flops']:.0%} of the FLOPs"
-                     + (f" ({k['gflops']:.0f} GFLOP/s)" if k["gflops"] else "") for kind, k in kinds.items()]
-            lines.append(f"  OpenVINO {precision}, one tile, by its own per-layer counters: {'; '.join(parts)}.")
+                         f"the {fastest[0].split()[-1]} matmul peak ({fastest[1]['share_of_peak_cpu_time']:.2f} in CPU time).")
     lines += ["", "What limits the share: a segmentation network is not all wide convolutions. The U-Net's decoder "
               "upsamples and concatenates at every stage, its last stages and its one-class head work on few channels "
-              "at full resolution, and its stem reads a one-band tile: layers that move more memory than they compute.", ""]
+              "at full resolution, and its stem reads a one-band tile: layers that move more memory than they compute. "
+              "OpenVINO's own per-layer counters on one tile, by kind of layer (share of the time; share of the FLOPs; rate):", ""]
     for model in models:
         for precision, kinds in model.get("openvino_layers", {}).items():
-            wide, thin, none = (kinds[kind] for kind in efficiency.LAYER_KINDS)
-            if wide["gflops"] and thin["gflops"]:
-                lines.append(f"- {model['model']}, OpenVINO {precision}: convolutions with few channels ran at "
-                             f"{thin['gflops'] / wide['gflops']:.0%} of the wide ones' rate, and layers without FLOPs took "
-                             f"{none['share_of_time']:.0%} of the time; together {thin['share_of_time'] + none['share_of_time']:.0%} "
-                             f"of the time for {thin['share_of_flops']:.0%} of the FLOPs.")
+            parts = [f"{kind} {k['share_of_time']:.0%}; {k['share_of_flops']:.0%}" + (f"; {k['gflops']:.0f} GFLOP/s" if k["gflops"] else "")
+                     for kind, k in kinds.items()]
+            lines.append(f"- {model['model']}, OpenVINO {precision}: {' | '.join(parts)}.")
     lines += ["", "bf16 speeds up the arithmetic of the wide convolutions, not the memory traffic of the other layers. "
               "All figures are for one tile at a time (batch 1), as detection runs on a CPU."]
     if any(e.get("share_of_peak", 0) > 1 for model in models for e in model["candidates"].values()):
-        lines.append("A share above 1 means the model ran faster than the matmul did in the same rounds: both are measured, "
-                     "and on a loaded machine the matmul's few timings can fall on busier moments than the tiles'.")
+        lines.append(f"A share above 1 means the model did more FLOPs per second than the {efficiency.MATMUL_N}^2 matmul in the "
+                     "same rounds: the matmul's rate is measured, not a ceiling, and on a loaded machine its few timings can "
+                     "also fall on busier moments than the tiles'.")
     return lines + [""]
 
 
@@ -368,8 +364,9 @@ def pipeline_section(results: dict, cpu: str) -> list[str]:
                          f"| `{run['commit']}` | {run['machine']['loadavg_start'][0]} | {e['chosen']} | {e['tiles']} | "
                          f"{e['end_to_end_s']} | {e['model_only_s']} | **{e['overhead_ratio']:.3f}** | |")
     if results.get("compared"):
-        commands = sorted({f"`{run['command']}` at `{run['commit']}`" for run in results["compared"]})
-        lines += ["", f"The rows above this run's come from other runs on the same machine: {'; '.join(commands)}."]
+        commands = sorted({re.sub(r" --json \S+", "", run["command"]) for run in results["compared"]})
+        lines += ["", f"The rows above this run's come from other runs on the same machine, in the order they ran: "
+                  f"{' and '.join(f'`{c}`' for c in commands)}, at the commits named."]
     lines += ["", "End to end includes what a run does once whatever the scene's size (reading the model's card, "
               "compiling it for the tile shape, the scene statistics, tracing the slicks and weighing their evidence, "
               "writing the COGs), which weighs most on a small scene.", ""]
