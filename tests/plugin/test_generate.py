@@ -361,7 +361,7 @@ def test_a_kind_with_a_pretrained_generator_of_the_tile_size_says_so_and_is_fine
     dakter, joint = contract.GENERATOR_KINDS.values()
     bundled = tmp_path / "generator_dakter_64.safetensors"
     for kind, path in (("dakter", bundled), ("sar-jointnet", tmp_path / "generator_sarjointnet_64.safetensors")):
-        monkeypatch.setitem(plugin_contract.BUNDLED_GENERATORS, (kind, 64), path)  # the engine's files, not bundled yet
+        monkeypatch.setitem(plugin_contract.BUNDLED_GENERATORS, (kind, 64), path)  # stand-ins for the bundled files
     panel.tile.setValue(64)
 
     def titles() -> List[str]:
