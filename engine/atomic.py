@@ -91,6 +91,17 @@ def writing(path: Path, hint: str = "Check the free space and permissions of the
         raise write_failure(path, exc, hint) from exc
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()
+"""What ``open()`` gives a new file under this process's umask, read once at import (setting the umask to read
+it is not thread-safe)."""
+
+
 @contextmanager
 def staged(path: Path, hint: str = "Check the free space and permissions of the folder.") -> Iterator[Path]:
     """A temporary path to write ``path``'s new content to; it replaces ``path`` when the block succeeds.
@@ -100,6 +111,7 @@ def staged(path: Path, hint: str = "Check the free space and permissions of the 
     with writing(path, hint):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=STAGING_PREFIX, suffix=path.suffix, dir=path.parent)
+        os.fchmod(fd, FILE_MODE)  # mkstemp's 0600 would make a model or table unreadable to the analyst's colleagues
     os.close(fd)
     tmp = Path(name)
     try:

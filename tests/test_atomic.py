@@ -47,3 +47,9 @@ def test_a_staged_folder_moves_its_files_in_together_or_leaves_nothing(tmp_path)
         (stage / "other.png").write_bytes(b"new")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.pgw", "mask.png"]
     assert (tmp_path / "mask.pgw").read_text() == "world"
+
+
+def test_a_staged_file_gets_the_permissions_of_a_plainly_written_one(tmp_path: Path) -> None:
+    (tmp_path / "plain.txt").write_text("plain")
+    write_text(tmp_path / "staged.txt", "staged")
+    assert (tmp_path / "staged.txt").stat().st_mode & 0o777 == (tmp_path / "plain.txt").stat().st_mode & 0o777
