@@ -207,7 +207,8 @@ class FinetunePanel(QgsCollapsibleGroupBox):
             self.table.setItem(row, 1, value)
         lines = [f"{data['epochs_run']} epochs (best: {data['best_epoch']}) on {data['train_tiles']} training and "
                  f"{data['val_tiles']} validation tiles, layers: {data['train_layers']}, {float(data['seconds']):.0f} s "
-                 f"on {data['device']}.", f"Saved as {data['model']}"]
+                 f"on {data['device']}.", str(data.get("threshold_note") or ""), f"Saved as {data['model']}"]
+        lines = [line for line in lines if line]
         if after < before:
             lines.append("<span style='color:#b06000'>The fine-tuned model scores below its parent on the validation "
                          "tiles: keep using the parent, or add labels and reviewed areas and try again.</span>")

@@ -24,10 +24,12 @@ def group_name(scene_name: str, model_name: str) -> str:
 
 
 def summary(data: Dict[str, Any]) -> str:
-    """One line for the message bar: how many slicks, their total area and the time taken."""
+    """One line for the message bar: how many slicks, their total area, the threshold they were cut at (and
+    whence: a fine-tuned model has its own on the scenes it was taught on) and the time taken."""
     count = int(data.get("n_slicks", 0))
     noun = "slick" if count == 1 else "slicks"
     return (f"{count} {noun}, {float(data.get('total_area_km2', 0.0)):.2f} km² in total, "
+            f"threshold {float(data.get('threshold', 0.5)):.2f} ({data.get('threshold_from', 'the model’s')}), "
             f"{float(data.get('seconds', 0.0)):.0f} s on {data.get('device', '?')}.")
 
 

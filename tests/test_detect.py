@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import fiona
 import numpy as np
@@ -13,8 +14,9 @@ from engine.data.synth import SceneSpec, write_scene
 from engine.errors import Cancelled, InputError, ModelError, OutputError
 from engine.jobs.detect import DetectOptions, detect
 from engine.progress import Progress
+from engine.scenes.fingerprint import scene_fingerprint
 
-from conftest import cancel_at
+from conftest import SAMPLES, cancel_at
 
 
 def _options(model, **kw) -> DetectOptions:
@@ -52,20 +54,27 @@ def test_detect_on_a_real_arctic_tile(tmp_path, sample_scene, tiny_model):
 
 
 def test_without_a_threshold_detection_cuts_at_the_model_s_own(tmp_path, sample_scene, model_factory):
-    """A fine-tuned model carries its calibrated threshold; detection uses it unless told otherwise."""
-    model = model_factory(tmp_path / "calibrated.safetensors", tile_size=256, threshold=0.55)
-    own = detect(sample_scene, tmp_path / "own", _options(model))
-    given = detect(sample_scene, tmp_path / "given", _options(model, threshold=0.45))
-    assert own.threshold == 0.55 and given.threshold == 0.45
-    for result, threshold in ((own, 0.55), (given, 0.45)):
+    """A model carries its calibrated threshold, and a fine-tuned one its own on the scenes it was taught on,
+    wherever that scene's file now lies; detection uses them unless told otherwise."""
+    moved = shutil.copy(sample_scene, tmp_path / "moved.tif")
+    other_scene = SAMPLES / "sample_2" / "raw_mosaic.tif"
+    model = model_factory(tmp_path / "calibrated.safetensors", tile_size=256, threshold=0.498,
+                          scene_thresholds={scene_fingerprint(sample_scene): 0.502})
+    own = detect(moved, tmp_path / "own", _options(model))
+    other = detect(other_scene, tmp_path / "other", _options(model))
+    given = detect(sample_scene, tmp_path / "given", _options(model, threshold=0.495))
+    assert (own.threshold, own.threshold_from) == (0.502, "calibrated on labels of this scene")
+    assert (other.threshold, other.threshold_from) == (0.498, "the model's")
+    assert (given.threshold, given.threshold_from) == (0.495, "given")
+    for result in (own, other, given):
         with rasterio.open(result.probability) as ds:
             prob = ds.read(1)
         with rasterio.open(result.mask) as ds:
             mask = ds.read(1)
         valid = np.isfinite(prob)
-        assert ((prob > threshold) == (mask == 1))[valid].all()
-    # the two cuts differ on this scene, so the test can tell which one was used
-    assert 0 < np.count_nonzero((prob > 0.45) & (prob <= 0.55))
+        assert ((prob > result.threshold) == (mask == 1))[valid].all()
+    # the cuts differ on this scene, so the test can tell which one was used
+    assert 0 < np.count_nonzero((prob > 0.495) & (prob <= 0.498)) and 0 < np.count_nonzero((prob > 0.498) & (prob <= 0.502))
 
 
 def test_existing_outputs_are_never_overwritten(tmp_path, sample_scene, tiny_model):

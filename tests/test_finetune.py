@@ -18,12 +18,13 @@ from shapely.geometry import box
 import engine.models.training as training
 from engine.cli.main import main
 from engine.errors import Cancelled, InputError, ModelError, OutputError
-from engine.jobs.finetune import FinetuneOptions, finetune
+from engine.jobs.finetune import MIN_VAL_SLICK_PIXELS, FinetuneOptions, finetune
 from engine.jobs.finetune_data import GAP, collect_tiles, split_by_area
 from engine.jobs.labels import add_labels, add_reviewed, create_store, import_mask, read_store, scene_grid
 from engine.models.registry import load_model, read_card
 from engine.models.training import THRESHOLDS, TileSet, TrainConfig, l2_sp, lr_range_test, train, train_mode, validate
 from engine.progress import Progress
+from engine.scenes.fingerprint import scene_fingerprint
 
 from conftest import SMALL_MODEL as SMALL, cancel_at
 
@@ -74,6 +75,12 @@ def test_finetune_writes_a_new_model_with_its_lineage(tmp_path, small_model, arc
     assert lineage["val_dice_before"] == round(report.val_dice_before, 4) and lineage["val_dice_after"] == round(report.val_dice_after, 4)
     assert lineage["train_layers"] == "decoder" and lineage["device"] == "cpu" and lineage["lr"] == 1e-3 and lineage["epochs"] == 1
     assert lineage["seconds"] > 0 and len(lineage["history"]) == 1
+    # The threshold calibrated on the labels belongs to the labelled scenes, wherever they lie; elsewhere the parent's stays.
+    assert report.val_slick_pixels >= MIN_VAL_SLICK_PIXELS and report.threshold != 0.5
+    assert card.threshold == report.threshold_elsewhere == lineage["threshold_elsewhere"] == 0.5 and lineage["threshold"] == report.threshold
+    assert card.scene_thresholds == {scene_fingerprint(_scene(s)): report.threshold for s in ("sample_1", "sample_2")}
+    assert card.threshold_for(_scene("sample_0")) == (0.5, "the model's")
+    assert report.threshold_note.startswith(f"Threshold {report.threshold:.2f} on the scenes you labelled")
     assert list(report.timings) == ["checks", "tiles", "parent", "lr_range_test", "epochs", "validation", "saving"]
     assert sum(report.timings.values()) == pytest.approx(report.seconds, abs=0.3) and report.timings["epochs"] > 0
     assert any(line.startswith("epoch 1: train loss") for line in logs)
@@ -82,6 +89,17 @@ def test_finetune_writes_a_new_model_with_its_lineage(tmp_path, small_model, arc
     child, _ = load_model(report.model)
     assert all(torch.equal(a, b) for a, b in zip(parent.encoder.state_dict().values(), child.encoder.state_dict().values()))
     assert not all(torch.equal(a, b) for a, b in zip(parent.decoder.state_dict().values(), child.decoder.state_dict().values()))
+
+
+def test_too_few_validation_slick_pixels_keep_the_parent_s_threshold(tmp_path, small_model):
+    """sample_1 alone leaves 833 slick pixels to validate on at 128-pixel tiles: too few to place a threshold."""
+    store = _store(tmp_path / "one.gpkg", samples=("sample_1",))
+    report = finetune(small_model, store, tmp_path / "tuned.safetensors", FinetuneOptions(**FAST))
+    assert 0 < report.val_slick_pixels < MIN_VAL_SLICK_PIXELS
+    card = read_card(report.model)
+    assert report.threshold == report.threshold_elsewhere == card.threshold == 0.5 and card.scene_thresholds == {}
+    assert all(h["threshold"] == 0.5 for h in report.history)
+    assert f"{report.val_slick_pixels} slick pixels, fewer than the {MIN_VAL_SLICK_PIXELS}" in report.threshold_note
 
 
 def test_validation_tiles_share_no_pixel_with_training_tiles(small_model, arctic_store):
@@ -283,9 +301,11 @@ def test_threshold_calibration_picks_the_dice_maximising_threshold():
     expected = [2 * np.sum((probability > t) & slick) / (np.sum(probability > t) + slick.sum()) for t in THRESHOLDS]
     assert np.allclose(scores.dice_at, expected, atol=1e-6)
     assert scores.calibrated(fallback=0.5) == (0.7, 1.0) and scores.dice < 1
-    # Equal Dice over a range of thresholds: the one nearest 0.5.
+    # Equal Dice over a range of thresholds: the one nearest 0.5 ...
     scores = validate(_Probability().eval(), _probability_tiles(np.where(slick, 0.9, 0.2), slick), TrainConfig())
     assert scores.calibrated(fallback=0.5) == (0.5, 1.0)
+    # ... unless the fallback (a parent's threshold) is among them: a tie is no reason to move it.
+    assert scores.calibrated(fallback=0.3) == (0.3, 1.0) and scores.calibrated(fallback=0.95) == (0.85, 1.0)
     # No slick to place a threshold by: the parent's stays.
     scores = validate(_Probability().eval(), _probability_tiles(probability, np.zeros_like(slick)), TrainConfig())
     assert scores.calibrated(fallback=0.8)[0] == 0.8
@@ -306,6 +326,22 @@ def test_fine_tuning_keeps_the_parent_when_no_epoch_beats_it():
     assert report.threshold == 0.45  # not 0.5, which validation calibration picks among equals
     assert any(abs(h["val_loss"] - parent_loss) > 1e-4 for h in report.history)  # the epochs did move the weights
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_too_few_validation_pixels_judge_every_epoch_at_the_parent_s_threshold():
+    """Validation whose Dice is 1 from 0.6 to 0.7: calibrated, the threshold moves to 0.6; with ``calibrate`` off it stays
+    the parent's, for every epoch and for the weights kept, and so does the Dice that judged them."""
+    rng = np.random.default_rng(0)
+    slick = rng.random((8, 32, 32)) < 0.2
+    probability = np.where(slick, 0.72, rng.choice(np.arange(0.025, 0.6, 0.05), slick.shape))
+    data = _probability_tiles(probability, slick)
+    moved = train(_Probability(), data, data, TrainConfig(epochs=2, batch_size=4, lr=1e-3, threshold=0.45, **FROM_PARENT))
+    assert moved.threshold == 0.6 and moved.val_dice_calibrated == 1.0
+    model = _Probability()
+    kept = train(model, data, data, TrainConfig(epochs=2, batch_size=4, lr=1e-3, threshold=0.45, calibrate=False, **FROM_PARENT))
+    assert kept.threshold == 0.45 and all(h["threshold"] == 0.45 for h in kept.history)
+    assert kept.val_dice_calibrated < 1
+    assert kept.val_dice_calibrated == pytest.approx(validate(model, data, TrainConfig()).dice_near(0.45))
 
 
 def test_an_experiment_can_keep_the_best_trained_epoch_below_the_parent():

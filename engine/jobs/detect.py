@@ -55,7 +55,7 @@ class DetectOptions:
     tile: Optional[int] = None
     overlap: int = DEFAULT_OVERLAP
     threshold: Optional[float] = None
-    """None: the model's own (``ModelCard.threshold``)."""
+    """None: the model's own for this scene (``ModelCard.threshold_for``)."""
     device: str = "auto"
     band: Optional[str] = None
     bounds: Optional[tuple[float, float, float, float]] = None
@@ -93,7 +93,9 @@ class DetectResult:
     """What ran the model: runtime and precision, e.g. ``openvino fp32``."""
     grid: str
     threshold: float
-    """The one the mask and polygons were cut at: the option's, else the model's."""
+    """The one the mask and polygons were cut at: the option's, else the model's for this scene."""
+    threshold_from: str = "the model's"
+    """Where ``threshold`` comes from: ``given``, ``the model's``, or ``calibrated on labels of this scene``."""
     warnings: list[str] = field(default_factory=list)
     tiles_skipped_by: dict[str, int] = field(default_factory=dict)
     masked: str = ""
@@ -115,7 +117,7 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
     card = read_card(model_path)
     info = assess(scene, card, options.band)
     warnings = list(info.warnings)
-    threshold = card.threshold if options.threshold is None else options.threshold
+    threshold, threshold_from = card.threshold_for(scene) if options.threshold is None else (options.threshold, "given")
     tile = options.tile or card.tile_size
     if tile % 32 or not 64 <= tile <= 2048:
         raise InputError(f"Tile size {tile} is not usable.", "Use a multiple of 32 between 64 and 2048, e.g. 256 or 512.")
@@ -183,6 +185,7 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
         runtime=predictor.runtime,
         grid=grid.describe(),
         threshold=threshold,
+        threshold_from=threshold_from,
         warnings=warnings,
     )
 

@@ -31,13 +31,15 @@ from ..models.inference import pick_device
 from ..models.registry import ModelCard, has_weights, load_model, read_card, save_model, user_models_dir
 from ..models.training import TRAIN_LAYERS, TrainConfig, lr_range_test, paper_augment, train, validate
 from ..progress import Progress, silent
+from ..scenes.fingerprint import scene_fingerprint
 from .finetune_data import check_store, collect_tiles, split_by_area, tileset
 from .labels import read_store
 
 DEFAULT_TILE = 256
 MIN_VAL_SLICK_PIXELS = 1000
-"""Slick pixels (0.6 km2 at 25 m) below which the validation tiles cannot tell a better model from luck: a
-single slick's edge pixels then move their Dice by several hundredths, so the run says so."""
+"""Slick pixels (0.6 km2 at 25 m) below which the validation tiles cannot place a threshold, and can barely tell
+a better model from luck: a single slick's edge pixels then move their Dice by several hundredths. Below it the
+parent's threshold stays, and the run says so."""
 PARENT_WEIGHT = 0.1
 """L2-SP strength: on the bundled model's decoder (0.8 M weights of RMS 0.045, loss gradients of RMS 4e-4 to
 3e-3 per weight on Arctic batches) the pull matches the labels' push once a weight has moved by about a tenth
@@ -90,7 +92,12 @@ class FinetuneReport:
     val_dice_after: float
     """The new model's, at ``threshold``."""
     threshold: float
-    """The new model's decision threshold, calibrated on the validation tiles (ModelCard.threshold)."""
+    """The new model's decision threshold on the labelled scenes: calibrated on the validation tiles when they
+    hold ``MIN_VAL_SLICK_PIXELS``, the parent's otherwise (``ModelCard.scene_thresholds``)."""
+    threshold_elsewhere: float
+    """Its threshold on every other scene (``ModelCard.threshold``): the parent's, since a threshold calibrated on
+    one scene's labels suits that scene (engine/scenes/fingerprint.py)."""
+    threshold_note: str
     lr: float
     train_layers: str
     parent_weight: float
@@ -164,8 +171,8 @@ def finetune(
     if not val_slick_pixels:
         progress.log("warning: the validation tiles hold no slick; their Dice only tells whether the model stays quiet on sea")
     elif val_slick_pixels < MIN_VAL_SLICK_PIXELS:
-        progress.log(f"warning: the validation tiles hold only {val_slick_pixels} slick pixels, too few to tell a better model "
-                     "from luck; label more slicks for a trustworthy choice between the fine-tuned model and its parent")
+        progress.log(f"warning: the validation tiles hold only {val_slick_pixels} slick pixels, too few to place a threshold, so the "
+                     "parent's stays, and barely enough to tell a better model from luck; label more slicks for a trustworthy choice")
     train_set, val_set = tileset(train_tiles), tileset(val_tiles)
     n_generated = 0
     if sample_folder:
@@ -178,6 +185,7 @@ def finetune(
     model, _ = load_model(base_model_path, device)
     config = train_config(card, options, device, train_layers)
     config.student = sample_folder.loss if sample_folder else None
+    config.calibrate = val_slick_pixels >= MIN_VAL_SLICK_PIXELS or not options.from_parent
     dice_before = validate(model, val_set, config).dice_near(card.threshold)
     progress.log(f"{len(train_tiles)} training and {len(val_tiles)} validation tiles; parent's validation Dice {dice_before:.3f} at its threshold {card.threshold:.2f}")
     timed("parent")
@@ -189,12 +197,16 @@ def finetune(
     timings["epochs"] = round(timings["epochs"] - report.val_seconds, 2)  # scoring after each epoch is its own part
     timings["validation"] = report.val_seconds
     dice_after = report.val_dice_calibrated  # the kept weights' Dice on the same validation tiles, at their threshold
-    progress.log(f"validation Dice: parent {dice_before:.3f}, fine-tuned {dice_after:.3f} at threshold {report.threshold:.2f}")
-    if report.best_epoch == 0 and options.from_parent:
-        progress.log("warning: no epoch beat the parent on the validation tiles, so the new model keeps the parent's weights "
-                     "and threshold; add labels, or mark more reviewed sea")
-    seconds = round(time.monotonic() - started, 1)
+    elsewhere = card.threshold if options.from_parent else report.threshold
     scenes = sorted({t.scene for t in tiles})
+    own = {scene_fingerprint(store.scene_path(scene)): report.threshold for scene in scenes} if report.threshold != elsewhere else {}
+    progress.log(f"validation Dice: parent {dice_before:.3f}, fine-tuned {dice_after:.3f} at threshold {report.threshold:.2f}"
+                 + (f" (on the labelled scenes; {elsewhere:.2f} elsewhere)" if own else ""))
+    if report.best_epoch == 0 and options.from_parent:
+        progress.log("warning: no epoch beat the parent on the validation tiles, so the new model keeps the parent's weights"
+                     + (", with a threshold of its own on the labelled scenes" if own else " and threshold")
+                     + "; add labels, or mark more reviewed sea")
+    seconds = round(time.monotonic() - started, 1)
     lineage = {
         "parent": {"path": str(base_model_path.resolve()), "name": card.name, "sha256": parent_sha256, "lineage": card.lineage or None},
         "labels": {"path": str(store.path.resolve()), "sha256": store.sha256},
@@ -210,6 +222,7 @@ def finetune(
         "val_dice_before": round(dice_before, 4),
         "val_dice_after": round(dice_after, 4),
         "threshold": report.threshold,
+        "threshold_elsewhere": elsewhere,
         "lr": config.lr,
         "lr_from": "range test" if options.lr is None else "given",
         "train_layers": train_layers,
@@ -225,7 +238,8 @@ def finetune(
         card,
         name=options.name or f"{card.name}, fine-tuned {now:%Y-%m-%d %H:%M}",
         metrics={"val_dice": round(dice_after, 4)},
-        threshold=report.threshold,
+        threshold=elsewhere,
+        scene_thresholds=own,
         lineage=lineage,
         engine_version=__version__,
         created=now.isoformat(timespec="seconds"),
@@ -247,6 +261,8 @@ def finetune(
         val_dice_before=dice_before,
         val_dice_after=dice_after,
         threshold=report.threshold,
+        threshold_elsewhere=elsewhere,
+        threshold_note=threshold_note(report.threshold, elsewhere, val_slick_pixels, config.calibrate),
         lr=config.lr,
         train_layers=train_layers,
         parent_weight=config.parent_weight,
@@ -257,6 +273,17 @@ def finetune(
         n_generated=n_generated,
         timings=timings,
     )
+
+
+def threshold_note(threshold: float, elsewhere: float, val_slick_pixels: int, calibrated: bool) -> str:
+    """Which threshold the new model uses where, and why, in a sentence for the analyst."""
+    if threshold != elsewhere:
+        return (f"Threshold {threshold:.2f} on the scenes you labelled (calibrated on their validation tiles) and "
+                f"{elsewhere:.2f}, the parent's, on any other: a threshold fitted to one scene's labels does not carry to others.")
+    if not calibrated:
+        return (f"Threshold {elsewhere:.2f}, the parent's, on every scene: the validation tiles hold {val_slick_pixels} slick "
+                f"pixels, fewer than the {MIN_VAL_SLICK_PIXELS} it takes to place one.")
+    return f"Threshold {threshold:.2f} on every scene."
 
 
 def train_config(card: ModelCard, options: FinetuneOptions, device: torch.device, train_layers: str) -> TrainConfig:

@@ -26,6 +26,7 @@ from .. import __version__
 from ..atomic import staged
 from ..contract import BUNDLED_DIR, STAGING_PREFIX
 from ..errors import ModelError
+from ..scenes.fingerprint import scene_fingerprint
 from .samlora import SamLoRA
 from .saross import SarossNet
 
@@ -99,6 +100,9 @@ class ModelCard:
     """Slick probability above which detection marks a pixel slick when the user gives no threshold. A
     fine-tuned model's is calibrated on its validation tiles (engine/jobs/finetune.py): the weighted loss and a
     few labels move a model's probabilities, so 0.5 is rarely where its Dice is best."""
+    scene_thresholds: dict[str, float] = field(default_factory=dict)
+    """Thresholds calibrated on an analyst's labels of particular scenes (``scenes.fingerprint``), which
+    detection uses on those scenes only; ``threshold`` everywhere else (engine/jobs/finetune.py)."""
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -118,6 +122,11 @@ class ModelCard:
         if index is None:
             raise ModelError(f"The model {self.name} has no slick class ({', '.join(self.classes)}).", "Choose a slick segmentation model.")
         return index
+
+    def threshold_for(self, scene: str | Path) -> tuple[float, str]:
+        """(threshold, where it comes from) for detecting on ``scene`` without a threshold given."""
+        own = self.scene_thresholds.get(scene_fingerprint(scene))
+        return (own, "calibrated on labels of this scene") if own is not None else (self.threshold, "the model's")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
