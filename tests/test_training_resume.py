@@ -8,7 +8,7 @@ import torch
 
 from engine.errors import Cancelled
 from engine.models.registry import ModelCard, build_model
-from engine.models.training import TileSet, TrainConfig, train
+from engine.models.training import TileSet, TrainConfig, reestimate_batch_norm, train, validate
 from engine.progress import Progress
 
 from conftest import cancel_at
@@ -31,8 +31,9 @@ def _model() -> torch.nn.Module:
     return build_model(ModelCard(**SMALL))
 
 
-def test_a_stopped_run_resumes_to_the_same_weights(tmp_path):
-    config = dict(epochs=3, batch_size=4, lr=1e-3, patience=10, select_on_dice=True)
+@pytest.mark.parametrize("average_from", [None, 2])
+def test_a_stopped_run_resumes_to_the_same_weights(tmp_path, average_from):
+    config = dict(epochs=3, batch_size=4, lr=1e-3, patience=10, select_on_dice=True, average_from=average_from)
     straight = _model()
     report = train(straight, _data(0), _data(1), TrainConfig(**config))
 
@@ -52,6 +53,31 @@ def test_a_stopped_run_resumes_to_the_same_weights(tmp_path):
     assert again.best_epoch == report.best_epoch
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_weight_averaging_returns_the_mean_of_the_epochs_from_the_given_one():
+    """Every epoch runs (patience 1 would stop it), the weights are the mean of epochs 2 and 3, and the batch-norm
+    statistics are those of the averaged weights on the training tiles, not the mean of the epochs' ones."""
+    model = _model()
+    epochs: list[dict[str, torch.Tensor]] = []
+    progress = Progress(metrics=lambda scores: epochs.append({k: v.detach().clone() for k, v in model.state_dict().items()}))
+    config = TrainConfig(epochs=3, batch_size=4, lr=1e-2, patience=1, select_on_dice=True, average_from=2)
+    report = train(model, _data(0), _data(1), config, progress)
+    assert len(epochs) == len(report.history) == 3 and report.best_epoch == 3
+    state = model.state_dict()
+    for name, _ in model.named_parameters():
+        assert torch.allclose(state[name], (epochs[1][name] + epochs[2][name]) / 2, atol=1e-6)
+        assert not torch.allclose(epochs[1][name], epochs[2][name])
+    norms = [n for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    again = _model()
+    again.load_state_dict({k: (epochs[1][k] + epochs[2][k]) / 2 if v.is_floating_point() else v for k, v in epochs[2].items()})
+    reestimate_batch_norm(again, _data(0), config)
+    for name in norms:
+        mean = f"{name}.running_mean"
+        assert torch.allclose(state[mean], again.state_dict()[mean], atol=1e-5)
+        assert not torch.allclose(state[mean], (epochs[1][mean] + epochs[2][mean]) / 2, atol=1e-5)
+    # The threshold and its Dice are the averaged weights' own on the validation tiles.
+    assert (report.threshold, report.val_dice_calibrated) == pytest.approx(validate(model, _data(1), config).calibrated(config.threshold))
 
 
 def test_pretrain_cli_trains_on_real_texture_and_says_what_on(tmp_path, capsys):

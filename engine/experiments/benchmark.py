@@ -85,6 +85,10 @@ def score(prediction: Path, scene: LabelledScene, threshold: float) -> Scores:
     return Scores(counts.tp, counts.fp, counts.fn, int((predicted & clear).sum()), int(clear.sum()), pixel_m**2 / 1e6)
 
 
+SWA_FROM = 2
+"""``real_texture_swa`` averages the epochs from the second on: the first starts from the synthetic model's
+optimum, far from where real texture takes the weights."""
+
 NETWORKS: dict[str, tuple[str, str, dict]] = {
     "unet_r18": ("unet", "tu-resnet18", {"encoder_depth": 4, "decoder_channels": [128, 64, 32, 16]}),
     "unet_mobilenetv4s": ("unet", "tu-mobilenetv4_conv_small", {"encoder_depth": 4, "decoder_channels": [128, 64, 32, 16]}),
@@ -95,16 +99,19 @@ NETWORKS: dict[str, tuple[str, str, dict]] = {
 U-Net R18, two efficient timm encoders in the same U-Net, and the paper's DeepLabV3 ResNet-50."""
 
 
-def real_texture_trainer(epochs: int, train_tiles: int, device: str, seed: int, network: Optional[str] = None) -> Trainer:
+def real_texture_trainer(epochs: int, train_tiles: int, device: str, seed: int, network: Optional[str] = None,
+                         average_from: Optional[int] = None) -> Trainer:
     """The bundled model's own recipe (``engine pretrain --data real``) on the given scenes: from the
-    synthetic model, or with ``network`` (a key of ``NETWORKS``) from random initialisation."""
+    synthetic model, or with ``network`` (a key of ``NETWORKS``) from random initialisation; with
+    ``average_from``, the average of the epochs from that one on (``TrainConfig.average_from``)."""
 
     def trainer(scenes: list[LabelledScene], out: Path, progress: Progress) -> Path:
         recipe = RealRecipe(scenes=tuple(s.name for s in scenes), train_tiles=train_tiles,
                             **({} if network is None else {"init": None}))
         card = None if network is None else pretrain_card(*NETWORKS[network])
         config = TrainConfig(epochs=epochs, batch_size=8, lr=5e-4, seed=seed, device=device, augment=paper_augment,
-                             select_on_dice=True, patience=3, checkpoint=CHECKPOINTS / f"benchmark-{out.stem}.pt")
+                             select_on_dice=True, patience=3, average_from=average_from,
+                             checkpoint=CHECKPOINTS / f"benchmark-{out.stem}.pt")
         pretrain_real(out, recipe, config, progress, card)
         return out
 
@@ -212,7 +219,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
                    help="also train these networks from random initialisation by the same recipe")
     q.add_argument("--tta", action="store_true", help="also score every model with test-time mirror averaging")
     q.add_argument("--only", nargs="+", metavar="CANDIDATE",
-                   help="score only these candidates (darkspot, synthetic_only, real_texture or a network given with --networks)")
+                   help="score only these candidates (darkspot, synthetic_only, real_texture, real_texture_swa or a network given with --networks)")
     q.set_defaults(func=_run)
 
 
@@ -223,6 +230,7 @@ def candidates(args: argparse.Namespace) -> dict[str, Trainer]:
         "darkspot": fit_darkspot,
         "synthetic_only": fixed(SYNTHETIC_MODEL),
         "real_texture": real_texture_trainer(args.epochs, args.train_tiles, device, args.seed),
+        "real_texture_swa": real_texture_trainer(args.epochs, args.train_tiles, device, args.seed, average_from=SWA_FROM),
         **{name: real_texture_trainer(args.epochs, args.train_tiles, device, args.seed, name) for name in args.networks},
     }
     if not args.only:

@@ -140,6 +140,11 @@ class TrainConfig:
     """L2-SP (Li et al., 2018): ``parent_weight / 2`` times the squared distance of the trained weights from
     those training started with, added to the loss, so that a few labels adjust the parent rather than
     replace what it learnt elsewhere. 0: plain fine-tuning (AdamW's decay toward zero only)."""
+    average_from: Optional[int] = None
+    """Return the average of the weights at the end of every epoch from this one on (stochastic weight
+    averaging, Izmailov et al., 2018), batch-norm statistics re-estimated on the training tiles, instead of the
+    best single epoch; every epoch runs. An average lies in a wider optimum than any one epoch, which a model
+    needs on scenes unlike its few labelled ones; validation then only places the threshold."""
     checkpoint: Optional[Path] = None
     """A file the run saves itself to after every epoch and resumes from when it exists (long pretraining
     runs that outlast a session); deleted once the run has returned its weights."""
@@ -418,12 +423,14 @@ def train(model: torch.nn.Module, train_set: TileSet, val_set: TileSet, config: 
     history: list[dict] = []
     started = time.monotonic()
     seen, val_seconds, first = 0, 0.0, 1
+    average: Optional[dict[str, torch.Tensor]] = None
+    averaged = 0
     if config.checkpoint is not None and config.checkpoint.exists():
-        first, best, stale, history, seen, elapsed = _resume(config.checkpoint, model, optimiser, scheduler, gen)
+        first, best, stale, history, seen, elapsed, average, averaged = _resume(config.checkpoint, model, optimiser, scheduler, gen)
         started -= elapsed  # the run's time includes the epochs before the stop
         progress.log(f"resuming from {config.checkpoint} after epoch {first - 1}")
     for epoch in range(first, config.epochs + 1):
-        if stale >= config.patience:
+        if stale >= config.patience and config.average_from is None:
             break
         train_mode(model, config.train_layers, config.frozen_statistics)
         order = torch.randperm(len(train_set), generator=gen)
@@ -438,6 +445,8 @@ def train(model: torch.nn.Module, train_set: TileSet, val_set: TileSet, config: 
             running += loss.item()
             seen += len(idx)
             progress.update("training", (epoch - 1) * steps_per_epoch + step + 1, total, f"epoch {epoch}, loss {running / (step + 1):.4f}")
+        if config.average_from is not None and epoch >= config.average_from:
+            average, averaged = running_mean(average, model.state_dict(), averaged), averaged + 1
         scoring = time.monotonic()
         scores = validate(model, val_set, config)
         val_seconds += time.monotonic() - scoring
@@ -452,9 +461,15 @@ def train(model: torch.nn.Module, train_set: TileSet, val_set: TileSet, config: 
             stale += 1
         if config.checkpoint is not None:
             _save_checkpoint(config.checkpoint, epoch, model, optimiser, scheduler, gen, best, stale, history, seen,
-                             time.monotonic() - started)
+                             time.monotonic() - started, average, averaged)
     _, best_epoch, best_state, kept = best
-    model.load_state_dict(best_state)
+    if average is not None:
+        model.load_state_dict(average)
+        if config.train_layers == "all" and not config.frozen_statistics:
+            reestimate_batch_norm(model, train_set, config)
+        best_epoch, kept = len(history), validate(model, val_set, config)
+    else:
+        model.load_state_dict(best_state)
     threshold, calibrated = cut(kept)
     seconds = time.monotonic() - started
     if config.checkpoint is not None:
@@ -473,15 +488,31 @@ def train(model: torch.nn.Module, train_set: TileSet, val_set: TileSet, config: 
     )
 
 
+def running_mean(average: Optional[dict[str, torch.Tensor]], state: dict[str, torch.Tensor], count: int) -> dict[str, torch.Tensor]:
+    """The mean of ``count`` states (``average``) and ``state``; integer buffers (batch counters) are ``state``'s."""
+    if average is None:
+        return {k: v.detach().clone() for k, v in state.items()}
+    return {k: a + (state[k].detach() - a) / (count + 1) if a.is_floating_point() else state[k].detach().clone() for k, a in average.items()}
+
+
+def reestimate_batch_norm(model: torch.nn.Module, data: TileSet, config: TrainConfig) -> None:
+    """Batch-norm statistics of averaged weights, from one pass over the training tiles: the averaged running
+    statistics belong to no set of weights (Izmailov et al., 2018)."""
+    device = torch.device(config.device)
+    batches = (data.x[i : i + config.batch_size].to(device) * config.input_scale for i in range(0, len(data), config.batch_size))
+    torch.optim.swa_utils.update_bn(batches, model, device)
+
+
 def _save_checkpoint(path: Path, epoch: int, model: torch.nn.Module, optimiser: torch.optim.Optimizer, scheduler, gen: torch.Generator,
-                     best: tuple, stale: int, history: list[dict], seen: int, elapsed: float) -> None:
+                     best: tuple, stale: int, history: list[dict], seen: int, elapsed: float,
+                     average: Optional[dict[str, torch.Tensor]], averaged: int) -> None:
     """Everything a resumed run needs to go on as if it had never stopped, as tensors and plain values only,
     so that it loads with ``weights_only`` (a checkpoint can never run code)."""
     merit, best_epoch, best_state, kept = best
     state = {
         "epoch": epoch, "model": model.state_dict(), "optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
         "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "stale": stale, "history": history, "seen": seen,
-        "elapsed": elapsed, "best_merit": merit, "best_epoch": best_epoch, "best_state": best_state,
+        "elapsed": elapsed, "average": average, "averaged": averaged, "best_merit": merit, "best_epoch": best_epoch, "best_state": best_state,
         "best_scores": None if kept is None else {"loss": kept.loss, "dice": kept.dice, "dice_at": kept.dice_at.tolist(),
                                                   "slick_pixels": kept.slick_pixels},
     }
@@ -500,4 +531,5 @@ def _resume(path: Path, model: torch.nn.Module, optimiser: torch.optim.Optimizer
     scores = state["best_scores"]
     kept = None if scores is None else Validation(scores["loss"], scores["dice"], np.array(scores["dice_at"]), scores["slick_pixels"])
     best = (state["best_merit"], state["best_epoch"], state["best_state"], kept)
-    return state["epoch"] + 1, best, state["stale"], state["history"], state["seen"], state["elapsed"]
+    return (state["epoch"] + 1, best, state["stale"], state["history"], state["seen"], state["elapsed"], state["average"],
+            state["averaged"])
