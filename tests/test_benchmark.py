@@ -5,13 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import rasterio
+import torch
 from scipy.ndimage import distance_transform_edt
 
 from engine.data.bundled import ARCTIC
 from engine.jobs.evaluate import read_label_mask
 from engine.cli.main import build_parser
 from engine.errors import InputError
-from engine.experiments.benchmark import CLEAR_M, candidates, score
+from engine.experiments.benchmark import CLEAR_M, background_logit, candidates, score, shifted_threshold
+from engine.models.registry import load_model, save_model
+
+from conftest import SMALL_MODEL
 
 
 def _write(path, values, transform, crs):
@@ -46,3 +50,25 @@ def test_only_narrows_the_candidates_and_refuses_an_unknown_one():
     assert list(narrowed) == ["deeplabv3_r50"]
     with pytest.raises(InputError, match="unet_r18"):
         candidates(parser.parse_args(["experiment", "benchmark", "--only", "unet_r18", "--device", "cpu"]))
+
+
+def test_the_scene_shift_moves_the_cut_by_the_scene_s_median_logit(tmp_path, model_factory):
+    """A model's background is its median logit over the validation bands its card names: raising its output bias
+    by 2 raises it by 2. A scene whose median logit sits 1 above the background moves the cut 1 up in logit."""
+    bands = {"data": {"arctic_scenes": {"sample_0": "all but the edge band"}}}
+    plain = model_factory(tmp_path / "plain.safetensors", **SMALL_MODEL, provenance=bands)
+    model, card = load_model(plain)
+    with torch.no_grad():
+        model.segmentation_head[0].bias += 2.0
+    raised = save_model(model, card, tmp_path / "raised.safetensors")
+    background = background_logit(plain)
+    assert background_logit(raised) == pytest.approx(background + 2.0, abs=1e-3)
+    assert background_logit(model_factory(tmp_path / "elsewhere.safetensors", **SMALL_MODEL)) is None
+
+    label, transform, crs = read_label_mask(ARCTIC[1].labels)
+    logits = np.random.default_rng(0).normal(background + 1.0, 0.5, label.shape)
+    logits[:10] = np.nan  # no data, as detection leaves it
+    probability = _write(tmp_path / "p.tif", 1 / (1 + np.exp(-logits)), transform, crs)
+    cut = shifted_threshold(0.9, background, probability)
+    assert np.log(cut / (1 - cut)) == pytest.approx(np.log(9) + 1.0, abs=0.01)
+    assert shifted_threshold(0.9, background + 1.0, probability) == pytest.approx(0.9, abs=1e-3)

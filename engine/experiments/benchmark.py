@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +25,12 @@ from typing import Callable, Optional
 
 import numpy as np
 import rasterio
+import torch
 from scipy.ndimage import distance_transform_edt
 
 from ..atomic import write_csv, write_text
-from ..data import bundled
+from ..data import bundled, real_scenes
+from ..data.real_texture import scene_tiles, split_scene
 from ..errors import InputError
 from ..data.bundled import LabelledScene
 from ..jobs.detect import DetectOptions, detect
@@ -36,7 +39,7 @@ from ..machine import commit_text, describe, file_sha256
 from ..models.darkspot import fit_darkspot
 from ..models.inference import pick_device
 from ..models.pretrain import CHECKPOINTS, RealRecipe, pretrain_card, pretrain_real
-from ..models.registry import SYNTHETIC_MODEL
+from ..models.registry import SYNTHETIC_MODEL, has_weights, load_model, read_card
 from ..models.training import TrainConfig, paper_augment
 from ..progress import Progress
 
@@ -123,11 +126,45 @@ def fixed(model: Path) -> Trainer:
     return lambda scenes, out, progress: model
 
 
-def run_benchmark(out: Path, candidates: dict[str, Trainer], progress: Progress, command: str, tta: bool = False) -> dict:
+def background_logit(model_path: Path) -> Optional[float]:
+    """The median logit of a model over the validation bands its card names: the sea its threshold was placed
+    on; None for a model whose card names none (trained elsewhere, or fitted without weights)."""
+    data = read_card(model_path).provenance.get("data")
+    if not isinstance(data, dict) or not data.get("arctic_scenes") or not has_weights(model_path):
+        return None
+    model, card = load_model(model_path)
+    by_name = {scene.name: scene for scene in bundled.ARCTIC}
+    found: list[np.ndarray] = []
+    with torch.inference_mode():
+        for name in card.provenance["data"]["arctic_scenes"]:
+            _, band = split_scene(real_scenes.load_labelled(by_name[name], card.pixel_size), RealRecipe.val_fraction, gap=RealRecipe.tile // 8)
+            tiles = scene_tiles(band, RealRecipe.tile)
+            for x, valid in zip(tiles.x, tiles.valid):
+                logits = model(torch.from_numpy(x)[None, None] * card.normalisation.get("input_scale", 1 / 255))[0, 0].numpy()
+                found.append(logits[valid > 0])
+    return float(np.median(np.concatenate(found)))
+
+
+def shifted_threshold(threshold: float, background: float, probability: Path) -> float:
+    """``threshold`` moved by the scene's shift in median logit from ``background`` (a constant false-alarm
+    rule, as CFAR detectors set their cut from the clutter around them): a scene whose whole sea looks more
+    slick-like to the model, at low wind say, gets a higher cut, and a clean windy one a lower."""
+    with rasterio.open(probability) as ds:
+        values = ds.read(1)
+    p = np.clip(values[np.isfinite(values)], 1e-6, 1 - 1e-6)
+    scene = float(np.median(np.log(p / (1 - p))))
+    cut = math.log(threshold / (1 - threshold)) + scene - background
+    return 1 / (1 + math.exp(-cut))
+
+
+def run_benchmark(out: Path, candidates: dict[str, Trainer], progress: Progress, command: str, tta: bool = False,
+                  shift: bool = False) -> dict:
     """Every candidate on every left-out scene; models already in ``out`` are reused, so a stopped run resumes.
 
     With ``tta`` every model is also scored with test-time mirror averaging, as a candidate ``<name>+tta``
-    on the same model file: the option costs no training, only four times the detection."""
+    on the same model file: the option costs no training, only four times the detection. With ``shift``
+    every detection is also scored at a threshold moved by the scene's median logit (``shifted_threshold``),
+    as ``<name>+shift``."""
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     scenes = list(bundled.ARCTIC)
@@ -138,13 +175,18 @@ def run_benchmark(out: Path, candidates: dict[str, Trainer], progress: Progress,
             if not model.exists():
                 progress.log(f"{name}: training without {held.name}")
                 model = trainer(train, model, progress)
+            background = background_logit(model) if shift else None
             for mirrored in (False, True) if tta else (False,):
                 label = name + ("+tta" if mirrored else "")
                 options = DetectOptions(model=str(model), prefix=f"{held.name}_{label}", overwrite=True, runtime="torch", tta=mirrored)
                 result = detect(held.image, out / "detections", options, progress)
-                s = score(result.probability, held, result.threshold)
-                rows.append(_row(held, label, s, result.threshold, model))
-                progress.log(f"{held.name} {label}: Dice {s.dice:.3f}, false slicks {s.false_km2_per_1000:.1f} km² per 1,000 km²")
+                cuts = {label: result.threshold}
+                if background is not None:
+                    cuts[label + "+shift"] = shifted_threshold(result.threshold, background, Path(result.probability))
+                for variant, threshold in cuts.items():
+                    s = score(result.probability, held, threshold)
+                    rows.append(_row(held, variant, s, round(threshold, 4), model))
+                    progress.log(f"{held.name} {variant}: Dice {s.dice:.3f} at {threshold:.3f}, false slicks {s.false_km2_per_1000:.1f} km² per 1,000 km²")
         for paper in ("pred_base", "pred_tl"):
             path = held.image.parent / f"{paper}.tif"
             if path.exists():
@@ -218,6 +260,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--networks", nargs="*", default=[], choices=sorted(NETWORKS),
                    help="also train these networks from random initialisation by the same recipe")
     q.add_argument("--tta", action="store_true", help="also score every model with test-time mirror averaging")
+    q.add_argument("--shift", action="store_true", help="also score every network at a threshold moved by the scene's median logit")
     q.add_argument("--only", nargs="+", metavar="CANDIDATE",
                    help="score only these candidates (darkspot, synthetic_only, real_texture, real_texture_swa or a network given with --networks)")
     q.set_defaults(func=_run)
@@ -244,4 +287,4 @@ def candidates(args: argparse.Namespace) -> dict[str, Trainer]:
 
 def _run(args: argparse.Namespace, progress: Progress) -> dict:
     command = "python -m engine " + " ".join(sys.argv[1:]).replace("--jsonl ", "")
-    return run_benchmark(args.out, candidates(args), progress, command, args.tta)
+    return run_benchmark(args.out, candidates(args), progress, command, args.tta, args.shift)
