@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -71,17 +73,26 @@ def cancel_at(stage: str, done: int, log=None):
     return progress
 
 
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """Torch on one thread for a while: networks this small run faster so, as ``one_thread`` says."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Networks this small run faster on one thread: OpenMP's fork and join cost more than the work, and
     on a busy 2-core machine a training step took 0.05 s on one thread and 1.5 s on two. Modules of tiny
     generators take it with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with single_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +113,21 @@ def model_factory():
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     return make_model(tmp_path_factory.mktemp("models") / "tiny.safetensors", tile_size=256)
+
+
+@pytest.fixture(scope="session")
+def pool_model(tmp_path_factory) -> Path:
+    """A ``SMALL_MODEL`` fine-tuned for one epoch on the pool scenes' labels (engine/experiments/split.py): the
+    starting model of the generator experiments' tests. An untrained one puts every pixel near 0.5, so its
+    detection marks half of each test scene in specks, and polygonising them took 15 s for the three test
+    scenes; this one marks mostly sea, as a trained parent does, and its three detections take 2 s."""
+    from engine.experiments.transfer import POOL, label_store
+    from engine.jobs.finetune import FinetuneOptions, finetune
+    from engine.progress import Progress
+
+    folder = tmp_path_factory.mktemp("pool_model")
+    untrained = make_model(folder / "untrained.safetensors", **SMALL_MODEL)
+    recipe = FinetuneOptions(tile=64, epochs=1, lr=1e-3, train_layers="all", device="cpu", parent_competes=False)
+    with single_thread():
+        finetune(untrained, label_store(folder / "pool_labels.gpkg", POOL), folder / "pool.safetensors", recipe, Progress())
+    return folder / "pool.safetensors"

@@ -28,17 +28,12 @@ from engine.jobs.finetune import FinetuneOptions
 from engine.jobs.labels import read_store
 from engine.progress import Progress
 
-from conftest import SMALL_MODEL, TINY_NET
+from conftest import TINY_NET
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 CONDITIONS = [REAL, EQ6, "dakter 100 % soft", "sar-jointnet 100 % soft", "dakter-pretrained 100 % soft", "sar-jointnet 200 % soft",
               "sar-jointnet 100 % hard", CAFT, PLAIN]
-
-
-@pytest.fixture(scope="module")
-def small_model(tmp_path_factory, model_factory):
-    return model_factory(tmp_path_factory.mktemp("model") / "small.safetensors", **SMALL_MODEL)
 
 
 @pytest.fixture(scope="module")
@@ -63,10 +58,10 @@ def _options(model: Path, **changes) -> DakdOptions:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, small_model, pretrained):
+def run(tmp_path_factory, pool_model, pretrained):
     out = tmp_path_factory.mktemp("dakd") / "out"
     stages: list[str] = []
-    result = dakd_experiment(out, _options(small_model, from_pretrained=(("dakter", pretrained),)), Progress(lambda s, *_: stages.append(s)),
+    result = dakd_experiment(out, _options(pool_model, from_pretrained=(("dakter", pretrained),)), Progress(lambda s, *_: stages.append(s)),
                              "python -m engine experiment dakd (test)")
     return out, result, stages
 
@@ -157,14 +152,14 @@ def test_every_arm_takes_the_steps_of_the_arm_with_the_most_samples():
     assert arm_epochs(2, 294, arms[:1]) == {EQ6: 2}
 
 
-def test_the_0_percent_arm_is_a_real_only_student(run, small_model, tmp_path):
+def test_the_0_percent_arm_is_a_real_only_student(run, pool_model, tmp_path):
     """Trained again outside the experiment with the recipe it records, the real-only student with the students'
     loss scores what the ablation's 0 % row says."""
     out, result, _ = run
     arm = next(a for a in result["students"]["arms"] if a["condition"] == EQ6)
     assert arm["n"] == 0 and arm["samples"] is None
-    recipe = replace(_options(small_model).recipe, seed=0, epochs=arm["epochs"], patience=arm["epochs"])
-    facts = eq6_student(small_model, out / "pool_labels.gpkg", recipe, tmp_path / "real_only.safetensors", Progress())
+    recipe = replace(_options(pool_model).recipe, seed=0, epochs=arm["epochs"], patience=arm["epochs"])
+    facts = eq6_student(pool_model, out / "pool_labels.gpkg", recipe, tmp_path / "real_only.safetensors", Progress())
     dice = score_test_scenes(tmp_path / "real_only.safetensors", tmp_path / "detections", None, "cpu", Progress())
     zero = next(r for r in _csv(out / "ablations.csv") if r["setting"] == "0 %")
     assert float(zero["dice_mean"]) == pytest.approx(np.mean(list(dice.values())), abs=1e-4)
@@ -195,7 +190,7 @@ def test_the_scenes_a_generator_learnt_from_are_read_wherever_its_card_names_the
     assert learnt_from(replace(card, training={})) == set()
 
 
-def test_bad_requests_fail_before_anything_is_trained(run, tmp_path, small_model, capsys):
+def test_bad_requests_fail_before_anything_is_trained(run, tmp_path, pool_model, capsys):
     def refused(options, message):
         out = tmp_path / f"out{len(list(tmp_path.iterdir()))}"
         stages = []
@@ -203,7 +198,7 @@ def test_bad_requests_fail_before_anything_is_trained(run, tmp_path, small_model
             dakd_experiment(out, options, Progress(lambda s, *_: stages.append(s)))
         assert stages == [] and not out.exists()
 
-    options = _options(small_model)
+    options = _options(pool_model)
     refused(replace(options, recipe=replace(options.recipe, tile=128)), "differs from the generators'")
     refused(replace(options, amounts=(50, 200)), "including 100")
     refused(replace(options, amounts=(100, 0)), "positive")
@@ -226,7 +221,7 @@ def test_bad_requests_fail_before_anything_is_trained(run, tmp_path, small_model
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "notes.txt").write_text("an earlier run")
-    assert main(["--jsonl", "experiment", "dakd", "--out", str(busy), "--model", str(small_model)]) == 2
+    assert main(["--jsonl", "experiment", "dakd", "--out", str(busy), "--model", str(pool_model)]) == 2
     error = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert error["event"] == "error" and error["kind"] == "OutputError"
     assert [p.name for p in busy.iterdir()] == ["notes.txt"]

@@ -26,16 +26,11 @@ from engine.jobs.finetune import FinetuneOptions
 from engine.jobs.labels import read_store
 from engine.progress import Progress
 
-from conftest import TINY_NET, SMALL_MODEL
+from conftest import TINY_NET
 
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def small_model(tmp_path_factory, model_factory):
-    return model_factory(tmp_path_factory.mktemp("model") / "small.safetensors", **SMALL_MODEL)
 
 
 def _options(model: Path, **changes) -> DakterOptions:
@@ -49,10 +44,10 @@ def _options(model: Path, **changes) -> DakterOptions:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, small_model):
+def run(tmp_path_factory, pool_model):
     out = tmp_path_factory.mktemp("dakter") / "out"
     stages: list[str] = []
-    result = dakter_experiment(out, _options(small_model), Progress(lambda s, *_: stages.append(s)))
+    result = dakter_experiment(out, _options(pool_model), Progress(lambda s, *_: stages.append(s)))
     return out, result, stages
 
 
@@ -155,10 +150,10 @@ def test_summary_is_the_t_interval_over_seeds_and_the_paired_change():
     assert summary["b_auto"]["seeds_better"] == 2 and summary[REAL]["change_from_real"] is None
 
 
-def test_generators_of_an_earlier_run_are_evaluated_without_training(run, tmp_path, small_model, monkeypatch):
+def test_generators_of_an_earlier_run_are_evaluated_without_training(run, tmp_path, pool_model, monkeypatch):
     earlier, _, _ = run
     monkeypatch.setattr(dakter_eval, "train_generator", lambda *a, **k: pytest.fail("trained a generator again"))
-    options = _options(small_model, generators=earlier / "generators", b_values=(AUTO,), student_b=(), eq6_control=False, n_samples=2,
+    options = _options(pool_model, generators=earlier / "generators", b_values=(AUTO,), student_b=(), eq6_control=False, n_samples=2,
                        quality_samples=1, speed_sizes=(32,), speed_samples=(1,))
     result = dakter_experiment(tmp_path / "again", options, Progress())
     reused = earlier / "generators" / "generator_b_auto.safetensors"
@@ -171,7 +166,7 @@ def test_generators_of_an_earlier_run_are_evaluated_without_training(run, tmp_pa
     assert [r["condition"] for r in result["students"]["runs"]] == [REAL]
 
 
-def test_bad_requests_fail_before_anything_is_trained(run, tmp_path, small_model, capsys):
+def test_bad_requests_fail_before_anything_is_trained(run, tmp_path, pool_model, capsys):
     def refused(options, message):
         out = tmp_path / f"out{len(list(tmp_path.iterdir()))}"
         stages = []
@@ -179,7 +174,7 @@ def test_bad_requests_fail_before_anything_is_trained(run, tmp_path, small_model
             dakter_experiment(out, options, Progress(lambda s, *_: stages.append(s)))
         assert stages == [] and not out.exists()
 
-    options = _options(small_model)
+    options = _options(pool_model)
     refused(replace(options, recipe=replace(options.recipe, tile=128)), "differs from the generators'")
     refused(replace(options, b_values=(0.1, 1.0)), "must include auto")
     refused(replace(options, b_values=(AUTO, -1.0)), "must be positive")
@@ -205,7 +200,7 @@ def test_bad_requests_fail_before_anything_is_trained(run, tmp_path, small_model
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "notes.txt").write_text("an earlier run")
-    assert main(["--jsonl", "experiment", "dakter", "--out", str(busy), "--model", str(small_model)]) == 2
+    assert main(["--jsonl", "experiment", "dakter", "--out", str(busy), "--model", str(pool_model)]) == 2
     error = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert error["event"] == "error" and error["kind"] == "OutputError"
     assert [p.name for p in busy.iterdir()] == ["notes.txt"]
