@@ -1,6 +1,7 @@
 """Generating samples from the dock with the real engine: train, generate, browse, keep/discard, cancel.
 
-Label stores are made by the engine from the real Arctic tile's label mask. The generator is the
+Label stores are made in this process by the engine's own import from the real Arctic tile's label mask (an
+engine child would cost seconds of imports; the plugin's runs are what is tested). The generator is the
 engine's small network on 32-pixel tiles trained for a few steps, and samples take a few solver steps
 (the options page's generator settings, which the tests set): enough to exercise every path in seconds,
 not to make good samples. One run through the dock (module fixture) trains a generator and makes five
@@ -31,6 +32,7 @@ from engine.cli.main import build_parser
 from engine.generation.generator import GeneratorOptions, train_options
 from engine.generation.joint_ddpm import GeneratorCard, build_unet, save_generator, unet_config
 from engine.generation.jointnet import JointNetOptions
+from engine.jobs.labels import create_store, import_mask
 from slick_plugin import classFactory, sample_files, settings
 from slick_plugin import contract as plugin_contract
 from slick_plugin.dock import SlickMapperDock
@@ -40,7 +42,7 @@ from slick_plugin.run_controls import RunState
 from slick_plugin.sample_browser import DISCARDED_TEXT
 from slick_plugin.engine_runner import LOW_PRIORITY_NICE, EngineCommand, Status
 
-from .conftest import OUTPUT, SAMPLE, FakeIface, engine, load_scene, needs_model, opened_dock
+from .conftest import OUTPUT, SAMPLE, FakeIface, load_scene, needs_model, opened_dock
 
 TINY = {settings.GENERATOR_NET: "small", settings.GENERATOR_STEPS: 3, settings.GENERATOR_LOW_RES_STEPS: 3,
         settings.SAMPLING_STEPS: 3, settings.GENERATION_PRIORITY: "normal"}
@@ -94,16 +96,14 @@ class Session:
 
 @pytest.fixture(scope="module")
 def blank_store(module_dir: Path) -> Path:
-    store = module_dir / "stores" / "blank.gpkg"
-    engine("labels", "init", str(store), "--crs", "EPSG:4326")
-    return store
+    return create_store(module_dir / "stores" / "blank.gpkg", "EPSG:4326")
 
 
 def imported(module_dir: Path, blank: Path, name: str, mask: Path) -> Path:
     """A copy of the blank store holding ``mask`` as labels of sample_1, imported by the engine."""
     store = blank.with_name(f"{name}.gpkg")
     shutil.copy(blank, store)
-    engine("labels", "import", str(store), "--scene", str(module_dir / "sample_1.tif"), "--mask", str(mask))
+    import_mask(store, module_dir / "sample_1.tif", mask)
     return store
 
 
