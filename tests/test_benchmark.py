@@ -68,6 +68,7 @@ def test_the_scene_shift_moves_the_cut_by_the_scene_s_median_logit(tmp_path, mod
     label, transform, crs = read_label_mask(ARCTIC[1].labels)
     logits = np.random.default_rng(0).normal(background + 1.0, 0.5, label.shape)
     logits[:10] = np.nan  # no data, as detection leaves it
+    logits[10:400] = -np.inf  # land and the no-data border: probability 0, never predicted
     probability = _write(tmp_path / "p.tif", 1 / (1 + np.exp(-logits)), transform, crs)
     cut = shifted_threshold(0.9, background, probability)
     assert np.log(cut / (1 - cut)) == pytest.approx(np.log(9) + 1.0, abs=0.01)

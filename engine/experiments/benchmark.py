@@ -151,7 +151,7 @@ def shifted_threshold(threshold: float, background: float, probability: Path) ->
     slick-like to the model, at low wind say, gets a higher cut, and a clean windy one a lower."""
     with rasterio.open(probability) as ds:
         values = ds.read(1)
-    p = np.clip(values[np.isfinite(values)], 1e-6, 1 - 1e-6)
+    p = np.clip(values[np.isfinite(values) & (values > 0)], 1e-6, 1 - 1e-6)  # 0: land or no-data border, never predicted
     scene = float(np.median(np.log(p / (1 - p))))
     cut = math.log(threshold / (1 - threshold)) + scene - background
     return 1 / (1 + math.exp(-cut))
