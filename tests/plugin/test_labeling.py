@@ -1,9 +1,10 @@
 """Labelling slicks in QGIS and fine-tuning from the dock, on the real Arctic tile with the real engine.
 
 One plugin and dock serve the whole module (each test starts from an empty project), so its model list
-is read once. Label stores are made by the engine (``labels init``), once per module where a test only
-needs an empty one, and copied; the store-creation test makes its own through the dock. Every check of
-what was saved reads the GeoPackage again with a fresh layer, as a restarted QGIS would.
+is read once. Label stores are made by the engine's own functions in this process (an engine child would
+cost seconds of imports), once per module where a test only needs an empty one, and copied; the
+store-creation test makes its own through the dock. Every check of what was saved reads the GeoPackage
+again with a fresh layer, as a restarted QGIS would.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, Qgs
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import QAction, QFileDialog
 
+from engine.jobs.labels import create_store, import_mask
 from slick_plugin import label_store
 from slick_plugin.commands import finetuned_model_path
 from slick_plugin.dock import SlickMapperDock
@@ -86,8 +88,7 @@ def blank_stores(module_dir: Path) -> Dict[str, Path]:
     """Empty stores made by the engine, in the scene's CRS and in EPSG:4326, to copy into projects."""
     stores = {}
     for crs in (SCENE_CRS, "EPSG:4326"):
-        stores[crs] = module_dir / "blank" / f"{crs.replace(':', '_')}.gpkg"
-        engine("labels", "init", str(stores[crs]), "--crs", crs)
+        stores[crs] = create_store(module_dir / "blank" / f"{crs.replace(':', '_')}.gpkg", crs)
     return stores
 
 
@@ -362,10 +363,8 @@ def test_where_to_label_next_lists_the_engine_s_ranking_and_zooms(ui: Session, q
 @pytest.fixture(scope="module")
 def arctic_store(module_dir: Path) -> Path:
     """The analysts' labels of sample_1 (two slicks, the whole tile reviewed), imported by the engine."""
-    store = module_dir / "arctic_slick_labels.gpkg"
-    engine("labels", "init", str(store), "--crs", SCENE_CRS)
-    engine("labels", "import", str(store), "--scene", str(module_dir / "sample_1.tif"),
-           "--mask", str(SAMPLE / "labels_mosaic.png"))
+    store = create_store(module_dir / "arctic_slick_labels.gpkg", SCENE_CRS)
+    import_mask(store, module_dir / "sample_1.tif", SAMPLE / "labels_mosaic.png")
     return store
 
 
