@@ -31,6 +31,7 @@ from slick_plugin.commands import finetuned_model_path
 from slick_plugin.dock import SlickMapperDock
 from slick_plugin.layers import open_results
 from slick_plugin.loss_chart import LossChart
+from slick_plugin.rich_text import html_text
 from slick_plugin.engine_runner import EngineRunner, Status, _Transcript
 
 from .conftest import OUTPUT, SAMPLE, FakeIface, engine, load_scene, needs_model, opened_dock
@@ -410,6 +411,7 @@ def test_fine_tune_from_the_dock_makes_a_model_with_lineage_and_detects_with_it(
     table = [[panel.table.item(row, col).text() for col in range(2)] for row in range(2)]
     assert table == [["Parent", f"{data['val_dice_before']:.3f}"], ["Fine-tuned (new)", f"{data['val_dice_after']:.3f}"]]
     assert panel.table.item(1, 0).toolTip() == str(models[0])
+    assert data["threshold_note"].startswith("Threshold") and html_text(data["threshold_note"]) in panel.summary.text()
     assert [e.number for e in panel.chart.epochs] == list(range(1, data["epochs_run"] + 1))
     assert panel.chart.epochs[0].val_dice == pytest.approx(data["history"][0]["val_dice"], abs=1e-3)
     assert max(percents) == 100 and panel.run_controls.progress.format() == "Done" and panel.detect_button.isVisible()
