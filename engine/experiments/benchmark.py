@@ -30,7 +30,7 @@ from scipy.ndimage import distance_transform_edt
 
 from ..atomic import write_csv, write_text
 from ..data import bundled, real_scenes
-from ..data.real_texture import scene_tiles, split_scene
+from ..data.real_texture import Mix, scene_tiles, split_scene
 from ..errors import InputError
 from ..data.bundled import LabelledScene
 from ..jobs.detect import DetectOptions, detect
@@ -88,6 +88,9 @@ def score(prediction: Path, scene: LabelledScene, threshold: float) -> Scores:
     return Scores(counts.tp, counts.fp, counts.fn, int((predicted & clear).sum()), int(clear.sum()), pixel_m**2 / 1e6)
 
 
+LABELLED_MIX = Mix(labelled=0.6, composite=0.1, grd=0.15, synthetic=0.15)
+"""``real_texture_labelled``: most tiles cut around the analysts' real slicks, few composited ones, whose
+damped strands may teach the dark-streak look-alikes the model marks on real scenes."""
 SWA_FROM = 2
 """``real_texture_swa`` averages the epochs from the second on: the first starts from the synthetic model's
 optimum, far from where real texture takes the weights."""
@@ -103,16 +106,18 @@ U-Net R18, two efficient timm encoders in the same U-Net, and the paper's DeepLa
 
 
 def real_texture_trainer(epochs: int, train_tiles: int, device: str, seed: int, network: Optional[str] = None,
-                         average_from: Optional[int] = None) -> Trainer:
+                         average_from: Optional[int] = None, tile: int = RealRecipe.tile, mix: Mix = Mix()) -> Trainer:
     """The bundled model's own recipe (``engine pretrain --data real``) on the given scenes: from the
     synthetic model, or with ``network`` (a key of ``NETWORKS``) from random initialisation; with
-    ``average_from``, the average of the epochs from that one on (``TrainConfig.average_from``)."""
+    ``average_from``, the average of the epochs from that one on (``TrainConfig.average_from``). Another
+    ``tile`` keeps the pixels per step and per epoch: fewer tiles, in smaller batches."""
 
     def trainer(scenes: list[LabelledScene], out: Path, progress: Progress) -> Path:
-        recipe = RealRecipe(scenes=tuple(s.name for s in scenes), train_tiles=train_tiles,
+        scale = (RealRecipe.tile / tile) ** 2
+        recipe = RealRecipe(scenes=tuple(s.name for s in scenes), train_tiles=round(train_tiles * scale), tile=tile, mix=mix,
                             **({} if network is None else {"init": None}))
         card = None if network is None else pretrain_card(*NETWORKS[network])
-        config = TrainConfig(epochs=epochs, batch_size=8, lr=5e-4, seed=seed, device=device, augment=paper_augment,
+        config = TrainConfig(epochs=epochs, batch_size=max(1, round(8 * scale)), lr=5e-4, seed=seed, device=device, augment=paper_augment,
                              select_on_dice=True, patience=3, average_from=average_from,
                              checkpoint=CHECKPOINTS / f"benchmark-{out.stem}.pt")
         pretrain_real(out, recipe, config, progress, card)
@@ -262,7 +267,8 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--tta", action="store_true", help="also score every model with test-time mirror averaging")
     q.add_argument("--shift", action="store_true", help="also score every network at a threshold moved by the scene's median logit")
     q.add_argument("--only", nargs="+", metavar="CANDIDATE",
-                   help="score only these candidates (darkspot, synthetic_only, real_texture, real_texture_swa or a network given with --networks)")
+                   help="score only these candidates (darkspot, synthetic_only, real_texture, real_texture_swa, real_texture_512, "
+                        "real_texture_labelled or a network given with --networks)")
     q.set_defaults(func=_run)
 
 
@@ -274,6 +280,8 @@ def candidates(args: argparse.Namespace) -> dict[str, Trainer]:
         "synthetic_only": fixed(SYNTHETIC_MODEL),
         "real_texture": real_texture_trainer(args.epochs, args.train_tiles, device, args.seed),
         "real_texture_swa": real_texture_trainer(args.epochs, args.train_tiles, device, args.seed, average_from=SWA_FROM),
+        "real_texture_512": real_texture_trainer(args.epochs, args.train_tiles, device, args.seed, tile=512),
+        "real_texture_labelled": real_texture_trainer(args.epochs, args.train_tiles, device, args.seed, mix=LABELLED_MIX),
         **{name: real_texture_trainer(args.epochs, args.train_tiles, device, args.seed, name) for name in args.networks},
     }
     if not args.only:
