@@ -9,26 +9,25 @@ anything; pretrained encoder weights come from a local file (``load_encoder_weig
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import pickle
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, runtime_checkable
 
-import segmentation_models_pytorch as smp
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file, safe_open
+from safetensors import SafetensorError, safe_open
 
 from .. import __version__
 from ..atomic import staged
 from ..contract import BUNDLED_DIR, STAGING_PREFIX
 from ..errors import ModelError
 from ..scenes.fingerprint import scene_fingerprint
-from .samlora import SamLoRA
-from .saross import SarossNet
+
+if TYPE_CHECKING:
+    import torch
 
 CARD_KEY = "slick_mapper_card"
 GENERATOR_CARD_KEY = "slick_mapper_generator"
@@ -46,26 +45,26 @@ def slick_index(classes: list[str]) -> Optional[int]:
     return None
 """The five classes of the Oil Spill Detection dataset used by the DAKTer paper."""
 
-ARCHITECTURES: dict[str, Callable[..., torch.nn.Module]] = {
-    "deeplabv3": smp.DeepLabV3,
-    "deeplabv3plus": smp.DeepLabV3Plus,
-    "unet": smp.Unet,
-    "segformer": smp.Segformer,
-    "samlora": SamLoRA,
-    "saross": SarossNet,
-    "darkspot": lambda **kwargs: _darkspot()(**kwargs),
+ARCHITECTURES: dict[str, str] = {
+    "deeplabv3": "segmentation_models_pytorch:DeepLabV3",
+    "deeplabv3plus": "segmentation_models_pytorch:DeepLabV3Plus",
+    "unet": "segmentation_models_pytorch:Unet",
+    "segformer": "segmentation_models_pytorch:Segformer",
+    "samlora": "engine.models.samlora:SamLoRA",
+    "saross": "engine.models.saross:SarossNet",
+    "darkspot": "engine.models.darkspot:DarkSpot",
 }
-"""Name -> network class, all built as smp's are. The paper's models are ``deeplabv3`` with ``resnet50`` or
-``resnet101``, ``samlora`` with ``samvit_base_patch16`` or ``samvit_large_patch16``, and ``saross`` (SAROSS-Net,
+"""Name -> ``module:class`` of the network, all built as smp's are. The paper's models are ``deeplabv3`` with ``resnet50``
+or ``resnet101``, ``samlora`` with ``samvit_base_patch16`` or ``samvit_large_patch16``, and ``saross`` (SAROSS-Net,
 engine/models/saross.py) with ``resnet34`` or, on CUDA with its package, ``mamba_vision_B``; ``darkspot`` is the
-classical adaptive-threshold detector, fitted rather than trained (engine/models/darkspot.py)."""
+classical adaptive-threshold detector, fitted rather than trained (engine/models/darkspot.py). Named, not imported:
+the classes need PyTorch (seconds to import), and reading or listing cards, which light commands do, needs none."""
 
 
-def _darkspot() -> type[torch.nn.Module]:
-    """Imported on use: the detector's module holds its fitting too, which needs this registry."""
-    from .darkspot import DarkSpot
-
-    return DarkSpot
+def architecture(name: str) -> Callable[..., torch.nn.Module]:
+    """The network class ``ARCHITECTURES`` names, imported now."""
+    module, cls = ARCHITECTURES[name].split(":")
+    return getattr(importlib.import_module(module), cls)
 
 
 DEFAULT_MODEL = BUNDLED_DIR / "slick_unet_r18_25m.safetensors"
@@ -154,6 +153,8 @@ def card_data(text: str) -> dict[str, Any]:
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a safetensors file; reading it never executes anything, and a cut-off or damaged file
     is a ``ModelError``."""
+    from safetensors.torch import load_file
+
     try:
         return load_file(str(path))
     except (SafetensorError, OSError) as exc:
@@ -163,7 +164,7 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
 def build_model(card: ModelCard) -> torch.nn.Module:
     """The untrained network a card describes; never touches the network (``encoder_weights=None``)."""
     try:
-        arch = ARCHITECTURES[card.architecture]
+        arch = architecture(card.architecture)
     except KeyError:
         raise ModelError(
             f"Unknown architecture {card.architecture!r}.", f"Known architectures: {', '.join(sorted(ARCHITECTURES))}."
@@ -218,6 +219,9 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     other object, so a hostile file is refused rather than run. Model files are safetensors only."""
     if not path.is_file():
         raise ModelError(f"Encoder weights file not found: {path}.", "Give a local checkpoint (.safetensors, .pth or .pt).")
+    import torch
+    from safetensors.torch import load_file
+
     try:
         state = load_file(str(path)) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu", weights_only=True)
     except (SafetensorError, OSError, RuntimeError, EOFError, KeyError, ValueError, TypeError, AttributeError, pickle.UnpicklingError) as exc:
@@ -231,6 +235,8 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
 def save_model(model: torch.nn.Module, card: Any, path: str | Path, *, half: bool = False, card_key: str = CARD_KEY) -> Path:
     """Write weights + card (anything with ``to_json``) atomically; ``half`` stores float16 to keep bundled
     models small."""
+    from safetensors.torch import save_file
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
@@ -247,7 +253,7 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     if not path.is_file():
         raise ModelError(f"Model file not found: {path}.", "Pick a model from the list, or check the path.")
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="numpy") as f:
             return f.metadata() or {}
     except (SafetensorError, OSError) as exc:
         raise ModelError(f"{path.name} is not a readable model file ({exc}).", "Model files are .safetensors written by Slick Mapper.") from exc
@@ -257,7 +263,7 @@ def has_weights(path: str | Path) -> bool:
     """Whether a model file holds any tensor: a fitted model (the dark-spot detector) holds none, so there is
     nothing for fine-tuning to learn."""
     read_metadata(path)  # the typed errors for a missing or unreadable file
-    with safe_open(str(path), framework="pt") as f:
+    with safe_open(str(path), framework="numpy") as f:
         return bool(list(f.keys()))
 
 
