@@ -26,10 +26,9 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
-import torch
 from PIL import Image
 
 from .. import __version__
@@ -38,6 +37,9 @@ from ..errors import InputError, OutputError
 from ..locks import held
 from ..machine import utc_now
 from ..models.registry import slick_index
+
+if TYPE_CHECKING:
+    import torch
 
 FORMAT = "slick-mapper-samples"
 VERSION = 1
@@ -87,7 +89,7 @@ class GeneratedSet:
 
     def soft_labels(self) -> torch.Tensor:
         """q = softmax(logits / T) per pixel (eq. 3), (N, C, H, W)."""
-        return torch.softmax(self.logits / self.temperature, dim=1)
+        return (self.logits / self.temperature).softmax(dim=1)
 
     def hard_labels(self) -> torch.Tensor:
         """The most probable class per pixel, (N, H, W) int64."""
@@ -254,7 +256,10 @@ def read_sample(folder: str | Path, sample_id: str) -> tuple[np.ndarray, np.ndar
 
 def load_samples(folder: str | Path, n: Optional[int] = None, kept_only: bool = True) -> GeneratedSet:
     """The first ``n`` samples (all when None) in index order; discarded ones are left out unless
-    ``kept_only`` is False."""
+    ``kept_only`` is False. PyTorch is imported here, not with the module: looking after a sample folder
+    (``samples summary``, ``keep``, ``discard``) needs none."""
+    import torch
+
     index = read_index(folder)
     records = [s for s in index["samples"] if s["kept"] or not kept_only][:n]
     size, classes = index["tile_size"], index["classes"]
