@@ -27,9 +27,25 @@ def events(stdout: str) -> list[dict]:
 
 def test_engine_never_imports_qt_or_qgis() -> None:
     code = ("import sys, engine.cli.main, engine.jobs.detect, engine.jobs.finetune, engine.jobs.labels, engine.experiments.demo; "
+            "engine.cli.main.build_parser(); "  # every command's module
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('qgis', 'PyQt5', 'PyQt6', 'sip')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+LIGHT_COMMANDS = ("info", "models", "doctor", "evaluate", "uncertainty", "synth", "labels", "samples", "seeps")
+"""Commands whose parsers import no PyTorch; ``doctor`` imports it when it runs, to report on it."""
+
+
+def test_light_commands_start_without_pytorch(tmp_path: Path, sample_scene: Path) -> None:
+    """Importing PyTorch and the networks' packages costs seconds, which the plugin would wait on each time
+    it checks a scene, lists the models or makes a label store; those commands need none of it."""
+    runs = [["labels", "init", str(tmp_path / "labels.gpkg"), "--crs", "EPSG:32636"], ["models"], ["info", str(sample_scene)]]
+    code = (f"import sys; from engine.cli.main import build_parser, main; [build_parser(c) for c in {LIGHT_COMMANDS!r}]; "
+            f"codes = [main(['--jsonl', *argv]) for argv in {runs!r}]; "
+            "print(codes, sorted(m for m in ('torch', 'torchvision', 'timm', 'segmentation_models_pytorch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines()[-1] == "[0, 0, 0] []", out.stderr
 
 
 def test_detect_speaks_json_lines_and_ends_with_the_result(tmp_path: Path, sample_scene: Path, tiny_model: Path) -> None:

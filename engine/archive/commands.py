@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from ..cli.args import DETECT_HELP, add_options, options_from
-from ..jobs.detect import DetectOptions
 from ..progress import Progress
 
 BATCH_DETECT_OPTIONS = ("model", "tile", "overlap", "threshold", "device", "band", "min_area_km2", "land_mask")
@@ -13,6 +12,9 @@ BATCH_DETECT_OPTIONS = ("model", "tile", "overlap", "threshold", "device", "band
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``batch``; ``seeps`` is registered alone (``add_seeps_cli``): it needs no PyTorch."""
+    from ..jobs.detect import DetectOptions
+
     p = subparsers.add_parser("batch", help="detect slicks in many scenes on Dask: manifest, per-scene outputs, catalogue")
     p.add_argument("scenes", nargs="+", help="scene files, folders, glob patterns, or a .txt/.csv list of paths")
     p.add_argument("--out", required=True, help="batch folder: manifest.json, scenes/, slicks.parquet, catalogue.gpkg")
@@ -20,10 +22,10 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, help="local workers (default: sized to the cores and memory)")
     add_options(p, DetectOptions, {name: DETECT_HELP[name] for name in BATCH_DETECT_OPTIONS})
     p.set_defaults(func=_batch)
-    add_seeps_cli(subparsers)
 
 
 def _batch(args: argparse.Namespace, progress: Progress) -> dict:
+    from ..jobs.detect import DetectOptions
     from .batch import BatchOptions, run_batch
 
     options = BatchOptions(options_from(args, DetectOptions), args.scheduler, args.workers)

@@ -8,8 +8,8 @@ result is printed for a person. SIGTERM sets the cancel flag, so a stopped job c
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
-import os
 import signal
 import sys
 import time
@@ -17,17 +17,9 @@ import traceback
 from typing import Any, Callable, Optional
 
 from .. import __version__
-from ..archive import commands as archive_commands
 from ..contract import METRICS_EVENT
-from ..data import synth
 from ..errors import Cancelled, SlickMapperError
-from ..experiments import cli as experiment_cli, demo
-from ..generation import generator
-from ..jobs import evaluate, finetune, labels, uncertainty
-from ..jobs.detect import DetectOptions
-from ..models import darkspot, pretrain
 from ..progress import Progress, describe_metrics
-from .args import DETECT_HELP, add_options, options_from
 
 EPILOG = """examples:
   python -m engine info scene.tif
@@ -89,7 +81,34 @@ class Reporter:
             print(describe_metrics(scores), file=sys.stderr)
 
 
-def build_parser() -> argparse.ArgumentParser:
+COMMANDS: dict[str, str] = {
+    "info": "engine.cli.commands:add_info_cli",
+    "detect": "engine.cli.commands:add_detect_cli",
+    "models": "engine.cli.commands:add_models_cli",
+    "doctor": "engine.cli.commands:add_doctor_cli",
+    "evaluate": "engine.jobs.evaluate:add_cli",
+    "uncertainty": "engine.jobs.uncertainty:add_cli",
+    "synth": "engine.data.synth:add_cli",
+    "demo": "engine.experiments.demo:add_cli",
+    "pretrain": "engine.models.pretrain:add_cli",
+    "labels": "engine.jobs.labels:add_cli",
+    "finetune": "engine.jobs.finetune:add_cli",
+    "experiment": "engine.experiments.cli:add_cli",
+    "generator": "engine.generation.generator:add_cli",
+    "generate": "engine.generation.generator:add_cli",
+    "samples": "engine.generation.samples:add_cli",
+    "darkspot": "engine.models.darkspot:add_cli",
+    "batch": "engine.archive.commands:add_cli",
+    "seeps": "engine.archive.commands:add_seeps_cli",
+}
+"""Command -> ``module:function`` that registers it (with its options) on the subparsers, in the order of
+the help. Named, not imported: most command modules import PyTorch, seconds of start-up that light commands
+(``labels``, ``samples``, ``info``, ``models``), which the plugin runs often, never need."""
+
+
+def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
+    """The parser of ``command`` alone when it is one of ``COMMANDS``, so that only its module is imported;
+    of every command otherwise (the overview of ``--help``, or argparse's list of choices for a mistyped one)."""
     parser = argparse.ArgumentParser(
         prog="python -m engine",
         description="Slick Mapper engine: map oil slicks in Sentinel-1 SAR scenes.",
@@ -99,112 +118,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--jsonl", action="store_true", help="speak JSON lines on stdout (used by the QGIS plugin)")
     parser.add_argument("--version", action="version", version=f"Slick Mapper engine {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("info", help="describe a scene and what detection will do with it")
-    p.add_argument("scene", help="GeoTIFF, COG, VRT or Sentinel-1 GRD measurement TIFF")
-    p.add_argument("--band", help="band name (HH, VV, HV, VH) or 1-based index; default: HH or VV")
-    p.add_argument("--model", help="model file whose pixel size the plan uses (default: bundled model)")
-    p.add_argument("--land-mask", default=DetectOptions.land_mask, help="default (GSHHG coastline), none, or a land polygon file or raster")
-    p.set_defaults(func=_info)
-
-    p = sub.add_parser("detect", help="detect slicks: probability COG, mask and polygons (GeoPackage)")
-    p.add_argument("scene", help="GeoTIFF, COG, VRT or Sentinel-1 GRD measurement TIFF")
-    p.add_argument("--out", required=True, help="output folder (created if missing)")
-    add_options(p, DetectOptions, DETECT_HELP,
-                bounds={"type": float, "nargs": 4, "metavar": ("XMIN", "YMIN", "XMAX", "YMAX")},
-                land_mask={"metavar": "default|none|PATH"},
-                land_buffer={"metavar": "PIXELS"},
-                nodata_buffer={"metavar": "PIXELS"},
-                runtime={"choices": ["auto", "torch", "torchscript", "onnxruntime", "openvino"],
-                         "default": os.environ.get("SLICK_MAPPER_RUNTIME", "auto")})
-    p.set_defaults(func=_detect)
-
-    p = sub.add_parser("models", help="list installed models")
-    p.set_defaults(func=_models)
-
-    p = sub.add_parser("doctor", help="what the engine sees: versions, device, GPU")
-    p.set_defaults(func=_doctor)
-
-    evaluate.add_cli(sub)
-    uncertainty.add_cli(sub)
-    synth.add_cli(sub)
-    demo.add_cli(sub)
-    pretrain.add_cli(sub)
-    labels.add_cli(sub)
-    finetune.add_cli(sub)
-    experiment_cli.add_cli(sub)
-    generator.add_cli(sub)
-    darkspot.add_cli(sub)
-    archive_commands.add_cli(sub)
+    registrars = [COMMANDS[command]] if command in COMMANDS else COMMANDS.values()
+    for registrar in dict.fromkeys(registrars):  # once each: one function may register several commands
+        module, function = registrar.split(":")
+        getattr(importlib.import_module(module), function)(sub)
     return parser
 
 
-def _info(args: argparse.Namespace, progress: Progress) -> dict:
-    from ..models.registry import DEFAULT_MODEL, read_card
-    from ..scenes.analysis import assess
-    from ..scenes.grid import analysis_grid
-    from ..scenes.landmask import land_summary
-    from ..scenes.raster import open_raster
-
-    card = read_card(args.model or DEFAULT_MODEL)
-    verdict = assess(args.scene, card, args.band)
-    info = verdict.to_dict()
-    with open_raster(args.scene) as ds:
-        grid = analysis_grid(ds, info["utm_crs"], card.pixel_size)
-    info["land_mask"] = land_summary(args.land_mask, grid.crs, grid.transform, (grid.height, grid.width))
-    return info
-
-
-def _detect(args: argparse.Namespace, progress: Progress) -> dict:
-    from ..jobs.detect import detect
-
-    options = options_from(args, DetectOptions, bounds=tuple(args.bounds) if args.bounds else None)
-    result = detect(args.scene, args.out, options, progress)
-    for warning in result.warnings:
-        progress.log(f"warning: {warning}")
-    ranked = uncertainty.rank_raster(result.probability, result.threshold, progress=progress)
-    return {**result.to_dict(), "uncertain_blocks": [block.to_dict() for block in ranked]}
-
-
-def _models(args: argparse.Namespace, progress: Progress) -> dict:
-    from dataclasses import asdict
-
-    from ..models.registry import DEFAULT_MODEL, list_models
-
-    listed = []
-    for path, card in list_models():
-        entry = asdict(card)
-        entry.update(path=str(path), dice=card.metrics.get("dice"), default=path == DEFAULT_MODEL.resolve())
-        listed.append(entry)
-    return {"models": listed}
-
-
-def _doctor(args: argparse.Namespace, progress: Progress) -> dict:
-    import platform
-
-    import torch
-
-    from ..models import cpu_features
-    from ..models.inference import pick_device
-    from ..models.registry import user_models_dir
-
-    device = pick_device("auto")
-    gpu_name = gpu_memory = None
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        gpu_name, gpu_memory = props.name, round(props.total_memory / 2**30, 1)
-    return {
-        "engine_version": __version__,
-        "python": platform.python_version(),
-        "executable": sys.executable,
-        "torch_version": torch.__version__,
-        "device": device.type,
-        "gpu_name": gpu_name,
-        "gpu_memory_gb": gpu_memory,
-        "cpu_threads": torch.get_num_threads(),
-        "cpu": cpu_features.summary(),
-        "models_dir": str(user_models_dir()),
-    }
+def _command(argv: list[str]) -> Optional[str]:
+    """The command word of ``argv``: its first word that is no option, as no option before it takes a value;
+    None after ``-h``, which asks for the overview whatever follows."""
+    for word in argv:
+        if word in ("-h", "--help"):
+            return None
+        if not word.startswith("-"):
+            return word
+    return None
 
 
 def _print_human(result: dict) -> None:
@@ -225,8 +154,8 @@ def _one_line(unraisable: "sys.UnraisableHookArgs") -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(_command(argv)).parse_args(argv)
     reporter = Reporter(args.jsonl)
     progress = Progress(reporter.progress, log=reporter.log, metrics=reporter.metrics)
     signal.signal(signal.SIGTERM, lambda *_: progress.cancel())

@@ -411,7 +411,7 @@ def check_training_options(options: GeneratorOptions) -> None:
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``generator train|info|pretrain``, ``generate`` and ``samples summary|keep|discard|regenerate``."""
+    """Register ``generator train|info|pretrain`` and ``generate``; ``samples`` is registered by its own module."""
     parser = subparsers.add_parser("generator", help="sample generators (DAKTer or SAR-JointNet joint diffusion): train, info, pretrain")
     sub = parser.add_subparsers(dest="generator_command", required=True, metavar="ACTION")
 
@@ -471,23 +471,6 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--mix-generators", action="store_true", help="allow adding to a folder made by another generator")
     p.set_defaults(func=_generate_cli)
 
-    parser = subparsers.add_parser("samples", help="a sample folder: summary, keep, discard, regenerate")
-    sub = parser.add_subparsers(dest="samples_command", required=True, metavar="ACTION")
-    p = sub.add_parser("summary", help="what the folder holds, sample by sample")
-    p.add_argument("folder", help="sample folder")
-    p.set_defaults(func=lambda args, progress: samples.summary(args.folder))
-    for action, kept in (("keep", True), ("discard", False)):
-        p = sub.add_parser(action, help=f"{action} samples: {'used' if kept else 'never used'} for training")
-        p.add_argument("folder", help="sample folder")
-        p.add_argument("ids", nargs="+", help="sample ids")
-        p.set_defaults(func=lambda args, progress, kept=kept: samples.set_kept(args.folder, args.ids, kept))
-    p = sub.add_parser("regenerate", help="make samples again from their seeds: restore lost files, check the others")
-    p.add_argument("folder", help="sample folder")
-    p.add_argument("ids", nargs="*", help="sample ids (default: every sample whose files are missing)")
-    p.add_argument("--generator", help="the generator file, if it moved since (checked by its hash)")
-    p.add_argument("--device", help="device (default: the one each sample was made on, for identical bits)")
-    p.set_defaults(func=_regenerate_cli)
-
 
 KIND_OPTIONS = {KIND: ("steps", "low_res_steps"), jointnet.KIND: ("preset", "stage_steps", "stage", "synthetic", "checkpoints")}
 """The ``generator train`` options that only one kind of generator takes."""
@@ -541,7 +524,3 @@ def _generate_cli(args: argparse.Namespace, progress: Progress) -> dict:
         args.generator, args.out, args.n, solver=args.solver, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
         device=args.device, mix_generators=args.mix_generators, progress=progress,
     )
-
-
-def _regenerate_cli(args: argparse.Namespace, progress: Progress) -> dict:
-    return regenerate(args.folder, args.ids, generator_path=args.generator, device=args.device, progress=progress)

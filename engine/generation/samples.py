@@ -21,6 +21,7 @@ Discarded samples stay in the index (their seeds stay taken) but are never retur
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import re
@@ -37,6 +38,7 @@ from ..errors import InputError, OutputError
 from ..locks import held
 from ..machine import utc_now
 from ..models.registry import slick_index
+from ..progress import Progress
 
 if TYPE_CHECKING:
     import torch
@@ -373,3 +375,30 @@ def _update_index(folder: Path, change: Callable[[dict[str, Any]], Any]) -> None
         index = read_index(folder)
         change(index)
         _write_index(folder, index)
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``samples summary|keep|discard|regenerate``: here, not with the generator's commands, so that
+    looking after a folder imports no PyTorch; only ``regenerate`` needs the generator."""
+    parser = subparsers.add_parser("samples", help="a sample folder: summary, keep, discard, regenerate")
+    sub = parser.add_subparsers(dest="samples_command", required=True, metavar="ACTION")
+    p = sub.add_parser("summary", help="what the folder holds, sample by sample")
+    p.add_argument("folder", help="sample folder")
+    p.set_defaults(func=lambda args, progress: summary(args.folder))
+    for action, kept in (("keep", True), ("discard", False)):
+        p = sub.add_parser(action, help=f"{action} samples: {'used' if kept else 'never used'} for training")
+        p.add_argument("folder", help="sample folder")
+        p.add_argument("ids", nargs="+", help="sample ids")
+        p.set_defaults(func=lambda args, progress, kept=kept: set_kept(args.folder, args.ids, kept))
+    p = sub.add_parser("regenerate", help="make samples again from their seeds: restore lost files, check the others")
+    p.add_argument("folder", help="sample folder")
+    p.add_argument("ids", nargs="*", help="sample ids (default: every sample whose files are missing)")
+    p.add_argument("--generator", help="the generator file, if it moved since (checked by its hash)")
+    p.add_argument("--device", help="device (default: the one each sample was made on, for identical bits)")
+    p.set_defaults(func=_regenerate_cli)
+
+
+def _regenerate_cli(args: argparse.Namespace, progress: Progress) -> dict:
+    from .generator import regenerate  # which builds on this module
+
+    return regenerate(args.folder, args.ids, generator_path=args.generator, device=args.device, progress=progress)

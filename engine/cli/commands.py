@@ -1,0 +1,122 @@
+"""The commands that are the engine's own rather than a job module's: ``info``, ``detect``, ``models``, ``doctor``.
+
+Each is registered by a function of its own, so that registering ``info`` or ``models`` (which the plugin
+runs whenever a scene is loaded or the dock opens) imports no PyTorch; ``detect``'s options live on
+``DetectOptions``, whose module does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .. import __version__
+from ..progress import Progress
+from .args import DETECT_HELP, add_options, options_from
+
+
+def add_info_cli(subparsers: argparse._SubParsersAction) -> None:
+    from ..scenes import landmask
+
+    p = subparsers.add_parser("info", help="describe a scene and what detection will do with it")
+    p.add_argument("scene", help="GeoTIFF, COG, VRT or Sentinel-1 GRD measurement TIFF")
+    p.add_argument("--band", help="band name (HH, VV, HV, VH) or 1-based index; default: HH or VV")
+    p.add_argument("--model", help="model file whose pixel size the plan uses (default: bundled model)")
+    p.add_argument("--land-mask", default=landmask.DEFAULT, help="default (GSHHG coastline), none, or a land polygon file or raster")
+    p.set_defaults(func=_info)
+
+
+def add_detect_cli(subparsers: argparse._SubParsersAction) -> None:
+    from ..jobs.detect import DetectOptions
+
+    p = subparsers.add_parser("detect", help="detect slicks: probability COG, mask and polygons (GeoPackage)")
+    p.add_argument("scene", help="GeoTIFF, COG, VRT or Sentinel-1 GRD measurement TIFF")
+    p.add_argument("--out", required=True, help="output folder (created if missing)")
+    add_options(p, DetectOptions, DETECT_HELP,
+                bounds={"type": float, "nargs": 4, "metavar": ("XMIN", "YMIN", "XMAX", "YMAX")},
+                land_mask={"metavar": "default|none|PATH"},
+                land_buffer={"metavar": "PIXELS"},
+                nodata_buffer={"metavar": "PIXELS"},
+                runtime={"choices": ["auto", "torch", "torchscript", "onnxruntime", "openvino"],
+                         "default": os.environ.get("SLICK_MAPPER_RUNTIME", "auto")})
+    p.set_defaults(func=_detect)
+
+
+def add_models_cli(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("models", help="list installed models")
+    p.set_defaults(func=_models)
+
+
+def add_doctor_cli(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("doctor", help="what the engine sees: versions, device, GPU")
+    p.set_defaults(func=_doctor)
+
+
+def _info(args: argparse.Namespace, progress: Progress) -> dict:
+    from ..models.registry import DEFAULT_MODEL, read_card
+    from ..scenes.analysis import assess
+    from ..scenes.grid import analysis_grid
+    from ..scenes.landmask import land_summary
+    from ..scenes.raster import open_raster
+
+    card = read_card(args.model or DEFAULT_MODEL)
+    verdict = assess(args.scene, card, args.band)
+    info = verdict.to_dict()
+    with open_raster(args.scene) as ds:
+        grid = analysis_grid(ds, info["utm_crs"], card.pixel_size)
+    info["land_mask"] = land_summary(args.land_mask, grid.crs, grid.transform, (grid.height, grid.width))
+    return info
+
+
+def _detect(args: argparse.Namespace, progress: Progress) -> dict:
+    from ..jobs import uncertainty
+    from ..jobs.detect import DetectOptions, detect
+
+    options = options_from(args, DetectOptions, bounds=tuple(args.bounds) if args.bounds else None)
+    result = detect(args.scene, args.out, options, progress)
+    for warning in result.warnings:
+        progress.log(f"warning: {warning}")
+    ranked = uncertainty.rank_raster(result.probability, result.threshold, progress=progress)
+    return {**result.to_dict(), "uncertain_blocks": [block.to_dict() for block in ranked]}
+
+
+def _models(args: argparse.Namespace, progress: Progress) -> dict:
+    from dataclasses import asdict
+
+    from ..models.registry import DEFAULT_MODEL, list_models
+
+    listed = []
+    for path, card in list_models():
+        entry = asdict(card)
+        entry.update(path=str(path), dice=card.metrics.get("dice"), default=path == DEFAULT_MODEL.resolve())
+        listed.append(entry)
+    return {"models": listed}
+
+
+def _doctor(args: argparse.Namespace, progress: Progress) -> dict:
+    import platform
+
+    import torch
+
+    from ..models import cpu_features
+    from ..models.inference import pick_device
+    from ..models.registry import user_models_dir
+
+    device = pick_device("auto")
+    gpu_name = gpu_memory = None
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        gpu_name, gpu_memory = props.name, round(props.total_memory / 2**30, 1)
+    return {
+        "engine_version": __version__,
+        "python": platform.python_version(),
+        "executable": sys.executable,
+        "torch_version": torch.__version__,
+        "device": device.type,
+        "gpu_name": gpu_name,
+        "gpu_memory_gb": gpu_memory,
+        "cpu_threads": torch.get_num_threads(),
+        "cpu": cpu_features.summary(),
+        "models_dir": str(user_models_dir()),
+    }
