@@ -111,11 +111,13 @@ def staged(path: Path, hint: str = "Check the free space and permissions of the 
     with writing(path, hint):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=STAGING_PREFIX, suffix=path.suffix, dir=path.parent)
-        os.fchmod(fd, FILE_MODE)  # mkstemp's 0600 would make a model or table unreadable to the analyst's colleagues
     os.close(fd)
     tmp = Path(name)
     try:
         yield tmp
+        # mkstemp's 0600 would make a model or table unreadable to the analyst's colleagues; set after writing,
+        # since some writers (safetensors) replace the file they are given rather than write into it.
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except STAGED_WRITE_FAILURES as exc:
         tmp.unlink(missing_ok=True)

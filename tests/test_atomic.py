@@ -53,3 +53,9 @@ def test_a_staged_file_gets_the_permissions_of_a_plainly_written_one(tmp_path: P
     (tmp_path / "plain.txt").write_text("plain")
     write_text(tmp_path / "staged.txt", "staged")
     assert (tmp_path / "staged.txt").stat().st_mode & 0o777 == (tmp_path / "plain.txt").stat().st_mode & 0o777
+
+
+def test_a_model_file_gets_them_too_though_safetensors_replaces_the_file_it_writes(tmp_path: Path, model_factory) -> None:
+    (tmp_path / "plain.txt").write_text("plain")
+    model = model_factory(tmp_path / "model.safetensors", tile_size=256)
+    assert model.stat().st_mode & 0o777 == (tmp_path / "plain.txt").stat().st_mode & 0o777
