@@ -30,7 +30,8 @@ from engine.progress import Progress
 
 from conftest import TINY_NET, SMALL_MODEL as SMALL
 
-FAST = dict(tile=64, epochs=1, lr=1e-3, device="cpu", seed=5)
+FAST = dict(tile=64, epochs=1, lr=1e-3, device="cpu", seed=5, val_fraction=0.5)
+"""Half the tiles validate: 1,280 slick pixels, enough to place a threshold, so a trained epoch can win over the parent."""
 
 
 def _sha256(path: Path) -> str:
@@ -214,7 +215,7 @@ def test_student_fine_tune_learns_from_kept_samples_and_records_them(tmp_path, s
     index_before = (sample_folder / "index.json").read_bytes()
     out = tmp_path / "student.safetensors"
     args = ["--jsonl", "finetune", "--base", str(small_model), "--labels", str(arctic_store), "--out", str(out), "--tile", "64",
-            "--epochs", "1", "--lr", "1e-3", "--device", "cpu", "--seed", "5", "--generated", str(sample_folder), "--n-generated", "6"]
+            "--epochs", "1", "--lr", "1e-3", "--device", "cpu", "--seed", "5", "--val-fraction", "0.5", "--generated", str(sample_folder), "--n-generated", "6"]
     assert main(args) == 0
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     result = events[-1]["data"]
