@@ -103,3 +103,4 @@ def test_pretrain_cli_trains_on_real_texture_and_says_what_on(tmp_path, capsys):
     assert sum(data["tile_kinds"].values()) == 8
     assert card.threshold == card.metrics["validation_threshold"]
     assert "--data real --architecture unet --encoder tu-resnet10t" in card.provenance["how"]
+    assert "--init" not in card.provenance["how"]  # another network starts fresh, and --init with it is refused

@@ -218,7 +218,7 @@ def pretrain_real(out: Path, recipe: RealRecipe, config: TrainConfig, progress: 
     card.provenance = {
         "how": "python -m engine pretrain --data real " + ("" if recipe.init else _network_args(card)) + "--scenes " + " ".join(recipe.scenes)
         + f" --train-tiles {recipe.train_tiles} --tile {recipe.tile} --epochs {config.epochs} --lr {config.lr} --seed {config.seed}"
-        + ("" if recipe.init == SYNTHETIC_MODEL else f" --init {recipe.init or 'none'}")
+        + ("" if recipe.init == SYNTHETIC_MODEL or not (recipe.init or _is_default(card)) else f" --init {recipe.init or 'none'}")
         + ("" if config.average_from is None else f" --average-from {config.average_from}"),
         "data": data,
         "selection": "epoch and threshold by slick Dice on the validation bands" if config.average_from is None else
