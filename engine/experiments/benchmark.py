@@ -29,8 +29,8 @@ import torch
 from scipy.ndimage import distance_transform_edt
 
 from ..atomic import write_csv, write_text
-from ..data import bundled, real_scenes
-from ..data.real_texture import Mix, scene_tiles, split_scene
+from ..data import bundled
+from ..data.real_texture import Mix, scene_tiles
 from ..errors import InputError
 from ..data.bundled import LabelledScene
 from ..jobs.detect import DetectOptions, detect
@@ -38,7 +38,7 @@ from ..jobs.evaluate import align_to_grid, read_label_mask, slick_dice_arrays
 from ..machine import commit_text, describe, file_sha256
 from ..models.darkspot import fit_darkspot
 from ..models.inference import pick_device
-from ..models.pretrain import CHECKPOINTS, RealRecipe, pretrain_card, pretrain_real
+from ..models.pretrain import CHECKPOINTS, RealRecipe, pretrain_card, pretrain_real, validation_split
 from ..models.registry import SYNTHETIC_MODEL, has_weights, load_model, read_card
 from ..models.training import TrainConfig, paper_augment
 from ..progress import Progress
@@ -138,12 +138,10 @@ def background_logit(model_path: Path) -> Optional[float]:
     if not isinstance(data, dict) or not data.get("arctic_scenes") or not has_weights(model_path):
         return None
     model, card = load_model(model_path)
-    by_name = {scene.name: scene for scene in bundled.ARCTIC}
     found: list[np.ndarray] = []
     with torch.inference_mode():
         for name in card.provenance["data"]["arctic_scenes"]:
-            _, band = split_scene(real_scenes.load_labelled(by_name[name], card.pixel_size), RealRecipe.val_fraction, gap=RealRecipe.tile // 8)
-            tiles = scene_tiles(band, RealRecipe.tile)
+            tiles = scene_tiles(validation_split(name, card.pixel_size)[1], RealRecipe.tile)
             for x, valid in zip(tiles.x, tiles.valid):
                 logits = model(torch.from_numpy(x)[None, None] * card.normalisation.get("input_scale", 1 / 255))[0, 0].numpy()
                 found.append(logits[valid > 0])

@@ -98,6 +98,7 @@ class FinetuneReport:
     """Its threshold on every other scene (``ModelCard.threshold``): the parent's, since a threshold calibrated on
     one scene's labels suits that scene (engine/scenes/fingerprint.py)."""
     threshold_note: str
+    """Which of the two applies where, and why, in a sentence for the analyst (the dock shows it)."""
     lr: float
     train_layers: str
     parent_weight: float

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..data import bundled, real_scenes
+from ..data.real_scenes import SceneArrays
 from ..data.real_texture import Mix, Tiles, scene_tiles, split_scene, training_tiles
 from ..data.synth import OIL, SceneSpec, generate
 from ..errors import InputError
@@ -166,16 +167,22 @@ def _tileset(tiles: Tiles) -> TileSet:
     return TileSet(stack(tiles.x), stack(tiles.y), stack(tiles.valid))
 
 
+def validation_split(name: str, pixel_size: float, recipe: RealRecipe = RealRecipe()) -> tuple[SceneArrays, SceneArrays]:
+    """(training part, validation band) of the bundled Arctic scene ``name``, as ``recipe`` cuts it: the band
+    chooses the epoch and threshold and is never trained on."""
+    by_name = {scene.name: scene for scene in bundled.ARCTIC}
+    if name not in by_name:
+        raise InputError(f"Unknown training scene: {name}.", f"Choose among {', '.join(by_name)}.")
+    return split_scene(real_scenes.load_labelled(by_name[name], pixel_size), recipe.val_fraction, gap=recipe.tile // 8)
+
+
 def real_sets(recipe: RealRecipe, pixel_size: float, seed: int) -> tuple[TileSet, TileSet, dict]:
     """(training tiles, validation tiles, what they were made of) for ``recipe``."""
-    by_name = {scene.name: scene for scene in bundled.ARCTIC}
-    unknown = [name for name in recipe.scenes if name not in by_name]
-    if unknown or not recipe.scenes:
-        raise InputError(f"Unknown or no training scenes: {', '.join(unknown) or 'none given'}.",
-                         f"Choose among {', '.join(by_name)}.")
+    if not recipe.scenes:
+        raise InputError("No training scenes were given.", f"Choose among {', '.join(s.name for s in bundled.ARCTIC)}.")
     train_parts, val_tiles = [], Tiles()
     for name in recipe.scenes:
-        part, held = split_scene(real_scenes.load_labelled(by_name[name], pixel_size), recipe.val_fraction, gap=recipe.tile // 8)
+        part, held = validation_split(name, pixel_size, recipe)
         train_parts.append(part)
         for x, y, v, _ in zip(*(getattr(scene_tiles(held, recipe.tile), f) for f in ("x", "y", "valid", "kind"))):
             val_tiles.add(x, y, v, "validation")

@@ -127,6 +127,8 @@ def test_dock_detection_adds_a_styled_group_above_the_scene(detection: Detection
         assert prefix + suffix in detection.files
     assert not [name for name in detection.files if name.startswith(".slickmapper-tmp")]
     assert "slick" in detection.messages[-1] and "km²" in detection.messages[-1]
+    # and which threshold cut them, and whence: the engine's word for it
+    assert f"threshold {detection.data['threshold']:.2f} ({detection.data['threshold_from']})" in detection.messages[-1]
 
 
 def test_dock_detection_reports_progress_and_fills_attributes(detection: Detection) -> None:
