@@ -35,7 +35,8 @@ from ..machine import describe, file_sha256
 from ..progress import Progress
 from ..scenes.normalise import Stretch
 from .inference import pick_device
-from .registry import ARCHITECTURES, DEFAULT_MODEL, SYNTHETIC_MODEL, ModelCard, build_model, load_encoder_weights, load_model, save_model
+from .registry import ARCHITECTURES, DEFAULT_MODEL, SYNTHETIC_MODEL, ModelCard, build_model, load_encoder_weights, load_model, read_card, save_model
+from .selfsupervised import MaskedRecipe, masked_pretrain
 from .training import TileSet, TrainConfig, paper_augment, train
 
 DEFAULT_TRAIN_SCENES = ("sample_0", "sample_70")
@@ -176,6 +177,12 @@ def validation_split(name: str, pixel_size: float, recipe: RealRecipe = RealReci
     return split_scene(real_scenes.load_labelled(by_name[name], pixel_size), recipe.val_fraction, gap=recipe.tile // 8)
 
 
+def unlabelled_parts(scenes: tuple[str, ...], pixel_size: float) -> list[SceneArrays]:
+    """The real pixels masked-image pretraining may learn from: the Arctic ``scenes`` without their
+    validation bands (as ``--data real`` cuts them, so that the bands stay unseen) and the North Sea tiles."""
+    return [validation_split(name, pixel_size)[0] for name in scenes] + [real_scenes.load_labelled(scene, pixel_size) for scene in bundled.NORTH_SEA]
+
+
 def real_sets(recipe: RealRecipe, pixel_size: float, seed: int) -> tuple[TileSet, TileSet, dict]:
     """(training tiles, validation tiles, what they were made of) for ``recipe``."""
     if not recipe.scenes:
@@ -244,11 +251,12 @@ def pretrain_real(out: Path, recipe: RealRecipe, config: TrainConfig, progress: 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("pretrain", help="pretrain the bundled model on real SAR texture (or any network on synthetic scenes)")
-    p.add_argument("--data", choices=("real", "synthetic"), default="real",
-                   help="real: real scenes with composited slicks, from the synthetic model (default); synthetic: synthetic scenes only")
+    p.add_argument("--data", choices=("real", "synthetic", "masked"), default="real",
+                   help="real: real scenes with composited slicks, from the synthetic model (default); synthetic: synthetic scenes only; "
+                        "masked: the encoder only, by masked-image modelling on real pixels without labels (a start for --data real --init)")
     p.add_argument("--out", type=Path, help="model file to write (default: the bundled model of --data, for the default network only)")
     p.add_argument("--scenes", nargs="+", default=list(DEFAULT_TRAIN_SCENES), help="--data real: the Arctic scenes to learn from")
-    p.add_argument("--init", help="--data real: model to start from, or 'none' (default: the bundled synthetic model)")
+    p.add_argument("--init", help="--data real or masked: model to start from, or 'none' (default: the bundled synthetic model)")
     p.add_argument("--architecture", choices=sorted(set(ARCHITECTURES) - {"darkspot"}), help="--data synthetic: another network of the registry (default: unet)")
     p.add_argument("--encoder", help="its encoder, e.g. samvit_base_patch16 or resnet50 (default: tu-resnet18)")
     p.add_argument("--arch-kwargs", help="its further arguments as JSON, e.g. '{\"lora_rank\": 16}'")
@@ -276,6 +284,14 @@ def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
     card = pretrain_card(args.architecture, args.encoder, arch_kwargs)
     if args.out is None and not _is_default(card):
         raise InputError("--out is needed when pretraining another network than the bundled model's.", "E.g. --out samlora_b.safetensors.")
+    if args.data == "masked":
+        if args.out is None:
+            raise InputError("--data masked writes a starting point for --data real, not a detector: --out is needed.", "E.g. --out encoder.safetensors.")
+        parent = Path(args.init) if args.init else SYNTHETIC_MODEL
+        recipe = MaskedRecipe(scenes=tuple(args.scenes), tiles=args.train_tiles or MaskedRecipe.tiles, tile=args.tile,
+                              epochs=args.epochs or MaskedRecipe.epochs, lr=args.lr or MaskedRecipe.lr, batch_size=args.batch_size, seed=args.seed)
+        return masked_pretrain(args.out, parent, unlabelled_parts(recipe.scenes, read_card(parent).pixel_size), recipe, device, progress,
+                               CHECKPOINTS / f"{args.out.stem}-{run_key(vars(args))}.pt")
     if args.data == "real":
         if args.init and not _is_default(card):
             raise InputError("--init starts from a trained model, whose network is its own.", "Give --init or --architecture/--encoder, not both.")
