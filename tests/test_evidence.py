@@ -11,7 +11,7 @@ from affine import Affine
 from shapely.geometry import box, mapping
 
 from engine.archive.evidence import FIELDS, NOMINAL_INCIDENCE, add_evidence, score
-from engine.archive.wind import _model, load_in_background, wind_speed
+from engine.archive.wind import backscatter
 from engine.jobs.detect import DetectOptions, detect
 from engine.models.registry import SYNTHETIC_MODEL
 from engine.scenes.grid import analysis_grid
@@ -20,25 +20,10 @@ from engine.scenes.raster import inspect, open_raster
 from engine.data.synth import SceneSpec, write_scene
 
 
-@pytest.mark.parametrize("polarisation", ["VV", "HH"])
-def test_wind_inverts_cmod5n_at_its_incidence(polarisation):
-    for speed in (1.5, 4.0, 9.0, 15.0):
-        sigma0 = _model(polarisation)(37.5, speed, 45.0)
-        assert wind_speed(sigma0, 37.5, polarisation) == pytest.approx(speed, abs=0.02)
-    assert wind_speed(_model("VV")(37.5, 5.0, 45.0), 37.5, "VH") is None
-
-
-def test_the_wind_model_loads_in_the_background_for_co_polarised_scenes_only():
-    _model.cache_clear()
-    assert load_in_background("VH") is None and _model.cache_info().currsize == 0
-    load_in_background("HH").join()
-    assert _model.cache_info().currsize == 1
-
-
 def _calm_scene(tmp_path, wind: float, contrast_db: float):
     """A noiseless VV scene on a 25 m UTM grid: sea at CMOD5.n's sigma0 for ``wind``, a 4 x 0.5 km dark
     strip ``contrast_db`` below it, and 40 columns of no-data on the west."""
-    sea = _model("VV")(NOMINAL_INCIDENCE["IW"], wind, 45.0)
+    sea = backscatter(wind, NOMINAL_INCIDENCE["IW"], "VV")
     values = np.full((200, 200), sea, np.float32)
     values[90:110, 40:200] = sea * 10 ** (contrast_db / 10)  # rows 90..110: 500 m wide, 4 km long
     values[:, :40] = 0
@@ -64,7 +49,7 @@ def test_a_dark_strip_on_a_calm_sea_is_weighed_as_a_low_wind_look_alike(tmp_path
         grid = analysis_grid(ds, info.utm_crs, 25.0)
         add_evidence([slick], ds, info, grid, mask, [], None, silent())
     assert slick["contrast_db"] == pytest.approx(-4.0, abs=0.05)
-    assert slick["background_db"] == pytest.approx(10 * math.log10(_model("VV")(37.5, 1.5, 45.0)), abs=0.05)
+    assert slick["background_db"] == pytest.approx(10 * math.log10(backscatter(1.5, 37.5, "VV")), abs=0.05)
     assert slick["incidence_deg"] == 37.5 and slick["incidence_source"] == "assumed IW mid-swath"
     assert slick["wind_ms"] == pytest.approx(1.5, abs=0.1)
     assert slick["margin_db"] == pytest.approx(slick["slick_db"] - slick["nesz_db"])

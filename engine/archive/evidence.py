@@ -37,7 +37,7 @@ from ..progress import Progress
 from ..scenes.raster import SceneInfo
 from .footprint import valid_outline
 from .scene_list import scene_metadata
-from .wind import load_in_background, wind_speed
+from .wind import wind_speed
 
 RING_M = 1000.0
 _STRIP_ROWS = 512
@@ -66,12 +66,6 @@ FIELDS = {
     "lookalike_reasons": "str",
 }
 """Attributes added to every slick polygon (GeoPackage field types)."""
-
-
-def prepare(info: SceneInfo) -> None:
-    """Start loading what ``add_evidence`` will need for this scene (the wind model), while the tiles are predicted."""
-    if info.value_scale in CALIBRATED:
-        load_in_background(info.polarisation)
 
 
 def add_evidence(slicks: list[dict], ds: rasterio.DatasetReader, info: SceneInfo, grid: Grid, mask_path: Path,

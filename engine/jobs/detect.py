@@ -26,7 +26,7 @@ from rasterio.features import rasterize
 from rasterio.warp import reproject
 from rasterio.windows import Window
 
-from ..archive.evidence import FIELDS as EVIDENCE_FIELDS, add_evidence, prepare as prepare_evidence
+from ..archive.evidence import FIELDS as EVIDENCE_FIELDS, add_evidence
 from ..contract import DEFAULT_OVERLAP, OUTPUT_SUFFIXES
 from ..errors import InputError, ResourceError
 from ..models import runtimes
@@ -149,7 +149,6 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
         with OutputSet(out_dir, names, options.overwrite) as outputs:
             staged_prob = outputs.stage / "analysis_probability.tif"
             staged_mask = outputs.stage / "analysis_mask.tif"
-            prepare_evidence(info)  # in the background, while the model holds the CPU and little of the GIL
             n_tiles, skipped = _predict_to_files(opened.reader, grid, stretch, predictor, tile, options, threshold, exclusion,
                                                  staged_prob, staged_mask, progress)
             # The COGs are made from the staged rasters while the slicks are traced and weighed: GDAL works outside

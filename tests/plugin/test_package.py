@@ -35,7 +35,8 @@ def test_the_zip_holds_the_plugin_with_its_engine_and_nothing_else(tmp_path: Pat
     names = zipfile.ZipFile(archive).namelist()
     assert {name.split("/")[0] for name in names} == {"slick_mapper"}
     for needed in ("__init__.py", "plugin.py", "engine_runner.py", "metadata.txt", "LICENSE", "engine/__init__.py",
-                   "engine/cli/main.py", "resources/icons/slick_mapper.svg", "resources/styles/probability.qml"):
+                   "engine/cli/main.py", "resources/icons/slick_mapper.svg", "resources/styles/probability.qml",
+                   "resources/wind/cmod5n_45deg.npz"):
         assert f"slick_mapper/{needed}" in names
     assert not [name for name in names if "__pycache__" in name or name.endswith(".pyc")
                 or "/tests/" in name or ".venv" in name or "slick_plugin" in name]
