@@ -46,7 +46,7 @@ def test_only_narrows_the_candidates_and_refuses_an_unknown_one():
     parser = build_parser()
     every = candidates(parser.parse_args(["experiment", "benchmark", "--networks", "deeplabv3_r50", "--device", "cpu"]))
     assert list(every) == ["darkspot", "synthetic_only", "real_texture", "real_texture_swa", "real_texture_512", "real_texture_labelled",
-                           "real_texture_masked",
+                           "real_texture_masked", "real_texture_l2sp",
                            "deeplabv3_r50"]
     narrowed = candidates(parser.parse_args(["experiment", "benchmark", "--networks", "deeplabv3_r50", "--only", "deeplabv3_r50", "--device", "cpu"]))
     assert list(narrowed) == ["deeplabv3_r50"]

@@ -34,6 +34,7 @@ from ..data.real_texture import Mix, scene_tiles
 from ..errors import InputError
 from ..data.bundled import LabelledScene
 from ..jobs.detect import DetectOptions, detect
+from ..jobs.finetune import PARENT_WEIGHT
 from ..jobs.evaluate import align_to_grid, read_label_mask, slick_dice_arrays
 from ..machine import commit_text, describe, file_sha256
 from ..models.darkspot import fit_darkspot
@@ -107,13 +108,15 @@ U-Net R18, two efficient timm encoders in the same U-Net, and the paper's DeepLa
 
 
 def real_texture_trainer(epochs: int, train_tiles: int, device: str, seed: int, network: Optional[str] = None,
-                         average_from: Optional[int] = None, tile: int = RealRecipe.tile, mix: Mix = Mix(), masked: bool = False) -> Trainer:
+                         average_from: Optional[int] = None, tile: int = RealRecipe.tile, mix: Mix = Mix(), masked: bool = False,
+                         parent_weight: float = 0.0) -> Trainer:
     """The bundled model's own recipe (``engine pretrain --data real``) on the given scenes: from the
     synthetic model, or with ``network`` (a key of ``NETWORKS``) from random initialisation; with
     ``average_from``, the average of the epochs from that one on (``TrainConfig.average_from``). Another
     ``tile`` keeps the pixels per step and per epoch: fewer tiles, in smaller batches. With ``masked``, the
     synthetic model's encoder is first pretrained on the same scenes' real pixels without labels
-    (``engine pretrain --data masked``), written beside the model as ``<model>_encoder``."""
+    (``engine pretrain --data masked``), written beside the model as ``<model>_encoder``. ``parent_weight``:
+    L2-SP toward the weights training starts from (``TrainConfig.parent_weight``)."""
 
     def trainer(scenes: list[LabelledScene], out: Path, progress: Progress) -> Path:
         scale = (RealRecipe.tile / tile) ** 2
@@ -128,7 +131,7 @@ def real_texture_trainer(epochs: int, train_tiles: int, device: str, seed: int, 
         recipe = RealRecipe(scenes=names, train_tiles=round(train_tiles * scale), tile=tile, mix=mix, init=init)
         card = None if network is None else pretrain_card(*NETWORKS[network])
         config = TrainConfig(epochs=epochs, batch_size=max(1, round(8 * scale)), lr=5e-4, seed=seed, device=device, augment=paper_augment,
-                             select_on_dice=True, patience=3, average_from=average_from,
+                             select_on_dice=True, patience=3, average_from=average_from, parent_weight=parent_weight,
                              checkpoint=CHECKPOINTS / f"benchmark-{out.stem}.pt")
         pretrain_real(out, recipe, config, progress, card)
         return out
@@ -276,7 +279,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--shift", action="store_true", help="also score every network at a threshold moved by the scene's median logit")
     q.add_argument("--only", nargs="+", metavar="CANDIDATE",
                    help="score only these candidates (darkspot, synthetic_only, real_texture, real_texture_swa, real_texture_512, "
-                        "real_texture_labelled, real_texture_masked or a network given with --networks)")
+                        "real_texture_labelled, real_texture_masked, real_texture_l2sp or a network given with --networks)")
     q.set_defaults(func=_run)
 
 
@@ -291,6 +294,7 @@ def candidates(args: argparse.Namespace) -> dict[str, Trainer]:
         "real_texture_512": real_texture_trainer(args.epochs, args.train_tiles, device, args.seed, tile=512),
         "real_texture_labelled": real_texture_trainer(args.epochs, args.train_tiles, device, args.seed, mix=LABELLED_MIX),
         "real_texture_masked": real_texture_trainer(args.epochs, args.train_tiles, device, args.seed, masked=True),
+        "real_texture_l2sp": real_texture_trainer(args.epochs, args.train_tiles, device, args.seed, parent_weight=PARENT_WEIGHT),
         **{name: real_texture_trainer(args.epochs, args.train_tiles, device, args.seed, name) for name in args.networks},
     }
     if not args.only:

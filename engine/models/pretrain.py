@@ -233,7 +233,8 @@ def pretrain_real(out: Path, recipe: RealRecipe, config: TrainConfig, progress: 
         "how": "python -m engine pretrain --data real " + ("" if recipe.init else _network_args(card)) + "--scenes " + " ".join(recipe.scenes)
         + f" --train-tiles {recipe.train_tiles} --tile {recipe.tile} --epochs {config.epochs} --lr {config.lr} --seed {config.seed}"
         + ("" if recipe.init == SYNTHETIC_MODEL or not (recipe.init or _is_default(card)) else f" --init {recipe.init or 'none'}")
-        + ("" if config.average_from is None else f" --average-from {config.average_from}"),
+        + ("" if config.average_from is None else f" --average-from {config.average_from}")
+        + ("" if not config.parent_weight else f" --parent-weight {config.parent_weight}"),
         "data": data,
         "selection": "epoch and threshold by slick Dice on the validation bands" if config.average_from is None else
         f"the average of epochs {config.average_from}-{report.epochs_run}; threshold by slick Dice on the validation bands",
@@ -268,6 +269,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     p.add_argument("--lr", type=float, help="default: 5e-4 (real, from a trained model), 2e-3 (synthetic)")
     p.add_argument("--average-from", type=int, help="--data real: return the average of the weights from this epoch on (SWA), not the best epoch")
+    p.add_argument("--parent-weight", type=float, default=0.0,
+                   help="--data real: L2-SP pull of the weights toward those it starts from (0: none)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--seed", type=int, default=TrainConfig.seed)
     p.set_defaults(func=_run_cli)
@@ -300,7 +303,7 @@ def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
         recipe = RealRecipe(scenes=tuple(args.scenes), train_tiles=args.train_tiles or RealRecipe.train_tiles, tile=args.tile, init=init)
         out = args.out or DEFAULT_MODEL
         config = TrainConfig(epochs=args.epochs or 6, batch_size=args.batch_size, lr=args.lr or 5e-4, seed=args.seed, device=device,
-                             augment=paper_augment, select_on_dice=True, patience=3, average_from=args.average_from,
+                             augment=paper_augment, select_on_dice=True, patience=3, average_from=args.average_from, parent_weight=args.parent_weight,
                              checkpoint=CHECKPOINTS / f"{out.stem}-{run_key(vars(args))}.pt")
         return pretrain_real(out, recipe, config, progress, card, args.encoder_weights)
     config = TrainConfig(epochs=args.epochs or 6, batch_size=args.batch_size, lr=args.lr or 2e-3, seed=args.seed, device=device)
