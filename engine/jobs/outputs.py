@@ -154,7 +154,7 @@ def to_cog(src: Path, dst: Path) -> None:
 
 def polygonise(mask_path: Path, probability_path: Path, min_area_km2: float, progress: Progress) -> list[dict]:
     """Slick polygons (value 1 of the mask) with area, length and mean probability, smallest dropped."""
-    outlines = []
+    outlines: list[Polygon] = []  # shaped once: the area filter, the mean probability and the simplification use it
     with rasterio.open(mask_path) as mask_ds:
         pixel = abs(mask_ds.transform.a)
         band = rasterio.band(mask_ds, 1)
@@ -163,12 +163,13 @@ def polygonise(mask_path: Path, probability_path: Path, min_area_km2: float, pro
         for n, (geom, value) in enumerate(shapes(band, mask=band, connectivity=8, transform=mask_ds.transform)):
             if n % 500 == 0:
                 progress.check()
-            if value == 1 and shape(geom).area / 1e6 >= min_area_km2:
-                outlines.append(geom)
+            if value == 1:
+                outline = shape(geom)
+                if outline.area / 1e6 >= min_area_km2:
+                    outlines.append(outline)
     means = _mean_inside(mask_path, probability_path, outlines, progress)
     slicks = []
-    for geom, mean in zip(outlines, means):
-        poly = shape(geom)
+    for poly, mean in zip(outlines, means):
         area_km2 = poly.area / 1e6
         poly = poly.simplify(pixel / 2, preserve_topology=True)
         corners = list(poly.minimum_rotated_rectangle.exterior.coords)
@@ -182,7 +183,7 @@ def polygonise(mask_path: Path, probability_path: Path, min_area_km2: float, pro
     return slicks
 
 
-def _mean_inside(mask_path: Path, probability_path: Path, outlines: list[dict], progress: Progress) -> np.ndarray:
+def _mean_inside(mask_path: Path, probability_path: Path, outlines: list[Polygon], progress: Progress) -> np.ndarray:
     """Mean probability of the slick pixels of each outline, in one pass over the rasters by strips.
 
     Only exterior rings are burnt, largest first, so a slick lying in a hole of a larger one keeps its
@@ -193,7 +194,7 @@ def _mean_inside(mask_path: Path, probability_path: Path, outlines: list[dict], 
     counts = np.zeros(len(outlines) + 1)
     if not outlines:
         return sums[1:]
-    exteriors = [Polygon(shape(g).exterior) for g in outlines]
+    exteriors = [Polygon(outline.exterior) for outline in outlines]
     order = sorted(range(len(outlines)), key=lambda i: -exteriors[i].area)
     bounds = np.array([p.bounds for p in exteriors])  # minx, miny, maxx, maxy
     with rasterio.open(mask_path) as mask_ds, rasterio.open(probability_path) as prob_ds:
