@@ -126,7 +126,9 @@ class OutputSet:
 def raster_profile(grid: Grid, dtype: str, nodata: float) -> dict:
     """The staged GeoTIFF a run writes strip by strip on the analysis grid; 64-row blocks let strips flush
     without re-reads. Zstandard at level 1 compresses these rasters about as well as deflate at a quarter of
-    its time (measured): the staged file is scratch, and ``to_cog`` compresses the output once, with deflate."""
+    its time (measured): the staged file is scratch, and ``to_cog`` compresses the output once, with deflate.
+    No predictor: on a float32 probability it took 0.27 of 0.30 CPU-s of writing 16.8 Mpx for 12 % less
+    scratch (measured), and the no-data and land that make these rasters compressible compress without it."""
     return {
         "driver": "GTiff",
         "width": grid.width,
@@ -141,15 +143,21 @@ def raster_profile(grid: Grid, dtype: str, nodata: float) -> dict:
         "blockysize": 64,
         "compress": "zstd",
         "zstd_level": 1,
-        "predictor": 3 if dtype == "float32" else 2,
         "BIGTIFF": "IF_SAFER",
     }
 
 
 def to_cog(src: Path, dst: Path) -> None:
-    """Rewrite a tiled GeoTIFF as a COG (GDAL streams it; overviews make it quick to display in QGIS)."""
+    """Rewrite a tiled GeoTIFF as a COG (GDAL streams it; overviews make it quick to display in QGIS).
+
+    Deflate, which every GIS reads. A float raster gets the floating-point predictor at level 1: a probability's
+    mantissas barely compress, and on one of 16.8 Mpx this took 0.89 CPU-s for 72 MB against 1.18 for 81 MB at
+    deflate's default level without it (measured); a uint8 mask compresses best and fastest at the default."""
+    with rasterio.open(src) as ds:
+        floating = np.dtype(ds.dtypes[0]).kind == "f"
+    options = {"predictor": "YES", "level": 1} if floating else {}
     with writing(dst):
-        rasterio.shutil.copy(str(src), str(dst), driver="COG", compress="DEFLATE", overview_resampling="average")
+        rasterio.shutil.copy(str(src), str(dst), driver="COG", compress="DEFLATE", overview_resampling="average", **options)
 
 
 def polygonise(mask_path: Path, probability_path: Path, min_area_km2: float, progress: Progress) -> list[dict]:
