@@ -121,3 +121,27 @@ def test_info_refuses_what_detect_refuses(tmp_path: Path) -> None:
         detect(crop, tmp_path, DetectOptions(device="cpu"))
     assert str(from_info.value) == str(from_detect.value)
     assert not list(tmp_path.iterdir())
+
+
+def test_covering_window_holds_every_pixel_its_shapes_burn():
+    """Per-slick sums run over this window only, so it must miss no pixel a slick or ring burns, at any edge."""
+    from rasterio.features import rasterize
+    from shapely.geometry import box, Point
+
+    from engine.scenes.grid import covering_window
+
+    transform = Affine(25.0, 0, 440000.0, 0, -25.0, 8700000.0)
+    height, width = 300, 400
+    shapes = [box(440000 + 30.5 * 25, 8700000 - 80 * 25, 440000 + 61 * 25, 8700000 - 41.2 * 25),
+              Point(440000 + 390 * 25, 8700000 - 5 * 25).buffer(1000),  # crosses the top and right edges
+              Point(440000 + 200 * 25, 8700000 - 150 * 25).buffer(333.3)]
+    for some in ([shapes[0]], [shapes[1]], shapes):
+        window = covering_window(transform, height, width, np.array([s.bounds for s in some]))
+        burnt = rasterize(some, out_shape=(height, width), transform=transform, all_touched=True).astype(bool)
+        rows, cols = window.toslices()
+        inside = np.zeros_like(burnt)
+        inside[rows, cols] = True
+        assert burnt.any() and not (burnt & ~inside).any()
+        assert 0 <= window.col_off and window.col_off + window.width <= width
+        assert 0 <= window.row_off and window.row_off + window.height <= height
+    assert covering_window(transform, height, width, np.array([shapes[0].bounds])).width < 40

@@ -30,7 +30,7 @@ from rasterio.windows import Window
 from shapely.geometry import Polygon, mapping, shape
 from shapely.ops import unary_union
 
-from ..scenes.grid import Grid, open_on_grid
+from ..scenes.grid import Grid, covering_window, open_on_grid
 from ..scenes.normalise import to_db
 from ..jobs.outputs import MASK_NODATA
 from ..progress import Progress
@@ -169,6 +169,7 @@ def _backscatter_means(ds, info: SceneInfo, grid: Grid, mask_path: Path, outline
     pixel = abs(grid.transform.a)
     rings = [outlines[i].simplify(pixel).buffer(RING_M) for i in range(n)]
     bounds = np.array([r.bounds for r in rings])
+    outline_bounds = np.array([o.bounds for o in outlines])
     with open_on_grid(ds, info.band, grid) as reader, rasterio.open(mask_path) as mask_ds:
         for row in range(0, grid.height, _STRIP_ROWS):
             progress.check()
@@ -178,11 +179,17 @@ def _backscatter_means(ds, info: SceneInfo, grid: Grid, mask_path: Path, outline
             hit = [i for i in order if bounds[i, 1] < top and bounds[i, 3] > bottom]
             if not hit:
                 continue
-            window = Window(0, row, grid.width, height)
-            power = 10.0 ** (to_db(reader.read(window), info.value_scale) / 10.0)
+            # The strip is read whole, as always (a scene geocoded through its GCPs is warped window by window, and
+            # another window would move its values a little); only the part the hit slicks and rings can cover is
+            # converted and burnt, where each slick's pixels keep their order and so their sums.
+            near = covering_window(transform, height, grid.width, np.vstack([bounds[hit], outline_bounds[hit]]))
+            rows, cols = near.toslices()
+            window = Window(near.col_off, row + near.row_off, near.width, near.height)
+            transform = grid.transform @ Affine.translation(window.col_off, window.row_off)
+            power = 10.0 ** (to_db(reader.read(Window(0, row, grid.width, height))[rows, cols], info.value_scale) / 10.0)
             mask = mask_ds.read(1, window=window)
             valid = np.isfinite(power) & (mask != MASK_NODATA)
-            shape_ = (height, grid.width)
+            shape_ = (window.height, window.width)
             ids = rasterize(((outlines[i], i + 1) for i in hit), out_shape=shape_, transform=transform, dtype="int32")
             ring_ids = rasterize(((rings[i], i + 1) for i in hit), out_shape=shape_, transform=transform, dtype="int32")
             slick_px = valid & (ids > 0) & (mask == 1)

@@ -29,7 +29,7 @@ from ..errors import OutputError, SlickMapperError
 from ..locks import held, try_lock
 from ..machine import utc_now
 from ..progress import Progress
-from ..scenes.grid import Grid
+from ..scenes.grid import Grid, covering_window
 
 CLAIM = "claim"
 WRITE_FAILURES = (OSError, RasterioError, CPLE_BaseError)
@@ -214,6 +214,11 @@ def _mean_inside(mask_path: Path, probability_path: Path, outlines: list[Polygon
             hit = [i for i in order if bounds[i, 1] < top and bounds[i, 3] > bottom]
             if not hit:
                 continue
+            # Only the pixels of the strip the hit slicks can cover: each slick's pixels keep their order, so its
+            # sum is the same as over the whole strip.
+            near = covering_window(transform, window.height, window.width, bounds[hit])
+            window = Window(near.col_off, row + near.row_off, near.width, near.height)
+            transform = mask_ds.window_transform(window)
             ids = rasterize(((exteriors[i], i + 1) for i in hit), out_shape=(window.height, window.width),
                             transform=transform, dtype="int32")
             values = prob_ds.read(1, window=window)

@@ -79,6 +79,21 @@ def analysis_grid(
     return Grid(full.crs, transform, col1 - col0, row1 - row0)
 
 
+def covering_window(transform: Affine, height: int, width: int, bounds: np.ndarray) -> Window:
+    """The whole-pixel window of a north-up raster (``transform``, ``height`` x ``width``) that holds every pixel
+    meeting any of ``bounds`` (rows of minx, miny, maxx, maxy), a pixel more on each side, clipped to the raster.
+
+    Per-slick sums over a strip touch only this window: the slicks of a strip usually fill a small part of a
+    scene's width, and the pixels outside it would only be read, converted and burnt to be left out.
+    """
+    size_x, size_y = transform.a, -transform.e
+    col0 = max(0, math.floor((bounds[:, 0].min() - transform.c) / size_x) - 1)
+    col1 = min(width, math.ceil((bounds[:, 2].max() - transform.c) / size_x) + 1)
+    row0 = max(0, math.floor((transform.f - bounds[:, 3].max()) / size_y) - 1)
+    row1 = min(height, math.ceil((transform.f - bounds[:, 1].min()) / size_y) + 1)
+    return Window(col0, row0, max(0, col1 - col0), max(0, row1 - row0))
+
+
 def _full_grid(ds: rasterio.DatasetReader, utm_crs: str, pixel_size: float) -> Grid:
     if ds.crs is not None and CRS.from_user_input(ds.crs) == CRS.from_user_input(utm_crs):
         left, bottom, right, top = ds.bounds
