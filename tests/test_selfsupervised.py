@@ -18,7 +18,7 @@ from conftest import SMALL_MODEL, cancel_at
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-RECIPE = MaskedRecipe(scenes=("scene",), tiles=8, tile=64, epochs=2, batch_size=4)
+RECIPE = MaskedRecipe(tiles=8, tile=64, epochs=2, batch_size=4)
 
 
 def _scene() -> SceneArrays:
@@ -79,3 +79,32 @@ def test_only_the_encoder_changes_and_a_stopped_run_resumes_to_the_same_weights(
     assert any("resuming" in line for line in logs) and not checkpoint.exists()
     for key, value in read_weights(straight).items():
         assert torch.equal(value, read_weights(resumed)[key]), key
+
+
+def test_the_pretrain_command_runs_the_masked_stage_first_and_says_so(tmp_path, model_factory, monkeypatch, capsys):
+    """One command remakes a model with the stage: its card names the stage's data and error and the flag that
+    ran it, descends from the model the stage started from, and no intermediate file is left behind."""
+    import json
+
+    import engine.models.pretrain as pretrain
+    from engine.cli.main import main
+    from engine.models.registry import read_card
+
+    monkeypatch.setattr(pretrain, "CHECKPOINTS", tmp_path / "checkpoints")
+    parent = model_factory(tmp_path / "parent.safetensors", **SMALL_MODEL)
+    out = tmp_path / "real.safetensors"
+    args = ["--jsonl", "pretrain", "--out", str(out), "--init", "none", "--masked-epochs", "1", "--train-tiles", "8", "--tile", "64",
+            "--epochs", "1", "--batch-size", "4", "--device", "cpu"]
+    assert main(args) == 2  # a random network has no encoder worth pretraining this way
+    assert "trained model's encoder" in json.loads(capsys.readouterr().out.splitlines()[-1])["message"]
+    args[args.index("none")] = str(parent)
+    assert main(args) == 0
+    card = read_card(out)
+    stage = card.provenance["masked_image_pretraining"]
+    assert len(stage["masked_error"]) == 1
+    assert stage["data"]["unlabelled_scenes"][:2] == ["sample_0", "sample_70"]
+    assert "--masked-epochs 1" in card.provenance["how"] and f"--init {parent}" in card.provenance["how"]
+    assert card.lineage["initialised_from"]["file"] == parent.name
+    assert not any((tmp_path / "checkpoints").iterdir())
+    changed = {k for k, v in read_weights(parent).items() if not torch.equal(v.half(), read_weights(out)[k])}
+    assert any(k.startswith("encoder.") for k in changed)

@@ -39,9 +39,9 @@ from ..jobs.evaluate import align_to_grid, read_label_mask, slick_dice_arrays
 from ..machine import commit_text, describe, file_sha256
 from ..models.darkspot import fit_darkspot
 from ..models.inference import pick_device
-from ..models.pretrain import CHECKPOINTS, RealRecipe, pretrain_card, pretrain_real, unlabelled_parts, validation_split
+from ..models.pretrain import CHECKPOINTS, RealRecipe, pretrain_card, pretrain_real, validation_split
 from ..models.registry import SYNTHETIC_MODEL, has_weights, load_model, read_card
-from ..models.selfsupervised import MaskedRecipe, masked_pretrain
+from ..models.selfsupervised import MaskedRecipe
 from ..models.training import TrainConfig, paper_augment
 from ..progress import Progress
 
@@ -108,27 +108,20 @@ U-Net R18, two efficient timm encoders in the same U-Net, and the paper's DeepLa
 
 
 def real_texture_trainer(epochs: int, train_tiles: int, device: str, seed: int, network: Optional[str] = None,
-                         average_from: Optional[int] = None, tile: int = RealRecipe.tile, mix: Mix = Mix(), masked: bool = False,
+                         average_from: Optional[int] = None, tile: int = RealRecipe.tile, mix: Mix = Mix(), masked_epochs: int = 0,
                          parent_weight: float = 0.0) -> Trainer:
     """The bundled model's own recipe (``engine pretrain --data real``) on the given scenes: from the
     synthetic model, or with ``network`` (a key of ``NETWORKS``) from random initialisation; with
     ``average_from``, the average of the epochs from that one on (``TrainConfig.average_from``). Another
-    ``tile`` keeps the pixels per step and per epoch: fewer tiles, in smaller batches. With ``masked``, the
-    synthetic model's encoder is first pretrained on the same scenes' real pixels without labels
-    (``engine pretrain --data masked``), written beside the model as ``<model>_encoder``. ``parent_weight``:
+    ``tile`` keeps the pixels per step and per epoch: fewer tiles, in smaller batches. ``masked_epochs``:
+    the synthetic model's encoder first pretrained on the same scenes' real pixels without labels
+    (``RealRecipe.masked_epochs``). ``parent_weight``:
     L2-SP toward the weights training starts from (``TrainConfig.parent_weight``)."""
 
     def trainer(scenes: list[LabelledScene], out: Path, progress: Progress) -> Path:
         scale = (RealRecipe.tile / tile) ** 2
-        names = tuple(s.name for s in scenes)
-        init: Optional[Path] = None if network is not None else SYNTHETIC_MODEL
-        if masked:
-            init = out.with_name(f"{out.stem}_encoder.safetensors")
-            if not init.exists():
-                recipe = MaskedRecipe(scenes=names, seed=seed)
-                masked_pretrain(init, SYNTHETIC_MODEL, unlabelled_parts(names, read_card(SYNTHETIC_MODEL).pixel_size), recipe, device,
-                                progress, CHECKPOINTS / f"benchmark-{init.stem}.pt")
-        recipe = RealRecipe(scenes=names, train_tiles=round(train_tiles * scale), tile=tile, mix=mix, init=init)
+        recipe = RealRecipe(scenes=tuple(s.name for s in scenes), train_tiles=round(train_tiles * scale), tile=tile, mix=mix,
+                            masked_epochs=masked_epochs, **({} if network is None else {"init": None}))
         card = None if network is None else pretrain_card(*NETWORKS[network])
         config = TrainConfig(epochs=epochs, batch_size=max(1, round(8 * scale)), lr=5e-4, seed=seed, device=device, augment=paper_augment,
                              select_on_dice=True, patience=3, average_from=average_from, parent_weight=parent_weight,
@@ -293,7 +286,7 @@ def candidates(args: argparse.Namespace) -> dict[str, Trainer]:
         "real_texture_swa": real_texture_trainer(args.epochs, args.train_tiles, device, args.seed, average_from=SWA_FROM),
         "real_texture_512": real_texture_trainer(args.epochs, args.train_tiles, device, args.seed, tile=512),
         "real_texture_labelled": real_texture_trainer(args.epochs, args.train_tiles, device, args.seed, mix=LABELLED_MIX),
-        "real_texture_masked": real_texture_trainer(args.epochs, args.train_tiles, device, args.seed, masked=True),
+        "real_texture_masked": real_texture_trainer(args.epochs, args.train_tiles, device, args.seed, masked_epochs=MaskedRecipe.epochs),
         "real_texture_l2sp": real_texture_trainer(args.epochs, args.train_tiles, device, args.seed, parent_weight=PARENT_WEIGHT),
         **{name: real_texture_trainer(args.epochs, args.train_tiles, device, args.seed, name) for name in args.networks},
     }

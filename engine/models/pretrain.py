@@ -159,6 +159,9 @@ class RealRecipe:
     mix: Mix = Mix()
     init: Optional[Path] = SYNTHETIC_MODEL
     """The model to start from (the synthetic one by default); None: random initialisation of the default network."""
+    masked_epochs: int = 0
+    """Epochs of masked-image pretraining of ``init``'s encoder on the recipe's real pixels, without labels
+    (``engine.models.selfsupervised``), before the labelled training; 0: none."""
 
 
 def _tileset(tiles: Tiles) -> TileSet:
@@ -214,8 +217,16 @@ def pretrain_real(out: Path, recipe: RealRecipe, config: TrainConfig, progress: 
     initialisation or ``encoder_weights``, so that other networks are compared under the same recipe."""
     torch.manual_seed(config.seed)
     device = torch.device(config.device)
+    masked: Optional[dict] = None
+    if recipe.masked_epochs and recipe.init is None:
+        raise InputError("Masked-image pretraining starts from a trained model's encoder.", "Leave out --init none, or --masked-epochs.")
     if recipe.init is not None:
-        model, parent = load_model(recipe.init, torch.device("cpu"))
+        start = recipe.init
+        if recipe.masked_epochs:
+            start = _masked_encoder(out, recipe, config, progress)
+            masked = read_card(start).provenance
+        model, _ = load_model(start, torch.device("cpu"))
+        parent = read_card(recipe.init)
         card = ModelCard.from_json(parent.to_json())
         card.lineage = {"initialised_from": {"name": parent.name, "file": Path(recipe.init).name, "sha256": file_sha256(Path(recipe.init))}}
     else:
@@ -234,8 +245,10 @@ def pretrain_real(out: Path, recipe: RealRecipe, config: TrainConfig, progress: 
         + f" --train-tiles {recipe.train_tiles} --tile {recipe.tile} --epochs {config.epochs} --lr {config.lr} --seed {config.seed}"
         + ("" if recipe.init == SYNTHETIC_MODEL or not (recipe.init or _is_default(card)) else f" --init {recipe.init or 'none'}")
         + ("" if config.average_from is None else f" --average-from {config.average_from}")
-        + ("" if not config.parent_weight else f" --parent-weight {config.parent_weight}"),
+        + ("" if not config.parent_weight else f" --parent-weight {config.parent_weight}")
+        + ("" if not recipe.masked_epochs else f" --masked-epochs {recipe.masked_epochs}"),
         "data": data,
+        **({} if masked is None else {"masked_image_pretraining": masked}),
         "selection": "epoch and threshold by slick Dice on the validation bands" if config.average_from is None else
         f"the average of epochs {config.average_from}-{report.epochs_run}; threshold by slick Dice on the validation bands",
         "epochs_run": report.epochs_run,
@@ -245,19 +258,36 @@ def pretrain_real(out: Path, recipe: RealRecipe, config: TrainConfig, progress: 
     }
     card.metrics = {"validation_dice": round(report.val_dice_calibrated, 4), "validation_threshold": report.threshold}
     save_model(model, card, out, half=True)
+    if recipe.masked_epochs:
+        _masked_path(out, recipe, config).unlink(missing_ok=True)
     return {"model": str(out), "val_dice": report.val_dice_calibrated, "threshold": report.threshold,
             "epochs_run": report.epochs_run, "best_epoch": report.best_epoch, "seconds": report.seconds,
             "tiles_per_second": report.tiles_per_second, "data": data}
 
 
+def _masked_path(out: Path, recipe: RealRecipe, config: TrainConfig) -> Path:
+    key = hashlib.sha256(json.dumps([str(out), asdict(recipe), config.seed], sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return CHECKPOINTS / f"{out.stem}-encoder-{key}.safetensors"
+
+
+def _masked_encoder(out: Path, recipe: RealRecipe, config: TrainConfig, progress: Progress) -> Path:
+    """``recipe.init`` with its encoder pretrained on the recipe's unlabelled real pixels: a file under
+    ``CHECKPOINTS`` that a resumed run finds again, removed once the model is written."""
+    path = _masked_path(out, recipe, config)
+    if not path.exists():
+        stage = MaskedRecipe(tile=recipe.tile, epochs=recipe.masked_epochs, seed=config.seed)
+        masked_pretrain(path, recipe.init, unlabelled_parts(recipe.scenes, read_card(recipe.init).pixel_size), stage, config.device, progress,
+                        path.with_suffix(".pt"))
+    return path
+
+
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("pretrain", help="pretrain the bundled model on real SAR texture (or any network on synthetic scenes)")
-    p.add_argument("--data", choices=("real", "synthetic", "masked"), default="real",
-                   help="real: real scenes with composited slicks, from the synthetic model (default); synthetic: synthetic scenes only; "
-                        "masked: the encoder only, by masked-image modelling on real pixels without labels (a start for --data real --init)")
+    p.add_argument("--data", choices=("real", "synthetic"), default="real",
+                   help="real: real scenes with composited slicks, from the synthetic model (default); synthetic: synthetic scenes only")
     p.add_argument("--out", type=Path, help="model file to write (default: the bundled model of --data, for the default network only)")
     p.add_argument("--scenes", nargs="+", default=list(DEFAULT_TRAIN_SCENES), help="--data real: the Arctic scenes to learn from")
-    p.add_argument("--init", help="--data real or masked: model to start from, or 'none' (default: the bundled synthetic model)")
+    p.add_argument("--init", help="--data real: model to start from, or 'none' (default: the bundled synthetic model)")
     p.add_argument("--architecture", choices=sorted(set(ARCHITECTURES) - {"darkspot"}), help="--data synthetic: another network of the registry (default: unet)")
     p.add_argument("--encoder", help="its encoder, e.g. samvit_base_patch16 or resnet50 (default: tu-resnet18)")
     p.add_argument("--arch-kwargs", help="its further arguments as JSON, e.g. '{\"lora_rank\": 16}'")
@@ -269,6 +299,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     p.add_argument("--lr", type=float, help="default: 5e-4 (real, from a trained model), 2e-3 (synthetic)")
     p.add_argument("--average-from", type=int, help="--data real: return the average of the weights from this epoch on (SWA), not the best epoch")
+    p.add_argument("--masked-epochs", type=int, default=0,
+                   help="--data real: first pretrain the encoder for this many epochs by masked-image modelling on the real pixels, without labels")
     p.add_argument("--parent-weight", type=float, default=0.0,
                    help="--data real: L2-SP pull of the weights toward those it starts from (0: none)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -287,20 +319,13 @@ def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
     card = pretrain_card(args.architecture, args.encoder, arch_kwargs)
     if args.out is None and not _is_default(card):
         raise InputError("--out is needed when pretraining another network than the bundled model's.", "E.g. --out samlora_b.safetensors.")
-    if args.data == "masked":
-        if args.out is None:
-            raise InputError("--data masked writes a starting point for --data real, not a detector: --out is needed.", "E.g. --out encoder.safetensors.")
-        parent = Path(args.init) if args.init else SYNTHETIC_MODEL
-        recipe = MaskedRecipe(scenes=tuple(args.scenes), tiles=args.train_tiles or MaskedRecipe.tiles, tile=args.tile,
-                              epochs=args.epochs or MaskedRecipe.epochs, lr=args.lr or MaskedRecipe.lr, batch_size=args.batch_size, seed=args.seed)
-        return masked_pretrain(args.out, parent, unlabelled_parts(recipe.scenes, read_card(parent).pixel_size), recipe, device, progress,
-                               CHECKPOINTS / f"{args.out.stem}-{run_key(vars(args))}.pt")
     if args.data == "real":
         if args.init and not _is_default(card):
             raise InputError("--init starts from a trained model, whose network is its own.", "Give --init or --architecture/--encoder, not both.")
         starts_fresh = args.init == "none" or not _is_default(card) or args.encoder_weights
         init = None if starts_fresh else Path(args.init) if args.init else SYNTHETIC_MODEL
-        recipe = RealRecipe(scenes=tuple(args.scenes), train_tiles=args.train_tiles or RealRecipe.train_tiles, tile=args.tile, init=init)
+        recipe = RealRecipe(scenes=tuple(args.scenes), train_tiles=args.train_tiles or RealRecipe.train_tiles, tile=args.tile, init=init,
+                            masked_epochs=args.masked_epochs)
         out = args.out or DEFAULT_MODEL
         config = TrainConfig(epochs=args.epochs or 6, batch_size=args.batch_size, lr=args.lr or 5e-4, seed=args.seed, device=device,
                              augment=paper_augment, select_on_dice=True, patience=3, average_from=args.average_from, parent_weight=args.parent_weight,

@@ -8,11 +8,11 @@ around the hole. Speckle cannot be predicted from context, so the target is the 
 (a ``look`` x ``look`` mean), not the speckled pixel; the loss counts the blanked pixels only (SimMIM, Xie
 et al. 2022, on a convolutional encoder).
 
-Only the encoder is kept: the decoder and slick head stay the parent's, and ``engine pretrain --data real
---init`` then trains the whole network on labels. Only real pixels at the model's pixel size are used: the
+Only the encoder is kept: the decoder and slick head stay the parent's, and the labelled real-texture
+training (``engine pretrain --data real --masked-epochs``) then trains the whole network. Only real pixels at the model's pixel size are used: the
 Arctic training scenes with their validation bands blanked (they choose the later epoch and threshold)
-and the North Sea tiles; the IW scene's 200-m grid, upsampled with synthetic speckle, is left out. Runs
-checkpoint every epoch and resume.
+and the North Sea tiles; the IW scene's 200-m grid, upsampled with synthetic speckle, is left out. The
+stage checkpoints every epoch and resumes.
 """
 
 from __future__ import annotations
@@ -39,9 +39,8 @@ REAL_CROPS = Mix(labelled=1.0, composite=0.0, grd=0.0, synthetic=0.0)
 
 @dataclass(frozen=True)
 class MaskedRecipe:
-    """What a masked-image pretraining run learns from; every field goes into the model card."""
+    """How the encoder is pretrained; every field goes into the model card."""
 
-    scenes: tuple[str, ...]
     tiles: int = 400
     tile: int = 256
     epochs: int = 4
@@ -152,14 +151,11 @@ def masked_pretrain(out: Path, parent_path: Path, parts: list[SceneArrays], reci
     made.name = f"{card.name}, encoder pretrained on real pixels"
     made.lineage = {"initialised_from": {"name": card.name, "file": parent_path.name, "sha256": file_sha256(parent_path)}}
     made.provenance = {
-        "how": f"python -m engine pretrain --data masked --init {parent_path} --scenes {' '.join(recipe.scenes)} "
-               f"--train-tiles {recipe.tiles} --tile {recipe.tile} --epochs {recipe.epochs} --seed {recipe.seed} --out {out}",
         "data": {"unlabelled_scenes": [part.name for part in parts]},
         "recipe": asdict(recipe),
         "masked_error": history,
         "seconds": seconds,
         "machine": describe(torch.device(device)),
-        "use": "an encoder to start --data real from; its decoder and head are the parent's",
     }
     save_model(parent, made, out, half=True)
     checkpoint.unlink(missing_ok=True)
