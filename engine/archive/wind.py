@@ -8,7 +8,7 @@ look-alike (below 2 to 3 m/s) from a slick on a wind-roughened sea.
 
 The model functions are xsarsea's, tabulated over incidence x wind speed by ``tools/wind_table.py`` into
 ``resources/wind/``: importing xsarsea itself pulls in xarray, pandas, dask and numba, about 1.4 s of CPU in
-every detection run for one number per slick. Cubic interpolation of the table stays so close to xsarsea's
+every detection run for one number per slick. A bicubic spline through the table stays so close to xsarsea's
 values that the inversion below, a bisection over wind speed as on xsarsea itself, gives the same speed to
 within its 0.01 m/s rounding over 15-50 degrees (``tests/test_wind.py``).
 """
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+from scipy.interpolate import RectBivariateSpline
 
 ASSUMED_WIND_DIRECTION_DEG = 45.0
 SPEED_RANGE = (0.2, 50.0)
@@ -30,50 +31,29 @@ TABLE = Path(__file__).resolve().parents[2] / "resources" / "wind" / "cmod5n_45d
 _STEPS = 20  # bisection halvings: 50 m/s / 2**20 is far below what the model function can tell
 
 
-class _Grid:
-    """The table read once: sigma0 (dB) per polarisation on incidences and log wind speeds, both evenly spaced."""
-
-    def __init__(self, path: Path) -> None:
-        with np.load(path) as table:
-            incidence, speed = table["incidence_deg"], table["speed_ms"]
-            self.sigma0_db = {pol: table[f"sigma0_db_{pol}"] for pol in MODEL_FUNCTIONS}
-        self.incidence = (float(incidence[0]), float(incidence[1] - incidence[0]), len(incidence))
-        log_low, log_high = math.log(speed[0]), math.log(speed[-1])
-        self.log_speed = (log_low, (log_high - log_low) / (len(speed) - 1), len(speed))
-
-    def covers(self, incidence_deg: float) -> bool:
-        first, step, n = self.incidence
-        return first <= incidence_deg <= first + step * (n - 1)
-
-
 @lru_cache(maxsize=None)
-def _grid() -> _Grid:
-    return _Grid(TABLE)
+def _splines() -> dict[str, RectBivariateSpline]:
+    """Bicubic splines through the table's sigma0 (dB) over incidence and log wind speed, one per polarisation."""
+    with np.load(TABLE) as table:
+        incidence, log_speed = table["incidence_deg"], np.log(table["speed_ms"])
+        return {pol: RectBivariateSpline(incidence, log_speed, table[f"sigma0_db_{pol}"], kx=3, ky=3) for pol in MODEL_FUNCTIONS}
 
 
-def _cubic(x: float, axis: tuple[float, float, int]) -> tuple[int, np.ndarray]:
-    """The first of the four nodes of an evenly spaced ``axis`` (first, step, count) around ``x``, and their cubic
-    Lagrange weights: far closer to the model function than linear weights on a grid of the same size."""
-    first, step, n = axis
-    position = (x - first) / step
-    k = min(max(math.floor(position) - 1, 0), n - 4)
-    t = position - k
-    return k, np.array([-(t - 1) * (t - 2) * (t - 3) / 6, t * (t - 2) * (t - 3) / 2,
-                        -t * (t - 1) * (t - 3) / 2, t * (t - 1) * (t - 2) / 6])
+def _covers(incidence_deg: float) -> bool:
+    spline = _splines()["VV"]
+    low, high = spline.get_knots()[0][[0, -1]]
+    return bool(low <= incidence_deg <= high)
 
 
 def backscatter(speed: float, incidence_deg: float, polarisation: str) -> float:
     """Sea sigma0 (linear) of ``polarisation``'s model function for a wind of ``speed`` m/s at the assumed direction."""
-    grid = _grid()
-    i, along_incidence = _cubic(incidence_deg, grid.incidence)
-    j, along_speed = _cubic(math.log(speed), grid.log_speed)
-    return 10.0 ** (float(along_incidence @ grid.sigma0_db[polarisation][i : i + 4, j : j + 4] @ along_speed) / 10.0)
+    return 10.0 ** (float(_splines()[polarisation](incidence_deg, math.log(speed))[0, 0]) / 10.0)
 
 
 def wind_speed(sigma0: float, incidence_deg: float, polarisation: Optional[str]) -> Optional[float]:
     """The 10 m neutral wind speed (m/s) whose sea backscatter is ``sigma0`` (linear); None for cross-pol and for an
     incidence outside the table (10-60 degrees, beyond any Sentinel-1 swath)."""
-    if polarisation not in MODEL_FUNCTIONS or not sigma0 > 0 or not math.isfinite(sigma0) or not _grid().covers(incidence_deg):
+    if polarisation not in MODEL_FUNCTIONS or not sigma0 > 0 or not math.isfinite(sigma0) or not _covers(incidence_deg):
         return None
     low, high = SPEED_RANGE
     if sigma0 <= backscatter(low, incidence_deg, polarisation):
