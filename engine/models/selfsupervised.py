@@ -32,7 +32,7 @@ from ..errors import InputError
 from ..machine import describe, file_sha256
 from ..progress import Progress
 from .registry import ModelCard, load_model, save_model
-from .training import TileSet, augment
+from .training import TileSet, augment, loop_state, restore_loop
 
 REAL_CROPS = Mix(labelled=1.0, composite=0.0, grd=0.0, synthetic=0.0)
 
@@ -115,11 +115,7 @@ def masked_pretrain(out: Path, parent_path: Path, parts: list[SceneArrays], reci
     first, elapsed = 1, 0.0
     if checkpoint.exists():
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        student.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimiser"])
-        scheduler.load_state_dict(state["scheduler"])
-        gen.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
+        restore_loop(state, student, optimiser, scheduler, gen)
         first, history, elapsed = state["epoch"] + 1, state["history"], state["elapsed"]
         progress.log(f"resuming from {checkpoint} after epoch {first - 1}")
     started = time.monotonic() - elapsed
@@ -142,9 +138,8 @@ def masked_pretrain(out: Path, parent_path: Path, parts: list[SceneArrays], reci
         progress.log(f"epoch {epoch}: masked error {history[-1]:.4f}")
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         with staged(checkpoint) as tmp:
-            torch.save({"epoch": epoch, "model": student.state_dict(), "optimiser": optimiser.state_dict(),
-                        "scheduler": scheduler.state_dict(), "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                        "history": history, "elapsed": time.monotonic() - started}, tmp)
+            torch.save({"epoch": epoch, **loop_state(student, optimiser, scheduler, gen), "history": history,
+                        "elapsed": time.monotonic() - started}, tmp)
     parent.encoder.load_state_dict(student.encoder.to("cpu").state_dict())
     seconds = round(time.monotonic() - started, 1)
     made = ModelCard.from_json(card.to_json())

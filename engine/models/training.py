@@ -503,6 +503,22 @@ def reestimate_batch_norm(model: torch.nn.Module, data: TileSet, config: TrainCo
     torch.optim.swa_utils.update_bn(batches, model, device)
 
 
+def loop_state(model: torch.nn.Module, optimiser: torch.optim.Optimizer, scheduler, gen: torch.Generator) -> dict:
+    """What any training loop must save to go on as if it had never stopped: weights, optimiser, schedule and
+    both random streams (the loop's own and torch's, which augmentation draws from)."""
+    return {"model": model.state_dict(), "optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
+            "generator": gen.get_state(), "torch_rng": torch.get_rng_state()}
+
+
+def restore_loop(state: dict, model: torch.nn.Module, optimiser: torch.optim.Optimizer, scheduler, gen: torch.Generator) -> None:
+    """The inverse of ``loop_state``."""
+    model.load_state_dict(state["model"])
+    optimiser.load_state_dict(state["optimiser"])
+    scheduler.load_state_dict(state["scheduler"])
+    gen.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+
+
 def _save_checkpoint(path: Path, epoch: int, model: torch.nn.Module, optimiser: torch.optim.Optimizer, scheduler, gen: torch.Generator,
                      best: tuple, stale: int, history: list[dict], seen: int, elapsed: float,
                      average: Optional[dict[str, torch.Tensor]], averaged: int) -> None:
@@ -510,8 +526,7 @@ def _save_checkpoint(path: Path, epoch: int, model: torch.nn.Module, optimiser: 
     so that it loads with ``weights_only`` (a checkpoint can never run code)."""
     merit, best_epoch, best_state, kept = best
     state = {
-        "epoch": epoch, "model": model.state_dict(), "optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
-        "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "stale": stale, "history": history, "seen": seen,
+        "epoch": epoch, **loop_state(model, optimiser, scheduler, gen), "stale": stale, "history": history, "seen": seen,
         "elapsed": elapsed, "average": average, "averaged": averaged, "best_merit": merit, "best_epoch": best_epoch, "best_state": best_state,
         "best_scores": None if kept is None else {"loss": kept.loss, "dice": kept.dice, "dice_at": kept.dice_at.tolist(),
                                                   "slick_pixels": kept.slick_pixels},
@@ -523,11 +538,7 @@ def _save_checkpoint(path: Path, epoch: int, model: torch.nn.Module, optimiser: 
 
 def _resume(path: Path, model: torch.nn.Module, optimiser: torch.optim.Optimizer, scheduler, gen: torch.Generator) -> tuple:
     state = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"])
-    optimiser.load_state_dict(state["optimiser"])
-    scheduler.load_state_dict(state["scheduler"])
-    gen.set_state(state["generator"])
-    torch.set_rng_state(state["torch_rng"])
+    restore_loop(state, model, optimiser, scheduler, gen)
     scores = state["best_scores"]
     kept = None if scores is None else Validation(scores["loss"], scores["dice"], np.array(scores["dice_at"]), scores["slick_pixels"])
     best = (state["best_merit"], state["best_epoch"], state["best_state"], kept)
