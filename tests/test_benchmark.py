@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import pytest
 import rasterio
@@ -12,8 +14,10 @@ from engine.data.bundled import ARCTIC
 from engine.jobs.evaluate import read_label_mask
 from engine.cli.main import build_parser
 from engine.errors import InputError
-from engine.experiments.benchmark import CLEAR_M, background_logit, candidates, score, shifted_threshold
+from engine.experiments import benchmark
+from engine.experiments.benchmark import CLEAR_M, background_logit, candidates, run_benchmark, score, shifted_threshold
 from engine.models.registry import load_model, save_model
+from engine.progress import silent
 
 from conftest import SMALL_MODEL
 
@@ -44,14 +48,14 @@ def test_the_label_itself_scores_one_and_far_slicks_count_as_false(tmp_path):
 def test_only_narrows_the_candidates_and_refuses_an_unknown_one():
 
     parser = build_parser()
-    every = candidates(parser.parse_args(["experiment", "benchmark", "--networks", "deeplabv3_r50", "--device", "cpu"]))
+    every = candidates(parser.parse_args(["experiment", "benchmark", "--networks", "deeplabv3_r50", "--device", "cpu"]), 0)
     assert list(every) == ["darkspot", "synthetic_only", "real_texture", "real_texture_swa", "real_texture_512", "real_texture_labelled",
                            "real_texture_masked", "real_texture_l2sp",
                            "deeplabv3_r50"]
-    narrowed = candidates(parser.parse_args(["experiment", "benchmark", "--networks", "deeplabv3_r50", "--only", "deeplabv3_r50", "--device", "cpu"]))
+    narrowed = candidates(parser.parse_args(["experiment", "benchmark", "--networks", "deeplabv3_r50", "--only", "deeplabv3_r50", "--device", "cpu"]), 0)
     assert list(narrowed) == ["deeplabv3_r50"]
     with pytest.raises(InputError, match="unet_r18"):
-        candidates(parser.parse_args(["experiment", "benchmark", "--only", "unet_r18", "--device", "cpu"]))
+        candidates(parser.parse_args(["experiment", "benchmark", "--only", "unet_r18", "--device", "cpu"]), 0)
 
 
 def test_the_scene_shift_moves_the_cut_by_the_scene_s_median_logit(tmp_path, model_factory):
@@ -75,3 +79,33 @@ def test_the_scene_shift_moves_the_cut_by_the_scene_s_median_logit(tmp_path, mod
     cut = shifted_threshold(0.9, background, probability)
     assert np.log(cut / (1 - cut)) == pytest.approx(np.log(9) + 1.0, abs=0.01)
     assert shifted_threshold(0.9, background + 1.0, probability) == pytest.approx(0.9, abs=1e-3)
+
+
+def test_several_seeds_train_every_candidate_once_each_and_report_their_mean_and_range(tmp_path, pool_model, monkeypatch):
+    """Each seed's model is its own file; a candidate whose model does not depend on the seed is scored once;
+    the summary holds each seed's figures' mean and range, and the table shows both."""
+    monkeypatch.setattr(benchmark.bundled, "ARCTIC", ARCTIC[1:3])
+    trained: list[tuple[int, str]] = []
+
+    def candidates_of(seed: int) -> dict:
+        def trainer(scenes, out, progress):
+            model, card = load_model(pool_model)
+            with torch.no_grad():
+                model.segmentation_head[0].bias += seed  # seed 1 marks more slick than seed 0
+            trained.append((seed, out.name))
+            return save_model(model, card, out)
+        return {"model": trainer, "synthetic_only": benchmark.fixed(pool_model)}
+
+    result = run_benchmark(tmp_path, candidates_of, [0, 1], silent(), "test")
+    assert sorted(trained) == [(0, "model_without_sample_1.safetensors"), (0, "model_without_sample_2.safetensors"),
+                               (1, "model_seed1_without_sample_1.safetensors"), (1, "model_seed1_without_sample_2.safetensors")]
+    rows = list(csv.DictReader((tmp_path / "benchmark.csv").open()))
+    assert sorted((r["candidate"], r["seed"]) for r in rows if r["candidate"] in ("model", "synthetic_only")) == [
+        ("model", "0"), ("model", "0"), ("model", "1"), ("model", "1"), ("synthetic_only", "0"), ("synthetic_only", "0")]
+    summary = result["summary"]
+    per_seed = [np.mean([float(r["dice"]) for r in rows if r["candidate"] == "model" and r["seed"] == seed]) for seed in "01"]
+    assert summary["model"]["seeds"] == 2 and summary["model"]["mean_dice"] == pytest.approx(np.mean(per_seed), abs=1e-3)
+    assert summary["model"]["mean_dice_range"] == pytest.approx([min(per_seed), max(per_seed)], abs=1e-3)
+    assert summary["synthetic_only"]["seeds"] == 1 and "mean_dice_range" not in summary["synthetic_only"]
+    low, high = summary["model"]["mean_dice_range"]
+    assert f"**{summary['model']['mean_dice']:.3f} ({low:.3f}-{high:.3f})**" in (tmp_path / "benchmark.md").read_text()
