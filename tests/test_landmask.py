@@ -125,6 +125,17 @@ def test_dilate_is_a_square_buffer():
     assert (dilate(mask, 0) == mask).all()
 
 
+@pytest.mark.parametrize("radius", [1, 2, 3, 8, 20])
+def test_dilate_matches_a_pixel_by_pixel_square_window(radius):
+    rng = np.random.default_rng(radius)
+    for shape, density in [((1, 1), 0.5), ((5, 3), 0.3), ((37, 61), 0.01), ((40, 23), 0.2)]:
+        mask = rng.random(shape) < density
+        padded = np.pad(mask, radius)
+        expected = np.array([[padded[r : r + 2 * radius + 1, c : c + 2 * radius + 1].any() for c in range(shape[1])]
+                             for r in range(shape[0])])
+        np.testing.assert_array_equal(dilate(mask, radius), expected)
+
+
 def test_info_says_what_the_land_mask_covers(svalbard_scene, capsys):
     assert cli.main(["--jsonl", "info", str(svalbard_scene)]) == 0
     result = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"result"' in line][0]["data"]
