@@ -242,16 +242,16 @@ def markdown(results: dict) -> str:
         "",
         f"Made by `{results['command']}` at commit `{results['commit']}` on a {cpu} (torch {m['torch']}, "
         f"{m['torch_threads']} threads; native bf16: {m['native_bf16']}, native int8 (VNNI): {m['native_int8']}; "
-        f"flags {', '.join(m['flags'])}). The machine was shared with other jobs (load average "
-        f"{m['loadavg_start'][0]} at the start, {m['loadavg_end'][0]} at the end on {m['cores']} cores): absolute times are "
-        "slow and noisy, ratios taken within this one run (round robin over candidates) are what count. "
+        f"flags {', '.join(m['flags'])}). Load average {m['loadavg_start'][0]} at the start, {m['loadavg_end'][0]} at the "
+        f"end on {m['cores']} cores: on a machine shared with other jobs absolute times are slow and noisy, and ratios "
+        "taken within one run (round robin over candidates) are what count. "
         f"Total {results['total_s'] / 60:.0f} min.",
         "",
     ]
     earlier = results.get("earlier", {})
     for section, render in (("runtimes", lambda r: runtimes_section(r["runtimes"], cpu) + efficiency_section(r["runtimes"], cpu, r["machine"])),
                             ("pipeline", lambda r: pipeline_section(r, cpu)),
-                            ("skipping", lambda r: skipping_section(r["skipping"], cpu))):
+                            ("skipping", lambda r: skipping_section(r["skipping"], cpu, r.get("compared", [])))):
         if section in results:
             lines += render(results)
         elif section in earlier:
@@ -373,14 +373,17 @@ def pipeline_section(results: dict, cpu: str) -> list[str]:
     return lines
 
 
-def skipping_section(k: dict, cpu: str) -> list[str]:
+def skipping_section(k: dict, cpu: str, compared: list[dict]) -> list[str]:
+    earlier = [f"`{run['commit']}`: {run['skipping']['end_to_end_s']:.0f} s ({run['skipping']['runtime']})"
+               for run in compared if "skipping" in run]
     return ["## Tiles never predicted", "",
             f"{k['scene']}, default land mask ({k['masked']}), {k['runtime']} on the {cpu}: {k['skipped']} of {k['tiles']} tiles "
             f"skipped ({k['share_skipped']:.1%}; by reason {k['skipped_by']}), {k['end_to_end_s']:.0f} s end to end. "
             + (f"That is a full EW scene, measured: {k['end_to_end_s'] / 60:.1f} min end to end."
                if int(k["scene"].split("x")[0]) >= 16000 else
                f"A full 16,000 x 16,000 px EW scene ({k['full_ew_tiles']} tiles of 512) with the same share of land and "
-               f"border would take about {k['full_ew_minutes_extrapolated']:.0f} min at this run's rate (extrapolated, not measured)."),
+               f"border would take about {k['full_ew_minutes_extrapolated']:.0f} min at this run's rate (extrapolated, not measured).")
+            + (f" The same scene at earlier commits, in the runs listed under Pipeline overhead: {', '.join(earlier)}." if earlier else ""),
             "",
             "A tile is skipped only when all of it is land, no data or outside the extent: a fjord coast crosses most "
             "512-px tiles (12.8 km), so a scene a third of which is land can have no tile to skip, while the land and "
@@ -412,7 +415,7 @@ def main() -> int:
     p.add_argument("--compare", type=Path, nargs="+", default=[],
                    help="JSON files of other runs (e.g. --only pipeline at earlier commits) whose pipeline rows the page lists above this run's")
     args = p.parse_args()
-    compared = [{k: run[k] for k in ("command", "commit", "machine", "pipeline")}
+    compared = [{k: run[k] for k in ("command", "commit", "machine", "pipeline", "skipping") if k in run}
                 for run in (json.loads(path.read_text()) for path in args.compare)]
     kept = json.loads(args.keep.read_text()) if args.keep else {}
     kept_sections = [section for section in SECTIONS if section in kept and section not in args.only]

@@ -14,7 +14,7 @@ from engine.archive.evidence import FIELDS, NOMINAL_INCIDENCE, add_evidence, sco
 from engine.archive.wind import backscatter
 from engine.jobs.detect import DetectOptions, detect
 from engine.models.registry import SYNTHETIC_MODEL
-from engine.scenes.grid import analysis_grid
+from engine.scenes.grid import analysis_grid, open_on_grid
 from engine.progress import silent
 from engine.scenes.raster import inspect, open_raster
 from engine.data.synth import SceneSpec, write_scene
@@ -47,7 +47,8 @@ def test_a_dark_strip_on_a_calm_sea_is_weighed_as_a_low_wind_look_alike(tmp_path
     info = inspect(scene)
     with open_raster(scene) as ds:
         grid = analysis_grid(ds, info.utm_crs, 25.0)
-        add_evidence([slick], ds, info, grid, mask, [], None, silent())
+        with open_on_grid(ds, info.band, grid) as reader:
+            add_evidence([slick], reader, info, grid, mask, [], None, silent())
     assert slick["contrast_db"] == pytest.approx(-4.0, abs=0.05)
     assert slick["background_db"] == pytest.approx(10 * math.log10(backscatter(1.5, 37.5, "VV")), abs=0.05)
     assert slick["incidence_deg"] == 37.5 and slick["incidence_source"] == "assumed IW mid-swath"
@@ -63,7 +64,9 @@ def test_the_same_strip_on_a_windy_sea_is_not_a_low_wind_look_alike(tmp_path):
     scene, mask, slick = _calm_scene(tmp_path, wind=7.0, contrast_db=-6.0)
     info = inspect(scene)
     with open_raster(scene) as ds:
-        add_evidence([slick], ds, info, analysis_grid(ds, info.utm_crs, 25.0), mask, [], None, silent())
+        grid = analysis_grid(ds, info.utm_crs, 25.0)
+        with open_on_grid(ds, info.band, grid) as reader:
+            add_evidence([slick], reader, info, grid, mask, [], None, silent())
     assert slick["wind_ms"] == pytest.approx(7.0, abs=0.2)
     assert "wind" not in slick["lookalike_reasons"] and slick["lookalike_score"] < 0.5
 

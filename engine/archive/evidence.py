@@ -30,7 +30,7 @@ from rasterio.windows import Window
 from shapely.geometry import Polygon, mapping, shape
 from shapely.ops import unary_union
 
-from ..scenes.grid import Grid, covering_window, open_on_grid
+from ..scenes.grid import Grid, GridReader, covering_window
 from ..scenes.normalise import to_db
 from ..jobs.outputs import MASK_NODATA
 from ..progress import Progress
@@ -68,16 +68,20 @@ FIELDS = {
 """Attributes added to every slick polygon (GeoPackage field types)."""
 
 
-def add_evidence(slicks: list[dict], ds: rasterio.DatasetReader, info: SceneInfo, grid: Grid, mask_path: Path,
+def add_evidence(slicks: list[dict], reader: GridReader, info: SceneInfo, grid: Grid, mask_path: Path,
                  land: list[dict], mode: Optional[str], progress: Progress) -> None:
-    """Fill ``FIELDS`` into each slick dict (geometry in the grid's CRS) in place."""
+    """Fill ``FIELDS`` into each slick dict (geometry in the grid's CRS) in place.
+
+    ``reader`` gives the scene's values on ``grid``: detection hands over the copy it staged while the tiles
+    were predicted, the very pixels the model saw, because warping the scene a second time took longer than
+    all of a full EW scene's tiles (measured)."""
     if not slicks:
         return
     outlines = [shape(s["geometry"]) for s in slicks]
     if info.value_scale == "uint8_stretched":  # stretched grey levels are no backscatter: nothing to average
         inside = ring = np.full(len(outlines), np.nan)
     else:
-        inside, ring = _backscatter_means(ds, info, grid, mask_path, outlines, progress)
+        inside, ring = _backscatter_means(reader, info, grid, mask_path, outlines, progress)
     edge = valid_outline(mask_path)[0]
     edge = edge.boundary if edge is not None else None
     land_union = unary_union([shape(g) for g in land]) if land else None
@@ -153,7 +157,7 @@ def _shape(outline: Polygon) -> dict:
     }
 
 
-def _backscatter_means(ds, info: SceneInfo, grid: Grid, mask_path: Path, outlines: list[Polygon],
+def _backscatter_means(reader: GridReader, info: SceneInfo, grid: Grid, mask_path: Path, outlines: list[Polygon],
                        progress: Progress) -> tuple[np.ndarray, np.ndarray]:
     """Mean linear backscatter inside each slick and in its sea ring (other slicks and no-data excluded).
 
@@ -170,7 +174,7 @@ def _backscatter_means(ds, info: SceneInfo, grid: Grid, mask_path: Path, outline
     rings = [outlines[i].simplify(pixel).buffer(RING_M) for i in range(n)]
     bounds = np.array([r.bounds for r in rings])
     outline_bounds = np.array([o.bounds for o in outlines])
-    with open_on_grid(ds, info.band, grid) as reader, rasterio.open(mask_path) as mask_ds:
+    with rasterio.open(mask_path) as mask_ds:
         for row in range(0, grid.height, _STRIP_ROWS):
             progress.check()
             height = min(_STRIP_ROWS, grid.height - row)
@@ -179,9 +183,9 @@ def _backscatter_means(ds, info: SceneInfo, grid: Grid, mask_path: Path, outline
             hit = [i for i in order if bounds[i, 1] < top and bounds[i, 3] > bottom]
             if not hit:
                 continue
-            # The strip is read whole, as always (a scene geocoded through its GCPs is warped window by window, and
-            # another window would move its values a little); only the part the hit slicks and rings can cover is
-            # converted and burnt, where each slick's pixels keep their order and so their sums.
+            # The strip is read whole (a reader that geocodes through GCPs warps window by window, and another window
+            # would move its values a little); only the part the hit slicks and rings can cover is converted and
+            # burnt, where each slick's pixels keep their order and so their sums.
             near = covering_window(transform, height, grid.width, np.vstack([bounds[hit], outline_bounds[hit]]))
             rows, cols = near.toslices()
             window = Window(near.col_off, row + near.row_off, near.width, near.height)

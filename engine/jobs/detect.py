@@ -35,7 +35,7 @@ from ..models.registry import DEFAULT_MODEL, load_model, read_card
 from ..progress import Progress, silent
 from ..scenes import landmask
 from ..scenes.analysis import assess, open_for_analysis
-from ..scenes.grid import Grid
+from ..scenes.grid import Grid, GridReader
 from ..scenes.landmask import Exclusion
 from ..scenes.normalise import Stretch
 from ..scenes.prefetch import prefetch
@@ -149,8 +149,9 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
         with OutputSet(out_dir, names, options.overwrite) as outputs:
             staged_prob = outputs.stage / "analysis_probability.tif"
             staged_mask = outputs.stage / "analysis_mask.tif"
+            staged_backscatter = outputs.stage / "analysis_backscatter.tif"
             n_tiles, skipped = _predict_to_files(opened.reader, grid, stretch, predictor, tile, options, threshold, exclusion,
-                                                 staged_prob, staged_mask, progress)
+                                                 (staged_prob, staged_mask, staged_backscatter), progress)
             # The COGs are made from the staged rasters while the slicks are traced and weighed: GDAL works outside
             # the GIL, on the core that single-threaded tracing leaves idle. GDAL's copy cannot be interrupted, so a
             # Cancel meanwhile waits for it, as it did when the copy came last.
@@ -161,7 +162,8 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
                 slicks = polygonise(staged_mask, staged_prob, options.min_area_km2, progress)
                 progress.update("evidence", 0, 1, "Weighing look-alike evidence")
                 land = landmask.land_polygons(exclusion.land, grid.crs, grid.transform, (grid.height, grid.width)) if slicks else []
-                add_evidence(slicks, ds, info, grid, staged_mask, land, None, progress)
+                with rasterio.open(staged_backscatter) as backscatter:
+                    add_evidence(slicks, GridReader(backscatter, 1), info, grid, staged_mask, land, None, progress)
                 n_slicks, area = write_slicks(outputs.path("slicks"), grid.crs, slicks, scene.name, card.name, EVIDENCE_FIELDS)
                 progress.update("writing", 0, 1, "Writing Cloud-Optimised GeoTIFFs")
                 cogs.result()
@@ -228,6 +230,8 @@ class _Strip:
     """One strip of tile rows, read, stretched and masked ahead of the model."""
 
     index: int
+    backscatter: np.ndarray
+    """The scene's values on the grid (NaN = no data), kept for the look-alike evidence."""
     stretched: np.ndarray
     valid: np.ndarray
     """Pixels with backscatter inside the requested extent."""
@@ -260,13 +264,14 @@ def _strips(reader, grid: Grid, stretch: Stretch, blender: StripBlender, tile: i
         rows_inside = (np.arange(top, top + tile + 2 * m) >= 0) & (np.arange(top, top + tile + 2 * m) < grid.height)
         inside = rows_inside[:, None] & cols_inside[None, :]
         on_land, near_nodata = exclusion.excluded(grid.crs, grid.transform @ Affine.translation(0, top), ~np.isfinite(raw), inside)
-        stretched = stretch.apply(raw[m : m + tile])
+        backscatter = raw[m : m + tile]
+        stretched = stretch.apply(backscatter)
         valid = stretched > 0
         in_extent = None
         if extent is not None:  # outside pixels stay model input (context), never output
             in_extent = rasterize([extent], out_shape=valid.shape, transform=grid.transform @ Affine.translation(0, row.row)).astype(bool)
             valid &= in_extent
-        yield _Strip(index, stretched, valid, valid & ~on_land & ~near_nodata, in_extent)
+        yield _Strip(index, backscatter, stretched, valid, valid & ~on_land & ~near_nodata, in_extent)
 
 
 def _predict_to_files(
@@ -278,18 +283,20 @@ def _predict_to_files(
     options: DetectOptions,
     threshold: float,
     exclusion: Exclusion,
-    prob_path: Path,
-    mask_path: Path,
+    staged: tuple[Path, Path, Path],
     progress: Progress,
 ) -> tuple[int, dict[str, int]]:
-    """Predict every tile with something usable in it; return (tiles predicted, tiles skipped by reason)."""
+    """Predict every tile with something usable in it into the staged probability, mask and backscatter
+    rasters; return (tiles predicted, tiles skipped by reason)."""
+    prob_path, mask_path, backscatter_path = staged
     blender = StripBlender(grid.height, grid.width, tile, options.overlap)
     total = count_tiles(grid.height, grid.width, tile, options.overlap)
     extent = _extent_shape(options, grid)
     done = 0
     skipped = {"no_data": 0, "land_or_border": 0, "outside_extent": 0}
     with rasterio.open(prob_path, "w", **raster_profile(grid, "float32", float("nan"))) as prob_dst, \
-            rasterio.open(mask_path, "w", **raster_profile(grid, "uint8", MASK_NODATA)) as mask_dst:
+            rasterio.open(mask_path, "w", **raster_profile(grid, "uint8", MASK_NODATA)) as mask_dst, \
+            rasterio.open(backscatter_path, "w", **raster_profile(grid, "float32", float("nan"))) as backscatter_dst:
         for strip in prefetch(lambda: _strips(reader, grid, stretch, blender, tile, exclusion, extent)):
             pending: list[tuple[int, np.ndarray]] = []
             for col in blender.rows[strip.index].cols:
@@ -314,6 +321,7 @@ def _predict_to_files(
             prob_dst.write(probability, 1, window=window)
             mask = np.where(valid, (probability > threshold).astype(np.uint8), MASK_NODATA).astype(np.uint8)
             mask_dst.write(mask, 1, window=window)
+            backscatter_dst.write(strip.backscatter[:n, : grid.width], 1, window=window)
     return total - sum(skipped.values()), skipped
 
 
