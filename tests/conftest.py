@@ -28,6 +28,13 @@ TINY_NET = {
 GRD = ROOT / "resources" / "samples" / "s1_grd_crop"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fresh_user_cache(tmp_path_factory) -> None:
+    """Every test run starts from an empty user cache (runtime choices, coastline windows): no result depends
+    on what an earlier run left in the developer's own."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("user_cache"))
+
+
 @pytest.fixture(scope="session")
 def sample_scene() -> Path:
     return SAMPLES / "sample_1" / "raw_mosaic.tif"

@@ -117,6 +117,37 @@ def test_coastline_windows_agree_across_strips_and_with_the_points():
     assert (truth == whole[rows.ravel(), cols.ravel()]).mean() > 0.99
 
 
+def test_a_coastline_window_asked_again_comes_from_the_user_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    transform = Affine(25, 0, 495000 + 150 * 25, 0, -25, 8680000 - 250 * 25)  # Adventfjorden's shore
+    first = CoastlineLandMask().land("EPSG:32633", transform, (120, 90))
+    assert 0.1 < first.mean() < 0.9  # the window crosses the coast
+
+    def refuse(*args):
+        raise AssertionError("the coastline was asked again")
+
+    monkeypatch.setattr(CoastlineLandMask, "_query", refuse)
+    np.testing.assert_array_equal(CoastlineLandMask().land("EPSG:32633", transform, (120, 90)), first)
+    with pytest.raises(AssertionError, match="asked again"):  # another window is not the cached one
+        CoastlineLandMask().land("EPSG:32633", transform * Affine.translation(1, 0), (120, 90))
+
+
+def test_the_coastline_cache_keeps_to_its_size_and_is_never_needed(tmp_path, monkeypatch):
+    from engine.scenes import landmask
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(landmask, "LAND_CACHE_BYTES", 3000)  # room for two windows of 100 x 100 (1,378 bytes each)
+    transform = Affine(25, 0, 495000 + 150 * 25, 0, -25, 8680000 - 250 * 25)
+    for shift in range(4):
+        CoastlineLandMask().land("EPSG:32633", transform * Affine.translation(shift, 0), (100, 100))
+    cached = list((tmp_path / "cache" / "slick_mapper" / "land").glob("*.npy"))
+    assert len(cached) == 2 and sum(p.stat().st_size for p in cached) <= 3000
+    (tmp_path / "blocked").write_text("a file where the cache folder would be")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "blocked"))
+    expected = CoastlineLandMask()._query("EPSG:32633", transform, (100, 100))
+    np.testing.assert_array_equal(CoastlineLandMask().land("EPSG:32633", transform, (100, 100)), expected)
+
+
 def test_dilate_is_a_square_buffer():
     mask = np.zeros((9, 9), bool)
     mask[4, 4] = True

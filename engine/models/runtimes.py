@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 
 from ..atomic import staged, write_text
+from ..cache import cache_dir
 from ..data.bundled import SAMPLES_DIR
 from ..errors import ModelError, ResourceError
 from ..progress import Progress, silent
@@ -74,8 +74,7 @@ def exports_dir() -> Path:
 
 
 def cache_file() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "slick_mapper" / "runtime_choice.json"
+    return cache_dir() / "runtime_choice.json"
 
 
 def onnx_path(digest: str) -> Path:

@@ -15,6 +15,8 @@ coastline gives it as a polygon file or a raster (non-zero = land); ``none`` swi
 from __future__ import annotations
 
 import functools
+import hashlib
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +30,13 @@ from fiona.transform import transform_geom
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioIOError
 from rasterio import features
+from rasterio.crs import CRS
 from rasterio.features import rasterize
 from rasterio.warp import reproject, transform as transform_points
 
-from ..errors import InputError
+from ..atomic import write_bytes
+from ..cache import cache_dir
+from ..errors import InputError, SlickMapperError
 
 DEFAULT = "default"
 NONE = "none"
@@ -43,6 +48,8 @@ _COARSE_M = 400.0
 """Lattice on which land is first asked for; only cells with a coast next to them are refined."""
 _FINE_M = 50.0
 """Lattice of the refinement near coasts, well inside the land buffer."""
+LAND_CACHE_BYTES = 256 * 2**20
+"""The user's cache of coastline windows: a full 16,000 x 16,000 px scene takes about 34 MB."""
 
 
 class LandMask(Protocol):
@@ -75,6 +82,20 @@ class CoastlineLandMask:
     description = "GSHHG full-resolution shoreline (roaring-landmask 0.11.0)"
 
     def land(self, crs: str, transform: Affine, shape: tuple[int, int]) -> np.ndarray:
+        """Land on the window, from the user's cache when this window was asked before.
+
+        The coastline's polygons take 3.4 s to load, holding the GIL, and its queries took as long again on a
+        coastal map view (measured): a second detection of the same scene (after fine-tuning, with another
+        threshold) asks the same windows and finds them cached, packed to a bit a pixel."""
+        path = _cached_land_path(self.description, crs, transform, shape)
+        cached = _cached_land(path, shape)
+        if cached is not None:
+            return cached
+        land = self._query(crs, transform, shape)
+        _cache_land(path, land)
+        return land
+
+    def _query(self, crs: str, transform: Affine, shape: tuple[int, int]) -> np.ndarray:
         pixel = abs(transform.a)
         fine = max(1, round(_FINE_M / pixel))
         coarse = fine * max(1, round(_COARSE_M / pixel / fine))
@@ -114,6 +135,45 @@ class CoastlineLandMask:
         if on_land.any():
             on_land[on_land] = np.asarray(shapes().contains_many(lons[on_land], lats[on_land]), dtype=bool)
         return on_land
+
+
+@functools.lru_cache(maxsize=1)
+def _code_version() -> str:
+    """This module's own source, in the key: windows cached by another version of the lattice are never used."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+
+
+def _cached_land_path(source: str, crs: str, transform: Affine, shape: tuple[int, int]) -> Path:
+    key = repr((source, _code_version(), CRS.from_user_input(crs).to_wkt(), tuple(transform)[:6], tuple(shape)))
+    return cache_dir() / "land" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.npy"
+
+
+def _cached_land(path: Path, shape: tuple[int, int]) -> Optional[np.ndarray]:
+    """The window kept at ``path``, or None when there is none (or it is not a whole window of ``shape``)."""
+    try:
+        packed = np.load(path)
+        path.touch()  # recently used: pruned last
+    except (OSError, ValueError, EOFError):
+        return None
+    pixels = shape[0] * shape[1]
+    if packed.dtype != np.uint8 or packed.shape != (-(-pixels // 8),):
+        return None
+    return np.unpackbits(packed, count=pixels).reshape(shape).view(bool)
+
+
+def _cache_land(path: Path, land: np.ndarray) -> None:
+    """Keep ``land`` packed at ``path``; the oldest windows go when the folder passes its size limit."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        np.save(buffer, np.packbits(land))
+        write_bytes(path, buffer.getvalue())
+        cached = sorted(path.parent.glob("*.npy"), key=lambda p: p.stat().st_mtime, reverse=True)
+        sizes = np.cumsum([p.stat().st_size for p in cached])
+        for old in (p for p, total in zip(cached, sizes) if total > LAND_CACHE_BYTES):
+            old.unlink(missing_ok=True)
+    except (OSError, SlickMapperError):
+        pass  # no cache: the coastline is asked again next time
 
 
 class VectorLandMask:
