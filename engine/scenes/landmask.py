@@ -152,12 +152,15 @@ def _cached_land(path: Path, shape: tuple[int, int]) -> Optional[np.ndarray]:
     """The window kept at ``path``, or None when there is none (or it is not a whole window of ``shape``)."""
     try:
         packed = np.load(path)
-        path.touch()  # recently used: pruned last
     except (OSError, ValueError, EOFError):
         return None
     pixels = shape[0] * shape[1]
     if packed.dtype != np.uint8 or packed.shape != (-(-pixels // 8),):
         return None
+    try:
+        path.touch()  # recently used: pruned last
+    except OSError:
+        pass  # a read-only cache still answers
     return np.unpackbits(packed, count=pixels).reshape(shape).view(bool)
 
 
