@@ -154,7 +154,7 @@ def to_cog(src: Path, dst: Path) -> None:
     mantissas barely compress, and on one of 16.8 Mpx this took 0.89 CPU-s for 72 MB against 1.18 for 81 MB at
     deflate's default level without it (measured); a uint8 mask compresses best and fastest at the default.
     GDAL compresses on every core: the copy comes after the last tile, beside single-threaded tracing, and on
-    one thread it left a core idle for most of a coastal scene's last seconds (measured)."""
+    one thread a core sat idle once tracing was done (a few per cent of a scene's time, within run-to-run noise)."""
     with rasterio.open(src) as ds:
         floating = np.dtype(ds.dtypes[0]).kind == "f"
     options = {"predictor": "YES", "level": 1} if floating else {}
