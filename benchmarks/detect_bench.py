@@ -188,11 +188,11 @@ def variant_predictors(model, card, device, example: np.ndarray, want_compile: b
 
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            traced = torch.jit.freeze(torch.jit.trace(pred.model, x, check_trace=False))
+            traced = torch.jit.freeze(torch.jit.trace(pred.forward.model, x, check_trace=False))
             with torch.inference_mode():
                 traced(x)
                 traced(x)  # the profiling executor optimises on the second call
-        pred.model = traced
+        pred.forward.model = traced
         out["jit.freeze"] = (pred, time.perf_counter() - t)
     except Exception as exc:  # noqa: BLE001 - a variant that cannot run is reported, not fatal
         out["jit.freeze"] = f"failed: {type(exc).__name__}: {str(exc)[:120]}"
@@ -209,7 +209,7 @@ def variant_predictors(model, card, device, example: np.ndarray, want_compile: b
 
             inductor_config.freezing = True
             pred = Predictor(copy.deepcopy(model), card, device, fast=True)
-            pred.model = torch.compile(pred.model, dynamic=False)
+            pred.forward.model = torch.compile(pred.forward.model, dynamic=False)
             log(f"    compiling {card.architecture}/{card.encoder} with torch.compile (freezing=True)...")
             pred(example[None])
             pred(example[None])
@@ -308,7 +308,8 @@ def main() -> int:
     variants_on = not args.no_variants
 
     from engine.jobs.detect import DEFAULT_OVERLAP, DetectOptions, detect
-    from engine.models.inference import Predictor, pick_device
+    from engine.models.eager import pick_device
+    from engine.models.inference import Predictor
     from engine.models.registry import ModelCard, build_model, load_model
     from engine.progress import Progress
     from engine.scenes.tiling import count_tiles, tile_starts
@@ -343,7 +344,7 @@ def main() -> int:
 
         # ---- figure 3: FLOPs of one tile, matmul peak and the model's per-tile time, interleaved ----
         predictor = Predictor(model, card, device, fast=True)
-        peak_dtype = predictor.dtype or torch.float32
+        peak_dtype = predictor.forward.dtype or torch.float32
         positions, tiles, (grid_h, grid_w) = scene_tiles(scene, model_path, overlap)
         flops = efficiency.forward_flops(model, tile, card.in_channels)
         mm_n = efficiency.MATMUL_N if device.type == "cpu" else 8192
@@ -369,7 +370,7 @@ def main() -> int:
             "seconds_per_tile": round(per_tile, 4), "achieved_gflops": round(achieved / 1e9, 2),
             "matmul_n": mm_n, "matmul_dtype": str(peak_dtype).replace("torch.", ""), "matmul_path": mm_path,
             "matmul_peak_gflops": round(peak / 1e9, 2), "ratio": round(efficiency_ratio, 4),
-            "autocast_dtype": str(predictor.dtype).replace("torch.", "") if predictor.dtype else "none (fp32)",
+            "autocast_dtype": str(predictor.forward.dtype).replace("torch.", "") if predictor.forward.dtype else "none (fp32)",
         }
         log(f"fig 3: {flops / 1e9:.1f} GFLOP/tile in {per_tile:.3f} s = {achieved / 1e9:.1f} GFLOP/s; "
             f"{mm_n}^2 matmul peak ({mm_path}) {peak / 1e9:.1f} GFLOP/s; efficiency {efficiency_ratio:.2f}")
@@ -546,8 +547,8 @@ def compare_paths(paths: dict, tiles: list[np.ndarray], reference: str, log, nai
             "dice": round(dice(ref > threshold, got > threshold), 5),
             "max_abs_prob_diff": float(np.abs(got - ref).max()),
             "prep_s": round(prep, 1),
-            "autocast": str(pred.dtype).replace("torch.", "") if pred.dtype else "none",
-            "memory_format": "channels_last" if pred.memory_format == torch.channels_last else "contiguous",
+            "autocast": str(pred.forward.dtype).replace("torch.", "") if pred.forward.dtype else "none",
+            "memory_format": "channels_last" if pred.forward.memory_format == torch.channels_last else "contiguous",
         }
         log(f"    {name:12s} {seconds[name] / len(tiles):.3f} s/tile  x{seconds[reference] / seconds[name]:.2f} vs {reference}  "
             f"Dice {out['paths'][name]['dice']:.4f}" + (f"  (prep {prep:.0f} s)" if prep else ""))

@@ -51,7 +51,7 @@ from rasterio.windows import Window  # noqa: E402
 from engine.data.synth import OIL, SceneSpec, write_scene  # noqa: E402
 from engine.jobs.evaluate import align_to_grid, read_label_mask, slick_dice_arrays  # noqa: E402
 from engine.jobs.labels import create_store, import_mask  # noqa: E402
-from engine.models.inference import autocast  # noqa: E402
+from engine.models.eager import autocast  # noqa: E402
 from engine.models.losses import slick_loss  # noqa: E402
 from engine.models.registry import DEFAULT_MODEL, ModelCard, build_model, load_model  # noqa: E402
 from engine.models.training import paper_augment, train_mode, trainable_parameters  # noqa: E402

@@ -14,6 +14,9 @@ every candidate alike), with the CPU named beside them:
               in the same rounds (benchmarks/efficiency.py), and where OpenVINO's time goes by kind of layer
   pipeline    detect() end to end / the same tiles through the model alone, on a synthetic scene at sea, in
               wall time and in CPU time (--compare lists other runs' pipeline rows beside it)
+  process     a detection as the plugin and the command line start it: a new engine process, end to end, beside
+              detect()'s own time in it; with --against, another checkout's engine (an earlier commit) in the
+              same rounds
   skipping    share of tiles never predicted on a synthetic EW scene laid over Svalbard's real coastline
               (GSHHG) with a no-data border, and minutes end to end for it; a full 16,000^2 EW scene's
               minutes extrapolated from the measured rate and the skipped share
@@ -29,6 +32,7 @@ import json
 import os
 import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,9 +50,13 @@ import report  # noqa: E402
 from engine.machine import commit_text  # noqa: E402
 
 OVERLAP = 64
-SECTIONS = ("runtimes", "pipeline", "skipping")
+SECTIONS = ("runtimes", "pipeline", "process", "skipping")
 """The figures, each measurable alone (``--only``): the runtimes with the model efficiency, the pipeline overhead,
-the tiles skipped."""
+a detection's own process, the tiles skipped."""
+_CHILD = ("import json, sys, time; started = time.perf_counter(); from engine.cli.main import main; "
+          "from engine.machine import commit_text; code = main(sys.argv[1:]); "
+          "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules, 'commit': commit_text()}))")
+"""A detection in a new engine process, as ``python -m engine`` runs it, saying whether PyTorch was loaded."""
 SVALBARD = {"crs": "EPSG:32633", "origin": (440000.0, 8700000.0)}
 """Forlandsundet and the mouth of Isfjorden, Svalbard: about a third land at 2048 px (GSHHG)."""
 
@@ -215,6 +223,45 @@ def pipeline(scene: Path, model_path: Path, runtime: str, work: Path, log) -> di
             "model_only_cpu_s": round(model_cpu, 2), "cpu_ratio": round(end_to_end[1] / model_cpu, 4)}
 
 
+def process(scene: Path, roots: list[Path], work: Path, repeats: int, log) -> list[dict]:
+    """A detection in a new process per run, as the plugin starts one (``--jsonl detect``, the product's
+    defaults, no land mask), for each engine checkout in ``roots``, round robin; one warm-up run each first
+    (exports, OpenVINO's compiled network and the runtime choice are cached per machine, as after an
+    analyst's first detection). Wall and CPU time (the child's, from the OS) beside the result's own
+    ``seconds``: the difference is the process start, imports above all."""
+    import resource
+
+    def once(root: Path) -> dict:
+        argv = ["--jsonl", "detect", str(scene), "--out", str(work / "process_out"), "--land-mask", "none", "--overwrite"]
+        cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.perf_counter()
+        run = subprocess.run([sys.executable, "-c", _CHILD, *argv], cwd=root, capture_output=True, text=True, check=True)
+        wall = time.perf_counter() - started
+        cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        lines = run.stdout.splitlines()
+        said, result = json.loads(lines[-1]), json.loads(lines[-2])["data"]
+        return {"commit": said["commit"], "torch_loaded": said["torch"], "wall_s": wall, "detect_s": result["seconds"],
+                "cpu_s": (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime),
+                "runtime": result["runtime"], "tiles": result["tiles"]}
+
+    runs: dict[Path, list[dict]] = {root: [] for root in roots}
+    for root in roots:
+        once(root)
+    for _ in range(repeats):
+        for root in roots:
+            runs[root].append(once(root))
+    out = []
+    for root, done in runs.items():
+        wall, detect_s, cpu = (statistics.median(r[k] for r in done) for k in ("wall_s", "detect_s", "cpu_s"))
+        entry = {"commit": done[0]["commit"], "runtime": done[0]["runtime"], "tiles": done[0]["tiles"], "repeats": repeats,
+                 "torch_loaded": done[0]["torch_loaded"], "wall_s": round(wall, 2), "wall_s_range": [round(min(r["wall_s"] for r in done), 2),
+                 round(max(r["wall_s"] for r in done), 2)], "detect_s": round(detect_s, 2), "cpu_s": round(cpu, 2)}
+        log(f"  process ({entry['commit']}): {entry['tiles']} tiles, {wall:.2f} s end to end (detect {detect_s:.2f} s), "
+            f"CPU {cpu:.2f} s, PyTorch loaded: {entry['torch_loaded']}")
+        out.append(entry)
+    return out
+
+
 def skipping(scene: Path, model_path: Path, runtime: str, work: Path, size: int, log) -> dict:
     from engine.jobs.detect import DetectOptions, detect
     from engine.scenes.tiling import count_tiles
@@ -251,6 +298,7 @@ def markdown(results: dict) -> str:
     earlier = results.get("earlier", {})
     for section, render in (("runtimes", lambda r: runtimes_section(r["runtimes"], cpu) + efficiency_section(r["runtimes"], cpu, r["machine"])),
                             ("pipeline", lambda r: pipeline_section(r, cpu)),
+                            ("process", lambda r: process_section(r["process"], cpu)),
                             ("skipping", lambda r: skipping_section(r["skipping"], cpu, r.get("compared", [])))):
         if section in results:
             lines += render(results)
@@ -373,6 +421,19 @@ def pipeline_section(results: dict, cpu: str) -> list[str]:
     return lines
 
 
+def process_section(entries: list[dict], cpu: str) -> list[str]:
+    lines = ["## A detection's own process", "",
+             "The plugin and the command line run each detection in a new engine process. Median of "
+             f"{entries[0]['repeats']} runs per engine (round robin, after one warm-up each), on the {cpu}: the process end "
+             "to end, the time `detect` itself reports, the child's CPU time, and whether PyTorch was loaded:", "",
+             "| engine at commit | runtime | tiles | process end to end (s) | range (s) | detect's own (s) | CPU (s) | PyTorch loaded |",
+             "|---|---|---|---|---|---|---|---|"]
+    for e in entries:
+        lines.append(f"| `{e['commit']}` | {e['runtime']} | {e['tiles']} | **{e['wall_s']}** | {e['wall_s_range'][0]}-{e['wall_s_range'][1]} | "
+                     f"{e['detect_s']} | {e['cpu_s']} | {'yes' if e['torch_loaded'] else 'no'} |")
+    return lines + [""]
+
+
 def skipping_section(k: dict, cpu: str, compared: list[dict]) -> list[str]:
     earlier = [f"`{run['commit']}`: {run['skipping']['end_to_end_s']:.0f} s ({run['skipping']['runtime']})"
                for run in compared if "skipping" in run]
@@ -407,6 +468,8 @@ def main() -> int:
     p.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="measure these figures only (all by default)")
     p.add_argument("--runtime", help="runtime of the pipeline and skipping figures (default: auto, the product's own choice: the "
                    "fastest runtime and precision whose masks agree with PyTorch fp32, measured on this machine)")
+    p.add_argument("--against", type=Path, nargs="+", default=[],
+                   help="other checkouts of this repository (e.g. a worktree at an earlier commit) whose engine the process figure times in the same rounds")
     p.add_argument("--json", type=Path, default=ROOT / "bench_output" / "runtime_bench.json")
     p.add_argument("--markdown", type=Path, help="also write the figures as a page, e.g. docs/benchmarks.md")
     p.add_argument("--from", dest="source", type=Path, help="with --markdown: render this earlier run's JSON, run nothing")
@@ -451,6 +514,11 @@ def main() -> int:
             results["pipeline"] = [pipeline(sea, Path(DEFAULT_MODEL), runtime, work, log)]
             if args.pipeline_torch and runtime != "torch":
                 results["pipeline"].append(pipeline(sea, Path(DEFAULT_MODEL), "torch", work, log))
+        if "process" in args.only:
+            sea = work / "sea.tif"
+            if not sea.exists():
+                write_scene(SceneSpec(height=args.sea, width=args.sea, seed=5), sea)
+            results["process"] = process(sea, [*args.against, ROOT], work, args.repeats + 1, log)
         if "skipping" in args.only:
             svalbard = work / "svalbard.tif"
             write_scene(SceneSpec(height=args.scene, width=args.scene, seed=6, nodata_border=True, **SVALBARD), svalbard)

@@ -22,7 +22,7 @@ from engine.generation.generator import GeneratorOptions, generate, train_genera
 from engine.generation.joint_ddpm import read_generator_card
 from engine.jobs.finetune import FinetuneOptions, finetune
 from engine.models import training
-from engine.models.inference import autocast
+from engine.models.eager import autocast
 from engine.models.losses import StudentLoss, distillation_loss, slick_loss, soft_dice_loss
 from engine.models.registry import BINARY_CLASSES, OSD_CLASSES, read_card
 from engine.models.training import TileSet, training_dtype

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,12 +15,14 @@ import torch
 
 from engine.models import cpu_features, runtimes
 from engine.errors import ResourceError
-from engine.models.inference import Predictor, pick_device
+from engine.models.eager import EagerForward, pick_device
+from engine.models.inference import Predictor, device_name
 from engine.models.registry import BUNDLED_DIR, load_model
 from engine.progress import Progress
 from engine.models.quantise import quantised_model
 
 CPU = torch.device("cpu")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +69,28 @@ def test_a_runtime_whose_export_exists_starts_without_the_pytorch_network(small_
 
     monkeypatch.setattr(runtimes, "load_model", refuse)
     again, _ = runtimes.make_predictor(small_model, CPU, runtime)
-    assert again.model is None and again.runtime == f"{runtime} fp32"
+    assert again.runtime == f"{runtime} fp32"
     np.testing.assert_array_equal(again(tiles), expected)
+
+
+def test_a_cpu_detection_on_an_exported_model_never_imports_pytorch(small_model, sample_scene, tmp_path):
+    """Importing PyTorch is about 1.3 s of CPU in every detection the plugin or the command line starts; with
+    the model's export made (the first run makes it, and needs PyTorch for that), a CPU detection needs none."""
+    code = ("import sys; from engine.cli.main import main; "
+            f"code = main(['--jsonl', 'detect', {str(sample_scene)!r}, '--out', {str(tmp_path / 'out')!r}, '--model', {str(small_model)!r}, "
+            "'--device', 'cpu', '--runtime', 'openvino', '--overlap', '16', '--overwrite']); print(code, 'torch' in sys.modules)")
+    env = {**os.environ, "SLICK_MAPPER_MODELS": str(tmp_path / "models")}  # no export yet
+    runs = [subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+            for _ in range(2)]
+    assert [run.stdout.splitlines()[-1] for run in runs] == ["0 True", "0 False"], runs[0].stdout[-2000:] + runs[0].stderr
+    assert '"runtime": "openvino fp32"' in runs[-1].stdout
+
+
+def test_device_name_asks_pytorch_only_where_a_gpu_could_answer():
+    code = "import sys; from engine.models.inference import device_name; print(device_name('cpu'), 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "cpu False"
+    assert device_name("auto") == str(pick_device("auto"))
 
 
 def test_openvino_compiles_a_tile_shape_once_per_machine(small_model):
@@ -104,7 +130,7 @@ def test_int8_whose_masks_move_is_kept_in_fp32(tmp_path, model_factory):
     card.threshold = float(probs.median())
     digest = runtimes.model_hash(path)
     onnx_path = runtimes.export_onnx(model, card, digest)
-    int8, message = quantised_model(onnx_path, card, digest, runtimes.torch_forward(model, CPU, None))
+    int8, message = quantised_model(onnx_path, card, digest, EagerForward(model, CPU, None))
     assert int8 is None and "kept in fp32" in message
     verdict = json.loads(onnx_path.with_name(f"{digest}.int8.json").read_text())
     assert verdict["passed"] is False and verdict["dice_vs_fp32"] < 0.98 and verdict["tiles"] == 8
@@ -119,7 +145,7 @@ def test_a_model_that_does_not_export_runs_with_pytorch(tmp_path, model_factory,
 
     monkeypatch.setattr(torch.onnx, "export", refuse)
     predictor, notes = runtimes.make_predictor(path, CPU, "onnxruntime")
-    assert predictor.runtime.startswith("torch") and predictor.forward is None
+    assert predictor.runtime.startswith("torch") and isinstance(predictor.forward, EagerForward)
     assert any("does not export to ONNX" in n and "aten::weird" in n and "PyTorch eager is used" in n for n in notes)
 
 

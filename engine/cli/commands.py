@@ -100,7 +100,7 @@ def _doctor(args: argparse.Namespace, progress: Progress) -> dict:
     import torch
 
     from ..models import cpu_features
-    from ..models.inference import pick_device
+    from ..models.eager import pick_device
     from ..models.registry import user_models_dir
 
     device = pick_device("auto")

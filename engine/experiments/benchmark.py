@@ -38,7 +38,7 @@ from ..jobs.finetune import PARENT_WEIGHT
 from ..jobs.evaluate import align_to_grid, read_label_mask, slick_dice_arrays
 from ..machine import commit_text, describe, file_sha256
 from ..models.darkspot import fit_darkspot
-from ..models.inference import pick_device
+from ..models.eager import pick_device
 from ..models.pretrain import CHECKPOINTS, RealRecipe, pretrain_card, pretrain_real, validation_split
 from ..models.registry import SYNTHETIC_MODEL, has_weights, load_model, read_card
 from ..models.selfsupervised import MaskedRecipe

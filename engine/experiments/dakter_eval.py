@@ -41,7 +41,7 @@ from ..errors import InputError
 from ..generation.generator import GeneratorOptions, cpu_threads, generate, train_generator
 from ..generation.joint_ddpm import NETS, SOLVERS, balancing_factor, load_generator, read_generator_card, sample, unet_config
 from ..jobs.finetune import FinetuneOptions
-from ..models.inference import pick_device
+from ..models.eager import pick_device
 from ..models.registry import DEFAULT_MODEL, read_card
 from ..progress import Progress
 from .generator_runs import add_shared_options, check_shared

@@ -27,7 +27,8 @@ from ..atomic import staged
 from ..generation.joint_ddpm import JointSet, read_generator_card
 from ..generation.samples import load_samples
 from ..jobs.evaluate import dice_from_counts
-from ..models.inference import Predictor, pick_device
+from ..models.eager import pick_device
+from ..models.inference import Predictor
 from ..models.registry import load_model, slick_index
 from ..progress import Progress
 from .sar_stats import DB_SPAN, ENL_WINDOW, enl, histogram_distance, psd_distance

@@ -25,7 +25,7 @@ from ..generation.samples import TEMPERATURE
 from ..jobs.finetune import FinetuneOptions, finetune, train_config
 from ..jobs.finetune_data import collect_tiles, split_by_area, tileset
 from ..jobs.labels import read_store
-from ..models.inference import pick_device
+from ..models.eager import pick_device
 from ..models.losses import StudentLoss
 from ..models.registry import load_model, read_card, save_model
 from ..models.training import lr_range_test, train

@@ -57,7 +57,7 @@ from ..jobs.evaluate import slick_dice
 from ..jobs.finetune import FinetuneOptions, check_options, finetune, train_config
 from ..jobs.finetune_data import Tile, collect_tiles, split_by_area, tileset
 from ..jobs.labels import create_store, import_mask, read_store
-from ..models.inference import pick_device
+from ..models.eager import pick_device
 from ..models.registry import SYNTHETIC_MODEL, ModelCard, build_model, load_encoder_weights, load_model, read_card, save_model
 from ..models.training import TileSet, TrainConfig, lr_range_test, train
 from ..progress import Progress

@@ -25,7 +25,7 @@ from ..jobs.finetune import check_out
 from ..jobs.finetune_data import check_store, collect_tiles
 from ..jobs.labels import LabelStore, read_store
 from ..machine import file_sha256
-from ..models.inference import pick_device
+from ..models.eager import pick_device
 from ..models.registry import BINARY_CLASSES, DEFAULT_MODEL, ModelCard, read_card
 from ..progress import Progress, silent
 from . import jointnet, samples

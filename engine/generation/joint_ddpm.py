@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from .. import __version__
 from ..contract import GENERATOR_LOW_RES_STEPS, GENERATOR_STEPS, SOLVER_STEPS
 from ..errors import InputError, ModelError
-from ..models.inference import autocast, fast_dtype
+from ..models.eager import autocast, fast_dtype
 from ..models.registry import CARD_KEY, GENERATOR_CARD_KEY, card_data, read_metadata, read_weights, save_model, slick_index
 from ..models.training import training_dtype
 from ..progress import Progress, silent

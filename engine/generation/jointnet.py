@@ -37,7 +37,7 @@ from ..contract import GENERATOR_KINDS, LABEL_CLASSES
 from ..data.synth import CLASS_NAMES
 from ..errors import InputError, ModelError
 from ..jobs.finetune import check_out
-from ..models.inference import autocast, pick_device
+from ..models.eager import autocast, pick_device
 from ..models.pretrain import synthetic_scenes
 from ..models.registry import read_weights, slick_index
 from ..models.training import training_dtype

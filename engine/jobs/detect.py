@@ -30,7 +30,7 @@ from ..archive.evidence import FIELDS as EVIDENCE_FIELDS, add_evidence
 from ..contract import DEFAULT_OVERLAP, OUTPUT_SUFFIXES
 from ..errors import InputError, ResourceError
 from ..models import runtimes
-from ..models.inference import Predictor, pick_device
+from ..models.inference import Predictor, device_name
 from ..models.registry import DEFAULT_MODEL, load_model, read_card
 from ..progress import Progress, silent
 from ..scenes import landmask
@@ -112,7 +112,7 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
     scene = Path(scene)
     _check_options(options)
     before = stamp(scene)
-    device = pick_device(options.device)
+    device = device_name(options.device)
     model_path = options.model or DEFAULT_MODEL
     card = read_card(model_path)
     info = assess(scene, card, options.band)

@@ -27,7 +27,7 @@ from ..cli.args import DEVICE_HELP, add_options, number_or, options_from
 from ..errors import InputError, ModelError, OutputError
 from ..generation.distill import GENERATED_LABELS, mixed, open_folder, sample_count, student_tiles
 from ..machine import file_sha256
-from ..models.inference import pick_device
+from ..models.eager import pick_device
 from ..models.registry import ModelCard, has_weights, load_model, read_card, save_model, user_models_dir
 from ..models.training import TRAIN_LAYERS, TrainConfig, lr_range_test, paper_augment, train, validate
 from ..progress import Progress, silent

@@ -7,8 +7,6 @@ type comes with different CPUs, so this is asked at run time, never assumed.
 
 from __future__ import annotations
 
-import torch
-
 from ..machine import cpu_info, cpu_name
 
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -21,6 +19,8 @@ def flags() -> set[str]:
 
 def native_bf16() -> bool:
     """oneDNN runs bf16 natively (its own check), confirmed by the CPU's flags where Linux shows them."""
+    import torch  # only where a runtime is being chosen, never on a detection that knows its runtime
+
     supported = torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     return supported and (not flags() or bool(flags() & set(BF16_FLAGS)))
 
@@ -30,6 +30,8 @@ def native_int8() -> bool:
 
 
 def summary() -> dict:
+    import torch
+
     return {
         "cpu": cpu_name(),
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),

@@ -34,7 +34,7 @@ from ..errors import InputError
 from ..machine import describe, file_sha256
 from ..progress import Progress
 from ..scenes.normalise import Stretch
-from .inference import pick_device
+from .eager import pick_device
 from .registry import ARCHITECTURES, DEFAULT_MODEL, SYNTHETIC_MODEL, ModelCard, build_model, load_encoder_weights, load_model, read_card, save_model
 from .selfsupervised import MaskedRecipe, masked_pretrain
 from .training import TileSet, TrainConfig, paper_augment, train

@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
-import torch
 
 from ..atomic import staged, write_text
 from ..cache import cache_dir
@@ -32,8 +33,11 @@ from ..data.bundled import SAMPLES_DIR
 from ..errors import ModelError, ResourceError
 from ..progress import Progress, silent
 from . import cpu_features
-from .inference import Predictor, fast_dtype
+from .inference import Forward, Predictor, probability
 from .registry import ModelCard, load_model, read_card, user_models_dir
+
+if TYPE_CHECKING:
+    import torch
 
 RUNTIMES = ("torch", "torchscript", "onnxruntime", "openvino")
 AUTO = "auto"
@@ -57,10 +61,6 @@ class Candidate:
         return f"{self.runtime} {self.precision}"
 
 
-Forward = Callable[[np.ndarray], np.ndarray]
-"""(B, C, H, W) float32 model input -> (B, K, H, W) float32 logits."""
-
-
 # --- files: hash, exports, caches -----------------------------------------------------------------
 
 
@@ -81,8 +81,10 @@ def onnx_path(digest: str) -> Path:
     return exports_dir() / f"{digest}.onnx"
 
 
-def export_onnx(model: torch.nn.Module, card: ModelCard, digest: str) -> Path:
+def export_onnx(model: "torch.nn.Module", card: ModelCard, digest: str) -> Path:
     """The model as ONNX (opset 17, batch and tile size free), exported once per model hash."""
+    import torch
+
     path = onnx_path(digest)
     if path.is_file():
         return path
@@ -114,19 +116,12 @@ def _require(package: str) -> None:
 # --- one forward function per runtime -------------------------------------------------------------
 
 
-def torch_forward(model: torch.nn.Module, device: torch.device, dtype: Optional[torch.dtype]) -> Forward:
-    from .inference import autocast
-
-    def run(x: np.ndarray) -> np.ndarray:
-        t = torch.from_numpy(x).to(device).to(memory_format=torch.channels_last)
-        with torch.inference_mode(), autocast(device, dtype):
-            return model(t).float().cpu().numpy()
-
-    return run
-
-
-def torchscript_forward(model: torch.nn.Module, card: ModelCard, device: torch.device) -> Forward:
+def torchscript_forward(model: "torch.nn.Module", card: ModelCard, device: str) -> Forward:
     """Trace and freeze (weights become constants, conv and batch-norm fold); fp32 only."""
+    import torch
+
+    from .eager import EagerForward
+
     example = torch.zeros(1, card.in_channels, card.tile_size, card.tile_size, device=device).to(memory_format=torch.channels_last)
     try:
         with warnings.catch_warnings(), torch.no_grad():
@@ -135,7 +130,7 @@ def torchscript_forward(model: torch.nn.Module, card: ModelCard, device: torch.d
     except Exception as exc:  # noqa: BLE001 - any tracing failure means: this model has no TorchScript form
         raise ModelError(f"The model {card.name} does not trace to TorchScript ({type(exc).__name__}: {str(exc)[:200]}).",
                          "It runs with PyTorch eager instead.") from exc
-    return torch_forward(frozen, device, None)
+    return EagerForward(frozen, device, None)
 
 
 def onnxruntime_forward(onnx_path: Path, threads: int) -> Forward:
@@ -192,9 +187,12 @@ def openvino_forward(onnx_path: Path, precision: str, threads: int) -> Forward:
 # --- choosing -----------------------------------------------------------------------------------
 
 
-def candidates(device: torch.device) -> list[Candidate]:
+def candidates(device: "torch.device | str") -> list[Candidate]:
     """What can run here: bf16 only where the CPU has it natively, ONNX runtimes only where installed."""
-    if device.type != "cpu":
+    device = str(device)
+    if not _on_cpu(device):
+        from .eager import fast_dtype
+
         return [Candidate("torch", "fp32")] + ([Candidate("torch", "bf16")] if fast_dtype(device) else [])
     native_bf16 = cpu_features.native_bf16()
     found = [Candidate("torch", "fp32"), Candidate("torchscript", "fp32")]
@@ -208,6 +206,27 @@ def candidates(device: torch.device) -> list[Candidate]:
     return found
 
 
+def _on_cpu(device: str) -> bool:
+    return device.split(":")[0] == "cpu"
+
+
+def _torch_precision(device: str) -> str:
+    """PyTorch's fastest precision on ``device``."""
+    from .eager import fast_dtype
+
+    return "bf16" if fast_dtype(device) else "fp32"
+
+
+def inference_threads() -> int:
+    """Threads a runtime runs the network on: PyTorch's count where PyTorch is loaded (batch workers share
+    the cores out through it), else OMP_NUM_THREADS, else 0: each runtime's own default, the physical cores,
+    as PyTorch's is."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return torch.get_num_threads()
+    return int(os.environ.get("OMP_NUM_THREADS") or 0)
+
+
 def _installed(package: str) -> bool:
     try:
         __import__(package)
@@ -216,30 +235,23 @@ def _installed(package: str) -> bool:
         return False
 
 
-@dataclass
-class Built:
-    """A ready forward function and what was said while making it."""
-
-    forward: Optional[Forward]
-    notes: list[str] = field(default_factory=list)
-
-
 class Factory:
     """Builds any candidate for one model file, sharing its export and its int8 model between them.
 
     The PyTorch network is loaded only when something needs it (PyTorch or TorchScript runs it, or an export
     or an agreement check is still to be made): a runtime whose export exists starts without it."""
 
-    def __init__(self, model_path: Path, card: ModelCard, device: torch.device, model: Optional[torch.nn.Module] = None) -> None:
-        self.model_path, self.card, self.device = model_path, card, device
+    def __init__(self, model_path: Path, card: ModelCard, device: "torch.device | str",
+                 model: Optional["torch.nn.Module"] = None) -> None:
+        self.model_path, self.card, self.device = model_path, card, str(device)
         self._model = model
         self.digest = model_hash(model_path)
-        self.threads = torch.get_num_threads()
+        self.threads = inference_threads()
         self._onnx: Optional[Path] = None
         self._int8: Optional[tuple[Optional[Path], str]] = None
 
     @property
-    def model(self) -> torch.nn.Module:
+    def model(self) -> "torch.nn.Module":
         if self._model is None:
             self._model = load_model(self.model_path, self.device)[0]
         return self._model
@@ -260,15 +272,19 @@ class Factory:
 
     def reference(self) -> Forward:
         """PyTorch fp32, what every candidate is checked against; the network is loaded at its first call."""
-        return lambda x: torch_forward(self.model, self.device, None)(x)
+        from .eager import EagerForward
+
+        return lambda x: EagerForward(self.model, self.device, None)(x)
 
     def build(self, candidate: Candidate) -> Forward:
         runtime, precision = candidate.runtime, candidate.precision
         if runtime == "torch":
-            return torch_forward(self.model, self.device, torch.bfloat16 if precision == "bf16" else None)
+            from .eager import EagerForward, fast_dtype
+
+            return EagerForward(self.model, self.device, fast_dtype(self.device) if precision == "bf16" else None)
         if runtime == "torchscript":
             return torchscript_forward(self.model, self.card, self.device)
-        if self.device.type != "cpu":
+        if not _on_cpu(self.device):
             raise ResourceError(f"{runtime} runs on the CPU here.", "Use --device cpu, or --runtime torch on the GPU.")
         if precision == "int8":
             path, verdict = self.int8()
@@ -281,7 +297,7 @@ class Factory:
         return openvino_forward(path, precision, self.threads)
 
 
-def make_predictor(model_path: str | Path, device: torch.device, runtime: str = AUTO, *,
+def make_predictor(model_path: str | Path, device: "torch.device | str", runtime: str = AUTO, *,
                    progress: Optional[Progress] = None) -> tuple[Predictor, list[str]]:
     """A Predictor on ``runtime`` (or the one ``auto`` measured fastest here), and notes for the analyst."""
     progress = progress or silent()
@@ -290,24 +306,19 @@ def make_predictor(model_path: str | Path, device: torch.device, runtime: str = 
     model_path = Path(model_path)
     card = read_card(model_path)
     factory = Factory(model_path, card, device)
+    device = factory.device
     notes: list[str] = []
     if runtime == AUTO:
         choice = choose(factory, progress, notes)
     else:
-        precision = "bf16" if runtime == "torch" and fast_dtype(device) else "fp32"
-        choice = Candidate(runtime, precision)
+        choice = Candidate(runtime, _torch_precision(device) if runtime == "torch" else "fp32")
     try:
         forward = factory.build(choice)
     except ModelError as exc:  # a model that does not export: PyTorch runs it
         notes.append(f"{exc} PyTorch eager is used.")
-        choice = Candidate("torch", "bf16" if fast_dtype(device) else "fp32")
+        choice = Candidate("torch", _torch_precision(device))
         forward = factory.build(choice)
-    if choice.runtime == "torch":
-        predictor = Predictor(factory.model, card, device, fast=True)
-        if choice.precision == "fp32":
-            predictor.dtype = None
-    else:
-        predictor = Predictor(None, card, device, fast=True, forward=forward)
+    predictor = Predictor(None, card, device, forward=forward)
     predictor.runtime = choice.label
     return predictor, notes
 
@@ -381,9 +392,7 @@ def calibration_tiles(card: ModelCard, n: int) -> list[np.ndarray]:
 
 
 def _mask(logits: np.ndarray, card: ModelCard) -> np.ndarray:
-    logits = torch.from_numpy(np.asarray(logits, dtype=np.float32))
-    prob = torch.sigmoid(logits[:, 0]) if card.out_channels == 1 else torch.softmax(logits, 1)[:, card.slick_index]
-    return prob.numpy() > card.threshold
+    return probability(logits, card) > card.threshold
 
 
 def _pooled_dice(reference: list[np.ndarray], other: list[np.ndarray]) -> float:

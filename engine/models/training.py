@@ -25,7 +25,7 @@ from torchvision.transforms import v2
 from ..atomic import staged
 from ..contract import TRAIN_LAYERS
 from ..progress import Progress, silent
-from .inference import autocast, fast_dtype
+from .eager import autocast, fast_dtype
 from .losses import StudentLoss, slick_loss
 
 Augment = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
