@@ -14,7 +14,7 @@ every candidate alike), with the CPU named beside them:
               in the same rounds (benchmarks/efficiency.py), and where OpenVINO's time goes by kind of layer
   pipeline    detect() end to end / the same tiles through the model alone, on a synthetic scene at sea, in
               wall time and in CPU time (--compare lists other runs' pipeline rows beside it)
-  process     a detection as the plugin and the command line start it: a new engine process, end to end, beside
+  process     a detection as the plugin and the command line start it (16 tiles): a new engine process, end to end, beside
               detect()'s own time in it; with --against, another checkout's engine (an earlier commit) in the
               same rounds
   skipping    share of tiles never predicted on a synthetic EW scene laid over Svalbard's real coastline
@@ -515,10 +515,9 @@ def main() -> int:
             if args.pipeline_torch and runtime != "torch":
                 results["pipeline"].append(pipeline(sea, Path(DEFAULT_MODEL), "torch", work, log))
         if "process" in args.only:
-            sea = work / "sea.tif"
-            if not sea.exists():
-                write_scene(SceneSpec(height=args.sea, width=args.sea, seed=5), sea)
-            results["process"] = process(sea, [*args.against, ROOT], work, args.repeats + 1, log)
+            extent = work / "extent.tif"  # 16 tiles: a map view's worth, what the dock's Detect usually gets
+            write_scene(SceneSpec(height=1536, width=1536, seed=5), extent)
+            results["process"] = process(extent, [*args.against, ROOT], work, args.repeats + 1, log)
         if "skipping" in args.only:
             svalbard = work / "svalbard.tif"
             write_scene(SceneSpec(height=args.scene, width=args.scene, seed=6, nodata_border=True, **SVALBARD), svalbard)
