@@ -405,7 +405,7 @@ def pipeline_section(results: dict, cpu: str) -> list[str]:
              "| commit | load average | runtime | tiles | end to end (s) | model only (s) | ratio | CPU-time ratio |",
              "|---|---|---|---|---|---|---|---|"]
     for run in [*results.get("compared", []), results]:
-        for e in run["pipeline"]:
+        for e in run.get("pipeline", []):
             lines.append(f"| `{run['commit']}` | {run['machine']['loadavg_start'][0]} | {e['chosen']} | {e['tiles']} | "
                          f"{e['end_to_end_s']} | {e['model_only_s']} | **{e['overhead_ratio']:.3f}** | "
                          f"{e['cpu_ratio']:.3f} |" if "cpu_ratio" in e else
