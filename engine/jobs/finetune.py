@@ -92,9 +92,8 @@ class FinetuneReport:
     val_dice_after: float
     """The new model's, at ``threshold``."""
     threshold: float
-    """The new model's decision threshold on the labelled scenes (``ModelCard.scene_thresholds``): calibrated on
-    the validation tiles when they hold ``MIN_VAL_SLICK_PIXELS``; where they hold fewer and the parent's weights
-    are kept, on every labelled tile when those hold that many (the parent never saw them); else the parent's."""
+    """The new model's decision threshold on the labelled scenes: calibrated on the validation tiles when they
+    hold ``MIN_VAL_SLICK_PIXELS``, the parent's otherwise (``ModelCard.scene_thresholds``)."""
     threshold_elsewhere: float
     """Its threshold on every other scene (``ModelCard.threshold``): the parent's, since a threshold calibrated on
     one scene's labels suits that scene (engine/scenes/fingerprint.py)."""
@@ -199,19 +198,12 @@ def finetune(
     timings["epochs"] = round(timings["epochs"] - report.val_seconds, 2)  # scoring after each epoch is its own part
     timings["validation"] = report.val_seconds
     dice_after = report.val_dice_calibrated  # the kept weights' Dice on the same validation tiles, at their threshold
-    threshold, calibrated_on = report.threshold, "validation" if config.calibrate else None
-    parent_kept = report.best_epoch == 0 and options.from_parent
-    labelled_slick_pixels = sum(t.slick_pixels for t in tiles)
-    if parent_kept and not config.calibrate and labelled_slick_pixels >= MIN_VAL_SLICK_PIXELS:
-        # The parent's weights never saw any of the labelled tiles: all of them can place its threshold here.
-        threshold = validate(model, tileset(tiles), config).calibrated(card.threshold)[0]
-        calibrated_on = "all labels"
-    elsewhere = card.threshold if options.from_parent else threshold
+    elsewhere = card.threshold if options.from_parent else report.threshold
     scenes = sorted({t.scene for t in tiles})
-    own = {scene_fingerprint(store.scene_path(scene)): threshold for scene in scenes} if threshold != elsewhere else {}
+    own = {scene_fingerprint(store.scene_path(scene)): report.threshold for scene in scenes} if report.threshold != elsewhere else {}
     progress.log(f"validation Dice: parent {dice_before:.3f}, fine-tuned {dice_after:.3f} at threshold {report.threshold:.2f}"
                  + (f" (on the labelled scenes; {elsewhere:.2f} elsewhere)" if own else ""))
-    if parent_kept:
+    if report.best_epoch == 0 and options.from_parent:
         progress.log("warning: no epoch beat the parent on the validation tiles, so the new model keeps the parent's weights"
                      + (", with a threshold of its own on the labelled scenes" if own else " and threshold")
                      + "; add labels, or mark more reviewed sea")
@@ -230,8 +222,7 @@ def finetune(
         "best_epoch": report.best_epoch,
         "val_dice_before": round(dice_before, 4),
         "val_dice_after": round(dice_after, 4),
-        "threshold": threshold,
-        "threshold_calibrated_on": calibrated_on,
+        "threshold": report.threshold,
         "threshold_elsewhere": elsewhere,
         "lr": config.lr,
         "lr_from": "range test" if options.lr is None else "given",
@@ -270,9 +261,9 @@ def finetune(
         best_epoch=report.best_epoch,
         val_dice_before=dice_before,
         val_dice_after=dice_after,
-        threshold=threshold,
+        threshold=report.threshold,
         threshold_elsewhere=elsewhere,
-        threshold_note=threshold_note(threshold, elsewhere, val_slick_pixels, calibrated_on),
+        threshold_note=threshold_note(report.threshold, elsewhere, val_slick_pixels, config.calibrate),
         lr=config.lr,
         train_layers=train_layers,
         parent_weight=config.parent_weight,
@@ -285,14 +276,12 @@ def finetune(
     )
 
 
-def threshold_note(threshold: float, elsewhere: float, val_slick_pixels: int, calibrated_on: Optional[str]) -> str:
+def threshold_note(threshold: float, elsewhere: float, val_slick_pixels: int, calibrated: bool) -> str:
     """Which threshold the new model uses where, and why, in a sentence for the analyst."""
     if threshold != elsewhere:
-        where = ("all your labelled tiles, which the parent's weights, kept, never saw" if calibrated_on == "all labels"
-                 else "their validation tiles")
-        return (f"Threshold {threshold:.2f} on the scenes you labelled (calibrated on {where}) and "
+        return (f"Threshold {threshold:.2f} on the scenes you labelled (calibrated on their validation tiles) and "
                 f"{elsewhere:.2f}, the parent's, on any other: a threshold fitted to one scene's labels does not carry to others.")
-    if calibrated_on is None:
+    if not calibrated:
         return (f"Threshold {elsewhere:.2f}, the parent's, on every scene: the validation tiles hold {val_slick_pixels} slick "
                 f"pixels, fewer than the {MIN_VAL_SLICK_PIXELS} it takes to place one.")
     return f"Threshold {threshold:.2f} on every scene."
