@@ -86,6 +86,13 @@ def test_a_cpu_detection_on_an_exported_model_never_imports_pytorch(small_model,
     assert '"runtime": "openvino fp32"' in runs[-1].stdout
 
 
+def test_a_thread_limit_reaches_every_runtime_and_a_pytorch_loaded_later():
+    code = ("import sys; from engine.models.runtimes import inference_threads, limit_threads; limit_threads(1); "
+            "before = inference_threads(), 'torch' in sys.modules; import torch; print(*before, torch.get_num_threads())")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1", "False", "1"]
+
+
 def test_device_name_asks_pytorch_only_where_a_gpu_could_answer():
     code = "import sys; from engine.models.inference import device_name; print(device_name('cpu'), 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)

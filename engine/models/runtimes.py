@@ -227,6 +227,16 @@ def inference_threads() -> int:
     return int(os.environ.get("OMP_NUM_THREADS") or 0)
 
 
+def limit_threads(n: int) -> None:
+    """Run this process's networks on ``n`` threads, whichever runtime runs them: the runtimes read it through
+    ``inference_threads``, and PyTorch, where it is loaded now or later, takes it too (it reads OMP_NUM_THREADS
+    when imported)."""
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(n)
+
+
 def _installed(package: str) -> bool:
     try:
         __import__(package)
