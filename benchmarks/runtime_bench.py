@@ -53,10 +53,11 @@ OVERLAP = 64
 SECTIONS = ("runtimes", "pipeline", "process", "skipping")
 """The figures, each measurable alone (``--only``): the runtimes with the model efficiency, the pipeline overhead,
 a detection's own process, the tiles skipped."""
-_CHILD = ("import json, sys, time; started = time.perf_counter(); from engine.cli.main import main; "
-          "from engine.machine import commit_text; code = main(sys.argv[1:]); "
-          "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules, 'commit': commit_text()}))")
-"""A detection in a new engine process, as ``python -m engine`` runs it, saying whether PyTorch was loaded."""
+_CHILD = ("import json, resource, sys; from engine.cli.main import main; from engine.machine import commit_text; "
+          "code = main(sys.argv[1:]); print(json.dumps({'code': code, 'torch': 'torch' in sys.modules, 'commit': commit_text(), "
+          "'peak_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))")
+"""A detection in a new engine process, as ``python -m engine`` runs it, saying whether PyTorch was loaded and
+its peak memory."""
 SVALBARD = {"crs": "EPSG:32633", "origin": (440000.0, 8700000.0)}
 """Forlandsundet and the mouth of Isfjorden, Svalbard: about a third land at 2048 px (GSHHG)."""
 
@@ -240,7 +241,7 @@ def process(scene: Path, roots: list[Path], work: Path, repeats: int, log) -> li
         cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
         lines = run.stdout.splitlines()
         said, result = json.loads(lines[-1]), json.loads(lines[-2])["data"]
-        return {"commit": said["commit"], "torch_loaded": said["torch"], "wall_s": wall, "detect_s": result["seconds"],
+        return {"commit": said["commit"], "torch_loaded": said["torch"], "peak_mb": said["peak_mb"], "wall_s": wall, "detect_s": result["seconds"],
                 "cpu_s": (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime),
                 "runtime": result["runtime"], "tiles": result["tiles"]}
 
@@ -252,12 +253,12 @@ def process(scene: Path, roots: list[Path], work: Path, repeats: int, log) -> li
             runs[root].append(once(root))
     out = []
     for root, done in runs.items():
-        wall, detect_s, cpu = (statistics.median(r[k] for r in done) for k in ("wall_s", "detect_s", "cpu_s"))
+        wall, detect_s, cpu, peak = (statistics.median(r[k] for r in done) for k in ("wall_s", "detect_s", "cpu_s", "peak_mb"))
         entry = {"commit": done[0]["commit"], "runtime": done[0]["runtime"], "tiles": done[0]["tiles"], "repeats": repeats,
                  "torch_loaded": done[0]["torch_loaded"], "wall_s": round(wall, 2), "wall_s_range": [round(min(r["wall_s"] for r in done), 2),
-                 round(max(r["wall_s"] for r in done), 2)], "detect_s": round(detect_s, 2), "cpu_s": round(cpu, 2)}
+                 round(max(r["wall_s"] for r in done), 2)], "detect_s": round(detect_s, 2), "cpu_s": round(cpu, 2), "peak_mb": round(peak)}
         log(f"  process ({entry['commit']}): {entry['tiles']} tiles, {wall:.2f} s end to end (detect {detect_s:.2f} s), "
-            f"CPU {cpu:.2f} s, PyTorch loaded: {entry['torch_loaded']}")
+            f"CPU {cpu:.2f} s, peak {peak:.0f} MB, PyTorch loaded: {entry['torch_loaded']}")
         out.append(entry)
     return out
 
@@ -425,12 +426,13 @@ def process_section(entries: list[dict], cpu: str) -> list[str]:
     lines = ["## A detection's own process", "",
              "The plugin and the command line run each detection in a new engine process. Median of "
              f"{entries[0]['repeats']} runs per engine (round robin, after one warm-up each), on the {cpu}: the process end "
-             "to end, the time `detect` itself reports, the child's CPU time, and whether PyTorch was loaded:", "",
-             "| engine at commit | runtime | tiles | process end to end (s) | range (s) | detect's own (s) | CPU (s) | PyTorch loaded |",
-             "|---|---|---|---|---|---|---|---|"]
+             "to end, the time `detect` itself reports, the child's CPU time and peak memory (resident), and whether PyTorch "
+             "was loaded:", "",
+             "| engine at commit | runtime | tiles | process end to end (s) | range (s) | detect's own (s) | CPU (s) | peak memory (MB) | PyTorch loaded |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for e in entries:
         lines.append(f"| `{e['commit']}` | {e['runtime']} | {e['tiles']} | **{e['wall_s']}** | {e['wall_s_range'][0]}-{e['wall_s_range'][1]} | "
-                     f"{e['detect_s']} | {e['cpu_s']} | {'yes' if e['torch_loaded'] else 'no'} |")
+                     f"{e['detect_s']} | {e['cpu_s']} | {e.get('peak_mb', '')} | {'yes' if e['torch_loaded'] else 'no'} |")
     return lines + [""]
 
 
