@@ -218,9 +218,9 @@ def _torch_precision(device: str) -> str:
 
 
 def inference_threads() -> int:
-    """Threads a runtime runs the network on: PyTorch's count where PyTorch is loaded (batch workers share
-    the cores out through it), else OMP_NUM_THREADS, else 0: each runtime's own default, the physical cores,
-    as PyTorch's is."""
+    """Threads a runtime runs the network on: PyTorch's count where PyTorch is loaded (set by whoever runs
+    networks in it too), else OMP_NUM_THREADS (``limit_threads``), else 0: each runtime's own default, the
+    physical cores, as PyTorch's is."""
     torch = sys.modules.get("torch")
     if torch is not None:
         return torch.get_num_threads()
