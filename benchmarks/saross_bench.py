@@ -37,8 +37,8 @@ import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import report  # noqa: E402
+from engine.machine import commit_text, memory_bytes  # noqa: E402
 from engine.models.registry import DEFAULT_MODEL, ModelCard, build_model, load_model  # noqa: E402
-from runtime_bench import commit  # noqa: E402
 
 TILE = 256
 PAPER = {"encoder_depth": 5, "decoder_channels": [256, 128, 64, 32, 16]}
@@ -61,12 +61,6 @@ def network(name: str) -> torch.nn.Module:
     return build_model(ModelCard(name=name, architecture="saross", encoder=encoder, tile_size=TILE, arch_kwargs=arch_kwargs)).eval()
 
 
-def status_bytes(field: str) -> int:
-    """``VmRSS`` (resident now) or ``VmHWM`` (its peak) of this process, in bytes."""
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
-
-
 def forward_peak(name: str, passes: int = 5) -> None:
     """In a fresh process: print the median over ``passes`` of the rise of the resident set's peak during a
     forward pass, in bytes.
@@ -83,9 +77,9 @@ def forward_peak(name: str, passes: int = 5) -> None:
             ctypes.CDLL("libc.so.6").malloc_trim(0)
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")
-            before = status_bytes("VmRSS")
+            before = memory_bytes("VmRSS")
             model(x)
-            rises.append(status_bytes("VmHWM") - before)
+            rises.append(memory_bytes("VmHWM") - before)
     print(statistics.median(rises))
 
 
@@ -126,7 +120,7 @@ def main() -> None:
         forward_peak(args.peak_of)
         return
     results = {"machine": report.machine(torch.device("cpu")), "command": " ".join(["benchmarks/saross_bench.py", *sys.argv[1:]]),
-               "commit": commit(), "tile": TILE, "networks": measure(args.repeats)}
+               "commit": commit_text(), "tile": TILE, "networks": measure(args.repeats)}
     headers = ["network", "parameters (M)", "GFLOPs", "s per tile", "CPU-s per tile, 1 thread", "forward peak (MB)"]
     rows = [[name, f"{r['parameters_m']:.2f}", f"{r['gflops']:.2f}", f"{r['s_per_tile']:.3f}", f"{r['cpu_s_per_tile_1_thread']:.3f}",
              str(r["forward_peak_mb"])]

@@ -74,6 +74,17 @@ def commit_text() -> str:
     return head + (" (with uncommitted changes)" if uncommitted_changes() else "")
 
 
+def memory_bytes(field: str = "VmHWM") -> Optional[int]:
+    """This process's resident memory now (``VmRSS``) or at its peak (``VmHWM``), from Linux's /proc; None
+    elsewhere. The peak belongs to the process image, so it starts afresh at exec, where getrusage's maxrss
+    keeps the peak of the process this one was forked from (a Dask worker, a benchmark's child)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
+    except (OSError, StopIteration):
+        return None
+
+
 def file_sha256(path: str | Path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import resource
 import shutil
 import time
 from contextlib import contextmanager
@@ -25,7 +24,7 @@ from rasterio.errors import RasterioError
 
 from ..jobs.detect import DetectOptions, _available_memory
 from ..errors import InputError, OutputError, ResourceError, SlickMapperError
-from ..machine import file_sha256, utc_now
+from ..machine import file_sha256, memory_bytes, utc_now
 from ..models.registry import DEFAULT_MODEL, read_card
 from ..progress import Progress, silent
 from . import catalogue
@@ -262,7 +261,7 @@ def detect_scene(scene: str, folder: str, options: dict, threads: int) -> dict:
         "outcome": DONE, "error": "", "error_kind": "", "slicks": str(Path(result.slicks).relative_to(folder_path.parent.parent)),
         "n_slicks": result.n_slicks, "acquired": metadata["acquired"], "mode": metadata["mode"],
         "polarisation": polarisation, "seconds": round(time.monotonic() - started, 2),
-        "worker_peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "worker_peak_mb": round((memory_bytes() or 0) / 2**20, 1),
     }
 
 
