@@ -35,8 +35,8 @@ from .scene_list import expand, scene_metadata
 SCENES_DIR = "scenes"
 _WORKER_MEMORY = 2 * 2**30
 """What one worker may need besides the scene strip. Detecting on a model with its export needs no PyTorch: worker
-peaks of 0.4-0.7 GiB on 1,536-5,138-px-wide scenes (0.9-2.1 GiB when every worker loaded PyTorch). A worker
-still loads it where the model has no export yet or runs on a GPU, hence the margin."""
+peaks of 420-710 MB on four 1,536-5,138-px-wide scenes, where workers that loaded PyTorch peaked at 900-1,180 MB
+(two workers, VmHWM). A worker still loads it where the model has no export yet or runs on a GPU, hence the margin."""
 _CONNECT_TIMEOUT = "10s"
 RESULT_OPTIONS = ("tile", "overlap", "threshold", "band", "min_area_km2", "land_mask", "bounds", "bounds_crs", "source_grid")
 """The detection options that change a scene's result; device and speed settings do not."""
