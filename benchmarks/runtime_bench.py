@@ -53,11 +53,12 @@ OVERLAP = 64
 SECTIONS = ("runtimes", "pipeline", "process", "skipping")
 """The figures, each measurable alone (``--only``): the runtimes with the model efficiency, the pipeline overhead,
 a detection's own process, the tiles skipped."""
-_CHILD = ("import json, sys; from engine.cli.main import main; from engine.machine import commit_text, memory_bytes; "
-          "code = main(sys.argv[1:]); print(json.dumps({'code': code, 'torch': 'torch' in sys.modules, 'commit': commit_text(), "
-          "'peak_mb': memory_bytes() / 2**20}))")
+_CHILD = ("import json, sys; from engine.cli.main import main; from engine.machine import commit_text; code = main(sys.argv[1:]); "
+          "peak = next(int(line.split()[1]) for line in open('/proc/self/status') if line.startswith('VmHWM:')); "
+          "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules, 'commit': commit_text(), 'peak_mb': peak / 1024}))")
 """A detection in a new engine process, as ``python -m engine`` runs it, saying whether PyTorch was loaded and
-its peak resident memory."""
+its peak resident memory (VmHWM, read here rather than by ``engine.machine.memory_bytes`` so that ``--against``
+can run checkouts older than it)."""
 SVALBARD = {"crs": "EPSG:32633", "origin": (440000.0, 8700000.0)}
 """Forlandsundet and the mouth of Isfjorden, Svalbard: about a third land at 2048 px (GSHHG)."""
 
