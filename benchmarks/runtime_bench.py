@@ -305,7 +305,7 @@ def markdown(results: dict) -> str:
         if section in results:
             lines += render(results)
         elif section in earlier:
-            page = render(earlier)
+            page = render({**earlier, "compared": results.get("compared", [])})
             load = earlier["machine"]["loadavg_start"][0], earlier["machine"]["loadavg_end"][0]
             lines += page[:2] + [f"From an earlier run on the same machine, which this one did not repeat: `{earlier['command']}` at "
                                  f"commit `{earlier['commit']}` (load average {load[0]} at the start, {load[1]} at the end).", ""] + page[2:]
