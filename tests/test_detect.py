@@ -13,6 +13,7 @@ import rasterio
 from engine.data.synth import SceneSpec, write_scene
 from engine.errors import Cancelled, InputError, ModelError, OutputError
 from engine.jobs.detect import DetectOptions, detect
+from engine.models.registry import DEFAULT_MODEL
 from engine.progress import Progress
 from engine.scenes.fingerprint import scene_fingerprint
 
@@ -183,3 +184,25 @@ def test_test_time_mirroring_averages_the_four_mirror_images(tmp_path, sample_sc
     tta = detect(sample_scene, tmp_path, DetectOptions(model=str(tiny_model), prefix="tta", runtime="torch", tta=True))
     with rasterio.open(plain.probability) as a, rasterio.open(tta.probability) as b:
         assert a.shape == b.shape and not np.allclose(a.read(1), b.read(1))
+
+
+@pytest.mark.parametrize("encoding, staged", [("uint8", False), ("float32_db", True)])
+def test_the_scene_s_values_are_staged_only_for_a_scene_that_holds_backscatter(tmp_path, monkeypatch, encoding, staged):
+    """The look-alike evidence averages backscatter from a copy staged during prediction; a stretched 8-bit
+    scene holds grey levels, which it never averages, so nothing is staged for it."""
+    written = []
+    real_open = rasterio.open
+
+    def recording_open(path, mode="r", *args, **kwargs):
+        if mode == "w":
+            written.append(os.path.basename(str(path)))
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr("engine.jobs.detect.rasterio.open", recording_open)
+    scene = write_scene(SceneSpec(height=300, width=300, seed=4), tmp_path / f"ew_{encoding}.tif", encoding=encoding)
+    result = detect(scene, tmp_path / "out", _options(DEFAULT_MODEL, threshold=0.9, runtime="torch"))
+    assert ("analysis_backscatter.tif" in written) == staged
+    assert {"analysis_probability.tif", "analysis_mask.tif"} <= set(written)
+    with fiona.open(result.slicks, layer="slicks") as layer:
+        contrasts = [f["properties"]["contrast_db"] for f in layer]
+    assert len(contrasts) > 1 and any(c is not None for c in contrasts) == staged

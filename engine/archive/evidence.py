@@ -68,13 +68,14 @@ FIELDS = {
 """Attributes added to every slick polygon (GeoPackage field types)."""
 
 
-def add_evidence(slicks: list[dict], reader: GridReader, info: SceneInfo, grid: Grid, mask_path: Path,
+def add_evidence(slicks: list[dict], reader: Optional[GridReader], info: SceneInfo, grid: Grid, mask_path: Path,
                  land: list[dict], mode: Optional[str], progress: Progress) -> None:
     """Fill ``FIELDS`` into each slick dict (geometry in the grid's CRS) in place.
 
     ``reader`` gives the scene's values on ``grid``: detection hands over the copy it staged while the tiles
     were predicted, the very pixels the model saw, because warping the scene a second time took 30 s of a full
-    EW-size scene on a 2-core Xeon, more than its model's 27 s (measured)."""
+    EW-size scene on a 2-core Xeon, more than its model's 27 s (measured). None (not read) for a stretched 8-bit
+    scene, whose grey levels are no backscatter to average."""
     if not slicks:
         return
     outlines = [shape(s["geometry"]) for s in slicks]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
@@ -149,7 +150,8 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
         with OutputSet(out_dir, names, options.overwrite) as outputs:
             staged_prob = outputs.stage / "analysis_probability.tif"
             staged_mask = outputs.stage / "analysis_mask.tif"
-            staged_backscatter = outputs.stage / "analysis_backscatter.tif"
+            # Stretched grey levels are no backscatter: the evidence averages none, so none is staged for it.
+            staged_backscatter = None if info.value_scale == "uint8_stretched" else outputs.stage / "analysis_backscatter.tif"
             n_tiles, skipped = _predict_to_files(opened.reader, grid, stretch, predictor, tile, options, threshold, exclusion,
                                                  (staged_prob, staged_mask, staged_backscatter), progress)
             # The COGs are made from the staged rasters while the slicks are traced and weighed: GDAL works outside
@@ -162,8 +164,9 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
                 slicks = polygonise(staged_mask, staged_prob, options.min_area_km2, progress)
                 progress.update("evidence", 0, 1, "Weighing look-alike evidence")
                 land = landmask.land_polygons(exclusion.land, grid.crs, grid.transform, (grid.height, grid.width)) if slicks else []
-                with rasterio.open(staged_backscatter) as backscatter:
-                    add_evidence(slicks, GridReader(backscatter, 1), info, grid, staged_mask, land, None, progress)
+                with ExitStack() as stack:
+                    backscatter = GridReader(stack.enter_context(rasterio.open(staged_backscatter)), 1) if staged_backscatter else None
+                    add_evidence(slicks, backscatter, info, grid, staged_mask, land, None, progress)
                 n_slicks, area = write_slicks(outputs.path("slicks"), grid.crs, slicks, scene.name, card.name, EVIDENCE_FIELDS)
                 progress.update("writing", 0, 1, "Writing Cloud-Optimised GeoTIFFs")
                 cogs.result()
@@ -283,11 +286,11 @@ def _predict_to_files(
     options: DetectOptions,
     threshold: float,
     exclusion: Exclusion,
-    staged: tuple[Path, Path, Path],
+    staged: tuple[Path, Path, Optional[Path]],
     progress: Progress,
 ) -> tuple[int, dict[str, int]]:
-    """Predict every tile with something usable in it into the staged probability, mask and backscatter
-    rasters; return (tiles predicted, tiles skipped by reason)."""
+    """Predict every tile with something usable in it into the staged probability, mask and (unless its path
+    is None) backscatter rasters; return (tiles predicted, tiles skipped by reason)."""
     prob_path, mask_path, backscatter_path = staged
     blender = StripBlender(grid.height, grid.width, tile, options.overlap)
     total = count_tiles(grid.height, grid.width, tile, options.overlap)
@@ -295,8 +298,9 @@ def _predict_to_files(
     done = 0
     skipped = {"no_data": 0, "land_or_border": 0, "outside_extent": 0}
     with rasterio.open(prob_path, "w", **raster_profile(grid, "float32", float("nan"))) as prob_dst, \
-            rasterio.open(mask_path, "w", **raster_profile(grid, "uint8", MASK_NODATA)) as mask_dst, \
-            rasterio.open(backscatter_path, "w", **raster_profile(grid, "float32", float("nan"))) as backscatter_dst:
+            rasterio.open(mask_path, "w", **raster_profile(grid, "uint8", MASK_NODATA)) as mask_dst, ExitStack() as stack:
+        backscatter_dst = stack.enter_context(rasterio.open(backscatter_path, "w", **raster_profile(grid, "float32", float("nan")))) \
+            if backscatter_path else None
         for strip in prefetch(lambda: _strips(reader, grid, stretch, blender, tile, exclusion, extent)):
             pending: list[tuple[int, np.ndarray]] = []
             for col in blender.rows[strip.index].cols:
@@ -321,7 +325,8 @@ def _predict_to_files(
             prob_dst.write(probability, 1, window=window)
             mask = np.where(valid, (probability > threshold).astype(np.uint8), MASK_NODATA).astype(np.uint8)
             mask_dst.write(mask, 1, window=window)
-            backscatter_dst.write(strip.backscatter[:n, : grid.width], 1, window=window)
+            if backscatter_dst:
+                backscatter_dst.write(strip.backscatter[:n, : grid.width], 1, window=window)
     return total - sum(skipped.values()), skipped
 
 
