@@ -100,6 +100,30 @@ def test_experiment_writes_every_figure_with_its_provenance(tmp_path, small_mode
     assert result["summary"]["runs"] == 2 and result["summary"]["finetuned"] == 1 and written["summary"] == result["summary"]
 
 
+def test_leave_one_scene_out_parents_each_score_the_one_tile_they_never_saw(tmp_path, model_factory):
+    """With a folder of fold parents every tile gets its own, which learnt from the other tiles: those are not
+    scored, and the parent's figures are its own detection's."""
+    folder = tmp_path / "benchmark"
+    (folder / "models").mkdir(parents=True)
+    parents = {scene: model_factory(folder / "models" / f"real_texture_without_{scene}.safetensors", **SMALL, threshold=threshold)
+               for scene, threshold in (("sample_1", 0.3), ("sample_2", 0.6))}
+    out = tmp_path / "within"
+    options = WithinSceneOptions(parents=folder, scenes=("sample_1", "sample_2"), recipe=FAST)
+    result = within_scene_experiment(out, options, Progress(), command="python -m engine experiment within-scene --parents x")
+    with open(out / "within_scene.csv") as handle:
+        rows = {r["scene"]: r for r in csv.DictReader(handle)}
+    assert {s: float(r["threshold_parent"]) for s, r in rows.items()} == {"sample_1": 0.3, "sample_2": 0.6}
+    assert all(r[key] == "" for r in rows.values() for key in
+               ("dice_others_parent", "dice_others_finetuned", "worst_other_change", "dice_sample_1_parent", "dice_sample_2_finetuned"))
+    written = json.loads((out / "within_scene.json").read_text())
+    assert {s: p["sha256"] for s, p in written["parents"].items()} == {s: _sha256(p) for s, p in parents.items()}
+    assert written["models_sha256"]["parent_sample_2"] == _sha256(parents["sample_2"]) and "parent" not in written["models_sha256"]
+    assert "mean_dice_others_parent" not in result["summary"] and result["summary"]["runs"] == 2
+    split = split_scene("sample_1", "left", read_card(parents["sample_1"]), FAST.tile)
+    own = part_dice(out / "detections" / "parent_sample_1_probability.tif", split.label, 0.3, split.held, split.crs)
+    assert float(rows["sample_1"]["dice_held_parent"]) == pytest.approx(own.dice, abs=1e-4)
+
+
 @pytest.mark.parametrize("change, message", [
     (dict(scenes=("sample_1",)), "two or more distinct"),
     (dict(scenes=("sample_1", "sample_9")), "two or more distinct"),

@@ -42,13 +42,17 @@ from shapely.geometry.base import BaseGeometry
 from .. import __version__
 from ..atomic import write_csv, write_text
 from ..cli.args import DEVICE_HELP, add_options, options_from
+from ..data import bundled
 from ..data.bundled import SAMPLES_DIR
 from ..errors import InputError, OutputError
 from ..jobs.detect import DetectOptions, detect
+from .benchmark import real_texture_trainer
 from ..jobs.evaluate import DiceResult, align_to_grid, describe_grid, read_label_mask, slick_dice_arrays
 from ..jobs.finetune import FinetuneOptions, FinetuneReport, check_options, finetune
 from ..jobs.labels import add_labels, add_reviewed, create_store, to_crs
 from ..machine import commit, cpu_name, file_sha256, uncommitted_changes, utc_now
+from ..models.eager import pick_device
+from ..models.pretrain import RealRecipe
 from ..models.registry import DEFAULT_MODEL, ModelCard, read_card
 from ..models.training import TRAIN_LAYERS
 from ..progress import Progress
@@ -72,6 +76,12 @@ class WithinSceneOptions:
     recipe: FinetuneOptions = field(default_factory=lambda: FinetuneOptions(tile=DEFAULT_TILE, epochs=10))
     threshold: Optional[float] = None
     """None: each model at its own (``ModelCard.threshold``), as detection uses it."""
+    parents: Optional[Path] = None
+    """A folder of leave-one-scene-out parents, in place of ``base``: each tile's parent is the bundled model's
+    recipe trained on the other four labelled tiles (``models/real_texture_without_<tile>.safetensors``, as
+    ``experiment benchmark`` names and trains them; trained there when missing). Every tile is then one its
+    parent never saw, the two the bundled model learnt from included; the other tiles are not scored, since
+    each parent learnt from them."""
 
 
 @dataclass(frozen=True)
@@ -148,24 +158,29 @@ def within_scene_experiment(out: Path, options: WithinSceneOptions, progress: Pr
     """Run every (scene, side), writing within_scene.csv after each, then within_scene.json."""
     started = time.monotonic()
     _check(out, options)
-    card = read_card(options.base)
-    splits = [split_scene(s, side, card, options.recipe.tile) for side in options.sides for s in options.scenes]
+    parents = fold_parents(options.parents, options.scenes, options.recipe, progress) if options.parents else \
+        dict.fromkeys(options.scenes, Path(options.base))
+    cards = {s: read_card(path) for s, path in parents.items()}
+    splits = [split_scene(s, side, cards[s], options.recipe.tile) for side in options.sides for s in options.scenes]
     out.mkdir(parents=True, exist_ok=True)
     for folder in ("labels", "models", "detections"):
         (out / folder).mkdir(exist_ok=True)
-    parent = _Scored(options.base, options, out / "detections", "parent", progress)
+    scored = {path: _Scored(path, options, out / "detections", "parent", progress,
+                            scenes=[s for s in options.scenes if parents[s] == path] if options.parents else None)
+              for path in dict.fromkeys(parents.values())}
     rows: list[dict] = []
-    models: dict[str, str] = {"parent": file_sha256(options.base)}
+    models: dict[str, str] = {_parent_key(options, s): file_sha256(path) for s, path in parents.items()}
     for i, split in enumerate(splits):
         progress.update("runs", i, len(splits), f"{split.sample}, {split.side} half labelled")
         run = f"{split.sample}_{split.side}"
         store = split_store(out / "labels" / f"{run}.gpkg", split)
         tuned_path = out / "models" / f"{run}.safetensors"
-        others = [s for s in options.scenes if s != split.sample]
+        others = [] if options.parents else [s for s in options.scenes if s != split.sample]
+        parent, card = scored[parents[split.sample]], cards[split.sample]
         parent_held = parent.held(split)
         try:
             recipe = replace(options.recipe, name=f"{card.name}, fine-tuned on the {split.side} half of {split.sample}")
-            report = finetune(options.base, store, tuned_path, recipe, progress)
+            report = finetune(parents[split.sample], store, tuned_path, recipe, progress)
         except InputError as exc:  # too few slicks to learn from or to validate on: the analyst keeps the parent
             progress.log(f"{run}: not fine-tuned, the parent stays ({exc})")
             report, tuned, fallback = None, parent, exc.message
@@ -177,28 +192,29 @@ def within_scene_experiment(out: Path, options: WithinSceneOptions, progress: Pr
             "held_slick_pixels": parent_held.label_pixels,
             "dice_held_parent": round(parent_held.dice, 4),
             "dice_held_finetuned": round(tuned.held(split).dice, 4),
-            "dice_others_parent": round(float(np.mean([parent.whole(s) for s in others])), 4),
-            "dice_others_finetuned": round(float(np.mean([tuned.whole(s) for s in others])), 4),
-            "worst_other_change": round(min(tuned.whole(s) - parent.whole(s) for s in others), 4),
+            "dice_others_parent": round(float(np.mean([parent.whole(s) for s in others])), 4) if others else "",
+            "dice_others_finetuned": round(float(np.mean([tuned.whole(s) for s in others])), 4) if others else "",
+            "worst_other_change": round(min(tuned.whole(s) - parent.whole(s) for s in others), 4) if others else "",
             "not_finetuned": fallback,
             "kept_parent_weights": report is None or report.best_epoch == 0,
             "threshold_parent": parent.results[split.sample].threshold,
             "threshold_finetuned": tuned.results[split.sample].threshold,
             **_report_columns(report),
-            **{f"dice_{s}_{role}": round(scored.whole(s), 4) if s != split.sample else "" for s in options.scenes
-               for role, scored in (("parent", parent), ("finetuned", tuned))},
+            **{f"dice_{s}_{role}": round(model.whole(s), 4) if s in others else "" for s in options.scenes
+               for role, model in (("parent", parent), ("finetuned", tuned))},
             "model_sha256": models.get(run, ""),
         }
         row["held_change"] = round(row["dice_held_finetuned"] - row["dice_held_parent"], 4)
         rows.append(row)
         write_csv(out / "within_scene.csv", rows)
-        progress.log(f"{run}: held-half Dice {row['dice_held_parent']:.3f} -> {row['dice_held_finetuned']:.3f}; other tiles "
-                     f"{row['dice_others_parent']:.3f} -> {row['dice_others_finetuned']:.3f} (worst change {row['worst_other_change']:+.3f})")
+        progress.log(f"{run}: held-half Dice {row['dice_held_parent']:.3f} -> {row['dice_held_finetuned']:.3f}" + (
+            f"; other tiles {row['dice_others_parent']:.3f} -> {row['dice_others_finetuned']:.3f} (worst change {row['worst_other_change']:+.3f})"
+            if others else ""))
     progress.update("runs", len(splits), len(splits))
     result = {
         "command": command,
         **_provenance(),
-        "parent": {"path": str(options.base), "name": card.name, "sha256": models["parent"]},
+        "parents": {s: {"path": str(path), "name": cards[s].name, "sha256": models[_parent_key(options, s)]} for s, path in parents.items()},
         "models_sha256": models,
         "options": {**asdict(options), "recipe": asdict(options.recipe)},
         "summary": summarise(rows),
@@ -224,6 +240,13 @@ def summarise(rows: list[dict]) -> dict:
     if not rows:
         return {"runs": 0}
     improvable = [r for r in rows if r["dice_held_parent"] < 1]
+    scored_others = [r for r in rows if r["dice_others_parent"] != ""]
+    others = {
+        "mean_dice_others_parent": round(float(np.mean([r["dice_others_parent"] for r in scored_others])), 4),
+        "mean_dice_others_finetuned": round(float(np.mean([r["dice_others_finetuned"] for r in scored_others])), 4),
+        "runs_worse_on_another_tile": sum(r["worst_other_change"] < 0 for r in scored_others),
+        "worst_other_change": min(r["worst_other_change"] for r in scored_others),
+    } if scored_others else {}
     return {
         "runs": len(rows),
         "finetuned": sum(not r["not_finetuned"] for r in rows),
@@ -232,10 +255,7 @@ def summarise(rows: list[dict]) -> dict:
         "held_better": sum(r["held_change"] > 0 for r in improvable),
         "held_worse": sum(r["held_change"] < 0 for r in improvable),
         "held_improvable": len(improvable),
-        "mean_dice_others_parent": round(float(np.mean([r["dice_others_parent"] for r in rows])), 4),
-        "mean_dice_others_finetuned": round(float(np.mean([r["dice_others_finetuned"] for r in rows])), 4),
-        "runs_worse_on_another_tile": sum(r["worst_other_change"] < 0 for r in rows),
-        "worst_other_change": min(r["worst_other_change"] for r in rows),
+        **others,
         "kept_parent_weights": sum(bool(r["kept_parent_weights"]) for r in rows),
     }
 
@@ -258,6 +278,22 @@ class _Scored:
     def held(self, split: Split) -> DiceResult:
         result = self.results[split.sample]
         return part_dice(Path(result.probability), split.label, result.threshold, split.held, split.crs)
+
+
+def fold_parents(folder: Path, scenes: tuple[str, ...], recipe: FinetuneOptions, progress: Progress) -> dict[str, Path]:
+    """Each tile's leave-one-scene-out parent in ``folder``, trained by the benchmark's own trainer (the bundled
+    model's recipe and budget, on the other four tiles) where it is missing."""
+    paths = {s: folder / "models" / f"real_texture_without_{s}.safetensors" for s in scenes}
+    trainer = real_texture_trainer(6, RealRecipe.train_tiles, str(pick_device(recipe.device)), recipe.seed)
+    for scene, path in paths.items():
+        if not path.exists():
+            progress.log(f"training the parent that never saw {scene}")
+            trainer([s for s in bundled.ARCTIC if s.name != scene], path, progress)
+    return paths
+
+
+def _parent_key(options: WithinSceneOptions, scene: str) -> str:
+    return f"parent_{scene}" if options.parents else "parent"
 
 
 def _grid(scene: Path, card: ModelCard) -> Grid:
@@ -296,7 +332,8 @@ def _check(out: Path, options: WithinSceneOptions) -> None:
         raise InputError(f"Sides must be {' or '.join(SIDES)}; got {', '.join(options.sides) or 'none'}.", "E.g. --sides left right.")
     if options.threshold is not None and not 0 < options.threshold < 1:
         raise InputError(f"Threshold {options.threshold} is outside (0, 1).", "Use a probability such as 0.5.")
-    read_card(options.base)
+    if options.parents is None:
+        read_card(options.base)
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -305,7 +342,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--out", type=Path, default=Path("experiment_output/within_scene"), help="empty or new folder")
     q.add_argument("--scenes", nargs="+", default=list(defaults.scenes), choices=SCENES, metavar="SCENE", help="labelled tiles (default: all five)")
     q.add_argument("--sides", nargs="+", default=list(defaults.sides), choices=SIDES, help="half the analyst labels; both: two splits per tile")
-    add_options(q, defaults, {"base": "parent model: the bundled one", "threshold": "default: each model's own"})
+    add_options(q, defaults, {"base": "parent model: the bundled one", "threshold": "default: each model's own",
+                              "parents": "folder of leave-one-scene-out parents (an experiment benchmark --out), used in place of "
+                                         "--base and trained there when missing: every tile is one its parent never saw"})
     add_options(q, defaults.recipe, {
         "tile": "fine-tuning tile and split lattice in pixels",
         "epochs": "most epochs per run",
