@@ -261,14 +261,16 @@ def summarise(rows: list[dict]) -> dict:
 
 
 class _Scored:
-    """One model's detections on whole tiles, made once each and scored on demand."""
+    """One model's detections on whole tiles, made once each and scored on demand: by PyTorch itself, as the
+    benchmark scores, since choosing the fastest runtime for every fine-tuned model (exports, an int8 check)
+    costs more than its few detections, and each runtime moves a mask's edge pixels a little."""
 
     def __init__(self, model: Path, options: WithinSceneOptions, folder: Path, name: str, progress: Progress,
                  scenes: Optional[list[str]] = None) -> None:
         self.results = {}
         for sample in scenes or options.scenes:
             detect_options = DetectOptions(model=str(model), prefix=f"{name}_{sample}", threshold=options.threshold,
-                                           device=options.recipe.device, overwrite=True)
+                                           device=options.recipe.device, runtime="torch", overwrite=True)
             self.results[sample] = detect(SAMPLES_DIR / sample / "raw_mosaic.tif", folder, detect_options, progress)
 
     def whole(self, sample: str) -> float:
