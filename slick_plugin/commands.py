@@ -107,10 +107,12 @@ class FinetuneParameters:
     """A sample folder whose first ``n_generated`` kept samples join the training tiles; empty: none."""
     n_generated: int = 0
     """0: the engine's choice, as many samples as training tiles (the paper's)."""
+    use_on: str = "labelled"
+    """Where the new model's weights detect: ``labelled`` (its labels' scenes, the parent's elsewhere) or ``every``."""
 
     def command(self) -> EngineCommand:
         args = ["--base", self.base, "--labels", self.store, "--out", self.out, "--epochs", str(self.epochs),
-                "--tile", str(self.tile), "--device", self.device]
+                "--tile", str(self.tile), "--device", self.device, "--use-on", self.use_on]
         if self.train_layers:
             args += ["--train-layers", self.train_layers]
         if self.generated:

@@ -90,6 +90,12 @@ class FinetunePanel(QgsCollapsibleGroupBox):
         form.addRow("Train layers", self.train_layers)
         form.addRow("Tile (px)", self.tile)
         form.addRow(self.use_generated, self.n_generated)
+        self.labelled_only = QCheckBox("Use the new model on the labelled scenes only")
+        self.labelled_only.setChecked(True)
+        self.labelled_only.setToolTip("On every other scene, detection with the new model uses its parent's weights: "
+                                      "a few labels make a model better on their own scene and often worse on others. "
+                                      "Untick to use the new weights on every scene.")
+        form.addRow(self.labelled_only)
         self.run_controls = RunControls("Fine-tune")
         self.run_controls.run_button.setToolTip("Train a copy of the selected model on this project's labels. "
                                                 "The selected model file is never changed.")
@@ -165,7 +171,8 @@ class FinetunePanel(QgsCollapsibleGroupBox):
             epochs=self.epochs.value(), tile=self.tile.value(),
             train_layers="" if layers == AUTOMATIC else layers, device=self._device(),
             generated=self._samples() if self.use_generated.isChecked() else "",
-            n_generated=self.n_generated.value() if self.use_generated.isChecked() else 0)
+            n_generated=self.n_generated.value() if self.use_generated.isChecked() else 0,
+            use_on="labelled" if self.labelled_only.isChecked() else "every")
         self.chart.clear()
         self.result = None
         for widget in (self.table, self.detect_button):
@@ -207,7 +214,8 @@ class FinetunePanel(QgsCollapsibleGroupBox):
             self.table.setItem(row, 1, value)
         lines = [f"{data['epochs_run']} epochs (best: {data['best_epoch']}) on {data['train_tiles']} training and "
                  f"{data['val_tiles']} validation tiles, layers: {data['train_layers']}, {float(data['seconds']):.0f} s "
-                 f"on {data['device']}.", str(data.get("threshold_note") or ""), f"Saved as {data['model']}"]
+                 f"on {data['device']}.", str(data.get("threshold_note") or ""), str(data.get("use_note") or ""),
+                 f"Saved as {data['model']}"]
         lines = [line for line in lines if line]
         if after < before:
             lines.append("<span style='color:#b06000'>The fine-tuned model scores below its parent on the validation "

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
 import torch
 from shapely.affinity import translate
 from shapely.geometry import box
@@ -21,7 +22,8 @@ from engine.errors import Cancelled, InputError, ModelError, OutputError
 from engine.jobs.finetune import MIN_VAL_SLICK_PIXELS, FinetuneOptions, finetune
 from engine.jobs.finetune_data import GAP, collect_tiles, split_by_area
 from engine.jobs.labels import add_labels, add_reviewed, create_store, import_mask, read_store, scene_grid
-from engine.models.registry import load_model, read_card
+from engine.jobs.detect import DetectOptions, detect
+from engine.models.registry import load_model, read_card, weights_for
 from engine.models.training import THRESHOLDS, TileSet, TrainConfig, l2_sp, lr_range_test, train, train_mode, validate
 from engine.progress import Progress
 from engine.scenes.fingerprint import scene_fingerprint
@@ -89,6 +91,51 @@ def test_finetune_writes_a_new_model_with_its_lineage(tmp_path, small_model, arc
     child, _ = load_model(report.model)
     assert all(torch.equal(a, b) for a, b in zip(parent.encoder.state_dict().values(), child.encoder.state_dict().values()))
     assert not all(torch.equal(a, b) for a, b in zip(parent.decoder.state_dict().values(), child.decoder.state_dict().values()))
+
+
+def test_a_fine_tuned_model_detects_on_its_labelled_scenes_and_hands_others_to_its_parent(tmp_path, small_model, arctic_store):
+    """Labels of sample_1 and sample_2: the new weights detect there, and sample_0 gets the parent's, to the pixel;
+    made for every scene, they detect everywhere."""
+    report = finetune(small_model, arctic_store, tmp_path / "tuned.safetensors", FinetuneOptions(**FAST))
+    card = read_card(report.model)
+    assert card.taught_scenes == sorted(scene_fingerprint(_scene(s)) for s in ("sample_1", "sample_2"))
+    assert report.use_note.startswith("Its weights detect on the 2 labelled scenes only; every other scene keeps the parent's (test model)")
+    options = DetectOptions(model=report.model, tile=256, runtime="torch", threshold=0.5, min_area_km2=0.0)
+
+    def run(scene: str, name: str, model=None):
+        result = detect(_scene(scene), tmp_path / name, replace(options, model=str(model or options.model)))
+        with rasterio.open(result.probability) as ds:
+            return result, ds.read(1)
+
+    own, _ = run("sample_1", "own")
+    assert own.weights_from == "" and own.model_name == card.name
+    handed, values = run("sample_0", "handed")
+    _, parent_values = run("sample_0", "parent", small_model)
+    assert handed.model_name == "test model" and handed.weights_from.startswith("test model, the parent's")
+    assert np.array_equal(values, parent_values, equal_nan=True)
+    every = finetune(small_model, arctic_store, tmp_path / "every.safetensors", FinetuneOptions(**FAST, use_on="every"))
+    assert read_card(every.model).taught_scenes == [] and every.use_note == "Its weights detect on every scene."
+    assert weights_for(every.model, _scene("sample_0")) == (Path(every.model), "")
+
+
+def test_a_parent_moved_beside_its_child_is_found_and_a_changed_one_is_not_used(tmp_path, small_model, arctic_store):
+    parent = tmp_path / "parent.safetensors"
+    shutil.copy(small_model, parent)
+    report = finetune(parent, arctic_store, tmp_path / "tuned.safetensors", FinetuneOptions(**FAST))
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for path in (parent, Path(report.model)):
+        path.rename(moved / path.name)
+    child = moved / "tuned.safetensors"
+    path, note = weights_for(child, _scene("sample_0"))
+    assert path == moved / "parent.safetensors" and note.startswith("test model, the parent's")
+    with open(moved / "parent.safetensors", "r+b") as changed:  # no longer the file it was fine-tuned from
+        changed.seek(-1, 2)
+        changed.write(b"\1")
+    path, note = weights_for(child, _scene("sample_0"))
+    assert path == child
+    assert note.startswith("this model's own, which were fine-tuned on other scenes: its parent test model is no longer at")
+    assert weights_for(child, _scene("sample_2")) == (child, "")
 
 
 def test_too_few_validation_slick_pixels_keep_the_parent_s_threshold(tmp_path, small_model):

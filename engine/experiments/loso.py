@@ -7,6 +7,7 @@ that tile. Every figure comes from this run; a CSV and a JSON file keep them.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -34,7 +35,7 @@ def leave_one_scene_out(base: Path, out: Path, options: FinetuneOptions, thresho
             if sample != held:
                 import_mask(store, SAMPLES_DIR / sample / "raw_mosaic.tif", SAMPLES_DIR / sample / "labels_mosaic.png")
         tuned = out / f"model_without_{held}.safetensors"
-        report = finetune(base, store, tuned, options, progress)
+        report = finetune(base, store, tuned, replace(options, use_on="every"), progress)  # scored on a scene it never saw
         scene, label = SAMPLES_DIR / held / "raw_mosaic.tif", SAMPLES_DIR / held / "labels_mosaic.png"
         dice, thresholds = {}, {}
         for role, model in (("base", base), ("finetuned", tuned)):

@@ -77,7 +77,8 @@ def train_students(arms: list[Arm], seeds: tuple[int, ...], recipe: FinetuneOpti
         for j, arm in enumerate(arms):
             progress.update("students", i * len(arms) + j, len(seeds) * len(arms), f"seed {seed}, {arm.name}")
             path = work / f"student_{j}_{seed}.safetensors"
-            options = replace(recipe, seed=seed, epochs=epochs[arm.name], patience=epochs[arm.name], from_parent=arm.from_parent)
+            # use_on every: students are scored on test scenes they never saw
+            options = replace(recipe, seed=seed, epochs=epochs[arm.name], patience=epochs[arm.name], from_parent=arm.from_parent, use_on="every")
             if arm.samples is not None:
                 options = replace(options, generated=arm.samples, n_generated=arm.n, generated_labels=arm.labels)
             if arm.eq6:

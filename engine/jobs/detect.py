@@ -32,7 +32,7 @@ from ..contract import DEFAULT_OVERLAP, OUTPUT_SUFFIXES
 from ..errors import InputError, ResourceError
 from ..models import runtimes
 from ..models.inference import Predictor, device_name
-from ..models.registry import DEFAULT_MODEL, load_model, read_card
+from ..models.registry import DEFAULT_MODEL, load_model, read_card, weights_for
 from ..progress import Progress, silent
 from ..scenes import landmask
 from ..scenes.analysis import assess, open_for_analysis
@@ -97,6 +97,8 @@ class DetectResult:
     """The one the mask and polygons were cut at: the option's, else the model's for this scene."""
     threshold_from: str = "the model's"
     """Where ``threshold`` comes from: ``given``, ``the model's``, or ``calibrated on labels of this scene``."""
+    weights_from: str = ""
+    """Empty when the chosen model's weights detected; else whose did, and why (``registry.weights_for``)."""
     warnings: list[str] = field(default_factory=list)
     tiles_skipped_by: dict[str, int] = field(default_factory=dict)
     masked: str = ""
@@ -114,7 +116,7 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
     _check_options(options)
     before = stamp(scene)
     device = device_name(options.device)
-    model_path = options.model or DEFAULT_MODEL
+    model_path, weights_from = weights_for(options.model or DEFAULT_MODEL, scene)
     card = read_card(model_path)
     info = assess(scene, card, options.band)
     warnings = list(info.warnings)
@@ -190,6 +192,7 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
         grid=grid.describe(),
         threshold=threshold,
         threshold_from=threshold_from,
+        weights_from=weights_from,
         warnings=warnings,
     )
 

@@ -40,6 +40,7 @@ MIN_VAL_SLICK_PIXELS = 1000
 """Slick pixels (0.6 km2 at 25 m) below which the validation tiles cannot place a threshold, and can barely tell
 a better model from luck: a single slick's edge pixels then move their Dice by several hundredths. Below it the
 parent's threshold stays, and the run says so."""
+USE_ON = ("labelled", "every")
 PARENT_WEIGHT = 0.1
 """L2-SP strength: on the bundled model's decoder (0.8 M weights of RMS 0.045, loss gradients of RMS 4e-4 to
 3e-3 per weight on Arctic batches) the pull matches the labels' push once a weight has moved by about a tenth
@@ -74,6 +75,10 @@ class FinetuneOptions:
     """False: return the best trained epoch even below the parent (experiments; ``TrainConfig``)."""
     parent_weight: float = PARENT_WEIGHT
     """L2-SP strength toward the parent's weights (``TrainConfig.parent_weight``); 0: none."""
+    use_on: str = "labelled"
+    """Where the new model's weights detect (``USE_ON``): ``labelled``, the scenes of its labels only, its parent's
+    everywhere else (``ModelCard.taught_scenes``); or ``every`` scene. Experiments that score a fine-tuned model
+    on scenes it never saw ask for ``every``."""
 
 
 @dataclass
@@ -99,6 +104,8 @@ class FinetuneReport:
     one scene's labels suits that scene (engine/scenes/fingerprint.py)."""
     threshold_note: str
     """Which of the two applies where, and why, in a sentence for the analyst (the dock shows it)."""
+    use_note: str
+    """On which scenes the new model's weights detect, in a sentence for the analyst (``FinetuneOptions.use_on``)."""
     lr: float
     train_layers: str
     parent_weight: float
@@ -241,6 +248,8 @@ def finetune(
         metrics={"val_dice": round(dice_after, 4)},
         threshold=elsewhere,
         scene_thresholds=own,
+        taught_scenes=sorted({scene_fingerprint(store.scene_path(scene)) for scene in scenes})
+        if options.from_parent and options.use_on == "labelled" else [],
         lineage=lineage,
         engine_version=__version__,
         created=now.isoformat(timespec="seconds"),
@@ -264,6 +273,7 @@ def finetune(
         threshold=report.threshold,
         threshold_elsewhere=elsewhere,
         threshold_note=threshold_note(report.threshold, elsewhere, val_slick_pixels, config.calibrate),
+        use_note=use_note(child, card.name, len(scenes)),
         lr=config.lr,
         train_layers=train_layers,
         parent_weight=config.parent_weight,
@@ -285,6 +295,13 @@ def threshold_note(threshold: float, elsewhere: float, val_slick_pixels: int, ca
         return (f"Threshold {elsewhere:.2f}, the parent's, on every scene: the validation tiles hold {val_slick_pixels} slick "
                 f"pixels, fewer than the {MIN_VAL_SLICK_PIXELS} it takes to place one.")
     return f"Threshold {threshold:.2f} on every scene."
+
+
+def use_note(child: ModelCard, parent_name: str, scenes: int) -> str:
+    if not child.taught_scenes:
+        return "Its weights detect on every scene."
+    return (f"Its weights detect on the {scenes} labelled scene{'s' * (scenes != 1)} only; every other scene keeps the parent's "
+            f"({parent_name}): a few labels make a model better on their own scene and often worse on others.")
 
 
 def train_config(card: ModelCard, options: FinetuneOptions, device: torch.device, train_layers: str) -> TrainConfig:
@@ -323,6 +340,8 @@ def check_options(options: FinetuneOptions) -> None:
         raise InputError(f"Learning rate {options.lr} must be positive.", "Give e.g. 1e-4, or auto for a range test.")
     if options.n_generated is not None and (options.generated is None or options.n_generated < 1):
         raise InputError(f"--n-generated {options.n_generated} needs a sample folder and at least one sample.", "Give --generated DIR, and N of 1 or more.")
+    if options.use_on not in USE_ON:
+        raise InputError(f"--use-on {options.use_on} is not one of {', '.join(USE_ON)}.", "Give labelled (the default) or every.")
     if options.generated_labels not in GENERATED_LABELS or (options.generated_labels != "soft" and options.generated is None):
         raise InputError(f"--generated-labels {options.generated_labels} needs a sample folder and is one of {', '.join(GENERATED_LABELS)}.",
                          "Give --generated DIR with --generated-labels hard, or leave it out (soft).")
@@ -373,7 +392,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "generated": "sample folder (engine generate): train as a student on its kept samples too (DAKTer eqs. 5-6)",
         "n_generated": "generated samples to use, the first kept ones (default: as many as training tiles)",
         "generated_labels": "KD targets of the generated samples: soft (softmax(logits / T), the paper's) or hard (one-hot)",
-    }, train_layers={"choices": TRAIN_LAYERS}, lr={"type": number_or("auto")},
+        "use_on": "scenes the new model's weights detect on: labelled (its labels' scenes only, the parent's weights on every "
+                  "other) or every",
+    }, use_on={"choices": USE_ON}, train_layers={"choices": TRAIN_LAYERS}, lr={"type": number_or("auto")},
        generated={"type": Path, "metavar": "DIR"}, n_generated={"metavar": "N"}, generated_labels={"choices": GENERATED_LABELS})
     p.set_defaults(func=_run_cli)
 

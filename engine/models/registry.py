@@ -24,6 +24,7 @@ from .. import __version__
 from ..atomic import staged
 from ..contract import BUNDLED_DIR, STAGING_PREFIX
 from ..errors import ModelError
+from ..machine import file_sha256
 from ..scenes.fingerprint import scene_fingerprint
 
 if TYPE_CHECKING:
@@ -102,6 +103,9 @@ class ModelCard:
     scene_thresholds: dict[str, float] = field(default_factory=dict)
     """Thresholds calibrated on an analyst's labels of particular scenes (``scenes.fingerprint``), which
     detection uses on those scenes only; ``threshold`` everywhere else (engine/jobs/finetune.py)."""
+    taught_scenes: list[str] = field(default_factory=list)
+    """Fingerprints of the scenes a fine-tuned model learnt from, when its weights are for those scenes only:
+    on any other scene its parent detects (``weights_for``). Empty: its weights detect on every scene."""
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -257,6 +261,30 @@ def read_metadata(path: str | Path) -> dict[str, str]:
             return f.metadata() or {}
     except (SafetensorError, OSError) as exc:
         raise ModelError(f"{path.name} is not a readable model file ({exc}).", "Model files are .safetensors written by Slick Mapper.") from exc
+
+
+def weights_for(path: str | Path, scene: str | Path) -> tuple[Path, str]:
+    """(the model file whose weights detect on ``scene``, a note for the analyst when it is not ``path``).
+
+    A few labels fine-tune a model toward the scenes they lie in, and away from others: on the real Arctic
+    tiles a model fine-tuned on half of one scene lost 0.27 and 0.33 slick Dice on two others
+    (docs/within_scene.md). So a model made for its labelled scenes only hands every other scene to its parent
+    (and that one to its own, where it was fine-tuned on other scenes too). The parent is looked for where the
+    lineage recorded it, then beside the model, then among the bundled models, and must be the very file it
+    was fine-tuned from (its sha256); where it is not found the model's own weights detect, and the note says so."""
+    path = Path(path)
+    card = read_card(path)
+    if not card.taught_scenes or scene_fingerprint(scene) in card.taught_scenes:
+        return path, ""
+    parent = card.lineage.get("parent") or {}
+    recorded = Path(parent.get("path", ""))
+    found = next((p for p in (recorded, path.parent / recorded.name, BUNDLED_DIR / recorded.name)
+                  if recorded.name and p.is_file() and file_sha256(p) == parent.get("sha256")), None)
+    if found is None:
+        return path, (f"this model's own, which were fine-tuned on other scenes: its parent {parent.get('name', '')} is no longer "
+                      f"at {recorded} nor beside it, unchanged")
+    resolved, _ = weights_for(found, scene)
+    return resolved, f"{read_card(resolved).name}, the parent's: this model was fine-tuned on other scenes"
 
 
 def has_weights(path: str | Path) -> bool:

@@ -412,6 +412,8 @@ def test_fine_tune_from_the_dock_makes_a_model_with_lineage_and_detects_with_it(
     assert table == [["Parent", f"{data['val_dice_before']:.3f}"], ["Fine-tuned (new)", f"{data['val_dice_after']:.3f}"]]
     assert panel.table.item(1, 0).toolTip() == str(models[0])
     assert data["threshold_note"].startswith("Threshold") and html_text(data["threshold_note"]) in panel.summary.text()
+    assert panel.labelled_only.isChecked() and model_card(models[0])["taught_scenes"]  # the default: the labelled scene only
+    assert data["use_note"].startswith("Its weights detect on the 1 labelled scene only") and html_text(data["use_note"]) in panel.summary.text()
     assert [e.number for e in panel.chart.epochs] == list(range(1, data["epochs_run"] + 1))
     assert panel.chart.epochs[0].val_dice == pytest.approx(data["history"][0]["val_dice"], abs=1e-3)
     assert max(percents) == 100 and panel.run_controls.progress.format() == "Done" and panel.detect_button.isVisible()
@@ -430,6 +432,7 @@ def test_fine_tune_from_the_dock_makes_a_model_with_lineage_and_detects_with_it(
     qtbot.waitUntil(lambda: ui.dock.detect_task is None, timeout=120_000)
     group = QgsProject.instance().layerTreeRoot().children()[0]
     assert group.name().endswith(model_card(models[0])["name"]), ui.iface.messages()
+    assert not any("Weights:" in message for message in ui.iface.messages())  # its own weights on the scene it learnt
     assert ui.dock.labels_panel.next_list.count() > 0
 
 
