@@ -66,9 +66,11 @@ class Progress:
 
 
 def describe_metrics(scores: dict[str, Any]) -> str:
-    """``epoch 3: train loss 0.5708, val loss 1.0559, val Dice 0.065 (0.071 at 0.40)``."""
-    text = (f"epoch {scores['epoch']}: train loss {scores['train_loss']:.4f}, val loss {scores['val_loss']:.4f}, "
-            f"val Dice {scores['val_dice']:.3f}")
+    """``epoch 3: train loss 0.5708, val loss 1.0559, val Dice 0.065 (0.071 at 0.40)``; the train loss alone for
+    a run without validation tiles."""
+    text = f"epoch {scores['epoch']}: train loss {scores['train_loss']:.4f}"
+    if "val_loss" in scores:
+        text += f", val loss {scores['val_loss']:.4f}, val Dice {scores['val_dice']:.3f}"
     if scores.get("val_dice_calibrated") is not None:
         text += f" ({scores['val_dice_calibrated']:.3f} at {scores['threshold']:.2f})"
     return text

@@ -353,7 +353,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "lr": "learning rate (default: a range test per run)",
         "train_layers": "all or decoder (default: decoder on a CPU)",
         "parent_weight": "L2-SP pull toward the parent",
-        "val_fraction": "share of the labelled half's tiles kept for validation",
+        "val_fraction": "share of the labelled half's tiles kept for validation; 0: none, the last epoch kept",
+        "min_slick_pixels": "with --val-fraction 0, the fewest labelled slick pixels a half must hold to be fine-tuned",
         "device": DEVICE_HELP,
         "seed": "seed of the tile split and training",
     }, train_layers={"choices": TRAIN_LAYERS})

@@ -40,6 +40,10 @@ MIN_VAL_SLICK_PIXELS = 1000
 """Slick pixels (0.6 km2 at 25 m) below which the validation tiles cannot place a threshold, and can barely tell
 a better model from luck: a single slick's edge pixels then move their Dice by several hundredths. Below it the
 parent's threshold stays, and the run says so."""
+MIN_LABELLED_SLICK_PIXELS = 1000
+"""Slick pixels below which a fine-tuning without validation refuses (``FinetuneOptions.min_slick_pixels``):
+chosen with its recipe by leave one scene out over ten real half-scenes, among 0, 1,000, 2,500 and 4,000
+(docs/within_scene.md)."""
 USE_ON = ("labelled", "every")
 PARENT_WEIGHT = 0.1
 """L2-SP strength: on the bundled model's decoder (0.8 M weights of RMS 0.045, loss gradients of RMS 4e-4 to
@@ -60,6 +64,12 @@ class FinetuneOptions:
     device: str = "auto"
     seed: int = 0
     val_fraction: float = 0.25
+    """Share of the tiles kept to choose the epoch (and, with enough slick pixels, the threshold) on. 0: none; all
+    ``epochs`` run on every labelled tile, the last is kept and the parent's threshold stays, for labels holding
+    ``min_slick_pixels`` (docs/within_scene.md measures both on real scenes)."""
+    min_slick_pixels: int = MIN_LABELLED_SLICK_PIXELS
+    """Without validation tiles, the fewest labelled slick pixels a run trains on; experiments give 0 to measure
+    every gate from one run."""
     patience: int = 5
     name: Optional[str] = None
     generated: Optional[str | Path] = None
@@ -92,10 +102,10 @@ class FinetuneReport:
     """Slick pixels of the validation tiles, all the keep-or-fall-back decision is made on."""
     epochs_run: int
     best_epoch: int
-    val_dice_before: float
-    """The parent's, at its own threshold."""
-    val_dice_after: float
-    """The new model's, at ``threshold``."""
+    val_dice_before: Optional[float]
+    """The parent's, at its own threshold; None without validation tiles (``FinetuneOptions.val_fraction`` 0)."""
+    val_dice_after: Optional[float]
+    """The new model's, at ``threshold``; None without validation tiles."""
     threshold: float
     """The new model's decision threshold on the labelled scenes: calibrated on the validation tiles when they
     hold ``MIN_VAL_SLICK_PIXELS``, the parent's otherwise (``ModelCard.scene_thresholds``)."""
@@ -166,22 +176,30 @@ def finetune(
             f"The reviewed areas cover a single {options.tile}-pixel tile; fine-tuning needs at least 2, one to train on and one to validate on.",
             f"Mark a larger area as reviewed, or use smaller tiles (e.g. --tile {max(64, options.tile // 2)}).",
         )
-    train_tiles, val_tiles = split_by_area(tiles, options.val_fraction, options.seed)
+    validating = options.val_fraction > 0
+    train_tiles, val_tiles = split_by_area(tiles, options.val_fraction, options.seed) if validating else (tiles, [])
     timed("tiles")
     val_slick_pixels = sum(t.slick_pixels for t in val_tiles)
-    if not val_slick_pixels and options.from_parent and options.parent_competes:
+    labelled_slick_pixels = sum(t.slick_pixels for t in tiles)
+    if not validating and options.from_parent and labelled_slick_pixels < options.min_slick_pixels:
+        raise InputError(
+            f"The labels hold {labelled_slick_pixels} slick pixels, fewer than the {options.min_slick_pixels} a fine-tuning without "
+            "validation needs: with fewer, fine-tuning made the rest of a real scene worse more often than better. Keep using the parent.",
+            "Label more slicks, or fine-tune with validation tiles (--val-fraction 0.25).",
+        )
+    if validating and not val_slick_pixels and options.from_parent and options.parent_competes:
         slick_tiles = sum(1 for t in tiles if t.slick_pixels)
         raise InputError(
             f"The labelled slicks lie in {slick_tiles} {options.tile}-pixel tile{'s' * (slick_tiles != 1)}, all needed for training, so no validation "
             "tile holds a slick and nothing could tell whether a fine-tuned model finds slicks better than its parent: keep using the parent.",
             f"Label slicks in more places (at least two tiles with a slick), or use smaller tiles (--tile {max(64, options.tile // 2)}).",
         )
-    if not val_slick_pixels:
+    if validating and not val_slick_pixels:
         progress.log("warning: the validation tiles hold no slick; their Dice only tells whether the model stays quiet on sea")
-    elif val_slick_pixels < MIN_VAL_SLICK_PIXELS:
+    elif validating and val_slick_pixels < MIN_VAL_SLICK_PIXELS:
         progress.log(f"warning: the validation tiles hold only {val_slick_pixels} slick pixels, too few to place a threshold, so the "
                      "parent's stays, and barely enough to tell a better model from luck; label more slicks for a trustworthy choice")
-    train_set, val_set = tileset(train_tiles), tileset(val_tiles)
+    train_set, val_set = tileset(train_tiles), tileset(val_tiles) if validating else None
     n_generated = 0
     if sample_folder:
         n_generated = sample_count(sample_folder, options.n_generated, len(train_tiles))
@@ -193,9 +211,12 @@ def finetune(
     model, _ = load_model(base_model_path, device)
     config = train_config(card, options, device, train_layers)
     config.student = sample_folder.loss if sample_folder else None
-    config.calibrate = val_slick_pixels >= MIN_VAL_SLICK_PIXELS or not options.from_parent
-    dice_before = validate(model, val_set, config).dice_near(card.threshold)
-    progress.log(f"{len(train_tiles)} training and {len(val_tiles)} validation tiles; parent's validation Dice {dice_before:.3f} at its threshold {card.threshold:.2f}")
+    config.calibrate = validating and (val_slick_pixels >= MIN_VAL_SLICK_PIXELS or not options.from_parent)
+    config.parent_competes = config.parent_competes and validating
+    dice_before = validate(model, val_set, config).dice_near(card.threshold) if val_set is not None else None
+    progress.log(f"{len(train_tiles)} training and {len(val_tiles)} validation tiles; " + (
+        f"parent's validation Dice {dice_before:.3f} at its threshold {card.threshold:.2f}" if dice_before is not None else
+        f"no validation: all {options.epochs} epochs run and the last is kept, at the parent's threshold {card.threshold:.2f}"))
     timed("parent")
     config.lr = options.lr or lr_range_test(model, train_set, config, progress)
     progress.log(f"learning rate {config.lr:.2e}" + (" from a range test" if options.lr is None else ""))
@@ -208,8 +229,9 @@ def finetune(
     elsewhere = card.threshold if options.from_parent else report.threshold
     scenes = sorted({t.scene for t in tiles})
     own = {scene_fingerprint(store.scene_path(scene)): report.threshold for scene in scenes} if report.threshold != elsewhere else {}
-    progress.log(f"validation Dice: parent {dice_before:.3f}, fine-tuned {dice_after:.3f} at threshold {report.threshold:.2f}"
-                 + (f" (on the labelled scenes; {elsewhere:.2f} elsewhere)" if own else ""))
+    if validating:
+        progress.log(f"validation Dice: parent {dice_before:.3f}, fine-tuned {dice_after:.3f} at threshold {report.threshold:.2f}"
+                     + (f" (on the labelled scenes; {elsewhere:.2f} elsewhere)" if own else ""))
     if report.best_epoch == 0 and options.from_parent:
         progress.log("warning: no epoch beat the parent on the validation tiles, so the new model keeps the parent's weights"
                      + (", with a threshold of its own on the labelled scenes" if own else " and threshold")
@@ -227,8 +249,8 @@ def finetune(
         "seed": options.seed,
         "epochs": report.epochs_run,
         "best_epoch": report.best_epoch,
-        "val_dice_before": round(dice_before, 4),
-        "val_dice_after": round(dice_after, 4),
+        "val_dice_before": _rounded(dice_before),
+        "val_dice_after": _rounded(dice_after),
         "threshold": report.threshold,
         "threshold_elsewhere": elsewhere,
         "lr": config.lr,
@@ -245,7 +267,7 @@ def finetune(
     child = replace(
         card,
         name=options.name or f"{card.name}, fine-tuned {now:%Y-%m-%d %H:%M}",
-        metrics={"val_dice": round(dice_after, 4)},
+        metrics={"val_dice": _rounded(dice_after)},
         threshold=elsewhere,
         scene_thresholds=own,
         taught_scenes=sorted({scene_fingerprint(store.scene_path(scene)) for scene in scenes})
@@ -272,7 +294,8 @@ def finetune(
         val_dice_after=dice_after,
         threshold=report.threshold,
         threshold_elsewhere=elsewhere,
-        threshold_note=threshold_note(report.threshold, elsewhere, val_slick_pixels, config.calibrate),
+        threshold_note=threshold_note(report.threshold, elsewhere, val_slick_pixels, config.calibrate) if validating else
+        f"Threshold {elsewhere:.2f}, the parent's, on every scene: no tile was kept to validate on.",
         use_note=use_note(child, card.name, len(scenes)),
         lr=config.lr,
         train_layers=train_layers,
@@ -295,6 +318,10 @@ def threshold_note(threshold: float, elsewhere: float, val_slick_pixels: int, ca
         return (f"Threshold {elsewhere:.2f}, the parent's, on every scene: the validation tiles hold {val_slick_pixels} slick "
                 f"pixels, fewer than the {MIN_VAL_SLICK_PIXELS} it takes to place one.")
     return f"Threshold {threshold:.2f} on every scene."
+
+
+def _rounded(dice: Optional[float]) -> Optional[float]:
+    return None if dice is None else round(dice, 4)
 
 
 def use_note(child: ModelCard, parent_name: str, scenes: int) -> str:
@@ -330,8 +357,8 @@ def check_options(options: FinetuneOptions) -> None:
         raise InputError(f"Tile size {options.tile} is not usable.", "Use a multiple of 32 between 64 and 2048, e.g. 256.")
     if options.epochs < 1 or (options.batch_size is not None and options.batch_size < 1):
         raise InputError("Epochs and batch size must be at least 1.", "E.g. --epochs 20.")
-    if not 0 < options.val_fraction <= 0.5:
-        raise InputError(f"Validation fraction {options.val_fraction} is outside (0, 0.5].", "Use e.g. 0.25.")
+    if not 0 <= options.val_fraction <= 0.5:
+        raise InputError(f"Validation fraction {options.val_fraction} is outside [0, 0.5].", "Use e.g. 0.25, or 0 for none.")
     if options.train_layers not in (None, *TRAIN_LAYERS):
         raise InputError(f"Unknown --train-layers {options.train_layers!r}.", f"Use one of: {', '.join(TRAIN_LAYERS)}.")
     if not options.parent_weight >= 0:
@@ -386,7 +413,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "lr": "learning rate, or auto for a range test (default)",
         "device": DEVICE_HELP,
         "seed": "seed of the tile split, the augmentation and the initialisation",
-        "val_fraction": "share of tiles kept for validation",
+        "val_fraction": "share of tiles kept for validation; 0: none, every epoch runs and the last is kept",
+        "min_slick_pixels": "with --val-fraction 0, the fewest labelled slick pixels to train on",
         "parent_weight": "L2-SP: pull of the weights toward the parent's, 0 for none",
         "name": "the new model's name (default: the parent's, fine-tuned DATE)",
         "generated": "sample folder (engine generate): train as a student on its kept samples too (DAKTer eqs. 5-6)",

@@ -159,12 +159,14 @@ class TrainReport:
     epochs_run: int
     best_epoch: int
     """0: no epoch beat the weights training started from (``TrainConfig.parent_competes``)."""
-    best_val_loss: float
-    val_dice: float
+    best_val_loss: Optional[float]
+    """None, as the other validation figures, for a run without validation tiles."""
+    val_dice: Optional[float]
     """At 0.5 (a logit of 0), as ``dice_score`` counts."""
     threshold: float
-    """The kept weights' Dice-maximising threshold on the validation tiles (``calibrated_threshold``)."""
-    val_dice_calibrated: float
+    """The kept weights' Dice-maximising threshold on the validation tiles (``calibrated_threshold``); without
+    validation tiles, ``TrainConfig.threshold``."""
+    val_dice_calibrated: Optional[float]
     """The kept weights' validation Dice at ``threshold``."""
     seconds: float
     val_seconds: float
@@ -389,8 +391,10 @@ def l2_sp(parameters: list[torch.nn.Parameter], anchor: list[torch.Tensor], weig
     return weight / 2 * sum(((p - a) ** 2).sum() for p, a in zip(parameters, anchor))
 
 
-def train(model: torch.nn.Module, train_set: TileSet, val_set: TileSet, config: TrainConfig, progress: Progress | None = None) -> TrainReport:
-    """Train in place; on return ``model`` holds the best weights on the validation tiles.
+def train(model: torch.nn.Module, train_set: TileSet, val_set: Optional[TileSet], config: TrainConfig,
+          progress: Progress | None = None) -> TrainReport:
+    """Train in place; on return ``model`` holds the best weights on the validation tiles, or with none
+    (``val_set`` None) those of the last epoch, every epoch run.
 
     From scratch (pretraining) "best" is the lowest validation loss, as in the paper. Fine-tuning picks on
     validation Dice at each epoch's calibrated threshold instead (``select_on_dice``), and with
@@ -417,7 +421,7 @@ def train(model: torch.nn.Module, train_set: TileSet, val_set: TileSet, config: 
     def merit(scores: Validation) -> float:
         return cut(scores)[1] if config.select_on_dice else -scores.loss
 
-    start = validate(model, val_set, config) if config.parent_competes else None
+    start = validate(model, val_set, config) if config.parent_competes and val_set is not None else None
     best = (merit(start), 0, copy.deepcopy(model.state_dict()), start) if start else (-math.inf, 0, None, None)
     stale = 0
     history: list[dict] = []
@@ -447,18 +451,23 @@ def train(model: torch.nn.Module, train_set: TileSet, val_set: TileSet, config: 
             progress.update("training", (epoch - 1) * steps_per_epoch + step + 1, total, f"epoch {epoch}, loss {running / (step + 1):.4f}")
         if config.average_from is not None and epoch >= config.average_from:
             average, averaged = running_mean(average, model.state_dict(), averaged), averaged + 1
-        scoring = time.monotonic()
-        scores = validate(model, val_set, config)
-        val_seconds += time.monotonic() - scoring
-        threshold, calibrated = cut(scores)
-        history.append({"epoch": epoch, "train_loss": running / steps_per_epoch, "val_loss": scores.loss, "val_dice": scores.dice,
-                        "threshold": threshold, "val_dice_calibrated": calibrated})
-        shown = history[-1] if config.select_on_dice else {key: history[-1][key] for key in ("epoch", "train_loss", "val_loss", "val_dice")}
-        progress.metrics(**shown)
-        if merit(scores) > best[0]:
-            best, stale = (merit(scores), epoch, copy.deepcopy(model.state_dict()), scores), 0
+        if val_set is None:
+            history.append({"epoch": epoch, "train_loss": running / steps_per_epoch})
+            progress.metrics(**history[-1])
+            best = (float(epoch), epoch, None, None)  # the last epoch's weights, which the model holds
         else:
-            stale += 1
+            scoring = time.monotonic()
+            scores = validate(model, val_set, config)
+            val_seconds += time.monotonic() - scoring
+            threshold, calibrated = cut(scores)
+            history.append({"epoch": epoch, "train_loss": running / steps_per_epoch, "val_loss": scores.loss, "val_dice": scores.dice,
+                            "threshold": threshold, "val_dice_calibrated": calibrated})
+            shown = history[-1] if config.select_on_dice else {key: history[-1][key] for key in ("epoch", "train_loss", "val_loss", "val_dice")}
+            progress.metrics(**shown)
+            if merit(scores) > best[0]:
+                best, stale = (merit(scores), epoch, copy.deepcopy(model.state_dict()), scores), 0
+            else:
+                stale += 1
         if config.checkpoint is not None:
             _save_checkpoint(config.checkpoint, epoch, model, optimiser, scheduler, gen, best, stale, history, seen,
                              time.monotonic() - started, average, averaged)
@@ -467,18 +476,18 @@ def train(model: torch.nn.Module, train_set: TileSet, val_set: TileSet, config: 
         model.load_state_dict(average)
         if config.train_layers == "all" and not config.frozen_statistics:
             reestimate_batch_norm(model, train_set, config)
-        best_epoch, kept = len(history), validate(model, val_set, config)
-    else:
+        best_epoch, kept = len(history), validate(model, val_set, config) if val_set is not None else None
+    elif best_state is not None:
         model.load_state_dict(best_state)
-    threshold, calibrated = cut(kept)
+    threshold, calibrated = cut(kept) if kept is not None else (config.threshold, None)
     seconds = time.monotonic() - started
     if config.checkpoint is not None:
         config.checkpoint.unlink(missing_ok=True)
     return TrainReport(
         epochs_run=len(history),
         best_epoch=best_epoch,
-        best_val_loss=kept.loss,
-        val_dice=kept.dice,
+        best_val_loss=kept.loss if kept is not None else None,
+        val_dice=kept.dice if kept is not None else None,
         threshold=threshold,
         val_dice_calibrated=calibrated,
         seconds=round(seconds, 1),
