@@ -94,13 +94,13 @@ class DetectParameters:
 
 @dataclass(frozen=True)
 class FinetuneParameters:
-    """One fine-tuning run; an empty ``train_layers`` lets the engine choose (all on a GPU, decoder elsewhere)."""
+    """One fine-tuning run with the engine's recipe unless told otherwise (an empty ``train_layers``: the engine's)."""
 
     base: str
     store: str
     out: str
-    epochs: int = 20
-    tile: int = 256
+    epochs: int = 10
+    tile: int = 128
     train_layers: str = ""
     device: str = "auto"
     generated: str = ""

@@ -61,16 +61,16 @@ class FinetunePanel(QgsCollapsibleGroupBox):
         form = QFormLayout()
         self.epochs = QSpinBox()
         self.epochs.setRange(1, 200)
-        self.epochs.setValue(20)
-        self.epochs.setToolTip("Most epochs; training stops earlier when the validation loss stops improving.")
+        self.epochs.setValue(10)
+        self.epochs.setToolTip("Epochs over every labelled tile; the last one's model is kept.")
         self.train_layers = QComboBox()
         self.train_layers.addItems((AUTOMATIC, *TRAIN_LAYERS))
-        self.train_layers.setToolTip("decoder: quick, works on a CPU with few labels. all: the whole network, "
-                                     "best on a GPU. automatic: all on a GPU, decoder otherwise.")
+        self.train_layers.setToolTip("all: the whole network, as measured best on real scenes. decoder: the encoder "
+                                     "frozen, quicker on a CPU. automatic: the engine's recipe (all).")
         self.tile = QSpinBox()
         self.tile.setRange(64, 1024)
         self.tile.setSingleStep(32)
-        self.tile.setValue(256)
+        self.tile.setValue(128)
         self.tile.setToolTip("Side of the training tiles in pixels (a multiple of 32). Smaller tiles make more of "
                              "them from a small reviewed area.")
         self.use_generated = QCheckBox("Use generated samples:")
@@ -198,18 +198,19 @@ class FinetunePanel(QgsCollapsibleGroupBox):
             return
         self._show_result(result.data)
         self.model_created.emit(str(result.data["model"]))
-        self._push(Qgis.Success, f"New model {Path(str(result.data['model'])).name}: validation Dice "
-                                 f"{float(result.data['val_dice_before']):.3f} → {float(result.data['val_dice_after']):.3f}.")
+        self._push(Qgis.Success, f"New model {Path(str(result.data['model'])).name}: " + (
+            f"validation Dice {float(result.data['val_dice_before']):.3f} → {float(result.data['val_dice_after']):.3f}."
+            if result.data.get("val_dice_after") is not None else "trained on every labelled tile, no tile kept to validate on."))
 
     def _show_result(self, data: Dict[str, Any]) -> None:
         """The before/after table, what the run did, and a warning when the new model is no better."""
-        before, after = float(data["val_dice_before"]), float(data["val_dice_after"])
+        before, after = data.get("val_dice_before"), data.get("val_dice_after")  # None: no validation tiles
         rows = (("Parent", str(data["parent"]), before), ("Fine-tuned (new)", str(data["model"]), after))
         for row, (role, path, dice) in enumerate(rows):
             name = QTableWidgetItem(role)
             name.setToolTip(path)
             self.table.setItem(row, 0, name)
-            value = QTableWidgetItem(f"{dice:.3f}")
+            value = QTableWidgetItem("—" if dice is None else f"{float(dice):.3f}")
             value.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
             self.table.setItem(row, 1, value)
         lines = [f"{data['epochs_run']} epochs (best: {data['best_epoch']}) on {data['train_tiles']} training and "
@@ -217,7 +218,7 @@ class FinetunePanel(QgsCollapsibleGroupBox):
                  f"on {data['device']}.", str(data.get("threshold_note") or ""), str(data.get("use_note") or ""),
                  f"Saved as {data['model']}"]
         lines = [line for line in lines if line]
-        if after < before:
+        if after is not None and float(after) < float(before):
             lines.append("<span style='color:#b06000'>The fine-tuned model scores below its parent on the validation "
                          "tiles: keep using the parent, or add labels and reviewed areas and try again.</span>")
         self.summary.setText("<br>".join(line if line.startswith("<span") else html_text(line) for line in lines))

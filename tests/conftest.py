@@ -134,7 +134,7 @@ def pool_model(tmp_path_factory) -> Path:
 
     folder = tmp_path_factory.mktemp("pool_model")
     untrained = make_model(folder / "untrained.safetensors", **SMALL_MODEL)
-    recipe = FinetuneOptions(tile=64, epochs=1, lr=1e-3, train_layers="all", device="cpu", parent_competes=False, use_on="every")
+    recipe = FinetuneOptions(tile=64, epochs=1, lr=1e-3, device="cpu", val_fraction=0.25, parent_competes=False, use_on="every")
     with single_thread():
         finetune(untrained, label_store(folder / "pool_labels.gpkg", POOL), folder / "pool.safetensors", recipe, Progress())
     return folder / "pool.safetensors"

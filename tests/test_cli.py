@@ -95,6 +95,7 @@ def test_cli_options_are_the_options_dataclasses_with_their_defaults() -> None:
     from engine.archive.seeps import SeepOptions
     from engine.experiments.transfer import TransferOptions
     from engine.generation.generator import GeneratorOptions
+    from engine.experiments.cli import LOSO_RECIPE
     from engine.jobs.finetune import FinetuneOptions
 
     parser = build_parser()
@@ -105,7 +106,7 @@ def test_cli_options_are_the_options_dataclasses_with_their_defaults() -> None:
     assert options_from(given, DetectOptions, bounds=tuple(given.bounds)) == DetectOptions(
         overlap=32, min_area_km2=0.0, bounds=(1.0, 2.0, 3.0, 4.0), source_grid=True, band="VV")
     tuned = parser.parse_args(["finetune", "--base", "b", "--labels", "l", "--out", "o", "--lr", "auto", "--n-generated", "3"])
-    assert options_from(tuned, FinetuneOptions) == FinetuneOptions(n_generated=3)
+    assert options_from(tuned, FinetuneOptions) == FinetuneOptions(n_generated=3, lr=None)
     batch = parser.parse_args(["batch", "a.tif", "--out", "o", "--overlap", "32"])
     assert options_from(batch, DetectOptions) == DetectOptions(overlap=32)
     assert options_from(parser.parse_args(["seeps", "c", "--out", "s.gpkg"]), SeepOptions) == SeepOptions()
@@ -116,7 +117,7 @@ def test_cli_options_are_the_options_dataclasses_with_their_defaults() -> None:
     scene = parser.parse_args(["synth", "--out", "s.tif", "--seeps", "0", "--land"])
     assert options_from(scene, SceneSpec, height=1024, width=1024) == SceneSpec(n_seeps=0, land=True)
     loso = parser.parse_args(["experiment", "loso", "--epochs", "2"])
-    assert options_from(loso, FinetuneOptions) == FinetuneOptions(epochs=2)
+    assert options_from(loso, LOSO_RECIPE) == replace(LOSO_RECIPE, epochs=2)
     experiment = TransferOptions()  # an experiment's recipe keeps its own defaults where the command line is silent
     runs = parser.parse_args(["experiment", "transfer", "--epochs", "3"])
     assert options_from(runs, experiment.recipe) == replace(experiment.recipe, epochs=3)

@@ -51,7 +51,7 @@ def _options(model: Path, **changes) -> DakdOptions:
         dakter=GeneratorOptions(tile=64, net=TINY_NET, steps=2, low_res_steps=2, batch_size=2, lr=1e-3, device="cpu"),
         jointnet=JointNetOptions(tile=64, net=TINY_NET, stage_steps=(2, 2, 2), batch_size=2, device="cpu"),
         n_samples=4, amounts=(100, 200), solver_steps=3, seeds=(0,),
-        recipe=FinetuneOptions(tile=64, epochs=1, lr=1e-3, train_layers="all", device="cpu", parent_competes=False),
+        recipe=FinetuneOptions(tile=64, epochs=1, lr=1e-3, device="cpu", val_fraction=0.25, parent_competes=False),
         model=model,
     )
     return replace(options, **changes)

@@ -37,7 +37,7 @@ def _options(model: Path, **changes) -> DakterOptions:
     options = DakterOptions(
         generator=GeneratorOptions(tile=64, net=TINY_NET, steps=2, low_res_steps=2, batch_size=2, lr=1e-3, device="cpu"),
         n_samples=4, solver_steps=3, seeds=(0,),
-        recipe=FinetuneOptions(tile=64, epochs=1, lr=1e-3, train_layers="all", device="cpu"),
+        recipe=FinetuneOptions(tile=64, epochs=1, lr=1e-3, device="cpu", val_fraction=0.25),
         model=model, quality_samples=2, speed_sizes=(32, 64), speed_samples=(1, 1),
     )
     return replace(options, **changes)

@@ -30,7 +30,7 @@ from engine.progress import Progress
 
 from conftest import TINY_NET, SMALL_MODEL as SMALL
 
-FAST = dict(tile=64, epochs=1, lr=1e-3, device="cpu", seed=5, val_fraction=0.5)
+FAST = dict(tile=64, epochs=1, lr=1e-3, device="cpu", seed=5, val_fraction=0.5, train_layers="decoder")
 """Half the tiles validate: 1,280 slick pixels, enough to place a threshold, so a trained epoch can win over the parent."""
 
 

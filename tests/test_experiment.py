@@ -107,7 +107,7 @@ def test_experiment_end_to_end_never_trains_on_a_test_scene(tmp_path, small_mode
 
     monkeypatch.setattr(transfer, "train", recording_train)
     out = tmp_path / "transfer"
-    recipe = FinetuneOptions(tile=256, epochs=1, lr=1e-3, train_layers="all", device="cpu")
+    recipe = FinetuneOptions(tile=256, epochs=1, lr=1e-3, device="cpu", val_fraction=0.25)
     options = TransferOptions(ns=(2, "all"), bootstraps=2, epoch_tiles=4, model=small_model, source=source_store, recipe=recipe)
     result = transfer_experiment(out, options, Progress())
 
@@ -167,7 +167,7 @@ def test_bad_requests_fail_before_training(tmp_path, small_model, capsys):
         assert "training" not in stages
         assert not out.exists() or list(out.iterdir()) == []
 
-    recipe = FinetuneOptions(tile=256, epochs=1, lr=1e-3, train_layers="all", device="cpu")
+    recipe = FinetuneOptions(tile=256, epochs=1, lr=1e-3, device="cpu", val_fraction=0.25)
     refused(TransferOptions(ns=(2, 64), model=small_model, recipe=recipe), tmp_path / "a", "N = 64 is more than the 19 training tiles")
     leaky = create_store(tmp_path / "leaky.gpkg", "EPSG:32636")
     sample = transfer.SAMPLES_DIR / "sample_2"

@@ -32,7 +32,9 @@ from conftest import SMALL_MODEL as SMALL, cancel_at
 
 SAMPLES = Path(__file__).resolve().parents[1] / "resources" / "samples" / "arctic_s1"
 
-FAST = dict(tile=128, epochs=1, lr=1e-3, device="cpu")
+FAST = dict(tile=128, epochs=1, lr=1e-3, device="cpu", train_layers="decoder", val_fraction=0.25)
+"""The validated recipe (the product's default before leave one scene out chose one without validation): most
+of what fine-tuning checks lives on that path."""
 FROM_PARENT = dict(select_on_dice=True, frozen_statistics=True, parent_competes=True)
 """The TrainConfig fields fine-tuning from a trained parent sets (``finetune.train_config``)."""
 
@@ -140,7 +142,7 @@ def test_a_parent_moved_beside_its_child_is_found_and_a_changed_one_is_not_used(
 
 def test_without_validation_every_labelled_tile_trains_every_epoch_and_the_parent_s_threshold_stays(tmp_path, small_model, arctic_store):
     logs = []
-    options = FinetuneOptions(**{**FAST, "epochs": 2}, val_fraction=0.0)
+    options = FinetuneOptions(**{**FAST, "epochs": 2, "val_fraction": 0.0})
     report = finetune(small_model, arctic_store, tmp_path / "tuned.safetensors", options, Progress(log=logs.append))
     tiles = collect_tiles(read_store(arctic_store), read_card(small_model), FAST["tile"], Progress())
     assert report.train_tiles == len(tiles) and report.val_tiles == report.val_slick_pixels == 0
@@ -315,7 +317,7 @@ def test_cli_speaks_json_lines_with_a_loss_per_epoch(tmp_path, small_model, caps
     store = _store(tmp_path / "one.gpkg", samples=("sample_1",))
     out = tmp_path / "cli.safetensors"
     args = ["--jsonl", "finetune", "--base", str(small_model), "--labels", str(store), "--out", str(out),
-            "--tile", "256", "--epochs", "2", "--lr", "1e-3", "--device", "cpu", "--seed", "3"]
+            "--tile", "256", "--epochs", "2", "--lr", "1e-3", "--device", "cpu", "--seed", "3", "--val-fraction", "0.25"]
     assert main(args) == 0
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     epochs = [e for e in events if e["event"] == "metrics"]

@@ -119,7 +119,7 @@ def test_finetune_all_layers_on_arctic_labels_changes_only_adapters_and_decoder(
     before = parent.state_dict()
 
     # The parent does not compete: the question is what training changes, not whether it beat the parent.
-    options = FinetuneOptions(tile=128, epochs=1, lr=1e-3, device="cpu", train_layers="all", parent_competes=False)
+    options = FinetuneOptions(tile=128, epochs=1, lr=1e-3, device="cpu", val_fraction=0.25, parent_competes=False)
     report = finetune(parent_path, store, tmp_path / "tuned.safetensors", options)
     assert read_card(report.model).lineage["train_layers"] == "all"
     after = load_model(report.model)[0].state_dict()

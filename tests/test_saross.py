@@ -181,7 +181,7 @@ def test_student_fine_tune_of_a_saross_net(tmp_path, arctic_store):
     base = save_model(_model(), _card(), tmp_path / "base.safetensors")
     samples = _hand_made_folder(tmp_path / "samples", n=3)
     # The parent does not compete: the question is what training changes, not whether it beat a random parent.
-    options = FinetuneOptions(tile=64, epochs=1, lr=1e-3, device="cpu", train_layers="decoder", generated=samples, n_generated=3,
+    options = FinetuneOptions(tile=64, epochs=1, lr=1e-3, device="cpu", train_layers="decoder", val_fraction=0.25, generated=samples, n_generated=3,
                               parent_competes=False)
     report = finetune(base, arctic_store, tmp_path / "student.safetensors", options)
     assert report.n_generated == 3

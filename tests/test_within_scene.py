@@ -21,7 +21,7 @@ from engine.models.registry import read_card
 from engine.progress import Progress
 
 SMALL = dict(encoder="tu-resnet10t", arch_kwargs={"encoder_depth": 3, "decoder_channels": [32, 16, 8]}, tile_size=256)
-FAST = FinetuneOptions(tile=128, epochs=1, lr=1e-3, device="cpu")
+FAST = FinetuneOptions(tile=128, epochs=1, lr=1e-3, device="cpu", train_layers="decoder", val_fraction=0.25)
 
 
 @pytest.fixture(scope="module")

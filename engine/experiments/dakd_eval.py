@@ -84,7 +84,7 @@ class DakdOptions:
     solver: str = "dpm++"
     solver_steps: Optional[int] = None
     seeds: tuple[int, ...] = (0, 1)
-    recipe: FinetuneOptions = field(default_factory=lambda: FinetuneOptions(tile=64, epochs=2, lr=DEFAULT_LR, train_layers="all",
+    recipe: FinetuneOptions = field(default_factory=lambda: FinetuneOptions(tile=64, epochs=2, lr=DEFAULT_LR, val_fraction=0.25,
                                                                                    parent_competes=False))
     """The students' fine-tuning; ``epochs`` is the budget of the student with the most samples (students.py)."""
     saross: bool = True

@@ -78,7 +78,7 @@ class DakterOptions:
     eq6_control: bool = True
     """Also train real-only students with the student's loss (eqs. 5-6 use it on real tiles)."""
     seeds: tuple[int, ...] = (0, 1, 2)
-    recipe: FinetuneOptions = field(default_factory=lambda: FinetuneOptions(tile=64, epochs=10, lr=DEFAULT_LR, train_layers="all",
+    recipe: FinetuneOptions = field(default_factory=lambda: FinetuneOptions(tile=64, epochs=10, lr=DEFAULT_LR, val_fraction=0.25,
                                                                                    parent_competes=False))
     """The students' fine-tuning; ``epochs`` is the budget of a student with samples (see the module's docstring)."""
     model: Path = DEFAULT_MODEL

@@ -88,7 +88,7 @@ class TransferOptions:
     encoder_weights: Optional[Path] = None
     threshold: Optional[float] = None
     """None: each model at its own (``ModelCard.threshold``), as detection uses it."""
-    recipe: FinetuneOptions = field(default_factory=lambda: FinetuneOptions(lr=DEFAULT_LR, train_layers="all"))
+    recipe: FinetuneOptions = field(default_factory=lambda: FinetuneOptions(tile=256, epochs=20, lr=DEFAULT_LR, val_fraction=0.25))
 
 
 def transfer_experiment(out: Path, options: TransferOptions, progress: Progress) -> dict:
@@ -276,7 +276,7 @@ def arm_config(card: ModelCard, recipe: FinetuneOptions, device: torch.device) -
     the product fine-tunes); batch-norm statistics are learnt from the target batches, since a random
     initialisation has none worth keeping; neither starting point competes as epoch 0 nor pulls the
     weights toward itself, since the experiment asks what training from each start learns."""
-    config = train_config(card, replace(recipe, from_parent=False), device, recipe.train_layers or "all")
+    config = train_config(card, replace(recipe, from_parent=False), device)
     return replace(config, select_on_dice=True)
 
 

@@ -41,7 +41,7 @@ from shapely.geometry.base import BaseGeometry
 
 from .. import __version__
 from ..atomic import write_csv, write_text
-from ..cli.args import DEVICE_HELP, add_options, options_from
+from ..cli.args import DEVICE_HELP, add_options, number_or, options_from
 from ..data import bundled
 from ..data.bundled import SAMPLES_DIR
 from ..errors import InputError, OutputError
@@ -156,7 +156,7 @@ def part_dice(probability: Path, label: Path, threshold: float, part: Optional[B
 
 def within_scene_experiment(out: Path, options: WithinSceneOptions, progress: Progress, command: str = "") -> dict:
     """Run every (scene, side), writing within_scene.csv after each, then within_scene.json."""
-    started = time.monotonic()
+    started, provenance = time.monotonic(), _provenance()  # the code that runs is the checkout's now, not at the end
     _check(out, options)
     parents = fold_parents(options.parents, options.scenes, options.recipe, progress) if options.parents else \
         dict.fromkeys(options.scenes, Path(options.base))
@@ -213,7 +213,8 @@ def within_scene_experiment(out: Path, options: WithinSceneOptions, progress: Pr
     progress.update("runs", len(splits), len(splits))
     result = {
         "command": command,
-        **_provenance(),
+        **provenance,
+        "finished": utc_now(),
         "parents": {s: {"path": str(path), "name": cards[s].name, "sha256": models[_parent_key(options, s)]} for s, path in parents.items()},
         "models_sha256": models,
         "options": {**asdict(options), "recipe": asdict(options.recipe)},
@@ -286,7 +287,7 @@ def fold_parents(folder: Path, scenes: tuple[str, ...], recipe: FinetuneOptions,
     """Each tile's leave-one-scene-out parent in ``folder``, trained by the benchmark's own trainer (the bundled
     model's recipe and budget, on the other four tiles) where it is missing."""
     paths = {s: folder / "models" / f"real_texture_without_{s}.safetensors" for s in scenes}
-    trainer = real_texture_trainer(6, RealRecipe.train_tiles, str(pick_device(recipe.device)), recipe.seed)
+    trainer = real_texture_trainer(6, RealRecipe.train_tiles, str(pick_device(recipe.device)), seed=0)  # the benchmark's seed-0 models
     for scene, path in paths.items():
         if not path.exists():
             progress.log(f"training the parent that never saw {scene}")
@@ -311,13 +312,12 @@ def _polygons(geometry: BaseGeometry) -> list[BaseGeometry]:
 
 
 def _provenance() -> dict:
-    """The commit (with whether the checkout had uncommitted changes), engine version, machine and time."""
+    """The commit (with whether the checkout had uncommitted changes), engine version and machine."""
     return {
         "commit": commit(),
         "uncommitted_changes": uncommitted_changes(),
         "engine_version": __version__,
         "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "loadavg_start": [round(x, 2) for x in os.getloadavg()]},
-        "finished": utc_now(),
     }
 
 
@@ -350,14 +350,14 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     add_options(q, defaults.recipe, {
         "tile": "fine-tuning tile and split lattice in pixels",
         "epochs": "most epochs per run",
-        "lr": "learning rate (default: a range test per run)",
-        "train_layers": "all or decoder (default: decoder on a CPU)",
+        "lr": "learning rate, or auto for a range test per run",
+        "train_layers": "all or decoder",
         "parent_weight": "L2-SP pull toward the parent",
         "val_fraction": "share of the labelled half's tiles kept for validation; 0: none, the last epoch kept",
         "min_slick_pixels": "with --val-fraction 0, the fewest labelled slick pixels a half must hold to be fine-tuned",
         "device": DEVICE_HELP,
         "seed": "seed of the tile split and training",
-    }, train_layers={"choices": TRAIN_LAYERS})
+    }, train_layers={"choices": TRAIN_LAYERS}, lr={"type": number_or("auto")})
     q.set_defaults(func=_run_cli)
 
 

@@ -522,4 +522,4 @@ def test_fine_tune_passes_the_generated_samples_it_is_asked_to_use(qgis_app, qtb
     assert started[-1].args[-2:] == ("--generated", str(folder)) and "--n-generated" not in started[-1].args
     panel.samples_changed({"kept": 12, "total": 13, "tile_size": 64})
     assert panel.use_generated.text() == "Use generated samples (12 kept):"
-    assert panel.tile.value() == 64 and args[args.index("--tile") + 1] == "256"  # the samples' size, once they are used
+    assert panel.tile.value() == 64 and args[args.index("--tile") + 1] == "128"  # the samples' size, once they are used

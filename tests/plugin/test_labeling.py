@@ -409,15 +409,17 @@ def test_fine_tune_from_the_dock_makes_a_model_with_lineage_and_detects_with_it(
 
     data = panel.result.data
     table = [[panel.table.item(row, col).text() for col in range(2)] for row in range(2)]
-    assert table == [["Parent", f"{data['val_dice_before']:.3f}"], ["Fine-tuned (new)", f"{data['val_dice_after']:.3f}"]]
+    # The engine's recipe keeps no validation tile: every epoch runs on every labelled tile, the last is kept.
+    assert data["val_tiles"] == 0 and data["val_dice_before"] is data["val_dice_after"] is None and data["best_epoch"] == data["epochs_run"] == 2
+    assert table == [["Parent", "—"], ["Fine-tuned (new)", "—"]]
     assert panel.table.item(1, 0).toolTip() == str(models[0])
     assert data["threshold_note"].startswith("Threshold") and html_text(data["threshold_note"]) in panel.summary.text()
     assert panel.labelled_only.isChecked() and model_card(models[0])["taught_scenes"]  # the default: the labelled scene only
     assert data["use_note"].startswith("Its weights detect on the 1 labelled scene only") and html_text(data["use_note"]) in panel.summary.text()
     assert [e.number for e in panel.chart.epochs] == list(range(1, data["epochs_run"] + 1))
-    assert panel.chart.epochs[0].val_dice == pytest.approx(data["history"][0]["val_dice"], abs=1e-3)
+    assert panel.chart.epochs[0].train_loss == pytest.approx(data["history"][0]["train_loss"], abs=1e-3)
     assert max(percents) == 100 and panel.run_controls.progress.format() == "Done" and panel.detect_button.isVisible()
-    assert f"New model {models[0].name}" in ui.iface.messages()[0]
+    assert f"New model {models[0].name}: trained on every labelled tile" in ui.iface.messages()[0]
     OUTPUT.mkdir(exist_ok=True)
     body = ui.dock.widget().widget()
     body.resize(body.width(), body.sizeHint().height())
