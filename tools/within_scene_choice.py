@@ -111,7 +111,8 @@ def page(results: dict, parent: dict, pixels: dict, runs: list[dict], chosen: di
              f"Made by `{command}` at commit `{commit_text()}`, from these runs (each names its own commit):", ""]
     lines += [f"- `{r['command']}` at `{r['commit'][:7]}` ({r['machine']['cpu']}, {r['seconds']:.0f} s)" for r in runs]
     parents = runs[0]["parents"]
-    lines += ["", "Parents (each tile's never saw it; trained by `experiment benchmark`'s own trainer on the other four tiles): "
+    lines += ["", "Parents (each tile's never saw it: the bundled model's recipe trained on the other four tiles; how they were made: "
+              "within_scene.md): "
               + ", ".join(f"{s} `{p['sha256'][:16]}`" for s, p in parents.items()) + ".", "",
               "## Held-half Dice of every run", "",
               "One half of a tile labelled, the other scored; seeds averaged (their number in brackets). "
