@@ -13,8 +13,7 @@ from typing import Any, Callable, Dict, Optional
 from qgis.core import Qgis
 from qgis.gui import QgsCollapsibleGroupBox
 from qgis.PyQt.QtCore import Qt, pyqtSignal
-from qgis.PyQt.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFormLayout, QHeaderView, QLabel,
-                                 QPushButton, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+from qgis.PyQt.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget
 
 from .commands import FinetuneParameters, finetuned_model_path, user_models_dir
 from .contract import TRAIN_LAYERS
@@ -101,26 +100,16 @@ class FinetunePanel(QgsCollapsibleGroupBox):
                                                 "The selected model file is never changed.")
         self.run_controls.run_button.clicked.connect(self.run)
         self.chart = LossChart()
-        self.table = QTableWidget(2, 2)
-        self.table.setHorizontalHeaderLabels(["Model", "Validation Dice"])
-        self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.Stretch)
-        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeToContents)
-        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
-        self.table.setFixedHeight(self.table.horizontalHeader().sizeHint().height()
-                                  + 2 * self.table.verticalHeader().defaultSectionSize() + 4)
         self.summary = QLabel()
         self.summary.setWordWrap(True)
         self.summary.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.detect_button = QPushButton("Detect with the new model on the map view")
         self.detect_button.clicked.connect(self._detect_with_new_model)
-        for widget in (self.table, self.detect_button):
-            widget.setVisible(False)
+        self.detect_button.setVisible(False)
         layout.addWidget(self.base_label)
         layout.addLayout(form)
         layout.addWidget(self.run_controls)
         layout.addWidget(self.chart)
-        layout.addWidget(self.table)
         layout.addWidget(self.summary)
         layout.addWidget(self.detect_button)
 
@@ -175,8 +164,7 @@ class FinetunePanel(QgsCollapsibleGroupBox):
             use_on="labelled" if self.labelled_only.isChecked() else "every")
         self.chart.clear()
         self.result = None
-        for widget in (self.table, self.detect_button):
-            widget.setVisible(False)
+        self.detect_button.setVisible(False)
         self.summary.setText("")
         self._start(params.command(), f"Slick Mapper: fine-tuning {Path(base).stem}", self._finished,
                     cleanup=params.remove_outputs, controls=self.run_controls, on_metrics=self.chart.add_metrics)
@@ -198,32 +186,15 @@ class FinetunePanel(QgsCollapsibleGroupBox):
             return
         self._show_result(result.data)
         self.model_created.emit(str(result.data["model"]))
-        self._push(Qgis.Success, f"New model {Path(str(result.data['model'])).name}: " + (
-            f"validation Dice {float(result.data['val_dice_before']):.3f} → {float(result.data['val_dice_after']):.3f}."
-            if result.data.get("val_dice_after") is not None else "trained on every labelled tile, no tile kept to validate on."))
+        self._push(Qgis.Success, f"New model {Path(str(result.data['model'])).name}: trained on every labelled tile.")
 
     def _show_result(self, data: Dict[str, Any]) -> None:
-        """The before/after table, what the run did, and a warning when the new model is no better."""
-        before, after = data.get("val_dice_before"), data.get("val_dice_after")  # None: no validation tiles
-        rows = (("Parent", str(data["parent"]), before), ("Fine-tuned (new)", str(data["model"]), after))
-        for row, (role, path, dice) in enumerate(rows):
-            name = QTableWidgetItem(role)
-            name.setToolTip(path)
-            self.table.setItem(row, 0, name)
-            value = QTableWidgetItem("—" if dice is None else f"{float(dice):.3f}")
-            value.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
-            self.table.setItem(row, 1, value)
-        lines = [f"{data['epochs_run']} epochs (best: {data['best_epoch']}) on {data['train_tiles']} training and "
-                 f"{data['val_tiles']} validation tiles, layers: {data['train_layers']}, {float(data['seconds']):.0f} s "
-                 f"on {data['device']}.", str(data.get("threshold_note") or ""), str(data.get("use_note") or ""),
-                 f"Saved as {data['model']}"]
-        lines = [line for line in lines if line]
-        if after is not None and float(after) < float(before):
-            lines.append("<span style='color:#b06000'>The fine-tuned model scores below its parent on the validation "
-                         "tiles: keep using the parent, or add labels and reviewed areas and try again.</span>")
-        self.summary.setText("<br>".join(line if line.startswith("<span") else html_text(line) for line in lines))
-        for widget in (self.table, self.detect_button):
-            widget.setVisible(True)
+        """What the run did, which threshold the new model uses, and on which scenes its weights detect."""
+        lines = [f"{data['epochs_run']} epochs on all {data['train_tiles']} labelled tiles, layers: {data['train_layers']}, "
+                 f"{float(data['seconds']):.0f} s on {data['device']}.", str(data.get("threshold_note") or ""),
+                 str(data.get("use_note") or ""), f"Saved as {data['model']}"]
+        self.summary.setText("<br>".join(html_text(line) for line in lines if line))
+        self.detect_button.setVisible(True)
 
     def _detect_with_new_model(self) -> None:
         if self.result is not None and self.result.ok:

@@ -1,4 +1,4 @@
-"""A live chart of a fine-tuning run: train and validation loss, and validation Dice, per epoch.
+"""A live chart of a fine-tuning run: its training loss per epoch (the dock's recipe keeps no validation tiles).
 
 The engine sends one ``metrics`` event per epoch; ``Epoch.from_metrics`` reads it and ``LossChart`` draws
 the series with QPainter, so the plugin needs no charting package.
@@ -11,18 +11,16 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
 from qgis.PyQt.QtCore import QPointF, QRectF, QSize, Qt
-from qgis.PyQt.QtGui import QColor, QFontMetrics, QPainter, QPen, QPolygonF
+from qgis.PyQt.QtGui import QColor, QPainter, QPen, QPolygonF
 from qgis.PyQt.QtWidgets import QSizePolicy, QWidget
 
-TRAIN_COLOUR, VAL_COLOUR, DICE_COLOUR = QColor("#1f77b4"), QColor("#ff7f0e"), QColor("#2ca02c")
+TRAIN_COLOUR = QColor("#1f77b4")
 
 
 @dataclass(frozen=True)
 class Epoch:
     number: int
     train_loss: float
-    val_loss: float
-    val_dice: float
 
     @classmethod
     def from_metrics(cls, scores: Dict[str, Any]) -> "Epoch":
@@ -30,13 +28,13 @@ class Epoch:
         def number(key: str) -> float:
             value = scores.get(key)
             return float("nan") if value is None else float(value)
-        return cls(int(scores["epoch"]), number("train_loss"), number("val_loss"), number("val_dice"))
+        return cls(int(scores["epoch"]), number("train_loss"))
 
 
 class LossChart(QWidget):
-    """Loss on the left axis (from 0), Dice on the right axis (0..1), epochs along the bottom."""
+    """Loss on the left axis (from 0), epochs along the bottom."""
 
-    MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 46, 34, 20, 22
+    MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 46, 12, 20, 22
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
@@ -66,11 +64,10 @@ class LossChart(QWidget):
         text = self.palette().text().color()
         painter.setPen(QPen(text, 1))
         painter.drawRect(plot)
-        metrics = QFontMetrics(painter.font())
         if not self.epochs:
-            painter.drawText(plot, Qt.AlignCenter, "Loss and Dice appear here after each epoch.")
+            painter.drawText(plot, Qt.AlignCenter, "The training loss appears here after each epoch.")
             return
-        losses = [value for e in self.epochs for value in (e.train_loss, e.val_loss) if math.isfinite(value)]
+        losses = [e.train_loss for e in self.epochs if math.isfinite(e.train_loss)]
         top_loss = max(losses, default=1.0) * 1.1 or 1.0
         last = max(e.number for e in self.epochs)
         span = max(last - 1, 1)
@@ -84,19 +81,12 @@ class LossChart(QWidget):
         painter.drawText(QRectF(0, plot.top() - 6, self.MARGIN_LEFT - 4, 12), Qt.AlignRight | Qt.AlignVCenter,
                          f"{top_loss:.2g}")
         painter.drawText(QRectF(0, plot.bottom() - 6, self.MARGIN_LEFT - 4, 12), Qt.AlignRight | Qt.AlignVCenter, "0")
-        painter.drawText(QRectF(plot.right() + 4, plot.top() - 6, self.MARGIN_RIGHT, 12), Qt.AlignLeft | Qt.AlignVCenter,
-                         "1")
         painter.drawText(QRectF(plot.left(), plot.bottom() + 2, plot.width(), self.MARGIN_BOTTOM - 2),
                          Qt.AlignCenter, f"epoch 1 … {last}" if last > 1 else "epoch 1")
-        series = ((TRAIN_COLOUR, "train loss", [(e.number, e.train_loss) for e in self.epochs], top_loss),
-                  (VAL_COLOUR, "val loss", [(e.number, e.val_loss) for e in self.epochs], top_loss),
-                  (DICE_COLOUR, "val Dice", [(e.number, e.val_dice) for e in self.epochs], 1.0))
-        legend_x = plot.left() + 4
-        for colour, name, points, top in series:
-            painter.setPen(QPen(colour, 2))
-            self._draw_series(painter, [QPointF(x(n), y(v, top)) for n, v in sorted(points) if math.isfinite(v)])
-            painter.drawText(QPointF(legend_x, self.MARGIN_TOP - 6), name)
-            legend_x += metrics.horizontalAdvance(name) + 12
+        painter.setPen(QPen(TRAIN_COLOUR, 2))
+        points = sorted((e.number, e.train_loss) for e in self.epochs)
+        self._draw_series(painter, [QPointF(x(n), y(v, top_loss)) for n, v in points if math.isfinite(v)])
+        painter.drawText(QPointF(plot.left() + 4, self.MARGIN_TOP - 6), "train loss")
 
     @staticmethod
     def _draw_series(painter: QPainter, points: Sequence[QPointF]) -> None:
