@@ -175,6 +175,30 @@ def test_another_model_version_is_kept_apart(batch, tiny_model, cluster):
     assert (batch["out"] / "manifest.json").read_bytes() == before
 
 
+def test_a_model_fine_tuned_on_one_scene_detects_the_others_with_its_parent_s_weights(cluster, tmp_path):
+    """Each scene's record and catalogue rows say whose weights ran there."""
+    from dataclasses import replace
+
+    from engine.machine import file_sha256
+    from engine.models.registry import load_model, read_card, save_model
+    from engine.scenes.fingerprint import scene_fingerprint
+
+    scenes = [write_scene(SceneSpec(height=128, width=128, seed=seed), tmp_path / f"S1A_EW_GRDM_1SDH_2024010{seed}T050000_x.tif")
+              for seed in (3, 4)]
+    parent = read_card(SYNTHETIC_MODEL)
+    taught = replace(parent, name="taught on the first scene", taught_scenes=[scene_fingerprint(scenes[0])],
+                     lineage={"parent": {"path": str(SYNTHETIC_MODEL), "name": parent.name, "sha256": file_sha256(SYNTHETIC_MODEL)}})
+    model = save_model(load_model(SYNTHETIC_MODEL)[0], taught, tmp_path / "taught.safetensors")
+    options = _options(cluster)
+    options.detect.model = str(model)
+    run_batch([str(s) for s in scenes], tmp_path / "out", options)
+    records = {Path(r.path).name: r for r in Manifest.load(tmp_path / "out").done()}
+    assert records[scenes[0].name].weights_from == ""
+    assert records[scenes[1].name].weights_from.startswith(f"{parent.name}, the parent's")
+    _, footprints = catalogue.read(tmp_path / "out" / catalogue.SLICKS_PARQUET)
+    assert sorted(footprints["weights_from"].astype(bool)) == [False, True]
+
+
 def test_an_unreachable_scheduler_writes_nothing(archive, tmp_path):
     out = tmp_path / "never"
     options = BatchOptions(DetectOptions(tile=256), scheduler="tcp://127.0.0.1:9")

@@ -261,7 +261,7 @@ def detect_scene(scene: str, folder: str, options: dict, threads: int) -> dict:
         "outcome": DONE, "error": "", "error_kind": "", "slicks": str(Path(result.slicks).relative_to(folder_path.parent.parent)),
         "n_slicks": result.n_slicks, "acquired": metadata["acquired"], "mode": metadata["mode"],
         "polarisation": polarisation, "seconds": round(time.monotonic() - started, 2),
-        "worker_peak_mb": round((memory_bytes() or 0) / 2**20, 1),
+        "worker_peak_mb": round((memory_bytes() or 0) / 2**20, 1), "weights_from": result.weights_from,
     }
 
 

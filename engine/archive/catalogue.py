@@ -23,7 +23,7 @@ SLICKS_PARQUET = "slicks.parquet"
 FOOTPRINTS_PARQUET = "footprints.parquet"
 GEOPACKAGE = "catalogue.gpkg"
 CRS = "EPSG:4326"
-SCENE_COLUMNS = ["scene_id", "scene_hash", "acquired", "mode", "polarisation", "model_name", "model_hash"]
+SCENE_COLUMNS = ["scene_id", "scene_hash", "acquired", "mode", "polarisation", "model_name", "model_hash", "weights_from"]
 
 
 def build(manifest: Manifest) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
@@ -33,7 +33,7 @@ def build(manifest: Manifest) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
         scene = {
             "scene_id": record.scene_id, "scene_hash": record.scene_hash, "acquired": record.acquired,
             "mode": record.mode, "polarisation": record.polarisation,
-            "model_name": manifest.model_name, "model_hash": manifest.model_hash,
+            "model_name": manifest.model_name, "model_hash": manifest.model_hash, "weights_from": record.weights_from,
         }
         slicks = gpd.read_file(manifest.folder / record.slicks, engine="fiona")
         if len(slicks):

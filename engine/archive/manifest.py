@@ -52,6 +52,9 @@ class SceneRecord:
     seconds: float = 0.0
     worker_peak_mb: float = 0.0
     """Peak resident memory of the worker process so far when the scene finished."""
+    weights_from: str = ""
+    """Empty when the folder's model detected with its own weights; else whose did (a fine-tuned model's parent,
+    on a scene it was not taught on: ``registry.weights_for``)."""
     finished: str = ""
 
 
