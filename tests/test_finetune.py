@@ -152,8 +152,9 @@ def test_without_validation_every_labelled_tile_trains_every_epoch_and_the_paren
     assert report.threshold_note == "Threshold 0.50, the parent's, on every scene: no tile was kept to validate on."
     assert [list(h) for h in report.history] == [["epoch", "train_loss"]] * 2 and "epoch 2: train loss" in " ".join(logs)
     labelled = sum(t.slick_pixels for t in tiles)
-    with pytest.raises(InputError, match=f"The labels hold {labelled} slick pixels, fewer than the {labelled + 1}"):
-        finetune(small_model, arctic_store, tmp_path / "refused.safetensors", replace(options, min_slick_pixels=labelled + 1))
+    with pytest.raises(InputError, match=f"The labels hold {labelled} slick pixels, fewer than the {labelled + 100}") as refused:
+        finetune(small_model, arctic_store, tmp_path / "refused.safetensors", replace(options, min_slick_pixels=labelled + 100))
+    assert refused.value.hint == "Label more slicks: 100 more pixels, about 0.06 km² at 25 m."
     assert not (tmp_path / "refused.safetensors").exists()
 
 

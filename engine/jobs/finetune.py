@@ -188,9 +188,10 @@ def finetune(
     labelled_slick_pixels = sum(t.slick_pixels for t in tiles)
     if not validating and options.from_parent and labelled_slick_pixels < options.min_slick_pixels:
         raise InputError(
-            f"The labels hold {labelled_slick_pixels} slick pixels, fewer than the {options.min_slick_pixels} a fine-tuning without "
-            "validation needs: with fewer, fine-tuning made the rest of a real scene worse more often than better. Keep using the parent.",
-            "Label more slicks, or fine-tune with validation tiles (--val-fraction 0.25).",
+            f"The labels hold {labelled_slick_pixels} slick pixels, fewer than the {options.min_slick_pixels} fine-tuning needs: with "
+            "fewer, it made the rest of a real scene worse more often than better. Keep using the parent.",
+            f"Label more slicks: {options.min_slick_pixels - labelled_slick_pixels} more pixels, about "
+            f"{(options.min_slick_pixels - labelled_slick_pixels) * card.pixel_size ** 2 / 1e6:.2f} km² at {card.pixel_size:g} m.",
         )
     if validating and not val_slick_pixels and options.from_parent and options.parent_competes:
         slick_tiles = sum(1 for t in tiles if t.slick_pixels)
