@@ -12,7 +12,7 @@ from scipy.ndimage import distance_transform_edt
 
 from engine.data.bundled import ARCTIC
 from engine.jobs.evaluate import read_label_mask
-from engine.cli.main import build_parser
+from engine.cli.main import parse_args
 from engine.errors import InputError
 from engine.experiments import benchmark
 from engine.experiments.benchmark import CLEAR_M, background_logit, candidates, run_benchmark, score, shifted_threshold
@@ -46,16 +46,14 @@ def test_the_label_itself_scores_one_and_far_slicks_count_as_false(tmp_path):
 
 
 def test_only_narrows_the_candidates_and_refuses_an_unknown_one():
-
-    parser = build_parser()
-    every = candidates(parser.parse_args(["experiment", "benchmark", "--networks", "deeplabv3_r50", "--device", "cpu"]), 0)
+    every = candidates(parse_args(["experiment", "benchmark", "--networks", "deeplabv3_r50", "--device", "cpu"]), 0)
     assert list(every) == ["darkspot", "synthetic_only", "real_texture", "real_texture_swa", "real_texture_512", "real_texture_labelled",
                            "real_texture_masked", "real_texture_l2sp",
                            "deeplabv3_r50"]
-    narrowed = candidates(parser.parse_args(["experiment", "benchmark", "--networks", "deeplabv3_r50", "--only", "deeplabv3_r50", "--device", "cpu"]), 0)
+    narrowed = candidates(parse_args(["experiment", "benchmark", "--networks", "deeplabv3_r50", "--only", "deeplabv3_r50", "--device", "cpu"]), 0)
     assert list(narrowed) == ["deeplabv3_r50"]
     with pytest.raises(InputError, match="unet_r18"):
-        candidates(parser.parse_args(["experiment", "benchmark", "--only", "unet_r18", "--device", "cpu"]), 0)
+        candidates(parse_args(["experiment", "benchmark", "--only", "unet_r18", "--device", "cpu"]), 0)
 
 
 def test_the_scene_shift_moves_the_cut_by_the_scene_s_median_logit(tmp_path, model_factory):

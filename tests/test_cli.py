@@ -27,7 +27,7 @@ def events(stdout: str) -> list[dict]:
 
 def test_engine_never_imports_qt_or_qgis() -> None:
     code = ("import sys, engine.cli.main, engine.jobs.detect, engine.jobs.finetune, engine.jobs.labels, engine.experiments.demo; "
-            "engine.cli.main.build_parser(); "  # every command's module
+            "[engine.cli.main.build_parser(c) for c in engine.cli.main.COMMANDS]; "  # every command's module
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('qgis', 'PyQt5', 'PyQt6', 'sip')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -39,9 +39,10 @@ LIGHT_COMMANDS = ("info", "models", "doctor", "evaluate", "uncertainty", "synth"
 
 def test_light_commands_start_without_pytorch(tmp_path: Path, sample_scene: Path) -> None:
     """Importing PyTorch and the networks' packages costs seconds, which the plugin would wait on each time
-    it checks a scene, lists the models or makes a label store; those commands need none of it."""
+    it checks a scene, lists the models or makes a label store; those commands need none of it, nor does the
+    overview of ``--help``."""
     runs = [["labels", "init", str(tmp_path / "labels.gpkg"), "--crs", "EPSG:32636"], ["models"], ["info", str(sample_scene)]]
-    code = (f"import sys; from engine.cli.main import build_parser, main; [build_parser(c) for c in {LIGHT_COMMANDS!r}]; "
+    code = (f"import sys; from engine.cli.main import build_parser, main; [build_parser(c) for c in {LIGHT_COMMANDS!r}]; build_parser(); "
             f"codes = [main(['--jsonl', *argv]) for argv in {runs!r}]; "
             "print(codes, sorted(m for m in ('torch', 'torchvision', 'timm', 'segmentation_models_pytorch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
@@ -90,35 +91,33 @@ def test_sigterm_cancels_cleanly_with_exit_130(tmp_path: Path, tiny_model: Path)
 
 def test_cli_options_are_the_options_dataclasses_with_their_defaults() -> None:
     from engine.cli.args import options_from
-    from engine.cli.main import build_parser
+    from engine.cli.main import parse_args
     from engine.jobs.detect import DetectOptions
     from engine.archive.seeps import SeepOptions
     from engine.experiments.transfer import TransferOptions
     from engine.generation.generator import GeneratorOptions
     from engine.experiments.cli import LOSO_RECIPE
     from engine.jobs.finetune import FinetuneOptions
-
-    parser = build_parser()
-    plain = parser.parse_args(["detect", "s.tif", "--out", "o"])
+    plain = parse_args(["detect", "s.tif", "--out", "o"])
     assert options_from(plain, DetectOptions) == DetectOptions()
-    given = parser.parse_args(["detect", "s.tif", "--out", "o", "--overlap", "32", "--min-area-km2", "0",
+    given = parse_args(["detect", "s.tif", "--out", "o", "--overlap", "32", "--min-area-km2", "0",
                                "--bounds", "1", "2", "3", "4", "--source-grid", "--band", "VV"])
     assert options_from(given, DetectOptions, bounds=tuple(given.bounds)) == DetectOptions(
         overlap=32, min_area_km2=0.0, bounds=(1.0, 2.0, 3.0, 4.0), source_grid=True, band="VV")
-    tuned = parser.parse_args(["finetune", "--base", "b", "--labels", "l", "--out", "o", "--lr", "auto", "--n-generated", "3"])
+    tuned = parse_args(["finetune", "--base", "b", "--labels", "l", "--out", "o", "--lr", "auto", "--n-generated", "3"])
     assert options_from(tuned, FinetuneOptions) == FinetuneOptions(n_generated=3, lr=None)
-    batch = parser.parse_args(["batch", "a.tif", "--out", "o", "--overlap", "32"])
+    batch = parse_args(["batch", "a.tif", "--out", "o", "--overlap", "32"])
     assert options_from(batch, DetectOptions) == DetectOptions(overlap=32)
-    assert options_from(parser.parse_args(["seeps", "c", "--out", "s.gpkg"]), SeepOptions) == SeepOptions()
-    sites = parser.parse_args(["seeps", "c", "--out", "s.gpkg", "--distance", "500", "--min-scenes", "4"])
+    assert options_from(parse_args(["seeps", "c", "--out", "s.gpkg"]), SeepOptions) == SeepOptions()
+    sites = parse_args(["seeps", "c", "--out", "s.gpkg", "--distance", "500", "--min-scenes", "4"])
     assert options_from(sites, SeepOptions) == SeepOptions(distance_m=500.0, min_scenes=4)
-    generator = parser.parse_args(["generator", "train", "--labels", "l", "--out", "g", "--slick-share", "uniform", "--b", "2"])
+    generator = parse_args(["generator", "train", "--labels", "l", "--out", "g", "--slick-share", "uniform", "--b", "2"])
     assert options_from(generator, GeneratorOptions) == GeneratorOptions(slick_share=None, b=2.0)
-    scene = parser.parse_args(["synth", "--out", "s.tif", "--seeps", "0", "--land"])
+    scene = parse_args(["synth", "--out", "s.tif", "--seeps", "0", "--land"])
     assert options_from(scene, SceneSpec, height=1024, width=1024) == SceneSpec(n_seeps=0, land=True)
-    loso = parser.parse_args(["experiment", "loso", "--epochs", "2"])
+    loso = parse_args(["experiment", "loso", "--epochs", "2"])
     assert options_from(loso, LOSO_RECIPE) == replace(LOSO_RECIPE, epochs=2)
     experiment = TransferOptions()  # an experiment's recipe keeps its own defaults where the command line is silent
-    runs = parser.parse_args(["experiment", "transfer", "--epochs", "3"])
+    runs = parse_args(["experiment", "transfer", "--epochs", "3"])
     assert options_from(runs, experiment.recipe) == replace(experiment.recipe, epochs=3)
     assert options_from(runs, experiment, ns=experiment.ns, recipe=experiment.recipe) == experiment

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.cli.main import build_parser, main
+from engine.cli.main import main, parse_args
 from engine.data import bundled
 from engine.errors import Cancelled, InputError
 from engine.generation import joint_ddpm, jointnet
@@ -107,7 +107,7 @@ def test_the_same_command_goes_on_in_its_own_checkpoint_folder(tmp_path, monkeyp
 
 def test_a_fine_tune_starts_from_its_parent_and_names_it(tmp_path, arctic_store, pretrained, capsys):
     parent = pretrained[joint_ddpm.KIND]
-    parse = build_parser().parse_args
+    parse = parse_args
     options = train_options(parse(["generator", "train", "--labels", str(arctic_store), "--out", "o", "--init", str(parent)]))
     assert options == GeneratorOptions(init=parent, tile=32, net=read_generator_card(parent).unet, **FINE_TUNE[joint_ddpm.KIND])
     joint = train_options(parse(["generator", "train", "--kind", jointnet.KIND, "--labels", str(arctic_store), "--out", "o",

@@ -15,7 +15,7 @@ import torch
 from diffusers import UNet2DModel
 from shapely.geometry import box
 
-from engine.cli.main import build_parser, main
+from engine.cli.main import main, parse_args
 from engine.contract import LABEL_CLASSES
 from engine.errors import Cancelled, InputError, ModelError
 from engine.generation import joint_ddpm, samples
@@ -262,7 +262,7 @@ def test_the_job_runs_one_stage_at_a_time_and_synthetic_scenes_add_ship_and_land
 
 def test_command_line_options_are_each_kind_s_with_the_preset_s_where_not_given():
     def options(*args: str):
-        return train_options(build_parser().parse_args(["generator", "train", "--labels", "l", "--out", "o", *args]))
+        return train_options(parse_args(["generator", "train", "--labels", "l", "--out", "o", *args]))
 
     cpu = torch.device("cpu")
     assert options() == GeneratorOptions() and options("--steps", "5").steps == 5

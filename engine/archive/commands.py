@@ -15,7 +15,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     """Register ``batch``; ``seeps`` is registered alone (``add_seeps_cli``): it needs no PyTorch."""
     from ..jobs.detect import DetectOptions
 
-    p = subparsers.add_parser("batch", help="detect slicks in many scenes on Dask: manifest, per-scene outputs, catalogue")
+    p = subparsers.add_parser("batch")
     p.add_argument("scenes", nargs="+", help="scene files, folders, glob patterns, or a .txt/.csv list of paths")
     p.add_argument("--out", required=True, help="batch folder: manifest.json, scenes/, slicks.parquet, catalogue.gpkg")
     p.add_argument("--scheduler", help="address of an existing Dask scheduler (default: a local cluster)")
@@ -38,7 +38,7 @@ def _batch(args: argparse.Namespace, progress: Progress) -> dict:
 def add_seeps_cli(subparsers: argparse._SubParsersAction) -> None:
     from .seeps import SeepOptions
 
-    p = subparsers.add_parser("seeps", help="group a batch catalogue's slicks into seep sites with recurrence and source")
+    p = subparsers.add_parser("seeps")
     p.add_argument("catalogue", help="batch folder, its slicks.parquet or its catalogue.gpkg")
     p.add_argument("--out", required=True, help="GeoPackage to write: layers sites (source points) and slicks (with site_id)")
     add_options(p, SeepOptions, {"distance_m": "metres within which slick origins belong to one site",

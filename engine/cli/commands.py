@@ -19,7 +19,7 @@ from .args import DETECT_HELP, add_options, options_from
 def add_info_cli(subparsers: argparse._SubParsersAction) -> None:
     from ..scenes import landmask
 
-    p = subparsers.add_parser("info", help="describe a scene and what detection will do with it")
+    p = subparsers.add_parser("info")
     p.add_argument("scene", help="GeoTIFF, COG, VRT or Sentinel-1 GRD measurement TIFF")
     p.add_argument("--band", help="band name (HH, VV, HV, VH) or 1-based index; default: HH or VV")
     p.add_argument("--model", help="model file whose pixel size the plan uses (default: bundled model)")
@@ -30,7 +30,7 @@ def add_info_cli(subparsers: argparse._SubParsersAction) -> None:
 def add_detect_cli(subparsers: argparse._SubParsersAction) -> None:
     from ..jobs.detect import DetectOptions
 
-    p = subparsers.add_parser("detect", help="detect slicks: probability COG, mask and polygons (GeoPackage)")
+    p = subparsers.add_parser("detect")
     p.add_argument("scene", help="GeoTIFF, COG, VRT or Sentinel-1 GRD measurement TIFF")
     p.add_argument("--out", required=True, help="output folder (created if missing)")
     add_options(p, DetectOptions, DETECT_HELP,
@@ -44,12 +44,12 @@ def add_detect_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def add_models_cli(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("models", help="list installed models")
+    p = subparsers.add_parser("models")
     p.set_defaults(func=_models)
 
 
 def add_doctor_cli(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("doctor", help="what the engine sees: versions, device, GPU")
+    p = subparsers.add_parser("doctor")
     p.set_defaults(func=_doctor)
 
 

@@ -81,34 +81,35 @@ class Reporter:
             print(describe_metrics(scores), file=sys.stderr)
 
 
-COMMANDS: dict[str, str] = {
-    "info": "engine.cli.commands:add_info_cli",
-    "detect": "engine.cli.commands:add_detect_cli",
-    "models": "engine.cli.commands:add_models_cli",
-    "doctor": "engine.cli.commands:add_doctor_cli",
-    "evaluate": "engine.jobs.evaluate:add_cli",
-    "uncertainty": "engine.jobs.uncertainty:add_cli",
-    "synth": "engine.data.synth:add_cli",
-    "demo": "engine.experiments.demo:add_cli",
-    "pretrain": "engine.models.pretrain:add_cli",
-    "labels": "engine.jobs.labels:add_cli",
-    "finetune": "engine.jobs.finetune:add_cli",
-    "experiment": "engine.experiments.cli:add_cli",
-    "generator": "engine.generation.generator:add_cli",
-    "generate": "engine.generation.generator:add_cli",
-    "samples": "engine.generation.samples:add_cli",
-    "darkspot": "engine.models.darkspot:add_cli",
-    "batch": "engine.archive.commands:add_cli",
-    "seeps": "engine.archive.commands:add_seeps_cli",
+COMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("engine.cli.commands:add_info_cli", "describe a scene and what detection will do with it"),
+    "detect": ("engine.cli.commands:add_detect_cli", "detect slicks: probability COG, mask and polygons (GeoPackage)"),
+    "models": ("engine.cli.commands:add_models_cli", "list installed models"),
+    "doctor": ("engine.cli.commands:add_doctor_cli", "what the engine sees: versions, device, GPU"),
+    "evaluate": ("engine.jobs.evaluate:add_cli", "slick Dice of a prediction against a label, aligned by georeference"),
+    "uncertainty": ("engine.jobs.uncertainty:add_cli", "where to label next: the blocks of a probability raster the model is least sure about"),
+    "synth": ("engine.data.synth:add_cli", "write a synthetic Sentinel-1 scene (and its class mask)"),
+    "demo": ("engine.experiments.demo:add_cli", "detect on the bundled real Arctic tiles and compare with the paper"),
+    "pretrain": ("engine.models.pretrain:add_cli", "pretrain the bundled model on real SAR texture (or any network on synthetic scenes)"),
+    "labels": ("engine.jobs.labels:add_cli", "the label store: init, summary, export, import"),
+    "finetune": ("engine.jobs.finetune:add_cli", "fine-tune a model on the labels of a label store (few-shot)"),
+    "experiment": ("engine.experiments.cli:add_cli", "the transfer-learning paper's experiments on the bundled tiles"),
+    "generator": ("engine.generation.generator:add_cli", "sample generators (DAKTer or SAR-JointNet joint diffusion): train, info, pretrain"),
+    "generate": ("engine.generation.generator:add_cli", "generate SAR tiles with soft labels into a sample folder"),
+    "samples": ("engine.generation.samples:add_cli", "a sample folder: summary, keep, discard, regenerate"),
+    "darkspot": ("engine.models.darkspot:add_cli", "the classical dark-spot baseline detector"),
+    "batch": ("engine.archive.commands:add_cli", "detect slicks in many scenes on Dask: manifest, per-scene outputs, catalogue"),
+    "seeps": ("engine.archive.commands:add_seeps_cli", "group a batch catalogue's slicks into seep sites with recurrence and source"),
 }
-"""Command -> ``module:function`` that registers it (with its options) on the subparsers, in the order of
+"""Command -> (``module:function`` that registers it with its options, its line in the overview), in the order of
 the help. Named, not imported: most command modules import PyTorch, seconds of start-up that light commands
-(``labels``, ``samples``, ``info``, ``models``), which the plugin runs often, never need."""
+(``labels``, ``samples``, ``info``, ``models``) and the overview of ``--help`` never need."""
 
 
 def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     """The parser of ``command`` alone when it is one of ``COMMANDS``, so that only its module is imported;
-    of every command otherwise (the overview of ``--help``, or argparse's list of choices for a mistyped one)."""
+    otherwise every command's name and line without its options (the overview of ``--help``, or argparse's list
+    of choices for a mistyped one), which imports no command module."""
     parser = argparse.ArgumentParser(
         prog="python -m engine",
         description="Slick Mapper engine: map oil slicks in Sentinel-1 SAR scenes.",
@@ -118,11 +119,18 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     parser.add_argument("--jsonl", action="store_true", help="speak JSON lines on stdout (used by the QGIS plugin)")
     parser.add_argument("--version", action="version", version=f"Slick Mapper engine {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    registrars = [COMMANDS[command]] if command in COMMANDS else COMMANDS.values()
-    for registrar in dict.fromkeys(registrars):  # once each: one function may register several commands
-        module, function = registrar.split(":")
+    if command in COMMANDS:
+        module, function = COMMANDS[command][0].split(":")
         getattr(importlib.import_module(module), function)(sub)
+    else:
+        for name, (_, line) in COMMANDS.items():
+            sub.add_parser(name, help=line)
     return parser
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """``argv`` parsed by the parser of its command alone (``build_parser``)."""
+    return build_parser(_command(argv)).parse_args(argv)
 
 
 def _command(argv: list[str]) -> Optional[str]:
@@ -155,7 +163,7 @@ def _one_line(unraisable: "sys.UnraisableHookArgs") -> None:
 
 def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(_command(argv)).parse_args(argv)
+    args = parse_args(argv)
     reporter = Reporter(args.jsonl)
     progress = Progress(reporter.progress, log=reporter.log, metrics=reporter.metrics)
     signal.signal(signal.SIGTERM, lambda *_: progress.cancel())

@@ -689,7 +689,7 @@ def training_pairs(
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``synth`` subcommand on the engine's CLI."""
-    p = subparsers.add_parser("synth", help="write a synthetic Sentinel-1 scene (and its class mask)")
+    p = subparsers.add_parser("synth")
     p.add_argument("--out", required=True, type=Path, help="scene GeoTIFF to write")
     p.add_argument("--labels", type=Path, help="class mask GeoTIFF (0 sea, 1 oil, 2 look-alike, 3 ship, 4 land)")
     p.add_argument("--size", nargs=2, type=int, default=[SceneSpec.height, SceneSpec.width], metavar=("H", "W"))

@@ -39,7 +39,7 @@ choose the epoch and threshold; the product's own defaults came later (``Finetun
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("experiment", help="the transfer-learning paper's experiments on the bundled tiles")
+    p = subparsers.add_parser("experiment")
     sub = p.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
     q = sub.add_parser("loso", help="leave one scene out: fine-tune on the others' labels, score on the one left out")
     q.add_argument("--out", type=Path, default=Path("experiment_output/loso"), help="empty or new folder")

@@ -87,7 +87,7 @@ def _side_by_side(panels: list[Image.Image]) -> Image.Image:
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("demo", help="detect on the bundled real Arctic tiles and compare with the paper")
+    p = subparsers.add_parser("demo")
     p.add_argument("--out", type=Path, default=Path("demo_output"))
     p.add_argument("--model", help="model file (default: bundled)")
     p.add_argument("--threshold", type=float, help="default: the model's own")

@@ -412,7 +412,7 @@ def check_training_options(options: GeneratorOptions) -> None:
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     """Register ``generator train|info|pretrain`` and ``generate``; ``samples`` is registered by its own module."""
-    parser = subparsers.add_parser("generator", help="sample generators (DAKTer or SAR-JointNet joint diffusion): train, info, pretrain")
+    parser = subparsers.add_parser("generator")
     sub = parser.add_subparsers(dest="generator_command", required=True, metavar="ACTION")
 
     p = sub.add_parser("train", help="train a generator of SAR tiles and their labels on a label store")
@@ -458,7 +458,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
     pretrain.add_cli(sub)
 
-    p = subparsers.add_parser("generate", help="generate SAR tiles with soft labels into a sample folder")
+    p = subparsers.add_parser("generate")
     p.add_argument("--generator", required=True, help="generator file (.safetensors)")
     p.add_argument("--out", required=True, help="sample folder: created, or appended to")
     p.add_argument("--n", type=int, required=True, help="number of samples to add")

@@ -380,7 +380,7 @@ def _update_index(folder: Path, change: Callable[[dict[str, Any]], Any]) -> None
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     """Register ``samples summary|keep|discard|regenerate``: here, not with the generator's commands, so that
     looking after a folder imports no PyTorch; only ``regenerate`` needs the generator."""
-    parser = subparsers.add_parser("samples", help="a sample folder: summary, keep, discard, regenerate")
+    parser = subparsers.add_parser("samples")
     sub = parser.add_subparsers(dest="samples_command", required=True, metavar="ACTION")
     p = sub.add_parser("summary", help="what the folder holds, sample by sample")
     p.add_argument("folder", help="sample folder")

@@ -292,7 +292,6 @@ def add_cli(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -
     """Register ``evaluate PRED --labels LABELS [--threshold 0.5] [--band 1]``."""
     parser = subparsers.add_parser(
         "evaluate",
-        help="Slick Dice of a prediction against a label, aligned by georeference.",
         description=(
             "Dice = 2TP/(2TP+FP+FN) of the slick class over the label's grid. The prediction is "
             "resampled (nearest) onto the label's grid; pixels it does not cover count as not slick."

@@ -407,7 +407,7 @@ def _check_base(card: ModelCard) -> None:
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("finetune", help="fine-tune a model on the labels of a label store (few-shot)")
+    p = subparsers.add_parser("finetune")
     p.add_argument("--base", required=True, help="model to start from (.safetensors); never modified")
     p.add_argument("--labels", required=True, help="label store (.gpkg)")
     p.add_argument("--out", required=True, type=Path, help="new model file (.safetensors); never overwritten")

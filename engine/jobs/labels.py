@@ -344,7 +344,7 @@ def _append(path: Path, layer: str, geometries: Iterable[BaseGeometry], crs: str
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     """Register ``labels init|summary|export|import``."""
-    parser = subparsers.add_parser("labels", help="the label store: init, summary, export, import")
+    parser = subparsers.add_parser("labels")
     sub = parser.add_subparsers(dest="labels_command", required=True, metavar="ACTION")
 
     p = sub.add_parser("init", help="create an empty label store (GeoPackage)")

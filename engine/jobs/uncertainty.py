@@ -104,7 +104,7 @@ def rank_raster(path: str | Path, threshold: float, block: int = BLOCK, top: int
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("uncertainty", help="where to label next: the blocks of a probability raster the model is least sure about")
+    p = subparsers.add_parser("uncertainty")
     p.add_argument("probability", help="a detection's probability raster (<prefix>_probability.tif)")
     p.add_argument("--threshold", type=float, required=True, help="the threshold the detection cut its mask at")
     p.add_argument("--block", type=int, default=BLOCK, help=f"block side in pixels (default {BLOCK})")

@@ -270,7 +270,7 @@ def scenes_from_folders(folders: list[Path]) -> list[LabelledScene]:
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("darkspot", help="the classical dark-spot baseline detector")
+    p = subparsers.add_parser("darkspot")
     sub = p.add_subparsers(dest="darkspot", required=True, metavar="ACTION")
     q = sub.add_parser("fit", help="fit its parameters on labelled scenes and write a model file")
     q.add_argument("--scenes", type=Path, nargs="+", required=True,

@@ -282,7 +282,7 @@ def _masked_encoder(out: Path, recipe: RealRecipe, config: TrainConfig, progress
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("pretrain", help="pretrain the bundled model on real SAR texture (or any network on synthetic scenes)")
+    p = subparsers.add_parser("pretrain")
     p.add_argument("--data", choices=("real", "synthetic"), default="real",
                    help="real: real scenes with composited slicks, from the synthetic model (default); synthetic: synthetic scenes only")
     p.add_argument("--out", type=Path, help="model file to write (default: the bundled model of --data, for the default network only)")

@@ -28,7 +28,7 @@ from pytestqt.qtbot import QtBot
 from qgis.PyQt.QtCore import Qt
 
 from engine import contract
-from engine.cli.main import build_parser
+from engine.cli.main import parse_args
 from engine.generation.generator import GeneratorOptions, train_options
 from engine.generation.joint_ddpm import GeneratorCard, build_unet, save_generator, unet_config
 from engine.generation.jointnet import JointNetOptions
@@ -324,12 +324,11 @@ def test_the_generator_kind_comes_from_the_engine_and_a_sar_jointnet_training_go
     assert [panel.kind.itemText(i) for i in range(panel.kind.count())] == list(contract.GENERATOR_KINDS.values())
     new_project(tmp_path, "joint", arctic_store)
     assert panel.kind.isEnabled() and panel.kind.currentData() == "dakter"
-    parser = build_parser()
     made = {}
     for kind in ("dakter", "sar-jointnet"):
         panel.kind.setCurrentIndex(panel.kind.findData(kind))
         train, _ = panel._parameters().commands()
-        made[kind] = train_options(parser.parse_args([train.name, *train.args]))  # what the engine makes of it
+        made[kind] = train_options(parse_args([train.name, *train.args]))  # what the engine makes of it
     dakter, joint = made["dakter"], made["sar-jointnet"]
     assert isinstance(dakter, GeneratorOptions) and (dakter.tile, dakter.steps) == (32, TINY[settings.GENERATOR_STEPS])
     assert isinstance(joint, JointNetOptions) and (joint.tile, joint.preset, joint.stage_steps) == (32, "cpu", None)
@@ -384,7 +383,7 @@ def test_a_kind_with_a_pretrained_generator_of_the_tile_size_says_so_and_is_fine
     assert "fine-tuned from the pretrained generator_dakter_64.safetensors on the labels" in panel.files_label.text()
     args = train_args()
     assert args[args.index("--init") + 1] == str(bundled) and "--net" not in args and "--steps" not in args
-    made = train_options(build_parser().parse_args(["generator", *args]))  # what the engine makes of it
+    made = train_options(parse_args(["generator", *args]))  # what the engine makes of it
     assert (made.init, made.tile, made.net, made.steps, made.low_res_steps) == (bundled, 64, "small", 150, 0)
     panel.kind.setCurrentIndex(panel.kind.findData("sar-jointnet"))
     assert "--init" not in train_args() and "trained from scratch" in panel.files_label.text()
