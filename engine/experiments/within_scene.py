@@ -3,11 +3,11 @@
 ``python -m engine experiment within-scene``: for each labelled tile, the analyst's slicks inside one half of
 its labelled area go into a new label store, with that half marked reviewed (its slick-free pixels are known
 sea), exactly as an analyst would label in the dock. The parent is fine-tuned on that store by the product's
-own fine-tuning, whose validation tiles therefore come from the labelled half too. Parent and fine-tuned model
-then detect slicks on the whole scene, as an analyst would run them, and are scored on the other half only:
-pixels of the labelled half never count. Both are also scored on the other tiles, whole: an analyst's labels on
-one scene must not make the map of another worse, since the product offers the fine-tuned model in the
-parent's place.
+own fine-tuning (with validation tiles, if the recipe keeps any, from the labelled half too). Parent and
+fine-tuned model then detect slicks on the whole scene, as an analyst would run them, and are scored on the
+other half only: pixels of the labelled half never count. Both are also scored on the other tiles, whole, as
+detection runs them there: an analyst's labels on one scene must not make the map of another worse (the
+product's default hands other scenes to the parent's weights; ``--use-on every`` measures the new ones there).
 
 The halves meet on the fine-tuning tile lattice, so that no training or validation tile holds a pixel of the
 scored half, not even as unlabelled context; with the default 128-pixel tiles the bundled 768-pixel tiles
@@ -48,7 +48,7 @@ from ..errors import InputError, OutputError
 from ..jobs.detect import DetectOptions, detect
 from .benchmark import real_texture_trainer
 from ..jobs.evaluate import DiceResult, align_to_grid, describe_grid, read_label_mask, slick_dice_arrays
-from ..jobs.finetune import FinetuneOptions, FinetuneReport, check_options, finetune
+from ..jobs.finetune import USE_ON, FinetuneOptions, FinetuneReport, check_options, finetune
 from ..jobs.labels import add_labels, add_reviewed, create_store, to_crs
 from ..machine import commit, cpu_name, file_sha256, uncommitted_changes, utc_now
 from ..models.eager import pick_device
@@ -355,9 +355,10 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "parent_weight": "L2-SP pull toward the parent",
         "val_fraction": "share of the labelled half's tiles kept for validation; 0: none, the last epoch kept",
         "min_slick_pixels": "with --val-fraction 0, the fewest labelled slick pixels a half must hold to be fine-tuned",
+        "use_on": "scenes the fine-tuned weights detect on: labelled (the other tiles get the parent's) or every",
         "device": DEVICE_HELP,
         "seed": "seed of the tile split and training",
-    }, train_layers={"choices": TRAIN_LAYERS}, lr={"type": number_or("auto")})
+    }, train_layers={"choices": TRAIN_LAYERS}, lr={"type": number_or("auto")}, use_on={"choices": USE_ON})
     q.set_defaults(func=_run_cli)
 
 
