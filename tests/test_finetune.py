@@ -291,6 +291,16 @@ def test_bad_labels_fail_before_training(tmp_path, small_model, store, error, me
     assert "training" not in stages and not out.exists()
 
 
+def test_the_default_recipe_refuses_too_few_labelled_slick_pixels_before_training(tmp_path, small_model):
+    """One small slick (200 pixels at 25 m) is below the default's gate, however many tiles it lies in."""
+    stages = []
+    with pytest.raises(InputError, match="The labels hold 200 slick pixels, fewer than the 1000 fine-tuning needs") as refused:
+        finetune(small_model, _one_tile(tmp_path), tmp_path / "tuned.safetensors", FinetuneOptions(device="cpu"),
+                 Progress(lambda s, *_: stages.append(s)))
+    assert refused.value.hint == "Label more slicks: 800 more pixels, about 0.50 km² at 25 m."
+    assert "training" not in stages and not (tmp_path / "tuned.safetensors").exists()
+
+
 def test_bad_models_and_outputs_fail_before_training(tmp_path, small_model, arctic_store, model_factory):
     def attempt(base, out, error, message):
         stages = []

@@ -176,12 +176,12 @@ def finetune(
     device = pick_device(options.device)
     timed("checks")
     tiles = collect_tiles(store, card, options.tile, progress)
-    if len(tiles) < 2:
+    validating = options.val_fraction > 0
+    if validating and len(tiles) < 2:
         raise InputError(
             f"The reviewed areas cover a single {options.tile}-pixel tile; fine-tuning needs at least 2, one to train on and one to validate on.",
             f"Mark a larger area as reviewed, or use smaller tiles (e.g. --tile {max(64, options.tile // 2)}).",
         )
-    validating = options.val_fraction > 0
     train_tiles, val_tiles = split_by_area(tiles, options.val_fraction, options.seed) if validating else (tiles, [])
     timed("tiles")
     val_slick_pixels = sum(t.slick_pixels for t in val_tiles)
