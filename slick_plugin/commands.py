@@ -94,14 +94,14 @@ class DetectParameters:
 
 @dataclass(frozen=True)
 class FinetuneParameters:
-    """One fine-tuning run with the engine's recipe unless told otherwise (an empty ``train_layers``: the engine's)."""
+    """One fine-tuning run: the engine's recipe, with the dock's epochs, tile size, layers and samples."""
 
     base: str
     store: str
     out: str
     epochs: int = 10
     tile: int = 128
-    train_layers: str = ""
+    train_layers: str = "all"
     device: str = "auto"
     generated: str = ""
     """A sample folder whose first ``n_generated`` kept samples join the training tiles; empty: none."""
@@ -112,9 +112,7 @@ class FinetuneParameters:
 
     def command(self) -> EngineCommand:
         args = ["--base", self.base, "--labels", self.store, "--out", self.out, "--epochs", str(self.epochs),
-                "--tile", str(self.tile), "--device", self.device, "--use-on", self.use_on]
-        if self.train_layers:
-            args += ["--train-layers", self.train_layers]
+                "--tile", str(self.tile), "--train-layers", self.train_layers, "--device", self.device, "--use-on", self.use_on]
         if self.generated:
             args += ["--generated", self.generated]
             if self.n_generated:

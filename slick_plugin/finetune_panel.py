@@ -27,7 +27,6 @@ StartTask = Callable[..., EngineTask]
 """The dock's ``_start(command, description, on_done, cleanup=None, controls=None, on_log=None, then=(), on_metrics=None)``."""
 Push = Callable[..., None]
 """The dock's ``_push(level, text, details="")``."""
-AUTOMATIC = "automatic"
 """Train-layers choice that lets the engine decide: all layers on a GPU, the decoder only on a CPU."""
 
 
@@ -63,9 +62,10 @@ class FinetunePanel(QgsCollapsibleGroupBox):
         self.epochs.setValue(10)
         self.epochs.setToolTip("Epochs over every labelled tile; the last one's model is kept.")
         self.train_layers = QComboBox()
-        self.train_layers.addItems((AUTOMATIC, *TRAIN_LAYERS))
+        self.train_layers.addItems(TRAIN_LAYERS)
+        self.train_layers.setCurrentText("all")
         self.train_layers.setToolTip("all: the whole network, as measured best on real scenes. decoder: the encoder "
-                                     "frozen, quicker on a CPU. automatic: the engine's recipe (all).")
+                                     "frozen, quicker on a CPU.")
         self.tile = QSpinBox()
         self.tile.setRange(64, 1024)
         self.tile.setSingleStep(32)
@@ -154,11 +154,10 @@ class FinetunePanel(QgsCollapsibleGroupBox):
             self._push(Qgis.Warning, reason)
             return
         base = str(self._model()["path"])
-        layers = self.train_layers.currentText()
         params = FinetuneParameters(
             base=base, store=self._store(), out=str(finetuned_model_path(user_models_dir(), base)),
             epochs=self.epochs.value(), tile=self.tile.value(),
-            train_layers="" if layers == AUTOMATIC else layers, device=self._device(),
+            train_layers=self.train_layers.currentText(), device=self._device(),
             generated=self._samples() if self.use_generated.isChecked() else "",
             n_generated=self.n_generated.value() if self.use_generated.isChecked() else 0,
             use_on="labelled" if self.labelled_only.isChecked() else "every")

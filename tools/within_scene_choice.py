@@ -39,10 +39,11 @@ RECIPE_KEYS = ("train_layers", "lr", "epochs", "val_fraction", "parent_weight", 
 Half = tuple[str, str]
 
 
-def recipe_name(recipe: dict) -> str:
+def recipe_name(recipe: dict, layers: str) -> str:
+    """``layers``: what the runs trained (an older recipe left the choice to the device)."""
     if recipe["val_fraction"] == 0:
-        return f"{recipe['train_layers']} layers, lr {recipe['lr']:g}, {recipe['epochs']} epochs, no validation"
-    return (f"the product's: {recipe['train_layers'] or 'decoder'} layers, lr {'range test' if recipe['lr'] is None else format(recipe['lr'], 'g')}, "
+        return f"{layers} layers, lr {recipe['lr']:g}, {recipe['epochs']} epochs, no validation"
+    return (f"validated: {layers} layers, lr {'range test' if recipe['lr'] is None else format(recipe['lr'], 'g')}, "
             f"at most {recipe['epochs']} epochs, validation {recipe['val_fraction']:g}")
 
 
@@ -61,7 +62,8 @@ def load(runs: list[Path]) -> tuple[dict, dict, dict, list[dict]]:
             raise SystemExit(f"{run} was made with other parents than {runs[0]}: its figures cannot be compared.")
         recipe = data["options"]["recipe"]
         key = tuple(recipe[k] for k in RECIPE_KEYS)
-        loaded.append({**data, "dir": str(run), "key": key, "name": recipe_name(recipe)})
+        layers = next((r["finetune_train_layers"] for r in data["rows"] if r["finetune_train_layers"]), recipe["train_layers"])
+        loaded.append({**data, "dir": str(run), "key": key, "name": recipe_name(recipe, layers)})
         for row in data["rows"]:
             half = (row["scene"], row["labelled_half"])
             if abs(parent.setdefault(half, row["dice_held_parent"]) - row["dice_held_parent"]) > 1e-4:

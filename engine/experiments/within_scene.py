@@ -46,7 +46,6 @@ from ..data import bundled
 from ..data.bundled import SAMPLES_DIR
 from ..errors import InputError, OutputError
 from ..jobs.detect import DetectOptions, detect
-from .benchmark import real_texture_trainer
 from ..jobs.evaluate import DiceResult, align_to_grid, describe_grid, read_label_mask, slick_dice_arrays
 from ..jobs.finetune import USE_ON, FinetuneOptions, FinetuneReport, check_options, finetune
 from ..jobs.labels import add_labels, add_reviewed, create_store, to_crs
@@ -58,6 +57,7 @@ from ..models.training import TRAIN_LAYERS
 from ..progress import Progress
 from ..scenes.grid import Grid, analysis_grid
 from ..scenes.raster import inspect, open_raster
+from .benchmark import real_texture_trainer
 
 SCENES = ("sample_0", "sample_1", "sample_2", "sample_123", "sample_70")
 """Every bundled real tile with an analyst's label."""
@@ -349,7 +349,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                                          "--base and trained there when missing: every tile is one its parent never saw"})
     add_options(q, defaults.recipe, {
         "tile": "fine-tuning tile and split lattice in pixels",
-        "epochs": "most epochs per run",
+        "epochs": "epochs per run (at most, where validation tiles may stop it earlier)",
         "lr": "learning rate, or auto for a range test per run",
         "train_layers": "all or decoder",
         "parent_weight": "L2-SP pull toward the parent",
