@@ -158,6 +158,26 @@ def test_without_validation_every_labelled_tile_trains_every_epoch_and_the_paren
     assert not (tmp_path / "refused.safetensors").exists()
 
 
+def test_parent_share_saves_weights_that_far_back_toward_the_parent(tmp_path, small_model, arctic_store):
+    """The same seeded run saved as trained and a quarter of the way back: every float tensor (batch-norm
+    statistics too) lies on the line between child and parent, counters stay the child's."""
+    options = FinetuneOptions(**{**FAST, "epochs": 1, "val_fraction": 0.0})
+    trained = finetune(small_model, arctic_store, tmp_path / "trained.safetensors", options)
+    blended = finetune(small_model, arctic_store, tmp_path / "blended.safetensors", replace(options, parent_share=0.25))
+    assert read_card(blended.model).lineage["parent_share"] == 0.25
+    parent, child, mix = (load_model(p, torch.device("cpu"))[0].state_dict() for p in (small_model, trained.model, blended.model))
+    moved = 0
+    for name, value in mix.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, 0.75 * child[name] + 0.25 * parent[name], rtol=1e-4, atol=1e-5)
+            moved += not torch.equal(child[name], parent[name])
+        else:
+            assert torch.equal(value, child[name])
+    assert moved > 10
+    with pytest.raises(InputError, match="--parent-share 1.0 is outside"):
+        finetune(small_model, arctic_store, tmp_path / "parent.safetensors", replace(options, parent_share=1.0))
+
+
 def test_too_few_validation_slick_pixels_keep_the_parent_s_threshold(tmp_path, small_model):
     """sample_1 alone leaves 833 slick pixels to validate on at 128-pixel tiles: too few to place a threshold."""
     store = _store(tmp_path / "one.gpkg", samples=("sample_1",))

@@ -34,7 +34,9 @@ from engine.progress import silent  # noqa: E402
 
 GATES = (0, 1000, 2500, 4000)
 """Labelled slick pixels below which a recipe without validation keeps the parent: fixed before any run."""
-RECIPE_KEYS = ("train_layers", "lr", "epochs", "val_fraction", "parent_weight", "tile")
+RECIPE_KEYS = ("train_layers", "lr", "epochs", "val_fraction", "parent_weight", "tile", "parent_share")
+RECIPE_DEFAULTS = {"parent_share": 0.0}
+"""What a run made before a recipe key existed trained with."""
 
 Half = tuple[str, str]
 
@@ -42,7 +44,9 @@ Half = tuple[str, str]
 def recipe_name(recipe: dict, layers: str) -> str:
     """``layers``: what the runs trained (an older recipe left the choice to the device)."""
     if recipe["val_fraction"] == 0:
-        return f"{layers} layers, lr {recipe['lr']:g}, {recipe['epochs']} epochs, no validation"
+        share = recipe.get("parent_share", 0.0)
+        return (f"{layers} layers, lr {recipe['lr']:g}, {recipe['epochs']} epochs, no validation"
+                + (f", {share:g} parent in the weights" if share else ""))
     return (f"validated: {layers} layers, lr {'range test' if recipe['lr'] is None else format(recipe['lr'], 'g')}, "
             f"at most {recipe['epochs']} epochs, validation {recipe['val_fraction']:g}")
 
@@ -61,7 +65,7 @@ def load(runs: list[Path]) -> tuple[dict, dict, dict, list[dict]]:
         if data.get("parents") != parents:
             raise SystemExit(f"{run} was made with other parents than {runs[0]}: its figures cannot be compared.")
         recipe = data["options"]["recipe"]
-        key = tuple(recipe[k] for k in RECIPE_KEYS)
+        key = tuple(recipe.get(k, RECIPE_DEFAULTS.get(k)) for k in RECIPE_KEYS)
         layers = next((r["finetune_train_layers"] for r in data["rows"] if r["finetune_train_layers"]), recipe["train_layers"])
         loaded.append({**data, "dir": str(run), "key": key, "name": recipe_name(recipe, layers)})
         for row in data["rows"]:

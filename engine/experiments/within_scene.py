@@ -353,6 +353,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "lr": "learning rate, or auto for a range test per run",
         "train_layers": "all or decoder",
         "parent_weight": "L2-SP pull toward the parent",
+        "parent_share": "share of the parent in the saved weights (interpolated after training)",
         "val_fraction": "share of the labelled half's tiles kept for validation; 0: none, the last epoch kept",
         "min_slick_pixels": "with --val-fraction 0, the fewest labelled slick pixels a half must hold to be fine-tuned",
         "use_on": "scenes the fine-tuned weights detect on: labelled (the other tiles get the parent's) or every",

@@ -91,6 +91,10 @@ class FinetuneOptions:
     """False: return the best trained epoch even below the parent (experiments; ``TrainConfig``)."""
     parent_weight: float = PARENT_WEIGHT
     """L2-SP strength toward the parent's weights (``TrainConfig.parent_weight``); 0: none."""
+    parent_share: float = 0.0
+    """Share of the parent in the saved weights, interpolated tensor by tensor after training (WiSE-FT, Wortsman
+    et al. 2022): a model between the two keeps more of what the parent knew about the scene's unlabelled parts.
+    0: the fine-tuned weights as trained."""
     use_on: str = "labelled"
     """Where the new model's weights detect (``USE_ON``): ``labelled``, the scenes of its labels only, its parent's
     everywhere else (``ModelCard.taught_scenes``); or ``every`` scene. Experiments that score a fine-tuned model
@@ -215,6 +219,7 @@ def finetune(
                      + ("hard labels" if options.generated_labels == "hard" else f"soft labels at T = {sample_folder.loss.temperature:g}"))
     parent_sha256 = file_sha256(base_model_path)
     model, _ = load_model(base_model_path, device)
+    parent_state = {k: v.detach().clone() for k, v in model.state_dict().items()} if options.parent_share else {}
     config = train_config(card, options, device)
     config.student = sample_folder.loss if sample_folder else None
     config.calibrate = validating and (val_slick_pixels >= MIN_VAL_SLICK_PIXELS or not options.from_parent)
@@ -228,6 +233,9 @@ def finetune(
     progress.log(f"learning rate {config.lr:.2e}" + (" from a range test" if options.lr is None else ""))
     timed("lr_range_test")
     report = train(model, train_set, val_set, config, progress)
+    if parent_state:
+        interpolate(model, parent_state, options.parent_share)
+        progress.log(f"saved weights: {1 - options.parent_share:g} fine-tuned, {options.parent_share:g} parent")
     timed("epochs")
     timings["epochs"] = round(timings["epochs"] - report.val_seconds, 2)  # scoring after each epoch is its own part
     timings["validation"] = report.val_seconds
@@ -263,6 +271,7 @@ def finetune(
         "lr_from": "range test" if options.lr is None else "given",
         "train_layers": options.train_layers,
         "parent_weight": config.parent_weight,
+        "parent_share": options.parent_share,
         "device": str(device),
         "seconds": seconds,
         "history": report.history,
@@ -313,6 +322,15 @@ def finetune(
         n_generated=n_generated,
         timings=timings,
     )
+
+
+def interpolate(model: torch.nn.Module, parent_state: dict[str, torch.Tensor], share: float) -> None:
+    """Moves every floating tensor (weights and batch-norm statistics) ``share`` of the way back to the parent's;
+    counters stay the fine-tuned model's."""
+    with torch.no_grad():
+        for name, value in model.state_dict().items():
+            if value.is_floating_point():
+                value.lerp_(parent_state[name].to(value.device), share)
 
 
 def threshold_note(threshold: float, elsewhere: float, val_slick_pixels: int, calibrated: bool) -> str:
@@ -373,6 +391,8 @@ def check_options(options: FinetuneOptions) -> None:
         raise InputError(f"Learning rate {options.lr} must be positive.", "Give e.g. 1e-4, or auto for a range test.")
     if options.n_generated is not None and (options.generated is None or options.n_generated < 1):
         raise InputError(f"--n-generated {options.n_generated} needs a sample folder and at least one sample.", "Give --generated DIR, and N of 1 or more.")
+    if not 0 <= options.parent_share < 1:
+        raise InputError(f"--parent-share {options.parent_share} is outside [0, 1).", "Give 0 (the fine-tuned weights) to e.g. 0.5 (halfway back to the parent).")
     if options.use_on not in USE_ON:
         raise InputError(f"--use-on {options.use_on} is not one of {', '.join(USE_ON)}.", "Give labelled (the default) or every.")
     if options.generated_labels not in GENERATED_LABELS or (options.generated_labels != "soft" and options.generated is None):
@@ -422,6 +442,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "val_fraction": "share of tiles kept for validation; 0: none, every epoch runs and the last is kept",
         "min_slick_pixels": "with --val-fraction 0, the fewest labelled slick pixels to train on",
         "parent_weight": "L2-SP: pull of the weights toward the parent's, 0 for none",
+        "parent_share": "share of the parent in the saved weights, interpolated after training; 0 for none",
         "name": "the new model's name (default: the parent's, fine-tuned DATE)",
         "generated": "sample folder (engine generate): train as a student on its kept samples too (DAKTer eqs. 5-6)",
         "n_generated": "generated samples to use, the first kept ones (default: as many as training tiles)",
