@@ -100,6 +100,16 @@ def test_device_name_asks_pytorch_only_where_a_gpu_could_answer():
     assert device_name("auto") == str(pick_device("auto"))
 
 
+@pytest.mark.parametrize("platform, libraries, asks", [
+    ("win32", {}, False), ("win32", {"nvcuda": "C:\\Windows\\System32\\nvcuda.dll"}, True), ("darwin", {}, True)])
+def test_device_name_off_linux_asks_pytorch_only_where_a_gpu_driver_could_answer(monkeypatch, platform, libraries, asks):
+    asked = []
+    monkeypatch.setattr(sys, "platform", platform)
+    monkeypatch.setattr("ctypes.util.find_library", libraries.get)
+    monkeypatch.setattr("engine.models.eager.pick_device", lambda name: asked.append(name) or "cuda")
+    assert device_name("auto") == ("cuda" if asks else "cpu") and asked == (["auto"] if asks else [])
+
+
 def test_openvino_compiles_a_tile_shape_once_per_machine(small_model):
     predictor, _ = runtimes.make_predictor(small_model, CPU, "openvino")
     predictor(_tiles(small_model))

@@ -28,16 +28,29 @@ FLIPS: tuple[tuple[int, ...], ...] = ((), (2,), (1,), (1, 2))
 
 _GPU_DEVICES = ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg")
 """NVIDIA's, ROCm's and WSL's device files: without any of them a Linux machine has no GPU PyTorch can use."""
+_GPU_LIBRARIES = ("nvcuda", "amdhip64")
+"""NVIDIA's CUDA driver and AMD's HIP runtime, as Windows names their DLLs: PyTorch on Windows runs on nothing else."""
 
 
 def device_name(name: str = "auto") -> str:
-    """The device ``name`` stands for here, as PyTorch spells it. PyTorch is asked only where it could
-    answer something other than the CPU: elsewhere than Linux, or where a GPU's device file exists."""
-    if name == "cpu" or (name == "auto" and sys.platform.startswith("linux") and not any(Path(p).exists() for p in _GPU_DEVICES)):
+    """The device ``name`` stands for here, as PyTorch spells it. PyTorch (a second of start-up and half a GB) is
+    asked only where a GPU could answer: a Linux GPU's device file, a Windows GPU driver, or any Mac (whether its
+    Metal device serves PyTorch only PyTorch can tell)."""
+    if name == "cpu" or (name == "auto" and not _may_have_gpu()):
         return "cpu"
     from .eager import pick_device
 
     return str(pick_device(name))
+
+
+def _may_have_gpu() -> bool:
+    if sys.platform.startswith("linux"):
+        return any(Path(p).exists() for p in _GPU_DEVICES)
+    if sys.platform == "win32":
+        from ctypes.util import find_library
+
+        return any(find_library(name) for name in _GPU_LIBRARIES)
+    return True
 
 
 def probability(logits: np.ndarray, card: ModelCard) -> np.ndarray:
