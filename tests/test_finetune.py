@@ -19,7 +19,7 @@ from shapely.geometry import box
 import engine.models.training as training
 from engine.cli.main import main
 from engine.errors import Cancelled, InputError, ModelError, OutputError
-from engine.jobs.finetune import MIN_VAL_SLICK_PIXELS, FinetuneOptions, finetune
+from engine.jobs.finetune import MIN_VAL_SLICK_PIXELS, PARENT_SHARE, FinetuneOptions, finetune
 from engine.jobs.finetune_data import GAP, collect_tiles, split_by_area
 from engine.jobs.labels import add_labels, add_reviewed, create_store, import_mask, read_store, scene_grid
 from engine.jobs.detect import DetectOptions, detect
@@ -162,9 +162,9 @@ def test_parent_share_saves_weights_that_far_back_toward_the_parent(tmp_path, sm
     """The same seeded run saved as trained and a quarter of the way back: every float tensor (batch-norm
     statistics too) lies on the line between child and parent, counters stay the child's."""
     options = FinetuneOptions(**{**FAST, "epochs": 1, "val_fraction": 0.0})
-    trained = finetune(small_model, arctic_store, tmp_path / "trained.safetensors", options)
-    blended = finetune(small_model, arctic_store, tmp_path / "blended.safetensors", replace(options, parent_share=0.25))
-    assert read_card(blended.model).lineage["parent_share"] == 0.25
+    trained = finetune(small_model, arctic_store, tmp_path / "trained.safetensors", replace(options, parent_share=0.0))
+    blended = finetune(small_model, arctic_store, tmp_path / "blended.safetensors", options)
+    assert blended.parent_share == read_card(blended.model).lineage["parent_share"] == 0.25 == PARENT_SHARE
     parent, child, mix = (load_model(p, torch.device("cpu"))[0].state_dict() for p in (small_model, trained.model, blended.model))
     moved = 0
     for name, value in mix.items():
@@ -176,6 +176,9 @@ def test_parent_share_saves_weights_that_far_back_toward_the_parent(tmp_path, sm
     assert moved > 10
     with pytest.raises(InputError, match="--parent-share 1.0 is outside"):
         finetune(small_model, arctic_store, tmp_path / "parent.safetensors", replace(options, parent_share=1.0))
+    with pytest.raises(InputError, match="--parent-share 0.5 with validation tiles"):
+        finetune(small_model, arctic_store, tmp_path / "validated.safetensors", replace(options, parent_share=0.5, val_fraction=0.25))
+    assert not any(tmp_path.glob("parent*")) and not any(tmp_path.glob("validated*"))
 
 
 def test_too_few_validation_slick_pixels_keep_the_parent_s_threshold(tmp_path, small_model):

@@ -229,7 +229,7 @@ def within_scene_experiment(out: Path, options: WithinSceneOptions, progress: Pr
 def _report_columns(report: Optional[FinetuneReport]) -> dict:
     """The fine-tuning's own figures (all on the labelled half), blank where it refused to run."""
     names = ("train_tiles", "val_tiles", "val_slick_pixels", "val_dice_before", "val_dice_after", "best_epoch", "epochs_run",
-             "lr", "train_layers", "parent_weight", "seconds")
+             "lr", "train_layers", "parent_weight", "parent_share", "seconds")
     if report is None:
         return {f"finetune_{name}": "" for name in names}
     return {f"finetune_{name}": float(f"{v:.4g}") if isinstance(v := getattr(report, name), float) else v for name in names}
@@ -353,7 +353,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "lr": "learning rate, or auto for a range test per run",
         "train_layers": "all or decoder",
         "parent_weight": "L2-SP pull toward the parent",
-        "parent_share": "share of the parent in the saved weights (interpolated after training)",
+        "parent_share": "share of the parent in the saved weights, interpolated after training (default: fine-tuning's)",
         "val_fraction": "share of the labelled half's tiles kept for validation; 0: none, the last epoch kept",
         "min_slick_pixels": "with --val-fraction 0, the fewest labelled slick pixels a half must hold to be fine-tuned",
         "use_on": "scenes the fine-tuned weights detect on: labelled (the other tiles get the parent's) or every",

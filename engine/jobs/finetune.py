@@ -44,6 +44,9 @@ MIN_LABELLED_SLICK_PIXELS = 1000
 chosen with its recipe by leave one scene out over ten real half-scenes, among 0, 1,000, 2,500 and 4,000
 (docs/within_scene.md)."""
 USE_ON = ("labelled", "every")
+PARENT_SHARE = 0.25
+"""Share of the parent in the weights a fine-tuning without validation saves (``FinetuneOptions.parent_share``): chosen
+by leave one scene out over ten real half-scenes, among 0, 0.25, 0.5 and 0.75 (docs/within_scene_choice.md)."""
 PARENT_WEIGHT = 0.1
 """L2-SP strength: on the bundled model's decoder (0.8 M weights of RMS 0.045, loss gradients of RMS 4e-4 to
 3e-3 per weight on Arctic batches) the pull matches the labels' push once a weight has moved by about a tenth
@@ -54,9 +57,10 @@ of its typical size; docs/within_scene.md measures it."""
 class FinetuneOptions:
     """The defaults are the recipe leave one scene out chose for an analyst's few labels on real scenes
     (docs/within_scene_choice.md): the whole network at 3e-4 for 10 epochs on 128-pixel tiles, no validation
-    tiles, the parent's threshold, and no fine-tuning at all below ``MIN_LABELLED_SLICK_PIXELS``. Validation
+    tiles, the saved weights a quarter of the way back to the parent's (``PARENT_SHARE``), the parent's
+    threshold, and no fine-tuning at all below ``MIN_LABELLED_SLICK_PIXELS``. Validation
     tiles of a few labels picked epochs and thresholds that made the rest of a scene worse (0.56 -> 0.10 on one
-    real half-scene), and the chosen recipe took the held halves' mean Dice from 0.309 to 0.367 where the
+    real half-scene), and the chosen recipe took the held halves' mean Dice from 0.309 to 0.386 (0.367 without the share) where the
     validated one took it to 0.286."""
 
     tile: int = 128
@@ -91,10 +95,11 @@ class FinetuneOptions:
     """False: return the best trained epoch even below the parent (experiments; ``TrainConfig``)."""
     parent_weight: float = PARENT_WEIGHT
     """L2-SP strength toward the parent's weights (``TrainConfig.parent_weight``); 0: none."""
-    parent_share: float = 0.0
+    parent_share: Optional[float] = None
     """Share of the parent in the saved weights, interpolated tensor by tensor after training (WiSE-FT, Wortsman
     et al. 2022): a model between the two keeps more of what the parent knew about the scene's unlabelled parts.
-    0: the fine-tuned weights as trained."""
+    None: ``PARENT_SHARE`` without validation tiles, 0 with them (their epoch and threshold were chosen for the
+    weights as trained) or without a parent; 0: the fine-tuned weights as trained."""
     use_on: str = "labelled"
     """Where the new model's weights detect (``USE_ON``): ``labelled``, the scenes of its labels only, its parent's
     everywhere else (``ModelCard.taught_scenes``); or ``every`` scene. Experiments that score a fine-tuned model
@@ -129,6 +134,8 @@ class FinetuneReport:
     lr: float
     train_layers: str
     parent_weight: float
+    parent_share: float
+    """Share of the parent in the saved weights (``FinetuneOptions.parent_share``)."""
     device: str
     seconds: float
     history: list[dict] = field(default_factory=list)
@@ -219,7 +226,8 @@ def finetune(
                      + ("hard labels" if options.generated_labels == "hard" else f"soft labels at T = {sample_folder.loss.temperature:g}"))
     parent_sha256 = file_sha256(base_model_path)
     model, _ = load_model(base_model_path, device)
-    parent_state = {k: v.detach().clone() for k, v in model.state_dict().items()} if options.parent_share else {}
+    share = parent_share(options)
+    parent_state = {k: v.detach().clone() for k, v in model.state_dict().items()} if share else {}
     config = train_config(card, options, device)
     config.student = sample_folder.loss if sample_folder else None
     config.calibrate = validating and (val_slick_pixels >= MIN_VAL_SLICK_PIXELS or not options.from_parent)
@@ -234,8 +242,8 @@ def finetune(
     timed("lr_range_test")
     report = train(model, train_set, val_set, config, progress)
     if parent_state:
-        interpolate(model, parent_state, options.parent_share)
-        progress.log(f"saved weights: {1 - options.parent_share:g} fine-tuned, {options.parent_share:g} parent")
+        interpolate(model, parent_state, share)
+        progress.log(f"saved weights: {1 - share:g} fine-tuned, {share:g} parent")
     timed("epochs")
     timings["epochs"] = round(timings["epochs"] - report.val_seconds, 2)  # scoring after each epoch is its own part
     timings["validation"] = report.val_seconds
@@ -271,7 +279,7 @@ def finetune(
         "lr_from": "range test" if options.lr is None else "given",
         "train_layers": options.train_layers,
         "parent_weight": config.parent_weight,
-        "parent_share": options.parent_share,
+        "parent_share": share,
         "device": str(device),
         "seconds": seconds,
         "history": report.history,
@@ -311,10 +319,11 @@ def finetune(
         threshold_elsewhere=elsewhere,
         threshold_note=threshold_note(report.threshold, elsewhere, val_slick_pixels, config.calibrate) if validating else
         f"Threshold {elsewhere:.2f}, the parent's, on every scene: no tile was kept to validate on.",
-        use_note=use_note(child, card.name, len(scenes)),
+        use_note=use_note(child, card.name, len(scenes), share),
         lr=config.lr,
         train_layers=options.train_layers,
         parent_weight=config.parent_weight,
+        parent_share=share,
         device=str(device),
         seconds=round(time.monotonic() - started, 1),
         history=report.history,
@@ -322,6 +331,12 @@ def finetune(
         n_generated=n_generated,
         timings=timings,
     )
+
+
+def parent_share(options: FinetuneOptions) -> float:
+    if options.parent_share is not None:
+        return options.parent_share
+    return PARENT_SHARE if options.val_fraction == 0 and options.from_parent else 0.0
 
 
 def interpolate(model: torch.nn.Module, parent_state: dict[str, torch.Tensor], share: float) -> None:
@@ -348,10 +363,12 @@ def _rounded(dice: Optional[float]) -> Optional[float]:
     return None if dice is None else round(dice, 4)
 
 
-def use_note(child: ModelCard, parent_name: str, scenes: int) -> str:
+def use_note(child: ModelCard, parent_name: str, scenes: int, share: float) -> str:
+    back = (f"Its weights were moved {share:.0%} of the way back to the parent's, which kept the unlabelled rest of real scenes "
+            "better than the weights as trained. ") if share else ""
     if not child.taught_scenes:
-        return "Its weights detect on every scene."
-    return (f"Its weights detect on the {scenes} labelled scene{'s' * (scenes != 1)} only; every other scene keeps the parent's "
+        return back + "Its weights detect on every scene."
+    return back + (f"Its weights detect on the {scenes} labelled scene{'s' * (scenes != 1)} only; every other scene keeps the parent's "
             f"({parent_name}): a few labels make a model better on their own scene and often worse on others.")
 
 
@@ -391,8 +408,13 @@ def check_options(options: FinetuneOptions) -> None:
         raise InputError(f"Learning rate {options.lr} must be positive.", "Give e.g. 1e-4, or auto for a range test.")
     if options.n_generated is not None and (options.generated is None or options.n_generated < 1):
         raise InputError(f"--n-generated {options.n_generated} needs a sample folder and at least one sample.", "Give --generated DIR, and N of 1 or more.")
-    if not 0 <= options.parent_share < 1:
+    if options.parent_share is not None and not 0 <= options.parent_share < 1:
         raise InputError(f"--parent-share {options.parent_share} is outside [0, 1).", "Give 0 (the fine-tuned weights) to e.g. 0.5 (halfway back to the parent).")
+    if options.parent_share and options.val_fraction > 0:
+        raise InputError(f"--parent-share {options.parent_share:g} with validation tiles: their epoch and threshold are chosen for the weights as "
+                         "trained, which the share would move.", "Give --val-fraction 0, or leave --parent-share out.")
+    if options.parent_share and not options.from_parent:
+        raise InputError("--parent-share needs a parent: an untrained initialisation has no weights worth keeping.", "Leave --parent-share out.")
     if options.use_on not in USE_ON:
         raise InputError(f"--use-on {options.use_on} is not one of {', '.join(USE_ON)}.", "Give labelled (the default) or every.")
     if options.generated_labels not in GENERATED_LABELS or (options.generated_labels != "soft" and options.generated is None):
@@ -442,7 +464,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "val_fraction": "share of tiles kept for validation; 0: none, every epoch runs and the last is kept",
         "min_slick_pixels": "with --val-fraction 0, the fewest labelled slick pixels to train on",
         "parent_weight": "L2-SP: pull of the weights toward the parent's, 0 for none",
-        "parent_share": "share of the parent in the saved weights, interpolated after training; 0 for none",
+        "parent_share": f"share of the parent in the saved weights, interpolated after training; 0 for none (default {PARENT_SHARE:g} "
+                        "without validation tiles, 0 with them)",
         "name": "the new model's name (default: the parent's, fine-tuned DATE)",
         "generated": "sample folder (engine generate): train as a student on its kept samples too (DAKTer eqs. 5-6)",
         "n_generated": "generated samples to use, the first kept ones (default: as many as training tiles)",
