@@ -104,3 +104,33 @@ def test_pretrain_cli_trains_on_real_texture_and_says_what_on(tmp_path, capsys):
     assert card.threshold == card.metrics["validation_threshold"]
     assert "--data real --architecture unet --encoder tu-resnet10t" in card.provenance["how"]
     assert "--init" not in card.provenance["how"]  # another network starts fresh, and --init with it is refused
+
+
+def test_pretrain_init_share_saves_the_trained_weights_moved_back_toward_the_init(tmp_path, capsys):
+    """The same seeded run saved as trained and with --init-share 0.5: every float tensor halfway (to fp16),
+    the threshold placed again on the validation bands, no trained file left behind; a model that was not
+    trained from the given init is refused."""
+    from engine.cli.main import main
+    from engine.errors import ModelError
+    from engine.models.pretrain import CHECKPOINTS, RealRecipe, toward_init
+    from engine.models.registry import load_model, read_card
+
+    from conftest import make_model
+
+    init = make_model(tmp_path / "init.safetensors", **{k: v for k, v in SMALL.items() if k != "name"})
+    args = ["--jsonl", "pretrain", "--init", str(init), "--train-tiles", "8", "--tile", "64", "--epochs", "1", "--batch-size", "4", "--device", "cpu"]
+    assert main([*args, "--out", str(tmp_path / "trained.safetensors")]) == 0
+    assert main([*args, "--out", str(tmp_path / "moved.safetensors"), "--init-share", "0.5"]) == 0
+    capsys.readouterr()
+    cpu = torch.device("cpu")
+    (start, _), (trained, _), (moved, card) = (load_model(tmp_path / f"{n}.safetensors", cpu) for n in ("init", "trained", "moved"))
+    start, trained = start.state_dict(), trained.state_dict()
+    for name, value in moved.state_dict().items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, (0.5 * trained[name] + 0.5 * start[name]).half().float(), rtol=2e-3, atol=2e-3)
+    assert card.provenance["how"].endswith("--init-share 0.5") and card.provenance["init_share"]["share"] == 0.5
+    assert card.threshold == card.metrics["validation_threshold"] and not (CHECKPOINTS / "moved-trained.safetensors").exists()
+    with pytest.raises(ModelError, match="was not trained from init.safetensors"):
+        toward_init(init, tmp_path / "refused.safetensors", RealRecipe(init=init, init_share=0.5), "cpu", Progress())
+    assert not (tmp_path / "refused.safetensors").exists()
+    assert read_card(tmp_path / "trained.safetensors").lineage["initialised_from"]["file"] == "init.safetensors"

@@ -39,7 +39,7 @@ from ..jobs.evaluate import align_to_grid, read_label_mask, slick_dice_arrays
 from ..machine import commit_text, describe, file_sha256
 from ..models.darkspot import fit_darkspot
 from ..models.eager import pick_device
-from ..models.pretrain import CHECKPOINTS, RealRecipe, pretrain_card, pretrain_real, validation_split
+from ..models.pretrain import CHECKPOINTS, RealRecipe, pretrain_card, pretrain_real, toward_init, validation_split
 from ..models.registry import SYNTHETIC_MODEL, has_weights, load_model, read_card
 from ..models.selfsupervised import MaskedRecipe
 from ..models.training import TrainConfig, paper_augment
@@ -127,6 +127,25 @@ def real_texture_trainer(epochs: int, train_tiles: int, device: str, seed: int, 
                              select_on_dice=True, patience=3, average_from=average_from, parent_weight=parent_weight,
                              checkpoint=CHECKPOINTS / f"benchmark-{out.stem}.pt")
         pretrain_real(out, recipe, config, progress, card)
+        return out
+
+    return trainer
+
+
+INIT_SHARES = (0.25, 0.5, 0.75)
+"""Shares of the synthetic model's weights ``real_texture_init<percent>`` compares (``RealRecipe.init_share``)."""
+
+
+def toward_init_trainer(share: float, trained_by: Trainer, device: str) -> Trainer:
+    """The fold's ``real_texture`` model (trained by ``trained_by`` where the run has none yet) moved ``share``
+    of the way back to the synthetic model it started from, as ``engine pretrain --init-share`` saves it: one
+    training serves every share."""
+
+    def trainer(scenes: list[LabelledScene], out: Path, progress: Progress) -> Path:
+        trained = out.with_name(out.name.replace(f"real_texture_init{round(share * 100)}", "real_texture", 1))
+        if not trained.exists():
+            trained_by(scenes, trained, progress)
+        toward_init(trained, out, RealRecipe(scenes=tuple(s.name for s in scenes), init_share=share), device, progress)
         return out
 
     return trainer
@@ -306,7 +325,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--shift", action="store_true", help="also score every network at a threshold moved by the scene's median logit")
     q.add_argument("--only", nargs="+", metavar="CANDIDATE",
                    help="score only these candidates (darkspot, synthetic_only, real_texture, real_texture_swa, real_texture_512, "
-                        "real_texture_labelled, real_texture_masked, real_texture_l2sp or a network given with --networks)")
+                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75 or a network given with --networks)")
     q.set_defaults(func=_run)
 
 
@@ -322,6 +341,8 @@ def candidates(args: argparse.Namespace, seed: int) -> dict[str, Trainer]:
         "real_texture_labelled": real_texture_trainer(args.epochs, args.train_tiles, device, seed, mix=LABELLED_MIX),
         "real_texture_masked": real_texture_trainer(args.epochs, args.train_tiles, device, seed, masked_epochs=MaskedRecipe.epochs),
         "real_texture_l2sp": real_texture_trainer(args.epochs, args.train_tiles, device, seed, parent_weight=PARENT_WEIGHT),
+        **{f"real_texture_init{round(share * 100)}": toward_init_trainer(share, real_texture_trainer(args.epochs, args.train_tiles, device, seed), device)
+           for share in INIT_SHARES},
         **{name: real_texture_trainer(args.epochs, args.train_tiles, device, seed, name) for name in args.networks},
     }
     if not args.only:

@@ -29,7 +29,7 @@ from ..generation.distill import GENERATED_LABELS, mixed, open_folder, sample_co
 from ..machine import file_sha256
 from ..models.eager import pick_device
 from ..models.registry import ModelCard, has_weights, load_model, read_card, save_model, user_models_dir
-from ..models.training import TRAIN_LAYERS, TrainConfig, lr_range_test, paper_augment, train, validate
+from ..models.training import TRAIN_LAYERS, TrainConfig, interpolate_weights, lr_range_test, paper_augment, train, validate
 from ..progress import Progress, silent
 from ..scenes.fingerprint import scene_fingerprint
 from .finetune_data import check_store, collect_tiles, split_by_area, tileset
@@ -242,7 +242,7 @@ def finetune(
     timed("lr_range_test")
     report = train(model, train_set, val_set, config, progress)
     if parent_state:
-        interpolate(model, parent_state, share)
+        interpolate_weights(model, parent_state, share)
         progress.log(f"saved weights: {1 - share:g} fine-tuned, {share:g} parent")
     timed("epochs")
     timings["epochs"] = round(timings["epochs"] - report.val_seconds, 2)  # scoring after each epoch is its own part
@@ -337,15 +337,6 @@ def parent_share(options: FinetuneOptions) -> float:
     if options.parent_share is not None:
         return options.parent_share
     return PARENT_SHARE if options.val_fraction == 0 and options.from_parent else 0.0
-
-
-def interpolate(model: torch.nn.Module, parent_state: dict[str, torch.Tensor], share: float) -> None:
-    """Moves every floating tensor (weights and batch-norm statistics) ``share`` of the way back to the parent's;
-    counters stay the fine-tuned model's."""
-    with torch.no_grad():
-        for name, value in model.state_dict().items():
-            if value.is_floating_point():
-                value.lerp_(parent_state[name].to(value.device), share)
 
 
 def threshold_note(threshold: float, elsewhere: float, val_slick_pixels: int, calibrated: bool) -> str:

@@ -30,14 +30,14 @@ from ..data import bundled, real_scenes
 from ..data.real_scenes import SceneArrays
 from ..data.real_texture import Mix, Tiles, scene_tiles, split_scene, training_tiles
 from ..data.synth import OIL, SceneSpec, generate
-from ..errors import InputError
+from ..errors import InputError, ModelError
 from ..machine import describe, file_sha256
 from ..progress import Progress
 from ..scenes.normalise import Stretch
 from .eager import pick_device
 from .registry import ARCHITECTURES, DEFAULT_MODEL, SYNTHETIC_MODEL, ModelCard, build_model, load_encoder_weights, load_model, read_card, save_model
 from .selfsupervised import MaskedRecipe, masked_pretrain
-from .training import TileSet, TrainConfig, paper_augment, train
+from .training import TileSet, TrainConfig, interpolate_weights, paper_augment, train, validate
 
 DEFAULT_TRAIN_SCENES = ("sample_0", "sample_70")
 """The Arctic scenes the bundled model learns from: not sample_1, sample_2 or sample_123, the demo's and the
@@ -162,6 +162,8 @@ class RealRecipe:
     masked_epochs: int = 0
     """Epochs of masked-image pretraining of ``init``'s encoder on the recipe's real pixels, without labels
     (``engine.models.selfsupervised``), before the labelled training; 0: none."""
+    init_share: float = 0.0
+    """Share of ``init``'s weights in the saved model (``toward_init``); 0: the trained weights."""
 
 
 def _tileset(tiles: Tiles) -> TileSet:
@@ -190,12 +192,8 @@ def real_sets(recipe: RealRecipe, pixel_size: float, seed: int) -> tuple[TileSet
     """(training tiles, validation tiles, what they were made of) for ``recipe``."""
     if not recipe.scenes:
         raise InputError("No training scenes were given.", f"Choose among {', '.join(s.name for s in bundled.ARCTIC)}.")
-    train_parts, val_tiles = [], Tiles()
-    for name in recipe.scenes:
-        part, held = validation_split(name, pixel_size, recipe)
-        train_parts.append(part)
-        for x, y, v, _ in zip(*(getattr(scene_tiles(held, recipe.tile), f) for f in ("x", "y", "valid", "kind"))):
-            val_tiles.add(x, y, v, "validation")
+    train_parts = [validation_split(name, pixel_size, recipe)[0] for name in recipe.scenes]
+    val_tiles = validation_tiles(recipe, pixel_size)
     train_parts += [real_scenes.load_labelled(scene, pixel_size) for scene in bundled.NORTH_SEA]
     tiles = training_tiles(train_parts, real_scenes.load_grd(), recipe.train_tiles, recipe.tile, seed, recipe.mix)
     data = {
@@ -207,6 +205,40 @@ def real_sets(recipe: RealRecipe, pixel_size: float, seed: int) -> tuple[TileSet
         "mix": asdict(recipe.mix),
     }
     return _tileset(tiles), _tileset(val_tiles), data
+
+
+def validation_tiles(recipe: RealRecipe, pixel_size: float) -> Tiles:
+    """The validation bands of the recipe's Arctic scenes, as tiles."""
+    found = Tiles()
+    for name in recipe.scenes:
+        held = validation_split(name, pixel_size, recipe)[1]
+        for x, y, v in zip(*(getattr(scene_tiles(held, recipe.tile), f) for f in ("x", "y", "valid"))):
+            found.add(x, y, v, "validation")
+    return found
+
+
+def toward_init(trained: Path, out: Path, recipe: RealRecipe, device: str, progress: Progress) -> dict:
+    """``trained`` moved ``recipe.init_share`` of the way back to ``recipe.init`` (``interpolate_weights``), its
+    threshold placed again on the same validation bands, which neither model learnt from."""
+    model, card = load_model(trained, torch.device(device))
+    if recipe.init is None or card.lineage.get("initialised_from", {}).get("sha256") != file_sha256(Path(recipe.init)):
+        raise ModelError(f"{trained.name} was not trained from {Path(recipe.init).name if recipe.init else 'a model'}: there is no way back to move toward.",
+                         "Give the model it was initialised from (its card's lineage names it), or leave out --init-share.")
+    start, _ = load_model(recipe.init, torch.device(device))
+    interpolate_weights(model, start.state_dict(), recipe.init_share)
+    config = TrainConfig(device=device, input_scale=card.normalisation.get("input_scale", TrainConfig.input_scale))
+    threshold, dice = validate(model, _tileset(validation_tiles(recipe, card.pixel_size)), config).calibrated(config.threshold)
+    progress.log(f"moved {recipe.init_share:g} of the way back to {Path(recipe.init).name}: validation Dice {dice:.3f} at {threshold:.2f} "
+                 f"(trained: {card.metrics.get('validation_dice')} at {card.threshold:.2f})")
+    card.threshold = threshold
+    card.metrics = {"validation_dice": round(dice, 4), "validation_threshold": threshold}
+    card.provenance = {**card.provenance, "how": card.provenance["how"] + f" --init-share {recipe.init_share:g}",
+                       "init_share": {"share": recipe.init_share, "init_sha256": file_sha256(Path(recipe.init)),
+                                      "trained_sha256": file_sha256(trained), "trained_validation_dice": card.metrics.get("validation_dice")},
+                       "selection": card.provenance["selection"] + f"; then {recipe.init_share:g} of the way back to the initialisation, "
+                                                                    "threshold by slick Dice on the validation bands"}
+    save_model(model, card, out, half=True)
+    return {"model": str(out), "val_dice": dice, "threshold": threshold}
 
 
 def pretrain_real(out: Path, recipe: RealRecipe, config: TrainConfig, progress: Progress, card: Optional[ModelCard] = None,
@@ -257,9 +289,14 @@ def pretrain_real(out: Path, recipe: RealRecipe, config: TrainConfig, progress: 
         "machine": describe(device),
     }
     card.metrics = {"validation_dice": round(report.val_dice_calibrated, 4), "validation_threshold": report.threshold}
-    save_model(model, card, out, half=True)
+    trained = CHECKPOINTS / f"{out.stem}-trained.safetensors" if recipe.init_share else out
+    save_model(model, card, trained, half=True)
     if recipe.masked_epochs:
         _masked_path(out, recipe, config).unlink(missing_ok=True)
+    if recipe.init_share:
+        moved = toward_init(trained, out, recipe, config.device, progress)
+        trained.unlink()
+        return {**moved, "epochs_run": report.epochs_run, "best_epoch": report.best_epoch, "seconds": report.seconds, "data": data}
     return {"model": str(out), "val_dice": report.val_dice_calibrated, "threshold": report.threshold,
             "epochs_run": report.epochs_run, "best_epoch": report.best_epoch, "seconds": report.seconds,
             "tiles_per_second": report.tiles_per_second, "data": data}
@@ -303,6 +340,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                    help="--data real: first pretrain the encoder for this many epochs by masked-image modelling on the real pixels, without labels")
     p.add_argument("--parent-weight", type=float, default=0.0,
                    help="--data real: L2-SP pull of the weights toward those it starts from (0: none)")
+    p.add_argument("--init-share", type=float, default=0.0,
+                   help="--data real: move the trained weights this share of the way back to --init's, and place the threshold again (0: none)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--seed", type=int, default=TrainConfig.seed)
     p.set_defaults(func=_run_cli)
@@ -325,7 +364,10 @@ def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
         starts_fresh = args.init == "none" or not _is_default(card) or args.encoder_weights
         init = None if starts_fresh else Path(args.init) if args.init else SYNTHETIC_MODEL
         recipe = RealRecipe(scenes=tuple(args.scenes), train_tiles=args.train_tiles or RealRecipe.train_tiles, tile=args.tile, init=init,
-                            masked_epochs=args.masked_epochs)
+                            masked_epochs=args.masked_epochs, init_share=args.init_share)
+        if args.init_share and (init is None or not 0 < args.init_share < 1):
+            raise InputError(f"--init-share {args.init_share:g} needs a model to start from and a share between 0 and 1.",
+                             "Give e.g. --init-share 0.5 without --init none.")
         out = args.out or DEFAULT_MODEL
         config = TrainConfig(epochs=args.epochs or 6, batch_size=args.batch_size, lr=args.lr or 5e-4, seed=args.seed, device=device,
                              augment=paper_augment, select_on_dice=True, patience=3, average_from=args.average_from, parent_weight=args.parent_weight,

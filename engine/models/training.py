@@ -289,6 +289,16 @@ class Validation:
         return float(self.dice_at[np.argmin(abs(THRESHOLDS - threshold))])
 
 
+def interpolate_weights(model: torch.nn.Module, toward: dict[str, torch.Tensor], share: float) -> None:
+    """Moves every floating tensor of ``model`` (weights and batch-norm statistics) ``share`` of the way to
+    ``toward``'s (WiSE-FT, Wortsman et al. 2022: a model between a trained one and its starting point often holds
+    up better on data unlike its training data than either); counters stay the model's."""
+    with torch.no_grad():
+        for name, value in model.state_dict().items():
+            if value.is_floating_point():
+                value.lerp_(toward[name].to(value.device, value.dtype), share)
+
+
 def validate(model: torch.nn.Module, data: TileSet, config: TrainConfig, batch: int = 8) -> Validation:
     """Loss and slick Dice at 0.5 and at every candidate threshold, over all pixels of ``data``."""
     model.eval()
