@@ -199,6 +199,7 @@ def run_benchmark(out: Path, candidates: Callable[[int], dict[str, Trainer]], se
     every detection is also scored at a threshold moved by the scene's median logit (``shifted_threshold``),
     as ``<name>+shift``. Several seeds: on five scenes one seed of the same recipe moved a scene's Dice by up
     to 0.3, so a design is chosen on the mean over seeds, and the table shows their spread."""
+    commit = commit_text()  # the code the run started with: a long run outlasts commits made beside it
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     scenes = list(bundled.ARCTIC)
@@ -232,7 +233,7 @@ def run_benchmark(out: Path, candidates: Callable[[int], dict[str, Trainer]], se
             if path.exists():
                 rows.append(_row(held, f"paper_{paper}", score(path, held, 0.5), None, path, None))
     summary = _summary(rows)
-    _write(out, rows, summary, command)
+    _write(out, rows, summary, command, commit)
     return {"rows": len(rows), "summary": summary, "table": str(out / "benchmark.md")}
 
 
@@ -268,14 +269,14 @@ def _summary(rows: list[dict]) -> dict[str, dict]:
     return out
 
 
-def _write(out: Path, rows: list[dict], summary: dict, command: str) -> None:
+def _write(out: Path, rows: list[dict], summary: dict, command: str, commit: str) -> None:
     write_csv(out / "benchmark.csv", rows)
     scenes = list(dict.fromkeys(r["scene"] for r in rows))
     candidates = list(summary)
     lines = [
         "# Leave-one-scene-out benchmark on the real labelled Arctic scenes",
         "",
-        f"Made by `{command}` at commit {commit_text()} on {describe()}.",
+        f"Made by `{command}` at commit {commit} on {describe()}.",
         "Each trained candidate learnt from the other four scenes only (epoch and threshold chosen on validation",
         "bands of those four); the scene in a row was never trained, selected or tuned on. `paper_*` are the",
         "paper's own predictions, scored by the same code. False slicks: predicted slick area more than",
@@ -308,7 +309,7 @@ def _write(out: Path, rows: list[dict], summary: dict, command: str) -> None:
         seed = "" if r["seed"] is None or not several else f", seed {r['seed']}"
         lines.append(f"- {r['scene']}, {r['candidate']}{seed}: `{r['model']}` {r['sha256']}, threshold {r['threshold']}")
     write_text(out / "benchmark.md", "\n".join(lines) + "\n")
-    write_text(out / "benchmark.json", json.dumps({"command": command, "commit": commit_text(), "summary": summary, "rows": rows}, indent=2))
+    write_text(out / "benchmark.json", json.dumps({"command": command, "commit": commit, "summary": summary, "rows": rows}, indent=2))
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
