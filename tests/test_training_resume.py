@@ -129,6 +129,7 @@ def test_pretrain_init_share_saves_the_trained_weights_moved_back_toward_the_ini
         if value.is_floating_point():
             torch.testing.assert_close(value, (0.5 * trained[name] + 0.5 * start[name]).half().float(), rtol=2e-3, atol=2e-3)
     assert card.provenance["how"].endswith("--init-share 0.5") and card.provenance["init_share"]["share"] == 0.5
+    assert card.provenance["init_share"]["trained_validation_dice"] == read_card(tmp_path / "trained.safetensors").metrics["validation_dice"]
     assert card.threshold == card.metrics["validation_threshold"] and not (CHECKPOINTS / "moved-trained.safetensors").exists()
     with pytest.raises(ModelError, match="was not trained from init.safetensors"):
         toward_init(init, tmp_path / "refused.safetensors", RealRecipe(init=init, init_share=0.5), "cpu", Progress())

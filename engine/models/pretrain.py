@@ -228,13 +228,15 @@ def toward_init(trained: Path, out: Path, recipe: RealRecipe, device: str, progr
     interpolate_weights(model, start.state_dict(), recipe.init_share)
     config = TrainConfig(device=device, input_scale=card.normalisation.get("input_scale", TrainConfig.input_scale))
     threshold, dice = validate(model, _tileset(validation_tiles(recipe, card.pixel_size)), config).calibrated(config.threshold)
+    trained_dice, trained_threshold = card.metrics.get("validation_dice"), card.threshold
     progress.log(f"moved {recipe.init_share:g} of the way back to {Path(recipe.init).name}: validation Dice {dice:.3f} at {threshold:.2f} "
-                 f"(trained: {card.metrics.get('validation_dice')} at {card.threshold:.2f})")
+                 f"(trained: {trained_dice} at {card.threshold:.2f})")
     card.threshold = threshold
     card.metrics = {"validation_dice": round(dice, 4), "validation_threshold": threshold}
     card.provenance = {**card.provenance, "how": card.provenance["how"] + f" --init-share {recipe.init_share:g}",
                        "init_share": {"share": recipe.init_share, "init_sha256": file_sha256(Path(recipe.init)),
-                                      "trained_sha256": file_sha256(trained), "trained_validation_dice": card.metrics.get("validation_dice")},
+                                      "trained_sha256": file_sha256(trained), "trained_validation_dice": trained_dice,
+                                      "trained_threshold": trained_threshold},
                        "selection": card.provenance["selection"] + f"; then {recipe.init_share:g} of the way back to the initialisation, "
                                                                     "threshold by slick Dice on the validation bands"}
     save_model(model, card, out, half=True)
@@ -269,7 +271,8 @@ def pretrain_real(out: Path, recipe: RealRecipe, config: TrainConfig, progress: 
     progress.log(f"cutting {recipe.train_tiles} training tiles of {recipe.tile} px from real and synthetic scenes")
     train_set, val_set, data = real_sets(recipe, card.pixel_size, config.seed)
     report = train(model, train_set, val_set, config, progress)
-    card.name = ("Slick U-Net R18 25 m (real SAR texture)" if _is_default(card) else f"Slick {card.architecture} {card.encoder} 25 m (real SAR texture)")
+    card.name = (f"Slick U-Net R18 25 m (real SAR texture: {', '.join(recipe.scenes)})" if _is_default(card)
+                 else f"Slick {card.architecture} {card.encoder} 25 m (real SAR texture: {', '.join(recipe.scenes)})")
     card.threshold = report.threshold
     card.created = ModelCard.__dataclass_fields__["created"].default_factory()
     card.provenance = {
