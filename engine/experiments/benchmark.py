@@ -109,7 +109,7 @@ U-Net R18, two efficient timm encoders in the same U-Net, and the paper's DeepLa
 
 def real_texture_trainer(epochs: int, train_tiles: int, device: str, seed: int, network: Optional[str] = None,
                          average_from: Optional[int] = None, tile: int = RealRecipe.tile, mix: Mix = Mix(), masked_epochs: int = 0,
-                         parent_weight: float = 0.0) -> Trainer:
+                         parent_weight: float = 0.0, lr: float = 5e-4) -> Trainer:
     """The bundled model's own recipe (``engine pretrain --data real``) on the given scenes: from the
     synthetic model, or with ``network`` (a key of ``NETWORKS``) from random initialisation; with
     ``average_from``, the average of the epochs from that one on (``TrainConfig.average_from``). Another
@@ -123,7 +123,7 @@ def real_texture_trainer(epochs: int, train_tiles: int, device: str, seed: int, 
         recipe = RealRecipe(scenes=tuple(s.name for s in scenes), train_tiles=round(train_tiles * scale), tile=tile, mix=mix,
                             masked_epochs=masked_epochs, **({} if network is None else {"init": None}))
         card = None if network is None else pretrain_card(*NETWORKS[network])
-        config = TrainConfig(epochs=epochs, batch_size=max(1, round(8 * scale)), lr=5e-4, seed=seed, device=device, augment=paper_augment,
+        config = TrainConfig(epochs=epochs, batch_size=max(1, round(8 * scale)), lr=lr, seed=seed, device=device, augment=paper_augment,
                              select_on_dice=True, patience=3, average_from=average_from, parent_weight=parent_weight,
                              checkpoint=CHECKPOINTS / f"benchmark-{out.stem}.pt")
         pretrain_real(out, recipe, config, progress, card)
@@ -136,13 +136,17 @@ INIT_SHARES = (0.25, 0.5, 0.75)
 """Shares of the synthetic model's weights ``real_texture_init<percent>`` compares (``RealRecipe.init_share``)."""
 
 
-def toward_init_trainer(share: float, trained_by: Trainer, device: str) -> Trainer:
-    """The fold's ``real_texture`` model (trained by ``trained_by`` where the run has none yet) moved ``share``
+FAST_LR = 1e-3
+"""Twice the recipe's learning rate: a model moved back toward its start afterwards may gain from going further first."""
+
+
+def toward_init_trainer(share: float, trained_by: Trainer, device: str, trained_as: str = "real_texture") -> Trainer:
+    """The fold's ``trained_as`` model (trained by ``trained_by`` where the run has none yet) moved ``share``
     of the way back to the synthetic model it started from, as ``engine pretrain --init-share`` saves it: one
     training serves every share."""
 
     def trainer(scenes: list[LabelledScene], out: Path, progress: Progress) -> Path:
-        trained = out.with_name(out.name.replace(f"real_texture_init{round(share * 100)}", "real_texture", 1))
+        trained = out.with_name(out.name.replace(f"{trained_as}_init{round(share * 100)}", trained_as, 1))
         if not trained.exists():
             trained_by(scenes, trained, progress)
         toward_init(trained, out, RealRecipe(scenes=tuple(s.name for s in scenes), init_share=share), device, progress)
@@ -326,7 +330,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--shift", action="store_true", help="also score every network at a threshold moved by the scene's median logit")
     q.add_argument("--only", nargs="+", metavar="CANDIDATE",
                    help="score only these candidates (darkspot, synthetic_only, real_texture, real_texture_swa, real_texture_512, "
-                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75 or a network given with --networks)")
+                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_lr1e-3_init50 or a network given with --networks)")
     q.set_defaults(func=_run)
 
 
@@ -344,6 +348,8 @@ def candidates(args: argparse.Namespace, seed: int) -> dict[str, Trainer]:
         "real_texture_l2sp": real_texture_trainer(args.epochs, args.train_tiles, device, seed, parent_weight=PARENT_WEIGHT),
         **{f"real_texture_init{round(share * 100)}": toward_init_trainer(share, real_texture_trainer(args.epochs, args.train_tiles, device, seed), device)
            for share in INIT_SHARES},
+        "real_texture_lr1e-3_init50": toward_init_trainer(0.5, real_texture_trainer(args.epochs, args.train_tiles, device, seed, lr=FAST_LR), device,
+                                                          "real_texture_lr1e-3"),
         **{name: real_texture_trainer(args.epochs, args.train_tiles, device, seed, name) for name in args.networks},
     }
     if not args.only:
