@@ -412,7 +412,7 @@ def test_fine_tune_from_the_dock_makes_a_model_with_lineage_and_detects_with_it(
     assert html_text(f"2 epochs on all {data['train_tiles']} labelled tiles, layers: decoder") in panel.summary.text()
     assert data["threshold_note"].startswith("Threshold") and html_text(data["threshold_note"]) in panel.summary.text()
     assert panel.labelled_only.isChecked() and model_card(models[0])["taught_scenes"]  # the default: the labelled scene only
-    assert data["use_note"].startswith("Its weights were moved 25% of the way back to the parent's") and lineage["parent_share"] == 0.25
+    assert data["use_note"].startswith("Its weights were moved 50% of the way back to the parent's") and lineage["parent_share"] == 0.5
     assert "Its weights detect on the 1 labelled scene only" in data["use_note"] and html_text(data["use_note"]) in panel.summary.text()
     assert [e.number for e in panel.chart.epochs] == list(range(1, data["epochs_run"] + 1))
     assert panel.chart.epochs[0].train_loss == pytest.approx(data["history"][0]["train_loss"], abs=1e-3)
