@@ -192,8 +192,9 @@ def real_sets(recipe: RealRecipe, pixel_size: float, seed: int) -> tuple[TileSet
     """(training tiles, validation tiles, what they were made of) for ``recipe``."""
     if not recipe.scenes:
         raise InputError("No training scenes were given.", f"Choose among {', '.join(s.name for s in bundled.ARCTIC)}.")
-    train_parts = [validation_split(name, pixel_size, recipe)[0] for name in recipe.scenes]
-    val_tiles = validation_tiles(recipe, pixel_size)
+    splits = [validation_split(name, pixel_size, recipe) for name in recipe.scenes]
+    train_parts = [part for part, _ in splits]
+    val_tiles = _band_tiles([band for _, band in splits], recipe.tile)
     train_parts += [real_scenes.load_labelled(scene, pixel_size) for scene in bundled.NORTH_SEA]
     tiles = training_tiles(train_parts, real_scenes.load_grd(), recipe.train_tiles, recipe.tile, seed, recipe.mix)
     data = {
@@ -209,10 +210,13 @@ def real_sets(recipe: RealRecipe, pixel_size: float, seed: int) -> tuple[TileSet
 
 def validation_tiles(recipe: RealRecipe, pixel_size: float) -> Tiles:
     """The validation bands of the recipe's Arctic scenes, as tiles."""
+    return _band_tiles([validation_split(name, pixel_size, recipe)[1] for name in recipe.scenes], recipe.tile)
+
+
+def _band_tiles(bands: list[SceneArrays], tile: int) -> Tiles:
     found = Tiles()
-    for name in recipe.scenes:
-        held = validation_split(name, pixel_size, recipe)[1]
-        for x, y, v in zip(*(getattr(scene_tiles(held, recipe.tile), f) for f in ("x", "y", "valid"))):
+    for band in bands:
+        for x, y, v in zip(*(getattr(scene_tiles(band, tile), f) for f in ("x", "y", "valid"))):
             found.add(x, y, v, "validation")
     return found
 
