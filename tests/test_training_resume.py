@@ -135,3 +135,33 @@ def test_pretrain_init_share_saves_the_trained_weights_moved_back_toward_the_ini
         toward_init(init, tmp_path / "refused.safetensors", RealRecipe(init=init, init_share=0.5), "cpu", Progress())
     assert not (tmp_path / "refused.safetensors").exists()
     assert read_card(tmp_path / "trained.safetensors").lineage["initialised_from"]["file"] == "init.safetensors"
+
+
+def test_average_models_is_the_mean_of_seeds_trained_from_one_start(tmp_path, capsys):
+    """Two seeded runs from one start averaged tensor by tensor (to fp16), each member named by its hash; a
+    model that did not start there is refused and nothing is written."""
+    from engine.cli.main import main
+    from engine.errors import ModelError
+    from engine.machine import file_sha256
+    from engine.models.pretrain import average_models
+    from engine.models.registry import load_model, read_card
+
+    from conftest import make_model
+
+    init = make_model(tmp_path / "init.safetensors", **{k: v for k, v in SMALL.items() if k != "name"})
+    args = ["--jsonl", "pretrain", "--init", str(init), "--train-tiles", "8", "--tile", "64", "--epochs", "1", "--batch-size", "4", "--device", "cpu"]
+    members = [tmp_path / f"seed{seed}.safetensors" for seed in (0, 1)]
+    for seed, member in enumerate(members):
+        assert main([*args, "--seed", str(seed), "--out", str(member)]) == 0
+    capsys.readouterr()
+    soup = average_models(members, tmp_path / "soup.safetensors")
+    cpu = torch.device("cpu")
+    a, b = (load_model(m, cpu)[0].state_dict() for m in members)
+    assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
+    for name, value in load_model(soup, cpu)[0].state_dict().items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, ((a[name] + b[name]) / 2).half().float(), rtol=2e-3, atol=2e-3)
+    assert [m["sha256"] for m in read_card(soup).provenance["soup"]] == [file_sha256(m) for m in members]
+    with pytest.raises(ModelError, match="do not share the model they were trained from"):
+        average_models([members[0], init], tmp_path / "refused.safetensors")
+    assert not (tmp_path / "refused.safetensors").exists()

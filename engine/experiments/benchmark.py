@@ -39,7 +39,7 @@ from ..jobs.evaluate import align_to_grid, read_label_mask, slick_dice_arrays
 from ..machine import commit_text, describe, file_sha256
 from ..models.darkspot import fit_darkspot
 from ..models.eager import pick_device
-from ..models.pretrain import CHECKPOINTS, RealRecipe, pretrain_card, pretrain_real, toward_init, validation_split
+from ..models.pretrain import CHECKPOINTS, RealRecipe, average_models, pretrain_card, pretrain_real, toward_init, validation_split
 from ..models.registry import SYNTHETIC_MODEL, has_weights, load_model, read_card
 from ..models.selfsupervised import MaskedRecipe
 from ..models.training import TrainConfig, paper_augment
@@ -150,6 +150,31 @@ def toward_init_trainer(share: float, trained_by: Trainer, device: str, trained_
         if not trained.exists():
             trained_by(scenes, trained, progress)
         toward_init(trained, out, RealRecipe(scenes=tuple(s.name for s in scenes), init_share=share), device, progress)
+        return out
+
+    return trainer
+
+
+SOUP_SIZE = 2
+"""Members of ``real_texture_soup_init50``: benchmark seed s averages the fold's ``real_texture`` models of seeds
+SOUP_SIZE * s to SOUP_SIZE * s + SOUP_SIZE - 1, so the soups of two benchmark seeds share no member."""
+
+
+def soup_trainer(share: float, trained_by: Callable[[int], Trainer], seed: int, device: str) -> Trainer:
+    """The fold's ``real_texture`` models of ``SOUP_SIZE`` seeds (trained by ``trained_by(seed)`` where the run
+    has none yet) averaged (``average_models``), then moved ``share`` of the way back to the synthetic model."""
+
+    def trainer(scenes: list[LabelledScene], out: Path, progress: Progress) -> Path:
+        held = out.name.split("_without_", 1)[1]
+        members = []
+        for member in range(SOUP_SIZE * seed, SOUP_SIZE * (seed + 1)):
+            path = out.with_name(f"real_texture{'' if member == 0 else f'_seed{member}'}_without_{held}")
+            if not path.exists():
+                trained_by(member)(scenes, path, progress)
+            members.append(path)
+        soup = average_models(members, out.with_name(out.name.replace("_init", "_trained_init", 1)))
+        toward_init(soup, out, RealRecipe(scenes=tuple(s.name for s in scenes), init_share=share), device, progress)
+        soup.unlink()
         return out
 
     return trainer
@@ -330,7 +355,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--shift", action="store_true", help="also score every network at a threshold moved by the scene's median logit")
     q.add_argument("--only", nargs="+", metavar="CANDIDATE",
                    help="score only these candidates (darkspot, synthetic_only, real_texture, real_texture_swa, real_texture_512, "
-                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_lr1e-3_init50 or a network given with --networks)")
+                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_lr1e-3_init50, real_texture_soup_init50 or a network given with --networks)")
     q.set_defaults(func=_run)
 
 
@@ -348,6 +373,7 @@ def candidates(args: argparse.Namespace, seed: int) -> dict[str, Trainer]:
         "real_texture_l2sp": real_texture_trainer(args.epochs, args.train_tiles, device, seed, parent_weight=PARENT_WEIGHT),
         **{f"real_texture_init{round(share * 100)}": toward_init_trainer(share, real_texture_trainer(args.epochs, args.train_tiles, device, seed), device)
            for share in INIT_SHARES},
+        "real_texture_soup_init50": soup_trainer(0.5, lambda member: real_texture_trainer(args.epochs, args.train_tiles, device, member), seed, device),
         "real_texture_lr1e-3_init50": toward_init_trainer(0.5, real_texture_trainer(args.epochs, args.train_tiles, device, seed, lr=FAST_LR), device,
                                                           "real_texture_lr1e-3"),
         **{name: real_texture_trainer(args.epochs, args.train_tiles, device, seed, name) for name in args.networks},

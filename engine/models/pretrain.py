@@ -247,6 +247,27 @@ def toward_init(trained: Path, out: Path, recipe: RealRecipe, device: str, progr
     return {"model": str(out), "val_dice": dice, "threshold": threshold}
 
 
+def average_models(members: list[Path], out: Path) -> Path:
+    """The uniform average of ``members``' weights and batch-norm statistics (a model soup, Wortsman et al.
+    2022), saved to ``out``: models trained from the same start with different seeds tend to lie in one basin,
+    where their average predicts like their ensemble at one model's cost. Members from different starts are
+    refused, since their units need not correspond. The soup has no threshold of its own yet: ``toward_init``
+    places one on the validation bands."""
+    cards = [read_card(m) for m in members]
+    starts = {c.lineage.get("initialised_from", {}).get("sha256") for c in cards}
+    if len(members) < 2 or len(starts) != 1 or None in starts:
+        raise ModelError(f"{', '.join(m.name for m in members)} do not share the model they were trained from.",
+                         "Average two or more models trained from the same initialisation with different seeds.")
+    model, card = load_model(members[0], torch.device("cpu"))
+    for i, member in enumerate(members[1:], start=2):
+        interpolate_weights(model, load_model(member, torch.device("cpu"))[0].state_dict(), 1 / i)  # running mean
+    card.metrics = {}
+    card.provenance = {**card.provenance, "soup": [{"file": m.name, "sha256": file_sha256(m), "how": c.provenance["how"],
+                                 "validation_dice": c.metrics.get("validation_dice")} for m, c in zip(members, cards)]}
+    save_model(model, card, out, half=True)
+    return out
+
+
 def pretrain_real(out: Path, recipe: RealRecipe, config: TrainConfig, progress: Progress, card: Optional[ModelCard] = None,
                   encoder_weights: Optional[Path] = None) -> dict:
     """Train on real texture (see the module's docstring); resumes from ``config.checkpoint`` when it exists.
