@@ -281,8 +281,7 @@ class SlickMapperDock(QgsDockWidget):
 
     @staticmethod
     def _model_text(model: Dict[str, Any]) -> str:
-        dice = model.get("dice")
-        dice_text = f"Dice {dice:.2f}" if isinstance(dice, (int, float)) else "Dice not measured"
+        dice_text = model.get("measured") or "Dice not measured"
         return (f"{model.get('architecture')} / {model.get('encoder')}, tiles {model.get('tile_size')} px, "
                 f"{model.get('mode') or ''} {model.get('polarisation') or ''}. {dice_text}.")
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-from qgis.core import QgsLayerTreeGroup, QgsMapLayer, QgsProject, QgsRasterLayer, QgsVectorLayer
+from qgis.core import (QgsColorRampShader, QgsLayerTreeGroup, QgsMapLayer, QgsProject, QgsRasterLayer,
+                       QgsSingleBandPseudoColorRenderer, QgsVectorLayer)
 
 from .contract import SLICKS_LAYER
 from .paths import style_path
 
+STYLE_THRESHOLD = 0.5
+"""The threshold ``probability.qml``'s colour ramp is drawn for: its 0.5 stop is where a pixel becomes slick."""
 
 
 class LayerError(Exception):
@@ -47,7 +50,34 @@ def open_results(data: Dict[str, Any]) -> List[QgsMapLayer]:
         message, ok = layer.loadNamedStyle(style_path(style))
         if not ok:
             raise LayerError(f"The layer style {style_path(style)} cannot be read: {message}")
+    fit_ramp_to_threshold(probability, float(data.get("threshold", STYLE_THRESHOLD)))
     return layers
+
+
+def fit_ramp_to_threshold(layer: QgsRasterLayer, threshold: float) -> None:
+    """Move the probability ramp's stops so that its slick stop sits at the run's ``threshold``.
+
+    A model cut at 0.85 draws everything from 0.5 up in strong red under a ramp made for 0.5, and the map
+    looks covered in slicks that the outlines do not confirm; stretched this way a pixel turns strong red
+    only where it is a slick, and the stops below keep their shares of the threshold."""
+    renderer = layer.renderer()
+    if not isinstance(renderer, QgsSingleBandPseudoColorRenderer):
+        return
+    ramp = renderer.shader().rasterShaderFunction()
+    if not isinstance(ramp, QgsColorRampShader):
+        return
+
+    def moved(value: float) -> float:
+        if value <= STYLE_THRESHOLD:
+            return value * threshold / STYLE_THRESHOLD
+        return threshold + (value - STYLE_THRESHOLD) * (1.0 - threshold) / (1.0 - STYLE_THRESHOLD)
+
+    items = []
+    for item in ramp.colorRampItemList():
+        value = moved(item.value)
+        items.append(QgsColorRampShader.ColorRampItem(value, item.color, f"{value:.2f}"))
+    ramp.setColorRampItemList(items)
+    layer.triggerRepaint()
 
 
 def add_result_group(project: QgsProject, scene: Optional[QgsMapLayer], scene_name: str, model_name: str,

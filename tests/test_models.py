@@ -85,3 +85,15 @@ def test_scene_checks():
         check_scene(card, 1, 200.0)
     assert check_scene(card, 1, 25.0) == []
     assert "resampled" in check_scene(card, 1, 40.0)[0]
+
+
+def test_a_card_says_what_its_dice_was_measured_on():
+    """Each way of making a model stores its Dice under its own key; the list says which, and never a bare figure."""
+    def card(**metrics) -> ModelCard:
+        return ModelCard(name="m", architecture="unet", encoder="tu-resnet18", metrics=metrics)
+
+    assert card().measured is None
+    assert card(validation_dice=0.3204).measured.startswith("Dice 0.32 on its validation bands")
+    assert card(val_dice=0.5).measured == "Dice 0.50 on its fine-tuning validation tiles"
+    assert card(dice=0.26).measured == "Dice 0.26 on the scenes it was fitted to"
+    assert card(val_dice=None).measured is None

@@ -89,7 +89,7 @@ def _models(args: argparse.Namespace, progress: Progress) -> dict:
     listed = []
     for path, card in list_models():
         entry = asdict(card)
-        entry.update(path=str(path), dice=card.metrics.get("dice"), default=path == DEFAULT_MODEL.resolve())
+        entry.update(path=str(path), measured=card.measured, default=path == DEFAULT_MODEL.resolve())
         listed.append(entry)
     return {"models": listed}
 

@@ -82,6 +82,15 @@ def user_models_dir() -> Path:
     return Path(base) / "slick_mapper" / "models"
 
 
+_MEASURED_ON = (
+    ("validation_dice", "on its validation bands"),
+    ("val_dice", "on its fine-tuning validation tiles"),
+    ("synthetic_val_dice", "on synthetic validation scenes"),
+    ("dice", "on the scenes it was fitted to"),
+)
+"""Card metrics that hold a slick Dice (``ModelCard.measured``), and what each was measured on."""
+
+
 @dataclass
 class ModelCard:
     """Everything a model file says about itself."""
@@ -125,6 +134,19 @@ class ModelCard:
         if index is None:
             raise ModelError(f"The model {self.name} has no slick class ({', '.join(self.classes)}).", "Choose a slick segmentation model.")
         return index
+
+    @property
+    def measured(self) -> Optional[str]:
+        """The card's own slick Dice and what it was measured on, for a model list; None when it has none.
+
+        Each way of making a model scores it on something else (the pretraining's validation bands, the
+        fine-tuning's validation tiles, the dark-spot fit's own training scenes), and a bare "Dice" would
+        read as a test score; none of these is one."""
+        for key, what in _MEASURED_ON:
+            value = self.metrics.get(key)
+            if isinstance(value, (int, float)):
+                return f"Dice {value:.2f} {what}"
+        return None
 
     def threshold_for(self, scene: str | Path) -> tuple[float, str]:
         """(threshold, where it comes from) for detecting on ``scene`` without a threshold given."""

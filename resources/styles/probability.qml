@@ -1,5 +1,6 @@
 <!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
-<!-- Slick probability (float 0..1): 0 fully transparent, rising through orange to opaque red at 1. -->
+<!-- Slick probability (float 0..1): 0 fully transparent, rising through orange to opaque red at 1. Drawn for a threshold
+     of 0.5 (the 0.5 stop); the plugin moves the stops to the threshold each run was cut at (layers.fit_ramp_to_threshold). -->
 <qgis version="3.22.16-Białowieża" maxScale="0" minScale="1e+08" styleCategories="AllStyleCategories" hasScaleBasedVisibilityFlag="0">
   <flags>
     <Identifiable>1</Identifiable>

@@ -16,6 +16,7 @@ from qgis.core import (QgsMapLayer, QgsProcessing, QgsProcessingAlgorithm, QgsPr
 
 from .. import settings
 from ..commands import DetectParameters, unique_prefix
+from ..layers import fit_ramp_to_threshold
 from ..paths import style_path
 from ..scene_check import SceneFacts, issues
 from .engine_call import run_engine
@@ -27,12 +28,17 @@ class _Styler(QgsProcessingLayerPostProcessorInterface):
     def __init__(self, style: str) -> None:
         super().__init__()
         self.style = style
+        self.thresholds: Dict[str, float] = {}
+        """The threshold each probability file was cut at, by path: its ramp is fitted to it."""
 
     def postProcessLayer(self, layer: QgsMapLayer, context: QgsProcessingContext,  # noqa: N802 - QGIS API
                          feedback: QgsProcessingFeedback) -> None:
         message, ok = layer.loadNamedStyle(style_path(self.style))
         if not ok:
             feedback.reportError(f"The style {style_path(self.style)} cannot be read: {message}")
+        threshold = self.thresholds.pop(layer.source(), None)
+        if threshold is not None:
+            fit_ramp_to_threshold(layer, threshold)
         layer.triggerRepaint()
 
 
@@ -135,6 +141,8 @@ class DetectSlicksAlgorithm(QgsProcessingAlgorithm):
             key = "slicks" if output == self.SLICKS else "probability"
             details = QgsProcessingContext.LayerDetails(f"{name} – {layer.name()}", context.project(), output)
             details.setPostProcessor(_STYLERS[key])
+            if key == "probability" and data.get("threshold") is not None:
+                _STYLERS[key].thresholds[data[key]] = float(data["threshold"])
             context.addLayerToLoadOnCompletion(data[key], details)
         return {self.PROBABILITY: data["probability"], self.MASK: data["mask"], self.SLICKS: data["slicks"],
                 self.N_SLICKS: data.get("n_slicks"), self.TOTAL_AREA_KM2: data.get("total_area_km2")}

@@ -155,6 +155,8 @@ def test_processing_detect_gives_the_dock_s_polygons(detection: Detection, proce
     assert features(result["SLICKS"]) == features(str(detection.data["slicks"]))
     loaded = {layer.name().split(" – ")[0]: layer for layer in QgsProject.instance().mapLayers().values()}
     assert loaded["Slick probability"].renderer().type() == "singlebandpseudocolor"  # the dock's styles
+    stops = [item.value for item in loaded["Slick probability"].renderer().shader().rasterShaderFunction().colorRampItemList()]
+    assert detection.data["threshold"] in [pytest.approx(stop) for stop in stops] and detection.data["threshold"] != 0.5
     assert loaded["Slick outlines"].labelsEnabled()
 
 
@@ -194,11 +196,15 @@ def test_rendering_is_red_where_probability_is_high_and_clear_where_it_is_zero(d
     image.save(str(OUTPUT / "probability_only.png"))
     pixels = np.frombuffer(image.constBits().asstring(image.byteCount()), np.uint8).reshape(rows, cols, 4)
     blue, green, red, alpha = (pixels[..., channel].astype(int) for channel in range(4))
-    likely, zero = values >= 0.5, (values >= 0) & (values < 0.005)
+    cut = float(detection.data["threshold"])  # the ramp is fitted to the threshold the run was cut at
+    likely, zero = values >= cut, (values >= 0) & (values < 0.005)
     assert likely.any() or zero.any(), "the probability raster holds neither likely slick nor clear sea"
     if likely.any():  # opaque and red where a slick is likely
         assert (alpha[likely] > 140).mean() > 0.95
         assert (red[likely] > green[likely] + 60).mean() > 0.95 and (red[likely] > blue[likely] + 100).mean() > 0.95
+    below = (values >= cut / 2) & (values < 0.8 * cut)  # not slick: clearly fainter than what is
+    if likely.any() and below.any():
+        assert alpha[below].mean() < alpha[likely].mean() - 50
     if zero.any():  # see-through where there is no slick at all
         assert (alpha[zero] < 10).mean() > 0.95
     low, high = np.nanpercentile(values, [10, 90])

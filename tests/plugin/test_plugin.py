@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -87,6 +88,8 @@ def test_a_dock_opened_over_a_loaded_scene_reads_it_and_fits_its_width(plugin, i
     qtbot.waitUntil(lambda: not dock._tasks, timeout=60_000)
     assert "EPSG:32636" in dock.scene_info.text() and "25.0 m" in dock.scene_info.text()
     assert "Reading the scene" not in dock.scene_info.text()
+    # The bundled model's line says what its Dice was measured on, so it never reads as a test score.
+    assert re.search(r"Dice 0\.\d\d on its validation bands", dock.model_details.text()), dock.model_details.text()
     # Opened at QGIS's narrow default, the panel still shows its whole width, without a horizontal scroll bar.
     dock.resize(200, 600)
     QCoreApplication.processEvents()
