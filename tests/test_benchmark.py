@@ -43,6 +43,19 @@ def test_the_label_itself_scores_one_and_far_slicks_count_as_false(tmp_path):
     assert noisy.false_pixels == 100 and noisy.fp == 100
     assert noisy.false_km2_per_1000 == 1000 * 100 / noisy.clear_pixels
     assert noisy.dice < 1.0
+    # A detection's slick mask: its no data (255) is not slick, wherever it lies.
+    coded = np.where(label | blob, 1, 0).astype(np.uint8)
+    half = int(np.median(np.nonzero(label.any(axis=1))[0]))  # half the labelled rows under no data
+    coded[:half] = 255
+    mask = tmp_path / "mask.tif"
+    with rasterio.open(mask, "w", driver="GTiff", width=label.shape[1], height=label.shape[0], count=1, dtype="uint8",
+                       nodata=255, transform=transform, crs=crs) as ds:
+        ds.write(coded, 1)
+    cut = label.copy()
+    cut[:half] = False
+    expected = score(_write(tmp_path / "cut.tif", (cut | (blob & (np.arange(label.shape[0]) >= half)[:, None])).astype(np.float32),
+                            transform, crs), scene, 0.5)
+    assert score(mask, scene, 0.5) == expected and 0 < expected.tp < noisy.tp
 
 
 def test_only_narrows_the_candidates_and_refuses_an_unknown_one():

@@ -21,7 +21,7 @@ from conftest import SAMPLES, cancel_at
 
 
 def _options(model, **kw) -> DetectOptions:
-    return DetectOptions(model=str(model), tile=256, min_area_km2=0.0, **kw)
+    return DetectOptions(**{"model": str(model), "tile": 256, "min_area_km2": 0.0, **kw})
 
 
 def test_detect_on_a_real_arctic_tile(tmp_path, sample_scene, tiny_model):
@@ -52,6 +52,33 @@ def test_detect_on_a_real_arctic_tile(tmp_path, sample_scene, tiny_model):
     assert sum(f["properties"]["area_km2"] for f in features) == pytest.approx(result.total_area_km2, rel=1e-3)
     tiles = [s for s in seen if s[0] == "tiles"]
     assert tiles[-1][1] == tiles[-1][2] == result.tiles
+
+
+def test_slicks_under_the_minimum_area_leave_the_outlines_and_the_mask_alike(tmp_path, sample_scene, tiny_model):
+    """The mask holds exactly the 8-connected slick patches of at least the minimum area (counted here by
+    scipy, not by the code under test), the outlines are those patches, and their mean probability is
+    taken over their own pixels."""
+    from scipy import ndimage
+
+    every = detect(sample_scene, tmp_path / "every", _options(tiny_model, threshold=0.5))
+    kept = detect(sample_scene, tmp_path / "kept", _options(tiny_model, threshold=0.5, min_area_km2=0.05))
+    with rasterio.open(kept.probability) as ds:
+        prob = ds.read(1)
+        pixel_km2 = abs(ds.transform.a * ds.transform.e) / 1e6
+    with rasterio.open(kept.mask) as ds:
+        mask = ds.read(1)
+    patches, _ = ndimage.label(np.nan_to_num(prob) > 0.5, structure=np.ones((3, 3)))
+    sizes = np.bincount(patches.ravel()) * pixel_km2
+    big = (sizes >= 0.05)[patches] & (patches > 0)
+    assert 0 < big.sum() < (patches > 0).sum()  # some patches are kept and some dropped: the test can tell
+    assert ((mask == 1) == big).all() and ((mask == 255) == np.isnan(prob)).all()
+    assert kept.n_slicks == int((sizes[1:] >= 0.05).sum()) < every.n_slicks
+    with fiona.open(kept.slicks, layer="slicks") as layer:
+        areas = sorted(f["properties"]["area_km2"] for f in layer)
+        means = {round(f["properties"]["area_km2"], 4): f["properties"]["mean_prob"] for f in layer}
+    assert areas == pytest.approx(sorted(sizes[1:][sizes[1:] >= 0.05]), abs=1e-4)
+    largest = np.argmax(sizes[1:]) + 1
+    assert means[round(sizes[largest], 4)] == pytest.approx(float(prob[patches == largest].mean()), abs=1e-4)
 
 
 def test_without_a_threshold_detection_cuts_at_the_model_s_own(tmp_path, sample_scene, model_factory):

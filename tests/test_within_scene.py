@@ -64,9 +64,9 @@ def test_half_scores_add_up_to_the_whole_scene():
     """The paper's own prediction scored on the two halves of sample_2: their counts are the whole's, which is
     ``slick_dice``'s figure."""
     label, prediction = SAMPLES_DIR / "sample_2" / "labels_mosaic.png", SAMPLES_DIR / "sample_2" / "pred_base.tif"
-    whole = part_dice(prediction, label, 0.5)
+    whole = part_dice(prediction, label)
     assert whole == slick_dice(prediction, label)
-    halves = [part_dice(prediction, label, 0.5, h, "EPSG:32636")
+    halves = [part_dice(prediction, label, h, "EPSG:32636")
               for h in (box(0, 0, 461800, 1e7), box(461800, 0, 1e6, 1e7))]
     assert [sum(getattr(h, k) for h in halves) for k in ("tp", "fp", "fn")] == [whole.tp, whole.fp, whole.fn]
     assert all(0 < h.label_pixels < whole.label_pixels for h in halves)
@@ -120,7 +120,7 @@ def test_leave_one_scene_out_parents_each_score_the_one_tile_they_never_saw(tmp_
     assert written["models_sha256"]["parent_sample_2"] == _sha256(parents["sample_2"]) and "parent" not in written["models_sha256"]
     assert "mean_dice_others_parent" not in result["summary"] and result["summary"]["runs"] == 2
     split = split_scene("sample_1", "left", read_card(parents["sample_1"]), FAST.tile)
-    own = part_dice(out / "detections" / "parent_sample_1_probability.tif", split.label, 0.3, split.held, split.crs)
+    own = part_dice(out / "detections" / "parent_sample_1_mask.tif", split.label, split.held, split.crs)
     assert float(rows["sample_1"]["dice_held_parent"]) == pytest.approx(own.dice, abs=1e-4)
 
 

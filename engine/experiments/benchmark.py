@@ -6,6 +6,9 @@ detects slicks on the scene left out through the product's own detection path, a
 threshold. No figure is ever scored on a pixel its model was trained, selected or tuned on: the epoch and
 the threshold come from validation bands of the training scenes.
 
+A detection is scored on its slick mask, the pixels of the slick outlines it writes (patches under the
+detection's minimum area are in neither), which is what an analyst is shown as slicks.
+
 Per scene and candidate: slick Dice, and the false slick area on slick-free sea (predicted slick pixels
 more than ``CLEAR_M`` from any labelled slick, per 1,000 km² of valid sea that far from one). Pooled Dice
 sums the pixel counts over scenes. The paper's own predictions, where the data carry them, are scored by
@@ -76,8 +79,8 @@ def score(prediction: Path, scene: LabelledScene, threshold: float) -> Scores:
     """Dice and false slick area of a probability raster (or a binary mask) on the scene's label grid."""
     label, transform, crs = read_label_mask(scene.labels)
     with rasterio.open(prediction) as ds:
-        values = ds.read(1)
-        slick = (values > threshold) if values.dtype.kind == "f" else (values > 0)
+        values = ds.read(1, masked=True)  # a mask's no data is not slick
+        slick = ((values > threshold) if values.dtype.kind == "f" else (values > 0)).filled(False)
         coded = np.where(slick, 2, 1).astype(np.uint8)
         aligned = align_to_grid(coded, transform, crs, label.shape, src_transform=ds.transform, src_crs=ds.crs or crs)
     with rasterio.open(scene.image) as ds:
@@ -248,11 +251,12 @@ def run_benchmark(out: Path, candidates: Callable[[int], dict[str, Trainer]], se
                     label = name + ("+tta" if mirrored else "")
                     options = DetectOptions(model=str(model), prefix=f"{held.name}_{label}{named}", overwrite=True, runtime="torch", tta=mirrored)
                     result = detect(held.image, out / "detections", options, progress)
-                    cuts = {label: result.threshold}
+                    # The product's own slicks (its mask: the outlines' pixels); the shift cuts the probability again.
+                    cuts = {label: (result.threshold, result.mask)}
                     if background is not None:
-                        cuts[label + "+shift"] = shifted_threshold(result.threshold, background, Path(result.probability))
-                    for variant, threshold in cuts.items():
-                        s = score(result.probability, held, threshold)
+                        cuts[label + "+shift"] = (shifted_threshold(result.threshold, background, Path(result.probability)), result.probability)
+                    for variant, (threshold, prediction) in cuts.items():
+                        s = score(prediction, held, threshold)
                         rows.append(_row(held, variant, s, round(threshold, 4), model, seed))
                         progress.log(f"{held.name} {variant}{named}: Dice {s.dice:.3f} at {threshold:.3f}, "
                                      f"false slicks {s.false_km2_per_1000:.1f} km² per 1,000 km²")

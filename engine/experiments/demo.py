@@ -27,7 +27,7 @@ def run_demo(out: Path, options: DetectOptions, progress: Progress) -> dict:
         label = folder / "labels_mosaic.png"
         options.prefix, options.overwrite = name, True
         result = detect(folder / "raw_mosaic.tif", out, options, progress)
-        ours = slick_dice(result.probability, label, threshold=result.threshold)
+        ours = slick_dice(result.mask, label)  # the slicks the product shows: its mask, the outlines' pixels
         row = {
             "sample": name,
             "dice_slick_mapper": round(ours.dice, 3),
@@ -41,7 +41,7 @@ def run_demo(out: Path, options: DetectOptions, progress: Progress) -> dict:
             f"{name}: Dice {row['dice_slick_mapper']:.3f} (paper: base {row['dice_paper_base']:.3f}, "
             f"transfer {row['dice_paper_tl']:.3f}), {result.n_slicks} slicks, {result.seconds:.1f} s"
         )
-        panels.append(_panel(folder / "raw_mosaic.tif", label, Path(result.probability), result.threshold, row))
+        panels.append(_panel(folder / "raw_mosaic.tif", label, Path(result.mask), row))
     picture = out / "demo.png"
     _side_by_side(panels).save(picture)
     mean = lambda key: round(float(np.mean([r[key] for r in rows])), 3)  # noqa: E731
@@ -55,17 +55,16 @@ def run_demo(out: Path, options: DetectOptions, progress: Progress) -> dict:
     }
 
 
-def _panel(scene: Path, label_path: Path, probability: Path, threshold: float, row: dict) -> Image.Image:
+def _panel(scene: Path, label_path: Path, mask: Path, row: dict) -> Image.Image:
     """Grey scene, predicted slicks in red, the analyst's label outlined in green."""
     with rasterio.open(scene) as ds:
         grey = ds.read(1)
         transform, crs, shape = ds.transform, ds.crs, ds.shape
-    prob = align_to_grid(probability, transform, crs, shape, fill=np.nan, resampling="bilinear")
+    slick = align_to_grid(mask, transform, crs, shape, fill=0) == 1
     label, l_transform, l_crs = read_label_mask(label_path)
     label = align_to_grid(label.astype(np.uint8), transform, crs, shape, src_transform=l_transform, src_crs=l_crs or crs) > 0
     rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.float32)
-    hit = np.nan_to_num(prob) > threshold
-    rgb[hit] = 0.45 * rgb[hit] + 0.55 * np.array([255, 40, 30])
+    rgb[slick] = 0.45 * rgb[slick] + 0.55 * np.array([255, 40, 30])
     outline = np.array(Image.fromarray(label.astype(np.uint8) * 255).filter(ImageFilter.FIND_EDGES)) > 0
     rgb[outline] = [60, 255, 90]
     image = Image.fromarray(rgb.clip(0, 255).astype(np.uint8))
@@ -96,5 +95,5 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
-    options = DetectOptions(model=args.model, threshold=args.threshold, device=args.device, min_area_km2=0.0)
+    options = DetectOptions(model=args.model, threshold=args.threshold, device=args.device)
     return run_demo(args.out, options, progress)

@@ -40,7 +40,7 @@ def leave_one_scene_out(base: Path, out: Path, options: FinetuneOptions, thresho
         dice, thresholds = {}, {}
         for role, model in (("base", base), ("finetuned", tuned)):
             result = detect(scene, out / "detections", DetectOptions(model=str(model), prefix=f"{held}_{role}", threshold=threshold), progress)
-            dice[role] = round(slick_dice(result.probability, label, threshold=result.threshold).dice, 3)
+            dice[role] = round(slick_dice(result.mask, label).dice, 3)
             thresholds[role] = result.threshold
         row = {
             "left_out": held,

@@ -174,7 +174,7 @@ def score_test_scenes(model: Path, folder: Path, threshold: Optional[float], dev
         options = DetectOptions(model=str(model), prefix=scene, threshold=threshold, device=device, overwrite=True)
         options.runtime = runtime or options.runtime
         result = detect(SAMPLES_DIR / scene / "raw_mosaic.tif", folder, options, progress)
-        dice[scene] = slick_dice(result.probability, SAMPLES_DIR / scene / "labels_mosaic.png", threshold=result.threshold).dice
+        dice[scene] = slick_dice(result.mask, SAMPLES_DIR / scene / "labels_mosaic.png").dice
     return dice
 
 

@@ -142,11 +142,11 @@ def split_store(path: Path, split: Split) -> Path:
     return path
 
 
-def part_dice(probability: Path, label: Path, threshold: float, part: Optional[BaseGeometry] = None, part_crs: Optional[str] = None) -> DiceResult:
-    """Slick Dice of a probability raster against an analyst's label over the label pixels whose centre lies
-    in ``part`` (``part_crs``), or over the whole label as ``evaluate.slick_dice`` counts it."""
+def part_dice(slicks: Path, label: Path, part: Optional[BaseGeometry] = None, part_crs: Optional[str] = None) -> DiceResult:
+    """Slick Dice of a detection's slick mask (1 = slick) against an analyst's label over the label pixels whose
+    centre lies in ``part`` (``part_crs``), or over the whole label as ``evaluate.slick_dice`` counts it."""
     mask, transform, crs = read_label_mask(label)
-    predicted = align_to_grid(probability, transform, crs, mask.shape, fill=0) > threshold
+    predicted = align_to_grid(slicks, transform, crs, mask.shape, fill=0) == 1
     grid = describe_grid(transform, crs, mask.shape)
     if part is None:
         return slick_dice_arrays(predicted, mask, grid)
@@ -276,11 +276,11 @@ class _Scored:
 
     def whole(self, sample: str) -> float:
         result = self.results[sample]
-        return part_dice(Path(result.probability), SAMPLES_DIR / sample / "labels_mosaic.png", result.threshold).dice
+        return part_dice(Path(result.mask), SAMPLES_DIR / sample / "labels_mosaic.png").dice
 
     def held(self, split: Split) -> DiceResult:
         result = self.results[split.sample]
-        return part_dice(Path(result.probability), split.label, result.threshold, split.held, split.crs)
+        return part_dice(Path(result.mask), split.label, split.held, split.crs)
 
 
 def fold_parents(folder: Path, scenes: tuple[str, ...], recipe: FinetuneOptions, progress: Progress) -> dict[str, Path]:

@@ -157,13 +157,14 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
             n_tiles, skipped = _predict_to_files(opened.reader, grid, stretch, predictor, tile, options, threshold, exclusion,
                                                  (staged_prob, staged_mask, staged_backscatter), progress)
             # The COGs are made from the staged rasters while the slicks are traced and weighed: GDAL works outside
-            # the GIL, on the core that single-threaded tracing leaves idle. GDAL's copy cannot be interrupted, so a
-            # Cancel meanwhile waits for it, as it did when the copy came last.
+            # the GIL, on the core that single-threaded tracing leaves idle; the mask's once tracing has dropped the
+            # slicks too small to keep from it. GDAL's copy cannot be interrupted, so a Cancel meanwhile waits for it,
+            # as it did when the copy came last.
             with ThreadPoolExecutor(1, thread_name_prefix="slick-mapper-cog") as pool:
-                cogs = pool.submit(_write_cogs, [(staged_prob, outputs.path("probability"), Resampling.bilinear),
-                                                 (staged_mask, outputs.path("mask"), Resampling.nearest)], scene_pixels)
+                cogs = [pool.submit(_write_cogs, [(staged_prob, outputs.path("probability"), Resampling.bilinear)], scene_pixels)]
                 progress.update("polygons", 0, 1, "Tracing slick outlines")
                 slicks = polygonise(staged_mask, staged_prob, options.min_area_km2, progress)
+                cogs.append(pool.submit(_write_cogs, [(staged_mask, outputs.path("mask"), Resampling.nearest)], scene_pixels))
                 progress.update("evidence", 0, 1, "Weighing look-alike evidence")
                 land = landmask.land_polygons(exclusion.land, grid.crs, grid.transform, (grid.height, grid.width)) if slicks else []
                 with ExitStack() as stack:
@@ -171,7 +172,8 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
                     add_evidence(slicks, backscatter, info, grid, staged_mask, land, None, progress)
                 n_slicks, area = write_slicks(outputs.path("slicks"), grid.crs, slicks, scene.name, card.name, EVIDENCE_FIELDS)
                 progress.update("writing", 0, 1, "Writing Cloud-Optimised GeoTIFFs")
-                cogs.result()
+                for cog in cogs:
+                    cog.result()
             check_unchanged(scene, before)
             paths = outputs.commit()
     progress.update("done", 1, 1)

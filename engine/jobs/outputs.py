@@ -164,8 +164,11 @@ def to_cog(src: Path, dst: Path) -> None:
 
 
 def polygonise(mask_path: Path, probability_path: Path, min_area_km2: float, progress: Progress) -> list[dict]:
-    """Slick polygons (value 1 of the mask) with area, length and mean probability, smallest dropped."""
+    """Slick polygons (value 1 of the mask) with area, length and mean probability, those under ``min_area_km2``
+    dropped, from the polygons and from the mask alike: the mask file is rewritten to hold only the slicks
+    the polygons keep, so the raster an analyst opens, the outlines and every score agree on what a slick is."""
     outlines: list[Polygon] = []  # shaped once: the area filter, the mean probability and the simplification use it
+    dropped = False
     with rasterio.open(mask_path) as mask_ds:
         pixel = abs(mask_ds.transform.a)
         band = rasterio.band(mask_ds, 1)
@@ -178,7 +181,9 @@ def polygonise(mask_path: Path, probability_path: Path, min_area_km2: float, pro
                 outline = shape(geom)
                 if outline.area / 1e6 >= min_area_km2:
                     outlines.append(outline)
-    means = _mean_inside(mask_path, probability_path, outlines, progress)
+                else:
+                    dropped = True
+    means = _keep_only(mask_path, probability_path, outlines, dropped, progress)
     slicks = []
     for poly, mean in zip(outlines, means):
         area_km2 = poly.area / 1e6
@@ -194,42 +199,56 @@ def polygonise(mask_path: Path, probability_path: Path, min_area_km2: float, pro
     return slicks
 
 
-def _mean_inside(mask_path: Path, probability_path: Path, outlines: list[Polygon], progress: Progress) -> np.ndarray:
-    """Mean probability of the slick pixels of each outline, in one pass over the rasters by strips.
+def _keep_only(mask_path: Path, probability_path: Path, outlines: list[Polygon], dropped: bool, progress: Progress) -> np.ndarray:
+    """Mean probability of each outline's pixels, in one pass over the rasters by strips; when slicks were
+    ``dropped``, their pixels are set to 0 in the mask file on the way.
 
-    Only exterior rings are burnt, largest first, so a slick lying in a hole of a larger one keeps its
-    own id, and the mask picks the slick pixels: exact, and cheap even when a noisy model leaves one
-    outline with thousands of holes (GDAL's scan-line fill is slow on those).
+    Each outline is burnt as its exterior and then its holes (as 0), largest exterior first, so a slick lying in
+    a hole of a larger one keeps its own id and a dropped speck in a hole is left out. Every ring is burnt as a
+    simple polygon: GDAL's scan-line fill of one polygon with thousands of holes (a noisy model's) is slow.
+    The outlines are traced along pixel edges, so the pixels whose centres they hold are exactly their pixels.
     """
     sums = np.zeros(len(outlines) + 1)
     counts = np.zeros(len(outlines) + 1)
-    if not outlines:
+    if not outlines and not dropped:
         return sums[1:]
-    exteriors = [Polygon(outline.exterior) for outline in outlines]
-    order = sorted(range(len(outlines)), key=lambda i: -exteriors[i].area)
-    bounds = np.array([p.bounds for p in exteriors])  # minx, miny, maxx, maxy
-    with rasterio.open(mask_path) as mask_ds, rasterio.open(probability_path) as prob_ds:
+    order = sorted(range(len(outlines)), key=lambda i: -outlines[i].area)
+    rings = [(i, Polygon(ring), 0 if k else i + 1) for i in order for k, ring in enumerate([outlines[i].exterior, *outlines[i].interiors])]
+    bounds = np.array([outline.bounds for outline in outlines]).reshape(-1, 4)  # minx, miny, maxx, maxy
+    with rasterio.open(mask_path, "r+" if dropped else "r") as mask_ds, rasterio.open(probability_path) as prob_ds:
         for row in range(0, mask_ds.height, _STRIP_ROWS):
             progress.check()
-            window = Window(0, row, mask_ds.width, min(_STRIP_ROWS, mask_ds.height - row))
-            transform = mask_ds.window_transform(window)
-            top, bottom = transform.f, transform.f + transform.e * window.height
-            hit = [i for i in order if bounds[i, 1] < top and bounds[i, 3] > bottom]
+            strip = Window(0, row, mask_ds.width, min(_STRIP_ROWS, mask_ds.height - row))
+            transform = mask_ds.window_transform(strip)
+            top, bottom = transform.f, transform.f + transform.e * strip.height
+            hit = {i for i in range(len(outlines)) if bounds[i, 1] < top and bounds[i, 3] > bottom}
             if not hit:
+                if dropped:
+                    mask = mask_ds.read(1, window=strip)
+                    if (mask == 1).any():
+                        mask_ds.write(np.where(mask == 1, 0, mask).astype(np.uint8), 1, window=strip)
                 continue
-            # Only the pixels of the strip the hit slicks can cover: each slick's pixels keep their order, so its
-            # sum is the same as over the whole strip.
-            near = covering_window(transform, window.height, window.width, bounds[hit])
-            window = Window(near.col_off, row + near.row_off, near.width, near.height)
-            transform = mask_ds.window_transform(window)
-            ids = rasterize(((exteriors[i], i + 1) for i in hit), out_shape=(window.height, window.width),
-                            transform=transform, dtype="int32")
-            values = prob_ds.read(1, window=window)
-            inside = (ids > 0) & (mask_ds.read(1, window=window) == 1) & np.isfinite(values)
+            # Sums need only the pixels the hit slicks can cover: each slick's pixels keep their order, so its sum
+            # is the same as over the whole strip. Dropping needs the whole strip.
+            near = strip if dropped else _near(strip, transform, bounds[sorted(hit)])
+            window_transform = mask_ds.window_transform(near)
+            ids = rasterize(((ring, value) for i, ring, value in rings if i in hit),
+                            out_shape=(near.height, near.width), transform=window_transform, dtype="int32")
+            mask = mask_ds.read(1, window=near)
+            values = prob_ds.read(1, window=near)
+            slick = (ids > 0) & (mask == 1)
+            inside = slick & np.isfinite(values)
             sums += np.bincount(ids[inside], weights=values[inside], minlength=sums.size)
             counts += np.bincount(ids[inside], minlength=counts.size)
+            if dropped:
+                mask_ds.write(np.where((mask == 1) & ~slick, 0, mask).astype(np.uint8), 1, window=near)
     with np.errstate(invalid="ignore"):
         return (sums / counts)[1:]
+
+
+def _near(strip: Window, transform, bounds: np.ndarray) -> Window:
+    near = covering_window(transform, strip.height, strip.width, bounds)
+    return Window(near.col_off, strip.row_off + near.row_off, near.width, near.height)
 
 
 def write_slicks(path: Path, crs: str, slicks: Iterable[dict], scene: str, model: str,
