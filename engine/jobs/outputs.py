@@ -17,6 +17,7 @@ import fiona
 import numpy as np
 import rasterio
 import rasterio.shutil
+from affine import Affine
 from rasterio._err import CPLE_BaseError
 from rasterio.errors import RasterioError
 from rasterio.features import rasterize, shapes
@@ -221,7 +222,7 @@ def _keep_only(mask_path: Path, probability_path: Path, outlines: list[Polygon],
             strip = Window(0, row, mask_ds.width, min(_STRIP_ROWS, mask_ds.height - row))
             transform = mask_ds.window_transform(strip)
             top, bottom = transform.f, transform.f + transform.e * strip.height
-            hit = {i for i in range(len(outlines)) if bounds[i, 1] < top and bounds[i, 3] > bottom}
+            hit = set(np.flatnonzero((bounds[:, 1] < top) & (bounds[:, 3] > bottom)).tolist())
             if not hit:
                 if dropped:
                     mask = mask_ds.read(1, window=strip)
@@ -246,7 +247,8 @@ def _keep_only(mask_path: Path, probability_path: Path, outlines: list[Polygon],
         return (sums / counts)[1:]
 
 
-def _near(strip: Window, transform, bounds: np.ndarray) -> Window:
+def _near(strip: Window, transform: Affine, bounds: np.ndarray) -> Window:
+    """The part of ``strip`` (whose transform is ``transform``) that holds the slicks of ``bounds``."""
     near = covering_window(transform, strip.height, strip.width, bounds)
     return Window(near.col_off, strip.row_off + near.row_off, near.width, near.height)
 
