@@ -164,7 +164,7 @@ SOUP_SIZE * s to SOUP_SIZE * s + SOUP_SIZE - 1, so the soups of two benchmark se
 
 
 def soup_trainer(share: float, trained_by: Callable[[int], Trainer], seed: int, device: str) -> Trainer:
-    """The fold's ``real_texture`` models of ``SOUP_SIZE`` seeds (trained by ``trained_by(seed)`` where the run
+    """The fold's ``real_texture`` models of ``SOUP_SIZE`` seeds (trained by ``trained_by(member_seed)`` where the run
     has none yet) averaged (``average_models``), then moved ``share`` of the way back to the synthetic model."""
 
     def trainer(scenes: list[LabelledScene], out: Path, progress: Progress) -> Path:
