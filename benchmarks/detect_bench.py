@@ -389,15 +389,18 @@ def main() -> int:
             return time.perf_counter() - t
 
         log(f"fig 1: forward-only on {half} of {len(tiles)} tiles, then detect() on the {size}x{size} scene, then the other {len(tiles) - half}")
+        detect_options = DetectOptions(model=str(model_path), device=args.device, overwrite=True)
+        predictor.tta = detect_options.tta  # the model's work as detection does it: with its default mirror averaging
         cpu0, wall0 = cpu_seconds(), time.perf_counter()
         fwd_a = forward_only(0, half)
         clock = StageClock()
         out_dir = work / "detect_out"
         t = time.perf_counter()
-        result = detect(scene, out_dir, DetectOptions(model=str(model_path), device=args.device, overwrite=True), Progress(clock))
+        result = detect(scene, out_dir, detect_options, Progress(clock))
         detect_s = time.perf_counter() - t
         stages = clock.stages(time.perf_counter())
         fwd_b = forward_only(half, len(tiles))
+        predictor.tta = False  # one view from here on: the runtime variants are compared pass for pass
         cpu_share = (cpu_seconds() - cpu0) / (time.perf_counter() - wall0) / max(1, torch.get_num_threads())
         forward_s = fwd_a + fwd_b
         overhead = detect_s / forward_s

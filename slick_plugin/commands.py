@@ -65,8 +65,9 @@ class DetectParameters:
     """0: the model's own."""
     bounds: Optional[Tuple[float, float, float, float]] = None
     bounds_crs: str = ""
-    mirror: bool = False
-    """Average over mirror images (the engine's ``--tta``)."""
+    mirror: bool = True
+    """Average over mirror images (the engine's ``--tta``, its default too, said either way so a settings
+    choice never rests on the engine's default)."""
 
     def command(self) -> EngineCommand:
         args = [self.scene, "--out", self.out_dir, "--prefix", self.prefix, "--device", self.device,
@@ -77,8 +78,7 @@ class DetectParameters:
             args += ["--model", self.model]
         if self.bounds is not None:
             args += ["--bounds", *(repr(float(value)) for value in self.bounds), "--bounds-crs", self.bounds_crs]
-        if self.mirror:
-            args.append("--tta")
+        args.append("--tta" if self.mirror else "--no-tta")
         return EngineCommand("detect", tuple(args))
 
     def output_paths(self) -> Tuple[Path, ...]:

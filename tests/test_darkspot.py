@@ -153,3 +153,19 @@ def test_small_tiles_blend_without_seams(tmp_path, sample_scene):
     tiled, whole = maps
     assert whole.any()
     assert (tiled != whole).mean() < 0.001
+
+
+def test_the_baseline_is_mirror_symmetric_so_detection_does_not_average_its_mirrors(tmp_path):
+    """Mirror averaging would cost the baseline four passes for the same answer: its windows are square and
+    centred, so a mirrored tile gives the mirrored logits, and detection runs it once."""
+    path = BUNDLED_DIR / "darkspot_baseline_25m.safetensors"
+    model, card = load_model(path)
+    x = stretched(speckle_db(3) - 4.0 * strand(3))
+    with torch.no_grad():
+        logits = model(x)
+        for dims in ((-1,), (-2,), (-2, -1)):
+            torch.testing.assert_close(model(x.flip(dims)).flip(dims), logits, atol=1e-4, rtol=0)
+    assert card.mirror_symmetric and not read_card(BUNDLED_DIR / "slick_unet_r18_25m.safetensors").mirror_symmetric
+    pair = write_pair(tmp_path, 3)
+    result = detect(pair.image, tmp_path / "out", DetectOptions(model=str(path), land_mask="none"))
+    assert result.mirrored is False

@@ -207,8 +207,9 @@ def test_test_time_mirroring_averages_the_four_mirror_images(tmp_path, sample_sc
     np.testing.assert_allclose(mirrored, np.mean(views, axis=0), atol=1e-5)
     np.testing.assert_allclose(predictor(tiles[:, :, ::-1])[:, :, ::-1], mirrored, atol=1e-5)
 
-    plain = detect(sample_scene, tmp_path, DetectOptions(model=str(tiny_model), prefix="plain", runtime="torch"))
-    tta = detect(sample_scene, tmp_path, DetectOptions(model=str(tiny_model), prefix="tta", runtime="torch", tta=True))
+    plain = detect(sample_scene, tmp_path, DetectOptions(model=str(tiny_model), prefix="plain", runtime="torch", tta=False))
+    tta = detect(sample_scene, tmp_path, DetectOptions(model=str(tiny_model), prefix="tta", runtime="torch"))  # the default
+    assert tta.mirrored and not plain.mirrored
     with rasterio.open(plain.probability) as a, rasterio.open(tta.probability) as b:
         assert a.shape == b.shape and not np.allclose(a.read(1), b.read(1))
 

@@ -7,7 +7,7 @@ import argparse
 from ..cli.args import DETECT_HELP, add_options, options_from
 from ..progress import Progress
 
-BATCH_DETECT_OPTIONS = ("model", "tile", "overlap", "threshold", "device", "band", "min_area_km2", "land_mask")
+BATCH_DETECT_OPTIONS = ("model", "tile", "overlap", "threshold", "device", "band", "min_area_km2", "land_mask", "tta")
 """The detection options a batch takes; the rest keep DetectOptions' defaults."""
 
 

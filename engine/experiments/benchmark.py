@@ -222,12 +222,13 @@ SEEDLESS = ("darkspot", "synthetic_only")
 
 
 def run_benchmark(out: Path, candidates: Callable[[int], dict[str, Trainer]], seeds: list[int], progress: Progress, command: str,
-                  tta: bool = False, shift: bool = False) -> dict:
+                  single: bool = False, shift: bool = False) -> dict:
     """Every candidate on every left-out scene, once per seed; models already in ``out`` are reused, so a
     stopped run resumes. ``candidates(seed)``: the candidates trained with that seed.
 
-    With ``tta`` every model is also scored with test-time mirror averaging, as a candidate ``<name>+tta``
-    on the same model file: the option costs no training, only four times the detection. With ``shift``
+    Each model detects as the product does by default, with mirror averaging; with ``single`` it is also
+    scored on one view of each tile, as a candidate ``<name>+single`` on the same model file, which costs no
+    training. With ``shift``
     every detection is also scored at a threshold moved by the scene's median logit (``shifted_threshold``),
     as ``<name>+shift``. Several seeds: on five scenes one seed of the same recipe moved a scene's Dice by up
     to 0.3, so a design is chosen on the mean over seeds, and the table shows their spread."""
@@ -247,8 +248,8 @@ def run_benchmark(out: Path, candidates: Callable[[int], dict[str, Trainer]], se
                     progress.log(f"{name}{named}: training without {held.name}")
                     model = trainer(train, model, progress)
                 background = background_logit(model) if shift else None
-                for mirrored in (False, True) if tta else (False,):
-                    label = name + ("+tta" if mirrored else "")
+                for mirrored in (True, False) if single else (True,):
+                    label = name + ("" if mirrored else "+single")
                     options = DetectOptions(model=str(model), prefix=f"{held.name}_{label}{named}", overwrite=True, runtime="torch", tta=mirrored)
                     result = detect(held.image, out / "detections", options, progress)
                     # The product's own slicks (its mask: the outlines' pixels); the shift cuts the probability again.
@@ -314,8 +315,8 @@ def _write(out: Path, rows: list[dict], summary: dict, command: str, commit: str
         "bands of those four); the scene in a row was never trained, selected or tuned on. `paper_*` are the",
         "paper's own predictions, scored by the same code. False slicks: predicted slick area more than",
         f"{CLEAR_M:.0f} m from any labelled slick, per 1,000 km² of such sea. Detection as the product runs it",
-        "(default land mask and no-data border), with PyTorch fp32; `+tta`: the same model with test-time",
-        "mirror averaging. `real_texture` starts from the synthetic model; the network names start from",
+        "(default land mask and no-data border, mirror averaging), with PyTorch fp32; `+single`: the same model",
+        "on one view of each tile. `real_texture` starts from the synthetic model; the network names start from",
         "random initialisation, trained by the same recipe and budget.",
         "",
         "| scene | " + " | ".join(candidates) + " |",
@@ -355,7 +356,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
                    help="train every candidate once per seed and report the mean over seeds with their range")
     q.add_argument("--networks", nargs="*", default=[], choices=sorted(NETWORKS),
                    help="also train these networks from random initialisation by the same recipe")
-    q.add_argument("--tta", action="store_true", help="also score every model with test-time mirror averaging")
+    q.add_argument("--single", action="store_true", help="also score every model without mirror averaging (one view of each tile)")
     q.add_argument("--shift", action="store_true", help="also score every network at a threshold moved by the scene's median logit")
     q.add_argument("--only", nargs="+", metavar="CANDIDATE",
                    help="score only these candidates (darkspot, synthetic_only, real_texture, real_texture_swa, real_texture_512, "
@@ -394,4 +395,4 @@ def candidates(args: argparse.Namespace, seed: int) -> dict[str, Trainer]:
 def _run(args: argparse.Namespace, progress: Progress) -> dict:
     command = "python -m engine " + " ".join(sys.argv[1:]).replace("--jsonl ", "")
     candidates(args, args.seed[0])  # an unknown --only fails before any training
-    return run_benchmark(args.out, lambda seed: candidates(args, seed), args.seed, progress, command, args.tta, args.shift)
+    return run_benchmark(args.out, lambda seed: candidates(args, seed), args.seed, progress, command, args.single, args.shift)

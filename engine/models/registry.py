@@ -136,6 +136,12 @@ class ModelCard:
         return index
 
     @property
+    def mirror_symmetric(self) -> bool:
+        """True when mirroring a tile mirrors the prediction exactly, so mirror averaging would only cost time:
+        the dark-spot detector's square, centred windows are; a trained network is not."""
+        return self.architecture == "darkspot"
+
+    @property
     def measured(self) -> Optional[str]:
         """The card's own slick Dice and what it was measured on, for a model list; None when it has none.
 

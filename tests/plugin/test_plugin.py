@@ -52,12 +52,13 @@ def test_options_page_is_generated_from_the_declarations(plugin, iface) -> None:
         settings.DEVICE.set_value(settings.DEVICE.default)
     threshold = page.editors["threshold"]
     assert threshold.value() == 0 and threshold.text() == "Model's own"  # the default leaves it to the model
-    page.editors["mirror_averaging"].setChecked(True)
+    assert page.editors["mirror_averaging"].isChecked()  # on by default, as in the engine
+    page.editors["mirror_averaging"].setChecked(False)
     page.apply()
-    try:  # stored as QSettings' "true", read back as a boolean, not as the non-empty string "false"
-        assert settings.MIRROR.value() is True
-        settings.MIRROR.set_value(False)
+    try:  # stored as QSettings' "false", read back as a boolean, not as the non-empty string "false"
         assert settings.MIRROR.value() is False
+        settings.MIRROR.set_value(True)
+        assert settings.MIRROR.value() is True
     finally:
         settings.MIRROR.set_value(settings.MIRROR.default)
 
@@ -67,8 +68,8 @@ def test_detection_passes_a_threshold_only_when_one_is_set() -> None:
     given = DetectParameters(scene="s.tif", out_dir="out", prefix="p", threshold=0.35).command()
     assert "--threshold" not in own.args
     assert given.args[given.args.index("--threshold") + 1] == "0.35"
-    assert "--tta" not in own.args
-    assert "--tta" in DetectParameters(scene="s.tif", out_dir="out", prefix="p", mirror=True).command().args
+    assert "--tta" in own.args and "--no-tta" not in own.args
+    assert "--no-tta" in DetectParameters(scene="s.tif", out_dir="out", prefix="p", mirror=False).command().args
 
 
 def test_the_plugin_never_imports_torch_or_the_engine() -> None:
