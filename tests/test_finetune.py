@@ -411,6 +411,27 @@ def test_threshold_calibration_picks_the_dice_maximising_threshold():
     assert scores.calibrated(fallback=0.8)[0] == 0.8
 
 
+class _ShiftedProbability(_Probability):
+    """``_Probability`` one column to the right: a network that mirroring changes, as a trained one."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(torch.roll(x, 1, dims=-1))
+
+
+def test_mirrored_validation_scores_the_probability_detection_cuts():
+    """With ``mirrored`` the thresholds are scored on the mean over the four mirror images, mapped back: for a
+    one-column shift, the mean of the shifts left and right."""
+    rng = np.random.default_rng(1)
+    slick = rng.random((2, 32, 32)) < 0.2
+    probability = np.where(slick, rng.uniform(0.5, 1, slick.shape), rng.uniform(0, 0.7, slick.shape))
+    tiles = _probability_tiles(probability, slick)
+    averaged = (np.roll(probability, 1, axis=-1) + np.roll(probability, -1, axis=-1)) / 2
+    for seen, mirrored in ((np.roll(probability, 1, axis=-1), False), (averaged, True)):
+        scores = validate(_ShiftedProbability().eval(), tiles, TrainConfig(), mirrored=mirrored)
+        expected = [2 * np.sum((seen > t) & slick) / (np.sum(seen > t) + slick.sum()) for t in THRESHOLDS]
+        assert np.allclose(scores.dice_at, expected, atol=1e-4)
+
+
 def test_fine_tuning_keeps_the_parent_when_no_epoch_beats_it():
     """A parent already perfect on validation: training can at best tie, so its weights come back bit for bit,
     batch-norm statistics included (they stay the parent's during fine-tuning), and so does its threshold,

@@ -143,16 +143,19 @@ FAST_LR = 1e-3
 """Twice the recipe's learning rate: a model moved back toward its start afterwards may gain from going further first."""
 
 
-def toward_init_trainer(share: float, trained_by: Trainer, device: str, trained_as: str = "real_texture") -> Trainer:
+def toward_init_trainer(share: float, trained_by: Trainer, device: str, trained_as: str = "real_texture",
+                        mirrored: bool = False) -> Trainer:
     """The fold's ``trained_as`` model (trained by ``trained_by`` where the run has none yet) moved ``share``
     of the way back to the synthetic model it started from, as ``engine pretrain --init-share`` saves it: one
-    training serves every share."""
+    training serves every share. ``mirrored``: its threshold placed on mirror-averaged validation (the
+    candidate's name then ends in ``_mirrorcal``)."""
+    name = f"{trained_as}_init{round(share * 100)}" + ("_mirrorcal" if mirrored else "")
 
     def trainer(scenes: list[LabelledScene], out: Path, progress: Progress) -> Path:
-        trained = out.with_name(out.name.replace(f"{trained_as}_init{round(share * 100)}", trained_as, 1))
+        trained = out.with_name(out.name.replace(name, trained_as, 1))
         if not trained.exists():
             trained_by(scenes, trained, progress)
-        toward_init(trained, out, RealRecipe(scenes=tuple(s.name for s in scenes), init_share=share), device, progress)
+        toward_init(trained, out, RealRecipe(scenes=tuple(s.name for s in scenes), init_share=share), device, progress, mirrored)
         return out
 
     return trainer
@@ -360,7 +363,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--shift", action="store_true", help="also score every network at a threshold moved by the scene's median logit")
     q.add_argument("--only", nargs="+", metavar="CANDIDATE",
                    help="score only these candidates (darkspot, synthetic_only, real_texture, real_texture_swa, real_texture_512, "
-                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_lr1e-3_init50, real_texture_soup_init50 or a network given with --networks)")
+                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_init50_mirrorcal, real_texture_lr1e-3_init50, real_texture_soup_init50 or a network given with --networks)")
     q.set_defaults(func=_run)
 
 
@@ -378,6 +381,8 @@ def candidates(args: argparse.Namespace, seed: int) -> dict[str, Trainer]:
         "real_texture_l2sp": real_texture_trainer(args.epochs, args.train_tiles, device, seed, parent_weight=PARENT_WEIGHT),
         **{f"real_texture_init{round(share * 100)}": toward_init_trainer(share, real_texture_trainer(args.epochs, args.train_tiles, device, seed), device)
            for share in INIT_SHARES},
+        "real_texture_init50_mirrorcal": toward_init_trainer(0.5, real_texture_trainer(args.epochs, args.train_tiles, device, seed), device,
+                                                             mirrored=True),
         "real_texture_soup_init50": soup_trainer(0.5, lambda member: real_texture_trainer(args.epochs, args.train_tiles, device, member), seed, device),
         "real_texture_lr1e-3_init50": toward_init_trainer(0.5, real_texture_trainer(args.epochs, args.train_tiles, device, seed, lr=FAST_LR), device,
                                                           "real_texture_lr1e-3"),

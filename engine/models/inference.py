@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 Forward = Callable[[np.ndarray], np.ndarray]
 """(B, C, H, W) float32 model input -> (B, K, H, W) float32 logits."""
 
-FLIPS: tuple[tuple[int, ...], ...] = ((), (2,), (1,), (1, 2))
-"""Test-time views of a (B, H, W) batch: as is, mirrored left-right, top-bottom, and both."""
+FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
+"""Test-time views of a batch of tiles (rows and columns last): as is, mirrored left-right, top-bottom, and both."""
 
 _GPU_DEVICES = ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg")
 """NVIDIA's, ROCm's and WSL's device files: without any of them a Linux machine has no GPU PyTorch can use."""

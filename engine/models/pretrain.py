@@ -221,9 +221,10 @@ def _band_tiles(bands: list[SceneArrays], tile: int) -> Tiles:
     return found
 
 
-def toward_init(trained: Path, out: Path, recipe: RealRecipe, device: str, progress: Progress) -> dict:
+def toward_init(trained: Path, out: Path, recipe: RealRecipe, device: str, progress: Progress, mirrored: bool = False) -> dict:
     """``trained`` moved ``recipe.init_share`` of the way back to ``recipe.init`` (``interpolate_weights``), its
-    threshold placed again on the same validation bands, which neither model learnt from."""
+    threshold placed again on the same validation bands, which neither model learnt from (``mirrored``: on
+    the mirror-averaged probability, see ``validate``)."""
     model, card = load_model(trained, torch.device(device))
     if recipe.init is None or card.lineage.get("initialised_from", {}).get("sha256") != file_sha256(Path(recipe.init)):
         raise ModelError(f"{trained.name} was not trained from {Path(recipe.init).name if recipe.init else 'a model'}: there is no way back to move toward.",
@@ -231,7 +232,7 @@ def toward_init(trained: Path, out: Path, recipe: RealRecipe, device: str, progr
     start, _ = load_model(recipe.init, torch.device(device))
     interpolate_weights(model, start.state_dict(), recipe.init_share)
     config = TrainConfig(device=device, input_scale=card.normalisation.get("input_scale", TrainConfig.input_scale))
-    threshold, dice = validate(model, _tileset(validation_tiles(recipe, card.pixel_size)), config).calibrated(config.threshold)
+    threshold, dice = validate(model, _tileset(validation_tiles(recipe, card.pixel_size)), config, mirrored=mirrored).calibrated(config.threshold)
     trained_dice, trained_threshold = card.metrics.get("validation_dice"), card.threshold
     progress.log(f"moved {recipe.init_share:g} of the way back to {Path(recipe.init).name}: validation Dice {dice:.3f} at {threshold:.2f} "
                  f"(trained: {trained_dice} at {card.threshold:.2f})")
@@ -242,7 +243,8 @@ def toward_init(trained: Path, out: Path, recipe: RealRecipe, device: str, progr
                                       "trained_sha256": file_sha256(trained), "trained_validation_dice": trained_dice,
                                       "trained_threshold": trained_threshold},
                        "selection": card.provenance["selection"] + f"; then {recipe.init_share:g} of the way back to the initialisation, "
-                                                                    "threshold by slick Dice on the validation bands"}
+                                                                    "threshold by slick Dice on the validation bands"
+                                                                    + (" (mirror averaged)" if mirrored else "")}
     save_model(model, card, out, half=True)
     return {"model": str(out), "val_dice": dice, "threshold": threshold}
 

@@ -26,6 +26,7 @@ from ..atomic import staged
 from ..contract import TRAIN_LAYERS
 from ..progress import Progress, silent
 from .eager import autocast, fast_dtype
+from .inference import FLIPS
 from .losses import StudentLoss, slick_loss
 
 Augment = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
@@ -299,8 +300,11 @@ def interpolate_weights(model: torch.nn.Module, toward: dict[str, torch.Tensor],
                 value.lerp_(toward[name].to(value.device, value.dtype), share)
 
 
-def validate(model: torch.nn.Module, data: TileSet, config: TrainConfig, batch: int = 8) -> Validation:
-    """Loss and slick Dice at 0.5 and at every candidate threshold, over all pixels of ``data``."""
+def validate(model: torch.nn.Module, data: TileSet, config: TrainConfig, batch: int = 8, mirrored: bool = False) -> Validation:
+    """Loss and slick Dice at 0.5 and at every candidate threshold, over all pixels of ``data``.
+
+    ``mirrored``: the Dice figures are those of the probability averaged over each tile's mirror images, as
+    detection computes it by default, so that a threshold chosen here is one for the probability it will cut."""
     model.eval()
     device = torch.device(config.device)
     tp = fp = fn = 0.0
@@ -313,11 +317,15 @@ def validate(model: torch.nn.Module, data: TileSet, config: TrainConfig, batch: 
             x, y, v = part.x, part.y, part.valid
             logits = model(x * config.input_scale).float()
             losses.append(float(tile_loss(logits, part, config)) * x.shape[0])
-            pred = (logits > 0).float() * v
+            probability = torch.sigmoid(logits)
+            if mirrored:
+                views = [torch.sigmoid(model(x.flip(dims) * config.input_scale).float()).flip(dims) for dims in FLIPS[1:]]
+                probability = torch.stack([probability, *views]).mean(dim=0)
+            pred = (probability > 0.5).float() * v
             tp += float((pred * y).sum())
             fp += float((pred * (1 - y)).sum())
             fn += float(((1 - pred) * y * v).sum())
-            above = (torch.sigmoid(logits) > cuts).float() * v
+            above = (probability > cuts).float() * v
             at[0] += (above * y).sum(dim=(1, 2, 3, 4)).double().cpu()
             at[1] += (above * (1 - y)).sum(dim=(1, 2, 3, 4)).double().cpu()
             at[2] += ((1 - above) * y * v).sum(dim=(1, 2, 3, 4)).double().cpu()
