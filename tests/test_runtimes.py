@@ -100,12 +100,17 @@ def test_device_name_asks_pytorch_only_where_a_gpu_could_answer():
     assert device_name("auto") == str(pick_device("auto"))
 
 
-@pytest.mark.parametrize("platform, libraries, asks", [
-    ("win32", {}, False), ("win32", {"nvcuda": "C:\\Windows\\System32\\nvcuda.dll"}, True), ("darwin", {}, True)])
-def test_device_name_off_linux_asks_pytorch_only_where_a_gpu_driver_could_answer(monkeypatch, platform, libraries, asks):
+@pytest.mark.parametrize("platform, libraries, mac, asks", [
+    ("win32", {}, None, False), ("win32", {"nvcuda": "C:\\Windows\\System32\\nvcuda.dll"}, None, True),
+    ("darwin", {}, ("arm64", "14.5"), True), ("darwin", {}, ("arm64", "12.3"), True), ("darwin", {}, ("arm64", "11.7.10"), False),
+    ("darwin", {}, ("x86_64", "13.6"), False)])
+def test_device_name_off_linux_asks_pytorch_only_where_a_gpu_driver_could_answer(monkeypatch, platform, libraries, mac, asks):
     asked = []
     monkeypatch.setattr(sys, "platform", platform)
     monkeypatch.setattr("ctypes.util.find_library", libraries.get)
+    if mac:  # Apple silicon from macOS 12.3 has a Metal device PyTorch can use; an Intel Mac has none
+        monkeypatch.setattr("platform.machine", lambda: mac[0])
+        monkeypatch.setattr("platform.mac_ver", lambda: (mac[1], ("", "", ""), mac[0]))
     monkeypatch.setattr("engine.models.eager.pick_device", lambda name: asked.append(name) or "cuda")
     assert device_name("auto") == ("cuda" if asks else "cpu") and asked == (["auto"] if asks else [])
 

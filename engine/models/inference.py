@@ -30,12 +30,14 @@ _GPU_DEVICES = ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg")
 """NVIDIA's, ROCm's and WSL's device files: without any of them a Linux machine has no GPU PyTorch can use."""
 _GPU_LIBRARIES = ("nvcuda", "amdhip64")
 """NVIDIA's CUDA driver and AMD's HIP runtime, as Windows names their DLLs: PyTorch on Windows runs on nothing else."""
+_MPS_MACOS = (12, 3)
+"""The first macOS whose Metal Performance Shaders PyTorch runs on."""
 
 
 def device_name(name: str = "auto") -> str:
     """The device ``name`` stands for here, as PyTorch spells it. PyTorch (a second of start-up and half a GB) is
-    asked only where a GPU could answer: a Linux GPU's device file, a Windows GPU driver, or any Mac (whether its
-    Metal device serves PyTorch only PyTorch can tell)."""
+    asked only where a GPU could answer: a Linux GPU's device file, a Windows GPU driver, or a Mac whose Metal
+    device PyTorch can use (Apple silicon on macOS 12.3 or later; PyTorch builds no GPU path for Intel Macs)."""
     if name == "cpu" or (name == "auto" and not _may_have_gpu()):
         return "cpu"
     from .eager import pick_device
@@ -50,6 +52,11 @@ def _may_have_gpu() -> bool:
         from ctypes.util import find_library
 
         return any(find_library(name) for name in _GPU_LIBRARIES)
+    if sys.platform == "darwin":
+        import platform
+
+        release = tuple(int(part) for part in platform.mac_ver()[0].split(".")[:2] if part.isdigit())
+        return platform.machine() == "arm64" and release >= _MPS_MACOS
     return True
 
 
