@@ -166,6 +166,17 @@ def test_a_scene_replaced_under_its_name_is_detected_anew(batch, archive, cluste
     assert records[0].folder != old_folder and not (out / old_folder).exists()
 
 
+def test_a_rerun_with_other_result_options_detects_anew(cluster, tmp_path):
+    """Mirror averaging changes what is found, so a catalogue made with it on is no record of a run with it off."""
+    scene = tmp_path / "S1A_EW_GRDM_1SDH_20240106T050000_x.tif"
+    write_scene(SceneSpec(height=128, width=128, seed=3), scene)
+    out, options = tmp_path / "out", _options(cluster)
+    assert run_batch([str(scene)], out, options)["detected"] == 1
+    assert run_batch([str(scene)], out, options)["detected"] == 0
+    options.detect.tta = False
+    assert run_batch([str(scene)], out, options)["detected"] == 1
+
+
 def test_another_model_version_is_kept_apart(batch, tiny_model, cluster):
     before = (batch["out"] / "manifest.json").read_bytes()
     options = _options(cluster)

@@ -38,7 +38,7 @@ _WORKER_MEMORY = 2 * 2**30
 peaks of 420-710 MB on four 1,536-5,138-px-wide scenes, where workers that loaded PyTorch peaked at 900-1,180 MB
 (two workers, VmHWM). A worker still loads it where the model has no export yet or runs on a GPU, hence the margin."""
 _CONNECT_TIMEOUT = "10s"
-RESULT_OPTIONS = ("tile", "overlap", "threshold", "band", "min_area_km2", "land_mask", "bounds", "bounds_crs", "source_grid")
+RESULT_OPTIONS = ("tile", "overlap", "threshold", "band", "min_area_km2", "land_mask", "bounds", "bounds_crs", "source_grid", "tta")
 """The detection options that change a scene's result; device and speed settings do not."""
 
 

@@ -231,9 +231,8 @@ def run_benchmark(out: Path, candidates: Callable[[int], dict[str, Trainer]], se
 
     Each model detects as the product does by default, with mirror averaging; with ``single`` it is also
     scored on one view of each tile, as a candidate ``<name>+single`` on the same model file, which costs no
-    training. With ``shift``
-    every detection is also scored at a threshold moved by the scene's median logit (``shifted_threshold``),
-    as ``<name>+shift``. Several seeds: on five scenes one seed of the same recipe moved a scene's Dice by up
+    training. With ``shift`` every detection is also scored at a threshold moved by the scene's median logit
+    (``shifted_threshold``), as ``<name>+shift``. Several seeds: on five scenes one seed of the same recipe moved a scene's Dice by up
     to 0.3, so a design is chosen on the mean over seeds, and the table shows their spread."""
     commit = commit_text()  # the code the run started with: a long run outlasts commits made beside it
     out.mkdir(parents=True, exist_ok=True)
