@@ -108,7 +108,7 @@ def test_cli_options_are_the_options_dataclasses_with_their_defaults() -> None:
     assert options_from(tuned, FinetuneOptions) == FinetuneOptions(n_generated=3, lr=None)
     batch = parse_args(["batch", "a.tif", "--out", "o", "--overlap", "32"])
     assert options_from(batch, DetectOptions) == DetectOptions(overlap=32)
-    quick = parse_args(["batch", "a.tif", "--out", "o", "--no-tta"])  # an option on by default is turned off so
+    quick = parse_args(["batch", "a.tif", "--out", "o", "--no-tta"])  # an option on by default has its --no- form
     assert options_from(quick, DetectOptions) == DetectOptions(tta=False) != DetectOptions()
     assert options_from(parse_args(["seeps", "c", "--out", "s.gpkg"]), SeepOptions) == SeepOptions()
     sites = parse_args(["seeps", "c", "--out", "s.gpkg", "--distance", "500", "--min-scenes", "4"])
