@@ -12,8 +12,8 @@ every candidate alike), with the CPU named beside them:
               on real tiles (the bundled Arctic scenes that no test scores on)
   efficiency  per model and runtime: achieved FLOP/s over this CPU's matmul peak in the same precision, timed
               in the same rounds (benchmarks/efficiency.py), and where OpenVINO's time goes by kind of layer
-  pipeline    detect() end to end / the same tiles through the model alone, on a synthetic scene at sea, in
-              wall time and in CPU time (--compare lists other runs' pipeline rows beside it)
+  pipeline    detect() end to end / the same tiles through the model alone, on synthetic scenes at sea (--sea:
+              one row per size), in wall time and in CPU time (--compare lists other runs' pipeline rows beside it)
   process     a detection as the plugin and the command line start it (16 tiles): a new engine process, end to end, beside
               detect()'s own time in it; with --against, another checkout's engine (an earlier commit) in the
               same rounds
@@ -483,7 +483,8 @@ def main() -> int:
     p.add_argument("--tiles", type=int, default=4, help="real tiles per model (DeepLabV3 gets half)")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--scene", type=int, default=4096, help="side of the synthetic Svalbard scene (16000 = a full EW scene)")
-    p.add_argument("--sea", type=int, default=1536, help="side of the synthetic open-sea scene of the pipeline figure")
+    p.add_argument("--sea", type=int, nargs="+", default=[1536],
+                   help="sides of the synthetic open-sea scenes of the pipeline figure, one row each: a run's fixed costs weigh less on a larger scene")
     p.add_argument("--no-deeplab", action="store_true", help="bundled model only (DeepLabV3-R50 takes ~10x as long)")
     p.add_argument("--pipeline-torch", action="store_true", help="also measure the pipeline overhead with PyTorch eager")
     p.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="measure these figures only (all by default)")
@@ -508,7 +509,7 @@ def main() -> int:
         args.markdown.write_text(markdown({**json.loads(args.source.read_text()), **({"compared": compared} if compared else {})}))
         return 0
     if args.quick:
-        args.tiles, args.repeats, args.scene, args.sea = 2, 1, 1024, 1024
+        args.tiles, args.repeats, args.scene, args.sea = 2, 1, 1024, [1024]
     from engine.models import cpu_features
     from engine.models.registry import DEFAULT_MODEL
     from engine.models.runtimes import AUTO
@@ -530,11 +531,13 @@ def main() -> int:
             if not args.no_deeplab:
                 results["runtimes"].append(compare_runtimes(deeplab_file(work), max(1, args.tiles // 2), args.repeats, log))
         if "pipeline" in args.only:
-            sea = work / "sea.tif"
-            write_scene(SceneSpec(height=args.sea, width=args.sea, seed=5), sea)
-            results["pipeline"] = [pipeline(sea, Path(DEFAULT_MODEL), runtime, work, log)]
-            if args.pipeline_torch and runtime != "torch":
-                results["pipeline"].append(pipeline(sea, Path(DEFAULT_MODEL), "torch", work, log))
+            results["pipeline"] = []
+            for side in args.sea:
+                sea = work / f"sea_{side}.tif"
+                write_scene(SceneSpec(height=side, width=side, seed=5), sea)
+                results["pipeline"].append(pipeline(sea, Path(DEFAULT_MODEL), runtime, work, log))
+                if args.pipeline_torch and runtime != "torch":
+                    results["pipeline"].append(pipeline(sea, Path(DEFAULT_MODEL), "torch", work, log))
         if "process" in args.only:
             extent = work / "extent.tif"  # 16 tiles: a map view's worth, what the dock's Detect usually gets
             write_scene(SceneSpec(height=1536, width=1536, seed=5), extent)
