@@ -141,6 +141,9 @@ INIT_SHARES = (0.25, 0.5, 0.75)
 
 FAST_LR = 1e-3
 """Twice the recipe's learning rate: a model moved back toward its start afterwards may gain from going further first."""
+MORE_TILES = 2
+"""``real_texture_2xtiles_init50`` cuts this many times the recipe's training tiles: each epoch re-augments the same
+tiles, so more of them show the model more real crops and composited slicks (and take as much longer)."""
 
 
 def toward_init_trainer(share: float, trained_by: Trainer, device: str, trained_as: str = "real_texture",
@@ -362,7 +365,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--shift", action="store_true", help="also score every network at a threshold moved by the scene's median logit")
     q.add_argument("--only", nargs="+", metavar="CANDIDATE",
                    help="score only these candidates (darkspot, synthetic_only, real_texture, real_texture_swa, real_texture_512, "
-                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_init50_mirrorcal, real_texture_lr1e-3_init50, real_texture_soup_init50 or a network given with --networks)")
+                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_init50_mirrorcal, real_texture_lr1e-3_init50, real_texture_2xtiles_init50, real_texture_soup_init50 or a network given with --networks)")
     q.set_defaults(func=_run)
 
 
@@ -385,6 +388,8 @@ def candidates(args: argparse.Namespace, seed: int) -> dict[str, Trainer]:
         "real_texture_soup_init50": soup_trainer(0.5, lambda member: real_texture_trainer(args.epochs, args.train_tiles, device, member), seed, device),
         "real_texture_lr1e-3_init50": toward_init_trainer(0.5, real_texture_trainer(args.epochs, args.train_tiles, device, seed, lr=FAST_LR), device,
                                                           "real_texture_lr1e-3"),
+        "real_texture_2xtiles_init50": toward_init_trainer(0.5, real_texture_trainer(args.epochs, MORE_TILES * args.train_tiles, device, seed), device,
+                                                           "real_texture_2xtiles"),
         **{name: real_texture_trainer(args.epochs, args.train_tiles, device, seed, name) for name in args.networks},
     }
     if not args.only:
