@@ -96,6 +96,9 @@ def score(prediction: Path, scene: LabelledScene, threshold: float) -> Scores:
 LABELLED_MIX = Mix(labelled=0.6, composite=0.1, grd=0.15, synthetic=0.15)
 """``real_texture_labelled``: most tiles cut around the analysts' real slicks, few composited ones, whose
 damped strands may teach the dark-streak look-alikes the model marks on real scenes."""
+COMPOSITE_MIX = Mix(labelled=0.2, composite=0.5, grd=0.15, synthetic=0.15)
+"""``real_texture_composite``: the labelled-heavy mix's counterpart, most tiles real sea with composited seep slicks,
+whose shapes and contrasts vary beyond the four training scenes' few real slicks."""
 SWA_FROM = 2
 """``real_texture_swa`` averages the epochs from the second on: the first starts from the synthetic model's
 optimum, far from where real texture takes the weights."""
@@ -365,7 +368,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--shift", action="store_true", help="also score every network at a threshold moved by the scene's median logit")
     q.add_argument("--only", nargs="+", metavar="CANDIDATE",
                    help="score only these candidates (darkspot, synthetic_only, real_texture, real_texture_swa, real_texture_512, "
-                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_init50_mirrorcal, real_texture_lr1e-3_init50, real_texture_2xtiles_init50, real_texture_soup_init50 or a network given with --networks)")
+                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_init50_mirrorcal, real_texture_lr1e-3_init50, real_texture_composite_init50, real_texture_2xtiles_init50, real_texture_soup_init50 or a network given with --networks)")
     q.set_defaults(func=_run)
 
 
@@ -388,6 +391,8 @@ def candidates(args: argparse.Namespace, seed: int) -> dict[str, Trainer]:
         "real_texture_soup_init50": soup_trainer(0.5, lambda member: real_texture_trainer(args.epochs, args.train_tiles, device, member), seed, device),
         "real_texture_lr1e-3_init50": toward_init_trainer(0.5, real_texture_trainer(args.epochs, args.train_tiles, device, seed, lr=FAST_LR), device,
                                                           "real_texture_lr1e-3"),
+        "real_texture_composite_init50": toward_init_trainer(0.5, real_texture_trainer(args.epochs, args.train_tiles, device, seed, mix=COMPOSITE_MIX),
+                                                             device, "real_texture_composite"),
         "real_texture_2xtiles_init50": toward_init_trainer(0.5, real_texture_trainer(args.epochs, MORE_TILES * args.train_tiles, device, seed), device,
                                                            "real_texture_2xtiles"),
         **{name: real_texture_trainer(args.epochs, args.train_tiles, device, seed, name) for name in args.networks},
