@@ -318,7 +318,7 @@ def markdown(results: dict) -> str:
     earlier = results.get("earlier", {})
     for section, render in (("runtimes", lambda r: runtimes_section(r["runtimes"], cpu) + efficiency_section(r["runtimes"], cpu, r["machine"])),
                             ("pipeline", lambda r: pipeline_section(r, cpu)),
-                            ("process", lambda r: process_section(r["process"], cpu)),
+                            ("process", lambda r: process_section(r["process"], cpu, [run for run in r.get("compared", []) if run.get("process")])),
                             ("skipping", lambda r: skipping_section(r["skipping"], cpu, r.get("compared", [])))):
         if section in results:
             lines += render(results)
@@ -441,7 +441,7 @@ def pipeline_section(results: dict, cpu: str) -> list[str]:
     return lines
 
 
-def process_section(entries: list[dict], cpu: str) -> list[str]:
+def process_section(entries: list[dict], cpu: str, compared: list[dict]) -> list[str]:
     lines = ["## A detection's own process", "",
              "The plugin and the command line run each detection in a new engine process. Median of "
              f"{entries[0]['repeats']} runs per engine (round robin, after one warm-up each), on the {cpu}: the process end "
@@ -449,9 +449,12 @@ def process_section(entries: list[dict], cpu: str) -> list[str]:
              "was loaded:", "",
              "| engine at commit | runtime | tiles | process end to end (s) | range (s) | detect's own (s) | CPU (s) | peak memory (MB) | PyTorch loaded |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for e in entries:
+    for e in [*(e for run in compared for e in run["process"]), *entries]:
         lines.append(f"| `{e['commit']}` | {e['runtime']} | {e['tiles']} | **{e['wall_s']}** | {e['wall_s_range'][0]}-{e['wall_s_range'][1]} | "
                      f"{e['detect_s']} | {e['cpu_s']} | {e.get('peak_mb', '')} | {'yes' if e['torch_loaded'] else 'no'} |")
+    if compared:
+        commands = [re.sub(r" --json \S+", "", run["command"]) for run in compared]
+        lines += ["", f"The rows above this run's come from other runs on the same machine: {' and '.join(f'`{c}`' for c in commands)}."]
     return lines + [""]
 
 
@@ -498,9 +501,9 @@ def main() -> int:
     p.add_argument("--keep", type=Path, help="JSON of an earlier run: the figures this run does not measure (--only) stay on "
                    "the page, named as that run's")
     p.add_argument("--compare", type=Path, nargs="+", default=[],
-                   help="JSON files of other runs (e.g. --only pipeline at earlier commits) whose pipeline rows the page lists above this run's")
+                   help="JSON files of other runs (e.g. --only pipeline at earlier commits) whose pipeline and process rows the page lists above this run's")
     args = p.parse_args()
-    compared = [{k: run[k] for k in ("command", "commit", "machine", "pipeline", "skipping") if k in run}
+    compared = [{k: run[k] for k in ("command", "commit", "machine", "pipeline", "process", "skipping") if k in run}
                 for run in (json.loads(path.read_text()) for path in args.compare)]
     kept = json.loads(args.keep.read_text()) if args.keep else {}
     kept_sections = [section for section in SECTIONS if section in kept and section not in args.only]
