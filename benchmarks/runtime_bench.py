@@ -312,7 +312,8 @@ def markdown(results: dict) -> str:
         f"flags {', '.join(m['flags'])}). Load average {m['loadavg_start'][0]} at the start, {m['loadavg_end'][0]} at the "
         f"end on {m['cores']} cores: on a machine shared with other jobs absolute times are slow and noisy, and ratios "
         "taken within one run (round robin over candidates) are what count. "
-        f"Total {results['total_s'] / 60:.0f} min.",
+        f"Total {results['total_s'] / 60:.0f} min."
+        + (f" This page was rendered from that run's JSON by `{results['rendered_by']}`." if "rendered_by" in results else ""),
         "",
     ]
     earlier = results.get("earlier", {})
@@ -509,7 +510,9 @@ def main() -> int:
     kept_sections = [section for section in SECTIONS if section in kept and section not in args.only]
     earlier = {k: kept[k] for k in ("command", "commit", "machine", *kept_sections)} if kept_sections else {}
     if args.source:
-        args.markdown.write_text(markdown({**json.loads(args.source.read_text()), **({"compared": compared} if compared else {})}))
+        rendered = " ".join(["python", *sys.argv])
+        args.markdown.write_text(markdown({**json.loads(args.source.read_text()), **({"compared": compared} if compared else {}),
+                                           "rendered_by": rendered}))
         return 0
     if args.quick:
         args.tiles, args.repeats, args.scene, args.sea = 2, 1, 1024, [1024]
