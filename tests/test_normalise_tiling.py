@@ -29,6 +29,16 @@ def test_two_sigma_stretch_maps_mean_to_middle_and_keeps_nodata_zero():
     assert out[5] == 0.0  # no data
 
 
+
+def test_stretching_a_db_scene_leaves_the_read_values_alone():
+    """dB values are the array read from the scene itself (no conversion copies them); the look-alike evidence
+    and the staged backscatter use it after the stretch."""
+    values = np.array([[-20.0, -30.0, np.nan, 5.0]], np.float32)
+    before = values.copy()
+    out = Stretch("float32_db", mean=-20.0, std=2.0).apply(values)
+    np.testing.assert_array_equal(values, before)
+    assert out.tolist() == [[128.0, 1.0, 0.0, 255.0]]
+
 def test_already_stretched_8_bit_passes_through():
     values = np.array([[0, 12, 200]], np.float32)
     values[values == 0] = np.nan

@@ -191,18 +191,19 @@ def _backscatter_means(reader: GridReader, info: SceneInfo, grid: Grid, mask_pat
             rows, cols = near.toslices()
             window = Window(near.col_off, row + near.row_off, near.width, near.height)
             transform = grid.transform @ Affine.translation(window.col_off, window.row_off)
-            power = 10.0 ** (to_db(reader.read(Window(0, row, grid.width, height))[rows, cols], info.value_scale) / 10.0)
+            values = reader.read(Window(0, row, grid.width, height))[rows, cols]
             mask = mask_ds.read(1, window=window)
-            valid = np.isfinite(power) & (mask != MASK_NODATA)
             shape_ = (window.height, window.width)
             ids = rasterize(((outlines[i], i + 1) for i in hit), out_shape=shape_, transform=transform, dtype="int32")
             ring_ids = rasterize(((rings[i], i + 1) for i in hit), out_shape=shape_, transform=transform, dtype="int32")
-            slick_px = valid & (ids > 0) & (mask == 1)
-            sea_px = valid & (ring_ids > 0) & (mask == 0)
-            sums_in += np.bincount(ids[slick_px], weights=power[slick_px], minlength=n + 1)
-            counts_in += np.bincount(ids[slick_px], minlength=n + 1)
-            sums_out += np.bincount(ring_ids[sea_px], weights=power[sea_px], minlength=n + 1)
-            counts_out += np.bincount(ring_ids[sea_px], minlength=n + 1)
+            # Backscatter is converted only where it is summed: slick pixels in the slicks, sea pixels in the rings.
+            for burnt, kind, sums, counts in ((ids, 1, sums_in, counts_in), (ring_ids, 0, sums_out, counts_out)):
+                at = np.nonzero((burnt > 0) & (mask == kind))
+                power = 10.0 ** (to_db(values[at], info.value_scale) / 10.0)
+                counted = np.isfinite(power)
+                which = burnt[at][counted]
+                sums += np.bincount(which, weights=power[counted], minlength=n + 1)
+                counts += np.bincount(which, minlength=n + 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return (sums_in / counts_in)[1:], (sums_out / counts_out)[1:]
 

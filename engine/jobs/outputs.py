@@ -229,20 +229,29 @@ def _keep_only(mask_path: Path, probability_path: Path, outlines: list[Polygon],
                     if (mask == 1).any():
                         mask_ds.write(np.where(mask == 1, 0, mask).astype(np.uint8), 1, window=strip)
                 continue
-            # Sums need only the pixels the hit slicks can cover: each slick's pixels keep their order, so its sum
-            # is the same as over the whole strip. Dropping needs the whole strip.
-            near = strip if dropped else _near(strip, transform, bounds[sorted(hit)])
-            window_transform = mask_ds.window_transform(near)
+            # Only the part of the strip the hit slicks can cover is burnt and read for sums (each slick's pixels keep
+            # their order, so its sum is the same as over the whole strip); a mask pixel outside it was in a dropped
+            # speck. The sums and the drop touch the mask's slick pixels only, a few per cent of a strip.
+            near = _near(strip, transform, bounds[sorted(hit)])
             ids = rasterize(((ring, value) for i, ring, value in rings if i in hit),
-                            out_shape=(near.height, near.width), transform=window_transform, dtype="int32")
-            mask = mask_ds.read(1, window=near)
+                            out_shape=(near.height, near.width), transform=mask_ds.window_transform(near), dtype="int32")
             values = prob_ds.read(1, window=near)
-            slick = (ids > 0) & (mask == 1)
-            inside = slick & np.isfinite(values)
-            sums += np.bincount(ids[inside], weights=values[inside], minlength=sums.size)
-            counts += np.bincount(ids[inside], minlength=counts.size)
+            mask = mask_ds.read(1, window=strip if dropped else near)
+            rows, cols = np.nonzero(mask == 1)
             if dropped:
-                mask_ds.write(np.where((mask == 1) & ~slick, 0, mask).astype(np.uint8), 1, window=near)
+                rows, cols = rows - (near.row_off - row), cols - near.col_off
+            in_near = (rows >= 0) & (rows < near.height) & (cols >= 0) & (cols < near.width)
+            slick_ids = np.zeros(rows.size, dtype=np.int32)
+            slick_ids[in_near] = ids[rows[in_near], cols[in_near]]
+            value = np.full(rows.size, np.nan, dtype=np.float32)
+            value[in_near] = values[rows[in_near], cols[in_near]]
+            counted = (slick_ids > 0) & np.isfinite(value)
+            sums += np.bincount(slick_ids[counted], weights=value[counted], minlength=sums.size)
+            counts += np.bincount(slick_ids[counted], minlength=counts.size)
+            gone = slick_ids == 0
+            if dropped and gone.any():
+                mask[rows[gone] + (near.row_off - row), cols[gone] + near.col_off] = 0
+                mask_ds.write(mask, 1, window=strip)
     with np.errstate(invalid="ignore"):
         return (sums / counts)[1:]
 
