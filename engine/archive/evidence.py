@@ -184,14 +184,13 @@ def _backscatter_means(reader: GridReader, info: SceneInfo, grid: Grid, mask_pat
             hit = [i for i in order if bounds[i, 1] < top and bounds[i, 3] > bottom]
             if not hit:
                 continue
-            # The strip is read whole (a reader that geocodes through GCPs warps window by window, and another window
-            # would move its values a little); only the part the hit slicks and rings can cover is converted and
-            # burnt, where each slick's pixels keep their order and so their sums.
+            # Only the part the hit slicks and rings can cover is read and burnt, where each slick's pixels keep their
+            # order and so their sums. The reader is detection's staged copy, already on the grid: any window of it
+            # holds the same values (a reader warping through GCPs would move them a little from window to window).
             near = covering_window(transform, height, grid.width, np.vstack([bounds[hit], outline_bounds[hit]]))
-            rows, cols = near.toslices()
             window = Window(near.col_off, row + near.row_off, near.width, near.height)
             transform = grid.transform @ Affine.translation(window.col_off, window.row_off)
-            values = reader.read(Window(0, row, grid.width, height))[rows, cols]
+            values = reader.read(window)
             mask = mask_ds.read(1, window=window)
             shape_ = (window.height, window.width)
             ids = rasterize(((outlines[i], i + 1) for i in hit), out_shape=shape_, transform=transform, dtype="int32")
