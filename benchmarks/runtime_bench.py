@@ -498,7 +498,7 @@ def main() -> int:
                    help="other checkouts of this repository (e.g. a worktree at an earlier commit) whose engine the process figure times in the same rounds")
     p.add_argument("--json", type=Path, default=ROOT / "bench_output" / "runtime_bench.json")
     p.add_argument("--markdown", type=Path, help="also write the figures as a page, e.g. docs/benchmarks.md")
-    p.add_argument("--from", dest="source", type=Path, help="with --markdown: render this earlier run's JSON, run nothing")
+    p.add_argument("--from", dest="source", type=Path, help="with --markdown: render this earlier run's JSON, run nothing (--keep and --compare apply)")
     p.add_argument("--keep", type=Path, help="JSON of an earlier run: the figures this run does not measure (--only) stay on "
                    "the page, named as that run's")
     p.add_argument("--compare", type=Path, nargs="+", default=[],
@@ -512,7 +512,7 @@ def main() -> int:
     if args.source:
         rendered = " ".join(["python", *sys.argv])
         args.markdown.write_text(markdown({**json.loads(args.source.read_text()), **({"compared": compared} if compared else {}),
-                                           "rendered_by": rendered}))
+                                           **({"earlier": earlier} if earlier else {}), "rendered_by": rendered}))
         return 0
     if args.quick:
         args.tiles, args.repeats, args.scene, args.sea = 2, 1, 1024, [1024]
