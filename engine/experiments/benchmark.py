@@ -123,7 +123,7 @@ def real_texture_trainer(epochs: int, train_tiles: int, device: str, seed: int, 
     the synthetic model's encoder first pretrained on the same scenes' real pixels without labels
     (``RealRecipe.masked_epochs``). ``parent_weight``:
     L2-SP toward the weights training starts from (``TrainConfig.parent_weight``). ``init``: (the run's model
-    folder, progress) -> another synthetic model to start from, made there where missing (``longer_synthetic``)."""
+    folder, progress) -> another synthetic model to start from, made there where missing (``other_synthetic``)."""
 
     def trainer(scenes: list[LabelledScene], out: Path, progress: Progress) -> Path:
         scale = (RealRecipe.tile / tile) ** 2
@@ -170,29 +170,30 @@ def toward_init_trainer(share: float, trained_by: Trainer, device: str, trained_
     return trainer
 
 
-LONGER_SYNTHETIC = {"train_tiles": 640, "epochs": 8}
-"""``synthetic_2x``: the synthetic model's pretraining (320 tiles, 6 epochs, 13 min on this CPU, its last epoch
-its best) with twice the tiles and 8 epochs; ``real_texture_synth2x_init50`` starts the bundled recipe from it."""
+SYNTHETIC_BUDGETS = {"2x": (640, 8), "short": (320, 3)}
+"""Other budgets of the synthetic pretraining (training tiles, epochs) than the bundled synthetic model's (320 tiles,
+6 epochs, 13 min on this CPU, its last epoch its best): ``synthetic_<key>`` is that model alone and
+``real_texture_synth<key>_init50`` the bundled recipe started from it and moved half way back to it."""
 
 
-def longer_synthetic(device: str) -> Callable[[Path, Progress], Path]:
-    """(model folder, progress) -> ``synthetic_2x.safetensors`` there, pretrained as ``python -m engine pretrain
-    --data synthetic --train-tiles 640 --epochs 8 --seed 0`` would where the run has none yet: one model for
-    every fold and seed, since it sees no real scene."""
+def other_synthetic(key: str, device: str) -> Callable[[Path, Progress], Path]:
+    """(model folder, progress) -> ``synthetic_<key>.safetensors`` there, pretrained as ``python -m engine pretrain
+    --data synthetic --train-tiles T --epochs E --seed 0`` would, with ``SYNTHETIC_BUDGETS[key]``, where the run has
+    none yet: one model for every fold and seed, since it sees no real scene."""
+    tiles, epochs = SYNTHETIC_BUDGETS[key]
 
     def made(folder: Path, progress: Progress) -> Path:
-        path = folder / "synthetic_2x.safetensors"
+        path = folder / f"synthetic_{key}.safetensors"
         if not path.exists():
-            progress.log("synthetic_2x: pretraining on synthetic scenes")
-            config = TrainConfig(epochs=LONGER_SYNTHETIC["epochs"], lr=2e-3, seed=0, device=device)
-            pretrain(path, LONGER_SYNTHETIC["train_tiles"], 48, RealRecipe.tile, config, progress)
+            progress.log(f"synthetic_{key}: pretraining on synthetic scenes")
+            pretrain(path, tiles, 48, RealRecipe.tile, TrainConfig(epochs=epochs, lr=2e-3, seed=0, device=device), progress)
         return path
 
     return made
 
 
 def fixed_at(made: Callable[[Path, Progress], Path]) -> Trainer:
-    """A model that is not trained per fold but made once in the run's folder (``longer_synthetic``)."""
+    """A model that is not trained per fold but made once in the run's folder (``other_synthetic``)."""
     return lambda scenes, out, progress: made(out.parent, progress)
 
 
@@ -255,7 +256,7 @@ def shifted_threshold(threshold: float, background: float, probability: Path) ->
     return 1 / (1 + math.exp(-cut))
 
 
-SEEDLESS = ("darkspot", "synthetic_only", "synthetic_2x")
+SEEDLESS = ("darkspot", "synthetic_only", *(f"synthetic_{key}" for key in SYNTHETIC_BUDGETS))
 """Candidates whose model does not depend on the seed (fitted or fixed): scored once, not once per seed."""
 
 
@@ -397,7 +398,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--shift", action="store_true", help="also score every network at a threshold moved by the scene's median logit")
     q.add_argument("--only", nargs="+", metavar="CANDIDATE",
                    help="score only these candidates (darkspot, synthetic_only, real_texture, real_texture_swa, real_texture_512, "
-                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_init50_mirrorcal, real_texture_lr1e-3_init50, real_texture_composite_init50, real_texture_2xtiles_init50, real_texture_soup_init50, synthetic_2x, real_texture_synth2x_init50 or a network given with --networks)")
+                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_init50_mirrorcal, real_texture_lr1e-3_init50, real_texture_composite_init50, real_texture_2xtiles_init50, real_texture_soup_init50, synthetic_2x/short, real_texture_synth2x/short_init50 or a network given with --networks)")
     q.set_defaults(func=_run)
 
 
@@ -424,10 +425,11 @@ def candidates(args: argparse.Namespace, seed: int) -> dict[str, Trainer]:
                                                              device, "real_texture_composite"),
         "real_texture_2xtiles_init50": toward_init_trainer(0.5, real_texture_trainer(args.epochs, MORE_TILES * args.train_tiles, device, seed), device,
                                                            "real_texture_2xtiles"),
-        "synthetic_2x": fixed_at(longer_synthetic(device)),
-        "real_texture_synth2x_init50": toward_init_trainer(0.5, real_texture_trainer(args.epochs, args.train_tiles, device, seed,
-                                                                                     init=longer_synthetic(device)),
-                                                           device, "real_texture_synth2x", init=longer_synthetic(device)),
+        **{f"synthetic_{key}": fixed_at(other_synthetic(key, device)) for key in SYNTHETIC_BUDGETS},
+        **{f"real_texture_synth{key}_init50": toward_init_trainer(0.5, real_texture_trainer(args.epochs, args.train_tiles, device, seed,
+                                                                                            init=other_synthetic(key, device)),
+                                                                  device, f"real_texture_synth{key}", init=other_synthetic(key, device))
+           for key in SYNTHETIC_BUDGETS},
         **{name: real_texture_trainer(args.epochs, args.train_tiles, device, seed, name) for name in args.networks},
     }
     if not args.only:
