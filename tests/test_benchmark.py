@@ -62,7 +62,7 @@ def test_only_narrows_the_candidates_and_refuses_an_unknown_one():
     every = candidates(parse_args(["experiment", "benchmark", "--networks", "deeplabv3_r50", "--device", "cpu"]), 0)
     assert list(every) == ["darkspot", "synthetic_only", "real_texture", "real_texture_swa", "real_texture_512", "real_texture_labelled",
                            "real_texture_masked", "real_texture_l2sp", "real_texture_init25", "real_texture_init50", "real_texture_init75",
-                           "real_texture_init50_mirrorcal", "real_texture_soup_init50", "real_texture_lr1e-3_init50",
+                           "real_texture_init50_mirrorcal", "real_texture_init50_bandmean", "real_texture_soup_init50", "real_texture_lr1e-3_init50",
                            "real_texture_composite_init50", "real_texture_2xtiles_init50", "synthetic_2x", "synthetic_short",
                            "real_texture_synth2x_init50", "real_texture_synthshort_init50",
                            "deeplabv3_r50"]

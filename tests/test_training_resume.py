@@ -137,6 +137,25 @@ def test_pretrain_init_share_saves_the_trained_weights_moved_back_toward_the_ini
     assert read_card(tmp_path / "trained.safetensors").lineage["initialised_from"]["file"] == "init.safetensors"
 
 
+
+def test_band_mean_validation_gives_each_scene_s_band_one_vote(tmp_path):
+    """Each band's Dice curve on its own, averaged: the band with more slick pixels weighs no more than the other,
+    and with one scene it is that band's own validation."""
+    from engine.models.pretrain import RealRecipe, _band_tiles, _tileset, band_mean_validation, validation_split
+    from engine.models.registry import load_model
+
+    from conftest import make_model
+
+    model, card = load_model(make_model(tmp_path / "m.safetensors", **{k: v for k, v in SMALL.items() if k != "name"}))
+    config = TrainConfig(device="cpu")
+    own = [validate(model, _tileset(_band_tiles([validation_split(name, card.pixel_size)[1]], RealRecipe.tile)), config)
+           for name in ("sample_0", "sample_70")]
+    both = band_mean_validation(model, RealRecipe(scenes=("sample_0", "sample_70")), card.pixel_size, config)
+    np.testing.assert_allclose(both.dice_at, (own[0].dice_at + own[1].dice_at) / 2)
+    assert both.slick_pixels == own[0].slick_pixels + own[1].slick_pixels and own[0].slick_pixels != own[1].slick_pixels
+    one = band_mean_validation(model, RealRecipe(scenes=("sample_70",)), card.pixel_size, config)
+    np.testing.assert_allclose(one.dice_at, own[1].dice_at)
+
 def test_average_models_is_the_mean_of_seeds_trained_from_one_start(tmp_path, capsys):
     """Two seeded runs from one start averaged tensor by tensor (to fp16), each member named by its hash; a
     model that did not start there is refused and nothing is written."""

@@ -152,19 +152,21 @@ tiles, so more of them show the model more real crops and composited slicks (and
 
 
 def toward_init_trainer(share: float, trained_by: Trainer, device: str, trained_as: str = "real_texture",
-                        mirrored: bool = False, init: Optional[Callable[[Path, Progress], Path]] = None) -> Trainer:
+                        mirrored: bool = False, init: Optional[Callable[[Path, Progress], Path]] = None, per_scene: bool = False) -> Trainer:
     """The fold's ``trained_as`` model (trained by ``trained_by`` where the run has none yet) moved ``share``
     of the way back to the synthetic model it started from (``init``'s, where given), as ``engine pretrain
     --init-share`` saves it: one training serves every share. ``mirrored``: its threshold placed on
-    mirror-averaged validation (the candidate's name then ends in ``_mirrorcal``)."""
-    name = f"{trained_as}_init{round(share * 100)}" + ("_mirrorcal" if mirrored else "")
+    mirror-averaged validation (the candidate's name then ends in ``_mirrorcal``); ``per_scene``: on the mean of
+    the validation bands' own Dice (``_bandmean``)."""
+    name = f"{trained_as}_init{round(share * 100)}" + ("_mirrorcal" if mirrored else "") + ("_bandmean" if per_scene else "")
 
     def trainer(scenes: list[LabelledScene], out: Path, progress: Progress) -> Path:
         trained = out.with_name(out.name.replace(name, trained_as, 1))
         if not trained.exists():
             trained_by(scenes, trained, progress)
         start = {} if init is None else {"init": init(out.parent, progress)}
-        toward_init(trained, out, RealRecipe(scenes=tuple(s.name for s in scenes), init_share=share, **start), device, progress, mirrored)
+        toward_init(trained, out, RealRecipe(scenes=tuple(s.name for s in scenes), init_share=share, **start), device, progress, mirrored,
+                    per_scene)
         return out
 
     return trainer
@@ -398,7 +400,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--shift", action="store_true", help="also score every network at a threshold moved by the scene's median logit")
     q.add_argument("--only", nargs="+", metavar="CANDIDATE",
                    help="score only these candidates (darkspot, synthetic_only, real_texture, real_texture_swa, real_texture_512, "
-                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_init50_mirrorcal, real_texture_lr1e-3_init50, real_texture_composite_init50, real_texture_2xtiles_init50, real_texture_soup_init50, synthetic_2x/short, real_texture_synth2x/short_init50 or a network given with --networks)")
+                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_init50_mirrorcal, real_texture_init50_bandmean, real_texture_lr1e-3_init50, real_texture_composite_init50, real_texture_2xtiles_init50, real_texture_soup_init50, synthetic_2x/short, real_texture_synth2x/short_init50 or a network given with --networks)")
     q.set_defaults(func=_run)
 
 
@@ -418,6 +420,8 @@ def candidates(args: argparse.Namespace, seed: int) -> dict[str, Trainer]:
            for share in INIT_SHARES},
         "real_texture_init50_mirrorcal": toward_init_trainer(0.5, real_texture_trainer(args.epochs, args.train_tiles, device, seed), device,
                                                              mirrored=True),
+        "real_texture_init50_bandmean": toward_init_trainer(0.5, real_texture_trainer(args.epochs, args.train_tiles, device, seed), device,
+                                                            per_scene=True),
         "real_texture_soup_init50": soup_trainer(0.5, lambda member: real_texture_trainer(args.epochs, args.train_tiles, device, member), seed, device),
         "real_texture_lr1e-3_init50": toward_init_trainer(0.5, real_texture_trainer(args.epochs, args.train_tiles, device, seed, lr=FAST_LR), device,
                                                           "real_texture_lr1e-3"),

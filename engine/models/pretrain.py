@@ -37,7 +37,7 @@ from ..scenes.normalise import Stretch
 from .eager import pick_device
 from .registry import ARCHITECTURES, DEFAULT_MODEL, SYNTHETIC_MODEL, ModelCard, build_model, load_encoder_weights, load_model, read_card, save_model
 from .selfsupervised import MaskedRecipe, masked_pretrain
-from .training import TileSet, TrainConfig, interpolate_weights, paper_augment, train, validate
+from .training import TileSet, TrainConfig, Validation, interpolate_weights, paper_augment, train, validate
 
 DEFAULT_TRAIN_SCENES = ("sample_0", "sample_70")
 """The Arctic scenes the bundled model learns from: not sample_1, sample_2 or sample_123, the demo's and the
@@ -221,10 +221,24 @@ def _band_tiles(bands: list[SceneArrays], tile: int) -> Tiles:
     return found
 
 
-def toward_init(trained: Path, out: Path, recipe: RealRecipe, device: str, progress: Progress, mirrored: bool = False) -> dict:
+def band_mean_validation(model: torch.nn.Module, recipe: RealRecipe, pixel_size: float, config: TrainConfig) -> Validation:
+    """The validation bands' own Dice curves averaged, each scene with slicks in its band one vote, as the benchmark
+    averages scenes; pooled, the band with the most slick pixels places the threshold."""
+    found = [validate(model, _tileset(_band_tiles([validation_split(name, pixel_size, recipe)[1]], recipe.tile)), config)
+             for name in recipe.scenes]
+    voting = [v for v in found if v.slick_pixels]
+    if not voting:
+        return found[0]
+    return Validation(float(np.mean([v.loss for v in found])), float(np.mean([v.dice for v in voting])),
+                      np.mean([v.dice_at for v in voting], axis=0), sum(v.slick_pixels for v in voting))
+
+
+def toward_init(trained: Path, out: Path, recipe: RealRecipe, device: str, progress: Progress, mirrored: bool = False,
+                per_scene: bool = False) -> dict:
     """``trained`` moved ``recipe.init_share`` of the way back to ``recipe.init`` (``interpolate_weights``), its
     threshold placed again on the same validation bands, which neither model learnt from (``mirrored``: on
-    the mirror-averaged probability, see ``validate``)."""
+    the mirror-averaged probability, see ``validate``; ``per_scene``: on the mean of the bands' own Dice,
+    ``band_mean_validation``)."""
     model, card = load_model(trained, torch.device(device))
     if recipe.init is None or card.lineage.get("initialised_from", {}).get("sha256") != file_sha256(Path(recipe.init)):
         raise ModelError(f"{trained.name} was not trained from {Path(recipe.init).name if recipe.init else 'a model'}: there is no way back to move toward.",
@@ -232,7 +246,9 @@ def toward_init(trained: Path, out: Path, recipe: RealRecipe, device: str, progr
     start, _ = load_model(recipe.init, torch.device(device))
     interpolate_weights(model, start.state_dict(), recipe.init_share)
     config = TrainConfig(device=device, input_scale=card.normalisation.get("input_scale", TrainConfig.input_scale))
-    threshold, dice = validate(model, _tileset(validation_tiles(recipe, card.pixel_size)), config, mirrored=mirrored).calibrated(config.threshold)
+    validation = band_mean_validation(model, recipe, card.pixel_size, config) if per_scene else \
+        validate(model, _tileset(validation_tiles(recipe, card.pixel_size)), config, mirrored=mirrored)
+    threshold, dice = validation.calibrated(config.threshold)
     trained_dice, trained_threshold = card.metrics.get("validation_dice"), card.threshold
     progress.log(f"moved {recipe.init_share:g} of the way back to {Path(recipe.init).name}: validation Dice {dice:.3f} at {threshold:.2f} "
                  f"(trained: {trained_dice} at {card.threshold:.2f})")
@@ -244,7 +260,8 @@ def toward_init(trained: Path, out: Path, recipe: RealRecipe, device: str, progr
                                       "trained_threshold": trained_threshold},
                        "selection": card.provenance["selection"] + f"; then {recipe.init_share:g} of the way back to the initialisation, "
                                                                     "threshold by slick Dice on the validation bands"
-                                                                    + (" (mirror averaged)" if mirrored else "")}
+                                                                    + (" (mirror averaged)" if mirrored else "")
+                                                                    + (" (the mean of each band's Dice)" if per_scene else "")}
     save_model(model, card, out, half=True)
     return {"model": str(out), "val_dice": dice, "threshold": threshold}
 
