@@ -174,7 +174,7 @@ def toward_init_trainer(share: float, trained_by: Trainer, device: str, trained_
 
 SYNTHETIC_BUDGETS = {"2x": (640, 8), "short": (320, 3)}
 """Other budgets of the synthetic pretraining (training tiles, epochs) than the bundled synthetic model's (320 tiles,
-6 epochs, 13 min on this CPU, its last epoch its best): ``synthetic_<key>`` is that model alone and
+6 epochs, 13 min by its card, its last epoch its best): ``synthetic_<key>`` is that model alone and
 ``real_texture_synth<key>_init50`` the bundled recipe started from it and moved half way back to it."""
 
 
