@@ -63,8 +63,8 @@ def test_only_narrows_the_candidates_and_refuses_an_unknown_one():
     assert list(every) == ["darkspot", "synthetic_only", "real_texture", "real_texture_swa", "real_texture_512", "real_texture_labelled",
                            "real_texture_masked", "real_texture_l2sp", "real_texture_init25", "real_texture_init50", "real_texture_init75",
                            "real_texture_init50_mirrorcal", "real_texture_init50_bandmean", "real_texture_soup_init50", "real_texture_lr1e-3_init50",
-                           "real_texture_composite_init50", "real_texture_2xtiles_init50", "synthetic_2x", "synthetic_short",
-                           "real_texture_synth2x_init50", "real_texture_synthshort_init50",
+                           "real_texture_composite_init50", "real_texture_2xtiles_init50", "synthetic_2x", "synthetic_short", "synthetic_seed1",
+                           "real_texture_synth2x_init50", "real_texture_synthshort_init50", "real_texture_synthseed1_init50",
                            "deeplabv3_r50"]
     narrowed = candidates(parse_args(["experiment", "benchmark", "--networks", "deeplabv3_r50", "--only", "deeplabv3_r50", "--device", "cpu"]), 0)
     assert list(narrowed) == ["deeplabv3_r50"]
@@ -127,7 +127,7 @@ def test_several_seeds_train_every_candidate_once_each_and_report_their_mean_and
 
 def test_another_synthetic_model_is_pretrained_once_per_run_for_every_fold(tmp_path, pool_model, monkeypatch):
     """It sees no real scene, so every fold and seed starts from the one file in the run's model folder, made
-    there by the synthetic pretraining with its own budget only when the folder has none."""
+    there by the synthetic pretraining with its own budget and seed only when the folder has none."""
     made: list[tuple] = []
 
     def fake_pretrain(out, n_train, n_val, tile, config, progress):
@@ -135,10 +135,10 @@ def test_another_synthetic_model_is_pretrained_once_per_run_for_every_fold(tmp_p
         save_model(*load_model(pool_model), out)
 
     monkeypatch.setattr(benchmark, "pretrain", fake_pretrain)
-    trainer = benchmark.fixed_at(benchmark.other_synthetic("short", "cpu"))
+    trainer = benchmark.fixed_at(benchmark.other_synthetic("seed1", "cpu"))
     models = tmp_path / "models"
     models.mkdir()
-    first = trainer(ARCTIC[1:], models / "synthetic_short_without_sample_0.safetensors", silent())
-    second = trainer(ARCTIC[:1], models / "synthetic_short_without_sample_1.safetensors", silent())
-    assert first == second == models / "synthetic_short.safetensors" and first.exists()
-    assert made == [(first, *benchmark.SYNTHETIC_BUDGETS["short"], 0)]
+    first = trainer(ARCTIC[1:], models / "synthetic_seed1_without_sample_0.safetensors", silent())
+    second = trainer(ARCTIC[:1], models / "synthetic_seed1_without_sample_1.safetensors", silent())
+    assert first == second == models / "synthetic_seed1.safetensors" and first.exists()
+    assert made == [(first, *benchmark.SYNTHETIC_RUNS["seed1"])] == [(first, 320, 6, 1)]

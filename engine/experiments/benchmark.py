@@ -172,23 +172,24 @@ def toward_init_trainer(share: float, trained_by: Trainer, device: str, trained_
     return trainer
 
 
-SYNTHETIC_BUDGETS = {"2x": (640, 8), "short": (320, 3)}
-"""Other budgets of the synthetic pretraining (training tiles, epochs) than the bundled synthetic model's (320 tiles,
-6 epochs, 13 min by its card, its last epoch its best): ``synthetic_<key>`` is that model alone and
+SYNTHETIC_RUNS = {"2x": (640, 8, 0), "short": (320, 3, 0), "seed1": (320, 6, 1)}
+"""Other runs of the synthetic pretraining (training tiles, epochs, seed) than the bundled synthetic model's (320
+tiles, 6 epochs, seed 0; 13 min by its card, its last epoch its best): other budgets, and the bundled budget with
+another seed, which says how far a seed alone moves it. ``synthetic_<key>`` is that model alone and
 ``real_texture_synth<key>_init50`` the bundled recipe started from it and moved half way back to it."""
 
 
 def other_synthetic(key: str, device: str) -> Callable[[Path, Progress], Path]:
     """(model folder, progress) -> ``synthetic_<key>.safetensors`` there, pretrained as ``python -m engine pretrain
-    --data synthetic --train-tiles T --epochs E --seed 0`` would, with ``SYNTHETIC_BUDGETS[key]``, where the run has
-    none yet: one model for every fold and seed, since it sees no real scene."""
-    tiles, epochs = SYNTHETIC_BUDGETS[key]
+    --data synthetic --train-tiles T --epochs E --seed S`` would, with ``SYNTHETIC_RUNS[key]``, where the run has
+    none yet: one model for every fold and benchmark seed, since it sees no real scene."""
+    tiles, epochs, seed = SYNTHETIC_RUNS[key]
 
     def made(folder: Path, progress: Progress) -> Path:
         path = folder / f"synthetic_{key}.safetensors"
         if not path.exists():
             progress.log(f"synthetic_{key}: pretraining on synthetic scenes")
-            pretrain(path, tiles, 48, RealRecipe.tile, TrainConfig(epochs=epochs, lr=2e-3, seed=0, device=device), progress)
+            pretrain(path, tiles, 48, RealRecipe.tile, TrainConfig(epochs=epochs, lr=2e-3, seed=seed, device=device), progress)
         return path
 
     return made
@@ -258,7 +259,7 @@ def shifted_threshold(threshold: float, background: float, probability: Path) ->
     return 1 / (1 + math.exp(-cut))
 
 
-SEEDLESS = ("darkspot", "synthetic_only", *(f"synthetic_{key}" for key in SYNTHETIC_BUDGETS))
+SEEDLESS = ("darkspot", "synthetic_only", *(f"synthetic_{key}" for key in SYNTHETIC_RUNS))
 """Candidates whose model does not depend on the seed (fitted or fixed): scored once, not once per seed."""
 
 
@@ -400,7 +401,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--shift", action="store_true", help="also score every network at a threshold moved by the scene's median logit")
     q.add_argument("--only", nargs="+", metavar="CANDIDATE",
                    help="score only these candidates (darkspot, synthetic_only, real_texture, real_texture_swa, real_texture_512, "
-                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_init50_mirrorcal, real_texture_init50_bandmean, real_texture_lr1e-3_init50, real_texture_composite_init50, real_texture_2xtiles_init50, real_texture_soup_init50, synthetic_2x/short, real_texture_synth2x/short_init50 or a network given with --networks)")
+                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_init50_mirrorcal, real_texture_init50_bandmean, real_texture_lr1e-3_init50, real_texture_composite_init50, real_texture_2xtiles_init50, real_texture_soup_init50, synthetic_2x/short/seed1, real_texture_synth2x/short/seed1_init50 or a network given with --networks)")
     q.set_defaults(func=_run)
 
 
@@ -429,11 +430,11 @@ def candidates(args: argparse.Namespace, seed: int) -> dict[str, Trainer]:
                                                              device, "real_texture_composite"),
         "real_texture_2xtiles_init50": toward_init_trainer(0.5, real_texture_trainer(args.epochs, MORE_TILES * args.train_tiles, device, seed), device,
                                                            "real_texture_2xtiles"),
-        **{f"synthetic_{key}": fixed_at(other_synthetic(key, device)) for key in SYNTHETIC_BUDGETS},
+        **{f"synthetic_{key}": fixed_at(other_synthetic(key, device)) for key in SYNTHETIC_RUNS},
         **{f"real_texture_synth{key}_init50": toward_init_trainer(0.5, real_texture_trainer(args.epochs, args.train_tiles, device, seed,
                                                                                             init=other_synthetic(key, device)),
                                                                   device, f"real_texture_synth{key}", init=other_synthetic(key, device))
-           for key in SYNTHETIC_BUDGETS},
+           for key in SYNTHETIC_RUNS},
         **{name: real_texture_trainer(args.epochs, args.train_tiles, device, seed, name) for name in args.networks},
     }
     if not args.only:
