@@ -63,7 +63,8 @@ def test_only_narrows_the_candidates_and_refuses_an_unknown_one():
     assert list(every) == ["darkspot", "synthetic_only", "real_texture", "real_texture_swa", "real_texture_512", "real_texture_labelled",
                            "real_texture_masked", "real_texture_l2sp", "real_texture_init25", "real_texture_init50", "real_texture_init75",
                            "real_texture_init50_mirrorcal", "real_texture_init50_bandmean", "real_texture_soup_init50", "real_texture_lr1e-3_init50",
-                           "real_texture_composite_init50", "real_texture_2xtiles_init50", "synthetic_2x", "synthetic_short", "synthetic_seed1",
+                           "real_texture_composite_init50", "real_texture_2xtiles_init50", "real_texture_bce10_init50", "real_texture_bce1_init50",
+                           "synthetic_2x", "synthetic_short", "synthetic_seed1",
                            "real_texture_synth2x_init50", "real_texture_synthshort_init50", "real_texture_synthseed1_init50",
                            "deeplabv3_r50"]
     narrowed = candidates(parse_args(["experiment", "benchmark", "--networks", "deeplabv3_r50", "--only", "deeplabv3_r50", "--device", "cpu"]), 0)
@@ -142,3 +143,15 @@ def test_another_synthetic_model_is_pretrained_once_per_run_for_every_fold(tmp_p
     second = trainer(ARCTIC[:1], models / "synthetic_seed1_without_sample_1.safetensors", silent())
     assert first == second == models / "synthetic_seed1.safetensors" and first.exists()
     assert made == [(first, *benchmark.SYNTHETIC_RUNS["seed1"])] == [(first, 320, 6, 1)]
+
+
+def test_the_bce_cap_candidates_train_the_recipe_with_their_cap(tmp_path, monkeypatch):
+    """Only the cap differs from the bundled recipe's training, and each candidate is moved half way back to its own."""
+    trained: list[tuple[str, float]] = []
+    monkeypatch.setattr(benchmark, "pretrain_real", lambda out, recipe, config, progress, card: trained.append((out.name, config.pos_weight_cap)))
+    monkeypatch.setattr(benchmark, "toward_init", lambda *args: None)
+    every = candidates(parse_args(["experiment", "benchmark", "--device", "cpu"]), 0)
+    for name in ("real_texture", "real_texture_bce10_init50", "real_texture_bce1_init50"):
+        every[name](ARCTIC[1:], tmp_path / f"{name}_without_sample_0.safetensors", silent())
+    assert trained == [("real_texture_without_sample_0.safetensors", 100.0), ("real_texture_bce10_without_sample_0.safetensors", 10.0),
+                       ("real_texture_bce1_without_sample_0.safetensors", 1.0)]

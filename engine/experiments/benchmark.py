@@ -42,6 +42,7 @@ from ..jobs.evaluate import align_to_grid, read_label_mask, slick_dice_arrays
 from ..machine import commit_text, describe, file_sha256
 from ..models.darkspot import fit_darkspot
 from ..models.eager import pick_device
+from ..models.losses import POS_WEIGHT_CAP
 from ..models.pretrain import CHECKPOINTS, RealRecipe, average_models, pretrain, pretrain_card, pretrain_real, toward_init, validation_split
 from ..models.registry import SYNTHETIC_MODEL, has_weights, load_model, read_card
 from ..models.selfsupervised import MaskedRecipe
@@ -115,7 +116,8 @@ U-Net R18, two efficient timm encoders in the same U-Net, and the paper's DeepLa
 
 def real_texture_trainer(epochs: int, train_tiles: int, device: str, seed: int, network: Optional[str] = None,
                          average_from: Optional[int] = None, tile: int = RealRecipe.tile, mix: Mix = Mix(), masked_epochs: int = 0,
-                         parent_weight: float = 0.0, lr: float = 5e-4, init: Optional[Callable[[Path, Progress], Path]] = None) -> Trainer:
+                         parent_weight: float = 0.0, lr: float = 5e-4, init: Optional[Callable[[Path, Progress], Path]] = None,
+                         pos_weight_cap: float = POS_WEIGHT_CAP) -> Trainer:
     """The bundled model's own recipe (``engine pretrain --data real``) on the given scenes: from the
     synthetic model, or with ``network`` (a key of ``NETWORKS``) from random initialisation; with
     ``average_from``, the average of the epochs from that one on (``TrainConfig.average_from``). Another
@@ -123,7 +125,8 @@ def real_texture_trainer(epochs: int, train_tiles: int, device: str, seed: int, 
     the synthetic model's encoder first pretrained on the same scenes' real pixels without labels
     (``RealRecipe.masked_epochs``). ``parent_weight``:
     L2-SP toward the weights training starts from (``TrainConfig.parent_weight``). ``init``: (the run's model
-    folder, progress) -> another synthetic model to start from, made there where missing (``other_synthetic``)."""
+    folder, progress) -> another synthetic model to start from, made there where missing (``other_synthetic``).
+    ``pos_weight_cap``: the BCE's bound on a slick pixel's weight (``TrainConfig.pos_weight_cap``)."""
 
     def trainer(scenes: list[LabelledScene], out: Path, progress: Progress) -> Path:
         scale = (RealRecipe.tile / tile) ** 2
@@ -133,7 +136,7 @@ def real_texture_trainer(epochs: int, train_tiles: int, device: str, seed: int, 
         card = None if network is None else pretrain_card(*NETWORKS[network])
         config = TrainConfig(epochs=epochs, batch_size=max(1, round(8 * scale)), lr=lr, seed=seed, device=device, augment=paper_augment,
                              select_on_dice=True, patience=3, average_from=average_from, parent_weight=parent_weight,
-                             checkpoint=CHECKPOINTS / f"benchmark-{out.stem}.pt")
+                             pos_weight_cap=pos_weight_cap, checkpoint=CHECKPOINTS / f"benchmark-{out.stem}.pt")
         pretrain_real(out, recipe, config, progress, card)
         return out
 
@@ -146,6 +149,10 @@ INIT_SHARES = (0.25, 0.5, 0.75)
 
 FAST_LR = 1e-3
 """Twice the recipe's learning rate: a model moved back toward its start afterwards may gain from going further first."""
+BCE_CAPS = (10.0, 1.0)
+"""``real_texture_bce<cap>_init50``: the bundled recipe with the BCE's slick weight capped lower than
+``POS_WEIGHT_CAP`` (1: plain BCE beside the Dice term), so that training spends less on calling every dark line
+slick and more on telling slicks from look-alikes."""
 MORE_TILES = 2
 """``real_texture_2xtiles_init50`` cuts this many times the recipe's training tiles: each epoch re-augments the same
 tiles, so more of them show the model more real crops and composited slicks (and take as much longer)."""
@@ -401,7 +408,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--shift", action="store_true", help="also score every network at a threshold moved by the scene's median logit")
     q.add_argument("--only", nargs="+", metavar="CANDIDATE",
                    help="score only these candidates (darkspot, synthetic_only, real_texture, real_texture_swa, real_texture_512, "
-                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_init50_mirrorcal, real_texture_init50_bandmean, real_texture_lr1e-3_init50, real_texture_composite_init50, real_texture_2xtiles_init50, real_texture_soup_init50, synthetic_2x/short/seed1, real_texture_synth2x/short/seed1_init50 or a network given with --networks)")
+                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_init50_mirrorcal, real_texture_init50_bandmean, real_texture_lr1e-3_init50, real_texture_composite_init50, real_texture_2xtiles_init50, real_texture_soup_init50, real_texture_bce10/1_init50, synthetic_2x/short/seed1, real_texture_synth2x/short/seed1_init50 or a network given with --networks)")
     q.set_defaults(func=_run)
 
 
@@ -430,6 +437,9 @@ def candidates(args: argparse.Namespace, seed: int) -> dict[str, Trainer]:
                                                              device, "real_texture_composite"),
         "real_texture_2xtiles_init50": toward_init_trainer(0.5, real_texture_trainer(args.epochs, MORE_TILES * args.train_tiles, device, seed), device,
                                                            "real_texture_2xtiles"),
+        **{f"real_texture_bce{cap:g}_init50": toward_init_trainer(0.5, real_texture_trainer(args.epochs, args.train_tiles, device, seed,
+                                                                                          pos_weight_cap=cap), device, f"real_texture_bce{cap:g}")
+           for cap in BCE_CAPS},
         **{f"synthetic_{key}": fixed_at(other_synthetic(key, device)) for key in SYNTHETIC_RUNS},
         **{f"real_texture_synth{key}_init50": toward_init_trainer(0.5, real_texture_trainer(args.epochs, args.train_tiles, device, seed,
                                                                                             init=other_synthetic(key, device)),

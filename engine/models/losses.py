@@ -16,6 +16,9 @@ import torch
 import torch.nn.functional as F
 
 ALPHA = 0.5
+POS_WEIGHT_CAP = 100.0
+"""The most a slick pixel's BCE term is weighted over a sea pixel's: a batch without slick pixels would
+otherwise divide by zero, and one with a handful would let them swamp the loss."""
 
 
 def masked_mean(loss: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -29,17 +32,18 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tens
     return 1 - (2 * intersection + eps) / (prob.sum() + target.sum() + eps)
 
 
-def weighted_bce(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def weighted_bce(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, cap: float = POS_WEIGHT_CAP) -> torch.Tensor:
     positives = (target * valid).sum()
     negatives = valid.sum() - positives
-    pos_weight = (negatives / positives.clamp(min=1.0)).clamp(1.0, 100.0)
+    pos_weight = (negatives / positives.clamp(min=1.0)).clamp(1.0, cap)
     loss = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight, reduction="none")
     return masked_mean(loss, valid)
 
 
-def slick_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, alpha: float = ALPHA) -> torch.Tensor:
-    """(B,1,H,W) logits, 0/1 target and 0/1 valid-pixel mask -> scalar loss."""
-    return (1 - alpha) * weighted_bce(logits, target, valid) + alpha * soft_dice_loss(logits, target, valid)
+def slick_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, alpha: float = ALPHA,
+               cap: float = POS_WEIGHT_CAP) -> torch.Tensor:
+    """(B,1,H,W) logits, 0/1 target and 0/1 valid-pixel mask -> scalar loss; ``cap`` bounds the BCE's slick weight."""
+    return (1 - alpha) * weighted_bce(logits, target, valid, cap) + alpha * soft_dice_loss(logits, target, valid)
 
 
 def distillation_loss(logits: torch.Tensor, soft: torch.Tensor, valid: torch.Tensor, temperature: float) -> torch.Tensor:

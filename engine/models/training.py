@@ -27,7 +27,7 @@ from ..contract import TRAIN_LAYERS
 from ..progress import Progress, silent
 from .eager import autocast, fast_dtype
 from .inference import FLIPS
-from .losses import StudentLoss, slick_loss
+from .losses import POS_WEIGHT_CAP, StudentLoss, slick_loss
 
 Augment = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 """``(x, y, valid, generator) -> (x, y, valid)`` on a batch of (N,1,H,W) tiles."""
@@ -149,6 +149,9 @@ class TrainConfig:
     checkpoint: Optional[Path] = None
     """A file the run saves itself to after every epoch and resumes from when it exists (long pretraining
     runs that outlast a session); deleted once the run has returned its weights."""
+    pos_weight_cap: float = POS_WEIGHT_CAP
+    """The most the BCE weights a slick pixel over a sea pixel (``weighted_bce``); the inverse slick frequency
+    below it. A high weight makes every dark line worth calling slick, which the threshold must then cut back."""
     device: str = "cpu"
     student: Optional[StudentLoss] = None
     """None: the transfer-learning paper's loss (``slick_loss``); a student's losses (eqs. 5-6) otherwise,
@@ -231,7 +234,7 @@ def tile_loss(logits: torch.Tensor, batch: TileSet, config: TrainConfig) -> torc
     if config.student is None:
         if batch.soft is not None:
             raise ValueError("a set with generated tiles needs a StudentLoss in the TrainConfig")
-        return slick_loss(logits, batch.y, batch.valid)
+        return slick_loss(logits, batch.y, batch.valid, cap=config.pos_weight_cap)
     return config.student(logits, batch.y, batch.valid, batch.soft, batch.generated)
 
 
