@@ -16,7 +16,7 @@ from engine.cli.main import parse_args
 from engine.errors import InputError
 from engine.experiments import benchmark
 from engine.experiments.benchmark import CLEAR_M, background_logit, candidates, run_benchmark, score, shifted_threshold
-from engine.models.registry import load_model, save_model
+from engine.models.registry import SYNTHETIC_MODEL, load_model, read_card, save_model
 from engine.progress import silent
 
 from conftest import SMALL_MODEL
@@ -64,6 +64,7 @@ def test_only_narrows_the_candidates_and_refuses_an_unknown_one():
                            "real_texture_masked", "real_texture_l2sp", "real_texture_init25", "real_texture_init50", "real_texture_init75",
                            "real_texture_init50_mirrorcal", "real_texture_init50_bandmean", "real_texture_soup_init50", "real_texture_lr1e-3_init50",
                            "real_texture_composite_init50", "real_texture_2xtiles_init50", "real_texture_bce10_init50", "real_texture_bce1_init50",
+                           "real_texture_contrast_init50",
                            "synthetic_2x", "synthetic_short", "synthetic_seed1",
                            "real_texture_synth2x_init50", "real_texture_synthshort_init50", "real_texture_synthseed1_init50",
                            "deeplabv3_r50"]
@@ -155,3 +156,15 @@ def test_the_bce_cap_candidates_train_the_recipe_with_their_cap(tmp_path, monkey
         every[name](ARCTIC[1:], tmp_path / f"{name}_without_sample_0.safetensors", silent())
     assert trained == [("real_texture_without_sample_0.safetensors", 100.0), ("real_texture_bce10_without_sample_0.safetensors", 10.0),
                        ("real_texture_bce1_without_sample_0.safetensors", 1.0)]
+
+
+def test_the_contrast_candidate_trains_and_moves_back_toward_the_synthetic_model_made_a_contrast_unet(tmp_path, monkeypatch):
+    starts: list[tuple[str, object]] = []
+    monkeypatch.setattr(benchmark, "pretrain_real", lambda out, recipe, config, progress, card: starts.append(("trained", recipe.init)))
+    monkeypatch.setattr(benchmark, "toward_init", lambda trained, out, recipe, *args: starts.append(("moved back", recipe.init)))
+    trainer = candidates(parse_args(["experiment", "benchmark", "--device", "cpu"]), 0)["real_texture_contrast_init50"]
+    for held in ARCTIC[:2]:
+        trainer([s for s in ARCTIC if s is not held], tmp_path / f"real_texture_contrast_init50_without_{held.name}.safetensors", silent())
+    start = tmp_path / "synthetic_contrast.safetensors"
+    assert starts == [("trained", start), ("moved back", start)] * 2
+    assert read_card(start).architecture == "unet_contrast" and read_card(start).lineage["initialised_from"]["file"] == SYNTHETIC_MODEL.name

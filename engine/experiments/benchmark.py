@@ -40,6 +40,7 @@ from ..jobs.detect import DetectOptions, detect
 from ..jobs.finetune import PARENT_WEIGHT
 from ..jobs.evaluate import align_to_grid, read_label_mask, slick_dice_arrays
 from ..machine import commit_text, describe, file_sha256
+from ..models.contrast import with_contrast
 from ..models.darkspot import fit_darkspot
 from ..models.eager import pick_device
 from ..models.losses import POS_WEIGHT_CAP
@@ -198,6 +199,17 @@ def other_synthetic(key: str, device: str) -> Callable[[Path, Progress], Path]:
             progress.log(f"synthetic_{key}: pretraining on synthetic scenes")
             pretrain(path, tiles, 48, RealRecipe.tile, TrainConfig(epochs=epochs, lr=2e-3, seed=seed, device=device), progress)
         return path
+
+    return made
+
+
+def contrast_start() -> Callable[[Path, Progress], Path]:
+    """(model folder, progress) -> ``synthetic_contrast.safetensors`` there: the synthetic model as a U-Net that also
+    reads the local darkness (``with_contrast``), made where the run has none yet."""
+
+    def made(folder: Path, progress: Progress) -> Path:
+        path = folder / "synthetic_contrast.safetensors"
+        return path if path.exists() else with_contrast(SYNTHETIC_MODEL, path)
 
     return made
 
@@ -408,7 +420,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--shift", action="store_true", help="also score every network at a threshold moved by the scene's median logit")
     q.add_argument("--only", nargs="+", metavar="CANDIDATE",
                    help="score only these candidates (darkspot, synthetic_only, real_texture, real_texture_swa, real_texture_512, "
-                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_init50_mirrorcal, real_texture_init50_bandmean, real_texture_lr1e-3_init50, real_texture_composite_init50, real_texture_2xtiles_init50, real_texture_soup_init50, real_texture_bce10/1_init50, synthetic_2x/short/seed1, real_texture_synth2x/short/seed1_init50 or a network given with --networks)")
+                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_init50_mirrorcal, real_texture_init50_bandmean, real_texture_lr1e-3_init50, real_texture_composite_init50, real_texture_2xtiles_init50, real_texture_soup_init50, real_texture_bce10/1_init50, real_texture_contrast_init50, synthetic_2x/short/seed1, real_texture_synth2x/short/seed1_init50 or a network given with --networks)")
     q.set_defaults(func=_run)
 
 
@@ -440,6 +452,9 @@ def candidates(args: argparse.Namespace, seed: int) -> dict[str, Trainer]:
         **{f"real_texture_bce{cap:g}_init50": toward_init_trainer(0.5, real_texture_trainer(args.epochs, args.train_tiles, device, seed,
                                                                                           pos_weight_cap=cap), device, f"real_texture_bce{cap:g}")
            for cap in BCE_CAPS},
+        "real_texture_contrast_init50": toward_init_trainer(0.5, real_texture_trainer(args.epochs, args.train_tiles, device, seed,
+                                                                                      init=contrast_start()),
+                                                            device, "real_texture_contrast", init=contrast_start()),
         **{f"synthetic_{key}": fixed_at(other_synthetic(key, device)) for key in SYNTHETIC_RUNS},
         **{f"real_texture_synth{key}_init50": toward_init_trainer(0.5, real_texture_trainer(args.epochs, args.train_tiles, device, seed,
                                                                                             init=other_synthetic(key, device)),

@@ -50,6 +50,7 @@ ARCHITECTURES: dict[str, str] = {
     "deeplabv3": "segmentation_models_pytorch:DeepLabV3",
     "deeplabv3plus": "segmentation_models_pytorch:DeepLabV3Plus",
     "unet": "segmentation_models_pytorch:Unet",
+    "unet_contrast": "engine.models.contrast:ContrastUnet",
     "segformer": "segmentation_models_pytorch:Segformer",
     "samlora": "engine.models.samlora:SamLoRA",
     "saross": "engine.models.saross:SarossNet",
@@ -58,7 +59,8 @@ ARCHITECTURES: dict[str, str] = {
 """Name -> ``module:class`` of the network, all built as smp's are. The paper's models are ``deeplabv3`` with ``resnet50``
 or ``resnet101``, ``samlora`` with ``samvit_base_patch16`` or ``samvit_large_patch16``, and ``saross`` (SAROSS-Net,
 engine/models/saross.py) with ``resnet34`` or, on CUDA with its package, ``mamba_vision_B``; ``darkspot`` is the
-classical adaptive-threshold detector, fitted rather than trained (engine/models/darkspot.py). Named, not imported:
+classical adaptive-threshold detector, fitted rather than trained (engine/models/darkspot.py); ``unet_contrast`` a U-Net
+also fed each pixel's local darkness (engine/models/contrast.py). Named, not imported:
 the classes need PyTorch (seconds to import), and reading or listing cards, which light commands do, needs none."""
 
 
