@@ -16,6 +16,7 @@ from engine.cli.main import parse_args
 from engine.errors import InputError
 from engine.experiments import benchmark
 from engine.experiments.benchmark import CLEAR_M, background_logit, candidates, run_benchmark, score, shifted_threshold
+from engine.models.eager import fast_dtype
 from engine.models.registry import SYNTHETIC_MODEL, load_model, read_card, save_model
 from engine.progress import silent
 
@@ -124,7 +125,12 @@ def test_several_seeds_train_every_candidate_once_each_and_report_their_mean_and
     assert summary["model"]["mean_dice_range"] == pytest.approx([min(per_seed), max(per_seed)], abs=1e-3)
     assert summary["synthetic_only"]["seeds"] == 1 and "mean_dice_range" not in summary["synthetic_only"]
     low, high = summary["model"]["mean_dice_range"]
-    assert f"**{summary['model']['mean_dice']:.3f} ({low:.3f}-{high:.3f})**" in (tmp_path / "benchmark.md").read_text()
+    page = (tmp_path / "benchmark.md").read_text()
+    assert f"**{summary['model']['mean_dice']:.3f} ({low:.3f}-{high:.3f})**" in page
+    # What ran the model is PyTorch's choice on this machine, recorded per row and named on the page.
+    ran = "torch bf16" if fast_dtype("cpu") else "torch fp32"
+    assert {r["runtime"] for r in rows if r["candidate"] in ("model", "synthetic_only")} == {ran} and f"the model run by {ran};" in page
+    assert all(r["runtime"] == "" for r in rows if r["candidate"].startswith("paper_"))
 
 
 def test_another_synthetic_model_is_pretrained_once_per_run_for_every_fold(tmp_path, pool_model, monkeypatch):

@@ -318,23 +318,26 @@ def run_benchmark(out: Path, candidates: Callable[[int], dict[str, Trainer]], se
                         cuts[label + "+shift"] = (shifted_threshold(result.threshold, background, Path(result.probability)), result.probability)
                     for variant, (threshold, prediction) in cuts.items():
                         s = score(prediction, held, threshold)
-                        rows.append(_row(held, variant, s, round(threshold, 4), model, seed))
+                        rows.append(_row(held, variant, s, round(threshold, 4), model, seed, result.runtime))
                         progress.log(f"{held.name} {variant}{named}: Dice {s.dice:.3f} at {threshold:.3f}, "
                                      f"false slicks {s.false_km2_per_1000:.1f} km² per 1,000 km²")
     for held in scenes:
         for paper in ("pred_base", "pred_tl"):
             path = held.image.parent / f"{paper}.tif"
             if path.exists():
-                rows.append(_row(held, f"paper_{paper}", score(path, held, 0.5), None, path, None))
+                rows.append(_row(held, f"paper_{paper}", score(path, held, 0.5), None, path, None, None))
     summary = _summary(rows)
     _write(out, rows, summary, command, commit)
     return {"rows": len(rows), "summary": summary, "table": str(out / "benchmark.md")}
 
 
-def _row(scene: LabelledScene, candidate: str, s: Scores, threshold: Optional[float], model: Path, seed: Optional[int]) -> dict:
+def _row(scene: LabelledScene, candidate: str, s: Scores, threshold: Optional[float], model: Path, seed: Optional[int],
+         runtime: Optional[str]) -> dict:
+    """``runtime``: what ran the model (``DetectResult.runtime``): PyTorch autocasts to bf16 on a CPU whose oneDNN has
+    bf16 kernels (any with AVX-512), so the same command is not the same arithmetic on every machine."""
     return {"scene": scene.name, "candidate": candidate, "seed": seed, "dice": round(s.dice, 3), "tp": s.tp, "fp": s.fp, "fn": s.fn,
             "false_km2_per_1000km2": round(s.false_km2_per_1000, 2), "clear_sea_km2": round(s.clear_pixels * s.pixel_km2, 1),
-            "threshold": threshold, "model": model.name, "sha256": file_sha256(model)[:16]}
+            "threshold": threshold, "model": model.name, "sha256": file_sha256(model)[:16], "runtime": runtime}
 
 
 def _scores(rows: list[dict]) -> dict:
@@ -367,6 +370,7 @@ def _write(out: Path, rows: list[dict], summary: dict, command: str, commit: str
     write_csv(out / "benchmark.csv", rows)
     scenes = list(dict.fromkeys(r["scene"] for r in rows))
     candidates = list(summary)
+    runtimes = ", ".join(sorted({r["runtime"] for r in rows if r["runtime"]})) or "no model"
     lines = [
         "# Leave-one-scene-out benchmark on the real labelled Arctic scenes",
         "",
@@ -375,9 +379,9 @@ def _write(out: Path, rows: list[dict], summary: dict, command: str, commit: str
         "bands of those four); the scene in a row was never trained, selected or tuned on. `paper_*` are the",
         "paper's own predictions, scored by the same code. False slicks: predicted slick area more than",
         f"{CLEAR_M:.0f} m from any labelled slick, per 1,000 km² of such sea. Detection as the product runs it",
-        "(default land mask and no-data border, mirror averaging), with PyTorch fp32; `+single`: the same model",
-        "on one view of each tile. `real_texture` starts from the synthetic model; the network names start from",
-        "random initialisation, trained by the same recipe and budget.",
+        f"(default land mask and no-data border, mirror averaging), the model run by {runtimes}; `+single`: the same",
+        "model on one view of each tile. `real_texture` starts from the synthetic model; the network names start",
+        "from random initialisation, trained by the same recipe and budget.",
         "",
         "| scene | " + " | ".join(candidates) + " |",
         "|---|" + "---|" * len(candidates),
