@@ -42,3 +42,12 @@ def test_slick_pixels_weigh_by_their_rarity_up_to_the_configured_cap():
 def test_a_batch_without_slick_pixels_is_plain_bce():
     logits, data = _batch(slick_pixels=0)
     assert torch.allclose(tile_loss(logits, data, TrainConfig()), _by_hand(logits, data, 1.0))
+
+
+def test_fine_tuning_trains_with_its_options_cap(tiny_model):
+    from engine.jobs.finetune import FinetuneOptions, train_config
+    from engine.models.registry import read_card
+
+    card = read_card(tiny_model)
+    assert train_config(card, FinetuneOptions(), torch.device("cpu")).pos_weight_cap == POS_WEIGHT_CAP
+    assert train_config(card, FinetuneOptions(pos_weight_cap=1.0), torch.device("cpu")).pos_weight_cap == 1.0

@@ -28,6 +28,7 @@ from ..errors import InputError, ModelError, OutputError
 from ..generation.distill import GENERATED_LABELS, mixed, open_folder, sample_count, student_tiles
 from ..machine import file_sha256
 from ..models.eager import pick_device
+from ..models.losses import POS_WEIGHT_CAP
 from ..models.registry import ModelCard, has_weights, load_model, read_card, save_model, user_models_dir
 from ..models.training import TRAIN_LAYERS, TrainConfig, interpolate_weights, lr_range_test, paper_augment, train, validate
 from ..progress import Progress, silent
@@ -95,6 +96,8 @@ class FinetuneOptions:
     """False: return the best trained epoch even below the parent (experiments; ``TrainConfig``)."""
     parent_weight: float = PARENT_WEIGHT
     """L2-SP strength toward the parent's weights (``TrainConfig.parent_weight``); 0: none."""
+    pos_weight_cap: float = POS_WEIGHT_CAP
+    """The most the BCE weights a labelled slick pixel over sea (``TrainConfig.pos_weight_cap``)."""
     parent_share: Optional[float] = None
     """Share of the parent in the saved weights, interpolated tensor by tensor after training (WiSE-FT, Wortsman
     et al. 2022): a model between the two keeps more of what the parent knew about the scene's unlabelled parts.
@@ -381,6 +384,7 @@ def train_config(card: ModelCard, options: FinetuneOptions, device: torch.device
         frozen_statistics=options.from_parent,
         parent_competes=options.from_parent and options.parent_competes,
         parent_weight=options.parent_weight if options.from_parent else 0.0,
+        pos_weight_cap=options.pos_weight_cap,
     )
 
 
