@@ -61,6 +61,14 @@ def test_the_darkness_channel_is_the_same_for_any_grey_levels_of_the_sea(pair):
     assert torch.allclose(first[inner], second[inner], atol=0.02)
 
 
+def test_training_groups_its_encoder_as_a_unet_s(pair):
+    from engine.models.training import parameter_groups
+
+    contrast, _ = load_model(pair[1])
+    groups = parameter_groups(contrast)
+    assert groups["encoder"] and len(groups["encoder"]) + len(groups["decoder"]) == len(list(contrast.parameters()))
+
+
 def test_only_a_unet_is_made_into_one(pair, tmp_path):
     with pytest.raises(ModelError, match="not a U-Net"):
         with_contrast(pair[1], tmp_path / "again.safetensors")

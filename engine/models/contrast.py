@@ -37,6 +37,11 @@ class ContrastUnet(torch.nn.Module):
         self.net = smp.Unet(encoder_name=encoder_name, encoder_weights=encoder_weights, in_channels=in_channels + 1,
                             classes=classes, **kwargs)
 
+    @property
+    def encoder(self) -> torch.nn.Module:
+        """smp's encoder, which training groups and freezes as it does a plain U-Net's."""
+        return self.net.encoder
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         valid = (x > 0).to(x.dtype)
         dark = darkness(x.float(), valid.float(), self.window).clamp(-CLIP, CLIP).to(x.dtype) / CLIP
