@@ -138,6 +138,30 @@ def test_pretrain_init_share_saves_the_trained_weights_moved_back_toward_the_ini
 
 
 
+def test_pretrain_pos_weight_cap_trains_with_that_cap_and_says_so(tmp_path, capsys):
+    """The same seeded run with the BCE's slick weight capped at 1: other weights, the cap in the card's command,
+    none in the default run's; a cap below 1 is refused before any training."""
+    import json
+
+    from engine.cli.main import main
+    from engine.models.registry import load_model, read_card
+
+    from conftest import make_model
+
+    init = make_model(tmp_path / "init.safetensors", **{k: v for k, v in SMALL.items() if k != "name"})
+    args = ["--jsonl", "pretrain", "--init", str(init), "--train-tiles", "8", "--tile", "64", "--epochs", "1", "--batch-size", "4", "--device", "cpu"]
+    assert main([*args, "--out", str(tmp_path / "default.safetensors")]) == 0
+    assert main([*args, "--out", str(tmp_path / "plain.safetensors"), "--pos-weight-cap", "1"]) == 0
+    assert main([*args, "--out", str(tmp_path / "refused.safetensors"), "--pos-weight-cap", "0.5"]) == 2
+    assert "below a sea pixel" in json.loads(capsys.readouterr().out.splitlines()[-1])["message"]
+    assert not (tmp_path / "refused.safetensors").exists()
+    assert read_card(tmp_path / "plain.safetensors").provenance["how"].endswith("--pos-weight-cap 1")
+    assert "--pos-weight-cap" not in read_card(tmp_path / "default.safetensors").provenance["how"]
+    cpu = torch.device("cpu")
+    default, plain = (load_model(tmp_path / f"{n}.safetensors", cpu)[0].state_dict() for n in ("default", "plain"))
+    assert any(not torch.equal(default[name], plain[name]) for name in default if default[name].is_floating_point())
+
+
 def test_band_mean_validation_gives_each_scene_s_band_one_vote(tmp_path):
     """Each band's Dice curve on its own, averaged: the band with more slick pixels weighs no more than the other,
     and with one scene it is that band's own validation."""

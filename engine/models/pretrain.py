@@ -35,6 +35,7 @@ from ..machine import describe, file_sha256
 from ..progress import Progress
 from ..scenes.normalise import Stretch
 from .eager import pick_device
+from .losses import POS_WEIGHT_CAP
 from .registry import ARCHITECTURES, DEFAULT_MODEL, SYNTHETIC_MODEL, ModelCard, build_model, load_encoder_weights, load_model, read_card, save_model
 from .selfsupervised import MaskedRecipe, masked_pretrain
 from .training import TileSet, TrainConfig, Validation, interpolate_weights, paper_augment, train, validate
@@ -325,7 +326,8 @@ def pretrain_real(out: Path, recipe: RealRecipe, config: TrainConfig, progress: 
         + ("" if recipe.init == SYNTHETIC_MODEL or not (recipe.init or _is_default(card)) else f" --init {recipe.init or 'none'}")
         + ("" if config.average_from is None else f" --average-from {config.average_from}")
         + ("" if not config.parent_weight else f" --parent-weight {config.parent_weight}")
-        + ("" if not recipe.masked_epochs else f" --masked-epochs {recipe.masked_epochs}"),
+        + ("" if not recipe.masked_epochs else f" --masked-epochs {recipe.masked_epochs}")
+        + ("" if config.pos_weight_cap == POS_WEIGHT_CAP else f" --pos-weight-cap {config.pos_weight_cap:g}"),
         "data": data,
         **({} if masked is None else {"masked_image_pretraining": masked}),
         "selection": "epoch and threshold by slick Dice on the validation bands" if config.average_from is None else
@@ -387,6 +389,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                    help="--data real: first pretrain the encoder for this many epochs by masked-image modelling on the real pixels, without labels")
     p.add_argument("--parent-weight", type=float, default=0.0,
                    help="--data real: L2-SP pull of the weights toward those it starts from (0: none)")
+    p.add_argument("--pos-weight-cap", type=float, default=POS_WEIGHT_CAP,
+                   help=f"--data real: the most the BCE weights a slick pixel over a sea pixel (default {POS_WEIGHT_CAP:g}; 1: plain BCE)")
     p.add_argument("--init-share", type=float, default=0.0,
                    help="--data real: move the trained weights this share of the way back to --init's, and place the threshold again (0: none)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -415,9 +419,13 @@ def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
         if args.init_share and (init is None or not 0 < args.init_share < 1):
             raise InputError(f"--init-share {args.init_share:g} needs a model to start from and a share between 0 and 1.",
                              "Give e.g. --init-share 0.5 without --init none.")
+        if args.pos_weight_cap < 1:
+            raise InputError(f"--pos-weight-cap {args.pos_weight_cap:g} would weigh a slick pixel below a sea pixel.",
+                             "Give 1 (plain BCE) or more.")
         out = args.out or DEFAULT_MODEL
         config = TrainConfig(epochs=args.epochs or 6, batch_size=args.batch_size, lr=args.lr or 5e-4, seed=args.seed, device=device,
                              augment=paper_augment, select_on_dice=True, patience=3, average_from=args.average_from, parent_weight=args.parent_weight,
+                             pos_weight_cap=args.pos_weight_cap,
                              checkpoint=CHECKPOINTS / f"{out.stem}-{run_key(vars(args))}.pt")
         return pretrain_real(out, recipe, config, progress, card, args.encoder_weights)
     config = TrainConfig(epochs=args.epochs or 6, batch_size=args.batch_size, lr=args.lr or 2e-3, seed=args.seed, device=device)
