@@ -142,13 +142,14 @@ def test_a_parent_moved_beside_its_child_is_found_and_a_changed_one_is_not_used(
 
 def test_without_validation_every_labelled_tile_trains_every_epoch_and_the_parent_s_threshold_stays(tmp_path, small_model, arctic_store):
     logs = []
-    options = FinetuneOptions(**{**FAST, "epochs": 2, "val_fraction": 0.0})
+    options = FinetuneOptions(**{**FAST, "epochs": 2, "val_fraction": 0.0, "pos_weight_cap": 10.0})
     report = finetune(small_model, arctic_store, tmp_path / "tuned.safetensors", options, Progress(log=logs.append))
     tiles = collect_tiles(read_store(arctic_store), read_card(small_model), FAST["tile"], Progress())
     assert report.train_tiles == len(tiles) and report.val_tiles == report.val_slick_pixels == 0
     assert report.epochs_run == report.best_epoch == 2 and report.val_dice_before is report.val_dice_after is None
     card = read_card(report.model)
     assert card.threshold == report.threshold == 0.5 and card.scene_thresholds == {}
+    assert (read_card(small_model).pos_weight_cap, card.pos_weight_cap) == (100, 10)  # its own children will train as it did
     assert report.threshold_note == "Threshold 0.50, the parent's, on every scene: no tile was kept to validate on."
     assert [list(h) for h in report.history] == [["epoch", "train_loss"]] * 2 and "epoch 2: train loss" in " ".join(logs)
     labelled = sum(t.slick_pixels for t in tiles)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from engine.models.losses import POS_WEIGHT_CAP, soft_dice_loss
+from engine.models.losses import soft_dice_loss
+from engine.models.registry import POS_WEIGHT_CAP
 from engine.models.training import TileSet, TrainConfig, tile_loss
 
 
@@ -44,10 +45,16 @@ def test_a_batch_without_slick_pixels_is_plain_bce():
     assert torch.allclose(tile_loss(logits, data, TrainConfig()), _by_hand(logits, data, 1.0))
 
 
-def test_fine_tuning_trains_with_its_options_cap(tiny_model):
+def test_fine_tuning_trains_with_its_parent_s_cap_unless_told_otherwise(tiny_model):
+    """A fine-tuned model keeps its parent's threshold, which only means the same under the parent's loss."""
+    from dataclasses import replace
+
     from engine.jobs.finetune import FinetuneOptions, train_config
     from engine.models.registry import read_card
 
     card = read_card(tiny_model)
-    assert train_config(card, FinetuneOptions(), torch.device("cpu")).pos_weight_cap == POS_WEIGHT_CAP
-    assert train_config(card, FinetuneOptions(pos_weight_cap=1.0), torch.device("cpu")).pos_weight_cap == 1.0
+    plain = replace(card, pos_weight_cap=1.0)
+    cpu = torch.device("cpu")
+    assert card.pos_weight_cap == POS_WEIGHT_CAP and train_config(card, FinetuneOptions(), cpu).pos_weight_cap == POS_WEIGHT_CAP
+    assert train_config(plain, FinetuneOptions(), cpu).pos_weight_cap == 1.0
+    assert train_config(plain, FinetuneOptions(pos_weight_cap=10.0), cpu).pos_weight_cap == 10.0

@@ -157,6 +157,7 @@ def test_pretrain_pos_weight_cap_trains_with_that_cap_and_says_so(tmp_path, caps
     assert not (tmp_path / "refused.safetensors").exists()
     assert read_card(tmp_path / "plain.safetensors").provenance["how"].endswith("--pos-weight-cap 1")
     assert "--pos-weight-cap" not in read_card(tmp_path / "default.safetensors").provenance["how"]
+    assert (read_card(tmp_path / "plain.safetensors").pos_weight_cap, read_card(tmp_path / "default.safetensors").pos_weight_cap) == (1, 100)
     cpu = torch.device("cpu")
     default, plain = (load_model(tmp_path / f"{n}.safetensors", cpu)[0].state_dict() for n in ("default", "plain"))
     assert any(not torch.equal(default[name], plain[name]) for name in default if default[name].is_floating_point())

@@ -43,9 +43,8 @@ from ..machine import commit_text, describe, file_sha256
 from ..models.contrast import with_contrast
 from ..models.darkspot import fit_darkspot
 from ..models.eager import pick_device
-from ..models.losses import POS_WEIGHT_CAP
 from ..models.pretrain import CHECKPOINTS, RealRecipe, average_models, pretrain, pretrain_card, pretrain_real, toward_init, validation_split
-from ..models.registry import SYNTHETIC_MODEL, has_weights, load_model, read_card
+from ..models.registry import POS_WEIGHT_CAP, SYNTHETIC_MODEL, has_weights, load_model, read_card
 from ..models.selfsupervised import MaskedRecipe
 from ..models.training import TrainConfig, paper_augment
 from ..progress import Progress

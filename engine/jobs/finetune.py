@@ -28,7 +28,6 @@ from ..errors import InputError, ModelError, OutputError
 from ..generation.distill import GENERATED_LABELS, mixed, open_folder, sample_count, student_tiles
 from ..machine import file_sha256
 from ..models.eager import pick_device
-from ..models.losses import POS_WEIGHT_CAP
 from ..models.registry import ModelCard, has_weights, load_model, read_card, save_model, user_models_dir
 from ..models.training import TRAIN_LAYERS, TrainConfig, interpolate_weights, lr_range_test, paper_augment, train, validate
 from ..progress import Progress, silent
@@ -96,8 +95,10 @@ class FinetuneOptions:
     """False: return the best trained epoch even below the parent (experiments; ``TrainConfig``)."""
     parent_weight: float = PARENT_WEIGHT
     """L2-SP strength toward the parent's weights (``TrainConfig.parent_weight``); 0: none."""
-    pos_weight_cap: float = POS_WEIGHT_CAP
-    """The most the BCE weights a labelled slick pixel over sea (``TrainConfig.pos_weight_cap``)."""
+    pos_weight_cap: Optional[float] = None
+    """The most the BCE weights a labelled slick pixel over sea (``TrainConfig.pos_weight_cap``). None: the
+    parent's own (``ModelCard.pos_weight_cap``), since it keeps the parent's threshold: a parent trained with plain
+    BCE and fine-tuned at 100 made four of ten held half-scenes worse (docs/within_scene.md)."""
     parent_share: Optional[float] = None
     """Share of the parent in the saved weights, interpolated tensor by tensor after training (WiSE-FT, Wortsman
     et al. 2022): a model between the two keeps more of what the parent knew about the scene's unlabelled parts.
@@ -295,6 +296,7 @@ def finetune(
         name=options.name or f"{card.name}, fine-tuned {now:%Y-%m-%d %H:%M}",
         metrics={"val_dice": _rounded(dice_after)},
         threshold=elsewhere,
+        pos_weight_cap=config.pos_weight_cap,
         scene_thresholds=own,
         taught_scenes=sorted({scene_fingerprint(store.scene_path(scene)) for scene in scenes})
         if options.from_parent and options.use_on == "labelled" else [],
@@ -384,7 +386,7 @@ def train_config(card: ModelCard, options: FinetuneOptions, device: torch.device
         frozen_statistics=options.from_parent,
         parent_competes=options.from_parent and options.parent_competes,
         parent_weight=options.parent_weight if options.from_parent else 0.0,
-        pos_weight_cap=options.pos_weight_cap,
+        pos_weight_cap=card.pos_weight_cap if options.pos_weight_cap is None else options.pos_weight_cap,
     )
 
 

@@ -15,10 +15,9 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from .registry import POS_WEIGHT_CAP
+
 ALPHA = 0.5
-POS_WEIGHT_CAP = 100.0
-"""The most a slick pixel's BCE term is weighted over a sea pixel's: a batch without slick pixels would
-otherwise divide by zero, and one with a handful would let them swamp the loss."""
 
 
 def masked_mean(loss: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

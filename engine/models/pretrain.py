@@ -35,8 +35,7 @@ from ..machine import describe, file_sha256
 from ..progress import Progress
 from ..scenes.normalise import Stretch
 from .eager import pick_device
-from .losses import POS_WEIGHT_CAP
-from .registry import ARCHITECTURES, DEFAULT_MODEL, SYNTHETIC_MODEL, ModelCard, build_model, load_encoder_weights, load_model, read_card, save_model
+from .registry import ARCHITECTURES, DEFAULT_MODEL, POS_WEIGHT_CAP, SYNTHETIC_MODEL, ModelCard, build_model, load_encoder_weights, load_model, read_card, save_model
 from .selfsupervised import MaskedRecipe, masked_pretrain
 from .training import TileSet, TrainConfig, Validation, interpolate_weights, paper_augment, train, validate
 
@@ -144,6 +143,7 @@ def pretrain(
         "machine": describe(torch.device(config.device)),
     }
     card.metrics = {"synthetic_val_dice": round(report.val_dice, 4)}
+    card.pos_weight_cap = config.pos_weight_cap
     save_model(model, card, out, half=True)
     return {"model": str(out), "val_dice": report.val_dice, "epochs_run": report.epochs_run,
             "seconds": report.seconds, "tiles_per_second": report.tiles_per_second}
@@ -318,7 +318,7 @@ def pretrain_real(out: Path, recipe: RealRecipe, config: TrainConfig, progress: 
     report = train(model, train_set, val_set, config, progress)
     card.name = (f"Slick U-Net R18 25 m (real SAR texture: {', '.join(recipe.scenes)})" if _is_default(card)
                  else f"Slick {card.architecture} {card.encoder} 25 m (real SAR texture: {', '.join(recipe.scenes)})")
-    card.threshold = report.threshold
+    card.threshold, card.pos_weight_cap = report.threshold, config.pos_weight_cap
     card.created = ModelCard.__dataclass_fields__["created"].default_factory()
     card.provenance = {
         "how": "python -m engine pretrain --data real " + ("" if recipe.init else _network_args(card)) + "--scenes " + " ".join(recipe.scenes)

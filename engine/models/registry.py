@@ -93,6 +93,11 @@ _MEASURED_ON = (
 """Card metrics that hold a slick Dice (``ModelCard.measured``), and what each was measured on."""
 
 
+POS_WEIGHT_CAP = 100.0
+"""The most a slick pixel's BCE term is weighted over a sea pixel's (``engine.models.losses``): a batch without
+slick pixels would otherwise divide by zero, and one with a handful would let them swamp the loss."""
+
+
 @dataclass
 class ModelCard:
     """Everything a model file says about itself."""
@@ -111,6 +116,9 @@ class ModelCard:
     """Slick probability above which detection marks a pixel slick when the user gives no threshold. A
     fine-tuned model's is calibrated on its validation tiles (engine/jobs/finetune.py): the weighted loss and a
     few labels move a model's probabilities, so 0.5 is rarely where its Dice is best."""
+    pos_weight_cap: float = POS_WEIGHT_CAP
+    """The BCE slick-weight bound the model learnt its probabilities under: fine-tuning trains with the same one,
+    so that the parent's threshold, which a fine-tuned model keeps, still cuts its probabilities where it should."""
     scene_thresholds: dict[str, float] = field(default_factory=dict)
     """Thresholds calibrated on an analyst's labels of particular scenes (``scenes.fingerprint``), which
     detection uses on those scenes only; ``threshold`` everywhere else (engine/jobs/finetune.py)."""
