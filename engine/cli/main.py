@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import shlex
 import signal
 import sys
 import time
@@ -164,6 +165,7 @@ def _one_line(unraisable: "sys.UnraisableHookArgs") -> None:
 def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    args.invocation = "python -m engine " + shlex.join(a for a in argv if a != "--jsonl")  # what a report says remakes it
     reporter = Reporter(args.jsonl)
     progress = Progress(reporter.progress, log=reporter.log, metrics=reporter.metrics)
     signal.signal(signal.SIGTERM, lambda *_: progress.cancel())

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -475,6 +474,5 @@ def candidates(args: argparse.Namespace, seed: int) -> dict[str, Trainer]:
 
 
 def _run(args: argparse.Namespace, progress: Progress) -> dict:
-    command = "python -m engine " + " ".join(sys.argv[1:]).replace("--jsonl ", "")
     candidates(args, args.seed[0])  # an unknown --only fails before any training
-    return run_benchmark(args.out, lambda seed: candidates(args, seed), args.seed, progress, command, args.single, args.shift)
+    return run_benchmark(args.out, lambda seed: candidates(args, seed), args.seed, progress, args.invocation, args.single, args.shift)

@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -403,4 +401,4 @@ def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
                        device=args.device),
         saross=args.saross, model=args.model, threshold=args.threshold, db_span=args.db_span, threads=args.threads,
     )
-    return dakd_experiment(args.out, options, progress, "python -m engine " + shlex.join(sys.argv[1:]))
+    return dakd_experiment(args.out, options, progress, args.invocation)

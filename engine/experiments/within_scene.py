@@ -26,8 +26,6 @@ import argparse
 import json
 import math
 import os
-import shlex
-import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -367,5 +365,5 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
     defaults = WithinSceneOptions()
     options = options_from(args, defaults, scenes=tuple(args.scenes), sides=tuple(args.sides), recipe=options_from(args, defaults.recipe))
-    result = within_scene_experiment(args.out, options, progress, "python -m engine " + shlex.join(sys.argv[1:]))
+    result = within_scene_experiment(args.out, options, progress, args.invocation)
     return {"out": str(args.out), "summary": result["summary"]}

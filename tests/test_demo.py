@@ -1,0 +1,26 @@
+"""``make demo``'s figures, as the page that the README's demo row cites."""
+
+from __future__ import annotations
+
+from engine.data.bundled import SAMPLES, SAMPLES_DIR
+from engine.jobs.evaluate import slick_dice
+from engine.machine import file_sha256
+
+
+def test_the_demo_page_gives_each_tile_s_score_and_what_made_it(tmp_path, pool_model, capsys):
+    from engine.cli.main import main
+
+    page = tmp_path / "docs" / "demo.md"
+    page.parent.mkdir()
+    args = ["demo", "--out", str(tmp_path / "out"), "--model", str(pool_model), "--device", "cpu", "--markdown", str(page)]
+    assert main(["--jsonl", *args]) == 0
+    capsys.readouterr()
+    text = page.read_text()
+    assert f"Made by `python -m engine {' '.join(args)}` at commit " in text
+    assert f"sha256 `{file_sha256(pool_model)[:16]}`" in text
+    scores = [slick_dice(tmp_path / "out" / f"{name}_mask.tif", SAMPLES_DIR / name / "labels_mosaic.png").dice for name in SAMPLES]
+    for name, dice in zip(SAMPLES, scores):
+        assert f"| {name} | {dice:.3f} |" in text
+    assert f"| mean | **{sum(round(d, 3) for d in scores) / len(scores):.3f}** |" in text
+    assert (page.parent / "demo.png").read_bytes() == (tmp_path / "out" / "demo.png").read_bytes()
+    assert "](demo.png)" in text
