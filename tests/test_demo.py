@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from engine.data.bundled import SAMPLES, SAMPLES_DIR
 from engine.jobs.evaluate import slick_dice
-from engine.machine import file_sha256
+from engine.machine import commit_text, file_sha256
 
 
 def test_the_demo_page_gives_each_tile_s_score_and_what_made_it(tmp_path, pool_model, capsys):
@@ -16,7 +16,7 @@ def test_the_demo_page_gives_each_tile_s_score_and_what_made_it(tmp_path, pool_m
     assert main(["--jsonl", *args]) == 0
     capsys.readouterr()
     text = page.read_text()
-    assert f"Made by `python -m engine {' '.join(args)}` at commit " in text
+    assert f"Made by `python -m engine {' '.join(args)}` at commit {commit_text()} on " in text
     assert f"sha256 `{file_sha256(pool_model)[:16]}`" in text
     scores = [slick_dice(tmp_path / "out" / f"{name}_mask.tif", SAMPLES_DIR / name / "labels_mosaic.png").dice for name in SAMPLES]
     for name, dice in zip(SAMPLES, scores):

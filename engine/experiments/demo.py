@@ -63,13 +63,14 @@ def run_demo(out: Path, options: DetectOptions, progress: Progress) -> dict:
     }
 
 
-def demo_page(result: dict, command: str) -> str:
-    """The demo's figures as Markdown, with what made them."""
+def demo_page(result: dict, command: str, made_at: str) -> str:
+    """The demo's figures as Markdown, with what made them (``made_at``: the commit, taken before the page's
+    own picture changed the checkout)."""
     model = result["model"]
     lines = [
         "# Demo: the three real Arctic test tiles",
         "",
-        f"Made by `{command}` at commit {commit_text()} on {cpu_name()}, {utc_now()[:10]}, with "
+        f"Made by `{command}` at commit {made_at} on {cpu_name()}, {utc_now()[:10]}, with "
         f"{model['name']} (`{model['file']}`, sha256 `{model['sha256'][:16]}`), detection as it runs by default "
         f"({result['samples'][0]['runtime']}). {result['note']}",
         "",
@@ -130,9 +131,10 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
     options = DetectOptions(model=args.model, threshold=args.threshold, device=args.device)
+    made_at = commit_text()
     result = run_demo(args.out, options, progress)
     if args.markdown:
         picture = args.markdown.with_suffix(".png")
         write_bytes(picture, Path(result["picture"]).read_bytes())
-        write_text(args.markdown, demo_page({**result, "picture": str(picture)}, args.invocation))
+        write_text(args.markdown, demo_page({**result, "picture": str(picture)}, args.invocation, made_at))
     return result
