@@ -64,8 +64,9 @@ def test_only_narrows_the_candidates_and_refuses_an_unknown_one():
     assert list(every) == ["darkspot", "synthetic_only", "real_texture", "real_texture_swa", "real_texture_512", "real_texture_labelled",
                            "real_texture_masked", "real_texture_l2sp", "real_texture_init25", "real_texture_init50", "real_texture_init75",
                            "real_texture_init50_mirrorcal", "real_texture_init50_bandmean", "real_texture_soup_init50", "real_texture_lr1e-3_init50",
-                           "real_texture_composite_init50", "real_texture_2xtiles_init50", "real_texture_bce10_init50", "real_texture_bce1_init50",
-                           "real_texture_contrast_init50",
+                           "real_texture_composite_init50", "real_texture_2xtiles_init50", "real_texture_bce10", "real_texture_bce1",
+                           "real_texture_bce10_init25", "real_texture_bce10_init50", "real_texture_bce10_init75",
+                           "real_texture_bce1_init25", "real_texture_bce1_init50", "real_texture_bce1_init75", "real_texture_contrast_init50",
                            "synthetic_2x", "synthetic_short", "synthetic_seed1",
                            "real_texture_synth2x_init50", "real_texture_synthshort_init50", "real_texture_synthseed1_init50",
                            "deeplabv3_r50"]
@@ -153,15 +154,19 @@ def test_another_synthetic_model_is_pretrained_once_per_run_for_every_fold(tmp_p
 
 
 def test_the_bce_cap_candidates_train_the_recipe_with_their_cap(tmp_path, monkeypatch):
-    """Only the cap differs from the bundled recipe's training, and each candidate is moved half way back to its own."""
+    """Only the cap differs from the recipe's training, and each share candidate moves its own cap's trained model
+    back by its share (one training serves every share)."""
     trained: list[tuple[str, float]] = []
+    moved: list[tuple[str, str, float]] = []
     monkeypatch.setattr(benchmark, "pretrain_real", lambda out, recipe, config, progress, card: trained.append((out.name, config.pos_weight_cap)))
-    monkeypatch.setattr(benchmark, "toward_init", lambda *args: None)
+    monkeypatch.setattr(benchmark, "toward_init", lambda start, out, recipe, *args: moved.append((start.name, out.name, recipe.init_share)))
     every = candidates(parse_args(["experiment", "benchmark", "--device", "cpu"]), 0)
-    for name in ("real_texture", "real_texture_bce10_init50", "real_texture_bce1_init50"):
+    for name in ("real_texture", "real_texture_bce10_init50", "real_texture_bce1", "real_texture_bce1_init25"):
         every[name](ARCTIC[1:], tmp_path / f"{name}_without_sample_0.safetensors", silent())
     assert trained == [("real_texture_without_sample_0.safetensors", 100.0), ("real_texture_bce10_without_sample_0.safetensors", 10.0),
-                       ("real_texture_bce1_without_sample_0.safetensors", 1.0)]
+                       ("real_texture_bce1_without_sample_0.safetensors", 1.0), ("real_texture_bce1_without_sample_0.safetensors", 1.0)]
+    assert moved == [("real_texture_bce10_without_sample_0.safetensors", "real_texture_bce10_init50_without_sample_0.safetensors", 0.5),
+                     ("real_texture_bce1_without_sample_0.safetensors", "real_texture_bce1_init25_without_sample_0.safetensors", 0.25)]
 
 
 def test_the_contrast_candidate_trains_and_moves_back_toward_the_synthetic_model_made_a_contrast_unet(tmp_path, monkeypatch):
