@@ -171,11 +171,13 @@ def test_the_bce_cap_candidates_train_the_recipe_with_their_cap(tmp_path, monkey
 
 def test_the_contrast_candidate_trains_and_moves_back_toward_the_synthetic_model_made_a_contrast_unet(tmp_path, monkeypatch):
     starts: list[tuple[str, object]] = []
-    monkeypatch.setattr(benchmark, "pretrain_real", lambda out, recipe, config, progress, card: starts.append(("trained", recipe.init)))
-    monkeypatch.setattr(benchmark, "toward_init", lambda trained, out, recipe, *args: starts.append(("moved back", recipe.init)))
+    """The bundled recipe (plain BCE, half way back) on the U-Net that also reads the local darkness."""
+    starts: list[tuple[str, object]] = []
+    monkeypatch.setattr(benchmark, "pretrain_real", lambda out, recipe, config, progress, card: starts.append(("trained", recipe.init, config.pos_weight_cap)))
+    monkeypatch.setattr(benchmark, "toward_init", lambda trained, out, recipe, *args: starts.append(("moved back", recipe.init, recipe.init_share)))
     trainer = candidates(parse_args(["experiment", "benchmark", "--device", "cpu"]), 0)["real_texture_contrast_init50"]
     for held in ARCTIC[:2]:
         trainer([s for s in ARCTIC if s is not held], tmp_path / f"real_texture_contrast_init50_without_{held.name}.safetensors", silent())
     start = tmp_path / "synthetic_contrast.safetensors"
-    assert starts == [("trained", start), ("moved back", start)] * 2
+    assert starts == [("trained", start, 1.0), ("moved back", start, 0.5)] * 2
     assert read_card(start).architecture == "unet_contrast" and read_card(start).lineage["initialised_from"]["file"] == SYNTHETIC_MODEL.name

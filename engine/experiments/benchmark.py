@@ -457,7 +457,7 @@ def candidates(args: argparse.Namespace, seed: int) -> dict[str, Trainer]:
                                                                                     device, f"real_texture_bce{cap:g}")
            for cap in BCE_CAPS for share in INIT_SHARES},
         "real_texture_contrast_init50": toward_init_trainer(0.5, real_texture_trainer(args.epochs, args.train_tiles, device, seed,
-                                                                                      init=contrast_start()),
+                                                                                      init=contrast_start(), pos_weight_cap=1.0),
                                                             device, "real_texture_contrast", init=contrast_start()),
         **{f"synthetic_{key}": fixed_at(other_synthetic(key, device)) for key in SYNTHETIC_RUNS},
         **{f"real_texture_synth{key}_init50": toward_init_trainer(0.5, real_texture_trainer(args.epochs, args.train_tiles, device, seed,
