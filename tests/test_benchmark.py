@@ -170,9 +170,8 @@ def test_the_bce_cap_candidates_train_the_recipe_with_their_cap(tmp_path, monkey
 
 
 def test_the_contrast_candidate_trains_and_moves_back_toward_the_synthetic_model_made_a_contrast_unet(tmp_path, monkeypatch):
-    starts: list[tuple[str, object]] = []
     """The bundled recipe (plain BCE, half way back) on the U-Net that also reads the local darkness."""
-    starts: list[tuple[str, object]] = []
+    starts: list[tuple[str, object, float]] = []
     monkeypatch.setattr(benchmark, "pretrain_real", lambda out, recipe, config, progress, card: starts.append(("trained", recipe.init, config.pos_weight_cap)))
     monkeypatch.setattr(benchmark, "toward_init", lambda trained, out, recipe, *args: starts.append(("moved back", recipe.init, recipe.init_share)))
     trainer = candidates(parse_args(["experiment", "benchmark", "--device", "cpu"]), 0)["real_texture_contrast_init50"]

@@ -351,7 +351,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "lr": "learning rate, or auto for a range test per run",
         "train_layers": "all or decoder",
         "parent_weight": "L2-SP pull toward the parent",
-        "pos_weight_cap": "the most the BCE weights a slick pixel over a sea pixel",
+        "pos_weight_cap": "the most the BCE weights a slick pixel over a sea pixel (default: the parent's, from its card)",
         "parent_share": "share of the parent in the saved weights, interpolated after training (default: fine-tuning's)",
         "val_fraction": "share of the labelled half's tiles kept for validation; 0: none, the last epoch kept",
         "min_slick_pixels": "with --val-fraction 0, the fewest labelled slick pixels a half must hold to be fine-tuned",

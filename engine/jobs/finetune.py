@@ -61,7 +61,8 @@ class FinetuneOptions:
     tiles, the saved weights half way back to the parent's (``PARENT_SHARE``), the parent's threshold, and no
     fine-tuning at all below ``MIN_LABELLED_SLICK_PIXELS``. Validation tiles of a few labels picked epochs and
     thresholds that made the rest of a scene worse (0.56 -> 0.10 on one real half-scene); the chosen recipe took
-    the held halves' mean Dice from 0.328 to 0.388 with none worse, with parents made as the bundled model is."""
+    the held halves' mean Dice from 0.328 to 0.388 with none worse, with parents made as the bundled model was then
+    (the paper's weighted BCE); it was not chosen again for parents trained with plain BCE (docs/within_scene.md)."""
 
     tile: int = 128
     epochs: int = 10
