@@ -152,6 +152,9 @@ BCE_CAPS = (10.0, 1.0)
 """``real_texture_bce<cap>_init50``: the bundled recipe with the BCE's slick weight capped lower than
 ``POS_WEIGHT_CAP`` (1: plain BCE beside the Dice term), so that training spends less on calling every dark line
 slick and more on telling slicks from look-alikes."""
+LARGE_TILE = 512
+"""``real_texture_bce1_512_init50``: the bundled recipe on the paper's (and detection's) tile size: four times the
+context around every dark patch, which a look-alike (a wind shadow, a coast, a band edge) may need to be told apart."""
 MORE_TILES = 2
 """``real_texture_2xtiles_init50`` cuts this many times the recipe's training tiles: each epoch re-augments the same
 tiles, so more of them show the model more real crops and composited slicks (and take as much longer)."""
@@ -422,7 +425,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--shift", action="store_true", help="also score every network at a threshold moved by the scene's median logit")
     q.add_argument("--only", nargs="+", metavar="CANDIDATE",
                    help="score only these candidates (darkspot, synthetic_only, real_texture, real_texture_swa, real_texture_512, "
-                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_init50_mirrorcal, real_texture_init50_bandmean, real_texture_lr1e-3_init50, real_texture_composite_init50, real_texture_2xtiles_init50, real_texture_soup_init50, real_texture_bce10/1 (trained) and real_texture_bce10/1_init25/50/75, real_texture_contrast_init50, synthetic_2x/short/seed1, real_texture_synth2x/short/seed1_init50 or a network given with --networks)")
+                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_init50_mirrorcal, real_texture_init50_bandmean, real_texture_lr1e-3_init50, real_texture_composite_init50, real_texture_2xtiles_init50, real_texture_soup_init50, real_texture_bce10/1 (trained) and real_texture_bce10/1_init25/50/75, real_texture_bce1_512_init50, real_texture_contrast_init50, synthetic_2x/short/seed1, real_texture_synth2x/short/seed1_init50 or a network given with --networks)")
     q.set_defaults(func=_run)
 
 
@@ -434,7 +437,7 @@ def candidates(args: argparse.Namespace, seed: int) -> dict[str, Trainer]:
         "synthetic_only": fixed(SYNTHETIC_MODEL),
         "real_texture": real_texture_trainer(args.epochs, args.train_tiles, device, seed),
         "real_texture_swa": real_texture_trainer(args.epochs, args.train_tiles, device, seed, average_from=SWA_FROM),
-        "real_texture_512": real_texture_trainer(args.epochs, args.train_tiles, device, seed, tile=512),
+        "real_texture_512": real_texture_trainer(args.epochs, args.train_tiles, device, seed, tile=LARGE_TILE),
         "real_texture_labelled": real_texture_trainer(args.epochs, args.train_tiles, device, seed, mix=LABELLED_MIX),
         "real_texture_masked": real_texture_trainer(args.epochs, args.train_tiles, device, seed, masked_epochs=MaskedRecipe.epochs),
         "real_texture_l2sp": real_texture_trainer(args.epochs, args.train_tiles, device, seed, parent_weight=PARENT_WEIGHT),
@@ -456,6 +459,9 @@ def candidates(args: argparse.Namespace, seed: int) -> dict[str, Trainer]:
                                                                                                                 seed, pos_weight_cap=cap),
                                                                                     device, f"real_texture_bce{cap:g}")
            for cap in BCE_CAPS for share in INIT_SHARES},
+        "real_texture_bce1_512_init50": toward_init_trainer(0.5, real_texture_trainer(args.epochs, args.train_tiles, device, seed, tile=LARGE_TILE,
+                                                                                      pos_weight_cap=1.0),
+                                                            device, "real_texture_bce1_512"),
         "real_texture_contrast_init50": toward_init_trainer(0.5, real_texture_trainer(args.epochs, args.train_tiles, device, seed,
                                                                                       init=contrast_start(), pos_weight_cap=1.0),
                                                             device, "real_texture_contrast", init=contrast_start()),
