@@ -181,3 +181,26 @@ def test_the_contrast_candidate_trains_and_moves_back_toward_the_synthetic_model
     start = tmp_path / "synthetic_contrast.safetensors"
     assert starts == [("trained", start, 1.0), ("moved back", start, 0.5)] * 2
     assert read_card(start).architecture == "unet_contrast" and read_card(start).lineage["initialised_from"]["file"] == SYNTHETIC_MODEL.name
+
+
+def test_the_paper_s_tiles_get_their_own_mean_and_a_page_is_remade_from_its_rows_alone(tmp_path, pool_model, monkeypatch):
+    """Only the scenes the paper predicted are set beside its models (sample_0 has no paper prediction), and an earlier
+    run's CSV renders the same summary and rows again without a model: the figure a page adds later is remade for a run
+    whose models are gone."""
+    monkeypatch.setattr(benchmark.bundled, "ARCTIC", ARCTIC[:2])
+    result = run_benchmark(tmp_path / "run", lambda seed: {"model": benchmark.fixed(pool_model)}, [0], silent(), "test")
+    rows = list(csv.DictReader((tmp_path / "run" / "benchmark.csv").open()))
+    assert {r["scene"] for r in rows if r["candidate"].startswith("paper_")} == {"sample_1"}
+    on_paper_tile = next(float(r["dice"]) for r in rows if r["candidate"] == "model" and r["scene"] == "sample_1")
+    summary = result["summary"]
+    assert summary["model"]["paper_tiles_dice"] == pytest.approx(on_paper_tile, abs=1e-3) != summary["model"]["mean_dice"]
+    assert summary["paper_pred_base"]["paper_tiles_dice"] == summary["paper_pred_base"]["mean_dice"]
+    assert f"| mean Dice on the paper's tile (sample_1) | {on_paper_tile:.3f} |" in (tmp_path / "run" / "benchmark.md").read_text()
+
+    again = benchmark.rerender(tmp_path / "run" / "benchmark.csv", tmp_path / "again", "again")
+    assert again["summary"] == summary
+    assert (tmp_path / "again" / "benchmark.csv").read_text() == (tmp_path / "run" / "benchmark.csv").read_text()
+    assert "rendered again, training and detecting nothing, by `again`" in (tmp_path / "again" / "benchmark.md").read_text()
+    assert not (tmp_path / "again" / "models").exists()
+    with pytest.raises(InputError, match="no benchmark rows"):
+        benchmark.rerender(tmp_path / "run" / "benchmark.md", tmp_path / "bad", "bad")

@@ -19,6 +19,7 @@ the same code. Everything is written with the command line, the commit and each 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 from dataclasses import dataclass
@@ -328,7 +329,27 @@ def run_benchmark(out: Path, candidates: Callable[[int], dict[str, Trainer]], se
             if path.exists():
                 rows.append(_row(held, f"paper_{paper}", score(path, held, 0.5), None, path, None, None))
     summary = _summary(rows)
-    _write(out, rows, summary, command, commit)
+    _write(out, rows, summary, f"Made by `{command}` at commit {commit} on {describe()}.", command, commit)
+    return {"rows": len(rows), "summary": summary, "table": str(out / "benchmark.md")}
+
+
+def rerender(rows_csv: Path, out: Path, command: str) -> dict:
+    """An earlier run's page again from its rows alone (its ``benchmark.csv``), training and detecting nothing: a
+    figure the page adds since (such as the paper's tiles' mean) is then remade by one command for runs whose
+    models are long gone."""
+    if not rows_csv.is_file():
+        raise InputError(f"{rows_csv} is not a file.", "Give the benchmark.csv of an earlier `experiment benchmark` run.")
+    with rows_csv.open(newline="") as f:
+        raw = list(csv.DictReader(f))
+    if not raw or not {"scene", "candidate", "seed", "dice", "tp", "fp", "fn", "threshold"} <= set(raw[0]):
+        raise InputError(f"{rows_csv} holds no benchmark rows.", "Give the benchmark.csv of an earlier `experiment benchmark` run.")
+    rows = [{**r, "seed": int(r["seed"]) if r["seed"] else None, "dice": float(r["dice"]), "tp": int(r["tp"]), "fp": int(r["fp"]),
+             "fn": int(r["fn"]), "false_km2_per_1000km2": float(r["false_km2_per_1000km2"]), "clear_sea_km2": float(r["clear_sea_km2"]),
+             "threshold": float(r["threshold"]) if r["threshold"] else None, "runtime": r["runtime"] or None} for r in raw]
+    commit = commit_text()
+    summary = _summary(rows)
+    _write(out, rows, summary, f"Rows of `{rows_csv}`, each scored by the run that page names; rendered again, training and detecting "
+                               f"nothing, by `{command}` at commit {commit}.", command, commit)
     return {"rows": len(rows), "summary": summary, "table": str(out / "benchmark.md")}
 
 
@@ -350,15 +371,27 @@ def _scores(rows: list[dict]) -> dict:
             "false_km2_per_1000km2": 1000 * false_km2 / clear if clear else 0.0}
 
 
+def paper_scenes(rows: list[dict]) -> list[str]:
+    """The scenes the paper's models have predictions for: only on these does a candidate meet them tile for tile."""
+    return list(dict.fromkeys(r["scene"] for r in rows if r["candidate"].startswith("paper_")))
+
+
 def _summary(rows: list[dict]) -> dict[str, dict]:
-    """Per candidate: each figure's mean over seeds, and with several seeds its range (``<figure>_range``)."""
+    """Per candidate: each figure's mean over seeds, and with several seeds its range (``<figure>_range``).
+    ``paper_tiles_dice``: the mean Dice over the paper's scenes alone, the like-for-like comparison with its models."""
     out: dict[str, dict] = {}
+    papers = set(paper_scenes(rows))
     for candidate in dict.fromkeys(r["candidate"] for r in rows):
         mine = [r for r in rows if r["candidate"] == candidate]
         seeds = list(dict.fromkeys(r["seed"] for r in mine))
         per_seed = [_scores([r for r in mine if r["seed"] == seed]) for seed in seeds]
+        if papers & {r["scene"] for r in mine}:
+            for figures, seed in zip(per_seed, seeds):
+                figures["paper_tiles_dice"] = float(np.mean([r["dice"] for r in mine if r["seed"] == seed and r["scene"] in papers]))
         entry: dict = {"scenes": len({r["scene"] for r in mine}), "seeds": len(seeds)}
-        for figure, digits in (("mean_dice", 3), ("pooled_dice", 3), ("false_km2_per_1000km2", 2)):
+        for figure, digits in (("mean_dice", 3), ("paper_tiles_dice", 3), ("pooled_dice", 3), ("false_km2_per_1000km2", 2)):
+            if figure not in per_seed[0]:
+                continue
             values = [p[figure] for p in per_seed]
             entry[figure] = round(float(np.mean(values)), digits)
             if len(values) > 1:
@@ -367,7 +400,7 @@ def _summary(rows: list[dict]) -> dict[str, dict]:
     return out
 
 
-def _write(out: Path, rows: list[dict], summary: dict, command: str, commit: str) -> None:
+def _write(out: Path, rows: list[dict], summary: dict, made: str, command: str, commit: str) -> None:
     write_csv(out / "benchmark.csv", rows)
     scenes = list(dict.fromkeys(r["scene"] for r in rows))
     candidates = list(summary)
@@ -375,7 +408,7 @@ def _write(out: Path, rows: list[dict], summary: dict, command: str, commit: str
     lines = [
         "# Leave-one-scene-out benchmark on the real labelled Arctic scenes",
         "",
-        f"Made by `{command}` at commit {commit} on {describe()}.",
+        made,
         "Each trained candidate learnt from the other four scenes only (epoch and threshold chosen on validation",
         "bands of those four); the scene in a row was never trained, selected or tuned on. `paper_*` are the",
         "paper's own predictions, scored by the same code. False slicks: predicted slick area more than",
@@ -399,6 +432,10 @@ def _write(out: Path, rows: list[dict], summary: dict, command: str, commit: str
         return format(summary[c][figure], form) + ("" if spread is None else f" ({spread[0]:{form}}-{spread[1]:{form}})")
 
     lines.append("| mean Dice | " + " | ".join(f"**{shown(c, 'mean_dice', '.3f')}**" for c in candidates) + " |")
+    papers = paper_scenes(rows)
+    if papers:
+        lines.append(f"| mean Dice on the paper's {'tile' if len(papers) == 1 else f'{len(papers)} tiles'} ({', '.join(papers)}) | "
+                     + " | ".join(shown(c, "paper_tiles_dice", ".3f") if "paper_tiles_dice" in summary[c] else "" for c in candidates) + " |")
     lines.append("| pooled Dice | " + " | ".join(shown(c, "pooled_dice", ".3f") for c in candidates) + " |")
     lines.append("| false slicks per 1,000 km² | " + " | ".join(shown(c, "false_km2_per_1000km2", ".1f") for c in candidates) + " |")
     several = any(summary[c]["seeds"] > 1 for c in candidates)
@@ -421,6 +458,8 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
                    help="train every candidate once per seed and report the mean over seeds with their range")
     q.add_argument("--networks", nargs="*", default=[], choices=sorted(NETWORKS),
                    help="also train these networks from random initialisation by the same recipe")
+    q.add_argument("--from", dest="rows_from", type=Path, metavar="CSV",
+                   help="write the page again from an earlier run's benchmark.csv into --out, training and detecting nothing")
     q.add_argument("--single", action="store_true", help="also score every model without mirror averaging (one view of each tile)")
     q.add_argument("--shift", action="store_true", help="also score every network at a threshold moved by the scene's median logit")
     q.add_argument("--only", nargs="+", metavar="CANDIDATE",
@@ -482,5 +521,7 @@ def candidates(args: argparse.Namespace, seed: int) -> dict[str, Trainer]:
 
 
 def _run(args: argparse.Namespace, progress: Progress) -> dict:
+    if args.rows_from:
+        return rerender(args.rows_from, args.out, args.invocation)
     candidates(args, args.seed[0])  # an unknown --only fails before any training
     return run_benchmark(args.out, lambda seed: candidates(args, seed), args.seed, progress, args.invocation, args.single, args.shift)
