@@ -202,5 +202,11 @@ def test_the_paper_s_tiles_get_their_own_mean_and_a_page_is_remade_from_its_rows
     assert (tmp_path / "again" / "benchmark.csv").read_text() == (tmp_path / "run" / "benchmark.csv").read_text()
     assert "rendered again, training and detecting nothing, by `again`" in (tmp_path / "again" / "benchmark.md").read_text()
     assert not (tmp_path / "again" / "models").exists()
+    older = tmp_path / "older.csv"  # rows written before they named their runtime
+    with older.open("w", newline="") as f:
+        writer = csv.DictWriter(f, [k for k in rows[0] if k != "runtime"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    assert benchmark.rerender(older, tmp_path / "older", "older")["summary"] == summary
     with pytest.raises(InputError, match="no benchmark rows"):
         benchmark.rerender(tmp_path / "run" / "benchmark.md", tmp_path / "bad", "bad")

@@ -341,11 +341,11 @@ def rerender(rows_csv: Path, out: Path, command: str) -> dict:
         raise InputError(f"{rows_csv} is not a file.", "Give the benchmark.csv of an earlier `experiment benchmark` run.")
     with rows_csv.open(newline="") as f:
         raw = list(csv.DictReader(f))
-    if not raw or not {"scene", "candidate", "seed", "dice", "tp", "fp", "fn", "threshold"} <= set(raw[0]):
+    if not raw or not {"scene", "candidate", "seed", "dice", "tp", "fp", "fn", "false_km2_per_1000km2", "clear_sea_km2", "threshold"} <= set(raw[0]):
         raise InputError(f"{rows_csv} holds no benchmark rows.", "Give the benchmark.csv of an earlier `experiment benchmark` run.")
     rows = [{**r, "seed": int(r["seed"]) if r["seed"] else None, "dice": float(r["dice"]), "tp": int(r["tp"]), "fp": int(r["fp"]),
              "fn": int(r["fn"]), "false_km2_per_1000km2": float(r["false_km2_per_1000km2"]), "clear_sea_km2": float(r["clear_sea_km2"]),
-             "threshold": float(r["threshold"]) if r["threshold"] else None, "runtime": r["runtime"] or None} for r in raw]
+             "threshold": float(r["threshold"]) if r["threshold"] else None, "runtime": r.get("runtime") or None} for r in raw]
     commit = commit_text()
     summary = _summary(rows)
     _write(out, rows, summary, f"Rows of `{rows_csv}`, each scored by the run that page names; rendered again, training and detecting "
@@ -404,7 +404,7 @@ def _write(out: Path, rows: list[dict], summary: dict, made: str, command: str, 
     write_csv(out / "benchmark.csv", rows)
     scenes = list(dict.fromkeys(r["scene"] for r in rows))
     candidates = list(summary)
-    runtimes = ", ".join(sorted({r["runtime"] for r in rows if r["runtime"]})) or "no model"
+    runtimes = ", ".join(sorted({r["runtime"] for r in rows if r["runtime"]})) or "(not recorded in these rows)"
     lines = [
         "# Leave-one-scene-out benchmark on the real labelled Arctic scenes",
         "",
