@@ -210,3 +210,11 @@ def test_the_paper_s_tiles_get_their_own_mean_and_a_page_is_remade_from_its_rows
     assert benchmark.rerender(older, tmp_path / "older", "older")["summary"] == summary
     with pytest.raises(InputError, match="no benchmark rows"):
         benchmark.rerender(tmp_path / "run" / "benchmark.md", tmp_path / "bad", "bad")
+
+
+def test_two_runs_of_one_candidate_keep_their_fold_checkpoints_apart(tmp_path):
+    """A run stopped mid-fold resumes from its own checkpoint, never from another run's training of the same fold."""
+    first = benchmark.fold_checkpoint(tmp_path / "run_a" / "models" / "real_texture_without_sample_0.safetensors")
+    assert first == benchmark.fold_checkpoint(tmp_path / "run_a" / "models" / "real_texture_without_sample_0.safetensors")
+    assert first != benchmark.fold_checkpoint(tmp_path / "run_b" / "models" / "real_texture_without_sample_0.safetensors")
+    assert first.parent == benchmark.CHECKPOINTS and first.name.startswith("benchmark-real_texture_without_sample_0-")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -136,11 +137,17 @@ def real_texture_trainer(epochs: int, train_tiles: int, device: str, seed: int, 
         card = None if network is None else pretrain_card(*NETWORKS[network])
         config = TrainConfig(epochs=epochs, batch_size=max(1, round(8 * scale)), lr=lr, seed=seed, device=device, augment=paper_augment,
                              select_on_dice=True, patience=3, average_from=average_from, parent_weight=parent_weight,
-                             pos_weight_cap=pos_weight_cap, checkpoint=CHECKPOINTS / f"benchmark-{out.stem}.pt")
+                             pos_weight_cap=pos_weight_cap, checkpoint=fold_checkpoint(out))
         pretrain_real(out, recipe, config, progress, card)
         return out
 
     return trainer
+
+
+def fold_checkpoint(model: Path) -> Path:
+    """Where a fold model's training keeps its checkpoint: named by the model's full path, since the same candidate and
+    fold in two runs of one checkout (another ``--epochs``, another ``--out``) would otherwise resume from each other's."""
+    return CHECKPOINTS / f"benchmark-{model.stem}-{hashlib.sha256(str(model.resolve()).encode()).hexdigest()[:12]}.pt"
 
 
 INIT_SHARES = (0.25, 0.5, 0.75)
