@@ -62,7 +62,8 @@ class FinetuneOptions:
     fine-tuning at all below ``MIN_LABELLED_SLICK_PIXELS``. Validation tiles of a few labels picked epochs and
     thresholds that made the rest of a scene worse (0.56 -> 0.10 on one real half-scene); the chosen recipe took
     the held halves' mean Dice from 0.328 to 0.388 with none worse, with parents made as the bundled model was then
-    (the paper's weighted BCE); it was not chosen again for parents trained with plain BCE (docs/within_scene.md)."""
+    (the paper's weighted BCE); chosen again for parents trained with plain BCE, it stayed
+    (docs/within_scene_choice_bce1.md)."""
 
     tile: int = 128
     epochs: int = 10
