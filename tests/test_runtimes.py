@@ -180,10 +180,20 @@ def test_int8_whose_masks_move_is_kept_in_fp32(tmp_path, model_factory):
     card.threshold = float(probs.median())
     digest = runtimes.model_hash(path)
     onnx_path = runtimes.export_onnx(model, card, digest)
-    int8, message = quantised_model(onnx_path, card, digest, EagerForward(model, CPU, None))
-    assert int8 is None and "kept in fp32" in message
+    compared: list[np.ndarray] = []
+    fp32 = EagerForward(model, CPU, None)
+
+    def reference(x: np.ndarray) -> np.ndarray:
+        compared.append(x[0, 0])
+        return fp32(x)
+
+    int8, message = quantised_model(onnx_path, card, digest, reference)
+    assert int8 is None and "kept in fp32" in message and "not calibrated on" in message
     verdict = json.loads(onnx_path.with_name(f"{digest}.int8.json").read_text())
-    assert verdict["passed"] is False and verdict["dice_vs_fp32"] < 0.98 and verdict["tiles"] == 8
+    assert verdict["passed"] is False and verdict["dice_vs_fp32"] < 0.98 and verdict["tiles"] == 8 == verdict["calibration_tiles"]
+    # The masks are compared on real tiles the activation ranges were not taken from.
+    calibrated = [t / 255.0 for t in runtimes.calibration_tiles(card, 16)[0::2]]
+    assert len(compared) == 8 and not any(np.allclose(c, k, atol=1e-6) for c in compared for k in calibrated)
     assert not onnx_path.with_name(f"{digest}.int8.onnx").exists()
 
 
