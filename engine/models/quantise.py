@@ -30,7 +30,7 @@ CALIBRATION_TILES = 8
 def quantised_model(onnx_path: Path, card: ModelCard, digest: str,
                     reference: Callable[[np.ndarray], np.ndarray]) -> tuple[Optional[Path], str]:
     """(int8 ONNX path or None, the agreement verdict), made once per model hash and remembered."""
-    from .runtimes import _mask, _pooled_dice, _require, calibration_tiles, onnxruntime_forward
+    from .runtimes import _mask, _pooled_dice, _require, onnxruntime_forward, quantisation_split
 
     path = onnx_path.with_name(f"{digest}.int8.onnx")
     card_path = onnx_path.with_name(f"{digest}.int8.json")
@@ -42,8 +42,7 @@ def quantised_model(onnx_path: Path, card: ModelCard, digest: str,
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     scale = float(card.normalisation.get("input_scale", 1 / 255))
-    spread = [t[None, None].astype(np.float32) * scale for t in calibration_tiles(card, 2 * CALIBRATION_TILES)]
-    calibration, tiles = spread[0::2], spread[1::2]
+    calibration, tiles = ([t[None, None].astype(np.float32) * scale for t in part] for part in quantisation_split(card))
 
     class Tiles(CalibrationDataReader):
         def __init__(self) -> None:

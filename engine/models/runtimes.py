@@ -6,7 +6,7 @@ export of the model file, in fp32, in bf16 where the CPU has native bf16 units (
 int8 (static post-training quantisation, ``quantise``). Which one wins depends on the CPU and the network,
 so ``auto`` measures: a short calibration on real tiles, once per machine (CPU model string) and model
 file (hash), cached in the user's cache folder. A candidate whose slick masks do not agree with PyTorch fp32
-(Dice < 0.98 on the calibration tiles) is never chosen, however fast.
+(Dice < 0.98 on two real tiles no int8 model was calibrated on) is never chosen, however fast.
 
 Exports live beside the user's models (``<models>/.exports/<hash>.onnx``), never in the bundled resources.
 On a GPU the PyTorch path is used (ONNX Runtime and OpenVINO are installed here for CPUs only).
@@ -48,7 +48,6 @@ INSTALL = {
 }
 AGREEMENT = 0.98
 """Slick Dice against PyTorch fp32 below which a faster candidate is refused."""
-_CALIBRATION_TILES = 2
 CALIBRATION_ROUNDS = 3
 """Rounds of the runtime choice, each candidate timed by its best: a pause of the machine only ever slows a round,
 and the choice is cached per machine and model. With one round, a benchmark run on the 2-core AMD EPYC once
@@ -347,7 +346,7 @@ def choose(factory: Factory, progress: Progress, notes: list[str], tiles: Option
         entry = cache[key]
         return Candidate(entry["runtime"], entry["precision"])
     progress.log("Measuring which runtime is fastest for this model on this machine (once)...")
-    tiles = tiles if tiles is not None else calibration_tiles(factory.card, _CALIBRATION_TILES)
+    tiles = tiles if tiles is not None else choice_tiles(factory.card)
     x = [t[None, None].astype(np.float32) * float(factory.card.normalisation.get("input_scale", 1 / 255)) for t in tiles]
     reference = factory.reference()
     ref_masks = [_mask(reference(t), factory.card) for t in x]
@@ -384,6 +383,22 @@ def choose(factory: Factory, progress: Progress, notes: list[str], tiles: Option
     _write_cache(cache)
     progress.log(f"Fastest here: {best.label} ({report[best.label]['s_per_tile']} s per tile).")
     return best
+
+
+def quantisation_split(card: ModelCard) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(tiles an int8 model's activation ranges come from, tiles its masks are compared on): interleaved over the
+    same spread, so that no check, the quantiser's or ``auto``'s, runs on a tile int8 was calibrated on."""
+    from .quantise import CALIBRATION_TILES
+
+    spread = calibration_tiles(card, 2 * CALIBRATION_TILES)
+    return spread[0::2], spread[1::2]
+
+
+def choice_tiles(card: ModelCard) -> list[np.ndarray]:
+    """The tiles ``auto`` times the runtimes on and compares their masks on: the first and last of the quantiser's
+    check tiles."""
+    held = quantisation_split(card)[1]
+    return [held[0], held[-1]] if len(held) > 1 else held
 
 
 def calibration_tiles(card: ModelCard, n: int) -> list[np.ndarray]:
