@@ -219,3 +219,22 @@ def test_two_runs_of_one_candidate_keep_their_fold_checkpoints_apart(tmp_path):
     assert first == benchmark.fold_checkpoint(tmp_path / "run_a" / "models" / "real_texture_without_sample_0.safetensors")
     assert first != benchmark.fold_checkpoint(tmp_path / "run_b" / "models" / "real_texture_without_sample_0.safetensors")
     assert first.parent == benchmark.CHECKPOINTS and first.name.startswith("benchmark-real_texture_without_sample_0-")
+
+
+def test_each_variant_of_the_bundled_recipe_changes_its_one_thing_and_keeps_plain_bce(tmp_path, monkeypatch):
+    """512-px tiles, the composite-heavy and the labelled-heavy mix: each trains at cap 1 with its own tile or mix
+    (the same pixels per step: a quarter of the tiles at 512 px) and is moved half way back to the synthetic model."""
+    trained: dict[str, tuple] = {}
+    moved: list[tuple[str, float]] = []
+    monkeypatch.setattr(benchmark, "pretrain_real", lambda out, recipe, config, progress, card:
+                        trained.setdefault(out.name, (recipe.tile, recipe.train_tiles, recipe.mix, config.batch_size, config.pos_weight_cap)))
+    monkeypatch.setattr(benchmark, "toward_init", lambda start, out, recipe, *args: moved.append((start.name, recipe.init_share)))
+    every = candidates(parse_args(["experiment", "benchmark", "--device", "cpu"]), 0)
+    for name in ("real_texture_bce1_init50", "real_texture_bce1_512_init50", "real_texture_bce1_composite_init50", "real_texture_bce1_labelled_init50"):
+        every[name](ARCTIC[1:], tmp_path / f"{name}_without_sample_0.safetensors", silent())
+    base = trained["real_texture_bce1_without_sample_0.safetensors"]
+    assert trained["real_texture_bce1_512_without_sample_0.safetensors"] == (512, base[1] // 4, base[2], base[3] // 4, 1.0)
+    assert trained["real_texture_bce1_composite_without_sample_0.safetensors"] == (base[0], base[1], benchmark.COMPOSITE_MIX, base[3], 1.0)
+    assert trained["real_texture_bce1_labelled_without_sample_0.safetensors"] == (base[0], base[1], benchmark.LABELLED_MIX, base[3], 1.0)
+    assert base[4] == 1.0 and base[2] not in (benchmark.COMPOSITE_MIX, benchmark.LABELLED_MIX)
+    assert [share for _, share in moved] == [0.5] * 4 and len({start for start, _ in moved}) == 4

@@ -478,6 +478,12 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 def candidates(args: argparse.Namespace, seed: int) -> dict[str, Trainer]:
     """The run's candidates by name, trained with ``seed``, narrowed to ``--only`` when given."""
     device = str(pick_device(args.device))
+
+    def bundled_with(trained_as: str, **change) -> Trainer:
+        """The bundled recipe (plain BCE, weights moved half way back to the synthetic model) with one thing changed."""
+        return toward_init_trainer(0.5, real_texture_trainer(args.epochs, args.train_tiles, device, seed, pos_weight_cap=1.0, **change),
+                                   device, trained_as)
+
     every: dict[str, Trainer] = {
         "darkspot": fit_darkspot,
         "synthetic_only": fixed(SYNTHETIC_MODEL),
@@ -505,15 +511,9 @@ def candidates(args: argparse.Namespace, seed: int) -> dict[str, Trainer]:
                                                                                                                 seed, pos_weight_cap=cap),
                                                                                     device, f"real_texture_bce{cap:g}")
            for cap in BCE_CAPS for share in INIT_SHARES},
-        "real_texture_bce1_512_init50": toward_init_trainer(0.5, real_texture_trainer(args.epochs, args.train_tiles, device, seed, tile=LARGE_TILE,
-                                                                                      pos_weight_cap=1.0),
-                                                            device, "real_texture_bce1_512"),
-        "real_texture_bce1_composite_init50": toward_init_trainer(0.5, real_texture_trainer(args.epochs, args.train_tiles, device, seed,
-                                                                                            mix=COMPOSITE_MIX, pos_weight_cap=1.0),
-                                                                  device, "real_texture_bce1_composite"),
-        "real_texture_bce1_labelled_init50": toward_init_trainer(0.5, real_texture_trainer(args.epochs, args.train_tiles, device, seed,
-                                                                                           mix=LABELLED_MIX, pos_weight_cap=1.0),
-                                                                 device, "real_texture_bce1_labelled"),
+        "real_texture_bce1_512_init50": bundled_with("real_texture_bce1_512", tile=LARGE_TILE),
+        "real_texture_bce1_composite_init50": bundled_with("real_texture_bce1_composite", mix=COMPOSITE_MIX),
+        "real_texture_bce1_labelled_init50": bundled_with("real_texture_bce1_labelled", mix=LABELLED_MIX),
         "real_texture_contrast_init50": toward_init_trainer(0.5, real_texture_trainer(args.epochs, args.train_tiles, device, seed,
                                                                                       init=contrast_start(), pos_weight_cap=1.0),
                                                             device, "real_texture_contrast", init=contrast_start()),
