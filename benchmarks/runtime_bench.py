@@ -226,7 +226,8 @@ def pipeline(scene: Path, model_path: Path, runtime: str, work: Path, log) -> di
         models.append(timed(model_only))
         wall, cpu = (models[-2][0] + models[-1][0]) / 2, (models[-2][1] + models[-1][1]) / 2
         rounds.append({"end_to_end_s": end_to_end[0], "model_only_s": wall, "ratio": end_to_end[0] / wall,
-                       "end_to_end_cpu_s": end_to_end[1], "model_only_cpu_s": cpu, "cpu_ratio": end_to_end[1] / cpu})
+                       "end_to_end_cpu_s": end_to_end[1], "model_only_cpu_s": cpu, "cpu_ratio": end_to_end[1] / cpu,
+                       "stages": results[-1].stage_seconds})
     middle = sorted(rounds, key=lambda r: r["ratio"])[len(rounds) // 2]
     log(f"  pipeline ({runtime}): {len(tiles)} tiles, ratios " + ", ".join(f"{r['ratio']:.3f}" for r in rounds)
         + f"; median round: end to end {middle['end_to_end_s']:.1f} s, model only {middle['model_only_s']:.1f} s; CPU time x{middle['cpu_ratio']:.3f}")
@@ -234,7 +235,8 @@ def pipeline(scene: Path, model_path: Path, runtime: str, work: Path, log) -> di
             "end_to_end_s": round(middle["end_to_end_s"], 2), "model_only_s": round(middle["model_only_s"], 2),
             "overhead_ratio": round(middle["ratio"], 4), "ratios": [round(r["ratio"], 4) for r in rounds],
             "model_only_passes_s": [round(m[0], 2) for m in models], "end_to_end_cpu_s": round(middle["end_to_end_cpu_s"], 2),
-            "model_only_cpu_s": round(middle["model_only_cpu_s"], 2), "cpu_ratio": round(middle["cpu_ratio"], 4)}
+            "model_only_cpu_s": round(middle["model_only_cpu_s"], 2), "cpu_ratio": round(middle["cpu_ratio"], 4),
+            "stages": middle["stages"]}
 
 
 def process(scene: Path, roots: list[Path], work: Path, repeats: int, log) -> list[dict]:
@@ -432,6 +434,7 @@ def pipeline_section(results: dict, cpu: str) -> list[str]:
             cpu_ratio = f"{e['cpu_ratio']:.3f}" if "cpu_ratio" in e else ""
             lines.append(f"| `{run['commit']}` | {run['machine']['loadavg_start'][0]} | {e['chosen']} | {e['tiles']} | "
                          f"{e['end_to_end_s']} | {e['model_only_s']} | **{e['overhead_ratio']:.3f}**{rounds} | {cpu_ratio} |")
+    lines += stages_table(results)
     if results.get("compared"):
         commands = sorted({re.sub(r" --json \S+", "", run["command"]) for run in results["compared"]})
         lines += ["", f"The rows above this run's come from other runs on the same machine, in the order they ran: "
@@ -439,6 +442,27 @@ def pipeline_section(results: dict, cpu: str) -> list[str]:
     lines += ["", "End to end includes what a run does once whatever the scene's size (reading the model's card, "
               "compiling it for the tile shape, the scene statistics, tracing the slicks and weighing their evidence, "
               "writing the COGs), which weighs most on a small scene.", ""]
+    return lines
+
+
+STAGES = {"before_tiles": "before the first tile", "tiles_outside_model": "beside the model while the tiles ran",
+          "tracing": "tracing slicks", "evidence": "weighing evidence", "writing": "writing (GeoPackage, COGs)",
+          "finishing": "finishing"}
+"""detect()'s stages outside the model (``DetectResult.stage_seconds``), in the order they run."""
+
+
+def stages_table(results: dict) -> list[str]:
+    """Where the median round's seconds beyond the model went, for this run's rows (older runs did not time them)."""
+    entries = [e for e in results.get("pipeline", []) if "stages" in e]
+    if not entries:
+        return []
+    lines = ["", "Where end to end went beyond the model, in the median round (seconds; `model` is the time inside the "
+             "runtime during detect(), beside the model-only pass it is compared with):", "",
+             "| tiles | model | model-only pass | " + " | ".join(STAGES.values()) + " |",
+             "|---" * (3 + len(STAGES)) + "|"]
+    for e in entries:
+        st = e["stages"]
+        lines.append(f"| {e['tiles']} | {st['model']:.2f} | {e['model_only_s']:.2f} | " + " | ".join(f"{st[k]:.2f}" for k in STAGES) + " |")
     return lines
 
 

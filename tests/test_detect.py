@@ -234,3 +234,27 @@ def test_the_scene_s_values_are_staged_only_for_a_scene_that_holds_backscatter(t
     with fiona.open(result.slicks, layer="slicks") as layer:
         contrasts = [f["properties"]["contrast_db"] for f in layer]
     assert len(contrasts) > 1 and any(c is not None for c in contrasts) == staged
+
+
+def test_stage_seconds_add_up_and_put_the_model_s_time_in_the_model(tmp_path, monkeypatch, sample_scene, tiny_model):
+    """A network slowed by a known sleep per call: its time lands in ``model``, and the stages add up to the
+    run's seconds, so the pipeline benchmark's split of the overhead is whole."""
+    import time
+
+    from engine.models.inference import Predictor
+
+    calls, pause = [], 0.05
+    call = Predictor.__call__
+
+    def slow(self, tiles):
+        calls.append(len(tiles))
+        time.sleep(pause)
+        return call(self, tiles)
+
+    monkeypatch.setattr(Predictor, "__call__", slow)
+    result = detect(sample_scene, tmp_path, _options(tiny_model, runtime="torch"))
+    stages = result.stage_seconds
+    assert set(stages) == {"before_tiles", "model", "tiles_outside_model", "tracing", "evidence", "writing", "finishing"}
+    assert sum(calls) == result.tiles and all(value >= 0 for value in stages.values())
+    assert sum(stages.values()) == pytest.approx(result.seconds, abs=0.02)
+    assert stages["model"] >= pause * len(calls)

@@ -108,6 +108,11 @@ class DetectResult:
     tiles_skipped_by: dict[str, int] = field(default_factory=dict)
     masked: str = ""
     """What was left out: the land mask and its buffer, the no-data border band."""
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    """Where ``seconds`` went, in stages that add up to it: ``before_tiles`` (the model, the scene's checks and
+    grid), ``model`` (inside the network's runtime), ``tiles_outside_model`` (reading, warping, the scene
+    statistics, stretching, blending and staging while the tiles ran), ``tracing``, ``evidence``, ``writing`` (the
+    GeoPackage, and the COGs still being written) and ``finishing``: what the pipeline benchmark splits its overhead by."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -159,8 +164,10 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
             staged_mask = outputs.stage / "analysis_mask.tif"
             # Stretched grey levels are no backscatter: the evidence averages none, so none is staged for it.
             staged_backscatter = None if info.value_scale == "uint8_stretched" else outputs.stage / "analysis_backscatter.tif"
-            n_tiles, skipped = _predict_to_files(opened.reader, grid, stretch, predictor, tile, options, threshold, exclusion,
-                                                 (staged_prob, staged_mask, staged_backscatter), progress)
+            marks = {"before_tiles": time.monotonic()}
+            n_tiles, skipped, model_seconds = _predict_to_files(opened.reader, grid, stretch, predictor, tile, options, threshold,
+                                                                exclusion, (staged_prob, staged_mask, staged_backscatter), progress)
+            marks["tiles"] = time.monotonic()
             # The COGs are made from the staged rasters while the slicks are traced and weighed: GDAL works outside
             # the GIL, on the core that single-threaded tracing leaves idle; the mask's once tracing has dropped the
             # slicks too small to keep from it. GDAL's copy cannot be interrupted, so a Cancel meanwhile waits for it,
@@ -169,26 +176,33 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
                 cogs = [pool.submit(_write_cogs, [(staged_prob, outputs.path("probability"), Resampling.bilinear)], scene_pixels)]
                 progress.update("polygons", 0, 1, "Tracing slick outlines")
                 slicks = polygonise(staged_mask, staged_prob, options.min_area_km2, progress)
+                marks["tracing"] = time.monotonic()
                 cogs.append(pool.submit(_write_cogs, [(staged_mask, outputs.path("mask"), Resampling.nearest)], scene_pixels))
                 progress.update("evidence", 0, 1, "Weighing look-alike evidence")
                 land = landmask.land_polygons(exclusion.land, grid.crs, grid.transform, (grid.height, grid.width)) if slicks else []
                 with ExitStack() as stack:
                     backscatter = GridReader(stack.enter_context(rasterio.open(staged_backscatter)), 1) if staged_backscatter else None
                     add_evidence(slicks, backscatter, info, grid, staged_mask, land, None, progress)
+                marks["evidence"] = time.monotonic()
                 n_slicks, area = write_slicks(outputs.path("slicks"), grid.crs, slicks, scene.name, card.name, EVIDENCE_FIELDS)
                 progress.update("writing", 0, 1, "Writing Cloud-Optimised GeoTIFFs")
                 for cog in cogs:
                     cog.result()
+            marks["writing"] = time.monotonic()
             check_unchanged(scene, before)
             paths = outputs.commit()
     progress.update("done", 1, 1)
+    finished = time.monotonic()
+    stages = dict(zip(marks, np.diff([started, *marks.values()])), finishing=finished - marks["writing"])
+    stages["tiles_outside_model"] = stages.pop("tiles") - model_seconds
     return DetectResult(
         probability=paths["probability"],
         mask=paths["mask"],
         slicks=paths["slicks"],
         n_slicks=n_slicks,
         total_area_km2=round(area, 4),
-        seconds=round(time.monotonic() - started, 2),
+        seconds=round(finished - started, 2),
+        stage_seconds={name: round(float(value), 3) for name, value in {**stages, "model": model_seconds}.items()},
         tiles=n_tiles,
         tiles_skipped=sum(skipped.values()),
         tiles_skipped_by=skipped,
@@ -299,15 +313,25 @@ def _predict_to_files(
     exclusion: Exclusion,
     staged: tuple[Path, Path, Optional[Path]],
     progress: Progress,
-) -> tuple[int, dict[str, int]]:
+) -> tuple[int, dict[str, int], float]:
     """Predict every tile with something usable in it into the staged probability, mask and (unless its path
-    is None) backscatter rasters; return (tiles predicted, tiles skipped by reason)."""
+    is None) backscatter rasters; return (tiles predicted, tiles skipped by reason, seconds inside the model)."""
     prob_path, mask_path, backscatter_path = staged
     blender = StripBlender(grid.height, grid.width, tile, options.overlap)
     total = count_tiles(grid.height, grid.width, tile, options.overlap)
     extent = _extent_shape(options, grid)
-    done = 0
+    done, model_seconds = 0, 0.0
     skipped = {"no_data": 0, "land_or_border": 0, "outside_extent": 0}
+
+    def flush(pending: list[tuple[int, np.ndarray]]) -> None:
+        nonlocal done, model_seconds
+        started = time.perf_counter()
+        predictions = predictor(np.stack([cut for _, cut in pending]))
+        model_seconds += time.perf_counter() - started
+        for (col, _), prediction in zip(pending, predictions):
+            blender.add(col, prediction)
+        done += len(pending)
+
     with rasterio.open(prob_path, "w", **raster_profile(grid, "float32", float("nan"))) as prob_dst, \
             rasterio.open(mask_path, "w", **raster_profile(grid, "uint8", MASK_NODATA)) as mask_dst, ExitStack() as stack:
         backscatter_dst = stack.enter_context(rasterio.open(backscatter_path, "w", **raster_profile(grid, "float32", float("nan")))) \
@@ -321,11 +345,11 @@ def _predict_to_files(
                     continue
                 pending.append((col, strip.stretched[:, col : col + tile]))
                 if len(pending) == predictor.batch_size:
-                    done += _flush(predictor, pending, blender)
+                    flush(pending)
                     pending = []
                     progress.update("tiles", done, total, f"Tile {done} of {total}")
             if pending:
-                done += _flush(predictor, pending, blender)
+                flush(pending)
             progress.update("tiles", done, total, f"Tile {done} of {total}")
             top, probability = blender.finish_row(strip.index)
             n = probability.shape[0]
@@ -338,7 +362,7 @@ def _predict_to_files(
             mask_dst.write(mask, 1, window=window)
             if backscatter_dst:
                 backscatter_dst.write(strip.backscatter[:n, : grid.width], 1, window=window)
-    return total - sum(skipped.values()), skipped
+    return total - sum(skipped.values()), skipped, model_seconds
 
 
 def _skip_reason(strip: _Strip, col: int, tile: int) -> str:
@@ -347,13 +371,6 @@ def _skip_reason(strip: _Strip, col: int, tile: int) -> str:
     if strip.in_extent is not None and not strip.in_extent[:, col : col + tile].any():
         return "outside_extent"
     return "no_data"
-
-
-def _flush(predictor: Predictor, pending: list[tuple[int, np.ndarray]], blender: StripBlender) -> int:
-    predictions = predictor(np.stack([cut for _, cut in pending]))
-    for (col, _), prediction in zip(pending, predictions):
-        blender.add(col, prediction)
-    return len(pending)
 
 
 def _write_cogs(staged: list[tuple[Path, Path, Resampling]], scene_pixels: Optional[dict]) -> None:
