@@ -109,9 +109,9 @@ class DetectResult:
     masked: str = ""
     """What was left out: the land mask and its buffer, the no-data border band."""
     stage_seconds: dict[str, float] = field(default_factory=dict)
-    """Where ``seconds`` went, in stages that add up to it: ``before_tiles`` (the model, the scene's checks and
-    grid), ``model`` (inside the network's runtime), ``tiles_outside_model`` (reading, warping, the scene
-    statistics, stretching, blending and staging while the tiles ran), ``tracing``, ``evidence``, ``writing`` (the
+    """Where ``seconds`` went, in stages that add up to it: ``before_tiles`` (the model's runtime, the scene's
+    checks, grid and eq. 1 statistics), ``model`` (inside the network's runtime), ``tiles_outside_model`` (reading,
+    warping, stretching, blending and staging while the tiles ran), ``tracing``, ``evidence``, ``writing`` (the
     GeoPackage, and the COGs still being written) and ``finishing``: what the pipeline benchmark splits its overhead by."""
 
     def to_dict(self) -> dict:
