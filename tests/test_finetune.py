@@ -102,6 +102,7 @@ def test_a_fine_tuned_model_detects_on_its_labelled_scenes_and_hands_others_to_i
     card = read_card(report.model)
     assert card.taught_scenes == sorted(scene_fingerprint(_scene(s)) for s in ("sample_1", "sample_2"))
     assert report.use_note.startswith("Its weights detect on the 2 labelled scenes only; every other scene keeps the parent's (test model)")
+    assert report.use_note.endswith("compare its map with the parent's there before relying on it.")
     options = DetectOptions(model=report.model, tile=256, runtime="torch", threshold=0.5, min_area_km2=0.0)
 
     def run(scene: str, name: str, model=None):

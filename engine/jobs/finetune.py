@@ -362,12 +362,16 @@ def _rounded(dice: Optional[float]) -> Optional[float]:
 
 
 def use_note(child: ModelCard, parent_name: str, scenes: int, share: float) -> str:
+    """On which scenes the new weights detect, and how far to trust them on the labelled scenes' unlabelled parts:
+    labelling half of each real Arctic scene and scoring the other half left 2 or 3 halves of 10 worse than the
+    parent (docs/within_scene.md), so the analyst is told to compare rather than promised better."""
     back = (f"Its weights were moved {share:.0%} of the way back to the parent's, which kept the unlabelled rest of real scenes "
             "better than the weights as trained. ") if share else ""
     if not child.taught_scenes:
         return back + "Its weights detect on every scene."
     return back + (f"Its weights detect on the {scenes} labelled scene{'s' * (scenes != 1)} only; every other scene keeps the parent's "
-            f"({parent_name}): a few labels make a model better on their own scene and often worse on others.")
+            f"({parent_name}): a few labels make a model better on their own scene and often worse on others. Where you did not "
+            "label, it is usually better, not always: compare its map with the parent's there before relying on it.")
 
 
 def train_config(card: ModelCard, options: FinetuneOptions, device: torch.device) -> TrainConfig:
