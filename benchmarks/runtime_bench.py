@@ -20,6 +20,8 @@ every candidate alike), with the CPU named beside them:
   skipping    share of tiles never predicted on a synthetic EW scene laid over Svalbard's real coastline
               (GSHHG) with a no-data border, and minutes end to end for it; a full 16,000^2 EW scene's
               minutes extrapolated from the measured rate and the skipped share
+  extent      a map view's detection (1,536 px square) in the middle of that scene, the first time on the scene
+              and again: the second answers the whole-scene questions from what the first measured
 
 Results: printed, and written to bench_output/runtime_bench.json; ``--markdown docs/benchmarks.md`` renders a
 JSON file of an earlier run (``--from``) or of this one as the product's benchmark page.
@@ -50,7 +52,7 @@ import report  # noqa: E402
 from engine.machine import commit_text  # noqa: E402
 
 OVERLAP = 64
-SECTIONS = ("runtimes", "pipeline", "process", "skipping")
+SECTIONS = ("runtimes", "pipeline", "process", "skipping", "extent")
 """The figures, each measurable alone (``--only``): the runtimes with the model efficiency, the pipeline overhead,
 a detection's own process, the tiles skipped."""
 _CHILD = ("import json, sys; from engine.cli.main import main; from engine.machine import commit_text; code = main(sys.argv[1:]); "
@@ -222,6 +224,7 @@ def pipeline(scene: Path, model_path: Path, runtime: str, work: Path, log) -> di
     models = [timed(model_only)]
     rounds = []
     for _ in range(PIPELINE_ROUNDS):
+        forget_scenes()  # each round reads the scene afresh, as a first detection on it does
         end_to_end = timed(lambda: results.append(detect(scene, work / "pipeline_out", options)))
         models.append(timed(model_only))
         wall, cpu = (models[-2][0] + models[-1][0]) / 2, (models[-2][1] + models[-1][1]) / 2
@@ -302,6 +305,42 @@ def skipping(scene: Path, model_path: Path, runtime: str, work: Path, size: int,
             "full_ew_tiles": full, "full_ew_minutes_extrapolated": round(full * (1 - share) / rate / 60, 1)}
 
 
+def forget_scenes() -> None:
+    """Drop the whole-scene measurements detections keep (``engine.scenes.remembered``)."""
+    import shutil
+
+    from engine.cache import cache_dir
+
+    shutil.rmtree(cache_dir() / "scenes", ignore_errors=True)
+
+
+EXTENT_PX = 1536
+"""A map view's side in pixels at 25 m (38.4 km): 16 tiles of 512, what the dock's Detect usually gets."""
+
+
+def extent(scene: Path, model_path: Path, runtime: str, work: Path, size: int, log) -> dict:
+    """A map view's detection in the middle of ``scene`` as the dock runs it: once on a scene seen for the first
+    time, then again (another extent, a fine-tuned model or a new threshold ask the same whole-scene questions)."""
+    from engine.jobs.detect import DetectOptions, detect
+    from engine.models import runtimes
+
+    runtimes.make_predictor(model_path, torch.device("cpu"), runtime)  # the runtime's choice and export, out of both runs
+    side = EXTENT_PX * 25.0
+    left, top = SVALBARD["origin"][0] + (size * 25.0 - side) / 2, SVALBARD["origin"][1] - (size * 25.0 - side) / 2
+    options = DetectOptions(model=str(model_path), runtime=runtime, overwrite=True,
+                            bounds=(left, top - side, left + side, top), bounds_crs=SVALBARD["crs"])
+    forget_scenes()
+    runs = []
+    for _ in range(2):
+        started = time.perf_counter()
+        result = detect(scene, work / "extent_out", options)
+        runs.append({"end_to_end_s": round(time.perf_counter() - started, 2), "stages": result.stage_seconds})
+    log(f"  extent: {result.tiles} tiles predicted, first {runs[0]['end_to_end_s']:.1f} s, again {runs[1]['end_to_end_s']:.1f} s "
+        f"(before the first tile {runs[0]['stages']['before_tiles']:.1f} s, then {runs[1]['stages']['before_tiles']:.1f} s)")
+    return {"scene_px": size, "extent_px": EXTENT_PX, "tiles": result.tiles, "tiles_skipped": result.tiles_skipped,
+            "runtime": _ran(result.runtime, result.mirrored), "first": runs[0], "again": runs[1]}
+
+
 def markdown(results: dict) -> str:
     """The benchmark page: every figure with the CPU, the command, the commit and the model hashes beside it."""
     m = results["machine"]
@@ -322,7 +361,8 @@ def markdown(results: dict) -> str:
     for section, render in (("runtimes", lambda r: runtimes_section(r["runtimes"], cpu) + efficiency_section(r["runtimes"], cpu, r["machine"])),
                             ("pipeline", lambda r: pipeline_section(r, cpu)),
                             ("process", lambda r: process_section(r["process"], cpu, [run for run in r.get("compared", []) if run.get("process")])),
-                            ("skipping", lambda r: skipping_section(r["skipping"], cpu, r.get("compared", [])))):
+                            ("skipping", lambda r: skipping_section(r["skipping"], cpu, r.get("compared", []))),
+                            ("extent", lambda r: extent_section(r["extent"], cpu))):
         if section in results:
             lines += render(results)
         elif section in earlier:
@@ -505,6 +545,22 @@ def skipping_section(k: dict, cpu: str, compared: list[dict]) -> list[str]:
             "as compiled into the roaring-landmask package (G. Hope, MIT licence).", ""]
 
 
+def extent_section(k: dict, cpu: str) -> list[str]:
+    first, again = k["first"], k["again"]
+    return ["## A map view on a whole scene, the first time and again", "",
+            f"A {k['extent_px']} x {k['extent_px']}-px extent (as the dock's map view sends it) in the middle of the "
+            f"{k['scene_px']} x {k['scene_px']}-px synthetic EW/HH scene over Svalbard's coast (as under *Tiles never predicted*), {k['runtime']} on the {cpu}: {k['tiles']} tiles predicted, "
+            f"{k['tiles_skipped']} skipped. The eq. 1 statistics come from the whole scene whatever the extent, so that an "
+            "extent is stretched as the whole scene is; the second run answers them, and the preview that says how the "
+            "scene's values are encoded, from what the first measured (before the first tile). The land mask of the "
+            "extent's tiles is kept too, by its own cache: the first run's time beside the model is mostly its queries.", "",
+            "| run | end to end (s) | before the first tile (s) | beside the model (s) | model (s) | after the last tile (s) |",
+            "|---|---|---|---|---|---|"] + [
+            f"| {name} | {run['end_to_end_s']:.2f} | {run['stages']['before_tiles']:.2f} | {run['stages']['tiles_outside_model']:.2f} | "
+            f"{run['stages']['model']:.2f} | {sum(run['stages'][k] for k in ('tracing', 'evidence', 'writing', 'finishing')):.2f} |"
+            for name, run in (("first on this scene", first), ("again", again))] + [""]
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true")
@@ -569,13 +625,16 @@ def main() -> int:
                 if args.pipeline_torch and runtime != "torch":
                     results["pipeline"].append(pipeline(sea, Path(DEFAULT_MODEL), "torch", work, log))
         if "process" in args.only:
-            extent = work / "extent.tif"  # 16 tiles: a map view's worth, what the dock's Detect usually gets
-            write_scene(SceneSpec(height=1536, width=1536, seed=5), extent)
-            results["process"] = process(extent, [*args.against, ROOT], work, args.repeats + 1, log)
-        if "skipping" in args.only:
+            view = work / "extent.tif"  # 16 tiles: a map view's worth, what the dock's Detect usually gets
+            write_scene(SceneSpec(height=1536, width=1536, seed=5), view)
+            results["process"] = process(view, [*args.against, ROOT], work, args.repeats + 1, log)
+        if "skipping" in args.only or "extent" in args.only:
             svalbard = work / "svalbard.tif"
             write_scene(SceneSpec(height=args.scene, width=args.scene, seed=6, nodata_border=True, **SVALBARD), svalbard)
-            results["skipping"] = skipping(svalbard, Path(DEFAULT_MODEL), runtime, work, args.scene, log)
+            if "skipping" in args.only:
+                results["skipping"] = skipping(svalbard, Path(DEFAULT_MODEL), runtime, work, args.scene, log)
+            if "extent" in args.only:
+                results["extent"] = extent(svalbard, Path(DEFAULT_MODEL), runtime, work, args.scene, log)
     results["total_s"] = round(time.perf_counter() - started, 1)
     report.finish(results, args.json)
     rows = []

@@ -22,6 +22,7 @@ from rasterio.windows import Window
 from ..errors import InputError
 from ..progress import Progress
 from .read_errors import reading
+from .remembered import remembered
 
 NODATA = 0.0
 STATS_ROWS = 512
@@ -110,13 +111,18 @@ def chunk_sums(values: np.ndarray, value_scale: str) -> tuple[int, float, float]
 
 
 def scene_stretch(ds: rasterio.DatasetReader, band: int, value_scale: str, progress: Progress) -> Stretch:
-    """The eq. 1 stretch of ``band`` of ``ds``, from all of its valid pixels (NaN, 0 and nodata excluded).
-
-    Chunks are read and converted on every core (GDAL's decoding and numpy's logarithm release the GIL), each
-    thread through its own handle on the file: nothing else runs before the first tile can be stretched, and
-    on one thread the pass kept a full EW scene waiting for 5 s (measured)."""
+    """The eq. 1 stretch of ``band`` of ``ds``, from all of its valid pixels (NaN, 0 and nodata excluded),
+    measured once per version of the scene's files (``remembered``)."""
     if value_scale == "uint8_stretched":
         return Stretch(value_scale)
+    question = f"eq. 1 statistics of band {band} as {value_scale}"
+    return Stretch(**remembered(ds.files, question, lambda: _measured_stretch(ds, band, value_scale, progress).to_dict()))
+
+
+def _measured_stretch(ds: rasterio.DatasetReader, band: int, value_scale: str, progress: Progress) -> Stretch:
+    """Chunks are read and converted on every core (GDAL's decoding and numpy's logarithm release the GIL), each
+    thread through its own handle on the file: nothing else runs before the first tile can be stretched, and
+    on one thread the pass kept a full EW scene waiting for 5 s (measured)."""
     nodata = ds.nodata
     starts = range(0, ds.height, STATS_ROWS)
     local = threading.local()

@@ -24,6 +24,7 @@ from rasterio.warp import transform as transform_points
 from ..contract import POLARISATIONS, not_sar_reason, polarisation_of
 from ..errors import InputError
 from .read_errors import READ_FAILURES, diagnose, reading
+from .remembered import remembered
 
 VALUE_SCALES = ("uint8_stretched", "uint16_dn", "float32_linear", "float32_db")
 _PREVIEW_PIXELS = 1_000_000  # decimated read size for quick statistics
@@ -209,13 +210,10 @@ def inspect(path: str | Path, band: str | int | None = None, pixel_size: Optiona
         index = select_band(ds, band)
         footprint = footprint_lonlat(ds)
         utm, warnings = utm_crs_for(footprint)
-        values = preview(ds, index)
-        valid = valid_mask(values, ds.nodata)
-        dtype = ds.dtypes[index - 1]
-        scale = detect_value_scale(dtype, values[valid])
+        measured = remembered(ds.files, f"preview of band {index}", lambda: _preview_facts(ds, index))
+        scale, fraction = measured["value_scale"], measured["valid_fraction"]
         descriptions = list(ds.descriptions)
         polarisation = polarisation_of(descriptions[index - 1] or "") or polarisation_from_name(path)
-        fraction = float(valid.mean()) if valid.size else 0.0
         if fraction == 0:
             raise InputError(
                 f"{Path(path).name} holds no valid pixels in band {index} (all nodata or zero).",
@@ -246,6 +244,14 @@ def inspect(path: str | Path, band: str | int | None = None, pixel_size: Optiona
         )
     info.plan = describe_plan(info, pixel_size)
     return info
+
+
+def _preview_facts(ds: rasterio.DatasetReader, band: int) -> dict:
+    """How ``band``'s values are encoded and the share of pixels holding data, from a decimated read."""
+    values = preview(ds, band)
+    valid = valid_mask(values, ds.nodata)
+    return {"value_scale": detect_value_scale(ds.dtypes[band - 1], values[valid]),
+            "valid_fraction": float(valid.mean()) if valid.size else 0.0}
 
 
 def describe_plan(info: SceneInfo, pixel_size: Optional[float]) -> str:

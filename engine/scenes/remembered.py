@@ -1,0 +1,58 @@
+"""Whole-scene measurements kept between runs: a scene read once is not read again to answer the same question.
+
+Before its first tile, a detection reads the whole scene twice: a decimated preview (how its values are encoded,
+how much of it holds data) and the eq. 1 statistics, which must come from every pixel so that a map-view
+extent is stretched as the whole scene is. On a full 16,000 x 16,000-px EW scene that is 4 s (measured), longer
+than the model takes on the 16 tiles of a map view, and the dock, a second detection on another extent, or one
+with a fine-tuned model asked the same questions of the same file again. The answers are kept in the user's
+cache, keyed by the fingerprint (size and first and last mebibyte) and modification time of every file GDAL reads
+for the scene (a VRT's sources too) and by the question, so a rewritten or replaced file is measured afresh. Like every cache here, one that cannot be read or
+written is measured again, never an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Callable, Optional
+
+from ..atomic import write_text
+from ..cache import cache_dir
+from ..errors import OutputError
+from .fingerprint import scene_fingerprint
+
+
+def remembered(files: list[str], question: str, measure: Callable[[], dict]) -> dict:
+    """``measure()``'s answer for the scene made of ``files`` (a dataset's ``files``), measured once per version
+    of those files and ``question``; a scene that is not all local files (a VSI URL, a vanished file) is always
+    measured."""
+    key = _key(files)
+    if key is None:
+        return measure()
+    file = cache_dir() / "scenes" / f"{key}.json"
+    try:
+        answers = json.loads(file.read_text())
+    except (OSError, ValueError):
+        answers = {}
+    if question in answers:
+        return answers[question]
+    answer = measure()
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        write_text(file, json.dumps({**answers, question: answer}))
+    except (OSError, OutputError):
+        pass
+    return answer
+
+
+def _key(files: list[str]) -> Optional[str]:
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    try:
+        for path in sorted(files):
+            digest.update(f"{scene_fingerprint(path)} {os.stat(path).st_mtime_ns};".encode())
+    except OSError:
+        return None
+    return digest.hexdigest()[:24]

@@ -1,0 +1,93 @@
+"""Whole-scene measurements kept between runs: asked again of the same file they are not read again, a rewritten
+file is measured afresh, a broken cache only costs the reading, and a detection finds the same either way."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+
+from engine.data.synth import SceneSpec, write_scene
+from engine.jobs.detect import DetectOptions, detect
+from engine.scenes import raster
+from engine.scenes.normalise import Stretch, scene_stretch
+from engine.scenes.raster import inspect
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "slick_mapper" / "scenes"
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """The number of whole-scene reads: decimated previews and statistics chunks."""
+    reads = {"preview": 0, "statistics": 0}
+    preview = raster.preview
+
+    def counting_preview(*args, **kwargs):
+        reads["preview"] += 1
+        return preview(*args, **kwargs)
+
+    monkeypatch.setattr(raster, "preview", counting_preview)
+
+    def stretch(path):
+        with rasterio.open(path) as ds:
+            return scene_stretch(ds, 1, "float32_db", _Counting(reads))
+
+    return reads, stretch
+
+
+class _Counting:
+    """A progress that counts the statistics pass's chunks (one update each)."""
+
+    def __init__(self, reads: dict) -> None:
+        self.reads = reads
+
+    def update(self, stage, done, total, message=""):
+        self.reads[stage] += 1
+
+    def check(self):
+        pass
+
+
+def test_the_same_file_is_read_once_and_a_rewritten_one_again(tmp_path, cache, counted):
+    reads, stretch = counted
+    scene = write_scene(SceneSpec(height=300, width=300, seed=1), tmp_path / "scene.tif", encoding="float32_db")
+    first, first_stretch = inspect(scene), stretch(scene)
+    assert reads["preview"] == 1 and reads["statistics"] > 0 and len(list(cache.glob("*.json"))) == 1
+    read = dict(reads)
+    again, again_stretch = inspect(scene), stretch(scene)
+    assert reads == read  # answered from the cache: nothing read
+    assert (again.value_scale, again.valid_fraction, again_stretch) == (first.value_scale, first.valid_fraction, first_stretch)
+
+    write_scene(SceneSpec(height=300, width=300, seed=2, mode="IW_VV"), scene, encoding="float32_db")  # same name, other data
+    rewritten = stretch(scene)
+    assert reads["statistics"] > read["statistics"] and rewritten != first_stretch
+    with rasterio.open(scene) as ds:
+        values = ds.read(1)
+    values[~np.isfinite(values) | (values == 0)] = np.nan
+    fresh = Stretch.fit("float32_db", [values])  # the rewritten file's own statistics, computed here
+    assert (rewritten.mean, rewritten.std) == pytest.approx((fresh.mean, fresh.std), rel=1e-6)
+
+
+def test_a_cache_that_cannot_be_written_only_costs_the_reading(tmp_path, monkeypatch, counted):
+    reads, stretch = counted
+    (tmp_path / "blocked").write_text("a file where the cache folder would be")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "blocked"))
+    scene = write_scene(SceneSpec(height=300, width=300, seed=1), tmp_path / "scene.tif", encoding="float32_db")
+    assert stretch(scene) == stretch(scene) and inspect(scene).value_scale == inspect(scene).value_scale == "float32_db"
+    assert reads["preview"] == 2
+
+
+def test_a_detection_from_remembered_measurements_finds_the_same(tmp_path, cache, tiny_model):
+    scene = write_scene(SceneSpec(height=600, width=600, seed=3), tmp_path / "scene.tif", encoding="float32_db")
+    options = {"model": str(tiny_model), "tile": 256, "runtime": "torch", "land_mask": "none"}
+    cold = detect(scene, tmp_path / "cold", DetectOptions(**options))
+    assert len(list(cache.glob("*.json"))) == 1
+    warm = detect(scene, tmp_path / "warm", DetectOptions(**options))
+    for kind in ("probability", "mask"):
+        with rasterio.open(getattr(cold, kind)) as a, rasterio.open(getattr(warm, kind)) as b:
+            np.testing.assert_array_equal(a.read(1), b.read(1))
+    assert warm.n_slicks == cold.n_slicks and warm.total_area_km2 == cold.total_area_km2
