@@ -3,6 +3,8 @@ file is measured afresh, a broken cache only costs the reading, and a detection 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import rasterio
@@ -91,3 +93,15 @@ def test_a_detection_from_remembered_measurements_finds_the_same(tmp_path, cache
         with rasterio.open(getattr(cold, kind)) as a, rasterio.open(getattr(warm, kind)) as b:
             np.testing.assert_array_equal(a.read(1), b.read(1))
     assert warm.n_slicks == cold.n_slicks and warm.total_area_km2 == cold.total_area_km2
+
+
+@pytest.mark.parametrize("garbage", ["not json", "[1, 2]", '{"eq. 1 statistics of band 1 as float32_db": "cut short'])
+def test_a_damaged_cache_file_is_measured_again(tmp_path, cache, counted, garbage):
+    reads, stretch = counted
+    scene = write_scene(SceneSpec(height=300, width=300, seed=1), tmp_path / "scene.tif", encoding="float32_db")
+    first = stretch(scene)
+    (kept,) = cache.glob("*.json")
+    kept.write_text(garbage)
+    read = reads["statistics"]
+    assert stretch(scene) == first and reads["statistics"] > read
+    assert stretch(scene) == first and json.loads(kept.read_text())  # written whole again, and answered from it

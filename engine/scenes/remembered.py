@@ -2,12 +2,12 @@
 
 Before its first tile, a detection reads the whole scene twice: a decimated preview (how its values are encoded,
 how much of it holds data) and the eq. 1 statistics, which must come from every pixel so that a map-view
-extent is stretched as the whole scene is. On a full 16,000 x 16,000-px EW scene that is 4 s (measured), longer
-than the model takes on the 16 tiles of a map view, and the dock, a second detection on another extent, or one
-with a fine-tuned model asked the same questions of the same file again. The answers are kept in the user's
-cache, keyed by the fingerprint (size and first and last mebibyte) and modification time of every file GDAL reads
-for the scene (a VRT's sources too) and by the question, so a rewritten or replaced file is measured afresh. Like every cache here, one that cannot be read or
-written is measured again, never an error.
+extent is stretched as the whole scene is. On a 16,000 x 16,000-px EW scene that made 6.0 s of a 16-tile map
+view's 10.3 s, against the model's 2.8 s (docs/benchmarks_amd_map_view.md), and the dock, a detection on another
+extent, or one with a fine-tuned model asked the same questions of the same files again. The answers are kept in
+the user's cache, keyed by the question and by the fingerprint (size, first and last mebibyte) and modification
+time of every file GDAL reads for the scene (a VRT's sources too), so a rewritten or replaced file is measured
+afresh. Like every cache here, one that cannot be read or written is measured again, never an error.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ def remembered(files: list[str], question: str, measure: Callable[[], dict]) -> 
     try:
         answers = json.loads(file.read_text())
     except (OSError, ValueError):
+        answers = {}
+    if not isinstance(answers, dict):
         answers = {}
     if question in answers:
         return answers[question]
