@@ -81,13 +81,13 @@ def deeplab_file(work: Path) -> Path:
 def compare_runtimes(model_path: Path, n_tiles: int, repeats: int, log) -> dict:
     """Every candidate on the same real tiles, round robin, against PyTorch eager fp32; the matmul peak of
     each precision is timed in the same rounds, so that a share of it is a ratio within one run."""
-    from engine.models import cpu_features, runtimes
+    from engine.models import agreement, cpu_features, runtimes
     from engine.models.registry import load_model
 
     device = torch.device("cpu")
     model, card = load_model(model_path, device)
     factory = runtimes.Factory(model_path, card, device, model)
-    tiles = runtimes.calibration_tiles(card, n_tiles)
+    tiles = agreement.calibration_tiles(card, n_tiles)
     scale = float(card.normalisation.get("input_scale", 1 / 255))
     x = [t[None, None].astype(np.float32) * scale for t in tiles]
     flops = efficiency.forward_flops(model, card.tile_size, card.in_channels)

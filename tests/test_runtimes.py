@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.models import cpu_features, runtimes
+from engine.models import agreement, cpu_features, runtimes
 from engine.errors import ResourceError
 from engine.models.eager import EagerForward, pick_device
 from engine.models.inference import Predictor, device_name
@@ -42,7 +42,7 @@ def user_dirs(tmp_path_factory, monkeypatch):
 
 def _tiles(model_path) -> np.ndarray:
     card = load_model(model_path)[1]
-    return np.stack(runtimes.calibration_tiles(card, 2))
+    return np.stack(agreement.calibration_tiles(card, 2))
 
 
 @pytest.mark.parametrize("runtime", ["torchscript", "onnxruntime", "openvino"])
@@ -134,8 +134,8 @@ def test_auto_measures_once_per_machine_and_model(small_model, user_dirs):
     assert predictor.runtime == f"{entry['runtime']} {entry['precision']}"
     assert {"torch fp32", "torchscript fp32", "onnxruntime fp32", "openvino fp32"} <= set(measured)
     chosen = measured[predictor.runtime]
-    assert chosen["dice_vs_torch_fp32"] >= runtimes.AGREEMENT
-    timed = [m["s_per_tile"] for m in measured.values() if "s_per_tile" in m and m["dice_vs_torch_fp32"] >= runtimes.AGREEMENT]
+    assert chosen["dice_vs_torch_fp32"] >= agreement.AGREEMENT
+    timed = [m["s_per_tile"] for m in measured.values() if "s_per_tile" in m and m["dice_vs_torch_fp32"] >= agreement.AGREEMENT]
     assert chosen["s_per_tile"] == min(timed)
     assert any("Measuring" in line for line in logs)
     logs.clear()
@@ -174,7 +174,7 @@ def test_int8_whose_masks_move_is_kept_in_fp32(tmp_path, model_factory):
     """A random network cut at the median of its own probabilities: int8's rounding flips many pixels."""
     path = model_factory(tmp_path / "edge.safetensors", tile_size=128)
     model, card = load_model(path)
-    tiles = runtimes.calibration_tiles(card, 8)
+    tiles = agreement.calibration_tiles(card, 8)
     with torch.inference_mode():
         probs = torch.sigmoid(model(torch.from_numpy(np.stack(tiles)[:, None] / 255.0)))
     card.threshold = float(probs.median())
@@ -187,12 +187,12 @@ def test_int8_whose_masks_move_is_kept_in_fp32(tmp_path, model_factory):
         compared.append(x[0, 0])
         return fp32(x)
 
-    int8, message = quantised_model(onnx_path, card, digest, reference)
+    int8, message = quantised_model(onnx_path, card, digest, reference, lambda path: runtimes.onnxruntime_forward(path, 0))
     assert int8 is None and "kept in fp32" in message and "not calibrated on" in message
     verdict = json.loads(onnx_path.with_name(f"{digest}.int8.json").read_text())
     assert verdict["passed"] is False and verdict["dice_vs_fp32"] < 0.98 and verdict["tiles"] == 8 == verdict["calibration_tiles"]
     # The masks are compared on real tiles the activation ranges were not taken from.
-    calibrated = [t / 255.0 for t in runtimes.calibration_tiles(card, 16)[0::2]]
+    calibrated = [t / 255.0 for t in agreement.calibration_tiles(card, 16)[0::2]]
     assert len(compared) == 8 and not any(np.allclose(c, k, atol=1e-6) for c in compared for k in calibrated)
     assert not onnx_path.with_name(f"{digest}.int8.onnx").exists()
 
@@ -240,8 +240,8 @@ def test_no_mask_check_runs_on_a_tile_int8_was_calibrated_on(tmp_path, model_fac
     """The quantiser's check and ``auto``'s comparison both use real tiles the activation ranges never saw: on its
     own calibration tiles the bundled model's int8 agreed at 0.994, on others at 0.988."""
     card = read_card(model_factory(tmp_path / "split.safetensors", tile_size=128))
-    calibration, held = runtimes.quantisation_split(card)
+    calibration, held = agreement.quantisation_split(card)
     assert calibration and held
     assert not any(np.array_equal(c, h) for c in calibration for h in held)
-    chosen_on = runtimes.choice_tiles(card)
+    chosen_on = agreement.choice_tiles(card)
     assert len(chosen_on) == 2 and all(any(np.array_equal(t, h) for h in held) for t in chosen_on)

@@ -18,7 +18,7 @@ from engine.errors import ModelError
 from engine.jobs.detect import DetectOptions, detect
 from engine.jobs.finetune import FinetuneOptions, finetune
 from engine.jobs.labels import create_store, import_mask
-from engine.models import runtimes
+from engine.models import agreement, runtimes
 from engine.models.inference import Predictor
 from engine.models.losses import StudentLoss
 from engine.models.pretrain import pretrain_card
@@ -226,7 +226,7 @@ def test_onnx_runtimes_give_pytorch_s_probabilities_on_another_tile_size(tmp_pat
     path = save_model(_model(tile=128, arch_kwargs={**SMALL["arch_kwargs"], "encoder_depth": 4, "decoder_channels": [32, 16, 16, 8]}),
                       _card(tile=128, arch_kwargs={**SMALL["arch_kwargs"], "encoder_depth": 4, "decoder_channels": [32, 16, 16, 8]}),
                       tmp_path / "saross.safetensors")
-    tiles = np.stack(runtimes.calibration_tiles(read_card(path), 2))[:, :96, :96]  # exported at 128, run at 96
+    tiles = np.stack(agreement.calibration_tiles(read_card(path), 2))[:, :96, :96]  # exported at 128, run at 96
     model, card = load_model(path)
     reference = Predictor(model, card, CPU, fast=False)(tiles)
     for runtime in ("onnxruntime", "openvino"):

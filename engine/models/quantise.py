@@ -20,25 +20,20 @@ import numpy as np
 
 from ..atomic import staged, write_text
 from ..machine import utc_now
+from .agreement import AGREEMENT, pooled_dice, quantisation_split, slick_mask
+from .inference import Forward
 from .registry import ModelCard
 
-AGREEMENT = 0.98
-CALIBRATION_TILES = 8
-"""Real tiles the activation ranges are taken from; as many others, interleaved with them, are where the masks are compared."""
-
-
-def quantised_model(onnx_path: Path, card: ModelCard, digest: str,
-                    reference: Callable[[np.ndarray], np.ndarray]) -> tuple[Optional[Path], str]:
-    """(int8 ONNX path or None, the agreement verdict), made once per model hash and remembered."""
-    from .runtimes import _mask, _pooled_dice, _require, onnxruntime_forward, quantisation_split
-
+def quantised_model(onnx_path: Path, card: ModelCard, digest: str, reference: Forward,
+                    run: Callable[[Path], Forward]) -> tuple[Optional[Path], str]:
+    """(int8 ONNX path or None, the agreement verdict), made once per model hash and remembered; ``run`` builds
+    the forward of an ONNX file (ONNX Runtime's, which gives the verdict)."""
     path = onnx_path.with_name(f"{digest}.int8.onnx")
     card_path = onnx_path.with_name(f"{digest}.int8.json")
     if card_path.is_file():
         verdict = json.loads(card_path.read_text())
         if "calibration_tiles" in verdict and (not verdict["passed"] or path.is_file()):  # older verdicts were checked in sample
             return (path if verdict["passed"] else None), verdict["message"]
-    _require("onnxruntime")
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     scale = float(card.normalisation.get("input_scale", 1 / 255))
@@ -55,8 +50,8 @@ def quantised_model(onnx_path: Path, card: ModelCard, digest: str,
     with staged(path, "Make the models folder writable, or set SLICK_MAPPER_MODELS.") as tmp:
         quantize_static(str(onnx_path), str(tmp), Tiles(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
-    int8 = onnxruntime_forward(path, 0)
-    dice = _pooled_dice([_mask(reference(t), card) for t in tiles], [_mask(int8(t), card) for t in tiles])
+    int8 = run(path)
+    dice = pooled_dice([slick_mask(reference(t), card) for t in tiles], [slick_mask(int8(t), card) for t in tiles])
     passed = dice >= AGREEMENT
     checked = f"{len(tiles)} real tiles it was not calibrated on"
     message = (f"int8 masks agree with fp32 (slick Dice {dice:.4f} >= {AGREEMENT} on {checked})" if passed else

@@ -29,11 +29,11 @@ import numpy as np
 
 from ..atomic import staged, write_text
 from ..cache import cache_dir
-from ..data.bundled import SAMPLES_DIR
 from ..errors import ModelError, ResourceError
 from ..progress import Progress, silent
 from . import cpu_features
-from .inference import Forward, Predictor, probability
+from .agreement import AGREEMENT, choice_tiles, pooled_dice, slick_mask
+from .inference import Forward, Predictor
 from .registry import ModelCard, load_model, read_card, user_models_dir
 
 if TYPE_CHECKING:
@@ -46,8 +46,6 @@ INSTALL = {
     "onnxruntime": "pip install onnxruntime==1.32.0",
     "openvino": "pip install openvino==2026.4.1",
 }
-AGREEMENT = 0.98
-"""Slick Dice against PyTorch fp32 below which a faster candidate is refused."""
 CALIBRATION_ROUNDS = 3
 """Rounds of the runtime choice, each candidate timed by its best: a pause of the machine only ever slows a round,
 and the choice is cached per machine and model. With one round, a benchmark run on the 2-core AMD EPYC once
@@ -280,7 +278,8 @@ class Factory:
         if self._int8 is None:
             from .quantise import quantised_model
 
-            self._int8 = quantised_model(self.onnx(), self.card, self.digest, self.reference())
+            _require("onnxruntime")
+            self._int8 = quantised_model(self.onnx(), self.card, self.digest, self.reference(), lambda path: onnxruntime_forward(path, 0))
         return self._int8
 
     def reference(self) -> Forward:
@@ -349,7 +348,7 @@ def choose(factory: Factory, progress: Progress, notes: list[str], tiles: Option
     tiles = tiles if tiles is not None else choice_tiles(factory.card)
     x = [t[None, None].astype(np.float32) * float(factory.card.normalisation.get("input_scale", 1 / 255)) for t in tiles]
     reference = factory.reference()
-    ref_masks = [_mask(reference(t), factory.card) for t in x]
+    ref_masks = [slick_mask(reference(t), factory.card) for t in x]
     built: dict[Candidate, Forward] = {}
     report: dict[str, dict] = {}
     listed = candidates(factory.device)
@@ -371,8 +370,8 @@ def choose(factory: Factory, progress: Progress, notes: list[str], tiles: Option
                 started = time.perf_counter()
                 logits = forward(t)
                 seconds[c][r] += time.perf_counter() - started
-                masks[c].append(_mask(logits, factory.card))
-    agree = {c: _pooled_dice(ref_masks * rounds, masks[c]) for c in built}
+                masks[c].append(slick_mask(logits, factory.card))
+    agree = {c: pooled_dice(ref_masks * rounds, masks[c]) for c in built}
     per_tile = {c: min(seconds[c]) / len(x) for c in built}
     for c in built:
         report[c.label] = {"s_per_tile": round(per_tile[c], 4), "dice_vs_torch_fp32": round(agree[c], 4)}
@@ -383,53 +382,6 @@ def choose(factory: Factory, progress: Progress, notes: list[str], tiles: Option
     _write_cache(cache)
     progress.log(f"Fastest here: {best.label} ({report[best.label]['s_per_tile']} s per tile).")
     return best
-
-
-def quantisation_split(card: ModelCard) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """(tiles an int8 model's activation ranges come from, tiles its masks are compared on): interleaved over the
-    same spread, so that no check, the quantiser's or ``auto``'s, runs on a tile int8 was calibrated on."""
-    from .quantise import CALIBRATION_TILES
-
-    spread = calibration_tiles(card, 2 * CALIBRATION_TILES)
-    return spread[0::2], spread[1::2]
-
-
-def choice_tiles(card: ModelCard) -> list[np.ndarray]:
-    """The tiles ``auto`` times the runtimes on and compares their masks on: the first and last of the quantiser's
-    check tiles."""
-    held = quantisation_split(card)[1]
-    return [held[0], held[-1]] if len(held) > 1 else held
-
-
-def calibration_tiles(card: ModelCard, n: int) -> list[np.ndarray]:
-    """Real tiles (0..255) from the bundled Arctic scenes that no test or demo scores on."""
-    import rasterio
-
-    tiles = []
-    size = card.tile_size
-    for name in ("sample_70", "sample_0"):
-        with rasterio.open(SAMPLES_DIR / name / "raw_mosaic.tif") as ds:
-            scene = ds.read(1).astype(np.float32)
-        for row in range(0, max(1, scene.shape[0] - size + 1), size // 2):
-            for col in range(0, max(1, scene.shape[1] - size + 1), size // 2):
-                cut = np.zeros((size, size), np.float32)
-                part = scene[row : row + size, col : col + size]
-                cut[: part.shape[0], : part.shape[1]] = part
-                if (cut > 0).mean() > 0.75:
-                    tiles.append(cut)
-    if n and len(tiles) > n:  # spread over both scenes
-        tiles = [tiles[i] for i in np.linspace(0, len(tiles) - 1, n).round().astype(int)]
-    return tiles
-
-
-def _mask(logits: np.ndarray, card: ModelCard) -> np.ndarray:
-    return probability(logits, card) > card.threshold
-
-
-def _pooled_dice(reference: list[np.ndarray], other: list[np.ndarray]) -> float:
-    inter = sum(int(np.logical_and(a, b).sum()) for a, b in zip(reference, other))
-    total = sum(int(a.sum() + b.sum()) for a, b in zip(reference, other))
-    return 1.0 if total == 0 else 2 * inter / total
 
 
 def _read_cache() -> dict:
