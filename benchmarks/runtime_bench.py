@@ -305,13 +305,15 @@ def skipping(scene: Path, model_path: Path, runtime: str, work: Path, size: int,
             "full_ew_tiles": full, "full_ew_minutes_extrapolated": round(full * (1 - share) / rate / 60, 1)}
 
 
-def forget_scenes() -> None:
-    """Drop the whole-scene measurements detections keep (``engine.scenes.remembered``)."""
+def forget_scenes(land: bool = False) -> None:
+    """Drop the whole-scene measurements detections keep (``engine.scenes.remembered``), and with ``land`` the
+    land mask's tiles (``engine.scenes.landmask``)."""
     import shutil
 
     from engine.cache import cache_dir
 
-    shutil.rmtree(cache_dir() / "scenes", ignore_errors=True)
+    for kept in ("scenes", "land") if land else ("scenes",):
+        shutil.rmtree(cache_dir() / kept, ignore_errors=True)
 
 
 EXTENT_PX = 1536
@@ -319,26 +321,27 @@ EXTENT_PX = 1536
 
 
 def extent(scene: Path, model_path: Path, runtime: str, work: Path, size: int, log) -> dict:
-    """A map view's detection in the middle of ``scene`` as the dock runs it: once on a scene seen for the first
-    time, then again (another extent, a fine-tuned model or a new threshold ask the same whole-scene questions)."""
-    from engine.jobs.detect import DetectOptions, detect
+    """A map view's detection in the middle of ``scene``, each in a new engine process as the dock starts it: once on
+    a scene seen for the first time (nothing kept about it, its land mask included), then again (another extent, a
+    fine-tuned model or a new threshold ask the same whole-scene questions)."""
     from engine.models import runtimes
 
     runtimes.make_predictor(model_path, torch.device("cpu"), runtime)  # the runtime's choice and export, out of both runs
     side = EXTENT_PX * 25.0
     left, top = SVALBARD["origin"][0] + (size * 25.0 - side) / 2, SVALBARD["origin"][1] - (size * 25.0 - side) / 2
-    options = DetectOptions(model=str(model_path), runtime=runtime, overwrite=True,
-                            bounds=(left, top - side, left + side, top), bounds_crs=SVALBARD["crs"])
-    forget_scenes()
+    argv = ["--jsonl", "detect", str(scene), "--out", str(work / "extent_out"), "--model", str(model_path), "--runtime", runtime,
+            "--bounds", *(str(v) for v in (left, top - side, left + side, top)), "--bounds-crs", SVALBARD["crs"], "--overwrite"]
+    forget_scenes(land=True)
     runs = []
     for _ in range(2):
         started = time.perf_counter()
-        result = detect(scene, work / "extent_out", options)
-        runs.append({"end_to_end_s": round(time.perf_counter() - started, 2), "stages": result.stage_seconds})
-    log(f"  extent: {result.tiles} tiles predicted, first {runs[0]['end_to_end_s']:.1f} s, again {runs[1]['end_to_end_s']:.1f} s "
+        child = subprocess.run([sys.executable, "-c", _CHILD, *argv], cwd=ROOT, capture_output=True, text=True, check=True)
+        result = json.loads(child.stdout.splitlines()[-2])["data"]
+        runs.append({"process_s": round(time.perf_counter() - started, 2), "end_to_end_s": result["seconds"], "stages": result["stage_seconds"]})
+    log(f"  extent: {result['tiles']} tiles predicted, first {runs[0]['process_s']:.1f} s, again {runs[1]['process_s']:.1f} s "
         f"(before the first tile {runs[0]['stages']['before_tiles']:.1f} s, then {runs[1]['stages']['before_tiles']:.1f} s)")
-    return {"scene_px": size, "extent_px": EXTENT_PX, "tiles": result.tiles, "tiles_skipped": result.tiles_skipped,
-            "runtime": _ran(result.runtime, result.mirrored), "first": runs[0], "again": runs[1]}
+    return {"scene_px": size, "extent_px": EXTENT_PX, "tiles": result["tiles"], "tiles_skipped": result["tiles_skipped"],
+            "runtime": _ran(result["runtime"], result["mirrored"]), "first": runs[0], "again": runs[1]}
 
 
 def markdown(results: dict) -> str:
@@ -549,15 +552,17 @@ def extent_section(k: dict, cpu: str) -> list[str]:
     first, again = k["first"], k["again"]
     return ["## A map view on a whole scene, the first time and again", "",
             f"A {k['extent_px']} x {k['extent_px']}-px extent (as the dock's map view sends it) in the middle of the "
-            f"{k['scene_px']} x {k['scene_px']}-px synthetic EW/HH scene over Svalbard's coast (as under *Tiles never predicted*), {k['runtime']} on the {cpu}: {k['tiles']} tiles predicted, "
-            f"{k['tiles_skipped']} skipped. The eq. 1 statistics come from the whole scene whatever the extent, so that an "
+            f"{k['scene_px']} x {k['scene_px']}-px synthetic EW/HH scene over Svalbard's coast (as under *Tiles never predicted*), "
+            f"{k['runtime']} on the {cpu}: {k['tiles']} tiles predicted, {k['tiles_skipped']} skipped. Each run is a new engine "
+            "process, as the dock starts one. The eq. 1 statistics come from the whole scene whatever the extent, so that an "
             "extent is stretched as the whole scene is; the second run answers them, and the preview that says how the "
             "scene's values are encoded, from what the first measured (before the first tile). The land mask of the "
             "extent's tiles is kept too, by its own cache: the first run's time beside the model is mostly its queries.", "",
-            "| run | end to end (s) | before the first tile (s) | beside the model (s) | model (s) | after the last tile (s) |",
-            "|---|---|---|---|---|---|"] + [
-            f"| {name} | {run['end_to_end_s']:.2f} | {run['stages']['before_tiles']:.2f} | {run['stages']['tiles_outside_model']:.2f} | "
-            f"{run['stages']['model']:.2f} | {sum(run['stages'][k] for k in ('tracing', 'evidence', 'writing', 'finishing')):.2f} |"
+            "| run | process (s) | detect's own (s) | before the first tile (s) | beside the model (s) | model (s) | after the last tile (s) |",
+            "|---|---|---|---|---|---|---|"] + [
+            f"| {name} | {run['process_s']:.2f} | {run['end_to_end_s']:.2f} | {run['stages']['before_tiles']:.2f} | "
+            f"{run['stages']['tiles_outside_model']:.2f} | {run['stages']['model']:.2f} | "
+            f"{sum(run['stages'][k] for k in ('tracing', 'evidence', 'writing', 'finishing')):.2f} |"
             for name, run in (("first on this scene", first), ("again", again))] + [""]
 
 

@@ -11,7 +11,7 @@ import rasterio
 
 from engine.data.synth import SceneSpec, write_scene
 from engine.jobs.detect import DetectOptions, detect
-from engine.scenes import raster
+from engine.scenes import normalise, raster
 from engine.scenes.normalise import Stretch, scene_stretch
 from engine.scenes.raster import inspect
 
@@ -83,11 +83,17 @@ def test_a_cache_that_cannot_be_written_only_costs_the_reading(tmp_path, monkeyp
     assert reads["preview"] == 2
 
 
-def test_a_detection_from_remembered_measurements_finds_the_same(tmp_path, cache, tiny_model):
+def test_a_detection_from_remembered_measurements_finds_the_same(tmp_path, monkeypatch, cache, tiny_model):
     scene = write_scene(SceneSpec(height=600, width=600, seed=3), tmp_path / "scene.tif", encoding="float32_db")
     options = {"model": str(tiny_model), "tile": 256, "runtime": "torch", "land_mask": "none"}
     cold = detect(scene, tmp_path / "cold", DetectOptions(**options))
     assert len(list(cache.glob("*.json"))) == 1
+
+    def unread(*args, **kwargs):
+        raise AssertionError("the scene was read again for what was kept")
+
+    monkeypatch.setattr(raster, "preview", unread)
+    monkeypatch.setattr(normalise, "_measured_stretch", unread)
     warm = detect(scene, tmp_path / "warm", DetectOptions(**options))
     for kind in ("probability", "mask"):
         with rasterio.open(getattr(cold, kind)) as a, rasterio.open(getattr(warm, kind)) as b:
