@@ -2,8 +2,8 @@
 
 Before its first tile, a detection reads the whole scene twice: a decimated preview (how its values are encoded,
 how much of it holds data) and the eq. 1 statistics, which must come from every pixel so that a map-view
-extent is stretched as the whole scene is. On a 16,000 x 16,000-px EW scene that made 6.0 s of a 16-tile map
-view's 10.3 s, against the model's 2.8 s (docs/benchmarks_amd_map_view.md), and the dock, a detection on another
+extent is stretched as the whole scene is. On a 16,000 x 16,000-px EW scene that made 8.7 s of a 16-tile map
+view's 14.4 s, against the model's 3.2 s (docs/benchmarks_amd_map_view.md), and the dock, a detection on another
 extent, or one with a fine-tuned model asked the same questions of the same files again. The answers are kept in
 the user's cache, keyed by the question and by the fingerprint (size, first and last mebibyte) and modification
 time of every file GDAL reads for the scene (a VRT's sources too), so a rewritten or replaced file is measured
