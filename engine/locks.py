@@ -7,10 +7,12 @@ file: a process killed at any moment releases them, so a killed run never blocks
 
 from __future__ import annotations
 
+import errno
 import os
+import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator, Optional
+from typing import IO, Callable, Iterator, Optional
 
 from .errors import OutputError
 
@@ -52,6 +54,29 @@ def held(path: Path) -> Iterator[None]:
     with _open(path / ".slickmapper.lock" if path.is_dir() else path) as handle:
         _lock(handle, wait=True)
         yield  # released when the file is closed
+
+
+@contextmanager
+def waited_for(path: Path, check: Callable[[], None], poll_s: float = 0.1) -> Iterator[None]:
+    """Hold ``path``'s lock for the block, waiting while another process holds it and calling ``check`` (a
+    cancel) between tries: for work of seconds that a second process should wait for rather than repeat.
+
+    A file system that cannot lock leaves the block unlocked: the work is then only done twice."""
+    with _open(path) as handle:
+        while True:
+            try:
+                _lock(handle, wait=False)
+                break
+            except OSError as exc:
+                if exc.errno not in _HELD:
+                    break
+            check()
+            time.sleep(poll_s)
+        yield  # released when the file is closed
+
+
+_HELD = {errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES, errno.EDEADLK}
+"""What a non-blocking lock raises when another process holds it (``flock``; ``msvcrt.locking`` on Windows)."""
 
 
 def _open(path: Path) -> IO[bytes]:

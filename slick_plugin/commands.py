@@ -30,6 +30,12 @@ def info_command(scene: str, model: str = "") -> EngineCommand:
     return EngineCommand("info", (scene, "--model", model) if model else (scene,))
 
 
+def measure_command(scene: str) -> EngineCommand:
+    """Measure the scene's eq. 1 statistics in the background (kept by the engine until the file changes), so
+    that a detection on it does not start by reading the whole scene."""
+    return EngineCommand("measure", (scene,), low_priority=True)
+
+
 def label_store_init_command(store: str, crs: str) -> EngineCommand:
     """Create an empty label store; the engine refuses to replace an existing file."""
     return EngineCommand("labels", ("init", store, "--crs", crs))

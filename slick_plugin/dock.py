@@ -24,7 +24,7 @@ from qgis.PyQt.QtWidgets import (QComboBox, QFormLayout, QGroupBox, QHBoxLayout,
 
 from . import settings
 from . import label_store
-from .commands import DOCTOR, MODELS, DetectParameters, info_command, unique_prefix
+from .commands import DOCTOR, MODELS, DetectParameters, info_command, measure_command, unique_prefix
 from .finetune_panel import FinetunePanel
 from .generate_panel import GeneratePanel
 from .labels_panel import LabelsPanel
@@ -51,6 +51,11 @@ class SlickMapperDock(QgsDockWidget):
         self._info_task: Optional[EngineTask] = None
         self._infos: Dict[Tuple[str, str], Tuple[Optional[Dict[str, Any]], str]] = {}
         """The engine's ``info`` per (scene, model file): its data, or its refusal."""
+        self._measure_task: Optional[EngineTask] = None
+        self._measuring = ""
+        """The scene file ``_measure_task`` reads."""
+        self._measured: Dict[str, Dict[str, Any]] = {}
+        """The engine's ``measure`` per scene file: its eq. 1 statistics, kept by the engine for detection."""
         self._build()
         self._project.layersAdded.connect(self._refresh_scenes)
         self._project.layersRemoved.connect(self._refresh_scenes)
@@ -338,6 +343,8 @@ class SlickMapperDock(QgsDockWidget):
                 self._info_task.cancel()
             self._info_task = self._start(info_command(*key), f"Slick Mapper: reading {Path(path).name}",
                                           partial(self._info_read, key))
+        elif known:
+            self._measure(path, self._infos[key][0])
         self._show_scene()
         self.labels_panel.refresh()
 
@@ -346,7 +353,30 @@ class SlickMapperDock(QgsDockWidget):
         if result.status is Status.CANCELLED:
             return
         self._infos[key] = (result.data, "") if result.ok else (None, result.message)
+        if result.ok:
+            self._measure(key[0], result.data)
         self._show_scene()
+
+    def _measure(self, path: str, info: Dict[str, Any]) -> None:
+        """Have the engine read the whole scene for its eq. 1 statistics now, while the analyst looks at it, rather
+        than at the start of the first detection (8.7 s of a 14.4 s map view on an EW-size scene). A detection
+        started meanwhile waits for this measurement instead of repeating it."""
+        if path in self._measured or info.get("value_scale") == "uint8_stretched" or not Path(path).exists():
+            return
+        if self._measure_task is not None:
+            if self._measuring == path:
+                return
+            self._measure_task.cancel()  # the cores go to the scene now chosen
+        self._measuring = path
+        self._measure_task = self._start(measure_command(path), f"Slick Mapper: measuring {Path(path).name}",
+                                         partial(self._measure_read, path))
+
+    def _measure_read(self, path: str, result: RunResult) -> None:
+        if self._measuring == path:
+            self._measure_task, self._measuring = None, ""
+        if result.ok:
+            self._measured[path] = result.data
+            self._show_scene()
 
     def _scene_issues(self, layer: QgsRasterLayer) -> Tuple[SceneFacts, Optional[Dict[str, Any]], list]:
         facts = SceneFacts.from_layer(layer)
@@ -375,6 +405,12 @@ class SlickMapperDock(QgsDockWidget):
                       f"<b>valid</b> {100 * float(info.get('valid_fraction') or 0):.0f} %"]
             if info.get("plan"):
                 lines.append(f"<i>{html_text(str(info['plan']))}</i>")
+            measured = self._measured.get(facts.path, {})
+            if "mean_db" in measured:
+                lines.append(f"<b>eq. 1</b> {measured['low_db']:.1f} to {measured['high_db']:.1f} dB (mean "
+                             f"{measured['mean_db']:.1f} dB, σ {measured['std_db']:.1f} dB, from every valid pixel)")
+            elif self._measuring == facts.path:
+                lines.append("<i>Measuring the scene for eq. 1, so that detection starts at once…</i>")
         elif (facts.path, self._model_path()) not in self._infos and Path(facts.path).exists():
             lines.append("<i>Reading the scene…</i>")
         for issue in found:

@@ -33,7 +33,7 @@ def test_engine_never_imports_qt_or_qgis() -> None:
     assert out.stdout.strip() == "[]"
 
 
-LIGHT_COMMANDS = ("info", "models", "doctor", "evaluate", "uncertainty", "synth", "labels", "samples", "seeps")
+LIGHT_COMMANDS = ("info", "measure", "models", "doctor", "evaluate", "uncertainty", "synth", "labels", "samples", "seeps")
 """Commands whose parsers import no PyTorch; ``doctor`` imports it when it runs, to report on it."""
 
 
@@ -41,12 +41,13 @@ def test_light_commands_start_without_pytorch(tmp_path: Path, sample_scene: Path
     """Importing PyTorch and the networks' packages costs seconds, which the plugin would wait on each time
     it checks a scene, lists the models or makes a label store; those commands need none of it, nor does the
     overview of ``--help``."""
-    runs = [["labels", "init", str(tmp_path / "labels.gpkg"), "--crs", "EPSG:32636"], ["models"], ["info", str(sample_scene)]]
+    runs = [["labels", "init", str(tmp_path / "labels.gpkg"), "--crs", "EPSG:32636"], ["models"], ["info", str(sample_scene)],
+            ["measure", str(sample_scene)]]
     code = (f"import sys; from engine.cli.main import build_parser, main; [build_parser(c) for c in {LIGHT_COMMANDS!r}]; build_parser(); "
             f"codes = [main(['--jsonl', *argv]) for argv in {runs!r}]; "
             "print(codes, sorted(m for m in ('torch', 'torchvision', 'timm', 'segmentation_models_pytorch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert out.stdout.splitlines()[-1] == "[0, 0, 0] []", out.stderr
+    assert out.stdout.splitlines()[-1] == "[0, 0, 0, 0] []", out.stderr
 
 
 def test_detect_speaks_json_lines_and_ends_with_the_result(tmp_path: Path, sample_scene: Path, tiny_model: Path) -> None:

@@ -111,3 +111,72 @@ def test_a_damaged_cache_file_is_measured_again(tmp_path, cache, counted, garbag
     read = reads["statistics"]
     assert stretch(scene) == first and reads["statistics"] > read
     assert stretch(scene) == first and json.loads(kept.read_text())  # written whole again, and answered from it
+
+
+def test_a_scene_measured_ahead_is_not_read_again_by_detection(tmp_path, cache, counted):
+    """The dock runs ``measure`` when a scene is chosen: what it reports is what a detection then uses, unread."""
+    from engine.cli.main import main
+
+    reads, stretch = counted
+    scene = write_scene(SceneSpec(height=300, width=300, seed=4), tmp_path / "scene.tif", encoding="float32_db")
+    assert main(["--jsonl", "measure", str(scene)]) == 0
+    read = dict(reads)
+    kept = stretch(scene)
+    assert reads == read
+    with rasterio.open(scene) as ds:
+        values = ds.read(1)
+    values[~np.isfinite(values) | (values == 0)] = np.nan
+    fresh = Stretch.fit("float32_db", [values])
+    assert (kept.mean, kept.std) == pytest.approx((fresh.mean, fresh.std), rel=1e-6)
+
+
+def _hold_the_measurement(scene, cache):
+    """The scene's lock, taken as another process measuring it would hold it."""
+    from engine.locks import try_lock
+    from engine.scenes.remembered import _key
+
+    with rasterio.open(scene) as ds:
+        key = _key(ds.files)
+    cache.mkdir(parents=True, exist_ok=True)
+    handle = try_lock(cache / f"{key}.lock")
+    assert handle is not None
+    return handle, cache / f"{key}.json"
+
+
+def test_a_detection_started_while_the_scene_is_measured_waits_for_that_answer(tmp_path, cache, counted):
+    import threading
+    import time
+
+    reads, stretch = counted
+    scene = write_scene(SceneSpec(height=300, width=300, seed=5), tmp_path / "scene.tif", encoding="float32_db")
+    handle, answers = _hold_the_measurement(scene, cache)
+    got = []
+    waiting = threading.Thread(target=lambda: got.append(stretch(scene)))
+    waiting.start()
+    time.sleep(0.5)
+    assert waiting.is_alive() and reads["statistics"] == 0  # waits, reads nothing meanwhile
+    theirs = Stretch("float32_db", -17.25, 2.5)  # what the other process measured
+    answers.write_text(json.dumps({"eq. 1 statistics of band 1 as float32_db": theirs.to_dict()}))
+    handle.close()
+    waiting.join(timeout=30)
+    assert got == [theirs] and reads["statistics"] == 0
+
+
+def test_a_cancel_while_waiting_for_another_measurement_stops_at_once(tmp_path, cache, monkeypatch):
+    from engine.errors import Cancelled
+    from engine.progress import Progress
+
+    scene = write_scene(SceneSpec(height=300, width=300, seed=5), tmp_path / "scene.tif", encoding="float32_db")
+    handle, _ = _hold_the_measurement(scene, cache)
+
+    def measured(*args, **kwargs):
+        raise AssertionError("measured instead of waiting")
+
+    monkeypatch.setattr(normalise, "_measured_stretch", measured)
+    progress = Progress()
+    progress.cancel()
+    try:
+        with rasterio.open(scene) as ds, pytest.raises(Cancelled):
+            scene_stretch(ds, 1, "float32_db", progress)
+    finally:
+        handle.close()

@@ -1,4 +1,4 @@
-"""The commands that are the engine's own rather than a job module's: ``info``, ``detect``, ``models``, ``doctor``.
+"""The commands that are the engine's own rather than a job module's: ``info``, ``measure``, ``detect``, ``models``, ``doctor``.
 
 Each is registered by a function of its own, so that registering ``info`` or ``models`` (which the plugin
 runs whenever a scene is loaded or the dock opens) imports no PyTorch; ``detect``'s options live on
@@ -25,6 +25,13 @@ def add_info_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="model file whose pixel size the plan uses (default: bundled model)")
     p.add_argument("--land-mask", default=landmask.DEFAULT, help="default (GSHHG coastline), none, or a land polygon file or raster")
     p.set_defaults(func=_info)
+
+
+def add_measure_cli(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("measure")
+    p.add_argument("scene", help="GeoTIFF, COG, VRT or Sentinel-1 GRD measurement TIFF")
+    p.add_argument("--band", help="band name (HH, VV, HV, VH) or 1-based index; default: HH or VV")
+    p.set_defaults(func=_measure)
 
 
 def add_detect_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -67,6 +74,26 @@ def _info(args: argparse.Namespace, progress: Progress) -> dict:
         grid = analysis_grid(ds, info["utm_crs"], card.pixel_size)
     info["land_mask"] = land_summary(args.land_mask, grid.crs, grid.transform, (grid.height, grid.width))
     return info
+
+
+def _measure(args: argparse.Namespace, progress: Progress) -> dict:
+    """The scene's eq. 1 statistics, from every valid pixel, kept until its files change: the dock asks for them as
+    soon as a scene is chosen, so that reading the whole scene is done while the analyst looks at it and the
+    detections that follow (any extent, any model) start at once."""
+    import time
+
+    from ..scenes.normalise import scene_stretch
+    from ..scenes.raster import inspect, open_raster
+
+    started = time.perf_counter()
+    info = inspect(args.scene, args.band)
+    with open_raster(args.scene) as ds:
+        stretch = scene_stretch(ds, info.band, info.value_scale, progress)
+    measured = {"scene": args.scene, "band": info.band, "value_scale": info.value_scale}
+    if not stretch.passthrough:
+        measured.update(mean_db=round(stretch.mean, 3), std_db=round(stretch.std, 3),
+                        low_db=round(stretch.mean - 2 * stretch.std, 3), high_db=round(stretch.mean + 2 * stretch.std, 3))
+    return {**measured, "seconds": round(time.perf_counter() - started, 3)}
 
 
 def _detect(args: argparse.Namespace, progress: Progress) -> dict:

@@ -116,7 +116,8 @@ def scene_stretch(ds: rasterio.DatasetReader, band: int, value_scale: str, progr
     if value_scale == "uint8_stretched":
         return Stretch(value_scale)
     question = f"eq. 1 statistics of band {band} as {value_scale}"
-    return Stretch(**remembered(ds.files, question, lambda: _measured_stretch(ds, band, value_scale, progress).to_dict()))
+    measure = lambda: _measured_stretch(ds, band, value_scale, progress).to_dict()  # noqa: E731
+    return Stretch(**remembered(ds.files, question, measure, progress.check))
 
 
 def _measured_stretch(ds: rasterio.DatasetReader, band: int, value_scale: str, progress: Progress) -> Stretch:

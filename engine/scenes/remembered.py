@@ -15,37 +15,55 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from contextlib import ExitStack
+from pathlib import Path
 from typing import Callable, Optional
 
 from ..atomic import write_text
 from ..cache import cache_dir
 from ..errors import OutputError
+from ..locks import waited_for
 from .fingerprint import scene_fingerprint
 
 
-def remembered(files: list[str], question: str, measure: Callable[[], dict]) -> dict:
+def remembered(files: list[str], question: str, measure: Callable[[], dict], check: Callable[[], None] = lambda: None) -> dict:
     """``measure()``'s answer for the scene made of ``files`` (a dataset's ``files``), measured once per version
     of those files and ``question``; a scene that is not all local files (a VSI URL, a vanished file) is always
-    measured."""
+    measured.
+
+    While another process measures the same scene (the dock measures a scene as soon as it is chosen, and the
+    analyst may press Detect meanwhile), this one waits for its answer instead of reading the scene a second time
+    on the same cores, calling ``check`` (a cancel) as it waits."""
     key = _key(files)
     if key is None:
         return measure()
     file = cache_dir() / "scenes" / f"{key}.json"
+    answers = _answers(file)
+    if question in answers:
+        return answers[question]
+    with ExitStack() as lock:
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            lock.enter_context(waited_for(file.with_suffix(".lock"), check))
+        except (OSError, OutputError):
+            pass  # a cache that cannot be locked is measured without waiting
+        answers = _answers(file)  # what the process this one waited for measured
+        if question in answers:
+            return answers[question]
+        answer = measure()
+        try:
+            write_text(file, json.dumps({**answers, question: answer}))
+        except (OSError, OutputError):
+            pass
+    return answer
+
+
+def _answers(file: Path) -> dict:
     try:
         answers = json.loads(file.read_text())
     except (OSError, ValueError):
-        answers = {}
-    if not isinstance(answers, dict):
-        answers = {}
-    if question in answers:
-        return answers[question]
-    answer = measure()
-    try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        write_text(file, json.dumps({**answers, question: answer}))
-    except (OSError, OutputError):
-        pass
-    return answer
+        return {}
+    return answers if isinstance(answers, dict) else {}
 
 
 def _key(files: list[str]) -> Optional[str]:

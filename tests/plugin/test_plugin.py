@@ -13,7 +13,7 @@ from qgis.PyQt.QtWidgets import QDockWidget
 from slick_plugin import classFactory, settings
 from slick_plugin.commands import DetectParameters
 
-from .conftest import REPO, add_scene
+from .conftest import OUTPUT, REPO, add_scene, load_scene
 
 
 def test_plugin_loads_and_unloads_cleanly(iface, qtbot) -> None:
@@ -89,6 +89,7 @@ def test_a_dock_opened_over_a_loaded_scene_reads_it_and_fits_its_width(plugin, i
     qtbot.waitUntil(lambda: not dock._tasks, timeout=60_000)
     assert "EPSG:32636" in dock.scene_info.text() and "25.0 m" in dock.scene_info.text()
     assert "Reading the scene" not in dock.scene_info.text()
+    assert "eq. 1</b>" not in dock.scene_info.text()  # an 8-bit tile is stretched already: nothing to measure
     # The bundled model's line says what its Dice was measured on, so it never reads as a test score.
     assert re.search(r"Dice 0\.\d\d on its validation bands", dock.model_details.text()), dock.model_details.text()
     # Opened at QGIS's narrow default, the panel still shows its whole width, without a horizontal scroll bar.
@@ -96,6 +97,32 @@ def test_a_dock_opened_over_a_loaded_scene_reads_it_and_fits_its_width(plugin, i
     QCoreApplication.processEvents()
     scroll = dock.widget()
     assert scroll.viewport().width() >= scroll.widget().minimumSizeHint().width()
+
+
+def test_a_chosen_scene_is_measured_for_eq_1_before_any_detection(plugin, iface, qtbot, tmp_path, monkeypatch) -> None:
+    # Reading a whole calibrated scene for its eq. 1 statistics is done as soon as the scene is chosen, and kept
+    # by the engine: a detection that follows reads none of it again.
+    from engine.data.synth import SceneSpec, write_scene
+    from engine.scenes import normalise
+    from engine.progress import silent
+    import rasterio
+
+    path = write_scene(SceneSpec(height=700, width=600, seed=7), tmp_path / "calibrated.tif")
+    plugin.action.trigger()
+    dock = plugin.dock
+    load_scene(path, iface)
+    qtbot.waitUntil(lambda: not dock._tasks, timeout=60_000)
+    text = dock.scene_info.text()
+    dock.grab().save(str(OUTPUT / "dock_measured_scene.png"))
+
+    def unread(*args, **kwargs):
+        raise AssertionError("the scene was read again for statistics the dock had measured")
+
+    monkeypatch.setattr(normalise, "_measured_stretch", unread)
+    with rasterio.open(path) as ds:
+        kept = normalise.scene_stretch(ds, 1, "float32_linear", silent())
+    low, high = kept.mean - 2 * kept.std, kept.mean + 2 * kept.std
+    assert f"eq. 1</b> {low:.1f} to {high:.1f} dB (mean {kept.mean:.1f} dB" in text, text
 
 
 def test_check_engine_shows_what_the_worker_sees(dock, iface, qtbot) -> None:
