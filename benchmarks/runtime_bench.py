@@ -288,9 +288,14 @@ def _ran(runtime: str, mirrored: bool) -> str:
 
 
 def skipping(scene: Path, model_path: Path, runtime: str, work: Path, size: int, log) -> dict:
+    """A whole scene with land and a no-data border, as an analyst's first detection on it after the machine's
+    one-time runtime choice (made here first, as ``extent`` does: before ``--only skipping`` runs it, it was timed
+    inside this figure)."""
     from engine.jobs.detect import DetectOptions, detect
+    from engine.models import runtimes
     from engine.scenes.tiling import count_tiles
 
+    runtimes.make_predictor(model_path, torch.device("cpu"), runtime)
     started = time.perf_counter()
     result = detect(scene, work / "skip_out", DetectOptions(model=str(model_path), runtime=runtime, overwrite=True))
     seconds = time.perf_counter() - started
@@ -302,7 +307,8 @@ def skipping(scene: Path, model_path: Path, runtime: str, work: Path, size: int,
     return {"scene": f"{size}x{size} px at 25 m, synthetic EW/HH over Svalbard's coast (EPSG:32633), no-data border",
             "tiles": total, "skipped": result.tiles_skipped, "skipped_by": result.tiles_skipped_by, "share_skipped": round(share, 4),
             "end_to_end_s": round(seconds, 1), "runtime": _ran(result.runtime, result.mirrored), "masked": result.masked,
-            "full_ew_tiles": full, "full_ew_minutes_extrapolated": round(full * (1 - share) / rate / 60, 1)}
+            "full_ew_tiles": full, "full_ew_minutes_extrapolated": round(full * (1 - share) / rate / 60, 1),
+            "grid": result.grid, "stages": result.stage_seconds}
 
 
 def forget_scenes(land: bool = False) -> None:
@@ -549,7 +555,7 @@ def skipping_section(k: dict, cpu: str, compared: list[dict]) -> list[str]:
                f"A full 16,000 x 16,000 px EW scene ({k['full_ew_tiles']} tiles of 512) with the same share of land and "
                f"border would take about {k['full_ew_minutes_extrapolated']:.0f} min at this run's rate (extrapolated, not measured).")
             + (f" The same scene at earlier commits, in the runs listed under Pipeline overhead: {', '.join(earlier)}." if earlier else ""),
-            "",
+            "", *_scene_stages(k), 
             "A tile is skipped only when all of it is land, no data or outside the extent: a fjord coast crosses most "
             "512-px tiles (12.8 km), so a scene a third of which is land can have no tile to skip, while the land and "
             "border pixels themselves are still masked. Skipping pays on the large no-data collars of rotated GRD "
@@ -558,6 +564,18 @@ def skipping_section(k: dict, cpu: str, compared: list[dict]) -> list[str]:
             "The default land mask is GSHHG, the Global Self-consistent, Hierarchical, High-resolution Geography "
             "Database (Wessel, P., and W. H. F. Smith, J. Geophys. Res., 101, 8741-8743, 1996; LGPL), full resolution, "
             "as compiled into the roaring-landmask package (G. Hope, MIT licence).", ""]
+
+
+def _scene_stages(k: dict) -> list[str]:
+    """Where the whole scene's seconds went (runs before detect() reported its stages have none)."""
+    if "stages" not in k:
+        return []
+    st = k["stages"]
+    return [f"Where they went (seconds; analysis grid {k['grid']}): inside the model {st['model']:.1f}, before the first tile "
+            f"{st['before_tiles']:.1f} (the preview and the eq. 1 statistics, each a read of the whole scene), beside the model "
+            f"while the tiles ran {st['tiles_outside_model']:.1f} (reading and warping the scene onto the grid, the land mask, "
+            f"stretching, blending, staging), tracing the slicks {st['tracing']:.1f}, weighing their evidence {st['evidence']:.1f}, "
+            f"writing the COGs after that {st['writing']:.1f}, finishing {st['finishing']:.1f}.", ""]
 
 
 def extent_section(k: dict, cpu: str) -> list[str]:
