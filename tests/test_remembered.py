@@ -48,7 +48,7 @@ class _Counting:
         self.reads = reads
 
     def update(self, stage, done, total, message=""):
-        self.reads[stage] += 1
+        self.reads[stage] = self.reads.get(stage, 0) + 1
 
     def check(self):
         pass
@@ -155,6 +155,7 @@ def test_a_detection_started_while_the_scene_is_measured_waits_for_that_answer(t
     waiting.start()
     time.sleep(0.5)
     assert waiting.is_alive() and reads["statistics"] == 0  # waits, reads nothing meanwhile
+    assert reads["waiting"] == 1  # and says so, once
     theirs = Stretch("float32_db", -17.25, 2.5)  # what the other process measured
     answers.write_text(json.dumps({"eq. 1 statistics of band 1 as float32_db": theirs.to_dict()}))
     handle.close()
