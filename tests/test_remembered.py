@@ -130,15 +130,18 @@ def test_a_scene_measured_ahead_is_not_read_again_by_detection(tmp_path, cache, 
     assert (kept.mean, kept.std) == pytest.approx((fresh.mean, fresh.std), rel=1e-6)
 
 
+STATISTICS = "eq. 1 statistics of band 1 as float32_db"
+
+
 def _hold_the_measurement(scene, cache):
-    """The scene's lock, taken as another process measuring it would hold it."""
+    """The lock on the scene's statistics, taken as another process measuring them would hold it."""
     from engine.locks import try_lock
-    from engine.scenes.remembered import _key
+    from engine.scenes.remembered import _key, _lock_file
 
     with rasterio.open(scene) as ds:
         key = _key(ds.files)
     cache.mkdir(parents=True, exist_ok=True)
-    handle = try_lock(cache / f"{key}.lock")
+    handle = try_lock(_lock_file(cache / f"{key}.json", STATISTICS))
     assert handle is not None
     return handle, cache / f"{key}.json"
 
@@ -157,7 +160,7 @@ def test_a_detection_started_while_the_scene_is_measured_waits_for_that_answer(t
     assert waiting.is_alive() and reads["statistics"] == 0  # waits, reads nothing meanwhile
     assert reads["waiting"] == 1  # and says so, once
     theirs = Stretch("float32_db", -17.25, 2.5)  # what the other process measured
-    answers.write_text(json.dumps({"eq. 1 statistics of band 1 as float32_db": theirs.to_dict()}))
+    answers.write_text(json.dumps({STATISTICS: theirs.to_dict()}))
     handle.close()
     waiting.join(timeout=30)
     assert got == [theirs] and reads["statistics"] == 0
@@ -181,3 +184,19 @@ def test_a_cancel_while_waiting_for_another_measurement_stops_at_once(tmp_path, 
             scene_stretch(ds, 1, "float32_db", progress)
     finally:
         handle.close()
+
+
+def test_another_run_measuring_the_statistics_does_not_hold_up_the_preview(tmp_path, cache, counted):
+    reads, _ = counted
+    scene = write_scene(SceneSpec(height=300, width=300, seed=6), tmp_path / "scene.tif", encoding="float32_db")
+    import threading
+
+    handle, _ = _hold_the_measurement(scene, cache)
+    got = []
+    looking = threading.Thread(target=lambda: got.append(inspect(scene).value_scale), daemon=True)
+    looking.start()
+    looking.join(timeout=20)
+    alive = looking.is_alive()
+    handle.close()  # lets a wrongly waiting look-up finish
+    looking.join(timeout=30)
+    assert not alive and got == ["float32_db"] and reads["preview"] == 1

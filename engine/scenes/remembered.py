@@ -44,7 +44,7 @@ def remembered(files: list[str], question: str, measure: Callable[[], dict], che
     with ExitStack() as lock:
         try:
             file.parent.mkdir(parents=True, exist_ok=True)
-            lock.enter_context(waited_for(file.with_suffix(".lock"), check))
+            lock.enter_context(waited_for(_lock_file(file, question), check))
         except (OSError, OutputError):
             pass  # a cache that cannot be locked is measured without waiting
         answers = _answers(file)  # what the process this one waited for measured
@@ -56,6 +56,11 @@ def remembered(files: list[str], question: str, measure: Callable[[], dict], che
         except (OSError, OutputError):
             pass
     return answer
+
+
+def _lock_file(file: Path, question: str) -> Path:
+    """One lock per question: a scene's preview is not held up by another run measuring its statistics."""
+    return file.with_name(f"{file.stem}.{hashlib.sha256(question.encode()).hexdigest()[:12]}.lock")
 
 
 def _answers(file: Path) -> dict:
