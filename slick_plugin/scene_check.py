@@ -2,7 +2,8 @@
 
 The verdicts are the engine's: which rasters can be scenes at all (``engine/contract.py``) and, once its
 ``info`` has run on the scene with the chosen model, every refusal and warning. This module only adds
-what QGIS alone knows (a layer that is not a file, a file that has gone, a layer without a CRS).
+what QGIS alone knows (a layer that is not a file, a file that has gone). A scene without a CRS is the
+engine's to refuse: it reads the file, so a CRS given to the layer in QGIS alone would not reach it.
 ``SceneFacts.from_layer`` is the one place that reads a QgsRasterLayer.
 """
 
@@ -37,7 +38,6 @@ class SceneFacts:
     band_names: Tuple[str, ...]
     """The bands' own descriptions (empty when a band has none), not QGIS's ``Band 1: ...`` labels."""
     dtypes: Tuple[str, ...]
-    crs_valid: bool
 
     @classmethod
     def from_layer(cls, layer: QgsRasterLayer) -> "SceneFacts":
@@ -45,8 +45,7 @@ class SceneFacts:
         provider = layer.dataProvider()
         return cls(layer.name(), scene_path(layer),
                    tuple(layer.bandName(band).partition(": ")[2] for band in bands),
-                   tuple(_DTYPES.get(provider.dataType(band), "other") for band in bands),
-                   layer.crs().isValid())
+                   tuple(_DTYPES.get(provider.dataType(band), "other") for band in bands))
 
     @property
     def looks_like_sar(self) -> bool:
@@ -80,10 +79,6 @@ def issues(facts: SceneFacts, info: Optional[Dict[str, Any]], info_error: str) -
     if facts.path and not Path(facts.path).exists():
         found.append(Issue(f"The file of '{facts.name}' no longer exists ({facts.path}). Remove the layer, or "
                            "point it to the moved file (right-click › Change Data Source).", True))
-    elif not facts.crs_valid:
-        found.append(Issue(f"'{facts.name}' has no coordinate reference system and no ground control points, so "
-                           "slicks cannot be placed on the map. Assign its CRS (Layer Properties › Source) or "
-                           "use the georeferenced product.", True))
     if info_error:
         found.append(Issue(info_error, True))
     if info:
