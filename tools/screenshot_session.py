@@ -15,12 +15,15 @@ from qgis.utils import iface, plugins
 SCENE = os.environ["SLICK_SHOT_SCENE"]
 OUT = os.environ["SLICK_SHOT_OUT"]
 STARTED = time.monotonic()
-GIVE_UP_S = 180
+GIVE_UP_S = float(os.environ.get("SLICK_SHOT_GIVE_UP_S", 180))
+ENDED_WITHOUT_RESULT_S = 10
+"""Seconds after pressing Detect with no task running and no new layer: the engine refused or failed."""
 state = {}
 
 
 def later(step, ms=500):
     if time.monotonic() - STARTED > GIVE_UP_S:
+        iface.mainWindow().grab().save(OUT)  # the window as it was: what kept the session waiting
         print(f"screenshot session: gave up waiting in {step.__name__}", flush=True)
         os._exit(3)
     QTimer.singleShot(ms, step)
@@ -33,7 +36,7 @@ def wait_for_plugin():
     window = iface.mainWindow()
     window.resize(1600, 1000)
     window.showMaximized()
-    layer = QgsRasterLayer(SCENE, "sample_1 (Sentinel-1 EW HH, 25 m)")
+    layer = QgsRasterLayer(SCENE, os.path.splitext(os.path.basename(SCENE))[0])
     QgsProject.instance().addMapLayer(layer)
     iface.setActiveLayer(layer)
     plugin.action.setChecked(True)
@@ -47,11 +50,19 @@ def press_detect():
         return later(press_detect)
     dock.run_controls.run_button.click()
     state["layers"] = len(QgsProject.instance().mapLayers())
+    state["pressed"] = time.monotonic()
     later(wait_for_result, 2000)
 
 
 def wait_for_result():
-    if len(QgsProject.instance().mapLayers()) <= state["layers"] or QgsApplication.taskManager().countActiveTasks():
+    busy = QgsApplication.taskManager().countActiveTasks()
+    if len(QgsProject.instance().mapLayers()) <= state["layers"]:
+        if not busy and time.monotonic() - state["pressed"] > ENDED_WITHOUT_RESULT_S:
+            iface.mainWindow().grab().save(OUT)  # the dock's and the message bar's answer is the picture
+            print("screenshot session: the detection ended without adding layers", flush=True)
+            os._exit(4)
+        return later(wait_for_result)
+    if busy:
         return later(wait_for_result)
     iface.mapCanvas().setExtent(state["scene"].extent())  # now that the window has its final size
     iface.mapCanvas().refreshAllLayers()
