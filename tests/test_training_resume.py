@@ -163,6 +163,32 @@ def test_pretrain_pos_weight_cap_trains_with_that_cap_and_says_so(tmp_path, caps
     assert any(not torch.equal(default[name], plain[name]) for name in default if default[name].is_floating_point())
 
 
+def test_pretrain_train_layers_decoder_keeps_the_encoder_it_starts_from_and_says_so(tmp_path, capsys):
+    """The encoder's weights and batch-norm statistics stay the start's to the bit (of float16, as a trained model is
+    saved), the decoder's move, and the card's command names the option; the default run moves the encoder and does
+    not name it."""
+    from engine.cli.main import main
+    from engine.models.registry import load_model, read_card
+
+    from conftest import make_model
+
+    init = make_model(tmp_path / "init.safetensors", **{k: v for k, v in SMALL.items() if k != "name"})
+    args = ["--jsonl", "pretrain", "--init", str(init), "--train-tiles", "8", "--tile", "64", "--epochs", "1", "--batch-size", "4",
+            "--device", "cpu", "--pos-weight-cap", "1"]
+    assert main([*args, "--out", str(tmp_path / "decoder.safetensors"), "--train-layers", "decoder"]) == 0
+    assert main([*args, "--out", str(tmp_path / "all.safetensors")]) == 0
+    assert read_card(tmp_path / "decoder.safetensors").provenance["how"].endswith("--train-layers decoder")
+    assert "--train-layers" not in read_card(tmp_path / "all.safetensors").provenance["how"]
+    cpu = torch.device("cpu")
+    start, decoder, every = (load_model(tmp_path / f"{n}.safetensors", cpu)[0].state_dict() for n in ("init", "decoder", "all"))
+    encoder = [name for name in start if name.startswith("encoder.") and start[name].is_floating_point()]
+    start = {name: value.half().float() if value.is_floating_point() else value for name, value in start.items()}  # as saved
+    assert encoder and all(torch.equal(start[name], decoder[name]) for name in encoder)
+    assert any("running_mean" in name for name in encoder)
+    assert any(not torch.equal(start[name], every[name]) for name in encoder)
+    assert any(not torch.equal(start[name], decoder[name]) for name in decoder if name.startswith("decoder.") and start[name].is_floating_point())
+
+
 def test_band_mean_validation_gives_each_scene_s_band_one_vote(tmp_path):
     """Each band's Dice curve on its own, averaged: the band with more slick pixels weighs no more than the other,
     and with one scene it is that band's own validation."""

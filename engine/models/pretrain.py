@@ -26,6 +26,7 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 
+from ..contract import TRAIN_LAYERS
 from ..data import bundled, real_scenes
 from ..data.real_scenes import SceneArrays
 from ..data.real_texture import Mix, Tiles, scene_tiles, split_scene, training_tiles
@@ -327,7 +328,8 @@ def pretrain_real(out: Path, recipe: RealRecipe, config: TrainConfig, progress: 
         + ("" if config.average_from is None else f" --average-from {config.average_from}")
         + ("" if not config.parent_weight else f" --parent-weight {config.parent_weight}")
         + ("" if not recipe.masked_epochs else f" --masked-epochs {recipe.masked_epochs}")
-        + ("" if config.pos_weight_cap == POS_WEIGHT_CAP else f" --pos-weight-cap {config.pos_weight_cap:g}"),
+        + ("" if config.pos_weight_cap == POS_WEIGHT_CAP else f" --pos-weight-cap {config.pos_weight_cap:g}")
+        + ("" if config.train_layers == "all" else f" --train-layers {config.train_layers}"),
         "data": data,
         **({} if masked is None else {"masked_image_pretraining": masked}),
         "selection": "epoch and threshold by slick Dice on the validation bands" if config.average_from is None else
@@ -391,6 +393,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                    help="--data real: L2-SP pull of the weights toward those it starts from (0: none)")
     p.add_argument("--pos-weight-cap", type=float, default=POS_WEIGHT_CAP,
                    help=f"--data real: the most the BCE weights a slick pixel over a sea pixel (default {POS_WEIGHT_CAP:g}; 1: plain BCE)")
+    p.add_argument("--train-layers", choices=TRAIN_LAYERS, default="all",
+                   help="--data real: decoder keeps the encoder it starts from, weights and batch-norm statistics (default: all)")
     p.add_argument("--init-share", type=float, default=0.0,
                    help="--data real: move the trained weights this share of the way back to --init's, and place the threshold again (0: none)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -425,7 +429,7 @@ def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
         out = args.out or DEFAULT_MODEL
         config = TrainConfig(epochs=args.epochs or 6, batch_size=args.batch_size, lr=args.lr or 5e-4, seed=args.seed, device=device,
                              augment=paper_augment, select_on_dice=True, patience=3, average_from=args.average_from, parent_weight=args.parent_weight,
-                             pos_weight_cap=args.pos_weight_cap,
+                             pos_weight_cap=args.pos_weight_cap, train_layers=args.train_layers,
                              checkpoint=CHECKPOINTS / f"{out.stem}-{run_key(vars(args))}.pt")
         return pretrain_real(out, recipe, config, progress, card, args.encoder_weights)
     config = TrainConfig(epochs=args.epochs or 6, batch_size=args.batch_size, lr=args.lr or 2e-3, seed=args.seed, device=device)
