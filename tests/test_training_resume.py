@@ -55,6 +55,20 @@ def test_a_stopped_run_resumes_to_the_same_weights(tmp_path, average_from):
         assert torch.equal(a, b)
 
 
+def test_keep_last_runs_every_epoch_and_returns_the_last_with_its_own_threshold():
+    """Patience 0 would stop before the first epoch; the weights are the last epoch's, and the threshold is placed on
+    their own validation."""
+    model = _model()
+    epochs: list[dict[str, torch.Tensor]] = []
+    progress = Progress(metrics=lambda scores: epochs.append({k: v.detach().clone() for k, v in model.state_dict().items()}))
+    config = TrainConfig(epochs=3, batch_size=4, lr=1e-2, patience=0, select_on_dice=True, keep_last=True)
+    report = train(model, _data(0), _data(1), config, progress)
+    assert len(epochs) == report.epochs_run == 3 and report.best_epoch == 3
+    assert all(torch.equal(value, epochs[2][name]) for name, value in model.state_dict().items())
+    assert not all(torch.equal(epochs[1][name], epochs[2][name]) for name in epochs[2])
+    assert (report.threshold, report.val_dice_calibrated) == pytest.approx(validate(model, _data(1), config).calibrated(config.threshold))
+
+
 def test_weight_averaging_returns_the_mean_of_the_epochs_from_the_given_one():
     """Every epoch runs (patience 1 would stop it), the weights are the mean of epochs 2 and 3, and the batch-norm
     statistics are those of the averaged weights on the training tiles, not the mean of the epochs' ones."""
@@ -163,10 +177,10 @@ def test_pretrain_pos_weight_cap_trains_with_that_cap_and_says_so(tmp_path, caps
     assert any(not torch.equal(default[name], plain[name]) for name in default if default[name].is_floating_point())
 
 
-def test_pretrain_train_layers_decoder_keeps_the_encoder_it_starts_from_and_says_so(tmp_path, capsys):
+def test_pretrain_train_layers_decoder_keeps_the_encoder_and_keep_last_says_so(tmp_path, capsys):
     """The encoder's weights and batch-norm statistics stay the start's to the bit (of float16, as a trained model is
     saved), the decoder's move, and the card's command names the option; the default run moves the encoder and does
-    not name it."""
+    not name it. ``--keep-last`` is named in the command and the selection."""
     from engine.cli.main import main
     from engine.models.registry import load_model, read_card
 
@@ -177,8 +191,12 @@ def test_pretrain_train_layers_decoder_keeps_the_encoder_it_starts_from_and_says
             "--device", "cpu", "--pos-weight-cap", "1"]
     assert main([*args, "--out", str(tmp_path / "decoder.safetensors"), "--train-layers", "decoder"]) == 0
     assert main([*args, "--out", str(tmp_path / "all.safetensors")]) == 0
+    assert main([*args, "--out", str(tmp_path / "last.safetensors"), "--keep-last"]) == 0
     assert read_card(tmp_path / "decoder.safetensors").provenance["how"].endswith("--train-layers decoder")
     assert "--train-layers" not in read_card(tmp_path / "all.safetensors").provenance["how"]
+    last = read_card(tmp_path / "last.safetensors").provenance
+    assert last["how"].endswith("--keep-last") and last["selection"].startswith("the last epoch (1); threshold")
+    assert read_card(tmp_path / "all.safetensors").provenance["selection"].startswith("epoch and threshold")
     cpu = torch.device("cpu")
     start, decoder, every = (load_model(tmp_path / f"{n}.safetensors", cpu)[0].state_dict() for n in ("init", "decoder", "all"))
     encoder = [name for name in start if name.startswith("encoder.") and start[name].is_floating_point()]

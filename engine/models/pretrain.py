@@ -329,11 +329,13 @@ def pretrain_real(out: Path, recipe: RealRecipe, config: TrainConfig, progress: 
         + ("" if not config.parent_weight else f" --parent-weight {config.parent_weight}")
         + ("" if not recipe.masked_epochs else f" --masked-epochs {recipe.masked_epochs}")
         + ("" if config.pos_weight_cap == POS_WEIGHT_CAP else f" --pos-weight-cap {config.pos_weight_cap:g}")
-        + ("" if config.train_layers == "all" else f" --train-layers {config.train_layers}"),
+        + ("" if config.train_layers == "all" else f" --train-layers {config.train_layers}")
+        + (" --keep-last" if config.keep_last else ""),
         "data": data,
         **({} if masked is None else {"masked_image_pretraining": masked}),
-        "selection": "epoch and threshold by slick Dice on the validation bands" if config.average_from is None else
-        f"the average of epochs {config.average_from}-{report.epochs_run}; threshold by slick Dice on the validation bands",
+        "selection": (f"the average of epochs {config.average_from}-{report.epochs_run}; threshold" if config.average_from is not None else
+                      f"the last epoch ({report.epochs_run}); threshold" if config.keep_last else "epoch and threshold")
+        + " by slick Dice on the validation bands",
         "epochs_run": report.epochs_run,
         "best_epoch": report.best_epoch,
         "seconds": report.seconds,
@@ -395,6 +397,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                    help=f"--data real: the most the BCE weights a slick pixel over a sea pixel (default {POS_WEIGHT_CAP:g}; 1: plain BCE)")
     p.add_argument("--train-layers", choices=TRAIN_LAYERS, default="all",
                    help="--data real: decoder keeps the encoder it starts from, weights and batch-norm statistics (default: all)")
+    p.add_argument("--keep-last", action="store_true",
+                   help="--data real: run every epoch and keep the last; the validation bands only place the threshold")
     p.add_argument("--init-share", type=float, default=0.0,
                    help="--data real: move the trained weights this share of the way back to --init's, and place the threshold again (0: none)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -429,7 +433,7 @@ def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
         out = args.out or DEFAULT_MODEL
         config = TrainConfig(epochs=args.epochs or 6, batch_size=args.batch_size, lr=args.lr or 5e-4, seed=args.seed, device=device,
                              augment=paper_augment, select_on_dice=True, patience=3, average_from=args.average_from, parent_weight=args.parent_weight,
-                             pos_weight_cap=args.pos_weight_cap, train_layers=args.train_layers,
+                             pos_weight_cap=args.pos_weight_cap, train_layers=args.train_layers, keep_last=args.keep_last,
                              checkpoint=CHECKPOINTS / f"{out.stem}-{run_key(vars(args))}.pt")
         return pretrain_real(out, recipe, config, progress, card, args.encoder_weights)
     config = TrainConfig(epochs=args.epochs or 6, batch_size=args.batch_size, lr=args.lr or 2e-3, seed=args.seed, device=device)

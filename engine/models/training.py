@@ -147,6 +147,9 @@ class TrainConfig:
     averaging, Izmailov et al., 2018), batch-norm statistics re-estimated on the training tiles, instead of the
     best single epoch; every epoch runs. An average lies in a wider optimum than any one epoch, which a model
     needs on scenes unlike its few labelled ones; validation then only places the threshold."""
+    keep_last: bool = False
+    """Every epoch runs and the last one's weights are returned; validation only places the threshold. Choosing the
+    epoch on a few narrow validation bands is itself a draw that the kept weights inherit."""
     checkpoint: Optional[Path] = None
     """A file the run saves itself to after every epoch and resumes from when it exists (long pretraining
     runs that outlast a session); deleted once the run has returned its weights."""
@@ -456,7 +459,7 @@ def train(model: torch.nn.Module, train_set: TileSet, val_set: Optional[TileSet]
         started -= elapsed  # the run's time includes the epochs before the stop
         progress.log(f"resuming from {config.checkpoint} after epoch {first - 1}")
     for epoch in range(first, config.epochs + 1):
-        if stale >= config.patience and config.average_from is None:
+        if stale >= config.patience and config.average_from is None and not config.keep_last:
             break
         train_mode(model, config.train_layers, config.frozen_statistics)
         order = torch.randperm(len(train_set), generator=gen)
@@ -486,7 +489,7 @@ def train(model: torch.nn.Module, train_set: TileSet, val_set: Optional[TileSet]
                             "threshold": threshold, "val_dice_calibrated": calibrated})
             shown = history[-1] if config.select_on_dice else {key: history[-1][key] for key in ("epoch", "train_loss", "val_loss", "val_dice")}
             progress.metrics(**shown)
-            if merit(scores) > best[0]:
+            if config.keep_last or merit(scores) > best[0]:
                 best, stale = (merit(scores), epoch, copy.deepcopy(model.state_dict()), scores), 0
             else:
                 stale += 1
