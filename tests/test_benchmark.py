@@ -68,7 +68,7 @@ def test_only_narrows_the_candidates_and_refuses_an_unknown_one():
                            "real_texture_bce10_init25", "real_texture_bce10_init50", "real_texture_bce10_init75",
                            "real_texture_bce1_init25", "real_texture_bce1_init50", "real_texture_bce1_init75", "real_texture_bce1_512_init50",
                            "real_texture_bce1_composite_init50", "real_texture_bce1_labelled_init50", "real_texture_bce1_decoder_init50",
-                           "real_texture_bce1_last_init50",
+                           "real_texture_bce1_last_init50", "real_texture_bce1_frozenbn_init50",
                            "real_texture_contrast_init50",
                            "synthetic_2x", "synthetic_short", "synthetic_seed1",
                            "real_texture_synth2x_init50", "real_texture_synthshort_init50", "real_texture_synthseed1_init50",
@@ -223,25 +223,26 @@ def test_two_runs_of_one_candidate_keep_their_fold_checkpoints_apart(tmp_path):
 
 
 def test_each_variant_of_the_bundled_recipe_changes_its_one_thing_and_keeps_plain_bce(tmp_path, monkeypatch):
-    """512-px tiles, the composite-heavy and the labelled-heavy mix, the encoder kept, the last epoch kept: each trains at
-    cap 1 with its own tile, mix, trained layers or epoch choice (the same pixels per step: a quarter of the tiles at
+    """512-px tiles, the composite-heavy and the labelled-heavy mix, the encoder kept, the last epoch kept, the batch-norm
+    statistics kept: each trains at cap 1 with its own tile, mix, trained layers, epoch choice or statistics (the same pixels per step: a quarter of the tiles at
     512 px) and is moved half way back to the synthetic model."""
     trained: dict[str, tuple] = {}
     moved: list[tuple[str, float]] = []
     monkeypatch.setattr(benchmark, "pretrain_real", lambda out, recipe, config, progress, card:
                         trained.setdefault(out.name, (recipe.tile, recipe.train_tiles, recipe.mix, config.batch_size, config.pos_weight_cap,
-                                                      config.train_layers, config.keep_last)))
+                                                      config.train_layers, config.keep_last, config.frozen_statistics)))
     monkeypatch.setattr(benchmark, "toward_init", lambda start, out, recipe, *args: moved.append((start.name, recipe.init_share)))
     every = candidates(parse_args(["experiment", "benchmark", "--device", "cpu"]), 0)
     variants = ("real_texture_bce1_512_init50", "real_texture_bce1_composite_init50", "real_texture_bce1_labelled_init50",
-                "real_texture_bce1_decoder_init50", "real_texture_bce1_last_init50")
+                "real_texture_bce1_decoder_init50", "real_texture_bce1_last_init50", "real_texture_bce1_frozenbn_init50")
     for name in ("real_texture_bce1_init50", *variants):
         every[name](ARCTIC[1:], tmp_path / f"{name}_without_sample_0.safetensors", silent())
     base = trained["real_texture_bce1_without_sample_0.safetensors"]
-    assert trained["real_texture_bce1_512_without_sample_0.safetensors"] == (512, base[1] // 4, base[2], base[3] // 4, 1.0, "all", False)
-    assert trained["real_texture_bce1_composite_without_sample_0.safetensors"] == (base[0], base[1], benchmark.COMPOSITE_MIX, base[3], 1.0, "all", False)
-    assert trained["real_texture_bce1_labelled_without_sample_0.safetensors"] == (base[0], base[1], benchmark.LABELLED_MIX, base[3], 1.0, "all", False)
-    assert trained["real_texture_bce1_decoder_without_sample_0.safetensors"] == (*base[:5], "decoder", False)
-    assert trained["real_texture_bce1_last_without_sample_0.safetensors"] == (*base[:6], True)
-    assert base[4:] == (1.0, "all", False) and base[2] not in (benchmark.COMPOSITE_MIX, benchmark.LABELLED_MIX)
-    assert [share for _, share in moved] == [0.5] * 6 and len({start for start, _ in moved}) == 6
+    assert trained["real_texture_bce1_512_without_sample_0.safetensors"] == (512, base[1] // 4, base[2], base[3] // 4, 1.0, "all", False, False)
+    assert trained["real_texture_bce1_composite_without_sample_0.safetensors"] == (base[0], base[1], benchmark.COMPOSITE_MIX, base[3], 1.0, "all", False, False)
+    assert trained["real_texture_bce1_labelled_without_sample_0.safetensors"] == (base[0], base[1], benchmark.LABELLED_MIX, base[3], 1.0, "all", False, False)
+    assert trained["real_texture_bce1_decoder_without_sample_0.safetensors"] == (*base[:5], "decoder", False, False)
+    assert trained["real_texture_bce1_last_without_sample_0.safetensors"] == (*base[:6], True, False)
+    assert trained["real_texture_bce1_frozenbn_without_sample_0.safetensors"] == (*base[:7], True)
+    assert base[4:] == (1.0, "all", False, False) and base[2] not in (benchmark.COMPOSITE_MIX, benchmark.LABELLED_MIX)
+    assert [share for _, share in moved] == [0.5] * 7 and len({start for start, _ in moved}) == 7

@@ -177,10 +177,11 @@ def test_pretrain_pos_weight_cap_trains_with_that_cap_and_says_so(tmp_path, caps
     assert any(not torch.equal(default[name], plain[name]) for name in default if default[name].is_floating_point())
 
 
-def test_pretrain_train_layers_decoder_keeps_the_encoder_and_keep_last_says_so(tmp_path, capsys):
+def test_pretrain_train_layers_keep_last_and_frozen_statistics_do_and_say_so(tmp_path, capsys):
     """The encoder's weights and batch-norm statistics stay the start's to the bit (of float16, as a trained model is
     saved), the decoder's move, and the card's command names the option; the default run moves the encoder and does
-    not name it. ``--keep-last`` is named in the command and the selection."""
+    not name it. ``--keep-last`` is named in the command and the selection; ``--frozen-statistics`` keeps every batch
+    norm's running statistics while the weights move."""
     from engine.cli.main import main
     from engine.models.registry import load_model, read_card
 
@@ -192,11 +193,18 @@ def test_pretrain_train_layers_decoder_keeps_the_encoder_and_keep_last_says_so(t
     assert main([*args, "--out", str(tmp_path / "decoder.safetensors"), "--train-layers", "decoder"]) == 0
     assert main([*args, "--out", str(tmp_path / "all.safetensors")]) == 0
     assert main([*args, "--out", str(tmp_path / "last.safetensors"), "--keep-last"]) == 0
+    assert main([*args, "--out", str(tmp_path / "stats.safetensors"), "--frozen-statistics"]) == 0
     assert read_card(tmp_path / "decoder.safetensors").provenance["how"].endswith("--train-layers decoder")
     assert "--train-layers" not in read_card(tmp_path / "all.safetensors").provenance["how"]
     last = read_card(tmp_path / "last.safetensors").provenance
     assert last["how"].endswith("--keep-last") and last["selection"].startswith("the last epoch (1); threshold")
     assert read_card(tmp_path / "all.safetensors").provenance["selection"].startswith("epoch and threshold")
+    assert read_card(tmp_path / "stats.safetensors").provenance["how"].endswith("--frozen-statistics")
+    stats = load_model(tmp_path / "stats.safetensors", torch.device("cpu"))[0].state_dict()
+    init_state = load_model(init, torch.device("cpu"))[0].state_dict()
+    running = [name for name in stats if name.endswith(("running_mean", "running_var"))]
+    assert running and all(torch.equal(init_state[name].half().float(), stats[name]) for name in running)
+    assert any(not torch.equal(init_state[name].half().float(), stats[name]) for name in stats if name.endswith(".weight"))
     cpu = torch.device("cpu")
     start, decoder, every = (load_model(tmp_path / f"{n}.safetensors", cpu)[0].state_dict() for n in ("init", "decoder", "all"))
     encoder = [name for name in start if name.startswith("encoder.") and start[name].is_floating_point()]

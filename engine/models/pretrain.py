@@ -330,7 +330,8 @@ def pretrain_real(out: Path, recipe: RealRecipe, config: TrainConfig, progress: 
         + ("" if not recipe.masked_epochs else f" --masked-epochs {recipe.masked_epochs}")
         + ("" if config.pos_weight_cap == POS_WEIGHT_CAP else f" --pos-weight-cap {config.pos_weight_cap:g}")
         + ("" if config.train_layers == "all" else f" --train-layers {config.train_layers}")
-        + (" --keep-last" if config.keep_last else ""),
+        + (" --keep-last" if config.keep_last else "")
+        + (" --frozen-statistics" if config.frozen_statistics else ""),
         "data": data,
         **({} if masked is None else {"masked_image_pretraining": masked}),
         "selection": (f"the average of epochs {config.average_from}-{report.epochs_run}; threshold" if config.average_from is not None else
@@ -399,6 +400,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                    help="--data real: decoder keeps the encoder it starts from, weights and batch-norm statistics (default: all)")
     p.add_argument("--keep-last", action="store_true",
                    help="--data real: run every epoch and keep the last; the validation bands only place the threshold")
+    p.add_argument("--frozen-statistics", action="store_true",
+                   help="--data real: every batch norm keeps the running statistics it starts with while the weights train")
     p.add_argument("--init-share", type=float, default=0.0,
                    help="--data real: move the trained weights this share of the way back to --init's, and place the threshold again (0: none)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -434,6 +437,7 @@ def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
         config = TrainConfig(epochs=args.epochs or 6, batch_size=args.batch_size, lr=args.lr or 5e-4, seed=args.seed, device=device,
                              augment=paper_augment, select_on_dice=True, patience=3, average_from=args.average_from, parent_weight=args.parent_weight,
                              pos_weight_cap=args.pos_weight_cap, train_layers=args.train_layers, keep_last=args.keep_last,
+                             frozen_statistics=args.frozen_statistics,
                              checkpoint=CHECKPOINTS / f"{out.stem}-{run_key(vars(args))}.pt")
         return pretrain_real(out, recipe, config, progress, card, args.encoder_weights)
     config = TrainConfig(epochs=args.epochs or 6, batch_size=args.batch_size, lr=args.lr or 2e-3, seed=args.seed, device=device)
