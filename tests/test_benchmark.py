@@ -224,8 +224,8 @@ def test_two_runs_of_one_candidate_keep_their_fold_checkpoints_apart(tmp_path):
 
 def test_each_variant_of_the_bundled_recipe_changes_its_one_thing_and_keeps_plain_bce(tmp_path, monkeypatch):
     """512-px tiles, the composite-heavy and the labelled-heavy mix, the encoder kept, the last epoch kept, the batch-norm
-    statistics kept: each trains at cap 1 with its own tile, mix, trained layers, epoch choice or statistics (the same pixels per step: a quarter of the tiles at
-    512 px) and is moved half way back to the synthetic model."""
+    statistics kept: each trains at cap 1 with its own tile, mix, trained layers, epoch choice or statistics (the same
+    pixels per step: a quarter of the tiles at 512 px) and is moved half way back to the synthetic model."""
     trained: dict[str, tuple] = {}
     moved: list[tuple[str, float]] = []
     monkeypatch.setattr(benchmark, "pretrain_real", lambda out, recipe, config, progress, card:
