@@ -18,6 +18,18 @@ STAGING_PREFIX = ".slickmapper-tmp-"
 
 OUTPUT_SUFFIXES = {"probability": "_probability.tif", "mask": "_mask.tif", "slicks": "_slicks.gpkg"}
 """A detection's files are ``<prefix><suffix>``."""
+PARENT_TAG, CHANGES_SUFFIX = "_parent", "_changes.gpkg"
+"""A comparison with the parent (``changes``) also writes the parent's detection as ``<prefix>_parent<suffix>`` and
+the slicks that differ as ``<prefix>_changes.gpkg``."""
+
+
+def detection_files(prefix: str, against_parent: bool = False) -> list[str]:
+    """The names of the files a detection (or a comparison with the parent) writes under ``prefix``."""
+    tags = ("", PARENT_TAG) if against_parent else ("",)
+    names = [f"{prefix}{tag}{suffix}" for tag in tags for suffix in OUTPUT_SUFFIXES.values()]
+    return names + [f"{prefix}{CHANGES_SUFFIX}"] if against_parent else names
+
+
 SLICKS_LAYER = "slicks"
 """The layer inside a detection's GeoPackage."""
 SLICK_FIELDS = {"area_km2": "float", "length_km": "float", "mean_prob": "float", "scene": "str", "model": "str",

@@ -15,8 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
-from .contract import (DEFAULT_OVERLAP, GENERATOR_KINDS, GENERATOR_LOW_RES_STEPS, GENERATOR_STEPS, OUTPUT_SUFFIXES,
-                       SOLVER_STEPS, STAGING_PREFIX, TRAIN_LAYERS)
+from .contract import (DEFAULT_OVERLAP, GENERATOR_KINDS, GENERATOR_LOW_RES_STEPS, GENERATOR_STEPS, SOLVER_STEPS,
+                       STAGING_PREFIX, TRAIN_LAYERS, detection_files)
 from .engine_runner import EngineCommand
 
 DOCTOR = EngineCommand("doctor")
@@ -74,6 +74,8 @@ class DetectParameters:
     mirror: bool = True
     """Average over mirror images (the engine's ``--tta``, its default too, said either way so a settings
     choice never rests on the engine's default)."""
+    against_parent: bool = False
+    """Detect with the fine-tuned ``model``'s parent too and write the slicks that differ (the engine's ``changes``)."""
 
     def command(self) -> EngineCommand:
         args = [self.scene, "--out", self.out_dir, "--prefix", self.prefix, "--device", self.device,
@@ -85,10 +87,10 @@ class DetectParameters:
         if self.bounds is not None:
             args += ["--bounds", *(repr(float(value)) for value in self.bounds), "--bounds-crs", self.bounds_crs]
         args.append("--tta" if self.mirror else "--no-tta")
-        return EngineCommand("detect", tuple(args))
+        return EngineCommand("changes" if self.against_parent else "detect", tuple(args))
 
     def output_paths(self) -> Tuple[Path, ...]:
-        return tuple(Path(self.out_dir) / f"{self.prefix}{suffix}" for suffix in OUTPUT_SUFFIXES.values())
+        return tuple(Path(self.out_dir) / name for name in detection_files(self.prefix, self.against_parent))
 
     def remove_outputs(self) -> None:
         """Delete whatever this run left (after a failure, a kill or a late cancel) and temp leftovers."""
@@ -251,7 +253,7 @@ def unique_prefix(out_dir: str, scene: str, model_name: str, now: Optional[datet
     stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
     base = f"{_safe(Path(scene).stem)}_{_safe(model_name)}_{stamp}"
     prefix, number = base, 1
-    while any((Path(out_dir) / f"{prefix}{suffix}").exists() for suffix in OUTPUT_SUFFIXES.values()):
+    while any((Path(out_dir) / name).exists() for name in detection_files(prefix, against_parent=True)):
         number += 1
         prefix = f"{base}-{number}"
     return prefix

@@ -19,7 +19,7 @@ from qgis.core import (Qgis, QgsApplication, QgsCoordinateTransform, QgsMapLayer
                        QgsProject, QgsRasterLayer)
 from qgis.gui import QgsCollapsibleGroupBox, QgsDockWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt
-from qgis.PyQt.QtWidgets import (QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPlainTextEdit,
+from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPlainTextEdit,
                                  QPushButton, QRadioButton, QScrollArea, QVBoxLayout, QWidget)
 
 from . import settings
@@ -104,6 +104,7 @@ class SlickMapperDock(QgsDockWidget):
         self.overlap = make_editor(settings.OVERLAP)
         self.threshold = make_editor(settings.THRESHOLD)
         self.mirror = make_editor(settings.MIRROR)
+        self.against_parent = QCheckBox("Show what fine-tuning changed")
         self.whole_scene = QRadioButton("Whole scene")
         self.map_view = QRadioButton("Current map view")
         self.whole_scene.setChecked(True)
@@ -119,6 +120,7 @@ class SlickMapperDock(QgsDockWidget):
         form.addRow(settings.OVERLAP.label, self.overlap)
         form.addRow(settings.THRESHOLD.label, self.threshold)
         form.addRow(settings.MIRROR.label, self.mirror)
+        form.addRow("", self.against_parent)
         form.addRow("Extent", extent_row)
         form.addRow(settings.OUTPUT_FOLDER.label, self.output_folder)
         layout.addWidget(model_box)
@@ -138,6 +140,7 @@ class SlickMapperDock(QgsDockWidget):
                                             self.generate_panel.sample_folder)
         self.finetune_panel.model_created.connect(lambda _: self.refresh_models())
         self.finetune_panel.detect_requested.connect(self.detect_with_model)
+        self.finetune_panel.changes_requested.connect(partial(self.detect_with_model, against_parent=True))
         self.generate_panel.browser.changed.connect(self.finetune_panel.samples_changed)
         layout.addWidget(self.labels_panel)
         layout.addWidget(self.generate_panel)
@@ -310,6 +313,14 @@ class SlickMapperDock(QgsDockWidget):
         model = self._current_model()
         self.model_details.setText(self._model_text(model) if model else "The engine's bundled model.")
         self.model_details.setToolTip(self._model_provenance(model) if model else "")
+        fine_tuned = bool(((model or {}).get("lineage") or {}).get("parent"))
+        self.against_parent.setEnabled(fine_tuned)
+        self.against_parent.setChecked(self.against_parent.isChecked() and fine_tuned)
+        self.against_parent.setToolTip(
+            "Detect with the model's parent too, on the same extent, and draw the slicks only one of them finds: "
+            "green where fine-tuning found a new slick, red dashes where it lost one of the parent's. The parent's "
+            "files are written beside the new model's." if fine_tuned else
+            "Only for a model made by Fine-tune: it compares the model's map with its parent's.")
         self.finetune_panel.model_changed()
         self._scene_changed(self.layer_combo.currentLayer())
 
@@ -467,7 +478,8 @@ class SlickMapperDock(QgsDockWidget):
             model=model_path, device=str(editor_value(self.device)),
             tile=int(editor_value(self.tile)), overlap=int(editor_value(self.overlap)),
             threshold=float(editor_value(self.threshold)), bounds=bounds, bounds_crs=bounds_crs,
-            mirror=bool(editor_value(self.mirror)))
+            mirror=bool(editor_value(self.mirror)),
+            against_parent=self.against_parent.isEnabled() and self.against_parent.isChecked())
         for setting, editor in ((settings.DEVICE, self.device), (settings.TILE, self.tile),
                                 (settings.OVERLAP, self.overlap), (settings.THRESHOLD, self.threshold),
                                 (settings.MIRROR, self.mirror),
@@ -500,20 +512,22 @@ class SlickMapperDock(QgsDockWidget):
             return
         add_result_group(self._project, self._project.mapLayer(scene_id), scene_name,
                          str(result.data.get("model_name") or model_name), layers)
-        self.labels_panel.show_uncertain(layers[1], result.data.get("uncertain_blocks") or [])
+        self.labels_panel.show_uncertain(layers[-1], result.data.get("uncertain_blocks") or [])
         self._push(Qgis.Success, f"{scene_name}: {summary(result.data)}")
         for warning in result.data.get("warnings") or ():
             self._push(Qgis.Warning, str(warning))
 
-    def detect_with_model(self, path: str) -> None:
-        """List the models again, select the one at ``path`` and detect with it in the map view."""
-        self.refresh_models(select=path, then=partial(self._detect_selected, path))
+    def detect_with_model(self, path: str, against_parent: bool = False) -> None:
+        """List the models again, select the one at ``path`` and detect with it in the map view (and with its parent,
+        showing what changed, when ``against_parent``)."""
+        self.refresh_models(select=path, then=partial(self._detect_selected, path, against_parent))
 
-    def _detect_selected(self, path: str) -> None:
+    def _detect_selected(self, path: str, against_parent: bool) -> None:
         selected = str((self._current_model() or {}).get("path") or "")
         if not selected or Path(selected).resolve() != Path(path).resolve():
             self._push(Qgis.Warning, f"The model {Path(path).name} is not in the engine's model list, so it cannot be "
                                      f"selected. Check that it is still in {Path(path).parent}.")
             return
         self.map_view.setChecked(True)
+        self.against_parent.setChecked(against_parent and self.against_parent.isEnabled())
         self.detect()

@@ -37,6 +37,9 @@ class FinetunePanel(QgsCollapsibleGroupBox):
     """(path of the new model file) once it is written: the dock refreshes its model list."""
     detect_requested = pyqtSignal(str)
     """(path of the new model file): the analyst wants to see it at work on the map view."""
+    changes_requested = pyqtSignal(str)
+    """(path of the new model file): the analyst wants to see, on the map view, what it finds that its parent did not
+    and what it no longer finds."""
 
     def __init__(self, start: StartTask, push: Push, model: Callable[[], Optional[Dict[str, Any]]],
                  device: Callable[[], str], store: Callable[[], str], samples: Callable[[], str],
@@ -106,12 +109,19 @@ class FinetunePanel(QgsCollapsibleGroupBox):
         self.detect_button = QPushButton("Detect with the new model on the map view")
         self.detect_button.clicked.connect(self._detect_with_new_model)
         self.detect_button.setVisible(False)
+        self.changes_button = QPushButton("Show what it changed on the map view")
+        self.changes_button.setToolTip("Detect with the new model and with the model it was fine-tuned from, on the map "
+                                       "view, and draw the slicks only one of them finds. On a scene you did not label, "
+                                       "the new model hands detection to its parent, so there is nothing to compare.")
+        self.changes_button.clicked.connect(self._show_changes)
+        self.changes_button.setVisible(False)
         layout.addWidget(self.base_label)
         layout.addLayout(form)
         layout.addWidget(self.run_controls)
         layout.addWidget(self.chart)
         layout.addWidget(self.summary)
         layout.addWidget(self.detect_button)
+        layout.addWidget(self.changes_button)
 
     def model_changed(self) -> None:
         """Follow the dock's model choice: it is the model that gets fine-tuned."""
@@ -164,6 +174,7 @@ class FinetunePanel(QgsCollapsibleGroupBox):
         self.chart.clear()
         self.result = None
         self.detect_button.setVisible(False)
+        self.changes_button.setVisible(False)
         self.summary.setText("")
         self._start(params.command(), f"Slick Mapper: fine-tuning {Path(base).stem}", self._finished,
                     cleanup=params.remove_outputs, controls=self.run_controls, on_metrics=self.chart.add_metrics)
@@ -194,7 +205,12 @@ class FinetunePanel(QgsCollapsibleGroupBox):
                  str(data.get("use_note") or ""), f"Saved as {data['model']}"]
         self.summary.setText("<br>".join(html_text(line) for line in lines if line))
         self.detect_button.setVisible(True)
+        self.changes_button.setVisible(True)
 
     def _detect_with_new_model(self) -> None:
         if self.result is not None and self.result.ok:
             self.detect_requested.emit(str(self.result.data["model"]))
+
+    def _show_changes(self) -> None:
+        if self.result is not None and self.result.ok:
+            self.changes_requested.emit(str(self.result.data["model"]))

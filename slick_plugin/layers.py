@@ -37,16 +37,34 @@ def summary(data: Dict[str, Any]) -> str:
             f"threshold {float(data.get('threshold', 0.5)):.2f} ({data.get('threshold_from', 'the model’s')}), "
             f"{float(data.get('seconds', 0.0)):.0f} s on {data.get('device', '?')}"
             + (", mirror averaged." if data.get("mirrored") else ".")
-            + (f" Weights: {data['weights_from']}." if data.get("weights_from") else ""))
+            + (f" Weights: {data['weights_from']}." if data.get("weights_from") else "")
+            + (f" {changes_summary(data)}" if data.get("changes") else ""))
+
+
+def changes_summary(data: Dict[str, Any]) -> str:
+    """What fine-tuning changed on the map, from a ``changes`` run's ``data``: both models' maps are on the map
+    view, so the counts say what to look at."""
+    parent = data.get("parent") or {}
+    return (f"Against its parent {parent.get('model_name', '')} (threshold {float(parent.get('threshold', 0.5)):.2f}): "
+            f"{int(data.get('new_slicks', 0))} new ({float(data.get('new_area_km2', 0.0)):.2f} km²), "
+            f"{int(data.get('gone_slicks', 0))} gone ({float(data.get('gone_area_km2', 0.0)):.2f} km²), "
+            f"{int(data.get('both_slicks', 0))} found by both.")
 
 
 def open_results(data: Dict[str, Any]) -> List[QgsMapLayer]:
-    """The styled polygon and probability layers of a detection's ``data``, polygons first (on top)."""
+    """The styled polygon and probability layers of a detection's ``data``, polygons first (on top); for a
+    comparison with the parent, its changes above them."""
     slicks = QgsVectorLayer(f"{data['slicks']}|layername={SLICKS_LAYER}",
                             f"Slick outlines ({int(data.get('n_slicks', 0))})", "ogr")
     probability = QgsRasterLayer(str(data["probability"]), "Slick probability", "gdal")
     layers: List[QgsMapLayer] = [slicks, probability]
-    for layer, style in zip(layers, ("slicks", "probability")):
+    styles = ["slicks", "probability"]
+    if data.get("changes"):
+        name = (f"Changes against the parent ({int(data.get('new_slicks', 0))} new, "
+                f"{int(data.get('gone_slicks', 0))} gone)")
+        layers.insert(0, QgsVectorLayer(f"{data['changes']}|layername={SLICKS_LAYER}", name, "ogr"))
+        styles.insert(0, "changes")
+    for layer, style in zip(layers, styles):
         if not layer.isValid():
             raise LayerError(f"QGIS cannot open the result {layer.source()}; the file may be damaged.")
         message, ok = layer.loadNamedStyle(style_path(style))

@@ -1,4 +1,5 @@
-"""The commands that are the engine's own rather than a job module's: ``info``, ``measure``, ``detect``, ``models``, ``doctor``.
+"""The commands that are the engine's own rather than a job module's: ``info``, ``measure``, ``detect``, ``changes``,
+``models``, ``doctor``.
 
 Each is registered by a function of its own, so that registering ``info`` or ``models`` (which the plugin
 runs whenever a scene is loaded or the dock opens) imports no PyTorch; ``detect``'s options live on
@@ -48,6 +49,23 @@ def add_detect_cli(subparsers: argparse._SubParsersAction) -> None:
                 runtime={"choices": ["auto", "torch", "torchscript", "onnxruntime", "openvino"],
                          "default": os.environ.get("SLICK_MAPPER_RUNTIME", "auto")})
     p.set_defaults(func=_detect)
+
+
+def add_changes_cli(subparsers: argparse._SubParsersAction) -> None:
+    from ..jobs.detect import DetectOptions
+
+    p = subparsers.add_parser("changes")
+    p.add_argument("scene", help="a scene the fine-tuned model learnt from (GeoTIFF, COG, VRT or GRD measurement TIFF)")
+    p.add_argument("--out", required=True, help="output folder (created if missing)")
+    add_options(p, DetectOptions, DETECT_HELP,
+                model={"required": True, "help": "the fine-tuned model file (.safetensors); its parent is found from its card"},
+                bounds={"type": float, "nargs": 4, "metavar": ("XMIN", "YMIN", "XMAX", "YMAX")},
+                land_mask={"metavar": "default|none|PATH"},
+                land_buffer={"metavar": "PIXELS"},
+                nodata_buffer={"metavar": "PIXELS"},
+                runtime={"choices": ["auto", "torch", "torchscript", "onnxruntime", "openvino"],
+                         "default": os.environ.get("SLICK_MAPPER_RUNTIME", "auto")})
+    p.set_defaults(func=_changes)
 
 
 def add_models_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -106,6 +124,19 @@ def _detect(args: argparse.Namespace, progress: Progress) -> dict:
         progress.log(f"warning: {warning}")
     ranked = uncertainty.rank_raster(result.probability, result.threshold, progress=progress)
     return {**result.to_dict(), "uncertain_blocks": [block.to_dict() for block in ranked]}
+
+
+def _changes(args: argparse.Namespace, progress: Progress) -> dict:
+    from ..jobs import uncertainty
+    from ..jobs.changes import detect_changes
+    from ..jobs.detect import DetectOptions
+
+    options = options_from(args, DetectOptions, bounds=tuple(args.bounds) if args.bounds else None)
+    result = detect_changes(args.scene, args.out, options, progress)
+    for warning in result["warnings"]:
+        progress.log(f"warning: {warning}")
+    ranked = uncertainty.rank_raster(result["probability"], result["threshold"], progress=progress)
+    return {**result, "uncertain_blocks": [block.to_dict() for block in ranked]}
 
 
 def _models(args: argparse.Namespace, progress: Progress) -> dict:

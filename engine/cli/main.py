@@ -86,6 +86,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("engine.cli.commands:add_info_cli", "describe a scene and what detection will do with it"),
     "measure": ("engine.cli.commands:add_measure_cli", "measure a scene's eq. 1 statistics now, so that detections on it start at once"),
     "detect": ("engine.cli.commands:add_detect_cli", "detect slicks: probability COG, mask and polygons (GeoPackage)"),
+    "changes": ("engine.cli.commands:add_changes_cli", "detect with a fine-tuned model and its parent: the slicks fine-tuning added and removed"),
     "models": ("engine.cli.commands:add_models_cli", "list installed models"),
     "doctor": ("engine.cli.commands:add_doctor_cli", "what the engine sees: versions, device, GPU"),
     "evaluate": ("engine.jobs.evaluate:add_cli", "slick Dice of a prediction against a label, aligned by georeference"),

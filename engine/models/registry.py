@@ -314,15 +314,24 @@ def weights_for(path: str | Path, scene: str | Path) -> tuple[Path, str]:
     card = read_card(path)
     if not card.taught_scenes or scene_fingerprint(scene) in card.taught_scenes:
         return path, ""
-    parent = card.lineage.get("parent") or {}
-    recorded = Path(parent.get("path", ""))
-    found = next((p for p in (recorded, path.parent / recorded.name, BUNDLED_DIR / recorded.name)
-                  if recorded.name and p.is_file() and file_sha256(p) == parent.get("sha256")), None)
+    found = parent_file(path)
     if found is None:
+        parent = card.lineage.get("parent") or {}
         return path, (f"this model's own, which were fine-tuned on other scenes: its parent {parent.get('name', '')} is no longer "
-                      f"at {recorded} nor beside it, unchanged")
+                      f"at {parent.get('path', '')} nor beside it, unchanged")
     resolved, _ = weights_for(found, scene)
     return resolved, f"{read_card(resolved).name}, the parent's: this model was fine-tuned on other scenes"
+
+
+def parent_file(path: str | Path) -> Optional[Path]:
+    """The file a fine-tuned model was fine-tuned from, where its lineage recorded it, beside the model, or among the
+    bundled models, and only if it is that very file (its sha256); None for a model that was not fine-tuned or
+    whose parent is gone or changed."""
+    path = Path(path)
+    parent = read_card(path).lineage.get("parent") or {}
+    recorded = Path(parent.get("path", ""))
+    return next((p for p in (recorded, path.parent / recorded.name, BUNDLED_DIR / recorded.name)
+                 if recorded.name and p.is_file() and file_sha256(p) == parent.get("sha256")), None)
 
 
 def has_weights(path: str | Path) -> bool:

@@ -16,9 +16,11 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("PYTEST_QT_API", "pyqt5")
 
 import pytest  # noqa: E402
-from qgis.core import QgsApplication, QgsProject, QgsRasterLayer  # noqa: E402
+from qgis.core import (QgsApplication, QgsCoordinateReferenceSystem, QgsMapRendererSequentialJob,  # noqa: E402
+                       QgsMapSettings, QgsProject, QgsRasterLayer, QgsRectangle)
 from qgis.gui import QgsMapCanvas, QgsMessageBar  # noqa: E402
-from qgis.PyQt.QtCore import QCoreApplication, QObject, QSettings  # noqa: E402
+from qgis.PyQt.QtCore import QCoreApplication, QObject, QSettings, QSize  # noqa: E402
+from qgis.PyQt.QtGui import QColor, QImage  # noqa: E402
 from qgis.PyQt.QtWidgets import QMainWindow  # noqa: E402
 from pytestqt.qtbot import QtBot  # noqa: E402
 
@@ -223,3 +225,18 @@ def load_scene(path: Path, iface: FakeIface) -> QgsRasterLayer:
 @pytest.fixture
 def scene(tmp_path: Path, iface: FakeIface) -> QgsRasterLayer:
     return add_scene(tmp_path, iface)
+
+
+def render(layers: list, extent: QgsRectangle, crs: QgsCoordinateReferenceSystem, size: QSize,
+           background: QColor) -> QImage:
+    """``layers`` drawn by QGIS's own renderer, as the map canvas would draw them."""
+    settings = QgsMapSettings()
+    settings.setLayers(layers)
+    settings.setDestinationCrs(crs)
+    settings.setExtent(extent)
+    settings.setOutputSize(size)
+    settings.setBackgroundColor(background)
+    job = QgsMapRendererSequentialJob(settings)
+    job.start()
+    job.waitForFinished()
+    return job.renderedImage()

@@ -17,16 +17,15 @@ from typing import Dict, List, Tuple
 import numpy as np
 import pytest
 from osgeo import gdal
-from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsLayerTreeGroup,
-                       QgsLayerTreeLayer, QgsMapRendererSequentialJob, QgsMapSettings, QgsProject,
-                       QgsRasterLayer, QgsRectangle, QgsVectorLayer)
+from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsLayerTreeGroup, QgsLayerTreeLayer,
+                       QgsProject, QgsRasterLayer, QgsRectangle, QgsVectorLayer)
 from qgis.PyQt.QtCore import QSize, Qt
 from qgis.PyQt.QtGui import QColor, QImage
 
 from slick_plugin.layers import open_results
 from slick_plugin.engine_runner import CANCEL_GRACE_S, Status
 
-from .conftest import OUTPUT, SAMPLE, FakeIface, add_scene, needs_model, opened_dock
+from .conftest import OUTPUT, SAMPLE, FakeIface, add_scene, needs_model, opened_dock, render
 
 pytestmark = needs_model
 
@@ -168,20 +167,6 @@ def test_processing_scene_info_reports_the_scene(processing, plugin) -> None:
     result = qgis_processing.run("slickmapper:sceneinfo", {"INPUT": str(SAMPLE / "raw_mosaic.tif")})
     assert result["WIDTH"] == 768 and result["HEIGHT"] == 768 and result["PIXEL_SIZE"] == 25
     assert result["UTM_CRS"] == "EPSG:32636" and result["VALUE_SCALE"] == "uint8_stretched"
-
-
-def render(layers: list, extent: QgsRectangle, crs: QgsCoordinateReferenceSystem, size: QSize,
-           background: QColor) -> QImage:
-    settings = QgsMapSettings()
-    settings.setLayers(layers)
-    settings.setDestinationCrs(crs)
-    settings.setExtent(extent)
-    settings.setOutputSize(size)
-    settings.setBackgroundColor(background)
-    job = QgsMapRendererSequentialJob(settings)
-    job.start()
-    job.waitForFinished()
-    return job.renderedImage()
 
 
 def test_rendering_is_red_where_probability_is_high_and_clear_where_it_is_zero(detection: Detection) -> None:

@@ -21,7 +21,8 @@ from osgeo import gdal
 from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsDistanceArea, QgsGeometry,
                        QgsLayerTreeGroup, QgsProject, QgsRasterLayer, QgsRectangle, QgsSettings, QgsVectorLayer,
                        QgsVectorLayerUtils)
-from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtCore import QSize, Qt
+from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtWidgets import QAction, QFileDialog
 
 from engine.jobs.labels import create_store, import_mask
@@ -33,7 +34,7 @@ from slick_plugin.loss_chart import LossChart
 from slick_plugin.rich_text import html_text
 from slick_plugin.engine_runner import EngineRunner, Status, _Transcript
 
-from .conftest import OUTPUT, SAMPLE, FakeIface, engine, load_scene, needs_model, opened_dock
+from .conftest import OUTPUT, SAMPLE, FakeIface, engine, load_scene, needs_model, opened_dock, render
 
 pytestmark = needs_model
 
@@ -385,10 +386,11 @@ def tiny_finetune(ui: Session, module_dir: Path, arctic_store: Path) -> None:
     panel.train_layers.setCurrentText("decoder")
 
 
-def test_fine_tune_from_the_dock_makes_a_model_with_lineage_and_detects_with_it(
+def test_fine_tune_from_the_dock_makes_a_model_with_lineage_detects_with_it_and_shows_what_changed(
         ui: Session, qtbot, tmp_path: Path, module_dir: Path, arctic_store: Path) -> None:
     tiny_finetune(ui, module_dir, arctic_store)
     panel = ui.dock.finetune_panel
+    assert not ui.dock.against_parent.isEnabled()  # the bundled model has no parent to compare with
     assert "2 slick labels, 0 look-alikes, 368." in ui.dock.labels_panel.counts_label.text()
     percents: List[int] = []
     panel.run_controls.progress.valueChanged.connect(percents.append)
@@ -434,6 +436,32 @@ def test_fine_tune_from_the_dock_makes_a_model_with_lineage_and_detects_with_it(
     assert group.name().endswith(model_card(models[0])["name"]), ui.iface.messages()
     assert not any("Weights:" in message for message in ui.iface.messages())  # its own weights on the scene it learnt
     assert ui.dock.labels_panel.next_list.count() > 0
+
+    # What fine-tuning changed: both models on the same view, the slicks only one of them finds drawn above.
+    assert ui.dock.against_parent.isEnabled() and not ui.dock.against_parent.isChecked()
+    qtbot.mouseClick(panel.changes_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: ui.dock.detect_task is not None, timeout=60_000)
+    assert ui.dock.against_parent.isChecked()
+    task = ui.dock.detect_task
+    qtbot.waitUntil(lambda: ui.dock.detect_task is None, timeout=180_000)
+    assert task.result.ok, task.result.message
+    data = task.result.data
+    assert data["parent"]["model_name"] == model_card(parent)["name"] and Path(data["parent"]["slicks"]).is_file()
+    root = QgsProject.instance().layerTreeRoot()
+    group = root.children()[root.children().index(root.findLayer(ui.dock.layer_combo.currentLayer().id())) - 1]
+    changes = group.findLayers()[0].layer()
+    assert changes.name() == f"Changes against the parent ({data['new_slicks']} new, {data['gone_slicks']} gone)"
+    assert [node.layer().source() for node in group.findLayers()[1:]] == [f"{data['slicks']}|layername=slicks", data["probability"]]
+    kinds = [feature["change"] for feature in changes.getFeatures()]
+    assert kinds.count("new") == data["new_slicks"] and kinds.count("gone") == data["gone_slicks"]
+    said = [m for m in ui.iface.messages() if f"Against its parent {data['parent']['model_name']}" in m]
+    assert len(said) == 1 and f"{data['new_slicks']} new ({data['new_area_km2']:.2f} km²), {data['gone_slicks']} gone" in said[0]
+    image = render([changes], changes.extent().buffered(500), changes.crs(), QSize(400, 400), QColor("white"))
+    image.save(str(OUTPUT / "dock_changes_layer.png"))
+    pixels = [QColor(image.pixel(x, y)) for x in range(0, 400, 2) for y in range(0, 400, 2)]
+    green = any(c.green() > 150 and c.red() < 120 and c.blue() < 170 for c in pixels)
+    red = any(c.red() > 200 and c.green() < 80 for c in pixels)
+    assert green == (data["new_slicks"] > 0) and red == (data["gone_slicks"] > 0), (data["new_slicks"], data["gone_slicks"])
 
 
 def test_cancelling_a_fine_tune_leaves_no_model_file(ui: Session, qtbot, tmp_path: Path, module_dir: Path,
