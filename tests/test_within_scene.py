@@ -9,14 +9,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from shapely.geometry import box
+import shapely
+from shapely.geometry import Point, box, mapping
 
 import engine.jobs.finetune as finetune_module
 from engine.errors import InputError
-from engine.experiments.within_scene import SAMPLES_DIR, WithinSceneOptions, part_dice, split_scene, split_store, within_scene_experiment
+from engine.experiments.within_scene import (SAMPLES_DIR, WithinSceneOptions, held_changes, label_polygons, part_dice, split_scene, split_store,
+                                             within_scene_experiment)
 from engine.jobs.evaluate import slick_dice
 from engine.jobs.finetune import FinetuneOptions, finetune
 from engine.jobs.labels import rasterise, read_store, scene_grid
+from engine.jobs.outputs import write_slicks
 from engine.models.registry import read_card
 from engine.progress import Progress
 
@@ -98,6 +101,33 @@ def test_experiment_writes_every_figure_with_its_provenance(tmp_path, small_mode
         assert 0 <= float(row["dice_held_parent"]) <= 1 and int(row["held_slick_pixels"]) > 0
         assert float(row["held_change"]) == pytest.approx(float(row["dice_held_finetuned"]) - float(row["dice_held_parent"]), abs=1e-4)
     assert result["summary"]["runs"] == 2 and result["summary"]["finetuned"] == 1 and written["summary"] == result["summary"]
+    assert (kept["held_new_slicks"], kept["held_gone_slicks"]) == ("0", "0")  # the parent's map stayed the map
+    assert result["summary"]["held_new_slicks"] == sum(int(r["held_new_slicks"]) for r in rows.values())
+
+
+def test_the_held_half_s_changes_count_slicks_reaching_into_it_and_those_a_label_confirms(tmp_path, small_model):
+    """Hand-placed outlines on sample_1's split: on its held half one slick each model has, one only the parent has
+    on a label (a loss), one only the fine-tuned model has on a label (a find) and one off any label; a new one on
+    the labelled half is not counted."""
+    split = split_scene("sample_1", "left", read_card(small_model), FAST.tile)
+    truth = shapely.union_all(label_polygons(split)).intersection(split.held)
+    on_label = truth.representative_point()
+    far_on_label = max((Point(c) for c in truth.exterior.coords) if truth.geom_type == "Polygon" else
+                       (Point(c) for g in truth.geoms for c in g.exterior.coords), key=on_label.distance)
+    assert far_on_label.distance(on_label) > 100
+    minx, miny, maxx, maxy = split.held.bounds
+    corners = [Point(x, y) for x in (minx + 300, maxx - 300) for y in (miny + 300, maxy - 300)]
+    off = sorted((c for c in corners if c.distance(truth) > 600), key=truth.distance)
+    assert len(off) >= 2
+    both, loss, find, stray, elsewhere = (off[0].buffer(100), on_label.buffer(40), far_on_label.buffer(40), off[1].buffer(100),
+                                          split.labelled.centroid.buffer(100))
+    files = {}
+    for name, outlines in (("parent", [both, loss]), ("tuned", [both, find, stray, elsewhere])):
+        slicks = [{"geometry": mapping(g), "area_km2": g.area / 1e6, "length_km": 0.1, "mean_prob": 0.9} for g in outlines]
+        files[name] = tmp_path / f"{name}.gpkg"
+        write_slicks(files[name], split.crs, slicks, "sample_1", name)
+    assert held_changes(files["tuned"], files["parent"], split) == {
+        "held_new_slicks": 2, "held_new_on_label": 1, "held_gone_slicks": 1, "held_gone_on_label": 1}
 
 
 def test_leave_one_scene_out_parents_each_score_the_one_tile_they_never_saw(tmp_path, model_factory):

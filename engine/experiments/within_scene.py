@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import shapely
 from rasterio.features import rasterize, shapes
 from rasterio.transform import array_bounds
 from shapely.geometry import box, shape
@@ -43,6 +44,7 @@ from ..cli.args import DEVICE_HELP, add_options, number_or, options_from
 from ..data import bundled
 from ..data.bundled import SAMPLES_DIR
 from ..errors import InputError, OutputError
+from ..jobs.changes import compare_slicks, read_slicks
 from ..jobs.detect import DetectOptions, detect
 from ..jobs.evaluate import DiceResult, align_to_grid, describe_grid, read_label_mask, slick_dice_arrays
 from ..jobs.finetune import USE_ON, FinetuneOptions, FinetuneReport, check_options, finetune
@@ -126,13 +128,17 @@ def split_scene(sample: str, side: str, card: ModelCard, tile: int) -> Split:
     return Split(sample, side, grid.crs, column, labelled, held)
 
 
+def label_polygons(split: Split) -> list[BaseGeometry]:
+    """The analyst's slicks on the tile, as polygons in the split's CRS."""
+    mask, transform, crs = read_label_mask(split.label)
+    return [shape(g) for g in to_crs([shape(g) for g, _ in shapes(mask.astype(np.uint8), mask=mask, transform=transform)],
+                                     crs.to_wkt(), split.crs)]
+
+
 def split_store(path: Path, split: Split) -> Path:
     """A new label store as the analyst leaves it: the slicks of the labelled half (cut at the line where a
     slick crosses it) and that half marked reviewed."""
-    mask, transform, crs = read_label_mask(split.label)
-    polygons = [shape(g) for g in to_crs([shape(g) for g, _ in shapes(mask.astype(np.uint8), mask=mask, transform=transform)],
-                                         crs.to_wkt(), split.crs)]
-    inside = [part for p in polygons for part in _polygons(p.intersection(split.labelled))]
+    inside = [part for p in label_polygons(split) for part in _polygons(p.intersection(split.labelled))]
     create_store(path, split.crs)
     if inside:
         add_labels(path, split.scene, inside, "slick", crs=split.crs, author=AUTHOR, origin="drawn")
@@ -201,6 +207,7 @@ def within_scene_experiment(out: Path, options: WithinSceneOptions, progress: Pr
             **{f"dice_{s}_{role}": round(model.whole(s), 4) if s in others else "" for s in options.scenes
                for role, model in (("parent", parent), ("finetuned", tuned))},
             "model_sha256": models.get(run, ""),
+            **held_changes(Path(tuned.results[split.sample].slicks), Path(parent.results[split.sample].slicks), split),
         }
         row["held_change"] = round(row["dice_held_finetuned"] - row["dice_held_parent"], 4)
         rows.append(row)
@@ -222,6 +229,22 @@ def within_scene_experiment(out: Path, options: WithinSceneOptions, progress: Pr
     }
     write_text(out / "within_scene.json", json.dumps(result, indent=2, default=str))
     return result
+
+
+def held_changes(tuned: Path, parent: Path, split: Split) -> dict:
+    """What the dock's changes layer (``engine changes``) shows on the held half, and how much of it an analyst's
+    label confirms: slicks new after fine-tuning, and the parent's slicks gone, counted where they reach into the
+    held half, and of each how many share area there with a labelled slick. A new slick on a label is a find; a
+    gone one on a label is a loss."""
+    truth = shapely.union_all(label_polygons(split)).intersection(split.held)
+    new, gone, _ = compare_slicks(read_slicks(tuned), read_slicks(parent))
+    counts = {}
+    for kind, slicks in (("new", new), ("gone", gone)):
+        held = [s["geometry"].intersection(split.held) for s in slicks]
+        held = [g for g in held if g.area > 0]
+        counts[f"held_{kind}_slicks"] = len(held)
+        counts[f"held_{kind}_on_label"] = sum(g.intersection(truth).area > 0 for g in held)
+    return counts
 
 
 def _report_columns(report: Optional[FinetuneReport]) -> dict:
@@ -256,6 +279,8 @@ def summarise(rows: list[dict]) -> dict:
         "held_improvable": len(improvable),
         **others,
         "kept_parent_weights": sum(bool(r["kept_parent_weights"]) for r in rows),
+        **{column: sum(r[column] for r in rows) for column in ("held_new_slicks", "held_new_on_label", "held_gone_slicks",
+                                                                "held_gone_on_label")},
     }
 
 

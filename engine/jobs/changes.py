@@ -67,11 +67,11 @@ def detect_changes(scene: str | Path, out_dir: str | Path, options: DetectOption
             runs[tag] = detect(scene, folder, dataclasses.replace(options, model=str(model), prefix=prefix + tag, overwrite=False), progress)
             move_in(folder, outputs.stage, [f"{prefix}{tag}{suffix}" for suffix in OUTPUT_SUFFIXES.values()])
         progress.update("changes", 0, 1, "Comparing the two maps")
-        mine, theirs = (_slicks(outputs.stage / Path(runs[tag].slicks).name) for tag in ("", PARENT_TAG))
-        new, kept = _unmatched(mine, theirs)
-        gone, _ = _unmatched(theirs, mine)
+        mine, theirs = (read_slicks(outputs.stage / Path(runs[tag].slicks).name) for tag in ("", PARENT_TAG))
+        new, gone, kept = compare_slicks(mine, theirs)
         write_slicks(outputs.path("changes"), _crs(outputs.stage / Path(runs[""].slicks).name),
-                     [{**s, "change": "new"} for s in new] + [{**s, "change": "gone"} for s in gone],
+                     [{**s, "geometry": mapping(s["geometry"]), "change": "new"} for s in new]
+                     + [{**s, "geometry": mapping(s["geometry"]), "change": "gone"} for s in gone],
                      scene.name, f"{card.name} against {read_card(parent).name}", CHANGE_FIELDS)
         paths = outputs.commit()
     progress.update("changes", 1, 1)
@@ -84,7 +84,8 @@ def detect_changes(scene: str | Path, out_dir: str | Path, options: DetectOption
     return result
 
 
-def _slicks(path: Path) -> list[dict]:
+def read_slicks(path: Path) -> list[dict]:
+    """A detection's slicks: their attributes, and their outline as a shapely ``geometry``."""
     with fiona.open(path, layer=SLICKS_LAYER) as src:
         return [{**dict(feature["properties"]), "geometry": shape(feature["geometry"])} for feature in src]
 
@@ -94,18 +95,19 @@ def _crs(path: Path) -> Any:
         return src.crs
 
 
-def _unmatched(slicks: list[dict], others: list[dict]) -> tuple[list[dict], int]:
-    """(the slicks sharing no area with any of ``others``, how many do share some). Outlines that only touch share
-    none: two maps traced on one pixel grid meet along pixel edges."""
+def compare_slicks(mine: list[dict], theirs: list[dict]) -> tuple[list[dict], list[dict], int]:
+    """(``mine`` that share no area with any of ``theirs``: new; ``theirs`` sharing none with ``mine``: gone; how many
+    of ``mine`` share some). Outlines that only touch share none: two maps traced on one pixel grid meet along
+    pixel edges."""
+    new = _alone(mine, theirs)
+    return new, _alone(theirs, mine), len(mine) - len(new)
+
+
+def _alone(slicks: list[dict], others: list[dict]) -> list[dict]:
     tree = shapely.STRtree([other["geometry"] for other in others])
-    alone, shared = [], 0
-    for slick in slicks:
-        candidates = tree.query(slick["geometry"], predicate="intersects")
-        if any(slick["geometry"].intersection(others[i]["geometry"]).area > 0 for i in candidates):
-            shared += 1
-        else:
-            alone.append({**slick, "geometry": mapping(slick["geometry"])})
-    return alone, shared
+    return [slick for slick in slicks
+            if not any(slick["geometry"].intersection(others[i]["geometry"]).area > 0
+                       for i in tree.query(slick["geometry"], predicate="intersects"))]
 
 
 def _moved(result: DetectResult, paths: dict[str, str], tag: str) -> DetectResult:
