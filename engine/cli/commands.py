@@ -36,36 +36,32 @@ def add_measure_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def add_detect_cli(subparsers: argparse._SubParsersAction) -> None:
-    from ..jobs.detect import DetectOptions
-
     p = subparsers.add_parser("detect")
     p.add_argument("scene", help="GeoTIFF, COG, VRT or Sentinel-1 GRD measurement TIFF")
-    p.add_argument("--out", required=True, help="output folder (created if missing)")
-    add_options(p, DetectOptions, DETECT_HELP,
-                bounds={"type": float, "nargs": 4, "metavar": ("XMIN", "YMIN", "XMAX", "YMAX")},
-                land_mask={"metavar": "default|none|PATH"},
-                land_buffer={"metavar": "PIXELS"},
-                nodata_buffer={"metavar": "PIXELS"},
-                runtime={"choices": ["auto", "torch", "torchscript", "onnxruntime", "openvino"],
-                         "default": os.environ.get("SLICK_MAPPER_RUNTIME", "auto")})
+    _add_detect_options(p)
     p.set_defaults(func=_detect)
 
 
 def add_changes_cli(subparsers: argparse._SubParsersAction) -> None:
-    from ..jobs.detect import DetectOptions
-
     p = subparsers.add_parser("changes")
     p.add_argument("scene", help="a scene the fine-tuned model learnt from (GeoTIFF, COG, VRT or GRD measurement TIFF)")
+    _add_detect_options(p, model={"required": True, "help": "the fine-tuned model file (.safetensors); its parent is found from its card"})
+    p.set_defaults(func=_changes)
+
+
+def _add_detect_options(p: argparse.ArgumentParser, **overrides: dict) -> None:
+    """``--out`` and every ``DetectOptions`` field, for ``detect`` and ``changes`` alike."""
+    from ..jobs.detect import DetectOptions
+
     p.add_argument("--out", required=True, help="output folder (created if missing)")
     add_options(p, DetectOptions, DETECT_HELP,
-                model={"required": True, "help": "the fine-tuned model file (.safetensors); its parent is found from its card"},
                 bounds={"type": float, "nargs": 4, "metavar": ("XMIN", "YMIN", "XMAX", "YMAX")},
                 land_mask={"metavar": "default|none|PATH"},
                 land_buffer={"metavar": "PIXELS"},
                 nodata_buffer={"metavar": "PIXELS"},
                 runtime={"choices": ["auto", "torch", "torchscript", "onnxruntime", "openvino"],
-                         "default": os.environ.get("SLICK_MAPPER_RUNTIME", "auto")})
-    p.set_defaults(func=_changes)
+                         "default": os.environ.get("SLICK_MAPPER_RUNTIME", "auto")},
+                **overrides)
 
 
 def add_models_cli(subparsers: argparse._SubParsersAction) -> None:
