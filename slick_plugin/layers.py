@@ -14,6 +14,8 @@ from qgis.core import (QgsColorRampShader, QgsLayerTreeGroup, QgsMapLayer, QgsPr
 from .contract import SLICKS_LAYER
 from .paths import style_path
 
+START_HIDDEN = "slick_mapper/start_hidden"
+"""Custom property of a result layer added to its group unticked."""
 STYLE_THRESHOLD = 0.5
 """The threshold ``probability.qml``'s colour ramp is drawn for: its 0.5 stop is where a pixel becomes slick."""
 
@@ -53,25 +55,30 @@ def changes_summary(data: Dict[str, Any]) -> str:
 
 def open_results(data: Dict[str, Any]) -> List[QgsMapLayer]:
     """The styled polygon and probability layers of a detection's ``data``, polygons first (on top); for a
-    comparison with the parent, its changes above them."""
-    slicks = QgsVectorLayer(f"{data['slicks']}|layername={SLICKS_LAYER}",
-                            f"Slick outlines ({int(data.get('n_slicks', 0))})", "ogr")
+    comparison with the parent, its changes above them and the parent's outlines (hidden) below the new ones."""
+    def outlines(path: str, name: str) -> QgsVectorLayer:
+        return QgsVectorLayer(f"{path}|layername={SLICKS_LAYER}", name, "ogr")
+
     probability = QgsRasterLayer(str(data["probability"]), "Slick probability", "gdal")
-    layers: List[QgsMapLayer] = [slicks, probability]
-    styles = ["slicks", "probability"]
+    styled = [(outlines(data["slicks"], f"Slick outlines ({int(data.get('n_slicks', 0))})"), "slicks")]
+    hidden: List[QgsMapLayer] = []
     if data.get("changes"):
-        name = (f"Changes against the parent ({int(data.get('new_slicks', 0))} new, "
-                f"{int(data.get('gone_slicks', 0))} gone)")
-        layers.insert(0, QgsVectorLayer(f"{data['changes']}|layername={SLICKS_LAYER}", name, "ogr"))
-        styles.insert(0, "changes")
-    for layer, style in zip(layers, styles):
+        parent = data["parent"]
+        changes = outlines(data["changes"], f"Changes against the parent ({int(data.get('new_slicks', 0))} new, "
+                                            f"{int(data.get('gone_slicks', 0))} gone)")
+        hidden.append(outlines(parent["slicks"], f"Parent's slick outlines ({int(parent.get('n_slicks', 0))})"))
+        styled = [(changes, "changes"), *styled, (hidden[0], "slicks")]
+    styled.append((probability, "probability"))
+    for layer, style in styled:
         if not layer.isValid():
             raise LayerError(f"QGIS cannot open the result {layer.source()}; the file may be damaged.")
         message, ok = layer.loadNamedStyle(style_path(style))
         if not ok:
             raise LayerError(f"The layer style {style_path(style)} cannot be read: {message}")
+    for layer in hidden:  # after styling: a style carries custom properties
+        layer.setCustomProperty(START_HIDDEN, True)
     fit_ramp_to_threshold(probability, float(data.get("threshold", STYLE_THRESHOLD)))
-    return layers
+    return [layer for layer, _ in styled]
 
 
 def fit_ramp_to_threshold(layer: QgsRasterLayer, threshold: float) -> None:
@@ -102,7 +109,8 @@ def fit_ramp_to_threshold(layer: QgsRasterLayer, threshold: float) -> None:
 
 def add_result_group(project: QgsProject, scene: Optional[QgsMapLayer], scene_name: str, model_name: str,
                      layers: List[QgsMapLayer]) -> QgsLayerTreeGroup:
-    """Insert a group holding ``layers`` just above ``scene`` (at the top if the scene was removed)."""
+    """Insert a group holding ``layers`` just above ``scene`` (at the top if the scene was removed). A parent's
+    outlines, from a comparison, start hidden: one tick shows the map before fine-tuning."""
     root = project.layerTreeRoot()
     scene_node = root.findLayer(scene.id()) if scene is not None else None
     parent = scene_node.parent() if scene_node is not None else root
@@ -116,5 +124,5 @@ def add_result_group(project: QgsProject, scene: Optional[QgsMapLayer], scene_na
     group = parent.insertGroup(index, name)
     for layer in layers:
         project.addMapLayer(layer, False)
-        group.addLayer(layer)
+        group.addLayer(layer).setItemVisibilityChecked(not layer.customProperty(START_HIDDEN, False))
     return group

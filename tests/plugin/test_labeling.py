@@ -451,7 +451,9 @@ def test_fine_tune_from_the_dock_makes_a_model_with_lineage_detects_with_it_and_
     group = root.children()[root.children().index(root.findLayer(ui.dock.layer_combo.currentLayer().id())) - 1]
     changes = group.findLayers()[0].layer()
     assert changes.name() == f"Changes against the parent ({data['new_slicks']} new, {data['gone_slicks']} gone)"
-    assert [node.layer().source() for node in group.findLayers()[1:]] == [f"{data['slicks']}|layername=slicks", data["probability"]]
+    assert [node.layer().source() for node in group.findLayers()[1:]] == [
+        f"{data['slicks']}|layername=slicks", f"{data['parent']['slicks']}|layername=slicks", data["probability"]]
+    assert [node.itemVisibilityChecked() for node in group.findLayers()] == [True, True, False, True]  # the parent's hidden
     kinds = [feature["change"] for feature in changes.getFeatures()]
     assert kinds.count("new") == data["new_slicks"] and kinds.count("gone") == data["gone_slicks"]
     said = [m for m in ui.iface.messages() if f"Against its parent {data['parent']['model_name']}" in m]
