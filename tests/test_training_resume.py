@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -67,6 +69,21 @@ def test_keep_last_runs_every_epoch_and_returns_the_last_with_its_own_threshold(
     assert all(torch.equal(value, epochs[2][name]) for name, value in model.state_dict().items())
     assert not all(torch.equal(epochs[1][name], epochs[2][name]) for name in epochs[2])
     assert (report.threshold, report.val_dice_calibrated) == pytest.approx(validate(model, _data(1), config).calibrated(config.threshold))
+
+
+def test_stop_after_ends_where_the_longer_schedule_was_at_that_epoch():
+    """The weights after epoch 2 of a 3-epoch schedule, to the bit: the refit of a validated run ends where its kept
+    epoch ended, on the same learning-rate curve."""
+    model = _model()
+    epochs: list[dict[str, torch.Tensor]] = []
+    progress = Progress(metrics=lambda scores: epochs.append({k: v.detach().clone() for k, v in model.state_dict().items()}))
+    config = TrainConfig(epochs=3, batch_size=4, lr=1e-2)
+    train(model, _data(0), None, config, progress)
+    stopped = _model()
+    report = train(stopped, _data(0), None, replace(config, stop_after=2))
+    assert report.epochs_run == report.best_epoch == 2 and len(epochs) == 3
+    assert all(torch.equal(value, epochs[1][name]) for name, value in stopped.state_dict().items())
+    assert not all(torch.equal(epochs[1][name], epochs[2][name]) for name in epochs[2])
 
 
 def test_weight_averaging_returns_the_mean_of_the_epochs_from_the_given_one():
@@ -213,6 +230,29 @@ def test_pretrain_train_layers_keep_last_and_frozen_statistics_do_and_say_so(tmp
     assert any("running_mean" in name for name in encoder)
     assert any(not torch.equal(start[name], every[name]) for name in encoder)
     assert any(not torch.equal(start[name], decoder[name]) for name in decoder if name.startswith("decoder.") and start[name].is_floating_point())
+
+
+def test_refit_trains_again_on_every_labelled_pixel_for_the_kept_epochs_and_keeps_the_threshold(tmp_path):
+    """The same run with and without ``--refit``: the refit's card names it, keeps the validated threshold, ran the
+    validated run's kept epochs, and no longer claims the bands' Dice (they are training pixels now); its weights
+    are other weights."""
+    from engine.cli.main import main
+    from engine.models.registry import load_model, read_card
+
+    from conftest import make_model
+
+    init = make_model(tmp_path / "init.safetensors", **{k: v for k, v in SMALL.items() if k != "name"})
+    args = ["--jsonl", "pretrain", "--init", str(init), "--train-tiles", "8", "--tile", "64", "--epochs", "2", "--batch-size", "4",
+            "--device", "cpu", "--pos-weight-cap", "1", "--init-share", "0.5"]
+    assert main([*args, "--out", str(tmp_path / "validated.safetensors")]) == 0
+    assert main([*args, "--out", str(tmp_path / "refit.safetensors"), "--refit"]) == 0
+    validated, refitted = read_card(tmp_path / "validated.safetensors"), read_card(tmp_path / "refit.safetensors")
+    assert refitted.provenance["how"] == validated.provenance["how"] + " --refit"
+    assert refitted.threshold == validated.threshold and refitted.provenance["refit"]["epochs"] == validated.provenance["best_epoch"]
+    assert "validation_dice" not in refitted.metrics and refitted.metrics["validated_model_dice"] == validated.metrics["validation_dice"]
+    assert refitted.measured is None or "validation bands" not in refitted.measured
+    a, b = (load_model(tmp_path / f"{n}.safetensors", torch.device("cpu"))[0].state_dict() for n in ("validated", "refit"))
+    assert any(not torch.equal(a[name], b[name]) for name in a if a[name].is_floating_point())
 
 
 def test_band_mean_validation_gives_each_scene_s_band_one_vote(tmp_path):

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -166,6 +166,9 @@ class RealRecipe:
     (``engine.models.selfsupervised``), before the labelled training; 0: none."""
     init_share: float = 0.0
     """Share of ``init``'s weights in the saved model (``toward_init``); 0: the trained weights."""
+    refit: bool = False
+    """Once the bands have chosen the epoch and the threshold, train again from ``init`` on every labelled pixel,
+    bands included, for those epochs, and keep that threshold (``refit``)."""
 
 
 def _tileset(tiles: Tiles) -> TileSet:
@@ -348,12 +351,47 @@ def pretrain_real(out: Path, recipe: RealRecipe, config: TrainConfig, progress: 
     if recipe.masked_epochs:
         _masked_path(out, recipe, config).unlink(missing_ok=True)
     if recipe.init_share:
-        moved = toward_init(trained, out, recipe, config.device, progress)
+        found = toward_init(trained, out, recipe, config.device, progress)
         trained.unlink()
-        return {**moved, "epochs_run": report.epochs_run, "best_epoch": report.best_epoch, "seconds": report.seconds, "data": data}
-    return {"model": str(out), "val_dice": report.val_dice_calibrated, "threshold": report.threshold,
-            "epochs_run": report.epochs_run, "best_epoch": report.best_epoch, "seconds": report.seconds,
-            "tiles_per_second": report.tiles_per_second, "data": data}
+        found.update(epochs_run=report.epochs_run, best_epoch=report.best_epoch, seconds=report.seconds, data=data)
+    else:
+        found = {"model": str(out), "val_dice": report.val_dice_calibrated, "threshold": report.threshold,
+                 "epochs_run": report.epochs_run, "best_epoch": report.best_epoch, "seconds": report.seconds,
+                 "tiles_per_second": report.tiles_per_second, "data": data}
+    if recipe.refit:
+        found["refit"] = refit(out, recipe, config, progress)
+    return found
+
+
+def refit(validated: Path, recipe: RealRecipe, config: TrainConfig, progress: Progress) -> dict:
+    """Replace ``validated`` (a run's model, whose validation bands chose its epoch and threshold) by the same recipe
+    trained again from ``recipe.init`` on every labelled pixel, bands included, for the epochs the run kept (the
+    schedule laid out as before), moved back toward ``init`` by the same share; it keeps the validated threshold.
+    A band holds 30 % of its scene's slick pixels, and the real labelled ones are the scarcest data there is; the
+    price is a threshold placed on another model's probabilities."""
+    if recipe.init is None or recipe.masked_epochs:
+        raise InputError("A refit starts again from the model the run started from.", "Give --init (the default) without --masked-epochs.")
+    card = read_card(validated)
+    kept = int(card.provenance["best_epoch"])
+    model, _ = load_model(recipe.init, torch.device("cpu"))
+    parts = [real_scenes.load_labelled(scene, card.pixel_size) for scene in bundled.ARCTIC if scene.name in recipe.scenes]
+    parts += [real_scenes.load_labelled(scene, card.pixel_size) for scene in bundled.NORTH_SEA]
+    progress.log(f"refit: {recipe.train_tiles} tiles from every labelled pixel, {kept} epochs, threshold {card.threshold:.2f} kept")
+    tiles = training_tiles(parts, real_scenes.load_grd(), recipe.train_tiles, recipe.tile, config.seed, recipe.mix)
+    checkpoint = config.checkpoint.with_name(config.checkpoint.stem + "-refit.pt") if config.checkpoint else None
+    report = train(model, _tileset(tiles), None, replace(config, stop_after=kept, checkpoint=checkpoint), progress)
+    if recipe.init_share:
+        start, _ = load_model(recipe.init, torch.device("cpu"))
+        interpolate_weights(model, start.state_dict(), recipe.init_share)
+    what = {"validated_sha256": file_sha256(validated), "epochs": report.epochs_run, "seconds": report.seconds,
+            "data": "the same recipe on every labelled pixel, the validation bands included"}
+    card.provenance = {**card.provenance, "how": card.provenance["how"] + " --refit", "refit": what,
+                       "selection": card.provenance["selection"] + f"; then trained again on every labelled pixel for {report.epochs_run} "
+                                                                   "epochs, keeping that threshold"}
+    # The bands are training pixels now: their Dice was the validated model's, which the dock must not show as this one's.
+    card.metrics = {"validated_model_dice": card.metrics.get("validation_dice"), "validation_threshold": card.threshold}
+    save_model(model, card, validated, half=True)
+    return what
 
 
 def _masked_path(out: Path, recipe: RealRecipe, config: TrainConfig) -> Path:
@@ -402,6 +440,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                    help="--data real: run every epoch and keep the last; the validation bands only place the threshold")
     p.add_argument("--frozen-statistics", action="store_true",
                    help="--data real: every batch norm keeps the running statistics it starts with while the weights train")
+    p.add_argument("--refit", action="store_true",
+                   help="--data real: once the validation bands have chosen epoch and threshold, train again on every labelled pixel, "
+                        "bands included, for those epochs, keeping that threshold")
     p.add_argument("--init-share", type=float, default=0.0,
                    help="--data real: move the trained weights this share of the way back to --init's, and place the threshold again (0: none)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -426,7 +467,7 @@ def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
         starts_fresh = args.init == "none" or not _is_default(card) or args.encoder_weights
         init = None if starts_fresh else Path(args.init) if args.init else SYNTHETIC_MODEL
         recipe = RealRecipe(scenes=tuple(args.scenes), train_tiles=args.train_tiles or RealRecipe.train_tiles, tile=args.tile, init=init,
-                            masked_epochs=args.masked_epochs, init_share=args.init_share)
+                            masked_epochs=args.masked_epochs, init_share=args.init_share, refit=args.refit)
         if args.init_share and (init is None or not 0 < args.init_share < 1):
             raise InputError(f"--init-share {args.init_share:g} needs a model to start from and a share between 0 and 1.",
                              "Give e.g. --init-share 0.5 without --init none.")

@@ -150,6 +150,9 @@ class TrainConfig:
     keep_last: bool = False
     """Every epoch runs and the last one's weights are returned; validation only places the threshold. Choosing the
     epoch on a few narrow validation bands is itself a draw that the kept weights inherit."""
+    stop_after: Optional[int] = None
+    """The last epoch to run, the learning-rate schedule still laid out for ``epochs``: a refit on every labelled pixel
+    ends where the run that had validation kept its weights (``pretrain.refit``)."""
     checkpoint: Optional[Path] = None
     """A file the run saves itself to after every epoch and resumes from when it exists (long pretraining
     runs that outlast a session); deleted once the run has returned its weights."""
@@ -458,7 +461,7 @@ def train(model: torch.nn.Module, train_set: TileSet, val_set: Optional[TileSet]
         first, best, stale, history, seen, elapsed, average, averaged = _resume(config.checkpoint, model, optimiser, scheduler, gen)
         started -= elapsed  # the run's time includes the epochs before the stop
         progress.log(f"resuming from {config.checkpoint} after epoch {first - 1}")
-    for epoch in range(first, config.epochs + 1):
+    for epoch in range(first, min(config.epochs, config.stop_after or config.epochs) + 1):
         if stale >= config.patience and config.average_from is None and not config.keep_last:
             break
         train_mode(model, config.train_layers, config.frozen_statistics)
