@@ -1,12 +1,14 @@
 """A screenshot of desktop QGIS with Slick Mapper after a detection, as an analyst sees it.
 
     .venv/bin/python tools/desktop_screenshot.py [--out docs/qgis_desktop.png] [--scene SAMPLE | --scene FILE]
+        [--model FINE_TUNED.safetensors [--against-parent]]
 
 It runs the real application (Debian's ``qgis``, on a virtual screen from ``xvfb-run``) in a throw-away
 profile with the plugin linked from this checkout (tools/qgis_dev.py), and hands QGIS a ``--code`` script
 that waits for the plugin to be loaded, adds a copy of a bundled Arctic tile (or of any raster file, to see
 the product on another scene), opens the dock, presses
-**Detect slicks** and, once the result group is drawn, grabs the main window. Nothing in the checkout or
+**Detect slicks** (with ``--model``, that model chosen; with ``--against-parent``, *Show what fine-tuning changed*
+ticked) and, once the result group is drawn, grabs the main window. Nothing in the checkout or
 in the analyst's own profile is written, except the PNG.
 """
 
@@ -32,8 +34,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "qgis_desktop.png")
     parser.add_argument("--scene", default="sample_1", help="bundled Arctic sample (default sample_1) or a raster file's path")
+    parser.add_argument("--model", type=Path, help="a model file to detect with (copied into the throw-away models folder)")
+    parser.add_argument("--against-parent", action="store_true", help="with a fine-tuned --model: show what fine-tuning changed")
     parser.add_argument("--timeout", type=int, default=300, help="seconds before QGIS is stopped (default 300)")
     args = parser.parse_args()
+    if args.model is not None and not args.model.is_file():
+        sys.exit(f"{args.model} is not a model file.")
     for tool in ("qgis", "xvfb-run"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed: `make qgis` installs desktop QGIS; xvfb comes with `make venv`.")
@@ -49,7 +55,12 @@ def main() -> int:
         # A copy keeps the checkout unwritten (QGIS and GDAL leave .aux.xml files); the name stays the one the analyst would see.
         scene = work / (source.name if Path(args.scene).is_file() else f"{args.scene}.tif")
         shutil.copy(source, scene)
+        model = ""
+        if args.model is not None:  # a fine-tuned model finds its parent through its card's recorded path
+            (work / "models").mkdir()
+            model = str(shutil.copy(args.model, work / "models" / args.model.name))
         env = {**os.environ, "SLICK_SHOT_SCENE": str(scene), "SLICK_SHOT_OUT": str(args.out.resolve()),
+               "SLICK_SHOT_MODEL": model, "SLICK_SHOT_AGAINST_PARENT": "1" if args.against_parent else "",
                "SLICK_SHOT_GIVE_UP_S": str(max(30, args.timeout - 60)),
                "SLICK_MAPPER_MODELS": str(work / "models"), "QT_QPA_PLATFORM": "xcb"}
         command = ["xvfb-run", "-a", "-s", f"-screen 0 {SCREEN}", "qgis", "--nologo", "--noversioncheck",

@@ -13,6 +13,7 @@ from qgis.PyQt.QtCore import QTimer
 from qgis.utils import iface, plugins
 
 SCENE = os.environ["SLICK_SHOT_SCENE"]
+MODEL = os.environ.get("SLICK_SHOT_MODEL", "")
 OUT = os.environ["SLICK_SHOT_OUT"]
 STARTED = time.monotonic()
 GIVE_UP_S = float(os.environ.get("SLICK_SHOT_GIVE_UP_S", 180))
@@ -48,6 +49,12 @@ def press_detect():
     dock = state["plugin"].dock
     if dock is None or dock.model_combo.count() == 0 or not dock.run_controls.run_button.isEnabled():
         return later(press_detect)
+    if MODEL:
+        paths = [str((dock.model_combo.itemData(i) or {}).get("path") or "") for i in range(dock.model_combo.count())]
+        if MODEL not in paths:
+            return later(press_detect)
+        dock.model_combo.setCurrentIndex(paths.index(MODEL))
+        dock.against_parent.setChecked(bool(os.environ.get("SLICK_SHOT_AGAINST_PARENT")))
     dock.run_controls.run_button.click()
     state["layers"] = len(QgsProject.instance().mapLayers())
     state["pressed"] = time.monotonic()
