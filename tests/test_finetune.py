@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from affine import Affine
 import rasterio
 import torch
 from shapely.affinity import translate
@@ -21,7 +22,7 @@ from engine.cli.main import main
 from engine.errors import Cancelled, InputError, ModelError, OutputError
 from engine.jobs.finetune import MIN_VAL_SLICK_PIXELS, PARENT_SHARE, FinetuneOptions, finetune
 from engine.jobs.finetune_data import GAP, collect_tiles, split_by_area
-from engine.jobs.labels import add_labels, add_reviewed, create_store, import_mask, read_store, scene_grid
+from engine.jobs.labels import add_labels, add_reviewed, create_store, import_mask, rasterise, read_store, scene_grid
 from engine.jobs.detect import DetectOptions, detect
 from engine.models.registry import load_model, read_card, weights_for
 from engine.models.training import THRESHOLDS, TileSet, TrainConfig, l2_sp, lr_range_test, train, train_mode, validate
@@ -512,3 +513,39 @@ def test_l2_sp_holds_the_weights_near_the_parent(small_model):
     shifted = [b + 0.5 for b in before]
     assert float(l2_sp(shifted, before, 0.2)) == pytest.approx(0.1 * 0.25 * sum(b.numel() for b in before), rel=1e-5)
     assert l2_sp(shifted, [], 0.2) == 0.0
+
+
+def test_context_tiles_hold_the_parent_s_own_map_where_nothing_is_labelled_or_reviewed(tmp_path, small_model):
+    """Half of sample_1 labelled and reviewed: the context tiles lie in the other half, as many as the labelled tiles,
+    each target the parent's map at its threshold; a fine-tuning with them records how many it trained on."""
+    from engine.experiments.within_scene import split_scene, split_store
+    from engine.jobs.finetune_data import context_tiles
+    from engine.models.inference import Predictor
+
+    card = read_card(small_model)
+    split = split_scene("sample_1", "left", card, 128)
+    store_path = split_store(tmp_path / "half.gpkg", split)
+    store = read_store(store_path)
+    labelled = collect_tiles(store, card, 128, Progress())
+    parent = Predictor(load_model(small_model)[0], card, "cpu", fast=False)
+    calls = []
+
+    def parent_map(x):
+        calls.append(x)
+        return parent(x[None])[0] > card.threshold
+
+    found = context_tiles(store, card, 128, labelled, 1.0, 0, parent_map, Progress())
+    assert len(found) == len(labelled) == len(calls) > 0
+    for tile in found:
+        assert tile.col >= split.column  # the held half: nothing labelled or reviewed there
+        grid = scene_grid(_scene("sample_1"))
+        cell = replace(grid, transform=grid.transform @ Affine.translation(tile.col, tile.row), width=128, height=128)
+        assert not rasterise(store, tile.scene, cell)[1].any()
+        assert np.array_equal(tile.target, (parent(tile.x[None])[0] > card.threshold).astype(np.float32))
+        assert tile.valid.mean() >= 0.5
+    report = finetune(small_model, store_path, tmp_path / "tuned.safetensors", FinetuneOptions(**{**FAST, "val_fraction": 0.0},
+                                                                                             context=1.0, min_slick_pixels=0))
+    assert read_card(report.model).lineage["context_tiles"] == len(found)
+    with pytest.raises(InputError, match="--context 5 needs"):
+        finetune(small_model, store_path, tmp_path / "refused.safetensors", FinetuneOptions(**FAST, context=5.0))
+    assert not (tmp_path / "refused.safetensors").exists()

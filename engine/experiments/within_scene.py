@@ -381,6 +381,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "val_fraction": "share of the labelled half's tiles kept for validation; 0: none, the last epoch kept",
         "min_slick_pixels": "with --val-fraction 0, the fewest labelled slick pixels a half must hold to be fine-tuned",
         "use_on": "scenes the fine-tuned weights detect on: labelled (the other tiles get the parent's) or every",
+        "context": "tiles of the parent's own map outside the labelled half (the held half included, without labels), as a share "
+                   "of the labelled tiles",
         "device": DEVICE_HELP,
         "seed": "seed of the tile split and training",
     }, train_layers={"choices": TRAIN_LAYERS}, lr={"type": number_or("auto")}, use_on={"choices": USE_ON})

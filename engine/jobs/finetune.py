@@ -28,11 +28,12 @@ from ..errors import InputError, ModelError, OutputError
 from ..generation.distill import GENERATED_LABELS, mixed, open_folder, sample_count, student_tiles
 from ..machine import file_sha256
 from ..models.eager import pick_device
+from ..models.inference import Predictor
 from ..models.registry import ModelCard, has_weights, load_model, read_card, save_model, user_models_dir
 from ..models.training import TRAIN_LAYERS, TrainConfig, interpolate_weights, lr_range_test, paper_augment, train, validate
 from ..progress import Progress, silent
 from ..scenes.fingerprint import scene_fingerprint
-from .finetune_data import check_store, collect_tiles, split_by_area, tileset
+from .finetune_data import check_store, collect_tiles, context_tiles, split_by_area, tileset
 from .labels import read_store
 
 MIN_VAL_SLICK_PIXELS = 1000
@@ -106,6 +107,9 @@ class FinetuneOptions:
     et al. 2022): a model between the two keeps more of what the parent knew about the scene's unlabelled parts.
     None: ``PARENT_SHARE`` without validation tiles, 0 with them (their epoch and threshold were chosen for the
     weights as trained) or without a parent; 0: the fine-tuned weights as trained."""
+    context: float = 0.0
+    """Tiles of the parent's own map where nothing is labelled or reviewed, as a share of the labelled tiles
+    (``finetune_data.context_tiles``); 0: none."""
     use_on: str = "labelled"
     """Where the new model's weights detect (``USE_ON``): ``labelled``, the scenes of its labels only, its parent's
     everywhere else (``ModelCard.taught_scenes``); or ``every`` scene. Experiments that score a fine-tuned model
@@ -222,7 +226,15 @@ def finetune(
     elif validating and val_slick_pixels < MIN_VAL_SLICK_PIXELS:
         progress.log(f"warning: the validation tiles hold only {val_slick_pixels} slick pixels, too few to place a threshold, so the "
                      "parent's stays, and barely enough to tell a better model from luck; label more slicks for a trustworthy choice")
-    train_set, val_set = tileset(train_tiles), tileset(val_tiles) if validating else None
+    parent_sha256 = file_sha256(base_model_path)
+    model, _ = load_model(base_model_path, device)
+    context = []
+    if options.context:
+        parent = Predictor(model, card, device, fast=False)
+        context = context_tiles(store, card, options.tile, train_tiles, options.context, options.seed,
+                                lambda x: parent(x[None])[0] > card.threshold, progress)
+        progress.log(f"{len(context)} tiles of the parent's own map where nothing is labelled or reviewed")
+    train_set, val_set = tileset(train_tiles + context), tileset(val_tiles) if validating else None
     n_generated = 0
     if sample_folder:
         n_generated = sample_count(sample_folder, options.n_generated, len(train_tiles))
@@ -230,8 +242,6 @@ def finetune(
         train_set = mixed(train_set, generated)
         progress.log(f"student training: {n_generated} generated samples from {sample_folder.path.name}, "
                      + ("hard labels" if options.generated_labels == "hard" else f"soft labels at T = {sample_folder.loss.temperature:g}"))
-    parent_sha256 = file_sha256(base_model_path)
-    model, _ = load_model(base_model_path, device)
     share = parent_share(options)
     parent_state = {k: v.detach().clone() for k, v in model.state_dict().items()} if share else {}
     config = train_config(card, options, device)
@@ -271,6 +281,7 @@ def finetune(
         "scenes": scenes,
         "tile": options.tile,
         "train_tiles": len(train_tiles),
+        "context_tiles": len(context),
         "val_tiles": len(val_tiles),
         "val_fraction": options.val_fraction,
         "val_slick_pixels": val_slick_pixels,
@@ -407,6 +418,9 @@ def check_options(options: FinetuneOptions) -> None:
         raise InputError(f"Unknown --train-layers {options.train_layers!r}.", f"Use one of: {', '.join(TRAIN_LAYERS)}.")
     if not options.parent_weight >= 0:
         raise InputError(f"--parent-weight {options.parent_weight} is negative.", "Give 0 (no pull toward the parent) or more, e.g. 0.01.")
+    if not 0 <= options.context <= 4 or (options.context and not options.from_parent):
+        raise InputError(f"--context {options.context:g} needs a trained parent and a share between 0 and 4.",
+                         "Give e.g. --context 1 (as many tiles of the parent's map as labelled tiles), or 0 for none.")
     if options.lr is not None and not options.lr > 0:
         raise InputError(f"Learning rate {options.lr} must be positive.", "Give e.g. 1e-4, or auto for a range test.")
     if options.n_generated is not None and (options.generated is None or options.n_generated < 1):
@@ -475,6 +489,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "generated_labels": "KD targets of the generated samples: soft (softmax(logits / T), the paper's) or hard (one-hot)",
         "use_on": "scenes the new model's weights detect on: labelled (its labels' scenes only, the parent's weights on every "
                   "other) or every",
+        "context": "also train on tiles of the parent's own map where nothing is labelled or reviewed, this share of the labelled "
+                   "tiles' number (0: none)",
     }, use_on={"choices": USE_ON}, train_layers={"choices": TRAIN_LAYERS}, lr={"type": number_or("auto")},
        generated={"type": Path, "metavar": "DIR"}, n_generated={"metavar": "N"}, generated_labels={"choices": GENERATED_LABELS})
     p.set_defaults(func=_run_cli)

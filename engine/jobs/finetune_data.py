@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import shapely
@@ -102,6 +102,41 @@ def collect_tiles(store: LabelStore, card: ModelCard, tile: int, progress: Progr
     for scene in outside:
         progress.log(f"warning: no labelled pixels on the scene {scene}; it is left out")
     return tiles
+
+
+def context_tiles(store: LabelStore, card: ModelCard, tile: int, labelled: list[Tile], share: float, seed: int,
+                  parent_map: Callable[[np.ndarray], np.ndarray], progress: Progress) -> list[Tile]:
+    """Tiles of the labelled scenes that hold no reviewed or labelled pixel, ``share`` of the labelled tiles' number,
+    each scene in proportion to its labelled tiles, drawn (seeded) from the same lattice; their target is the parent's
+    own slick map there (``parent_map``: stretched tile -> 0/1). A few labels teach the model their part of a scene
+    and, unanchored, change it everywhere else: most slicks fine-tuning added on real held half-scenes lay on no
+    analyst's slick (docs/within_scene.md). Here the part nobody looked at keeps what the parent said about it."""
+    rng = np.random.default_rng(seed)
+    found: list[Tile] = []
+    for scene in sorted({t.scene for t in labelled}):
+        wanted = math.ceil(share * sum(t.scene == scene for t in labelled))
+        path = store.scene_path(scene)
+        before = stamp(path)
+        with open_for_analysis(path, card, progress=progress) as opened:
+            grid, reader, stretch = opened.grid, opened.reader, opened.stretch
+            cells = [(row, col) for row in range(0, grid.height - tile + 1, tile) for col in range(0, grid.width - tile + 1, tile)]
+            taken = 0
+            for k in rng.permutation(len(cells)):
+                if taken == wanted:
+                    break
+                row, col = cells[k]
+                cell = Grid(grid.crs, grid.transform @ Affine.translation(col, row), tile, tile)
+                if rasterise(store, scene, cell)[1].any():
+                    continue
+                x = stretch.apply(reader.read(Window(col, row, tile, tile)))
+                valid = x > 0
+                if valid.mean() < 0.5:
+                    continue
+                progress.update("context", taken, wanted, f"The parent's map around the labels of {path.name}")
+                found.append(Tile(scene, row, col, x, parent_map(x).astype(np.float32), valid.astype(np.uint8)))
+                taken += 1
+            check_unchanged(path, before)
+    return found
 
 
 def split_by_area(tiles: list[Tile], val_fraction: float, seed: int, gap: int = GAP) -> tuple[list[Tile], list[Tile]]:
