@@ -36,6 +36,11 @@ def measure_command(scene: str) -> EngineCommand:
     return EngineCommand("measure", (scene,), low_priority=True)
 
 
+def remove_model_command(model: str) -> EngineCommand:
+    """Delete a fine-tuned model from the user's models folder (the engine refuses any other)."""
+    return EngineCommand("models", ("--remove", model))
+
+
 def label_store_init_command(store: str, crs: str) -> EngineCommand:
     """Create an empty label store; the engine refuses to replace an existing file."""
     return EngineCommand("labels", ("init", store, "--crs", crs))

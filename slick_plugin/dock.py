@@ -19,12 +19,12 @@ from qgis.core import (Qgis, QgsApplication, QgsCoordinateTransform, QgsMapLayer
                        QgsProject, QgsRasterLayer)
 from qgis.gui import QgsCollapsibleGroupBox, QgsDockWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt
-from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPlainTextEdit,
-                                 QPushButton, QRadioButton, QScrollArea, QVBoxLayout, QWidget)
+from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QMessageBox, QPlainTextEdit,
+                                 QPushButton, QRadioButton, QScrollArea, QToolButton, QVBoxLayout, QWidget)
 
 from . import settings
 from . import label_store
-from .commands import DOCTOR, MODELS, DetectParameters, info_command, measure_command, unique_prefix
+from .commands import DOCTOR, MODELS, DetectParameters, info_command, measure_command, remove_model_command, unique_prefix
 from .finetune_panel import FinetunePanel
 from .generate_panel import GeneratePanel
 from .labels_panel import LabelsPanel
@@ -97,6 +97,12 @@ class SlickMapperDock(QgsDockWidget):
         self.model_combo.setMinimumContentsLength(12)
         self.model_combo.addItem("Engine default (listing models…)", None)
         self.model_combo.currentIndexChanged.connect(self._model_changed)
+        self.remove_model_button = QToolButton()
+        self.remove_model_button.setText("Remove…")
+        self.remove_model_button.clicked.connect(self.remove_model)
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.model_combo, 1)
+        model_row.addWidget(self.remove_model_button)
         self.model_details = QLabel()
         self.model_details.setWordWrap(True)
         self.device = make_editor(settings.DEVICE)
@@ -113,7 +119,7 @@ class SlickMapperDock(QgsDockWidget):
         extent_row.addWidget(self.map_view)
         self.output_folder = make_editor(settings.OUTPUT_FOLDER)
         self.output_folder.lineEdit().setPlaceholderText("Next to the scene")
-        form.addRow("Model", self.model_combo)
+        form.addRow("Model", model_row)
         form.addRow("", self.model_details)
         form.addRow(settings.DEVICE.label, self.device)
         form.addRow(settings.TILE.label, self.tile)
@@ -282,6 +288,26 @@ class SlickMapperDock(QgsDockWidget):
         if then is not None:
             then()
 
+    def remove_model(self) -> None:
+        """Delete the chosen fine-tuned model once the analyst confirms; the engine refuses a bundled model and one that
+        another model was fine-tuned from, and says why."""
+        model = self._current_model() or {}
+        if not model.get("removable"):
+            return
+        answer = QMessageBox.question(self, "Remove model", f"Delete {model.get('name')}?\n\nIts file {model.get('path')} is deleted; "
+                                      "maps already made with it stay.", QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
+        if answer != QMessageBox.Yes:
+            return
+        self._start(remove_model_command(str(model["path"])), "Slick Mapper: removing a model",
+                    partial(self._model_removed, str(model.get("name"))))
+
+    def _model_removed(self, name: str, result: RunResult) -> None:
+        if not result.ok:
+            self._push(Qgis.Warning, f"{name} was not removed: {result.message.splitlines()[0]}", result.message)
+            return
+        self._push(Qgis.Info, f"Removed {name}.")
+        self.refresh_models()
+
     @staticmethod
     def _model_title(model: Dict[str, Any]) -> str:
         return (f"{model.get('name')} – {model.get('architecture')}, {model.get('pixel_size') or '?'} m, "
@@ -313,6 +339,10 @@ class SlickMapperDock(QgsDockWidget):
         model = self._current_model()
         self.model_details.setText(self._model_text(model) if model else "The engine's bundled model.")
         self.model_details.setToolTip(self._model_provenance(model) if model else "")
+        removable = bool((model or {}).get("removable"))
+        self.remove_model_button.setEnabled(removable)
+        self.remove_model_button.setToolTip("Delete this fine-tuned model's file (maps already made with it stay)." if removable else
+                                            "Only models made by Fine-tune can be removed; bundled models ship with Slick Mapper.")
         fine_tuned = bool(((model or {}).get("lineage") or {}).get("parent"))
         self.against_parent.setEnabled(fine_tuned)
         self.against_parent.setChecked(self.against_parent.isChecked() and fine_tuned)

@@ -97,3 +97,39 @@ def test_a_card_says_what_its_dice_was_measured_on():
     assert card(val_dice=0.5).measured == "Dice 0.50 on its fine-tuning validation tiles"
     assert card(dice=0.26).measured == "Dice 0.26 on the scenes it was fitted to"
     assert card(val_dice=None).measured is None
+
+
+def test_only_a_fine_tuned_model_no_other_learnt_from_is_removed(tmp_path, monkeypatch, capsys):
+    """From the user's models folder: a bundled model, a file elsewhere and a parent of another model are refused with the
+    reason and stay; a leaf goes, after which its parent may go too."""
+    import hashlib
+    import json
+    from dataclasses import replace
+
+    from engine.cli.main import main
+    from engine.models.registry import DEFAULT_MODEL, user_models_dir
+
+    from conftest import make_model
+
+    monkeypatch.setenv("SLICK_MAPPER_MODELS", str(tmp_path / "models"))
+    parent = make_model(user_models_dir() / "parent.safetensors", tile_size=256)
+    model, card = load_model(parent)
+    lineage = {"parent": {"path": str(parent), "name": card.name, "sha256": hashlib.sha256(parent.read_bytes()).hexdigest()}}
+    child = save_model(model, replace(card, name="child", lineage=lineage), user_models_dir() / "child.safetensors")
+    elsewhere = make_model(tmp_path / "elsewhere.safetensors", tile_size=256)
+
+    def remove(path) -> tuple[int, dict]:
+        capsys.readouterr()
+        code = main(["--jsonl", "models", "--remove", str(path)])
+        return code, json.loads(capsys.readouterr().out.splitlines()[-1])
+
+    capsys.readouterr()
+    assert main(["--jsonl", "models"]) == 0
+    listed = {entry["name"]: entry["removable"] for entry in json.loads(capsys.readouterr().out.splitlines()[-1])["data"]["models"]}
+    assert listed["child"] and not listed[read_card(DEFAULT_MODEL).name]
+    for path, reason in ((DEFAULT_MODEL, "is not in your models folder"), (elsewhere, "is not in your models folder"),
+                         (parent, "is the parent of child")):
+        code, said = remove(path)
+        assert code == 2 and reason in said["message"] and path.is_file()
+    assert remove(child) == (0, {"event": "result", "data": {"removed": str(child), "name": "child"}}) and not child.exists()
+    assert remove(parent)[0] == 0 and not parent.exists()

@@ -66,6 +66,8 @@ def _add_detect_options(p: argparse.ArgumentParser, **overrides: dict) -> None:
 
 def add_models_cli(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("models")
+    p.add_argument("--remove", metavar="MODEL", help="delete this fine-tuned model from your models folder (not a bundled one, "
+                                                     "nor one another model was fine-tuned from)")
     p.set_defaults(func=_models)
 
 
@@ -138,12 +140,15 @@ def _changes(args: argparse.Namespace, progress: Progress) -> dict:
 def _models(args: argparse.Namespace, progress: Progress) -> dict:
     from dataclasses import asdict
 
-    from ..models.registry import DEFAULT_MODEL, list_models
+    from ..models.registry import DEFAULT_MODEL, list_models, remove_model, user_models_dir
 
+    if args.remove:
+        return remove_model(args.remove)
     listed = []
     for path, card in list_models():
         entry = asdict(card)
-        entry.update(path=str(path), measured=card.measured, default=path == DEFAULT_MODEL.resolve())
+        entry.update(path=str(path), measured=card.measured, default=path == DEFAULT_MODEL.resolve(),
+                     removable=path.parent == user_models_dir().resolve())
         listed.append(entry)
     return {"models": listed}
 

@@ -23,7 +23,7 @@ from safetensors import SafetensorError, safe_open
 from .. import __version__
 from ..atomic import staged
 from ..contract import BUNDLED_DIR, STAGING_PREFIX
-from ..errors import ModelError
+from ..errors import InputError, ModelError
 from ..machine import file_sha256
 from ..scenes.fingerprint import scene_fingerprint
 
@@ -363,6 +363,27 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[to
     except RuntimeError as exc:
         raise ModelError(f"The weights in {Path(path).name} do not fit its card ({exc}).", "The file is damaged; export it again.") from exc
     return model.to(device).eval(), card
+
+
+def remove_model(path: str | Path) -> dict[str, str]:
+    """Delete a model made by fine-tuning from the user's models folder, and nothing else: bundled models ship with
+    the product, and a model another one was fine-tuned from is refused, since that one hands the scenes it was not
+    taught on to its parent (``weights_for``) and would lose it."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"There is no model file at {path}.", "Refresh the model list: it may have been removed already.")
+    folder = user_models_dir()
+    if path.resolve().parent != folder.resolve():
+        raise InputError(f"{path.name} is not in your models folder ({folder}): only models made by fine-tuning can be removed here.",
+                         "Delete the file yourself if you mean to.")
+    card = read_card(path)
+    sha256 = file_sha256(path)
+    children = [c.name for p, c in list_models() if p != path.resolve() and (c.lineage.get("parent") or {}).get("sha256") == sha256]
+    if children:
+        raise InputError(f"{card.name} is the parent of {', '.join(children)}, which detect with its weights on the scenes they "
+                         "were not taught on; it was not removed.", "Remove those models first, or keep this one.")
+    path.unlink()
+    return {"removed": str(path), "name": card.name}
 
 
 def list_models(extra_dirs: tuple[Path, ...] = ()) -> list[tuple[Path, ModelCard]]:

@@ -23,7 +23,7 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, Qgs
                        QgsVectorLayerUtils)
 from qgis.PyQt.QtCore import QSize, Qt
 from qgis.PyQt.QtGui import QColor
-from qgis.PyQt.QtWidgets import QAction, QFileDialog
+from qgis.PyQt.QtWidgets import QAction, QFileDialog, QMessageBox
 
 from engine.jobs.labels import create_store, import_mask
 from slick_plugin import label_store
@@ -387,7 +387,7 @@ def tiny_finetune(ui: Session, module_dir: Path, arctic_store: Path) -> None:
 
 
 def test_fine_tune_from_the_dock_makes_a_model_with_lineage_detects_with_it_and_shows_what_changed(
-        ui: Session, qtbot, tmp_path: Path, module_dir: Path, arctic_store: Path) -> None:
+        ui: Session, qtbot, tmp_path: Path, module_dir: Path, arctic_store: Path, monkeypatch) -> None:
     tiny_finetune(ui, module_dir, arctic_store)
     panel = ui.dock.finetune_panel
     assert not ui.dock.against_parent.isEnabled()  # the bundled model has no parent to compare with
@@ -464,6 +464,19 @@ def test_fine_tune_from_the_dock_makes_a_model_with_lineage_detects_with_it_and_
     green = any(c.green() > 150 and c.red() < 120 and c.blue() < 170 for c in pixels)
     red = any(c.red() > 200 and c.green() < 80 for c in pixels)
     assert green == (data["new_slicks"] > 0) and red == (data["gone_slicks"] > 0), (data["new_slicks"], data["gone_slicks"])
+
+    # Found wanting, the new model goes: after a No nothing happens, after a Yes its file and its entry are gone.
+    assert ui.dock.remove_model_button.isEnabled() and Path(ui.dock._current_model()["path"]) == models[0]
+    answers = [QMessageBox.No, QMessageBox.Yes]
+    monkeypatch.setattr(QMessageBox, "question", lambda *args: answers.pop(0))
+    qtbot.mouseClick(ui.dock.remove_model_button, Qt.LeftButton)
+    assert models[0].is_file() and not ui.dock._tasks
+    qtbot.mouseClick(ui.dock.remove_model_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: not models[0].exists() and not ui.dock._tasks, timeout=60_000)
+    listed = [ui.dock.model_combo.itemData(i)["path"] for i in range(ui.dock.model_combo.count())]
+    assert str(models[0]) not in listed and Path(ui.dock._current_model()["path"]) == parent
+    assert not ui.dock.remove_model_button.isEnabled()  # the bundled parent cannot be removed
+    assert any(f"Removed {data['model_name']}." in m for m in ui.iface.messages())
 
 
 def test_cancelling_a_fine_tune_leaves_no_model_file(ui: Session, qtbot, tmp_path: Path, module_dir: Path,
