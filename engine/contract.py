@@ -23,11 +23,12 @@ PARENT_TAG, CHANGES_SUFFIX = "_parent", "_changes.gpkg"
 the slicks that differ as ``<prefix>_changes.gpkg``."""
 
 
-def detection_files(prefix: str, against_parent: bool = False) -> list[str]:
-    """The names of the files a detection (or a comparison with the parent) writes under ``prefix``."""
+def detection_files(prefix: str, against_parent: bool = False) -> dict[str, str]:
+    """The files a detection (or a comparison with the parent) writes under ``prefix``, by kind: ``probability``,
+    ``mask``, ``slicks``, and for a comparison the parent's as ``probability_parent``... and ``changes``."""
     tags = ("", PARENT_TAG) if against_parent else ("",)
-    names = [f"{prefix}{tag}{suffix}" for tag in tags for suffix in OUTPUT_SUFFIXES.values()]
-    return names + [f"{prefix}{CHANGES_SUFFIX}"] if against_parent else names
+    names = {f"{kind}{tag}": f"{prefix}{tag}{suffix}" for tag in tags for kind, suffix in OUTPUT_SUFFIXES.items()}
+    return {**names, "changes": f"{prefix}{CHANGES_SUFFIX}"} if against_parent else names
 
 
 SLICKS_LAYER = "slicks"

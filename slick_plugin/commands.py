@@ -95,7 +95,7 @@ class DetectParameters:
         return EngineCommand("changes" if self.against_parent else "detect", tuple(args))
 
     def output_paths(self) -> Tuple[Path, ...]:
-        return tuple(Path(self.out_dir) / name for name in detection_files(self.prefix, self.against_parent))
+        return tuple(Path(self.out_dir) / name for name in detection_files(self.prefix, self.against_parent).values())
 
     def remove_outputs(self) -> None:
         """Delete whatever this run left (after a failure, a kill or a late cancel) and temp leftovers."""
@@ -258,7 +258,7 @@ def unique_prefix(out_dir: str, scene: str, model_name: str, now: Optional[datet
     stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
     base = f"{_safe(Path(scene).stem)}_{_safe(model_name)}_{stamp}"
     prefix, number = base, 1
-    while any((Path(out_dir) / name).exists() for name in detection_files(prefix, against_parent=True)):
+    while any((Path(out_dir) / name).exists() for name in detection_files(prefix, against_parent=True).values()):
         number += 1
         prefix = f"{base}-{number}"
     return prefix

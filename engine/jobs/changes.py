@@ -22,7 +22,7 @@ import shapely
 from shapely.geometry import mapping, shape
 
 from ..atomic import move_in
-from ..contract import CHANGES_SUFFIX, OUTPUT_SUFFIXES, PARENT_TAG, SLICKS_LAYER
+from ..contract import OUTPUT_SUFFIXES, PARENT_TAG, SLICKS_LAYER, detection_files
 from ..errors import InputError
 from ..models.registry import parent_file, read_card, weights_for
 from ..progress import Progress, silent
@@ -57,15 +57,14 @@ def detect_changes(scene: str | Path, out_dir: str | Path, options: DetectOption
                          "scenes), so its map is the parent's and nothing would differ.",
                          "Compare on a scene whose labels it was fine-tuned on, or fine-tune it for every scene.")
     prefix = options.prefix or scene.stem
-    names = {f"{kind}{tag}": f"{prefix}{tag}{suffix}" for tag in ("", PARENT_TAG) for kind, suffix in OUTPUT_SUFFIXES.items()}
-    names["changes"] = f"{prefix}{CHANGES_SUFFIX}"
+    names = detection_files(prefix, against_parent=True)
     with OutputSet(out_dir, names, options.overwrite) as outputs:
         runs = {}
         for tag, model in (("", child), (PARENT_TAG, parent)):
             progress.log(f"Detecting with {read_card(model).name}")
             folder = outputs.stage / (tag or "child")
             runs[tag] = detect(scene, folder, dataclasses.replace(options, model=str(model), prefix=prefix + tag, overwrite=False), progress)
-            move_in(folder, outputs.stage, [f"{prefix}{tag}{suffix}" for suffix in OUTPUT_SUFFIXES.values()])
+            move_in(folder, outputs.stage, [names[f"{kind}{tag}"] for kind in OUTPUT_SUFFIXES])
         progress.update("changes", 0, 1, "Comparing the two maps")
         mine, theirs = (read_slicks(outputs.stage / Path(runs[tag].slicks).name) for tag in ("", PARENT_TAG))
         new, gone, kept = compare_slicks(mine, theirs)

@@ -28,7 +28,7 @@ from rasterio.warp import reproject
 from rasterio.windows import Window
 
 from ..archive.evidence import FIELDS as EVIDENCE_FIELDS, add_evidence
-from ..contract import DEFAULT_OVERLAP, OUTPUT_SUFFIXES
+from ..contract import DEFAULT_OVERLAP, detection_files
 from ..errors import InputError, ResourceError
 from ..models import runtimes
 from ..models.inference import Predictor, device_name
@@ -143,7 +143,7 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
         predictor = Predictor(load_model(model_path, device)[0], card, device, fast=False)
     predictor.tta = options.tta and not card.mirror_symmetric
     prefix = options.prefix or scene.stem
-    names = {kind: f"{prefix}{suffix}" for kind, suffix in OUTPUT_SUFFIXES.items()}
+    names = detection_files(prefix)
 
     # GDAL's block cache is bounded so memory stays flat (its default is 5 % of RAM); in bytes, because
     # rasterio takes GDAL_CACHEMAX=256 as 256 bytes, which made tracing polygons 6x slower (measured).
