@@ -109,7 +109,8 @@ class FinetuneOptions:
     weights as trained) or without a parent; 0: the fine-tuned weights as trained."""
     context: float = 0.0
     """Tiles of the parent's own map where nothing is labelled or reviewed, as a share of the labelled tiles
-    (``finetune_data.context_tiles``); 0: none."""
+    (``finetune_data.context_tiles``); 0: none, the default, since 1 lowered the held half-scenes' mean from 0.466
+    to 0.449 over two seeds (docs/within_scene.md)."""
     use_on: str = "labelled"
     """Where the new model's weights detect (``USE_ON``): ``labelled``, the scenes of its labels only, its parent's
     everywhere else (``ModelCard.taught_scenes``); or ``every`` scene. Experiments that score a fine-tuned model
