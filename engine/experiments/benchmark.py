@@ -119,7 +119,8 @@ def real_texture_trainer(epochs: int, train_tiles: int, device: str, seed: int, 
                          average_from: Optional[int] = None, tile: int = RealRecipe.tile, mix: Mix = Mix(), masked_epochs: int = 0,
                          parent_weight: float = 0.0, lr: float = 5e-4, init: Optional[Callable[[Path, Progress], Path]] = None,
                          pos_weight_cap: float = POS_WEIGHT_CAP, train_layers: str = "all", keep_last: bool = False,
-                         frozen_statistics: bool = False, init_share: float = 0.0, refit: bool = False) -> Trainer:
+                         frozen_statistics: bool = False, init_share: float = 0.0, refit: bool = False,
+                         dice_weight: float = TrainConfig.dice_weight) -> Trainer:
     """The bundled model's own recipe (``engine pretrain --data real``) on the given scenes: from the
     synthetic model, or with ``network`` (a key of ``NETWORKS``) from random initialisation; with
     ``average_from``, the average of the epochs from that one on (``TrainConfig.average_from``). Another
@@ -132,7 +133,8 @@ def real_texture_trainer(epochs: int, train_tiles: int, device: str, seed: int, 
     ``decoder`` keeps the encoder's weights and batch-norm statistics as training starts (``TrainConfig.train_layers``).
     ``keep_last``: no epoch chosen, the last one kept (``TrainConfig.keep_last``). ``frozen_statistics``: every batch
     norm keeps the start's running statistics (``TrainConfig.frozen_statistics``). ``init_share`` and ``refit``: as
-    ``engine pretrain --init-share --refit`` makes the model in one run (``RealRecipe``)."""
+    ``engine pretrain --init-share --refit`` makes the model in one run (``RealRecipe``). ``dice_weight``: a of the loss
+    (``TrainConfig.dice_weight``)."""
 
     def trainer(scenes: list[LabelledScene], out: Path, progress: Progress) -> Path:
         scale = (RealRecipe.tile / tile) ** 2
@@ -143,7 +145,7 @@ def real_texture_trainer(epochs: int, train_tiles: int, device: str, seed: int, 
         config = TrainConfig(epochs=epochs, batch_size=max(1, round(8 * scale)), lr=lr, seed=seed, device=device, augment=paper_augment,
                              select_on_dice=True, patience=3, average_from=average_from, parent_weight=parent_weight,
                              pos_weight_cap=pos_weight_cap, train_layers=train_layers, keep_last=keep_last,
-                             frozen_statistics=frozen_statistics, checkpoint=fold_checkpoint(out))
+                             frozen_statistics=frozen_statistics, dice_weight=dice_weight, checkpoint=fold_checkpoint(out))
         pretrain_real(out, recipe, config, progress, card)
         return out
 
@@ -169,6 +171,10 @@ slick and more on telling slicks from look-alikes."""
 LARGE_TILE = 512
 """``real_texture_bce1_512_init50``: the bundled recipe on the paper's (and detection's) tile size: four times the
 context around every dark patch, which a look-alike (a wind shadow, a coast, a band edge) may need to be told apart."""
+LIGHT_DICE = 0.25
+"""``real_texture_bce1_dice25_init50``: the bundled recipe with half the paper's Dice share in its loss. The Dice term,
+normalised by the slick pixels, is the loss's other slick-emphasising term, and lowering the BCE's slick weight is what
+helped before (``BCE_CAPS``)."""
 MORE_TILES = 2
 """``real_texture_2xtiles_init50`` cuts this many times the recipe's training tiles: each epoch re-augments the same
 tiles, so more of them show the model more real crops and composited slicks (and take as much longer)."""
@@ -477,7 +483,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--shift", action="store_true", help="also score every network at a threshold moved by the scene's median logit")
     q.add_argument("--only", nargs="+", metavar="CANDIDATE",
                    help="score only these candidates (darkspot, synthetic_only, real_texture, real_texture_swa, real_texture_512, "
-                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_init50_mirrorcal, real_texture_init50_bandmean, real_texture_lr1e-3_init50, real_texture_composite_init50, real_texture_2xtiles_init50, real_texture_soup_init50, real_texture_bce10/1 (trained) and real_texture_bce10/1_init25/50/75, real_texture_bce1_512_init50, real_texture_bce1_composite_init50, real_texture_bce1_labelled_init50, real_texture_bce1_decoder_init50, real_texture_bce1_last_init50, real_texture_bce1_frozenbn_init50, real_texture_bce1_refit_init50, real_texture_contrast_init50, synthetic_2x/short/seed1, real_texture_synth2x/short/seed1_init50 or a network given with --networks)")
+                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_init50_mirrorcal, real_texture_init50_bandmean, real_texture_lr1e-3_init50, real_texture_composite_init50, real_texture_2xtiles_init50, real_texture_soup_init50, real_texture_bce10/1 (trained) and real_texture_bce10/1_init25/50/75, real_texture_bce1_512_init50, real_texture_bce1_composite_init50, real_texture_bce1_labelled_init50, real_texture_bce1_decoder_init50, real_texture_bce1_last_init50, real_texture_bce1_frozenbn_init50, real_texture_bce1_dice25_init50, real_texture_bce1_refit_init50, real_texture_contrast_init50, synthetic_2x/short/seed1, real_texture_synth2x/short/seed1_init50 or a network given with --networks)")
     q.set_defaults(func=_run)
 
 
@@ -523,6 +529,7 @@ def candidates(args: argparse.Namespace, seed: int) -> dict[str, Trainer]:
         "real_texture_bce1_decoder_init50": bundled_with("real_texture_bce1_decoder", train_layers="decoder"),
         "real_texture_bce1_last_init50": bundled_with("real_texture_bce1_last", keep_last=True),
         "real_texture_bce1_frozenbn_init50": bundled_with("real_texture_bce1_frozenbn", frozen_statistics=True),
+        "real_texture_bce1_dice25_init50": bundled_with("real_texture_bce1_dice25", dice_weight=LIGHT_DICE),
         "real_texture_bce1_refit_init50": real_texture_trainer(args.epochs, args.train_tiles, device, seed, pos_weight_cap=1.0, init_share=0.5,
                                                                refit=True),
         "real_texture_contrast_init50": toward_init_trainer(0.5, real_texture_trainer(args.epochs, args.train_tiles, device, seed,

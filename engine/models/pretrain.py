@@ -333,6 +333,7 @@ def pretrain_real(out: Path, recipe: RealRecipe, config: TrainConfig, progress: 
         + ("" if not config.parent_weight else f" --parent-weight {config.parent_weight}")
         + ("" if not recipe.masked_epochs else f" --masked-epochs {recipe.masked_epochs}")
         + ("" if config.pos_weight_cap == POS_WEIGHT_CAP else f" --pos-weight-cap {config.pos_weight_cap:g}")
+        + ("" if config.dice_weight == TrainConfig.dice_weight else f" --dice-weight {config.dice_weight:g}")
         + ("" if config.train_layers == "all" else f" --train-layers {config.train_layers}")
         + (" --keep-last" if config.keep_last else "")
         + (" --frozen-statistics" if config.frozen_statistics else ""),
@@ -441,6 +442,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                    help="--data real: run every epoch and keep the last; the validation bands only place the threshold")
     p.add_argument("--frozen-statistics", action="store_true",
                    help="--data real: every batch norm keeps the running statistics it starts with while the weights train")
+    p.add_argument("--dice-weight", type=float, default=TrainConfig.dice_weight,
+                   help=f"--data real: a of the loss (1 - a) BCE + a Dice (default {TrainConfig.dice_weight:g}, the paper's)")
     p.add_argument("--refit", action="store_true",
                    help="--data real: once the validation bands have chosen epoch and threshold, train again on every labelled pixel, "
                         "bands included, for those epochs, keeping that threshold")
@@ -479,7 +482,7 @@ def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
         config = TrainConfig(epochs=args.epochs or 6, batch_size=args.batch_size, lr=args.lr or 5e-4, seed=args.seed, device=device,
                              augment=paper_augment, select_on_dice=True, patience=3, average_from=args.average_from, parent_weight=args.parent_weight,
                              pos_weight_cap=args.pos_weight_cap, train_layers=args.train_layers, keep_last=args.keep_last,
-                             frozen_statistics=args.frozen_statistics,
+                             frozen_statistics=args.frozen_statistics, dice_weight=args.dice_weight,
                              checkpoint=CHECKPOINTS / f"{out.stem}-{run_key(vars(args))}.pt")
         return pretrain_real(out, recipe, config, progress, card, args.encoder_weights)
     config = TrainConfig(epochs=args.epochs or 6, batch_size=args.batch_size, lr=args.lr or 2e-3, seed=args.seed, device=device)

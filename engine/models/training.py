@@ -27,7 +27,7 @@ from ..contract import TRAIN_LAYERS
 from ..progress import Progress, silent
 from .eager import autocast, fast_dtype
 from .inference import FLIPS
-from .losses import StudentLoss, slick_loss
+from .losses import ALPHA, StudentLoss, slick_loss
 from .registry import POS_WEIGHT_CAP
 
 Augment = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
@@ -159,6 +159,8 @@ class TrainConfig:
     pos_weight_cap: float = POS_WEIGHT_CAP
     """The most the BCE weights a slick pixel over a sea pixel (``weighted_bce``); the inverse slick frequency
     below it. A high weight makes every dark line worth calling slick, which the threshold must then cut back."""
+    dice_weight: float = ALPHA
+    """``a`` of the paper's loss, (1 - a) BCE + a Dice (``slick_loss``)."""
     device: str = "cpu"
     student: Optional[StudentLoss] = None
     """None: the transfer-learning paper's loss (``slick_loss``); a student's losses (eqs. 5-6) otherwise,
@@ -241,7 +243,7 @@ def tile_loss(logits: torch.Tensor, batch: TileSet, config: TrainConfig) -> torc
     if config.student is None:
         if batch.soft is not None:
             raise ValueError("a set with generated tiles needs a StudentLoss in the TrainConfig")
-        return slick_loss(logits, batch.y, batch.valid, cap=config.pos_weight_cap)
+        return slick_loss(logits, batch.y, batch.valid, alpha=config.dice_weight, cap=config.pos_weight_cap)
     return config.student(logits, batch.y, batch.valid, batch.soft, batch.generated)
 
 
