@@ -484,7 +484,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--shift", action="store_true", help="also score every network at a threshold moved by the scene's median logit")
     q.add_argument("--only", nargs="+", metavar="CANDIDATE",
                    help="score only these candidates (darkspot, synthetic_only, real_texture, real_texture_swa, real_texture_512, "
-                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_init50_mirrorcal, real_texture_init50_bandmean, real_texture_lr1e-3_init50, real_texture_composite_init50, real_texture_2xtiles_init50, real_texture_soup_init50, real_texture_bce10/1 (trained) and real_texture_bce10/1_init25/50/75, real_texture_bce1_512_init50, real_texture_bce1_composite_init50, real_texture_bce1_labelled_init50, real_texture_bce1_decoder_init50, real_texture_bce1_last_init50, real_texture_bce1_frozenbn_init50, real_texture_bce1_dice25_init50, real_texture_bce1_refit_init50, real_texture_contrast_init50, synthetic_2x/short/seed1, real_texture_synth2x/short/seed1_init50 or a network given with --networks)")
+                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_init50_mirrorcal, real_texture_init50_bandmean, real_texture_lr1e-3_init50, real_texture_composite_init50, real_texture_2xtiles_init50, real_texture_soup_init50, real_texture_bce10/1 (trained) and real_texture_bce10/1_init25/50/75, real_texture_bce1_512_init50, real_texture_bce1_composite_init50, real_texture_bce1_labelled_init50, real_texture_bce1_decoder_init50, real_texture_bce1_last_init50, real_texture_bce1_frozenbn_init50, real_texture_bce1_dice25_init50, real_texture_bce1_refit_init50, real_texture_bce1_dice25_refit_init50, real_texture_contrast_init50, synthetic_2x/short/seed1, real_texture_synth2x/short/seed1_init50 or a network given with --networks)")
     q.set_defaults(func=_run)
 
 
@@ -533,6 +533,8 @@ def candidates(args: argparse.Namespace, seed: int) -> dict[str, Trainer]:
         "real_texture_bce1_dice25_init50": bundled_with("real_texture_bce1_dice25", dice_weight=LIGHT_DICE),
         "real_texture_bce1_refit_init50": real_texture_trainer(args.epochs, args.train_tiles, device, seed, pos_weight_cap=1.0, init_share=0.5,
                                                                refit=True),
+        "real_texture_bce1_dice25_refit_init50": real_texture_trainer(args.epochs, args.train_tiles, device, seed, pos_weight_cap=1.0,
+                                                                      init_share=0.5, refit=True, dice_weight=LIGHT_DICE),
         "real_texture_contrast_init50": toward_init_trainer(0.5, real_texture_trainer(args.epochs, args.train_tiles, device, seed,
                                                                                       init=contrast_start(), pos_weight_cap=1.0),
                                                             device, "real_texture_contrast", init=contrast_start()),
