@@ -16,7 +16,7 @@ from qgis.core import (QgsMapLayer, QgsProcessing, QgsProcessingAlgorithm, QgsPr
 
 from .. import settings
 from ..commands import DetectParameters, unique_prefix
-from ..layers import fit_ramp_to_threshold
+from ..layers import changes_summary, fit_ramp_to_threshold
 from ..paths import style_path
 from ..scene_check import SceneFacts, issues
 from .engine_call import run_engine
@@ -42,7 +42,7 @@ class _Styler(QgsProcessingLayerPostProcessorInterface):
         layer.triggerRepaint()
 
 
-_STYLERS = {"slicks": _Styler("slicks"), "probability": _Styler("probability")}
+_STYLERS = {"slicks": _Styler("slicks"), "probability": _Styler("probability"), "changes": _Styler("changes")}
 """Module-level so they outlive the algorithm instance: QGIS holds post-processors by raw pointer."""
 
 
@@ -64,6 +64,10 @@ class DetectSlicksAlgorithm(QgsProcessingAlgorithm):
     SLICKS = "SLICKS"
     N_SLICKS = "N_SLICKS"
     TOTAL_AREA_KM2 = "TOTAL_AREA_KM2"
+    AGAINST_PARENT = "AGAINST_PARENT"
+    CHANGES = "CHANGES"
+    N_NEW = "N_NEW"
+    N_GONE = "N_GONE"
 
     def name(self) -> str:
         return "detect"
@@ -76,7 +80,9 @@ class DetectSlicksAlgorithm(QgsProcessingAlgorithm):
                 "process. Writes <prefix>_probability.tif (0..1), <prefix>_mask.tif and <prefix>_slicks.gpkg "
                 "(polygons with area_km2, length_km, mean_prob) to the output folder; existing files are never "
                 "overwritten. Leave Model empty for the bundled default, and Threshold at 0 for the model's own (stored "
-                "in the model, calibrated when it was fine-tuned).")
+                "in the model, calibrated when it was fine-tuned). With a fine-tuned model, 'Show what fine-tuning changed' "
+                "detects with its parent too and writes <prefix>_changes.gpkg: the slicks only the new model finds (new) "
+                "and those only the parent finds (gone).")
 
     def createInstance(self) -> "DetectSlicksAlgorithm":
         return DetectSlicksAlgorithm()
@@ -97,6 +103,8 @@ class DetectSlicksAlgorithm(QgsProcessingAlgorithm):
             self.THRESHOLD, settings.THRESHOLD.label, QgsProcessingParameterNumber.Double,
             settings.THRESHOLD.value(), minValue=settings.THRESHOLD.minimum, maxValue=settings.THRESHOLD.maximum))
         self.addParameter(QgsProcessingParameterBoolean(self.MIRROR, settings.MIRROR.label, settings.MIRROR.value()))
+        self.addParameter(QgsProcessingParameterBoolean(self.AGAINST_PARENT, "Show what fine-tuning changed (a fine-tuned model only)",
+                                                        False))
         self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Only this extent", optional=True))
         self.addParameter(QgsProcessingParameterString(
             self.PREFIX, "File name prefix (empty: scene_model_time)", optional=True))
@@ -106,6 +114,9 @@ class DetectSlicksAlgorithm(QgsProcessingAlgorithm):
         self.addOutput(QgsProcessingOutputVectorLayer(self.SLICKS, "Slick outlines", QgsProcessing.TypeVectorPolygon))
         self.addOutput(QgsProcessingOutputNumber(self.N_SLICKS, "Number of slicks"))
         self.addOutput(QgsProcessingOutputNumber(self.TOTAL_AREA_KM2, "Total slick area (km²)"))
+        self.addOutput(QgsProcessingOutputVectorLayer(self.CHANGES, "Changes against the parent", QgsProcessing.TypeVectorPolygon))
+        self.addOutput(QgsProcessingOutputNumber(self.N_NEW, "Slicks only the fine-tuned model finds"))
+        self.addOutput(QgsProcessingOutputNumber(self.N_GONE, "Slicks only its parent finds"))
 
     def processAlgorithm(self, parameters: Dict[str, Any], context: QgsProcessingContext,
                          feedback: QgsProcessingFeedback) -> Dict[str, Any]:
@@ -133,16 +144,21 @@ class DetectSlicksAlgorithm(QgsProcessingAlgorithm):
             tile=self.parameterAsInt(parameters, self.TILE, context),
             overlap=self.parameterAsInt(parameters, self.OVERLAP, context),
             threshold=self.parameterAsDouble(parameters, self.THRESHOLD, context),
-            bounds=bounds, bounds_crs=bounds_crs, mirror=self.parameterAsBool(parameters, self.MIRROR, context))
+            bounds=bounds, bounds_crs=bounds_crs, mirror=self.parameterAsBool(parameters, self.MIRROR, context),
+            against_parent=self.parameterAsBool(parameters, self.AGAINST_PARENT, context))
         data = run_engine(run.command(), feedback, cleanup=run.remove_outputs)
         feedback.pushInfo(f"{data.get('n_slicks')} slicks, {data.get('total_area_km2')} km², "
                           f"{data.get('seconds')} s on {data.get('device')}")
-        for output, name in ((self.SLICKS, "Slick outlines"), (self.PROBABILITY, "Slick probability")):
-            key = "slicks" if output == self.SLICKS else "probability"
+        shown = [(self.SLICKS, "slicks", "Slick outlines"), (self.PROBABILITY, "probability", "Slick probability")]
+        if run.against_parent:
+            feedback.pushInfo(changes_summary(data))
+            shown.insert(0, (self.CHANGES, "changes", "Changes against the parent"))
+        for output, key, name in shown:
             details = QgsProcessingContext.LayerDetails(f"{name} – {layer.name()}", context.project(), output)
             details.setPostProcessor(_STYLERS[key])
             if key == "probability" and data.get("threshold") is not None:
                 _STYLERS[key].thresholds[data[key]] = float(data["threshold"])
             context.addLayerToLoadOnCompletion(data[key], details)
         return {self.PROBABILITY: data["probability"], self.MASK: data["mask"], self.SLICKS: data["slicks"],
-                self.N_SLICKS: data.get("n_slicks"), self.TOTAL_AREA_KM2: data.get("total_area_km2")}
+                self.N_SLICKS: data.get("n_slicks"), self.TOTAL_AREA_KM2: data.get("total_area_km2"),
+                self.CHANGES: data.get("changes"), self.N_NEW: data.get("new_slicks"), self.N_GONE: data.get("gone_slicks")}

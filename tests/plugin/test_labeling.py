@@ -387,7 +387,7 @@ def tiny_finetune(ui: Session, module_dir: Path, arctic_store: Path) -> None:
 
 
 def test_fine_tune_from_the_dock_makes_a_model_with_lineage_detects_with_it_and_shows_what_changed(
-        ui: Session, qtbot, tmp_path: Path, module_dir: Path, arctic_store: Path, monkeypatch) -> None:
+        ui: Session, qtbot, tmp_path: Path, module_dir: Path, arctic_store: Path, monkeypatch, processing) -> None:
     tiny_finetune(ui, module_dir, arctic_store)
     panel = ui.dock.finetune_panel
     assert not ui.dock.against_parent.isEnabled()  # the bundled model has no parent to compare with
@@ -464,6 +464,16 @@ def test_fine_tune_from_the_dock_makes_a_model_with_lineage_detects_with_it_and_
     green = any(c.green() > 150 and c.red() < 120 and c.blue() < 170 for c in pixels)
     red = any(c.red() > 200 and c.green() < 80 for c in pixels)
     assert green == (data["new_slicks"] > 0) and red == (data["gone_slicks"] > 0), (data["new_slicks"], data["gone_slicks"])
+
+    # Processing gives the same comparison, for batches and the Modeler.
+    import processing as qgis_processing
+
+    view = ui.iface.canvas.extent()
+    ran = qgis_processing.run("slickmapper:detect", {
+        "INPUT": ui.dock.layer_combo.currentLayer().source(), "MODEL": str(models[0]), "AGAINST_PARENT": True, "DEVICE": 2,
+        "TILE": 256, "OVERLAP": 32, "THRESHOLD": 0.0, "OUTPUT_FOLDER": str(tmp_path / "processing"),
+        "EXTENT": f"{view.xMinimum()},{view.xMaximum()},{view.yMinimum()},{view.yMaximum()} [{ui.iface.canvas.mapSettings().destinationCrs().authid()}]"})
+    assert (ran["N_NEW"], ran["N_GONE"]) == (data["new_slicks"], data["gone_slicks"]) and Path(ran["CHANGES"]).is_file()
 
     # Found wanting, the new model goes: after a No nothing happens, after a Yes its file and its entry are gone.
     assert ui.dock.remove_model_button.isEnabled() and Path(ui.dock._current_model()["path"]) == models[0]
