@@ -20,7 +20,7 @@ from qgis.core import (QgsMapLayer, QgsProcessing, QgsProcessingAlgorithm, QgsPr
 
 from ..archive_layers import bind_to_time, show_sites
 from ..engine_runner import EngineCommand
-from .engine_call import run_engine
+from .engine_call import handed_over, run_engine
 
 
 class _OnTimeline(QgsProcessingLayerPostProcessorInterface):
@@ -38,11 +38,6 @@ class _SitesWithSlicks(QgsProcessingLayerPostProcessorInterface):
             show_sites(layer, context.project())
         except ValueError as exc:
             feedback.reportError(str(exc))
-
-
-_ON_TIMELINE = _OnTimeline()
-_SITES = _SitesWithSlicks()
-"""Module-level so they outlive the algorithm instance: QGIS holds post-processors by raw pointer."""
 
 
 class DetectManyScenesAlgorithm(QgsProcessingAlgorithm):
@@ -121,7 +116,7 @@ class DetectManyScenesAlgorithm(QgsProcessingAlgorithm):
         for key, name in ((self.FOOTPRINTS, "Scene footprints"), (self.SLICKS, "Slick catalogue")):
             details = QgsProcessingContext.LayerDetails(name, context.project(), key)
             if key == self.SLICKS:
-                details.setPostProcessor(_ON_TIMELINE)
+                details.setPostProcessor(handed_over(_OnTimeline()))
             context.addLayerToLoadOnCompletion(outputs[key], details)
         return {**outputs, self.MANIFEST: data["manifest"], self.N_DETECTED: data["detected"],
                 self.N_FAILED: data["failed"]}
@@ -172,6 +167,6 @@ class SeepSitesAlgorithm(QgsProcessingAlgorithm):
         feedback.pushInfo(f"{data['sites']} sites; {data['slicks_in_sites']} of {data['slicks']} slicks belong to one.")
         sites = f"{out}|layername=sites"
         details = QgsProcessingContext.LayerDetails("Seep sites", context.project(), self.SITES)
-        details.setPostProcessor(_SITES)
+        details.setPostProcessor(handed_over(_SitesWithSlicks()))
         context.addLayerToLoadOnCompletion(sites, details)
         return {self.SITES: sites, self.N_SITES: data["sites"]}

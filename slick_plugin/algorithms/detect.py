@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from qgis.core import (QgsMapLayer, QgsProcessing, QgsProcessingAlgorithm, QgsProcessingContext,
                        QgsProcessingException, QgsProcessingFeedback, QgsProcessingLayerPostProcessorInterface,
@@ -19,31 +19,26 @@ from ..commands import DetectParameters, unique_prefix
 from ..layers import changes_summary, fit_ramp_to_threshold
 from ..paths import style_path
 from ..scene_check import SceneFacts, issues
-from .engine_call import run_engine
+from .engine_call import handed_over, run_engine
 
 
 class _Styler(QgsProcessingLayerPostProcessorInterface):
     """Gives a layer loaded by Processing the same style as the dock's, once it is in the project."""
 
-    def __init__(self, style: str) -> None:
+    def __init__(self, style: str, threshold: Optional[float] = None) -> None:
         super().__init__()
         self.style = style
-        self.thresholds: Dict[str, float] = {}
-        """The threshold each probability file was cut at, by path: its ramp is fitted to it."""
+        self.threshold = threshold
+        """The threshold a probability layer was cut at: its ramp is fitted to it."""
 
     def postProcessLayer(self, layer: QgsMapLayer, context: QgsProcessingContext,  # noqa: N802 - QGIS API
                          feedback: QgsProcessingFeedback) -> None:
         message, ok = layer.loadNamedStyle(style_path(self.style))
         if not ok:
             feedback.reportError(f"The style {style_path(self.style)} cannot be read: {message}")
-        threshold = self.thresholds.pop(layer.source(), None)
-        if threshold is not None:
-            fit_ramp_to_threshold(layer, threshold)
+        if self.threshold is not None:
+            fit_ramp_to_threshold(layer, self.threshold)
         layer.triggerRepaint()
-
-
-_STYLERS = {"slicks": _Styler("slicks"), "probability": _Styler("probability"), "changes": _Styler("changes")}
-"""Module-level so they outlive the algorithm instance: QGIS holds post-processors by raw pointer."""
 
 
 class DetectSlicksAlgorithm(QgsProcessingAlgorithm):
@@ -155,9 +150,8 @@ class DetectSlicksAlgorithm(QgsProcessingAlgorithm):
             shown.insert(0, (self.CHANGES, "changes", "Changes against the parent"))
         for output, key, name in shown:
             details = QgsProcessingContext.LayerDetails(f"{name} – {layer.name()}", context.project(), output)
-            details.setPostProcessor(_STYLERS[key])
-            if key == "probability" and data.get("threshold") is not None:
-                _STYLERS[key].thresholds[data[key]] = float(data["threshold"])
+            threshold = float(data["threshold"]) if key == "probability" and data.get("threshold") is not None else None
+            details.setPostProcessor(handed_over(_Styler(key, threshold)))
             context.addLayerToLoadOnCompletion(data[key], details)
         return {self.PROBABILITY: data["probability"], self.MASK: data["mask"], self.SLICKS: data["slicks"],
                 self.N_SLICKS: data.get("n_slicks"), self.TOTAL_AREA_KM2: data.get("total_area_km2"),

@@ -1,4 +1,5 @@
-"""Runs one engine command synchronously for a Processing algorithm, speaking QgsProcessingFeedback.
+"""Runs one engine command synchronously for a Processing algorithm, speaking QgsProcessingFeedback, and hands
+the post-processors of its layers over to Processing.
 
 Processing decides where an algorithm runs (its own task in the dialog, the caller's thread in
 ``processing.run``), so the algorithm simply blocks on the same EngineRunner the dock uses.
@@ -6,9 +7,9 @@ Processing decides where an algorithm runs (its own task in the dialog, the call
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional, TypeVar
 
-from qgis.core import QgsProcessingException, QgsProcessingFeedback
+from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsProcessingLayerPostProcessorInterface
 
 from .. import settings
 from ..progress_text import ProgressEvent, TimeLeft, describe
@@ -39,3 +40,16 @@ def run_engine(command: EngineCommand, feedback: QgsProcessingFeedback,
     if result.status is Status.CANCELLED:
         raise QgsProcessingException("Cancelled; nothing was written.")
     raise QgsProcessingException(result.message)
+
+
+Processor = TypeVar("Processor", bound=QgsProcessingLayerPostProcessorInterface)
+_HANDED_OVER: List[QgsProcessingLayerPostProcessorInterface] = []
+
+
+def handed_over(processor: Processor) -> Processor:
+    """A new post-processor for one layer of one run, its Python side kept alive. ``LayerDetails.setPostProcessor``
+    takes ownership and deletes it once the layer is loaded, so an instance shared between runs is gone by the
+    second run ("wrapped C/C++ object has been deleted"); and a Python subclass must stay referenced until then, or
+    its ``postProcessLayer`` is collected first (QGIS's documented pattern)."""
+    _HANDED_OVER.append(processor)
+    return processor

@@ -159,6 +159,14 @@ def test_processing_detect_gives_the_dock_s_polygons(detection: Detection, proce
     stops = [item.value for item in loaded["Slick probability"].renderer().shader().rasterShaderFunction().colorRampItemList()]
     assert detection.data["threshold"] in [pytest.approx(stop) for stop in stops] and detection.data["threshold"] != 0.5
     assert loaded["Slick outlines"].labelsEnabled()
+    # A second run in the same session is styled too: Processing deletes each run's post-processors once it has used them.
+    QgsProject.instance().clear()
+    again = qgis_processing.runAndLoadResults("slickmapper:detect", {
+        "INPUT": detection.scene_path, "DEVICE": 2, "TILE": 256, "OVERLAP": 32, "THRESHOLD": 0.0,
+        "EXTENT": detection.extent, "OUTPUT_FOLDER": str(tmp_path / "again")})
+    assert again["N_SLICKS"] == detection.data["n_slicks"]
+    loaded = {layer.name().split(" – ")[0]: layer for layer in QgsProject.instance().mapLayers().values()}
+    assert loaded["Slick probability"].renderer().type() == "singlebandpseudocolor" and loaded["Slick outlines"].labelsEnabled()
 
 
 def test_processing_scene_info_reports_the_scene(processing, plugin) -> None:
