@@ -198,7 +198,9 @@ def test_int8_whose_masks_move_is_kept_in_fp32(tmp_path, model_factory):
 
 
 def test_a_model_that_does_not_export_runs_with_pytorch(tmp_path, model_factory, monkeypatch):
-    path = model_factory(tmp_path / "noexport.safetensors", tile_size=128)
+    # Its own name: every factory model has the same weights, and one saved in the same second as the test
+    # before it would share that model's hash and find its cached export instead of exporting.
+    path = model_factory(tmp_path / "noexport.safetensors", tile_size=128, name="a model that does not export")
 
     def refuse(*args, **kwargs):
         raise RuntimeError("Exporting the operator 'aten::weird' to ONNX opset 17 is not supported")
