@@ -128,7 +128,8 @@ def pool_model(tmp_path_factory) -> Path:
     starting model of the generator experiments' tests. An untrained one puts every pixel near 0.5, so its
     detection marks half of each test scene in specks, and polygonising them took 15 s for the three test
     scenes; this one marks mostly sea, as a trained parent does, and its three detections take 2 s."""
-    from engine.experiments.transfer import POOL, label_store
+    from engine.data.bundled import POOL
+    from engine.experiments.transfer import label_store
     from engine.jobs.finetune import FinetuneOptions, finetune
     from engine.progress import Progress
 

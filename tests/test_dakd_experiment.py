@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 
 from engine.cli.main import main
-from engine.data.bundled import SAMPLES_DIR
+from engine.data.bundled import POOL, SAMPLES_DIR
 from engine.errors import InputError
 from engine.experiments.dakd_eval import CAFT, PLAIN, DakdOptions, dakd_experiment
 from engine.experiments.sample_quality import frechet_distance
 from engine.experiments.split import learnt_from
 from engine.experiments.students import EQ6, REAL, Arm, arm_epochs, eq6_student
-from engine.experiments.transfer import POOL, TEST, label_store, score_test_scenes
+from engine.experiments.transfer import TEST, label_store, score_test_scenes
 from engine.generation.generator import GeneratorOptions, train_generator
 from engine.generation.joint_ddpm import GeneratorCard, load_generator, read_generator_card, save_generator
 from engine.generation.jointnet import JointNetOptions

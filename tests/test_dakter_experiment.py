@@ -13,13 +13,13 @@ import pytest
 from PIL import Image
 
 from engine.cli.main import main
-from engine.data.bundled import SAMPLES_DIR
+from engine.data.bundled import POOL, SAMPLES_DIR
 from engine.errors import InputError
 import engine.experiments.dakter_eval as dakter_eval
 from engine.experiments.dakter_eval import AUTO, EQ6, REAL, DakterOptions, TileStack, dakter_experiment
 from engine.experiments.sar_stats import histogram_distance, psd_distance
 from engine.experiments.students import summarise
-from engine.experiments.transfer import POOL, TEST, label_store, t_interval
+from engine.experiments.transfer import TEST, label_store, t_interval
 from engine.generation.generator import GeneratorOptions, training_tiles
 from engine.generation.joint_ddpm import balancing_factor, load_generator, read_generator_card, save_generator
 from engine.jobs.finetune import FinetuneOptions

@@ -24,3 +24,21 @@ def test_the_demo_page_gives_each_tile_s_score_and_what_made_it(tmp_path, pool_m
     assert f"| mean | **{sum(round(d, 3) for d in scores) / len(scores):.3f}** |" in text
     assert (page.parent / "demo.png").read_bytes() == (tmp_path / "out" / "demo.png").read_bytes()
     assert "](demo.png)" in text
+
+
+def test_the_demo_refuses_a_model_that_learnt_from_its_tiles_and_defaults_to_one_that_did_not(tmp_path, capsys):
+    """The product's model learnt from every labelled Arctic scene, the demo's three included: scored there it would
+    be scored on its own training pixels. The held-out model, the demo's default, learnt from the other two."""
+    import json
+
+    from engine.cli.main import main
+    from engine.experiments.demo import scenes_learnt
+    from engine.models.registry import DEFAULT_MODEL, HELD_OUT_MODEL
+
+    assert scenes_learnt(DEFAULT_MODEL) == {"sample_0", "sample_1", "sample_2", "sample_123", "sample_70"}
+    assert scenes_learnt(HELD_OUT_MODEL) == {"sample_0", "sample_70"} and not scenes_learnt(HELD_OUT_MODEL) & set(SAMPLES)
+    out = tmp_path / "out"
+    assert main(["--jsonl", "demo", "--out", str(out), "--model", str(DEFAULT_MODEL), "--device", "cpu"]) == 2
+    message = json.loads(capsys.readouterr().out.splitlines()[-1])["message"]
+    assert "learnt from sample_1, sample_123, sample_2" in message and "trained on" in message
+    assert not out.exists()

@@ -13,10 +13,11 @@ import pytest
 from PIL import Image
 
 from engine.cli.main import main
+from engine.data.bundled import POOL
 from engine.data.synth import SceneSpec, write_scene
 from engine.errors import InputError
 import engine.experiments.transfer as transfer
-from engine.experiments.transfer import CHANGE, POOL, TEST, TransferOptions, draw_set, summarise, t_interval, t_quantile, transfer_experiment
+from engine.experiments.transfer import CHANGE, TEST, TransferOptions, draw_set, summarise, t_interval, t_quantile, transfer_experiment
 from engine.jobs.finetune import FinetuneOptions
 from engine.jobs.finetune_data import Tile, collect_tiles, split_by_area
 from engine.jobs.labels import create_store, import_mask, read_store

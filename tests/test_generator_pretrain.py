@@ -21,7 +21,7 @@ from engine.generation.jointnet import JointNetOptions, load_jointnet, train_joi
 from engine.generation.pretrain import PretrainOptions, checkpoint_folder, pretrain_generator
 from engine.generation.stages import checkpoint_path
 from engine.machine import file_sha256
-from engine.models.pretrain import CHECKPOINTS, DEFAULT_TRAIN_SCENES
+from engine.models.pretrain import CHECKPOINTS
 from engine.progress import Progress
 
 from conftest import TINY_NET, cancel_at
@@ -62,7 +62,7 @@ def test_a_stopped_pretraining_goes_on_and_its_card_lists_every_real_tile(tmp_pa
     training = card.training
     assert card.kind == joint_ddpm.KIND and card.classes == ["water", "slick"] and card.tile_size == 32 and card.b == whole.b
     assert training["pretraining"] and training["how"].startswith("python -m engine generator pretrain --kind dakter --out stopped.safetensors")
-    assert list(training["arctic_scenes"]) == list(DEFAULT_TRAIN_SCENES)
+    assert list(training["arctic_scenes"]) == list(bundled.POOL)  # never the test scenes its experiments score
     assert training["north_sea_tiles"] == [scene.name for scene in bundled.NORTH_SEA]
     assert bundled.GRD_SCENE.name in training["unlabelled_scene"]
     assert training["mix"] == {"labelled": 0.35, "composite": 0.35, "grd": 0.15, "synthetic": 0.15}

@@ -102,7 +102,7 @@ def test_the_pretrain_command_runs_the_masked_stage_first_and_says_so(tmp_path, 
     card = read_card(out)
     stage = card.provenance["masked_image_pretraining"]
     assert len(stage["masked_error"]) == 1
-    assert stage["data"]["unlabelled_scenes"][:2] == ["sample_0", "sample_70"]
+    assert stage["data"]["unlabelled_scenes"][:5] == ["sample_0", "sample_1", "sample_2", "sample_123", "sample_70"]
     assert "--masked-epochs 1" in card.provenance["how"] and f"--init {parent}" in card.provenance["how"]
     assert card.lineage["initialised_from"]["file"] == parent.name
     assert not any((tmp_path / "checkpoints").iterdir())

@@ -129,7 +129,7 @@ def test_pretrain_cli_trains_on_real_texture_and_says_what_on(tmp_path, capsys):
     assert main(args) == 0
     card = read_card(out)
     data = card.provenance["data"]
-    assert set(data["arctic_scenes"]) == {"sample_0", "sample_70"}
+    assert set(data["arctic_scenes"]) == {"sample_0", "sample_1", "sample_2", "sample_123", "sample_70"}  # every labelled scene
     assert data["north_sea_tiles"] == ["north_sea_1", "north_sea_2", "north_sea_3", "north_sea_4"]
     assert sum(data["tile_kinds"].values()) == 8
     assert card.threshold == card.metrics["validation_threshold"]

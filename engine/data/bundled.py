@@ -15,6 +15,10 @@ from typing import Optional
 RESOURCES = Path(__file__).resolve().parents[2] / "resources" / "samples"
 SAMPLES_DIR = RESOURCES / "arctic_s1"
 SAMPLES = ("sample_1", "sample_2", "sample_123")
+"""The demo's and the paper's test tiles (the paper's own predictions ship for these three only)."""
+POOL = ("sample_0", "sample_70")
+"""The labelled Arctic scenes a model may learn from when its figures are scored on ``SAMPLES``: the held-out model
+(``models.registry.HELD_OUT_MODEL``), the generators, and every experiment that scores those tiles."""
 ARCTIC_CRS = "EPSG:32636"
 """The tiles' CRS (UTM 36N, the paper's Barents Sea zone)."""
 NORTH_SEA_PIXEL_M = 20.0

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..cli.args import DEVICE_HELP, add_options, options_from
 from ..jobs.finetune import FinetuneOptions
-from ..models.registry import DEFAULT_MODEL
+from ..models.registry import HELD_OUT_MODEL
 from ..models.training import TRAIN_LAYERS
 from ..progress import Progress
 from . import benchmark, dakd_eval, dakter_eval, transfer, within_scene
@@ -43,7 +43,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     sub = p.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
     q = sub.add_parser("loso", help="leave one scene out: fine-tune on the others' labels, score on the one left out")
     q.add_argument("--out", type=Path, default=Path("experiment_output/loso"), help="empty or new folder")
-    q.add_argument("--base", type=Path, default=DEFAULT_MODEL, help="model to fine-tune (default: bundled)")
+    q.add_argument("--base", type=Path, default=HELD_OUT_MODEL, help="model to fine-tune (default: the held-out model, which never saw sample_1, sample_2, sample_123)")
     q.add_argument("--threshold", type=float, help="default: each model's own")
     add_options(q, LOSO_RECIPE, {"tile": "tile size in pixels", "epochs": "most epochs per run",
                                  "train_layers": "all or decoder", "device": DEVICE_HELP, "seed": "seed of the tile split and training"},

@@ -43,20 +43,21 @@ import torch
 
 from ..atomic import write_csv, write_text
 from ..contract import GENERATOR_KINDS
+from ..data.bundled import POOL
 from ..errors import InputError, ModelError
 from ..generation import jointnet
 from ..generation.generator import GeneratorOptions, check_training_options, cpu_threads, generate, train_generator
 from ..generation.joint_ddpm import KIND as DAKTER, NETS, SOLVERS, read_generator_card, unet_config
 from ..jobs.finetune import FinetuneOptions
 from ..machine import commit_text, describe, file_sha256, utc_now
-from ..models.registry import DEFAULT_MODEL, ModelCard, build_model, load_model, read_card, save_model, slick_index
+from ..models.registry import HELD_OUT_MODEL, ModelCard, build_model, load_model, read_card, save_model, slick_index
 from ..progress import Progress
 from .generator_runs import add_shared_options, check_shared
 from .sample_quality import TileStack, Yardstick, generator_facts, panel
 from .sar_stats import DB_SPAN, ENL_WINDOW
 from .split import PoolSplit, learnt_from, pool_split
 from .students import EQ6, REAL, Arm, arm_epochs, paired_change, reference_dice, summarise, train_students
-from .transfer import DEFAULT_LR, POOL, TEST
+from .transfer import DEFAULT_LR, TEST
 
 JOINTNET = jointnet.KIND
 ABLATED = JOINTNET
@@ -87,7 +88,7 @@ class DakdOptions:
     """The students' fine-tuning; ``epochs`` is the budget of the student with the most samples (students.py)."""
     saross: bool = True
     """Also train the SAROSS-Net students of the CAFT ablation."""
-    model: Path = DEFAULT_MODEL
+    model: Path = HELD_OUT_MODEL
     """The model students start from, whose encoder gives the Fréchet features and the SAROSS-Net students'
     encoder, and the segmenter whose agreement with generated labels is measured."""
     threshold: Optional[float] = None
@@ -384,7 +385,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--seeds", nargs="+", type=int, default=list(d.seeds), help="student seeds (default: 0 1)")
     q.add_argument("--epochs", type=int, default=r.epochs, help=f"epochs of the student with the most samples; every other takes the same steps (default {r.epochs})")
     q.add_argument("--no-saross", dest="saross", action="store_false", help="leave out the SAROSS-Net students (CAFT against plain skips)")
-    q.add_argument("--model", type=Path, default=d.model, help="model the students start from; its encoder gives the Fréchet features (default: bundled)")
+    q.add_argument("--model", type=Path, default=d.model, help="model the students start from; its encoder gives the Fréchet features (default: the held-out model, which never saw the test scenes)")
     add_shared_options(q, r, g)
     q.set_defaults(func=_run_cli)
 

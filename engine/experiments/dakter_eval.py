@@ -37,19 +37,20 @@ from typing import Optional, Union
 
 from ..atomic import write_csv, write_text
 from ..cli.args import number_or
+from ..data.bundled import POOL
 from ..errors import InputError
 from ..generation.generator import GeneratorOptions, cpu_threads, generate, train_generator
 from ..generation.joint_ddpm import NETS, SOLVERS, balancing_factor, load_generator, read_generator_card, sample, unet_config
 from ..jobs.finetune import FinetuneOptions
 from ..models.eager import pick_device
-from ..models.registry import DEFAULT_MODEL, read_card
+from ..models.registry import HELD_OUT_MODEL, read_card
 from ..progress import Progress
 from .generator_runs import add_shared_options, check_shared
 from .sample_quality import TileStack, Yardstick, generator_facts, panel
 from .sar_stats import DB_SPAN, ENL_WINDOW
 from .split import learnt_from, pool_split
 from .students import EQ6, REAL, Arm, arm_epochs, reference_dice, summarise, train_students
-from .transfer import DEFAULT_LR, POOL, TEST
+from .transfer import DEFAULT_LR, TEST
 
 AUTO = "auto"
 """b computed from the pool's tiles (eq. 16)."""
@@ -81,7 +82,7 @@ class DakterOptions:
     recipe: FinetuneOptions = field(default_factory=lambda: FinetuneOptions(tile=64, epochs=10, lr=DEFAULT_LR, val_fraction=0.25,
                                                                                    parent_competes=False))
     """The students' fine-tuning; ``epochs`` is the budget of a student with samples (see the module's docstring)."""
-    model: Path = DEFAULT_MODEL
+    model: Path = HELD_OUT_MODEL
     """The model students start from, and the segmenter whose agreement with generated labels is measured."""
     quality_samples: int = 32
     """Samples of the computed-b generator made with DDIM as well, to compare the two solvers' quality."""
@@ -284,7 +285,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--no-eq6-control", dest="eq6_control", action="store_false", help="skip the real-only students trained with eq. 6")
     q.add_argument("--seeds", nargs="+", type=int, default=list(d.seeds), help="student seeds (default: 0 1 2)")
     q.add_argument("--epochs", type=int, default=r.epochs, help=f"student epochs with samples; real only gets the same steps (default {r.epochs})")
-    q.add_argument("--model", type=Path, default=d.model, help="model the students start from, and the segmenter of the agreement (default: bundled)")
+    q.add_argument("--model", type=Path, default=d.model, help="model the students start from, and the segmenter of the agreement (default: the held-out model, which never saw the test scenes)")
     q.add_argument("--quality-samples", type=int, default=d.quality_samples, help=f"samples made with DDIM too, to compare the solvers (default {d.quality_samples})")
     q.add_argument("--speed-sizes", nargs="+", type=int, default=list(d.speed_sizes), help="tile sizes timed (default 64 128 256)")
     q.add_argument("--speed-samples", nargs="+", type=int, default=list(d.speed_samples), help="samples timed per size (default 8 4 2)")

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..data.bundled import POOL
 from ..generation.generator import training_tiles
 from ..generation.joint_ddpm import GeneratorCard, JointSet
 from ..jobs.finetune_data import collect_tiles, split_by_area
 from ..jobs.labels import read_store
 from ..models.registry import ModelCard
 from ..progress import Progress
-from .transfer import POOL, TEST, label_store
+from .transfer import TEST, label_store
 
 
 @dataclass
@@ -45,9 +46,9 @@ def pool_split(out: Path, work: Path, card: ModelCard, tile: int, val_fraction: 
     return PoolSplit(store, pool, held, real_tiles)
 
 
-def learnt_from(card: GeneratorCard) -> set[str]:
-    """The bundled scenes a generator card's training record names, wherever in it (a generator it started
-    from included, as far as its card records it): ``scenes`` lists of a label store's scene files, by their
+def learnt_from(card: GeneratorCard | ModelCard) -> set[str]:
+    """The bundled scenes a generator's or a model's card names in its training record, wherever in it (a model it
+    started from included, as far as the card records it): ``scenes`` lists of a label store's scene files, by their
     sample folder's name so that a run in another checkout counts, and ``arctic_scenes`` of a pretraining on
     real SAR (``models.pretrain.real_sets``), by name."""
     found: set[str] = set()
@@ -65,5 +66,5 @@ def learnt_from(card: GeneratorCard) -> set[str]:
             for item in value:
                 walk(item)
 
-    walk(card.training)
+    walk(card.training if isinstance(card, GeneratorCard) else [card.provenance, card.lineage])
     return found

@@ -50,7 +50,7 @@ import torch
 
 from ..atomic import staged, write_csv, write_text
 from ..cli.args import DEVICE_HELP, add_options, number_or, options_from
-from ..data.bundled import SAMPLES, SAMPLES_DIR
+from ..data.bundled import POOL, SAMPLES, SAMPLES_DIR
 from ..errors import InputError, OutputError
 from ..jobs.detect import DetectOptions, detect
 from ..jobs.evaluate import slick_dice
@@ -62,8 +62,6 @@ from ..models.registry import SYNTHETIC_MODEL, ModelCard, build_model, load_enco
 from ..models.training import TileSet, TrainConfig, lr_range_test, train
 from ..progress import Progress
 
-POOL = ("sample_0", "sample_70")
-"""Target-domain scenes the training sets and the validation tiles come from."""
 TEST = SAMPLES
 """Target-domain scenes scored whole; never cut into training tiles."""
 INITS = ("base", "finetuned")

@@ -52,7 +52,7 @@ from ..jobs.labels import add_labels, add_reviewed, create_store, to_crs
 from ..machine import commit, cpu_name, file_sha256, uncommitted_changes, utc_now
 from ..models.eager import pick_device
 from ..models.pretrain import RealRecipe
-from ..models.registry import DEFAULT_MODEL, ModelCard, read_card
+from ..models.registry import HELD_OUT_MODEL, ModelCard, read_card
 from ..models.training import TRAIN_LAYERS
 from ..progress import Progress
 from ..scenes.grid import Grid, analysis_grid
@@ -69,7 +69,7 @@ AUTHOR = "analyst (within-scene experiment)"
 
 @dataclass
 class WithinSceneOptions:
-    base: Path = DEFAULT_MODEL
+    base: Path = HELD_OUT_MODEL
     """The parent; never modified."""
     scenes: tuple[str, ...] = SCENES
     sides: tuple[str, ...] = ("left",)
@@ -80,7 +80,7 @@ class WithinSceneOptions:
     """A folder of leave-one-scene-out parents, in place of ``base``: each tile's parent is the bundled model's
     recipe trained on the other four labelled tiles (``models/real_texture_without_<tile>.safetensors``, as
     ``experiment benchmark`` names and trains them; trained there when missing). Every tile is then one its
-    parent never saw, the two the bundled model learnt from included; the other tiles are not scored, since
+    parent never saw, the two the held-out model learnt from included; the other tiles are not scored, since
     each parent learnt from them."""
 
 
@@ -367,7 +367,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--out", type=Path, default=Path("experiment_output/within_scene"), help="empty or new folder")
     q.add_argument("--scenes", nargs="+", default=list(defaults.scenes), choices=SCENES, metavar="SCENE", help="labelled tiles (default: all five)")
     q.add_argument("--sides", nargs="+", default=list(defaults.sides), choices=SIDES, help="half the analyst labels; both: two splits per tile")
-    add_options(q, defaults, {"base": "parent model: the bundled one", "threshold": "default: each model's own",
+    add_options(q, defaults, {"base": "parent model: the held-out one, which learnt from sample_0 and sample_70 only", "threshold": "default: each model's own",
                               "parents": "folder of leave-one-scene-out parents (an experiment benchmark --out), used in place of "
                                          "--base and trained there when missing: every tile is one its parent never saw"})
     add_options(q, defaults.recipe, {

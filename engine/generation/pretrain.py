@@ -2,10 +2,11 @@
 
 A generator trained from nothing on one project's few hundred labelled tiles learns the sea's texture and
 hardly a slick (docs/dakd.md). ``generator pretrain`` trains either kind on the tiles the bundled
-segmentation model's pretraining learns from (``models.pretrain.real_sets``: the two Arctic training
-scenes but their validation bands, the North Sea tiles, the real IW scene and synthetic scenes, in the
-``real_texture.Mix`` shares, real seep slicks and composited ones), cut at the generator's tile size, with
-the classes sea and slick. Tiles holding no data, or less than ``generator.MIN_KNOWN`` known, are left
+segmentation model's pretraining cuts (``models.pretrain.real_sets``: Arctic scenes but their validation bands,
+the North Sea tiles, the real IW scene and synthetic scenes, in the ``real_texture.Mix`` shares, real seep slicks
+and composited ones), of the Arctic scenes only ``bundled.POOL``'s, as the held-out model: the experiments score
+generators and their students on the other three. Tiles are cut at the generator's tile size, with the classes
+sea and slick; those holding no data, or less than ``generator.MIN_KNOWN`` known, are left
 out, as from a label store. ``generator train --init`` then fine-tunes the result on a project's labels.
 
 ``--steps`` counts every stage together, shared as the kind's own schedule shares them (DAKTer 2 : 1
@@ -25,6 +26,7 @@ import numpy as np
 
 from ..cli.args import DEVICE_HELP, add_options, options_from
 from ..contract import GENERATOR_KINDS, GENERATOR_LOW_RES_STEPS, GENERATOR_STEPS
+from ..data.bundled import POOL
 from ..errors import InputError
 from ..jobs.finetune import check_out
 from ..models.pretrain import CHECKPOINTS, RealRecipe, real_sets, run_key
@@ -75,7 +77,7 @@ def real_texture_set(options: PretrainOptions, pixel_size: float, progress: Prog
     """(the training tiles, what the card says of them: every real scene and tile by name, the mix, the
     tiles cut of each kind and how many were left out)."""
     progress.update("tiles", 0, 1, f"Cutting {options.tiles} real-texture tiles of {options.tile} px")
-    tiles, _, data = real_sets(RealRecipe(train_tiles=options.tiles, tile=options.tile), pixel_size, options.seed)
+    tiles, _, data = real_sets(RealRecipe(scenes=POOL, train_tiles=options.tiles, tile=options.tile), pixel_size, options.seed)
     x, slick, valid = (t[:, 0].numpy() for t in (tiles.x, tiles.y, tiles.valid))
     usable = (x.reshape(len(x), -1).min(1) > 0) & (valid.reshape(len(x), -1).mean(1) >= MIN_KNOWN)
     n = int(usable.sum())

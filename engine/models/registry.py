@@ -71,6 +71,11 @@ def architecture(name: str) -> Callable[..., torch.nn.Module]:
 
 
 DEFAULT_MODEL = BUNDLED_DIR / "slick_unet_r18_25m.safetensors"
+"""The product's model: the real-texture recipe on all five labelled Arctic scenes (``pretrain.DEFAULT_TRAIN_SCENES``)."""
+HELD_OUT_MODEL = BUNDLED_DIR / "evaluation" / "slick_unet_r18_25m_pool.safetensors"
+"""The same recipe on ``bundled.POOL`` alone, so that it never saw the demo's and the paper's test tiles: the model every
+figure on those tiles is scored with (``make demo``, the experiments' default parent). Outside the folder the model list
+reads, so an analyst is offered the product's model, not this one."""
 SYNTHETIC_MODEL = BUNDLED_DIR / "slick_unet_r18_25m_synthetic.safetensors"
 """Trained on synthetic scenes only: where real-texture training starts, and the transfer experiment's source."""
 
