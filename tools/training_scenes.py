@@ -29,6 +29,7 @@ from engine.data.bundled import ARCTIC, POOL, SAMPLES  # noqa: E402
 from engine.experiments.benchmark import score  # noqa: E402
 from engine.jobs.detect import DetectOptions, detect  # noqa: E402
 from engine.machine import commit_text, describe, file_sha256  # noqa: E402
+from engine.models.registry import HELD_OUT_MODEL  # noqa: E402
 from engine.progress import Progress  # noqa: E402
 
 RECIPE = ["--data", "real", "--train-tiles", "240", "--tile", "256", "--epochs", "6", "--lr", "0.0005", "--pos-weight-cap", "1",
@@ -65,7 +66,15 @@ def four_scene_rows(benchmark_csv: Path) -> list[dict]:
                 for r in csv.DictReader(f) if r["candidate"] == FOUR and r["scene"] in SAMPLES]
 
 
-def page(rows: list[dict], command: str, commit: str, four_from: Path) -> str:
+def same_weights(a: Path, b: Path) -> bool:
+    """Whether two model files hold the same tensors, bit for bit (their cards, which carry a date, aside)."""
+    from safetensors.numpy import load_file
+
+    x, y = load_file(str(a)), load_file(str(b))
+    return x.keys() == y.keys() and all(np.array_equal(x[k], y[k]) for k in x)
+
+
+def page(rows: list[dict], command: str, commit: str, four_from: Path, held_out_seeds: list[int]) -> str:
     def mean(n: int, scene: str | None = None) -> float:
         picked = [r["dice"] for r in rows if r["scenes_learnt"] == n and (scene is None or r["scene"] == scene)]
         return float(np.mean(picked))
@@ -90,7 +99,8 @@ def page(rows: list[dict], command: str, commit: str, four_from: Path) -> str:
         f"| mean | | **{mean(len(POOL)):.3f}** | | **{mean(4):.3f}** |",
         "",
         "Two-scene models: " + ", ".join(f"seed {r['seed']} `{r['sha256']}`" for r in rows
-                                          if r["scenes_learnt"] == len(POOL) and r["scene"] == SAMPLES[0]) + ".",
+                                          if r["scenes_learnt"] == len(POOL) and r["scene"] == SAMPLES[0]) + "."
+        + "".join(f" Seed {s}'s weights are the held-out model's (`{HELD_OUT_MODEL.name}`), bit for bit." for s in held_out_seeds),
     ]
     return "\n".join(lines) + "\n"
 
@@ -106,7 +116,8 @@ def main() -> None:
     commit = commit_text()
     rows = two_scene_rows(args.out, args.seeds, Progress(log=print)) + four_scene_rows(args.four)
     write_csv(args.out / "training_scenes.csv", rows)
-    text = page(rows, command, commit, args.four)
+    held_out = [s for s in args.seeds if same_weights(args.out / "models" / f"two_scenes_seed{s}.safetensors", HELD_OUT_MODEL)]
+    text = page(rows, command, commit, args.four, held_out)
     print(text)
     if args.markdown:
         write_text(args.markdown, text)
