@@ -382,8 +382,8 @@ def _row(scene: LabelledScene, candidate: str, s: Scores, threshold: Optional[fl
             "threshold": threshold, "model": model.name, "sha256": file_sha256(model)[:16], "runtime": runtime}
 
 
-def _scores(rows: list[dict]) -> dict:
-    """Mean Dice, pooled Dice and false slick area of one candidate's rows of one seed."""
+def seed_scores(rows: list[dict]) -> dict:
+    """Mean Dice, pooled Dice and false slick area (over all their clear sea) of one candidate's rows of one seed."""
     tp, fp, fn = (sum(r[k] for r in rows) for k in ("tp", "fp", "fn"))
     clear = sum(r["clear_sea_km2"] for r in rows)
     false_km2 = sum(r["false_km2_per_1000km2"] * r["clear_sea_km2"] / 1000 for r in rows)
@@ -404,7 +404,7 @@ def _summary(rows: list[dict]) -> dict[str, dict]:
     for candidate in dict.fromkeys(r["candidate"] for r in rows):
         mine = [r for r in rows if r["candidate"] == candidate]
         seeds = list(dict.fromkeys(r["seed"] for r in mine))
-        per_seed = [_scores([r for r in mine if r["seed"] == seed]) for seed in seeds]
+        per_seed = [seed_scores([r for r in mine if r["seed"] == seed]) for seed in seeds]
         if papers & {r["scene"] for r in mine}:
             for figures, seed in zip(per_seed, seeds):
                 figures["paper_tiles_dice"] = float(np.mean([r["dice"] for r in mine if r["seed"] == seed and r["scene"] in papers]))
