@@ -86,7 +86,8 @@ def page(rows: list[dict], command: str, commit: str, four_from: Path, held_out_
     lines = [
         "# How much each labelled scene buys",
         "",
-        f"Made by `{command}` at commit `{commit}` on {describe()}. The four-scene rows are the leave-one-scene-out fold",
+        f"Made by `{command}` at commit `{commit}` on {describe()}, reusing the two-scene models already in the folder"
+        " (trained by the same command line, a seed each). The four-scene rows are the leave-one-scene-out fold",
         f"models of [{four_from.name}]({four_from.name}) (candidate `{FOUR}`), the same recipe; every model here is scored",
         "on tiles it never saw, detecting as the benchmark does (PyTorch, mirror averaged), on its mask.",
         "",
