@@ -3,10 +3,11 @@
 ``.venv/bin/python tools/training_scenes.py --out FOLDER [--seeds 0 1 2 3] [--four docs/benchmark_bcecap.csv] [--markdown PAGE]``
 
 The bundled model's own command, with its recipe unchanged, on the two scenes of ``bundled.POOL`` (the held-out
-model's), once per seed; each model detects as the benchmark's do (PyTorch, mirror averaged) on the paper's three
-test tiles, which none of them saw, and is scored on its mask. Beside each tile: the leave-one-scene-out fold models of
-the same recipe, which learnt from four scenes (the two of the pool and the other two test tiles), from a benchmark
-run's rows. Models already in ``FOLDER/models`` are reused, so a stopped run goes on; the page names each one's hash.
+model's) and on those two with each of the paper's three test tiles in turn, once per seed; each model detects as the
+benchmark's do (PyTorch, mirror averaged) on the test tiles it did not learn from, and is scored on its mask. Beside
+each tile: the leave-one-scene-out fold models of the same recipe, which learnt from four scenes (the two of the pool
+and the other two test tiles), from a benchmark run's rows. Models already in ``FOLDER/models`` are reused, so a stopped
+run goes on; the CSV names each one's hash.
 """
 
 from __future__ import annotations
@@ -39,22 +40,29 @@ FOUR = "real_texture_bce1_init50"
 """The benchmark's name for the same recipe trained on a fold's four scenes."""
 
 
-def two_scene_rows(out: Path, seeds: list[int], progress: Progress) -> list[dict]:
+def learnt_sets() -> list[tuple[str, tuple[str, ...]]]:
+    """(model name stem, Arctic scenes): the pool alone, then the pool with each test tile in turn."""
+    return [("two_scenes", POOL), *((f"three_scenes_{added}", (*POOL, added)) for added in SAMPLES)]
+
+
+def subset_rows(out: Path, seeds: list[int], progress: Progress) -> list[dict]:
+    """Every learnt set's model at every seed, scored on each test tile it did not learn from."""
     rows = []
-    for seed in seeds:
-        model = out / "models" / f"two_scenes_seed{seed}.safetensors"
-        if not model.exists():
-            args = ["pretrain", *RECIPE, "--scenes", *POOL, "--seed", str(seed), "--device", "cpu", "--out", str(model)]
-            if engine_main(args) != 0:
-                raise SystemExit(f"python -m engine {shlex.join(args)} failed")
-        for scene in (s for s in ARCTIC if s.name in SAMPLES):
-            options = DetectOptions(model=str(model), prefix=f"{scene.name}_seed{seed}", overwrite=True, runtime="torch", tta=True)
-            result = detect(scene.image, out / "detections", options, progress)
-            s = score(result.mask, scene, result.threshold)
-            rows.append({"scene": scene.name, "scenes_learnt": len(POOL), "seed": seed, "dice": round(s.dice, 3),
-                         "false_km2_per_1000km2": round(s.false_km2_per_1000, 2), "threshold": result.threshold,
-                         "model": model.name, "sha256": file_sha256(model)[:16], "runtime": result.runtime})
-            progress.log(f"{scene.name} seed {seed}: Dice {s.dice:.3f}")
+    for stem, scenes in learnt_sets():
+        for seed in seeds:
+            model = out / "models" / f"{stem}_seed{seed}.safetensors"
+            if not model.exists():
+                args = ["pretrain", *RECIPE, "--scenes", *scenes, "--seed", str(seed), "--device", "cpu", "--out", str(model)]
+                if engine_main(args) != 0:
+                    raise SystemExit(f"python -m engine {shlex.join(args)} failed")
+            for scene in (s for s in ARCTIC if s.name in SAMPLES and s.name not in scenes):
+                options = DetectOptions(model=str(model), prefix=f"{scene.name}_{stem}_seed{seed}", overwrite=True, runtime="torch", tta=True)
+                result = detect(scene.image, out / "detections", options, progress)
+                s = score(result.mask, scene, result.threshold)
+                rows.append({"scene": scene.name, "scenes_learnt": len(scenes), "seed": seed, "dice": round(s.dice, 3),
+                             "false_km2_per_1000km2": round(s.false_km2_per_1000, 2), "threshold": result.threshold,
+                             "model": model.name, "sha256": file_sha256(model)[:16], "runtime": result.runtime})
+                progress.log(f"{scene.name} {stem} seed {seed}: Dice {s.dice:.3f}")
     return rows
 
 
@@ -75,33 +83,36 @@ def same_weights(a: Path, b: Path) -> bool:
 
 
 def page(rows: list[dict], command: str, commit: str, four_from: Path, held_out_seeds: list[int]) -> str:
-    def mean(n: int, scene: str | None = None) -> float:
-        picked = [r["dice"] for r in rows if r["scenes_learnt"] == n and (scene is None or r["scene"] == scene)]
-        return float(np.mean(picked))
+    def mean(n: int, scene: str) -> float:
+        return float(np.mean([r["dice"] for r in rows if r["scenes_learnt"] == n and r["scene"] == scene]))
 
     def spread(n: int, scene: str) -> str:
-        return ", ".join(f"{r['dice']:.3f}" for r in rows if r["scenes_learnt"] == n and r["scene"] == scene)
+        values = [r["dice"] for r in rows if r["scenes_learnt"] == n and r["scene"] == scene]
+        return ", ".join(f"{v:.3f}" for v in values) if n != 3 else f"{min(values):.3f}-{max(values):.3f} ({len(values)} models)"
 
     seeds = sorted({r["seed"] for r in rows if r["scenes_learnt"] == len(POOL)})
     lines = [
         "# How much each labelled scene buys",
         "",
-        f"Made by `{command}` at commit `{commit}` on {describe()}, reusing the two-scene models already in the folder"
-        " (trained by the same command line, a seed each). The four-scene rows are the leave-one-scene-out fold",
+        f"Made by `{command}` at commit `{commit}` on {describe()}, reusing the models already in the folder (each trained"
+        " by the command line below with its scenes and seed). The four-scene rows are the leave-one-scene-out fold",
         f"models of [{four_from.name}]({four_from.name}) (candidate `{FOUR}`), the same recipe; every model here is scored",
         "on tiles it never saw, detecting as the benchmark does (PyTorch, mirror averaged), on its mask.",
         "",
-        f"The bundled model's command (`python -m engine pretrain {shlex.join(RECIPE)}`) on {' and '.join(POOL)} only, seeds "
-        f"{', '.join(map(str, seeds))}, against the same command on four scenes:",
+        f"The bundled model's command (`python -m engine pretrain {shlex.join(RECIPE)} --scenes ... --seed S`), seeds "
+        f"{', '.join(map(str, seeds))}, on {' and '.join(POOL)}; on those two and one of the test tiles (each in turn, scored on "
+        "the other two); and on four scenes:",
         "",
-        f"| tile | two scenes ({', '.join(POOL)}), each seed | mean | four scenes (the pool and the other two tiles), each seed | mean |",
-        "|---|---|---|---|---|",
-        *(f"| {s} | {spread(len(POOL), s)} | {mean(len(POOL), s):.3f} | {spread(4, s)} | {mean(4, s):.3f} |" for s in SAMPLES),
-        f"| mean | | **{mean(len(POOL)):.3f}** | | **{mean(4):.3f}** |",
+        f"| tile | two scenes ({', '.join(POOL)}), each seed | mean | three scenes (the two and another test tile) | mean | "
+        "four scenes (the two and the other two test tiles), each seed | mean |",
+        "|---|---|---|---|---|---|---|",
+        *(f"| {s} | {spread(2, s)} | {mean(2, s):.3f} | {spread(3, s)} | {mean(3, s):.3f} | {spread(4, s)} | {mean(4, s):.3f} |" for s in SAMPLES),
+        f"| mean | | **{np.mean([mean(2, s) for s in SAMPLES]):.3f}** | | **{np.mean([mean(3, s) for s in SAMPLES]):.3f}** | "
+        f"| **{np.mean([mean(4, s) for s in SAMPLES]):.3f}** |",
         "",
-        "Two-scene models: " + ", ".join(f"seed {r['seed']} `{r['sha256']}`" for r in rows
-                                          if r["scenes_learnt"] == len(POOL) and r["scene"] == SAMPLES[0]) + "."
-        + "".join(f" Seed {s}'s weights are the held-out model's (`{HELD_OUT_MODEL.name}`), bit for bit." for s in held_out_seeds),
+        "Each model's sha256 is in the CSV beside this page."
+        + "".join(f" The two-scene model of seed {s} has the held-out model's weights (`{HELD_OUT_MODEL.name}`), bit for bit."
+                  for s in held_out_seeds),
     ]
     return "\n".join(lines) + "\n"
 
@@ -115,7 +126,7 @@ def main() -> None:
     args = parser.parse_args()
     command = "python tools/training_scenes.py " + shlex.join(sys.argv[1:])
     commit = commit_text()
-    rows = two_scene_rows(args.out, args.seeds, Progress(log=print)) + four_scene_rows(args.four)
+    rows = subset_rows(args.out, args.seeds, Progress(log=print)) + four_scene_rows(args.four)
     write_csv(args.out / "training_scenes.csv", rows)
     held_out = [s for s in args.seeds if same_weights(args.out / "models" / f"two_scenes_seed{s}.safetensors", HELD_OUT_MODEL)]
     text = page(rows, command, commit, args.four, held_out)
