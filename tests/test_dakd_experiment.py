@@ -14,11 +14,10 @@ import numpy as np
 import pytest
 
 from engine.cli.main import main
-from engine.data.bundled import POOL, SAMPLES_DIR
+from engine.data.bundled import POOL, SAMPLES_DIR, scenes_named
 from engine.errors import InputError
 from engine.experiments.dakd_eval import CAFT, PLAIN, DakdOptions, dakd_experiment
 from engine.experiments.sample_quality import frechet_distance
-from engine.experiments.split import learnt_from
 from engine.experiments.students import EQ6, REAL, Arm, arm_epochs, eq6_student
 from engine.experiments.transfer import TEST, label_store, score_test_scenes
 from engine.generation.generator import GeneratorOptions, train_generator
@@ -186,8 +185,8 @@ def test_the_scenes_a_generator_learnt_from_are_read_wherever_its_card_names_the
         "scenes": [str(SAMPLES_DIR / "sample_0" / "raw_mosaic.tif")],
         "initialised_from": {"training": {"arctic_scenes": {"sample_70": "all but the edge band"}}},
         "history": [{"loss": 1.0}]})
-    assert learnt_from(card) == {"sample_0", "sample_70"}
-    assert learnt_from(replace(card, training={})) == set()
+    assert scenes_named(card.training) == {"sample_0", "sample_70"}
+    assert scenes_named({}) == set()
 
 
 def test_bad_requests_fail_before_anything_is_trained(run, tmp_path, pool_model, capsys):

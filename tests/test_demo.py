@@ -42,3 +42,14 @@ def test_the_demo_refuses_a_model_that_learnt_from_its_tiles_and_defaults_to_one
     message = json.loads(capsys.readouterr().out.splitlines()[-1])["message"]
     assert "learnt from sample_1, sample_123, sample_2" in message and "trained on" in message
     assert not out.exists()
+
+
+def test_the_demo_s_check_of_a_model_reads_its_card_without_loading_pytorch():
+    """The refusal reads plain card data; a detection that runs on an exported model then needs no PyTorch at all."""
+    import subprocess
+    import sys
+
+    code = ("import sys, engine.experiments.demo as demo; "
+            "print(sorted(demo.scenes_learnt(demo.HELD_OUT_MODEL)), 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split("\n")[0] == "['sample_0', 'sample_70'] False"

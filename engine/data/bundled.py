@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 RESOURCES = Path(__file__).resolve().parents[2] / "resources" / "samples"
 SAMPLES_DIR = RESOURCES / "arctic_s1"
@@ -50,3 +50,27 @@ NORTH_SEA = tuple(
     for i in range(1, 5)
 )
 GRD_SCENE = RESOURCES / "s1_grd_crop" / "iw-vv.tiff"
+
+
+def scenes_named(record: Any) -> set[str]:
+    """The bundled scenes a card's training record names, wherever in it (a model or generator it started from
+    included, as far as the record holds theirs): ``scenes`` lists of a label store's scene files, by their sample
+    folder's name so that a run in another checkout counts, and ``arctic_scenes`` of a pretraining on real SAR
+    (``models.pretrain.real_sets``), by name. Plain data only, so a check on a card imports no network code."""
+    found: set[str] = set()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key == "scenes" and isinstance(item, list):
+                    found.update(Path(str(s)).parent.name for s in item)
+                elif key == "arctic_scenes" and isinstance(item, dict):
+                    found.update(item)
+                else:
+                    walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(record)
+    return found

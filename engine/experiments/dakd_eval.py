@@ -43,7 +43,7 @@ import torch
 
 from ..atomic import write_csv, write_text
 from ..contract import GENERATOR_KINDS
-from ..data.bundled import POOL
+from ..data.bundled import POOL, scenes_named
 from ..errors import InputError, ModelError
 from ..generation import jointnet
 from ..generation.generator import GeneratorOptions, check_training_options, cpu_threads, generate, train_generator
@@ -55,7 +55,7 @@ from ..progress import Progress
 from .generator_runs import add_shared_options, check_shared
 from .sample_quality import TileStack, Yardstick, generator_facts, panel
 from .sar_stats import DB_SPAN, ENL_WINDOW
-from .split import PoolSplit, learnt_from, pool_split
+from .split import PoolSplit, pool_split
 from .students import EQ6, REAL, Arm, arm_epochs, paired_change, reference_dice, summarise, train_students
 from .transfer import DEFAULT_LR, TEST
 
@@ -358,7 +358,7 @@ def _check_pretrained(options: DakdOptions, pixel_size: float) -> None:
         if card.tile_size != options.recipe.tile or abs(card.pixel_size / pixel_size - 1) > PIXEL_TOLERANCE or slick_index(card.classes) is None:
             raise InputError(f"{path.name} makes {card.tile_size}-px tiles at {card.pixel_size:g} m of {', '.join(card.classes)}; this run needs "
                              f"{options.recipe.tile}-px tiles at {pixel_size:g} m with a slick class.", "Give a generator trained with this --tile.")
-        scenes = learnt_from(card)
+        scenes = scenes_named(card.training)
         if not scenes or scenes & set(TEST):
             raise InputError(f"{path.name} learnt from {', '.join(sorted(scenes & set(TEST))) or 'no recorded scene'}.",
                              f"Evaluate only generators that never saw {', '.join(TEST)}: they are the test scenes here.")

@@ -37,7 +37,7 @@ from typing import Optional, Union
 
 from ..atomic import write_csv, write_text
 from ..cli.args import number_or
-from ..data.bundled import POOL
+from ..data.bundled import POOL, scenes_named
 from ..errors import InputError
 from ..generation.generator import GeneratorOptions, cpu_threads, generate, train_generator
 from ..generation.joint_ddpm import NETS, SOLVERS, balancing_factor, load_generator, read_generator_card, sample, unet_config
@@ -48,7 +48,7 @@ from ..progress import Progress
 from .generator_runs import add_shared_options, check_shared
 from .sample_quality import TileStack, Yardstick, generator_facts, panel
 from .sar_stats import DB_SPAN, ENL_WINDOW
-from .split import learnt_from, pool_split
+from .split import pool_split
 from .students import EQ6, REAL, Arm, arm_epochs, reference_dice, summarise, train_students
 from .transfer import DEFAULT_LR, TEST
 
@@ -245,7 +245,7 @@ def _check(out: Path, options: DakterOptions) -> None:
 def _check_generators(options: DakterOptions, pixel_size: float) -> None:
     """Generators to evaluate again must be the ones asked for, and must never have seen a test scene.
 
-    Scenes are compared by their sample folder's name (``split.learnt_from``)."""
+    Scenes are compared by their sample folder's name (``bundled.scenes_named``)."""
     pool = set(POOL)
     for value in options.b_values:
         path = options.generators / f"generator_{_b_name(value)}.safetensors"
@@ -257,7 +257,7 @@ def _check_generators(options: DakterOptions, pixel_size: float) -> None:
             raise InputError(f"{path.name} was trained with b = {card.b:g} ({card.training.get('b_from')}) on {card.tile_size}-px tiles at "
                              f"{card.pixel_size:g} m; this run asks for b = {value} on {options.generator.tile}-px tiles at {pixel_size:g} m.",
                              "Give the generators of a run with the same --b and --tile.")
-        scenes = learnt_from(card)
+        scenes = scenes_named(card.training)
         if not scenes or not scenes <= pool:
             raise InputError(f"{path.name} learnt from scenes other than the pool ({', '.join(sorted(scenes - pool)) or 'none recorded'}).",
                              f"Evaluate only generators trained on {', '.join(POOL)}: the others are test scenes here.")

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ..data.bundled import POOL
 from ..generation.generator import training_tiles
-from ..generation.joint_ddpm import GeneratorCard, JointSet
+from ..generation.joint_ddpm import JointSet
 from ..jobs.finetune_data import collect_tiles, split_by_area
 from ..jobs.labels import read_store
 from ..models.registry import ModelCard
@@ -45,26 +44,3 @@ def pool_split(out: Path, work: Path, card: ModelCard, tile: int, val_fraction: 
     real_tiles = len(split_by_area(collect_tiles(read_store(store), card, tile, progress), val_fraction, 0)[0])
     return PoolSplit(store, pool, held, real_tiles)
 
-
-def learnt_from(card: GeneratorCard | ModelCard) -> set[str]:
-    """The bundled scenes a generator's or a model's card names in its training record, wherever in it (a model it
-    started from included, as far as the card records it): ``scenes`` lists of a label store's scene files, by their
-    sample folder's name so that a run in another checkout counts, and ``arctic_scenes`` of a pretraining on
-    real SAR (``models.pretrain.real_sets``), by name."""
-    found: set[str] = set()
-
-    def walk(value: Any) -> None:
-        if isinstance(value, dict):
-            for key, item in value.items():
-                if key == "scenes" and isinstance(item, list):
-                    found.update(Path(str(s)).parent.name for s in item)
-                elif key == "arctic_scenes" and isinstance(item, dict):
-                    found.update(item)
-                else:
-                    walk(item)
-        elif isinstance(value, list):
-            for item in value:
-                walk(item)
-
-    walk(card.training if isinstance(card, GeneratorCard) else [card.provenance, card.lineage])
-    return found
