@@ -32,8 +32,7 @@ def test_the_demo_refuses_a_model_that_learnt_from_its_tiles_and_defaults_to_one
     import json
 
     from engine.cli.main import main
-    from engine.experiments.demo import scenes_learnt
-    from engine.models.registry import DEFAULT_MODEL, HELD_OUT_MODEL
+    from engine.models.registry import DEFAULT_MODEL, HELD_OUT_MODEL, scenes_learnt
 
     assert scenes_learnt(DEFAULT_MODEL) == {"sample_0", "sample_1", "sample_2", "sample_123", "sample_70"}
     assert scenes_learnt(HELD_OUT_MODEL) == {"sample_0", "sample_70"} and not scenes_learnt(HELD_OUT_MODEL) & set(SAMPLES)

@@ -24,7 +24,7 @@ from engine.jobs.finetune import MIN_VAL_SLICK_PIXELS, PARENT_SHARE, FinetuneOpt
 from engine.jobs.finetune_data import GAP, collect_tiles, split_by_area
 from engine.jobs.labels import add_labels, add_reviewed, create_store, import_mask, rasterise, read_store, scene_grid
 from engine.jobs.detect import DetectOptions, detect
-from engine.models.registry import load_model, read_card, weights_for
+from engine.models.registry import load_model, read_card, save_model, scenes_learnt, weights_for
 from engine.models.training import THRESHOLDS, TileSet, TrainConfig, l2_sp, lr_range_test, train, train_mode, validate
 from engine.progress import Progress
 from engine.scenes.fingerprint import scene_fingerprint
@@ -73,7 +73,8 @@ def test_finetune_writes_a_new_model_with_its_lineage(tmp_path, small_model, arc
     assert _sha256(small_model) == parent_hash
     card = read_card(report.model)
     lineage = card.lineage
-    assert lineage["parent"] == {"path": str(small_model.resolve()), "name": "test model", "sha256": parent_hash, "lineage": None}
+    assert lineage["parent"] == {"path": str(small_model.resolve()), "name": "test model", "sha256": parent_hash, "lineage": None,
+                                 "learnt_from": []}
     assert lineage["labels"]["sha256"] == read_store(arctic_store).sha256
     assert lineage["scenes"] == sorted(str(_scene(s)) for s in ("sample_1", "sample_2"))
     assert lineage["train_tiles"] == report.train_tiles > lineage["val_tiles"] == report.val_tiles > 0
@@ -140,6 +141,29 @@ def test_a_parent_moved_beside_its_child_is_found_and_a_changed_one_is_not_used(
     assert path == child
     assert note.startswith("this model's own, which were fine-tuned on other scenes: its parent test model is no longer at")
     assert weights_for(child, _scene("sample_2")) == (child, "")
+
+
+def test_a_child_says_what_its_parent_learnt_so_a_replaced_parent_changes_nothing(tmp_path, model_factory):
+    """The demo refuses a model that learnt from its tiles, parents included. A bundled parent may be replaced by a
+    newer model; the child's record of what its parent learnt still answers, and a child without that record (or
+    whose parent's own parent is lost) has an unknown answer, which is an error rather than a guess."""
+    parent = model_factory(tmp_path / "parent.safetensors", **SMALL, provenance={"arctic_scenes": {"sample_2": "all but a band"}})
+    store = _store(tmp_path / "labels.gpkg", samples=("sample_0",))
+    child = Path(finetune(parent, store, tmp_path / "child.safetensors", FinetuneOptions(**FAST)).model)
+    assert read_card(child).lineage["parent"]["learnt_from"] == ["sample_2"]
+    assert scenes_learnt(child) == {"sample_0", "sample_2"}
+    parent.unlink()
+    model_factory(parent, **SMALL)  # a newer model in its place, which learnt from nothing
+    assert scenes_learnt(child) == {"sample_0", "sample_2"}
+    model, card = load_model(child)
+    del card.lineage["parent"]["learnt_from"]  # as a child fine-tuned before the record existed
+    save_model(model, card, tmp_path / "older.safetensors")
+    with pytest.raises(ModelError, match="does not say what that model learnt from"):
+        scenes_learnt(tmp_path / "older.safetensors")
+    grandchild = finetune(tmp_path / "older.safetensors", store, tmp_path / "grandchild.safetensors", FinetuneOptions(**FAST)).model
+    assert "learnt_from" not in read_card(grandchild).lineage["parent"]
+    with pytest.raises(ModelError):
+        scenes_learnt(grandchild)
 
 
 def test_without_validation_every_labelled_tile_trains_every_epoch_and_the_parent_s_threshold_stays(tmp_path, small_model, arctic_store):

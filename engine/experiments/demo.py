@@ -17,12 +17,12 @@ import rasterio
 from PIL import Image, ImageDraw, ImageFilter
 
 from ..atomic import write_bytes, write_text
-from ..data.bundled import SAMPLES, SAMPLES_DIR, scenes_named
+from ..data.bundled import SAMPLES, SAMPLES_DIR
 from ..errors import InputError
 from ..jobs.detect import DetectOptions, detect
 from ..jobs.evaluate import align_to_grid, read_label_mask, slick_dice
 from ..machine import commit_text, cpu_name, file_sha256, utc_now
-from ..models.registry import HELD_OUT_MODEL, parent_file, read_card
+from ..models.registry import HELD_OUT_MODEL, read_card, scenes_learnt
 from ..progress import Progress
 
 
@@ -73,12 +73,6 @@ def run_demo(out: Path, options: DetectOptions, progress: Progress) -> dict:
                 + (f"; this model learnt from the Arctic scenes {', '.join(learnt)} of the five labelled ones" if learnt else "")
                 + ". The product's default model learnt from all five (docs/real_data.md), so it is not scored here.",
     }
-
-
-def scenes_learnt(model: Path) -> set[str]:
-    """The bundled scenes ``model`` or any model it was fine-tuned from learnt from, as far as their cards say."""
-    card, parent = read_card(model), parent_file(model)
-    return scenes_named([card.provenance, card.lineage]) | (scenes_learnt(parent) if parent else set())
 
 
 def demo_page(result: dict, command: str, made_at: str) -> str:

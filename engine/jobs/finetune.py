@@ -29,7 +29,7 @@ from ..generation.distill import GENERATED_LABELS, mixed, open_folder, sample_co
 from ..machine import file_sha256
 from ..models.eager import pick_device
 from ..models.inference import Predictor
-from ..models.registry import ModelCard, has_weights, load_model, read_card, save_model, user_models_dir
+from ..models.registry import ModelCard, has_weights, load_model, read_card, save_model, scenes_learnt, user_models_dir
 from ..models.training import TRAIN_LAYERS, TrainConfig, interpolate_weights, lr_range_test, paper_augment, train, validate
 from ..progress import Progress, silent
 from ..scenes.fingerprint import scene_fingerprint
@@ -228,6 +228,10 @@ def finetune(
         progress.log(f"warning: the validation tiles hold only {val_slick_pixels} slick pixels, too few to place a threshold, so the "
                      "parent's stays, and barely enough to tell a better model from luck; label more slicks for a trustworthy choice")
     parent_sha256 = file_sha256(base_model_path)
+    try:
+        parent_learnt: Optional[list[str]] = sorted(scenes_learnt(base_model_path))
+    except ModelError:  # the parent's own parent is lost: what it learnt stays unknown, and the child says nothing
+        parent_learnt = None
     model, _ = load_model(base_model_path, device)
     context = []
     if options.context:
@@ -277,7 +281,8 @@ def finetune(
                      + "; add labels, or mark more reviewed sea")
     seconds = round(time.monotonic() - started, 1)
     lineage = {
-        "parent": {"path": str(base_model_path.resolve()), "name": card.name, "sha256": parent_sha256, "lineage": card.lineage or None},
+        "parent": {"path": str(base_model_path.resolve()), "name": card.name, "sha256": parent_sha256, "lineage": card.lineage or None,
+                   **({"learnt_from": parent_learnt} if parent_learnt is not None else {})},
         "labels": {"path": str(store.path.resolve()), "sha256": store.sha256},
         "scenes": scenes,
         "tile": options.tile,

@@ -23,6 +23,7 @@ from safetensors import SafetensorError, safe_open
 from .. import __version__
 from ..atomic import staged
 from ..contract import BUNDLED_DIR, STAGING_PREFIX
+from ..data.bundled import scenes_named
 from ..errors import InputError, ModelError
 from ..machine import file_sha256
 from ..scenes.fingerprint import scene_fingerprint
@@ -337,6 +338,24 @@ def parent_file(path: str | Path) -> Optional[Path]:
     recorded = Path(parent.get("path", ""))
     return next((p for p in (recorded, path.parent / recorded.name, BUNDLED_DIR / recorded.name)
                  if recorded.name and p.is_file() and file_sha256(p) == parent.get("sha256")), None)
+
+
+def scenes_learnt(path: str | Path) -> set[str]:
+    """The bundled scenes the model at ``path``, or any model it was fine-tuned from, learnt from. A child's card
+    records what its parent had learnt (``learnt_from``), so a parent file replaced later (a new bundled model) does
+    not change the answer; a child without that record needs its parent file. Where neither says, the answer is
+    unknown and a ``ModelError``: whether a score is on pixels the model learnt from must not be guessed."""
+    card = read_card(path)
+    named = scenes_named([card.provenance, card.lineage])
+    parent = card.lineage.get("parent") or {}
+    if not parent or "learnt_from" in parent:
+        return named
+    found = parent_file(path)
+    if found is None:
+        raise ModelError(f"{Path(path).name} was fine-tuned from {parent.get('name', 'a model')}, which is no longer at {parent.get('path', '')} "
+                         "nor beside it, unchanged, and its card does not say what that model learnt from.",
+                         "Put the parent model file back beside it, or use a model whose card records its training scenes.")
+    return named | scenes_learnt(found)
 
 
 def has_weights(path: str | Path) -> bool:
