@@ -376,6 +376,10 @@ def choose(factory: Factory, progress: Progress, notes: list[str], tiles: Option
     for c in built:
         report[c.label] = {"s_per_tile": round(per_tile[c], 4), "dice_vs_torch_fp32": round(agree[c], 4)}
     eligible = [c for c in built if agree[c] >= AGREEMENT]
+    if not eligible:  # PyTorch fp32 itself did not run: nothing to compare with
+        raise ModelError(f"{factory.card.name} ran in no runtime on this machine's check tiles: "
+                         + "; ".join(f"{label}: {m.get('status', m)}" for label, m in report.items()) + ".",
+                         "Check that the model file loads (`python -m engine models`), or choose another model.")
     best = min(eligible, key=lambda c: per_tile[c])
     cache[key] = {"runtime": best.runtime, "precision": best.precision, "measured": report,
                   "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": str(factory.model_path)}
