@@ -194,6 +194,33 @@ def test_pretrain_pos_weight_cap_trains_with_that_cap_and_says_so(tmp_path, caps
     assert any(not torch.equal(default[name], plain[name]) for name in default if default[name].is_floating_point())
 
 
+def test_pretrain_north_sea_names_the_tiles_it_learns_from_so_the_others_can_score_it(tmp_path, capsys):
+    """Left out, the North Sea tiles (IW/VV) can score a model on another sea; the card's data and command say which
+    it learnt from, and an unknown tile is refused before any training."""
+    import json
+
+    from engine.cli.main import main
+    from engine.models.registry import load_model, read_card
+
+    from conftest import make_model
+
+    init = make_model(tmp_path / "init.safetensors", **{k: v for k, v in SMALL.items() if k != "name"})
+    args = ["--jsonl", "pretrain", "--init", str(init), "--train-tiles", "8", "--tile", "64", "--epochs", "1", "--batch-size", "4", "--device", "cpu"]
+    assert main([*args, "--out", str(tmp_path / "all.safetensors")]) == 0
+    assert main([*args, "--out", str(tmp_path / "none.safetensors"), "--north-sea"]) == 0
+    assert main([*args, "--out", str(tmp_path / "one.safetensors"), "--north-sea", "north_sea_2"]) == 0
+    assert main([*args, "--out", str(tmp_path / "refused.safetensors"), "--north-sea", "north_sea_9"]) == 2
+    assert "Unknown North Sea tile: north_sea_9" in json.loads(capsys.readouterr().out.splitlines()[-1])["message"]
+    assert not (tmp_path / "refused.safetensors").exists()
+    cards = {n: read_card(tmp_path / f"{n}.safetensors").provenance for n in ("all", "none", "one")}
+    assert [cards[n]["data"]["north_sea_tiles"] for n in cards] == [[f"north_sea_{i}" for i in range(1, 5)], [], ["north_sea_2"]]
+    assert "--north-sea" not in cards["all"]["how"]
+    assert cards["none"]["how"].endswith("--north-sea") and cards["one"]["how"].endswith("--north-sea north_sea_2")
+    cpu = torch.device("cpu")
+    every, none = (load_model(tmp_path / f"{n}.safetensors", cpu)[0].state_dict() for n in ("all", "none"))
+    assert any(not torch.equal(every[name], none[name]) for name in every if every[name].is_floating_point())
+
+
 def test_pretrain_train_layers_keep_last_and_frozen_statistics_do_and_say_so(tmp_path, capsys):
     """The encoder's weights and batch-norm statistics stay the start's to the bit (of float16, as a trained model is
     saved), the decoder's move, and the card's command names the option; the default run moves the encoder and does

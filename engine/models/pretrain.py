@@ -172,6 +172,9 @@ class RealRecipe:
     """Once the bands have chosen the epoch and the threshold, train again from ``init`` on every labelled pixel,
     bands included, for those epochs, and keep that threshold (``refit``). Off: leave one scene out measured 0.470
     against 0.465 but a pooled Dice of 0.403 against 0.436 (docs/benchmark_refit_bce1.md)."""
+    north_sea: tuple[str, ...] = tuple(scene.name for scene in bundled.NORTH_SEA)
+    """The North Sea tiles (IW/VV) it learns from besides the Arctic scenes; those left out can score it on a sea, sensor
+    mode and polarisation the Arctic scenes do not hold (``tools/north_sea.py``)."""
 
 
 def _tileset(tiles: Tiles) -> TileSet:
@@ -190,10 +193,17 @@ def validation_split(name: str, pixel_size: float, recipe: RealRecipe = RealReci
     return split_scene(real_scenes.load_labelled(by_name[name], pixel_size), recipe.val_fraction, gap=recipe.tile // 8)
 
 
-def unlabelled_parts(scenes: tuple[str, ...], pixel_size: float) -> list[SceneArrays]:
-    """The real pixels masked-image pretraining may learn from: the Arctic ``scenes`` without their
-    validation bands (as ``--data real`` cuts them, so that the bands stay unseen) and the North Sea tiles."""
-    return [validation_split(name, pixel_size)[0] for name in scenes] + [real_scenes.load_labelled(scene, pixel_size) for scene in bundled.NORTH_SEA]
+def unlabelled_parts(recipe: RealRecipe, pixel_size: float) -> list[SceneArrays]:
+    """The real pixels masked-image pretraining may learn from: the recipe's Arctic scenes without their
+    validation bands (as ``--data real`` cuts them, so that the bands stay unseen) and its North Sea tiles."""
+    return [validation_split(name, pixel_size)[0] for name in recipe.scenes] + _north_sea(recipe, pixel_size)
+
+
+def _north_sea(recipe: RealRecipe, pixel_size: float) -> list[SceneArrays]:
+    unknown = set(recipe.north_sea) - {scene.name for scene in bundled.NORTH_SEA}
+    if unknown:
+        raise InputError(f"Unknown North Sea tile: {', '.join(sorted(unknown))}.", f"Choose among {', '.join(s.name for s in bundled.NORTH_SEA)}.")
+    return [real_scenes.load_labelled(scene, pixel_size) for scene in bundled.NORTH_SEA if scene.name in recipe.north_sea]
 
 
 def real_sets(recipe: RealRecipe, pixel_size: float, seed: int) -> tuple[TileSet, TileSet, dict]:
@@ -203,11 +213,11 @@ def real_sets(recipe: RealRecipe, pixel_size: float, seed: int) -> tuple[TileSet
     splits = [validation_split(name, pixel_size, recipe) for name in recipe.scenes]
     train_parts = [part for part, _ in splits]
     val_tiles = _band_tiles([band for _, band in splits], recipe.tile)
-    train_parts += [real_scenes.load_labelled(scene, pixel_size) for scene in bundled.NORTH_SEA]
+    train_parts += _north_sea(recipe, pixel_size)
     tiles = training_tiles(train_parts, real_scenes.load_grd(), recipe.train_tiles, recipe.tile, seed, recipe.mix)
     data = {
         "arctic_scenes": {name: f"all but the edge band holding {recipe.val_fraction:.0%} of its slick pixels (validation)" for name in recipe.scenes},
-        "north_sea_tiles": [scene.name for scene in bundled.NORTH_SEA],
+        "north_sea_tiles": [scene.name for scene in bundled.NORTH_SEA if scene.name in recipe.north_sea],
         "unlabelled_scene": bundled.GRD_SCENE.name + " (S1A IW GRDH VV, 2020-07-29, Cape Hatteras; ~200 m, upsampled with speckle)",
         "tile_kinds": {kind: tiles.kind.count(kind) for kind in sorted(set(tiles.kind))},
         "validation_tiles": len(val_tiles),
@@ -338,7 +348,8 @@ def pretrain_real(out: Path, recipe: RealRecipe, config: TrainConfig, progress: 
         + ("" if config.dice_weight == TrainConfig.dice_weight else f" --dice-weight {config.dice_weight:g}")
         + ("" if config.train_layers == "all" else f" --train-layers {config.train_layers}")
         + (" --keep-last" if config.keep_last else "")
-        + (" --frozen-statistics" if config.frozen_statistics else ""),
+        + (" --frozen-statistics" if config.frozen_statistics else "")
+        + ("" if recipe.north_sea == RealRecipe.north_sea else " --north-sea" + "".join(f" {name}" for name in recipe.north_sea)),
         "data": data,
         **({} if masked is None else {"masked_image_pretraining": masked}),
         "selection": (f"the average of epochs {config.average_from}-{report.epochs_run}; threshold" if config.average_from is not None else
@@ -409,7 +420,7 @@ def _masked_encoder(out: Path, recipe: RealRecipe, config: TrainConfig, progress
     path = _masked_path(out, recipe, config)
     if not path.exists():
         stage = MaskedRecipe(tile=recipe.tile, epochs=recipe.masked_epochs, seed=config.seed)
-        masked_pretrain(path, recipe.init, unlabelled_parts(recipe.scenes, read_card(recipe.init).pixel_size), stage, config.device, progress,
+        masked_pretrain(path, recipe.init, unlabelled_parts(recipe, read_card(recipe.init).pixel_size), stage, config.device, progress,
                         path.with_suffix(".pt"))
     return path
 
@@ -449,6 +460,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--refit", action="store_true",
                    help="--data real: once the validation bands have chosen epoch and threshold, train again on every labelled pixel, "
                         "bands included, for those epochs, keeping that threshold")
+    p.add_argument("--north-sea", nargs="*", default=list(RealRecipe.north_sea),
+                   help="--data real: the North Sea tiles (IW/VV) to learn from (default: all four; none given: none), so that those left out can score the model")
     p.add_argument("--init-share", type=float, default=0.0,
                    help="--data real: move the trained weights this share of the way back to --init's, and place the threshold again (0: none)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -473,7 +486,8 @@ def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
         starts_fresh = args.init == "none" or not _is_default(card) or args.encoder_weights
         init = None if starts_fresh else Path(args.init) if args.init else SYNTHETIC_MODEL
         recipe = RealRecipe(scenes=tuple(args.scenes), train_tiles=args.train_tiles or RealRecipe.train_tiles, tile=args.tile, init=init,
-                            masked_epochs=args.masked_epochs, init_share=args.init_share, refit=args.refit)
+                            masked_epochs=args.masked_epochs, init_share=args.init_share, refit=args.refit,
+                            north_sea=tuple(args.north_sea))
         if args.init_share and (init is None or not 0 < args.init_share < 1):
             raise InputError(f"--init-share {args.init_share:g} needs a model to start from and a share between 0 and 1.",
                              "Give e.g. --init-share 0.5 without --init none.")
