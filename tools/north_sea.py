@@ -34,18 +34,16 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from engine.atomic import write_csv, write_text  # noqa: E402
+from engine.atomic import write_csv  # noqa: E402
 from engine.cli.main import main as engine_main  # noqa: E402
 from engine.data.bundled import NORTH_SEA, NORTH_SEA_PIXEL_M, LabelledScene  # noqa: E402
-from engine.experiments.benchmark import Scores, score  # noqa: E402
+from engine.experiments.benchmark import CLEAR_M, Scores, score  # noqa: E402
 from engine.jobs.detect import DetectOptions, detect  # noqa: E402
 from engine.machine import commit_text, describe, file_sha256  # noqa: E402
 from engine.models.registry import BUNDLED_DIR  # noqa: E402
 from engine.progress import Progress  # noqa: E402
+from training_scenes import RECIPE, published  # noqa: E402  (the bundled model's command but its scenes, here the default five, and seed)
 
-RECIPE = ["--data", "real", "--train-tiles", "240", "--tile", "256", "--epochs", "6", "--lr", "0.0005", "--pos-weight-cap", "1",
-          "--init-share", "0.5"]
-"""The bundled model's command (its card's ``how``; its scenes are the default, all five) but its North Sea tiles and seed."""
 CRS = "EPSG:32631"
 ORIGIN = (500_000.0, 6_250_000.0)
 """UTM 31N at 3° E, 56.4° N: open North Sea (the tiles' own place is not recorded)."""
@@ -133,7 +131,7 @@ def page(rows: list[dict], command: str, commit: str) -> str:
         "IW/VV from the North Sea, already contrast-stretched by their authors, with no georeference: staged here on a "
         f"{NORTH_SEA_PIXEL_M:g} m UTM 31N grid in the open sea and detected without a land mask, so the slick-free tile's "
         "coast counts as sea. Slick Dice per tile on the slicks detection keeps, pooled over the tiles with slicks; false "
-        "slick area in km² per 1,000 km² of sea more than 200 m from any labelled slick.",
+        f"slick area in km² per 1,000 km² of sea more than {CLEAR_M:g} m from any labelled slick.",
         "",
         header,
         line("no North Sea tile", None, f"the bundled command on the five Arctic scenes, no North Sea tile (mean of seeds "
@@ -156,10 +154,13 @@ def page(rows: list[dict], command: str, commit: str) -> str:
             "|---|---|---|---|---|",
         ]
         for scene in NORTH_SEA:
-            def mean(group: str, key: str) -> float:
-                return float(np.mean([r[key] for r in rows if r["group"] == group and r["scene"] == scene.name and r["seed"] in fold_seeds]))
-            lines.append(f"| {scene.name} | {mean('no North Sea tile', 'dice'):.3f} | {mean('no North Sea tile', 'false_km2_per_1000km2'):.1f} | "
-                         f"{mean('three North Sea tiles', 'dice'):.3f} | {mean('three North Sea tiles', 'false_km2_per_1000km2'):.1f} |")
+            def mean(group: str, key: str) -> str:
+                if key == "dice" and scene.name in clean:
+                    return "(no slick)"
+                value = np.mean([r[key] for r in rows if r["group"] == group and r["scene"] == scene.name and r["seed"] in fold_seeds])
+                return f"{value:.3f}" if key == "dice" else f"{value:.1f}"
+            lines.append(f"| {scene.name} | {mean('no North Sea tile', 'dice')} | {mean('no North Sea tile', 'false_km2_per_1000km2')} | "
+                         f"{mean('three North Sea tiles', 'dice')} | {mean('three North Sea tiles', 'false_km2_per_1000km2')} |")
     lines += ["", "Each model's file and sha256 are in the CSV beside this page."]
     return "\n".join(lines) + "\n"
 
@@ -189,11 +190,7 @@ def main() -> None:
             others = [s.name for s in scenes if s is not held]
             rows += scored(trained(args.out, f"without_{held.name}", others, seed), "three North Sea tiles", seed, [held], args.out, progress)
     write_csv(args.out / "north_sea.csv", rows)
-    text = page(rows, command, commit)
-    print(text)
-    if args.markdown:
-        write_text(args.markdown, text)
-        write_csv(args.markdown.with_suffix(".csv"), rows)
+    published(page(rows, command, commit), rows, args.markdown)
 
 
 if __name__ == "__main__":

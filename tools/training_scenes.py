@@ -17,6 +17,7 @@ import csv
 import shlex
 import sys
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -129,11 +130,15 @@ def main() -> None:
     rows = subset_rows(args.out, args.seeds, Progress(log=print)) + four_scene_rows(args.four)
     write_csv(args.out / "training_scenes.csv", rows)
     held_out = [s for s in args.seeds if same_weights(args.out / "models" / f"two_scenes_seed{s}.safetensors", HELD_OUT_MODEL)]
-    text = page(rows, command, commit, args.four, held_out)
+    published(page(rows, command, commit, args.four, held_out), rows, args.markdown)
+
+
+def published(text: str, rows: list[dict], markdown: Optional[Path]) -> None:
+    """Print the page; with ``markdown``, write it there and its rows beside it as CSV."""
     print(text)
-    if args.markdown:
-        write_text(args.markdown, text)
-        write_csv(args.markdown.with_suffix(".csv"), rows)
+    if markdown:
+        write_text(markdown, text)
+        write_csv(markdown.with_suffix(".csv"), rows)
 
 
 if __name__ == "__main__":

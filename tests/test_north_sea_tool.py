@@ -1,0 +1,46 @@
+"""The North Sea page: tiles staged on a georeferenced grid without changing a pixel, scores pooled over the slick tiles."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import rasterio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+from north_sea import CRS, page, staged, summed  # noqa: E402
+
+from engine.data.bundled import NORTH_SEA, NORTH_SEA_PIXEL_M  # noqa: E402
+from engine.experiments.benchmark import score  # noqa: E402
+
+
+def test_a_staged_tile_keeps_its_pixels_and_labels_on_a_20_m_grid_that_scores_its_own_label_perfectly(tmp_path):
+    scene = staged(NORTH_SEA[0], tmp_path)
+    with rasterio.open(NORTH_SEA[0].image) as source, rasterio.open(scene.image) as ds:
+        assert np.array_equal(source.read(1), ds.read(1))
+        assert ds.crs.to_string() == CRS and ds.res == (NORTH_SEA_PIXEL_M, NORTH_SEA_PIXEL_M) and ds.nodata == 0
+    with rasterio.open(NORTH_SEA[0].labels) as source, rasterio.open(scene.labels) as ds:
+        assert np.array_equal(source.read(1) > 0, ds.read(1) == 1)
+    perfect = score(scene.labels, scene, 0.5)
+    assert perfect.dice == 1.0 and perfect.fp == perfect.fn == 0 and perfect.tp > 0
+
+
+def _row(group: str, seed, scene: str, tp: int, fp: int, fn: int, false: int, slicks: int) -> dict:
+    return {"group": group, "seed": seed, "scene": scene, "dice": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0,
+            "tp": tp, "fp": fp, "fn": fn, "false_pixels": false, "clear_pixels": 1000, "pixel_km2": 0.0004,
+            "false_km2_per_1000km2": false, "slicks": slicks}
+
+
+def test_the_page_pools_slick_tiles_and_gives_the_slick_free_tile_false_area_only():
+    rows = []
+    for seed in (0, 1):
+        rows += [_row("no North Sea tile", seed, "north_sea_1", 10, 0, 10, 0, 1), _row("no North Sea tile", seed, "north_sea_2", 0, 4, 0, 4, 2),
+                 _row("no North Sea tile", seed, "north_sea_3", 0, 0, 30, 0, 0), _row("no North Sea tile", seed, "north_sea_4", 0, 0, 0, 0, 0)]
+    rows += [dict(r, group=g, seed="") for g in ("synthetic", "dark-spot") for r in rows[:4]]
+    rows += [dict(r, group="three North Sea tiles") for r in rows[:8]]
+    text = page(rows, "cmd", "abc")
+    # north_sea_4 holds no slick here either, so only tiles 1 and 3 are slick tiles: pooled 2*10 / (2*10 + 0 + 40)
+    assert "| north_sea_1 | north_sea_3 | mean | pooled | false slicks on north_sea_2, north_sea_4 (slick-free)" in text
+    assert "|   seed 0 | 0.667 | 0.000 | 0.333 | 0.333 | 2.0 (2 slicks) | 1.0 |" in text
+    assert "| north_sea_2 | (no slick) | 4.0 | (no slick) | 4.0 |" in text
