@@ -70,7 +70,8 @@ class DetectParameters:
     prefix: str
     model: str = ""
     device: str = "auto"
-    tile: int = 512
+    tile: int = 0
+    """0: the model's own."""
     overlap: int = DEFAULT_OVERLAP
     threshold: float = 0.0
     """0: the model's own."""
@@ -83,8 +84,9 @@ class DetectParameters:
     """Detect with the fine-tuned ``model``'s parent too and write the slicks that differ (the engine's ``changes``)."""
 
     def command(self) -> EngineCommand:
-        args = [self.scene, "--out", self.out_dir, "--prefix", self.prefix, "--device", self.device,
-                "--tile", str(self.tile), "--overlap", str(self.overlap)]
+        args = [self.scene, "--out", self.out_dir, "--prefix", self.prefix, "--device", self.device, "--overlap", str(self.overlap)]
+        if self.tile:
+            args += ["--tile", str(self.tile)]
         if self.threshold:
             args += ["--threshold", str(self.threshold)]
         if self.model:

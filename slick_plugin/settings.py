@@ -81,8 +81,9 @@ DEVICE = Setting(
     "device", "Device", "Where the model runs; auto picks a GPU when there is one.", "auto", "choice",
     choices=("auto", "cuda", "cpu"))
 TILE = Setting(
-    "tile", "Tile size (px)", "Side of the square windows the model sees (a multiple of 32).", 512, "int",
-    minimum=64, maximum=2048, step=32)
+    "tile", "Tile size (px)", "Side of the square windows the model sees (a multiple of 32 from 64). Model's own: the size "
+    "the model was made for, as the command line uses (the dark-spot baseline's 1,024, the networks' 512).", 0, "int",
+    minimum=0, maximum=2048, step=32, special="Model's own")
 OVERLAP = Setting(
     "overlap", "Overlap (px)", "Pixels shared by neighbouring tiles, to hide seams (less than half a tile).", DEFAULT_OVERLAP, "int",
     minimum=0, maximum=1024, step=16)

@@ -92,7 +92,7 @@ class DetectSlicksAlgorithm(QgsProcessingAlgorithm):
             defaultValue=settings.DEVICE.choices.index(settings.DEVICE.value())))
         for name, setting in ((self.TILE, settings.TILE), (self.OVERLAP, settings.OVERLAP)):
             self.addParameter(QgsProcessingParameterNumber(
-                name, setting.label, QgsProcessingParameterNumber.Integer, setting.value(),
+                name, setting.label + (" (0: the model's own)" if setting.special else ""), QgsProcessingParameterNumber.Integer, setting.value(),
                 minValue=setting.minimum, maxValue=setting.maximum))
         self.addParameter(QgsProcessingParameterNumber(
             self.THRESHOLD, settings.THRESHOLD.label, QgsProcessingParameterNumber.Double,

@@ -42,6 +42,8 @@ def test_plugin_loads_and_unloads_cleanly(iface, qtbot) -> None:
 def test_options_page_is_generated_from_the_declarations(plugin, iface) -> None:
     page = iface.options_factories[0].createWidget()
     assert set(page.editors) == {setting.name for setting in settings.ALL}
+    for name in ("threshold", "tile"):  # the defaults leave them to the model
+        assert page.editors[name].value() == 0 and page.editors[name].text() == "Model's own"
     page.editors["tile"].setValue(256)
     page.editors["device"].setCurrentText("cpu")
     page.apply()
@@ -50,8 +52,6 @@ def test_options_page_is_generated_from_the_declarations(plugin, iface) -> None:
     finally:
         settings.TILE.set_value(settings.TILE.default)
         settings.DEVICE.set_value(settings.DEVICE.default)
-    threshold = page.editors["threshold"]
-    assert threshold.value() == 0 and threshold.text() == "Model's own"  # the default leaves it to the model
     assert page.editors["mirror_averaging"].isChecked()  # on by default, as in the engine
     page.editors["mirror_averaging"].setChecked(False)
     page.apply()
@@ -63,11 +63,11 @@ def test_options_page_is_generated_from_the_declarations(plugin, iface) -> None:
         settings.MIRROR.set_value(settings.MIRROR.default)
 
 
-def test_detection_passes_a_threshold_only_when_one_is_set() -> None:
+def test_detection_passes_a_threshold_and_a_tile_size_only_when_set() -> None:
     own = DetectParameters(scene="s.tif", out_dir="out", prefix="p").command()
-    given = DetectParameters(scene="s.tif", out_dir="out", prefix="p", threshold=0.35).command()
-    assert "--threshold" not in own.args
-    assert given.args[given.args.index("--threshold") + 1] == "0.35"
+    given = DetectParameters(scene="s.tif", out_dir="out", prefix="p", threshold=0.35, tile=256).command()
+    assert "--threshold" not in own.args and "--tile" not in own.args
+    assert given.args[given.args.index("--threshold") + 1] == "0.35" and given.args[given.args.index("--tile") + 1] == "256"
     assert "--tta" in own.args and "--no-tta" not in own.args
     assert "--no-tta" in DetectParameters(scene="s.tif", out_dir="out", prefix="p", mirror=False).command().args
 
