@@ -8,7 +8,7 @@ from scipy.ndimage import binary_erosion, laplace
 
 from engine.data.bundled import ARCTIC, NORTH_SEA
 from engine.data.real_scenes import load_grd, load_labelled
-from engine.data.real_texture import VISIBLE_DB, Mix, composite_seep, split_scene, training_tiles
+from engine.data.real_texture import VISIBLE_DB, Mix, composite_seep, split_scene, training_tiles, transplant_slick
 
 
 def _sea(level: float, shape=(256, 256), seed=0) -> np.ndarray:
@@ -51,6 +51,39 @@ def test_no_data_stays_no_data():
     sea[:, :100] = 0.0
     out, slick = _composite(sea, 130.0)
     assert np.all(out[:, :100] == 0.0) and not slick[:, :100].any()
+
+
+def _donor(darkness: float, seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """A crop of sea at 130 with a broad band ``darkness`` levels darker, and the band as its analyst's slick."""
+    source = _sea(130.0, seed=seed)
+    mask = np.zeros(source.shape, bool)
+    mask[100:130, 40:220] = True
+    return np.where(mask, np.clip(source - darkness, 1, 255), source).astype(np.float32), mask
+
+
+def test_a_transplanted_slick_darkens_the_new_sea_inside_its_mask_only_and_keeps_that_sea_s_speckle():
+    source, mask = _donor(120.0)
+    sea = _sea(130.0, seed=9)
+    out, slick = transplant_slick(sea, source, mask, 30.0, 25.0, 130.0)
+    drop = out - sea
+    assert np.all(drop[~mask] == 0) and np.all(drop <= 0)
+    assert slick.sum() > 0.8 * mask.sum() and not (slick & ~mask).any()
+    assert np.all(drop[slick] <= 30.0 * VISIBLE_DB)
+    inner = binary_erosion(mask, iterations=4)  # the smoothed darkness is flat inside the band: the new sea's speckle shows
+    assert np.corrcoef(out[inner], sea[inner])[0, 1] > 0.9
+    # A donor crop no darker inside its slick than around it gives nothing; calm new sea shows no slick either.
+    flat, _ = _donor(0.0)
+    assert not transplant_slick(sea, flat, mask, 30.0, 25.0, 130.0)[1].any()
+    calm = _sea(35.0, seed=9)  # 5.5 dB under a scene level of 200, at 30 levels a dB: no Bragg waves to damp
+    calm_out, calm_slick = transplant_slick(calm, source, mask, 30.0, 25.0, 200.0)
+    assert not calm_slick.any() and np.array_equal(calm_out, calm)
+
+
+def test_transplant_tiles_carry_real_slicks_onto_other_crops_and_the_bundled_mix_draws_none():
+    scenes = [load_labelled(scene, 25.0) for scene in ARCTIC[:2]]
+    tiles = training_tiles(scenes, None, 6, 128, 2, Mix(labelled=0, composite=0, grd=0, synthetic=0, transplant=1))
+    assert set(tiles.kind) == {"transplant"} and sum(int(y.sum()) for y in tiles.y) > 500
+    assert Mix().transplant == 0 and "transplant" not in training_tiles(scenes, None, 12, 128, 2).kind
 
 
 def test_validation_band_holds_slick_and_training_never_sees_it():

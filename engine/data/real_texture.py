@@ -10,6 +10,8 @@ wind streaks and speckle on real scenes. Here most of what the model sees is rea
 * ``grd``: crops of a real IW scene's ~200 m grid (wind structure, coast, swath border) upsampled to the
   model's pixels, with EW-like speckle and composited slicks;
 * ``synthetic``: fully synthetic scenes (``engine.synth``), for ships, land and eddies the real set lacks.
+* ``transplant`` (none in the bundled mix): a real labelled slick moved onto another crop's real sea, with its real
+  shape and contrast (``transplant_slick``).
 
 The slick model (``composite_seep``): strands drift from a point source (``synth.seep_strands``: several
 per seep, thin near the source, widening and breaking up downstream). Oil damps the short Bragg waves, so
@@ -40,6 +42,8 @@ DN_PER_DB_RANGE = (25.0, 40.0)
 sigma onto 254 levels, and sea at 25 m varies by 1.6-2.5 dB (sigma) on EW scenes, so 25-40 levels a dB."""
 VISIBLE_DB = -1.0
 MIN_DATA = 0.6
+MIN_TRANSPLANT_PIXELS = 50
+"""A crop's labelled slick pixels below which it gives no slick to transplant."""
 
 
 @dataclass(frozen=True)
@@ -50,9 +54,11 @@ class Mix:
     composite: float = 0.35
     grd: float = 0.15
     synthetic: float = 0.15
+    transplant: float = 0.0
 
     def shares(self) -> dict[str, float]:
-        parts = {"labelled": self.labelled, "composite": self.composite, "grd": self.grd, "synthetic": self.synthetic}
+        parts = {"labelled": self.labelled, "composite": self.composite, "grd": self.grd, "synthetic": self.synthetic,
+                 "transplant": self.transplant}
         total = sum(parts.values())
         if total <= 0 or min(parts.values()) < 0:
             raise ValueError(f"tile shares must be non-negative and not all zero: {parts}")
@@ -102,6 +108,25 @@ def composite_seep(
     return out, (cover >= 0.5) & (drop_db <= VISIBLE_DB) & data
 
 
+def transplant_slick(values: np.ndarray, source: np.ndarray, mask: np.ndarray, dn_per_db: float, pixel_m: float,
+                     scene_level: float) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` (stretched, 0 = no data) with a real slick damped in, and its slick mask. ``mask`` is an analyst's
+    slick on another crop, ``source`` that crop's stretched levels: the slick's darkness relative to its own surroundings
+    (smoothed, so its speckle stays behind) carries a real slick's shape, contrast and inner structure onto this sea,
+    whose speckle it keeps. Both crops are eq. 1 stretched, so a level's drop means about as many dB in each. Over sea
+    near the low-wind level no slick shows, as for the composites (``composite_seep``)."""
+    data = values > 0
+    mask = mask & (source > 0)
+    size = max(3, int(1000 / pixel_m))
+    sea = ((source > 0) & ~mask).astype(np.float32)
+    around = uniform_filter(source * sea, size) / np.maximum(uniform_filter(sea, size), 1e-6)
+    darkness = np.where(mask, np.minimum(uniform_filter(source, 5) - around, 0.0), 0.0)
+    background_db = (uniform_filter(np.where(data, values, scene_level), size=size) - scene_level) / dn_per_db
+    drop = darkness * np.clip((background_db + 5.0) / 3.0, 0.0, 1.0)
+    out = np.where(data, np.clip(values + drop, 1.0, 255.0), 0.0).astype(np.float32)
+    return out, mask & (drop <= VISIBLE_DB * dn_per_db) & data
+
+
 def _crop(scene: SceneArrays, tile: int, rng: np.random.Generator, near_slick: bool) -> Optional[tuple[slice, slice]]:
     h, w = scene.values.shape
     if h < tile or w < tile:
@@ -140,6 +165,32 @@ def _composite_tile(scenes: list[SceneArrays], weights: np.ndarray, tile: int, r
         values, added = composite_seep(values, rng, rng.uniform(*DN_PER_DB_RANGE), scene.pixel_size, level)
         slick = slick | added
     out.add(values, slick, scene.known[window] | slick, "composite")
+    return True
+
+
+def _transplant_tile(scenes: list[SceneArrays], weights: np.ndarray, tile: int, rng: np.random.Generator, out: Tiles) -> bool:
+    """A labelled slick of one crop, turned and flipped at random, damped into another crop's real sea."""
+    donors = [scene for scene in scenes if scene.slick.any()]
+    if not donors:
+        return False
+    donor = donors[int(rng.integers(len(donors)))]
+    window = _crop(donor, tile, rng, near_slick=True)
+    if window is None or donor.slick[window].sum() < MIN_TRANSPLANT_PIXELS:
+        return False
+    turns, flip = int(rng.integers(4)), bool(rng.random() < 0.5)
+
+    def moved(a: np.ndarray) -> np.ndarray:
+        a = np.rot90(a, turns)
+        return np.ascontiguousarray(a[:, ::-1] if flip else a)
+
+    scene = scenes[rng.choice(len(scenes), p=weights)]
+    target = _crop(scene, tile, rng, near_slick=False)
+    if target is None:
+        return False
+    level = float(np.median(scene.values[scene.data]))
+    values, added = transplant_slick(scene.values[target], moved(donor.values[window]), moved(donor.slick[window]),
+                                     rng.uniform(*DN_PER_DB_RANGE), scene.pixel_size, level)
+    out.add(values, scene.slick[target] | added, scene.known[target] | added, "transplant")
     return True
 
 
@@ -210,6 +261,8 @@ def training_tiles(
             _composite_tile(scenes, weights, tile, rng, out)
         elif kind == "grd":
             _grd_tile(grd[0], grd[1], tile, pixel_m, rng, out)
+        elif kind == "transplant":
+            _transplant_tile(scenes, weights, tile, rng, out)
         else:
             _synthetic_tile(tile, pixel_m, rng, out)
     return out

@@ -176,6 +176,10 @@ LIGHT_DICE = 0.25
 normalised by the slick pixels, is the loss's other slick-emphasising term, and lowering the BCE's slick weight is what
 helped before (``BCE_CAPS``). Measured: 0.474 against 0.465 on seed 0, under the bar for more seeds
 (docs/benchmark_dice25_bce1.md)."""
+TRANSPLANT_MIX = Mix(labelled=0.35, composite=0.175, grd=0.15, synthetic=0.15, transplant=0.175)
+"""``real_texture_bce1_transplant_init50``: half the bundled mix's composited strands given to real labelled slicks
+moved onto other real sea (``real_texture.transplant_slick``): the composites' strands are thin synthetic shapes, and
+the held-out scenes lose most where broad real slicks are missed."""
 ARCTIC_ONLY: tuple[str, ...] = ()
 """``real_texture_bce1_arctic_init50``: the bundled recipe without the four North Sea tiles. Their IW/VV slicks are
 broad, faint and coarsely outlined, unlike the Arctic scenes' thin strands, and a model that learnt from three of them
@@ -536,6 +540,7 @@ def candidates(args: argparse.Namespace, seed: int) -> dict[str, Trainer]:
         "real_texture_bce1_frozenbn_init50": bundled_with("real_texture_bce1_frozenbn", frozen_statistics=True),
         "real_texture_bce1_dice25_init50": bundled_with("real_texture_bce1_dice25", dice_weight=LIGHT_DICE),
         "real_texture_bce1_arctic_init50": bundled_with("real_texture_bce1_arctic", north_sea=ARCTIC_ONLY),
+        "real_texture_bce1_transplant_init50": bundled_with("real_texture_bce1_transplant", mix=TRANSPLANT_MIX),
         "real_texture_bce1_refit_init50": real_texture_trainer(args.epochs, args.train_tiles, device, seed, pos_weight_cap=1.0, init_share=0.5,
                                                                refit=True),
         "real_texture_bce1_dice25_refit_init50": real_texture_trainer(args.epochs, args.train_tiles, device, seed, pos_weight_cap=1.0,
