@@ -179,11 +179,13 @@ helped before (``BCE_CAPS``). Measured: 0.474 against 0.465 on seed 0, under the
 TRANSPLANT_MIX = Mix(labelled=0.35, composite=0.175, grd=0.15, synthetic=0.15, transplant=0.175)
 """``real_texture_bce1_transplant_init50``: half the bundled mix's composited strands given to real labelled slicks
 moved onto other real sea (``real_texture.transplant_slick``): the composites' strands are thin synthetic shapes, and
-the held-out scenes lose most where broad real slicks are missed."""
+the held-out scenes lose most where broad real slicks are missed. Measured: 0.378 against 0.465 on seed 0, every scene
+lower (docs/benchmark_transplant_bce1.md)."""
 ARCTIC_ONLY: tuple[str, ...] = ()
 """``real_texture_bce1_arctic_init50``: the bundled recipe without the four North Sea tiles. Their IW/VV slicks are
 broad, faint and coarsely outlined, unlike the Arctic scenes' thin strands, and a model that learnt from three of them
-found no slick on the fourth (docs/north_sea.md): on the Arctic scenes they may teach more confusion than texture."""
+found no slick on the fourth (docs/north_sea.md): on the Arctic scenes they might teach more confusion than texture.
+Measured: 0.432 against 0.465 on seed 0, so they stay (docs/benchmark_arctic_bce1.md)."""
 MORE_TILES = 2
 """``real_texture_2xtiles_init50`` cuts this many times the recipe's training tiles: each epoch re-augments the same
 tiles, so more of them show the model more real crops and composited slicks (and take as much longer)."""
