@@ -176,6 +176,8 @@ def main() -> None:
     parser.add_argument("--fold-seeds", type=int, nargs="*", default=[])
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args()
+    if not set(args.fold_seeds) <= set(args.seeds):
+        parser.error("--fold-seeds are compared with the models of the same seeds: give them in --seeds too")
     command = "python tools/north_sea.py " + shlex.join(sys.argv[1:])
     commit = commit_text()
     progress = Progress(log=print)
