@@ -333,3 +333,40 @@ def test_average_models_is_the_mean_of_seeds_trained_from_one_start(tmp_path, ca
     with pytest.raises(ModelError, match="do not share the model they were trained from"):
         average_models([members[0], init], tmp_path / "refused.safetensors")
     assert not (tmp_path / "refused.safetensors").exists()
+
+
+def test_ensemble_models_is_the_mean_logit_of_seeds_with_its_own_threshold(tmp_path, capsys):
+    """Two seeded runs of one recipe as one network whose logit is their mean, its threshold placed on the same
+    validation bands; members that learnt from other scenes are refused and nothing is written."""
+    from engine.cli.main import main
+    from engine.errors import ModelError
+    from engine.machine import file_sha256
+    from engine.models.pretrain import RealRecipe, ensemble_models
+    from engine.models.registry import load_model, read_card
+    from engine.progress import Progress
+
+    from conftest import make_model
+
+    init = make_model(tmp_path / "init.safetensors", **{k: v for k, v in SMALL.items() if k != "name"})
+    args = ["--jsonl", "pretrain", "--init", str(init), "--train-tiles", "8", "--tile", "64", "--epochs", "1", "--batch-size", "4",
+            "--device", "cpu", "--scenes", "sample_0", "sample_70"]
+    members = [tmp_path / f"seed{seed}.safetensors" for seed in (0, 1)]
+    for seed, member in enumerate(members):
+        assert main([*args, "--seed", str(seed), "--out", str(member)]) == 0
+    capsys.readouterr()
+    made = ensemble_models(members, tmp_path / "ens.safetensors", RealRecipe(scenes=("sample_0", "sample_70")), "cpu", Progress(None))
+    cpu = torch.device("cpu")
+    ensemble, card = load_model(made["model"], cpu)
+    x = torch.rand(2, 1, 64, 64)
+    with torch.inference_mode():
+        logits = [load_model(m, cpu)[0].eval()(x) for m in members]
+        assert not torch.allclose(logits[0], logits[1], atol=1e-2)
+        torch.testing.assert_close(ensemble.eval()(x), (logits[0] + logits[1]) / 2, rtol=2e-2, atol=2e-2)
+    assert card.architecture == "ensemble" and card.threshold == made["threshold"]
+    assert [m["sha256"] for m in card.provenance["members"]] == [file_sha256(m) for m in members]
+    other = tmp_path / "other.safetensors"
+    assert main([*args[:-3], "--scenes", "sample_1", "sample_2", "--seed", "2", "--out", str(other)]) == 0
+    with pytest.raises(ModelError, match="not one network learnt from the same scenes"):
+        ensemble_models([members[0], other], tmp_path / "refused.safetensors", RealRecipe(scenes=("sample_0", "sample_70")), "cpu",
+                        Progress(None))
+    assert not (tmp_path / "refused.safetensors").exists()

@@ -44,7 +44,7 @@ from ..machine import commit_text, describe, file_sha256
 from ..models.contrast import with_contrast
 from ..models.darkspot import fit_darkspot
 from ..models.eager import pick_device
-from ..models.pretrain import CHECKPOINTS, RealRecipe, average_models, pretrain, pretrain_card, pretrain_real, toward_init, validation_split
+from ..models.pretrain import CHECKPOINTS, RealRecipe, average_models, ensemble_models, pretrain, pretrain_card, pretrain_real, toward_init, validation_split
 from ..models.registry import POS_WEIGHT_CAP, SYNTHETIC_MODEL, has_weights, load_model, read_card
 from ..models.selfsupervised import MaskedRecipe
 from ..models.training import TrainConfig, paper_augment
@@ -276,6 +276,29 @@ def soup_trainer(share: float, trained_by: Callable[[int], Trainer], seed: int, 
     return trainer
 
 
+ENSEMBLE_SIZE = 2
+"""Members of ``real_texture_bce1_init50_ens2``: the fold's bundled-recipe models of seeds 0 and 1."""
+
+
+def ensemble_trainer(size: int, trained_by: Callable[[int], Trainer], device: str) -> Trainer:
+    """The fold's ``real_texture_bce1_init50`` models of seeds 0 to ``size`` - 1 (trained by ``trained_by(member_seed)``
+    where the run has none yet) as one model, their mean logit (``ensemble_models``), its threshold placed on the same
+    validation bands."""
+
+    def trainer(scenes: list[LabelledScene], out: Path, progress: Progress) -> Path:
+        held = out.name.split("_without_", 1)[1]
+        members = []
+        for member in range(size):
+            path = out.with_name(f"real_texture_bce1_init50{'' if member == 0 else f'_seed{member}'}_without_{held}")
+            if not path.exists():
+                trained_by(member)(scenes, path, progress)
+            members.append(path)
+        ensemble_models(members, out, RealRecipe(scenes=tuple(s.name for s in scenes)), device, progress)
+        return out
+
+    return trainer
+
+
 def fixed(model: Path) -> Trainer:
     """A model that is not trained per fold (the synthetic-only one): scored as it is."""
     return lambda scenes, out, progress: model
@@ -310,8 +333,8 @@ def shifted_threshold(threshold: float, background: float, probability: Path) ->
     return 1 / (1 + math.exp(-cut))
 
 
-SEEDLESS = ("darkspot", "synthetic_only", *(f"synthetic_{key}" for key in SYNTHETIC_RUNS))
-"""Candidates whose model does not depend on the seed (fitted or fixed): scored once, not once per seed."""
+SEEDLESS = ("darkspot", "synthetic_only", *(f"synthetic_{key}" for key in SYNTHETIC_RUNS), f"real_texture_bce1_init50_ens{ENSEMBLE_SIZE}")
+"""Candidates whose model does not depend on the run's seed (fitted, fixed, or made of given seeds): scored once, not once per seed."""
 
 
 def run_benchmark(out: Path, candidates: Callable[[int], dict[str, Trainer]], seeds: list[int], progress: Progress, command: str,
@@ -494,7 +517,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--shift", action="store_true", help="also score every network at a threshold moved by the scene's median logit")
     q.add_argument("--only", nargs="+", metavar="CANDIDATE",
                    help="score only these candidates (darkspot, synthetic_only, real_texture, real_texture_swa, real_texture_512, "
-                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_init50_mirrorcal, real_texture_init50_bandmean, real_texture_lr1e-3_init50, real_texture_composite_init50, real_texture_2xtiles_init50, real_texture_soup_init50, real_texture_bce10/1 (trained) and real_texture_bce10/1_init25/50/75, real_texture_bce1_512_init50, real_texture_bce1_composite_init50, real_texture_bce1_labelled_init50, real_texture_bce1_decoder_init50, real_texture_bce1_last_init50, real_texture_bce1_frozenbn_init50, real_texture_bce1_dice25_init50, real_texture_bce1_refit_init50, real_texture_bce1_dice25_refit_init50, real_texture_contrast_init50, synthetic_2x/short/seed1, real_texture_synth2x/short/seed1_init50 or a network given with --networks)")
+                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_init50_mirrorcal, real_texture_init50_bandmean, real_texture_lr1e-3_init50, real_texture_composite_init50, real_texture_2xtiles_init50, real_texture_soup_init50, real_texture_bce10/1 (trained) and real_texture_bce10/1_init25/50/75, real_texture_bce1_512_init50, real_texture_bce1_composite_init50, real_texture_bce1_labelled_init50, real_texture_bce1_decoder_init50, real_texture_bce1_last_init50, real_texture_bce1_frozenbn_init50, real_texture_bce1_dice25_init50, real_texture_bce1_refit_init50, real_texture_bce1_dice25_refit_init50, real_texture_bce1_init50_ens2, real_texture_contrast_init50, synthetic_2x/short/seed1, real_texture_synth2x/short/seed1_init50 or a network given with --networks)")
     q.set_defaults(func=_run)
 
 
@@ -502,9 +525,9 @@ def candidates(args: argparse.Namespace, seed: int) -> dict[str, Trainer]:
     """The run's candidates by name, trained with ``seed``, narrowed to ``--only`` when given."""
     device = str(pick_device(args.device))
 
-    def bundled_with(trained_as: str, **change) -> Trainer:
+    def bundled_with(trained_as: str, seeded: int = seed, **change) -> Trainer:
         """The bundled recipe (plain BCE, weights moved half way back to the synthetic model) with one thing changed."""
-        return toward_init_trainer(0.5, real_texture_trainer(args.epochs, args.train_tiles, device, seed, pos_weight_cap=1.0, **change),
+        return toward_init_trainer(0.5, real_texture_trainer(args.epochs, args.train_tiles, device, seeded, pos_weight_cap=1.0, **change),
                                    device, trained_as)
 
     every: dict[str, Trainer] = {
@@ -543,6 +566,7 @@ def candidates(args: argparse.Namespace, seed: int) -> dict[str, Trainer]:
         "real_texture_bce1_dice25_init50": bundled_with("real_texture_bce1_dice25", dice_weight=LIGHT_DICE),
         "real_texture_bce1_arctic_init50": bundled_with("real_texture_bce1_arctic", north_sea=ARCTIC_ONLY),
         "real_texture_bce1_transplant_init50": bundled_with("real_texture_bce1_transplant", mix=TRANSPLANT_MIX),
+        f"real_texture_bce1_init50_ens{ENSEMBLE_SIZE}": ensemble_trainer(ENSEMBLE_SIZE, lambda member: bundled_with("real_texture_bce1", member), device),
         "real_texture_bce1_refit_init50": real_texture_trainer(args.epochs, args.train_tiles, device, seed, pos_weight_cap=1.0, init_share=0.5,
                                                                refit=True),
         "real_texture_bce1_dice25_refit_init50": real_texture_trainer(args.epochs, args.train_tiles, device, seed, pos_weight_cap=1.0,

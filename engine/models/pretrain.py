@@ -305,6 +305,39 @@ def average_models(members: list[Path], out: Path) -> Path:
     return out
 
 
+def ensemble_models(members: list[Path], out: Path, recipe: RealRecipe, device: str, progress: Progress) -> dict:
+    """``members`` as one ``Ensemble`` (their mean logit), its threshold placed on ``recipe``'s validation bands, which
+    no member learnt from, saved to ``out``. Members must be one network learnt from the same scenes (seeds apart):
+    the bands are then unseen by all of them."""
+    cards = [read_card(m) for m in members]
+    network = {(c.architecture, c.encoder, json.dumps(c.arch_kwargs, sort_keys=True), c.pixel_size, json.dumps(c.normalisation, sort_keys=True),
+                json.dumps(c.provenance.get("data", {}).get("arctic_scenes"), sort_keys=True)) for c in cards}
+    if len(members) < 2 or len(network) != 1:
+        raise ModelError(f"{', '.join(m.name for m in members)} are not one network learnt from the same scenes.",
+                         "Combine two or more models of one recipe trained with different seeds.")
+    first = cards[0]
+    card = ModelCard.from_json(first.to_json())
+    card.architecture = "ensemble"
+    card.arch_kwargs = {"members": len(members), "member_architecture": first.architecture, **first.arch_kwargs}
+    card.name = f"{first.name}, mean of {len(members)} seeds"
+    model = build_model(card)
+    for member, path in zip(model.members, members):
+        member.load_state_dict(load_model(path, torch.device("cpu"))[0].state_dict())
+    model.to(torch.device(device))
+    config = TrainConfig(device=device, input_scale=card.normalisation.get("input_scale", TrainConfig.input_scale))
+    threshold, dice = validate(model, _tileset(validation_tiles(recipe, card.pixel_size)), config).calibrated(config.threshold)
+    progress.log(f"mean of {len(members)} members: validation Dice {dice:.3f} at {threshold:.2f} "
+                 f"(members: {', '.join(str(c.metrics.get('validation_dice')) for c in cards)})")
+    card.threshold = threshold
+    card.metrics = {"validation_dice": round(dice, 4), "validation_threshold": threshold}
+    card.provenance = {**card.provenance, "how": " + ".join(c.provenance["how"] for c in cards),
+                       "members": [{"file": m.name, "sha256": file_sha256(m), "validation_dice": c.metrics.get("validation_dice"),
+                                    "threshold": c.threshold} for m, c in zip(members, cards)],
+                       "selection": "each member's as its card said; then their mean logit, threshold by slick Dice on the validation bands"}
+    save_model(model, card, out, half=True)
+    return {"model": str(out), "val_dice": dice, "threshold": threshold}
+
+
 def pretrain_real(out: Path, recipe: RealRecipe, config: TrainConfig, progress: Progress, card: Optional[ModelCard] = None,
                   encoder_weights: Optional[Path] = None) -> dict:
     """Train on real texture (see the module's docstring); resumes from ``config.checkpoint`` when it exists.

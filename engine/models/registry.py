@@ -56,12 +56,14 @@ ARCHITECTURES: dict[str, str] = {
     "samlora": "engine.models.samlora:SamLoRA",
     "saross": "engine.models.saross:SarossNet",
     "darkspot": "engine.models.darkspot:DarkSpot",
+    "ensemble": "engine.models.ensemble:Ensemble",
 }
 """Name -> ``module:class`` of the network, all built as smp's are. The paper's models are ``deeplabv3`` with ``resnet50``
 or ``resnet101``, ``samlora`` with ``samvit_base_patch16`` or ``samvit_large_patch16``, and ``saross`` (SAROSS-Net,
 engine/models/saross.py) with ``resnet34`` or, on CUDA with its package, ``mamba_vision_B``; ``darkspot`` is the
 classical adaptive-threshold detector, fitted rather than trained (engine/models/darkspot.py); ``unet_contrast`` a U-Net
-also fed each pixel's local darkness (engine/models/contrast.py). Named, not imported:
+also fed each pixel's local darkness (engine/models/contrast.py); ``ensemble`` several networks of one recipe and
+their mean logit (engine/models/ensemble.py). Named, not imported:
 the classes need PyTorch (seconds to import), and reading or listing cards, which light commands do, needs none."""
 
 
