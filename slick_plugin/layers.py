@@ -38,7 +38,7 @@ def summary(data: Dict[str, Any]) -> str:
     return (f"{count} {noun}, {float(data.get('total_area_km2', 0.0)):.2f} km² in total, "
             f"threshold {float(data.get('threshold', 0.5)):.2f} ({data.get('threshold_from', 'the model’s')}), "
             f"{float(data.get('seconds', 0.0)):.0f} s on {data.get('device', '?')}"
-            + (", mirror averaged." if data.get("mirrored") else ".")
+            + (", mirror averaged" if data.get("mirrored") else "") + (" with rotations." if data.get("rotated") else ".")
             + (f" Weights: {data['weights_from']}." if data.get("weights_from") else "")
             + (f" {changes_summary(data)}" if data.get("changes") else ""))
 

@@ -206,10 +206,19 @@ def test_test_time_mirroring_averages_the_four_mirror_images(tmp_path, sample_sc
     mirrored = predictor(tiles)
     np.testing.assert_allclose(mirrored, np.mean(views, axis=0), atol=1e-5)
     np.testing.assert_allclose(predictor(tiles[:, :, ::-1])[:, :, ::-1], mirrored, atol=1e-5)
+    predictor.tta = False
+    turned = [predictor(np.ascontiguousarray(t.swapaxes(-2, -1))).swapaxes(-2, -1) for t in
+              (tiles, tiles[:, :, ::-1], tiles[:, ::-1], tiles[:, ::-1, ::-1])]
+    turned = [turned[0], turned[1][:, :, ::-1], turned[2][:, ::-1], turned[3][:, ::-1, ::-1]]
+    assert not np.allclose(turned[0], views[0], atol=1e-4)
+    predictor.tta = predictor.rotations = True
+    np.testing.assert_allclose(predictor(tiles), np.mean(views + turned, axis=0), atol=1e-5)
+    np.testing.assert_allclose(predictor(np.ascontiguousarray(tiles.swapaxes(-2, -1))).swapaxes(-2, -1), predictor(tiles), atol=1e-5)
+    predictor.rotations = False
 
     plain = detect(sample_scene, tmp_path, DetectOptions(model=str(tiny_model), prefix="plain", runtime="torch", tta=False))
     tta = detect(sample_scene, tmp_path, DetectOptions(model=str(tiny_model), prefix="tta", runtime="torch"))  # the default
-    assert tta.mirrored and not plain.mirrored
+    assert tta.mirrored and not plain.mirrored and not tta.rotated
     with rasterio.open(plain.probability) as a, rasterio.open(tta.probability) as b:
         assert a.shape == b.shape and not np.allclose(a.read(1), b.read(1))
 

@@ -272,3 +272,24 @@ def test_no_mask_check_runs_on_a_tile_int8_was_calibrated_on(tmp_path, model_fac
     assert not any(np.array_equal(c, h) for c in calibration for h in held)
     chosen_on = agreement.choice_tiles(card)
     assert len(chosen_on) == 2 and all(any(np.array_equal(t, h) for h in held) for t in chosen_on)
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_an_ensemble_exports_and_runs_as_one_network(small_model, runtime, tmp_path):
+    """Two members' mean logit is one graph: each exporting runtime gives PyTorch's probabilities of it."""
+    from engine.models.registry import ModelCard, build_model, save_model
+
+    member, card = load_model(small_model)
+    ensemble_card = ModelCard.from_json(card.to_json())
+    ensemble_card.architecture = "ensemble"
+    ensemble_card.arch_kwargs = {"members": 2, "member_architecture": card.architecture, **card.arch_kwargs}
+    ensemble = build_model(ensemble_card)
+    ensemble.members[0].load_state_dict(member.state_dict())
+    ensemble.members[1].load_state_dict({k: v * 0.9 if v.is_floating_point() else v for k, v in member.state_dict().items()})
+    path = save_model(ensemble, ensemble_card, tmp_path / "ensemble.safetensors")
+    tiles = _tiles(path)
+    reference = Predictor(ensemble.eval(), ensemble_card, CPU, fast=False)(tiles)
+    assert np.abs(reference - Predictor(member.eval(), card, CPU, fast=False)(tiles)).max() > 1e-3
+    predictor, notes = runtimes.make_predictor(path, CPU, runtime)
+    assert predictor.runtime == f"{runtime} fp32" and notes == []
+    assert np.abs(predictor(tiles) - reference).max() < 1e-3

@@ -74,6 +74,8 @@ class DetectOptions:
     because leave one scene out over the real Arctic scenes measured it better for the bundled model (slick
     Dice 0.385 -> 0.414 over four seeds, every seed better, less false slick area; docs/benchmark_tta.md).
     Models that are mirror-symmetric by construction (``ModelCard.mirror_symmetric``) run once."""
+    rotations: bool = False
+    """With ``tta``, also average over the tile's rotations by 90 degrees (eight views, twice mirror averaging's work)."""
     fast: bool = True
     runtime: str = field(default_factory=lambda: os.environ.get("SLICK_MAPPER_RUNTIME", runtimes.AUTO))
     """``auto`` (the fastest measured here whose masks agree with PyTorch fp32), or one of ``runtimes.RUNTIMES``;
@@ -97,6 +99,8 @@ class DetectResult:
     """What ran the model: runtime and precision, e.g. ``openvino fp32``."""
     mirrored: bool
     """Whether each tile was averaged over its mirror images (``DetectOptions.tta``)."""
+    rotated: bool
+    """Whether that average also held the tile's rotations by 90 degrees (``DetectOptions.rotations``)."""
     grid: str
     threshold: float
     """The one the mask and polygons were cut at: the option's, else the model's for this scene."""
@@ -142,6 +146,7 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
     else:
         predictor = Predictor(load_model(model_path, device)[0], card, device, fast=False)
     predictor.tta = options.tta and not card.mirror_symmetric
+    predictor.rotations = options.rotations and predictor.tta
     prefix = options.prefix or scene.stem
     names = detection_files(prefix)
 
@@ -211,6 +216,7 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
         model_name=card.name,
         runtime=predictor.runtime,
         mirrored=predictor.tta,
+        rotated=predictor.rotations,
         grid=grid.describe(),
         threshold=threshold,
         threshold_from=threshold_from,

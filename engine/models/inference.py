@@ -94,6 +94,9 @@ class Predictor:
         self.scale = float(card.normalisation.get("input_scale", 1 / 255))
         self.tta = False
         """Average over mirror images (4x the model's work); see ``__call__``."""
+        self.rotations = False
+        """With ``tta``, also over the transposed tile's mirror images (8x the model's work): the rotations by 90
+        degrees, which training (rotations up to 30 degrees) never showed."""
 
     def __call__(self, tiles: np.ndarray) -> np.ndarray:
         """(B, H, W) float32 stretched tiles -> (B, H, W) float32 slick probability.
@@ -104,9 +107,12 @@ class Predictor:
         if not self.tta:
             return self._once(tiles)
         total = np.zeros(tiles.shape, dtype=np.float32)
-        for axes in FLIPS:
-            total += np.flip(self._once(np.flip(tiles, axes)), axes)
-        return total / len(FLIPS)
+        for transposed in (False, True) if self.rotations else (False,):
+            view = tiles.swapaxes(-2, -1) if transposed else tiles
+            for axes in FLIPS:
+                seen = np.flip(self._once(np.flip(view, axes)), axes)
+                total += seen.swapaxes(-2, -1) if transposed else seen
+        return total / (len(FLIPS) * (2 if self.rotations else 1))
 
     def _once(self, tiles: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(tiles, dtype=np.float32)[:, None] * np.float32(self.scale)
