@@ -75,7 +75,8 @@ class DetectOptions:
     Dice 0.385 -> 0.414 over four seeds, every seed better, less false slick area; docs/benchmark_tta.md).
     Models that are mirror-symmetric by construction (``ModelCard.mirror_symmetric``) run once."""
     rotations: bool = False
-    """With ``tta``, also average over the tile's rotations by 90 degrees (eight views, twice mirror averaging's work)."""
+    """With ``tta``, also average over the tile's rotations by 90 degrees (eight views, twice mirror averaging's work).
+    Off by default: leave one scene out measured 0.427 against 0.448 for mirrors alone (docs/benchmark_rotations_bce1.md)."""
     fast: bool = True
     runtime: str = field(default_factory=lambda: os.environ.get("SLICK_MAPPER_RUNTIME", runtimes.AUTO))
     """``auto`` (the fastest measured here whose masks agree with PyTorch fp32), or one of ``runtimes.RUNTIMES``;
