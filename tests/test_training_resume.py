@@ -341,7 +341,8 @@ def test_ensemble_models_is_the_mean_logit_of_seeds_with_its_own_threshold(tmp_p
     from engine.cli.main import main
     from engine.errors import ModelError
     from engine.machine import file_sha256
-    from engine.models.pretrain import RealRecipe, ensemble_models
+    from engine.models.pretrain import RealRecipe, _tileset, ensemble_models, validation_tiles
+    from engine.models.training import TrainConfig, validate
     from engine.models.registry import load_model, read_card
     from engine.progress import Progress
 
@@ -354,7 +355,7 @@ def test_ensemble_models_is_the_mean_logit_of_seeds_with_its_own_threshold(tmp_p
     for seed, member in enumerate(members):
         assert main([*args, "--seed", str(seed), "--out", str(member)]) == 0
     capsys.readouterr()
-    made = ensemble_models(members, tmp_path / "ens.safetensors", RealRecipe(scenes=("sample_0", "sample_70")), "cpu", Progress(None))
+    made = ensemble_models(members, tmp_path / "ens.safetensors", "cpu", Progress(None))
     cpu = torch.device("cpu")
     ensemble, card = load_model(made["model"], cpu)
     x = torch.rand(2, 1, 64, 64)
@@ -363,10 +364,12 @@ def test_ensemble_models_is_the_mean_logit_of_seeds_with_its_own_threshold(tmp_p
         assert not torch.allclose(logits[0], logits[1], atol=1e-2)
         torch.testing.assert_close(ensemble.eval()(x), (logits[0] + logits[1]) / 2, rtol=2e-2, atol=2e-2)
     assert card.architecture == "ensemble" and card.threshold == made["threshold"]
+    bands = _tileset(validation_tiles(RealRecipe(scenes=("sample_0", "sample_70")), card.pixel_size))
+    on_bands = validate(ensemble, bands, TrainConfig(device="cpu")).dice_near(card.threshold)  # its weights stored in fp16
+    assert abs(on_bands - card.metrics["validation_dice"]) < 1e-3  # placed on the bands of the scenes the members learnt from
     assert [m["sha256"] for m in card.provenance["members"]] == [file_sha256(m) for m in members]
     other = tmp_path / "other.safetensors"
     assert main([*args[:-3], "--scenes", "sample_1", "sample_2", "--seed", "2", "--out", str(other)]) == 0
-    with pytest.raises(ModelError, match="not one network learnt from the same scenes"):
-        ensemble_models([members[0], other], tmp_path / "refused.safetensors", RealRecipe(scenes=("sample_0", "sample_70")), "cpu",
-                        Progress(None))
+    with pytest.raises(ModelError, match="not one network learnt from the same Arctic scenes"):
+        ensemble_models([members[0], other], tmp_path / "refused.safetensors", "cpu", Progress(None))
     assert not (tmp_path / "refused.safetensors").exists()

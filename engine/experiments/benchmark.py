@@ -294,7 +294,7 @@ def ensemble_trainer(size: int, trained_by: Callable[[int], Trainer], device: st
             if not path.exists():
                 trained_by(member)(scenes, path, progress)
             members.append(path)
-        ensemble_models(members, out, RealRecipe(scenes=tuple(s.name for s in scenes)), device, progress)
+        ensemble_models(members, out, device, progress)
         return out
 
     return trainer

@@ -305,16 +305,17 @@ def average_models(members: list[Path], out: Path) -> Path:
     return out
 
 
-def ensemble_models(members: list[Path], out: Path, recipe: RealRecipe, device: str, progress: Progress) -> dict:
-    """``members`` as one ``Ensemble`` (their mean logit), its threshold placed on ``recipe``'s validation bands, which
-    no member learnt from, saved to ``out``. Members must be one network learnt from the same scenes (seeds apart):
-    the bands are then unseen by all of them."""
+def ensemble_models(members: list[Path], out: Path, device: str, progress: Progress) -> dict:
+    """``members`` as one ``Ensemble`` (their mean logit), its threshold placed on the validation bands of the Arctic
+    scenes they learnt from, which none of them learnt, saved to ``out``. Members must be one network learnt from the
+    same scenes by ``--data real`` (seeds apart)."""
     cards = [read_card(m) for m in members]
+    scenes = [tuple(sorted(c.provenance.get("data", {}).get("arctic_scenes") or ())) for c in cards]
     network = {(c.architecture, c.encoder, json.dumps(c.arch_kwargs, sort_keys=True), c.pixel_size, json.dumps(c.normalisation, sort_keys=True),
-                json.dumps(c.provenance.get("data", {}).get("arctic_scenes"), sort_keys=True)) for c in cards}
-    if len(members) < 2 or len(network) != 1:
-        raise ModelError(f"{', '.join(m.name for m in members)} are not one network learnt from the same scenes.",
-                         "Combine two or more models of one recipe trained with different seeds.")
+                learnt) for c, learnt in zip(cards, scenes)}
+    if len(members) < 2 or len(network) != 1 or not scenes[0]:
+        raise ModelError(f"{', '.join(m.name for m in members)} are not one network learnt from the same Arctic scenes.",
+                         "Combine two or more models of one recipe (pretrain --data real) trained with different seeds.")
     first = cards[0]
     card = ModelCard.from_json(first.to_json())
     card.architecture = "ensemble"
@@ -325,7 +326,8 @@ def ensemble_models(members: list[Path], out: Path, recipe: RealRecipe, device: 
         member.load_state_dict(load_model(path, torch.device("cpu"))[0].state_dict())
     model.to(torch.device(device))
     config = TrainConfig(device=device, input_scale=card.normalisation.get("input_scale", TrainConfig.input_scale))
-    threshold, dice = validate(model, _tileset(validation_tiles(recipe, card.pixel_size)), config).calibrated(config.threshold)
+    bands = validation_tiles(RealRecipe(scenes=scenes[0]), card.pixel_size)
+    threshold, dice = validate(model, _tileset(bands), config).calibrated(config.threshold)
     progress.log(f"mean of {len(members)} members: validation Dice {dice:.3f} at {threshold:.2f} "
                  f"(members: {', '.join(str(c.metrics.get('validation_dice')) for c in cards)})")
     card.threshold = threshold
