@@ -36,7 +36,7 @@ from engine.scenes.grid import analysis_grid, open_on_grid
 from engine.scenes.normalise import scene_stretch
 from engine.scenes.raster import inspect, preview
 
-from conftest import ROOT, SAMPLES, make_model
+from conftest import ROOT, SAMPLES, SMALL_MODEL, make_model
 
 SCENE = SAMPLES / "sample_1" / "raw_mosaic.tif"
 LABEL = SAMPLES / "sample_1" / "labels_mosaic.png"
@@ -44,7 +44,7 @@ LABEL = SAMPLES / "sample_1" / "labels_mosaic.png"
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
-    return make_model(tmp_path_factory.mktemp("model") / "tiny.safetensors", tile_size=256)
+    return make_model(tmp_path_factory.mktemp("model") / "tiny.safetensors", **SMALL_MODEL)
 
 
 def cut(src: Path, dst: Path, share: float) -> Path:

@@ -29,7 +29,6 @@ from engine.progress import Progress
 
 from conftest import TINY_NET
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 CONDITIONS = [REAL, EQ6, "dakter 100 % soft", "sar-jointnet 100 % soft", "dakter-pretrained 100 % soft", "sar-jointnet 200 % soft",
               "sar-jointnet 100 % hard", CAFT, PLAIN]

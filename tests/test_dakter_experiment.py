@@ -29,10 +29,6 @@ from engine.progress import Progress
 from conftest import TINY_NET
 
 
-
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 def _options(model: Path, **changes) -> DakterOptions:
     options = DakterOptions(
         generator=GeneratorOptions(tile=64, net=TINY_NET, steps=2, low_res_steps=2, batch_size=2, lr=1e-3, device="cpu"),
