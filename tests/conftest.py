@@ -12,6 +12,10 @@ import pytest
 # Tests that are not about runtimes run the model with PyTorch: "auto" would measure every new test model's
 # runtimes first (exports, int8 calibration), minutes per model. The runtime tests choose theirs explicitly.
 os.environ.setdefault("SLICK_MAPPER_RUNTIME", "torch")
+# Under pytest-xdist each worker (and every engine process it starts) gets its share of the cores: OpenMP threads of
+# two workers fighting over the same cores made small networks many times slower than one thread each.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "resources" / "samples" / "arctic_s1"

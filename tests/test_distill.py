@@ -28,7 +28,7 @@ from engine.models.registry import BINARY_CLASSES, OSD_CLASSES, read_card
 from engine.models.training import TileSet, training_dtype
 from engine.progress import Progress
 
-from conftest import TINY_NET, SMALL_MODEL as SMALL
+from conftest import TINY_NET, SMALL_MODEL as SMALL, single_thread
 
 FAST = dict(tile=64, epochs=1, lr=1e-3, device="cpu", seed=5, val_fraction=0.5, train_layers="decoder")
 """Half the tiles validate: 1,280 slick pixels, enough to place a threshold, so a trained epoch can win over the parent."""
@@ -50,14 +50,10 @@ def small_model(tmp_path_factory, model_factory):
 @pytest.fixture(scope="module")
 def generator(tmp_path_factory, arctic_store) -> Path:
     """A real (tiny, barely trained) generator of 64-pixel water/slick tiles at the model's 25 m."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # a network this small runs faster on one thread
-    try:
-        out = tmp_path_factory.mktemp("gen") / "gen.safetensors"
+    out = tmp_path_factory.mktemp("gen") / "gen.safetensors"
+    with single_thread():  # a network this small runs faster on one thread
         train_generator(arctic_store, out, GeneratorOptions(tile=64, net=TINY_NET, steps=2, low_res_steps=2, batch_size=2, device="cpu"))
-        return out
-    finally:
-        torch.set_num_threads(before)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -65,12 +61,8 @@ def sample_folder(tmp_path_factory, generator) -> Path:
     """Eight generated samples, of which 000002 and 000005 are discarded and their files deleted, so that
     reading either would fail."""
     folder = tmp_path_factory.mktemp("samples") / "samples"
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with single_thread():
         generate(generator, folder, 8, solver="dpm++", steps=2, batch_size=4, device="cpu")
-    finally:
-        torch.set_num_threads(before)
     samples.set_kept(folder, ["000002", "000005"], False)
     for sample_id in ("000002", "000005"):
         (folder / "tiles" / f"{sample_id}.npz").unlink()
