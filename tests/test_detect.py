@@ -189,7 +189,7 @@ def test_source_grid_writes_back_on_the_scene_pixels(tmp_path, tiny_model):
         assert ds.transform == src.transform and ds.shape == src.shape
 
 
-def test_test_time_mirroring_averages_the_four_mirror_images(tmp_path, sample_scene, tiny_model):
+def test_test_time_averaging_takes_four_mirror_images_or_eight_views_with_rotations(tmp_path, sample_scene, tiny_model):
     """A random network sees a tile and its mirror image differently; with ``tta`` the probability is the
     mean of the four views, each mapped back, so it is mirror-symmetric by construction."""
     import torch
@@ -219,9 +219,10 @@ def test_test_time_mirroring_averages_the_four_mirror_images(tmp_path, sample_sc
 
     plain = detect(sample_scene, tmp_path, DetectOptions(model=str(tiny_model), prefix="plain", runtime="torch", tta=False))
     tta = detect(sample_scene, tmp_path, DetectOptions(model=str(tiny_model), prefix="tta", runtime="torch"))  # the default
-    assert tta.mirrored and not plain.mirrored and not tta.rotated
-    with rasterio.open(plain.probability) as a, rasterio.open(tta.probability) as b:
-        assert a.shape == b.shape and not np.allclose(a.read(1), b.read(1))
+    rotated = detect(sample_scene, tmp_path, DetectOptions(model=str(tiny_model), prefix="rotated", runtime="torch", rotations=True))
+    assert tta.mirrored and not plain.mirrored and not tta.rotated and rotated.mirrored and rotated.rotated
+    with rasterio.open(plain.probability) as a, rasterio.open(tta.probability) as b, rasterio.open(rotated.probability) as c:
+        assert a.shape == b.shape == c.shape and not np.allclose(a.read(1), b.read(1)) and not np.allclose(b.read(1), c.read(1))
 
 
 @pytest.mark.parametrize("encoding, staged", [("uint8", False), ("float32_db", True)])
