@@ -12,6 +12,7 @@ from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
 
+from . import settings
 from .dock import TITLE, SlickMapperDock
 from .options_page import SlickMapperOptionsFactory
 from .paths import icon_path
@@ -33,6 +34,7 @@ class SlickMapperPlugin:
         QgsApplication.processingRegistry().addProvider(self.provider)
 
     def initGui(self) -> None:  # noqa: N802 - QGIS plugin API
+        settings.migrate()
         self.initProcessing()
         self.action = QAction(QIcon(icon_path()), TITLE, self.iface.mainWindow())
         self.action.setCheckable(True)

@@ -121,6 +121,21 @@ ALL: Tuple[Setting, ...] = (ENGINE_PYTHON, OUTPUT_FOLDER, DEFAULT_MODEL, DEVICE,
                             GENERATOR_NET, GENERATOR_STEPS, GENERATOR_LOW_RES_STEPS, SAMPLING_STEPS,
                             GENERATION_PRIORITY)
 
+SETTINGS_VERSION = 2
+"""2: the tile size means the model's own unless set. Plugins before it stored the dock's former default, 512, on
+every detection, so a profile that had ever run one kept the dark-spot baseline (made for 1,024) on 512-px tiles."""
+VERSION_KEY = f"{GROUP}/settings_version"
+
+
+def migrate() -> None:
+    """Give a profile written by an earlier plugin this one's meanings, once: a stored tile size of 512 was the old
+    default, not a choice, so it is dropped; any other stays."""
+    stored = QgsSettings()
+    if int(stored.value(VERSION_KEY, 1)) >= SETTINGS_VERSION:
+        return
+    if stored.contains(TILE.key) and TILE.value() == 512:
+        stored.remove(TILE.key)
+    stored.setValue(VERSION_KEY, SETTINGS_VERSION)
 
 
 def engine_runner() -> EngineRunner:

@@ -6,7 +6,7 @@ import re
 import subprocess
 import sys
 
-from qgis.core import QgsApplication
+from qgis.core import QgsApplication, QgsSettings
 from qgis.PyQt.QtCore import QCoreApplication, QEvent, Qt
 from qgis.PyQt.QtWidgets import QDockWidget
 
@@ -37,6 +37,29 @@ def test_plugin_loads_and_unloads_cleanly(iface, qtbot) -> None:
     assert iface.options_factories == []
     assert registry.providerById("slickmapper") is None
     assert iface.window.findChildren(QDockWidget) == []
+
+
+def test_an_earlier_plugin_s_stored_tile_default_is_dropped_once_and_a_choice_kept(iface) -> None:
+    """Plugins before settings version 2 stored the dock's tile default, 512, on every detection: loading this one
+    drops it (the model's own again), keeps another size, and keeps a 512 chosen since."""
+    stored = QgsSettings()
+
+    def load() -> None:
+        loaded = classFactory(iface)
+        loaded.initGui()
+        loaded.unload()
+
+    try:
+        for before, after in ((512, 0), (256, 256)):
+            settings.TILE.set_value(before)
+            stored.remove(settings.VERSION_KEY)
+            load()
+            assert settings.TILE.value() == after and int(stored.value(settings.VERSION_KEY)) == settings.SETTINGS_VERSION
+        settings.TILE.set_value(512)
+        load()
+        assert settings.TILE.value() == 512
+    finally:
+        settings.TILE.set_value(settings.TILE.default)
 
 
 def test_options_page_is_generated_from_the_declarations(plugin, iface) -> None:
