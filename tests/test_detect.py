@@ -191,7 +191,8 @@ def test_source_grid_writes_back_on_the_scene_pixels(tmp_path, tiny_model):
 
 def test_test_time_averaging_takes_four_mirror_images_or_eight_views_with_rotations(tmp_path, sample_scene, tiny_model):
     """A random network sees a tile and its mirror image differently; with ``tta`` the probability is the
-    mean of the four views, each mapped back, so it is mirror-symmetric by construction."""
+    mean of the four views, each mapped back, so it is mirror-symmetric by construction; with ``rotations`` too, of
+    eight (the mirrors of the tile and of its transpose), through detection as well."""
     import torch
 
     from engine.models.inference import Predictor
