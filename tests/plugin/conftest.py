@@ -17,7 +17,7 @@ os.environ.setdefault("PYTEST_QT_API", "pyqt5")
 
 import pytest  # noqa: E402
 from qgis.core import (QgsApplication, QgsCoordinateReferenceSystem, QgsMapRendererSequentialJob,  # noqa: E402
-                       QgsMapSettings, QgsProject, QgsRasterLayer, QgsRectangle)
+                       QgsMapSettings, QgsProject, QgsRasterLayer, QgsRectangle, QgsSettings)
 from qgis.gui import QgsMapCanvas, QgsMessageBar  # noqa: E402
 from qgis.PyQt.QtCore import QCoreApplication, QObject, QSettings, QSize  # noqa: E402
 from qgis.PyQt.QtGui import QColor, QImage  # noqa: E402
@@ -30,6 +30,7 @@ sys.path.insert(0, "/usr/share/qgis/python/plugins")
 
 from slick_plugin.engine_runner import EngineCommand, EngineRunner  # noqa: E402
 from slick_plugin.paths import default_engine_python, engine_root  # noqa: E402
+from slick_plugin.settings import GROUP  # noqa: E402
 
 if TYPE_CHECKING:
     from slick_plugin.dock import SlickMapperDock
@@ -50,6 +51,14 @@ def qgis_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QgsApplicatio
     app.initQgis()
     yield app
     QgsProject.instance().clear()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fresh_settings(qgis_app: QgsApplication) -> None:
+    """Every module starts from a profile without Slick Mapper settings, as after a fresh install: the dock stores its
+    editors' values on each run, and with modules spread over two test processes in any order, one module's output
+    folder once sent another's detection elsewhere."""
+    QgsSettings().remove(GROUP)
 
 
 @pytest.fixture(scope="session")
