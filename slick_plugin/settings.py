@@ -58,7 +58,12 @@ class Setting:
         return value
 
     def set_value(self, value: Value) -> None:
-        QgsSettings().setValue(self.key, value)
+        """Stores only a value the analyst chose: a default is left unset, so that a later plugin's default reaches
+        the profile (the dock saves every editor on each run, and a stored default would outlive its meaning)."""
+        if value == self.default:
+            QgsSettings().remove(self.key)
+        else:
+            QgsSettings().setValue(self.key, value)
 
 
 def steps_setting(name: str, label: str, description: str, default: int, maximum: int = 1_000_000,

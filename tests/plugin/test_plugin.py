@@ -63,8 +63,6 @@ def test_an_earlier_plugin_s_stored_tile_default_is_dropped_once_and_a_choice_ke
 
 
 def test_options_page_is_generated_from_the_declarations(plugin, iface) -> None:
-    for setting in (settings.THRESHOLD, settings.TILE):  # a detection in an earlier test stored the dock's choice
-        setting.set_value(setting.default)
     page = iface.options_factories[0].createWidget()
     assert set(page.editors) == {setting.name for setting in settings.ALL}
     for name in ("threshold", "tile"):  # the defaults leave them to the model
@@ -72,11 +70,14 @@ def test_options_page_is_generated_from_the_declarations(plugin, iface) -> None:
     page.editors["tile"].setValue(256)
     page.editors["device"].setCurrentText("cpu")
     page.apply()
+    stored = QgsSettings()
     try:
         assert settings.TILE.value() == 256 and settings.DEVICE.value() == "cpu"
+        assert stored.contains(settings.TILE.key) and not stored.contains(settings.THRESHOLD.key)  # a default is not stored
     finally:
         settings.TILE.set_value(settings.TILE.default)
         settings.DEVICE.set_value(settings.DEVICE.default)
+    assert not stored.contains(settings.TILE.key) and not stored.contains(settings.DEVICE.key)
     assert page.editors["mirror_averaging"].isChecked()  # on by default, as in the engine
     page.editors["mirror_averaging"].setChecked(False)
     page.apply()
