@@ -96,6 +96,55 @@ class StageClock:
         return out
 
 
+def land_option(spec: Optional[str]) -> dict:
+    """DetectOptions' land mask as asked on the command line; none asked, the product's default."""
+    return {} if spec is None else {"land_mask": spec}
+
+
+class GpuLoad:
+    """The GPU's utilisation, sampled every 50 ms while in a ``with`` block (NVML); empty off NVIDIA GPUs.
+
+    NVML's figure is the share of time a kernel was running, so a GPU waiting on reading and stretching
+    shows as low utilisation even when each kernel is fast."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.samples: list[int] = []
+        self.handle = None
+        if device.type == "cuda":
+            try:
+                import pynvml
+
+                pynvml.nvmlInit()
+                self.handle = pynvml.nvmlDeviceGetHandleByIndex(device.index or 0)
+                self.nvml = pynvml
+            except Exception:  # noqa: BLE001 - nvidia-ml-py missing or no NVML: no utilisation figure
+                self.handle = None
+
+    def __enter__(self) -> "GpuLoad":
+        import threading
+
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while self.handle is not None and not self.stop.wait(0.05):
+            self.samples.append(self.nvml.nvmlDeviceGetUtilizationRates(self.handle).gpu)
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    def mean_percent(self) -> Optional[float]:
+        return GpuLoad.pooled(self)
+
+    @staticmethod
+    def pooled(*loads: "GpuLoad") -> Optional[float]:
+        samples = [x for load in loads for x in load.samples]
+        return round(statistics.mean(samples), 1) if samples else None
+
+
 def dice(a: np.ndarray, b: np.ndarray) -> float:
     inter = np.logical_and(a, b).sum()
     total = a.sum() + b.sum()
@@ -249,7 +298,7 @@ def _child_main(payload: str) -> None:
     from engine.jobs.detect import DetectOptions, detect
 
     baseline = proc_status_kb("VmRSS")
-    options = DetectOptions(model=args["model"], device=args["device"], overwrite=True)
+    options = DetectOptions(model=args["model"], device=args["device"], overwrite=True, **land_option(args["land_mask"]))
     t = time.perf_counter()
     result = detect(args["scene"], args["out"], options)
     seconds = time.perf_counter() - t
@@ -267,8 +316,8 @@ def _child_main(payload: str) -> None:
     print("CHILD_RESULT " + json.dumps(figures), flush=True)
 
 
-def detect_in_child(scene: Path, out: Path, model: Path, device: str) -> dict:
-    payload = json.dumps({"scene": str(scene), "out": str(out), "model": str(model), "device": device})
+def detect_in_child(scene: Path, out: Path, model: Path, device: str, land_mask: Optional[str]) -> dict:
+    payload = json.dumps({"scene": str(scene), "out": str(out), "model": str(model), "device": device, "land_mask": land_mask})
     proc = subprocess.run([sys.executable, __file__, "--_child", payload], capture_output=True, text=True)
     for line in proc.stdout.splitlines():
         if line.startswith("CHILD_RESULT "):
@@ -285,6 +334,7 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="smoke run: 1024 scene, 2000/3000 memory pair, 2 DeepLab tiles, no compile")
     p.add_argument("--model", help="model file (default: the bundled default model, else a random-init model of its card)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    p.add_argument("--land-mask", default=None, help="detect()'s land mask (default: the product's own, GSHHG); none where roaring-landmask is not installed")
     p.add_argument("--dl-tiles", type=int, help="512 tiles for the DeepLabV3-R50 comparison (default 6, --quick 2)")
     p.add_argument("--mem-sizes", type=int, nargs=2, metavar=("SMALL", "LARGE"), help="memory pair (default 2000 8000, --quick 2000 3000)")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants (they take ~30-90 s to compile on CPU)")
@@ -309,6 +359,7 @@ def main() -> int:
 
     from engine.jobs.detect import DEFAULT_OVERLAP, DetectOptions, detect
     from engine.models.eager import pick_device
+    from engine.models import runtimes
     from engine.models.inference import Predictor
     from engine.models.registry import ModelCard, build_model, load_model
     from engine.progress import Progress
@@ -380,27 +431,36 @@ def main() -> int:
         half = len(tiles) // 2
         mosaic = np.full((grid_h, grid_w), np.nan, np.float32)  # tiles pasted without blending, for fig 4
 
+        detect_options = DetectOptions(model=str(model_path), device=args.device, overwrite=True, **land_option(args.land_mask))
+        # The model side runs in the runtime detection picks; picking it (a calibration the first time on a
+        # machine, cached) happens here, untimed, so the timed detect() finds the choice made.
+        chosen, _ = runtimes.make_predictor(model_path, device, detect_options.runtime)
+        chosen.tta = detect_options.tta  # the model's work as detection does it: with its default mirror averaging
+        results["detect_runtime"] = chosen.runtime
+
         def forward_only(lo: int, hi: int) -> float:
             t = time.perf_counter()
-            for i in range(lo, hi, predictor.batch_size):
-                probs = predictor(np.stack(tiles[i : min(hi, i + predictor.batch_size)]))
+            for i in range(lo, hi, chosen.batch_size):
+                probs = chosen(np.stack(tiles[i : min(hi, i + chosen.batch_size)]))
                 for (r, c), prob in zip(positions[i:hi], probs):
                     mosaic[r : r + tile, c : c + tile] = prob[: grid_h - r, : grid_w - c]
             return time.perf_counter() - t
 
-        log(f"fig 1: forward-only on {half} of {len(tiles)} tiles, then detect() on the {size}x{size} scene, then the other {len(tiles) - half}")
-        detect_options = DetectOptions(model=str(model_path), device=args.device, overwrite=True)
-        predictor.tta = detect_options.tta  # the model's work as detection does it: with its default mirror averaging
+        log(f"fig 1: forward-only ({chosen.runtime}, batch {chosen.batch_size}) on {half} of {len(tiles)} tiles, "
+            f"then detect() on the {size}x{size} scene, then the other {len(tiles) - half}")
+        chosen(np.stack(tiles[: chosen.batch_size]))  # warm-up at the batch size both sides use
         cpu0, wall0 = cpu_seconds(), time.perf_counter()
-        fwd_a = forward_only(0, half)
+        with GpuLoad(device) as load_forward_a:
+            fwd_a = forward_only(0, half)
         clock = StageClock()
         out_dir = work / "detect_out"
         t = time.perf_counter()
-        result = detect(scene, out_dir, detect_options, Progress(clock))
+        with GpuLoad(device) as load_detect:
+            result = detect(scene, out_dir, detect_options, Progress(clock))
         detect_s = time.perf_counter() - t
         stages = clock.stages(time.perf_counter())
-        fwd_b = forward_only(half, len(tiles))
-        predictor.tta = False  # one view from here on: the runtime variants are compared pass for pass
+        with GpuLoad(device) as load_forward_b:
+            fwd_b = forward_only(half, len(tiles))
         cpu_share = (cpu_seconds() - cpu0) / (time.perf_counter() - wall0) / max(1, torch.get_num_threads())
         forward_s = fwd_a + fwd_b
         overhead = detect_s / forward_s
@@ -410,10 +470,16 @@ def main() -> int:
             "forward_only_s": round(forward_s, 2), "forward_halves_s": [round(fwd_a, 2), round(fwd_b, 2)],
             "ratio": round(overhead, 4), "detect_stages_s": stages,
             "cpu_share_of_threads": round(cpu_share, 3) if device.type == "cpu" else None,
+            "gpu_utilisation_percent": {"detect": load_detect.mean_percent(),
+                                        "forward_only": GpuLoad.pooled(load_forward_a, load_forward_b)},
         }
         log(f"fig 1: detect {detect_s:.1f} s / forward-only {forward_s:.1f} s = {overhead:.3f}; stages {stages}")
         if device.type == "cpu":
             log(f"       this process got {cpu_share:.0%} of its {torch.get_num_threads()} threads' CPU time (100% = no contention)")
+        gpu_load = results["pipeline"]["gpu_utilisation_percent"]
+        if gpu_load["detect"] is not None:
+            log(f"       GPU utilisation {gpu_load['detect']}% during detect(), {gpu_load['forward_only']}% forward-only")
+            figures.append(("6 GPU utilisation (detect / forward-only)", f"{gpu_load['detect']:.0f}% / {gpu_load['forward_only']:.0f}%", "-", "-"))
         figures.append(("1 pipeline overhead (detect / forward)", f"{overhead:.3f}", "<= 1.10", yes(overhead <= 1.10)))
 
         # ---- figure 4: overlap cost and seams ----
@@ -493,7 +559,7 @@ def main() -> int:
         mem = {}
         for n in (mem_small, mem_large):
             log(f"fig 5: detect() on {n}x{n} in a fresh process ({count_tiles(n, n, tile, overlap)} tiles)")
-            mem[n] = detect_in_child(mem_scenes[n], work / f"mem_out_{n}", model_path, args.device)
+            mem[n] = detect_in_child(mem_scenes[n], work / f"mem_out_{n}", model_path, args.device, args.land_mask)
             log(f"       peak RSS {mem[n]['peak_rss_bytes'] / GB:.3f} GB (after imports {mem[n]['baseline_rss_bytes'] / GB:.3f} GB), "
                 f"{mem[n]['seconds']:.1f} s, {mem[n]['tiles'] / mem[n]['seconds']:.2f} tiles/s")
         growth = mem[mem_large]["peak_rss_bytes"] / mem[mem_small]["peak_rss_bytes"]
