@@ -270,3 +270,30 @@ def test_stage_seconds_add_up_and_put_the_model_s_time_in_the_model(tmp_path, mo
     assert sum(calls) == result.tiles and all(value >= 0 for value in stages.values())
     assert sum(stages.values()) == pytest.approx(result.seconds, abs=0.02)
     assert stages["model"] >= pause * len(calls)
+
+
+def test_pytorch_averages_the_views_on_its_device_as_the_exported_runtimes_do_on_the_host(tiny_model):
+    """PyTorch makes, runs and averages the views in one batch on its device; a runtime that only maps numpy
+    to numpy gets them one by one from the Predictor. Both are one computation, and a tile's views share the
+    runtime's batch, so a call holds as many tiles as its images per call allow with every view."""
+    import torch
+
+    from engine.models.eager import EagerForward
+    from engine.models.inference import Predictor
+    from engine.models.registry import load_model
+
+    model, card = load_model(tiny_model, "cpu")
+    eager = EagerForward(model, torch.device("cpu"), None, channels_last=False)
+    on_device = Predictor(None, card, forward=eager)
+    on_host = Predictor(None, card, forward=lambda x: eager(x))
+    tiles = np.random.default_rng(1).uniform(1, 255, (3, 64, 64)).astype(np.float32)
+    for tta, rotations in ((False, False), (True, False), (True, True)):
+        for predictor in (on_device, on_host):
+            predictor.tta, predictor.rotations = tta, rotations
+        np.testing.assert_allclose(on_device(tiles), on_host(tiles), atol=1e-5)
+    on_device.images_per_call = 16
+    assert on_device.batch_size == 2  # eight views with rotations
+    on_device.rotations = False
+    assert on_device.batch_size == 4
+    on_device.tta = False
+    assert on_device.batch_size == 16

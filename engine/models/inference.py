@@ -26,6 +26,9 @@ Forward = Callable[[np.ndarray], np.ndarray]
 FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 """Test-time views of a batch of tiles (rows and columns last): as is, mirrored left-right, top-bottom, and both."""
 
+View = tuple[bool, tuple[int, ...]]
+"""A test-time view: transposed first or not, then mirrored along these axes (rows and columns last)."""
+
 _GPU_DEVICES = ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg")
 """NVIDIA's, ROCm's and WSL's device files: without any of them a Linux machine has no GPU PyTorch can use."""
 _GPU_LIBRARIES = ("nvcuda", "amdhip64")
@@ -89,8 +92,8 @@ class Predictor:
             forward = EagerForward.fastest(model, device) if fast else EagerForward(model, device, None, channels_last=False)
         self.forward = forward
         self.runtime = getattr(forward, "label", "")
-        self.batch_size = forward.batch_size(card) if hasattr(forward, "batch_size") else 1
-        """Tiles per call: a GPU's full batch (``eager``), one tile on a CPU, so Cancel waits a tile at most."""
+        self.images_per_call = forward.batch_size(card) if hasattr(forward, "batch_size") else 1
+        """Images the runtime takes at once: a GPU's full batch (``eager``), one on a CPU, so Cancel waits a tile at most."""
         self.scale = float(card.normalisation.get("input_scale", 1 / 255))
         self.tta = False
         """Average over mirror images (4x the model's work); see ``__call__``."""
@@ -98,21 +101,34 @@ class Predictor:
         """With ``tta``, also over the transposed tile's mirror images (8x the model's work): the rotations by 90
         degrees, which training (rotations up to 30 degrees) never showed."""
 
-    def __call__(self, tiles: np.ndarray) -> np.ndarray:
-        """(B, H, W) float32 stretched tiles -> (B, H, W) float32 slick probability.
-
-        With ``tta`` the probability is the mean over the tile and its three mirror images (horizontal,
-        vertical, both): the flips the models were trained with, so each view is one the model knows.
-        """
+    @property
+    def views(self) -> list[View]:
+        """With ``tta``, the tile and its three mirror images (horizontal, vertical, both): the flips the models
+        were trained with, so each view is one the model knows; with ``rotations`` too, the same of the
+        transposed tile. Without, the tile as is."""
         if not self.tta:
-            return self._once(tiles)
+            return [(False, ())]
+        return [(transposed, axes) for transposed in ((False, True) if self.rotations else (False,)) for axes in FLIPS]
+
+    @property
+    def batch_size(self) -> int:
+        """Tiles per call: as many as the runtime's images per call hold with every view of each."""
+        return max(1, self.images_per_call // len(self.views))
+
+    def __call__(self, tiles: np.ndarray) -> np.ndarray:
+        """(B, H, W) float32 stretched tiles -> (B, H, W) float32 slick probability, the mean over ``views``.
+
+        A PyTorch network does it all on its device (``EagerForward.mean_probability``); the exported
+        runtimes take numpy in and out, so their views are made and averaged here."""
+        views = self.views
+        if hasattr(self.forward, "mean_probability"):
+            return self.forward.mean_probability(tiles, self.scale, self.card, views)
         total = np.zeros(tiles.shape, dtype=np.float32)
-        for transposed in (False, True) if self.rotations else (False,):
+        for transposed, axes in views:
             view = tiles.swapaxes(-2, -1) if transposed else tiles
-            for axes in FLIPS:
-                seen = np.flip(self._once(np.flip(view, axes)), axes)
-                total += seen.swapaxes(-2, -1) if transposed else seen
-        return total / (len(FLIPS) * (2 if self.rotations else 1))
+            seen = np.flip(self._once(np.flip(view, axes)), axes)
+            total += seen.swapaxes(-2, -1) if transposed else seen
+        return total / len(views)
 
     def _once(self, tiles: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(tiles, dtype=np.float32)[:, None] * np.float32(self.scale)
