@@ -44,6 +44,7 @@ import torch  # noqa: E402
 
 import efficiency  # noqa: E402
 import report  # noqa: E402
+from engine.machine import commit_text, file_sha256  # noqa: E402
 
 GB = 1e9
 RANDOM_HEAD_BIAS = -4.0
@@ -341,6 +342,8 @@ def main() -> int:
     p.add_argument("--no-variants", action="store_true", help="skip all variants (jit.freeze, compile, batching)")
     p.add_argument("--work-dir", type=Path, help="keep scenes and outputs here (default: a temporary folder, removed)")
     p.add_argument("--json", type=Path, default=ROOT / "bench_output" / "detect_bench.json")
+    p.add_argument("--markdown", type=Path, help="also write the figures as a page, e.g. docs/benchmarks_gpu.md")
+    p.add_argument("--commit", help="the commit of this tree, where it is a copy without git (a GPU machine's)")
     p.add_argument("--_generate", help=argparse.SUPPRESS)
     p.add_argument("--_child", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -367,7 +370,8 @@ def main() -> int:
 
     device = pick_device(args.device)
     started = time.perf_counter()
-    results: dict = {"machine": report.machine(device), "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not k.startswith("_")}}
+    results: dict = {"machine": report.machine(device), "command": " ".join(["benchmarks/detect_bench.py", *sys.argv[1:]]),
+                     "commit": args.commit or commit_text(), "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not k.startswith("_")}}
     figures: list[tuple[str, str, str, str]] = []  # (figure, value, target, met)
 
     def log(msg: str) -> None:
@@ -382,7 +386,7 @@ def main() -> int:
         model_path, model_source = resolve_model(args.model, work)
         model, card = load_model(model_path, "cpu")
         tile, overlap = card.tile_size, DEFAULT_OVERLAP
-        results["model"] = {"path": str(model_path), "source": model_source, "architecture": card.architecture,
+        results["model"] = {"path": str(model_path), "source": model_source, "sha256": file_sha256(model_path), "architecture": card.architecture,
                             "encoder": card.encoder, "tile": tile, "pixel_size_m": card.pixel_size}
         log(f"model: {model_source}")
         log(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f}")
@@ -581,6 +585,10 @@ def main() -> int:
     results["table"] = [dict(zip(("figure", "value", "target", "met"), row)) for row in figures]
     report.finish(results, args.json)
     print_table(results, figures)
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(page(results))
+        print(f"written {args.markdown}")
     print(f"\nwritten {args.json}")
     return 0
 
@@ -641,6 +649,35 @@ def batching(predictor, tiles: list[np.ndarray], log) -> dict:
     b1, b4 = min(t1) / 4, min(t4) / 4
     log(f"    batch 1 {b1:.3f} s/tile, batch 4 {b4:.3f} s/tile (x{b1 / b4:.2f})")
     return {"batch1_s_per_tile": round(b1, 4), "batch4_s_per_tile": round(b4, 4), "speedup": round(b1 / b4, 3)}
+
+
+def page(results: dict) -> str:
+    """The run as a page: every figure with the machine, the command, the commit and the model's hash beside it."""
+    m, model, pipe = results["machine"], results["model"], results["pipeline"]
+    where = f"{m['gpu']} GPU, host CPU {m['cpu']} ({m['cores']} cores)" if "gpu" in m else f"{m['cores']}-core {m['cpu']} CPU"
+    lines = [
+        f"# Detection speed on {m.get('gpu', m['cpu'])}",
+        "",
+        f"Made by `python {results['command']}` at commit `{results['commit']}` on a {where}, torch {m['torch']}; "
+        f"model `{Path(model['path']).name}` (sha256 `{model['sha256'][:12]}`, {model['architecture']}/{model['encoder']}, "
+        f"{model['tile']}-px tiles at {model['pixel_size_m']:g} m). Synthetic EW/HH scenes (the project's seeded generator); "
+        f"the model runs in `{results.get('detect_runtime')}`, the runtime detection's `auto` chose"
+        + (", with no land mask (`--land-mask none`: tiles on land are predicted too)" if results["args"].get("land_mask") == "none" else "")
+        + f". Total {results['total_s']:.0f} s.",
+        "",
+        "| figure | value | target (CPU) | met |",
+        "|---|---|---|---|",
+        *(f"| {row['figure']} | {row['value']} | {row['target']} | {row['met']} |" for row in results["table"]),
+        "",
+        f"Pipeline on the {pipe['scene']} scene ({pipe['tiles']} tiles, {pipe['n_slicks']} slicks): detect() {pipe['detect_s']} s "
+        f"against {pipe['forward_only_s']} s for the model alone on the same tiles (mirror averaging as detection runs it). "
+        "Stages of detect() (s): " + ", ".join(f"{k} {v}" for k, v in pipe["detect_stages_s"].items()) + ".",
+    ]
+    load = pipe.get("gpu_utilisation_percent") or {}
+    if load.get("detect") is not None:
+        lines.append(f"GPU utilisation (NVML, sampled every 50 ms): {load['detect']} % during detect(), {load['forward_only']} % "
+                     "while the model alone ran.")
+    return "\n".join(lines) + "\n"
 
 
 def print_table(results: dict, figures: list[tuple[str, str, str, str]]) -> None:
