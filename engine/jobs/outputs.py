@@ -35,7 +35,9 @@ from ..scenes.grid import Grid, covering_window
 CLAIM = "claim"
 WRITE_FAILURES = (OSError, RasterioError, CPLE_BaseError)
 MASK_NODATA = 255
-_STRIP_ROWS = 1024
+_STRIP_PIXELS = 4 * 2**20
+"""Pixels per strip of the slicks' pass over the rasters: about 40 MB of working arrays whatever the scene's size
+(1,024 full-width rows took 0.2 GB at 12,000 px wide, and more on wider scenes)."""
 
 
 class OutputSet:
@@ -217,9 +219,10 @@ def _keep_only(mask_path: Path, probability_path: Path, outlines: list[Polygon],
     rings = [(i, Polygon(ring), 0 if k else i + 1) for i in order for k, ring in enumerate([outlines[i].exterior, *outlines[i].interiors])]
     bounds = np.array([outline.bounds for outline in outlines]).reshape(-1, 4)  # minx, miny, maxx, maxy
     with rasterio.open(mask_path, "r+" if dropped else "r") as mask_ds, rasterio.open(probability_path) as prob_ds:
-        for row in range(0, mask_ds.height, _STRIP_ROWS):
+        strip_rows = max(1, _STRIP_PIXELS // mask_ds.width)
+        for row in range(0, mask_ds.height, strip_rows):
             progress.check()
-            strip = Window(0, row, mask_ds.width, min(_STRIP_ROWS, mask_ds.height - row))
+            strip = Window(0, row, mask_ds.width, min(strip_rows, mask_ds.height - row))
             transform = mask_ds.window_transform(strip)
             top, bottom = transform.f, transform.f + transform.e * strip.height
             hit = set(np.flatnonzero((bounds[:, 1] < top) & (bounds[:, 3] > bottom)).tolist())
