@@ -75,15 +75,18 @@ class EagerForward:
         with self._running():
             return self.model(self._to_device(x).to(memory_format=self.memory_format)).float().cpu().numpy()
 
-    def mean_probability(self, tiles: np.ndarray, scale: float, card: ModelCard, views: Sequence[View]) -> np.ndarray:
+    def mean_probability(self, tiles: np.ndarray, scale: float, card: ModelCard, views: Sequence[View],
+                         images_per_call: int) -> np.ndarray:
         """(B, H, W) stretched tiles -> (B, H, W) slick probability averaged over ``views``, all on the device.
 
-        The views go through the network as one batch, and mirroring, the sigmoid and the mean stay on the
+        The views go through the network in batches of ``images_per_call`` (a GPU's full batch, one image on a
+        CPU, whose memory then stays that of one tile), and mirroring, the sigmoid and the mean stay on the
         device: done on the host, they left an H200 idle most of a detection (11 % busy on an 8,000-px scene)."""
         with self._running():
             x = self._to_device(np.ascontiguousarray(tiles, dtype=np.float32))[:, None] * scale
-            batch = torch.cat([_seen(x, view) for view in views]).contiguous(memory_format=self.memory_format)
-            logits = self.model(batch).float()
+            batch = torch.cat([_seen(x, view) for view in views])
+            parts = batch.split(max(1, images_per_call))
+            logits = torch.cat([self.model(part.contiguous(memory_format=self.memory_format)).float() for part in parts])
             prob = torch.sigmoid(logits[:, 0]) if card.out_channels == 1 else torch.softmax(logits, 1)[:, card.slick_index]
             per_view = prob.unflatten(0, (len(views), len(tiles)))
             total = sum(_seen(p, view, undo=True) for p, view in zip(per_view, views))

@@ -122,7 +122,7 @@ class Predictor:
         runtimes take numpy in and out, so their views are made and averaged here."""
         views = self.views
         if hasattr(self.forward, "mean_probability"):
-            return self.forward.mean_probability(tiles, self.scale, self.card, views)
+            return self.forward.mean_probability(tiles, self.scale, self.card, views, self.images_per_call)
         total = np.zeros(tiles.shape, dtype=np.float32)
         for transposed, axes in views:
             view = tiles.swapaxes(-2, -1) if transposed else tiles
