@@ -136,7 +136,11 @@ def migrate() -> None:
     """Give a profile written by an earlier plugin this one's meanings, once: a stored tile size of 512 was the old
     default, not a choice, so it is dropped; any other stays."""
     stored = QgsSettings()
-    if int(stored.value(VERSION_KEY, 1)) >= SETTINGS_VERSION:
+    try:
+        version = int(stored.value(VERSION_KEY, 1))
+    except (TypeError, ValueError):  # hand-edited: read as the first version, so the plugin still loads
+        version = 1
+    if version >= SETTINGS_VERSION:
         return
     if stored.contains(TILE.key) and TILE.value() == 512:
         stored.remove(TILE.key)

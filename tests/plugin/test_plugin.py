@@ -41,7 +41,8 @@ def test_plugin_loads_and_unloads_cleanly(iface, qtbot) -> None:
 
 def test_an_earlier_plugin_s_stored_tile_default_is_dropped_once_and_a_choice_kept(iface) -> None:
     """Plugins before settings version 2 stored the dock's tile default, 512, on every detection: loading this one
-    drops it (the model's own again), keeps another size, and keeps a 512 chosen since."""
+    drops it (the model's own again), keeps another size, and keeps a 512 chosen since; a version that is no number (edited
+    by hand) is read as the first."""
     stored = QgsSettings()
 
     def load() -> None:
@@ -50,9 +51,11 @@ def test_an_earlier_plugin_s_stored_tile_default_is_dropped_once_and_a_choice_ke
         loaded.unload()
 
     try:
-        for before, after in ((512, 0), (256, 256)):
+        for before, after, version in ((512, 0, None), (256, 256, None), (512, 0, "two")):
             settings.TILE.set_value(before)
             stored.remove(settings.VERSION_KEY)
+            if version is not None:  # a version key edited by hand reads as the first one
+                stored.setValue(settings.VERSION_KEY, version)
             load()
             assert settings.TILE.value() == after and int(stored.value(settings.VERSION_KEY)) == settings.SETTINGS_VERSION
         settings.TILE.set_value(512)
