@@ -142,6 +142,27 @@ def test_auto_measures_once_per_machine_and_model(small_model, user_dirs):
     assert again.runtime == predictor.runtime and not any("Measuring" in line for line in logs)
 
 
+def test_a_gpu_times_its_candidates_on_the_batch_its_memory_holds(small_model, user_dirs, monkeypatch):
+    """On a GPU the candidates are timed on a full batch (32 tiles), or on as many as fp32 leaves room for there:
+    a large network on a small GPU must still be timed, not run out of memory. The GPU is played by the CPU,
+    with room for three tiles."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(user_dirs / "gpu_cache"))
+    monkeypatch.setattr(runtimes, "_on_cpu", lambda device: False)
+    monkeypatch.setattr(EagerForward, "batch_size", lambda self, card: 3)
+    fed = []
+    build = runtimes.Factory.build
+
+    def recording(self, candidate):
+        forward = build(self, candidate)
+        return lambda x: fed.append(x.shape[0]) or forward(x)
+
+    monkeypatch.setattr(runtimes.Factory, "build", recording)
+    card = read_card(small_model)
+    factory = runtimes.Factory(small_model, card, CPU)
+    chosen = runtimes.choose(factory, Progress(lambda *a: None), [])
+    assert chosen.runtime == "torch" and fed and set(fed) == {3}
+
+
 def test_one_slow_call_does_not_decide_the_runtime(small_model, user_dirs, monkeypatch):
     """Two runtimes made to take fixed times on a simulated clock (the network's own speed on a slow or busy CPU
     must not decide the test): the faster one stalls once. Summed over every call it would lose; timed by its best

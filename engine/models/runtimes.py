@@ -352,8 +352,12 @@ def choose(factory: Factory, progress: Progress, notes: list[str], tiles: Option
     x = [t[None, None].astype(np.float32) * float(factory.card.normalisation.get("input_scale", 1 / 255)) for t in tiles]
     if not _on_cpu(str(factory.device)):
         # A GPU runs one tile in launch overheads alike in any precision (an H200 chose fp32 so), while detection
-        # feeds it full batches, where bf16 is the faster: time the candidates on such a batch.
-        x = [np.concatenate((x * GPU_CHOICE_TILES)[:GPU_CHOICE_TILES])]
+        # feeds it full batches, where bf16 is the faster: time the candidates on such a batch, as large as fp32
+        # (the candidates' largest) leaves room for on this GPU.
+        from .eager import EagerForward
+
+        n = min(GPU_CHOICE_TILES, EagerForward(factory.model, factory.device, None).batch_size(factory.card))
+        x = [np.concatenate((x * n)[:n])]
     count = sum(len(t) for t in x)
     reference = factory.reference()
     ref_masks = [slick_mask(reference(t), factory.card) for t in x]
