@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -330,29 +330,34 @@ def _predict_to_files(
     done, model_seconds = 0, 0.0
     skipped = {"no_data": 0, "land_or_border": 0, "outside_extent": 0}
 
-    def predict(batch: np.ndarray) -> np.ndarray:
-        nonlocal model_seconds
+    def flush(pending: list[tuple[int, np.ndarray]]) -> None:
+        nonlocal done, model_seconds
         started = time.perf_counter()
-        predictions = predictor(batch)
+        predictions = predictor(np.stack([cut for _, cut in pending]))
         model_seconds += time.perf_counter() - started
-        return predictions
+        for (col, _), prediction in zip(pending, predictions):
+            blender.add(col, prediction)
+        done += len(pending)
 
     with rasterio.open(prob_path, "w", **raster_profile(grid, "float32", float("nan"))) as prob_dst, \
             rasterio.open(mask_path, "w", **raster_profile(grid, "uint8", MASK_NODATA)) as mask_dst, ExitStack() as stack:
         backscatter_dst = stack.enter_context(rasterio.open(backscatter_path, "w", **raster_profile(grid, "float32", float("nan")))) \
             if backscatter_path else None
-        # The model runs in a thread of its own, one strip ahead: while it predicts a strip's tiles, this thread
-        # blends and writes the strip before, so neither waits on the other (the GPU and the runtimes release the GIL).
-        model = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="slick-mapper-model"))
-        waiting: list[tuple[_Strip, list[tuple[list[int], Future]]]] = []  # strips sent to the model, oldest first
-
-        def finish(strip: _Strip, batches: list[tuple[list[int], Future]]) -> None:
-            nonlocal done
-            for cols, future in batches:
-                for col, prediction in zip(cols, future.result()):
-                    blender.add(col, prediction)
-                done += len(cols)
-                progress.update("tiles", done, total, f"Tile {done} of {total}")
+        for strip in prefetch(lambda: _strips(reader, grid, stretch, blender, tile, exclusion, extent)):
+            pending: list[tuple[int, np.ndarray]] = []
+            for col in blender.rows[strip.index].cols:
+                if not strip.usable[:, col : col + tile].any():  # nothing that could be a slick: never predicted
+                    skipped[_skip_reason(strip, col, tile)] += 1
+                    done += 1
+                    continue
+                pending.append((col, strip.stretched[:, col : col + tile]))
+                if len(pending) == predictor.batch_size:
+                    flush(pending)
+                    pending = []
+                    progress.update("tiles", done, total, f"Tile {done} of {total}")
+            if pending:
+                flush(pending)
+            progress.update("tiles", done, total, f"Tile {done} of {total}")
             top, probability = blender.finish_row(strip.index)
             n = probability.shape[0]
             valid, usable = strip.valid[:n, : grid.width], strip.usable[:n, : grid.width]
@@ -364,30 +369,6 @@ def _predict_to_files(
             mask_dst.write(mask, 1, window=window)
             if backscatter_dst:
                 backscatter_dst.write(strip.backscatter[:n, : grid.width], 1, window=window)
-
-        try:
-            for strip in prefetch(lambda: _strips(reader, grid, stretch, blender, tile, exclusion, extent)):
-                cols = []
-                for col in blender.rows[strip.index].cols:
-                    if strip.usable[:, col : col + tile].any():
-                        cols.append(col)
-                    else:  # nothing that could be a slick: never predicted
-                        skipped[_skip_reason(strip, col, tile)] += 1
-                        done += 1
-                batches = [(part, model.submit(predict, np.stack([strip.stretched[:, col : col + tile] for col in part])))
-                           for part in (cols[i : i + predictor.batch_size] for i in range(0, len(cols), predictor.batch_size))]
-                waiting.append((strip, batches))
-                if len(waiting) > 1:
-                    finish(*waiting[0])
-                    waiting.pop(0)
-            while waiting:
-                finish(*waiting[0])
-                waiting.pop(0)
-        except BaseException:
-            for _, batches in waiting:
-                for _, future in batches:
-                    future.cancel()  # a Cancel or an error: the model stops after the batch it is on
-            raise
     return total - sum(skipped.values()), skipped, model_seconds
 
 
