@@ -11,7 +11,7 @@ import pytest
 import rasterio
 
 from engine.data.synth import SceneSpec, write_scene
-from engine.errors import Cancelled, InputError, ModelError, OutputError
+from engine.errors import Cancelled, InputError, ModelError, OutputError, ResourceError
 from engine.jobs.detect import DetectOptions, detect
 from engine.models.registry import DEFAULT_MODEL
 from engine.progress import Progress
@@ -120,6 +120,17 @@ def test_cancel_leaves_no_file(tmp_path, sample_scene, tiny_model, stage, done):
     with pytest.raises(Cancelled):
         detect(sample_scene, tmp_path, _options(tiny_model), cancel_at(stage, done))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_scene_too_wide_for_the_free_memory_is_refused_before_any_file(tmp_path, sample_scene, tiny_model, monkeypatch):
+    """What the tile stage needs grows with the scene's width: on a machine without room for it, a clear error
+    that says what to do, and nothing written, rather than running out of memory half way."""
+    import engine.jobs.detect as detect_job
+
+    monkeypatch.setattr(detect_job, "_available_memory", lambda: 2**20)
+    with pytest.raises(ResourceError, match="wide strip needs about") as info:
+        detect(sample_scene, tmp_path, _options(tiny_model))
+    assert "smaller tile size" in str(info.value) and list(tmp_path.iterdir()) == []
 
 
 def test_unwritable_output_folder(tmp_path, sample_scene, tiny_model):

@@ -237,9 +237,15 @@ def _check_options(options: DetectOptions) -> None:
         raise InputError("The minimum slick area cannot be negative.", "Use 0 to keep every slick.")
 
 
+_STRIP_BYTES_PER_PIXEL = 70
+"""Memory of the tile stage per pixel of a strip (tile rows by the scene's width): the strips read ahead, the one
+being predicted, its masks and backscatter and the blender's sums. Measured on this project's 2-core EPYC: 1.25 GB
+on a 17,521-px-wide EW-size scene in 1,024-px tiles, above what detection held before its first tile."""
+
+
 def _check_memory(grid: Grid, tile: int) -> None:
-    """Memory grows with the scene's width only (a strip of float32 rows, about eight copies)."""
-    needed = 8 * 4 * tile * max(grid.width, tile)
+    """Memory grows with the scene's width and the tile size, not its height: refuse what this machine cannot hold."""
+    needed = _STRIP_BYTES_PER_PIXEL * tile * max(grid.width, tile)
     available = _available_memory()
     if needed > 0.5 * available:
         raise ResourceError(
