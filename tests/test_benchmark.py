@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import csv
 
+import fiona
 import numpy as np
 import pytest
 import rasterio
 import torch
+from rasterio.warp import transform_bounds
 from scipy.ndimage import distance_transform_edt
+from shapely.geometry import box, mapping
 
 from engine.data.bundled import ARCTIC
 from engine.jobs.evaluate import read_label_mask
@@ -16,9 +19,11 @@ from engine.cli.main import parse_args
 from engine.errors import InputError
 from engine.experiments import benchmark
 from engine.experiments.benchmark import CLEAR_M, background_logit, candidates, run_benchmark, score, shifted_threshold
+from engine.machine import describe
 from engine.models.eager import fast_dtype
 from engine.models.registry import SYNTHETIC_MODEL, load_model, read_card, save_model
 from engine.progress import silent
+from engine.scenes import landmask as landmask_module
 
 from conftest import SMALL_MODEL
 
@@ -72,9 +77,9 @@ def test_only_narrows_the_candidates_and_refuses_an_unknown_one():
                            "real_texture_bce1_arctic_init50", "real_texture_bce1_transplant_init50", "real_texture_bce1_init50_ens2",
                            "real_texture_bce1_refit_init50", "real_texture_bce1_dice25_refit_init50",
                            "real_texture_contrast_init50",
-                           "synthetic_2x", "synthetic_short", "synthetic_seed1",
+                           "synthetic_2x", "synthetic_short", "synthetic_seed1", "synthetic_r50",
                            "real_texture_synth2x_init50", "real_texture_synthshort_init50", "real_texture_synthseed1_init50",
-                           "deeplabv3_r50"]
+                           "real_texture_synthr50_init50", "real_texture_bce1_synthr50_init50", "deeplabv3_r50"]
     narrowed = candidates(parse_args(["experiment", "benchmark", "--networks", "deeplabv3_r50", "--only", "deeplabv3_r50", "--device", "cpu"]), 0)
     assert list(narrowed) == ["deeplabv3_r50"]
     with pytest.raises(InputError, match="unet_r18"):
@@ -141,21 +146,24 @@ def test_several_seeds_train_every_candidate_once_each_and_report_their_mean_and
 
 def test_another_synthetic_model_is_pretrained_once_per_run_for_every_fold(tmp_path, pool_model, monkeypatch):
     """It sees no real scene, so every fold and seed starts from the one file in the run's model folder, made
-    there by the synthetic pretraining with its own budget and seed only when the folder has none."""
+    there by the synthetic pretraining with its own budget, seed and network only when the folder has none."""
     made: list[tuple] = []
 
-    def fake_pretrain(out, n_train, n_val, tile, config, progress):
-        made.append((out, n_train, config.epochs, config.seed))
+    def fake_pretrain(out, n_train, n_val, tile, config, progress, card=None):
+        made.append((out, n_train, config.epochs, config.seed, card and (card.architecture, card.encoder)))
         save_model(*load_model(pool_model), out)
 
     monkeypatch.setattr(benchmark, "pretrain", fake_pretrain)
-    trainer = benchmark.fixed_at(benchmark.other_synthetic("seed1", "cpu"))
     models = tmp_path / "models"
     models.mkdir()
+    trainer = benchmark.fixed_at(benchmark.other_synthetic("seed1", "cpu"))
     first = trainer(ARCTIC[1:], models / "synthetic_seed1_without_sample_0.safetensors", silent())
     second = trainer(ARCTIC[:1], models / "synthetic_seed1_without_sample_1.safetensors", silent())
     assert first == second == models / "synthetic_seed1.safetensors" and first.exists()
-    assert made == [(first, *benchmark.SYNTHETIC_RUNS["seed1"])] == [(first, 320, 6, 1)]
+    assert made == [(first, 320, 6, 1, None)]
+    # The paper's network gets the bundled synthetic budget and seed: only the network differs.
+    r50 = benchmark.fixed_at(benchmark.other_synthetic("r50", "cpu"))(ARCTIC[1:], models / "x.safetensors", silent())
+    assert made[1:] == [(r50, 320, 6, 0, ("deeplabv3", "resnet50"))] and r50.name == "synthetic_r50.safetensors"
 
 
 def test_the_bce_cap_candidates_train_the_recipe_with_their_cap(tmp_path, monkeypatch):
@@ -214,6 +222,29 @@ def test_the_paper_s_tiles_get_their_own_mean_and_a_page_is_remade_from_its_rows
     assert benchmark.rerender(older, tmp_path / "older", "older")["summary"] == summary
     with pytest.raises(InputError, match="no benchmark rows"):
         benchmark.rerender(tmp_path / "run" / "benchmark.md", tmp_path / "bad", "bad")
+
+
+def test_the_land_mask_given_is_the_one_the_detections_leave_out(tmp_path, pool_model, monkeypatch):
+    """With land drawn over the whole scene nothing is predicted, so nothing is slick; the page says which mask and commit ran."""
+    monkeypatch.setattr(benchmark.bundled, "ARCTIC", ARCTIC[1:2])
+    model, card = load_model(pool_model)
+    with torch.no_grad():
+        model.segmentation_head[0].bias += 10.0  # slick everywhere it looks
+    everywhere = save_model(model, card, tmp_path / "everywhere.safetensors")
+    with rasterio.open(ARCTIC[1].image) as ds:
+        west, south, east, north = transform_bounds(ds.crs, "EPSG:4326", *ds.bounds)
+    land = tmp_path / "land.gpkg"
+    with fiona.open(land, "w", driver="GPKG", crs="EPSG:4326", schema={"geometry": "Polygon", "properties": {}}) as dst:
+        dst.write({"geometry": mapping(box(west - 1, south - 1, east + 1, north + 1)), "properties": {}})
+    found = {}
+    for name, mask in (("coast", landmask_module.DEFAULT), ("all_land", str(land))):
+        run_benchmark(tmp_path / name, lambda seed: {"model": benchmark.fixed(everywhere)}, [0], silent(), "test", land_mask=mask,
+                      commit="abc1234")  # a tree without git (a GPU machine's copy) is told its commit
+        found[name] = next(r for r in csv.DictReader((tmp_path / name / "benchmark.csv").open()) if r["candidate"] == "model")
+    assert int(found["coast"]["tp"]) > 0 and int(found["coast"]["fp"]) > 0
+    assert int(found["all_land"]["tp"]) == int(found["all_land"]["fp"]) == 0
+    assert f"at commit abc1234 on {describe()}. Land mask `{land}` instead of the default coastline." in (tmp_path / "all_land" / "benchmark.md").read_text()
+    assert "Land mask" not in (tmp_path / "coast" / "benchmark.md").read_text()
 
 
 def test_two_runs_of_one_candidate_keep_their_fold_checkpoints_apart(tmp_path):

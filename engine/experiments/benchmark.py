@@ -49,6 +49,7 @@ from ..models.registry import POS_WEIGHT_CAP, SYNTHETIC_MODEL, has_weights, load
 from ..models.selfsupervised import MaskedRecipe
 from ..models.training import TrainConfig, paper_augment
 from ..progress import Progress
+from ..scenes import landmask
 
 CLEAR_M = 500.0
 """Predicted slick farther than this from every labelled slick is false: analysts' outlines are tight, and
@@ -212,24 +213,31 @@ def toward_init_trainer(share: float, trained_by: Trainer, device: str, trained_
     return trainer
 
 
-SYNTHETIC_RUNS = {"2x": (640, 8, 0), "short": (320, 3, 0), "seed1": (320, 6, 1)}
-"""Other runs of the synthetic pretraining (training tiles, epochs, seed) than the bundled synthetic model's (320
-tiles, 6 epochs, seed 0; 13 min by its card, its last epoch its best): other budgets, and the bundled budget with
-another seed, which says how far a seed alone moves it. ``synthetic_<key>`` is that model alone and
-``real_texture_synth<key>_init50`` the bundled recipe started from it and moved half way back to it."""
+SYNTHETIC_RUNS: dict[str, tuple[int, int, int, Optional[str]]] = {
+    "2x": (640, 8, 0, None), "short": (320, 3, 0, None), "seed1": (320, 6, 1, None), "r50": (320, 6, 0, "deeplabv3_r50"),
+}
+"""Other runs of the synthetic pretraining (training tiles, epochs, seed, network of ``NETWORKS``; None: the bundled
+U-Net R18) than the bundled synthetic model's (320 tiles, 6 epochs, seed 0; 13 min by its card, its last epoch its
+best): other budgets, the bundled budget with another seed, which says how far a seed alone moves it, and the paper's
+DeepLabV3 ResNet-50 on the bundled budget, so that it meets the U-Net R18 from the same kind of start (from random
+initialisation it had none). ``synthetic_<key>`` is that model alone and ``real_texture_synth<key>_init50`` the first
+recipe started from it and moved half way back to it; ``real_texture_bce1_synthr50_init50`` the bundled recipe from the
+DeepLabV3's start."""
 
 
 def other_synthetic(key: str, device: str) -> Callable[[Path, Progress], Path]:
     """(model folder, progress) -> ``synthetic_<key>.safetensors`` there, pretrained as ``python -m engine pretrain
-    --data synthetic --train-tiles T --epochs E --seed S`` would, with ``SYNTHETIC_RUNS[key]``, where the run has
-    none yet: one model for every fold and benchmark seed, since it sees no real scene."""
-    tiles, epochs, seed = SYNTHETIC_RUNS[key]
+    --data synthetic --train-tiles T --epochs E --seed S`` (with ``--architecture`` and ``--encoder`` for another
+    network) would, with ``SYNTHETIC_RUNS[key]``, where the run has none yet: one model for every fold and benchmark
+    seed, since it sees no real scene."""
+    tiles, epochs, seed, network = SYNTHETIC_RUNS[key]
+    card = {} if network is None else {"card": pretrain_card(*NETWORKS[network])}
 
     def made(folder: Path, progress: Progress) -> Path:
         path = folder / f"synthetic_{key}.safetensors"
         if not path.exists():
             progress.log(f"synthetic_{key}: pretraining on synthetic scenes")
-            pretrain(path, tiles, 48, RealRecipe.tile, TrainConfig(epochs=epochs, lr=2e-3, seed=seed, device=device), progress)
+            pretrain(path, tiles, 48, RealRecipe.tile, TrainConfig(epochs=epochs, lr=2e-3, seed=seed, device=device), progress, **card)
         return path
 
     return made
@@ -339,7 +347,8 @@ SEEDLESS = ("darkspot", "synthetic_only", *(f"synthetic_{key}" for key in SYNTHE
 
 
 def run_benchmark(out: Path, candidates: Callable[[int], dict[str, Trainer]], seeds: list[int], progress: Progress, command: str,
-                  single: bool = False, shift: bool = False, rotations: bool = False) -> dict:
+                  single: bool = False, shift: bool = False, rotations: bool = False, land_mask: str = landmask.DEFAULT,
+                  device: Optional[torch.device] = None, commit: Optional[str] = None) -> dict:
     """Every candidate on every left-out scene, once per seed; models already in ``out`` are reused, so a
     stopped run resumes. ``candidates(seed)``: the candidates trained with that seed.
 
@@ -347,9 +356,11 @@ def run_benchmark(out: Path, candidates: Callable[[int], dict[str, Trainer]], se
     scored on one view of each tile, as a candidate ``<name>+single`` on the same model file, which costs no
     training; with ``rotations`` also on the mean over the tile's eight mirror images and rotations by 90 degrees, as
     ``<name>+rotations``. With ``shift`` every detection is also scored at a threshold moved by the scene's median logit
-    (``shifted_threshold``), as ``<name>+shift``. Several seeds: on five scenes one seed of the same recipe moved a scene's Dice by up
+    (``shifted_threshold``), as ``<name>+shift``. ``land_mask``: detection's (``DetectOptions.land_mask``); none of the five
+scenes has GSHHG land within 5 km (checked), so ``none`` scores them alike where the coastline package is missing. ``device``: what trained and ran the models, named on the
+page (a GPU by its name); ``commit``: the tree's, where it is a copy without git (a GPU machine's). Several seeds: on five scenes one seed of the same recipe moved a scene's Dice by up
     to 0.3, so a design is chosen on the mean over seeds, and the table shows their spread."""
-    commit = commit_text()  # the code the run started with: a long run outlasts commits made beside it
+    commit = commit or commit_text()  # the code the run started with: a long run outlasts commits made beside it
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     scenes = list(bundled.ARCTIC)
@@ -368,7 +379,8 @@ def run_benchmark(out: Path, candidates: Callable[[int], dict[str, Trainer]], se
                 views = {"": {}, **({"+single": {"tta": False}} if single else {}), **({"+rotations": {"rotations": True}} if rotations else {})}
                 for view, changed in views.items():
                     label = name + view
-                    options = DetectOptions(model=str(model), prefix=f"{held.name}_{label}{named}", overwrite=True, runtime="torch", **changed)
+                    options = DetectOptions(model=str(model), prefix=f"{held.name}_{label}{named}", overwrite=True, runtime="torch",
+                                           land_mask=land_mask, **changed)
                     result = detect(held.image, out / "detections", options, progress)
                     # The product's own slicks (its mask: the outlines' pixels); the shift cuts the probability again.
                     cuts = {label: (result.threshold, result.mask)}
@@ -385,7 +397,8 @@ def run_benchmark(out: Path, candidates: Callable[[int], dict[str, Trainer]], se
             if path.exists():
                 rows.append(_row(held, f"paper_{paper}", score(path, held, 0.5), None, path, None, None))
     summary = _summary(rows)
-    _write(out, rows, summary, f"Made by `{command}` at commit {commit} on {describe()}.", command, commit)
+    masked = "" if land_mask == landmask.DEFAULT else f" Land mask `{land_mask}` instead of the default coastline."
+    _write(out, rows, summary, f"Made by `{command}` at commit {commit} on {describe(device)}.{masked}", command, commit)
     return {"rows": len(rows), "summary": summary, "table": str(out / "benchmark.md")}
 
 
@@ -519,9 +532,13 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--single", action="store_true", help="also score every model without mirror averaging (one view of each tile)")
     q.add_argument("--rotations", action="store_true", help="also score every model averaged over its tiles' rotations by 90 degrees too")
     q.add_argument("--shift", action="store_true", help="also score every network at a threshold moved by the scene's median logit")
+    q.add_argument("--commit", help="the commit of this tree, where it is a copy without git (a GPU machine's)")
+    q.add_argument("--land-mask", default=landmask.DEFAULT, metavar="default|none|PATH",
+                   help="detection's land mask (default: the GSHHG coastline); no land lies within 5 km of the five scenes, so none "
+                        "scores them alike where roaring-landmask is not installed")
     q.add_argument("--only", nargs="+", metavar="CANDIDATE",
                    help="score only these candidates (darkspot, synthetic_only, real_texture, real_texture_swa, real_texture_512, "
-                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_init50_mirrorcal, real_texture_init50_bandmean, real_texture_lr1e-3_init50, real_texture_composite_init50, real_texture_2xtiles_init50, real_texture_soup_init50, real_texture_bce10/1 (trained) and real_texture_bce10/1_init25/50/75, real_texture_bce1_512_init50, real_texture_bce1_composite_init50, real_texture_bce1_labelled_init50, real_texture_bce1_decoder_init50, real_texture_bce1_last_init50, real_texture_bce1_frozenbn_init50, real_texture_bce1_dice25_init50, real_texture_bce1_refit_init50, real_texture_bce1_dice25_refit_init50, real_texture_bce1_init50_ens2, real_texture_contrast_init50, synthetic_2x/short/seed1, real_texture_synth2x/short/seed1_init50 or a network given with --networks)")
+                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_init50_mirrorcal, real_texture_init50_bandmean, real_texture_lr1e-3_init50, real_texture_composite_init50, real_texture_2xtiles_init50, real_texture_soup_init50, real_texture_bce10/1 (trained) and real_texture_bce10/1_init25/50/75, real_texture_bce1_512_init50, real_texture_bce1_composite_init50, real_texture_bce1_labelled_init50, real_texture_bce1_decoder_init50, real_texture_bce1_last_init50, real_texture_bce1_frozenbn_init50, real_texture_bce1_dice25_init50, real_texture_bce1_refit_init50, real_texture_bce1_dice25_refit_init50, real_texture_bce1_init50_ens2, real_texture_contrast_init50, synthetic_2x/short/seed1/r50, real_texture_synth2x/short/seed1/r50_init50, real_texture_bce1_synthr50_init50 or a network given with --networks)")
     q.set_defaults(func=_run)
 
 
@@ -583,6 +600,9 @@ def candidates(args: argparse.Namespace, seed: int) -> dict[str, Trainer]:
                                                                                             init=other_synthetic(key, device)),
                                                                   device, f"real_texture_synth{key}", init=other_synthetic(key, device))
            for key in SYNTHETIC_RUNS},
+        "real_texture_bce1_synthr50_init50": toward_init_trainer(0.5, real_texture_trainer(args.epochs, args.train_tiles, device, seed,
+                                                                                           init=other_synthetic("r50", device), pos_weight_cap=1.0),
+                                                                 device, "real_texture_bce1_synthr50", init=other_synthetic("r50", device)),
         **{name: real_texture_trainer(args.epochs, args.train_tiles, device, seed, name) for name in args.networks},
     }
     if not args.only:
@@ -598,4 +618,5 @@ def _run(args: argparse.Namespace, progress: Progress) -> dict:
     if args.rows_from:
         return rerender(args.rows_from, args.out, args.invocation)
     candidates(args, args.seed[0])  # an unknown --only fails before any training
-    return run_benchmark(args.out, lambda seed: candidates(args, seed), args.seed, progress, args.invocation, args.single, args.shift, args.rotations)
+    return run_benchmark(args.out, lambda seed: candidates(args, seed), args.seed, progress, args.invocation, args.single, args.shift, args.rotations,
+                         args.land_mask, pick_device(args.device), args.commit)
