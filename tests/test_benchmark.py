@@ -77,9 +77,10 @@ def test_only_narrows_the_candidates_and_refuses_an_unknown_one():
                            "real_texture_bce1_arctic_init50", "real_texture_bce1_transplant_init50", "real_texture_bce1_init50_ens2",
                            "real_texture_bce1_refit_init50", "real_texture_bce1_dice25_refit_init50",
                            "real_texture_contrast_init50",
-                           "synthetic_2x", "synthetic_short", "synthetic_seed1", "synthetic_r50",
+                           "synthetic_2x", "synthetic_short", "synthetic_seed1", "synthetic_r50", "synthetic_mnv4s",
                            "real_texture_synth2x_init50", "real_texture_synthshort_init50", "real_texture_synthseed1_init50",
-                           "real_texture_synthr50_init50", "real_texture_bce1_synthr50_init50", "deeplabv3_r50"]
+                           "real_texture_synthr50_init50", "real_texture_synthmnv4s_init50",
+                           "real_texture_bce1_synthr50_init50", "real_texture_bce1_synthmnv4s_init50", "deeplabv3_r50"]
     narrowed = candidates(parse_args(["experiment", "benchmark", "--networks", "deeplabv3_r50", "--only", "deeplabv3_r50", "--device", "cpu"]), 0)
     assert list(narrowed) == ["deeplabv3_r50"]
     with pytest.raises(InputError, match="unet_r18"):
@@ -164,6 +165,8 @@ def test_another_synthetic_model_is_pretrained_once_per_run_for_every_fold(tmp_p
     # The paper's network gets the bundled synthetic budget and seed: only the network differs.
     r50 = benchmark.fixed_at(benchmark.other_synthetic("r50", "cpu"))(ARCTIC[1:], models / "x.safetensors", silent())
     assert made[1:] == [(r50, 320, 6, 0, ("deeplabv3", "resnet50"))] and r50.name == "synthetic_r50.safetensors"
+    light = benchmark.fixed_at(benchmark.other_synthetic("mnv4s", "cpu"))(ARCTIC[1:], models / "x.safetensors", silent())
+    assert made[2:] == [(light, 320, 6, 0, ("unet", "tu-mobilenetv4_conv_small"))]
 
 
 def test_the_bce_cap_candidates_train_the_recipe_with_their_cap(tmp_path, monkeypatch):

@@ -215,14 +215,15 @@ def toward_init_trainer(share: float, trained_by: Trainer, device: str, trained_
 
 SYNTHETIC_RUNS: dict[str, tuple[int, int, int, Optional[str]]] = {
     "2x": (640, 8, 0, None), "short": (320, 3, 0, None), "seed1": (320, 6, 1, None), "r50": (320, 6, 0, "deeplabv3_r50"),
+    "mnv4s": (320, 6, 0, "unet_mobilenetv4s"),
 }
 """Other runs of the synthetic pretraining (training tiles, epochs, seed, network of ``NETWORKS``; None: the bundled
 U-Net R18) than the bundled synthetic model's (320 tiles, 6 epochs, seed 0; 13 min by its card, its last epoch its
 best): other budgets, the bundled budget with another seed, which says how far a seed alone moves it, and the paper's
-DeepLabV3 ResNet-50 on the bundled budget, so that it meets the U-Net R18 from the same kind of start (from random
-initialisation it had none). ``synthetic_<key>`` is that model alone and ``real_texture_synth<key>_init50`` the first
-recipe started from it and moved half way back to it; ``real_texture_bce1_synthr50_init50`` the bundled recipe from the
-DeepLabV3's start."""
+DeepLabV3 ResNet-50 and the efficient U-Net MobileNetV4-S on the bundled budget, so that they meet the U-Net R18 from the
+same kind of start (from random initialisation they had none). ``synthetic_<key>`` is that model alone and
+``real_texture_synth<key>_init50`` the first recipe started from it and moved half way back to it; for another network,
+``real_texture_bce1_synth<key>_init50`` the bundled recipe from its start."""
 
 
 def other_synthetic(key: str, device: str) -> Callable[[Path, Progress], Path]:
@@ -538,7 +539,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
                         "scores them alike where roaring-landmask is not installed")
     q.add_argument("--only", nargs="+", metavar="CANDIDATE",
                    help="score only these candidates (darkspot, synthetic_only, real_texture, real_texture_swa, real_texture_512, "
-                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_init50_mirrorcal, real_texture_init50_bandmean, real_texture_lr1e-3_init50, real_texture_composite_init50, real_texture_2xtiles_init50, real_texture_soup_init50, real_texture_bce10/1 (trained) and real_texture_bce10/1_init25/50/75, real_texture_bce1_512_init50, real_texture_bce1_composite_init50, real_texture_bce1_labelled_init50, real_texture_bce1_decoder_init50, real_texture_bce1_last_init50, real_texture_bce1_frozenbn_init50, real_texture_bce1_dice25_init50, real_texture_bce1_refit_init50, real_texture_bce1_dice25_refit_init50, real_texture_bce1_init50_ens2, real_texture_contrast_init50, synthetic_2x/short/seed1/r50, real_texture_synth2x/short/seed1/r50_init50, real_texture_bce1_synthr50_init50 or a network given with --networks)")
+                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_init50_mirrorcal, real_texture_init50_bandmean, real_texture_lr1e-3_init50, real_texture_composite_init50, real_texture_2xtiles_init50, real_texture_soup_init50, real_texture_bce10/1 (trained) and real_texture_bce10/1_init25/50/75, real_texture_bce1_512_init50, real_texture_bce1_composite_init50, real_texture_bce1_labelled_init50, real_texture_bce1_decoder_init50, real_texture_bce1_last_init50, real_texture_bce1_frozenbn_init50, real_texture_bce1_dice25_init50, real_texture_bce1_refit_init50, real_texture_bce1_dice25_refit_init50, real_texture_bce1_init50_ens2, real_texture_contrast_init50, synthetic_2x/short/seed1/r50/mnv4s, real_texture_synth2x/short/seed1/r50/mnv4s_init50, real_texture_bce1_synthr50/mnv4s_init50 or a network given with --networks)")
     q.set_defaults(func=_run)
 
 
@@ -600,9 +601,10 @@ def candidates(args: argparse.Namespace, seed: int) -> dict[str, Trainer]:
                                                                                             init=other_synthetic(key, device)),
                                                                   device, f"real_texture_synth{key}", init=other_synthetic(key, device))
            for key in SYNTHETIC_RUNS},
-        "real_texture_bce1_synthr50_init50": toward_init_trainer(0.5, real_texture_trainer(args.epochs, args.train_tiles, device, seed,
-                                                                                           init=other_synthetic("r50", device), pos_weight_cap=1.0),
-                                                                 device, "real_texture_bce1_synthr50", init=other_synthetic("r50", device)),
+        **{f"real_texture_bce1_synth{key}_init50": toward_init_trainer(0.5, real_texture_trainer(args.epochs, args.train_tiles, device, seed,
+                                                                                                 init=other_synthetic(key, device), pos_weight_cap=1.0),
+                                                                       device, f"real_texture_bce1_synth{key}", init=other_synthetic(key, device))
+           for key, (*_, network) in SYNTHETIC_RUNS.items() if network},
         **{name: real_texture_trainer(args.epochs, args.train_tiles, device, seed, name) for name in args.networks},
     }
     if not args.only:
