@@ -542,12 +542,12 @@ def test_l2_sp_holds_the_weights_near_the_parent(small_model):
 def test_context_tiles_hold_the_parent_s_own_map_where_nothing_is_labelled_or_reviewed(tmp_path, small_model):
     """Half of sample_1 labelled and reviewed: the context tiles lie in the other half, as many as the labelled tiles,
     each target the parent's map at its threshold; a fine-tuning with them records how many it trained on."""
-    from engine.experiments.within_scene import split_scene, split_store
+    from engine.experiments.within_scene import labelled_scenes, split_scene, split_store
     from engine.jobs.finetune_data import context_tiles
     from engine.models.inference import Predictor
 
     card = read_card(small_model)
-    split = split_scene("sample_1", "left", card, 128)
+    split = split_scene(labelled_scenes(("sample_1",), tmp_path)["sample_1"], "left", card, 128)
     store_path = split_store(tmp_path / "half.gpkg", split)
     store = read_store(store_path)
     labelled = collect_tiles(store, card, 128, Progress())
@@ -561,7 +561,7 @@ def test_context_tiles_hold_the_parent_s_own_map_where_nothing_is_labelled_or_re
     found = context_tiles(store, card, 128, labelled, 1.0, 0, parent_map, Progress())
     assert len(found) == len(labelled) == len(calls) > 0
     for tile in found:
-        assert tile.col >= split.column  # the held half: nothing labelled or reviewed there
+        assert tile.col >= split.line  # the held half: nothing labelled or reviewed there
         grid = scene_grid(_scene("sample_1"))
         cell = replace(grid, transform=grid.transform @ Affine.translation(tile.col, tile.row), width=128, height=128)
         assert not rasterise(store, tile.scene, cell)[1].any()

@@ -82,6 +82,17 @@ def test_blending_reconstructs_a_smooth_field_without_seams():
     np.testing.assert_allclose(out, field, atol=1e-5)
 
 
+def test_pixels_no_predicted_tile_covers_stay_no_data():
+    """A skipped tile (all land, no data or outside the extent) leaves NaN where no other tile reaches, never 0."""
+    blender = StripBlender(128, 300, 128, 32)
+    first, *rest = blender.rows[0].cols
+    blender.add(first, np.full((128, 128), 0.25, np.float32))
+    top, rows = blender.finish_row(0)
+    assert top == 0 and rows.shape == (128, 300) and rows.dtype == np.float32 and rest
+    np.testing.assert_allclose(rows[:, :128], 0.25)
+    assert np.isnan(rows[:, 128:]).all()
+
+
 def test_blending_weights_are_positive_and_peak_in_the_core():
     w = blend_weights(64, 16)
     assert w.min() > 0 and w[32, 32] == 1.0 and w[0, 0] < w[8, 8] < w[20, 20]

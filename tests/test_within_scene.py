@@ -9,12 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
 import shapely
 from shapely.geometry import Point, box, mapping
 
 import engine.jobs.finetune as finetune_module
+from engine.data.bundled import SAMPLES_DIR
 from engine.errors import InputError
-from engine.experiments.within_scene import (SAMPLES_DIR, WithinSceneOptions, held_changes, label_polygons, part_dice, split_scene, split_store,
+from engine.experiments.within_scene import (WithinSceneOptions, held_changes, label_polygons, labelled_scenes, part_dice, split_scene, split_store,
                                              within_scene_experiment)
 from engine.jobs.evaluate import slick_dice
 from engine.jobs.finetune import FinetuneOptions, finetune
@@ -32,10 +34,10 @@ def small_model(tmp_path_factory, model_factory):
     return model_factory(tmp_path_factory.mktemp("model") / "small.safetensors", **SMALL)
 
 
-@pytest.mark.parametrize("sample, side", [("sample_1", "left"), ("sample_70", "right")])
+@pytest.mark.parametrize("sample, side", [("sample_1", "left"), ("sample_70", "right"), ("sample_70", "top")])
 def test_the_scored_half_is_in_no_training_or_validation_tile(tmp_path, small_model, monkeypatch, sample, side):
-    split = split_scene(sample, side, read_card(small_model), 128)
-    assert split.column % 128 == 0 and split.labelled_share == pytest.approx(0.5, abs=0.1)
+    split = split_scene(labelled_scenes((sample,), tmp_path)[sample], side, read_card(small_model), 128)
+    assert split.line % 128 == 0 and split.labelled_share == pytest.approx(0.5, abs=0.1)
     store = split_store(tmp_path / "labels.gpkg", split)
     # The store knows the labelled half only: every slick drawn lies inside it, and no held pixel is known.
     labels = read_store(store)
@@ -43,8 +45,10 @@ def test_the_scored_half_is_in_no_training_or_validation_tile(tmp_path, small_mo
     assert entry.labels and all(split.labelled.buffer(1e-6).contains(label.geometry) for label in entry.labels)
     grid = scene_grid(split.scene)
     _, known = rasterise(labels, split.scene, grid)
-    columns = np.arange(grid.width)
-    held = columns >= split.column if side == "left" else columns < split.column
+    across = side in ("left", "right")
+    lines = np.arange(grid.width if across else grid.height)
+    held = lines >= split.line if side in ("left", "top") else lines < split.line
+    known = known if across else known.T
     assert known[:, held].sum() == 0 and known[:, ~held].sum() > 0
 
     used = []
@@ -59,8 +63,9 @@ def test_the_scored_half_is_in_no_training_or_validation_tile(tmp_path, small_mo
     finetune(small_model, store, tmp_path / "tuned.safetensors", FAST, Progress())
     assert used and all(t.size == 128 for t in used)
     for tile in used:  # the actual windows, whatever their valid masks say
-        window = range(tile.col, tile.col + tile.size)
-        assert (window.stop <= split.column) if side == "left" else (window.start >= split.column)
+        start = tile.col if across else tile.row
+        window = range(start, start + tile.size)
+        assert (window.stop <= split.line) if side in ("left", "top") else (window.start >= split.line)
 
 
 def test_half_scores_add_up_to_the_whole_scene():
@@ -109,7 +114,7 @@ def test_the_held_half_s_changes_count_slicks_reaching_into_it_and_those_a_label
     """Hand-placed outlines on sample_1's split: on its held half one slick each model has, one only the parent has
     on a label (a loss), one only the fine-tuned model has on a label (a find) and one off any label; a new one on
     the labelled half is not counted."""
-    split = split_scene("sample_1", "left", read_card(small_model), FAST.tile)
+    split = split_scene(labelled_scenes(("sample_1",), tmp_path)["sample_1"], "left", read_card(small_model), FAST.tile)
     truth = shapely.union_all(label_polygons(split)).intersection(split.held)
     on_label = truth.representative_point()
     far_on_label = max((Point(c) for c in truth.exterior.coords) if truth.geom_type == "Polygon" else
@@ -149,7 +154,7 @@ def test_leave_one_scene_out_parents_each_score_the_one_tile_they_never_saw(tmp_
     assert {s: p["sha256"] for s, p in written["parents"].items()} == {s: _sha256(p) for s, p in parents.items()}
     assert written["models_sha256"]["parent_sample_2"] == _sha256(parents["sample_2"]) and "parent" not in written["models_sha256"]
     assert "mean_dice_others_parent" not in result["summary"] and result["summary"]["runs"] == 2
-    split = split_scene("sample_1", "left", read_card(parents["sample_1"]), FAST.tile)
+    split = split_scene(labelled_scenes(("sample_1",), tmp_path)["sample_1"], "left", read_card(parents["sample_1"]), FAST.tile)
     own = part_dice(out / "detections" / "parent_sample_1_mask.tif", split.label, split.held, split.crs)
     assert float(rows["sample_1"]["dice_held_parent"]) == pytest.approx(own.dice, abs=1e-4)
 
@@ -157,14 +162,36 @@ def test_leave_one_scene_out_parents_each_score_the_one_tile_they_never_saw(tmp_
 @pytest.mark.parametrize("change, message", [
     (dict(scenes=("sample_1",)), "two or more distinct"),
     (dict(scenes=("sample_1", "sample_9")), "two or more distinct"),
-    (dict(sides=("top",)), "Sides must be"),
+    (dict(sides=("middle",)), "Sides must be"),
     (dict(recipe=FinetuneOptions(tile=100)), "Tile size 100"),
+    (dict(scenes=("north_sea_1", "north_sea_3"), parents=Path("loso")), "Arctic tiles only"),
 ])
 def test_bad_requests_fail_before_any_work(tmp_path, small_model, change, message):
     out = tmp_path / "within"
     with pytest.raises(InputError, match=message):
         within_scene_experiment(out, WithinSceneOptions(**{"base": small_model, **change}), Progress())
     assert not out.exists()
+
+
+def test_north_sea_tiles_are_staged_on_a_map_grid_split_and_scored_with_a_parent_that_never_saw_them(tmp_path, small_model, model_factory):
+    """The IW/VV tiles carry no georeference: staged on their assumed grid, each splits like an Arctic tile (here into top
+    and bottom: north_sea_1's slicks lie down its left edge), its labelled half goes into a label store, and the other is scored; a parent whose card names a tile among its training tiles
+    is refused for it before any work."""
+    out = tmp_path / "within"
+    options = WithinSceneOptions(base=small_model, scenes=("north_sea_1", "north_sea_3"), sides=("top",), recipe=FAST)
+    result = within_scene_experiment(out, options, Progress())
+    rows = {r["scene"]: r for r in result["rows"]}
+    assert set(rows) == {"north_sea_1", "north_sea_3"} and all(int(r["held_slick_pixels"]) > 0 for r in rows.values())
+    staged = labelled_scenes(("north_sea_1",), tmp_path / "again")["north_sea_1"]
+    with rasterio.open(out / "scenes" / "north_sea_1_image.tif") as ds, rasterio.open(staged.image) as again:
+        assert ds.crs == again.crs == "EPSG:32631" and ds.res == (20.0, 20.0) and (ds.read(1) == again.read(1)).all()
+    split = split_scene(staged, "top", read_card(small_model), FAST.tile)
+    held = part_dice(out / "detections" / "parent_north_sea_1_mask.tif", staged.labels, split.held, split.crs)
+    assert float(rows["north_sea_1"]["dice_held_parent"]) == pytest.approx(held.dice, abs=1e-4) and held.label_pixels > 0
+    seen = model_factory(tmp_path / "seen.safetensors", **SMALL, provenance={"data": {"north_sea_tiles": ["north_sea_3"]}})
+    with pytest.raises(InputError, match="learnt from north_sea_3"):
+        within_scene_experiment(tmp_path / "refused", WithinSceneOptions(base=seen, scenes=("north_sea_1", "north_sea_3"), recipe=FAST), Progress())
+    assert not (tmp_path / "refused").exists()
 
 
 def _sha256(path: Path) -> str:

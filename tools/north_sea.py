@@ -13,9 +13,8 @@ averaged) on its own slicks (the mask):
 * with ``--fold-seeds``: each North Sea tile held out from the same command trained with the other three, to say
   whether IW/VV labels help on an IW/VV tile.
 
-The tiles carry no georeference: they are staged as GeoTIFFs at their assumed 20 m (``bundled.NORTH_SEA_PIXEL_M``)
-on a UTM 31N grid in the open North Sea, and detected without a land mask (their real place is not known), so the
-slick-free tile's coast counts as sea. Models already in ``FOLDER/models`` are reused; the CSV names each hash.
+The tiles carry no georeference: they are staged on an assumed grid (``engine.data.north_sea``) and detected without
+a land mask (their real place is not known), so the slick-free tile's coast counts as sea. Models already in ``FOLDER/models`` are reused; the CSV names each hash.
 """
 
 from __future__ import annotations
@@ -27,8 +26,6 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import rasterio
-from affine import Affine
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -36,7 +33,8 @@ if str(ROOT) not in sys.path:
 
 from engine.atomic import write_csv  # noqa: E402
 from engine.cli.main import main as engine_main  # noqa: E402
-from engine.data.bundled import NORTH_SEA, NORTH_SEA_PIXEL_M, LabelledScene  # noqa: E402
+from engine.data.bundled import NORTH_SEA, LabelledScene  # noqa: E402
+from engine.data.north_sea import georeferenced  # noqa: E402
 from engine.experiments.benchmark import CLEAR_M, Scores, score  # noqa: E402
 from engine.jobs.detect import DetectOptions, detect  # noqa: E402
 from engine.machine import commit_text, describe, file_sha256  # noqa: E402
@@ -44,27 +42,8 @@ from engine.models.registry import BUNDLED_DIR  # noqa: E402
 from engine.progress import Progress  # noqa: E402
 from training_scenes import RECIPE, published  # noqa: E402  (the bundled model's command but its scenes, here the default five, and seed)
 
-CRS = "EPSG:32631"
-ORIGIN = (500_000.0, 6_250_000.0)
-"""UTM 31N at 3° E, 56.4° N: open North Sea (the tiles' own place is not recorded)."""
 SYNTHETIC = BUNDLED_DIR / "slick_unet_r18_25m_synthetic.safetensors"
 DARKSPOT = BUNDLED_DIR / "darkspot_baseline_25m.safetensors"
-
-
-def staged(scene: LabelledScene, folder: Path) -> LabelledScene:
-    """``scene``'s image and label as GeoTIFFs on the assumed grid (0: no data, as in the image)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    transform = Affine(NORTH_SEA_PIXEL_M, 0, ORIGIN[0], 0, -NORTH_SEA_PIXEL_M, ORIGIN[1])
-    paths = []
-    for kind, source, nodata in (("image", scene.image, 0), ("label", scene.labels, None)):
-        with rasterio.open(source) as ds:
-            values = ds.read(1).astype(np.uint8) if kind == "image" else (ds.read(1) > 0).astype(np.uint8)
-        path = folder / f"{scene.name}_{kind}.tif"
-        with rasterio.open(path, "w", driver="GTiff", width=values.shape[1], height=values.shape[0], count=1, dtype="uint8",
-                           crs=CRS, transform=transform, nodata=nodata) as ds:
-            ds.write(values, 1)
-        paths.append(path)
-    return LabelledScene(scene.name, paths[0], paths[1], scene.region)
 
 
 def trained(out: Path, stem: str, north_sea: list[str], seed: int) -> Path:
@@ -181,7 +160,7 @@ def main() -> None:
     command = "python tools/north_sea.py " + shlex.join(sys.argv[1:])
     commit = commit_text()
     progress = Progress(log=print)
-    scenes = [staged(scene, args.out / "staged") for scene in NORTH_SEA]
+    scenes = [georeferenced(scene, args.out / "staged") for scene in NORTH_SEA]
     rows = []
     for seed in args.seeds:
         rows += scored(trained(args.out, "no_north_sea", [], seed), "no North Sea tile", seed, scenes, args.out, progress)

@@ -1,4 +1,4 @@
-"""The analyst's case on the bundled real Arctic tiles: label part of a scene, fine-tune, map the rest of it.
+"""The analyst's case on the bundled real tiles: label part of a scene, fine-tune, map the rest of it.
 
 ``python -m engine experiment within-scene``: for each labelled tile, the analyst's slicks inside one half of
 its labelled area go into a new label store, with that half marked reviewed (its slick-free pixels are known
@@ -13,6 +13,9 @@ The halves meet on the fine-tuning tile lattice, so that no training or validati
 scored half, not even as unlabelled context; with the default 128-pixel tiles the bundled 768-pixel tiles
 split exactly in two. ``--sides left right`` swaps the halves as a second split. A slick that crosses the line
 is labelled on one side and scored on the other, as it would be in an analyst's scene.
+
+The four North Sea tiles (IW/VV, another sea) can be named too, staged on a map grid (``data.north_sea``): the
+analyst's case on a sea and mode the Arctic tiles do not show. A parent that learnt from a tile is refused for it.
 
 Every figure lands in ``within_scene.csv`` (one row per scene and side) and ``within_scene.json`` with the
 command, the commit, the engine version, the machine and the sha256 of every model. Where fine-tuning
@@ -42,7 +45,8 @@ from .. import __version__
 from ..atomic import write_csv, write_text
 from ..cli.args import DEVICE_HELP, add_options, number_or, options_from
 from ..data import bundled
-from ..data.bundled import SAMPLES_DIR
+from ..data.bundled import LabelledScene
+from ..data.north_sea import georeferenced
 from ..errors import InputError, OutputError
 from ..jobs.changes import compare_slicks, read_slicks
 from ..jobs.detect import DetectOptions, detect
@@ -52,17 +56,20 @@ from ..jobs.labels import add_labels, add_reviewed, create_store, to_crs
 from ..machine import commit, cpu_name, file_sha256, uncommitted_changes, utc_now
 from ..models.eager import pick_device
 from ..models.pretrain import RealRecipe
-from ..models.registry import HELD_OUT_MODEL, ModelCard, read_card
+from ..models.registry import HELD_OUT_MODEL, ModelCard, read_card, scenes_learnt
 from ..models.training import TRAIN_LAYERS
 from ..progress import Progress
 from ..scenes.grid import Grid, analysis_grid
 from ..scenes.raster import inspect, open_raster
 from .benchmark import real_texture_trainer
 
-SCENES = ("sample_0", "sample_1", "sample_2", "sample_123", "sample_70")
-"""Every bundled real tile with an analyst's label."""
-SIDES = ("left", "right")
-"""The half of a tile's labelled area the analyst labels; the other half is scored."""
+SCENES = tuple(s.name for s in bundled.ARCTIC)
+"""Every bundled real Arctic tile with an analyst's label (the default)."""
+NORTH_SEA_SCENES = tuple(s.name for s in bundled.NORTH_SEA)
+"""The North Sea tiles, IW/VV: one of them holds no slick, so neither of its halves is fine-tuned on."""
+SIDES = ("left", "right", "top", "bottom")
+"""The half of a tile's labelled area the analyst labels; the other half is scored. Top and bottom for a tile whose
+slicks lie side by side down it (north_sea_1)."""
 DEFAULT_TILE = 128
 AUTHOR = "analyst (within-scene experiment)"
 
@@ -91,41 +98,43 @@ class Split:
     sample: str
     side: str
     crs: str
-    column: int
-    """The analysis-grid column where the halves meet, a multiple of the tile size."""
+    scene: Path
+    label: Path
+    line: int
+    """The analysis-grid column (``left``, ``right``) or row (``top``, ``bottom``) where the halves meet, a multiple of the
+    tile size."""
     labelled: BaseGeometry
     held: BaseGeometry
-
-    @property
-    def scene(self) -> Path:
-        return SAMPLES_DIR / self.sample / "raw_mosaic.tif"
-
-    @property
-    def label(self) -> Path:
-        return SAMPLES_DIR / self.sample / "labels_mosaic.png"
 
     @property
     def labelled_share(self) -> float:
         return self.labelled.area / (self.labelled.area + self.held.area)
 
 
-def split_scene(sample: str, side: str, card: ModelCard, tile: int) -> Split:
-    """The labelled area of ``sample`` cut at the lattice column nearest its middle, ``side`` labelled."""
-    scene, label = SAMPLES_DIR / sample / "raw_mosaic.tif", SAMPLES_DIR / sample / "labels_mosaic.png"
-    grid = _grid(scene, card)
-    mask, transform, crs = read_label_mask(label)
+def split_scene(scene: LabelledScene, side: str, card: ModelCard, tile: int) -> Split:
+    """The labelled area of a georeferenced tile cut at the lattice line nearest its middle, ``side`` labelled: a column
+    for ``left`` and ``right``, a row for ``top`` and ``bottom``."""
+    grid = _grid(scene.image, card)
+    mask, transform, crs = read_label_mask(scene.labels)
     footprint = shape(to_crs([box(*array_bounds(*mask.shape, transform))], crs.to_wkt(), grid.crs)[0])
     minx, miny, maxx, maxy = footprint.bounds
-    left, size = grid.transform.c, grid.pixel_size
-    first, last = math.ceil((minx - left) / size / tile) + 1, math.floor((maxx - left) / size / tile) - 1
+    size, across = grid.pixel_size, side in ("left", "right")
+    # Lattice units from the grid's first column (x grows with it) or first row (y falls along it).
+    low, high = ((minx - grid.transform.c) / size, (maxx - grid.transform.c) / size) if across else \
+        ((grid.transform.f - maxy) / size, (grid.transform.f - miny) / size)
+    first, last = math.ceil(low / tile) + 1, math.floor(high / tile) - 1
     if first > last:
-        raise InputError(f"The labelled area of {sample} is too narrow to cut into two parts of at least one {tile}-pixel tile.",
-                         f"Use smaller tiles, e.g. --tile {max(64, tile // 2)}.")
-    column = tile * min(max(round(((minx + maxx) / 2 - left) / size / tile), first), last)
-    line = left + column * size
-    west, east = box(minx, miny, line, maxy), box(line, miny, maxx, maxy)
-    labelled, held = (west, east) if side == "left" else (east, west)
-    return Split(sample, side, grid.crs, column, labelled, held)
+        raise InputError(f"The labelled area of {scene.name} is too {'narrow' if across else 'short'} to cut into two parts of at least "
+                         f"one {tile}-pixel tile.", f"Use smaller tiles, e.g. --tile {max(64, tile // 2)}.")
+    line = tile * min(max(round((low + high) / 2 / tile), first), last)
+    if across:
+        at = grid.transform.c + line * size
+        first_half, second_half = box(minx, miny, at, maxy), box(at, miny, maxx, maxy)
+    else:
+        at = grid.transform.f - line * size
+        first_half, second_half = box(minx, at, maxx, maxy), box(minx, miny, maxx, at)
+    labelled, held = (first_half, second_half) if side in ("left", "top") else (second_half, first_half)
+    return Split(scene.name, side, grid.crs, scene.image, scene.labels, line, labelled, held)
 
 
 def label_polygons(split: Split) -> list[BaseGeometry]:
@@ -165,11 +174,13 @@ def within_scene_experiment(out: Path, options: WithinSceneOptions, progress: Pr
     parents = fold_parents(options.parents, options.scenes, options.recipe, progress) if options.parents else \
         dict.fromkeys(options.scenes, Path(options.base))
     cards = {s: read_card(path) for s, path in parents.items()}
-    splits = [split_scene(s, side, cards[s], options.recipe.tile) for side in options.sides for s in options.scenes]
+    _check_unseen(options.scenes, parents)
     out.mkdir(parents=True, exist_ok=True)
     for folder in ("labels", "models", "detections"):
         (out / folder).mkdir(exist_ok=True)
-    scored = {path: _Scored(path, options, out / "detections", "parent", progress,
+    tiles = labelled_scenes(options.scenes, out / "scenes")
+    splits = [split_scene(tiles[s], side, cards[s], options.recipe.tile) for side in options.sides for s in options.scenes]
+    scored = {path: _Scored(path, options, out / "detections", "parent", progress, tiles,
                             scenes=[s for s in options.scenes if parents[s] == path] if options.parents else None)
               for path in dict.fromkeys(parents.values())}
     rows: list[dict] = []
@@ -190,9 +201,9 @@ def within_scene_experiment(out: Path, options: WithinSceneOptions, progress: Pr
             report, tuned, fallback = None, parent, exc.message
         else:
             models[run] = file_sha256(tuned_path)
-            tuned, fallback = _Scored(tuned_path, options, out / "detections", run, progress, scenes=[split.sample, *others]), ""
+            tuned, fallback = _Scored(tuned_path, options, out / "detections", run, progress, tiles, scenes=[split.sample, *others]), ""
         row = {
-            "scene": split.sample, "labelled_half": split.side, "split_column": split.column, "labelled_share": round(split.labelled_share, 3),
+            "scene": split.sample, "labelled_half": split.side, "split_line": split.line, "labelled_share": round(split.labelled_share, 3),
             "held_slick_pixels": parent_held.label_pixels,
             "dice_held_parent": round(parent_held.dice, 4),
             "dice_held_finetuned": round(tuned.held(split).dice, 4),
@@ -290,16 +301,17 @@ class _Scored:
     costs more than its few detections, and each runtime moves a mask's edge pixels a little."""
 
     def __init__(self, model: Path, options: WithinSceneOptions, folder: Path, name: str, progress: Progress,
-                 scenes: Optional[list[str]] = None) -> None:
+                 tiles: dict[str, LabelledScene], scenes: Optional[list[str]] = None) -> None:
         self.results = {}
+        self.tiles = tiles
         for sample in scenes or options.scenes:
             detect_options = DetectOptions(model=str(model), prefix=f"{name}_{sample}", threshold=options.threshold,
                                            device=options.recipe.device, runtime="torch", overwrite=True)
-            self.results[sample] = detect(SAMPLES_DIR / sample / "raw_mosaic.tif", folder, detect_options, progress)
+            self.results[sample] = detect(tiles[sample].image, folder, detect_options, progress)
 
     def whole(self, sample: str) -> float:
         result = self.results[sample]
-        return part_dice(Path(result.mask), SAMPLES_DIR / sample / "labels_mosaic.png").dice
+        return part_dice(Path(result.mask), self.tiles[sample].labels).dice
 
     def held(self, split: Split) -> DiceResult:
         result = self.results[split.sample]
@@ -316,6 +328,23 @@ def fold_parents(folder: Path, scenes: tuple[str, ...], recipe: FinetuneOptions,
             progress.log(f"training the parent that never saw {scene}")
             trainer([s for s in bundled.ARCTIC if s.name != scene], path, progress)
     return paths
+
+
+def labelled_scenes(names: tuple[str, ...], folder: Path) -> dict[str, LabelledScene]:
+    """Each named tile as a georeferenced scene and label: the Arctic tiles as they ship, the North Sea tiles staged
+    in ``folder`` on their assumed grid (a label store and detection need one)."""
+    arctic = {s.name: s for s in bundled.ARCTIC}
+    north_sea = {s.name: s for s in bundled.NORTH_SEA}
+    return {name: arctic[name] if name in arctic else georeferenced(north_sea[name], folder) for name in names}
+
+
+def _check_unseen(scenes: tuple[str, ...], parents: dict[str, Path]) -> None:
+    """A North Sea tile is scored only with a parent that never learnt from it (the bundled model learnt from all four)."""
+    seen = [s for s in scenes if s in NORTH_SEA_SCENES and s in scenes_learnt(parents[s])]
+    if seen:
+        raise InputError(f"The parent {parents[seen[0]].name} learnt from {', '.join(seen)}: their held halves would score pixels it was "
+                         "trained on.", "Give a --base trained without them, e.g. `python -m engine pretrain --data real --north-sea` "
+                                        "(no North Sea tile).")
 
 
 def _parent_key(options: WithinSceneOptions, scene: str) -> str:
@@ -349,10 +378,13 @@ def _check(out: Path, options: WithinSceneOptions) -> None:
     check_options(options.recipe)
     if out.exists() and any(out.iterdir()):
         raise OutputError(f"{out} is not empty; nothing was overwritten.", "Give a new folder with --out.")
-    unknown = [s for s in options.scenes if s not in SCENES]
+    unknown = [s for s in options.scenes if s not in SCENES + NORTH_SEA_SCENES]
     if unknown or len(options.scenes) < 2 or len(set(options.scenes)) < len(options.scenes):
-        raise InputError(f"Scenes must be two or more distinct labelled tiles of {', '.join(SCENES)}; got {', '.join(options.scenes)}.",
-                         "E.g. --scenes sample_1 sample_2.")
+        raise InputError(f"Scenes must be two or more distinct labelled tiles of {', '.join(SCENES + NORTH_SEA_SCENES)}; "
+                         f"got {', '.join(options.scenes)}.", "E.g. --scenes sample_1 sample_2.")
+    if options.parents is not None and set(options.scenes) & set(NORTH_SEA_SCENES):
+        raise InputError("--parents holds leave-one-scene-out parents of the Arctic tiles only.",
+                         "Score the North Sea tiles with a --base that learnt from none of them.")
     if not options.sides or any(s not in SIDES for s in options.sides):
         raise InputError(f"Sides must be {' or '.join(SIDES)}; got {', '.join(options.sides) or 'none'}.", "E.g. --sides left right.")
     if options.threshold is not None and not 0 < options.threshold < 1:
@@ -365,7 +397,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     defaults = WithinSceneOptions()
     q = subparsers.add_parser("within-scene", help="label half of each real tile, fine-tune, score the other half and the other tiles")
     q.add_argument("--out", type=Path, default=Path("experiment_output/within_scene"), help="empty or new folder")
-    q.add_argument("--scenes", nargs="+", default=list(defaults.scenes), choices=SCENES, metavar="SCENE", help="labelled tiles (default: all five)")
+    q.add_argument("--scenes", nargs="+", default=list(defaults.scenes), choices=SCENES + NORTH_SEA_SCENES, metavar="SCENE",
+                   help="labelled tiles (default: the five Arctic ones; the North Sea ones, IW/VV, by name)")
     q.add_argument("--sides", nargs="+", default=list(defaults.sides), choices=SIDES, help="half the analyst labels; both: two splits per tile")
     add_options(q, defaults, {"base": "parent model: the held-out one, which learnt from sample_0 and sample_70 only", "threshold": "default: each model's own",
                               "parents": "folder of leave-one-scene-out parents (an experiment benchmark --out), used in place of "
