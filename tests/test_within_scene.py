@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -177,11 +179,14 @@ def test_north_sea_tiles_are_staged_on_a_map_grid_split_and_scored_with_a_parent
     """The IW/VV tiles carry no georeference: staged on their assumed grid, each splits like an Arctic tile (here into top
     and bottom: north_sea_1's slicks lie down its left edge), its labelled half goes into a label store, and the other is scored; a parent whose card names a tile among its training tiles
     is refused for it before any work."""
-    out = tmp_path / "within"
-    options = WithinSceneOptions(base=small_model, scenes=("north_sea_1", "north_sea_3"), sides=("top",), recipe=FAST)
+    out = Path(os.path.relpath(tmp_path / "within"))  # as a command line gives it
+    recipe = replace(FAST, val_fraction=0.0, min_slick_pixels=100)  # the product's way: no validation tiles, a gate on slick pixels
+    options = WithinSceneOptions(base=small_model, scenes=("north_sea_1", "north_sea_3"), sides=("top",), recipe=recipe)
     result = within_scene_experiment(out, options, Progress())
     rows = {r["scene"]: r for r in result["rows"]}
     assert set(rows) == {"north_sea_1", "north_sea_3"} and all(int(r["held_slick_pixels"]) > 0 for r in rows.values())
+    # north_sea_1's top half holds slicks and is fine-tuned on; north_sea_3's holds none, so the parent stays.
+    assert rows["north_sea_1"]["not_finetuned"] == "" and "no slick labels" in rows["north_sea_3"]["not_finetuned"]
     staged = labelled_scenes(("north_sea_1",), tmp_path / "again")["north_sea_1"]
     with rasterio.open(out / "scenes" / "north_sea_1_image.tif") as ds, rasterio.open(staged.image) as again:
         assert ds.crs == again.crs == "EPSG:32631" and ds.res == (20.0, 20.0) and (ds.read(1) == again.read(1)).all()

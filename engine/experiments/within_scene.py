@@ -335,7 +335,8 @@ def labelled_scenes(names: tuple[str, ...], folder: Path) -> dict[str, LabelledS
     in ``folder`` on their assumed grid (a label store and detection need one)."""
     arctic = {s.name: s for s in bundled.ARCTIC}
     north_sea = {s.name: s for s in bundled.NORTH_SEA}
-    return {name: arctic[name] if name in arctic else georeferenced(north_sea[name], folder) for name in names}
+    # Absolute: a label store keeps its scenes' paths as given, and reads a relative one from its own folder.
+    return {name: arctic[name] if name in arctic else georeferenced(north_sea[name], folder.resolve()) for name in names}
 
 
 def _check_unseen(scenes: tuple[str, ...], parents: dict[str, Path]) -> None:
