@@ -358,9 +358,10 @@ def run_benchmark(out: Path, candidates: Callable[[int], dict[str, Trainer]], se
     training; with ``rotations`` also on the mean over the tile's eight mirror images and rotations by 90 degrees, as
     ``<name>+rotations``. With ``shift`` every detection is also scored at a threshold moved by the scene's median logit
     (``shifted_threshold``), as ``<name>+shift``. ``land_mask``: detection's (``DetectOptions.land_mask``); none of the five
-scenes has GSHHG land within 5 km (checked), so ``none`` scores them alike where the coastline package is missing. ``device``: what trained and ran the models, named on the
-page (a GPU by its name); ``commit``: the tree's, where it is a copy without git (a GPU machine's). Several seeds: on five scenes one seed of the same recipe moved a scene's Dice by up
-    to 0.3, so a design is chosen on the mean over seeds, and the table shows their spread."""
+    scenes has GSHHG land within 5 km (checked), so ``none`` scores them alike where the coastline package is missing.
+    ``device``: what trained and ran the models, named on the page (a GPU by its name); ``commit``: the tree's, where it
+    is a copy without git (a GPU machine's). Several seeds: on five scenes one seed of the same recipe moved a scene's
+    Dice by up to 0.3, so a design is chosen on the mean over seeds, and the table shows their spread."""
     commit = commit or commit_text()  # the code the run started with: a long run outlasts commits made beside it
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []

@@ -400,7 +400,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--out", type=Path, default=Path("experiment_output/within_scene"), help="empty or new folder")
     q.add_argument("--scenes", nargs="+", default=list(defaults.scenes), choices=SCENES + NORTH_SEA_SCENES, metavar="SCENE",
                    help="labelled tiles (default: the five Arctic ones; the North Sea ones, IW/VV, by name)")
-    q.add_argument("--sides", nargs="+", default=list(defaults.sides), choices=SIDES, help="half the analyst labels; both: two splits per tile")
+    q.add_argument("--sides", nargs="+", default=list(defaults.sides), choices=SIDES,
+                   help="half the analyst labels (top and bottom cut across rows); several: a split each")
     add_options(q, defaults, {"base": "parent model: the held-out one, which learnt from sample_0 and sample_70 only", "threshold": "default: each model's own",
                               "parents": "folder of leave-one-scene-out parents (an experiment benchmark --out), used in place of "
                                          "--base and trained there when missing: every tile is one its parent never saw"})
