@@ -9,14 +9,15 @@ import numpy as np
 import rasterio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
-from north_sea import CRS, page, staged, summed  # noqa: E402
+from north_sea import page, summed  # noqa: E402
 
 from engine.data.bundled import NORTH_SEA, NORTH_SEA_PIXEL_M  # noqa: E402
+from engine.data.north_sea import CRS, georeferenced  # noqa: E402
 from engine.experiments.benchmark import score  # noqa: E402
 
 
 def test_a_staged_tile_keeps_its_pixels_and_labels_on_a_20_m_grid_that_scores_its_own_label_perfectly(tmp_path):
-    scene = staged(NORTH_SEA[0], tmp_path)
+    scene = georeferenced(NORTH_SEA[0], tmp_path)
     with rasterio.open(NORTH_SEA[0].image) as source, rasterio.open(scene.image) as ds:
         assert np.array_equal(source.read(1), ds.read(1))
         assert ds.crs.to_string() == CRS and ds.res == (NORTH_SEA_PIXEL_M, NORTH_SEA_PIXEL_M) and ds.nodata == 0

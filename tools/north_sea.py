@@ -33,7 +33,7 @@ if str(ROOT) not in sys.path:
 
 from engine.atomic import write_csv  # noqa: E402
 from engine.cli.main import main as engine_main  # noqa: E402
-from engine.data.bundled import NORTH_SEA, LabelledScene  # noqa: E402
+from engine.data.bundled import NORTH_SEA, NORTH_SEA_PIXEL_M, LabelledScene  # noqa: E402
 from engine.data.north_sea import georeferenced  # noqa: E402
 from engine.experiments.benchmark import CLEAR_M, Scores, score  # noqa: E402
 from engine.jobs.detect import DetectOptions, detect  # noqa: E402

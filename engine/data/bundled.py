@@ -56,9 +56,8 @@ def scenes_named(record: Any) -> set[str]:
     """The bundled scenes a card's training record names, wherever in it (a model or generator it started from
     included, as far as the record holds theirs): ``scenes`` lists of a label store's scene files, by their sample
     folder's name so that a run in another checkout counts, ``arctic_scenes`` of a pretraining on real SAR
-    (``models.pretrain.real_sets``), by name, its ``north_sea_tiles`` likewise, and ``learnt_from``, the names a
-    fine-tuned model's parent had learnt from when it was fine-tuned. Plain data only, so a check on a card imports
-    no network code."""
+    (``models.pretrain.real_sets``), by name, and ``learnt_from``, the names a fine-tuned model's parent had learnt
+    from when it was fine-tuned. Plain data only, so a check on a card imports no network code."""
     found: set[str] = set()
 
     def walk(value: Any) -> None:
@@ -66,7 +65,7 @@ def scenes_named(record: Any) -> set[str]:
             for key, item in value.items():
                 if key == "scenes" and isinstance(item, list):
                     found.update(Path(str(s)).parent.name for s in item)
-                elif key == "arctic_scenes" and isinstance(item, dict) or key in ("learnt_from", "north_sea_tiles") and isinstance(item, list):
+                elif key == "arctic_scenes" and isinstance(item, dict) or key == "learnt_from" and isinstance(item, list):
                     found.update(map(str, item))
                 else:
                     walk(item)

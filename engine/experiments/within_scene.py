@@ -56,7 +56,7 @@ from ..jobs.labels import add_labels, add_reviewed, create_store, to_crs
 from ..machine import commit, cpu_name, file_sha256, uncommitted_changes, utc_now
 from ..models.eager import pick_device
 from ..models.pretrain import RealRecipe
-from ..models.registry import HELD_OUT_MODEL, ModelCard, read_card, scenes_learnt
+from ..models.registry import HELD_OUT_MODEL, ModelCard, read_card
 from ..models.training import TRAIN_LAYERS
 from ..progress import Progress
 from ..scenes.grid import Grid, analysis_grid
@@ -174,7 +174,7 @@ def within_scene_experiment(out: Path, options: WithinSceneOptions, progress: Pr
     parents = fold_parents(options.parents, options.scenes, options.recipe, progress) if options.parents else \
         dict.fromkeys(options.scenes, Path(options.base))
     cards = {s: read_card(path) for s, path in parents.items()}
-    _check_unseen(options.scenes, parents)
+    _check_unseen(options.scenes, parents, cards)
     out.mkdir(parents=True, exist_ok=True)
     for folder in ("labels", "models", "detections"):
         (out / folder).mkdir(exist_ok=True)
@@ -339,9 +339,15 @@ def labelled_scenes(names: tuple[str, ...], folder: Path) -> dict[str, LabelledS
     return {name: arctic[name] if name in arctic else georeferenced(north_sea[name], folder.resolve()) for name in names}
 
 
-def _check_unseen(scenes: tuple[str, ...], parents: dict[str, Path]) -> None:
-    """A North Sea tile is scored only with a parent that never learnt from it (the bundled model learnt from all four)."""
-    seen = [s for s in scenes if s in NORTH_SEA_SCENES and s in scenes_learnt(parents[s])]
+def _check_unseen(scenes: tuple[str, ...], parents: dict[str, Path], cards: dict[str, ModelCard]) -> None:
+    """A North Sea tile is scored only with a parent whose card says it never learnt from it (the bundled model learnt
+    from all four): a real-texture pretraining records the North Sea tiles it learnt from in ``data.north_sea_tiles``."""
+
+    def learnt(card: ModelCard) -> list[str]:
+        data = card.provenance.get("data")
+        return list(data.get("north_sea_tiles", [])) if isinstance(data, dict) else []
+
+    seen = [s for s in scenes if s in NORTH_SEA_SCENES and s in learnt(cards[s])]
     if seen:
         raise InputError(f"The parent {parents[seen[0]].name} learnt from {', '.join(seen)}: their held halves would score pixels it was "
                          "trained on.", "Give a --base trained without them, e.g. `python -m engine pretrain --data real --north-sea` "
