@@ -77,10 +77,11 @@ def test_only_narrows_the_candidates_and_refuses_an_unknown_one():
                            "real_texture_bce1_arctic_init50", "real_texture_bce1_transplant_init50", "real_texture_bce1_init50_ens2",
                            "real_texture_bce1_refit_init50", "real_texture_bce1_dice25_refit_init50",
                            "real_texture_contrast_init50",
-                           "synthetic_2x", "synthetic_short", "synthetic_seed1", "synthetic_r50", "synthetic_mnv4s",
+                           "synthetic_2x", "synthetic_short", "synthetic_seed1", "synthetic_r50", "synthetic_mnv4s", "synthetic_lookalikes",
                            "real_texture_synth2x_init50", "real_texture_synthshort_init50", "real_texture_synthseed1_init50",
-                           "real_texture_synthr50_init50", "real_texture_synthmnv4s_init50",
-                           "real_texture_bce1_synthr50_init50", "real_texture_bce1_synthmnv4s_init50", "deeplabv3_r50"]
+                           "real_texture_synthr50_init50", "real_texture_synthmnv4s_init50", "real_texture_synthlookalikes_init50",
+                           "real_texture_bce1_synthr50_init50", "real_texture_bce1_synthmnv4s_init50", "real_texture_bce1_synthlookalikes_init50",
+                           "deeplabv3_r50"]
     narrowed = candidates(parse_args(["experiment", "benchmark", "--networks", "deeplabv3_r50", "--only", "deeplabv3_r50", "--device", "cpu"]), 0)
     assert list(narrowed) == ["deeplabv3_r50"]
     with pytest.raises(InputError, match="unet_r18"):
@@ -150,8 +151,8 @@ def test_another_synthetic_model_is_pretrained_once_per_run_for_every_fold(tmp_p
     there by the synthetic pretraining with its own budget, seed and network only when the folder has none."""
     made: list[tuple] = []
 
-    def fake_pretrain(out, n_train, n_val, tile, config, progress, card=None):
-        made.append((out, n_train, config.epochs, config.seed, card and (card.architecture, card.encoder)))
+    def fake_pretrain(out, n_train, n_val, tile, config, progress, card=None, more_lookalikes=False):
+        made.append((out, n_train, config.epochs, config.seed, card and (card.architecture, card.encoder), more_lookalikes))
         save_model(*load_model(pool_model), out)
 
     monkeypatch.setattr(benchmark, "pretrain", fake_pretrain)
@@ -161,12 +162,15 @@ def test_another_synthetic_model_is_pretrained_once_per_run_for_every_fold(tmp_p
     first = trainer(ARCTIC[1:], models / "synthetic_seed1_without_sample_0.safetensors", silent())
     second = trainer(ARCTIC[:1], models / "synthetic_seed1_without_sample_1.safetensors", silent())
     assert first == second == models / "synthetic_seed1.safetensors" and first.exists()
-    assert made == [(first, 320, 6, 1, None)]
+    assert made == [(first, 320, 6, 1, None, False)]
     # The paper's network gets the bundled synthetic budget and seed: only the network differs.
     r50 = benchmark.fixed_at(benchmark.other_synthetic("r50", "cpu"))(ARCTIC[1:], models / "x.safetensors", silent())
-    assert made[1:] == [(r50, 320, 6, 0, ("deeplabv3", "resnet50"))] and r50.name == "synthetic_r50.safetensors"
+    assert made[1:] == [(r50, 320, 6, 0, ("deeplabv3", "resnet50"), False)] and r50.name == "synthetic_r50.safetensors"
     light = benchmark.fixed_at(benchmark.other_synthetic("mnv4s", "cpu"))(ARCTIC[1:], models / "x.safetensors", silent())
-    assert made[2:] == [(light, 320, 6, 0, ("unet", "tu-mobilenetv4_conv_small"))]
+    assert made[2:] == [(light, 320, 6, 0, ("unet", "tu-mobilenetv4_conv_small"), False)]
+    # The bundled network and budget on scenes with the look-alikes the bundled generator lacks.
+    more = benchmark.fixed_at(benchmark.other_synthetic("lookalikes", "cpu"))(ARCTIC[1:], models / "x.safetensors", silent())
+    assert made[3:] == [(more, 320, 6, 0, None, True)]
 
 
 def test_the_bce_cap_candidates_train_the_recipe_with_their_cap(tmp_path, monkeypatch):

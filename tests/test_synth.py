@@ -54,6 +54,35 @@ def test_lookalikes_are_dark_but_never_labelled_oil():
     assert np.median(sigma0[lookalike]) < 0.7 * np.median(sigma0[mask == SEA])
 
 
+def test_more_lookalikes_add_dark_rain_cells_and_ice_but_leave_other_scenes_as_they_were():
+    """Drawn after everything else: the scene without them is the one the bundled synthetic model learnt from."""
+    plain = SceneSpec(height=512, width=512, seed=5, n_seeps=2)
+    assert generate(plain)[0].tobytes() == generate(SceneSpec(height=512, width=512, seed=5, n_seeps=2, more_lookalikes=False))[0].tobytes()
+    quiet = dict(height=768, width=768, n_seeps=0, n_ships=0, n_lookalikes=0)
+    darker = []
+    for seed in range(6):
+        sigma0, mask = generate(SceneSpec(seed=seed, more_lookalikes=True, **quiet))
+        assert not (mask == OIL).any() and not (generate(SceneSpec(seed=seed, **quiet))[1] == LOOKALIKE).any()
+        if (mask == LOOKALIKE).mean() > 0.001:
+            darker.append(10 * np.log10(np.median(sigma0[mask == SEA]) / np.median(sigma0[mask == LOOKALIKE])))
+    assert len(darker) >= 3 and min(darker) > 2.0  # rain cores and grease ice are dark, as oil is
+
+
+def test_the_noise_floor_rises_towards_each_sub_swath_edge():
+    ew = synth.MODES["EW_HH"]
+    across = np.linspace(0.0, ew.swath_m, 5 * 400, endpoint=False)
+    nesz_db = 10 * np.log10(synth._subswath_nesz(np.random.default_rng(0), ew, across))
+    per_swath = nesz_db.reshape(5, 400)
+    assert np.all(per_swath.argmin(axis=1) == 200)  # lowest at each of EW's five sub-swaths' centres
+    rise = per_swath[:, 0] - per_swath[:, 200]
+    assert np.allclose(rise, rise[0]) and 3.0 <= rise[0] <= 6.0
+    # A scene 100 km across holds more than one sub-swath's edge; without more look-alikes the floor is flat.
+    wide = dict(height=64, width=4096, seed=1, n_seeps=0, n_ships=0, n_lookalikes=0)
+    floor_db = 10 * np.log10(synth._layout(SceneSpec(more_lookalikes=True, **wide)).nesz)
+    assert floor_db.shape == (4096,) and floor_db.max() - floor_db.min() >= 3.0
+    assert synth._layout(SceneSpec(**wide)).nesz is None
+
+
 def test_ships_are_bright_and_land_is_labelled():
     sigma0, mask = generate(SceneSpec(height=512, width=512, mode="IW_VV", seed=2, n_ships=6, land=True))
     sea = np.median(sigma0[mask == SEA])

@@ -137,6 +137,25 @@ def test_pretrain_cli_trains_on_real_texture_and_says_what_on(tmp_path, capsys):
     assert "--init" not in card.provenance["how"]  # another network starts fresh, and --init with it is refused
 
 
+def test_synthetic_pretraining_with_more_lookalikes_needs_its_own_file_and_says_so(tmp_path, capsys):
+    """The bundled synthetic model was made without them; its card's command must still remake it."""
+    import json
+
+    from engine.cli.main import main
+    from engine.models.registry import read_card
+
+    out = tmp_path / "more.safetensors"
+    args = ["--jsonl", "pretrain", "--data", "synthetic", "--more-lookalikes", "--train-tiles", "4", "--val-tiles", "2", "--tile", "64",
+            "--epochs", "1", "--batch-size", "2", "--device", "cpu"]
+    assert main(args) == 2
+    assert "would replace the bundled synthetic model" in json.loads(capsys.readouterr().out.splitlines()[-1])["message"]
+    small = ["--architecture", "unet", "--encoder", "tu-resnet10t", "--arch-kwargs", json.dumps(SMALL["arch_kwargs"])]
+    assert main([*args, *small, "--out", str(out)]) == 0
+    provenance = read_card(out).provenance
+    assert provenance["how"].startswith("python -m engine pretrain --data synthetic --architecture unet")
+    assert "--more-lookalikes" in provenance["how"] and "rain cells" in provenance["data"]
+
+
 def test_pretrain_init_share_saves_the_trained_weights_moved_back_toward_the_init(tmp_path, capsys):
     """The same seeded run saved as trained and with --init-share 0.5: every float tensor halfway (to fp16),
     the threshold placed again on the validation bands, no trained file left behind; a model that was not

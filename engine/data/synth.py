@@ -13,7 +13,11 @@ Physical model, in the order it is applied:
   dB texture; ``theta`` runs across range for where the scene sits in the IW or EW swath.
 * Look-alikes (class 2), dark like oil but shaped otherwise: low-wind patches (the wind drops, so
   the sea loses several dB over kilometres-wide blobs), spiral eddy filaments and turbulent ship
-  wakes.
+  wakes. With ``SceneSpec.more_lookalikes`` also rain cells (a downdraft's gust front brightens the sea on
+  one side of a cell whose rain-damped core is dark), a sea-ice edge (a band of dark grease ice along a
+  wavy front, bright pack ice beyond) and the thermal noise floor in cross-track bands (NESZ rises by a
+  few dB towards each sub-swath's edges, which shows as bright and dark stripes wherever the sea is
+  near the noise floor).
 * Oil (class 1): each seep releases strands that drift downstream along a wandering heading; they
   start thin, widen, fade and break into fragments, and their ends taper. Oil damps capillary
   waves, so sigma0 is multiplied by a damping ratio of 0.2-0.5 (-7 to -3 dB) per slick.
@@ -108,6 +112,9 @@ class SceneSpec:
     seep_sites: tuple[tuple[float, float], ...] = ()
     """Seeps at these (row, col) pixel positions instead of n_seeps random ones: a time series of scenes
     over one area shares its seeps (engine/archive/synth_archive.py)."""
+    more_lookalikes: bool = False
+    """Rain cells, a sea-ice edge and sub-swath noise bands too. Off by default: drawn after everything else, they
+    leave every scene made without them bit-identical, so the bundled synthetic model's command still remakes it."""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -162,6 +169,8 @@ class _Layout:
     stamps: list[Stamp]
     nodata_cols: np.ndarray | None
     nodata_left: bool
+    nesz: np.ndarray | None = None
+    """Linear NESZ per column where it varies across the swath (``more_lookalikes``); else the mode's."""
 
 
 def generate(spec: SceneSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -482,8 +491,18 @@ def _layout(spec: SceneSpec) -> _Layout:
         if centre is not None:
             stamps += _ship(rng, centre, px, shape)
 
+    nesz = None
+    if spec.more_lookalikes:
+        columns_m = offset_m + np.arange(spec.width) * px
+        nesz = _subswath_nesz(rng, mode, columns_m if near_west else columns_m[::-1])
+        for _ in range(int(rng.integers(0, 3))):
+            centre = place(0.0)
+            if centre is not None:
+                texture += _rain_cell(rng, centre, gy, gx, px, multiplier)
     drop_db = _DB_PER_DECADE_WIND * np.log10(multiplier)
     sea_db = _SEA_DB_AT_1MS + _DB_PER_DECADE_WIND * np.log10(np.clip(wind, 2.0, 12.0) * multiplier) + texture
+    if spec.more_lookalikes and rng.random() < 0.5:
+        drop_db = _ice_edge(rng, gy, gx, shape, px, cell, [(int(y / factor) + 1, int(x / factor) + 1) for y, x in seeps], sea_db, drop_db)
 
     stamps.sort(key=lambda s: {LOOKALIKE: 0, OIL: 1, SHIP: 2}[s.label])  # label priority: later wins
     return _Layout(
@@ -496,7 +515,50 @@ def _layout(spec: SceneSpec) -> _Layout:
         stamps,
         nodata_cols,
         nodata_left,
+        nesz.astype(np.float32) if nesz is not None else None,
     )
+
+
+def _subswath_nesz(rng: np.random.Generator, mode: _Mode, range_m: np.ndarray) -> np.ndarray:
+    """Linear NESZ at each column's ground range: lowest at each sub-swath's centre, rising by 3-6 dB towards its
+    edges (the elevation antenna pattern), five sub-swaths in EW, three in IW."""
+    n = 5 if mode.polarisation == "HH" else 3
+    within = (range_m / (mode.swath_m / n)) % 1.0
+    rise = rng.uniform(3.0, 6.0)
+    nesz_db = mode.nesz_db - rise / 3.0 + rise * (2.0 * within - 1.0) ** 2
+    return 10.0 ** (nesz_db / 10.0)
+
+
+def _rain_cell(rng: np.random.Generator, centre: np.ndarray, gy: np.ndarray, gx: np.ndarray, px: float,
+               multiplier: np.ndarray) -> np.ndarray:
+    """One convective rain cell, 2-8 km across: its rain-damped core darkens ``multiplier`` in place (a look-alike
+    where it drops more than 3 dB); returned is the dB its gust front adds on the downdraft's side."""
+    radius = rng.uniform(1e3, 4e3) / px
+    r = np.hypot(gy - centre[0], gx - centre[1]) / radius
+    multiplier *= (1.0 - rng.uniform(0.4, 0.75) * np.exp(-((r / 0.6) ** 2))).astype(np.float32)
+    facing = 0.5 + 0.5 * np.cos(np.arctan2(gy - centre[0], gx - centre[1]) - rng.uniform(0, 2 * np.pi))
+    return (rng.uniform(1.5, 4.0) * facing * np.exp(-(((r - 1.1) / 0.3) ** 2))).astype(np.float32)
+
+
+def _ice_edge(rng: np.random.Generator, gy: np.ndarray, gx: np.ndarray, shape: tuple[int, int], px: float, cell: float,
+              seeps: list[tuple[int, int]], sea_db: np.ndarray, drop_db: np.ndarray) -> np.ndarray:
+    """A sea-ice edge across the scene, written into ``sea_db``: a 0.5-3 km band of grease ice along a wavy front,
+    6-10 dB under the sea (damped like oil, but broad and following the front: a look-alike), and bright, textured
+    pack ice beyond, kept 2 km clear of the ``seeps`` (their grid nodes). Returns ``drop_db`` with the band in it, so
+    that the band is labelled a look-alike."""
+    side = rng.uniform(0, 2 * np.pi)
+    across = ((gy - shape[0] / 2) * np.sin(side) + (gx - shape[1] / 2) * np.cos(side)) * px
+    front = rng.uniform(-0.3, 0.3) * max(shape) * px + 2e3 * _noise2d(rng, gy.shape, cell, _isotropic(8e3, 3.5))
+    band = rng.uniform(500.0, 3e3)
+    beyond = across - front
+    beyond -= max([beyond[node] + 2e3 for node in seeps if beyond[node] + 2e3 > 0], default=0.0)
+    grease = (beyond > 0) & (beyond < band)
+    pack = beyond >= band
+    floes = rng.uniform(-16.0, -11.0) + 2.5 * _noise2d(rng, gy.shape, cell, _isotropic(400.0, 2.5))
+    damping = np.float32(-rng.uniform(6.0, 10.0))
+    sea_db[grease] += damping
+    sea_db[pack] = floes[pack]
+    return np.where(grease, np.minimum(drop_db, damping), drop_db).astype(np.float32)
 
 
 def _speckle_kernel(spec: SceneSpec) -> np.ndarray:
@@ -556,7 +618,7 @@ def _render_block(
         land_sigma0 = np.exp(_upsample(layout.land_db, f, r0, r1, width) * np.float32(math.log(10) / 10))
         sigma0[land] = land_sigma0[land]
         mask[land] = LAND
-    sigma0 += np.float32(10.0 ** (MODES[spec.mode].nesz_db / 10.0))
+    sigma0 += layout.nesz[None, :] if layout.nesz is not None else np.float32(10.0 ** (MODES[spec.mode].nesz_db / 10.0))
     sigma0 *= speckle(spec, r0, r1)
     np.maximum(sigma0, np.float32(1e-10), out=sigma0)  # zero is nodata: a valid pixel must never be 0
     if layout.nodata_cols is not None:

@@ -213,32 +213,47 @@ def toward_init_trainer(share: float, trained_by: Trainer, device: str, trained_
     return trainer
 
 
-SYNTHETIC_RUNS: dict[str, tuple[int, int, int, Optional[str]]] = {
-    "2x": (640, 8, 0, None), "short": (320, 3, 0, None), "seed1": (320, 6, 1, None), "r50": (320, 6, 0, "deeplabv3_r50"),
-    "mnv4s": (320, 6, 0, "unet_mobilenetv4s"),
+@dataclass(frozen=True)
+class SyntheticRun:
+    """One run of the synthetic pretraining (``python -m engine pretrain --data synthetic``)."""
+
+    tiles: int
+    epochs: int
+    seed: int
+    network: Optional[str] = None
+    """A network of ``NETWORKS``; None: the bundled U-Net R18."""
+    more_lookalikes: bool = False
+    """Scenes with rain cells, sea-ice edges and sub-swath noise bands too (``SceneSpec.more_lookalikes``)."""
+
+
+SYNTHETIC_RUNS: dict[str, SyntheticRun] = {
+    "2x": SyntheticRun(640, 8, 0), "short": SyntheticRun(320, 3, 0), "seed1": SyntheticRun(320, 6, 1),
+    "r50": SyntheticRun(320, 6, 0, "deeplabv3_r50"), "mnv4s": SyntheticRun(320, 6, 0, "unet_mobilenetv4s"),
+    "lookalikes": SyntheticRun(320, 6, 0, more_lookalikes=True),
 }
-"""Other runs of the synthetic pretraining (training tiles, epochs, seed, network of ``NETWORKS``; None: the bundled
-U-Net R18) than the bundled synthetic model's (320 tiles, 6 epochs, seed 0; 13 min by its card, its last epoch its
-best): other budgets, the bundled budget with another seed, which says how far a seed alone moves it, and the paper's
-DeepLabV3 ResNet-50 and the efficient U-Net MobileNetV4-S on the bundled budget, so that they meet the U-Net R18 from the
-same kind of start (from random initialisation they had none). ``synthetic_<key>`` is that model alone and
-``real_texture_synth<key>_init50`` the first recipe started from it and moved half way back to it; for another network,
-``real_texture_bce1_synth<key>_init50`` the bundled recipe from its start."""
+"""Other runs of the synthetic pretraining than the bundled synthetic model's (320 tiles, 6 epochs, seed 0; 13 min by
+its card, its last epoch its best): other budgets, the bundled budget with another seed, which says how far a seed alone
+moves it, the paper's DeepLabV3 ResNet-50 and the efficient U-Net MobileNetV4-S on the bundled budget, so that they meet
+the U-Net R18 from the same kind of start (from random initialisation they had none), and the bundled budget on scenes
+with the look-alikes the bundled generator lacks. ``synthetic_<key>`` is that model alone and
+``real_texture_synth<key>_init50`` the first recipe started from it and moved half way back to it; for another network or
+other scenes, ``real_texture_bce1_synth<key>_init50`` the bundled recipe from its start."""
 
 
 def other_synthetic(key: str, device: str) -> Callable[[Path, Progress], Path]:
     """(model folder, progress) -> ``synthetic_<key>.safetensors`` there, pretrained as ``python -m engine pretrain
     --data synthetic --train-tiles T --epochs E --seed S`` (with ``--architecture`` and ``--encoder`` for another
-    network) would, with ``SYNTHETIC_RUNS[key]``, where the run has none yet: one model for every fold and benchmark
-    seed, since it sees no real scene."""
-    tiles, epochs, seed, network = SYNTHETIC_RUNS[key]
-    card = {} if network is None else {"card": pretrain_card(*NETWORKS[network])}
+    network, and ``--more-lookalikes``) would, with ``SYNTHETIC_RUNS[key]``, where the run has none yet: one model for
+    every fold and benchmark seed, since it sees no real scene."""
+    run = SYNTHETIC_RUNS[key]
+    card = None if run.network is None else pretrain_card(*NETWORKS[run.network])
 
     def made(folder: Path, progress: Progress) -> Path:
         path = folder / f"synthetic_{key}.safetensors"
         if not path.exists():
             progress.log(f"synthetic_{key}: pretraining on synthetic scenes")
-            pretrain(path, tiles, 48, RealRecipe.tile, TrainConfig(epochs=epochs, lr=2e-3, seed=seed, device=device), progress, **card)
+            pretrain(path, run.tiles, 48, RealRecipe.tile, TrainConfig(epochs=run.epochs, lr=2e-3, seed=run.seed, device=device), progress, card,
+                     more_lookalikes=run.more_lookalikes)
         return path
 
     return made
@@ -605,7 +620,7 @@ def candidates(args: argparse.Namespace, seed: int) -> dict[str, Trainer]:
         **{f"real_texture_bce1_synth{key}_init50": toward_init_trainer(0.5, real_texture_trainer(args.epochs, args.train_tiles, device, seed,
                                                                                                  init=other_synthetic(key, device), pos_weight_cap=1.0),
                                                                        device, f"real_texture_bce1_synth{key}", init=other_synthetic(key, device))
-           for key, (*_, network) in SYNTHETIC_RUNS.items() if network},
+           for key, run in SYNTHETIC_RUNS.items() if run.network or run.more_lookalikes},
         **{name: real_texture_trainer(args.epochs, args.train_tiles, device, seed, name) for name in args.networks},
     }
     if not args.only:

@@ -58,21 +58,21 @@ DEFAULT_CARD = dict(
 )
 
 
-def synthetic_tiles(n: int, tile: int, pixel_size: float, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def synthetic_tiles(n: int, tile: int, pixel_size: float, seed: int, more_lookalikes: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(stretched tile, slick mask) pairs of ``synthetic_scenes``."""
-    for x, classes in synthetic_scenes(n, tile, pixel_size, seed):
+    for x, classes in synthetic_scenes(n, tile, pixel_size, seed, more_lookalikes):
         yield x, classes == OIL
 
 
-def synthetic_scenes(n: int, tile: int, pixel_size: float, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def synthetic_scenes(n: int, tile: int, pixel_size: float, seed: int, more_lookalikes: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(stretched tile, class mask of ``synth.CLASS_NAMES``) pairs from small seeded scenes, alternating
     IW/VV-like and EW/HH-like; a quarter hold no seep, because most of a real scene is clean sea and
-    look-alikes."""
+    look-alikes; with ``more_lookalikes``, rain cells, sea-ice edges and sub-swath noise bands as well."""
     for i in range(n):
         spec = SceneSpec(
             height=tile, width=tile, mode=("IW_VV", "EW_HH")[i % 2], pixel_size=pixel_size,
             seed=seed * 100_003 + i, n_seeps=(i // 2) % 4, n_ships=i % 4, n_lookalikes=1 + i % 3, land=i % 7 == 0,
-            nodata_border=i % 5 == 0,
+            nodata_border=i % 5 == 0, more_lookalikes=more_lookalikes,
         )
         sigma0, classes = generate(spec)
         values = np.where(sigma0 > 0, sigma0, np.nan).astype(np.float32)
@@ -117,27 +117,31 @@ def pretrain(
     progress: Progress,
     card: Optional[ModelCard] = None,
     encoder_weights: Optional[Path] = None,
+    more_lookalikes: bool = False,
 ) -> dict:
     """Pretrain ``card``'s network (the default one when None) from random init or from ``encoder_weights``,
-    a local checkpoint loaded before any tile is generated, so that a wrong file fails at once."""
+    a local checkpoint loaded before any tile is generated, so that a wrong file fails at once; on scenes with
+    rain cells, sea-ice edges and sub-swath noise bands too with ``more_lookalikes``."""
     card = card or ModelCard(**DEFAULT_CARD)
     torch.manual_seed(config.seed)
     model = build_model(card)
     if encoder_weights:
         load_encoder_weights(model, encoder_weights)
     progress.log(f"generating {n_train} + {n_val} synthetic {tile}-pixel tiles")
-    train_pairs = list(synthetic_tiles(n_train, tile, card.pixel_size, config.seed))
-    val_pairs = list(synthetic_tiles(n_val, tile, card.pixel_size, config.seed + 1))
+    train_pairs = list(synthetic_tiles(n_train, tile, card.pixel_size, config.seed, more_lookalikes))
+    val_pairs = list(synthetic_tiles(n_val, tile, card.pixel_size, config.seed + 1, more_lookalikes))
     train_set = TileSet.from_arrays(*zip(*train_pairs))
     val_set = TileSet.from_arrays(*zip(*val_pairs))
     report = train(model, train_set, val_set, config, progress)
     network = _network_args(card)
     weights = f"--encoder-weights {Path(encoder_weights).name} " if encoder_weights else ""
+    weights += "--more-lookalikes " if more_lookalikes else ""
     card.provenance = {
-        "how": "python -m engine pretrain " + network + weights + f"--train-tiles {n_train} --val-tiles {n_val} --tile {tile} "
+        "how": "python -m engine pretrain --data synthetic " + network + weights + f"--train-tiles {n_train} --val-tiles {n_val} --tile {tile} "
         f"--epochs {config.epochs} --seed {config.seed}",
         "encoder_weights": Path(encoder_weights).name if encoder_weights else None,
-        "data": "synthetic IW/VV-like and EW/HH-like scenes (engine.data.synth), eq. 1 stretch",
+        "data": "synthetic IW/VV-like and EW/HH-like scenes (engine.data.synth)" + (", with rain cells, sea-ice edges and sub-swath noise bands"
+                                                                                   if more_lookalikes else "") + ", eq. 1 stretch",
         "train_tiles": n_train,
         "val_tiles": n_val,
         "epochs_run": report.epochs_run,
@@ -471,6 +475,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--encoder", help="its encoder, e.g. samvit_base_patch16 or resnet50 (default: tu-resnet18)")
     p.add_argument("--arch-kwargs", help="its further arguments as JSON, e.g. '{\"lora_rank\": 16}'")
     p.add_argument("--encoder-weights", type=Path, help="local encoder checkpoint to start from, e.g. sam_vit_b_01ec64.pth")
+    p.add_argument("--more-lookalikes", action="store_true",
+                   help="--data synthetic: scenes with rain cells, sea-ice edges and sub-swath noise bands too")
     p.add_argument("--train-tiles", type=int, help="default: 240 (real), 320 (synthetic)")
     p.add_argument("--val-tiles", type=int, default=48, help="--data synthetic: validation tiles")
     p.add_argument("--tile", type=int, default=RealRecipe.tile)
@@ -537,7 +543,11 @@ def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
                              checkpoint=CHECKPOINTS / f"{out.stem}-{run_key(vars(args))}.pt")
         return pretrain_real(out, recipe, config, progress, card, args.encoder_weights)
     config = TrainConfig(epochs=args.epochs or 6, batch_size=args.batch_size, lr=args.lr or 2e-3, seed=args.seed, device=device)
-    return pretrain(args.out or SYNTHETIC_MODEL, args.train_tiles or 320, args.val_tiles, args.tile, config, progress, card, args.encoder_weights)
+    if args.more_lookalikes and args.out is None:
+        raise InputError("--more-lookalikes would replace the bundled synthetic model, which was made without them.",
+                         "Give --out for the new model.")
+    return pretrain(args.out or SYNTHETIC_MODEL, args.train_tiles or 320, args.val_tiles, args.tile, config, progress, card, args.encoder_weights,
+                    args.more_lookalikes)
 
 
 def run_key(chosen: dict) -> str:
