@@ -11,6 +11,7 @@ import rasterio
 
 from engine.data import synth
 from engine.data.synth import LAND, LOOKALIKE, OIL, SEA, SHIP, SceneSpec, generate, training_pairs, write_scene
+from engine.cli.args import options_from
 from engine.errors import Cancelled, InputError
 from engine.progress import Progress, silent
 
@@ -199,6 +200,8 @@ def test_cli_subcommand_writes_scene_and_labels(tmp_path):
     assert result == {"scene": str(out), "labels": str(labels), "height": 128, "width": 96}
     with rasterio.open(out) as src:
         assert (src.height, src.width, src.dtypes[0]) == (128, 96, "uint16") and src.res == (10.0, 10.0)
+    more = parser.parse_args(["synth", "--out", str(tmp_path / "m.tif"), "--seed", "4", "--more-lookalikes"])
+    assert options_from(more, SceneSpec).more_lookalikes and not options_from(args, SceneSpec).more_lookalikes
 
 
 def test_bad_specs_raise_input_errors(tmp_path):

@@ -762,6 +762,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "seed": "seed of everything drawn",
         "land": "add a coastline",
         "nodata_border": "leave a swath edge of no data",
+        "more_lookalikes": "rain cells, a sea-ice edge and sub-swath noise bands too",
         "n_seeps": "seeps", "n_ships": "ships",
     }, mode={"choices": sorted(MODES)}, n_seeps={"flag": "--seeps"}, n_ships={"flag": "--ships"})
     p.set_defaults(func=_run_cli)
