@@ -15,7 +15,7 @@ Physical model, in the order it is applied:
   the sea loses several dB over kilometres-wide blobs), spiral eddy filaments and turbulent ship
   wakes. With ``SceneSpec.more_lookalikes`` also rain cells (a downdraft's gust front brightens the sea on
   one side of a cell whose rain-damped core is dark), a sea-ice edge (a band of dark grease ice along a
-  wavy front, bright pack ice beyond) and the thermal noise floor in cross-track bands (NESZ rises by a
+  wavy front, textured pack ice beyond) and the thermal noise floor in cross-track bands (NESZ rises by a
   few dB towards each sub-swath's edges, which shows as bright and dark stripes wherever the sea is
   near the noise floor).
 * Oil (class 1): each seep releases strands that drift downstream along a wandering heading; they
@@ -543,8 +543,8 @@ def _rain_cell(rng: np.random.Generator, centre: np.ndarray, gy: np.ndarray, gx:
 def _ice_edge(rng: np.random.Generator, gy: np.ndarray, gx: np.ndarray, shape: tuple[int, int], px: float, cell: float,
               seeps: list[tuple[int, int]], sea_db: np.ndarray, drop_db: np.ndarray) -> np.ndarray:
     """A sea-ice edge across the scene, written into ``sea_db``: a 0.5-3 km band of grease ice along a wavy front,
-    6-10 dB under the sea (damped like oil, but broad and following the front: a look-alike), and bright, textured
-    pack ice beyond, kept 2 km clear of the ``seeps`` (their grid nodes). Returns ``drop_db`` with the band in it, so
+    6-10 dB under the sea (damped like oil, but broad and following the front: a look-alike), and textured pack ice
+    (-16 to -11 dB) beyond, kept 2 km clear of the ``seeps`` (their grid nodes). Returns ``drop_db`` with the band in it, so
     that the band is labelled a look-alike."""
     side = rng.uniform(0, 2 * np.pi)
     across = ((gy - shape[0] / 2) * np.sin(side) + (gx - shape[1] / 2) * np.cos(side)) * px
