@@ -86,6 +86,18 @@ def test_transplant_tiles_carry_real_slicks_onto_other_crops_and_the_bundled_mix
     assert Mix().transplant == 0 and "transplant" not in training_tiles(scenes, None, 12, 128, 2).kind
 
 
+def test_lookalike_mix_changes_the_synthetic_tiles_only():
+    """The look-alikes are drawn last from each synthetic scene's own seed: every other tile of the set stays as it was."""
+    scenes = [load_labelled(ARCTIC[0], 25.0)]
+    mix = dict(labelled=1, composite=1, grd=0, synthetic=2)
+    plain = training_tiles(scenes, None, 10, 128, 4, Mix(**mix))
+    more = training_tiles(scenes, None, 10, 128, 4, Mix(**mix, synthetic_lookalikes=True))
+    assert plain.kind == more.kind and "synthetic" in plain.kind and len(set(plain.kind)) == 3
+    same = [np.array_equal(x, y) for x, y in zip(plain.x, more.x)]
+    assert all(s for s, kind in zip(same, plain.kind) if kind != "synthetic")
+    assert not all(s for s, kind in zip(same, plain.kind) if kind == "synthetic")
+
+
 def test_validation_band_holds_slick_and_training_never_sees_it():
     scene = load_labelled(ARCTIC[0], 25.0)
     train, val = split_scene(scene, 0.3, gap=32)

@@ -148,12 +148,33 @@ def test_synthetic_pretraining_with_more_lookalikes_needs_its_own_file_and_says_
     args = ["--jsonl", "pretrain", "--data", "synthetic", "--more-lookalikes", "--train-tiles", "4", "--val-tiles", "2", "--tile", "64",
             "--epochs", "1", "--batch-size", "2", "--device", "cpu"]
     assert main(args) == 2
-    assert "would replace the bundled synthetic model" in json.loads(capsys.readouterr().out.splitlines()[-1])["message"]
+    assert "would replace a bundled model" in json.loads(capsys.readouterr().out.splitlines()[-1])["message"]
     small = ["--architecture", "unet", "--encoder", "tu-resnet10t", "--arch-kwargs", json.dumps(SMALL["arch_kwargs"])]
     assert main([*args, *small, "--out", str(out)]) == 0
     provenance = read_card(out).provenance
     assert provenance["how"].startswith("python -m engine pretrain --data synthetic --architecture unet")
     assert "--more-lookalikes" in provenance["how"] and "rain cells" in provenance["data"]
+
+
+def test_real_pretraining_with_more_lookalikes_needs_its_own_file_and_says_so(tmp_path, capsys):
+    """The real-texture recipe's synthetic tiles with the look-alikes: refused onto the bundled model's file, named in
+    the card's command and data."""
+    import json
+
+    from engine.cli.main import main
+    from engine.models.registry import read_card
+
+    from conftest import make_model
+
+    init = make_model(tmp_path / "init.safetensors", **{k: v for k, v in SMALL.items() if k != "name"})
+    args = ["--jsonl", "pretrain", "--init", str(init), "--more-lookalikes", "--train-tiles", "8", "--tile", "64", "--epochs", "1",
+            "--batch-size", "4", "--device", "cpu"]
+    assert main(args) == 2
+    assert "would replace a bundled model" in json.loads(capsys.readouterr().out.splitlines()[-1])["message"]
+    assert main([*args, "--out", str(tmp_path / "more.safetensors")]) == 0
+    provenance = read_card(tmp_path / "more.safetensors").provenance
+    assert provenance["how"].startswith("python -m engine pretrain --data real") and provenance["how"].endswith("--more-lookalikes")
+    assert provenance["data"]["mix"]["synthetic_lookalikes"] is True
 
 
 def test_pretrain_init_share_saves_the_trained_weights_moved_back_toward_the_init(tmp_path, capsys):

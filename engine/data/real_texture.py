@@ -48,13 +48,16 @@ MIN_TRANSPLANT_PIXELS = 50
 
 @dataclass(frozen=True)
 class Mix:
-    """Shares of each kind of tile in a training set (normalised when drawn)."""
+    """Shares of each kind of tile in a training set (normalised when drawn), and what the synthetic ones hold."""
 
     labelled: float = 0.35
     composite: float = 0.35
     grd: float = 0.15
     synthetic: float = 0.15
     transplant: float = 0.0
+    synthetic_lookalikes: bool = False
+    """Synthetic tiles with rain cells, sea-ice edges and sub-swath noise bands too (``SceneSpec.more_lookalikes``):
+    look-alikes the real tiles may hold too few of."""
 
     def shares(self) -> dict[str, float]:
         parts = {"labelled": self.labelled, "composite": self.composite, "grd": self.grd, "synthetic": self.synthetic,
@@ -219,11 +222,11 @@ def _grd_tile(grd: SceneArrays, grd_stretch: Stretch, tile: int, pixel_m: float,
     return True
 
 
-def _synthetic_tile(tile: int, pixel_m: float, rng: np.random.Generator, out: Tiles) -> bool:
+def _synthetic_tile(tile: int, pixel_m: float, rng: np.random.Generator, out: Tiles, more_lookalikes: bool) -> bool:
     i = int(rng.integers(2**31))
     spec = SceneSpec(height=tile, width=tile, mode=("IW_VV", "EW_HH")[i % 2], pixel_size=pixel_m, seed=i,
                      n_seeps=int(rng.integers(0, 3)), n_ships=int(rng.integers(0, 4)), n_lookalikes=int(rng.integers(1, 4)),
-                     land=rng.random() < 0.2, nodata_border=rng.random() < 0.2)
+                     land=rng.random() < 0.2, nodata_border=rng.random() < 0.2, more_lookalikes=more_lookalikes)
     sigma0, classes = generate(spec)
     values = np.where(sigma0 > 0, sigma0, np.nan).astype(np.float32)
     stretched = Stretch.fit("float32_linear", [values]).apply(values)
@@ -264,7 +267,7 @@ def training_tiles(
         elif kind == "transplant":
             _transplant_tile(scenes, weights, tile, rng, out)
         else:
-            _synthetic_tile(tile, pixel_m, rng, out)
+            _synthetic_tile(tile, pixel_m, rng, out, mix.synthetic_lookalikes)
     return out
 
 

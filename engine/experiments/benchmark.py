@@ -182,6 +182,9 @@ TRANSPLANT_MIX = Mix(labelled=0.35, composite=0.175, grd=0.15, synthetic=0.15, t
 moved onto other real sea (``real_texture.transplant_slick``): the composites' strands are thin synthetic shapes, and
 the held-out scenes lose most where broad real slicks are missed. Measured: 0.378 against 0.465 on seed 0, every scene
 lower (docs/benchmark_transplant_bce1.md)."""
+LOOKALIKE_MIX = Mix(synthetic_lookalikes=True)
+"""``real_texture_bce1_lookalikes_init50``: the bundled mix, its fully synthetic tiles with rain cells, sea-ice edges and
+sub-swath noise bands too (``engine pretrain --more-lookalikes``); every other tile the same."""
 ARCTIC_ONLY: tuple[str, ...] = ()
 """``real_texture_bce1_arctic_init50``: the bundled recipe without the four North Sea tiles. Their IW/VV slicks are
 broad, faint and coarsely outlined, unlike the Arctic scenes' thin strands, and a model that learnt from three of them
@@ -604,6 +607,7 @@ def candidates(args: argparse.Namespace, seed: int) -> dict[str, Trainer]:
         "real_texture_bce1_dice25_init50": bundled_with("real_texture_bce1_dice25", dice_weight=LIGHT_DICE),
         "real_texture_bce1_arctic_init50": bundled_with("real_texture_bce1_arctic", north_sea=ARCTIC_ONLY),
         "real_texture_bce1_transplant_init50": bundled_with("real_texture_bce1_transplant", mix=TRANSPLANT_MIX),
+        "real_texture_bce1_lookalikes_init50": bundled_with("real_texture_bce1_lookalikes", mix=LOOKALIKE_MIX),
         f"real_texture_bce1_init50_ens{ENSEMBLE_SIZE}": ensemble_trainer(ENSEMBLE_SIZE, lambda member: bundled_with("real_texture_bce1", member), device),
         "real_texture_bce1_refit_init50": real_texture_trainer(args.epochs, args.train_tiles, device, seed, pos_weight_cap=1.0, init_share=0.5,
                                                                refit=True),

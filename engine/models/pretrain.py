@@ -388,6 +388,7 @@ def pretrain_real(out: Path, recipe: RealRecipe, config: TrainConfig, progress: 
         + ("" if config.train_layers == "all" else f" --train-layers {config.train_layers}")
         + (" --keep-last" if config.keep_last else "")
         + (" --frozen-statistics" if config.frozen_statistics else "")
+        + (" --more-lookalikes" if recipe.mix.synthetic_lookalikes else "")
         + ("" if recipe.north_sea == RealRecipe.north_sea else " --north-sea" + "".join(f" {name}" for name in recipe.north_sea)),
         "data": data,
         **({} if masked is None else {"masked_image_pretraining": masked}),
@@ -476,7 +477,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--arch-kwargs", help="its further arguments as JSON, e.g. '{\"lora_rank\": 16}'")
     p.add_argument("--encoder-weights", type=Path, help="local encoder checkpoint to start from, e.g. sam_vit_b_01ec64.pth")
     p.add_argument("--more-lookalikes", action="store_true",
-                   help="--data synthetic: scenes with rain cells, sea-ice edges and sub-swath noise bands too")
+                   help="scenes with rain cells, sea-ice edges and sub-swath noise bands too (--data real: its synthetic tiles)")
     p.add_argument("--train-tiles", type=int, help="default: 240 (real), 320 (synthetic)")
     p.add_argument("--val-tiles", type=int, default=48, help="--data synthetic: validation tiles")
     p.add_argument("--tile", type=int, default=RealRecipe.tile)
@@ -521,6 +522,8 @@ def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
     card = pretrain_card(args.architecture, args.encoder, arch_kwargs)
     if args.out is None and not _is_default(card):
         raise InputError("--out is needed when pretraining another network than the bundled model's.", "E.g. --out samlora_b.safetensors.")
+    if args.more_lookalikes and args.out is None:
+        raise InputError("--more-lookalikes would replace a bundled model, which was made without them.", "Give --out for the new model.")
     if args.data == "real":
         if args.init and not _is_default(card):
             raise InputError("--init starts from a trained model, whose network is its own.", "Give --init or --architecture/--encoder, not both.")
@@ -528,7 +531,7 @@ def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
         init = None if starts_fresh else Path(args.init) if args.init else SYNTHETIC_MODEL
         recipe = RealRecipe(scenes=tuple(args.scenes), train_tiles=args.train_tiles or RealRecipe.train_tiles, tile=args.tile, init=init,
                             masked_epochs=args.masked_epochs, init_share=args.init_share, refit=args.refit,
-                            north_sea=tuple(args.north_sea))
+                            north_sea=tuple(args.north_sea), mix=Mix(synthetic_lookalikes=args.more_lookalikes))
         if args.init_share and (init is None or not 0 < args.init_share < 1):
             raise InputError(f"--init-share {args.init_share:g} needs a model to start from and a share between 0 and 1.",
                              "Give e.g. --init-share 0.5 without --init none.")
@@ -543,9 +546,6 @@ def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
                              checkpoint=CHECKPOINTS / f"{out.stem}-{run_key(vars(args))}.pt")
         return pretrain_real(out, recipe, config, progress, card, args.encoder_weights)
     config = TrainConfig(epochs=args.epochs or 6, batch_size=args.batch_size, lr=args.lr or 2e-3, seed=args.seed, device=device)
-    if args.more_lookalikes and args.out is None:
-        raise InputError("--more-lookalikes would replace the bundled synthetic model, which was made without them.",
-                         "Give --out for the new model.")
     return pretrain(args.out or SYNTHETIC_MODEL, args.train_tiles or 320, args.val_tiles, args.tile, config, progress, card, args.encoder_weights,
                     args.more_lookalikes)
 
