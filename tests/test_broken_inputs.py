@@ -98,7 +98,7 @@ def test_a_partial_download_is_named_at_every_stage_that_reads_it(tmp_path: Path
 
 
 def test_fine_tuning_and_generator_training_name_a_cut_off_labelled_scene(tmp_path: Path) -> None:
-    from engine.generation.generator import training_tiles
+    from engine.generation.training_set import training_tiles
     from engine.jobs.finetune_data import collect_tiles
 
     scene = cut(SCENE, tmp_path / "labelled.tif", 0.7)

@@ -20,7 +20,8 @@ from engine.experiments.dakter_eval import AUTO, EQ6, REAL, DakterOptions, TileS
 from engine.experiments.sar_stats import histogram_distance, psd_distance
 from engine.experiments.students import summarise
 from engine.experiments.transfer import TEST, label_store, t_interval
-from engine.generation.generator import GeneratorOptions, training_tiles
+from engine.generation.generator import GeneratorOptions
+from engine.generation.training_set import training_tiles
 from engine.generation.joint_ddpm import balancing_factor, load_generator, read_generator_card, save_generator
 from engine.jobs.finetune import FinetuneOptions
 from engine.jobs.labels import read_store

@@ -18,7 +18,7 @@ from shapely.geometry import box
 from engine.cli.main import main
 from engine.errors import Cancelled, InputError, ModelError, OutputError
 from engine.generation import samples
-from engine.generation.generator import MIN_TILES, GeneratorOptions, generate, regenerate, train_generator, training_tiles
+from engine.generation.generator import GeneratorOptions, generate, train, train_generator
 from engine.generation.joint_ddpm import (
     GeneratorCard,
     GeneratorTraining,
@@ -32,9 +32,10 @@ from engine.generation.joint_ddpm import (
     read_generator_card,
     sample,
     save_generator,
-    train,
     unet_config,
 )
+from engine.generation.samples import regenerate
+from engine.generation.training_set import MIN_TILES, training_tiles
 from engine.jobs.labels import add_labels, add_reviewed, create_store, read_store, scene_grid
 from engine.models.registry import OSD_CLASSES, list_models, read_card
 from engine.progress import Progress

@@ -15,7 +15,8 @@ from engine.cli.main import main, parse_args
 from engine.data import bundled
 from engine.errors import Cancelled, InputError
 from engine.generation import joint_ddpm, jointnet
-from engine.generation.generator import FINE_TUNE, GeneratorOptions, train_generator, train_options
+from engine.generation.cli import FINE_TUNE, train_options
+from engine.generation.generator import GeneratorOptions, train_generator
 from engine.generation.joint_ddpm import read_generator_card
 from engine.generation.jointnet import JointNetOptions, load_jointnet, train_jointnet
 from engine.generation.pretrain import PretrainOptions, checkpoint_folder, pretrain_generator

@@ -19,7 +19,8 @@ from engine.cli.main import main, parse_args
 from engine.contract import LABEL_CLASSES
 from engine.errors import Cancelled, InputError, ModelError
 from engine.generation import joint_ddpm, samples
-from engine.generation.generator import GeneratorOptions, generate, regenerate, train_options, training_tiles
+from engine.generation.cli import train_options
+from engine.generation.generator import GeneratorOptions, generate
 from engine.generation.joint_ddpm import GeneratorCard, JointSet, balancing_factor, build_unet, read_generator_card, save_generator, unet_config
 from engine.generation.jointnet import (
     CLASSES,
@@ -38,7 +39,9 @@ from engine.generation.jointnet import (
     train,
     train_jointnet,
 )
+from engine.generation.samples import regenerate
 from engine.generation.stages import checkpoint_path
+from engine.generation.training_set import training_tiles
 from engine.jobs.labels import add_labels, create_store, import_mask, rasterise, read_store, scene_grid
 from engine.progress import Progress, silent
 

@@ -46,7 +46,8 @@ from ..contract import GENERATOR_KINDS
 from ..data.bundled import POOL, scenes_named
 from ..errors import InputError, ModelError
 from ..generation import jointnet
-from ..generation.generator import GeneratorOptions, check_training_options, cpu_threads, generate, train_generator
+from ..generation.generator import GeneratorOptions, check_training_options, generate, train_generator
+from ..generation.samples import cpu_threads
 from ..generation.joint_ddpm import KIND as DAKTER, NETS, SOLVERS, read_generator_card, unet_config
 from ..jobs.finetune import FinetuneOptions
 from ..machine import commit_text, describe, file_sha256, utc_now

@@ -39,7 +39,8 @@ from ..atomic import write_csv, write_text
 from ..cli.args import number_or
 from ..data.bundled import POOL, scenes_named
 from ..errors import InputError
-from ..generation.generator import GeneratorOptions, cpu_threads, generate, train_generator
+from ..generation.generator import GeneratorOptions, generate, train_generator
+from ..generation.samples import cpu_threads
 from ..generation.joint_ddpm import NETS, SOLVERS, balancing_factor, load_generator, read_generator_card, sample, unet_config
 from ..jobs.finetune import FinetuneOptions
 from ..models.eager import pick_device

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.bundled import POOL
-from ..generation.generator import training_tiles
+from ..generation.training_set import training_tiles
 from ..generation.joint_ddpm import JointSet
 from ..jobs.finetune_data import collect_tiles, split_by_area
 from ..jobs.labels import read_store

@@ -9,8 +9,9 @@ step of a deterministic solver, and returns the tile and the last logits, from w
 ``softmax(logits / T)`` are made for the student.
 
 diffusers supplies the network (``UNet2DModel``) and the noise schedules and solvers; this module holds
-what is specific to the method: ``b``, the joint loss, the label rescaling, the two training stages
-(supplementary B: bilinearly halved tiles first, then full size) and the sampling loop. A generator file is
+what is specific to the method: ``b``, the joint loss, the label rescaling, the two training stages' settings
+(supplementary B: bilinearly halved tiles first, then full size; ``generator.train`` runs them) and the sampling
+loop. A generator file is
 a ``.safetensors`` file like a segmentation model's (engine/models/registry.py), with its own card key so that no
 tool mistakes one for the other.
 """
@@ -31,14 +32,11 @@ from .. import __version__
 from ..contract import GENERATOR_LOW_RES_STEPS, GENERATOR_STEPS, SOLVER_STEPS
 from ..errors import InputError, ModelError
 from ..models.eager import autocast, fast_dtype
-from ..models.registry import CARD_KEY, GENERATOR_CARD_KEY, card_data, read_metadata, read_weights, save_model, slick_index
+from ..models.registry import CARD_KEY, GENERATOR_CARD_KEY, card_data, read_metadata, read_weights, save_model
 from ..models.training import training_dtype
-from ..progress import Progress, silent
 
 if TYPE_CHECKING:  # diffusers takes seconds to import: only the commands that run a generator pay for it
     from diffusers import DDPMScheduler, UNet2DModel
-
-    from .parent import Parent
 
 GENERATOR_FORMAT = "slick-mapper-generator"
 GENERATOR_VERSION = 1
@@ -302,48 +300,6 @@ def tile_weights(data: JointSet, slick: Optional[int], slick_share: Optional[flo
         weights[has_slick] = slick_share / n
         weights[~has_slick] = (1 - slick_share) / (len(data) - n)
     return weights
-
-
-def train(
-    card: GeneratorCard,
-    data: JointSet,
-    config: GeneratorTraining,
-    progress: Optional[Progress] = None,
-    folder: Optional[Path] = None,
-    init: Optional[Parent] = None,
-) -> tuple[UNet2DModel, list[dict], dict[int, float]]:
-    """A generator trained on ``data`` from ``init``'s weights (None: freshly initialised); (network, loss
-    history, seconds of each stage over all the runs that went into it).
-
-    Progress reports every step (and Cancel stops at the next one); the history keeps the mean losses of
-    about twenty windows per stage, which are also logged. With a checkpoint ``folder`` each stage saves
-    itself there and a run with the same settings and tiles goes on where an earlier one stopped.
-    """
-    from . import stages  # which builds on this module
-
-    progress = progress or silent()
-    torch.manual_seed(config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
-    net = build_unet(card)
-    if init is not None:
-        net.load_state_dict(init.weights())
-    net.to(torch.device(config.device)).train()
-    noise = noise_schedule(card)
-    digest = stages.data_sha256(data)
-    history: list[dict] = []
-    seconds: dict[int, float] = {}
-    weights = config.tile_weights(data, slick_index(card.classes))
-    for number, name, tiles, steps, batch_size, lr in config.stages(data):
-        trained_with = stages.trained_with(
-            card, digest, init, steps=[config.low_res_steps, config.steps][:number], lr=[config.lr, config.lr / 2][:number],
-            batch_size=config.batch_size, weight_decay=config.weight_decay, slick_share=config.slick_share, seed=config.seed,
-        )
-        stage = stages.Stage(number, name, steps, batch_size, trained_with, folder)
-        optimiser = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=config.weight_decay)
-        done, seconds[number] = stages.run(stage, net, list(net.parameters()), optimiser, gen,
-                                           lambda batch: joint_loss(net, noise, batch, card.b, gen), tiles, weights, progress, stage.checkpoint())
-        history += done
-    return net.eval(), history, seconds
 
 
 StepCallback = Callable[[int, int], None]

@@ -36,10 +36,9 @@ import torch.nn.functional as F
 from ..contract import GENERATOR_KINDS, LABEL_CLASSES
 from ..data.synth import CLASS_NAMES
 from ..errors import InputError, ModelError
-from ..jobs.finetune import check_out
 from ..models.eager import autocast, pick_device
 from ..models.pretrain import synthetic_scenes
-from ..models.registry import read_weights, slick_index
+from ..models.registry import check_new_model_file, read_weights, slick_index
 from ..models.training import training_dtype
 from ..progress import Progress, silent
 from . import joint_ddpm, stages
@@ -56,6 +55,7 @@ from .joint_ddpm import (
 )
 from .parent import Parent
 from .stages import Stage, read_checkpoint
+from .training_set import balancing, store_record, store_tiles, training_record, write_generator
 
 KIND = "sar-jointnet"
 NOISE = {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2"}
@@ -340,13 +340,11 @@ def train_jointnet(
 ) -> dict[str, Any]:
     """Train SAR-JointNet on a label store's tiles (and synthetic scenes) from its stage checkpoints, or from
     ``options.init``; the generator file is written once stage 3 has finished, never replacing one."""
-    from .generator import store_record, store_tiles  # generator.py's command line imports this module
-
     options = options or JointNetOptions()
     progress = progress or silent()
     out_path = Path(out_path)
     check_options(options)
-    check_out(out_path)
+    check_new_model_file(out_path)
     parent = Parent.read(options.init, KIND) if options.init else None
     # A fine-tune learns its parent's label classes, as far as the store (and synthetic scenes) hold them.
     labels = LABEL_CLASSES[: len(parent.card.classes) - 1] if parent is not None else LABEL_CLASSES
@@ -376,8 +374,6 @@ def fit_jointnet(
     """Train SAR-JointNet on ``data`` of ``classes`` (from ``parent``'s weights when given) and write it once
     stage 3 has finished: what training on a label store and pretraining share. ``source`` is what the card
     says of the tiles, its ``train_tiles``, ``synthetic_tiles`` and ``skipped_tiles`` among it."""
-    from .generator import balancing, training_record, write_generator
-
     device = pick_device(options.device)
     b, b_from = balancing(data, options.b, parent)
     progress.log(f"{len(data)} training tiles ({source['skipped_tiles']} left out); b = {b:.4f} ({b_from})")

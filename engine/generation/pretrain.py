@@ -6,7 +6,7 @@ segmentation model's pretraining cuts (``models.pretrain.real_sets``: Arctic sce
 the North Sea tiles, the real IW scene and synthetic scenes, in the ``real_texture.Mix`` shares, real seep slicks
 and composited ones), of the Arctic scenes only ``bundled.POOL``'s, as the held-out model: the experiments score
 generators and their students on the other three. Tiles are cut at the generator's tile size, with the classes
-sea and slick; those holding no data, or less than ``generator.MIN_KNOWN`` known, are left
+sea and slick; those holding no data, or less than ``training_set.MIN_KNOWN`` known, are left
 out, as from a label store. ``generator train --init`` then fine-tunes the result on a project's labels.
 
 ``--steps`` counts every stage together, shared as the kind's own schedule shares them (DAKTer 2 : 1
@@ -17,24 +17,22 @@ a crash goes on where it stopped; the generator file is written once the last st
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
-from ..cli.args import DEVICE_HELP, add_options, options_from
 from ..contract import GENERATOR_KINDS, GENERATOR_LOW_RES_STEPS, GENERATOR_STEPS
 from ..data.bundled import POOL
 from ..errors import InputError
-from ..jobs.finetune import check_out
 from ..models.pretrain import CHECKPOINTS, RealRecipe, real_sets, run_key
-from ..models.registry import BINARY_CLASSES, DEFAULT_MODEL, read_card
+from ..models.registry import BINARY_CLASSES, DEFAULT_MODEL, check_new_model_file, read_card
 from ..progress import Progress, silent
 from . import joint_ddpm, jointnet
-from .generator import MIN_KNOWN, MIN_TILES, GeneratorOptions, fit_generator
-from .joint_ddpm import NETS, JointSet, unet_config
+from .generator import GeneratorOptions, fit_generator
+from .joint_ddpm import JointSet, unet_config
+from .training_set import MIN_KNOWN, MIN_TILES
 
 
 @dataclass
@@ -104,7 +102,7 @@ def pretrain_generator(
     progress = progress or silent()
     out = Path(out)
     _check(options)
-    check_out(out)
+    check_new_model_file(out)
     folder = checkpoints or checkpoint_folder(out, options)
     pixel_size = read_card(DEFAULT_MODEL).pixel_size
     data, source = real_texture_set(options, pixel_size, progress)
@@ -130,26 +128,3 @@ def _check(options: PretrainOptions) -> None:
         raise InputError(f"--tiles {options.tiles}, --batch-size {options.batch_size}: a generator needs at least {MIN_TILES} tiles "
                          "and a tile per batch.", "E.g. --tiles 2000 --batch-size 8.")
     unet_config(options.net, options.tile, len(BINARY_CLASSES))  # a tile that does not fit the network, before tiles are cut
-
-
-def add_cli(sub: argparse._SubParsersAction) -> None:
-    """Register ``generator pretrain`` (``sub``: the ``generator`` command's actions)."""
-    p = sub.add_parser("pretrain", help="pretrain a generator on real SAR texture, for generator train --init")
-    p.add_argument("--out", required=True, type=Path, help="new generator file (.safetensors); never overwritten")
-    add_options(p, PretrainOptions, {
-        "kind": "dakter or sar-jointnet",
-        "steps": "training steps of all stages together",
-        "tiles": "real-texture tiles to cut",
-        "tile": "tile size in pixels",
-        "net": "network size: small (CPU) or ddpm (the paper's, GPU)",
-        "batch_size": "tiles per full-size step",
-        "seed": "seed of the tiles, initial weights, batches and noise",
-        "device": DEVICE_HELP,
-    }, kind={"choices": list(GENERATOR_KINDS)}, net={"choices": list(NETS)})
-    p.add_argument("--checkpoints", type=Path,
-                   help="the stages' checkpoint folder, from which the same command goes on (default: checkpoints/<out name>-<key>)")
-    p.set_defaults(func=_pretrain_cli)
-
-
-def _pretrain_cli(args: argparse.Namespace, progress: Progress) -> dict:
-    return pretrain_generator(args.out, options_from(args, PretrainOptions), progress, args.checkpoints)

@@ -10,7 +10,8 @@
 Soft labels are ``softmax(logits / T)`` with the folder's temperature T (the paper's 2) and hard labels
 their argmax; both are derived on reading, so the logits are the one stored truth. Each record holds what
 it takes to make the sample again (the generator's hash, the seed and the seeds generated in the same
-batch, the solver, its steps, the device and CPU threads), so a set can be checked or restored from its index.
+batch, the solver, its steps, the device and CPU threads), so a set can be checked or restored from its index
+(``regenerate``).
 
 Every sample's files are written whole (temporary file, then rename) before the index names them, and
 the index is replaced the same way, so a cancelled or crashed run leaves only whole samples. Index
@@ -25,23 +26,26 @@ import argparse
 import io
 import json
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 import numpy as np
 from PIL import Image
 
 from .. import __version__
 from ..atomic import write_bytes
-from ..errors import InputError, OutputError
+from ..errors import InputError, ModelError, OutputError
 from ..locks import held
-from ..machine import utc_now
+from ..machine import file_sha256, utc_now
 from ..models.registry import slick_index
-from ..progress import Progress
+from ..progress import Progress, silent
 
 if TYPE_CHECKING:
     import torch
+
+    from .joint_ddpm import GeneratorCard
 
 FORMAT = "slick-mapper-samples"
 VERSION = 1
@@ -377,9 +381,93 @@ def _update_index(folder: Path, change: Callable[[dict[str, Any]], Any]) -> None
         _write_index(folder, index)
 
 
+def regenerate(
+    folder: str | Path,
+    ids: Optional[list[str]] = None,
+    *,
+    generator_path: Optional[str | Path] = None,
+    device: Optional[str] = None,
+    progress: Optional[Progress] = None,
+) -> dict[str, Any]:
+    """Make samples again from their records: files that were lost are restored, files that exist are
+    compared bit for bit and never replaced.
+
+    ``ids`` None: every sample whose tile file is missing. Each sample's batch is rerun on the device and
+    with the CPU threads it was made with (unless ``device`` is given), with the generator named in the index (or
+    ``generator_path``, which must be the same file by its hash).
+    """
+    from ..models.eager import pick_device  # PyTorch, which the folder's other actions never need
+    from .joint_ddpm import sample, to_uint8
+    from .jointnet import load_any
+
+    progress = progress or silent()
+    folder = Path(folder)
+    index = read_index(folder)
+    by_id = {s["id"]: s for s in index["samples"]}
+    if ids:
+        unknown = [i for i in ids if i not in by_id]
+        if unknown:
+            raise InputError(f"No sample {', '.join(unknown)} in {folder}.", "See the ids with: python -m engine samples summary.")
+        wanted = [by_id[i] for i in ids]
+    else:
+        wanted = [s for s in index["samples"] if not (folder / "tiles" / f"{s['id']}.npz").exists()]
+    groups: dict[tuple, list[dict]] = {}
+    for record in wanted:
+        key = (record["generator"], tuple(record["batch_seeds"]), record["solver"], record["steps"], record["device"], record["threads"])
+        groups.setdefault(key, []).append(record)
+    identical, different, restored = [], [], []
+    loaded: dict[tuple[str, str], tuple[Any, GeneratorCard]] = {}
+    for done, ((key, batch, solver, steps, made_on, threads), records) in enumerate(groups.items()):
+        progress.update("regenerating", done, len(groups), f"batch of seeds {batch[0]}-{batch[-1]}")
+        entry = index["generators"][key]
+        torch_device = pick_device(device or made_on)
+        if (key, str(torch_device)) not in loaded:
+            path = Path(generator_path or entry["path"])
+            if generator_sha256(path) != entry["sha256"]:
+                raise ModelError(f"{path} is not the generator that made these samples (its hash differs).", "Give the original file with --generator.")
+            loaded[(key, str(torch_device))] = load_any(path, torch_device)
+        net, card = loaded[(key, str(torch_device))]
+        with cpu_threads(threads if torch_device.type == "cpu" else None):
+            x, logits = sample(net, card, list(batch), solver, steps, lambda *_: progress.check())
+        tiles = to_uint8(x[:, 0])
+        for record in records:
+            i = batch.index(record["seed"])
+            tile, new_logits = tiles[i], logits[i].numpy()
+            if (folder / "tiles" / f"{record['id']}.npz").exists():
+                old_tile, old_logits = read_sample(folder, record["id"])
+                same = np.array_equal(old_tile, tile) and np.array_equal(old_logits, new_logits.astype(np.float16).astype(np.float32))
+                (identical if same else different).append(record["id"])
+            else:
+                restore(folder, record["id"], tile, new_logits)
+                restored.append(record["id"])
+    progress.update("done", 1, 1)
+    return {"folder": str(folder), "checked": [r["id"] for r in wanted], "identical": identical, "different": different, "restored": restored}
+
+
+@contextmanager
+def cpu_threads(n: Optional[int]) -> Iterator[None]:
+    """Run with ``n`` CPU threads (None: as is), as the sample was made."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def generator_sha256(path: Path) -> str:
+    """The hash by which a folder's index knows the generator that made its samples."""
+    if not path.is_file():
+        raise ModelError(f"Generator file not found: {path}.", "Give its path with --generator.")
+    return file_sha256(path)
+
+
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     """Register ``samples summary|keep|discard|regenerate``: here, not with the generator's commands, so that
-    looking after a folder imports no PyTorch; only ``regenerate`` needs the generator."""
+    looking after a folder imports no PyTorch; only ``regenerate`` loads it, to run the generator."""
     parser = subparsers.add_parser("samples")
     sub = parser.add_subparsers(dest="samples_command", required=True, metavar="ACTION")
     p = sub.add_parser("summary", help="what the folder holds, sample by sample")
@@ -399,6 +487,4 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _regenerate_cli(args: argparse.Namespace, progress: Progress) -> dict:
-    from .generator import regenerate  # which builds on this module
-
     return regenerate(args.folder, args.ids, generator_path=args.generator, device=args.device, progress=progress)

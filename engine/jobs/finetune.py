@@ -13,7 +13,6 @@ eq. 5 (KD + Dice) in place of the transfer-learning paper's loss. Validation sta
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -24,12 +23,12 @@ import torch
 
 from .. import __version__
 from ..cli.args import DEVICE_HELP, add_options, number_or, options_from
-from ..errors import InputError, ModelError, OutputError
+from ..errors import InputError, ModelError
 from ..generation.distill import GENERATED_LABELS, mixed, open_folder, sample_count, student_tiles
 from ..machine import file_sha256
 from ..models.eager import pick_device
 from ..models.inference import Predictor
-from ..models.registry import ModelCard, has_weights, load_model, read_card, save_model, scenes_learnt, user_models_dir
+from ..models.registry import ModelCard, check_new_model_file, has_weights, load_model, read_card, save_model, scenes_learnt
 from ..models.training import TRAIN_LAYERS, TrainConfig, interpolate_weights, lr_range_test, paper_augment, train, validate
 from ..progress import Progress, silent
 from ..scenes.fingerprint import scene_fingerprint
@@ -184,7 +183,7 @@ def finetune(
 
     base_model_path, out_path = Path(base_model_path), Path(out_path)
     check_options(options)
-    check_out(out_path)
+    check_new_model_file(out_path)
     card = read_card(base_model_path)
     _check_base(card)
     if not has_weights(base_model_path):
@@ -324,7 +323,7 @@ def finetune(
         created=now.isoformat(timespec="seconds"),
     )
     progress.update("saving", 0, 1, "Writing the model file")
-    check_out(out_path)  # a file may have appeared there while training ran
+    check_new_model_file(out_path)  # a file may have appeared there while training ran
     save_model(model, child, out_path)
     timed("saving")
     progress.update("done", 1, 1)
@@ -443,19 +442,6 @@ def check_options(options: FinetuneOptions) -> None:
     if options.generated_labels not in GENERATED_LABELS or (options.generated_labels != "soft" and options.generated is None):
         raise InputError(f"--generated-labels {options.generated_labels} needs a sample folder and is one of {', '.join(GENERATED_LABELS)}.",
                          "Give --generated DIR with --generated-labels hard, or leave it out (soft).")
-
-
-def check_out(path: Path) -> None:
-    """Refuse now, not after an hour of training: the file must be new and its folder writable."""
-    if path.suffix != ".safetensors":
-        raise InputError(f"Model files end in .safetensors; {path.name} does not.", f"Name it e.g. {path.stem}.safetensors.")
-    if path.exists():
-        raise OutputError(f"{path} exists already; a model file is never replaced.", "Choose a new file name.")
-    folder = path.parent.resolve()
-    while not folder.exists():
-        folder = folder.parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputError(f"Cannot write the model file {path}: {folder} is not writable.", f"Choose a writable folder, e.g. {user_models_dir()}.")
 
 
 def _check_base(card: ModelCard) -> None:

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from ..errors import ResourceError
-from .inference import View
 from .registry import ModelCard
+from .views import View
 
 
 def pick_device(name: str = "auto") -> torch.device:

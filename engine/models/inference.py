@@ -16,18 +16,13 @@ import numpy as np
 from scipy.special import expit, softmax
 
 from .registry import ModelCard
+from .views import FLIPS, View
 
 if TYPE_CHECKING:
     import torch
 
 Forward = Callable[[np.ndarray], np.ndarray]
 """(B, C, H, W) float32 model input -> (B, K, H, W) float32 logits."""
-
-FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
-"""Test-time views of a batch of tiles (rows and columns last): as is, mirrored left-right, top-bottom, and both."""
-
-View = tuple[bool, tuple[int, ...]]
-"""A test-time view: transposed first or not, then mirrored along these axes (rows and columns last)."""
 
 _GPU_DEVICES = ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg")
 """NVIDIA's, ROCm's and WSL's device files: without any of them a Linux machine has no GPU PyTorch can use."""

@@ -24,7 +24,7 @@ from .. import __version__
 from ..atomic import staged
 from ..contract import BUNDLED_DIR, STAGING_PREFIX
 from ..data.bundled import scenes_named
-from ..errors import InputError, ModelError
+from ..errors import InputError, ModelError, OutputError
 from ..machine import file_sha256
 from ..scenes.fingerprint import scene_fingerprint
 
@@ -90,6 +90,19 @@ def user_models_dir() -> Path:
         return Path(env)
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "slick_mapper" / "models"
+
+
+def check_new_model_file(path: Path) -> None:
+    """Refuse now, not after an hour of training: a model file is always new, in a folder it can be written to."""
+    if path.suffix != ".safetensors":
+        raise InputError(f"Model files end in .safetensors; {path.name} does not.", f"Name it e.g. {path.stem}.safetensors.")
+    if path.exists():
+        raise OutputError(f"{path} exists already; a model file is never replaced.", "Choose a new file name.")
+    folder = path.parent.resolve()
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"Cannot write the model file {path}: {folder} is not writable.", f"Choose a writable folder, e.g. {user_models_dir()}.")
 
 
 _MEASURED_ON = (

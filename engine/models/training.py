@@ -26,9 +26,9 @@ from ..atomic import staged
 from ..contract import TRAIN_LAYERS
 from ..progress import Progress, silent
 from .eager import autocast, fast_dtype
-from .inference import FLIPS
 from .losses import ALPHA, StudentLoss, slick_loss
 from .registry import POS_WEIGHT_CAP
+from .views import FLIPS
 
 Augment = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 """``(x, y, valid, generator) -> (x, y, valid)`` on a batch of (N,1,H,W) tiles."""

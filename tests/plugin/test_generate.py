@@ -29,7 +29,8 @@ from qgis.PyQt.QtCore import Qt
 
 from engine import contract
 from engine.cli.main import parse_args
-from engine.generation.generator import GeneratorOptions, train_options
+from engine.generation.cli import train_options
+from engine.generation.generator import GeneratorOptions
 from engine.generation.joint_ddpm import GeneratorCard, build_unet, save_generator, unet_config
 from engine.generation.jointnet import JointNetOptions
 from engine.jobs.labels import create_store, import_mask
