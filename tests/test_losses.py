@@ -1,11 +1,12 @@
-"""The paper's segmentation loss as training uses it: the BCE's slick weight, and its cap from the training config."""
+"""The paper's segmentation loss as training uses it: the BCE's slick weight, its cap from the training config, and the
+centre-line recall term."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from engine.models.losses import soft_dice_loss
+from engine.models.losses import label_skeleton, skeleton_recall_loss, soft_dice_loss
 from engine.models.registry import POS_WEIGHT_CAP
 from engine.models.training import TileSet, TrainConfig, tile_loss
 
@@ -58,3 +59,37 @@ def test_fine_tuning_trains_with_its_parent_s_cap_unless_told_otherwise(tiny_mod
     assert card.pos_weight_cap == POS_WEIGHT_CAP and train_config(card, FinetuneOptions(), cpu).pos_weight_cap == POS_WEIGHT_CAP
     assert train_config(plain, FinetuneOptions(), cpu).pos_weight_cap == 1.0
     assert train_config(plain, FinetuneOptions(pos_weight_cap=10.0), cpu).pos_weight_cap == 10.0
+
+
+def test_the_skeleton_is_each_strand_s_centre_line_three_pixels_wide():
+    """A 5-px strand keeps its middle three rows; a 25 x 30-px patch only its medial line, so a wide slick weighs
+    little more than a thin one of the same length."""
+    y = torch.zeros(1, 1, 64, 64)
+    y[0, 0, 20:25, 5:60] = 1.0
+    y[0, 0, 35:60, 10:40] = 1.0
+    skeleton = label_skeleton(y)
+    assert torch.equal(skeleton[0, 0, 18:27, 30], torch.tensor([0.0, 0, 0, 1, 1, 1, 0, 0, 0]))
+    assert bool((skeleton <= y).all())
+    patch = skeleton[0, 0, 35:60, 10:40]
+    assert 0 < patch.sum() < 0.15 * 25 * 30 and patch[:, 25 - 10].sum() == 3  # three pixels across its middle
+
+
+def test_skeleton_recall_counts_a_missed_thin_strand_where_dice_barely_does():
+    """Finding the wide slick of a batch and missing a thin strand beside it costs Dice a tenth, the skeleton's recall
+    most of it (a square's skeleton is its centre); the term is added to the paper's loss only when weighted, and is
+    nothing without slicks."""
+    y = torch.zeros(1, 1, 64, 64)
+    y[0, 0, 5:45, 5:45] = 1.0  # wide
+    y[0, 0, 55:58, 2:62] = 1.0  # thin, 60 px long
+    valid = torch.ones_like(y)
+    found_wide = torch.where(y.bool() & (torch.arange(64)[:, None] < 50), 9.0, -9.0)
+    assert soft_dice_loss(found_wide, y, valid) < 0.12
+    assert skeleton_recall_loss(found_wide, y, valid) > 0.8
+    data = TileSet(x=torch.zeros_like(y), y=y, valid=valid)
+    plain = tile_loss(found_wide, data, TrainConfig())
+    assert torch.allclose(tile_loss(found_wide, data, TrainConfig(skeleton_weight=0.5)),
+                          plain + 0.5 * skeleton_recall_loss(found_wide, y, valid))
+    logits = torch.randn(y.shape, requires_grad=True)
+    nothing = skeleton_recall_loss(logits, torch.zeros_like(y), valid)
+    nothing.backward()
+    assert nothing.item() == 0.0 and logits.grad is not None

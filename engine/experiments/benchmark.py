@@ -121,7 +121,8 @@ def real_texture_trainer(epochs: int, train_tiles: int, device: str, seed: int, 
                          parent_weight: float = 0.0, lr: float = 5e-4, init: Optional[Callable[[Path, Progress], Path]] = None,
                          pos_weight_cap: float = POS_WEIGHT_CAP, train_layers: str = "all", keep_last: bool = False,
                          frozen_statistics: bool = False, init_share: float = 0.0, refit: bool = False,
-                         dice_weight: float = TrainConfig.dice_weight, north_sea: tuple[str, ...] = RealRecipe.north_sea) -> Trainer:
+                         dice_weight: float = TrainConfig.dice_weight, north_sea: tuple[str, ...] = RealRecipe.north_sea,
+                         skeleton_weight: float = TrainConfig.skeleton_weight) -> Trainer:
     """The bundled model's own recipe (``engine pretrain --data real``) on the given scenes: from the
     synthetic model, or with ``network`` (a key of ``NETWORKS``) from random initialisation; with
     ``average_from``, the average of the epochs from that one on (``TrainConfig.average_from``). Another
@@ -135,7 +136,8 @@ def real_texture_trainer(epochs: int, train_tiles: int, device: str, seed: int, 
     ``keep_last``: no epoch chosen, the last one kept (``TrainConfig.keep_last``). ``frozen_statistics``: every batch
     norm keeps the start's running statistics (``TrainConfig.frozen_statistics``). ``init_share`` and ``refit``: as
     ``engine pretrain --init-share --refit`` makes the model in one run (``RealRecipe``). ``dice_weight``: a of the loss
-    (``TrainConfig.dice_weight``). ``north_sea``: the North Sea tiles learnt from besides the fold's Arctic scenes."""
+    (``TrainConfig.dice_weight``). ``north_sea``: the North Sea tiles learnt from besides the fold's Arctic scenes.
+    ``skeleton_weight``: of the centre-line recall term (``TrainConfig.skeleton_weight``)."""
 
     def trainer(scenes: list[LabelledScene], out: Path, progress: Progress) -> Path:
         scale = (RealRecipe.tile / tile) ** 2
@@ -146,7 +148,8 @@ def real_texture_trainer(epochs: int, train_tiles: int, device: str, seed: int, 
         config = TrainConfig(epochs=epochs, batch_size=max(1, round(8 * scale)), lr=lr, seed=seed, device=device, augment=paper_augment,
                              select_on_dice=True, patience=3, average_from=average_from, parent_weight=parent_weight,
                              pos_weight_cap=pos_weight_cap, train_layers=train_layers, keep_last=keep_last,
-                             frozen_statistics=frozen_statistics, dice_weight=dice_weight, checkpoint=fold_checkpoint(out))
+                             frozen_statistics=frozen_statistics, dice_weight=dice_weight, skeleton_weight=skeleton_weight,
+                             checkpoint=fold_checkpoint(out))
         pretrain_real(out, recipe, config, progress, card)
         return out
 
@@ -187,6 +190,10 @@ LOOKALIKE_MIX = Mix(synthetic_lookalikes=True)
 sub-swath noise bands too (``engine pretrain --more-lookalikes``); every other tile the same. Measured: 0.463 against
 0.448 over seeds 0 and 1 on an AVX2 EPYC, pooled and false slicks better too, under the bar of 0.468
 (docs/benchmark_lookalikes_bce1.md)."""
+SKELETON_WEIGHT = 0.5
+"""``real_texture_bce1_skeleton_init50``: the bundled recipe with ``skeleton_recall_loss`` added at the Dice term's weight
+(Kirchhoff et al. 2024 weigh the two alike). The held-out scenes lose recall on thin strands beside a detected wide one,
+which the pixel-counted Dice barely charges for."""
 ARCTIC_ONLY: tuple[str, ...] = ()
 """``real_texture_bce1_arctic_init50``: the bundled recipe without the four North Sea tiles. Their IW/VV slicks are
 broad, faint and coarsely outlined, unlike the Arctic scenes' thin strands, and a model that learnt from three of them
@@ -560,7 +567,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
                         "scores them alike where roaring-landmask is not installed")
     q.add_argument("--only", nargs="+", metavar="CANDIDATE",
                    help="score only these candidates (darkspot, synthetic_only, real_texture, real_texture_swa, real_texture_512, "
-                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_init50_mirrorcal, real_texture_init50_bandmean, real_texture_lr1e-3_init50, real_texture_composite_init50, real_texture_2xtiles_init50, real_texture_soup_init50, real_texture_bce10/1 (trained) and real_texture_bce10/1_init25/50/75, real_texture_bce1_512_init50, real_texture_bce1_composite_init50, real_texture_bce1_labelled_init50, real_texture_bce1_decoder_init50, real_texture_bce1_last_init50, real_texture_bce1_frozenbn_init50, real_texture_bce1_dice25_init50, real_texture_bce1_refit_init50, real_texture_bce1_dice25_refit_init50, real_texture_bce1_init50_ens2, real_texture_contrast_init50, synthetic_2x/short/seed1/r50/mnv4s, real_texture_synth2x/short/seed1/r50/mnv4s_init50, real_texture_bce1_synthr50/mnv4s_init50 or a network given with --networks)")
+                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_init50_mirrorcal, real_texture_init50_bandmean, real_texture_lr1e-3_init50, real_texture_composite_init50, real_texture_2xtiles_init50, real_texture_soup_init50, real_texture_bce10/1 (trained) and real_texture_bce10/1_init25/50/75, real_texture_bce1_512_init50, real_texture_bce1_composite_init50, real_texture_bce1_labelled_init50, real_texture_bce1_decoder_init50, real_texture_bce1_last_init50, real_texture_bce1_frozenbn_init50, real_texture_bce1_dice25_init50, real_texture_bce1_skeleton_init50, real_texture_bce1_refit_init50, real_texture_bce1_dice25_refit_init50, real_texture_bce1_init50_ens2, real_texture_contrast_init50, synthetic_2x/short/seed1/r50/mnv4s, real_texture_synth2x/short/seed1/r50/mnv4s_init50, real_texture_bce1_synthr50/mnv4s_init50 or a network given with --networks)")
     q.set_defaults(func=_run)
 
 
@@ -610,6 +617,7 @@ def candidates(args: argparse.Namespace, seed: int) -> dict[str, Trainer]:
         "real_texture_bce1_arctic_init50": bundled_with("real_texture_bce1_arctic", north_sea=ARCTIC_ONLY),
         "real_texture_bce1_transplant_init50": bundled_with("real_texture_bce1_transplant", mix=TRANSPLANT_MIX),
         "real_texture_bce1_lookalikes_init50": bundled_with("real_texture_bce1_lookalikes", mix=LOOKALIKE_MIX),
+        "real_texture_bce1_skeleton_init50": bundled_with("real_texture_bce1_skeleton", skeleton_weight=SKELETON_WEIGHT),
         f"real_texture_bce1_init50_ens{ENSEMBLE_SIZE}": ensemble_trainer(ENSEMBLE_SIZE, lambda member: bundled_with("real_texture_bce1", member), device),
         "real_texture_bce1_refit_init50": real_texture_trainer(args.epochs, args.train_tiles, device, seed, pos_weight_cap=1.0, init_share=0.5,
                                                                refit=True),

@@ -45,6 +45,50 @@ def slick_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, 
     return (1 - alpha) * weighted_bce(logits, target, valid, cap) + alpha * soft_dice_loss(logits, target, valid)
 
 
+def label_skeleton(target: torch.Tensor) -> torch.Tensor:
+    """(B,1,H,W) 0/1 labels -> their morphological skeleton, widened to three pixels and kept inside the label.
+
+    Lantuejoul's skeleton by min/max pooling (the soft skeleton of clDice, Shit et al. 2021, on hard labels): what each
+    erosion's opening removes, eroding until nothing is left, so a slick of any width has its centre line. Widened as
+    Kirchhoff et al. 2024 tube theirs, so a prediction a pixel off the centre line still counts."""
+
+    def erode(img: torch.Tensor) -> torch.Tensor:
+        return torch.minimum(-F.max_pool2d(-img, (3, 1), 1, (1, 0)), -F.max_pool2d(-img, (1, 3), 1, (0, 1)))
+
+    def opened(img: torch.Tensor) -> torch.Tensor:
+        return F.max_pool2d(erode(img), 3, 1, 1)
+
+    widened = torch.zeros_like(target, dtype=torch.float32)
+    tiles = target.flatten(1).any(1).nonzero().flatten()
+    if len(tiles) == 0:
+        return widened
+    # Only the labels' bounding box is eroded (a few per cent of a batch of real tiles), two pixels around it so the
+    # pooling's edges never touch a label.
+    rows, cols = target.any(-1).any(0).any(0).nonzero().flatten(), target.any(-2).any(0).any(0).nonzero().flatten()
+    box = (slice(max(int(rows[0]) - 2, 0), int(rows[-1]) + 3), slice(max(int(cols[0]) - 2, 0), int(cols[-1]) + 3))
+    img = target[tiles][..., box[0], box[1]].float()
+    skeleton = F.relu(img - opened(img))
+    for _ in range(max(img.shape[-2:]) // 2):
+        img = erode(img)
+        if not img.any():
+            break
+        delta = F.relu(img - opened(img))
+        skeleton = skeleton + F.relu(delta - skeleton * delta)
+    widened[tiles, ..., box[0], box[1]] = F.max_pool2d(skeleton.clamp(max=1.0), 3, 1, 1)
+    return widened * target
+
+
+def skeleton_recall_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """1 - the predicted slick probability's recall of the labels' skeleton (Kirchhoff et al. 2024): the Dice term
+    weighs a slick by its pixels, so a thin strand beside a wide one costs it little; on its centre line every
+    strand counts for its length. 0 for a batch without slicks."""
+    skeleton = label_skeleton(target * valid)
+    total = skeleton.sum()
+    if total == 0:
+        return logits.sum() * 0.0
+    return 1 - (torch.sigmoid(logits) * skeleton).sum() / total
+
+
 def distillation_loss(logits: torch.Tensor, soft: torch.Tensor, valid: torch.Tensor, temperature: float) -> torch.Tensor:
     """Eq. 4 for a one-logit student: T^2 times the mean over valid pixels of CE(q_t, p_s).
 

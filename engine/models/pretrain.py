@@ -385,6 +385,7 @@ def pretrain_real(out: Path, recipe: RealRecipe, config: TrainConfig, progress: 
         + ("" if not recipe.masked_epochs else f" --masked-epochs {recipe.masked_epochs}")
         + ("" if config.pos_weight_cap == POS_WEIGHT_CAP else f" --pos-weight-cap {config.pos_weight_cap:g}")
         + ("" if config.dice_weight == TrainConfig.dice_weight else f" --dice-weight {config.dice_weight:g}")
+        + ("" if not config.skeleton_weight else f" --skeleton-weight {config.skeleton_weight:g}")
         + ("" if config.train_layers == "all" else f" --train-layers {config.train_layers}")
         + (" --keep-last" if config.keep_last else "")
         + (" --frozen-statistics" if config.frozen_statistics else "")
@@ -499,6 +500,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                    help="--data real: every batch norm keeps the running statistics it starts with while the weights train")
     p.add_argument("--dice-weight", type=float, default=TrainConfig.dice_weight,
                    help=f"--data real: a of the loss (1 - a) BCE + a Dice (default {TrainConfig.dice_weight:g}, the paper's)")
+    p.add_argument("--skeleton-weight", type=float, default=0.0,
+                   help="--data real: weight of a loss term on the recall of the labels' centre lines, which counts a thin strand "
+                        "by its length rather than its pixels (default 0: none)")
     p.add_argument("--refit", action="store_true",
                    help="--data real: once the validation bands have chosen epoch and threshold, train again on every labelled pixel, "
                         "bands included, for those epochs, keeping that threshold")
@@ -535,6 +539,9 @@ def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
         if args.init_share and (init is None or not 0 < args.init_share < 1):
             raise InputError(f"--init-share {args.init_share:g} needs a model to start from and a share between 0 and 1.",
                              "Give e.g. --init-share 0.5 without --init none.")
+        if args.skeleton_weight < 0:
+            raise InputError(f"--skeleton-weight {args.skeleton_weight:g} would reward missing the slicks' centre lines.",
+                             "Give 0 (none) or more, e.g. 0.5.")
         if args.pos_weight_cap < 1:
             raise InputError(f"--pos-weight-cap {args.pos_weight_cap:g} would weigh a slick pixel below a sea pixel.",
                              "Give 1 (plain BCE) or more.")
@@ -543,7 +550,7 @@ def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
                              augment=paper_augment, select_on_dice=True, patience=3, average_from=args.average_from, parent_weight=args.parent_weight,
                              pos_weight_cap=args.pos_weight_cap, train_layers=args.train_layers, keep_last=args.keep_last,
                              frozen_statistics=args.frozen_statistics, dice_weight=args.dice_weight,
-                             checkpoint=CHECKPOINTS / f"{out.stem}-{run_key(vars(args))}.pt")
+                             skeleton_weight=args.skeleton_weight, checkpoint=CHECKPOINTS / f"{out.stem}-{run_key(vars(args))}.pt")
         return pretrain_real(out, recipe, config, progress, card, args.encoder_weights)
     config = TrainConfig(epochs=args.epochs or 6, batch_size=args.batch_size, lr=args.lr or 2e-3, seed=args.seed, device=device)
     return pretrain(args.out or SYNTHETIC_MODEL, args.train_tiles or 320, args.val_tiles, args.tile, config, progress, card, args.encoder_weights,

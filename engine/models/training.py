@@ -26,7 +26,7 @@ from ..atomic import staged
 from ..contract import TRAIN_LAYERS
 from ..progress import Progress, silent
 from .eager import autocast, fast_dtype
-from .losses import ALPHA, StudentLoss, slick_loss
+from .losses import ALPHA, StudentLoss, skeleton_recall_loss, slick_loss
 from .registry import POS_WEIGHT_CAP
 from .views import FLIPS
 
@@ -161,6 +161,8 @@ class TrainConfig:
     below it. A high weight makes every dark line worth calling slick, which the threshold must then cut back."""
     dice_weight: float = ALPHA
     """``a`` of the paper's loss, (1 - a) BCE + a Dice (``slick_loss``)."""
+    skeleton_weight: float = 0.0
+    """Weight of ``skeleton_recall_loss`` added to the paper's loss (0: none)."""
     device: str = "cpu"
     student: Optional[StudentLoss] = None
     """None: the transfer-learning paper's loss (``slick_loss``); a student's losses (eqs. 5-6) otherwise,
@@ -243,7 +245,8 @@ def tile_loss(logits: torch.Tensor, batch: TileSet, config: TrainConfig) -> torc
     if config.student is None:
         if batch.soft is not None:
             raise ValueError("a set with generated tiles needs a StudentLoss in the TrainConfig")
-        return slick_loss(logits, batch.y, batch.valid, alpha=config.dice_weight, cap=config.pos_weight_cap)
+        loss = slick_loss(logits, batch.y, batch.valid, alpha=config.dice_weight, cap=config.pos_weight_cap)
+        return loss + config.skeleton_weight * skeleton_recall_loss(logits, batch.y, batch.valid) if config.skeleton_weight else loss
     return config.student(logits, batch.y, batch.valid, batch.soft, batch.generated)
 
 
