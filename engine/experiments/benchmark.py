@@ -193,7 +193,8 @@ sub-swath noise bands too (``engine pretrain --more-lookalikes``); every other t
 SKELETON_WEIGHT = 0.5
 """``real_texture_bce1_skeleton_init50``: the bundled recipe with ``skeleton_recall_loss`` added at the Dice term's weight
 (Kirchhoff et al. 2024 weigh the two alike). The held-out scenes lose recall on thin strands beside a detected wide one,
-which the pixel-counted Dice barely charges for."""
+which the pixel-counted Dice barely charges for. Measured: 0.415 against 0.448 over seeds 0 and 1, sample_123 lower
+(docs/benchmark_skeleton_bce1.md)."""
 ARCTIC_ONLY: tuple[str, ...] = ()
 """``real_texture_bce1_arctic_init50``: the bundled recipe without the four North Sea tiles. Their IW/VV slicks are
 broad, faint and coarsely outlined, unlike the Arctic scenes' thin strands, and a model that learnt from three of them
