@@ -63,7 +63,7 @@ def label_skeleton(target: torch.Tensor) -> torch.Tensor:
     if len(tiles) == 0:
         return widened
     # Only the labels' bounding box is eroded (a few per cent of a batch of real tiles), two pixels around it so the
-    # pooling's edges never touch a label.
+    # pooling's edges never touch a label where the tile has room.
     rows, cols = target.any(-1).any(0).any(0).nonzero().flatten(), target.any(-2).any(0).any(0).nonzero().flatten()
     box = (slice(max(int(rows[0]) - 2, 0), int(rows[-1]) + 3), slice(max(int(cols[0]) - 2, 0), int(cols[-1]) + 3))
     img = target[tiles][..., box[0], box[1]].float()
