@@ -573,3 +573,33 @@ def test_context_tiles_hold_the_parent_s_own_map_where_nothing_is_labelled_or_re
     with pytest.raises(InputError, match="--context 5 needs"):
         finetune(small_model, store_path, tmp_path / "refused.safetensors", FinetuneOptions(**FAST, context=5.0))
     assert not (tmp_path / "refused.safetensors").exists()
+
+
+def test_replay_rehearses_the_parent_s_own_labelled_scenes_never_the_taught_one(tmp_path, pool_model):
+    """The pool model learnt from sample_0 and sample_70: a fine-tuning on sample_0's labels with replay draws its
+    rehearsal crops from sample_70 alone, as many as its labelled tiles, with that scene's labels; a parent whose card
+    names no bundled scene has nothing to replay and is refused before training."""
+    from engine.data.bundled import ARCTIC
+    from engine.data.real_scenes import load_labelled
+    from engine.jobs.finetune_data import replay_tiles
+
+    store_path = _store(tmp_path / "labels.gpkg", samples=("sample_0",))
+    report = finetune(pool_model, store_path, tmp_path / "tuned.safetensors",
+                      FinetuneOptions(**{**FAST, "val_fraction": 0.0}, replay=1.0, min_slick_pixels=0))
+    lineage = read_card(report.model).lineage
+    assert lineage["replayed_from"] == ["sample_70"]
+    assert lineage["replay_tiles"] == report.train_tiles > 0
+
+    replayed, names = replay_tiles({"sample_0", "sample_70"}, [_scene("sample_0")], 25.0, 128, 6, 0, Progress())
+    assert names == ["sample_70"] and len(replayed) == 6
+    scene = load_labelled(next(s for s in ARCTIC if s.name == "sample_70"), 25.0)
+    for x, y in zip(replayed.x[:, 0].numpy(), replayed.y[:, 0].numpy()):
+        rows, cols = np.nonzero(np.all(np.lib.stride_tricks.sliding_window_view(scene.values, (1, 128))[:, :, 0] == x[0], axis=-1))
+        assert any(np.array_equal(scene.values[r:r + 128, c:c + 128], x) and np.array_equal(scene.slick[r:r + 128, c:c + 128], y > 0)
+                   for r, c in zip(rows, cols))  # a crop of sample_70 with its own label
+    assert replayed.y.sum() > 0
+
+    with pytest.raises(InputError, match="Replay needs a bundled labelled scene"):
+        finetune(pool_model, _store(tmp_path / "both.gpkg", samples=("sample_0", "sample_70")), tmp_path / "refused.safetensors",
+                 FinetuneOptions(**{**FAST, "val_fraction": 0.0}, replay=1.0, min_slick_pixels=0))
+    assert not (tmp_path / "refused.safetensors").exists()

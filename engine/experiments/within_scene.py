@@ -424,6 +424,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "use_on": "scenes the fine-tuned weights detect on: labelled (the other tiles get the parent's) or every",
         "context": "tiles of the parent's own map outside the labelled half (the held half included, without labels), as a share "
                    "of the labelled tiles",
+        "replay": "crops of the bundled labelled scenes the parent learnt from (never the tile itself), as a share of the "
+                  "labelled tiles",
         "device": DEVICE_HELP,
         "seed": "seed of the tile split and training",
     }, train_layers={"choices": TRAIN_LAYERS}, lr={"type": number_or("auto")}, use_on={"choices": USE_ON})

@@ -29,10 +29,10 @@ from ..machine import file_sha256
 from ..models.eager import pick_device
 from ..models.inference import Predictor
 from ..models.registry import ModelCard, check_new_model_file, has_weights, load_model, read_card, save_model, scenes_learnt
-from ..models.training import TRAIN_LAYERS, TrainConfig, interpolate_weights, lr_range_test, paper_augment, train, validate
+from ..models.training import TRAIN_LAYERS, TileSet, TrainConfig, interpolate_weights, lr_range_test, paper_augment, train, validate
 from ..progress import Progress, silent
 from ..scenes.fingerprint import scene_fingerprint
-from .finetune_data import check_store, collect_tiles, context_tiles, split_by_area, tileset
+from .finetune_data import check_store, collect_tiles, context_tiles, replay_tiles, split_by_area, tileset
 from .labels import read_store
 
 MIN_VAL_SLICK_PIXELS = 1000
@@ -110,6 +110,9 @@ class FinetuneOptions:
     """Tiles of the parent's own map where nothing is labelled or reviewed, as a share of the labelled tiles
     (``finetune_data.context_tiles``); 0: none, the default, since 1 lowered the held half-scenes' mean from 0.466
     to 0.449 over two seeds (docs/within_scene.md)."""
+    replay: float = 0.0
+    """Crops of the bundled labelled scenes the parent learnt from, with their labels, as a share of the labelled tiles'
+    number (``finetune_data.replay_tiles``); 0: none."""
     use_on: str = "labelled"
     """Where the new model's weights detect (``USE_ON``): ``labelled``, the scenes of its labels only, its parent's
     everywhere else (``ModelCard.taught_scenes``); or ``every`` scene. Experiments that score a fine-tuned model
@@ -239,6 +242,16 @@ def finetune(
                                 lambda x: parent(x[None])[0] > card.threshold, progress)
         progress.log(f"{len(context)} tiles of the parent's own map where nothing is labelled or reviewed")
     train_set, val_set = tileset(train_tiles + context), tileset(val_tiles) if validating else None
+    replayed, n_replay = [], 0
+    if options.replay:
+        if parent_learnt is None:
+            raise ModelError(f"The card of {card.name} does not say which scenes it learnt from, so there is nothing to replay.",
+                             "Leave --replay at 0 for this parent.")
+        taught = [store.scene_path(scene) for scene in sorted({t.scene for t in tiles})]
+        replay, replayed = replay_tiles(set(parent_learnt), taught, card.pixel_size, options.tile,
+                                        max(1, round(options.replay * len(train_tiles))), options.seed, progress)
+        n_replay = len(replay)
+        train_set = TileSet(*(torch.cat([a, b]) for a, b in zip((train_set.x, train_set.y, train_set.valid), (replay.x, replay.y, replay.valid))))
     n_generated = 0
     if sample_folder:
         n_generated = sample_count(sample_folder, options.n_generated, len(train_tiles))
@@ -287,6 +300,8 @@ def finetune(
         "tile": options.tile,
         "train_tiles": len(train_tiles),
         "context_tiles": len(context),
+        "replay_tiles": n_replay,
+        "replayed_from": replayed,
         "val_tiles": len(val_tiles),
         "val_fraction": options.val_fraction,
         "val_slick_pixels": val_slick_pixels,
@@ -426,6 +441,9 @@ def check_options(options: FinetuneOptions) -> None:
     if not 0 <= options.context <= 4 or (options.context and not options.from_parent):
         raise InputError(f"--context {options.context:g} needs a trained parent and a share between 0 and 4.",
                          "Give e.g. --context 1 (as many tiles of the parent's map as labelled tiles), or 0 for none.")
+    if not 0 <= options.replay <= 4 or (options.replay and not options.from_parent):
+        raise InputError(f"--replay {options.replay:g} needs a trained parent and a share between 0 and 4.",
+                         "Give e.g. --replay 1 (as many crops of the parent's own labelled scenes as labelled tiles), or 0 for none.")
     if options.lr is not None and not options.lr > 0:
         raise InputError(f"Learning rate {options.lr} must be positive.", "Give e.g. 1e-4, or auto for a range test.")
     if options.n_generated is not None and (options.generated is None or options.n_generated < 1):
@@ -483,6 +501,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                   "other) or every",
         "context": "also train on tiles of the parent's own map where nothing is labelled or reviewed, this share of the labelled "
                    "tiles' number (0: none)",
+        "replay": "also train on crops of the bundled labelled scenes the parent learnt from, this share of the labelled tiles' "
+                  "number (0: none)",
     }, use_on={"choices": USE_ON}, train_layers={"choices": TRAIN_LAYERS}, lr={"type": number_or("auto")},
        generated={"type": Path, "metavar": "DIR"}, n_generated={"metavar": "N"}, generated_labels={"choices": GENERATED_LABELS})
     p.set_defaults(func=_run_cli)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -20,11 +21,15 @@ from affine import Affine
 from rasterio.windows import Window
 from shapely.geometry import shape
 
+from ..data import bundled
+from ..data.real_scenes import load_labelled
+from ..data.real_texture import Mix, training_tiles
 from ..errors import InputError
 from ..models.registry import ModelCard
 from ..models.training import TileSet
 from ..progress import Progress
 from ..scenes.analysis import open_for_analysis
+from ..scenes.fingerprint import scene_fingerprint
 from ..scenes.grid import Grid
 from ..scenes.read_errors import check_unchanged, stamp
 from .labels import LabelStore, rasterise, to_crs
@@ -137,6 +142,28 @@ def context_tiles(store: LabelStore, card: ModelCard, tile: int, labelled: list[
                 taken += 1
             check_unchanged(path, before)
     return found
+
+
+def replay_tiles(learnt: set[str], taught: Sequence[Path], pixel_size: float, tile: int, n: int, seed: int,
+                 progress: Progress) -> tuple[TileSet, list[str]]:
+    """``n`` crops of the bundled labelled scenes the parent learnt from (``learnt``, names), none of the ``taught``
+    scene files, with their analysts' labels, drawn (seeded) as the real-texture recipe draws its labelled crops, and
+    those scenes' names. Fine-tuned on one scene's labels alone, a model forgets the others: with the bundled parent
+    its other tiles' Dice fell from 0.54 to 0.40 (docs/within_scene.md). Rehearsing what the parent learnt from keeps
+    the labels' lesson from being the only one."""
+    prints = {scene_fingerprint(path) for path in taught}
+    scenes = [s for s in bundled.ARCTIC + bundled.NORTH_SEA if s.name in learnt and scene_fingerprint(s.image) not in prints]
+    if not scenes:
+        raise InputError("Replay needs a bundled labelled scene the parent learnt from, other than the labelled ones; this parent's "
+                         f"card names {', '.join(sorted(learnt)) or 'none'}.", "Leave --replay at 0 for this parent.")
+    progress.log(f"replaying {n} crops of {', '.join(s.name for s in scenes)}, which the parent learnt from")
+    arrays = [load_labelled(s, pixel_size) for s in scenes]
+    drawn = training_tiles(arrays, None, n, tile, seed, Mix(labelled=1.0, composite=0.0, grd=0.0, synthetic=0.0))
+
+    def stack(parts: list[np.ndarray]) -> torch.Tensor:
+        return torch.from_numpy(np.stack(parts).astype(np.float32)).unsqueeze(1)
+
+    return TileSet(stack(drawn.x), stack(drawn.y), stack(drawn.valid)), [s.name for s in scenes]
 
 
 def split_by_area(tiles: list[Tile], val_fraction: float, seed: int, gap: int = GAP) -> tuple[list[Tile], list[Tile]]:
