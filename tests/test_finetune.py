@@ -577,8 +577,8 @@ def test_context_tiles_hold_the_parent_s_own_map_where_nothing_is_labelled_or_re
 
 def test_replay_rehearses_the_parent_s_own_labelled_scenes_never_the_taught_one(tmp_path, pool_model):
     """The pool model learnt from sample_0 and sample_70: a fine-tuning on sample_0's labels with replay draws its
-    rehearsal crops from sample_70 alone, as many as its labelled tiles, with that scene's labels; a parent whose card
-    names no bundled scene has nothing to replay and is refused before training."""
+    rehearsal crops from sample_70 alone, as many as its labelled tiles, with that scene's labels; labels on both of its
+    scenes leave nothing to replay, and crops larger than the scenes cannot be cut: both refused before training."""
     from engine.data.bundled import ARCTIC
     from engine.data.real_scenes import load_labelled
     from engine.jobs.finetune_data import replay_tiles
@@ -603,3 +603,5 @@ def test_replay_rehearses_the_parent_s_own_labelled_scenes_never_the_taught_one(
         finetune(pool_model, _store(tmp_path / "both.gpkg", samples=("sample_0", "sample_70")), tmp_path / "refused.safetensors",
                  FinetuneOptions(**{**FAST, "val_fraction": 0.0}, replay=1.0, min_slick_pixels=0))
     assert not (tmp_path / "refused.safetensors").exists()
+    with pytest.raises(InputError, match="Replay could not cut"):
+        replay_tiles({"sample_70"}, [], 25.0, 2048, 2, 0, Progress())

@@ -158,7 +158,11 @@ def replay_tiles(learnt: set[str], taught: Sequence[Path], pixel_size: float, ti
                          f"card names {', '.join(sorted(learnt)) or 'none'}.", "Leave --replay at 0 for this parent.")
     progress.log(f"replaying {n} crops of {', '.join(s.name for s in scenes)}, which the parent learnt from")
     arrays = [load_labelled(s, pixel_size) for s in scenes]
-    drawn = training_tiles(arrays, None, n, tile, seed, Mix(labelled=1.0, composite=0.0, grd=0.0, synthetic=0.0))
+    try:
+        drawn = training_tiles(arrays, None, n, tile, seed, Mix(labelled=1.0, composite=0.0, grd=0.0, synthetic=0.0))
+    except ValueError as error:  # the scenes hold too few crops of this size
+        raise InputError(f"Replay could not cut {n} crops of {tile} px from {', '.join(s.name for s in scenes)}: {error}.",
+                         f"Use smaller tiles (e.g. --tile {max(64, tile // 2)}), or leave --replay at 0.") from error
 
     def stack(parts: list[np.ndarray]) -> torch.Tensor:
         return torch.from_numpy(np.stack(parts).astype(np.float32)).unsqueeze(1)
