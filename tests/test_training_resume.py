@@ -57,6 +57,45 @@ def test_a_stopped_run_resumes_to_the_same_weights(tmp_path, average_from):
         assert torch.equal(a, b)
 
 
+def test_synthetic_pretraining_stopped_in_an_epoch_goes_on_where_it_stopped(tmp_path, monkeypatch, capsys):
+    """The longest run there is (13 min for the bundled network on a CPU, ten times that for DeepLabV3-R50): stopped in its
+    second epoch, the same command resumes after the first and ends with the weights of a run that never stopped."""
+    import json
+
+    from engine.cli.main import main
+    from engine.errors import Cancelled
+    from engine.models import training
+    from engine.models.registry import load_model
+
+    monkeypatch.setattr("engine.models.pretrain.CHECKPOINTS", tmp_path / "checkpoints")
+    args = ["--jsonl", "pretrain", "--data", "synthetic", "--architecture", "unet", "--encoder", "tu-resnet10t", "--arch-kwargs",
+            json.dumps(SMALL["arch_kwargs"]), "--train-tiles", "4", "--val-tiles", "2", "--tile", "64", "--epochs", "2",
+            "--batch-size", "2", "--device", "cpu"]
+    assert main([*args, "--out", str(tmp_path / "straight.safetensors")]) == 0
+    steps = 0
+    loss = training.batch_loss
+
+    def stopping(*a, **k):  # the machine goes away at the first step of epoch 2 (two steps an epoch)
+        nonlocal steps
+        steps += 1
+        if steps == 3:
+            raise Cancelled("stopped")
+        return loss(*a, **k)
+
+    stopped = [*args, "--out", str(tmp_path / "stopped.safetensors")]
+    monkeypatch.setattr(training, "batch_loss", stopping)
+    assert main(stopped) == Cancelled.exit_code
+    assert not (tmp_path / "stopped.safetensors").exists()
+    [checkpoint] = (tmp_path / "checkpoints").iterdir()
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 1
+    monkeypatch.setattr(training, "batch_loss", loss)
+    capsys.readouterr()
+    assert main(stopped) == 0
+    assert "resuming" in capsys.readouterr().out and not checkpoint.exists()
+    straight, resumed = (load_model(tmp_path / f"{n}.safetensors", torch.device("cpu"))[0].state_dict() for n in ("straight", "stopped"))
+    assert all(torch.equal(straight[name], resumed[name]) for name in straight)
+
+
 def test_keep_last_runs_every_epoch_and_returns_the_last_with_its_own_threshold():
     """Patience 0 would stop before the first epoch; the weights are the last epoch's, and the threshold is placed on
     their own validation."""

@@ -265,8 +265,8 @@ def other_synthetic(key: str, device: str) -> Callable[[Path, Progress], Path]:
         path = folder / f"synthetic_{key}.safetensors"
         if not path.exists():
             progress.log(f"synthetic_{key}: pretraining on synthetic scenes")
-            pretrain(path, run.tiles, 48, RealRecipe.tile, TrainConfig(epochs=run.epochs, lr=2e-3, seed=run.seed, device=device), progress, card,
-                     more_lookalikes=run.more_lookalikes)
+            config = TrainConfig(epochs=run.epochs, lr=2e-3, seed=run.seed, device=device, checkpoint=fold_checkpoint(path))
+            pretrain(path, run.tiles, 48, RealRecipe.tile, config, progress, card, more_lookalikes=run.more_lookalikes)
         return path
 
     return made

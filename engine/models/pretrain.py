@@ -528,6 +528,8 @@ def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
         raise InputError("--out is needed when pretraining another network than the bundled model's.", "E.g. --out samlora_b.safetensors.")
     if args.more_lookalikes and args.out is None:
         raise InputError("--more-lookalikes would replace a bundled model, which was made without them.", "Give --out for the new model.")
+    out = args.out or (DEFAULT_MODEL if args.data == "real" else SYNTHETIC_MODEL)
+    checkpoint = CHECKPOINTS / f"{out.stem}-{run_key(vars(args))}.pt"  # the same command goes on where it stopped
     if args.data == "real":
         if args.init and not _is_default(card):
             raise InputError("--init starts from a trained model, whose network is its own.", "Give --init or --architecture/--encoder, not both.")
@@ -545,15 +547,15 @@ def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
         if args.pos_weight_cap < 1:
             raise InputError(f"--pos-weight-cap {args.pos_weight_cap:g} would weigh a slick pixel below a sea pixel.",
                              "Give 1 (plain BCE) or more.")
-        out = args.out or DEFAULT_MODEL
         config = TrainConfig(epochs=args.epochs or 6, batch_size=args.batch_size, lr=args.lr or 5e-4, seed=args.seed, device=device,
                              augment=paper_augment, select_on_dice=True, patience=3, average_from=args.average_from, parent_weight=args.parent_weight,
                              pos_weight_cap=args.pos_weight_cap, train_layers=args.train_layers, keep_last=args.keep_last,
                              frozen_statistics=args.frozen_statistics, dice_weight=args.dice_weight,
-                             skeleton_weight=args.skeleton_weight, checkpoint=CHECKPOINTS / f"{out.stem}-{run_key(vars(args))}.pt")
+                             skeleton_weight=args.skeleton_weight, checkpoint=checkpoint)
         return pretrain_real(out, recipe, config, progress, card, args.encoder_weights)
-    config = TrainConfig(epochs=args.epochs or 6, batch_size=args.batch_size, lr=args.lr or 2e-3, seed=args.seed, device=device)
-    return pretrain(args.out or SYNTHETIC_MODEL, args.train_tiles or 320, args.val_tiles, args.tile, config, progress, card, args.encoder_weights,
+    config = TrainConfig(epochs=args.epochs or 6, batch_size=args.batch_size, lr=args.lr or 2e-3, seed=args.seed, device=device,
+                         checkpoint=checkpoint)
+    return pretrain(out, args.train_tiles or 320, args.val_tiles, args.tile, config, progress, card, args.encoder_weights,
                     args.more_lookalikes)
 
 
