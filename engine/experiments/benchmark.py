@@ -251,9 +251,9 @@ SYNTHETIC_RUNS: dict[str, SyntheticRun] = {
 its card, its last epoch its best): other budgets, the bundled budget with another seed, which says how far a seed alone
 moves it, the paper's DeepLabV3 ResNet-50, DeepLabV3 on a ResNet-18 and the efficient U-Net MobileNetV4-S on the
 bundled budget, so that they meet the U-Net R18 from the same kind of start (from random initialisation they had
-none), and the bundled budget on scenes with the look-alikes the bundled generator lacks. ``synthetic_<key>`` is that model alone and
-``real_texture_synth<key>_init50`` the first recipe started from it and moved half way back to it; for another network or
-other scenes, ``real_texture_bce1_synth<key>_init50`` the bundled recipe from its start."""
+none), and the bundled budget on scenes with the look-alikes the bundled generator lacks. ``synthetic_<key>`` is that
+model alone and ``real_texture_synth<key>_init50`` the first recipe started from it and moved half way back to it; for
+another network or other scenes, ``real_texture_bce1_synth<key>_init50`` the bundled recipe from its start."""
 
 
 def other_synthetic(key: str, device: str) -> Callable[[Path, Progress], Path]:
