@@ -79,10 +79,11 @@ def test_only_narrows_the_candidates_and_refuses_an_unknown_one():
                            "real_texture_bce1_init50_ens2",
                            "real_texture_bce1_refit_init50", "real_texture_bce1_dice25_refit_init50",
                            "real_texture_contrast_init50",
-                           "synthetic_2x", "synthetic_short", "synthetic_seed1", "synthetic_r50", "synthetic_dlv3r18", "synthetic_mnv4s",
-                           "synthetic_lookalikes", "real_texture_synth2x_init50", "real_texture_synthshort_init50", "real_texture_synthseed1_init50",
-                           "real_texture_synthr50_init50", "real_texture_synthdlv3r18_init50", "real_texture_synthmnv4s_init50",
-                           "real_texture_synthlookalikes_init50", "real_texture_bce1_synthr50_init50", "real_texture_bce1_synthdlv3r18_init50",
+                           "synthetic_2x", "synthetic_short", "synthetic_seed1", "synthetic_r50", "synthetic_dlv3r18", "synthetic_dlv3r18seed1",
+                           "synthetic_mnv4s", "synthetic_lookalikes", "real_texture_synth2x_init50", "real_texture_synthshort_init50",
+                           "real_texture_synthseed1_init50", "real_texture_synthr50_init50", "real_texture_synthdlv3r18_init50",
+                           "real_texture_synthdlv3r18seed1_init50", "real_texture_synthmnv4s_init50", "real_texture_synthlookalikes_init50",
+                           "real_texture_bce1_synthr50_init50", "real_texture_bce1_synthdlv3r18_init50", "real_texture_bce1_synthdlv3r18seed1_init50",
                            "real_texture_bce1_synthmnv4s_init50", "real_texture_bce1_synthlookalikes_init50",
                            "deeplabv3_r50"]
     narrowed = candidates(parse_args(["experiment", "benchmark", "--networks", "deeplabv3_r50", "--only", "deeplabv3_r50", "--device", "cpu"]), 0)

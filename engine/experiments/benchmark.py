@@ -244,14 +244,15 @@ class SyntheticRun:
 SYNTHETIC_RUNS: dict[str, SyntheticRun] = {
     "2x": SyntheticRun(640, 8, 0), "short": SyntheticRun(320, 3, 0), "seed1": SyntheticRun(320, 6, 1),
     "r50": SyntheticRun(320, 6, 0, "deeplabv3_r50"), "dlv3r18": SyntheticRun(320, 6, 0, "deeplabv3_r18"),
+    "dlv3r18seed1": SyntheticRun(320, 6, 1, "deeplabv3_r18"),
     "mnv4s": SyntheticRun(320, 6, 0, "unet_mobilenetv4s"),
     "lookalikes": SyntheticRun(320, 6, 0, more_lookalikes=True),
 }
 """Other runs of the synthetic pretraining than the bundled synthetic model's (320 tiles, 6 epochs, seed 0; 13 min by
 its card, its last epoch its best): other budgets, the bundled budget with another seed, which says how far a seed alone
-moves it, the paper's DeepLabV3 ResNet-50, DeepLabV3 on a ResNet-18 and the efficient U-Net MobileNetV4-S on the
-bundled budget, so that they meet the U-Net R18 from the same kind of start (from random initialisation they had
-none), and the bundled budget on scenes with the look-alikes the bundled generator lacks. ``synthetic_<key>`` is that
+moves it, the paper's DeepLabV3 ResNet-50, DeepLabV3 on a ResNet-18 (two seeds) and the efficient U-Net
+MobileNetV4-S on the bundled budget, so that they meet the U-Net R18 from the same kind of start (from random
+initialisation they had none), and the bundled budget on scenes with the look-alikes the bundled generator lacks. ``synthetic_<key>`` is that
 model alone and ``real_texture_synth<key>_init50`` the first recipe started from it and moved half way back to it; for
 another network or other scenes, ``real_texture_bce1_synth<key>_init50`` the bundled recipe from its start."""
 
@@ -571,7 +572,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
                         "scores them alike where roaring-landmask is not installed")
     q.add_argument("--only", nargs="+", metavar="CANDIDATE",
                    help="score only these candidates (darkspot, synthetic_only, real_texture, real_texture_swa, real_texture_512, "
-                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_init50_mirrorcal, real_texture_init50_bandmean, real_texture_lr1e-3_init50, real_texture_composite_init50, real_texture_2xtiles_init50, real_texture_soup_init50, real_texture_bce10/1 (trained) and real_texture_bce10/1_init25/50/75, real_texture_bce1_512_init50, real_texture_bce1_composite_init50, real_texture_bce1_labelled_init50, real_texture_bce1_decoder_init50, real_texture_bce1_last_init50, real_texture_bce1_frozenbn_init50, real_texture_bce1_dice25_init50, real_texture_bce1_skeleton_init50, real_texture_bce1_refit_init50, real_texture_bce1_dice25_refit_init50, real_texture_bce1_init50_ens2, real_texture_contrast_init50, synthetic_2x/short/seed1/r50/dlv3r18/mnv4s, real_texture_synth2x/short/seed1/r50/dlv3r18/mnv4s_init50, real_texture_bce1_synthr50/dlv3r18/mnv4s_init50 or a network given with --networks)")
+                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_init50_mirrorcal, real_texture_init50_bandmean, real_texture_lr1e-3_init50, real_texture_composite_init50, real_texture_2xtiles_init50, real_texture_soup_init50, real_texture_bce10/1 (trained) and real_texture_bce10/1_init25/50/75, real_texture_bce1_512_init50, real_texture_bce1_composite_init50, real_texture_bce1_labelled_init50, real_texture_bce1_decoder_init50, real_texture_bce1_last_init50, real_texture_bce1_frozenbn_init50, real_texture_bce1_dice25_init50, real_texture_bce1_skeleton_init50, real_texture_bce1_refit_init50, real_texture_bce1_dice25_refit_init50, real_texture_bce1_init50_ens2, real_texture_contrast_init50, synthetic_2x/short/seed1/r50/dlv3r18/dlv3r18seed1/mnv4s, real_texture_synth2x/short/seed1/r50/dlv3r18/dlv3r18seed1/mnv4s_init50, real_texture_bce1_synthr50/dlv3r18/dlv3r18seed1/mnv4s_init50 or a network given with --networks)")
     q.set_defaults(func=_run)
 
 
