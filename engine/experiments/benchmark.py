@@ -114,8 +114,8 @@ NETWORKS: dict[str, tuple[str, str, dict]] = {
     "deeplabv3_r18": ("deeplabv3", "resnet18", {}),
 }
 """Networks compared under the bundled model's recipe and budget: the bundled U-Net R18, two efficient timm encoders in
-the same U-Net, the paper's DeepLabV3 ResNet-50, and DeepLabV3 on the bundled model's ResNet-18, which tells the
-decoder's part (no full-resolution skips, a wide field of view) from the encoder's depth."""
+the same U-Net, the paper's DeepLabV3 ResNet-50, and DeepLabV3 on a ResNet-18, the bundled U-Net's encoder network,
+which tells the decoder's part (no full-resolution skips, a wide field of view) from the encoder's depth."""
 
 
 def real_texture_trainer(epochs: int, train_tiles: int, device: str, seed: int, network: Optional[str] = None,
@@ -252,9 +252,10 @@ SYNTHETIC_RUNS: dict[str, SyntheticRun] = {
 its card, its last epoch its best): other budgets, the bundled budget with another seed, which says how far a seed alone
 moves it, the paper's DeepLabV3 ResNet-50, DeepLabV3 on a ResNet-18 (two seeds) and the efficient U-Net
 MobileNetV4-S on the bundled budget, so that they meet the U-Net R18 from the same kind of start (from random
-initialisation they had none), and the bundled budget on scenes with the look-alikes the bundled generator lacks. ``synthetic_<key>`` is that
-model alone and ``real_texture_synth<key>_init50`` the first recipe started from it and moved half way back to it; for
-another network or other scenes, ``real_texture_bce1_synth<key>_init50`` the bundled recipe from its start."""
+initialisation they had none), and the bundled budget on scenes with the look-alikes the bundled generator lacks.
+``synthetic_<key>`` is that model alone and ``real_texture_synth<key>_init50`` the first recipe started from it and moved
+half way back to it; for another network or other scenes, ``real_texture_bce1_synth<key>_init50`` the bundled recipe
+from its start."""
 
 
 def other_synthetic(key: str, device: str) -> Callable[[Path, Progress], Path]:
