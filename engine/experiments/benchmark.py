@@ -159,8 +159,9 @@ def real_texture_trainer(epochs: int, train_tiles: int, device: str, seed: int, 
 
 
 def fold_checkpoint(model: Path) -> Path:
-    """Where a fold model's training keeps its checkpoint: named by the model's full path, since the same candidate and
-    fold in two runs of one checkout (another ``--epochs``, another ``--out``) would otherwise resume from each other's."""
+    """Where the training of a model the benchmark makes (a fold model, or a synthetic start made once per run) keeps its
+    checkpoint: named by the model's full path, since the same candidate and fold in two runs of one checkout (another
+    ``--epochs``, another ``--out``) would otherwise resume from each other's."""
     return CHECKPOINTS / f"benchmark-{model.stem}-{hashlib.sha256(str(model.resolve()).encode()).hexdigest()[:12]}.pt"
 
 
