@@ -299,12 +299,13 @@ def test_no_mask_check_runs_on_a_tile_int8_was_calibrated_on(tmp_path, model_fac
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
 def test_an_ensemble_exports_and_runs_as_one_network(small_model, runtime, tmp_path):
     """Two members' mean logit is one graph: each exporting runtime gives PyTorch's probabilities of it."""
+    from engine.models.ensemble import member_spec
     from engine.models.registry import ModelCard, build_model, save_model
 
     member, card = load_model(small_model)
     ensemble_card = ModelCard.from_json(card.to_json())
     ensemble_card.architecture = "ensemble"
-    ensemble_card.arch_kwargs = {"members": 2, "member_architecture": card.architecture, **card.arch_kwargs}
+    ensemble_card.arch_kwargs = {"members": [member_spec(card.architecture, card.encoder, card.arch_kwargs)] * 2}
     ensemble = build_model(ensemble_card)
     ensemble.members[0].load_state_dict(member.state_dict())
     ensemble.members[1].load_state_dict({k: v * 0.9 if v.is_floating_point() else v for k, v in member.state_dict().items()})

@@ -421,7 +421,8 @@ def test_average_models_is_the_mean_of_seeds_trained_from_one_start(tmp_path, ca
 
 def test_ensemble_models_is_the_mean_logit_of_seeds_with_its_own_threshold(tmp_path, capsys):
     """Two seeded runs of one recipe as one network whose logit is their mean, its threshold placed on the same
-    validation bands; members that learnt from other scenes are refused and nothing is written."""
+    validation bands; a synthetic-only network of another architecture joins a real one alike; members that learnt
+    from other scenes, or read tiles at another pixel size, are refused and nothing is written."""
     from engine.cli.main import main
     from engine.errors import ModelError
     from engine.machine import file_sha256
@@ -454,6 +455,17 @@ def test_ensemble_models_is_the_mean_logit_of_seeds_with_its_own_threshold(tmp_p
     assert [m["sha256"] for m in card.provenance["members"]] == [file_sha256(m) for m in members]
     other = tmp_path / "other.safetensors"
     assert main([*args[:-3], "--scenes", "sample_1", "sample_2", "--seed", "2", "--out", str(other)]) == 0
-    with pytest.raises(ModelError, match="not one network learnt from the same Arctic scenes"):
-        ensemble_models([members[0], other], tmp_path / "refused.safetensors", "cpu", Progress(None))
-    assert not (tmp_path / "refused.safetensors").exists()
+    synthetic = make_model(tmp_path / "synthetic.safetensors", architecture="deeplabv3", encoder="resnet18", arch_kwargs={},
+                           tile_size=64, provenance={"data": "synthetic scenes"})
+    mixed = ensemble_models([members[0], synthetic], tmp_path / "mixed.safetensors", "cpu", Progress(None))
+    both, mixed_card = load_model(mixed["model"], cpu)
+    with torch.inference_mode():
+        torch.testing.assert_close(both.eval()(x), (logits[0] + load_model(synthetic, cpu)[0].eval()(x)) / 2, rtol=2e-2, atol=2e-2)
+    assert [m["architecture"] for m in mixed_card.arch_kwargs["members"]] == ["unet", "deeplabv3"]
+    assert mixed_card.provenance["members"][1]["data"] == "synthetic scenes"
+    assert abs(validate(both, bands, TrainConfig(device="cpu")).dice_near(mixed_card.threshold) - mixed_card.metrics["validation_dice"]) < 1e-3
+    finer = make_model(tmp_path / "finer.safetensors", **{k: v for k, v in SMALL.items() if k != "name"}, pixel_size=10.0)
+    for refused in ([members[0], other], [members[0], finer]):
+        with pytest.raises(ModelError, match="not models that learnt the same Arctic scenes and read tiles alike"):
+            ensemble_models(refused, tmp_path / "refused.safetensors", "cpu", Progress(None))
+        assert not (tmp_path / "refused.safetensors").exists()

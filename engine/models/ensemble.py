@@ -1,31 +1,43 @@
-"""Networks of one recipe, trained with different seeds, run as one model whose logit is their mean.
+"""Networks run as one model whose logit is the mean of theirs.
 
 With four labelled scenes to learn from, the seed alone moves a held-out scene's Dice by up to 0.3
 (docs/benchmark_bcecap.md): which dark lines a model calls slick is partly chance. Averaging the members'
 logits (a deep ensemble, Lakshminarayanan et al. 2017) keeps what they agree on; averaging their weights
-instead (a soup) did not help (docs/benchmark_soup.md). The members live in one network, so every runtime
-exports and runs an ensemble as it does a single U-Net, at the members' summed cost.
+instead (a soup) did not help (docs/benchmark_soup.md). Members may be different networks (a U-Net that learnt
+real scenes beside a DeepLabV3 that learnt synthetic ones), since only their logits meet. They live in one module,
+so every runtime exports and runs an ensemble as it does a single network, at the members' summed cost.
 
-Measured by leave one scene out (docs/benchmark_ensemble_bce1.md): two seeds' mean logit 0.451 against 0.448 for the
-two seeds' own models, and on one view of each tile no better than one model; the bundled model stays one network.
+Measured by leave one scene out: two seeds' mean logit 0.451 against 0.448 for the two seeds' own models, and on one
+view of each tile no better than one model (docs/benchmark_ensemble_bce1.md).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
 from .registry import architecture
 
 
+def member_spec(architecture_name: str, encoder: str, arch_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """How an ensemble's card names one member: enough to build it, as a model card would."""
+    return {"architecture": architecture_name, "encoder": encoder, "arch_kwargs": dict(arch_kwargs)}
+
+
 class Ensemble(torch.nn.Module):
-    """``members`` networks of ``member_architecture``, all built with the same arguments; built as smp's are."""
+    """The networks ``members`` (``member_spec``s) name, built as smp's are; ``encoder_name`` is the first member's,
+    kept so the card lists like any other."""
 
     def __init__(self, encoder_name: str, encoder_weights: None = None, in_channels: int = 1, classes: int = 1,
-                 members: int = 2, member_architecture: str = "unet", **kwargs) -> None:
+                 members: tuple[dict[str, Any], ...] = ()) -> None:
         super().__init__()
-        build = architecture(member_architecture)
-        self.members = torch.nn.ModuleList(build(encoder_name=encoder_name, encoder_weights=encoder_weights, in_channels=in_channels,
-                                                 classes=classes, **kwargs) for _ in range(members))
+        if len(members) < 2:
+            raise TypeError("an ensemble needs two or more members")
+        self.members = torch.nn.ModuleList(
+            architecture(m["architecture"])(encoder_name=m["encoder"], encoder_weights=encoder_weights, in_channels=in_channels,
+                                            classes=classes, **m["arch_kwargs"])
+            for m in members)
 
     @property
     def encoder(self) -> torch.nn.ModuleList:

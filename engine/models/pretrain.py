@@ -36,6 +36,7 @@ from ..machine import describe, file_sha256
 from ..progress import Progress
 from ..scenes.normalise import Stretch
 from .eager import pick_device
+from .ensemble import member_spec
 from .registry import ARCHITECTURES, DEFAULT_MODEL, POS_WEIGHT_CAP, SYNTHETIC_MODEL, ModelCard, build_model, load_encoder_weights, load_model, read_card, save_model
 from .selfsupervised import MaskedRecipe, masked_pretrain
 from .training import TileSet, TrainConfig, Validation, interpolate_weights, paper_augment, train, validate
@@ -309,36 +310,45 @@ def average_models(members: list[Path], out: Path) -> Path:
     return out
 
 
+def _learnt_scenes(card: ModelCard) -> tuple[str, ...]:
+    """The labelled Arctic scenes a model learnt from (none for one that learnt synthetic scenes only)."""
+    data = card.provenance.get("data")
+    return tuple(sorted(data.get("arctic_scenes") or ())) if isinstance(data, dict) else ()
+
+
 def ensemble_models(members: list[Path], out: Path, device: str, progress: Progress) -> dict:
     """``members`` as one ``Ensemble`` (their mean logit), its threshold placed on the validation bands of the Arctic
-    scenes they learnt from, which none of them learnt, saved to ``out``. Members must be one network learnt from the
-    same scenes by ``--data real`` (seeds apart)."""
+    scenes they learnt from, which none of them learnt, saved to ``out``. Members may be different networks, but those
+    that learnt real scenes (``pretrain --data real``) must have learnt the same ones, and every member must read
+    tiles alike (pixel size, stretch, classes); members that learnt synthetic scenes only join any of them. The card
+    is the first member's, with every member's file, training and data in its provenance."""
     cards = [read_card(m) for m in members]
-    scenes = [tuple(sorted(c.provenance.get("data", {}).get("arctic_scenes") or ())) for c in cards]
-    network = {(c.architecture, c.encoder, json.dumps(c.arch_kwargs, sort_keys=True), c.pixel_size, json.dumps(c.normalisation, sort_keys=True),
-                learnt) for c, learnt in zip(cards, scenes)}
-    if len(members) < 2 or len(network) != 1 or not scenes[0]:
-        raise ModelError(f"{', '.join(m.name for m in members)} are not one network learnt from the same Arctic scenes.",
-                         "Combine two or more models of one recipe (pretrain --data real) trained with different seeds.")
+    learnt = {_learnt_scenes(c) for c in cards} - {()}
+    reading = {(c.pixel_size, json.dumps(c.normalisation, sort_keys=True), tuple(c.classes), c.in_channels) for c in cards}
+    if len(members) < 2 or len(learnt) != 1 or len(reading) != 1:
+        raise ModelError(f"{', '.join(m.name for m in members)} are not models that learnt the same Arctic scenes and read tiles alike.",
+                         "Combine two or more models trained on the same scenes (pretrain --data real), with synthetic-only models if any.")
     first = cards[0]
     card = ModelCard.from_json(first.to_json())
     card.architecture = "ensemble"
-    card.arch_kwargs = {"members": len(members), "member_architecture": first.architecture, **first.arch_kwargs}
-    card.name = f"{first.name}, mean of {len(members)} seeds"
+    card.arch_kwargs = {"members": [member_spec(c.architecture, c.encoder, c.arch_kwargs) for c in cards]}
+    card.name = f"{first.name}, mean of {len(members)} seeds" if len({c.name for c in cards}) == 1 else \
+        "mean of " + " and ".join(c.name for c in cards)
     model = build_model(card)
     for member, path in zip(model.members, members):
         member.load_state_dict(load_model(path, torch.device("cpu"))[0].state_dict())
     model.to(torch.device(device))
     config = TrainConfig(device=device, input_scale=card.normalisation.get("input_scale", TrainConfig.input_scale))
-    bands = validation_tiles(RealRecipe(scenes=scenes[0]), card.pixel_size)
+    bands = validation_tiles(RealRecipe(scenes=next(iter(learnt))), card.pixel_size)
     threshold, dice = validate(model, _tileset(bands), config).calibrated(config.threshold)
     progress.log(f"mean of {len(members)} members: validation Dice {dice:.3f} at {threshold:.2f} "
                  f"(members: {', '.join(str(c.metrics.get('validation_dice')) for c in cards)})")
     card.threshold = threshold
     card.metrics = {"validation_dice": round(dice, 4), "validation_threshold": threshold}
-    card.provenance = {**card.provenance, "how": " + ".join(c.provenance["how"] for c in cards),
-                       "members": [{"file": m.name, "sha256": file_sha256(m), "validation_dice": c.metrics.get("validation_dice"),
-                                    "threshold": c.threshold} for m, c in zip(members, cards)],
+    card.provenance = {**card.provenance, "how": " + ".join(c.provenance.get("how", c.name) for c in cards),
+                       "members": [{"file": m.name, "sha256": file_sha256(m), "name": c.name, "data": c.provenance.get("data"),
+                                    "validation_dice": c.metrics.get("validation_dice"), "threshold": c.threshold}
+                                   for m, c in zip(members, cards)],
                        "selection": "each member's as its card said; then their mean logit, threshold by slick Dice on the validation bands"}
     save_model(model, card, out, half=True)
     return {"model": str(out), "val_dice": dice, "threshold": threshold}
