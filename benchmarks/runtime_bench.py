@@ -7,7 +7,7 @@ pipeline and the land and no-data masks cost or save end to end.
 
 Figures, each a ratio of timings taken in this one run (round robin, so a shared machine's load falls on
 every candidate alike), with the CPU named beside them:
-  runtimes    per model (bundled U-Net R18; DeepLabV3-R50, random init) and runtime/precision: s per tile,
+  runtimes    per model (bundled U-Net R18; DeepLabV3-R50, random init; --models files) and runtime/precision: s per tile,
               tiles/s, km2/min, speed-up over PyTorch eager fp32, slick-mask Dice against PyTorch eager fp32
               on real tiles (the bundled Arctic scenes that no test scores on)
   efficiency  per model and runtime: achieved FLOP/s over this CPU's matmul peak in the same precision, timed
@@ -610,6 +610,8 @@ def main() -> int:
     p.add_argument("--sea", type=int, nargs="+", default=[1536],
                    help="sides of the synthetic open-sea scenes of the pipeline figure, one row each: a run's fixed costs weigh less on a larger scene")
     p.add_argument("--no-deeplab", action="store_true", help="bundled model only (DeepLabV3-R50 takes ~10x as long)")
+    p.add_argument("--models", type=Path, nargs="+", default=[], metavar="FILE",
+                   help="also time these model files in every runtime (a candidate of the quality benchmark, say)")
     p.add_argument("--pipeline-torch", action="store_true", help="also measure the pipeline overhead with PyTorch eager")
     p.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="measure these figures only (all by default)")
     p.add_argument("--runtime", help="runtime of the pipeline and skipping figures (default: auto, the product's own choice: the "
@@ -656,6 +658,7 @@ def main() -> int:
             results["runtimes"] = [compare_runtimes(Path(DEFAULT_MODEL), args.tiles, args.repeats, log)]
             if not args.no_deeplab:
                 results["runtimes"].append(compare_runtimes(deeplab_file(work), max(1, args.tiles // 2), args.repeats, log))
+            results["runtimes"] += [compare_runtimes(model, args.tiles, args.repeats, log) for model in args.models]
         if "pipeline" in args.only:
             results["pipeline"] = []
             for side in args.sea:
