@@ -78,6 +78,11 @@ def deeplab_file(work: Path) -> Path:
     return save_model(build_model(card), card, work / "deeplabv3_r50_random.safetensors")
 
 
+INT8_FILES = {"onnxruntime": "int8", "openvino": "ov-int8"}
+"""Where each runtime's int8 verdict lies beside the export (engine/models/quantise.py): older runs kept ONNX Runtime's
+alone, under ``int8_verdict``."""
+
+
 def compare_runtimes(model_path: Path, n_tiles: int, repeats: int, log) -> dict:
     """Every candidate on the same real tiles, round robin, against PyTorch eager fp32; the matmul peak of
     each precision is timed in the same rounds, so that a share of it is a ratio within one run."""
@@ -160,9 +165,8 @@ def compare_runtimes(model_path: Path, n_tiles: int, repeats: int, log) -> dict:
     out["openvino_layers"] = {label.split()[1]: efficiency.openvino_layers(factory.onnx(), label.split()[1], x[0], factory.threads)
                               for label in built if label in ("openvino fp32", "openvino bf16")}
     out["mask_threshold"] = "model's own" if trained else "median of torch fp32 output"
-    int8 = runtimes.exports_dir() / f"{factory.digest}.int8.json"
-    if int8.is_file():
-        out["int8_verdict"] = json.loads(int8.read_text())
+    verdicts = {runtime: runtimes.exports_dir() / f"{factory.digest}.{made}.json" for runtime, made in INT8_FILES.items()}
+    out["int8_verdicts"] = {runtime: json.loads(path.read_text()) for runtime, path in verdicts.items() if path.is_file()}
     return out
 
 
@@ -420,8 +424,9 @@ def runtimes_section(models: list[dict], cpu: str) -> list[str]:
                   "`--no-deeplab` adds it.", ""]
     for model in models:
         lines.append(f"- {model['model']}: {model['tiles']} tiles of {model['tile']} px; masks cut at the {model['mask_threshold']}.")
-        if "int8_verdict" in model:
-            lines.append(f"  int8 check when the quantised model was made: {model['int8_verdict']['message']}.")
+        verdicts = model.get("int8_verdicts") or ({"onnxruntime": model["int8_verdict"]} if "int8_verdict" in model else {})
+        for runtime, verdict in verdicts.items():
+            lines.append(f"  {runtime}'s int8 check when its quantised model was made: {verdict['message']}.")
     return lines + [""]
 
 

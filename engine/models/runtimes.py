@@ -15,6 +15,7 @@ On a GPU the PyTorch path is used (ONNX Runtime and OpenVINO are installed here 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import sys
@@ -45,6 +46,7 @@ INSTALL = {
     "onnx": "pip install onnx==1.23.2",
     "onnxruntime": "pip install onnxruntime==1.32.0",
     "openvino": "pip install openvino==2026.4.1",
+    "nncf": "pip install nncf==3.4.0",
 }
 GPU_CHOICE_TILES = 32
 """Tiles per timed call of the runtime choice on a GPU: a full batch, as detection runs it."""
@@ -204,7 +206,9 @@ def candidates(device: "torch.device | str") -> list[Candidate]:
         found.append(Candidate("torch", "bf16"))
     for runtime in ("onnxruntime", "openvino"):
         if _installed(runtime) and _installed("onnx"):
-            found += [Candidate(runtime, "fp32"), Candidate(runtime, "int8")]
+            found.append(Candidate(runtime, "fp32"))
+            if runtime == "onnxruntime" or _installed("nncf"):  # OpenVINO's int8 is NNCF's (``quantise``)
+                found.append(Candidate(runtime, "int8"))
             if runtime == "openvino" and native_bf16:
                 found.append(Candidate(runtime, "bf16"))
     return found
@@ -242,10 +246,10 @@ def limit_threads(n: int) -> None:
 
 
 def _installed(package: str) -> bool:
+    """Whether ``package`` is there, without importing it (NNCF imports PyTorch, seconds)."""
     try:
-        __import__(package)
-        return True
-    except ImportError:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):
         return False
 
 
@@ -262,7 +266,7 @@ class Factory:
         self.digest = model_hash(model_path)
         self.threads = inference_threads()
         self._onnx: Optional[Path] = None
-        self._int8: Optional[tuple[Optional[Path], str]] = None
+        self._int8: dict[str, tuple[Optional[Path], str]] = {}
 
     @property
     def model(self) -> "torch.nn.Module":
@@ -276,14 +280,20 @@ class Factory:
             self._onnx = path if path.is_file() else export_onnx(self.model, self.card, self.digest)
         return self._onnx
 
-    def int8(self) -> tuple[Optional[Path], str]:
-        """The int8 ONNX model when its masks agree with fp32's, else None; and what the check found."""
-        if self._int8 is None:
-            from .quantise import quantised_model
+    def int8(self, runtime: str) -> tuple[Optional[Path], str]:
+        """``runtime``'s int8 model when its masks agree with fp32's, else None; and what the check found."""
+        if runtime not in self._int8:
+            from .quantise import openvino_int8, quantised_model
 
-            _require("onnxruntime")
-            self._int8 = quantised_model(self.onnx(), self.card, self.digest, self.reference(), lambda path: onnxruntime_forward(path, 0))
-        return self._int8
+            if runtime == "openvino":
+                _require("nncf")
+                made = openvino_int8(self.onnx(), self.card, self.digest, self.reference(),
+                                     lambda path: openvino_forward(path, "int8", self.threads))
+            else:
+                _require("onnxruntime")
+                made = quantised_model(self.onnx(), self.card, self.digest, self.reference(), lambda path: onnxruntime_forward(path, 0))
+            self._int8[runtime] = made
+        return self._int8[runtime]
 
     def reference(self) -> Forward:
         """PyTorch fp32, what every candidate is checked against; the network is loaded at its first call."""
@@ -302,7 +312,7 @@ class Factory:
         if not _on_cpu(self.device):
             raise ResourceError(f"{runtime} runs on the CPU here.", "Use --device cpu, or --runtime torch on the GPU.")
         if precision == "int8":
-            path, verdict = self.int8()
+            path, verdict = self.int8(runtime)
             if path is None:
                 raise ModelError(f"int8 is refused for {self.card.name}: {verdict}.", "Detection uses another precision.")
         else:
