@@ -265,6 +265,27 @@ def test_a_runtime_that_is_not_installed_names_its_install_command(small_model, 
     assert all(c.runtime != "openvino" for c in runtimes.candidates(CPU))
 
 
+def test_a_runtime_forced_with_its_precision_runs_in_it_or_says_why_not(small_model, monkeypatch):
+    """``--runtime 'onnxruntime int8'`` runs that model where its int8 agrees, that runtime in fp32 where it does not
+    (said so); a precision this CPU lacks natively is refused with what runs here, an unknown one with the choices."""
+    predictor, notes = runtimes.make_predictor(small_model, CPU, "onnxruntime fp32")
+    assert predictor.runtime == "onnxruntime fp32" and notes == []
+    refused = "int8 masks differ from fp32 (slick Dice 0.5000 < 0.98 on 6 real tiles it was not calibrated on): kept in fp32"
+    monkeypatch.setattr(runtimes.Factory, "int8", lambda self, runtime: (None, refused))
+    predictor, notes = runtimes.make_predictor(small_model, CPU, "onnxruntime int8")
+    assert predictor.runtime == "onnxruntime fp32" and any(refused in n for n in notes)
+    if cpu_features.native_bf16():
+        assert runtimes.make_predictor(small_model, CPU, "openvino bf16")[0].runtime == "openvino bf16"
+    else:
+        with pytest.raises(ResourceError, match="does not run on this machine"):
+            runtimes.make_predictor(small_model, CPU, "openvino bf16")
+    monkeypatch.setattr(cpu_features, "native_bf16", lambda: False)
+    with pytest.raises(ResourceError, match=r"openvino bf16 does not run on this machine.*openvino fp32"):
+        runtimes.make_predictor(small_model, CPU, "openvino bf16")
+    with pytest.raises(ModelError, match="Unknown runtime 'torch int8'.*openvino bf16"):
+        runtimes.make_predictor(small_model, CPU, "torch int8")
+
+
 def test_bf16_is_a_candidate_only_where_the_cpu_has_it():
     labels = {c.label for c in runtimes.candidates(CPU)}
     assert ("torch bf16" in labels) == cpu_features.native_bf16()

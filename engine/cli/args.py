@@ -31,7 +31,8 @@ DETECT_HELP = {
     "land_mask": "land never becomes a slick: default (GSHHG coastline), none, or your own land polygon file or raster (non-zero = land)",
     "land_buffer": "widen land by this many pixels",
     "nodata_buffer": "no slick within this many pixels of no data",
-    "runtime": "what runs the model: auto (the fastest measured on this machine for this model, once) or one forced",
+    "runtime": "what runs the model: auto (the fastest measured on this machine for this model, once) or one forced, "
+               "alone or with a precision (e.g. 'openvino bf16')",
     "source_grid": "write rasters on the scene's own grid",
     "overwrite": "replace existing outputs of the same prefix",
     "tta": "average over the tile's mirror images (4x the model's work; on by default, measured better on real scenes)",

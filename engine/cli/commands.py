@@ -52,6 +52,7 @@ def add_changes_cli(subparsers: argparse._SubParsersAction) -> None:
 def _add_detect_options(p: argparse.ArgumentParser, **overrides: dict) -> None:
     """``--out`` and every ``DetectOptions`` field, for ``detect`` and ``changes`` alike."""
     from ..jobs.detect import DetectOptions
+    from ..models import runtimes
 
     p.add_argument("--out", required=True, help="output folder (created if missing)")
     add_options(p, DetectOptions, DETECT_HELP,
@@ -59,7 +60,7 @@ def _add_detect_options(p: argparse.ArgumentParser, **overrides: dict) -> None:
                 land_mask={"metavar": "default|none|PATH"},
                 land_buffer={"metavar": "PIXELS"},
                 nodata_buffer={"metavar": "PIXELS"},
-                runtime={"choices": ["auto", "torch", "torchscript", "onnxruntime", "openvino"],
+                runtime={"choices": runtimes.RUNTIME_CHOICES,
                          "default": os.environ.get("SLICK_MAPPER_RUNTIME", "auto")},
                 **overrides)
 

@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 
 RUNTIMES = ("torch", "torchscript", "onnxruntime", "openvino")
 AUTO = "auto"
+RUNTIME_CHOICES = (AUTO, *RUNTIMES, "torch fp32", "torch bf16", "torchscript fp32", "onnxruntime fp32", "onnxruntime int8",
+                   "openvino fp32", "openvino bf16", "openvino int8")
+"""What ``--runtime`` accepts: auto, a runtime in its usual precision, or a runtime with a precision it has."""
 INSTALL = {
     "onnx": "pip install onnx==1.23.2",
     "onnxruntime": "pip install onnxruntime==1.32.0",
@@ -322,12 +325,26 @@ class Factory:
         return openvino_forward(path, precision, self.threads)
 
 
+def forced(runtime: str, device: "torch.device | str") -> Candidate:
+    """The candidate an analyst names: a runtime in its usual precision, or a runtime with its precision (``openvino
+    bf16``), which must be one this machine runs."""
+    name, _, precision = runtime.partition(" ")
+    if not precision:
+        return Candidate(name, _torch_precision(str(device)) if name == "torch" else "fp32")
+    here = candidates(device)
+    if Candidate(name, precision) not in here:
+        raise ResourceError(f"{runtime} does not run on this machine (a precision its CPU lacks natively, or a runtime not installed).",
+                            f"Choose auto or one of {', '.join(c.label for c in here)}.")
+    return Candidate(name, precision)
+
+
 def make_predictor(model_path: str | Path, device: "torch.device | str", runtime: str = AUTO, *,
                    progress: Optional[Progress] = None) -> tuple[Predictor, list[str]]:
     """A Predictor on ``runtime`` (or the one ``auto`` measured fastest here), and notes for the analyst."""
     progress = progress or silent()
-    if runtime not in (AUTO, *RUNTIMES):
-        raise ModelError(f"Unknown runtime {runtime!r}.", f"Use auto or one of {', '.join(RUNTIMES)}.")
+    if runtime not in RUNTIME_CHOICES:
+        raise ModelError(f"Unknown runtime {runtime!r}.", f"Use auto, a runtime ({', '.join(RUNTIMES)}) or one with its precision, "
+                                                          f"e.g. openvino bf16.")
     model_path = Path(model_path)
     card = read_card(model_path)
     factory = Factory(model_path, card, device)
@@ -336,13 +353,18 @@ def make_predictor(model_path: str | Path, device: "torch.device | str", runtime
     if runtime == AUTO:
         choice = choose(factory, progress, notes)
     else:
-        choice = Candidate(runtime, _torch_precision(device) if runtime == "torch" else "fp32")
+        choice = forced(runtime, device)
     try:
         forward = factory.build(choice)
-    except ModelError as exc:  # a model that does not export: PyTorch runs it
-        notes.append(f"{exc} PyTorch eager is used.")
-        choice = Candidate("torch", _torch_precision(device))
-        forward = factory.build(choice)
+    except ModelError as exc:
+        if choice.precision == "int8":  # its masks moved: the same runtime in fp32
+            notes.append(str(exc))
+            choice = Candidate(choice.runtime, "fp32")
+            forward = factory.build(choice)
+        else:  # a model that does not export: PyTorch runs it
+            notes.append(f"{exc} PyTorch eager is used.")
+            choice = Candidate("torch", _torch_precision(device))
+            forward = factory.build(choice)
     predictor = Predictor(None, card, device, forward=forward)
     predictor.runtime = choice.label
     return predictor, notes
