@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import statistics
 import subprocess
 import sys
@@ -649,7 +650,7 @@ def main() -> int:
     from engine.data.synth import SceneSpec, write_scene
 
     started = time.perf_counter()
-    results = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "commit": commit_text(),
+    results = {"command": shlex.join([Path(sys.executable).name, *sys.argv]), "commit": commit_text(),
                "machine": {**report.machine(torch.device("cpu")), **cpu_features.summary()}, "compared": compared,
                **({"earlier": earlier} if earlier else {})}
     log = lambda msg: print(msg, flush=True)  # noqa: E731
