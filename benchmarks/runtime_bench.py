@@ -638,7 +638,7 @@ def main() -> int:
     kept_sections = [section for section in SECTIONS if section in kept and section not in args.only]
     earlier = {k: kept[k] for k in ("command", "commit", "machine", *kept_sections)} if kept_sections else {}
     if args.source:
-        rendered = " ".join(["python", *sys.argv])
+        rendered = shlex.join(["python", *sys.argv])
         args.markdown.write_text(markdown({**json.loads(args.source.read_text()), **({"compared": compared} if compared else {}),
                                            **({"earlier": earlier} if earlier else {}), "rendered_by": rendered}))
         return 0
