@@ -207,6 +207,17 @@ def test_the_contrast_candidate_trains_and_moves_back_toward_the_synthetic_model
     assert read_card(start).architecture == "unet_contrast" and read_card(start).lineage["initialised_from"]["file"] == SYNTHETIC_MODEL.name
 
 
+def test_the_models_run_in_the_runtime_asked_for_and_the_page_names_it(tmp_path, pool_model, monkeypatch):
+    """Every compared figure runs the models in PyTorch; ``--runtime`` scores them as another runtime would run them (the
+    product's own choice among them), and the rows and the page say which ran."""
+    monkeypatch.setattr(benchmark.bundled, "ARCTIC", ARCTIC[:1])
+    monkeypatch.setenv("SLICK_MAPPER_MODELS", str(tmp_path / "models"))  # the export goes beside the user's models
+    run_benchmark(tmp_path / "run", lambda seed: {"model": benchmark.fixed(pool_model)}, [0], silent(), "test", runtime="onnxruntime")
+    rows = [r for r in csv.DictReader((tmp_path / "run" / "benchmark.csv").open()) if r["candidate"] == "model"]
+    assert [r["runtime"] for r in rows] == ["onnxruntime fp32"]
+    assert "the model run by onnxruntime fp32" in (tmp_path / "run" / "benchmark.md").read_text()
+
+
 def test_the_paper_s_tiles_get_their_own_mean_and_a_page_is_remade_from_its_rows_alone(tmp_path, pool_model, monkeypatch):
     """Only the scenes the paper predicted are set beside its models (sample_0 has no paper prediction), and an earlier
     run's CSV renders the same summary and rows again without a model: the figure a page adds later is remade for a run

@@ -45,6 +45,7 @@ from ..models.contrast import with_contrast
 from ..models.darkspot import fit_darkspot
 from ..models.eager import pick_device
 from ..models.pretrain import CHECKPOINTS, RealRecipe, average_models, ensemble_models, pretrain, pretrain_card, pretrain_real, toward_init, validation_split
+from ..models.runtimes import RUNTIME_CHOICES
 from ..models.registry import POS_WEIGHT_CAP, SYNTHETIC_MODEL, has_weights, load_model, read_card
 from ..models.selfsupervised import MaskedRecipe
 from ..models.training import TrainConfig, paper_augment
@@ -406,7 +407,7 @@ SEEDLESS = ("darkspot", "synthetic_only", *(f"synthetic_{key}" for key in SYNTHE
 
 def run_benchmark(out: Path, candidates: Callable[[int], dict[str, Trainer]], seeds: list[int], progress: Progress, command: str,
                   single: bool = False, shift: bool = False, rotations: bool = False, land_mask: str = landmask.DEFAULT,
-                  device: Optional[torch.device] = None, commit: Optional[str] = None) -> dict:
+                  device: Optional[torch.device] = None, commit: Optional[str] = None, runtime: str = "torch") -> dict:
     """Every candidate on every left-out scene, once per seed; models already in ``out`` are reused, so a
     stopped run resumes. ``candidates(seed)``: the candidates trained with that seed.
 
@@ -417,7 +418,8 @@ def run_benchmark(out: Path, candidates: Callable[[int], dict[str, Trainer]], se
     (``shifted_threshold``), as ``<name>+shift``. ``land_mask``: detection's (``DetectOptions.land_mask``); none of the five
     scenes has GSHHG land within 5 km (checked), so ``none`` scores them alike where the coastline package is missing.
     ``device``: what trained and ran the models, named on the page (a GPU by its name); ``commit``: the tree's, where it
-    is a copy without git (a GPU machine's). Several seeds: on five scenes one seed of the same recipe moved a scene's
+    is a copy without git (a GPU machine's). ``runtime``: what runs the models in detection: PyTorch for every figure
+    compared, or the product's own choice (``auto``: int8 where its masks agree) to see what that changes. Several seeds: on five scenes one seed of the same recipe moved a scene's
     Dice by up to 0.3, so a design is chosen on the mean over seeds, and the table shows their spread."""
     commit = commit or commit_text()  # the code the run started with: a long run outlasts commits made beside it
     out.mkdir(parents=True, exist_ok=True)
@@ -438,7 +440,7 @@ def run_benchmark(out: Path, candidates: Callable[[int], dict[str, Trainer]], se
                 views = {"": {}, **({"+single": {"tta": False}} if single else {}), **({"+rotations": {"rotations": True}} if rotations else {})}
                 for view, changed in views.items():
                     label = name + view
-                    options = DetectOptions(model=str(model), prefix=f"{held.name}_{label}{named}", overwrite=True, runtime="torch",
+                    options = DetectOptions(model=str(model), prefix=f"{held.name}_{label}{named}", overwrite=True, runtime=runtime,
                                            land_mask=land_mask, **changed)
                     result = detect(held.image, out / "detections", options, progress)
                     # The product's own slicks (its mask: the outlines' pixels); the shift cuts the probability again.
@@ -592,6 +594,8 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--rotations", action="store_true", help="also score every model averaged over its tiles' rotations by 90 degrees too")
     q.add_argument("--shift", action="store_true", help="also score every network at a threshold moved by the scene's median logit")
     q.add_argument("--commit", help="the commit of this tree, where it is a copy without git (a GPU machine's)")
+    q.add_argument("--runtime", default="torch", choices=RUNTIME_CHOICES,
+                   help="what runs the models in detection (default torch, as for every figure compared; auto: the product's own choice)")
     q.add_argument("--land-mask", default=landmask.DEFAULT, metavar="default|none|PATH",
                    help="detection's land mask (default: the GSHHG coastline); no land lies within 5 km of the five scenes, so none "
                         "scores them alike where roaring-landmask is not installed")
@@ -693,4 +697,4 @@ def _run(args: argparse.Namespace, progress: Progress) -> dict:
         return rerender(args.rows_from, args.out, args.invocation)
     candidates(args, args.seed[0])  # an unknown --only fails before any training
     return run_benchmark(args.out, lambda seed: candidates(args, seed), args.seed, progress, args.invocation, args.single, args.shift, args.rotations,
-                         args.land_mask, pick_device(args.device), args.commit)
+                         args.land_mask, pick_device(args.device), args.commit, args.runtime)
