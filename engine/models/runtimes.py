@@ -54,6 +54,9 @@ INSTALL = {
 GPU_CHOICE_TILES = 32
 """Tiles per timed call of the runtime choice on a GPU: a full batch, as detection runs it."""
 
+CHOICE_FORMAT = "int8 2"
+"""Part of the key a measured choice is kept under, changed when what a candidate runs changes (``int8 2``: OpenVINO's
+int8 became its own model, NNCF's), so that a choice measured before is measured again rather than kept for good."""
 CALIBRATION_ROUNDS = 3
 """Rounds of the runtime choice, each candidate timed by its best: a pause of the machine only ever slows a round,
 and the choice is cached per machine and model. With one round, a benchmark run on the 2-core AMD EPYC once
@@ -374,7 +377,7 @@ def choose(factory: Factory, progress: Progress, notes: list[str], tiles: Option
            rounds: int = CALIBRATION_ROUNDS) -> Candidate:
     """The fastest candidate whose masks agree with PyTorch fp32 (by its best of ``rounds``), measured once per
     machine and model."""
-    key = f"{cpu_features.cpu_name()}|{factory.device}|{factory.digest}|{factory.card.tile_size}"
+    key = f"{cpu_features.cpu_name()}|{factory.device}|{factory.digest}|{factory.card.tile_size}|{CHOICE_FORMAT}"
     cache = _read_cache()
     if key in cache:
         entry = cache[key]
