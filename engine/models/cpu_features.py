@@ -18,11 +18,14 @@ def flags() -> set[str]:
 
 
 def native_bf16() -> bool:
-    """oneDNN runs bf16 natively (its own check), confirmed by the CPU's flags where Linux shows them."""
-    import torch  # only where a runtime is being chosen, never on a detection that knows its runtime
+    """The CPU's flags where Linux shows them; elsewhere oneDNN's own check. Asking oneDNN loads PyTorch, two seconds
+    of every detection forced to a precision (``--runtime 'openvino int8'``) that would otherwise never load it."""
+    known = flags()
+    if known:
+        return bool(known & set(BF16_FLAGS))
+    import torch
 
-    supported = torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return supported and (not flags() or bool(flags() & set(BF16_FLAGS)))
+    return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def native_int8() -> bool:

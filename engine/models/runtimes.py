@@ -118,11 +118,11 @@ def export_onnx(model: "torch.nn.Module", card: ModelCard, digest: str) -> Path:
 
 
 def _require(package: str) -> None:
-    try:
-        __import__(package)
-    except ImportError:
+    """Refuse a runtime that is not installed, without importing it: NNCF imports PyTorch (3 s on this project's
+    2-core CPU), which a detection whose int8 model already exists never needs."""
+    if not _installed(package):
         raise ResourceError(f"The {package} runtime is not installed in the engine's Python.",
-                            f"Install it with `{INSTALL[package]}`, or choose another --runtime.") from None
+                            f"Install it with `{INSTALL[package]}`, or choose another --runtime.")
 
 
 # --- one forward function per runtime -------------------------------------------------------------
@@ -302,10 +302,15 @@ class Factory:
         return self._int8[runtime]
 
     def reference(self) -> Forward:
-        """PyTorch fp32, what every candidate is checked against; the network is loaded at its first call."""
-        from .eager import EagerForward
+        """PyTorch fp32, what every candidate is checked against; PyTorch and the network are loaded at its first
+        call, which an int8 model whose verdict is stored never makes."""
 
-        return lambda x: EagerForward(self.model, self.device, None)(x)
+        def forward(x: np.ndarray) -> np.ndarray:
+            from .eager import EagerForward
+
+            return EagerForward(self.model, self.device, None)(x)
+
+        return forward
 
     def build(self, candidate: Candidate) -> Forward:
         runtime, precision = candidate.runtime, candidate.precision
