@@ -22,6 +22,8 @@ every candidate alike), with the CPU named beside them:
               minutes extrapolated from the measured rate and the skipped share
   extent      a map view's detection (1,536 px square) in the middle of that scene, the first time on the scene
               and again: the second answers the whole-scene questions from what the first measured
+  width       peak memory of a detection in a new process on sea scenes of one height and growing widths (--widths),
+              for this engine and any --against checkout in the same rounds
 
 Results: printed, and written to bench_output/runtime_bench.json; ``--markdown docs/benchmarks.md`` renders a
 JSON file of an earlier run (``--from``) or of this one as the product's benchmark page.
@@ -53,7 +55,9 @@ import report  # noqa: E402
 from engine.machine import commit_text  # noqa: E402
 
 OVERLAP = 64
-SECTIONS = ("runtimes", "pipeline", "process", "skipping", "extent")
+WIDTH_HEIGHT = 1536
+"""Rows of the width figure's scenes: three tile rows, so the widest stays minutes long."""
+SECTIONS = ("runtimes", "pipeline", "process", "skipping", "extent", "width")
 """The figures, each measurable alone (``--only``): the runtimes with the model efficiency, the pipeline overhead,
 a detection's own process, the tiles skipped."""
 _CHILD = ("import json, sys; from engine.cli.main import main; from engine.machine import commit_text; code = main(sys.argv[1:]); "
@@ -286,6 +290,23 @@ def process(scene: Path, roots: list[Path], work: Path, repeats: int, log) -> li
     return out
 
 
+def width(scenes: dict[int, Path], roots: list[Path], work: Path, log) -> dict:
+    """Peak resident memory of a detection in a new process (the product's defaults, no land mask) per scene width,
+    for each engine checkout in ``roots``, one after the other per width. The scenes lie on their UTM zone's central
+    meridian, so the analysis grid is their own pixels: a wide scene warped into another zone would grow in height too."""
+    rows = []
+    for side, scene in scenes.items():
+        for root in roots:
+            argv = ["--jsonl", "detect", str(scene), "--out", str(work / "width_out"), "--land-mask", "none", "--overwrite"]
+            run = subprocess.run([sys.executable, "-c", _CHILD, *argv], cwd=root, capture_output=True, text=True, check=True)
+            lines = run.stdout.splitlines()
+            said, result = json.loads(lines[-1]), json.loads(lines[-2])["data"]
+            rows.append({"width": side, "commit": said["commit"], "peak_mb": round(said["peak_mb"]), "seconds": result["seconds"],
+                         "tiles": result["tiles"], "slicks": result["n_slicks"], "grid": result["grid"]})
+            log(f"  width {side}: {said['commit']} peak {said['peak_mb']:.0f} MB, {result['seconds']:.1f} s, {result['n_slicks']} slicks")
+    return {"height": WIDTH_HEIGHT, "rows": rows}
+
+
 def _ran(runtime: str, mirrored: bool) -> str:
     """What ran the model, as the pages name it: mirror averaging (the default since it measured better on real
     scenes) quadruples the model's work, so a time means little without it."""
@@ -388,7 +409,8 @@ def markdown(results: dict) -> str:
                             ("pipeline", lambda r: pipeline_section(r, cpu)),
                             ("process", lambda r: process_section(r["process"], cpu, [run for run in r.get("compared", []) if run.get("process")])),
                             ("skipping", lambda r: skipping_section(r["skipping"], cpu, r.get("compared", []))),
-                            ("extent", lambda r: extent_section(r["extent"], cpu))):
+                            ("extent", lambda r: extent_section(r["extent"], cpu)),
+                            ("width", lambda r: width_section(r["width"], cpu))):
         if section in results:
             lines += render(results)
         elif section in earlier:
@@ -607,6 +629,21 @@ def extent_section(k: dict, cpu: str) -> list[str]:
             for name, run in runs] + [""]
 
 
+def width_section(k: dict, cpu: str) -> list[str]:
+    commits = list(dict.fromkeys(r["commit"] for r in k["rows"]))
+    peaks = {(r["width"], r["commit"]): r for r in k["rows"]}
+    widths = sorted({r["width"] for r in k["rows"]})
+    return ["## Peak memory in a scene's width", "",
+            f"A detection in a new engine process (the product's defaults, no land mask) on synthetic EW/HH sea scenes "
+            f"{k['height']} px high, as wide as each row says, on their UTM zone's central meridian (the analysis grid is "
+            f"their own pixels), on the {cpu}: peak resident memory (VmHWM) and detect()'s own seconds, per engine commit.", "",
+            "| width (px) | " + " | ".join(f"`{c}` peak (MB) | `{c}` s | `{c}` slicks" for c in commits) + " |",
+            "|---|" + "---|---|---|" * len(commits)] + [
+            f"| {w} | " + " | ".join(f"{peaks[w, c]['peak_mb']} | {peaks[w, c]['seconds']:.1f} | {peaks[w, c]['slicks']}"
+                                     if (w, c) in peaks else " | | " for c in commits) + " |"
+            for w in widths] + [""]
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true")
@@ -623,7 +660,8 @@ def main() -> int:
     p.add_argument("--runtime", help="runtime of the pipeline and skipping figures (default: auto, the product's own choice: the "
                    "fastest runtime and precision whose masks agree with PyTorch fp32, measured on this machine)")
     p.add_argument("--against", type=Path, nargs="+", default=[],
-                   help="other checkouts of this repository (e.g. a worktree at an earlier commit) whose engine the process figure times in the same rounds")
+                   help="other checkouts of this repository (e.g. a worktree at an earlier commit) whose engine the process and width figures run in the same rounds")
+    p.add_argument("--widths", type=int, nargs="+", default=[2048, 8192, 16384, 32768], help="scene widths of the width figure")
     p.add_argument("--json", type=Path, default=ROOT / "bench_output" / "runtime_bench.json")
     p.add_argument("--markdown", type=Path, help="also write the figures as a page, e.g. docs/benchmarks.md")
     p.add_argument("--from", dest="source", type=Path, help="with --markdown: render this earlier run's JSON, run nothing (--keep and --compare apply)")
@@ -677,6 +715,12 @@ def main() -> int:
             view = work / "extent.tif"  # 16 tiles: a map view's worth, what the dock's Detect usually gets
             write_scene(SceneSpec(height=1536, width=1536, seed=5), view)
             results["process"] = process(view, [*args.against, ROOT], work, args.repeats + 1, log)
+        if "width" in args.only:
+            scenes = {}
+            for side in args.widths:  # centred on zone 36's central meridian: the grid is the scene's own pixels
+                scenes[side] = write_scene(SceneSpec(height=WIDTH_HEIGHT, width=side, seed=5, origin=(500000.0 - side * 12.5, 8360000.0)),
+                                           work / f"wide_{side}.tif")
+            results["width"] = width(scenes, [*args.against, ROOT], work, log)
         if "skipping" in args.only or "extent" in args.only:
             svalbard = work / "svalbard.tif"
             write_scene(SceneSpec(height=args.scene, width=args.scene, seed=6, nodata_border=True, **SVALBARD), svalbard)

@@ -133,6 +133,43 @@ def test_a_scene_too_wide_for_the_free_memory_is_refused_before_any_file(tmp_pat
     assert "smaller tile size" in str(info.value) and list(tmp_path.iterdir()) == []
 
 
+def test_a_scene_wider_than_the_strip_budget_is_detected_in_panels_that_map_as_one(tmp_path, tiny_model, monkeypatch):
+    """Memory stays flat in a scene's width: past the tile stage's budget the scene is detected in panels of tile
+    columns. Their seams blend the same tiles, a land buffer crosses them (land ending 4 px before a seam, buffered
+    by 8), and every output is the one-panel run's (seam sums add in another order: masks compared off the threshold)."""
+    import engine.jobs.detect as detect_job
+    from engine.scenes.tiling import panels
+
+    spec = SceneSpec(height=520, width=2300, seed=6, nodata_border=True)
+    scene = write_scene(spec, tmp_path / "wide.tif")
+    seam = panels(spec.width, 256, 64, 0)[1].x0
+    x, y = spec.origin
+    land = tmp_path / "land.gpkg"
+    ring = [(x + (seam - 40) * 25, y - 300 * 25), (x + (seam - 4) * 25, y - 300 * 25), (x + (seam - 4) * 25, y - 200 * 25),
+            (x + (seam - 40) * 25, y - 200 * 25), (x + (seam - 40) * 25, y - 300 * 25)]
+    with fiona.open(land, "w", driver="GPKG", crs=spec.crs, schema={"geometry": "Polygon", "properties": {}}) as dst:
+        dst.write({"geometry": {"type": "Polygon", "coordinates": [ring]}, "properties": {}})
+    options = _options(tiny_model, threshold=0.5, land_mask=str(land), land_buffer=8)
+    whole = detect(scene, tmp_path / "whole", options)
+    layouts = []
+    monkeypatch.setattr(detect_job, "_STRIP_BUDGET", 0)  # the narrowest panels
+    monkeypatch.setattr(detect_job, "panels", lambda *args: layouts.append(panels(*args)) or layouts[-1])
+    parts = detect(scene, tmp_path / "parts", options)
+    assert len(layouts[0]) >= 3 and max(p.width for p in layouts[0]) < 1000 and layouts[0][1].x0 == seam
+    assert (parts.tiles, parts.tiles_skipped_by) == (whole.tiles, whole.tiles_skipped_by)
+    with rasterio.open(whole.probability) as a, rasterio.open(parts.probability) as b:
+        p_whole, p_parts = a.read(1), b.read(1)
+    with rasterio.open(whole.mask) as a, rasterio.open(parts.mask) as b:
+        m_whole, m_parts = a.read(1), b.read(1)
+    assert (p_whole[210:290, seam - 30 : seam + 4] == 0).all() and (p_whole[210:290, seam + 5 :] > 0).any()
+    np.testing.assert_array_equal(np.isnan(p_whole), np.isnan(p_parts))
+    np.testing.assert_array_equal(p_whole == 0, p_parts == 0)  # land, its buffer and no-data borders
+    np.testing.assert_allclose(p_parts, p_whole, atol=1e-6)
+    off_threshold = np.abs(p_whole - 0.5) > 1e-5
+    np.testing.assert_array_equal(m_parts[off_threshold], m_whole[off_threshold])
+    assert parts.n_slicks == whole.n_slicks
+
+
 def test_unwritable_output_folder(tmp_path, sample_scene, tiny_model):
     locked = tmp_path / "locked"
     locked.mkdir()

@@ -41,7 +41,7 @@ from ..scenes.landmask import Exclusion
 from ..scenes.normalise import Stretch
 from ..scenes.prefetch import prefetch
 from ..scenes.read_errors import check_unchanged, stamp
-from ..scenes.tiling import StripBlender, count_tiles
+from ..scenes.tiling import Panel, StripBlender, count_tiles, panels, tile_starts
 from .outputs import MASK_NODATA, OutputSet, polygonise, raster_profile, to_cog, write_slicks
 
 _GDAL_CACHE_BYTES = 256 * 2**20
@@ -156,7 +156,7 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
     with rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_BYTES), \
             open_for_analysis(scene, card, options.band, options.bounds, options.bounds_crs, progress, info) as opened:
         ds, grid = opened.dataset, opened.grid
-        _check_memory(grid, tile)
+        layout = panels(grid.width, tile, options.overlap, _panel_width(grid, tile, options.overlap))
         stretch = opened.stretch
         exclusion = Exclusion(landmask.open_land_mask(options.land_mask), options.land_buffer, options.nodata_buffer)
         if options.source_grid and ds.crs is None:
@@ -171,7 +171,7 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
             # Stretched grey levels are no backscatter: the evidence averages none, so none is staged for it.
             staged_backscatter = None if info.value_scale == "uint8_stretched" else outputs.stage / "analysis_backscatter.tif"
             marks = {"before_tiles": time.monotonic()}
-            n_tiles, skipped, model_seconds = _predict_to_files(opened.reader, grid, stretch, predictor, tile, options, threshold,
+            n_tiles, skipped, model_seconds = _predict_to_files(opened.reader, grid, layout, stretch, predictor, tile, options, threshold,
                                                                 exclusion, (staged_prob, staged_mask, staged_backscatter), progress)
             marks["tiles"] = time.monotonic()
             # The COGs are made from the staged rasters while the slicks are traced and weighed: GDAL works outside
@@ -238,20 +238,32 @@ def _check_options(options: DetectOptions) -> None:
 
 
 _STRIP_BYTES_PER_PIXEL = 70
-"""Memory of the tile stage per pixel of a strip (tile rows by the scene's width): the strips read ahead, the one
+"""Memory of the tile stage per pixel of a strip (tile rows by the panel's width): the strips read ahead, the one
 being predicted, its masks and backscatter and the blender's sums. Measured on this project's 2-core EPYC: 1.25 GB
 on a 17,521-px-wide EW-size scene in 1,024-px tiles, above what detection held before its first tile."""
 
+_STRIP_BUDGET = 256 * 2**20
+"""What the tile stage may hold: a scene whose strips would need more is detected in panels of tile columns, so
+the strips stay flat in the scene's width as in its height. About 7,300 px in 512-px tiles: narrower scenes run as
+one panel. A scene warped onto the grid is resampled window by window (GDAL's warper places each window's pixels
+within 1/8 px), so its panels, like its strips, move a few pixels' values; one on the grid maps as in one panel."""
 
-def _check_memory(grid: Grid, tile: int) -> None:
-    """Memory grows with the scene's width and the tile size, not its height: refuse what this machine cannot hold."""
-    needed = _STRIP_BYTES_PER_PIXEL * tile * max(grid.width, tile)
+
+def _panel_width(grid: Grid, tile: int, overlap: int) -> Optional[int]:
+    """The widest panel the tile stage may hold, None where the whole width fits; refuse what this machine cannot
+    hold even in the narrowest panel."""
+    per_column = _STRIP_BYTES_PER_PIXEL * tile
     available = _available_memory()
-    if needed > 0.5 * available:
+    budget = min(_STRIP_BUDGET, 0.5 * available)
+    if per_column * max(grid.width, tile) <= budget:
+        return None
+    narrowest = panels(grid.width, tile, overlap, 0)[0].width
+    if per_column * narrowest > 0.5 * available:
         raise ResourceError(
-            f"A {grid.width}-pixel-wide strip needs about {needed / 2**30:.1f} GiB; {available / 2**30:.1f} GiB is free.",
-            "Run on the map extent or a subset of the scene, or use a smaller tile size.",
+            f"A {narrowest}-pixel-wide strip needs about {per_column * narrowest / 2**30:.1f} GiB; {available / 2**30:.1f} GiB is free.",
+            "Close other programs, or use a smaller tile size.",
         )
+    return int(budget // per_column)
 
 
 def _available_memory() -> int:
@@ -270,7 +282,9 @@ def _available_memory() -> int:
 class _Strip:
     """One strip of tile rows, read, stretched and masked ahead of the model."""
 
+    panel: int
     index: int
+    """Its tile row."""
     backscatter: np.ndarray
     """The scene's values on the grid (NaN = no data), kept for the look-alike evidence."""
     stretched: np.ndarray
@@ -294,30 +308,35 @@ def _extent_shape(options: DetectOptions, grid: Grid) -> Optional[dict]:
     return transform_geom(options.bounds_crs, grid.crs, shapely.geometry.mapping(outline))
 
 
-def _strips(reader, grid: Grid, stretch: Stretch, blender: StripBlender, tile: int, exclusion: Exclusion,
+def _strips(reader, grid: Grid, layout: list[Panel], stretch: Stretch, tile: int, overlap: int, exclusion: Exclusion,
             extent: Optional[dict]) -> Iterator[_Strip]:
+    """Every panel's strips, top to bottom, panel after panel; read with ``exclusion.margin`` extra rows, and extra
+    columns where a panel has a neighbour, so buffers cross strip and panel borders."""
     m = exclusion.margin
-    width = max(grid.width, tile)
-    cols_inside = np.arange(width) < grid.width
-    for index, row in enumerate(blender.rows):
-        top = row.row - m
-        raw = reader.read(Window(0, top, width, tile + 2 * m))
-        rows_inside = (np.arange(top, top + tile + 2 * m) >= 0) & (np.arange(top, top + tile + 2 * m) < grid.height)
-        inside = rows_inside[:, None] & cols_inside[None, :]
-        on_land, near_nodata = exclusion.excluded(grid.crs, grid.transform @ Affine.translation(0, top), ~np.isfinite(raw), inside)
-        backscatter = raw[m : m + tile]
-        stretched = stretch.apply(backscatter)
-        valid = stretched > 0
-        in_extent = None
-        if extent is not None:  # outside pixels stay model input (context), never output
-            in_extent = rasterize([extent], out_shape=valid.shape, transform=grid.transform @ Affine.translation(0, row.row)).astype(bool)
-            valid &= in_extent
-        yield _Strip(index, backscatter, stretched, valid, valid & ~on_land & ~near_nodata, in_extent)
+    for p, panel in enumerate(layout):
+        left = m if panel.x0 > 0 else 0
+        right = m if panel.x0 + panel.width < grid.width else 0
+        cols = np.arange(panel.x0 - left, panel.x0 + panel.width + right)
+        for index, top in enumerate(tile_starts(grid.height, tile, overlap)):
+            raw = reader.read(Window(panel.x0 - left, top - m, cols.size, tile + 2 * m))
+            rows = np.arange(top - m, top + tile + m)
+            inside = ((rows >= 0) & (rows < grid.height))[:, None] & (cols < grid.width)[None, :]
+            at = grid.transform @ Affine.translation(panel.x0 - left, top - m)
+            on_land, near_nodata = (mask[:, left : left + panel.width] for mask in exclusion.excluded(grid.crs, at, ~np.isfinite(raw), inside))
+            backscatter = raw[m : m + tile, left : left + panel.width]
+            stretched = stretch.apply(backscatter)
+            valid = stretched > 0
+            in_extent = None
+            if extent is not None:  # outside pixels stay model input (context), never output
+                in_extent = rasterize([extent], out_shape=valid.shape, transform=grid.transform @ Affine.translation(panel.x0, top)).astype(bool)
+                valid &= in_extent
+            yield _Strip(p, index, backscatter, stretched, valid, valid & ~on_land & ~near_nodata, in_extent)
 
 
 def _predict_to_files(
     reader,
     grid: Grid,
+    layout: list[Panel],
     stretch: Stretch,
     predictor: Predictor,
     tile: int,
@@ -328,9 +347,10 @@ def _predict_to_files(
     progress: Progress,
 ) -> tuple[int, dict[str, int], float]:
     """Predict every tile with something usable in it into the staged probability, mask and (unless its path
-    is None) backscatter rasters; return (tiles predicted, tiles skipped by reason, seconds inside the model)."""
+    is None) backscatter rasters, panel by panel of ``layout``; return (tiles predicted, tiles skipped by reason,
+    seconds inside the model)."""
     prob_path, mask_path, backscatter_path = staged
-    blender = StripBlender(grid.height, grid.width, tile, options.overlap)
+    blender: Optional[StripBlender] = None
     total = count_tiles(grid.height, grid.width, tile, options.overlap)
     extent = _extent_shape(options, grid)
     done, model_seconds = 0, 0.0
@@ -349,7 +369,10 @@ def _predict_to_files(
             rasterio.open(mask_path, "w", **raster_profile(grid, "uint8", MASK_NODATA)) as mask_dst, ExitStack() as stack:
         backscatter_dst = stack.enter_context(rasterio.open(backscatter_path, "w", **raster_profile(grid, "float32", float("nan")))) \
             if backscatter_path else None
-        for strip in prefetch(lambda: _strips(reader, grid, stretch, blender, tile, exclusion, extent)):
+        for strip in prefetch(lambda: _strips(reader, grid, layout, stretch, tile, options.overlap, exclusion, extent)):
+            if strip.index == 0:  # a new panel, which finishes the columns the one before shares with it
+                blender = StripBlender(grid.height, grid.width, tile, options.overlap, layout[strip.panel],
+                                       blender.seam_out if blender else None)
             pending: list[tuple[int, np.ndarray]] = []
             for col in blender.rows[strip.index].cols:
                 if not strip.usable[:, col : col + tile].any():  # nothing that could be a slick: never predicted
@@ -365,16 +388,16 @@ def _predict_to_files(
                 flush(pending)
             progress.update("tiles", done, total, f"Tile {done} of {total}")
             top, probability = blender.finish_row(strip.index)
-            n = probability.shape[0]
-            valid, usable = strip.valid[:n, : grid.width], strip.usable[:n, : grid.width]
+            n, own = probability.shape
+            valid, usable = strip.valid[:n, :own], strip.usable[:n, :own]
             probability[valid & ~usable] = 0.0
             probability[~valid] = np.nan
-            window = Window(0, top, grid.width, n)
+            window = Window(layout[strip.panel].x0, top, own, n)
             prob_dst.write(probability, 1, window=window)
             mask = np.where(valid, (probability > threshold).astype(np.uint8), MASK_NODATA).astype(np.uint8)
             mask_dst.write(mask, 1, window=window)
             if backscatter_dst:
-                backscatter_dst.write(strip.backscatter[:n, : grid.width], 1, window=window)
+                backscatter_dst.write(strip.backscatter[:n, :own], 1, window=window)
     return total - sum(skipped.values()), skipped, model_seconds
 
 
