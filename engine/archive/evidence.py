@@ -35,12 +35,14 @@ from ..scenes.normalise import to_db
 from ..jobs.outputs import MASK_NODATA
 from ..progress import Progress
 from ..scenes.raster import SceneInfo
+from ..scenes.tiling import strip_rows
 from .footprint import valid_outline
 from .scene_list import scene_metadata
 from .wind import wind_speed
 
 RING_M = 1000.0
 _STRIP_ROWS = 512
+"""Rows of the pass over the rasters, fewer where a wide scene's strip would hold more than ``STRIP_PIXELS``."""
 NOMINAL_INCIDENCE = {"EW": 33.0, "IW": 37.5}
 """Mid-swath incidence of Sentinel-1's wide modes, used (and flagged as assumed) when no annotation says."""
 NOMINAL_NESZ_DB = -25.0
@@ -176,9 +178,10 @@ def _backscatter_means(reader: GridReader, info: SceneInfo, grid: Grid, mask_pat
     bounds = np.array([r.bounds for r in rings])
     outline_bounds = np.array([o.bounds for o in outlines])
     with rasterio.open(mask_path) as mask_ds:
-        for row in range(0, grid.height, _STRIP_ROWS):
+        step = strip_rows(grid.width, _STRIP_ROWS)
+        for row in range(0, grid.height, step):
             progress.check()
-            height = min(_STRIP_ROWS, grid.height - row)
+            height = min(step, grid.height - row)
             transform = grid.transform @ Affine.translation(0, row)
             top, bottom = transform.f, transform.f + transform.e * height
             hit = [i for i in order if bounds[i, 1] < top and bounds[i, 3] > bottom]

@@ -23,9 +23,11 @@ from ..errors import InputError
 from ..progress import Progress
 from .read_errors import reading
 from .remembered import remembered
+from .tiling import strip_rows
 
 NODATA = 0.0
 STATS_ROWS = 512
+"""Rows of a chunk of the statistics' pass, fewer where a wide scene's would hold more than ``STRIP_PIXELS``."""
 _EPS = 1e-10
 
 
@@ -134,7 +136,8 @@ def _measured_stretch(ds: rasterio.DatasetReader, band: int, value_scale: str, p
     thread through its own handle on the file: nothing else runs before the first tile can be stretched, and
     on one thread the pass kept a full EW scene waiting for 5 s (measured)."""
     nodata = ds.nodata
-    starts = range(0, ds.height, STATS_ROWS)
+    rows = strip_rows(ds.width, STATS_ROWS)
+    starts = range(0, ds.height, rows)
     local = threading.local()
     handles: list[rasterio.DatasetReader] = []
     lock = threading.Lock()
@@ -146,7 +149,7 @@ def _measured_stretch(ds: rasterio.DatasetReader, band: int, value_scale: str, p
             with lock:
                 handles.append(local.ds)
         with reading(ds.name):
-            values = local.ds.read(band, window=Window(0, row, ds.width, min(STATS_ROWS, ds.height - row))).astype(np.float32, copy=False)
+            values = local.ds.read(band, window=Window(0, row, ds.width, min(rows, ds.height - row))).astype(np.float32, copy=False)
         invalid = ~np.isfinite(values) | (values == 0)
         if nodata is not None and np.isfinite(nodata):
             invalid |= values == nodata

