@@ -96,3 +96,33 @@ def test_pixels_no_predicted_tile_covers_stay_no_data():
 def test_blending_weights_are_positive_and_peak_in_the_core():
     w = blend_weights(64, 16)
     assert w.min() > 0 and w[32, 32] == 1.0 and w[0, 0] < w[8, 8] < w[20, 20]
+
+
+def test_the_statistics_of_a_wide_scene_are_read_in_strips_of_a_few_megapixels(tmp_path):
+    """The eq. 1 statistics' chunks hold about ``STRIP_PIXELS`` whatever the scene's width (512 full-width rows of a
+    32,768-px-wide scene held 17 times a strip's float32 bytes at once, its dB copies included), and the chunked
+    statistics are the whole scene's."""
+    import tracemalloc
+
+    import rasterio
+    from affine import Affine
+
+    from engine.progress import silent
+    from engine.scenes.normalise import _measured_stretch
+    from engine.scenes.tiling import STRIP_PIXELS
+
+    height, width = 512, 32768
+    values = np.random.default_rng(0).uniform(0.01, 1, (height, width)).astype(np.float32)
+    path = tmp_path / "wide.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=1, dtype="float32", tiled=True,
+                       crs="EPSG:32634", transform=Affine(25.0, 0, 300000.0, 0, -25.0, 8700000.0)) as dst:
+        dst.write(values, 1)
+    whole = Stretch.fit("float32_linear", [values])
+    del values
+    with rasterio.open(path) as ds:
+        tracemalloc.start()
+        stretch = _measured_stretch(ds, 1, "float32_linear", silent())
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peak < 12 * STRIP_PIXELS * 4
+    assert stretch.mean == pytest.approx(whole.mean, rel=1e-9) and stretch.std == pytest.approx(whole.std, rel=1e-9)
