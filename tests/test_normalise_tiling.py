@@ -7,7 +7,7 @@ import pytest
 
 from engine.errors import InputError
 from engine.scenes.normalise import Stretch, to_db
-from engine.scenes.tiling import StripBlender, blend_weights, count_tiles, tile_starts
+from engine.scenes.tiling import BLOCK, StripBlender, blend_weights, count_tiles, panels, tile_starts
 
 
 def test_streaming_statistics_equal_whole_scene_statistics():
@@ -80,6 +80,38 @@ def test_blending_reconstructs_a_smooth_field_without_seams():
         assert np.isnan(out[top : top + rows.shape[0]]).all()  # every row is written exactly once
         out[top : top + rows.shape[0]] = rows
     np.testing.assert_allclose(out, field, atol=1e-5)
+
+
+def test_panels_of_tile_columns_blend_as_one_strip_does():
+    """Each tile predicts its own values (the field plus its column's offset), so the blend weighs them; panels that
+    hand their seam sums on give the one-strip blend, every pixel written once, each panel starting on a block."""
+    height, width, tile, overlap = 300, 1900, 128, 32
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    field = np.sin(yy / 40) * np.cos(xx / 30)
+
+    def blend(layout):
+        out, seam = np.full((height, width), np.nan, np.float32), None
+        for panel in layout:
+            blender = StripBlender(height, width, tile, overlap, panel, seam)
+            for index, row in enumerate(blender.rows):
+                for col in row.cols:
+                    cut = np.zeros((tile, tile), np.float32)
+                    x = panel.x0 + col
+                    piece = field[row.row : row.row + tile, x : x + tile] + 0.01 * x / (tile - overlap)
+                    cut[: piece.shape[0], : piece.shape[1]] = piece
+                    blender.add(col, cut)
+                top, rows = blender.finish_row(index)
+                assert np.isnan(out[top : top + rows.shape[0], panel.x0 : panel.x0 + panel.own]).all()
+                out[top : top + rows.shape[0], panel.x0 : panel.x0 + panel.own] = rows
+            seam = blender.seam_out
+        return out
+
+    layout = panels(width, tile, overlap, 0)
+    assert len(layout) >= 3 and all(p.x0 % BLOCK == 0 and p.seam in (0, overlap) for p in layout)
+    assert sorted(p.x0 + c for p in layout for c in p.cols) == tile_starts(width, tile, overlap)
+    one = blend(panels(width, tile, overlap))
+    assert not np.isnan(one).any()
+    np.testing.assert_allclose(blend(layout), one, rtol=0, atol=1e-6)
 
 
 def test_pixels_no_predicted_tile_covers_stay_no_data():
