@@ -251,6 +251,15 @@ def pipeline(scene: Path, model_path: Path, runtime: str, work: Path, log) -> di
             "stages": middle["stages"]}
 
 
+def _detect_in_process(scene: Path, root: Path, out: Path) -> tuple[dict, dict]:
+    """A detection of ``scene`` in a new process of ``root``'s engine, as the plugin starts one (``--jsonl detect``, the
+    product's defaults, no land mask): (what ``_CHILD`` said of the process, the detection's result)."""
+    argv = ["--jsonl", "detect", str(scene), "--out", str(out), "--land-mask", "none", "--overwrite"]
+    run = subprocess.run([sys.executable, "-c", _CHILD, *argv], cwd=root, capture_output=True, text=True, check=True)
+    lines = run.stdout.splitlines()
+    return json.loads(lines[-1]), json.loads(lines[-2])["data"]
+
+
 def process(scene: Path, roots: list[Path], work: Path, repeats: int, log) -> list[dict]:
     """A detection in a new process per run, as the plugin starts one (``--jsonl detect``, the product's
     defaults, no land mask), for each engine checkout in ``roots``, round robin; one warm-up run each first
@@ -260,14 +269,11 @@ def process(scene: Path, roots: list[Path], work: Path, repeats: int, log) -> li
     import resource
 
     def once(root: Path) -> dict:
-        argv = ["--jsonl", "detect", str(scene), "--out", str(work / "process_out"), "--land-mask", "none", "--overwrite"]
         cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
-        run = subprocess.run([sys.executable, "-c", _CHILD, *argv], cwd=root, capture_output=True, text=True, check=True)
+        said, result = _detect_in_process(scene, root, work / "process_out")
         wall = time.perf_counter() - started
         cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        lines = run.stdout.splitlines()
-        said, result = json.loads(lines[-1]), json.loads(lines[-2])["data"]
         return {"commit": said["commit"], "torch_loaded": said["torch"], "peak_mb": said["peak_mb"], "wall_s": wall, "detect_s": result["seconds"],
                 "cpu_s": (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime),
                 "runtime": _ran(result["runtime"], result.get("mirrored", False)), "tiles": result["tiles"]}
@@ -294,18 +300,12 @@ def width(scenes: dict[int, Path], roots: list[Path], work: Path, log) -> dict:
     """Peak resident memory of a detection in a new process (the product's defaults, no land mask) per scene width,
     for each engine checkout in ``roots``, one after the other per width. The scenes lie on their UTM zone's central
     meridian, so the analysis grid is their own pixels: a wide scene warped into another zone would grow in height too."""
-    def once(scene: Path, root: Path) -> tuple[dict, dict]:
-        argv = ["--jsonl", "detect", str(scene), "--out", str(work / "width_out"), "--land-mask", "none", "--overwrite"]
-        run = subprocess.run([sys.executable, "-c", _CHILD, *argv], cwd=root, capture_output=True, text=True, check=True)
-        lines = run.stdout.splitlines()
-        return json.loads(lines[-1]), json.loads(lines[-2])["data"]
-
     for root in roots:  # warm-up: the runtime choice, the export and its int8 model are made once per machine
-        once(next(iter(scenes.values())), root)
+        _detect_in_process(next(iter(scenes.values())), root, work / "width_out")
     rows = []
     for side, scene in scenes.items():
         for root in roots:
-            said, result = once(scene, root)
+            said, result = _detect_in_process(scene, root, work / "width_out")
             rows.append({"width": side, "commit": said["commit"], "peak_mb": round(said["peak_mb"]), "seconds": result["seconds"],
                          "tiles": result["tiles"], "slicks": result["n_slicks"], "grid": result["grid"]})
             log(f"  width {side}: {said['commit']} peak {said['peak_mb']:.0f} MB, {result['seconds']:.1f} s, {result['n_slicks']} slicks")
