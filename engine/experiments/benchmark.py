@@ -44,7 +44,8 @@ from ..machine import commit_text, describe, file_sha256
 from ..models.contrast import with_contrast
 from ..models.darkspot import fit_darkspot
 from ..models.eager import pick_device
-from ..models.pretrain import CHECKPOINTS, RealRecipe, average_models, ensemble_models, pretrain, pretrain_card, pretrain_real, toward_init, validation_split
+from ..models.pretrain import (CHECKPOINTS, RealRecipe, average_models, calibrated_on_scenes, ensemble_models, pretrain, pretrain_card, pretrain_real,
+                               toward_init, validation_split)
 from ..models.runtimes import RUNTIME_CHOICES
 from ..models.registry import POS_WEIGHT_CAP, SYNTHETIC_MODEL, has_weights, load_model, read_card
 from ..models.selfsupervised import MaskedRecipe
@@ -367,6 +368,18 @@ scenes, a model that never saw a real pixel beside one that learnt four real sce
 two networks that both learnt the fold's scenes."""
 
 
+def scene_calibrated(made: Callable[[Path, Progress], Path], device: str) -> Trainer:
+    """A model that learnt no real scene (``made`` once in the run's folder), its threshold placed on every tile of the
+    fold's labelled scenes (``calibrated_on_scenes``): the synthetic networks ship cut at 0.5, a threshold no real pixel
+    chose."""
+
+    def trainer(scenes: list[LabelledScene], out: Path, progress: Progress) -> Path:
+        calibrated_on_scenes(made(out.parent, progress), tuple(s.name for s in scenes), out, device, progress)
+        return out
+
+    return trainer
+
+
 def fixed(model: Path) -> Trainer:
     """A model that is not trained per fold (the synthetic-only one): scored as it is."""
     return lambda scenes, out, progress: model
@@ -601,7 +614,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
                         "scores them alike where roaring-landmask is not installed")
     q.add_argument("--only", nargs="+", metavar="CANDIDATE",
                    help="score only these candidates (darkspot, synthetic_only, real_texture, real_texture_swa, real_texture_512, "
-                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_init50_mirrorcal, real_texture_init50_bandmean, real_texture_lr1e-3_init50, real_texture_composite_init50, real_texture_2xtiles_init50, real_texture_soup_init50, real_texture_bce10/1 (trained) and real_texture_bce10/1_init25/50/75, real_texture_bce1_512_init50, real_texture_bce1_composite_init50, real_texture_bce1_labelled_init50, real_texture_bce1_decoder_init50, real_texture_bce1_last_init50, real_texture_bce1_frozenbn_init50, real_texture_bce1_dice25_init50, real_texture_bce1_skeleton_init50, real_texture_bce1_refit_init50, real_texture_bce1_dice25_refit_init50, real_texture_bce1_init50_ens2, real_texture_bce1_init50_with_synthdlv3r18/dlv3r18seed1, real_texture_bce1_init50_with_bce1synthdlv3r18, real_texture_contrast_init50, synthetic_2x/short/seed1/r50/dlv3r18/dlv3r18seed1/mnv4s, real_texture_synth2x/short/seed1/r50/dlv3r18/dlv3r18seed1/mnv4s_init50, real_texture_bce1_synthr50/dlv3r18/dlv3r18seed1/mnv4s_init50 or a network given with --networks)")
+                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_init50_mirrorcal, real_texture_init50_bandmean, real_texture_lr1e-3_init50, real_texture_composite_init50, real_texture_2xtiles_init50, real_texture_soup_init50, real_texture_bce10/1 (trained) and real_texture_bce10/1_init25/50/75, real_texture_bce1_512_init50, real_texture_bce1_composite_init50, real_texture_bce1_labelled_init50, real_texture_bce1_decoder_init50, real_texture_bce1_last_init50, real_texture_bce1_frozenbn_init50, real_texture_bce1_dice25_init50, real_texture_bce1_skeleton_init50, real_texture_bce1_refit_init50, real_texture_bce1_dice25_refit_init50, real_texture_bce1_init50_ens2, real_texture_bce1_init50_with_synthdlv3r18/dlv3r18seed1, real_texture_bce1_init50_with_bce1synthdlv3r18, real_texture_contrast_init50, synthetic_2x/short/seed1/r50/dlv3r18/dlv3r18seed1/mnv4s (and each with _scenecal: its threshold on the fold's whole scenes; synthetic_only_scenecal too), real_texture_synth2x/short/seed1/r50/dlv3r18/dlv3r18seed1/mnv4s_init50, real_texture_bce1_synthr50/dlv3r18/dlv3r18seed1/mnv4s_init50 or a network given with --networks)")
     q.set_defaults(func=_run)
 
 
@@ -676,6 +689,8 @@ def candidates(args: argparse.Namespace, seed: int) -> dict[str, Trainer]:
                                                                                       init=contrast_start(), pos_weight_cap=1.0),
                                                             device, "real_texture_contrast", init=contrast_start()),
         **{f"synthetic_{key}": fixed_at(other_synthetic(key, device)) for key in SYNTHETIC_RUNS},
+        "synthetic_only_scenecal": scene_calibrated(lambda folder, progress: SYNTHETIC_MODEL, device),
+        **{f"synthetic_{key}_scenecal": scene_calibrated(other_synthetic(key, device), device) for key in SYNTHETIC_RUNS},
         **{f"real_texture_synth{key}_init50": toward_init_trainer(0.5, real_texture_trainer(args.epochs, args.train_tiles, device, seed,
                                                                                             init=other_synthetic(key, device)),
                                                                   device, f"real_texture_synth{key}", init=other_synthetic(key, device))

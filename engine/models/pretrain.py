@@ -354,6 +354,29 @@ def ensemble_models(members: list[Path], out: Path, device: str, progress: Progr
     return {"model": str(out), "val_dice": dice, "threshold": threshold}
 
 
+def calibrated_on_scenes(model_path: Path, scenes: tuple[str, ...], out: Path, device: str, progress: Progress) -> dict:
+    """A model that learnt no real scene, its threshold placed by slick Dice on every tile of the labelled Arctic
+    ``scenes``, saved to ``out``: none of their pixels taught it anything, so all of them may choose its cut, where a
+    model that learnt them has only their validation bands. Refused for a model that learnt one of them."""
+    model, card = load_model(model_path, torch.device(device))
+    learnt = set(_learnt_scenes(card)) & set(scenes)
+    if learnt:
+        raise ModelError(f"{model_path.name} learnt {', '.join(sorted(learnt))}: a threshold placed there would be scored on its own training pixels.",
+                         "Place its threshold on scenes it did not learn, or on its validation bands (pretrain --data real does).")
+    by_name = {scene.name: scene for scene in bundled.ARCTIC}
+    whole = [real_scenes.load_labelled(by_name[name], card.pixel_size) for name in scenes]
+    config = TrainConfig(device=device, input_scale=card.normalisation.get("input_scale", TrainConfig.input_scale))
+    threshold, dice = validate(model, _tileset(_band_tiles(whole, RealRecipe.tile)), config).calibrated(config.threshold)
+    progress.log(f"{model_path.name}: slick Dice {dice:.3f} at {threshold:.2f} on every tile of {', '.join(scenes)} (shipped at {card.threshold:.2f})")
+    card.provenance = {**card.provenance, "threshold_scenes": {"scenes": list(scenes), "shipped_threshold": card.threshold,
+                                                               "model_sha256": file_sha256(model_path)},
+                       "selection": card.provenance.get("selection", "") + f"; threshold by slick Dice on every tile of {', '.join(scenes)}"}
+    card.threshold = threshold
+    card.metrics = {**card.metrics, "scenes_dice": round(dice, 4), "scenes_threshold": threshold}
+    save_model(model, card, out, half=True)
+    return {"model": str(out), "scenes_dice": dice, "threshold": threshold}
+
+
 def pretrain_real(out: Path, recipe: RealRecipe, config: TrainConfig, progress: Progress, card: Optional[ModelCard] = None,
                   encoder_weights: Optional[Path] = None) -> dict:
     """Train on real texture (see the module's docstring); resumes from ``config.checkpoint`` when it exists.
