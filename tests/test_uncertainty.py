@@ -84,3 +84,34 @@ def test_the_command_answers_in_json_and_refuses_a_threshold_outside_0_1(probabi
     assert refused.returncode == 2 and "outside (0, 1)" in json.loads(refused.stdout.splitlines()[-1])["message"]
     with pytest.raises(InputError, match="not found"):
         rank_raster(probability.with_name("missing.tif"), 0.5)
+
+
+def test_a_wide_raster_is_ranked_in_pieces_of_a_few_megapixels(tmp_path: Path) -> None:
+    """Ranking reads whole blocks a few megapixels at a time: a 32,768-px-wide raster's full-width strips, scored in
+    float64 at once, held about 30 times a strip's float32 bytes; the pieces rank as the whole array does."""
+    import tracemalloc
+
+    from affine import Affine
+
+    from engine.scenes.tiling import STRIP_PIXELS
+
+    height, width = 512, 32768
+    values = np.random.default_rng(1).uniform(0, 1, (height, width)).astype(np.float32)
+    values[:, :300] = np.nan
+    path = tmp_path / "wide_probability.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=1, dtype="float32", tiled=True,
+                       blockxsize=512, blockysize=512, nodata=float("nan"), crs="EPSG:32634",
+                       transform=Affine(25.0, 0, 300000.0, 0, -25.0, 8700000.0)) as dst:
+        dst.write(values, 1)
+    entropy = threshold_entropy(np.nan_to_num(values), 0.5)
+    expected = sorted(((-entropy[r:r + BLOCK, c:c + BLOCK][np.isfinite(values[r:r + BLOCK, c:c + BLOCK])].mean(), r, c)
+                       for r in range(0, height, BLOCK) for c in range(0, width, BLOCK)
+                       if np.isfinite(values[r:r + BLOCK, c:c + BLOCK]).mean() >= 0.25))[:5]
+    del values, entropy
+    tracemalloc.start()
+    ranked = rank_raster(path, 0.5, top=5)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 8 * STRIP_PIXELS * 4
+    assert [(b.row, b.col) for b in ranked] == [(r, c) for _, r, c in expected]
+    assert [b.uncertainty for b in ranked] == pytest.approx([-u for u, _, _ in expected], abs=1e-9)

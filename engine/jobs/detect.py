@@ -40,11 +40,11 @@ from ..scenes.grid import Grid, GridReader
 from ..scenes.landmask import Exclusion
 from ..scenes.normalise import Stretch
 from ..scenes.prefetch import prefetch
+from ..scenes.raster import bounded_cache
 from ..scenes.read_errors import check_unchanged, stamp
 from ..scenes.tiling import Panel, StripBlender, count_tiles, panels, tile_starts
 from .outputs import MASK_NODATA, OutputSet, polygonise, raster_profile, to_cog, write_slicks
 
-_GDAL_CACHE_BYTES = 32 * 2**20
 DEFAULT_MIN_AREA_KM2 = 0.05  # 80 pixels at 25 m: smaller dark specks are speckle, not slicks
 
 
@@ -151,12 +151,7 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
     prefix = options.prefix or scene.stem
     names = detection_files(prefix)
 
-    # GDAL's block cache is bounded so memory stays flat (its default is 5 % of RAM): every raster is read and
-    # written in strips and blocks, so the cache only has to hold a row of blocks. At 256 MB the staged rasters'
-    # blocks filled it on wide scenes (806 MB peak on a 32,768-px-wide one against 560 MB at 32 MB, tracing 0.3 s
-    # slower there; measured). In bytes, because rasterio takes GDAL_CACHEMAX=256 as 256 bytes, which made
-    # tracing polygons 6x slower (measured).
-    with rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_BYTES), \
+    with bounded_cache(), \
             open_for_analysis(scene, card, options.band, options.bounds, options.bounds_crs, progress, info) as opened:
         ds, grid = opened.dataset, opened.grid
         layout = panels(grid.width, tile, options.overlap, _panel_width(grid, tile, options.overlap))

@@ -3,7 +3,7 @@
 A block's score is the mean binary entropy of its probabilities after rescaling so that the detection
 threshold sits at 0.5: pixels far from the threshold (clear sea, clear slick) score near 0, pixels on
 it score 1 bit. Labelling the highest-scoring blocks first teaches a fine-tuned model the most per polygon
-drawn. The raster is read one strip of blocks at a time, so any scene size fits in memory; the plugin
+drawn. The raster is read a few megapixels of whole blocks at a time, so any scene size fits in memory; the plugin
 only lists the answer, so QGIS never reads a whole scene on its main thread.
 """
 
@@ -19,8 +19,9 @@ from rasterio.windows import Window
 
 from ..errors import InputError
 from ..progress import Progress, silent
-from ..scenes.raster import open_raster
+from ..scenes.raster import bounded_cache, open_raster
 from ..scenes.read_errors import reading
+from ..scenes.tiling import STRIP_PIXELS
 
 BLOCK = 256
 """Block side in pixels: about what an analyst checks in one map view at full resolution."""
@@ -56,16 +57,17 @@ def threshold_entropy(probability: np.ndarray, threshold: float) -> np.ndarray:
     return -(q * np.log2(q) + (1 - q) * np.log2(1 - q))
 
 
-def strip_blocks(strip: np.ndarray, valid: np.ndarray, row: int, threshold: float, block: int = BLOCK) -> list[Block]:
-    """Score the blocks of one strip of rows (``strip`` and ``valid`` of the same shape) starting at ``row``."""
-    entropy = threshold_entropy(np.where(valid, strip, 0.0), threshold)
+def strip_blocks(strip: np.ndarray, valid: np.ndarray, row: int, threshold: float, block: int = BLOCK, col: int = 0) -> list[Block]:
+    """Score the blocks of one strip of rows (``strip`` and ``valid`` of the same shape) starting at ``row`` and ``col``;
+    one block's entropy at a time, since the float64 entropy of a whole strip of a wide scene held hundreds of MB."""
     found = []
-    for col in range(0, strip.shape[1], block):
-        part = (slice(None), slice(col, col + block))
+    for start in range(0, strip.shape[1], block):
+        part = (slice(None), slice(start, start + block))
         inside = valid[part]
         if inside.mean() < MIN_VALID:
             continue
-        found.append(Block(row, col, inside.shape[0], inside.shape[1], float(entropy[part][inside].mean()),
+        entropy = threshold_entropy(np.where(inside, strip[part], 0.0), threshold)
+        found.append(Block(row, col + start, inside.shape[0], inside.shape[1], float(entropy[inside].mean()),
                            float((strip[part][inside] >= threshold).mean())))
     return found
 
@@ -77,22 +79,29 @@ def rank(blocks: list[Block], top: int = TOP) -> list[Block]:
 
 def rank_raster(path: str | Path, threshold: float, block: int = BLOCK, top: int = TOP,
                 progress: Optional[Progress] = None) -> list[Block]:
-    """Rank the blocks of a probability raster (band 1), reading one strip of blocks at a time."""
+    """Rank the blocks of a probability raster (band 1), reading a few megapixels of whole blocks at a time."""
     if not 0 < threshold < 1:
         raise InputError(f"Threshold {threshold} is outside (0, 1).", "Give the detection's threshold, e.g. 0.5.")
     if block < 1 or top < 1:
         raise InputError(f"Block size {block} and count {top} must be at least 1.", "E.g. --block 256 --top 10.")
     progress = progress or silent()
     blocks: list[Block] = []
-    with open_raster(path) as ds, reading(path):
-        strips = -(-ds.height // block)
-        for n, row in enumerate(range(0, ds.height, block)):
+    with bounded_cache(), open_raster(path) as ds, reading(path):
+        # Windows of whole blocks, as tall as the file's own blocks (a COG's 512 rows: each is decompressed once)
+        # and only as wide as ``STRIP_PIXELS`` allows, so a wide scene is read in pieces rather than whole rows.
+        rows = block * max(1, ds.block_shapes[0][0] // block)
+        cols = block * max(1, STRIP_PIXELS // (rows * block))
+        strips = -(-ds.height // rows)
+        for n, row in enumerate(range(0, ds.height, rows)):
             progress.update("ranking", n, strips, "Finding where the model is least sure")
-            strip = ds.read(1, window=Window(0, row, ds.width, min(block, ds.height - row))).astype(np.float32)
-            valid = np.isfinite(strip) & (strip >= 0) & (strip <= 1)
-            if ds.nodata is not None:
-                valid &= strip != ds.nodata
-            blocks += strip_blocks(strip, valid, row, threshold, block)
+            for col in range(0, ds.width, cols):
+                window = Window(col, row, min(cols, ds.width - col), min(rows, ds.height - row))
+                strip = ds.read(1, window=window).astype(np.float32)
+                valid = np.isfinite(strip) & (strip >= 0) & (strip <= 1)
+                if ds.nodata is not None:
+                    valid &= strip != ds.nodata
+                for first in range(0, strip.shape[0], block):
+                    blocks += strip_blocks(strip[first:first + block], valid[first:first + block], row + first, threshold, block, col)
         transform = ds.transform
     progress.update("ranking", strips, strips)
     x0, dx, y0, dy = transform.c, transform.a, transform.f, transform.e
