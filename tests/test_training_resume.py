@@ -421,7 +421,8 @@ def test_average_models_is_the_mean_of_seeds_trained_from_one_start(tmp_path, ca
 
 def test_ensemble_models_is_the_mean_logit_of_seeds_with_its_own_threshold(tmp_path, capsys):
     """Two seeded runs of one recipe as one network whose logit is their mean, its threshold placed on the same
-    validation bands; a synthetic-only network of another architecture joins a real one alike; members that learnt
+    validation bands; a synthetic-only network of another architecture joins a real one alike, by the mean or the
+    minimum of their logits; members that learnt
     from other scenes, or read tiles at another pixel size, are refused and nothing is written."""
     from engine.cli.main import main
     from engine.errors import ModelError
@@ -464,6 +465,12 @@ def test_ensemble_models_is_the_mean_logit_of_seeds_with_its_own_threshold(tmp_p
     assert [m["architecture"] for m in mixed_card.arch_kwargs["members"]] == ["unet", "deeplabv3"]
     assert mixed_card.provenance["members"][1]["data"] == "synthetic scenes"
     assert abs(validate(both, bands, TrainConfig(device="cpu")).dice_near(mixed_card.threshold) - mixed_card.metrics["validation_dice"]) < 1e-3
+    least = ensemble_models([members[0], synthetic], tmp_path / "least.safetensors", "cpu", Progress(None), fusion="min")
+    smallest, least_card = load_model(least["model"], cpu)  # the fusion is on its card: it loads as it was made
+    with torch.inference_mode():
+        torch.testing.assert_close(smallest.eval()(x), torch.minimum(logits[0], load_model(synthetic, cpu)[0].eval()(x)), rtol=2e-2, atol=2e-2)
+    assert least_card.arch_kwargs["fusion"] == "min" and least_card.name.startswith("min of")
+    assert abs(validate(smallest, bands, TrainConfig(device="cpu")).dice_near(least_card.threshold) - least_card.metrics["validation_dice"]) < 1e-3
     finer = make_model(tmp_path / "finer.safetensors", **{k: v for k, v in SMALL.items() if k != "name"}, pixel_size=10.0)
     for refused in ([members[0], other], [members[0], finer]):
         with pytest.raises(ModelError, match="not models that learnt the same Arctic scenes and read tiles alike"):

@@ -1,4 +1,4 @@
-"""Networks run as one model whose logit is the mean of theirs.
+"""Networks run as one model whose logit is the mean (or the minimum) of theirs.
 
 With four labelled scenes to learn from, the seed alone moves a held-out scene's Dice by up to 0.3
 (docs/benchmark_bcecap.md): which dark lines a model calls slick is partly chance. Averaging the members'
@@ -21,6 +21,11 @@ import torch
 from .registry import architecture
 
 
+FUSIONS = ("mean", "min")
+"""How the members' logits meet: their mean, or their minimum (a pixel is slick only where every member calls it so,
+which keeps one member's look-alikes out where the other rejects them)."""
+
+
 def member_spec(architecture_name: str, encoder: str, arch_kwargs: dict[str, Any]) -> dict[str, Any]:
     """How an ensemble's card names one member: enough to build it, as a model card would."""
     return {"architecture": architecture_name, "encoder": encoder, "arch_kwargs": dict(arch_kwargs)}
@@ -31,10 +36,13 @@ class Ensemble(torch.nn.Module):
     kept so the card lists like any other."""
 
     def __init__(self, encoder_name: str, encoder_weights: None = None, in_channels: int = 1, classes: int = 1,
-                 members: tuple[dict[str, Any], ...] = ()) -> None:
+                 members: tuple[dict[str, Any], ...] = (), fusion: str = "mean") -> None:
         super().__init__()
         if len(members) < 2:
             raise TypeError("an ensemble needs two or more members")
+        if fusion not in FUSIONS:
+            raise TypeError(f"an ensemble fuses its members' logits by one of {', '.join(FUSIONS)}, not {fusion!r}")
+        self.fusion = fusion
         self.members = torch.nn.ModuleList(
             architecture(m["architecture"])(encoder_name=m["encoder"], encoder_weights=encoder_weights, in_channels=in_channels,
                                             classes=classes, **m["arch_kwargs"])
@@ -46,4 +54,5 @@ class Ensemble(torch.nn.Module):
         return torch.nn.ModuleList(member.encoder for member in self.members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([member(x) for member in self.members]).mean(dim=0)
+        logits = torch.stack([member(x) for member in self.members])
+        return logits.amin(dim=0) if self.fusion == "min" else logits.mean(dim=0)

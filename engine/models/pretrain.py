@@ -316,8 +316,8 @@ def _learnt_scenes(card: ModelCard) -> tuple[str, ...]:
     return tuple(sorted(data.get("arctic_scenes") or ())) if isinstance(data, dict) else ()
 
 
-def ensemble_models(members: list[Path], out: Path, device: str, progress: Progress) -> dict:
-    """``members`` as one ``Ensemble`` (their mean logit), its threshold placed on the validation bands of the Arctic
+def ensemble_models(members: list[Path], out: Path, device: str, progress: Progress, fusion: str = "mean") -> dict:
+    """``members`` as one ``Ensemble`` (their mean logit, or their minimum: ``fusion``), its threshold placed on the validation bands of the Arctic
     scenes they learnt from, which none of them learnt, saved to ``out``. Members may be different networks, but those
     that learnt real scenes (``pretrain --data real``) must have learnt the same ones, and every member must read
     tiles alike (pixel size, stretch, classes); members that learnt synthetic scenes only join any of them. The card
@@ -331,9 +331,9 @@ def ensemble_models(members: list[Path], out: Path, device: str, progress: Progr
     first = cards[0]
     card = ModelCard.from_json(first.to_json())
     card.architecture = "ensemble"
-    card.arch_kwargs = {"members": [member_spec(c.architecture, c.encoder, c.arch_kwargs) for c in cards]}
-    card.name = f"{first.name}, mean of {len(members)} seeds" if len({c.name for c in cards}) == 1 else \
-        "mean of " + " and ".join(c.name for c in cards)
+    card.arch_kwargs = {"members": [member_spec(c.architecture, c.encoder, c.arch_kwargs) for c in cards], **({"fusion": fusion} if fusion != "mean" else {})}
+    card.name = f"{first.name}, {fusion} of {len(members)} seeds" if len({c.name for c in cards}) == 1 else \
+        f"{fusion} of " + " and ".join(c.name for c in cards)
     model = build_model(card)
     for member, path in zip(model.members, members):
         member.load_state_dict(load_model(path, torch.device("cpu"))[0].state_dict())
@@ -341,7 +341,7 @@ def ensemble_models(members: list[Path], out: Path, device: str, progress: Progr
     config = TrainConfig(device=device, input_scale=card.normalisation.get("input_scale", TrainConfig.input_scale))
     bands = validation_tiles(RealRecipe(scenes=next(iter(learnt))), card.pixel_size)
     threshold, dice = validate(model, _tileset(bands), config).calibrated(config.threshold)
-    progress.log(f"mean of {len(members)} members: validation Dice {dice:.3f} at {threshold:.2f} "
+    progress.log(f"{fusion} of {len(members)} members: validation Dice {dice:.3f} at {threshold:.2f} "
                  f"(members: {', '.join(str(c.metrics.get('validation_dice')) for c in cards)})")
     card.threshold = threshold
     card.metrics = {"validation_dice": round(dice, 4), "validation_threshold": threshold}
@@ -349,7 +349,7 @@ def ensemble_models(members: list[Path], out: Path, device: str, progress: Progr
                        "members": [{"file": m.name, "sha256": file_sha256(m), "name": c.name, "data": c.provenance.get("data"),
                                     "validation_dice": c.metrics.get("validation_dice"), "threshold": c.threshold}
                                    for m, c in zip(members, cards)],
-                       "selection": "each member's as its card said; then their mean logit, threshold by slick Dice on the validation bands"}
+                       "selection": f"each member's as its card said; then their {fusion} logit, threshold by slick Dice on the validation bands"}
     save_model(model, card, out, half=True)
     return {"model": str(out), "val_dice": dice, "threshold": threshold}
 
