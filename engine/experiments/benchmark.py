@@ -615,7 +615,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
                         "scores them alike where roaring-landmask is not installed")
     q.add_argument("--only", nargs="+", metavar="CANDIDATE",
                    help="score only these candidates (darkspot, synthetic_only, real_texture, real_texture_swa, real_texture_512, "
-                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_init50_mirrorcal, real_texture_init50_bandmean, real_texture_lr1e-3_init50, real_texture_composite_init50, real_texture_2xtiles_init50, real_texture_soup_init50, real_texture_bce10/1 (trained) and real_texture_bce10/1_init25/50/75, real_texture_bce1_512_init50, real_texture_bce1_composite_init50, real_texture_bce1_labelled_init50, real_texture_bce1_decoder_init50, real_texture_bce1_last_init50, real_texture_bce1_frozenbn_init50, real_texture_bce1_dice25_init50, real_texture_bce1_skeleton_init50, real_texture_bce1_refit_init50, real_texture_bce1_dice25_refit_init50, real_texture_bce1_init50_ens2, real_texture_bce1_init50_with_synthdlv3r18/dlv3r18seed1 (their minimum: _and_ for _with_), real_texture_bce1_init50_with_bce1synthdlv3r18, real_texture_contrast_init50, synthetic_2x/short/seed1/r50/dlv3r18/dlv3r18seed1/mnv4s (and each with _scenecal: its threshold on the fold's whole scenes; synthetic_only_scenecal too), real_texture_synth2x/short/seed1/r50/dlv3r18/dlv3r18seed1/mnv4s_init50, real_texture_bce1_synthr50/dlv3r18/dlv3r18seed1/mnv4s_init50 or a network given with --networks)")
+                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_init50_mirrorcal, real_texture_init50_bandmean, real_texture_lr1e-3_init50, real_texture_composite_init50, real_texture_2xtiles_init50, real_texture_soup_init50, real_texture_bce10/1 (trained) and real_texture_bce10/1_init25/50/75, real_texture_bce1_512_init50, real_texture_bce1_composite_init50, real_texture_bce1_labelled_init50, real_texture_bce1_decoder_init50, real_texture_bce1_last_init50, real_texture_bce1_frozenbn_init50, real_texture_bce1_dice25_init50, real_texture_bce1_skeleton_init50, real_texture_bce1_refit_init50, real_texture_bce1_dice25_refit_init50, real_texture_bce1_init50_ens2, real_texture_bce1_init50_with_synthdlv3r18/dlv3r18seed1 (their minimum: _and_ for _with_), real_texture_bce1_init50_with_bce1synthdlv3r18, real_texture_contrast_init50, synthetic_2x/short/seed1/r50/dlv3r18/dlv3r18seed1/mnv4s (and each with _scenecal: its threshold on the fold's whole scenes; synthetic_only_scenecal too), real_texture_synth2x/short/seed1/r50/dlv3r18/dlv3r18seed1/mnv4s_init50, real_texture_bce1_synthr50/dlv3r18/dlv3r18seed1/mnv4s_init25/50/75 or a network given with --networks)")
     q.set_defaults(func=_run)
 
 
@@ -628,11 +628,11 @@ def candidates(args: argparse.Namespace, seed: int) -> dict[str, Trainer]:
         return toward_init_trainer(0.5, real_texture_trainer(args.epochs, args.train_tiles, device, seeded, pos_weight_cap=1.0, **change),
                                    device, trained_as)
 
-    def bundled_from(key: str) -> Trainer:
-        """The bundled recipe from ``synthetic_<key>``'s start (another network's, or other synthetic scenes'), moved half
-        way back to it."""
+    def bundled_from(key: str, share: float = 0.5) -> Trainer:
+        """The bundled recipe from ``synthetic_<key>``'s start (another network's, or other synthetic scenes'), moved
+        ``share`` of the way back to it (half, as the bundled recipe)."""
         start = other_synthetic(key, device)
-        return toward_init_trainer(0.5, real_texture_trainer(args.epochs, args.train_tiles, device, seed, init=start, pos_weight_cap=1.0),
+        return toward_init_trainer(share, real_texture_trainer(args.epochs, args.train_tiles, device, seed, init=start, pos_weight_cap=1.0),
                                    device, f"real_texture_bce1_synth{key}", init=start)
 
     every: dict[str, Trainer] = {
@@ -699,7 +699,8 @@ def candidates(args: argparse.Namespace, seed: int) -> dict[str, Trainer]:
                                                                                             init=other_synthetic(key, device)),
                                                                   device, f"real_texture_synth{key}", init=other_synthetic(key, device))
            for key in SYNTHETIC_RUNS},
-        **{f"real_texture_bce1_synth{key}_init50": bundled_from(key) for key, run in SYNTHETIC_RUNS.items() if run.network or run.more_lookalikes},
+        **{f"real_texture_bce1_synth{key}_init{round(share * 100)}": bundled_from(key, share) for key, run in SYNTHETIC_RUNS.items()
+           if run.network or run.more_lookalikes for share in INIT_SHARES},
         **{name: real_texture_trainer(args.epochs, args.train_tiles, device, seed, name) for name in args.networks},
     }
     if not args.only:
