@@ -124,3 +124,28 @@ def test_cli_options_are_the_options_dataclasses_with_their_defaults() -> None:
     runs = parse_args(["experiment", "transfer", "--epochs", "3"])
     assert options_from(runs, experiment.recipe) == replace(experiment.recipe, epochs=3)
     assert options_from(runs, experiment, ns=experiment.ns, recipe=experiment.recipe) == experiment
+
+
+def test_an_engine_process_holds_a_few_blocks_of_a_scene_it_reads_whole(tmp_path: Path) -> None:
+    """``measure`` reads every pixel of a scene; GDAL's default block cache (5 % of RAM) kept what it read, so the
+    process grew by the scene's decompressed size (1.2 GB on this 24 GB machine). The engine bounds the cache when it
+    starts (``block_cache``), and what it holds besides is its strips of a few megapixels."""
+    import numpy as np
+    import rasterio
+    from affine import Affine
+
+    side = 16384
+    rows = np.linspace(0.01, 0.2, side, dtype=np.float32)  # a smooth field: compressed small, decompressed 1 GB
+    path = tmp_path / "wide_sigma0.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=side, height=side, count=1, dtype="float32", tiled=True, compress="deflate",
+                       crs="EPSG:32634", transform=Affine(25.0, 0, 300000.0, 0, -25.0, 8700000.0)) as dst:
+        for top in range(0, side, 1024):
+            dst.write(np.broadcast_to(rows, (1024, side)), 1, window=((top, top + 1024), (0, side)))
+    code = ("import sys; from engine.cli.main import main; import rasterio, numpy; "
+            "status = lambda key: int(next(l for l in open('/proc/self/status') if l.startswith(key)).split()[1]) * 1024; "
+            "before = status('VmRSS:'); code = main(['--jsonl', 'measure', sys.argv[1]]); "
+            "print(code, status('VmHWM:') - before)")
+    out = subprocess.run([sys.executable, "-c", code, str(path)], cwd=ROOT, capture_output=True, text=True, check=True, timeout=300)
+    code, grew = map(int, out.stdout.splitlines()[-1].split())
+    assert code == 0, out.stderr
+    assert grew < side * side * 4 / 4, f"the process grew by {grew / 2**20:.0f} MB reading a {side * side * 4 / 2**20:.0f} MB scene"

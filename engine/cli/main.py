@@ -21,6 +21,7 @@ from .. import __version__
 from ..contract import METRICS_EVENT
 from ..errors import Cancelled, SlickMapperError
 from ..progress import Progress, describe_metrics
+from ..scenes.block_cache import bound_for_process
 
 EPILOG = """examples:
   python -m engine info scene.tif
@@ -166,6 +167,7 @@ def _one_line(unraisable: "sys.UnraisableHookArgs") -> None:
 
 def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    bound_for_process()
     args = parse_args(argv)
     args.invocation = "python -m engine " + shlex.join(a for a in argv if a != "--jsonl")  # what a report says remakes it
     reporter = Reporter(args.jsonl)

@@ -40,7 +40,7 @@ from ..scenes.grid import Grid, GridReader
 from ..scenes.landmask import Exclusion
 from ..scenes.normalise import Stretch
 from ..scenes.prefetch import prefetch
-from ..scenes.raster import bounded_cache
+from ..scenes.block_cache import bounded_cache
 from ..scenes.read_errors import check_unchanged, stamp
 from ..scenes.tiling import Panel, StripBlender, count_tiles, panels, tile_starts
 from .outputs import MASK_NODATA, OutputSet, polygonise, raster_profile, to_cog, write_slicks
@@ -125,6 +125,11 @@ class DetectResult:
 
 def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progress: Progress | None = None) -> DetectResult:
     """Detect slicks in ``scene`` and write probability, mask and polygons into ``out_dir``."""
+    with bounded_cache():
+        return _detect(scene, out_dir, options, progress)
+
+
+def _detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progress: Progress | None) -> DetectResult:
     progress = progress or silent()
     started = time.monotonic()
     scene = Path(scene)
@@ -151,8 +156,7 @@ def detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, progr
     prefix = options.prefix or scene.stem
     names = detection_files(prefix)
 
-    with bounded_cache(), \
-            open_for_analysis(scene, card, options.band, options.bounds, options.bounds_crs, progress, info) as opened:
+    with open_for_analysis(scene, card, options.band, options.bounds, options.bounds_crs, progress, info) as opened:
         ds, grid = opened.dataset, opened.grid
         layout = panels(grid.width, tile, options.overlap, _panel_width(grid, tile, options.overlap))
         stretch = opened.stretch

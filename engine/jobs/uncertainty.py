@@ -19,7 +19,7 @@ from rasterio.windows import Window
 
 from ..errors import InputError
 from ..progress import Progress, silent
-from ..scenes.raster import bounded_cache, open_raster
+from ..scenes.raster import open_raster
 from ..scenes.read_errors import reading
 from ..scenes.tiling import STRIP_PIXELS
 
@@ -86,9 +86,9 @@ def rank_raster(path: str | Path, threshold: float, block: int = BLOCK, top: int
         raise InputError(f"Block size {block} and count {top} must be at least 1.", "E.g. --block 256 --top 10.")
     progress = progress or silent()
     blocks: list[Block] = []
-    with bounded_cache(), open_raster(path) as ds, reading(path):
-        # Windows of whole blocks, as tall as the file's own blocks (a COG's 512 rows: each is decompressed once)
-        # and only as wide as ``STRIP_PIXELS`` allows, so a wide scene is read in pieces rather than whole rows.
+    with open_raster(path) as ds, reading(path):
+        # Windows of whole blocks, as tall as the file's own blocks (a COG's 512 rows: each is decompressed once
+        # in GDAL's bounded cache) and only as wide as ``STRIP_PIXELS`` allows, so a wide scene is read in pieces.
         rows = block * max(1, ds.block_shapes[0][0] // block)
         cols = block * max(1, STRIP_PIXELS // (rows * block))
         strips = -(-ds.height // rows)

@@ -57,19 +57,6 @@ class SceneInfo:
         return asdict(self)
 
 
-GDAL_CACHE_BYTES = 32 * 2**20
-"""GDAL's block cache while the engine reads or writes a whole raster (its default is 5 % of RAM). Every pass reads and
-writes in strips and blocks, so the cache need only hold a row of blocks: at 256 MB a detection's staged rasters filled
-it on wide scenes (806 MB peak on a 32,768-px-wide scene against 560 MB at 32 MB, tracing 0.3 s slower there), and
-ranking a probability COG under the default cached all of it (measured). In bytes, because rasterio takes
-GDAL_CACHEMAX=256 as 256 bytes, which made tracing polygons 6x slower (measured)."""
-
-
-def bounded_cache() -> rasterio.Env:
-    """A rasterio environment with GDAL's block cache at ``GDAL_CACHE_BYTES``."""
-    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES)
-
-
 def open_raster(path: str | Path) -> rasterio.DatasetReader:
     """Open a raster, turning GDAL's failures into an error an analyst can act on."""
     path = Path(path)
