@@ -36,11 +36,11 @@ from ..models.registry import DEFAULT_MODEL, load_model, read_card, weights_for
 from ..progress import Progress, silent
 from ..scenes import landmask
 from ..scenes.analysis import assess, open_for_analysis
+from ..scenes.block_cache import bounded_cache
 from ..scenes.grid import Grid, GridReader
 from ..scenes.landmask import Exclusion
 from ..scenes.normalise import Stretch
 from ..scenes.prefetch import prefetch
-from ..scenes.block_cache import bounded_cache
 from ..scenes.read_errors import check_unchanged, stamp
 from ..scenes.tiling import Panel, StripBlender, count_tiles, panels, tile_starts
 from .outputs import MASK_NODATA, OutputSet, polygonise, raster_profile, to_cog, write_slicks
