@@ -66,6 +66,8 @@ def test_the_label_itself_scores_one_and_far_slicks_count_as_false(tmp_path):
 
 def test_only_narrows_the_candidates_and_refuses_an_unknown_one():
     every = candidates(parse_args(["experiment", "benchmark", "--networks", "deeplabv3_r50", "--device", "cpu"]), 0)
+    synthetic = ["synthetic_2x", "synthetic_short", "synthetic_seed1", "synthetic_r50", "synthetic_dlv3r18", "synthetic_dlv3r18seed1",
+                 "synthetic_mnv4s", "synthetic_lookalikes"]
     assert list(every) == ["darkspot", "synthetic_only", "real_texture", "real_texture_swa", "real_texture_512", "real_texture_labelled",
                            "real_texture_masked", "real_texture_l2sp", "real_texture_init25", "real_texture_init50", "real_texture_init75",
                            "real_texture_init50_mirrorcal", "real_texture_init50_bandmean", "real_texture_soup_init50", "real_texture_lr1e-3_init50",
@@ -77,15 +79,16 @@ def test_only_narrows_the_candidates_and_refuses_an_unknown_one():
                            "real_texture_bce1_arctic_init50", "real_texture_bce1_transplant_init50", "real_texture_bce1_lookalikes_init50",
                            "real_texture_bce1_skeleton_init50",
                            "real_texture_bce1_init50_ens2", "real_texture_bce1_init50_with_synthdlv3r18",
-                           "real_texture_bce1_init50_with_synthdlv3r18seed1", "real_texture_bce1_init50_with_bce1synthdlv3r18",
+                           "real_texture_bce1_init50_with_synthdlv3r18seed1", "real_texture_bce1_init50_and_synthdlv3r18",
+                           "real_texture_bce1_init50_and_synthdlv3r18seed1", "real_texture_bce1_init50_with_bce1synthdlv3r18",
                            "real_texture_bce1_refit_init50", "real_texture_bce1_dice25_refit_init50",
                            "real_texture_contrast_init50",
-                           "synthetic_2x", "synthetic_short", "synthetic_seed1", "synthetic_r50", "synthetic_dlv3r18", "synthetic_dlv3r18seed1",
-                           "synthetic_mnv4s", "synthetic_lookalikes", "real_texture_synth2x_init50", "real_texture_synthshort_init50",
+                           *synthetic, "synthetic_only_scenecal", *(f"{name}_scenecal" for name in synthetic),
+                           "real_texture_synth2x_init50", "real_texture_synthshort_init50",
                            "real_texture_synthseed1_init50", "real_texture_synthr50_init50", "real_texture_synthdlv3r18_init50",
                            "real_texture_synthdlv3r18seed1_init50", "real_texture_synthmnv4s_init50", "real_texture_synthlookalikes_init50",
-                           "real_texture_bce1_synthr50_init50", "real_texture_bce1_synthdlv3r18_init50", "real_texture_bce1_synthdlv3r18seed1_init50",
-                           "real_texture_bce1_synthmnv4s_init50", "real_texture_bce1_synthlookalikes_init50",
+                           *(f"real_texture_bce1_synth{key}_init{share}" for key in ("r50", "dlv3r18", "dlv3r18seed1", "mnv4s", "lookalikes")
+                             for share in (25, 50, 75)),
                            "deeplabv3_r50"]
     narrowed = candidates(parse_args(["experiment", "benchmark", "--networks", "deeplabv3_r50", "--only", "deeplabv3_r50", "--device", "cpu"]), 0)
     assert list(narrowed) == ["deeplabv3_r50"]
