@@ -476,3 +476,31 @@ def test_ensemble_models_is_the_mean_logit_of_seeds_with_its_own_threshold(tmp_p
         with pytest.raises(ModelError, match="not models that learnt the same Arctic scenes and read tiles alike"):
             ensemble_models(refused, tmp_path / "refused.safetensors", "cpu", Progress(None))
         assert not (tmp_path / "refused.safetensors").exists()
+
+
+def test_a_model_that_learnt_no_real_scene_is_cut_where_whole_real_scenes_say(tmp_path):
+    """``calibrated_on_scenes``: a synthetic-only model's threshold is placed by slick Dice on every tile of the named
+    labelled scenes; a model that learnt one of them is refused, and nothing is written."""
+    from engine.data import bundled, real_scenes
+    from engine.errors import ModelError
+    from engine.models.pretrain import RealRecipe, _band_tiles, _tileset, calibrated_on_scenes
+    from engine.models.registry import load_model
+
+    from conftest import make_model
+
+    fields = {k: v for k, v in SMALL.items() if k != "name"}
+    synthetic = make_model(tmp_path / "synthetic.safetensors", **fields, provenance={"data": "synthetic scenes"})
+    scenes = ("sample_0", "sample_70")
+    made = calibrated_on_scenes(synthetic, scenes, tmp_path / "cut.safetensors", "cpu", Progress(None))
+    model, card = load_model(made["model"], torch.device("cpu"))
+    by_name = {scene.name: scene for scene in bundled.ARCTIC}
+    tiles = _tileset(_band_tiles([real_scenes.load_labelled(by_name[name], card.pixel_size) for name in scenes], RealRecipe.tile))
+    assert tiles.x.shape[0] == 9 + 17  # every tile of both scenes, not their validation bands alone
+    on_scenes = validate(model, tiles, TrainConfig(device="cpu")).dice_near(card.threshold)  # its weights stored in fp16
+    assert card.threshold == made["threshold"] and abs(on_scenes - card.metrics["scenes_dice"]) < 1e-3
+    assert card.provenance["threshold_scenes"]["scenes"] == list(scenes)
+    learnt = make_model(tmp_path / "learnt.safetensors", **fields,
+                        provenance={"data": {"arctic_scenes": {"sample_70": "all but its validation band"}}})
+    with pytest.raises(ModelError, match="learnt sample_70"):
+        calibrated_on_scenes(learnt, scenes, tmp_path / "refused.safetensors", "cpu", Progress(None))
+    assert not (tmp_path / "refused.safetensors").exists()
