@@ -359,9 +359,9 @@ def ensemble_trainer(members: list[Member], device: str, fusion: str = "mean") -
     return trainer
 
 
-ENSEMBLE_PARTNERS = ("dlv3r18", "dlv3r18seed1")
+ENSEMBLE_PARTNERS = ("dlv3r18", "dlv3r18seed1", "r50")
 """``real_texture_bce1_init50_with_synth<key>``: the fold's bundled-recipe model and ``synthetic_<key>`` (DeepLabV3 on a
-ResNet-18, synthetic scenes only) as one model. Alone, that DeepLabV3 scores 0.481 with more false slicks than the recipe
+ResNet-18 or the paper's ResNet-50, synthetic scenes only) as one model. Alone, that DeepLabV3 scores 0.481 with more false slicks than the recipe
 and the recipe from its start loses what it had (docs/benchmark_deeplabv3_synthetic.md); the two err on different
 scenes, a model that never saw a real pixel beside one that learnt four real scenes.
 ``real_texture_bce1_init50_and_synth<key>`` keeps their minimum logit instead: slick only where both call it so, since the
@@ -615,7 +615,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
                         "scores them alike where roaring-landmask is not installed")
     q.add_argument("--only", nargs="+", metavar="CANDIDATE",
                    help="score only these candidates (darkspot, synthetic_only, real_texture, real_texture_swa, real_texture_512, "
-                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_init50_mirrorcal, real_texture_init50_bandmean, real_texture_lr1e-3_init50, real_texture_composite_init50, real_texture_2xtiles_init50, real_texture_soup_init50, real_texture_bce10/1 (trained) and real_texture_bce10/1_init25/50/75, real_texture_bce1_512_init50, real_texture_bce1_composite_init50, real_texture_bce1_labelled_init50, real_texture_bce1_decoder_init50, real_texture_bce1_last_init50, real_texture_bce1_frozenbn_init50, real_texture_bce1_dice25_init50, real_texture_bce1_skeleton_init50, real_texture_bce1_refit_init50, real_texture_bce1_dice25_refit_init50, real_texture_bce1_init50_ens2, real_texture_bce1_init50_with_synthdlv3r18/dlv3r18seed1 (their minimum: _and_ for _with_), real_texture_bce1_init50_with_bce1synthdlv3r18, real_texture_contrast_init50, synthetic_2x/short/seed1/r50/dlv3r18/dlv3r18seed1/mnv4s (and each with _scenecal: its threshold on the fold's whole scenes; synthetic_only_scenecal too), real_texture_synth2x/short/seed1/r50/dlv3r18/dlv3r18seed1/mnv4s_init50, real_texture_bce1_synthr50/dlv3r18/dlv3r18seed1/mnv4s_init25/50/75 or a network given with --networks)")
+                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_init50_mirrorcal, real_texture_init50_bandmean, real_texture_lr1e-3_init50, real_texture_composite_init50, real_texture_2xtiles_init50, real_texture_soup_init50, real_texture_bce10/1 (trained) and real_texture_bce10/1_init25/50/75, real_texture_bce1_512_init50, real_texture_bce1_composite_init50, real_texture_bce1_labelled_init50, real_texture_bce1_decoder_init50, real_texture_bce1_last_init50, real_texture_bce1_frozenbn_init50, real_texture_bce1_dice25_init50, real_texture_bce1_skeleton_init50, real_texture_bce1_refit_init50, real_texture_bce1_dice25_refit_init50, real_texture_bce1_init50_ens2, real_texture_bce1_init50_with_synthdlv3r18/dlv3r18seed1/r50 (their minimum: _and_ for _with_), real_texture_bce1_init50_with_bce1synthdlv3r18, real_texture_contrast_init50, synthetic_2x/short/seed1/r50/dlv3r18/dlv3r18seed1/mnv4s (and each with _scenecal: its threshold on the fold's whole scenes; synthetic_only_scenecal too), real_texture_synth2x/short/seed1/r50/dlv3r18/dlv3r18seed1/mnv4s_init50, real_texture_bce1_synthr50/dlv3r18/dlv3r18seed1/mnv4s_init25/50/75 or a network given with --networks)")
     q.set_defaults(func=_run)
 
 
