@@ -419,7 +419,7 @@ def test_average_models_is_the_mean_of_seeds_trained_from_one_start(tmp_path, ca
     assert not (tmp_path / "refused.safetensors").exists()
 
 
-def test_ensemble_models_is_the_mean_logit_of_seeds_with_its_own_threshold(tmp_path, capsys):
+def test_ensemble_models_is_the_mean_logit_of_seeds_with_its_own_threshold(tmp_path, capsys, monkeypatch):
     """Two seeded runs of one recipe as one network whose logit is their mean, its threshold placed on the same
     validation bands; a synthetic-only network of another architecture joins a real one alike, by the mean or the
     minimum of their logits; members that learnt
@@ -458,15 +458,17 @@ def test_ensemble_models_is_the_mean_logit_of_seeds_with_its_own_threshold(tmp_p
     assert main([*args[:-3], "--scenes", "sample_1", "sample_2", "--seed", "2", "--out", str(other)]) == 0
     synthetic = make_model(tmp_path / "synthetic.safetensors", architecture="deeplabv3", encoder="resnet18", arch_kwargs={},
                            tile_size=64, provenance={"data": "synthetic scenes"})
-    mixed = ensemble_models([members[0], synthetic], tmp_path / "mixed.safetensors", "cpu", Progress(None))
-    both, mixed_card = load_model(mixed["model"], cpu)
+    # The command an analyst runs to make such a model (``python -m engine ensemble``).
+    assert main(["--jsonl", "ensemble", str(members[0]), str(synthetic), "--out", str(tmp_path / "mixed.safetensors"), "--device", "cpu"]) == 0
+    both, mixed_card = load_model(tmp_path / "mixed.safetensors", cpu)
     with torch.inference_mode():
         torch.testing.assert_close(both.eval()(x), (logits[0] + load_model(synthetic, cpu)[0].eval()(x)) / 2, rtol=2e-2, atol=2e-2)
     assert [m["architecture"] for m in mixed_card.arch_kwargs["members"]] == ["unet", "deeplabv3"]
     assert mixed_card.provenance["members"][1]["data"] == "synthetic scenes"
     assert abs(validate(both, bands, TrainConfig(device="cpu")).dice_near(mixed_card.threshold) - mixed_card.metrics["validation_dice"]) < 1e-3
-    least = ensemble_models([members[0], synthetic], tmp_path / "least.safetensors", "cpu", Progress(None), fusion="min")
-    smallest, least_card = load_model(least["model"], cpu)  # the fusion is on its card: it loads as it was made
+    monkeypatch.setenv("SLICK_MAPPER_MODELS", str(tmp_path / "models"))  # without --out: the analyst's models folder, which the dock lists
+    assert main(["--jsonl", "ensemble", str(members[0]), str(synthetic), "--fusion", "min", "--device", "cpu"]) == 0
+    smallest, least_card = load_model(tmp_path / "models" / "seed0_with_synthetic.safetensors", cpu)  # the fusion is on its card
     with torch.inference_mode():
         torch.testing.assert_close(smallest.eval()(x), torch.minimum(logits[0], load_model(synthetic, cpu)[0].eval()(x)), rtol=2e-2, atol=2e-2)
     assert least_card.arch_kwargs["fusion"] == "min" and least_card.name.startswith("min of")
@@ -476,6 +478,12 @@ def test_ensemble_models_is_the_mean_logit_of_seeds_with_its_own_threshold(tmp_p
         with pytest.raises(ModelError, match="not models that learnt the same Arctic scenes and read tiles alike"):
             ensemble_models(refused, tmp_path / "refused.safetensors", "cpu", Progress(None))
         assert not (tmp_path / "refused.safetensors").exists()
+    capsys.readouterr()
+    for refused, why in (([str(tmp_path / "absent.safetensors"), str(synthetic)], "No model file at"),
+                         ([str(members[0]), str(synthetic), "--out", str(synthetic)], "is one of the members")):
+        assert main(["ensemble", *refused, *([] if "--out" in refused else ["--out", str(tmp_path / "refused.safetensors")])]) != 0
+        assert why in capsys.readouterr().err
+    assert not (tmp_path / "refused.safetensors").exists() and load_model(synthetic, cpu)[1].architecture == "deeplabv3"
 
 
 def test_a_model_that_learnt_no_real_scene_is_cut_where_whole_real_scenes_say(tmp_path):

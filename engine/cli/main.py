@@ -95,6 +95,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("engine.data.synth:add_cli", "write a synthetic Sentinel-1 scene (and its class mask)"),
     "demo": ("engine.experiments.demo:add_cli", "detect on the bundled real Arctic tiles and compare with the paper"),
     "pretrain": ("engine.models.pretrain:add_cli", "pretrain the bundled model on real SAR texture (or any network on synthetic scenes)"),
+    "ensemble": ("engine.models.pretrain:add_ensemble_cli", "combine models into one whose logit is their mean, its threshold placed on the validation bands"),
     "labels": ("engine.jobs.labels:add_cli", "the label store: init, summary, export, import"),
     "finetune": ("engine.jobs.finetune:add_cli", "fine-tune a model on the labels of a label store (few-shot)"),
     "experiment": ("engine.experiments.cli:add_cli", "the transfer-learning paper's experiments on the bundled tiles"),

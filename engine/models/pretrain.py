@@ -36,8 +36,9 @@ from ..machine import describe, file_sha256
 from ..progress import Progress
 from ..scenes.normalise import Stretch
 from .eager import pick_device
-from .ensemble import member_spec
-from .registry import ARCHITECTURES, DEFAULT_MODEL, POS_WEIGHT_CAP, SYNTHETIC_MODEL, ModelCard, build_model, load_encoder_weights, load_model, read_card, save_model
+from .ensemble import FUSIONS, member_spec
+from .registry import (ARCHITECTURES, DEFAULT_MODEL, POS_WEIGHT_CAP, SYNTHETIC_MODEL, ModelCard, build_model, load_encoder_weights, load_model,
+                       read_card, save_model, user_models_dir)
 from .selfsupervised import MaskedRecipe, masked_pretrain
 from .training import TileSet, TrainConfig, Validation, interpolate_weights, paper_augment, train, validate
 
@@ -590,6 +591,27 @@ def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
                          checkpoint=checkpoint)
     return pretrain(out, args.train_tiles or 320, args.val_tiles, args.tile, config, progress, card, args.encoder_weights,
                     args.more_lookalikes)
+
+
+def add_ensemble_cli(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("ensemble")
+    p.add_argument("members", nargs="+", type=Path,
+                   help="model files: those that learnt real scenes must have learnt the same ones; synthetic-only models join any")
+    p.add_argument("--out", type=Path, help="model file to write (default: <first>_with_<others>.safetensors in your models folder, "
+                                            "where the dock lists it)")
+    p.add_argument("--fusion", choices=FUSIONS, default="mean", help="mean logit (default) or minimum logit (slick only where every member says so)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.set_defaults(func=_run_ensemble_cli)
+
+
+def _run_ensemble_cli(args: argparse.Namespace, progress: Progress) -> dict:
+    missing = [str(m) for m in args.members if not m.is_file()]
+    if missing:
+        raise InputError(f"No model file at {', '.join(missing)}.", "Give the .safetensors files to combine (python -m engine models lists them).")
+    out = args.out or user_models_dir() / f"{'_with_'.join(m.stem for m in args.members)}.safetensors"
+    if out.resolve() in {m.resolve() for m in args.members}:
+        raise InputError(f"--out {out} is one of the members.", "Write the ensemble to a new file.")
+    return ensemble_models(args.members, out, str(pick_device(args.device)), progress, args.fusion)
 
 
 def run_key(chosen: dict) -> str:
