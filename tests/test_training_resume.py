@@ -465,6 +465,7 @@ def test_ensemble_models_is_the_mean_logit_of_seeds_with_its_own_threshold(tmp_p
         torch.testing.assert_close(both.eval()(x), (logits[0] + load_model(synthetic, cpu)[0].eval()(x)) / 2, rtol=2e-2, atol=2e-2)
     assert [m["architecture"] for m in mixed_card.arch_kwargs["members"]] == ["unet", "deeplabv3"]
     assert mixed_card.provenance["members"][1]["data"] == "synthetic scenes"
+    assert mixed_card.provenance["data"] == read_card(members[0]).provenance["data"] and mixed_card.created > read_card(members[0]).created
     assert abs(validate(both, bands, TrainConfig(device="cpu")).dice_near(mixed_card.threshold) - mixed_card.metrics["validation_dice"]) < 1e-3
     monkeypatch.setenv("SLICK_MAPPER_MODELS", str(tmp_path / "models"))  # without --out: the analyst's models folder, which the dock lists
     assert main(["--jsonl", "ensemble", str(members[0]), str(synthetic), "--fusion", "min", "--device", "cpu"]) == 0

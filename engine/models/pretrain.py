@@ -346,9 +346,15 @@ def ensemble_models(members: list[Path], out: Path, device: str, progress: Progr
                  f"(members: {', '.join(str(c.metrics.get('validation_dice')) for c in cards)})")
     card.threshold = threshold
     card.metrics = {"validation_dice": round(dice, 4), "validation_threshold": threshold}
-    card.provenance = {**card.provenance, "how": " + ".join(c.provenance.get("how", c.name) for c in cards),
+    # Each member's training facts (epochs, seconds, machine) stay with it under ``members``; the real scenes they learnt
+    # go on top as well, since the ensemble learnt them too and scoring must keep them out (``_learnt_scenes``).
+    card.created = ModelCard.__dataclass_fields__["created"].default_factory()
+    real = next((c for c in cards if _learnt_scenes(c)), first)
+    card.provenance = {"data": real.provenance.get("data"), "machine": describe(torch.device(device)),
+                       "how": " + ".join(c.provenance.get("how", c.name) for c in cards),
                        "members": [{"file": m.name, "sha256": file_sha256(m), "name": c.name, "data": c.provenance.get("data"),
-                                    "validation_dice": c.metrics.get("validation_dice"), "threshold": c.threshold}
+                                    "validation_dice": c.metrics.get("validation_dice"), "threshold": c.threshold, "created": c.created,
+                                    "machine": c.provenance.get("machine")}
                                    for m, c in zip(members, cards)],
                        "selection": f"each member's as its card said; then their {fusion} logit, threshold by slick Dice on the validation bands"}
     save_model(model, card, out, half=True)
