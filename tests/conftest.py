@@ -34,9 +34,10 @@ GRD = ROOT / "resources" / "samples" / "s1_grd_crop"
 
 @pytest.fixture(scope="session", autouse=True)
 def fresh_user_cache(tmp_path_factory) -> None:
-    """Every test run starts from an empty user cache (runtime choices, coastline windows): no result depends
-    on what an earlier run left in the developer's own."""
+    """Every test run starts from an empty user cache (runtime choices, coastline windows) and an empty models folder
+    (fine-tuned models, ``make quality-model``'s): no result depends on what the developer's own hold."""
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("user_cache"))
+    os.environ["SLICK_MAPPER_MODELS"] = str(tmp_path_factory.mktemp("user_models"))
 
 
 @pytest.fixture(scope="session")

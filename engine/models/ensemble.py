@@ -10,7 +10,9 @@ so every runtime exports and runs an ensemble as it does a single network, at th
 Measured by leave one scene out: two seeds' mean logit 0.451 against 0.448 for the two seeds' own models, and on one
 view of each tile no better than one model (docs/benchmark_ensemble_bce1.md); the bundled U-Net beside a DeepLabV3-R18
 0.481 against 0.454, with more false slicks than the bound set for bundling it, and by their minimum logit 0.443, its cut
-placed lower and its false slicks no fewer (docs/benchmark_ensemble_dlv3r18.md).
+placed lower and its false slicks no fewer (docs/benchmark_ensemble_dlv3r18.md); beside the paper's DeepLabV3-R50 0.485
+against 0.442 with no more false slicks: the heavier model an analyst makes with ``make quality-model``
+(docs/benchmark_ensemble_r50.md).
 """
 
 from __future__ import annotations
