@@ -361,10 +361,11 @@ def ensemble_trainer(members: list[Member], device: str, fusion: str = "mean") -
 
 ENSEMBLE_PARTNERS = ("dlv3r18", "dlv3r18seed1", "r50")
 """``real_texture_bce1_init50_with_synth<key>``: the fold's bundled-recipe model and ``synthetic_<key>`` (DeepLabV3 on a
-ResNet-18 or the paper's ResNet-50, synthetic scenes only) as one model; with the ResNet-50 it passed the rule set for it
-(docs/benchmark_ensemble_r50.md), and ``make quality-model`` makes that pairing from the bundled models. Alone, that DeepLabV3 scores 0.481 with more false slicks than the recipe
-and the recipe from its start loses what it had (docs/benchmark_deeplabv3_synthetic.md); the two err on different
-scenes, a model that never saw a real pixel beside one that learnt four real scenes.
+ResNet-18 or the paper's ResNet-50, synthetic scenes only) as one model. Alone, the ResNet-18 DeepLabV3 scores 0.481 with
+more false slicks than the recipe and the recipe from its start loses what it had (docs/benchmark_deeplabv3_synthetic.md);
+the two err on different scenes, a model that never saw a real pixel beside one that learnt four real scenes. The pairing
+with the ResNet-50 passed the rule set for it (docs/benchmark_ensemble_r50.md): ``make quality-model`` makes it from the
+bundled models.
 ``real_texture_bce1_init50_and_synth<key>`` keeps their minimum logit instead: slick only where both call it so, since the
 mean pairing's extra false slicks were the DeepLabV3's. ``real_texture_bce1_init50_with_bce1synthdlv3r18`` pairs the U-Net with that DeepLabV3 after the bundled recipe instead:
 two networks that both learnt the fold's scenes."""
