@@ -316,7 +316,7 @@ class SlickMapperDock(QgsDockWidget):
     @staticmethod
     def _model_text(model: Dict[str, Any]) -> str:
         dice_text = model.get("measured") or "Dice not measured"
-        return (f"{model.get('architecture')} / {model.get('encoder')}, tiles {model.get('tile_size')} px, "
+        return (f"{model.get('network')}, tiles {model.get('tile_size')} px, "
                 f"{model.get('mode') or ''} {model.get('polarisation') or ''}. {dice_text}.")
 
     @staticmethod

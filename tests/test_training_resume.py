@@ -473,6 +473,9 @@ def test_ensemble_models_is_the_mean_logit_of_seeds_with_its_own_threshold(tmp_p
     with torch.inference_mode():
         torch.testing.assert_close(smallest.eval()(x), torch.minimum(logits[0], load_model(synthetic, cpu)[0].eval()(x)), rtol=2e-2, atol=2e-2)
     assert least_card.arch_kwargs["fusion"] == "min" and least_card.name.startswith("min of")
+    capsys.readouterr()
+    assert main(["models"]) == 0  # the list the dock shows names what runs a tile, not the first member's encoder alone
+    assert "min of unet / tu-resnet10t and deeplabv3 / resnet18" in capsys.readouterr().out
     assert abs(validate(smallest, bands, TrainConfig(device="cpu")).dice_near(least_card.threshold) - least_card.metrics["validation_dice"]) < 1e-3
     finer = make_model(tmp_path / "finer.safetensors", **{k: v for k, v in SMALL.items() if k != "name"}, pixel_size=10.0)
     for refused in ([members[0], other], [members[0], finer]):

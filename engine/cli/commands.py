@@ -148,7 +148,7 @@ def _models(args: argparse.Namespace, progress: Progress) -> dict:
     listed = []
     for path, card in list_models():
         entry = asdict(card)
-        entry.update(path=str(path), measured=card.measured, default=path == DEFAULT_MODEL.resolve(),
+        entry.update(path=str(path), network=card.network, measured=card.measured, default=path == DEFAULT_MODEL.resolve(),
                      removable=path.parent == user_models_dir().resolve())
         listed.append(entry)
     return {"models": listed}

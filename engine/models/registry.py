@@ -173,6 +173,16 @@ class ModelCard:
         return self.architecture == "darkspot"
 
     @property
+    def network(self) -> str:
+        """What runs a tile, for a model list: ``unet / tu-resnet18``, or for an ensemble its members and how their
+        logits meet (the card's own encoder field is its first member's)."""
+        members = self.arch_kwargs.get("members") if self.architecture == "ensemble" else None
+        if not members:
+            return f"{self.architecture} / {self.encoder}"
+        fusion = self.arch_kwargs.get("fusion", "mean")
+        return f"{fusion} of " + " and ".join(f"{m['architecture']} / {m['encoder']}" for m in members)
+
+    @property
     def measured(self) -> Optional[str]:
         """The card's own slick Dice and what it was measured on, for a model list; None when it has none.
 
