@@ -45,7 +45,8 @@ bench: venv
 # Made, not bundled: 87 MB, and 23-32 times the default model's time a tile on a 2-core Xeon (docs/benchmarks_xeon_quality_model.md).
 quality-model: venv
 	$(PY) -m engine pretrain --data synthetic --architecture deeplabv3 --encoder resnet50 --out checkpoints/synthetic_dlv3r50_25m.safetensors
-	$(PY) -m engine ensemble resources/models/slick_unet_r18_25m.safetensors checkpoints/synthetic_dlv3r50_25m.safetensors
+	$(PY) -m engine ensemble resources/models/slick_unet_r18_25m.safetensors checkpoints/synthetic_dlv3r50_25m.safetensors \
+	  --name "Slick U-Net R18 + DeepLabV3-R50 25 m (heavier, real SAR texture + synthetic)"
 
 # Desktop QGIS with the plugin loaded from this checkout (development).
 qgis: desktop

@@ -459,12 +459,13 @@ def test_ensemble_models_is_the_mean_logit_of_seeds_with_its_own_threshold(tmp_p
     synthetic = make_model(tmp_path / "synthetic.safetensors", architecture="deeplabv3", encoder="resnet18", arch_kwargs={},
                            tile_size=64, provenance={"data": "synthetic scenes"})
     # The command an analyst runs to make such a model (``python -m engine ensemble``).
-    assert main(["--jsonl", "ensemble", str(members[0]), str(synthetic), "--out", str(tmp_path / "mixed.safetensors"), "--device", "cpu"]) == 0
+    assert main(["--jsonl", "ensemble", str(members[0]), str(synthetic), "--out", str(tmp_path / "mixed.safetensors"), "--device", "cpu",
+                 "--name", "U-Net + DeepLabV3"]) == 0
     both, mixed_card = load_model(tmp_path / "mixed.safetensors", cpu)
     with torch.inference_mode():
         torch.testing.assert_close(both.eval()(x), (logits[0] + load_model(synthetic, cpu)[0].eval()(x)) / 2, rtol=2e-2, atol=2e-2)
     assert [m["architecture"] for m in mixed_card.arch_kwargs["members"]] == ["unet", "deeplabv3"]
-    assert mixed_card.provenance["members"][1]["data"] == "synthetic scenes"
+    assert mixed_card.provenance["members"][1]["data"] == "synthetic scenes" and mixed_card.name == "U-Net + DeepLabV3"
     assert mixed_card.provenance["data"] == read_card(members[0]).provenance["data"] and mixed_card.created > read_card(members[0]).created
     assert abs(validate(both, bands, TrainConfig(device="cpu")).dice_near(mixed_card.threshold) - mixed_card.metrics["validation_dice"]) < 1e-3
     monkeypatch.setenv("SLICK_MAPPER_MODELS", str(tmp_path / "models"))  # without --out: the analyst's models folder, which the dock lists

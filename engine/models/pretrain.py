@@ -317,7 +317,8 @@ def _learnt_scenes(card: ModelCard) -> tuple[str, ...]:
     return tuple(sorted(data.get("arctic_scenes") or ())) if isinstance(data, dict) else ()
 
 
-def ensemble_models(members: list[Path], out: Path, device: str, progress: Progress, fusion: str = "mean") -> dict:
+def ensemble_models(members: list[Path], out: Path, device: str, progress: Progress, fusion: str = "mean",
+                    name: Optional[str] = None) -> dict:
     """``members`` as one ``Ensemble`` (their mean logit, or their minimum: ``fusion``), its threshold placed on the validation bands of the Arctic
     scenes they learnt from, which none of them learnt, saved to ``out``. Members may be different networks, but those
     that learnt real scenes (``pretrain --data real``) must have learnt the same ones, and every member must read
@@ -333,8 +334,8 @@ def ensemble_models(members: list[Path], out: Path, device: str, progress: Progr
     card = ModelCard.from_json(first.to_json())
     card.architecture = "ensemble"
     card.arch_kwargs = {"members": [member_spec(c.architecture, c.encoder, c.arch_kwargs) for c in cards], **({"fusion": fusion} if fusion != "mean" else {})}
-    card.name = f"{first.name}, {fusion} of {len(members)} seeds" if len({c.name for c in cards}) == 1 else \
-        f"{fusion} of " + " and ".join(c.name for c in cards)
+    card.name = name or (f"{first.name}, {fusion} of {len(members)} seeds" if len({c.name for c in cards}) == 1 else
+                         f"{fusion} of " + " and ".join(c.name for c in cards))
     model = build_model(card)
     for member, path in zip(model.members, members):
         member.load_state_dict(load_model(path, torch.device("cpu"))[0].state_dict())
@@ -606,6 +607,7 @@ def add_ensemble_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="model file to write (default: <first>_with_<others>.safetensors in your models folder, "
                                             "where the dock lists it)")
     p.add_argument("--fusion", choices=FUSIONS, default="mean", help="mean logit (default) or minimum logit (slick only where every member says so)")
+    p.add_argument("--name", help="the name the dock lists it by (default: the members' names joined)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.set_defaults(func=_run_ensemble_cli)
 
@@ -617,7 +619,7 @@ def _run_ensemble_cli(args: argparse.Namespace, progress: Progress) -> dict:
     out = args.out or user_models_dir() / f"{'_with_'.join(m.stem for m in args.members)}.safetensors"
     if out.resolve() in {m.resolve() for m in args.members}:
         raise InputError(f"--out {out} is one of the members.", "Write the ensemble to a new file.")
-    return ensemble_models(args.members, out, str(pick_device(args.device)), progress, args.fusion)
+    return ensemble_models(args.members, out, str(pick_device(args.device)), progress, args.fusion, args.name)
 
 
 def run_key(chosen: dict) -> str:
