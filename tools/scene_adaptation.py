@@ -19,10 +19,8 @@ reads a label of the held-out scene; both are scored against them, beside the fo
 
 from __future__ import annotations
 
-import argparse
 import copy
 import csv
-import sys
 import tempfile
 from pathlib import Path
 
@@ -32,11 +30,8 @@ import torch
 from rasterio.windows import Window
 from scipy import ndimage
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import run_page  # beside this file: puts the project on the path
 
-from engine.atomic import write_text  # noqa: E402
 from engine.data.bundled import ARCTIC  # noqa: E402
 from engine.experiments.benchmark import score  # noqa: E402
 from engine.jobs.detect import DEFAULT_MIN_AREA_KM2, DetectOptions, detect  # noqa: E402
@@ -159,18 +154,5 @@ def page(found: list[dict], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("run", type=Path, help="an `engine experiment benchmark` output folder")
-    p.add_argument("--candidate", required=True)
-    p.add_argument("--markdown", type=Path, help="write the table here too")
-    args = p.parse_args()
-    text = page(run(args.run, args.candidate), " ".join(["python", *sys.argv]))
-    print(text)
-    if args.markdown:
-        write_text(args.markdown, text)
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_page.main(__doc__, run, page))

@@ -13,18 +13,13 @@ by a few thousandths.
 
 from __future__ import annotations
 
-import argparse
 import csv
-import sys
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import run_page  # beside this file: puts the project on the path
 
-from engine.atomic import write_text  # noqa: E402
 from engine.data.bundled import ARCTIC  # noqa: E402
 from engine.experiments.benchmark import score  # noqa: E402
 
@@ -59,18 +54,5 @@ def page(found: list[dict], command: str) -> str:
     return f"Made by `{command}`.\n\n" + "\n".join(lines) + "\n"
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("run", type=Path, help="an `engine experiment benchmark` output folder")
-    p.add_argument("--candidate", required=True)
-    p.add_argument("--markdown", type=Path, help="write the table here too")
-    args = p.parse_args()
-    text = page(oracle(args.run, args.candidate), " ".join(["python", *sys.argv]))
-    print(text)
-    if args.markdown:
-        write_text(args.markdown, text)
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_page.main(__doc__, oracle, page))
