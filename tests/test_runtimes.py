@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy.special import expit
 
 from engine.models import agreement, cpu_features, runtimes
 from engine.errors import ModelError, ResourceError
 from engine.models.eager import EagerForward, pick_device
-from engine.models.inference import Predictor, device_name
+from engine.models.inference import Predictor, device_name, sigmoid
 from engine.models.registry import BUNDLED_DIR, load_model, read_card
 from engine.progress import Progress
 from engine.models.quantise import quantised_model
@@ -56,6 +57,26 @@ def test_each_fp32_runtime_gives_pytorch_s_probabilities(small_model, runtime, u
         digest = runtimes.model_hash(small_model)
         assert (user_dirs / "models" / ".exports" / f"{digest}.onnx").is_file()
         assert not list(BUNDLED_DIR.glob("*.onnx"))
+
+
+def test_mirror_averaging_in_an_exported_runtime_gives_pytorch_s_mean(small_model, user_dirs):
+    tiles = _tiles(small_model)
+    model, card = load_model(small_model)
+    reference = Predictor(model, card, CPU, fast=False)
+    predictor, _ = runtimes.make_predictor(small_model, CPU, "onnxruntime")
+    reference.tta = predictor.tta = True
+    mirrored = predictor(tiles)
+    assert np.abs(mirrored - reference(tiles)).max() < 1e-3
+    predictor.tta = False
+    assert np.abs(mirrored - predictor(tiles)).max() > 1e-3  # the views differ: a mean of one view four times would not
+
+
+def test_the_sigmoid_is_scipy_s_within_four_ulp_and_zero_where_it_is():
+    logits = np.linspace(-120, 40, 200_001, dtype=np.float32)
+    ours, scipy_s = sigmoid(logits), expit(logits)
+    assert ours.dtype == np.float32
+    np.testing.assert_array_max_ulp(ours, scipy_s, maxulp=4)
+    assert np.array_equal(ours == 0, scipy_s == 0)
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
