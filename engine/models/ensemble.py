@@ -56,6 +56,23 @@ class Ensemble(torch.nn.Module):
         """The members' encoders, which training groups and freezes as it does one network's."""
         return torch.nn.ModuleList(member.encoder for member in self.members)
 
+    def parameter_groups(self) -> dict[str, list[torch.nn.Parameter]]:
+        """Fine-tuning trains the first member (the one that learnt real scenes, ``make quality-model``'s U-Net) and
+        keeps the others as they are: a partner that never saw a real pixel is worth its place for erring elsewhere
+        (docs/benchmark_ensemble_r50.md), which a few labels of one scene would train out of it."""
+        first = self.members[0]
+        encoder = list(first.encoder.parameters())
+        inside = {id(p) for p in encoder}
+        return {"encoder": encoder, "decoder": [p for p in first.parameters() if id(p) not in inside],
+                "frozen": [p for member in self.members[1:] for p in member.parameters()]}
+
+    def train(self, mode: bool = True) -> "Ensemble":
+        """Only the first member ever learns (``parameter_groups``): the others keep their batch-norm statistics."""
+        super().train(mode)
+        for member in self.members[1:]:
+            member.eval()
+        return self
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = torch.stack([member(x) for member in self.members])
         return logits.amin(dim=0) if self.fusion == "min" else logits.mean(dim=0)
