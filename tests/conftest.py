@@ -62,6 +62,21 @@ def make_model(path: Path, **card_fields) -> Path:
     return save_model(build_model(card), card, path)
 
 
+def make_ensemble(member_path: Path, path: Path) -> Path:
+    """The model at ``member_path`` beside itself with every float tensor scaled by 0.9, as one ensemble model file."""
+    from engine.models.ensemble import member_spec
+    from engine.models.registry import ModelCard, build_model, load_model, save_model
+
+    member, card = load_model(member_path)
+    ensemble_card = ModelCard.from_json(card.to_json())
+    ensemble_card.architecture = "ensemble"
+    ensemble_card.arch_kwargs = {"members": [member_spec(card.architecture, card.encoder, card.arch_kwargs)] * 2}
+    ensemble = build_model(ensemble_card)
+    ensemble.members[0].load_state_dict(member.state_dict())
+    ensemble.members[1].load_state_dict({k: v * 0.9 if v.is_floating_point() else v for k, v in member.state_dict().items()})
+    return save_model(ensemble, ensemble_card, path)
+
+
 def check_detection_rasters(result) -> None:
     """A detection's probability is a probability over most of the scene, and its mask is that probability
     above the run's threshold wherever there is data."""

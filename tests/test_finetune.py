@@ -29,7 +29,7 @@ from engine.models.training import THRESHOLDS, TileSet, TrainConfig, l2_sp, lr_r
 from engine.progress import Progress
 from engine.scenes.fingerprint import scene_fingerprint
 
-from conftest import SMALL_MODEL as SMALL, cancel_at
+from conftest import SMALL_MODEL as SMALL, cancel_at, make_ensemble
 
 SAMPLES = Path(__file__).resolve().parents[1] / "resources" / "samples" / "arctic_s1"
 
@@ -206,6 +206,19 @@ def test_parent_share_saves_weights_that_far_back_toward_the_parent(tmp_path, sm
     with pytest.raises(InputError, match="--parent-share 0.5 with validation tiles"):
         finetune(small_model, arctic_store, tmp_path / "validated.safetensors", replace(options, parent_share=0.5, val_fraction=0.25))
     assert not any(tmp_path.glob("parent*")) and not any(tmp_path.glob("validated*"))
+
+
+def test_fine_tuning_an_ensemble_trains_its_first_member_and_keeps_the_others(tmp_path, small_model, arctic_store):
+    """The partner (in ``make quality-model``, a DeepLabV3 that never saw a real pixel) keeps its weights and batch-norm
+    statistics to the bit; the first member's encoder and decoder learn."""
+    parent = make_ensemble(small_model, tmp_path / "ensemble.safetensors")
+    options = FinetuneOptions(**{**FAST, "train_layers": "all", "val_fraction": 0.0, "parent_share": 0.0})
+    report = finetune(parent, arctic_store, tmp_path / "tuned.safetensors", options)
+    before, after = (load_model(p, torch.device("cpu"))[0] for p in (parent, report.model))
+    for name, value in after.members[1].state_dict().items():
+        assert torch.equal(value, before.members[1].state_dict()[name]), name
+    changed = [name for name, value in after.members[0].state_dict().items() if not torch.equal(value, before.members[0].state_dict()[name])]
+    assert any("encoder" in name and "weight" in name for name in changed) and any("decoder" in name for name in changed)
 
 
 def test_too_few_validation_slick_pixels_keep_the_parent_s_threshold(tmp_path, small_model):

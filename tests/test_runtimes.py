@@ -22,6 +22,8 @@ from engine.models.registry import BUNDLED_DIR, load_model, read_card
 from engine.progress import Progress
 from engine.models.quantise import quantised_model
 
+from conftest import make_ensemble
+
 CPU = torch.device("cpu")
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -380,17 +382,9 @@ def test_no_mask_check_runs_on_a_tile_int8_was_calibrated_on(tmp_path, model_fac
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
 def test_an_ensemble_exports_and_runs_as_one_network(small_model, runtime, tmp_path):
     """Two members' mean logit is one graph: each exporting runtime gives PyTorch's probabilities of it."""
-    from engine.models.ensemble import member_spec
-    from engine.models.registry import ModelCard, build_model, save_model
-
+    path = make_ensemble(small_model, tmp_path / "ensemble.safetensors")
     member, card = load_model(small_model)
-    ensemble_card = ModelCard.from_json(card.to_json())
-    ensemble_card.architecture = "ensemble"
-    ensemble_card.arch_kwargs = {"members": [member_spec(card.architecture, card.encoder, card.arch_kwargs)] * 2}
-    ensemble = build_model(ensemble_card)
-    ensemble.members[0].load_state_dict(member.state_dict())
-    ensemble.members[1].load_state_dict({k: v * 0.9 if v.is_floating_point() else v for k, v in member.state_dict().items()})
-    path = save_model(ensemble, ensemble_card, tmp_path / "ensemble.safetensors")
+    ensemble, ensemble_card = load_model(path)
     tiles = _tiles(path)
     reference = Predictor(ensemble.eval(), ensemble_card, CPU, fast=False)(tiles)
     assert np.abs(reference - Predictor(member.eval(), card, CPU, fast=False)(tiles)).max() > 1e-3
