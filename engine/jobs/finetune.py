@@ -270,8 +270,8 @@ def finetune(
     progress.log(f"{len(train_tiles)} training and {len(val_tiles)} validation tiles; " + (
         f"parent's validation Dice {dice_before:.3f} at its threshold {card.threshold:.2f}" if dice_before is not None else
         f"no validation: all {options.epochs} epochs run and the last is kept, at the parent's threshold {card.threshold:.2f}"))
-    if card.architecture == "ensemble":
-        first, *others = (f"{m['architecture']} / {m['encoder']}" for m in card.arch_kwargs["members"])
+    first, *others = card.networks
+    if others:  # an ensemble: see Ensemble.parameter_groups
         progress.log(f"an ensemble: {first} learns, {' and '.join(others)} {'keeps its' if len(others) == 1 else 'keep their'} weights")
     timed("parent")
     config.lr = options.lr or lr_range_test(model, train_set, config, progress)

@@ -62,11 +62,11 @@ class Ensemble(torch.nn.Module):
         (docs/benchmark_ensemble_r50.md), which a few labels of one scene would train out of it. With the heavier model
         as parent, half-scene fine-tuning's held halves end at 0.575 against 0.546 when every member learns (four seeds,
         as many halves worse, the worst by less), in a third of the time (docs/within_scene.md)."""
-        first = self.members[0]
-        encoder = list(first.encoder.parameters())
-        inside = {id(p) for p in encoder}
-        return {"encoder": encoder, "decoder": [p for p in first.parameters() if id(p) not in inside],
-                "frozen": [p for member in self.members[1:] for p in member.parameters()]}
+        from .training import parameter_groups
+
+        groups = parameter_groups(self.members[0])
+        groups["frozen"] = groups["frozen"] + [p for member in self.members[1:] for p in member.parameters()]
+        return groups
 
     def train(self, mode: bool = True) -> "Ensemble":
         """Only the first member ever learns (``parameter_groups``): the others keep their batch-norm statistics."""

@@ -173,14 +173,18 @@ class ModelCard:
         return self.architecture == "darkspot"
 
     @property
-    def network(self) -> str:
-        """What runs a tile, for a model list: ``unet / tu-resnet18``, or for an ensemble its members and how their
-        logits meet (the card's own encoder field is its first member's)."""
+    def networks(self) -> list[str]:
+        """Each network the model runs, as ``unet / tu-resnet18``: an ensemble's members in order (the card's own encoder
+        field is its first member's), else the one network."""
         members = self.arch_kwargs.get("members") if self.architecture == "ensemble" else None
-        if not members:
-            return f"{self.architecture} / {self.encoder}"
-        fusion = self.arch_kwargs.get("fusion", "mean")
-        return f"{fusion} of " + " and ".join(f"{m['architecture']} / {m['encoder']}" for m in members)
+        return [f"{m['architecture']} / {m['encoder']}" for m in members] if members else [f"{self.architecture} / {self.encoder}"]
+
+    @property
+    def network(self) -> str:
+        """What runs a tile, for a model list: the network, or an ensemble's members and how their logits meet."""
+        if len(self.networks) == 1:
+            return self.networks[0]
+        return f"{self.arch_kwargs.get('fusion', 'mean')} of " + " and ".join(self.networks)
 
     @property
     def measured(self) -> Optional[str]:
