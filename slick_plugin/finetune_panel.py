@@ -196,12 +196,16 @@ class FinetunePanel(QgsCollapsibleGroupBox):
             return
         self._show_result(result.data)
         self.model_created.emit(str(result.data["model"]))
-        self._push(Qgis.Success, f"New model {Path(str(result.data['model'])).name}: trained on every labelled tile.")
+        name = Path(str(result.data["model"])).name
+        if result.data.get("best_epoch") == 0:
+            self._push(Qgis.Warning, f"New model {name} holds its parent's weights.", str(result.data.get("weights_note") or ""))
+        else:
+            self._push(Qgis.Success, f"New model {name}: trained on every labelled tile.")
 
     def _show_result(self, data: Dict[str, Any]) -> None:
         """What the run did, which threshold the new model uses, and on which scenes its weights detect."""
         lines = [f"{data['epochs_run']} epochs on all {data['train_tiles']} labelled tiles, layers: {data['train_layers']}, "
-                 f"{float(data['seconds']):.0f} s on {data['device']}.", str(data.get("threshold_note") or ""),
+                 f"{float(data['seconds']):.0f} s on {data['device']}.", str(data.get("weights_note") or ""), str(data.get("threshold_note") or ""),
                  str(data.get("use_note") or ""), f"Saved as {data['model']}"]
         self.summary.setText("<br>".join(html_text(line) for line in lines if line))
         self.detect_button.setVisible(True)

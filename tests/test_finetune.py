@@ -168,7 +168,7 @@ def test_a_child_says_what_its_parent_learnt_so_a_replaced_parent_changes_nothin
 
 def test_without_validation_every_labelled_tile_trains_every_epoch_and_the_parent_s_threshold_stays(tmp_path, small_model, arctic_store):
     logs = []
-    options = FinetuneOptions(**{**FAST, "epochs": 2, "val_fraction": 0.0, "pos_weight_cap": 10.0})
+    options = FinetuneOptions(**{**FAST, "epochs": 2, "val_fraction": 0.0, "pos_weight_cap": 10.0, "label_check": False})
     report = finetune(small_model, arctic_store, tmp_path / "tuned.safetensors", options, Progress(log=logs.append))
     tiles = collect_tiles(read_store(arctic_store), read_card(small_model), FAST["tile"], Progress())
     assert report.train_tiles == len(tiles) and report.val_tiles == report.val_slick_pixels == 0
@@ -185,10 +185,47 @@ def test_without_validation_every_labelled_tile_trains_every_epoch_and_the_paren
     assert not (tmp_path / "refused.safetensors").exists()
 
 
+def test_without_validation_a_run_that_loses_the_labelled_slicks_keeps_the_parent_s_weights(tmp_path, small_model, arctic_store):
+    """The untrained test model marks about half of every tile, a few labelled slicks among them; an epoch on mostly
+    clear sea teaches it to mark nothing, which finds fewer of the labelled slicks: the parent's weights are saved, to
+    the bit, and the run says so. Without the check the trained weights are saved whatever they score."""
+    options = FinetuneOptions(**{**FAST, "val_fraction": 0.0, "label_check": True})
+    logs = []
+    report = finetune(small_model, arctic_store, tmp_path / "checked.safetensors", options, Progress(log=logs.append))
+    assert report.labels_dice_after < report.labels_dice_before and report.best_epoch == 0 and report.epochs_run == 1
+    assert any(line.startswith("warning: the fine-tuned weights do not find the labelled slicks better") for line in logs)
+    lineage = read_card(report.model).lineage
+    assert (lineage["labels_dice_before"], lineage["labels_dice_after"], lineage["best_epoch"]) == (
+        round(report.labels_dice_before, 4), round(report.labels_dice_after, 4), 0)
+    assert "label_check" in report.timings
+    parent, checked, unchecked = (load_model(p, torch.device("cpu"))[0].state_dict() for p in (
+        small_model, report.model, finetune(small_model, arctic_store, tmp_path / "unchecked.safetensors", replace(options, label_check=False)).model))
+    assert all(torch.equal(checked[name], value) for name, value in parent.items())
+    assert not all(torch.equal(unchecked[name], value) for name, value in parent.items())
+
+
+def test_the_labelled_tiles_keep_the_trained_weights_only_when_they_score_above_the_parent():
+    """On tiles whose slicks the parent puts at 0.3-0.45 and sea at 0-0.25, it finds none at 0.5; weights that add 0.2
+    find them all and are kept; weights that take 0.2 away find none either, so the parent's come back."""
+    from engine.jobs.finetune import keep_if_better_on_labels
+
+    rng = np.random.default_rng(2)
+    slick = rng.random((4, 32, 32)) < 0.2
+    data = _probability_tiles(np.where(slick, rng.uniform(0.3, 0.45, slick.shape), rng.uniform(0, 0.25, slick.shape)), slick)
+    model = _Probability()
+    parent = copy.deepcopy(model.state_dict())
+    for shift, kept, dice in ((0.2, True, 1.0), (-0.2, False, 0.0)):
+        model.load_state_dict(parent)
+        torch.nn.init.constant_(model.decoder.bias, shift)
+        trained = copy.deepcopy(model.state_dict())
+        assert keep_if_better_on_labels(model, parent, data, TrainConfig(), 0.5) == (0.0, dice)
+        assert all(torch.equal(v, (trained if kept else parent)[k]) for k, v in model.state_dict().items())
+
+
 def test_parent_share_saves_weights_that_far_back_toward_the_parent(tmp_path, small_model, arctic_store):
     """The same seeded run saved as trained and half way back: every float tensor (batch-norm
     statistics too) lies on the line between child and parent, counters stay the child's."""
-    options = FinetuneOptions(**{**FAST, "epochs": 1, "val_fraction": 0.0})
+    options = FinetuneOptions(**{**FAST, "epochs": 1, "val_fraction": 0.0, "label_check": False})
     trained = finetune(small_model, arctic_store, tmp_path / "trained.safetensors", replace(options, parent_share=0.0))
     blended = finetune(small_model, arctic_store, tmp_path / "blended.safetensors", options)
     assert blended.parent_share == read_card(blended.model).lineage["parent_share"] == 0.5 == PARENT_SHARE
@@ -212,7 +249,7 @@ def test_fine_tuning_an_ensemble_trains_its_first_member_and_keeps_the_others(tm
     """The partner (in ``make quality-model``, a DeepLabV3 that never saw a real pixel) keeps its weights and batch-norm
     statistics to the bit; the first member's encoder and decoder learn."""
     parent = make_ensemble(small_model, tmp_path / "ensemble.safetensors")
-    options = FinetuneOptions(**{**FAST, "train_layers": "all", "val_fraction": 0.0, "parent_share": 0.0})
+    options = FinetuneOptions(**{**FAST, "train_layers": "all", "val_fraction": 0.0, "parent_share": 0.0, "label_check": False})
     logs = []
     report = finetune(parent, arctic_store, tmp_path / "tuned.safetensors", options, Progress(log=logs.append))
     assert "an ensemble: unet / tu-resnet10t learns, unet / tu-resnet10t keeps its weights" in logs

@@ -260,7 +260,8 @@ def held_changes(tuned: Path, parent: Path, split: Split) -> dict:
 
 def _report_columns(report: Optional[FinetuneReport]) -> dict:
     """The fine-tuning's own figures (all on the labelled half), blank where it refused to run."""
-    names = ("train_tiles", "val_tiles", "val_slick_pixels", "val_dice_before", "val_dice_after", "best_epoch", "epochs_run",
+    names = ("train_tiles", "val_tiles", "val_slick_pixels", "val_dice_before", "val_dice_after", "labels_dice_before",
+             "labels_dice_after", "best_epoch", "epochs_run",
              "lr", "train_layers", "parent_weight", "parent_share", "seconds")
     if report is None:
         return {f"finetune_{name}": "" for name in names}
@@ -426,6 +427,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                    "of the labelled tiles",
         "replay": "crops of the bundled labelled scenes the parent learnt from (never the tile itself), as a share of the "
                   "labelled tiles",
+        "label_check": "with --val-fraction 0, keep the parent's weights unless the trained ones find the labelled half's slicks "
+                       "better",
         "device": DEVICE_HELP,
         "seed": "seed of the tile split and training",
     }, train_layers={"choices": TRAIN_LAYERS}, lr={"type": number_or("auto")}, use_on={"choices": USE_ON})

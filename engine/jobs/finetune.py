@@ -114,6 +114,11 @@ class FinetuneOptions:
     """Crops of the bundled labelled scenes the parent learnt from, with their labels, as a share of the labelled tiles'
     number (``finetune_data.replay_tiles``); 0: none, the default, since 1 lowered the held half-scenes' mean from 0.466
     to 0.390 over two seeds (docs/within_scene.md)."""
+    label_check: bool = False
+    """Without validation tiles, save the trained weights only if they score above the parent on the labelled tiles
+    themselves (``labels_dice_before`` and ``after``), the parent's otherwise: a run that cannot beat its parent on the
+    very slicks it learnt from has gone wrong, and on real half-scenes such runs lost the unlabelled half (0.65 -> 0.00;
+    docs/within_scene.md). False: the trained weights whatever they score."""
     use_on: str = "labelled"
     """Where the new model's weights detect (``USE_ON``): ``labelled``, the scenes of its labels only, its parent's
     everywhere else (``ModelCard.taught_scenes``); or ``every`` scene. Experiments that score a fine-tuned model
@@ -135,6 +140,11 @@ class FinetuneReport:
     """The parent's, at its own threshold; None without validation tiles (``FinetuneOptions.val_fraction`` 0)."""
     val_dice_after: Optional[float]
     """The new model's, at ``threshold``; None without validation tiles."""
+    labels_dice_before: Optional[float]
+    """Without validation tiles: the parent's slick Dice on the labelled tiles (mirror-averaged, at its threshold), the
+    bar the trained weights must clear (``FinetuneOptions.label_check``); None otherwise."""
+    labels_dice_after: Optional[float]
+    """The trained weights' on the same tiles, after the interpolation toward the parent; None without the check."""
     threshold: float
     """The new model's decision threshold on the labelled scenes: calibrated on the validation tiles when they
     hold ``MIN_VAL_SLICK_PIXELS``, the parent's otherwise (``ModelCard.scene_thresholds``)."""
@@ -145,6 +155,9 @@ class FinetuneReport:
     """Which of the two applies where, and why, in a sentence for the analyst (the dock shows it)."""
     use_note: str
     """On which scenes the new model's weights detect, in a sentence for the analyst (``FinetuneOptions.use_on``)."""
+    weights_note: str
+    """Whose weights the new model holds and what decided it, in a sentence for the analyst (the dock shows it, and warns
+    when they are the parent's); empty where nothing was checked."""
     lr: float
     train_layers: str
     parent_weight: float
@@ -156,7 +169,7 @@ class FinetuneReport:
     generated: Optional[str] = None
     n_generated: int = 0
     timings: dict[str, float] = field(default_factory=dict)
-    """Seconds per part of the run (checks, tiles, parent, lr_range_test, epochs, validation, saving), which
+    """Seconds per part of the run (checks, tiles, parent, lr_range_test, epochs, validation, label_check, saving), which
     add up to ``seconds``: where an analyst's wait goes."""
 
     def to_dict(self) -> dict:
@@ -261,7 +274,8 @@ def finetune(
         progress.log(f"student training: {n_generated} generated samples from {sample_folder.path.name}, "
                      + ("hard labels" if options.generated_labels == "hard" else f"soft labels at T = {sample_folder.loss.temperature:g}"))
     share = parent_share(options)
-    parent_state = {k: v.detach().clone() for k, v in model.state_dict().items()} if share else {}
+    checking = options.label_check and not validating and options.from_parent
+    parent_state = {k: v.detach().clone() for k, v in model.state_dict().items()} if share or checking else {}
     config = train_config(card, options, device)
     config.student = sample_folder.loss if sample_folder else None
     config.calibrate = validating and (val_slick_pixels >= MIN_VAL_SLICK_PIXELS or not options.from_parent)
@@ -278,12 +292,22 @@ def finetune(
     progress.log(f"learning rate {config.lr:.2e}" + (" from a range test" if options.lr is None else ""))
     timed("lr_range_test")
     report = train(model, train_set, val_set, config, progress)
-    if parent_state:
+    if share:
         interpolate_weights(model, parent_state, share)
         progress.log(f"saved weights: {1 - share:g} fine-tuned, {share:g} parent")
     timed("epochs")
     timings["epochs"] = round(timings["epochs"] - report.val_seconds, 2)  # scoring after each epoch is its own part
     timings["validation"] = report.val_seconds
+    labels_before = labels_after = None
+    best_epoch = report.best_epoch
+    if checking:
+        labels_before, labels_after = keep_if_better_on_labels(model, parent_state, tileset(train_tiles), config, card.threshold)
+        progress.log(f"on the labelled tiles themselves: parent {labels_before:.3f}, fine-tuned {labels_after:.3f}")
+        if labels_after <= labels_before:
+            best_epoch = 0
+            progress.log("warning: the fine-tuned weights do not find the labelled slicks better than the parent does, so the new "
+                         "model keeps the parent's weights; label more slicks, or mark more reviewed sea")
+        timed("label_check")
     dice_after = report.val_dice_calibrated  # the kept weights' Dice on the same validation tiles, at their threshold
     elsewhere = card.threshold if options.from_parent else report.threshold
     scenes = sorted({t.scene for t in tiles})
@@ -311,9 +335,11 @@ def finetune(
         "val_slick_pixels": val_slick_pixels,
         "seed": options.seed,
         "epochs": report.epochs_run,
-        "best_epoch": report.best_epoch,
+        "best_epoch": best_epoch,
         "val_dice_before": _rounded(dice_before),
         "val_dice_after": _rounded(dice_after),
+        "labels_dice_before": _rounded(labels_before),
+        "labels_dice_after": _rounded(labels_after),
         "threshold": report.threshold,
         "threshold_elsewhere": elsewhere,
         "lr": config.lr,
@@ -354,14 +380,17 @@ def finetune(
         val_tiles=len(val_tiles),
         val_slick_pixels=val_slick_pixels,
         epochs_run=report.epochs_run,
-        best_epoch=report.best_epoch,
+        best_epoch=best_epoch,
         val_dice_before=dice_before,
         val_dice_after=dice_after,
+        labels_dice_before=labels_before,
+        labels_dice_after=labels_after,
         threshold=report.threshold,
         threshold_elsewhere=elsewhere,
         threshold_note=threshold_note(report.threshold, elsewhere, val_slick_pixels, config.calibrate) if validating else
         f"Threshold {elsewhere:.2f}, the parent's, on every scene: no tile was kept to validate on.",
         use_note=use_note(child, card.name, len(scenes), share),
+        weights_note=weights_note(best_epoch, validating, labels_before, labels_after),
         lr=config.lr,
         train_layers=options.train_layers,
         parent_weight=config.parent_weight,
@@ -392,8 +421,34 @@ def threshold_note(threshold: float, elsewhere: float, val_slick_pixels: int, ca
     return f"Threshold {threshold:.2f} on every scene."
 
 
+def keep_if_better_on_labels(model: torch.nn.Module, parent_state: dict[str, torch.Tensor], labelled: TileSet, config: TrainConfig,
+                             threshold: float) -> tuple[float, float]:
+    """The parent's and the trained weights' slick Dice on the tiles they were taught on, as detection cuts them
+    (mirror-averaged, at ``threshold``), leaving ``model`` with the trained weights only if theirs is higher. Without
+    validation tiles this is the one check a few labels allow: it cannot tell whether the rest of the scene gains,
+    only catch a run that lost the very slicks it was shown."""
+    trained = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    after = validate(model, labelled, config, mirrored=True).dice_near(threshold)
+    model.load_state_dict(parent_state)
+    before = validate(model, labelled, config, mirrored=True).dice_near(threshold)
+    if after > before:
+        model.load_state_dict(trained)
+    return before, after
+
+
 def _rounded(dice: Optional[float]) -> Optional[float]:
     return None if dice is None else round(dice, 4)
+
+
+def weights_note(best_epoch: int, validating: bool, labels_before: Optional[float], labels_after: Optional[float]) -> str:
+    if labels_before is not None and labels_after is not None:
+        if best_epoch == 0:
+            return (f"It keeps the parent's weights: on the labelled tiles themselves the fine-tuned ones found the slicks no better "
+                    f"(Dice {labels_after:.2f} against the parent's {labels_before:.2f}). Label more slicks, or mark more reviewed sea.")
+        return f"On the labelled tiles themselves it finds the slicks better than the parent (Dice {labels_after:.2f} against {labels_before:.2f})."
+    if validating and best_epoch == 0:
+        return "It keeps the parent's weights: no epoch beat the parent on the validation tiles. Label more slicks, or mark more reviewed sea."
+    return ""
 
 
 def use_note(child: ModelCard, parent_name: str, scenes: int, share: float) -> str:
@@ -507,6 +562,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                    "tiles' number (0: none)",
         "replay": "also train on crops of the bundled labelled scenes the parent learnt from, this share of the labelled tiles' "
                   "number (0: none)",
+        "label_check": "with --val-fraction 0, keep the parent's weights unless the trained ones find the labelled slicks better",
     }, use_on={"choices": USE_ON}, train_layers={"choices": TRAIN_LAYERS}, lr={"type": number_or("auto")},
        generated={"type": Path, "metavar": "DIR"}, n_generated={"metavar": "N"}, generated_labels={"choices": GENERATED_LABELS})
     p.set_defaults(func=_run_cli)
