@@ -124,10 +124,13 @@ class FinetuneParameters:
     """0: the engine's choice, as many samples as training tiles (the paper's)."""
     use_on: str = "labelled"
     """Where the new model's weights detect: ``labelled`` (its labels' scenes, the parent's elsewhere) or ``every``."""
+    label_check: bool = True
+    """False: the new weights are kept even where they find the labelled slicks no better than the parent's."""
 
     def command(self) -> EngineCommand:
         args = ["--base", self.base, "--labels", self.store, "--out", self.out, "--epochs", str(self.epochs),
-                "--tile", str(self.tile), "--train-layers", self.train_layers, "--device", self.device, "--use-on", self.use_on]
+                "--tile", str(self.tile), "--train-layers", self.train_layers, "--device", self.device, "--use-on", self.use_on,
+                "--label-check" if self.label_check else "--no-label-check"]
         if self.generated:
             args += ["--generated", self.generated]
             if self.n_generated:

@@ -98,6 +98,12 @@ class FinetunePanel(QgsCollapsibleGroupBox):
                                       "a few labels make a model better on their own scene and often worse on others. "
                                       "Untick to use the new weights on every scene.")
         form.addRow(self.labelled_only)
+        self.label_check = QCheckBox("Keep the parent's weights unless the new ones find the labelled slicks better")
+        self.label_check.setChecked(True)
+        self.label_check.setToolTip("After training, parent and new weights map the labelled tiles; where the new ones find "
+                                    "the labelled slicks no better, the new model keeps the parent's. Untick to keep the new "
+                                    "weights whatever they score, e.g. to see what the labels taught.")
+        form.addRow(self.label_check)
         self.run_controls = RunControls("Fine-tune")
         self.run_controls.run_button.setToolTip("Train a copy of the selected model on this project's labels. "
                                                 "The selected model file is never changed.")
@@ -170,7 +176,7 @@ class FinetunePanel(QgsCollapsibleGroupBox):
             train_layers=self.train_layers.currentText(), device=self._device(),
             generated=self._samples() if self.use_generated.isChecked() else "",
             n_generated=self.n_generated.value() if self.use_generated.isChecked() else 0,
-            use_on="labelled" if self.labelled_only.isChecked() else "every")
+            use_on="labelled" if self.labelled_only.isChecked() else "every", label_check=self.label_check.isChecked())
         self.chart.clear()
         self.result = None
         self.detect_button.setVisible(False)

@@ -518,6 +518,7 @@ def test_fine_tune_passes_the_generated_samples_it_is_asked_to_use(qgis_app, qtb
     args = started[-1].args
     assert args[args.index("--generated"):] == ("--generated", str(folder), "--n-generated", "7")
     assert args[args.index("--train-layers") + 1] == "all" and args[args.index("--use-on") + 1] == "labelled"  # the dock's defaults
+    assert "--label-check" in args and "--no-label-check" not in args
     panel.n_generated.setValue(0)  # the engine's default: as many as the training tiles
     panel.run()
     assert started[-1].args[-2:] == ("--generated", str(folder)) and "--n-generated" not in started[-1].args

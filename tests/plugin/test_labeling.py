@@ -390,6 +390,9 @@ def test_fine_tune_from_the_dock_makes_a_model_with_lineage_detects_with_it_and_
         ui: Session, qtbot, tmp_path: Path, module_dir: Path, arctic_store: Path, monkeypatch, processing) -> None:
     tiny_finetune(ui, module_dir, arctic_store)
     panel = ui.dock.finetune_panel
+    # The bundled model learnt sample_1: two epochs find its labels no better, which the check would answer with the
+    # parent's weights (the next test); unticked, the new weights stay, and there is something to compare.
+    panel.label_check.setChecked(False)
     assert not ui.dock.against_parent.isEnabled()  # the bundled model has no parent to compare with
     assert "2 slick labels, 0 look-alikes, 368." in ui.dock.labels_panel.counts_label.text()
     percents: List[int] = []
@@ -487,6 +490,23 @@ def test_fine_tune_from_the_dock_makes_a_model_with_lineage_detects_with_it_and_
     assert str(models[0]) not in listed and Path(ui.dock._current_model()["path"]) == parent
     assert not ui.dock.remove_model_button.isEnabled()  # the bundled parent cannot be removed
     assert any(f"Removed {data['model_name']}." in m for m in ui.iface.messages())
+
+
+def test_a_fine_tune_that_finds_the_labelled_slicks_no_better_keeps_the_parent_s_weights_and_says_so(
+        ui: Session, qtbot, tmp_path: Path, module_dir: Path, arctic_store: Path) -> None:
+    tiny_finetune(ui, module_dir, arctic_store)
+    panel = ui.dock.finetune_panel
+    panel.label_check.setChecked(True)  # the default (a test before may have unticked it)
+    qtbot.mouseClick(panel.run_controls.run_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: panel.task is None, timeout=240_000)
+    assert panel.result.ok, panel.result.message
+    data = panel.result.data
+    assert data["best_epoch"] == 0 and data["epochs_run"] == 2 and data["labels_dice_after"] <= data["labels_dice_before"]
+    assert data["weights_note"].startswith("It keeps the parent's weights: on the labelled tiles themselves")
+    assert html_text(data["weights_note"]) in panel.summary.text()
+    name = Path(data["model"]).name
+    assert any(f"New model {name} holds its parent's weights." in m for m in ui.iface.messages()), ui.iface.messages()
+    assert model_card(Path(data["model"]))["lineage"]["best_epoch"] == 0
 
 
 def test_cancelling_a_fine_tune_leaves_no_model_file(ui: Session, qtbot, tmp_path: Path, module_dir: Path,
