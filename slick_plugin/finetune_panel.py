@@ -92,17 +92,15 @@ class FinetunePanel(QgsCollapsibleGroupBox):
         form.addRow("Train layers", self.train_layers)
         form.addRow("Tile (px)", self.tile)
         form.addRow(self.use_generated, self.n_generated)
-        self.labelled_only = QCheckBox("Use the new model on the labelled scenes only")
-        self.labelled_only.setChecked(True)
-        self.labelled_only.setToolTip("On every other scene, detection with the new model uses its parent's weights: "
-                                      "a few labels make a model better on their own scene and often worse on others. "
-                                      "Untick to use the new weights on every scene.")
+        self.labelled_only = _ticked("Use the new model on the labelled scenes only",
+                                     "On every other scene, detection with the new model uses its parent's weights: a few labels "
+                                     "make a model better on their own scene and often worse on others. Untick to use the new "
+                                     "weights on every scene.")
         form.addRow(self.labelled_only)
-        self.label_check = QCheckBox("Keep the parent's weights unless the new ones find the labelled slicks better")
-        self.label_check.setChecked(True)
-        self.label_check.setToolTip("After training, parent and new weights map the labelled tiles; where the new ones find "
-                                    "the labelled slicks no better, the new model keeps the parent's. Untick to keep the new "
-                                    "weights whatever they score, e.g. to see what the labels taught.")
+        self.label_check = _ticked("Keep the parent's weights unless the new ones find the labelled slicks better",
+                                   "After training, parent and new weights map the labelled tiles; where the new ones find the "
+                                   "labelled slicks no better, the new model keeps the parent's. Untick to keep the new weights "
+                                   "whatever they score, e.g. to see what the labels taught.")
         form.addRow(self.label_check)
         self.run_controls = RunControls("Fine-tune")
         self.run_controls.run_button.setToolTip("Train a copy of the selected model on this project's labels. "
@@ -224,3 +222,11 @@ class FinetunePanel(QgsCollapsibleGroupBox):
     def _show_changes(self) -> None:
         if self.result is not None and self.result.ok:
             self.changes_requested.emit(str(self.result.data["model"]))
+
+
+def _ticked(text: str, tip: str) -> QCheckBox:
+    """A check box for an engine default that is on, which the analyst may turn off."""
+    box = QCheckBox(text)
+    box.setChecked(True)
+    box.setToolTip(tip)
+    return box
