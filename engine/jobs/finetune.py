@@ -118,7 +118,7 @@ class FinetuneOptions:
     """Without validation tiles, save the trained weights only if they score above the parent on the labelled tiles
     themselves (``labels_dice_before`` and ``after``), the parent's otherwise: a run that cannot beat its parent on the
     very slicks it learnt from has gone wrong. On six pairs of within-scene runs it left 7 held halves worse against 10,
-    none lower (docs/within_scene.md). False: the trained weights whatever they score."""
+    no run's mean lower (docs/within_scene.md). False: the trained weights whatever they score."""
     use_on: str = "labelled"
     """Where the new model's weights detect (``USE_ON``): ``labelled``, the scenes of its labels only, its parent's
     everywhere else (``ModelCard.taught_scenes``); or ``every`` scene. Experiments that score a fine-tuned model
@@ -389,7 +389,7 @@ def finetune(
         threshold_elsewhere=elsewhere,
         threshold_note=threshold_note(report.threshold, elsewhere, val_slick_pixels, config.calibrate) if validating else
         f"Threshold {elsewhere:.2f}, the parent's, on every scene: no tile was kept to validate on.",
-        use_note=use_note(child, card.name, len(scenes), share),
+        use_note=use_note(child, card.name, len(scenes), share if best_epoch else 0.0),
         weights_note=weights_note(best_epoch, validating, labels_before, labels_after),
         lr=config.lr,
         train_layers=options.train_layers,
@@ -441,6 +441,8 @@ def _rounded(dice: Optional[float]) -> Optional[float]:
 
 
 def weights_note(best_epoch: int, validating: bool, labels_before: Optional[float], labels_after: Optional[float]) -> str:
+    """Whose weights the new model holds, in a sentence for the analyst: a model file that holds its parent's weights
+    looks like a new model in the list, so the run must say so."""
     if labels_before is not None and labels_after is not None:
         if best_epoch == 0:
             return (f"It keeps the parent's weights: on the labelled tiles themselves the fine-tuned ones found the slicks no better "
