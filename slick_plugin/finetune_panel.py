@@ -213,7 +213,7 @@ class FinetunePanel(QgsCollapsibleGroupBox):
                  str(data.get("use_note") or ""), f"Saved as {data['model']}"]
         self.summary.setText("<br>".join(html_text(line) for line in lines if line))
         self.detect_button.setVisible(True)
-        self.changes_button.setVisible(True)
+        self.changes_button.setVisible(data.get("best_epoch") != 0)  # the parent's own weights: nothing to compare
 
     def _detect_with_new_model(self) -> None:
         if self.result is not None and self.result.ok:
