@@ -154,7 +154,8 @@ class FinetuneReport:
     threshold_note: str
     """Which of the two applies where, and why, in a sentence for the analyst (the dock shows it)."""
     use_note: str
-    """On which scenes the new model's weights detect, in a sentence for the analyst (``FinetuneOptions.use_on``)."""
+    """On which scenes the new model's weights detect, in a sentence for the analyst (``FinetuneOptions.use_on``); empty
+    where they are the parent's."""
     weights_note: str
     """Whose weights the new model holds and what decided it, in a sentence for the analyst (the dock shows it, and warns
     when they are the parent's); empty where nothing was checked."""
@@ -389,7 +390,7 @@ def finetune(
         threshold_elsewhere=elsewhere,
         threshold_note=threshold_note(report.threshold, elsewhere, val_slick_pixels, config.calibrate) if validating else
         f"Threshold {elsewhere:.2f}, the parent's, on every scene: no tile was kept to validate on.",
-        use_note=use_note(child, card.name, len(scenes), share if best_epoch else 0.0),
+        use_note=use_note(child, card.name, len(scenes), share) if best_epoch else "",  # the parent's weights: the weights note says so
         weights_note=weights_note(best_epoch, validating, labels_before, labels_after),
         lr=config.lr,
         train_layers=options.train_layers,

@@ -508,6 +508,8 @@ def test_a_fine_tune_that_finds_the_labelled_slicks_no_better_keeps_the_parent_s
     assert any(f"New model {name} holds its parent's weights." in m for m in ui.iface.messages()), ui.iface.messages()
     assert model_card(Path(data["model"]))["lineage"]["best_epoch"] == 0
     assert panel.detect_button.isVisible() and not panel.changes_button.isVisible()  # the same weights: nothing to compare
+    OUTPUT.mkdir(exist_ok=True)
+    panel.grab().save(str(OUTPUT / "dock_finetune_kept_parent.png"))
 
 
 def test_cancelling_a_fine_tune_leaves_no_model_file(ui: Session, qtbot, tmp_path: Path, module_dir: Path,
