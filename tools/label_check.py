@@ -4,8 +4,8 @@
 
 Each pair is one ``python -m engine experiment within-scene`` command run twice, with ``--label-check`` and without,
 same parents and seed: training draws the same numbers either way, so the two runs differ only on the halves where
-the check handed back the parent's weights. Prints one markdown row per pair (held halves' mean, halves better and
-worse, which halves the check kept the parent on) and writes every row of every run, with its arm, to the CSV.
+the check handed back the parent's weights. Prints one markdown row per pair (held halves' mean and the
+halves worse than the parent, with and without the check; where it kept the parent) and writes every row of every run, with its arm, to the CSV.
 """
 
 from __future__ import annotations
@@ -40,13 +40,16 @@ def _worse(rows: list[dict]) -> str:
     return f"{len(worse)}" + (f" ({'; '.join(worse)})" if worse else "")
 
 
+def _mean(rows: list[dict], key: str) -> float:
+    return float(np.mean([r[key] for r in rows]))
+
+
 def _line(on: tuple[dict, list[dict]], off: tuple[dict, list[dict]]) -> str:
     (meta, rows_on), (_, rows_off) = on, off
     kept = [_half(r) + f" ({r['finetune_labels_dice_before']:.3f} → {r['finetune_labels_dice_after']:.3f} on its labels)"
             for r in rows_on if r["finetune_labels_dice_before"] != "" and r["kept_parent_weights"]]
-    mean = lambda rows, key: float(np.mean([r[key] for r in rows]))  # noqa: E731
-    return (f"| {meta['options']['recipe']['seed']} | `{meta['commit'][:7]}` | {mean(rows_on, 'dice_held_parent'):.3f} | "
-            f"**{mean(rows_off, 'dice_held_finetuned'):.3f}** | {_worse(rows_off)} | **{mean(rows_on, 'dice_held_finetuned'):.3f}** | "
+    return (f"| {meta['options']['recipe']['seed']} | `{meta['commit'][:7]}` | {_mean(rows_on, 'dice_held_parent'):.3f} | "
+            f"**{_mean(rows_off, 'dice_held_finetuned'):.3f}** | {_worse(rows_off)} | **{_mean(rows_on, 'dice_held_finetuned'):.3f}** | "
             f"{_worse(rows_on)} | {'; '.join(kept) or 'none'} |")
 
 
