@@ -21,6 +21,7 @@ from engine.experiments.transfer import CHANGE, TEST, TransferOptions, draw_set,
 from engine.jobs.finetune import FinetuneOptions
 from engine.jobs.finetune_data import Tile, collect_tiles, split_by_area
 from engine.jobs.labels import create_store, import_mask, read_store
+from engine.machine import file_sha256
 from engine.models.registry import read_card
 from engine.progress import Progress
 
@@ -110,7 +111,7 @@ def test_experiment_end_to_end_never_trains_on_a_test_scene(tmp_path, small_mode
     out = tmp_path / "transfer"
     recipe = FinetuneOptions(tile=256, epochs=1, lr=1e-3, device="cpu", val_fraction=0.25)
     options = TransferOptions(ns=(2, "all"), bootstraps=2, epoch_tiles=4, model=small_model, source=source_store, recipe=recipe)
-    result = transfer_experiment(out, options, Progress())
+    result = transfer_experiment(out, options, Progress(), "python -m engine experiment transfer --n 2 all")
 
     assert sorted(p.name for p in out.iterdir()) == ["runs.csv", "source_model.safetensors", "summary.csv", "target_labels.gpkg",
                                                      "transfer.json", "transfer.png"]
@@ -156,6 +157,15 @@ def test_experiment_end_to_end_never_trains_on_a_test_scene(tmp_path, small_mode
     assert written["notes"]["base_init"].startswith("random")
     assert written["reference_dice"]["pred_tl"]["sample_123"] == 0.793  # the paper's own prediction, as in the demo
     assert 0 <= written["reference_dice"]["source"]["mean"] <= 1  # the source model before any target training
+    # What made it, so that its page can say so: the command, the commit, the machine and the source model's hash.
+    made = written["made"]
+    assert made["command"] == "python -m engine experiment transfer --n 2 all" and made["commit"] and "cores" in made["machine"]
+    assert made["source_model_sha256"] == file_sha256(out / "source_model.safetensors")
+    page = transfer.page(written)
+    assert "`python -m engine experiment transfer --n 2 all`" in page and made["source_model_sha256"][:16] in page
+    change = next(r for r in result["summary"] if r["init"] == CHANGE and r["n"] == 2)
+    assert "| 2 | 2 | " in page and f"{change['mean_dice']:+.3f} [{change['ci_low']:.3f}, {change['ci_high']:.3f}]" in page
+    assert f"| {pool_size} = all | 1 | " in page and "`pred_tl` 0.665" in page
     with Image.open(out / "transfer.png") as picture:
         assert picture.format == "PNG" and picture.width > 500 and len(picture.convert("L").getcolors()) > 10  # not blank
 

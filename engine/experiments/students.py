@@ -35,10 +35,6 @@ from .transfer import TEST, paper_test_dice, score_test_scenes, t_interval
 REAL = "real only"
 EQ6 = "real only, eq. 6"
 """The control: real tiles alone with the student's loss, so that the samples' effect is told from the loss's."""
-RUNTIME = "torch"
-"""Students and their reference are detected by PyTorch: ``auto`` would export and time every new student
-file (ONNX files in the user's models folder, and about half a minute a model on the 2-core CPU) to pick a
-runtime whose masks agree with PyTorch's anyway."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +83,7 @@ def train_students(arms: list[Arm], seeds: tuple[int, ...], recipe: FinetuneOpti
                 report = finetune(arm.model or model, store, path, options, progress)
                 facts = {"generated": report.n_generated, "train_tiles": report.train_tiles, "val_tiles": report.val_tiles,
                          "epochs": report.epochs_run, "best_epoch": report.best_epoch, "val_dice": report.val_dice_after, "seconds": report.seconds}
-            dice = score_test_scenes(path, work / "detections", threshold, recipe.device, progress, RUNTIME)
+            dice = score_test_scenes(path, work / "detections", threshold, recipe.device, progress)
             runs.append({
                 "seed": seed, "condition": arm.name, "generated": facts["generated"],
                 **{f"dice_{scene}": round(d, 4) for scene, d in dice.items()},
@@ -152,7 +148,7 @@ def summarise(runs: list[dict]) -> list[dict]:
 
 def reference_dice(model: Path, work: Path, threshold: Optional[float], device: str, progress: Progress) -> dict[str, Any]:
     """What the students stand beside: the starting model's test Dice as it is, and the paper's predictions'."""
-    return {"bundled_model": _with_mean(score_test_scenes(model, work / "detections", threshold, device, progress, RUNTIME)),
+    return {"bundled_model": _with_mean(score_test_scenes(model, work / "detections", threshold, device, progress)),
             "paper": {kind: _with_mean(per) for kind, per in paper_test_dice().items()}}
 
 

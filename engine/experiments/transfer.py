@@ -57,6 +57,7 @@ from ..jobs.evaluate import slick_dice
 from ..jobs.finetune import FinetuneOptions, check_options, finetune, train_config
 from ..jobs.finetune_data import Tile, collect_tiles, split_by_area, tileset
 from ..jobs.labels import create_store, import_mask, read_store
+from ..machine import commit_text, describe, file_sha256, utc_now
 from ..models.eager import pick_device
 from ..models.registry import SYNTHETIC_MODEL, ModelCard, build_model, load_encoder_weights, load_model, read_card, save_model
 from ..models.training import TileSet, TrainConfig, lr_range_test, train
@@ -89,13 +90,14 @@ class TransferOptions:
     recipe: FinetuneOptions = field(default_factory=lambda: FinetuneOptions(tile=256, epochs=20, lr=DEFAULT_LR, val_fraction=0.25))
 
 
-def transfer_experiment(out: Path, options: TransferOptions, progress: Progress) -> dict:
+def transfer_experiment(out: Path, options: TransferOptions, progress: Progress, command: str = "") -> dict:
     """Run every (N, training set, initialisation), then write runs.csv, summary.csv, transfer.json and
     transfer.png into ``out``. runs.csv is rewritten whole after each run, so a stopped experiment keeps
-    the runs it finished; a bad N or source leaves the folder empty."""
+    the runs it finished; a bad N or source leaves the folder empty. ``command``: what the report says remakes it."""
     started = time.monotonic()
     _check(out, options)
     device = pick_device(options.recipe.device)
+    made = {"command": command, "commit": commit_text(), "machine": describe(device), "started": utc_now()}
     card = read_card(options.model)
     out.mkdir(parents=True, exist_ok=True)
     runs: list[dict] = []
@@ -132,6 +134,7 @@ def transfer_experiment(out: Path, options: TransferOptions, progress: Progress)
     _plot(summary, runs, references, out / "transfer.png", options.recipe.tile, len(pool), "encoder weights" if options.encoder_weights else "random init")
     result = {
         "out": str(out),
+        "made": {**made, "source_model_sha256": file_sha256(source), "seconds": round(time.monotonic() - started, 1)},
         "notes": {
             "base_init": base_init,
             "finetuned_init": f"{source} ({read_card(source).name})",
@@ -147,10 +150,52 @@ def transfer_experiment(out: Path, options: TransferOptions, progress: Progress)
         "reference_dice": {kind: {**{s: round(d, 3) for s, d in per.items()}, "mean": round(float(np.mean(list(per.values()))), 3)}
                            for kind, per in references.items()},
         "summary": summary,
-        "seconds": round(time.monotonic() - started, 1),
     }
     write_text(out / "transfer.json", json.dumps(result, indent=2, default=str))
     return result
+
+
+def page(result: dict) -> str:
+    """The report page of one run: how it was made, the table of test Dice per N against the paper's, and
+    the files beside it."""
+    made, pool = result["made"], result["pool"]
+    rows = {(r["init"], r["n"]): r for r in result["summary"]}
+    sizes = sorted({n for _, n in rows})
+
+    def cell(init: str, n: int) -> str:
+        r = rows.get((init, n))
+        if r is None:
+            return ""
+        interval = f" [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if r["ci_half_width"] is not None else ""
+        sign = "+" if init == CHANGE and r["mean_dice"] >= 0 else ""
+        return f"{sign}{r['mean_dice']:.3f}{interval}"
+
+    reference = result["reference_dice"]
+    lines = [
+        "# Transfer learning between modes (the paper's Fig. 2 and Table II)",
+        "",
+        f"Made by `{made['command']}` at commit {made['commit']} on {made['machine']}, {made['started']}, "
+        f"in {made['seconds'] / 60:.0f} min. Source model: {result['notes']['finetuned_init']}, sha256 `{made['source_model_sha256'][:16]}`.",
+        "",
+        f"Both initialisations train on the same N tiles of the pool scenes ({', '.join(pool['scenes'])}: {pool['train_tiles']} training "
+        f"tiles, {pool['train_slick_tiles']} with slicks; {pool['val_tiles']} fixed validation tiles, {pool['val_slick_tiles']} with slicks) "
+        f"with one recipe ({result['notes']['recipe']}), and are scored on the whole test scenes ({', '.join(result['notes']['test_scenes'])}) "
+        f"by the product's detection. Base: {result['notes']['base_init']}. Intervals: {result['notes']['interval']}.",
+        "",
+        "| N target tiles | runs | base | fine-tuned from the source model | change (paired) |",
+        "|---|---|---|---|---|",
+        *(f"| {n}{' = all' if n == pool['train_tiles'] else ''} | {rows[('base', n)]['runs']} | {cell('base', n)} | "
+          f"{cell('finetuned', n)} | {cell(CHANGE, n)} |" for n in sizes),
+        f"| source model, no target training | | | {reference['source']['mean']:.3f} | |",
+        f"| paper's own predictions on these scenes | | `pred_base` {reference['pred_base']['mean']:.3f} | `pred_tl` {reference['pred_tl']['mean']:.3f} | |",
+        "",
+        "Per scene, before any target training: " + "; ".join(
+            f"{kind} " + ", ".join(f"{s} {d:.3f}" for s, d in per.items() if s != "mean") for kind, per in reference.items()) + ".",
+        "",
+        "Per-run figures: `runs.csv` and `summary.csv` of the run's folder; the figure: `transfer.png`.",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def label_store(path: Path, scenes: tuple[str, ...]) -> Path:
@@ -162,15 +207,16 @@ def label_store(path: Path, scenes: tuple[str, ...]) -> Path:
     return store
 
 
-def score_test_scenes(model: Path, folder: Path, threshold: Optional[float], device: str, progress: Progress,
-                      runtime: Optional[str] = None) -> dict[str, float]:
-    """Slick Dice of ``model`` on each whole test scene: the product's detection (outputs in ``folder``,
-    replaced scene by scene, on ``runtime``, None: detection's default), scored against the analyst's label at
-    the threshold detection cut at (``None``: the model's own)."""
+def score_test_scenes(model: Path, folder: Path, threshold: Optional[float], device: str, progress: Progress) -> dict[str, float]:
+    """Slick Dice of ``model`` on each whole test scene: the product's detection (outputs in ``folder``, replaced
+    scene by scene), scored against the analyst's label at the threshold detection cut at (``None``: the model's own).
+
+    PyTorch runs the model, as the benchmark scores: ``auto`` would export and time every new model file (ONNX files
+    in the user's models folder, about half a minute a model on a 2-core CPU) to pick a runtime whose masks agree
+    with PyTorch's anyway."""
     dice = {}
     for scene in TEST:
-        options = DetectOptions(model=str(model), prefix=scene, threshold=threshold, device=device, overwrite=True)
-        options.runtime = runtime or options.runtime
+        options = DetectOptions(model=str(model), prefix=scene, threshold=threshold, device=device, runtime="torch", overwrite=True)
         result = detect(SAMPLES_DIR / scene / "raw_mosaic.tif", folder, options, progress)
         dice[scene] = slick_dice(result.mask, SAMPLES_DIR / scene / "labels_mosaic.png").dice
     return dice
@@ -397,10 +443,14 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "device": DEVICE_HELP,
         "seed": "seed of the training sets, the tile split and training",
     }, lr={"type": number_or("auto")})
+    q.add_argument("--markdown", type=Path, help="also write the report page here (e.g. docs/transfer.md)")
     q.set_defaults(func=_run_cli)
 
 
 def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
     defaults = TransferOptions()
     options = options_from(args, defaults, ns=tuple(args.n), recipe=options_from(args, defaults.recipe))
-    return transfer_experiment(args.out, options, progress)
+    result = transfer_experiment(args.out, options, progress, args.invocation)
+    if args.markdown:
+        write_text(args.markdown, page(result))
+    return result
