@@ -80,6 +80,11 @@ def commit_text() -> str:
     return head + (" (with uncommitted changes)" if uncommitted_changes() else "")
 
 
+def made_by(command: str, device: Optional["torch.device"] = None) -> dict:
+    """What a report says made it: the command that remakes it, the commit, the machine and when it started."""
+    return {"command": command, "commit": commit_text(), "machine": describe(device), "started": utc_now()}
+
+
 def memory_bytes(field: str = "VmHWM") -> Optional[int]:
     """This process's resident memory now (``VmRSS``) or at its peak (``VmHWM``), from Linux's /proc; None
     elsewhere. The peak belongs to the process image, so it starts afresh at exec, where getrusage's maxrss

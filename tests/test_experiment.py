@@ -25,7 +25,7 @@ from engine.machine import file_sha256
 from engine.models.registry import read_card
 from engine.progress import Progress
 
-from conftest import SMALL_MODEL as SMALL
+from conftest import SMALL_MODEL as SMALL, single_thread
 
 
 
@@ -193,3 +193,25 @@ def test_bad_requests_fail_before_training(tmp_path, small_model, capsys):
     error = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert error["event"] == "error" and error["kind"] == "OutputError"
     assert [p.name for p in busy.iterdir()] == ["notes.txt"]
+
+
+def test_leave_one_scene_out_fine_tunes_on_the_other_tiles_only_and_says_what_made_it(tmp_path, pool_model):
+    out, page = tmp_path / "loso", tmp_path / "loso.md"
+    with single_thread():  # a network this small trains and detects faster on one thread
+        assert main(["--jsonl", "experiment", "loso", "--base", str(pool_model), "--out", str(out), "--epochs", "1", "--tile", "128",
+                     "--device", "cpu", "--markdown", str(page)]) == 0
+    written = json.loads((out / "loso.json").read_text())
+    rows = {r["left_out"]: r for r in written["rows"]}
+    assert sorted(rows) == sorted(TEST)
+    for held in TEST:  # each fine-tuned model learnt from the other two tiles' labels, never from the one it is scored on
+        store = read_store(out / f"labels_without_{held}.gpkg")
+        assert sorted(Path(s).parent.name for s in store.scenes) == sorted(set(TEST) - {held})
+        assert 0 <= rows[held]["dice_finetuned"] <= 1 and rows[held]["weights"] in ("fine-tuned", "the parent's, kept")
+        assert rows[held]["dice_paper_tl"] == pytest.approx(transfer.paper_test_dice()["pred_tl"][held], abs=1e-3)
+    assert written["mean"]["dice_finetuned"] == pytest.approx(np.mean([r["dice_finetuned"] for r in rows.values()]), abs=1e-3)
+    made = written["made"]
+    assert made["command"].startswith("python -m engine experiment loso --base") and made["base_model_sha256"] == file_sha256(pool_model)
+    assert written["recipe"]["epochs"] == 1 and written["recipe"]["val_fraction"] == 0  # the product's recipe, as the command changed it
+    text = page.read_text()
+    assert f"`{made['command']}`" in text and made["base_model_sha256"][:16] in text
+    assert f"| sample_123 | {rows['sample_123']['dice_base_model']:.3f} ({rows['sample_123']['threshold_base_model']:g}) |" in text

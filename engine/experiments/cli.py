@@ -24,18 +24,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..atomic import write_text
 from ..cli.args import DEVICE_HELP, add_options, options_from
 from ..jobs.finetune import FinetuneOptions
 from ..models.registry import HELD_OUT_MODEL
 from ..models.training import TRAIN_LAYERS
 from ..progress import Progress
 from . import benchmark, dakd_eval, dakter_eval, transfer, within_scene
-from .loso import leave_one_scene_out
+from .loso import leave_one_scene_out, page as loso_page
 
 
-LOSO_RECIPE = FinetuneOptions(tile=256, epochs=20, lr=None, train_layers="decoder", val_fraction=0.25)
-"""The recipe the leave-one-scene-out fine-tuning figures were made with (docs/experiments.md): validation tiles
-choose the epoch and threshold; the product's own defaults came later (``FinetuneOptions``)."""
+LOSO_RECIPE = FinetuneOptions()
+"""The product's own fine-tuning recipe: what an analyst's labels on other scenes would do to a new one."""
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -45,6 +45,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--out", type=Path, default=Path("experiment_output/loso"), help="empty or new folder")
     q.add_argument("--base", type=Path, default=HELD_OUT_MODEL, help="model to fine-tune (default: the held-out model, which never saw sample_1, sample_2, sample_123)")
     q.add_argument("--threshold", type=float, help="default: each model's own")
+    q.add_argument("--markdown", type=Path, help="also write the report page here (e.g. docs/loso_finetune.md)")
     add_options(q, LOSO_RECIPE, {"tile": "tile size in pixels", "epochs": "most epochs per run",
                                  "train_layers": "all or decoder", "device": DEVICE_HELP, "seed": "seed of the tile split and training"},
                 train_layers={"choices": TRAIN_LAYERS})
@@ -57,4 +58,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_loso(args: argparse.Namespace, progress: Progress) -> dict:
-    return leave_one_scene_out(args.base, args.out, options_from(args, LOSO_RECIPE), args.threshold, progress)
+    result = leave_one_scene_out(args.base, args.out, options_from(args, LOSO_RECIPE), args.threshold, progress, args.invocation)
+    if args.markdown:
+        write_text(args.markdown, loso_page(result))
+    return result

@@ -57,7 +57,7 @@ from ..jobs.evaluate import slick_dice
 from ..jobs.finetune import FinetuneOptions, check_options, finetune, train_config
 from ..jobs.finetune_data import Tile, collect_tiles, split_by_area, tileset
 from ..jobs.labels import create_store, import_mask, read_store
-from ..machine import commit_text, describe, file_sha256, utc_now
+from ..machine import file_sha256, made_by
 from ..models.eager import pick_device
 from ..models.registry import SYNTHETIC_MODEL, ModelCard, build_model, load_encoder_weights, load_model, read_card, save_model
 from ..models.training import TileSet, TrainConfig, lr_range_test, train
@@ -97,7 +97,7 @@ def transfer_experiment(out: Path, options: TransferOptions, progress: Progress,
     started = time.monotonic()
     _check(out, options)
     device = pick_device(options.recipe.device)
-    made = {"command": command, "commit": commit_text(), "machine": describe(device), "started": utc_now()}
+    made = made_by(command, device)
     card = read_card(options.model)
     out.mkdir(parents=True, exist_ok=True)
     runs: list[dict] = []
