@@ -213,5 +213,5 @@ def test_leave_one_scene_out_fine_tunes_on_the_other_tiles_only_and_says_what_ma
     assert made["command"].startswith("python -m engine experiment loso --base") and made["base_model_sha256"] == file_sha256(pool_model)
     assert written["recipe"]["epochs"] == 1 and written["recipe"]["val_fraction"] == 0  # the product's recipe, as the command changed it
     text = page.read_text()
-    assert f"`{made['command']}`" in text and made["base_model_sha256"][:16] in text
+    assert f"`{made['command']}`" in text and made["base_model_sha256"][:16] in text and f"`{out}`" in text
     assert f"| sample_123 | {rows['sample_123']['dice_base_model']:.3f} ({rows['sample_123']['threshold_base_model']:g}) |" in text

@@ -75,6 +75,7 @@ def leave_one_scene_out(base: Path, out: Path, options: FinetuneOptions, thresho
                      f"(paper: base {row['dice_paper_base']:.3f}, transfer {row['dice_paper_tl']:.3f})")
     write_csv(out / "loso.csv", rows)
     summary = {
+        "out": str(out),
         "made": {**made, "base_model_sha256": file_sha256(base), "seconds": round(time.monotonic() - started, 1)},
         "recipe": asdict(options),
         "base_model": read_card(base).name,
@@ -113,7 +114,7 @@ def page(summary: dict) -> str:
         "| mean | **{dice_base_model:.3f}** | **{dice_finetuned:.3f}** | | {dice_paper_base:.3f} | {dice_paper_tl:.3f} |".format(**summary["mean"]),
         "",
         "Slick Dice of the slicks detection keeps against the analysts' labels; the threshold each model cut at in brackets. "
-        "Per-tile training figures: `loso.csv` of the run's folder.",
+        f"Per-tile training figures: `loso.csv` in `{summary['out']}`.",
         "",
     ]
     return "\n".join(lines)

@@ -192,7 +192,7 @@ def page(result: dict) -> str:
         "Per scene, before any target training: " + "; ".join(
             f"{kind} " + ", ".join(f"{s} {d:.3f}" for s, d in per.items() if s != "mean") for kind, per in reference.items()) + ".",
         "",
-        "Per-run figures: `runs.csv` and `summary.csv` of the run's folder; the figure: `transfer.png`.",
+        f"Per-run figures and the plot: `runs.csv`, `summary.csv` and `transfer.png` in `{result['out']}`.",
         "",
     ]
     return "\n".join(lines)
