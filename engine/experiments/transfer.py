@@ -137,7 +137,7 @@ def transfer_experiment(out: Path, options: TransferOptions, progress: Progress,
         "made": {**made, "source_model_sha256": file_sha256(source), "seconds": round(time.monotonic() - started, 1)},
         "notes": {
             "base_init": base_init,
-            "finetuned_init": f"{source} ({read_card(source).name})",
+            "finetuned_init": f"{Path(source).name} ({read_card(source).name})",
             "sampling": "without replacement, slick and sea tiles in the pool's proportions, at least one slick tile; N = all once",
             "interval": "95 % t-interval of the mean over the training sets of one N; the change is paired (same set, same seed)",
             "recipe": "both initialisations alike: epochs picked on validation Dice at a calibrated threshold (stored), "
