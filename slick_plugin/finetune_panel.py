@@ -201,7 +201,7 @@ class FinetunePanel(QgsCollapsibleGroupBox):
         self._show_result(result.data)
         self.model_created.emit(str(result.data["model"]))
         name = Path(str(result.data["model"])).name
-        if result.data.get("best_epoch") == 0:
+        if result.data.get("holds_parent_weights"):
             self._push(Qgis.Warning, f"New model {name} holds its parent's weights.", str(result.data.get("weights_note") or ""))
         else:
             self._push(Qgis.Success, f"New model {name}: trained on every labelled tile.")
@@ -213,7 +213,7 @@ class FinetunePanel(QgsCollapsibleGroupBox):
                  str(data.get("use_note") or ""), f"Saved as {data['model']}"]
         self.summary.setText("<br>".join(html_text(line) for line in lines if line))
         self.detect_button.setVisible(True)
-        self.changes_button.setVisible(data.get("best_epoch") != 0)  # the parent's own weights: nothing to compare
+        self.changes_button.setVisible(not data.get("holds_parent_weights"))  # the parent's own weights: nothing to compare
 
     def _detect_with_new_model(self) -> None:
         if self.result is not None and self.result.ok:

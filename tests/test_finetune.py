@@ -173,6 +173,7 @@ def test_without_validation_every_labelled_tile_trains_every_epoch_and_the_paren
     tiles = collect_tiles(read_store(arctic_store), read_card(small_model), FAST["tile"], Progress())
     assert report.train_tiles == len(tiles) and report.val_tiles == report.val_slick_pixels == 0
     assert report.epochs_run == report.best_epoch == 2 and report.val_dice_before is report.val_dice_after is None
+    assert not report.holds_parent_weights
     card = read_card(report.model)
     assert card.threshold == report.threshold == 0.5 and card.scene_thresholds == {}
     assert (read_card(small_model).pos_weight_cap, card.pos_weight_cap) == (100, 10)  # its own children will train as it did
@@ -193,6 +194,7 @@ def test_without_validation_a_run_that_loses_the_labelled_slicks_keeps_the_paren
     logs = []
     report = finetune(small_model, arctic_store, tmp_path / "checked.safetensors", options, Progress(log=logs.append))
     assert report.labels_dice_after < report.labels_dice_before and report.best_epoch == 0 and report.epochs_run == 1
+    assert report.holds_parent_weights and report.use_note == ""
     assert any(line.startswith("warning: the fine-tuned weights do not find the labelled slicks better") for line in logs)
     assert report.weights_note.startswith("It keeps the parent's weights") and report.use_note == ""
     lineage = read_card(report.model).lineage

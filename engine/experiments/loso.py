@@ -68,7 +68,7 @@ def leave_one_scene_out(base: Path, out: Path, options: FinetuneOptions, thresho
             "threshold_finetuned": thresholds["finetuned"],
             "finetune_seconds": report.seconds,
             "train_layers": report.train_layers,
-            "weights": "the parent's, kept" if report.best_epoch == 0 else "fine-tuned",
+            "weights": "the parent's, kept" if report.holds_parent_weights else "fine-tuned",
         }
         rows.append(row)
         progress.log(f"{held}: Dice {row['dice_base_model']:.3f} -> {row['dice_finetuned']:.3f} fine-tuned "

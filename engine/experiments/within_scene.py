@@ -211,7 +211,7 @@ def within_scene_experiment(out: Path, options: WithinSceneOptions, progress: Pr
             "dice_others_finetuned": round(float(np.mean([tuned.whole(s) for s in others])), 4) if others else "",
             "worst_other_change": round(min(tuned.whole(s) - parent.whole(s) for s in others), 4) if others else "",
             "not_finetuned": fallback,
-            "kept_parent_weights": report is None or report.best_epoch == 0,
+            "kept_parent_weights": report is None or report.holds_parent_weights,
             "threshold_parent": parent.results[split.sample].threshold,
             "threshold_finetuned": tuned.results[split.sample].threshold,
             **_report_columns(report),

@@ -137,6 +137,9 @@ class FinetuneReport:
     """Slick pixels of the validation tiles, all the keep-or-fall-back decision is made on."""
     epochs_run: int
     best_epoch: int
+    holds_parent_weights: bool
+    """Whether the new model file holds its parent's weights unchanged: no epoch beat the parent on the validation tiles,
+    or the label check kept them (``best_epoch`` 0). The dock warns and has nothing to compare; experiments say so."""
     val_dice_before: Optional[float]
     """The parent's, at its own threshold; None without validation tiles (``FinetuneOptions.val_fraction`` 0)."""
     val_dice_after: Optional[float]
@@ -317,6 +320,7 @@ def finetune(
     if validating:
         progress.log(f"validation Dice: parent {dice_before:.3f}, fine-tuned {dice_after:.3f} at threshold {report.threshold:.2f}"
                      + (f" (on the labelled scenes; {elsewhere:.2f} elsewhere)" if own else ""))
+    holds_parent = best_epoch == 0 and options.from_parent
     if report.best_epoch == 0 and options.from_parent:
         progress.log("warning: no epoch beat the parent on the validation tiles, so the new model keeps the parent's weights"
                      + (", with a threshold of its own on the labelled scenes" if own else " and threshold")
@@ -383,6 +387,7 @@ def finetune(
         val_slick_pixels=val_slick_pixels,
         epochs_run=report.epochs_run,
         best_epoch=best_epoch,
+        holds_parent_weights=holds_parent,
         val_dice_before=dice_before,
         val_dice_after=dice_after,
         labels_dice_before=labels_before,
@@ -391,7 +396,7 @@ def finetune(
         threshold_elsewhere=elsewhere,
         threshold_note=threshold_note(report.threshold, elsewhere, val_slick_pixels, config.calibrate) if validating else
         f"Threshold {elsewhere:.2f}, the parent's, on every scene: no tile was kept to validate on.",
-        use_note=use_note(child, card.name, len(scenes), share) if best_epoch else "",  # the parent's weights: the weights note says so
+        use_note="" if holds_parent else use_note(child, card.name, len(scenes), share),  # the weights note says whose they are
         weights_note=weights_note(best_epoch, validating, labels_before, labels_after),
         lr=config.lr,
         train_layers=options.train_layers,

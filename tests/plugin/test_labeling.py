@@ -414,6 +414,7 @@ def test_fine_tune_from_the_dock_makes_a_model_with_lineage_detects_with_it_and_
     data = panel.result.data
     # The engine's recipe keeps no validation tile: every epoch runs on every labelled tile, the last is kept.
     assert data["val_tiles"] == 0 and data["val_dice_before"] is data["val_dice_after"] is None and data["best_epoch"] == data["epochs_run"] == 2
+    assert not data["holds_parent_weights"]
     assert html_text(f"2 epochs on all {data['train_tiles']} labelled tiles, layers: decoder") in panel.summary.text()
     assert data["threshold_note"].startswith("Threshold") and html_text(data["threshold_note"]) in panel.summary.text()
     assert panel.labelled_only.isChecked() and model_card(models[0])["taught_scenes"]  # the default: the labelled scene only
@@ -501,7 +502,8 @@ def test_a_fine_tune_that_finds_the_labelled_slicks_no_better_keeps_the_parent_s
     qtbot.waitUntil(lambda: panel.task is None, timeout=240_000)
     assert panel.result.ok, panel.result.message
     data = panel.result.data
-    assert data["best_epoch"] == 0 and data["epochs_run"] == 2 and data["labels_dice_after"] <= data["labels_dice_before"]
+    assert data["holds_parent_weights"] and data["best_epoch"] == 0 and data["epochs_run"] == 2
+    assert data["labels_dice_after"] <= data["labels_dice_before"]
     assert data["weights_note"].startswith("It keeps the parent's weights: on the labelled tiles themselves")
     assert html_text(data["weights_note"]) in panel.summary.text()
     name = Path(data["model"]).name
