@@ -81,7 +81,8 @@ def test_only_narrows_the_candidates_and_refuses_an_unknown_one():
                            "real_texture_bce1_init50_ens2", "real_texture_bce1_init50_with_synthdlv3r18",
                            "real_texture_bce1_init50_with_synthdlv3r18seed1", "real_texture_bce1_init50_with_synthr50",
                            "real_texture_bce1_init50_and_synthdlv3r18", "real_texture_bce1_init50_and_synthdlv3r18seed1",
-                           "real_texture_bce1_init50_and_synthr50", "real_texture_bce1_init50_with_bce1synthdlv3r18",
+                           "real_texture_bce1_init50_and_synthr50", "real_texture_bce1_kdsynthr50_init50",
+                           "real_texture_bce1_init50_with_bce1synthdlv3r18",
                            "real_texture_bce1_refit_init50", "real_texture_bce1_dice25_refit_init50",
                            "real_texture_contrast_init50",
                            *synthetic, "synthetic_only_scenecal", *(f"{name}_scenecal" for name in synthetic),
@@ -308,3 +309,31 @@ def test_each_variant_of_the_bundled_recipe_changes_its_one_thing_and_keeps_plai
     assert trained["real_texture_bce1_frozenbn_without_sample_0.safetensors"] == (*base[:7], True)
     assert base[4:] == (1.0, "all", False, False) and base[2] not in (benchmark.COMPOSITE_MIX, benchmark.LABELLED_MIX)
     assert [share for _, share in moved] == [0.5] * 7 and len({start for start, _ in moved}) == 7
+
+
+def test_the_taught_candidate_learns_from_the_fold_s_resnet50_pairing_made_before_it(tmp_path, monkeypatch):
+    """The fold's pairing (its bundled-recipe U-Net beside the synthetic ResNet-50) is made where the run has none, and the
+    taught candidate's U-Net learns by the bundled recipe with that file as its teacher; the recipe's own U-Net has none."""
+    trained: dict = {}
+
+    def pretrained(out, recipe, config, progress, card):
+        trained[out.name] = (recipe, config.pos_weight_cap)
+        out.touch()
+
+    def paired(members, out, *args):
+        made.append((out.name, [m.name for m in members]))
+        out.touch()
+
+    made: list = []
+    monkeypatch.setattr(benchmark, "pretrain_real", pretrained)
+    monkeypatch.setattr(benchmark, "toward_init", lambda start, out, recipe, *args: out.touch())
+    monkeypatch.setattr(benchmark, "other_synthetic", lambda key, device: lambda folder, progress: folder / f"synthetic_{key}.safetensors")
+    monkeypatch.setattr(benchmark, "ensemble_models", paired)
+    every = candidates(parse_args(["experiment", "benchmark", "--device", "cpu"]), 0)
+    every["real_texture_bce1_kdsynthr50_init50"](ARCTIC[1:], tmp_path / "real_texture_bce1_kdsynthr50_init50_without_sample_0.safetensors", silent())
+    pairing = tmp_path / "real_texture_bce1_init50_with_synthr50_without_sample_0.safetensors"
+    assert made == [(pairing.name, ["real_texture_bce1_init50_without_sample_0.safetensors", "synthetic_r50.safetensors"])]
+    taught, cap = trained["real_texture_bce1_kdsynthr50_without_sample_0.safetensors"]
+    own, own_cap = trained["real_texture_bce1_without_sample_0.safetensors"]
+    assert taught.teacher == pairing and own.teacher is None and cap == own_cap == 1.0
+    assert taught.scenes == own.scenes == tuple(s.name for s in ARCTIC[1:])

@@ -93,3 +93,23 @@ def test_skeleton_recall_counts_a_missed_thin_strand_where_dice_barely_does():
     nothing = skeleton_recall_loss(logits, torch.zeros_like(y), valid)
     nothing.backward()
     assert nothing.item() == 0.0 and logits.grad is not None
+
+
+def test_a_teacher_s_term_pulls_the_logits_toward_its_probability_and_leaves_untaught_tiles_alone():
+    """Where a tile carries no teacher's probability (validation) the loss is the paper's; where it does, a gradient
+    step on the teacher's term alone moves the student's softened probability toward the teacher's, from either side."""
+    from engine.models.losses import TeacherLoss, slick_loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 1, 16, 16)
+    target = (torch.rand(2, 1, 16, 16) > 0.9).float()
+    valid = torch.ones_like(target)
+    loss = TeacherLoss(cap=1.0)
+    assert torch.equal(loss(logits, target, valid), slick_loss(logits, target, valid, cap=1.0))
+    teacher = torch.sigmoid(torch.randn(2, 1, 16, 16) * 3 / loss.temperature)
+    student = logits.clone().requires_grad_(True)
+    (loss(student, target, valid, teacher) - slick_loss(student, target, valid, cap=1.0)).backward()
+    stepped = torch.sigmoid((student - 2 * valid.sum() * student.grad) / loss.temperature)  # the mean's 1/N undone
+    before = (torch.sigmoid(logits / loss.temperature) - teacher).abs()
+    assert (stepped - teacher).abs().mean() < 0.7 * before.mean()
+    assert ((stepped - teacher).abs() < before).all()

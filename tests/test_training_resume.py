@@ -517,3 +517,37 @@ def test_a_model_that_learnt_no_real_scene_is_cut_where_whole_real_scenes_say(tm
     with pytest.raises(ModelError, match="learnt sample_70"):
         calibrated_on_scenes(learnt, scenes, tmp_path / "refused.safetensors", "cpu", Progress(None))
     assert not (tmp_path / "refused.safetensors").exists()
+
+
+def test_pretrain_with_a_teacher_learns_its_probabilities_too_and_says_which(tmp_path, capsys):
+    """The same seeded run with and without ``--teacher`` (an ensemble file, as the benchmark's teacher is): other
+    weights, the teacher named by file and hash in the card's command and data; a missing teacher, one that reads
+    other tiles, or a teacher with ``--refit`` is refused before any training."""
+    import json
+
+    from engine.cli.main import main
+    from engine.machine import file_sha256
+    from engine.models.registry import load_model, read_card
+
+    from conftest import make_ensemble, make_model
+
+    small = {k: v for k, v in SMALL.items() if k != "name"}
+    init = make_model(tmp_path / "init.safetensors", **small)
+    teacher = make_ensemble(init, tmp_path / "teacher.safetensors")
+    args = ["--jsonl", "pretrain", "--init", str(init), "--train-tiles", "8", "--tile", "64", "--epochs", "1", "--batch-size", "4",
+            "--device", "cpu", "--pos-weight-cap", "1"]
+    assert main([*args, "--out", str(tmp_path / "plain.safetensors")]) == 0
+    assert main([*args, "--out", str(tmp_path / "taught.safetensors"), "--teacher", str(teacher)]) == 0
+    card = read_card(tmp_path / "taught.safetensors")
+    assert card.provenance["how"] == read_card(tmp_path / "plain.safetensors").provenance["how"] + f" --teacher {teacher}"
+    assert card.provenance["data"]["teacher"]["sha256"] == file_sha256(teacher)
+    a, b = (load_model(tmp_path / f"{n}.safetensors", torch.device("cpu"))[0].state_dict() for n in ("plain", "taught"))
+    assert any(not torch.equal(a[name], b[name]) for name in a if a[name].is_floating_point())
+    capsys.readouterr()
+    other = make_model(tmp_path / "other.safetensors", **{**small, "pixel_size": 10.0})
+    for extra, said in ((["--teacher", str(tmp_path / "none.safetensors")], "No teacher model"),
+                        (["--teacher", str(other)], "reads tiles otherwise"),
+                        (["--teacher", str(teacher), "--refit", "--init-share", "0.5"], "without a teacher")):
+        out = tmp_path / "refused.safetensors"
+        assert main([*args, "--out", str(out), *extra]) == 2
+        assert said in json.loads(capsys.readouterr().out.splitlines()[-1])["message"] and not out.exists()

@@ -126,7 +126,7 @@ def real_texture_trainer(epochs: int, train_tiles: int, device: str, seed: int, 
                          pos_weight_cap: float = POS_WEIGHT_CAP, train_layers: str = "all", keep_last: bool = False,
                          frozen_statistics: bool = False, init_share: float = 0.0, refit: bool = False,
                          dice_weight: float = TrainConfig.dice_weight, north_sea: tuple[str, ...] = RealRecipe.north_sea,
-                         skeleton_weight: float = TrainConfig.skeleton_weight) -> Trainer:
+                         skeleton_weight: float = TrainConfig.skeleton_weight, teacher: Optional[Member] = None) -> Trainer:
     """The bundled model's own recipe (``engine pretrain --data real``) on the given scenes: from the
     synthetic model, or with ``network`` (a key of ``NETWORKS``) from random initialisation; with
     ``average_from``, the average of the epochs from that one on (``TrainConfig.average_from``). Another
@@ -141,13 +141,15 @@ def real_texture_trainer(epochs: int, train_tiles: int, device: str, seed: int, 
     norm keeps the start's running statistics (``TrainConfig.frozen_statistics``). ``init_share`` and ``refit``: as
     ``engine pretrain --init-share --refit`` makes the model in one run (``RealRecipe``). ``dice_weight``: a of the loss
     (``TrainConfig.dice_weight``). ``north_sea``: the North Sea tiles learnt from besides the fold's Arctic scenes.
-    ``skeleton_weight``: of the centre-line recall term (``TrainConfig.skeleton_weight``)."""
+    ``skeleton_weight``: of the centre-line recall term (``TrainConfig.skeleton_weight``). ``teacher``: the fold's model whose
+    probability every training tile is also taught (``RealRecipe.teacher``), made where the run has none."""
 
     def trainer(scenes: list[LabelledScene], out: Path, progress: Progress) -> Path:
         scale = (RealRecipe.tile / tile) ** 2
         start = {} if network is None and init is None else {"init": None if network else init(out.parent, progress)}
         recipe = RealRecipe(scenes=tuple(s.name for s in scenes), train_tiles=round(train_tiles * scale), tile=tile, mix=mix,
-                            masked_epochs=masked_epochs, init_share=init_share, refit=refit, north_sea=north_sea, **start)
+                            masked_epochs=masked_epochs, init_share=init_share, refit=refit, north_sea=north_sea,
+                            teacher=None if teacher is None else teacher(scenes, out, progress), **start)
         card = None if network is None else pretrain_card(*NETWORKS[network])
         config = TrainConfig(epochs=epochs, batch_size=max(1, round(8 * scale)), lr=lr, seed=seed, device=device, augment=paper_augment,
                              select_on_dice=True, patience=3, average_from=average_from, parent_weight=parent_weight,
@@ -368,7 +370,9 @@ with the ResNet-50 passed the rule set for it (docs/benchmark_ensemble_r50.md): 
 bundled models.
 ``real_texture_bce1_init50_and_synth<key>`` keeps their minimum logit instead: slick only where both call it so, since the
 mean pairing's extra false slicks were the DeepLabV3's. ``real_texture_bce1_init50_with_bce1synthdlv3r18`` pairs the U-Net with that DeepLabV3 after the bundled recipe instead:
-two networks that both learnt the fold's scenes."""
+two networks that both learnt the fold's scenes. ``real_texture_bce1_kdsynthr50_init50``: the bundled recipe whose U-Net is also
+taught, on every training tile, the fold's ResNet-50 pairing's probability (``TeacherLoss``): the pairing's marks at the
+U-Net's cost, if distillation keeps them."""
 
 
 def scene_calibrated(made: Callable[[Path, Progress], Path], device: str) -> Trainer:
@@ -617,7 +621,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
                         "scores them alike where roaring-landmask is not installed")
     q.add_argument("--only", nargs="+", metavar="CANDIDATE",
                    help="score only these candidates (darkspot, synthetic_only, real_texture, real_texture_swa, real_texture_512, "
-                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_init50_mirrorcal, real_texture_init50_bandmean, real_texture_lr1e-3_init50, real_texture_composite_init50, real_texture_2xtiles_init50, real_texture_soup_init50, real_texture_bce10/1 (trained) and real_texture_bce10/1_init25/50/75, real_texture_bce1_512_init50, real_texture_bce1_composite_init50, real_texture_bce1_labelled_init50, real_texture_bce1_decoder_init50, real_texture_bce1_last_init50, real_texture_bce1_frozenbn_init50, real_texture_bce1_dice25_init50, real_texture_bce1_skeleton_init50, real_texture_bce1_refit_init50, real_texture_bce1_dice25_refit_init50, real_texture_bce1_init50_ens2, real_texture_bce1_init50_with_synthdlv3r18/dlv3r18seed1/r50 (their minimum: _and_ for _with_), real_texture_bce1_init50_with_bce1synthdlv3r18, real_texture_contrast_init50, synthetic_2x/short/seed1/r50/dlv3r18/dlv3r18seed1/mnv4s (and each with _scenecal: its threshold on the fold's whole scenes; synthetic_only_scenecal too), real_texture_synth2x/short/seed1/r50/dlv3r18/dlv3r18seed1/mnv4s_init50, real_texture_bce1_synthr50/dlv3r18/dlv3r18seed1/mnv4s_init25/50/75 or a network given with --networks)")
+                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_init50_mirrorcal, real_texture_init50_bandmean, real_texture_lr1e-3_init50, real_texture_composite_init50, real_texture_2xtiles_init50, real_texture_soup_init50, real_texture_bce10/1 (trained) and real_texture_bce10/1_init25/50/75, real_texture_bce1_512_init50, real_texture_bce1_composite_init50, real_texture_bce1_labelled_init50, real_texture_bce1_decoder_init50, real_texture_bce1_last_init50, real_texture_bce1_frozenbn_init50, real_texture_bce1_dice25_init50, real_texture_bce1_skeleton_init50, real_texture_bce1_refit_init50, real_texture_bce1_dice25_refit_init50, real_texture_bce1_init50_ens2, real_texture_bce1_init50_with_synthdlv3r18/dlv3r18seed1/r50 (their minimum: _and_ for _with_), real_texture_bce1_kdsynthr50_init50 (taught by the _with_synthr50 pairing), real_texture_bce1_init50_with_bce1synthdlv3r18, real_texture_contrast_init50, synthetic_2x/short/seed1/r50/dlv3r18/dlv3r18seed1/mnv4s (and each with _scenecal: its threshold on the fold's whole scenes; synthetic_only_scenecal too), real_texture_synth2x/short/seed1/r50/dlv3r18/dlv3r18seed1/mnv4s_init50, real_texture_bce1_synthr50/dlv3r18/dlv3r18seed1/mnv4s_init25/50/75 or a network given with --networks)")
     q.set_defaults(func=_run)
 
 
@@ -636,6 +640,11 @@ def candidates(args: argparse.Namespace, seed: int) -> dict[str, Trainer]:
         start = other_synthetic(key, device)
         return toward_init_trainer(share, real_texture_trainer(args.epochs, args.train_tiles, device, seed, init=start, pos_weight_cap=1.0),
                                    device, f"real_texture_bce1_synth{key}", init=start)
+
+    def paired(key: str, fusion: str = "mean") -> Trainer:
+        """The fold's bundled-recipe model and ``synthetic_<key>`` as one model (``ENSEMBLE_PARTNERS``)."""
+        return ensemble_trainer([recipe_member("real_texture_bce1_init50", seed, bundled_with("real_texture_bce1")), synthetic_member(key, device)],
+                                device, fusion)
 
     every: dict[str, Trainer] = {
         "darkspot": fit_darkspot,
@@ -678,12 +687,10 @@ def candidates(args: argparse.Namespace, seed: int) -> dict[str, Trainer]:
         f"real_texture_bce1_init50_ens{ENSEMBLE_SIZE}": ensemble_trainer(
             [recipe_member("real_texture_bce1_init50", member, bundled_with("real_texture_bce1", member)) for member in range(ENSEMBLE_SIZE)],
             device),
-        **{f"real_texture_bce1_init50_with_synth{key}": ensemble_trainer(
-            [recipe_member("real_texture_bce1_init50", seed, bundled_with("real_texture_bce1")), synthetic_member(key, device)], device)
-           for key in ENSEMBLE_PARTNERS},
-        **{f"real_texture_bce1_init50_and_synth{key}": ensemble_trainer(
-            [recipe_member("real_texture_bce1_init50", seed, bundled_with("real_texture_bce1")), synthetic_member(key, device)], device, "min")
-           for key in ENSEMBLE_PARTNERS},
+        **{f"real_texture_bce1_init50_with_synth{key}": paired(key) for key in ENSEMBLE_PARTNERS},
+        **{f"real_texture_bce1_init50_and_synth{key}": paired(key, "min") for key in ENSEMBLE_PARTNERS},
+        "real_texture_bce1_kdsynthr50_init50": bundled_with("real_texture_bce1_kdsynthr50", teacher=recipe_member(
+            "real_texture_bce1_init50_with_synthr50", seed, paired("r50"))),
         "real_texture_bce1_init50_with_bce1synthdlv3r18": ensemble_trainer(
             [recipe_member("real_texture_bce1_init50", seed, bundled_with("real_texture_bce1")),
              recipe_member("real_texture_bce1_synthdlv3r18_init50", seed, bundled_from("dlv3r18"))], device),

@@ -146,3 +146,24 @@ class StudentLoss:
         if real.any():
             loss = loss + real.sum() / n * self.real(logits[real], target[real], valid[real])
         return loss
+
+
+@dataclass(frozen=True)
+class TeacherLoss:
+    """The paper's loss on the labels plus Hinton's distillation (``distillation_loss``) toward another model's slick
+    probability on every pixel, the teacher's soft label softened at ``temperature`` (``TileSet.soft``).
+
+    For a light network learning from a heavier one: the bundled U-Net beside a DeepLabV3-R50 that never saw a real
+    pixel marks slicks better on held-out scenes than the U-Net alone, at 32 times its cost a tile
+    (docs/benchmark_ensemble_r50.md); taught by that pair on its training tiles, the U-Net alone might keep some of it.
+    Tiles without a soft label (validation) get the paper's loss alone."""
+
+    kd: float = 1.0
+    temperature: float = 2.0
+    alpha: float = ALPHA
+    cap: float = POS_WEIGHT_CAP
+
+    def __call__(self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, soft: Optional[torch.Tensor] = None,
+                 generated: Optional[torch.Tensor] = None) -> torch.Tensor:
+        loss = slick_loss(logits, target, valid, self.alpha, self.cap)
+        return loss if soft is None else loss + self.kd * distillation_loss(logits, soft, valid, self.temperature)

@@ -35,12 +35,13 @@ from ..errors import InputError, ModelError
 from ..machine import describe, file_sha256
 from ..progress import Progress
 from ..scenes.normalise import Stretch
-from .eager import pick_device
+from .eager import autocast, pick_device
 from .ensemble import FUSIONS, member_spec
+from .losses import TeacherLoss
 from .registry import (ARCHITECTURES, DEFAULT_MODEL, POS_WEIGHT_CAP, SYNTHETIC_MODEL, ModelCard, build_model, load_encoder_weights, load_model,
                        read_card, save_model, user_models_dir)
 from .selfsupervised import MaskedRecipe, masked_pretrain
-from .training import TileSet, TrainConfig, Validation, interpolate_weights, paper_augment, train, validate
+from .training import TileSet, TrainConfig, Validation, interpolate_weights, paper_augment, train, training_dtype, validate
 
 DEFAULT_TRAIN_SCENES = tuple(scene.name for scene in bundled.ARCTIC)
 """The Arctic scenes the bundled default model learns from: all five labelled ones. With the recipe unchanged, models
@@ -181,6 +182,8 @@ class RealRecipe:
     north_sea: tuple[str, ...] = tuple(scene.name for scene in bundled.NORTH_SEA)
     """The North Sea tiles (IW/VV) it learns from besides the Arctic scenes; those left out can score it on a sea, sensor
     mode and polarisation the Arctic scenes do not hold (``tools/north_sea.py``)."""
+    teacher: Optional[Path] = None
+    """A model whose slick probability every training tile is taught besides its labels (``TeacherLoss``); None: none."""
 
 
 def _tileset(tiles: Tiles) -> TileSet:
@@ -410,8 +413,12 @@ def pretrain_real(out: Path, recipe: RealRecipe, config: TrainConfig, progress: 
         model = build_model(card)
         if encoder_weights:
             load_encoder_weights(model, encoder_weights)
+    teacher = None if recipe.teacher is None else teacher_card(recipe, card)
     progress.log(f"cutting {recipe.train_tiles} training tiles of {recipe.tile} px from real and synthetic scenes")
     train_set, val_set, data = real_sets(recipe, card.pixel_size, config.seed)
+    if teacher is not None:
+        train_set, data["teacher"] = taught(train_set, Path(recipe.teacher), teacher, config, progress)
+        config = replace(config, student=TeacherLoss(alpha=config.dice_weight, cap=config.pos_weight_cap))
     report = train(model, train_set, val_set, config, progress)
     card.name = (f"Slick U-Net R18 25 m (real SAR texture: {', '.join(recipe.scenes)})" if _is_default(card)
                  else f"Slick {card.architecture} {card.encoder} 25 m (real SAR texture: {', '.join(recipe.scenes)})")
@@ -431,7 +438,8 @@ def pretrain_real(out: Path, recipe: RealRecipe, config: TrainConfig, progress: 
         + (" --keep-last" if config.keep_last else "")
         + (" --frozen-statistics" if config.frozen_statistics else "")
         + (" --more-lookalikes" if recipe.mix.synthetic_lookalikes else "")
-        + ("" if recipe.north_sea == RealRecipe.north_sea else " --north-sea" + "".join(f" {name}" for name in recipe.north_sea)),
+        + ("" if recipe.north_sea == RealRecipe.north_sea else " --north-sea" + "".join(f" {name}" for name in recipe.north_sea))
+        + ("" if recipe.teacher is None else f" --teacher {recipe.teacher}"),
         "data": data,
         **({} if masked is None else {"masked_image_pretraining": masked}),
         "selection": (f"the average of epochs {config.average_from}-{report.epochs_run}; threshold" if config.average_from is not None else
@@ -458,6 +466,40 @@ def pretrain_real(out: Path, recipe: RealRecipe, config: TrainConfig, progress: 
     if recipe.refit:
         found["refit"] = refit(out, recipe, config, progress)
     return found
+
+
+def teacher_card(recipe: RealRecipe, card: ModelCard) -> ModelCard:
+    """The card of ``recipe``'s teacher, checked before any tile is cut: one that reads tiles otherwise than the model it
+    would teach cannot teach it."""
+    teacher = Path(recipe.teacher)
+    if recipe.refit:
+        raise InputError("A refit learns from the labels alone, without a teacher.", "Leave out --teacher or --refit.")
+    if not teacher.is_file():
+        raise InputError(f"No teacher model at {teacher}.", "Give a .safetensors model file (python -m engine models lists them).")
+    found = read_card(teacher)
+    if (found.pixel_size, found.normalisation, found.in_channels) != (card.pixel_size, card.normalisation, card.in_channels):
+        raise InputError(f"{teacher.name} reads tiles otherwise than the model it would teach (pixel size, normalisation or bands).",
+                         f"Give a teacher made for the same {card.pixel_size:g} m stretched tiles.")
+    return found
+
+
+def taught(tiles: TileSet, teacher: Path, teacher_card: ModelCard, config: TrainConfig, progress: Progress) -> tuple[TileSet, dict]:
+    """``tiles`` with ``teacher``'s slick probability of each pixel, softened at ``TeacherLoss``'s temperature, as the soft
+    label augmentation moves with the tile; and what the card says of the teacher. Computed once, on the tiles as cut:
+    a teacher pass a batch would cost a DeepLabV3-R50 teacher more than the training itself."""
+    device = torch.device(config.device)
+    model, _ = load_model(teacher, device)
+    model.eval()
+    scale = float(teacher_card.normalisation.get("input_scale", config.input_scale))
+    temperature = TeacherLoss.temperature
+    soft = []
+    with torch.inference_mode(), autocast(device, training_dtype(device)):
+        for i in range(0, len(tiles), config.batch_size):
+            progress.update("teacher", i, len(tiles), f"The teacher's probabilities of {len(tiles)} training tiles")
+            logits = model(tiles.x[i : i + config.batch_size].to(device) * scale).float()
+            soft.append(torch.sigmoid(logits / temperature).cpu())
+    return (TileSet(tiles.x, tiles.y, tiles.valid, torch.cat(soft) * tiles.valid),
+            {"file": teacher.name, "sha256": file_sha256(teacher), "name": teacher_card.name, "temperature": temperature, "kd": TeacherLoss.kd})
 
 
 def refit(validated: Path, recipe: RealRecipe, config: TrainConfig, progress: Progress) -> dict:
@@ -549,6 +591,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                         "bands included, for those epochs, keeping that threshold")
     p.add_argument("--north-sea", nargs="*", default=list(RealRecipe.north_sea),
                    help="--data real: the North Sea tiles (IW/VV) to learn from (default: all four; none given: none), so that those left out can score the model")
+    p.add_argument("--teacher", type=Path,
+                   help="--data real: a model (e.g. python -m engine ensemble's) whose probability every training tile is also taught")
     p.add_argument("--init-share", type=float, default=0.0,
                    help="--data real: move the trained weights this share of the way back to --init's, and place the threshold again (0: none)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -578,7 +622,7 @@ def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
         init = None if starts_fresh else Path(args.init) if args.init else SYNTHETIC_MODEL
         recipe = RealRecipe(scenes=tuple(args.scenes), train_tiles=args.train_tiles or RealRecipe.train_tiles, tile=args.tile, init=init,
                             masked_epochs=args.masked_epochs, init_share=args.init_share, refit=args.refit,
-                            north_sea=tuple(args.north_sea), mix=Mix(synthetic_lookalikes=args.more_lookalikes))
+                            north_sea=tuple(args.north_sea), mix=Mix(synthetic_lookalikes=args.more_lookalikes), teacher=args.teacher)
         if args.init_share and (init is None or not 0 < args.init_share < 1):
             raise InputError(f"--init-share {args.init_share:g} needs a model to start from and a share between 0 and 1.",
                              "Give e.g. --init-share 0.5 without --init none.")

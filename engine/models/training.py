@@ -26,7 +26,7 @@ from ..atomic import staged
 from ..contract import TRAIN_LAYERS
 from ..progress import Progress, silent
 from .eager import autocast, fast_dtype
-from .losses import ALPHA, StudentLoss, skeleton_recall_loss, slick_loss
+from .losses import ALPHA, StudentLoss, TeacherLoss, skeleton_recall_loss, slick_loss
 from .registry import POS_WEIGHT_CAP
 from .views import FLIPS
 
@@ -45,8 +45,8 @@ class TileSet:
     y: torch.Tensor
     valid: torch.Tensor
     soft: Optional[torch.Tensor] = None
-    """Student training only: the slick probability each pixel is taught, (N,1,H,W): a generated tile's
-    soft label (eq. 3), a real tile's label itself."""
+    """Student or taught training only: the slick probability each pixel is taught, (N,1,H,W): a generated tile's
+    soft label (eq. 3), a real tile's label itself; or a teacher's probability (``TeacherLoss``)."""
     generated: Optional[torch.Tensor] = None
     """Student training only, with ``soft``: (N,) bool, which tiles are generated."""
 
@@ -164,9 +164,9 @@ class TrainConfig:
     skeleton_weight: float = 0.0
     """Weight of ``skeleton_recall_loss`` added to the paper's loss (0: none)."""
     device: str = "cpu"
-    student: Optional[StudentLoss] = None
-    """None: the transfer-learning paper's loss (``slick_loss``); a student's losses (eqs. 5-6) otherwise,
-    in validation too."""
+    student: Optional[StudentLoss | TeacherLoss] = None
+    """None: the transfer-learning paper's loss (``slick_loss``); otherwise a student's losses (eqs. 5-6) or the paper's
+    loss with a teacher's (``TeacherLoss``), in validation too."""
 
 
 @dataclass
@@ -244,7 +244,7 @@ def train_mode(model: torch.nn.Module, train_layers: str, frozen_statistics: boo
 def tile_loss(logits: torch.Tensor, batch: TileSet, config: TrainConfig) -> torch.Tensor:
     if config.student is None:
         if batch.soft is not None:
-            raise ValueError("a set with generated tiles needs a StudentLoss in the TrainConfig")
+            raise ValueError("a set with soft labels needs a StudentLoss or a TeacherLoss in the TrainConfig")
         loss = slick_loss(logits, batch.y, batch.valid, alpha=config.dice_weight, cap=config.pos_weight_cap)
         return loss + config.skeleton_weight * skeleton_recall_loss(logits, batch.y, batch.valid) if config.skeleton_weight else loss
     return config.student(logits, batch.y, batch.valid, batch.soft, batch.generated)
