@@ -417,8 +417,8 @@ def pretrain_real(out: Path, recipe: RealRecipe, config: TrainConfig, progress: 
     progress.log(f"cutting {recipe.train_tiles} training tiles of {recipe.tile} px from real and synthetic scenes")
     train_set, val_set, data = real_sets(recipe, card.pixel_size, config.seed)
     if teacher is not None:
-        train_set, data["teacher"] = taught(train_set, Path(recipe.teacher), teacher, config, progress)
         config = replace(config, student=TeacherLoss(alpha=config.dice_weight, cap=config.pos_weight_cap))
+        train_set, data["teacher"] = taught(train_set, Path(recipe.teacher), teacher, config, progress)
     report = train(model, train_set, val_set, config, progress)
     card.name = (f"Slick U-Net R18 25 m (real SAR texture: {', '.join(recipe.scenes)})" if _is_default(card)
                  else f"Slick {card.architecture} {card.encoder} 25 m (real SAR texture: {', '.join(recipe.scenes)})")
@@ -484,14 +484,14 @@ def teacher_card(recipe: RealRecipe, card: ModelCard) -> ModelCard:
 
 
 def taught(tiles: TileSet, teacher: Path, teacher_card: ModelCard, config: TrainConfig, progress: Progress) -> tuple[TileSet, dict]:
-    """``tiles`` with ``teacher``'s slick probability of each pixel, softened at ``TeacherLoss``'s temperature, as the soft
-    label augmentation moves with the tile; and what the card says of the teacher. Computed once, on the tiles as cut:
-    a teacher pass a batch would cost a DeepLabV3-R50 teacher more than the training itself."""
+    """``tiles`` with ``teacher``'s slick probability of each pixel, softened at the temperature of ``config.student`` (a
+    ``TeacherLoss``), as the soft label augmentation moves with the tile; and what the card says of the teacher. Computed
+    once, on the tiles as cut: a teacher pass a batch would cost a DeepLabV3-R50 teacher more than the training itself."""
     device = torch.device(config.device)
     model, _ = load_model(teacher, device)
     model.eval()
     scale = float(teacher_card.normalisation.get("input_scale", config.input_scale))
-    temperature = TeacherLoss.temperature
+    temperature, kd = config.student.temperature, config.student.kd
     soft = []
     with torch.inference_mode(), autocast(device, training_dtype(device)):
         for i in range(0, len(tiles), config.batch_size):
@@ -499,7 +499,7 @@ def taught(tiles: TileSet, teacher: Path, teacher_card: ModelCard, config: Train
             logits = model(tiles.x[i : i + config.batch_size].to(device) * scale).float()
             soft.append(torch.sigmoid(logits / temperature).cpu())
     return (TileSet(tiles.x, tiles.y, tiles.valid, torch.cat(soft) * tiles.valid),
-            {"file": teacher.name, "sha256": file_sha256(teacher), "name": teacher_card.name, "temperature": temperature, "kd": TeacherLoss.kd})
+            {"file": teacher.name, "sha256": file_sha256(teacher), "name": teacher_card.name, "temperature": temperature, "kd": kd})
 
 
 def refit(validated: Path, recipe: RealRecipe, config: TrainConfig, progress: Progress) -> dict:
