@@ -97,7 +97,8 @@ def test_skeleton_recall_counts_a_missed_thin_strand_where_dice_barely_does():
 
 def test_a_teacher_s_term_pulls_the_logits_toward_its_probability_and_leaves_untaught_tiles_alone():
     """Where a tile carries no teacher's probability (validation) the loss is the paper's; where it does, a gradient
-    step on the teacher's term alone moves the student's softened probability toward the teacher's, from either side."""
+    step on the teacher's term alone moves the student's softened probability toward the teacher's, from either side;
+    a skeleton term is added to it as to the paper's loss."""
     from engine.models.losses import TeacherLoss, slick_loss
 
     torch.manual_seed(0)
@@ -113,3 +114,7 @@ def test_a_teacher_s_term_pulls_the_logits_toward_its_probability_and_leaves_unt
     before = (torch.sigmoid(logits / loss.temperature) - teacher).abs()
     assert (stepped - teacher).abs().mean() < 0.7 * before.mean()
     assert ((stepped - teacher).abs() < before).all()
+    config = TrainConfig(student=loss, skeleton_weight=0.5)  # a skeleton term is added to a teacher's loss as to the paper's
+    taught = TileSet(torch.rand(2, 1, 16, 16) * 255, target, valid, teacher)
+    torch.testing.assert_close(tile_loss(logits, taught, config),
+                               loss(logits, target, valid, teacher) + 0.5 * skeleton_recall_loss(logits, target, valid))

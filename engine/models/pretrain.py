@@ -483,14 +483,14 @@ def teacher_card(recipe: RealRecipe, card: ModelCard) -> ModelCard:
     return found
 
 
-def taught(tiles: TileSet, teacher: Path, teacher_card: ModelCard, config: TrainConfig, progress: Progress) -> tuple[TileSet, dict]:
-    """``tiles`` with ``teacher``'s slick probability of each pixel, softened at the temperature of ``config.student`` (a
+def taught(tiles: TileSet, teacher: Path, card: ModelCard, config: TrainConfig, progress: Progress) -> tuple[TileSet, dict]:
+    """``tiles`` with ``teacher``'s (whose card is ``card``) slick probability of each pixel, softened at the temperature of ``config.student`` (a
     ``TeacherLoss``), as the soft label augmentation moves with the tile; and what the card says of the teacher. Computed
     once, on the tiles as cut: a teacher pass a batch would cost a DeepLabV3-R50 teacher more than the training itself."""
     device = torch.device(config.device)
     model, _ = load_model(teacher, device)
     model.eval()
-    scale = float(teacher_card.normalisation.get("input_scale", config.input_scale))
+    scale = float(card.normalisation.get("input_scale", config.input_scale))
     temperature, kd = config.student.temperature, config.student.kd
     soft = []
     with torch.inference_mode(), autocast(device, training_dtype(device)):
@@ -499,7 +499,7 @@ def taught(tiles: TileSet, teacher: Path, teacher_card: ModelCard, config: Train
             logits = model(tiles.x[i : i + config.batch_size].to(device) * scale).float()
             soft.append(torch.sigmoid(logits / temperature).cpu())
     return (TileSet(tiles.x, tiles.y, tiles.valid, torch.cat(soft) * tiles.valid),
-            {"file": teacher.name, "sha256": file_sha256(teacher), "name": teacher_card.name, "temperature": temperature, "kd": kd})
+            {"file": teacher.name, "sha256": file_sha256(teacher), "name": card.name, "temperature": temperature, "kd": kd})
 
 
 def refit(validated: Path, recipe: RealRecipe, config: TrainConfig, progress: Progress) -> dict:

@@ -242,12 +242,11 @@ def train_mode(model: torch.nn.Module, train_layers: str, frozen_statistics: boo
 
 
 def tile_loss(logits: torch.Tensor, batch: TileSet, config: TrainConfig) -> torch.Tensor:
-    if config.student is None:
-        if batch.soft is not None:
-            raise ValueError("a set with soft labels needs a StudentLoss or a TeacherLoss in the TrainConfig")
-        loss = slick_loss(logits, batch.y, batch.valid, alpha=config.dice_weight, cap=config.pos_weight_cap)
-        return loss + config.skeleton_weight * skeleton_recall_loss(logits, batch.y, batch.valid) if config.skeleton_weight else loss
-    return config.student(logits, batch.y, batch.valid, batch.soft, batch.generated)
+    if config.student is None and batch.soft is not None:
+        raise ValueError("a set with soft labels needs a StudentLoss or a TeacherLoss in the TrainConfig")
+    loss = (slick_loss(logits, batch.y, batch.valid, alpha=config.dice_weight, cap=config.pos_weight_cap) if config.student is None
+            else config.student(logits, batch.y, batch.valid, batch.soft, batch.generated))
+    return loss + config.skeleton_weight * skeleton_recall_loss(logits, batch.y, batch.valid) if config.skeleton_weight else loss
 
 
 def augmented(batch: TileSet, config: TrainConfig, gen: torch.Generator) -> TileSet:
