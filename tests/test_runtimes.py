@@ -16,11 +16,12 @@ from scipy.special import expit
 
 from engine.models import agreement, cpu_features, runtimes
 from engine.errors import ModelError, ResourceError
-from engine.models.eager import EagerForward, pick_device
+from engine.models.eager import EagerForward, fast_dtype, pick_device
 from engine.models.inference import Predictor, device_name, sigmoid
 from engine.models.registry import BUNDLED_DIR, load_model, read_card
 from engine.progress import Progress
 from engine.models.quantise import quantised_model
+from engine.models.training import training_dtype
 
 from conftest import make_ensemble
 
@@ -328,6 +329,17 @@ def test_bf16_is_a_candidate_only_where_the_cpu_has_it(monkeypatch):
         assert out == [str(bool(cpu_features.flags() & set(cpu_features.BF16_FLAGS))), "False"]
     monkeypatch.setattr(cpu_features, "flags", set)  # a system that lists none
     assert cpu_features.native_bf16() == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported() and torch.backends.mkldnn.is_available())
+
+
+def test_pytorch_runs_bf16_on_a_cpu_only_where_its_flags_have_it(monkeypatch):
+    """oneDNN calls bf16 supported on AVX-512 CPUs without bf16 units and emulates it there (a quarter of fp32's
+    matmul rate on a 2-core Ice Lake Xeon): the CPU's flags decide training's and eager inference's dtype, as they
+    decide which exported runtimes run bf16."""
+    for native in (False, True):
+        monkeypatch.setattr(cpu_features, "native_bf16", lambda native=native: native)
+        assert fast_dtype("cpu") == (torch.bfloat16 if native else None)
+        assert training_dtype(torch.device("cpu")) == fast_dtype("cpu")
+        assert ("torch bf16" in {c.label for c in runtimes.candidates(CPU)}) == native
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

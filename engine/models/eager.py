@@ -2,7 +2,9 @@
 
 The fast path is chosen per device: channels-last memory layout everywhere, bf16 autocast on CUDA and on
 CPUs with native bf16 (AVX-512 BF16 / AMX), fp16 on older GPUs, plain fp32 on other CPUs, where emulated
-bf16 is several times slower than fp32 (measured on this project's 2-core AVX2 machine).
+bf16 is several times slower than fp32 (measured on this project's 2-core AVX2 machine, and on a 2-core AVX-512
+Xeon without bf16 units, where oneDNN still reports bf16 as supported: it emulates it there, at a quarter of
+fp32's matmul rate). The CPU's own flags decide (``cpu_features``), as they do for the exported runtimes.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import ResourceError
+from . import cpu_features
 from .registry import ModelCard
 from .views import View
 
@@ -38,7 +41,7 @@ def fast_dtype(device: torch.device | str) -> Optional[torch.dtype]:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if device.type == "cpu" and cpu_features.native_bf16():
         return torch.bfloat16
     return None
 
