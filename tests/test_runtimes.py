@@ -18,7 +18,7 @@ from engine.models import agreement, cpu_features, runtimes
 from engine.errors import ModelError, ResourceError
 from engine.models.eager import EagerForward, fast_dtype, pick_device
 from engine.models.inference import Predictor, device_name, sigmoid
-from engine.models.registry import BUNDLED_DIR, load_model, read_card
+from engine.models.registry import BUNDLED_DIR, load_model, read_card, save_model
 from engine.progress import Progress
 from engine.models.quantise import quantised_model
 from engine.models.training import training_dtype
@@ -149,11 +149,11 @@ def test_openvino_compiles_a_tile_shape_once_per_machine(small_model):
 
 
 def test_auto_measures_once_per_machine_and_model(small_model, user_dirs):
-    """Once per machine, model and what the candidates run: a choice kept before OpenVINO's int8 changed (its key
+    """Once per machine, network and what the candidates run: a choice kept before OpenVINO's int8 changed (its key
     without the format) is measured again, not taken."""
     logs = []
     progress = Progress(lambda *a: None, log=logs.append)
-    older = f"{cpu_features.cpu_name()}|cpu|{runtimes.model_hash(small_model)}|128"
+    older = f"{cpu_features.cpu_name()}|cpu|{runtimes.network_signature(small_model, read_card(small_model))}|128"
     runtimes.cache_file().parent.mkdir(parents=True, exist_ok=True)
     runtimes.cache_file().write_text(json.dumps({older: {"runtime": "torchscript", "precision": "fp32"}}))
     predictor, _ = runtimes.make_predictor(small_model, CPU, "auto", progress=progress)
@@ -172,6 +172,22 @@ def test_auto_measures_once_per_machine_and_model(small_model, user_dirs):
     logs.clear()
     again, _ = runtimes.make_predictor(small_model, CPU, "auto", progress=progress)
     assert again.runtime == predictor.runtime and not any("Measuring" in line for line in logs)
+
+
+def test_a_model_of_a_measured_network_takes_its_runtime_untimed(small_model, user_dirs, tmp_path, model_factory):
+    """A fine-tuned model (here the same weights under another card: another file hash) runs as fast as its parent in
+    every runtime: its first detection takes the parent's measured choice without timing the candidates again. A
+    model of another network is another question."""
+    parent, _ = runtimes.make_predictor(small_model, CPU, "auto")
+    model, card = load_model(small_model)
+    card.name = "fine-tuned test model"
+    child = save_model(model, card, tmp_path / "child.safetensors")
+    assert runtimes.model_hash(child) != runtimes.model_hash(small_model)
+    logs = []
+    predictor, notes = runtimes.make_predictor(child, CPU, "auto", progress=Progress(lambda *a: None, log=logs.append))
+    assert predictor.runtime == parent.runtime and notes == [] and not any("Measuring" in line for line in logs)
+    other = model_factory(tmp_path / "two_bands.safetensors", tile_size=128, in_channels=2)
+    assert runtimes.network_signature(other, read_card(other)) != runtimes.network_signature(child, card)
 
 
 def test_a_gpu_times_its_candidates_on_the_batch_its_memory_holds(small_model, user_dirs, monkeypatch):

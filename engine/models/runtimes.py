@@ -4,8 +4,8 @@ The same network runs several times faster or slower depending on who executes i
 TorchScript with frozen weights (conv and batch-norm folded), ONNX Runtime, or OpenVINO, each from an ONNX
 export of the model file, in fp32, in bf16 where the CPU has native bf16 units (AVX-512 BF16, AMX), or in
 int8 (static post-training quantisation, ``quantise``). Which one wins depends on the CPU and the network,
-so ``auto`` measures: a short calibration on real tiles, once per machine (CPU model string) and model
-file (hash), cached in the user's cache folder. A candidate whose slick masks do not agree with PyTorch fp32
+so ``auto`` measures: a short calibration on real tiles, once per machine (CPU model string) and network
+(its layers and their shapes, ``network_signature``), cached in the user's cache folder. A candidate whose slick masks do not agree with PyTorch fp32
 (Dice < 0.98 on two real tiles no int8 model was calibrated on) is never chosen, however fast.
 
 Exports live beside the user's models (``<models>/.exports/<hash>.onnx``), never in the bundled resources.
@@ -59,7 +59,7 @@ CHOICE_FORMAT = "int8 2"
 int8 became its own model, NNCF's), so that a choice measured before is measured again rather than kept for good."""
 CALIBRATION_ROUNDS = 3
 """Rounds of the runtime choice, each candidate timed by its best: a pause of the machine only ever slows a round,
-and the choice is cached per machine and model. With one round, a benchmark run on the 2-core AMD EPYC once
+and the choice is cached per machine and network. With one round, a benchmark run on the 2-core AMD EPYC once
 chose PyTorch bf16, which three other calibrations there timed at 0.07 s a tile against OpenVINO bf16's 0.04 s."""
 
 
@@ -79,6 +79,21 @@ class Candidate:
 def model_hash(path: str | Path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()[:16]
+
+
+def network_signature(path: str | Path, card: ModelCard) -> str:
+    """What a runtime's speed depends on: the network's layers and their shapes, never its weights' values.
+
+    A fine-tuned model shares its parent's, so its first detection takes the runtime measured for the parent instead
+    of building and timing every candidate again: on a 2-core Ice Lake Xeon that choice was 18 s of a 60-s fine-tuning
+    loop, most of it making two int8 models only one of which runs. Its own export, and its own int8 model and its
+    agreement check where int8 is the choice, are still made."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as f:
+        shapes = sorted((name, list(f.get_slice(name).get_shape())) for name in f.keys())
+    network = [card.architecture, card.encoder, card.in_channels, card.out_channels, card.arch_kwargs, shapes]
+    return hashlib.sha256(json.dumps(network, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def exports_dir() -> Path:
@@ -362,6 +377,7 @@ def make_predictor(model_path: str | Path, device: "torch.device | str", runtime
         choice = choose(factory, progress, notes)
     else:
         choice = forced(runtime, device)
+    progress.update("runtime", 0, 1, f"Preparing {choice.label}")  # a new model's export and int8 model: seconds
     try:
         forward = factory.build(choice)
     except ModelError as exc:
@@ -381,8 +397,9 @@ def make_predictor(model_path: str | Path, device: "torch.device | str", runtime
 def choose(factory: Factory, progress: Progress, notes: list[str], tiles: Optional[list[np.ndarray]] = None,
            rounds: int = CALIBRATION_ROUNDS) -> Candidate:
     """The fastest candidate whose masks agree with PyTorch fp32 (by its best of ``rounds``), measured once per
-    machine and model."""
-    key = f"{cpu_features.cpu_name()}|{factory.device}|{factory.digest}|{factory.card.tile_size}|{CHOICE_FORMAT}"
+    machine and network."""
+    network = network_signature(factory.model_path, factory.card)
+    key = f"{cpu_features.cpu_name()}|{factory.device}|{network}|{factory.card.tile_size}|{CHOICE_FORMAT}"
     cache = _read_cache()
     if key in cache:
         entry = cache[key]
