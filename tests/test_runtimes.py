@@ -348,9 +348,9 @@ def test_bf16_is_a_candidate_only_where_the_cpu_has_it(monkeypatch):
 
 
 def test_pytorch_runs_bf16_on_a_cpu_only_where_its_flags_have_it(monkeypatch):
-    """oneDNN calls bf16 supported on AVX-512 CPUs without bf16 units and emulates it there (a quarter of fp32's
-    matmul rate on a 2-core Ice Lake Xeon): the CPU's flags decide training's and eager inference's dtype, as they
-    decide which exported runtimes run bf16."""
+    """oneDNN calls bf16 supported on AVX-512 CPUs without bf16 units and emulates it there (training at half fp32's
+    rate on a 2-core Ice Lake Xeon): the CPU's flags decide training's and eager inference's dtype, as they decide
+    which exported runtimes run bf16."""
     for native in (False, True):
         monkeypatch.setattr(cpu_features, "native_bf16", lambda native=native: native)
         assert fast_dtype("cpu") == (torch.bfloat16 if native else None)

@@ -2,9 +2,9 @@
 
 The fast path is chosen per device: channels-last memory layout everywhere, bf16 autocast on CUDA and on
 CPUs with native bf16 (AVX-512 BF16 / AMX), fp16 on older GPUs, plain fp32 on other CPUs, where emulated
-bf16 is several times slower than fp32 (measured on this project's 2-core AVX2 machine, and on a 2-core AVX-512
-Xeon without bf16 units, where oneDNN still reports bf16 as supported: it emulates it there, at a quarter of
-fp32's matmul rate). The CPU's own flags decide (``cpu_features``), as they do for the exported runtimes.
+bf16 is slower than fp32: several times on this project's 2-core AVX2 machine, and training at half fp32's rate on
+a 2-core AVX-512 Xeon without bf16 units, for which oneDNN still reports bf16 as supported
+(docs/benchmarks_icelake_training.md). The CPU's own flags decide (``cpu_features``), as they do for the runtimes.
 """
 
 from __future__ import annotations

@@ -4,9 +4,10 @@ The same network runs several times faster or slower depending on who executes i
 TorchScript with frozen weights (conv and batch-norm folded), ONNX Runtime, or OpenVINO, each from an ONNX
 export of the model file, in fp32, in bf16 where the CPU has native bf16 units (AVX-512 BF16, AMX), or in
 int8 (static post-training quantisation, ``quantise``). Which one wins depends on the CPU and the network,
-so ``auto`` measures: a short calibration on real tiles, once per machine (CPU model string) and network
-(its layers and their shapes, ``network_signature``), cached in the user's cache folder. A candidate whose slick masks do not agree with PyTorch fp32
-(Dice < 0.98 on two real tiles no int8 model was calibrated on) is never chosen, however fast.
+so ``auto`` measures: a short calibration on real tiles, once per machine (CPU model string) and network (its
+layers and their shapes, ``network_signature``), cached in the user's cache folder. A candidate whose slick masks do
+not agree with PyTorch fp32 (Dice < 0.98 on two real tiles no int8 model was calibrated on) is never chosen, however
+fast.
 
 Exports live beside the user's models (``<models>/.exports/<hash>.onnx``), never in the bundled resources.
 On a GPU the PyTorch path is used (ONNX Runtime and OpenVINO are installed here for CPUs only).
@@ -85,8 +86,8 @@ def network_signature(path: str | Path, card: ModelCard) -> str:
     """What a runtime's speed depends on: the network's layers and their shapes, never its weights' values.
 
     A fine-tuned model shares its parent's, so its first detection takes the runtime measured for the parent instead
-    of building and timing every candidate again: on a 2-core Ice Lake Xeon that choice was 18 s of a 60-s fine-tuning
-    loop, most of it making two int8 models only one of which runs. Its own export, and its own int8 model and its
+    of building and timing every candidate again: on a 2-core Ice Lake Xeon that choice was 16-19 s of a 56-59-s
+    fine-tuning loop, most of it making two int8 models only one of which runs. Its own export, and its own int8 model and its
     agreement check where int8 is the choice, are still made."""
     from safetensors import safe_open
 
