@@ -59,12 +59,35 @@ def timed(run: Callable[[], object]) -> Timing:
 
 def matmul_timers(device: torch.device, dtype: torch.dtype, n: int) -> dict[str, Callable[[], Timing]]:
     """Timings of one n x n matmul in ``dtype``, per torch path (each warmed up once)."""
+    if dtype == torch.int8:
+        return _timers(_int8_paths(n), device)
     a = torch.rand(n, n, device=device).to(dtype)
     b = torch.rand(n, n, device=device).to(dtype)
     paths: dict[str, Callable[[], object]] = {"torch.mm": lambda: torch.mm(a, b)}
     if device.type == "cpu" and torch.backends.mkldnn.is_available():
         a_dnn, b_dnn = a.to_mkldnn(), b.to_mkldnn()
         paths["oneDNN linear"] = lambda: torch._C._nn.mkldnn_linear(a_dnn, b_dnn, None)
+    return _timers(paths, device)
+
+
+def _int8_paths(n: int) -> dict[str, Callable[[], object]]:
+    """The CPU's int8 matmul in the two forms its kernels take: ``torch._int_mm`` (int8 by int8 into int32), and
+    oneDNN's quantised linear (uint8 activations by int8 weights, requantised to uint8), the form of the
+    quantised convolutions OpenVINO and ONNX Runtime run, on VNNI or AMX where the CPU has them. An int8 model's
+    work is counted as its fp32 FLOPs (2 per multiply-add), so its share of this peak is a like-for-like ratio."""
+    a = torch.randint(-100, 100, (n, n), dtype=torch.int8)
+    b = torch.randint(-100, 100, (n, n), dtype=torch.int8)
+    paths: dict[str, Callable[[], object]] = {"torch._int_mm": lambda: torch._int_mm(a, b)}
+    if "onednn" in torch.backends.quantized.supported_engines:
+        torch.backends.quantized.engine = "onednn"  # this process's torch quantised ops: the benchmark's only ones
+        x = torch.quantize_per_tensor(torch.rand(n, n), 1 / 255, 0, torch.quint8)
+        packed = torch.ops.quantized.linear_prepack(torch.quantize_per_tensor(torch.rand(n, n) - 0.5, 1 / 127, 0, torch.qint8), None)
+        paths["oneDNN quantised linear"] = lambda: torch.ops.quantized.linear(x, packed, 0.05, 0)
+    return paths
+
+
+def _timers(paths: dict[str, Callable[[], object]], device: torch.device) -> dict[str, Callable[[], Timing]]:
+    """Each path warmed up once, so its first timing is no library's start-up."""
 
     def timer(run: Callable[[], object]) -> Callable[[], Timing]:
         def once() -> None:

@@ -113,7 +113,8 @@ def compare_runtimes(model_path: Path, n_tiles: int, repeats: int, log) -> dict:
         except Exception as exc:  # noqa: BLE001 - a candidate that cannot run is a figure too
             out["candidates"][candidate.label] = {"status": f"{type(exc).__name__}: {str(exc)[:200]}"}
         log(f"  {card.name}: prepared {candidate.label}")
-    dtypes = {"fp32": torch.float32, **({"bf16": torch.bfloat16} if cpu_features.native_bf16() else {})}
+    dtypes = {"fp32": torch.float32, **({"bf16": torch.bfloat16} if cpu_features.native_bf16() else {}),
+              **({"int8": torch.int8} if any(label.endswith(" int8") for label in built) else {})}
     matmuls = {precision: efficiency.matmul_timers(device, dtype, efficiency.MATMUL_N) for precision, dtype in dtypes.items()}
     mm_timings = {precision: {path: [] for path in timers} for precision, timers in matmuls.items()}
     probs = {k: [] for k in built}
@@ -469,8 +470,9 @@ def efficiency_section(models: list[dict], cpu: str, machine: dict) -> list[str]
         "`torch.mm` and oneDNN's linear (both rates are listed below the table): a rate measured on this machine, not a "
         "datasheet figure. The last column sets FLOPs per CPU-second (all of the process's threads) against the "
         "matmul's: on a machine shared with other jobs it moves much less than wall time, which falls on the matmul's "
-        "few timings and the tiles' unevenly. int8 runtimes are set against no peak: their work is integer, and no "
-        "matmul of this benchmark measures its ceiling.",
+        "few timings and the tiles' unevenly. An int8 runtime's work is counted as the same FLOPs and set against the "
+        "int8 matmul (`torch._int_mm`, and oneDNN's quantised linear, uint8 by int8, the form of the quantised "
+        "convolutions the runtimes run).",
         "",
         f"| model | GFLOP/tile | runtime | s/tile | achieved GFLOP/s | matmul peak, same precision (GFLOP/s) | share of peak | share of peak, CPU time |",
         "|---|---|---|---|---|---|---|---|",
