@@ -190,6 +190,26 @@ def test_a_model_of_a_measured_network_takes_its_runtime_untimed(small_model, us
     assert runtimes.network_signature(other, read_card(other)) != runtimes.network_signature(child, card)
 
 
+def test_a_model_whose_int8_is_refused_takes_the_next_fastest_measured_runtime(small_model, user_dirs, monkeypatch):
+    """Its network measured fastest in OpenVINO int8, then ONNX Runtime int8, then ONNX Runtime fp32, then OpenVINO fp32
+    (a fine-tuned model's parent, as on an Ice Lake Xeon): where this model's own int8 is refused, auto runs ONNX Runtime
+    fp32, the fastest that is not int8, rather than OpenVINO in fp32, and says why."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(user_dirs / "refused_int8_cache"))  # this test's made-up measurement only
+    card = read_card(small_model)
+    key = f"{cpu_features.cpu_name()}|cpu|{runtimes.network_signature(small_model, card)}|{card.tile_size}|{runtimes.CHOICE_FORMAT}"
+    measured = {"openvino int8": 0.010, "onnxruntime int8": 0.015, "onnxruntime fp32": 0.020, "openvino fp32": 0.030, "torch fp32": 0.040}
+    entry = {"runtime": "openvino", "precision": "int8",
+             "measured": {label: {"s_per_tile": s, "dice_vs_torch_fp32": 0.99 if label.endswith("int8") else 1.0} for label, s in measured.items()}}
+    entry["measured"]["torch bf16"] = {"s_per_tile": 0.001, "dice_vs_torch_fp32": 0.9}  # fast, but its masks moved
+    runtimes.cache_file().parent.mkdir(parents=True, exist_ok=True)
+    runtimes.cache_file().write_text(json.dumps({key: entry}))
+    refused = "int8 masks differ from fp32 (slick Dice 0.9000 < 0.98 on 6 real tiles it was not calibrated on): kept in fp32"
+    monkeypatch.setattr(runtimes.Factory, "int8", lambda self, runtime: (None, refused))
+    predictor, notes = runtimes.make_predictor(small_model, CPU, "auto")
+    assert predictor.runtime == "onnxruntime fp32" and any(refused in n for n in notes)
+    assert [c.label for c in runtimes.choose(runtimes.Factory(small_model, card, CPU), Progress(lambda *a: None), [])] == list(measured)
+
+
 def test_a_gpu_times_its_candidates_on_the_batch_its_memory_holds(small_model, user_dirs, monkeypatch):
     """On a GPU the candidates are timed on a full batch (32 tiles), or on as many as fp32 leaves room for there:
     a large network on a small GPU must still be timed, not run out of memory. The GPU is played by the CPU,
@@ -207,7 +227,7 @@ def test_a_gpu_times_its_candidates_on_the_batch_its_memory_holds(small_model, u
     monkeypatch.setattr(runtimes.Factory, "build", recording)
     card = read_card(small_model)
     factory = runtimes.Factory(small_model, card, CPU)
-    chosen = runtimes.choose(factory, Progress(lambda *a: None), [])
+    chosen = runtimes.choose(factory, Progress(lambda *a: None), [])[0]
     assert chosen.runtime == "torch" and fed and set(fed) == {3}
 
 

@@ -374,17 +374,17 @@ def make_predictor(model_path: str | Path, device: "torch.device | str", runtime
     factory = Factory(model_path, card, device)
     device = factory.device
     notes: list[str] = []
-    if runtime == AUTO:
-        choice = choose(factory, progress, notes)
-    else:
-        choice = forced(runtime, device)
+    order = choose(factory, progress, notes) if runtime == AUTO else [forced(runtime, device)]
+    choice = order[0]
     progress.update("runtime", 0, 1, f"Preparing {choice.label}")  # a new model's export and int8 model: seconds
     try:
         forward = factory.build(choice)
     except ModelError as exc:
-        if choice.precision == "int8":  # its masks moved: the same runtime in fp32
+        if choice.precision == "int8":
+            # Its masks moved (a fine-tuned model whose network's measured choice is int8): auto takes the next fastest
+            # measured here that is not int8, whose own check would likely refuse as well; a forced runtime its fp32.
             notes.append(str(exc))
-            choice = Candidate(choice.runtime, "fp32")
+            choice = next((c for c in order[1:] if c.precision != "int8"), Candidate(choice.runtime, "fp32"))
             forward = factory.build(choice)
         else:  # a model that does not export: PyTorch runs it
             notes.append(f"{exc} PyTorch eager is used.")
@@ -396,15 +396,14 @@ def make_predictor(model_path: str | Path, device: "torch.device | str", runtime
 
 
 def choose(factory: Factory, progress: Progress, notes: list[str], tiles: Optional[list[np.ndarray]] = None,
-           rounds: int = CALIBRATION_ROUNDS) -> Candidate:
-    """The fastest candidate whose masks agree with PyTorch fp32 (by its best of ``rounds``), measured once per
-    machine and network."""
+           rounds: int = CALIBRATION_ROUNDS) -> list[Candidate]:
+    """The candidates whose masks agree with PyTorch fp32, fastest first (each by its best of ``rounds``), measured
+    once per machine and network: the first is auto's choice, the others what a model of the network falls back on."""
     network = network_signature(factory.model_path, factory.card)
     key = f"{cpu_features.cpu_name()}|{factory.device}|{network}|{factory.card.tile_size}|{CHOICE_FORMAT}"
     cache = _read_cache()
     if key in cache:
-        entry = cache[key]
-        return Candidate(entry["runtime"], entry["precision"])
+        return _ranked(cache[key])
     progress.log("Measuring which runtime is fastest for this model on this machine (once)...")
     tiles = tiles if tiles is not None else choice_tiles(factory.card)
     x = [t[None, None].astype(np.float32) * float(factory.card.normalisation.get("input_scale", 1 / 255)) for t in tiles]
@@ -455,7 +454,15 @@ def choose(factory: Factory, progress: Progress, notes: list[str], tiles: Option
                   "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": str(factory.model_path)}
     _write_cache(cache)
     progress.log(f"Fastest here: {best.label} ({report[best.label]['s_per_tile']} s per tile).")
-    return best
+    return _ranked(cache[key])
+
+
+def _ranked(entry: dict) -> list[Candidate]:
+    """A cached choice's candidates, the chosen one first, then every other that agreed, fastest first."""
+    chosen = Candidate(entry["runtime"], entry["precision"])
+    agreed = sorted((m["s_per_tile"], label) for label, m in entry.get("measured", {}).items()
+                    if "s_per_tile" in m and m["dice_vs_torch_fp32"] >= AGREEMENT)
+    return [chosen, *(c for c in (Candidate(*label.split(" ", 1)) for _, label in agreed) if c != chosen)]
 
 
 def _read_cache() -> dict:
