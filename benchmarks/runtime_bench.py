@@ -394,6 +394,19 @@ def extent(scene: Path, model_path: Path, runtime: str, work: Path, size: int, l
             "runtime": first["runtime"], "first": first, "again": again, "chosen_s": chosen_s, "after_choosing": after_choosing}
 
 
+def kept_runs(runs: list[dict], measured: list[str]) -> list[dict]:
+    """The earlier runs whose figures a page keeps, each cut to the sections it is the source of: every figure not in
+    ``measured`` from the last of ``runs`` (or of the runs they kept themselves) that has it, named as that run's."""
+    flat: list[dict] = []
+    for run in runs:
+        kept = run.get("earlier", [])
+        flat += [kept] if isinstance(kept, dict) else kept  # a page from before several runs could be kept held one
+        flat.append(run)
+    source = {section: run for run in flat for section in SECTIONS if section in run and section not in measured}
+    return [{**{k: run[k] for k in ("command", "commit", "machine")}, **{s: run[s] for s, r in source.items() if r is run}}
+            for run in flat if any(r is run for r in source.values())]
+
+
 def markdown(results: dict) -> str:
     """The benchmark page: every figure with the CPU, the command, the commit and the model hashes beside it."""
     m = results["machine"]
@@ -410,7 +423,8 @@ def markdown(results: dict) -> str:
         + (f" This page was rendered from that run's JSON by `{results['rendered_by']}`." if "rendered_by" in results else ""),
         "",
     ]
-    earlier = results.get("earlier", {})
+    earlier = results.get("earlier", [])
+    earlier = [earlier] if isinstance(earlier, dict) else earlier
     for section, render in (("runtimes", lambda r: runtimes_section(r["runtimes"], cpu) + efficiency_section(r["runtimes"], cpu, r["machine"])),
                             ("pipeline", lambda r: pipeline_section(r, cpu)),
                             ("process", lambda r: process_section(r["process"], cpu, [run for run in r.get("compared", []) if run.get("process")])),
@@ -419,11 +433,12 @@ def markdown(results: dict) -> str:
                             ("width", lambda r: width_section(r["width"], cpu))):
         if section in results:
             lines += render(results)
-        elif section in earlier:
-            page = render({**earlier, "compared": results.get("compared", [])})
-            load = earlier["machine"]["loadavg_start"][0], earlier["machine"]["loadavg_end"][0]
-            lines += page[:2] + [f"From an earlier run on the same machine, which this one did not repeat: `{earlier['command']}` at "
-                                 f"commit `{earlier['commit']}` (load average {load[0]} at the start, {load[1]} at the end).", ""] + page[2:]
+        elif any(section in run for run in earlier):
+            run = next(run for run in earlier if section in run)
+            page = render({**run, "compared": results.get("compared", [])})
+            load = run["machine"]["loadavg_start"][0], run["machine"]["loadavg_end"][0]
+            lines += page[:2] + [f"From an earlier run on the same machine, which this one did not repeat: `{run['command']}` at "
+                                 f"commit `{run['commit']}` (load average {load[0]} at the start, {load[1]} at the end).", ""] + page[2:]
     return "\n".join(lines)
 
 
@@ -672,19 +687,20 @@ def main() -> int:
     p.add_argument("--json", type=Path, default=ROOT / "bench_output" / "runtime_bench.json")
     p.add_argument("--markdown", type=Path, help="also write the figures as a page, e.g. docs/benchmarks.md")
     p.add_argument("--from", dest="source", type=Path, help="with --markdown: render this earlier run's JSON, run nothing (--keep and --compare apply)")
-    p.add_argument("--keep", type=Path, help="JSON of an earlier run: the figures this run does not measure (--only) stay on "
-                   "the page, named as that run's")
+    p.add_argument("--keep", type=Path, nargs="+", default=[], help="JSON files of earlier runs: the figures this run does not "
+                   "measure (--only) stay on the page, each named as the run's that measured it (a later file's over an earlier one's)")
     p.add_argument("--compare", type=Path, nargs="+", default=[],
                    help="JSON files of other runs (e.g. --only pipeline at earlier commits) whose pipeline and process rows the page lists above this run's")
     args = p.parse_args()
     compared = [{k: run[k] for k in ("command", "commit", "machine", "pipeline", "process", "skipping") if k in run}
                 for run in (json.loads(path.read_text()) for path in args.compare)]
-    kept = json.loads(args.keep.read_text()) if args.keep else {}
-    kept_sections = [section for section in SECTIONS if section in kept and section not in args.only]
-    earlier = {k: kept[k] for k in ("command", "commit", "machine", *kept_sections)} if kept_sections else {}
+    kept = [json.loads(path.read_text()) for path in args.keep]
+    earlier = kept_runs(kept, args.only)
     if args.source:
         rendered = shlex.join(["python", *sys.argv])
-        args.markdown.write_text(markdown({**json.loads(args.source.read_text()), **({"compared": compared} if compared else {}),
+        source = json.loads(args.source.read_text())
+        earlier = kept_runs([{"earlier": source.get("earlier", [])}, *kept], [section for section in SECTIONS if section in source])
+        args.markdown.write_text(markdown({**source, **({"compared": compared} if compared else {}),
                                            **({"earlier": earlier} if earlier else {}), "rendered_by": rendered}))
         return 0
     if args.quick:
