@@ -400,7 +400,7 @@ def kept_runs(runs: list[dict], measured: list[str]) -> list[dict]:
     flat: list[dict] = []
     for run in runs:
         kept = run.get("earlier", [])
-        flat += [kept] if isinstance(kept, dict) else kept  # a page from before several runs could be kept held one
+        flat += [kept] if isinstance(kept, dict) else kept  # a run from before --keep took several files holds one
         flat.append(run)
     source = {section: run for run in flat for section in SECTIONS if section in run and section not in measured}
     return [{**{k: run[k] for k in ("command", "commit", "machine")}, **{s: run[s] for s, r in source.items() if r is run}}
@@ -695,7 +695,6 @@ def main() -> int:
     compared = [{k: run[k] for k in ("command", "commit", "machine", "pipeline", "process", "skipping") if k in run}
                 for run in (json.loads(path.read_text()) for path in args.compare)]
     kept = [json.loads(path.read_text()) for path in args.keep]
-    earlier = kept_runs(kept, args.only)
     if args.source:
         rendered = shlex.join(["python", *sys.argv])
         source = json.loads(args.source.read_text())
@@ -703,6 +702,7 @@ def main() -> int:
         args.markdown.write_text(markdown({**source, **({"compared": compared} if compared else {}),
                                            **({"earlier": earlier} if earlier else {}), "rendered_by": rendered}))
         return 0
+    earlier = kept_runs(kept, args.only)
     if args.quick:
         args.tiles, args.repeats, args.scene, args.sea = 2, 1, 1024, [1024]
     from engine.models import cpu_features
