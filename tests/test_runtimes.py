@@ -193,7 +193,7 @@ def test_a_model_of_a_measured_network_takes_its_runtime_untimed(small_model, us
 def test_a_model_whose_int8_is_refused_takes_the_next_fastest_measured_runtime(small_model, user_dirs, monkeypatch):
     """Its network measured fastest in OpenVINO int8, then ONNX Runtime int8, then ONNX Runtime fp32, then OpenVINO fp32
     (a fine-tuned model's parent, as on an Ice Lake Xeon): where this model's own int8 is refused, auto runs ONNX Runtime
-    fp32, the fastest that is not int8, rather than OpenVINO in fp32, and says why."""
+    fp32, the fastest that is not int8, rather than OpenVINO in fp32, and says why; with ONNX Runtime gone since, OpenVINO fp32."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(user_dirs / "refused_int8_cache"))  # this test's made-up measurement only
     card = read_card(small_model)
     key = f"{cpu_features.cpu_name()}|cpu|{runtimes.network_signature(small_model, card)}|{card.tile_size}|{runtimes.CHOICE_FORMAT}"
@@ -207,6 +207,9 @@ def test_a_model_whose_int8_is_refused_takes_the_next_fastest_measured_runtime(s
     monkeypatch.setattr(runtimes.Factory, "int8", lambda self, runtime: (None, refused))
     predictor, notes = runtimes.make_predictor(small_model, CPU, "auto")
     assert predictor.runtime == "onnxruntime fp32" and any(refused in n for n in notes)
+    listed = runtimes.candidates(CPU)  # ONNX Runtime uninstalled since the measurement: the next one that runs here
+    monkeypatch.setattr(runtimes, "candidates", lambda device: [c for c in listed if c.runtime != "onnxruntime"])
+    assert runtimes.make_predictor(small_model, CPU, "auto")[0].runtime == "openvino fp32"
     assert [c.label for c in runtimes.choose(runtimes.Factory(small_model, card, CPU), Progress(lambda *a: None), [])] == list(measured)
 
 

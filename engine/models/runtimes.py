@@ -382,9 +382,11 @@ def make_predictor(model_path: str | Path, device: "torch.device | str", runtime
     except ModelError as exc:
         if choice.precision == "int8":
             # Its masks moved (a fine-tuned model whose network's measured choice is int8): auto takes the next fastest
-            # measured here that is not int8, whose own check would likely refuse as well; a forced runtime its fp32.
+            # measured here that is not int8 (whose own check would likely refuse as well) and still runs here (a runtime
+            # may have been uninstalled since); a forced runtime its fp32.
             notes.append(str(exc))
-            choice = next((c for c in order[1:] if c.precision != "int8"), Candidate(choice.runtime, "fp32"))
+            here = candidates(device)
+            choice = next((c for c in order[1:] if c.precision != "int8" and c in here), Candidate(choice.runtime, "fp32"))
             forward = factory.build(choice)
         else:  # a model that does not export: PyTorch runs it
             notes.append(f"{exc} PyTorch eager is used.")
