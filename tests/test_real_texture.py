@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.ndimage import binary_erosion, laplace
+from scipy.ndimage import binary_dilation, binary_erosion, laplace
 
 from engine.data.bundled import ARCTIC, NORTH_SEA
 from engine.data.real_scenes import load_grd, load_labelled
@@ -132,3 +132,22 @@ def test_tiles_are_reproducible_and_follow_the_mix():
         assert not np.any(y * (1 - v))  # a target is only where it is known
     with pytest.raises(ValueError, match="non-negative"):
         Mix(labelled=-1).shares()
+
+
+def test_thinner_strands_are_the_same_strands_narrowed_and_change_the_composites_only():
+    """``Mix.strand_width`` narrows each composited strand along the same path: the same random draws, fewer labelled
+    pixels, all within a few pixels of the wide strands; the labelled and synthetic tiles of a set stay as they were."""
+    sea = _sea(130.0)
+    wide = composite_seep(sea, np.random.default_rng(3), 30.0, 25.0, 130.0)[1]
+    thin = composite_seep(sea, np.random.default_rng(3), 30.0, 25.0, 130.0, width_scale=0.6)[1]
+    assert 0.3 * wide.sum() < thin.sum() < 0.8 * wide.sum()
+    assert (thin & ~binary_dilation(wide, iterations=2)).sum() < 0.02 * thin.sum()
+    scenes = [load_labelled(ARCTIC[0], 25.0)]
+    mix = dict(labelled=1, composite=2, grd=0, synthetic=1)
+    plain = training_tiles(scenes, None, 10, 128, 4, Mix(**mix))
+    narrow = training_tiles(scenes, None, 10, 128, 4, Mix(**mix, strand_width=0.6))
+    assert plain.kind == narrow.kind and "composite" in plain.kind
+    same = [np.array_equal(y, z) for y, z in zip(plain.y, narrow.y)]
+    assert all(s for s, kind in zip(same, plain.kind) if kind != "composite")
+    assert sum(y.sum() for y, kind in zip(narrow.y, narrow.kind) if kind == "composite") < \
+        sum(y.sum() for y, kind in zip(plain.y, plain.kind) if kind == "composite")

@@ -290,7 +290,7 @@ def _stamp_stroke(
 
 
 def _seep_strand(
-    rng: np.random.Generator, start: np.ndarray, heading: float, ratio: float, px: float
+    rng: np.random.Generator, start: np.ndarray, heading: float, ratio: float, px: float, width_scale: float = 1.0
 ) -> tuple[np.ndarray, ...]:
     """Path, radii (px) and attenuation of one oil strand drifting from a seep.
 
@@ -307,7 +307,7 @@ def _seep_strand(
     meander = rng.uniform(0.0, 0.6) * np.sin(2 * np.pi * s * cycles + rng.uniform(0, 2 * np.pi))
     angle = heading + wander + meander
     points = start + np.cumsum(np.stack([np.sin(angle), np.cos(angle)], 1) * (step_m / px), axis=0)
-    width_m = rng.uniform(60.0, 150.0) + rng.uniform(40.0, 200.0) * s**0.8
+    width_m = width_scale * (rng.uniform(60.0, 150.0) + rng.uniform(40.0, 200.0) * s**0.8)
     taper = np.sqrt(np.clip((1.0 - s) / 0.25, 0.0, 1.0)) * (0.5 + 0.5 * np.clip(s * length_m / 300.0, 0.0, 1.0))
     radii = np.maximum(width_m / 2.0 / px * (1.0 + 0.25 * _noise1d(rng, n, 300.0 / step_m)) * taper, 0.6)
     attenuation = (1.0 - ratio) * (1.0 - 0.4 * s**1.5)
@@ -316,14 +316,16 @@ def _seep_strand(
     return points, radii, attenuation
 
 
-def seep_strands(rng: np.random.Generator, seep: np.ndarray, drift: float, px: float, shape: tuple[int, int]) -> list[Stamp]:
+def seep_strands(rng: np.random.Generator, seep: np.ndarray, drift: float, px: float, shape: tuple[int, int],
+                 width_scale: float = 1.0) -> list[Stamp]:
     """The one to three strands a recurring seep has released, from within ~80 m of its source (row, col in
-    pixels), drifting around ``drift`` (radians); oil of one seep damps alike (one damping ratio)."""
+    pixels), drifting around ``drift`` (radians); oil of one seep damps alike (one damping ratio). ``width_scale``
+    multiplies every strand's width (100-350 m at 1)."""
     ratio = rng.uniform(0.2, 0.5)
     stamps = []
     for _ in range(int(rng.integers(1, 4))):
         start = seep + rng.normal(0.0, 80.0 / px, 2)
-        stamp = _stamp_stroke(*_seep_strand(rng, start, drift + rng.normal(0, 0.4), ratio, px), OIL, shape)
+        stamp = _stamp_stroke(*_seep_strand(rng, start, drift + rng.normal(0, 0.4), ratio, px, width_scale), OIL, shape)
         stamps += [stamp] if stamp is not None else []
     return stamps
 

@@ -438,6 +438,7 @@ def pretrain_real(out: Path, recipe: RealRecipe, config: TrainConfig, progress: 
         + (" --keep-last" if config.keep_last else "")
         + (" --frozen-statistics" if config.frozen_statistics else "")
         + (" --more-lookalikes" if recipe.mix.synthetic_lookalikes else "")
+        + ("" if recipe.mix.strand_width == Mix.strand_width else f" --strand-width {recipe.mix.strand_width:g}")
         + ("" if recipe.north_sea == RealRecipe.north_sea else " --north-sea" + "".join(f" {name}" for name in recipe.north_sea))
         + ("" if recipe.teacher is None else f" --teacher {recipe.teacher}"),
         "data": data,
@@ -562,6 +563,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--encoder-weights", type=Path, help="local encoder checkpoint to start from, e.g. sam_vit_b_01ec64.pth")
     p.add_argument("--more-lookalikes", action="store_true",
                    help="scenes with rain cells, sea-ice edges and sub-swath noise bands too (--data real: its synthetic tiles)")
+    p.add_argument("--strand-width", type=float, default=Mix.strand_width,
+                   help="--data real: width of the composited seep strands relative to the generator's 100-350 m (default 1)")
     p.add_argument("--train-tiles", type=int, help="default: 240 (real), 320 (synthetic)")
     p.add_argument("--val-tiles", type=int, default=48, help="--data synthetic: validation tiles")
     p.add_argument("--tile", type=int, default=RealRecipe.tile)
@@ -613,6 +616,9 @@ def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
         raise InputError("--out is needed when pretraining another network than the bundled model's.", "E.g. --out samlora_b.safetensors.")
     if args.more_lookalikes and args.out is None:
         raise InputError("--more-lookalikes would replace a bundled model, which was made without them.", "Give --out for the new model.")
+    if args.strand_width != Mix.strand_width and args.out is None:
+        raise InputError("--strand-width would replace the bundled model, which was made with the generator's strand width.",
+                         "Give --out for the new model.")
     out = args.out or (DEFAULT_MODEL if args.data == "real" else SYNTHETIC_MODEL)
     checkpoint = CHECKPOINTS / f"{out.stem}-{run_key(vars(args))}.pt"  # the same command goes on where it stopped
     if args.data == "real":
@@ -622,10 +628,13 @@ def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
         init = None if starts_fresh else Path(args.init) if args.init else SYNTHETIC_MODEL
         recipe = RealRecipe(scenes=tuple(args.scenes), train_tiles=args.train_tiles or RealRecipe.train_tiles, tile=args.tile, init=init,
                             masked_epochs=args.masked_epochs, init_share=args.init_share, refit=args.refit,
-                            north_sea=tuple(args.north_sea), mix=Mix(synthetic_lookalikes=args.more_lookalikes), teacher=args.teacher)
+                            north_sea=tuple(args.north_sea), mix=Mix(synthetic_lookalikes=args.more_lookalikes, strand_width=args.strand_width), teacher=args.teacher)
         if args.init_share and (init is None or not 0 < args.init_share < 1):
             raise InputError(f"--init-share {args.init_share:g} needs a model to start from and a share between 0 and 1.",
                              "Give e.g. --init-share 0.5 without --init none.")
+        if not 0.2 <= args.strand_width <= 3:
+            raise InputError(f"--strand-width {args.strand_width:g} is outside 0.2-3 times the generator's strand width.",
+                             "Give e.g. 0.6 for thinner strands, or 1 (the default).")
         if args.skeleton_weight < 0:
             raise InputError(f"--skeleton-weight {args.skeleton_weight:g} would reward missing the slicks' centre lines.",
                              "Give 0 (none) or more, e.g. 0.5.")
