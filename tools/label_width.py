@@ -1,0 +1,68 @@
+"""How wide the analysts drew each scene's slicks, how wide the model maps them, and what widening the map could buy.
+
+``.venv/bin/python tools/label_width.py RUN_DIR --candidate NAME [--markdown PAGE]``
+
+``RUN_DIR`` is the output of ``python -m engine experiment benchmark`` (its ``benchmark.csv`` and the held-out scenes'
+slick masks under ``detections/``). A slick's mean width is twice its area over its boundary pixels (a strand of length
+L and width w has about 2L of them), for the labels and for the detected mask of each held-out scene. Each mask is then
+widened by 1 to 8 pixels (binary dilation with the 4-connected cross, repeated) and scored again on the scene's labels:
+the best widening looks at the held-out scene's own labels, so like the best threshold of ``threshold_oracle.py`` it is
+an upper bound, never a method. It says how much of a scene's Dice hangs on the width its analyst drew.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from scipy.ndimage import binary_dilation, binary_erosion
+
+import run_page  # beside this file: puts the project on the path
+
+from engine.data.bundled import ARCTIC  # noqa: E402
+from engine.jobs.evaluate import align_to_grid, read_label_mask, slick_dice_arrays  # noqa: E402
+
+WIDENINGS = range(9)
+"""Pixels by which the detected mask is widened on each side, 0 (as detected) to 8."""
+
+
+def mean_width(mask: np.ndarray) -> float:
+    """Twice the area over the boundary pixels: a strand's width in pixels, whatever its length."""
+    boundary = mask & ~binary_erosion(mask)
+    return 2.0 * float(mask.sum()) / max(1, int(boundary.sum()))
+
+
+def widths(run: Path, candidate: str) -> list[dict]:
+    """Per held-out scene: the labels' and the mask's mean width, and the Dice of the mask widened by each of ``WIDENINGS``."""
+    scenes = {scene.name: scene for scene in ARCTIC}
+    with open(run / "benchmark.csv", newline="") as rows:
+        chosen = [row for row in csv.DictReader(rows) if row["candidate"] == candidate]
+    if not chosen:
+        raise SystemExit(f"{run / 'benchmark.csv'} has no rows of {candidate}.")
+    found = []
+    for row in chosen:
+        scene = scenes[row["scene"]]
+        label, transform, crs = read_label_mask(scene.labels)
+        with rasterio.open(run / "detections" / f"{row['scene']}_{candidate}_mask.tif") as ds:
+            slick = (ds.read(1) == 1).astype(np.uint8)
+            mask = align_to_grid(slick, transform, crs, label.shape, src_transform=ds.transform, src_crs=ds.crs or crs) > 0
+        dice = [slick_dice_arrays(binary_dilation(mask, iterations=r) if r else mask, label, "").dice for r in WIDENINGS]
+        best = int(np.argmax(dice))
+        found.append({"scene": row["scene"], "label_width": mean_width(label), "mask_width": mean_width(mask),
+                      "dice": dice[0], "best_widening": WIDENINGS[best], "best_dice": dice[best]})
+    return found
+
+
+def page(found: list[dict], command: str) -> str:
+    lines = ["| scene | labels' mean width (px) | detected mask's mean width (px) | Dice as detected | best widening for the scene's own labels (px) | Dice there |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {f['scene']} | {f['label_width']:.1f} | {f['mask_width']:.1f} | {f['dice']:.3f} | {f['best_widening']} | {f['best_dice']:.3f} |"
+              for f in found]
+    lines.append(f"| mean | | | **{np.mean([f['dice'] for f in found]):.3f}** | | **{np.mean([f['best_dice'] for f in found]):.3f}** |")
+    return f"Made by `{command}`.\n\n" + "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_page.main(__doc__, widths, page))
