@@ -7,7 +7,8 @@ slick masks under ``detections/``). A slick's mean width is twice its area over 
 L and width w has about 2L of them), for the labels and for the detected mask of each held-out scene. Each mask is then
 widened by 1 to 8 pixels (binary dilation with the 4-connected cross, repeated) and scored again on the scene's labels:
 the best widening looks at the held-out scene's own labels, so like the best threshold of ``threshold_oracle.py`` it is
-an upper bound, never a method. It says how much of a scene's Dice hangs on the width its analyst drew.
+an upper bound, never a method. It says how much of a scene's Dice hangs on the width its analyst drew. Beside them, the
+width of the paper's ``pred_base`` slicks (its probability cut at 0.5) on the tiles it predicted.
 """
 
 from __future__ import annotations
@@ -34,8 +35,16 @@ def mean_width(mask: np.ndarray) -> float:
     return 2.0 * float(mask.sum()) / max(1, int(boundary.sum()))
 
 
+def _on_labels(path: Path, cut: float, label: np.ndarray, transform, crs) -> np.ndarray:
+    """The raster's values above ``cut`` (a mask's 1s: cut 0.5), on the labels' grid."""
+    with rasterio.open(path) as ds:
+        slick = (ds.read(1) > cut).astype(np.uint8) if ds.dtypes[0].startswith("float") else (ds.read(1) == 1).astype(np.uint8)
+        return align_to_grid(slick, transform, crs, label.shape, src_transform=ds.transform, src_crs=ds.crs or crs) > 0
+
+
 def widths(run: Path, candidate: str) -> list[dict]:
-    """Per held-out scene: the labels' and the mask's mean width, and the Dice of the mask widened by each of ``WIDENINGS``."""
+    """Per held-out scene: the labels', the mask's and ``pred_base``'s mean width (None where the paper has no prediction),
+    and the Dice of the mask widened by each of ``WIDENINGS``."""
     scenes = {scene.name: scene for scene in ARCTIC}
     with open(run / "benchmark.csv", newline="") as rows:
         chosen = [row for row in csv.DictReader(rows) if row["candidate"] == candidate]
@@ -45,22 +54,26 @@ def widths(run: Path, candidate: str) -> list[dict]:
     for row in chosen:
         scene = scenes[row["scene"]]
         label, transform, crs = read_label_mask(scene.labels)
-        with rasterio.open(run / "detections" / f"{row['scene']}_{candidate}_mask.tif") as ds:
-            slick = (ds.read(1) == 1).astype(np.uint8)
-            mask = align_to_grid(slick, transform, crs, label.shape, src_transform=ds.transform, src_crs=ds.crs or crs) > 0
+        mask = _on_labels(run / "detections" / f"{row['scene']}_{candidate}_mask.tif", 0.5, label, transform, crs)
+        paper = scene.image.parent / "pred_base.tif"
         dice = [slick_dice_arrays(binary_dilation(mask, iterations=r) if r else mask, label, "").dice for r in WIDENINGS]
         best = int(np.argmax(dice))
         found.append({"scene": row["scene"], "label_width": mean_width(label), "mask_width": mean_width(mask),
-                      "dice": dice[0], "best_widening": WIDENINGS[best], "best_dice": dice[best]})
+                      "pred_base_width": mean_width(_on_labels(paper, 0.5, label, transform, crs)) if paper.exists() else None,
+                      "dice": dice[0], "best_widening": WIDENINGS[best], "best_dice": dice[best], "dice_by_widening": dice})
     return found
 
 
 def page(found: list[dict], command: str) -> str:
-    lines = ["| scene | labels' mean width (px) | detected mask's mean width (px) | Dice as detected | best widening for the scene's own labels (px) | Dice there |",
-             "|---|---|---|---|---|---|"]
-    lines += [f"| {f['scene']} | {f['label_width']:.1f} | {f['mask_width']:.1f} | {f['dice']:.3f} | {f['best_widening']} | {f['best_dice']:.3f} |"
-              for f in found]
-    lines.append(f"| mean | | | **{np.mean([f['dice'] for f in found]):.3f}** | | **{np.mean([f['best_dice'] for f in found]):.3f}** |")
+    lines = ["| scene | labels' mean width (px) | detected mask's (px) | `pred_base`'s (px) | Dice as detected | best widening for the "
+             "scene's own labels (px) | Dice there |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {f['scene']} | {f['label_width']:.1f} | {f['mask_width']:.1f} | "
+              f"{'' if f['pred_base_width'] is None else format(f['pred_base_width'], '.1f')} | {f['dice']:.3f} | {f['best_widening']} | "
+              f"{f['best_dice']:.3f} |" for f in found]
+    lines.append(f"| mean | | | | **{np.mean([f['dice'] for f in found]):.3f}** | | **{np.mean([f['best_dice'] for f in found]):.3f}** |")
+    alike = np.mean([f["dice_by_widening"] for f in found], axis=0)
+    lines += ["", "Every scene's mask widened alike, mean Dice by pixels of widening: "
+              + ", ".join(f"{r} px {d:.3f}" for r, d in zip(WIDENINGS, alike)) + "."]
     return f"Made by `{command}`.\n\n" + "\n".join(lines) + "\n"
 
 
