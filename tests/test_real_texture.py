@@ -151,3 +151,14 @@ def test_thinner_strands_are_the_same_strands_narrowed_and_change_the_composites
     assert all(s for s, kind in zip(same, plain.kind) if kind != "composite")
     assert sum(y.sum() for y, kind in zip(narrow.y, narrow.kind) if kind == "composite") < \
         sum(y.sum() for y, kind in zip(plain.y, plain.kind) if kind == "composite")
+
+
+def test_fainter_oil_damps_the_same_strands_less():
+    """``Mix.faintest`` widens the damping ratio's range from the same random draw: the same strands, no darker than before,
+    and some fainter, while every labelled pixel stays at least ``VISIBLE_DB`` darker."""
+    sea = _sea(130.0)
+    strong, strong_slick = composite_seep(sea, np.random.default_rng(5), 30.0, 25.0, 130.0)
+    faint, faint_slick = composite_seep(sea, np.random.default_rng(5), 30.0, 25.0, 130.0, faintest=0.7)
+    assert np.all(faint >= strong - 1e-3) and (faint > strong + 1.0).any()
+    assert faint_slick.sum() <= strong_slick.sum() and not (faint_slick & ~strong_slick).any()
+    assert np.all((faint - sea)[faint_slick] <= 30.0 * VISIBLE_DB + 1e-3)

@@ -59,6 +59,9 @@ class Mix:
     """Synthetic tiles with rain cells, sea-ice edges and sub-swath noise bands too (``SceneSpec.more_lookalikes``):
     look-alikes the real tiles may hold too few of."""
     strand_width: float = 1.0
+    faintest: float = 0.5
+    """The faintest composited oil's damping ratio (sigma0 multiplied by 0.2 up to this; 0.5 is -3 dB): real strands
+    the fold models miss are about 2 dB darker than the sea around them."""
     """Composited strands' width relative to the generator's (100-350 m): the real strands the bundled recipe's fold
     models miss are 3-5 px wide, where most composited ones are wider."""
 
@@ -91,7 +94,8 @@ class Tiles:
 
 
 def composite_seep(
-    values: np.ndarray, rng: np.random.Generator, dn_per_db: float, pixel_m: float, scene_level: float, width_scale: float = 1.0
+    values: np.ndarray, rng: np.random.Generator, dn_per_db: float, pixel_m: float, scene_level: float, width_scale: float = 1.0,
+    faintest: float = 0.5,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``values`` (stretched, 0 = no data) with one seep's strands (``width_scale`` times the generator's width) damped
     in, and the strands' slick mask."""
@@ -103,7 +107,7 @@ def composite_seep(
             break
     else:
         return values, np.zeros(shape, bool)
-    cover, attenuation = paint(seep_strands(rng, source, rng.uniform(0, 2 * math.pi), pixel_m, shape, width_scale), shape)
+    cover, attenuation = paint(seep_strands(rng, source, rng.uniform(0, 2 * math.pi), pixel_m, shape, width_scale, faintest), shape)
     background_db = (uniform_filter(np.where(data, values, scene_level), size=max(3, int(1000 / pixel_m))) - scene_level) / dn_per_db
     # No Bragg waves to damp at low wind (background 5 dB under the scene's level), full damping 2 dB under it.
     wind = np.clip((background_db + 5.0) / 3.0, 0.0, 1.0)
@@ -162,7 +166,7 @@ def _labelled_tile(scenes: list[SceneArrays], weights: np.ndarray, tile: int, rn
 
 
 def _composite_tile(scenes: list[SceneArrays], weights: np.ndarray, tile: int, rng: np.random.Generator, out: Tiles,
-                    width_scale: float) -> bool:
+                    width_scale: float, faintest: float) -> bool:
     scene = scenes[rng.choice(len(scenes), p=weights)]
     window = _crop(scene, tile, rng, near_slick=False)
     if window is None:
@@ -170,7 +174,7 @@ def _composite_tile(scenes: list[SceneArrays], weights: np.ndarray, tile: int, r
     values, slick = scene.values[window], scene.slick[window]
     level = float(np.median(scene.values[scene.data]))
     for _ in range(int(rng.integers(1, 3))):
-        values, added = composite_seep(values, rng, rng.uniform(*DN_PER_DB_RANGE), scene.pixel_size, level, width_scale)
+        values, added = composite_seep(values, rng, rng.uniform(*DN_PER_DB_RANGE), scene.pixel_size, level, width_scale, faintest)
         slick = slick | added
     out.add(values, slick, scene.known[window] | slick, "composite")
     return True
@@ -203,7 +207,7 @@ def _transplant_tile(scenes: list[SceneArrays], weights: np.ndarray, tile: int, 
 
 
 def _grd_tile(grd: SceneArrays, grd_stretch: Stretch, tile: int, pixel_m: float, rng: np.random.Generator, out: Tiles,
-              width_scale: float) -> bool:
+              width_scale: float, faintest: float) -> bool:
     """A crop of the coarse real scene brought to ``pixel_m`` in dB, with EW speckle, re-stretched by eq. 1."""
     factor = grd.pixel_size / pixel_m
     size = max(4, math.ceil(tile / factor))
@@ -223,7 +227,7 @@ def _grd_tile(grd: SceneArrays, grd_stretch: Stretch, tile: int, pixel_m: float,
     values = Stretch("float32_db", float(np.nanmean(db)), float(np.nanstd(db))).apply(db)
     level = float(np.median(values[data]))
     dn_per_db = 254.0 / (4.0 * float(np.nanstd(db)))
-    values, slick = composite_seep(values, rng, dn_per_db, pixel_m, level, width_scale)
+    values, slick = composite_seep(values, rng, dn_per_db, pixel_m, level, width_scale, faintest)
     out.add(values, slick, data, "grd")
     return True
 
@@ -267,9 +271,9 @@ def training_tiles(
         if kind == "labelled":
             _labelled_tile(scenes, weights, tile, rng, out)
         elif kind == "composite":
-            _composite_tile(scenes, weights, tile, rng, out, mix.strand_width)
+            _composite_tile(scenes, weights, tile, rng, out, mix.strand_width, mix.faintest)
         elif kind == "grd":
-            _grd_tile(grd[0], grd[1], tile, pixel_m, rng, out, mix.strand_width)
+            _grd_tile(grd[0], grd[1], tile, pixel_m, rng, out, mix.strand_width, mix.faintest)
         elif kind == "transplant":
             _transplant_tile(scenes, weights, tile, rng, out)
         else:

@@ -317,11 +317,11 @@ def _seep_strand(
 
 
 def seep_strands(rng: np.random.Generator, seep: np.ndarray, drift: float, px: float, shape: tuple[int, int],
-                 width_scale: float = 1.0) -> list[Stamp]:
+                 width_scale: float = 1.0, faintest: float = 0.5) -> list[Stamp]:
     """The one to three strands a recurring seep has released, from within ~80 m of its source (row, col in
     pixels), drifting around ``drift`` (radians); oil of one seep damps alike (one damping ratio). ``width_scale``
-    multiplies every strand's width (100-350 m at 1)."""
-    ratio = rng.uniform(0.2, 0.5)
+    multiplies every strand's width (100-350 m at 1); the damping ratio is drawn from 0.2 to ``faintest``."""
+    ratio = rng.uniform(0.2, faintest)
     stamps = []
     for _ in range(int(rng.integers(1, 4))):
         start = seep + rng.normal(0.0, 80.0 / px, 2)
