@@ -59,11 +59,11 @@ class Mix:
     """Synthetic tiles with rain cells, sea-ice edges and sub-swath noise bands too (``SceneSpec.more_lookalikes``):
     look-alikes the real tiles may hold too few of."""
     strand_width: float = 1.0
+    """Composited strands' width relative to the generator's (100-350 m): the real strands the bundled recipe's fold
+    models miss are 3-5 px wide, where most composited ones are wider."""
     faintest: float = 0.5
     """The faintest composited oil's damping ratio (sigma0 multiplied by 0.2 up to this; 0.5 is -3 dB): real strands
     the fold models miss are about 2 dB darker than the sea around them."""
-    """Composited strands' width relative to the generator's (100-350 m): the real strands the bundled recipe's fold
-    models miss are 3-5 px wide, where most composited ones are wider."""
 
     def shares(self) -> dict[str, float]:
         parts = {"labelled": self.labelled, "composite": self.composite, "grd": self.grd, "synthetic": self.synthetic,

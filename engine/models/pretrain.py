@@ -631,12 +631,14 @@ def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
         init = None if starts_fresh else Path(args.init) if args.init else SYNTHETIC_MODEL
         recipe = RealRecipe(scenes=tuple(args.scenes), train_tiles=args.train_tiles or RealRecipe.train_tiles, tile=args.tile, init=init,
                             masked_epochs=args.masked_epochs, init_share=args.init_share, refit=args.refit,
-                            north_sea=tuple(args.north_sea), mix=Mix(synthetic_lookalikes=args.more_lookalikes, strand_width=args.strand_width, faintest=args.faintest_ratio), teacher=args.teacher)
+                            north_sea=tuple(args.north_sea), teacher=args.teacher,
+                            mix=Mix(synthetic_lookalikes=args.more_lookalikes, strand_width=args.strand_width, faintest=args.faintest_ratio))
         if args.init_share and (init is None or not 0 < args.init_share < 1):
             raise InputError(f"--init-share {args.init_share:g} needs a model to start from and a share between 0 and 1.",
                              "Give e.g. --init-share 0.5 without --init none.")
         if not 0.2 < args.faintest_ratio < 1:
-            raise InputError(f"--faintest-ratio {args.faintest_ratio:g} is outside 0.2-1: oil damps the sea's backscatter, by 0.2 at most.",
+            raise InputError(f"--faintest-ratio {args.faintest_ratio:g} is outside 0.2-1, the damping ratios drawn run from 0.2 (sigma0 "
+                             "a fifth of the sea's) to 1 (no damping).",
                              "Give e.g. 0.7 (-1.5 dB) for fainter slicks, or 0.5 (the default).")
         if not 0.2 <= args.strand_width <= 3:
             raise InputError(f"--strand-width {args.strand_width:g} is outside 0.2-3 times the generator's strand width.",
