@@ -200,11 +200,13 @@ sub-swath noise bands too (``engine pretrain --more-lookalikes``); every other t
 THIN_MIX = Mix(strand_width=0.6)
 """``real_texture_bce1_thin_init50``: the bundled mix with its composited strands 0.6 times as wide (60-210 m instead of
 100-350 m); the same strands otherwise. The seed-0 fold models of the bundled recipe miss real strands 3-5 px wide
-(sample_123's right half: probability 0.01 on its labels) while finding the wider ones."""
+(sample_123's right half: probability 0.01 on its labels) while finding the wider ones. Measured: 0.467 against 0.452 on
+seed 0 (four scenes of five higher), under the +0.02 set for more seeds (docs/benchmark_strands_bce1.md)."""
 FAINT_MIX = Mix(faintest=0.7)
 """``real_texture_bce1_faint_init50``: the bundled mix with its composited oil damping the sea by a ratio of 0.2-0.7 (-7 to
 -1.5 dB) instead of 0.2-0.5: sample_123's missed right strand is about 2 dB darker than the sea around it, fainter than
-any composited source."""
+any composited source. Measured on seed 0: sample_0 0.272 as the bundled recipe, sample_1 0.525 against 0.644; stopped after
+those two folds, out of reach of the +0.02 set for more seeds (docs/benchmark_strands_bce1.md)."""
 SKELETON_WEIGHT = 0.5
 """``real_texture_bce1_skeleton_init50``: the bundled recipe with ``skeleton_recall_loss`` added at the Dice term's weight
 (Kirchhoff et al. 2024 weigh the two alike). The held-out scenes lose recall on thin strands beside a detected wide one,
