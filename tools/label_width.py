@@ -13,7 +13,6 @@ width of the paper's ``pred_base`` slicks (its probability cut at 0.5) on the ti
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -46,12 +45,8 @@ def widths(run: Path, candidate: str) -> list[dict]:
     """Per held-out scene: the labels', the mask's and ``pred_base``'s mean width (None where the paper has no prediction),
     and the Dice of the mask widened by each of ``WIDENINGS``."""
     scenes = {scene.name: scene for scene in ARCTIC}
-    with open(run / "benchmark.csv", newline="") as rows:
-        chosen = [row for row in csv.DictReader(rows) if row["candidate"] == candidate]
-    if not chosen:
-        raise SystemExit(f"{run / 'benchmark.csv'} has no rows of {candidate}.")
     found = []
-    for row in chosen:
+    for row in run_page.candidate_rows(run, candidate):
         scene = scenes[row["scene"]]
         label, transform, crs = read_label_mask(scene.labels)
         mask = _on_labels(run / "detections" / f"{row['scene']}_{candidate}_mask.tif", 0.5, label, transform, crs)

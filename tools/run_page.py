@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 from pathlib import Path
 from typing import Callable
@@ -12,6 +13,15 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from engine.atomic import write_text  # noqa: E402
+
+
+def candidate_rows(run: Path, candidate: str) -> list[dict]:
+    """The rows of ``candidate`` in the run's ``benchmark.csv``; a run without any stops the tool, naming the file."""
+    with open(run / "benchmark.csv", newline="") as rows:
+        chosen = [row for row in csv.DictReader(rows) if row["candidate"] == candidate]
+    if not chosen:
+        raise SystemExit(f"{run / 'benchmark.csv'} has no rows of {candidate}.")
+    return chosen
 
 
 def main(doc: str, analyse: Callable[[Path, str], list[dict]], page: Callable[[list[dict], str], str]) -> int:

@@ -13,7 +13,6 @@ by a few thousandths.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +28,8 @@ THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
 def oracle(run: Path, candidate: str) -> list[dict]:
     """Per held-out scene: Dice at its fold's threshold and at the threshold best for its own labels."""
     scenes = {scene.name: scene for scene in ARCTIC}
-    with open(run / "benchmark.csv", newline="") as rows:
-        chosen = [row for row in csv.DictReader(rows) if row["candidate"] == candidate]
-    if not chosen:
-        raise SystemExit(f"{run / 'benchmark.csv'} has no rows of {candidate}.")
     found = []
-    for row in chosen:
+    for row in run_page.candidate_rows(run, candidate):
         probability = run / "detections" / f"{row['scene']}_{candidate}_probability.tif"
         scene = scenes[row["scene"]]
         dice = [score(probability, scene, float(t)).dice for t in THRESHOLDS]
