@@ -34,10 +34,11 @@ def mean_width(mask: np.ndarray) -> float:
     return 2.0 * float(mask.sum()) / max(1, int(boundary.sum()))
 
 
-def _on_labels(path: Path, cut: float, label: np.ndarray, transform, crs) -> np.ndarray:
-    """The raster's values above ``cut`` (a mask's 1s: cut 0.5), on the labels' grid."""
+def _on_labels(path: Path, label: np.ndarray, transform, crs) -> np.ndarray:
+    """A slick mask's 1s, or a probability above 0.5 (as the benchmark cuts the paper's predictions), on the labels' grid."""
     with rasterio.open(path) as ds:
-        slick = (ds.read(1) > cut).astype(np.uint8) if ds.dtypes[0].startswith("float") else (ds.read(1) == 1).astype(np.uint8)
+        values = ds.read(1)
+        slick = (values > 0.5 if values.dtype.kind == "f" else values == 1).astype(np.uint8)
         return align_to_grid(slick, transform, crs, label.shape, src_transform=ds.transform, src_crs=ds.crs or crs) > 0
 
 
@@ -49,12 +50,12 @@ def widths(run: Path, candidate: str) -> list[dict]:
     for row in run_page.candidate_rows(run, candidate):
         scene = scenes[row["scene"]]
         label, transform, crs = read_label_mask(scene.labels)
-        mask = _on_labels(run / "detections" / f"{row['scene']}_{candidate}_mask.tif", 0.5, label, transform, crs)
+        mask = _on_labels(run / "detections" / f"{row['scene']}_{candidate}_mask.tif", label, transform, crs)
         paper = scene.image.parent / "pred_base.tif"
         dice = [slick_dice_arrays(binary_dilation(mask, iterations=r) if r else mask, label, "").dice for r in WIDENINGS]
         best = int(np.argmax(dice))
         found.append({"scene": row["scene"], "label_width": mean_width(label), "mask_width": mean_width(mask),
-                      "pred_base_width": mean_width(_on_labels(paper, 0.5, label, transform, crs)) if paper.exists() else None,
+                      "pred_base_width": mean_width(_on_labels(paper, label, transform, crs)) if paper.exists() else None,
                       "dice": dice[0], "best_widening": WIDENINGS[best], "best_dice": dice[best], "dice_by_widening": dice})
     return found
 
