@@ -1,0 +1,184 @@
+"""Whether a second stage that weighs each detected slick as a whole could drop the false ones: measured, leave one scene out.
+
+``.venv/bin/python tools/slick_filter.py RUN_DIR [RUN_DIR ...] --candidate NAME [--markdown PAGE]``
+
+Each ``RUN_DIR`` is the output of ``python -m engine experiment benchmark`` (one seed's fold models: its ``benchmark.csv``
+and the held-out scenes' probability and slick masks under ``detections/``). On every held-out scene the mask, on the
+scene's label grid as the benchmark scores it, falls into slicks (8-connected, as tracing joins them), each described by
+what detection already knows or can read beside it: its mean and highest probability, its area, its mean width, and how
+much darker it is than the sea in a ring around it (in standard deviations of that sea, so the same in dB or in
+stretched levels). A slick is true when it touches a labelled one.
+
+The classic pipeline before deep learning weighed dark spots so (Solberg et al. 1999): here a logistic regression
+(scikit-learn's defaults on standardised features, classes balanced) is trained, for each held-out scene, on the
+slicks of the other scenes of the same run, which their own fold models found without having learnt those scenes, and
+keeps a slick of the held-out scene when it gives it a probability of at least 0.5. Each training slick weighs its
+area (``--weigh area``: Dice counts pixels), or its share of its scene's slick area (``--weigh scene``: every scene
+alike, where one scene holds most of the false slicks). The other scenes' fold models did learn the held-out scene:
+the regression never sees it, but the slicks it learns from were found by models that had.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from scipy import ndimage
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+import run_page  # beside this file: puts the project on the path
+from label_width import mean_width
+
+from engine.data.bundled import ARCTIC  # noqa: E402
+from engine.experiments.benchmark import Scores, score  # noqa: E402
+from engine.jobs.evaluate import align_to_grid, read_label_mask  # noqa: E402
+
+FEATURES = ("mean_prob", "max_prob", "log_area", "contrast_sd", "width_px")
+RING_PX = 6
+"""The sea ring a slick's darkness is measured against: this many pixels around it, other slicks left out."""
+KEEP_AT = 0.5
+
+
+def slicks(mask: np.ndarray, probability: np.ndarray, image: np.ndarray, label: np.ndarray) -> list[dict]:
+    """Every 8-connected slick of ``mask`` with its ``FEATURES``, its pixels and whether it touches ``label``."""
+    ids, n = ndimage.label(mask, structure=np.ones((3, 3)))
+    near_any = ndimage.binary_dilation(mask)
+    found = []
+    for i, where in enumerate(ndimage.find_objects(ids), start=1):
+        pad = tuple(slice(max(0, s.start - RING_PX - 1), s.stop + RING_PX + 1) for s in where)
+        own = ids[pad] == i
+        ring = ndimage.binary_dilation(own, iterations=RING_PX) & ~near_any[pad] & (image[pad] > 0)
+        inside = own & (image[pad] > 0)
+        sea = image[pad][ring]
+        darker = (sea.mean() - image[pad][inside].mean()) / max(float(sea.std()), 1e-6) if ring.any() and inside.any() else 0.0
+        values = probability[pad][own]
+        found.append({
+            "mean_prob": float(np.nanmean(values)), "max_prob": float(np.nanmax(values)), "log_area": float(np.log(own.sum())),
+            "contrast_sd": float(darker), "width_px": mean_width(own), "area": int(own.sum()),
+            "true": bool((own & label[pad]).any()), "pixels": (pad, own),
+        })
+    return found
+
+
+def _on_labels(path: Path, label: np.ndarray, transform, crs, fill: float = 0) -> np.ndarray:
+    with rasterio.open(path) as ds:
+        return align_to_grid(ds.read(1).astype(np.float32), transform, crs, label.shape, src_transform=ds.transform,
+                             src_crs=ds.crs or crs, fill=fill)
+
+
+def held_out(run: Path, candidate: str) -> list[dict]:
+    """Per held-out scene of one run: its slicks, the scene, and the grid its labels are on."""
+    scenes = {scene.name: scene for scene in ARCTIC}
+    found = []
+    for row in run_page.candidate_rows(run, candidate):
+        scene = scenes[row["scene"]]
+        label, transform, crs = read_label_mask(scene.labels)
+        label = label > 0
+        stem = run / "detections" / f"{row['scene']}_{candidate}"
+        mask = _on_labels(Path(f"{stem}_mask.tif"), label, transform, crs) == 1
+        probability = _on_labels(Path(f"{stem}_probability.tif"), label, transform, crs, fill=np.nan)
+        image = _on_labels(scene.image, label, transform, crs)
+        found.append({"scene": scene, "grid": (label.shape, transform, crs),
+                      "slicks": slicks(mask, probability, image, label)})
+    return found
+
+
+def _features(found: list[dict]) -> np.ndarray:
+    return np.array([[s[f] for f in FEATURES] for s in found]).reshape(-1, len(FEATURES))
+
+
+def _scored(scene_slicks: list[dict], keep: list[bool], scene, grid) -> Scores:
+    """The benchmark's own score of the kept slicks, written as a mask on the label grid."""
+    shape, transform, crs = grid
+    mask = np.zeros(shape, np.uint8)
+    for s, kept in zip(scene_slicks, keep):
+        if kept:
+            pad, own = s["pixels"]
+            mask[pad][own] = 1
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "kept.tif"
+        with rasterio.open(path, "w", driver="GTiff", height=shape[0], width=shape[1], count=1, dtype="uint8",
+                           crs=crs, transform=transform) as dst:
+            dst.write(mask, 1)
+        return score(path, scene, 0.5)
+
+
+def _weights(scenes: list[list[dict]], weigh: str) -> np.ndarray:
+    """Each training slick's weight: its area, or with ``weigh="scene"`` its share of its scene's slick area, so that one
+    scene with many slicks (sample_70) does not decide for the others."""
+    return np.concatenate([np.array([s["area"] for s in found], float) / (sum(s["area"] for s in found) if weigh == "scene" else 1.0)
+                           for found in scenes if found])
+
+
+def filtered(run: Path, candidate: str, weigh: str = "area") -> list[dict]:
+    """Per held-out scene: the benchmark's scores of its mask as detected and of the slicks the regression keeps."""
+    scenes = held_out(run, candidate)
+    rows = []
+    for k, held in enumerate(scenes):
+        others = [other["slicks"] for j, other in enumerate(scenes) if j != k]
+        train = [s for found in others for s in found]
+        truth = np.array([s["true"] for s in train])
+        keep = [True] * len(held["slicks"])
+        if held["slicks"] and len(set(truth.tolist())) == 2:
+            model = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced"))
+            model.fit(_features(train), truth, logisticregression__sample_weight=_weights(others, weigh))
+            keep = (model.predict_proba(_features(held["slicks"]))[:, 1] >= KEEP_AT).tolist()
+        everything = _scored(held["slicks"], [True] * len(keep), held["scene"], held["grid"])
+        kept = _scored(held["slicks"], keep, held["scene"], held["grid"])
+        rows.append({"run": run.name, "weigh": weigh, "scene": held["scene"].name, "slicks": len(keep), "false_slicks": sum(not s["true"] for s in held["slicks"]),
+                     "dropped": keep.count(False), "dropped_true": sum(not kept_ and s["true"] for s, kept_ in zip(held["slicks"], keep)),
+                     "as_detected": everything, "kept": kept})
+    return rows
+
+
+def _pooled(scores: list[Scores]) -> float:
+    tp, fp, fn = (sum(getattr(s, f) for s in scores) for f in ("tp", "fp", "fn"))
+    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
+
+
+def _false(scores: list[Scores]) -> float:
+    return float(np.mean([s.false_km2_per_1000 for s in scores]))
+
+
+def page(rows: list[dict], command: str) -> str:
+    lines = ["| run | slicks weighed by | scene | slicks (false) | dropped (of them true) | Dice as detected | Dice, slicks kept | false slicks as detected "
+             "(km² per 1,000 km²) | kept |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        a, k = r["as_detected"], r["kept"]
+        lines.append(f"| {r['run']} | {r['weigh']} | {r['scene']} | {r['slicks']} ({r['false_slicks']}) | {r['dropped']} ({r['dropped_true']}) | "
+                     f"{a.dice:.3f} | {k.dice:.3f} | {a.false_km2_per_1000:.1f} | {k.false_km2_per_1000:.1f} |")
+    for run, weigh in dict.fromkeys((r["run"], r["weigh"]) for r in rows):
+        mine = [r for r in rows if (r["run"], r["weigh"]) == (run, weigh)]
+        a, k = [r["as_detected"] for r in mine], [r["kept"] for r in mine]
+        lines.append(f"| {run} | {weigh} | mean (pooled) | | | **{np.mean([s.dice for s in a]):.3f}** ({_pooled(a):.3f}) | "
+                     f"**{np.mean([s.dice for s in k]):.3f}** ({_pooled(k):.3f}) | {_false(a):.1f} | {_false(k):.1f} |")
+    return f"Made by `{command}`.\n\n" + "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    import argparse
+    import sys
+
+    from engine.atomic import write_text
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", type=Path, nargs="+", help="`engine experiment benchmark` output folders, one seed's fold models each")
+    p.add_argument("--candidate", required=True)
+    p.add_argument("--weigh", nargs="+", choices=("area", "scene"), default=["area"],
+                   help="each training slick by its area, or by its share of its scene's slick area (every scene alike)")
+    p.add_argument("--markdown", type=Path, help="write the table here too")
+    args = p.parse_args()
+    rows = [row for run in args.runs for weigh in args.weigh for row in filtered(run, args.candidate, weigh)]
+    text = page(rows, " ".join(["python", *sys.argv]))
+    print(text)
+    if args.markdown:
+        write_text(args.markdown, text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
