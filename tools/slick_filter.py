@@ -1,6 +1,6 @@
 """Whether a second stage that weighs each detected slick as a whole could drop the false ones: measured, leave one scene out.
 
-``.venv/bin/python tools/slick_filter.py RUN_DIR [RUN_DIR ...] --candidate NAME [--markdown PAGE]``
+``.venv/bin/python tools/slick_filter.py RUN_DIR [RUN_DIR ...] --candidate NAME [NAME ...] [--weigh area scene] [--markdown PAGE]``
 
 Each ``RUN_DIR`` is the output of ``python -m engine experiment benchmark`` (one seed's fold models: its ``benchmark.csv``
 and the held-out scenes' probability and slick masks under ``detections/``). On every held-out scene the mask, on the
@@ -20,6 +20,8 @@ the regression never sees it, but the slicks it learns from were found by models
 
 from __future__ import annotations
 
+import argparse
+import sys
 import tempfile
 from pathlib import Path
 
@@ -34,13 +36,15 @@ import run_page  # beside this file: puts the project on the path
 from label_width import mean_width
 
 from engine.data.bundled import ARCTIC  # noqa: E402
-from engine.experiments.benchmark import Scores, score  # noqa: E402
+from engine.atomic import write_text  # noqa: E402
+from engine.experiments.benchmark import Scores, score, seed_scores  # noqa: E402
 from engine.jobs.evaluate import align_to_grid, read_label_mask  # noqa: E402
 
 FEATURES = ("mean_prob", "max_prob", "log_area", "contrast_sd", "width_px")
 RING_PX = 6
 """The sea ring a slick's darkness is measured against: this many pixels around it, other slicks left out."""
 KEEP_AT = 0.5
+"""A held-out slick is kept when the regression gives it at least this probability of being true."""
 
 
 def slicks(mask: np.ndarray, probability: np.ndarray, image: np.ndarray, label: np.ndarray) -> list[dict]:
@@ -130,51 +134,45 @@ def filtered(run: Path, candidate: str, weigh: str = "area") -> list[dict]:
         everything = _scored(held["slicks"], [True] * len(keep), held["scene"], held["grid"])
         kept = _scored(held["slicks"], keep, held["scene"], held["grid"])
         only_true = _scored(held["slicks"], [s["true"] for s in held["slicks"]], held["scene"], held["grid"])
-        rows.append({"run": run.name, "weigh": weigh, "scene": held["scene"].name, "slicks": len(keep), "false_slicks": sum(not s["true"] for s in held["slicks"]),
-                     "dropped": keep.count(False), "dropped_true": sum(not kept_ and s["true"] for s, kept_ in zip(held["slicks"], keep)),
+        rows.append({"run": run.name, "candidate": candidate, "weigh": weigh, "scene": held["scene"].name, "slicks": len(keep),
+                     "false_slicks": sum(not s["true"] for s in held["slicks"]), "dropped": keep.count(False),
+                     "dropped_true": sum(not kept_ and s["true"] for s, kept_ in zip(held["slicks"], keep)),
                      "as_detected": everything, "kept": kept, "only_true": only_true})
     return rows
 
 
-def _pooled(scores: list[Scores]) -> float:
-    tp, fp, fn = (sum(getattr(s, f) for s in scores) for f in ("tp", "fp", "fn"))
-    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
-
-
-def _false(scores: list[Scores]) -> float:
-    return float(np.mean([s.false_km2_per_1000 for s in scores]))
+def _figures(scores: list[Scores]) -> dict:
+    """Mean and pooled Dice and false slick area of one run's scenes, as the benchmark's page computes them."""
+    return seed_scores([{"dice": s.dice, "tp": s.tp, "fp": s.fp, "fn": s.fn, "false_km2_per_1000km2": s.false_km2_per_1000,
+                         "clear_sea_km2": s.clear_pixels * s.pixel_km2} for s in scores])
 
 
 def page(rows: list[dict], command: str) -> str:
-    lines = ["| run | slicks weighed by | scene | slicks (false) | dropped (of them true) | Dice as detected | Dice, slicks kept | false slicks as detected "
-             "(km² per 1,000 km²) | kept | Dice, every false slick dropped (a bound) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | candidate | slicks weighed by | scene | slicks (false) | dropped (of them true) | Dice as detected | Dice, slicks kept "
+             "| false slicks as detected (km² per 1,000 km²) | kept | Dice, every false slick dropped (a bound) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         a, k = r["as_detected"], r["kept"]
-        lines.append(f"| {r['run']} | {r['weigh']} | {r['scene']} | {r['slicks']} ({r['false_slicks']}) | {r['dropped']} ({r['dropped_true']}) | "
-                     f"{a.dice:.3f} | {k.dice:.3f} | {a.false_km2_per_1000:.1f} | {k.false_km2_per_1000:.1f} | {r['only_true'].dice:.3f} |")
-    for run, weigh in dict.fromkeys((r["run"], r["weigh"]) for r in rows):
-        mine = [r for r in rows if (r["run"], r["weigh"]) == (run, weigh)]
-        a, k, t = ([r[key] for r in mine] for key in ("as_detected", "kept", "only_true"))
-        lines.append(f"| {run} | {weigh} | mean (pooled) | | | **{np.mean([s.dice for s in a]):.3f}** ({_pooled(a):.3f}) | "
-                     f"**{np.mean([s.dice for s in k]):.3f}** ({_pooled(k):.3f}) | {_false(a):.1f} | {_false(k):.1f} | "
-                     f"{np.mean([s.dice for s in t]):.3f} ({_pooled(t):.3f}) |")
+        lines.append(f"| {r['run']} | {r['candidate']} | {r['weigh']} | {r['scene']} | {r['slicks']} ({r['false_slicks']}) | "
+                     f"{r['dropped']} ({r['dropped_true']}) | {a.dice:.3f} | {k.dice:.3f} | {a.false_km2_per_1000:.1f} | {k.false_km2_per_1000:.1f} | {r['only_true'].dice:.3f} |")
+    for run, candidate, weigh in dict.fromkeys((r["run"], r["candidate"], r["weigh"]) for r in rows):
+        mine = [r for r in rows if (r["run"], r["candidate"], r["weigh"]) == (run, candidate, weigh)]
+        a, k, t = (_figures([r[key] for r in mine]) for key in ("as_detected", "kept", "only_true"))
+        lines.append(f"| {run} | {candidate} | {weigh} | mean (pooled) | | | **{a['mean_dice']:.3f}** ({a['pooled_dice']:.3f}) | "
+                     f"**{k['mean_dice']:.3f}** ({k['pooled_dice']:.3f}) | {a['false_km2_per_1000km2']:.1f} | "
+                     f"{k['false_km2_per_1000km2']:.1f} | {t['mean_dice']:.3f} ({t['pooled_dice']:.3f}) |")
     return f"Made by `{command}`.\n\n" + "\n".join(lines) + "\n"
 
 
 def main() -> int:
-    import argparse
-    import sys
-
-    from engine.atomic import write_text
-
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("runs", type=Path, nargs="+", help="`engine experiment benchmark` output folders, one seed's fold models each")
-    p.add_argument("--candidate", required=True)
+    p.add_argument("--candidate", required=True, nargs="+", help="candidates of the runs, each measured alone")
     p.add_argument("--weigh", nargs="+", choices=("area", "scene"), default=["area"],
                    help="each training slick by its area, or by its share of its scene's slick area (every scene alike)")
     p.add_argument("--markdown", type=Path, help="write the table here too")
     args = p.parse_args()
-    rows = [row for run in args.runs for weigh in args.weigh for row in filtered(run, args.candidate, weigh)]
+    rows = [row for run in args.runs for candidate in args.candidate for weigh in args.weigh for row in filtered(run, candidate, weigh)]
     text = page(rows, " ".join(["python", *sys.argv]))
     print(text)
     if args.markdown:
