@@ -38,8 +38,8 @@ def _write(path: Path, values: np.ndarray, transform, crs, nodata) -> None:
         dst.write(values, 1)
 
 
-@pytest.mark.parametrize("weigh", ["area", "scene"])
-def test_false_slicks_unlike_the_true_ones_of_other_scenes_are_dropped(tmp_path, weigh):
+@pytest.mark.parametrize(("weigh", "seed"), [("area", 0), ("scene", 1)])
+def test_false_slicks_unlike_the_true_ones_of_other_scenes_are_dropped(tmp_path, weigh, seed):
     """Every scene's 'detection' is its labels (confident, dark) plus two squares of open sea far from them (hesitant,
     no darker than the sea): learnt on the other scenes, the squares go and the labels stay."""
     (tmp_path / "detections").mkdir()
@@ -58,11 +58,12 @@ def test_false_slicks_unlike_the_true_ones_of_other_scenes_are_dropped(tmp_path,
             mask[r - 6 : r + 6, c - 6 : c + 6] = True
             far[max(0, r - 60) : r + 60, max(0, c - 60) : c + 60] = 0
         probability = np.where(label, 0.95, np.where(mask, 0.55, 0.05)).astype(np.float32)
-        _write(tmp_path / "detections" / f"{scene.name}_c_mask.tif", mask.astype(np.uint8), transform, crs, 255)
-        _write(tmp_path / "detections" / f"{scene.name}_c_probability.tif", probability, transform, crs, None)
-        rows.append({"scene": scene.name, "candidate": "c", "threshold": 0.5})
+        named = f"{scene.name}_c{'_seed1' if seed else ''}"  # the benchmark's names for a seed's detections
+        _write(tmp_path / "detections" / f"{named}_mask.tif", mask.astype(np.uint8), transform, crs, 255)
+        _write(tmp_path / "detections" / f"{named}_probability.tif", probability, transform, crs, None)
+        rows.append({"scene": scene.name, "candidate": "c", "seed": seed, "sha256": "0" * 16})
     with open(tmp_path / "benchmark.csv", "w", newline="") as out:
-        writer = csv.DictWriter(out, ["scene", "candidate", "threshold"])
+        writer = csv.DictWriter(out, ["scene", "candidate", "seed", "sha256"])
         writer.writeheader()
         writer.writerows(rows)
     found = filtered(tmp_path, "c", weigh)

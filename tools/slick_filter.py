@@ -38,6 +38,7 @@ from label_width import mean_width
 from engine.data.bundled import ARCTIC  # noqa: E402
 from engine.atomic import write_text  # noqa: E402
 from engine.experiments.benchmark import Scores, score, seed_scores  # noqa: E402
+from engine.machine import commit_text  # noqa: E402
 from engine.jobs.evaluate import align_to_grid, read_label_mask  # noqa: E402
 
 FEATURES = ("mean_prob", "max_prob", "log_area", "contrast_sd", "width_px")
@@ -82,11 +83,12 @@ def held_out(run: Path, candidate: str) -> list[dict]:
         scene = scenes[row["scene"]]
         label, transform, crs = read_label_mask(scene.labels)
         label = label > 0
-        stem = run / "detections" / f"{row['scene']}_{candidate}"
+        seeded = "" if row["seed"] in ("", "0") else f"_seed{row['seed']}"  # as the benchmark names a seed's detections
+        stem = run / "detections" / f"{row['scene']}_{candidate}{seeded}"
         mask = _on_labels(Path(f"{stem}_mask.tif"), label, transform, crs) == 1
         probability = _on_labels(Path(f"{stem}_probability.tif"), label, transform, crs, fill=np.nan)
         image = _on_labels(scene.image, label, transform, crs)
-        found.append({"scene": scene, "grid": (label.shape, transform, crs),
+        found.append({"scene": scene, "grid": (label.shape, transform, crs), "sha256": row["sha256"],
                       "slicks": slicks(mask, probability, image, label)})
     return found
 
@@ -134,7 +136,7 @@ def filtered(run: Path, candidate: str, weigh: str = "area") -> list[dict]:
         everything = _scored(held["slicks"], [True] * len(keep), held["scene"], held["grid"])
         kept = _scored(held["slicks"], keep, held["scene"], held["grid"])
         only_true = _scored(held["slicks"], [s["true"] for s in held["slicks"]], held["scene"], held["grid"])
-        rows.append({"run": run.name, "candidate": candidate, "weigh": weigh, "scene": held["scene"].name, "slicks": len(keep),
+        rows.append({"run": run.name, "candidate": candidate, "weigh": weigh, "scene": held["scene"].name, "sha256": held["sha256"], "slicks": len(keep),
                      "false_slicks": sum(not s["true"] for s in held["slicks"]), "dropped": keep.count(False),
                      "dropped_true": sum(not kept_ and s["true"] for s, kept_ in zip(held["slicks"], keep)),
                      "as_detected": everything, "kept": kept, "only_true": only_true})
@@ -148,12 +150,12 @@ def _figures(scores: list[Scores]) -> dict:
 
 
 def page(rows: list[dict], command: str) -> str:
-    lines = ["| run | candidate | slicks weighed by | scene | slicks (false) | dropped (of them true) | Dice as detected | Dice, slicks kept "
+    lines = ["| run | candidate | slicks weighed by | scene (fold model's sha256) | slicks (false) | dropped (of them true) | Dice as detected | Dice, slicks kept "
              "| false slicks as detected (km² per 1,000 km²) | kept | Dice, every false slick dropped (a bound) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         a, k = r["as_detected"], r["kept"]
-        lines.append(f"| {r['run']} | {r['candidate']} | {r['weigh']} | {r['scene']} | {r['slicks']} ({r['false_slicks']}) | "
+        lines.append(f"| {r['run']} | {r['candidate']} | {r['weigh']} | {r['scene']} (`{r['sha256']}`) | {r['slicks']} ({r['false_slicks']}) | "
                      f"{r['dropped']} ({r['dropped_true']}) | {a.dice:.3f} | {k.dice:.3f} | {a.false_km2_per_1000:.1f} | {k.false_km2_per_1000:.1f} | {r['only_true'].dice:.3f} |")
     for run, candidate, weigh in dict.fromkeys((r["run"], r["candidate"], r["weigh"]) for r in rows):
         mine = [r for r in rows if (r["run"], r["candidate"], r["weigh"]) == (run, candidate, weigh)]
@@ -161,7 +163,7 @@ def page(rows: list[dict], command: str) -> str:
         lines.append(f"| {run} | {candidate} | {weigh} | mean (pooled) | | | **{a['mean_dice']:.3f}** ({a['pooled_dice']:.3f}) | "
                      f"**{k['mean_dice']:.3f}** ({k['pooled_dice']:.3f}) | {a['false_km2_per_1000km2']:.1f} | "
                      f"{k['false_km2_per_1000km2']:.1f} | {t['mean_dice']:.3f} ({t['pooled_dice']:.3f}) |")
-    return f"Made by `{command}`.\n\n" + "\n".join(lines) + "\n"
+    return f"Made by `{command}` at commit {commit_text()}.\n\n" + "\n".join(lines) + "\n"
 
 
 def main() -> int:
