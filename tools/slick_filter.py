@@ -1,6 +1,6 @@
 """Whether a second stage that weighs each detected slick as a whole could drop the false ones: measured, leave one scene out.
 
-``.venv/bin/python tools/slick_filter.py RUN_DIR [RUN_DIR ...] --candidate NAME [NAME ...] [--weigh area scene] [--markdown PAGE]``
+``.venv/bin/python tools/slick_filter.py RUN_DIR [RUN_DIR ...] --candidate NAME [NAME ...] [--stage STAGE ...] [--markdown PAGE]``
 
 Each ``RUN_DIR`` is the output of ``python -m engine experiment benchmark`` (one seed's fold models: its ``benchmark.csv``
 and the held-out scenes' probability and slick masks under ``detections/``). On every held-out scene the mask, on the
@@ -9,13 +9,19 @@ what detection already knows or can read beside it: its mean and highest probabi
 much darker it is than the sea in a ring around it (in standard deviations of that sea, so the same in dB or in
 stretched levels). A slick is true when it touches a labelled one.
 
-The classic pipeline before deep learning weighed dark spots so (Solberg et al. 1999): here a logistic regression
-(scikit-learn's defaults on standardised features, classes balanced) is trained, for each held-out scene, on the
-slicks of the other scenes of the same run, which their own fold models found without having learnt those scenes, and
-keeps a slick of the held-out scene when it gives it a probability of at least 0.5. Each training slick weighs its
-area (``--weigh area``: Dice counts pixels), or its share of its scene's slick area (``--weigh scene``: every scene
-alike, where one scene holds most of the false slicks). The other scenes' fold models did learn the held-out scene:
-the regression never sees it, but the slicks it learns from were found by models that had.
+The classic pipeline before deep learning weighed dark spots so (Solberg et al. 1999). Second stages measured
+(``--stage``), each deciding for a held-out scene from the other scenes' held-out slicks of the same run, which their
+own fold models found without having learnt those scenes:
+
+- ``regression-by-area`` and ``regression-by-scene``: a logistic regression (scikit-learn's defaults on standardised
+  features, classes balanced) keeps a slick it gives a probability of at least 0.5; each training slick weighs its area
+  (Dice counts pixels), or its share of its scene's slick area (every scene alike, where one scene holds most of the
+  false slicks);
+- ``mean-cut``: a slick is kept when its mean probability reaches the cut (of ``MEAN_CUTS``) that scores best on the
+  other scenes.
+
+The other scenes' fold models did learn the held-out scene: a stage never sees it, but the slicks it learns from were
+found by models that had.
 """
 
 from __future__ import annotations
@@ -46,6 +52,8 @@ RING_PX = 6
 """The sea ring a slick's darkness is measured against: this many pixels around it, other slicks left out."""
 KEEP_AT = 0.5
 """A held-out slick is kept when the regression gives it at least this probability of being true."""
+MEAN_CUTS = (0.0, 0.55, 0.6, 0.65, 0.7, 0.75)
+"""The cuts on a slick's mean probability that ``mean-cut`` chooses among (0: every slick kept)."""
 
 
 def slicks(mask: np.ndarray, probability: np.ndarray, image: np.ndarray, label: np.ndarray) -> list[dict]:
@@ -120,10 +128,9 @@ def _weights(scenes: list[list[dict]], weigh: str) -> np.ndarray:
                            for found in scenes if found])
 
 
-def filtered(run: Path, candidate: str, weigh: str = "area") -> list[dict]:
-    """Per held-out scene: the benchmark's scores of its mask as detected and of the slicks the regression keeps."""
-    scenes = held_out(run, candidate)
-    rows = []
+def _regression(scenes: list[dict], weigh: str) -> list[tuple[list[bool], str]]:
+    """Per held-out scene, the slicks that a logistic regression learnt on the other scenes' slicks keeps, and how."""
+    chosen = []
     for k, held in enumerate(scenes):
         others = [other["slicks"] for j, other in enumerate(scenes) if j != k]
         train = [s for found in others for s in found]
@@ -133,12 +140,41 @@ def filtered(run: Path, candidate: str, weigh: str = "area") -> list[dict]:
             model = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced"))
             model.fit(_features(train), truth, logisticregression__sample_weight=_weights(others, weigh))
             keep = (model.predict_proba(_features(held["slicks"]))[:, 1] >= KEEP_AT).tolist()
+        chosen.append((keep, f"regression, slicks weighed by {weigh}"))
+    return chosen
+
+
+def _mean_cut(scenes: list[dict]) -> list[tuple[list[bool], str]]:
+    """Per held-out scene, the slicks whose mean probability reaches the one of ``MEAN_CUTS`` that scores best on the
+    other scenes (their mean Dice; the lower cut where two tie)."""
+    def kept(held: dict, cut: float) -> list[bool]:
+        return [s["mean_prob"] >= cut for s in held["slicks"]]
+
+    dice = np.array([[_scored(held["slicks"], kept(held, cut), held["scene"], held["grid"]).dice for cut in MEAN_CUTS] for held in scenes])
+    chosen = []
+    for k, held in enumerate(scenes):
+        cut = MEAN_CUTS[int(np.argmax(np.delete(dice, k, axis=0).mean(axis=0)))]
+        chosen.append((kept(held, cut), f"mean probability >= {cut:.2f}"))
+    return chosen
+
+
+STAGES = {"regression-by-area": lambda scenes: _regression(scenes, "area"),
+          "regression-by-scene": lambda scenes: _regression(scenes, "scene"), "mean-cut": _mean_cut}
+"""The second stages measured: the regression with each slick weighing its area or its scene's share, and one cut on a
+slick's mean probability."""
+
+
+def filtered(run: Path, candidate: str, stage: str = "regression-by-area") -> list[dict]:
+    """Per held-out scene: the benchmark's scores of its mask as detected and of the slicks ``stage`` keeps."""
+    scenes = held_out(run, candidate)
+    rows = []
+    for held, (keep, how) in zip(scenes, STAGES[stage](scenes)):
         everything = _scored(held["slicks"], [True] * len(keep), held["scene"], held["grid"])
         kept = _scored(held["slicks"], keep, held["scene"], held["grid"])
         only_true = _scored(held["slicks"], [s["true"] for s in held["slicks"]], held["scene"], held["grid"])
-        rows.append({"run": run.name, "candidate": candidate, "weigh": weigh, "scene": held["scene"].name, "sha256": held["sha256"], "slicks": len(keep),
-                     "false_slicks": sum(not s["true"] for s in held["slicks"]), "dropped": keep.count(False),
-                     "dropped_true": sum(not kept_ and s["true"] for s, kept_ in zip(held["slicks"], keep)),
+        rows.append({"run": run.name, "candidate": candidate, "stage": stage, "how": how, "scene": held["scene"].name,
+                     "sha256": held["sha256"], "slicks": len(keep), "false_slicks": sum(not s["true"] for s in held["slicks"]),
+                     "dropped": keep.count(False), "dropped_true": sum(not kept_ and s["true"] for s, kept_ in zip(held["slicks"], keep)),
                      "as_detected": everything, "kept": kept, "only_true": only_true})
     return rows
 
@@ -150,17 +186,17 @@ def _figures(scores: list[Scores]) -> dict:
 
 
 def page(rows: list[dict], command: str) -> str:
-    lines = ["| run | candidate | slicks weighed by | scene (fold model's sha256) | slicks (false) | dropped (of them true) | Dice as detected | Dice, slicks kept "
+    lines = ["| run | candidate | stage | scene (fold model's sha256): what it kept | slicks (false) | dropped (of them true) | Dice as detected | Dice, slicks kept "
              "| false slicks as detected (km² per 1,000 km²) | kept | Dice, every false slick dropped (a bound) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         a, k = r["as_detected"], r["kept"]
-        lines.append(f"| {r['run']} | {r['candidate']} | {r['weigh']} | {r['scene']} (`{r['sha256']}`) | {r['slicks']} ({r['false_slicks']}) | "
+        lines.append(f"| {r['run']} | {r['candidate']} | {r['stage']} | {r['scene']} (`{r['sha256']}`): {r['how']} | {r['slicks']} ({r['false_slicks']}) | "
                      f"{r['dropped']} ({r['dropped_true']}) | {a.dice:.3f} | {k.dice:.3f} | {a.false_km2_per_1000:.1f} | {k.false_km2_per_1000:.1f} | {r['only_true'].dice:.3f} |")
-    for run, candidate, weigh in dict.fromkeys((r["run"], r["candidate"], r["weigh"]) for r in rows):
-        mine = [r for r in rows if (r["run"], r["candidate"], r["weigh"]) == (run, candidate, weigh)]
+    for run, candidate, stage in dict.fromkeys((r["run"], r["candidate"], r["stage"]) for r in rows):
+        mine = [r for r in rows if (r["run"], r["candidate"], r["stage"]) == (run, candidate, stage)]
         a, k, t = (_figures([r[key] for r in mine]) for key in ("as_detected", "kept", "only_true"))
-        lines.append(f"| {run} | {candidate} | {weigh} | mean (pooled) | | | **{a['mean_dice']:.3f}** ({a['pooled_dice']:.3f}) | "
+        lines.append(f"| {run} | {candidate} | {stage} | mean (pooled) | | | **{a['mean_dice']:.3f}** ({a['pooled_dice']:.3f}) | "
                      f"**{k['mean_dice']:.3f}** ({k['pooled_dice']:.3f}) | {a['false_km2_per_1000km2']:.1f} | "
                      f"{k['false_km2_per_1000km2']:.1f} | {t['mean_dice']:.3f} ({t['pooled_dice']:.3f}) |")
     return f"Made by `{command}` at commit {commit_text()}.\n\n" + "\n".join(lines) + "\n"
@@ -170,11 +206,12 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("runs", type=Path, nargs="+", help="`engine experiment benchmark` output folders, one seed's fold models each")
     p.add_argument("--candidate", required=True, nargs="+", help="candidates of the runs, each measured alone")
-    p.add_argument("--weigh", nargs="+", choices=("area", "scene"), default=["area"],
-                   help="each training slick by its area, or by its share of its scene's slick area (every scene alike)")
+    p.add_argument("--stage", nargs="+", choices=tuple(STAGES), default=["regression-by-area"],
+                   help="the regression with each training slick weighing its area or its share of its scene's slick area "
+                        "(every scene alike), or one cut on a slick's mean probability")
     p.add_argument("--markdown", type=Path, help="write the table here too")
     args = p.parse_args()
-    rows = [row for run in args.runs for candidate in args.candidate for weigh in args.weigh for row in filtered(run, candidate, weigh)]
+    rows = [row for run in args.runs for candidate in args.candidate for stage in args.stage for row in filtered(run, candidate, stage)]
     text = page(rows, " ".join(["python", *sys.argv]))
     print(text)
     if args.markdown:
