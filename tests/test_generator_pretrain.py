@@ -66,7 +66,7 @@ def test_a_stopped_pretraining_goes_on_and_its_card_lists_every_real_tile(tmp_pa
     assert list(training["arctic_scenes"]) == list(bundled.POOL)  # never the test scenes its experiments score
     assert training["north_sea_tiles"] == [scene.name for scene in bundled.NORTH_SEA]
     assert bundled.GRD_SCENE.name in training["unlabelled_scene"]
-    assert training["mix"] == {"labelled": 0.35, "composite": 0.35, "grd": 0.15, "synthetic": 0.15, "transplant": 0.0, "synthetic_lookalikes": False,
+    assert training["mix"] == {"labelled": 0.35, "composite": 0.35, "grd": 0.15, "synthetic": 0.15, "transplant": 0.0, "front": 0.0, "synthetic_lookalikes": False,
                                  "strand_width": 1.0, "faintest": 0.5}
     assert sum(training["tile_kinds"].values()) == training["tiles_cut"] == 40
     assert training["train_tiles"] + training["skipped_tiles"] == 40 and training["train_tiles"] >= 16

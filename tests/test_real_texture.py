@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy.ndimage import binary_dilation, binary_erosion, laplace
 
 from engine.data.bundled import ARCTIC, NORTH_SEA
 from engine.data.real_scenes import load_grd, load_labelled
-from engine.data.real_texture import VISIBLE_DB, Mix, composite_seep, split_scene, training_tiles, transplant_slick
+from engine.data.real_texture import VISIBLE_DB, Mix, composite_seep, darken_side, split_scene, training_tiles, transplant_slick
 
 
 def _sea(level: float, shape=(256, 256), seed=0) -> np.ndarray:
@@ -162,3 +164,19 @@ def test_fainter_oil_damps_the_same_strands_less():
     assert np.all(faint >= strong - 1e-3) and (faint > strong + 1.0).any()
     assert faint_slick.sum() <= strong_slick.sum() and not (faint_slick & ~strong_slick).any()
     assert np.all((faint - sea)[faint_slick] <= 30.0 * VISIBLE_DB + 1e-3)
+
+
+def test_a_front_darkens_one_side_of_real_sea_and_labels_nothing_new():
+    """``darken_side`` leaves one side as it was and takes 1.5-4 dB off the other, no data staying no data; the front tiles
+    of a set carry their crop's own labels only."""
+    sea = _sea(130.0)
+    sea[:, :5] = 0  # a no-data border
+    darker = darken_side(sea, np.random.default_rng(2), 30.0)
+    drop = (sea - darker)[sea > 0]
+    assert np.all(darker[sea == 0] == 0) and np.all(drop >= -1e-3)
+    assert (drop < 1e-3).mean() > 0.1 and ((drop > 1.5 * 30.0 - 1) & (drop < 4 * 30.0 + 1)).mean() > 0.1
+    scene = load_labelled(ARCTIC[0], 25.0)
+    unlabelled = dataclasses.replace(scene, slick=np.zeros_like(scene.slick))
+    tiles = training_tiles([unlabelled], None, 12, 128, 4, Mix(labelled=1, composite=0, grd=0, synthetic=0, front=2))
+    fronts = [(x, y) for x, y, kind in zip(tiles.x, tiles.y, tiles.kind) if kind == "front"]
+    assert fronts and not any(y.any() for _, y in fronts)

@@ -305,7 +305,7 @@ def test_pretrain_train_layers_keep_last_and_frozen_statistics_do_and_say_so(tmp
     saved), the decoder's move, and the card's command names the option; the default run moves the encoder and does
     not name it. ``--keep-last`` is named in the command and the selection; ``--frozen-statistics`` keeps every batch
     norm's running statistics while the weights move; ``--dice-weight`` is named and moves the weights otherwise; so is ``--skeleton-weight``, and a negative one is refused;
-    ``--strand-width`` and ``--faintest-ratio`` are named, and one outside their range refused."""
+    ``--strand-width``, ``--faintest-ratio`` and ``--fronts`` are named, and one outside their range refused."""
     from engine.cli.main import main
     from engine.models.registry import load_model, read_card
 
@@ -328,6 +328,9 @@ def test_pretrain_train_layers_keep_last_and_frozen_statistics_do_and_say_so(tmp
     assert main([*args, "--out", str(tmp_path / "faint.safetensors"), "--faintest-ratio", "0.7"]) == 0
     assert main([*args, "--out", str(tmp_path / "bright.safetensors"), "--faintest-ratio", "1.2"]) == 2
     assert not (tmp_path / "bright.safetensors").exists()
+    assert main([*args, "--out", str(tmp_path / "fronts.safetensors"), "--fronts", "0.1"]) == 0
+    assert main([*args, "--out", str(tmp_path / "all_fronts.safetensors"), "--fronts", "2"]) == 2
+    assert not (tmp_path / "all_fronts.safetensors").exists()
     assert read_card(tmp_path / "decoder.safetensors").provenance["how"].endswith("--train-layers decoder")
     assert "--train-layers" not in read_card(tmp_path / "all.safetensors").provenance["how"]
     last = read_card(tmp_path / "last.safetensors").provenance
@@ -342,6 +345,8 @@ def test_pretrain_train_layers_keep_last_and_frozen_statistics_do_and_say_so(tmp
     assert "--strand-width" not in read_card(tmp_path / "all.safetensors").provenance["how"]
     assert read_card(tmp_path / "faint.safetensors").provenance["how"].endswith("--faintest-ratio 0.7")
     assert "--faintest-ratio" not in read_card(tmp_path / "all.safetensors").provenance["how"]
+    assert read_card(tmp_path / "fronts.safetensors").provenance["how"].endswith("--fronts 0.1")
+    assert "--fronts" not in read_card(tmp_path / "all.safetensors").provenance["how"]
     dice, every_weight = (load_model(tmp_path / f"{n}.safetensors", torch.device("cpu"))[0].state_dict() for n in ("dice", "all"))
     assert any(not torch.equal(dice[name], every_weight[name]) for name in dice if dice[name].is_floating_point())
     stats = load_model(tmp_path / "stats.safetensors", torch.device("cpu"))[0].state_dict()

@@ -55,6 +55,10 @@ class Mix:
     grd: float = 0.15
     synthetic: float = 0.15
     transplant: float = 0.0
+    front: float = 0.0
+    """Share of crops of real sea with one side of a wavering line a few dB darker and nothing new labelled
+    (``darken_side``): the edges of low-wind areas and the seams of mosaicked acquisitions, along which the fold models
+    trace false slicks."""
     synthetic_lookalikes: bool = False
     """Synthetic tiles with rain cells, sea-ice edges and sub-swath noise bands too (``SceneSpec.more_lookalikes``):
     look-alikes the real tiles may hold too few of."""
@@ -67,7 +71,7 @@ class Mix:
 
     def shares(self) -> dict[str, float]:
         parts = {"labelled": self.labelled, "composite": self.composite, "grd": self.grd, "synthetic": self.synthetic,
-                 "transplant": self.transplant}
+                 "transplant": self.transplant, "front": self.front}
         total = sum(parts.values())
         if total <= 0 or min(parts.values()) < 0:
             raise ValueError(f"tile shares must be non-negative and not all zero: {parts}")
@@ -206,6 +210,31 @@ def _transplant_tile(scenes: list[SceneArrays], weights: np.ndarray, tile: int, 
     return True
 
 
+def darken_side(values: np.ndarray, rng: np.random.Generator, dn_per_db: float) -> np.ndarray:
+    """``values`` (stretched, 0 = no data) with the sea on one side of a line through the tile 1.5-4 dB darker, the line
+    wavering by up to a tenth of the tile and its edge sharp (a seam) or up to 4 px soft (a wind front)."""
+    h, w = values.shape
+    angle = rng.uniform(0, 2 * math.pi)
+    centre = np.array([rng.uniform(0.25, 0.75) * h, rng.uniform(0.25, 0.75) * w])
+    rows, cols = np.mgrid[0:h, 0:w].astype(np.float32)
+    across = (rows - centre[0]) * math.cos(angle) + (cols - centre[1]) * math.sin(angle)
+    along = -(rows - centre[0]) * math.sin(angle) + (cols - centre[1]) * math.cos(angle)
+    across += 0.1 * max(h, w) * rng.uniform(0, 1) * np.sin(2 * math.pi * along / (max(h, w) * rng.uniform(0.5, 2)) + rng.uniform(0, 2 * math.pi))
+    side = np.clip(0.5 + across / (2 * max(rng.uniform(0, 4), 1e-3)), 0.0, 1.0)
+    darker = np.where(values > 0, np.clip(values - dn_per_db * rng.uniform(1.5, 4.0) * side, 1.0, 255.0), 0.0)
+    return darker.astype(np.float32)
+
+
+def _front_tile(scenes: list[SceneArrays], weights: np.ndarray, tile: int, rng: np.random.Generator, out: Tiles) -> bool:
+    """A crop of real sea away from the labelled slicks, one side darkened (``darken_side``), its labels kept."""
+    scene = scenes[rng.choice(len(scenes), p=weights)]
+    window = _crop(scene, tile, rng, near_slick=False)
+    if window is None:
+        return False
+    out.add(darken_side(scene.values[window], rng, rng.uniform(*DN_PER_DB_RANGE)), scene.slick[window], scene.known[window], "front")
+    return True
+
+
 def _grd_tile(grd: SceneArrays, grd_stretch: Stretch, tile: int, pixel_m: float, rng: np.random.Generator, out: Tiles,
               width_scale: float, faintest: float) -> bool:
     """A crop of the coarse real scene brought to ``pixel_m`` in dB, with EW speckle, re-stretched by eq. 1."""
@@ -276,6 +305,8 @@ def training_tiles(
             _grd_tile(grd[0], grd[1], tile, pixel_m, rng, out, mix.strand_width, mix.faintest)
         elif kind == "transplant":
             _transplant_tile(scenes, weights, tile, rng, out)
+        elif kind == "front":
+            _front_tile(scenes, weights, tile, rng, out)
         else:
             _synthetic_tile(tile, pixel_m, rng, out, mix.synthetic_lookalikes)
     return out

@@ -207,6 +207,11 @@ FAINT_MIX = Mix(faintest=0.7)
 -1.5 dB) instead of 0.2-0.5: sample_123's missed right strand is about 2 dB darker than the sea around it, fainter than
 any composited source. Measured on seed 0: sample_0 0.272 as the bundled recipe, sample_1 0.525 against 0.644; stopped after
 those two folds, out of reach of the +0.02 set for more seeds (docs/benchmark_strands_bce1.md)."""
+FRONTS_MIX = Mix(front=0.1)
+"""``real_texture_bce1_fronts_init50``: the bundled mix with one tile in eleven real sea whose one side of a wavering line
+is 1.5-4 dB darker, nothing labelled: the seed-0 fold models trace false slicks along the seam of sample_70's
+mosaic and along the edges of its low-wind patches, which whole-slick features could not tell from true ones
+(docs/real_data.md)."""
 SKELETON_WEIGHT = 0.5
 """``real_texture_bce1_skeleton_init50``: the bundled recipe with ``skeleton_recall_loss`` added at the Dice term's weight
 (Kirchhoff et al. 2024 weigh the two alike). The held-out scenes lose recall on thin strands beside a detected wide one,
@@ -631,7 +636,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
                         "scores them alike where roaring-landmask is not installed")
     q.add_argument("--only", nargs="+", metavar="CANDIDATE",
                    help="score only these candidates (darkspot, synthetic_only, real_texture, real_texture_swa, real_texture_512, "
-                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_init50_mirrorcal, real_texture_init50_bandmean, real_texture_lr1e-3_init50, real_texture_composite_init50, real_texture_2xtiles_init50, real_texture_soup_init50, real_texture_bce10/1 (trained) and real_texture_bce10/1_init25/50/75, real_texture_bce1_512_init50, real_texture_bce1_composite_init50, real_texture_bce1_labelled_init50, real_texture_bce1_decoder_init50, real_texture_bce1_last_init50, real_texture_bce1_frozenbn_init50, real_texture_bce1_dice25_init50, real_texture_bce1_skeleton_init50, real_texture_bce1_thin_init50, real_texture_bce1_faint_init50, real_texture_bce1_refit_init50, real_texture_bce1_dice25_refit_init50, real_texture_bce1_init50_ens2, real_texture_bce1_init50_with_synthdlv3r18/dlv3r18seed1/r50 (their minimum: _and_ for _with_), real_texture_bce1_kdsynthr50_init50 (taught by the _with_synthr50 pairing), real_texture_bce1_init50_with_bce1synthdlv3r18, real_texture_contrast_init50, synthetic_2x/short/seed1/r50/dlv3r18/dlv3r18seed1/mnv4s (and each with _scenecal: its threshold on the fold's whole scenes; synthetic_only_scenecal too), real_texture_synth2x/short/seed1/r50/dlv3r18/dlv3r18seed1/mnv4s_init50, real_texture_bce1_synthr50/dlv3r18/dlv3r18seed1/mnv4s_init25/50/75 or a network given with --networks)")
+                        "real_texture_labelled, real_texture_masked, real_texture_l2sp, real_texture_init25/50/75, real_texture_init50_mirrorcal, real_texture_init50_bandmean, real_texture_lr1e-3_init50, real_texture_composite_init50, real_texture_2xtiles_init50, real_texture_soup_init50, real_texture_bce10/1 (trained) and real_texture_bce10/1_init25/50/75, real_texture_bce1_512_init50, real_texture_bce1_composite_init50, real_texture_bce1_labelled_init50, real_texture_bce1_decoder_init50, real_texture_bce1_last_init50, real_texture_bce1_frozenbn_init50, real_texture_bce1_dice25_init50, real_texture_bce1_skeleton_init50, real_texture_bce1_thin_init50, real_texture_bce1_faint_init50, real_texture_bce1_fronts_init50, real_texture_bce1_refit_init50, real_texture_bce1_dice25_refit_init50, real_texture_bce1_init50_ens2, real_texture_bce1_init50_with_synthdlv3r18/dlv3r18seed1/r50 (their minimum: _and_ for _with_), real_texture_bce1_kdsynthr50_init50 (taught by the _with_synthr50 pairing), real_texture_bce1_init50_with_bce1synthdlv3r18, real_texture_contrast_init50, synthetic_2x/short/seed1/r50/dlv3r18/dlv3r18seed1/mnv4s (and each with _scenecal: its threshold on the fold's whole scenes; synthetic_only_scenecal too), real_texture_synth2x/short/seed1/r50/dlv3r18/dlv3r18seed1/mnv4s_init50, real_texture_bce1_synthr50/dlv3r18/dlv3r18seed1/mnv4s_init25/50/75 or a network given with --networks)")
     q.set_defaults(func=_run)
 
 
@@ -696,6 +701,7 @@ def candidates(args: argparse.Namespace, seed: int) -> dict[str, Trainer]:
         "real_texture_bce1_skeleton_init50": bundled_with("real_texture_bce1_skeleton", skeleton_weight=SKELETON_WEIGHT),
         "real_texture_bce1_thin_init50": bundled_with("real_texture_bce1_thin", mix=THIN_MIX),
         "real_texture_bce1_faint_init50": bundled_with("real_texture_bce1_faint", mix=FAINT_MIX),
+        "real_texture_bce1_fronts_init50": bundled_with("real_texture_bce1_fronts", mix=FRONTS_MIX),
         f"real_texture_bce1_init50_ens{ENSEMBLE_SIZE}": ensemble_trainer(
             [recipe_member("real_texture_bce1_init50", member, bundled_with("real_texture_bce1", member)) for member in range(ENSEMBLE_SIZE)],
             device),

@@ -440,6 +440,7 @@ def pretrain_real(out: Path, recipe: RealRecipe, config: TrainConfig, progress: 
         + (" --more-lookalikes" if recipe.mix.synthetic_lookalikes else "")
         + ("" if recipe.mix.strand_width == Mix.strand_width else f" --strand-width {recipe.mix.strand_width:g}")
         + ("" if recipe.mix.faintest == Mix.faintest else f" --faintest-ratio {recipe.mix.faintest:g}")
+        + ("" if recipe.mix.front == Mix.front else f" --fronts {recipe.mix.front:g}")
         + ("" if recipe.north_sea == RealRecipe.north_sea else " --north-sea" + "".join(f" {name}" for name in recipe.north_sea))
         + ("" if recipe.teacher is None else f" --teacher {recipe.teacher}"),
         "data": data,
@@ -568,6 +569,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                    help="--data real: width of the composited seep strands relative to the generator's 100-350 m (default 1)")
     p.add_argument("--faintest-ratio", type=float, default=Mix.faintest,
                    help="--data real: the faintest composited oil's damping ratio, sigma0 multiplied by 0.2 up to this (default 0.5, -3 dB)")
+    p.add_argument("--fronts", type=float, default=Mix.front,
+                   help="--data real: share of tiles of real sea with one side of a line darkened (a wind front, a mosaic seam), "
+                        "beside the mix's shares, which sum to 1 (default 0)")
     p.add_argument("--train-tiles", type=int, help="default: 240 (real), 320 (synthetic)")
     p.add_argument("--val-tiles", type=int, default=48, help="--data synthetic: validation tiles")
     p.add_argument("--tile", type=int, default=RealRecipe.tile)
@@ -619,8 +623,8 @@ def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
         raise InputError("--out is needed when pretraining another network than the bundled model's.", "E.g. --out samlora_b.safetensors.")
     if args.more_lookalikes and args.out is None:
         raise InputError("--more-lookalikes would replace a bundled model, which was made without them.", "Give --out for the new model.")
-    if (args.strand_width, args.faintest_ratio) != (Mix.strand_width, Mix.faintest) and args.out is None:
-        raise InputError("--strand-width or --faintest-ratio would replace the bundled model, which was made with the generator's strands.",
+    if (args.strand_width, args.faintest_ratio, args.fronts) != (Mix.strand_width, Mix.faintest, Mix.front) and args.out is None:
+        raise InputError("--strand-width, --faintest-ratio or --fronts would replace the bundled model, which was made without them.",
                          "Give --out for the new model.")
     out = args.out or (DEFAULT_MODEL if args.data == "real" else SYNTHETIC_MODEL)
     checkpoint = CHECKPOINTS / f"{out.stem}-{run_key(vars(args))}.pt"  # the same command goes on where it stopped
@@ -632,7 +636,8 @@ def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
         recipe = RealRecipe(scenes=tuple(args.scenes), train_tiles=args.train_tiles or RealRecipe.train_tiles, tile=args.tile, init=init,
                             masked_epochs=args.masked_epochs, init_share=args.init_share, refit=args.refit,
                             north_sea=tuple(args.north_sea), teacher=args.teacher,
-                            mix=Mix(synthetic_lookalikes=args.more_lookalikes, strand_width=args.strand_width, faintest=args.faintest_ratio))
+                            mix=Mix(synthetic_lookalikes=args.more_lookalikes, strand_width=args.strand_width, faintest=args.faintest_ratio,
+                                    front=args.fronts))
         if args.init_share and (init is None or not 0 < args.init_share < 1):
             raise InputError(f"--init-share {args.init_share:g} needs a model to start from and a share between 0 and 1.",
                              "Give e.g. --init-share 0.5 without --init none.")
@@ -640,6 +645,9 @@ def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
             raise InputError(f"--faintest-ratio {args.faintest_ratio:g} is outside 0.2-1, the damping ratios drawn run from 0.2 (sigma0 "
                              "a fifth of the sea's) to 1 (no damping).",
                              "Give e.g. 0.7 (-1.5 dB) for fainter slicks, or 0.5 (the default).")
+        if not 0 <= args.fronts <= 1:
+            raise InputError(f"--fronts {args.fronts:g} is outside 0-1, beside the mix's shares, which sum to 1.",
+                             "Give e.g. 0.1 for one tile in eleven, or 0 (the default).")
         if not 0.2 <= args.strand_width <= 3:
             raise InputError(f"--strand-width {args.strand_width:g} is outside 0.2-3 times the generator's strand width.",
                              "Give e.g. 0.6 for thinner strands, or 1 (the default).")
