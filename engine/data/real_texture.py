@@ -226,7 +226,8 @@ def darken_side(values: np.ndarray, rng: np.random.Generator, dn_per_db: float) 
 
 
 def _front_tile(scenes: list[SceneArrays], weights: np.ndarray, tile: int, rng: np.random.Generator, out: Tiles) -> bool:
-    """A crop of real sea away from the labelled slicks, one side darkened (``darken_side``), its labels kept."""
+    """A crop of a labelled scene, drawn as the composites' are (not steered to its slicks), one side darkened
+    (``darken_side``), its labels kept as they were."""
     scene = scenes[rng.choice(len(scenes), p=weights)]
     window = _crop(scene, tile, rng, near_slick=False)
     if window is None:

@@ -209,7 +209,7 @@ any composited source. Measured on seed 0: sample_0 0.272 as the bundled recipe,
 those two folds, out of reach of the +0.02 set for more seeds (docs/benchmark_strands_bce1.md)."""
 FRONTS_MIX = Mix(front=0.1)
 """``real_texture_bce1_fronts_init50``: the bundled mix with one tile in eleven real sea whose one side of a wavering line
-is 1.5-4 dB darker, nothing labelled: the seed-0 fold models trace false slicks along the seam of sample_70's
+is 1.5-4 dB darker, nothing new labelled: the seed-0 fold models trace false slicks along the seam of sample_70's
 mosaic and along the edges of its low-wind patches, which whole-slick features could not tell from true ones
 (docs/real_data.md)."""
 SKELETON_WEIGHT = 0.5
