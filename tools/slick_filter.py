@@ -41,11 +41,11 @@ from sklearn.preprocessing import StandardScaler
 import run_page  # beside this file: puts the project on the path
 from label_width import mean_width
 
-from engine.data.bundled import ARCTIC  # noqa: E402
 from engine.atomic import write_text  # noqa: E402
+from engine.data.bundled import ARCTIC  # noqa: E402
 from engine.experiments.benchmark import Scores, score, seed_scores  # noqa: E402
-from engine.machine import commit_text  # noqa: E402
 from engine.jobs.evaluate import align_to_grid, read_label_mask  # noqa: E402
+from engine.machine import commit_text  # noqa: E402
 
 FEATURES = ("mean_prob", "max_prob", "log_area", "contrast_sd", "width_px")
 RING_PX = 6
@@ -58,7 +58,7 @@ MEAN_CUTS = (0.0, 0.55, 0.6, 0.65, 0.7, 0.75)
 
 def slicks(mask: np.ndarray, probability: np.ndarray, image: np.ndarray, label: np.ndarray) -> list[dict]:
     """Every 8-connected slick of ``mask`` with its ``FEATURES``, its pixels and whether it touches ``label``."""
-    ids, n = ndimage.label(mask, structure=np.ones((3, 3)))
+    ids, _ = ndimage.label(mask, structure=np.ones((3, 3)))
     near_any = ndimage.binary_dilation(mask)
     found = []
     for i, where in enumerate(ndimage.find_objects(ids), start=1):
