@@ -210,8 +210,9 @@ those two folds, out of reach of the +0.02 set for more seeds (docs/benchmark_st
 FRONTS_MIX = Mix(front=0.1)
 """``real_texture_bce1_fronts_init50``: the bundled mix with one tile in eleven real sea whose one side of a wavering line
 is 1.5-4 dB darker, nothing new labelled: the seed-0 fold models trace false slicks along the seam of sample_70's
-mosaic and along the edges of its low-wind patches, which whole-slick features could not tell from true ones
-(docs/real_data.md)."""
+mosaic and along the edges of its low-wind patches, which whole-slick features could not tell from true ones.
+Measured: 0.443 against 0.452 on seed 0 (sample_70 0.424 against 0.378, sample_0 and sample_1 lower), false slicks 2.6
+against 3.1; under the +0.02 set for more seeds (docs/benchmark_fronts_bce1.md)."""
 SKELETON_WEIGHT = 0.5
 """``real_texture_bce1_skeleton_init50``: the bundled recipe with ``skeleton_recall_loss`` added at the Dice term's weight
 (Kirchhoff et al. 2024 weigh the two alike). The held-out scenes lose recall on thin strands beside a detected wide one,
