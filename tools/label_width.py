@@ -16,7 +16,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import rasterio
 from scipy.ndimage import binary_dilation, binary_erosion
 
 import run_page  # beside this file: puts the project on the path
@@ -36,10 +35,8 @@ def mean_width(mask: np.ndarray) -> float:
 
 def _on_labels(path: Path, label: np.ndarray, transform, crs) -> np.ndarray:
     """A slick mask's 1s, or a probability above 0.5 (as the benchmark cuts the paper's predictions), on the labels' grid."""
-    with rasterio.open(path) as ds:
-        values = ds.read(1)
-        slick = (values > 0.5 if values.dtype.kind == "f" else values == 1).astype(np.uint8)
-        return align_to_grid(slick, transform, crs, label.shape, src_transform=ds.transform, src_crs=ds.crs or crs) > 0
+    values = align_to_grid(path, transform, crs, label.shape)
+    return values > 0.5 if values.dtype.kind == "f" else values == 1
 
 
 def widths(run: Path, candidate: str) -> list[dict]:
@@ -50,7 +47,7 @@ def widths(run: Path, candidate: str) -> list[dict]:
     for row in run_page.candidate_rows(run, candidate):
         scene = scenes[row["scene"]]
         label, transform, crs = read_label_mask(scene.labels)
-        mask = _on_labels(run / "detections" / f"{row['scene']}_{candidate}_mask.tif", label, transform, crs)
+        mask = _on_labels(run_page.detection(run, row, "mask"), label, transform, crs)
         paper = scene.image.parent / "pred_base.tif"
         dice = [slick_dice_arrays(binary_dilation(mask, iterations=r) if r else mask, label, "").dice for r in WIDENINGS]
         best = int(np.argmax(dice))

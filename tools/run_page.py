@@ -13,6 +13,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from engine.atomic import write_text  # noqa: E402
+from engine.experiments.benchmark import seed_suffix  # noqa: E402
 
 
 def candidate_rows(run: Path, candidate: str) -> list[dict]:
@@ -22,6 +23,12 @@ def candidate_rows(run: Path, candidate: str) -> list[dict]:
     if not chosen:
         raise SystemExit(f"{run / 'benchmark.csv'} has no rows of {candidate}.")
     return chosen
+
+
+def detection(run: Path, row: dict, kind: str) -> Path:
+    """The held-out scene's ``kind`` raster (``mask`` or ``probability``) that the run's ``row`` was scored on, by the
+    benchmark's names for each seed's detections."""
+    return run / "detections" / f"{row['scene']}_{row['candidate']}{seed_suffix(int(row.get('seed') or 0))}_{kind}.tif"
 
 
 def main(doc: str, analyse: Callable[[Path, str], list[dict]], page: Callable[[list[dict], str], str]) -> int:

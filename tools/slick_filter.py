@@ -77,12 +77,6 @@ def slicks(mask: np.ndarray, probability: np.ndarray, image: np.ndarray, label: 
     return found
 
 
-def _on_labels(path: Path, label: np.ndarray, transform, crs, fill: float = 0) -> np.ndarray:
-    with rasterio.open(path) as ds:
-        return align_to_grid(ds.read(1).astype(np.float32), transform, crs, label.shape, src_transform=ds.transform,
-                             src_crs=ds.crs or crs, fill=fill)
-
-
 def held_out(run: Path, candidate: str) -> list[dict]:
     """Per held-out scene of one run: its slicks, the scene, and the grid its labels are on."""
     scenes = {scene.name: scene for scene in ARCTIC}
@@ -91,11 +85,9 @@ def held_out(run: Path, candidate: str) -> list[dict]:
         scene = scenes[row["scene"]]
         label, transform, crs = read_label_mask(scene.labels)
         label = label > 0
-        seeded = "" if row["seed"] in ("", "0") else f"_seed{row['seed']}"  # as the benchmark names a seed's detections
-        stem = run / "detections" / f"{row['scene']}_{candidate}{seeded}"
-        mask = _on_labels(Path(f"{stem}_mask.tif"), label, transform, crs) == 1
-        probability = _on_labels(Path(f"{stem}_probability.tif"), label, transform, crs, fill=np.nan)
-        image = _on_labels(scene.image, label, transform, crs)
+        mask = align_to_grid(run_page.detection(run, row, "mask"), transform, crs, label.shape) == 1
+        probability = align_to_grid(run_page.detection(run, row, "probability"), transform, crs, label.shape, fill=np.nan)
+        image = align_to_grid(scene.image, transform, crs, label.shape).astype(np.float32)
         found.append({"scene": scene, "grid": (label.shape, transform, crs), "sha256": row["sha256"],
                       "slicks": slicks(mask, probability, image, label)})
     return found

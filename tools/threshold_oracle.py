@@ -30,7 +30,7 @@ def oracle(run: Path, candidate: str) -> list[dict]:
     scenes = {scene.name: scene for scene in ARCTIC}
     found = []
     for row in run_page.candidate_rows(run, candidate):
-        probability = run / "detections" / f"{row['scene']}_{candidate}_probability.tif"
+        probability = run_page.detection(run, row, "probability")
         scene = scenes[row["scene"]]
         dice = [score(probability, scene, float(t)).dice for t in THRESHOLDS]
         best = int(np.argmax(dice))

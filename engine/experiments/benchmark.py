@@ -441,6 +441,12 @@ SEEDLESS = ("darkspot", "synthetic_only", *(f"synthetic_{key}" for key in SYNTHE
 """Candidates whose model does not depend on the run's seed (fitted, fixed, or made of given seeds): scored once, not once per seed."""
 
 
+def seed_suffix(seed: int) -> str:
+    """What a seed after the first adds to the names of its fold models and detections (``<scene>_<candidate><suffix>_mask.tif``),
+    so that the tools reading a run find each seed's own files."""
+    return "" if seed == 0 else f"_seed{seed}"
+
+
 def run_benchmark(out: Path, candidates: Callable[[int], dict[str, Trainer]], seeds: list[int], progress: Progress, command: str,
                   single: bool = False, shift: bool = False, rotations: bool = False, land_mask: str = landmask.DEFAULT,
                   device: Optional[torch.device] = None, commit: Optional[str] = None, runtime: str = "torch") -> dict:
@@ -462,7 +468,7 @@ def run_benchmark(out: Path, candidates: Callable[[int], dict[str, Trainer]], se
     rows: list[dict] = []
     scenes = list(bundled.ARCTIC)
     for seed in seeds:
-        named = "" if seed == 0 else f"_seed{seed}"
+        named = seed_suffix(seed)
         for held in scenes:
             train = [s for s in scenes if s is not held]
             for name, trainer in candidates(seed).items():
