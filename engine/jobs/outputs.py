@@ -169,15 +169,15 @@ def polygonise(mask_path: Path, probability_path: Path, min_area_km2: float, pro
     dropped, from the polygons and from the mask alike: the mask file is rewritten to hold only the slicks
     the polygons keep, so the raster an analyst opens, the outlines and every score agree on what a slick is."""
     outlines: list[Polygon] = []  # shaped once: the area filter, the mean probability and the simplification use it
-    dropped = False
+    dropped: list[tuple[float, float, float, float]] = []
     with rasterio.open(mask_path) as mask_ds:
         pixel = abs(mask_ds.transform.a)
         for outline in _traced(mask_ds, progress):
             if outline.area / 1e6 >= min_area_km2:
                 outlines.append(outline)
             else:
-                dropped = True
-    means = _keep_only(mask_path, probability_path, outlines, dropped, progress)
+                dropped.append(outline.bounds)
+    means = _keep_only(mask_path, probability_path, outlines, np.array(dropped).reshape(-1, 4), progress)
     slicks = []
     for poly, mean in zip(outlines, means):
         area_km2 = poly.area / 1e6
@@ -252,59 +252,52 @@ def _slick_groups(mask_ds: rasterio.io.DatasetReader) -> Optional[list[tuple[Win
     return groups
 
 
-def _keep_only(mask_path: Path, probability_path: Path, outlines: list[Polygon], dropped: bool, progress: Progress) -> np.ndarray:
-    """Mean probability of each outline's pixels, in one pass over the rasters by strips; when slicks were
-    ``dropped``, their pixels are set to 0 in the mask file on the way.
+def _keep_only(mask_path: Path, probability_path: Path, outlines: list[Polygon], dropped: np.ndarray,
+               progress: Progress) -> np.ndarray:
+    """Mean probability of each outline's pixels, in one pass over the rasters by strips; the pixels of the slicks
+    traced and dropped (their bounds in ``dropped``, minx, miny, maxx, maxy) are set to 0 in the mask file on the way.
 
     Each outline is burnt as its exterior and then its holes (as 0), largest exterior first, so a slick lying in
     a hole of a larger one keeps its own id and a dropped speck in a hole is left out. Every ring is burnt as a
     simple polygon: GDAL's scan-line fill of one polygon with thousands of holes (a noisy model's) is slow.
     The outlines are traced along pixel edges, so the pixels whose centres they hold are exactly their pixels.
+    Every slick pixel lies in a traced outline, kept or dropped, so only the strips and columns their bounds
+    cover are read.
     """
     sums = np.zeros(len(outlines) + 1)
     counts = np.zeros(len(outlines) + 1)
-    if not outlines and not dropped:
-        return sums[1:]
     order = sorted(range(len(outlines)), key=lambda i: -outlines[i].area)
     rings = [(i, Polygon(ring), 0 if k else i + 1) for i in order for k, ring in enumerate([outlines[i].exterior, *outlines[i].interiors])]
     bounds = np.array([outline.bounds for outline in outlines]).reshape(-1, 4)  # minx, miny, maxx, maxy
-    with rasterio.open(mask_path, "r+" if dropped else "r") as mask_ds, rasterio.open(probability_path) as prob_ds:
+    everything = np.vstack([bounds, dropped])
+    if not len(everything):
+        return sums[1:]
+    with rasterio.open(mask_path, "r+" if len(dropped) else "r") as mask_ds, rasterio.open(probability_path) as prob_ds:
         step = strip_rows(mask_ds.width)
         for row in range(0, mask_ds.height, step):
-            progress.check()
             strip = Window(0, row, mask_ds.width, min(step, mask_ds.height - row))
             transform = mask_ds.window_transform(strip)
             top, bottom = transform.f, transform.f + transform.e * strip.height
-            hit = set(np.flatnonzero((bounds[:, 1] < top) & (bounds[:, 3] > bottom)).tolist())
-            if not hit:
-                if dropped:
-                    mask = mask_ds.read(1, window=strip)
-                    if (mask == 1).any():
-                        mask_ds.write(np.where(mask == 1, 0, mask).astype(np.uint8), 1, window=strip)
+            crossing = (everything[:, 1] < top) & (everything[:, 3] > bottom)
+            if not crossing.any():
                 continue
-            # Only the part of the strip the hit slicks can cover is burnt and read for sums (each slick's pixels keep
-            # their order, so its sum is the same as over the whole strip); a mask pixel outside it was in a dropped
-            # speck. The sums and the drop touch the mask's slick pixels only, a few per cent of a strip.
-            near = _near(strip, transform, bounds[sorted(hit)])
+            progress.check()
+            near = _near(strip, transform, everything[crossing])
+            hit = set(np.flatnonzero(crossing[: len(outlines)]).tolist())
             ids = rasterize(((ring, value) for i, ring, value in rings if i in hit),
-                            out_shape=(near.height, near.width), transform=mask_ds.window_transform(near), dtype="int32")
-            values = prob_ds.read(1, window=near)
-            mask = mask_ds.read(1, window=strip if dropped else near)
+                            out_shape=(near.height, near.width), transform=mask_ds.window_transform(near), dtype="int32") \
+                if hit else np.zeros((near.height, near.width), dtype=np.int32)
+            mask = mask_ds.read(1, window=near)
             rows, cols = np.nonzero(mask == 1)
-            if dropped:
-                rows, cols = rows - (near.row_off - row), cols - near.col_off
-            in_near = (rows >= 0) & (rows < near.height) & (cols >= 0) & (cols < near.width)
-            slick_ids = np.zeros(rows.size, dtype=np.int32)
-            slick_ids[in_near] = ids[rows[in_near], cols[in_near]]
-            value = np.full(rows.size, np.nan, dtype=np.float32)
-            value[in_near] = values[rows[in_near], cols[in_near]]
+            slick_ids = ids[rows, cols]
+            value = prob_ds.read(1, window=near)[rows, cols]
             counted = (slick_ids > 0) & np.isfinite(value)
             sums += np.bincount(slick_ids[counted], weights=value[counted], minlength=sums.size)
             counts += np.bincount(slick_ids[counted], minlength=counts.size)
             gone = slick_ids == 0
-            if dropped and gone.any():
-                mask[rows[gone] + (near.row_off - row), cols[gone] + near.col_off] = 0
-                mask_ds.write(mask, 1, window=strip)
+            if gone.any():
+                mask[rows[gone], cols[gone]] = 0
+                mask_ds.write(mask, 1, window=near)
     with np.errstate(invalid="ignore"):
         return (sums / counts)[1:]
 
