@@ -19,7 +19,8 @@ from engine.progress import Progress
 def _mask(path, height: int = 650, width: int = 905) -> np.ndarray:
     """Slicks where tracing by blocks could go wrong: two patches meeting only at a corner of four blocks, a ring
     around a speck, a strand across many blocks, an L whose window holds another group's patch, a patch on the
-    raster's last rows and columns (not a whole block), specks, and a no-data corner."""
+    raster's last rows and columns (not a whole block), patches apart in neighbouring blocks, specks, and a no-data
+    corner."""
     block = outputs.TRACE_BLOCK
     mask = np.zeros((height, width), dtype=np.uint8)
     mask[:40, 800:] = MASK_NODATA
@@ -34,6 +35,8 @@ def _mask(path, height: int = 650, width: int = 905) -> np.ndarray:
     mask[554:560, 300:560] = 1
     mask[330:345, 500:515] = 1  # another group, inside the L's bounding box
     mask[645:, 900:] = 1  # the last rows and columns
+    mask[400:410, 680:690] = 1  # two patches in neighbouring blocks...
+    mask[415:425, 720:730] = 1  # ...that do not touch
     mask[5, 5] = mask[250, 700] = 1
     profile = {"driver": "GTiff", "width": width, "height": height, "count": 1, "dtype": "uint8", "crs": "EPSG:32633",
                "transform": Affine(25.0, 0, 500000.0, 0, -25.0, 8000000.0), "nodata": MASK_NODATA,
@@ -56,12 +59,21 @@ def _slicks(mask_path, min_area_km2: float) -> tuple[list, np.ndarray]:
 
 
 @pytest.mark.parametrize("min_area_km2", [0.0, 0.01])
-def test_tracing_around_the_slick_blocks_gives_the_whole_band_s_slicks(tmp_path, monkeypatch, min_area_km2):
+@pytest.mark.parametrize("strip", [None, 100])
+def test_tracing_around_the_slick_blocks_gives_the_whole_band_s_slicks(tmp_path, monkeypatch, min_area_km2, strip):
+    """``strip``: rows of a strip of the passes over the mask (None: the product's, the whole test mask): 100 makes a
+    strip of every block row, so slicks cross from one strip into the next."""
+    monkeypatch.setattr(outputs, "TRACE_BLOCK", 64)  # the blocks the mask's slicks are laid out around
+    if strip:
+        monkeypatch.setattr(outputs, "strip_rows", lambda width: strip)
     mask = _mask(tmp_path / "mask.tif")
     with rasterio.open(tmp_path / "mask.tif") as ds:
         groups = outputs._slick_groups(ds)
     assert groups is not None and len(groups) >= 5  # traced by windows, several of them...
     assert sum(window.width * window.height for window, _ in groups) < mask.size / 2  # ...around a part of the mask
+    holding = [[k for k, (w, inside) in enumerate(groups) if w.row_off <= r < w.row_off + w.height
+                and w.col_off <= c < w.col_off + w.width and inside[r - w.row_off, c - w.col_off]] for r, c in ((405, 685), (420, 725))]
+    assert len(holding[0]) == len(holding[1]) == 1 and holding[0] != holding[1]  # neighbouring blocks, slicks apart: two groups
     shutil.copy(tmp_path / "mask.tif", tmp_path / "whole.tif")
     shutil.copy(tmp_path / "prob.tif", tmp_path / "whole_prob.tif")
     by_blocks, kept = _slicks(tmp_path / "mask.tif", min_area_km2)
