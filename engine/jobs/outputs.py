@@ -2,8 +2,8 @@
 
 Every file of a run is written into a hidden folder beside its final place and moved in only when the
 whole run succeeded (``OutputSet``). The probability raster ends as a Cloud-Optimised GeoTIFF; slicks are
-polygonised by GDAL around the blocks of the mask file that hold slick pixels (a few per cent of a scene) and
-written to a GeoPackage with their area, length and mean probability.
+polygonised by GDAL around the blocks of the mask file that hold slick pixels and written to a GeoPackage with
+their area, length and mean probability.
 """
 
 from __future__ import annotations
