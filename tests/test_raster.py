@@ -9,6 +9,8 @@ import pytest
 import rasterio
 from affine import Affine
 
+from engine.data.bundled import NORTH_SEA
+from engine.data.north_sea import georeferenced
 from engine.data.synth import SceneSpec, write_scene
 from engine.errors import InputError
 from engine.scenes.raster import inspect, utm_crs_for
@@ -42,6 +44,23 @@ def test_value_scale_of_each_encoding(tmp_path, encoding, scale):
     info = inspect(path)
     assert info.value_scale == scale
     assert info.polarisation == "HH"
+
+
+def test_8_bit_file_stretched_another_way_is_said(tmp_path, sample_scene):
+    """The real North Sea tiles were stretched to 8 bits far narrower than eq. 1; an Arctic tile and the generator's
+    8-bit scenes were not, and a generated scene squeezed into a narrow band of grey levels is."""
+    assert not any("spread" in w for w in inspect(sample_scene).warnings)
+    scene = write_scene(SceneSpec(height=256, width=256, seed=1), tmp_path / "wide.tif", encoding="uint8")
+    assert not any("spread" in w for w in inspect(scene).warnings)
+    with rasterio.open(scene) as ds:
+        values, profile = ds.read(1), ds.profile
+    narrow = np.where(values > 0, 100 + values // 5, 0).astype(np.uint8)
+    with rasterio.open(tmp_path / "narrow.tif", "w", **profile) as dst:
+        dst.write(narrow, 1)
+    said = [w for w in inspect(tmp_path / "narrow.tif").warnings if "spread" in w]
+    assert len(said) == 1 and "standard deviation 12 " in said[0]
+    north_sea = georeferenced(NORTH_SEA[0], tmp_path / "north_sea")
+    assert any("spread" in w for w in inspect(north_sea.image).warnings)
 
 
 def _write(path, data, crs="EPSG:32636", transform=Affine(25, 0, 449000, 0, -25, 8360000), **extra):

@@ -88,3 +88,14 @@ def test_a_partial_download_is_explained_in_the_dock_and_in_processing(dock, ifa
     else:
         raise AssertionError("Processing accepted a cut-off scene")
     assert "partial download.tif: the file ends after 6" in message and "Traceback" not in message
+
+
+def test_an_8_bit_tile_stretched_another_way_is_said_before_detection(dock, iface, qtbot, tmp_path: Path) -> None:
+    from engine.data.bundled import NORTH_SEA
+    from engine.data.north_sea import georeferenced
+
+    tile = georeferenced(NORTH_SEA[0], tmp_path)
+    add_active(iface, str(tile.image), "north_sea_1")
+    qtbot.waitUntil(lambda: not dock._tasks and "spread far less" in dock.scene_info.text(), timeout=60_000)
+    assert "standard deviation 13 against about 60" in dock.scene_info.text()
+    assert dock.run_controls.run_button.isEnabled()  # said, not refused: the analyst may still detect
