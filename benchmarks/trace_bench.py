@@ -71,6 +71,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", type=Path, default=ROOT / "bench_output" / "trace_bench.json")
     parser.add_argument("--markdown", type=Path, help="also write the figures as a page")
+    parser.add_argument("--compare", type=Path, nargs="+", default=[],
+                        help="JSON files of earlier runs (other commits) whose medians the page lists above this run's")
     parser.add_argument("--work", type=Path, help="folder kept for the detection (reused when it is there already) instead of a "
                         "temporary one: the detection of a 16000-px scene takes about 6 min on a 2-core CPU")
     args = parser.parse_args()
@@ -109,6 +111,7 @@ def main() -> None:
                    windows_pixels=sum(w.width * w.height for w, _ in groups or []), slicks=len(answers["blocks"][0]),
                    runtime=found["runtime"], detected_at=found["commit"], same_slicks_and_mask=same, tracing=medians,
                    ratio=round(medians["whole band"]["wall_s"] / medians["blocks"]["wall_s"], 2))
+    results["compared"] = [{k: json.loads(path.read_text())[k] for k in ("commit", "tracing", "ratio")} for path in args.compare]
     report.finish(results, args.json)
     print(results)
     if args.markdown:
@@ -117,8 +120,9 @@ def main() -> None:
 
 def page(r: dict) -> str:
     m = r["machine"]
-    rows = "\n".join(f"| {way} | {t['wall_s']:.3f} | {t['cpu_s']:.3f} | {', '.join(f'{w:.3f}' for w in t['walls_s'])} |"
-                     for way, t in r["tracing"].items())
+    rows = "\n".join(f"| `{run['commit']}` | {way} | {t['wall_s']:.3f} | {t['cpu_s']:.3f} | {', '.join(f'{w:.3f}' for w in t['walls_s'])} |"
+                     for run in [*r.get("compared", []), r] for way, t in run["tracing"].items())
+    earlier = "".join(f" At `{run['commit']}`, {run['ratio']:.2f} times." for run in r.get("compared", []))
     return f"""# Tracing slicks: around the slick blocks or over the whole band
 
 Made by `{r['command']}` at commit `{r['commit']}` on a {m['cores']}-core {m['cpu']} CPU (load average
@@ -132,13 +136,14 @@ once the specks are dropped. Tracing by blocks read {r['groups']} windows holdin
 {'yes' if r['same_slicks_and_mask'] else '**no**'}.
 
 `polygonise` as detection calls it (tracing, the slicks' mean probability, the specks dropped from the mask), median of
-{len(next(iter(r['tracing'].values()))['walls_s'])} rounds run in turn:
+{len(next(iter(r['tracing'].values()))['walls_s'])} rounds run in turn (rows of other commits: earlier runs on the same machine and scene, listed with
+`--compare`; the machine's speed drifts between runs, so compare the two ways within a run):
 
-| tracing | wall (s) | CPU (s) | every round's wall (s) |
-|---|---|---|---|
+| commit | tracing | wall (s) | CPU (s) | every round's wall (s) |
+|---|---|---|---|---|
 {rows}
 
-Over the whole band: **{r['ratio']:.2f} times** the time by blocks. GDAL's polygoniser costs about the same on every pixel
+Over the whole band: **{r['ratio']:.2f} times** the time by blocks.{earlier} GDAL's polygoniser costs about the same on every pixel
 it walks, slick or not; the blocks holding slick pixels are found in one read of the mask.
 """
 

@@ -198,8 +198,11 @@ def polygonise(mask_path: Path, probability_path: Path, min_area_km2: float, pro
 TRACE_BLOCK = 256
 """Side in pixels of the blocks the mask is looked at in before tracing. GDAL's polygoniser costs the same on every
 pixel it walks, slick or not (0.54 s on a 37.7-Mpx mask with 0.04 % slick pixels on a 2-core Xeon), and each window
-traced costs about 0.7 ms more: on an EW-size mask with specks all over it, 64-px blocks made 5,933 windows (33 Mpx)
-and traced in 5.1 s, 256-px blocks 1,253 windows (116 Mpx) in 3.4 s, 512-px blocks 371 (166 Mpx) in 5.0 s (measured)."""
+traced costs about 1 ms more. On an EW-size mask with specks all over it, when whole windows were traced, 64-px blocks
+made 5,933 windows (33 Mpx) and traced in 5.1 s, 256-px blocks 1,253 windows (116 Mpx) in 3.4 s, 512-px blocks 371
+(166 Mpx) in 5.0 s. With only their slick pixels' boxes traced, the whole of ``polygonise`` (the mean probabilities
+and the specks dropped too) took 4.5-5.4 s in three rounds with 256-px blocks and 4.7-5.1 s with 512-px ones, and
+768-px blocks made a window too large to hold (measured)."""
 
 TRACE_WINDOW_PIXELS = 32 * 2**20
 """The largest window traced from memory (about 4 bytes a pixel: the mask and three boolean planes); a group of
