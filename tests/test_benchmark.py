@@ -77,7 +77,7 @@ def test_only_narrows_the_candidates_and_refuses_an_unknown_one():
                            "real_texture_bce1_composite_init50", "real_texture_bce1_labelled_init50", "real_texture_bce1_decoder_init50",
                            "real_texture_bce1_last_init50", "real_texture_bce1_frozenbn_init50", "real_texture_bce1_dice25_init50",
                            "real_texture_bce1_arctic_init50", "real_texture_bce1_transplant_init50", "real_texture_bce1_lookalikes_init50",
-                           "real_texture_bce1_skeleton_init50", "real_texture_bce1_thin_init50", "real_texture_bce1_faint_init50",
+                           "real_texture_bce1_skeleton_init50", "real_texture_bce1_thin_init50", "real_texture_bce1_thin_dice25_init50", "real_texture_bce1_faint_init50",
                            "real_texture_bce1_fronts_init50",
                            "real_texture_bce1_init50_ens2", "real_texture_bce1_init50_with_synthdlv3r18",
                            "real_texture_bce1_init50_with_synthdlv3r18seed1", "real_texture_bce1_init50_with_synthr50",
