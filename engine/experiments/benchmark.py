@@ -657,7 +657,7 @@ def candidates(args: argparse.Namespace, seed: int) -> dict[str, Trainer]:
     device = str(pick_device(args.device))
 
     def bundled_with(trained_as: str, seeded: int = seed, **change) -> Trainer:
-        """The bundled recipe (plain BCE, weights moved half way back to the synthetic model) with one thing changed."""
+        """The bundled recipe (plain BCE, weights moved half way back to the synthetic model) with what ``change`` changes."""
         return toward_init_trainer(0.5, real_texture_trainer(args.epochs, args.train_tiles, device, seeded, pos_weight_cap=1.0, **change),
                                    device, trained_as)
 
