@@ -32,8 +32,9 @@ _PREVIEW_PIXELS = 1_000_000  # decimated read size for quick statistics
 EQ1_GREY_STD_FLOOR = 40.0
 """8-bit grey levels are passed to the model as they are, taken to be stretched by eq. 1 (mean +- 2 sigma onto 1..255),
 which spreads a scene's valid pixels with a standard deviation near 60 (254/4 before clipping; 57-62 on the five Arctic
-tiles the models learn from). A file spread much less was stretched another way: the four North Sea IW/VV tiles, 9-44,
-their slicks 14-19 grey levels under the sea around them against 58-81 on the Arctic tiles. Stretching such a file by
+tiles the models learn from). A file spread much less was stretched another way: the three North Sea IW/VV tiles with
+slicks, 9-21 (the coastal one, whose land spreads it, 44), their slicks 14-19 grey levels under the sea around them against
+58-81 on the Arctic tiles. Stretching such a file by
 eq. 1 again raised the bundled model's probability on their slicks but made it find none of them, so it is said rather
 than changed."""
 
