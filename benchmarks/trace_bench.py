@@ -132,7 +132,8 @@ Made by `{r['command']}` at commit `{r['commit']}` on a {m['cores']}-core {m['cp
 A {r['side']} x {r['side']}-px synthetic EW/HH scene over Svalbard's coast with a no-data border, detected with every speck
 kept: {r['pixels'] / 1e6:.1f} Mpx, {r['slick_pixels']} slick pixels, {r['slicks']} slicks of at least {DEFAULT_MIN_AREA_KM2} km²
 once the specks are dropped. Tracing by blocks read {r['groups']} windows holding {r['windows_pixels'] / 1e6:.2f} Mpx
-({r['windows_pixels'] / r['pixels']:.1%} of the mask) and traced the box around each window's slick pixels. The two ways gave the same slicks and the same mask:
+({r['windows_pixels'] / r['pixels']:.1%} of the mask), labelled each window's slicks and traced those of the minimum area, each in its own
+box. The two ways gave the same slicks and the same mask:
 {'yes' if r['same_slicks_and_mask'] else '**no**'}.
 
 `polygonise` as detection calls it (tracing, the slicks' mean probability, the specks dropped from the mask), median of
@@ -144,7 +145,8 @@ once the specks are dropped. Tracing by blocks read {r['groups']} windows holdin
 {rows}
 
 Over the whole band: **{r['ratio']:.2f} times** the time by blocks.{earlier} GDAL's polygoniser costs about the same on every pixel
-it walks, slick or not; the blocks holding slick pixels are found in one read of the mask.
+it walks, slick or not, and over the whole band it traces every speck before the minimum area drops it; the blocks
+holding slick pixels are found in one read of the mask.
 """
 
 
