@@ -13,6 +13,7 @@ from rasterio.warp import transform_bounds
 from scipy.ndimage import distance_transform_edt
 from shapely.geometry import box, mapping
 
+from engine.contract import DEFAULT_OVERLAP
 from engine.data.bundled import ARCTIC
 from engine.jobs.evaluate import read_label_mask
 from engine.cli.main import parse_args
@@ -222,6 +223,28 @@ def test_the_models_run_in_the_runtime_asked_for_and_the_page_names_it(tmp_path,
     rows = [r for r in csv.DictReader((tmp_path / "run" / "benchmark.csv").open()) if r["candidate"] == "model"]
     assert [r["runtime"] for r in rows] == ["onnxruntime fp32"]
     assert "the model run by onnxruntime fp32" in (tmp_path / "run" / "benchmark.md").read_text()
+
+
+def test_each_tiling_asked_for_is_scored_as_a_view_of_the_same_model(tmp_path, pool_model, monkeypatch):
+    """``--tiling 512:64``: the same fold model detects the scene again with those tiles, scored as its own column."""
+    monkeypatch.setattr(benchmark.bundled, "ARCTIC", ARCTIC[:1])
+    detected = []
+    real_detect = benchmark.detect
+
+    def recording(scene, out, options, progress=None):
+        result = real_detect(scene, out, options, progress)
+        detected.append((options.tile, options.overlap, result.tiles))
+        return result
+
+    monkeypatch.setattr(benchmark, "detect", recording)
+    args = parse_args(["experiment", "benchmark", "--tiling", "512:64", "--out", str(tmp_path)])
+    run_benchmark(tmp_path, lambda seed: {"model": benchmark.fixed(pool_model)}, [0], silent(), "test", tilings=args.tiling)
+    rows = [r for r in csv.DictReader((tmp_path / "benchmark.csv").open()) if r["candidate"].startswith("model")]
+    assert [r["candidate"] for r in rows] == ["model", "model+tiles512_64"] and rows[0]["sha256"] == rows[1]["sha256"]
+    assert [d[:2] for d in detected] == [(None, DEFAULT_OVERLAP), (512, 64)] and detected[1][2] < detected[0][2]
+    assert "`+tilesT_O`" in (tmp_path / "benchmark.md").read_text()
+    with pytest.raises(SystemExit):
+        parse_args(["experiment", "benchmark", "--tiling", "512"])
 
 
 def test_the_paper_s_tiles_get_their_own_mean_and_a_page_is_remade_from_its_rows_alone(tmp_path, pool_model, monkeypatch):
