@@ -160,9 +160,12 @@ def to_cog(src: rasterio.io.DatasetReaderBase, dst: Path) -> None:
     mantissas barely compress, and on one of 16.8 Mpx this took 0.89 CPU-s for 72 MB against 1.18 for 81 MB at
     deflate's default level without it (measured); a uint8 mask compresses best and fastest at the default.
     GDAL compresses on every core: the copy comes after the last tile, beside single-threaded tracing, and on
-    one thread a core sat idle once tracing was done (a few per cent of a scene's time, within run-to-run noise)."""
+    one thread a core sat idle once tracing was done (a few per cent of a scene's time, within run-to-run noise).
+    GDAL computes the overviews into a temporary file first, LZW-compressed unless told otherwise: left
+    uncompressed, the same 16.8-Mpx probability's COG took 0.82 s instead of 1.11 (1.44 CPU-s instead of 1.98),
+    byte for byte the same file (measured)."""
     options = {"predictor": "YES", "level": 1} if np.dtype(src.dtypes[0]).kind == "f" else {}
-    with writing(dst):
+    with writing(dst), rasterio.Env(COG_TMP_COMPRESSION="NONE"):
         rasterio.shutil.copy(src, str(dst), driver="COG", compress="DEFLATE", overview_resampling="average",
                              num_threads="ALL_CPUS", **options)
 
