@@ -11,13 +11,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Iterable, Iterator, Optional
+from typing import IO, Iterable, Optional
 
+import cv2
 import fiona
 import numpy as np
 import rasterio
 import rasterio.shutil
-import cv2
 from affine import Affine
 from rasterio._err import CPLE_BaseError
 from rasterio.errors import RasterioError
