@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scipy import ndimage
 from shapely import normalize
 from shapely.geometry import shape
 
@@ -84,3 +87,35 @@ def test_tracing_around_the_slick_blocks_gives_the_whole_band_s_slicks(tmp_path,
     corner = [s for s in by_blocks if pytest.approx(s[1], abs=1e-4) == (36 + 25) * 625 / 1e6]
     assert len(corner) == 1  # the two patches meeting at the blocks' corner are one slick
     assert ((kept == 1).sum() < (mask == 1).sum()) == (min_area_km2 > 0)  # specks dropped from the mask only when asked
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32 - 1), cover=st.floats(0.02, 0.6), min_pixels=st.sampled_from([0, 1, 5, 16, 40]))
+def test_random_masks_traced_by_blocks_give_the_whole_band_s_slicks(tmp_path_factory, monkeypatch, seed, cover, min_pixels):
+    """Speckled masks of every density (smoothed noise cut at a random share, so slicks of every size, with holes,
+    touching block borders and corners, and a no-data band), each minimum area: the same slicks, means and mask
+    both ways."""
+    monkeypatch.setattr(outputs, "TRACE_BLOCK", 32)
+    folder = tmp_path_factory.mktemp("random")
+    rng = np.random.default_rng(seed)
+    noise = ndimage.gaussian_filter(rng.random((150, 230)), rng.uniform(0.5, 3))
+    mask = (noise > np.quantile(noise, 1 - cover)).astype(np.uint8)
+    mask[:, :rng.integers(0, 20)] = MASK_NODATA
+    profile = {"driver": "GTiff", "width": 230, "height": 150, "count": 1, "dtype": "uint8", "crs": "EPSG:32633",
+               "transform": Affine(25.0, 0, 500000.0, 0, -25.0, 8000000.0), "nodata": MASK_NODATA,
+               "tiled": True, "blockxsize": 64, "blockysize": 64}
+    prob = np.where(mask == MASK_NODATA, np.nan, rng.random(mask.shape)).astype(np.float32)
+    for name in ("blocks", "whole"):
+        with rasterio.open(folder / f"{name}.tif", "w", **profile) as ds:
+            ds.write(mask, 1)
+        with rasterio.open(folder / f"{name}_prob.tif", "w", **{**profile, "dtype": "float32", "nodata": np.nan}) as ds:
+            ds.write(prob, 1)
+    min_area_km2 = min_pixels * 625 / 1e6
+    found = {}
+    # Set for each example: the fixture undoes it only once every example has run.
+    for name, window_pixels in (("blocks", mask.size), ("whole", 0)):
+        monkeypatch.setattr(outputs, "TRACE_WINDOW_PIXELS", window_pixels)
+        slicks = polygonise(folder / f"{name}.tif", folder / f"{name}_prob.tif", min_area_km2, Progress())
+        with rasterio.open(folder / f"{name}.tif") as ds:
+            found[name] = (sorted((normalize(shape(s["geometry"])).wkt, s["area_km2"], s["mean_prob"]) for s in slicks), ds.read(1))
+    assert found["blocks"][0] == found["whole"][0] and (found["blocks"][1] == found["whole"][1]).all()
