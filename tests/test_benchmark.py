@@ -15,6 +15,7 @@ from shapely.geometry import box, mapping
 
 from engine.contract import DEFAULT_OVERLAP
 from engine.data.bundled import ARCTIC
+from engine.jobs.detect import DEFAULT_MIN_AREA_KM2
 from engine.jobs.evaluate import read_label_mask
 from engine.cli.main import parse_args
 from engine.errors import InputError
@@ -225,23 +226,27 @@ def test_the_models_run_in_the_runtime_asked_for_and_the_page_names_it(tmp_path,
     assert "the model run by onnxruntime fp32" in (tmp_path / "run" / "benchmark.md").read_text()
 
 
-def test_each_tiling_asked_for_is_scored_as_a_view_of_the_same_model(tmp_path, pool_model, monkeypatch):
-    """``--tiling 512:64``: the same fold model detects the scene again with those tiles, scored as its own column."""
+def test_each_tiling_and_minimum_area_asked_for_is_scored_as_a_view_of_the_same_model(tmp_path, pool_model, monkeypatch):
+    """``--tiling 512:64 --min-area 1``: the same fold model detects the scene again with those tiles, and again keeping
+    only slicks of at least 1 km², each scored as its own column."""
     monkeypatch.setattr(benchmark.bundled, "ARCTIC", ARCTIC[:1])
     detected = []
     real_detect = benchmark.detect
 
     def recording(scene, out, options, progress=None):
         result = real_detect(scene, out, options, progress)
-        detected.append((options.tile, options.overlap, result.tiles))
+        detected.append((options.tile, options.overlap, options.min_area_km2, result.tiles, result.n_slicks))
         return result
 
     monkeypatch.setattr(benchmark, "detect", recording)
-    args = parse_args(["experiment", "benchmark", "--tiling", "512:64", "--out", str(tmp_path)])
-    run_benchmark(tmp_path, lambda seed: {"model": benchmark.fixed(pool_model)}, [0], silent(), "test", tilings=args.tiling)
+    args = parse_args(["experiment", "benchmark", "--tiling", "512:64", "--min-area", "1", "--out", str(tmp_path)])
+    run_benchmark(tmp_path, lambda seed: {"model": benchmark.fixed(pool_model)}, [0], silent(), "test", tilings=args.tiling,
+                  min_areas=args.min_area)
     rows = [r for r in csv.DictReader((tmp_path / "benchmark.csv").open()) if r["candidate"].startswith("model")]
-    assert [r["candidate"] for r in rows] == ["model", "model+tiles512_64"] and rows[0]["sha256"] == rows[1]["sha256"]
-    assert [d[:2] for d in detected] == [(None, DEFAULT_OVERLAP), (512, 64)] and detected[1][2] < detected[0][2]
+    assert [r["candidate"] for r in rows] == ["model", "model+tiles512_64", "model+min1"] and len({r["sha256"] for r in rows}) == 1
+    default, tiled, large = detected
+    assert default[:3] == (None, DEFAULT_OVERLAP, DEFAULT_MIN_AREA_KM2) and tiled[:3] == (512, 64, DEFAULT_MIN_AREA_KM2)
+    assert tiled[3] < default[3] and large[2] == 1.0 and large[4] < default[4]  # fewer tiles; fewer slicks kept
     assert "`+tilesT_O`" in (tmp_path / "benchmark.md").read_text()
     with pytest.raises(SystemExit):
         parse_args(["experiment", "benchmark", "--tiling", "512"])

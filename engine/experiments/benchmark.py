@@ -38,7 +38,7 @@ from ..data import bundled
 from ..data.real_texture import Mix, scene_tiles
 from ..errors import InputError
 from ..data.bundled import LabelledScene
-from ..jobs.detect import DetectOptions, detect
+from ..jobs.detect import DEFAULT_MIN_AREA_KM2, DetectOptions, detect
 from ..jobs.finetune import PARENT_WEIGHT
 from ..jobs.evaluate import align_to_grid, read_label_mask, slick_dice_arrays
 from ..machine import commit_text, describe, file_sha256
@@ -457,7 +457,7 @@ def seed_suffix(seed: int) -> str:
 def run_benchmark(out: Path, candidates: Callable[[int], dict[str, Trainer]], seeds: list[int], progress: Progress, command: str,
                   single: bool = False, shift: bool = False, rotations: bool = False, land_mask: str = landmask.DEFAULT,
                   device: Optional[torch.device] = None, commit: Optional[str] = None, runtime: str = "torch",
-                  tilings: Sequence[tuple[int, int]] = ()) -> dict:
+                  tilings: Sequence[tuple[int, int]] = (), min_areas: Sequence[float] = ()) -> dict:
     """Every candidate on every left-out scene, once per seed; models already in ``out`` are reused, so a
     stopped run resumes. ``candidates(seed)``: the candidates trained with that seed.
 
@@ -465,7 +465,8 @@ def run_benchmark(out: Path, candidates: Callable[[int], dict[str, Trainer]], se
     scored on one view of each tile, as a candidate ``<name>+single`` on the same model file, which costs no
     training; with ``rotations`` also on the mean over the tile's eight mirror images and rotations by 90 degrees, as
     ``<name>+rotations``; for each (tile, overlap) of ``tilings`` also detecting with those tiles, as ``<name>+tiles<tile>_<overlap>``
-    (how tiling changes what a model finds, when a faster tiling is weighed). With ``shift`` every detection is also scored at a threshold moved by the scene's median logit
+    (how tiling changes what a model finds, when a faster tiling is weighed); for each of ``min_areas`` (km²) also keeping only
+    slicks of at least that area, as ``<name>+min<area>``. With ``shift`` every detection is also scored at a threshold moved by the scene's median logit
     (``shifted_threshold``), as ``<name>+shift``. ``land_mask``: detection's (``DetectOptions.land_mask``); none of the five
     scenes has GSHHG land within 5 km (checked), so ``none`` scores them alike where the coastline package is missing.
     ``device``: what trained and ran the models, named on the page (a GPU by its name); ``commit``: the tree's, where it
@@ -489,7 +490,8 @@ def run_benchmark(out: Path, candidates: Callable[[int], dict[str, Trainer]], se
                     model = trainer(train, model, progress)
                 background = background_logit(model) if shift else None
                 views = {"": {}, **({"+single": {"tta": False}} if single else {}), **({"+rotations": {"rotations": True}} if rotations else {}),
-                         **{f"+tiles{tile}_{overlap}": {"tile": tile, "overlap": overlap} for tile, overlap in tilings}}
+                         **{f"+tiles{tile}_{overlap}": {"tile": tile, "overlap": overlap} for tile, overlap in tilings},
+                         **{f"+min{area:g}": {"min_area_km2": area} for area in min_areas}}
                 for view, changed in views.items():
                     label = name + view
                     options = DetectOptions(model=str(model), prefix=f"{held.name}_{label}{named}", overwrite=True, runtime=runtime,
@@ -597,7 +599,8 @@ def _write(out: Path, rows: list[dict], summary: dict, made: str, command: str, 
         f"{CLEAR_M:.0f} m from any labelled slick, per 1,000 km² of such sea. Detection as the product runs it",
         f"(the default land mask unless the line above names another, no-data border, mirror averaging), the model run by {runtimes}; `+single`: the same",
         "model on one view of each tile; `+rotations`: on the mean of its eight mirror images and rotations by 90 degrees; `+tilesT_O`: detecting with",
-        f"T-pixel tiles overlapping by O (by default the tile the model's card names and {DEFAULT_OVERLAP}). `real_texture` starts from the synthetic model; the network names start",
+        f"T-pixel tiles overlapping by O (by default the tile the model's card names and {DEFAULT_OVERLAP}); `+minA`: only slicks of at least A km²",
+        f"(by default {DEFAULT_MIN_AREA_KM2}). `real_texture` starts from the synthetic model; the network names start",
         "from random initialisation, trained by the same recipe and budget.",
         "",
         "| scene | " + " | ".join(candidates) + " |",
@@ -647,6 +650,8 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--rotations", action="store_true", help="also score every model averaged over its tiles' rotations by 90 degrees too")
     q.add_argument("--tiling", nargs="+", default=[], metavar="TILE:OVERLAP", type=_tiling,
                    help="also score every model detecting with these tiles and overlaps (pixels), e.g. 512:64 256:32")
+    q.add_argument("--min-area", nargs="+", type=float, default=[], metavar="KM2",
+                   help=f"also score every model keeping only slicks of at least these areas (default {DEFAULT_MIN_AREA_KM2} km²)")
     q.add_argument("--shift", action="store_true", help="also score every network at a threshold moved by the scene's median logit")
     q.add_argument("--commit", help="the commit of this tree, where it is a copy without git (a GPU machine's)")
     q.add_argument("--runtime", default="torch", choices=RUNTIME_CHOICES,
@@ -765,7 +770,7 @@ def _run(args: argparse.Namespace, progress: Progress) -> dict:
         return rerender(args.rows_from, args.out, args.invocation)
     candidates(args, args.seed[0])  # an unknown --only fails before any training
     return run_benchmark(args.out, lambda seed: candidates(args, seed), args.seed, progress, args.invocation, args.single, args.shift, args.rotations,
-                         args.land_mask, pick_device(args.device), args.commit, args.runtime, args.tiling)
+                         args.land_mask, pick_device(args.device), args.commit, args.runtime, args.tiling, args.min_area)
 
 
 def _tiling(text: str) -> tuple[int, int]:
