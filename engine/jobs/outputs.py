@@ -208,8 +208,8 @@ made 5,933 windows (33 Mpx) and traced in 5.1 s, 256-px blocks 1,253 windows (11
 for the whole of ``polygonise``) and 768 px made a window too large to hold (measured)."""
 
 TRACE_WINDOW_PIXELS = 16 * 2**20
-"""The largest window labelled in memory (about 9 bytes a pixel: the mask read twice, three boolean planes and the
-int32 labels); a group of slick blocks spanning more, as a model marking much of a scene draws, is traced by GDAL
+"""The largest window labelled in memory (about 8 bytes a pixel: the mask, three boolean planes and the int32
+labels); a group of slick blocks spanning more, as a model marking much of a scene draws, is traced by GDAL
 streaming the whole band, so memory stays flat in the scene's size either way. The largest window of an EW-size
 mask with specks all over it held 1.3 Mpx."""
 
@@ -253,7 +253,8 @@ def _by_groups(mask_path: Path, probability_path: Path, groups: list[tuple[Windo
         for n, (window, inside) in enumerate(groups):
             if n % 100 == 0:
                 progress.check()
-            slick = mask_ds.read(1, window=window) == 1
+            mask = mask_ds.read(1, window=window)
+            slick = mask == 1
             if inside is not None:
                 slick &= inside
             cleared = slick.copy()
@@ -270,8 +271,7 @@ def _by_groups(mask_path: Path, probability_path: Path, groups: list[tuple[Windo
                     means.append(value.mean(dtype=np.float64) if value.size else np.nan)
                     (geom, _), = shapes(own.view(np.uint8), mask=own, connectivity=8, transform=mask_ds.window_transform(box))
                     outlines.append(shape(geom))
-            if cleared.any():
-                mask = mask_ds.read(1, window=window)
+            if cleared.any():  # groups own disjoint pixels: what others cleared before this read is in ``mask`` already
                 mask[cleared] = 0
                 mask_ds.write(mask, 1, window=window)
     return outlines, np.array(means)
