@@ -34,7 +34,8 @@ import report  # noqa: E402
 from runtime_bench import SVALBARD  # noqa: E402
 from engine.data.synth import SceneSpec, write_scene  # noqa: E402
 from engine.jobs import outputs  # noqa: E402
-from engine.jobs.detect import DEFAULT_MIN_AREA_KM2, DetectOptions, detect  # noqa: E402
+from engine.contract import DEFAULT_MIN_AREA_KM2  # noqa: E402
+from engine.jobs.detect import DetectOptions, detect  # noqa: E402
 from engine.machine import commit_text, file_sha256  # noqa: E402
 from engine.models.registry import DEFAULT_MODEL  # noqa: E402
 from engine.progress import Progress  # noqa: E402

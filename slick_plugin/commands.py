@@ -15,8 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
-from .contract import (DEFAULT_OVERLAP, GENERATOR_KINDS, GENERATOR_LOW_RES_STEPS, GENERATOR_STEPS, SOLVER_STEPS,
-                       STAGING_PREFIX, TRAIN_LAYERS, detection_files)
+from .contract import (DEFAULT_MIN_AREA_KM2, DEFAULT_OVERLAP, GENERATOR_KINDS, GENERATOR_LOW_RES_STEPS, GENERATOR_STEPS,
+                       SOLVER_STEPS, STAGING_PREFIX, TRAIN_LAYERS, detection_files)
 from .engine_runner import EngineCommand
 
 DOCTOR = EngineCommand("doctor")
@@ -75,6 +75,7 @@ class DetectParameters:
     overlap: int = DEFAULT_OVERLAP
     threshold: float = 0.0
     """0: the model's own."""
+    min_area_km2: float = DEFAULT_MIN_AREA_KM2
     bounds: Optional[Tuple[float, float, float, float]] = None
     bounds_crs: str = ""
     mirror: bool = True
@@ -84,7 +85,8 @@ class DetectParameters:
     """Detect with the fine-tuned ``model``'s parent too and write the slicks that differ (the engine's ``changes``)."""
 
     def command(self) -> EngineCommand:
-        args = [self.scene, "--out", self.out_dir, "--prefix", self.prefix, "--device", self.device, "--overlap", str(self.overlap)]
+        args = [self.scene, "--out", self.out_dir, "--prefix", self.prefix, "--device", self.device,
+                "--overlap", str(self.overlap), "--min-area-km2", repr(float(self.min_area_km2))]
         if self.tile:
             args += ["--tile", str(self.tile)]
         if self.threshold:

@@ -109,6 +109,7 @@ class SlickMapperDock(QgsDockWidget):
         self.tile = make_editor(settings.TILE)
         self.overlap = make_editor(settings.OVERLAP)
         self.threshold = make_editor(settings.THRESHOLD)
+        self.min_area = make_editor(settings.MIN_AREA)
         self.mirror = make_editor(settings.MIRROR)
         self.against_parent = QCheckBox("Show what fine-tuning changed")
         self.whole_scene = QRadioButton("Whole scene")
@@ -125,6 +126,7 @@ class SlickMapperDock(QgsDockWidget):
         form.addRow(settings.TILE.label, self.tile)
         form.addRow(settings.OVERLAP.label, self.overlap)
         form.addRow(settings.THRESHOLD.label, self.threshold)
+        form.addRow(settings.MIN_AREA.label, self.min_area)
         form.addRow(settings.MIRROR.label, self.mirror)
         form.addRow("", self.against_parent)
         form.addRow("Extent", extent_row)
@@ -507,12 +509,13 @@ class SlickMapperDock(QgsDockWidget):
             prefix=unique_prefix(out_dir, facts.path, Path(model_path).stem if model_path else "default"),
             model=model_path, device=str(editor_value(self.device)),
             tile=int(editor_value(self.tile)), overlap=int(editor_value(self.overlap)),
-            threshold=float(editor_value(self.threshold)), bounds=bounds, bounds_crs=bounds_crs,
+            threshold=float(editor_value(self.threshold)), min_area_km2=float(editor_value(self.min_area)),
+            bounds=bounds, bounds_crs=bounds_crs,
             mirror=bool(editor_value(self.mirror)),
             against_parent=self.against_parent.isEnabled() and self.against_parent.isChecked())
         for setting, editor in ((settings.DEVICE, self.device), (settings.TILE, self.tile),
                                 (settings.OVERLAP, self.overlap), (settings.THRESHOLD, self.threshold),
-                                (settings.MIRROR, self.mirror),
+                                (settings.MIN_AREA, self.min_area), (settings.MIRROR, self.mirror),
                                 (settings.OUTPUT_FOLDER, self.output_folder)):
             setting.set_value(editor_value(editor))
         self.log.clear()

@@ -12,7 +12,7 @@ from typing import Any, Tuple, Union
 from qgis.core import QgsSettings
 
 from .commands import GENERATOR_NETS
-from .contract import DEFAULT_OVERLAP, GENERATOR_LOW_RES_STEPS, GENERATOR_STEPS
+from .contract import DEFAULT_MIN_AREA_KM2, DEFAULT_OVERLAP, GENERATOR_LOW_RES_STEPS, GENERATOR_STEPS
 from .paths import default_engine_python, engine_root
 from .engine_runner import EngineRunner
 
@@ -97,6 +97,10 @@ THRESHOLD = Setting(
     "Probability above which a pixel counts as slick. Model's own: the one stored in the model, "
     "calibrated on its validation tiles when it was fine-tuned.", 0.0, "float",
     minimum=0.0, maximum=0.99, step=0.05, special="Model's own")
+MIN_AREA = Setting(
+    "min_area_km2", "Smallest slick (km²)",
+    "Slicks smaller than this are dropped from the outlines and the mask as speckle; 0 keeps every patch. At 25 m, "
+    "0.05 km² is 80 pixels.", DEFAULT_MIN_AREA_KM2, "float", minimum=0.0, maximum=100.0, step=0.05)
 MIRROR = Setting(
     "mirror_averaging", "Mirror averaging",
     "Average each tile over its mirror images: four times the model's work; on real Arctic scenes it raised "
@@ -122,7 +126,7 @@ GENERATION_PRIORITY = Setting(
     "(best while you work). normal: they compete with them, finishing sooner on a busy machine.",
     "low", "choice", choices=("low", "normal"))
 
-ALL: Tuple[Setting, ...] = (ENGINE_PYTHON, OUTPUT_FOLDER, DEFAULT_MODEL, DEVICE, TILE, OVERLAP, THRESHOLD, MIRROR,
+ALL: Tuple[Setting, ...] = (ENGINE_PYTHON, OUTPUT_FOLDER, DEFAULT_MODEL, DEVICE, TILE, OVERLAP, THRESHOLD, MIN_AREA, MIRROR,
                             GENERATOR_NET, GENERATOR_STEPS, GENERATOR_LOW_RES_STEPS, SAMPLING_STEPS,
                             GENERATION_PRIORITY)
 

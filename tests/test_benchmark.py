@@ -13,9 +13,8 @@ from rasterio.warp import transform_bounds
 from scipy.ndimage import distance_transform_edt
 from shapely.geometry import box, mapping
 
-from engine.contract import DEFAULT_OVERLAP
+from engine.contract import DEFAULT_MIN_AREA_KM2, DEFAULT_OVERLAP
 from engine.data.bundled import ARCTIC
-from engine.jobs.detect import DEFAULT_MIN_AREA_KM2
 from engine.jobs.evaluate import read_label_mask
 from engine.cli.main import parse_args
 from engine.errors import InputError

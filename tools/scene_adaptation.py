@@ -34,7 +34,8 @@ import run_page  # beside this file: puts the project on the path
 
 from engine.data.bundled import ARCTIC  # noqa: E402
 from engine.experiments.benchmark import score  # noqa: E402
-from engine.jobs.detect import DEFAULT_MIN_AREA_KM2, DetectOptions, detect  # noqa: E402
+from engine.contract import DEFAULT_MIN_AREA_KM2  # noqa: E402
+from engine.jobs.detect import DetectOptions, detect  # noqa: E402
 from engine.machine import commit_text, describe  # noqa: E402
 from engine.models.registry import load_model, save_model  # noqa: E402
 from engine.scenes.analysis import open_for_analysis  # noqa: E402

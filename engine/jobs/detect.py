@@ -28,7 +28,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from ..archive.evidence import FIELDS as EVIDENCE_FIELDS, add_evidence
-from ..contract import DEFAULT_OVERLAP, detection_files
+from ..contract import DEFAULT_MIN_AREA_KM2, DEFAULT_OVERLAP, detection_files
 from ..errors import InputError, ResourceError
 from ..models import runtimes
 from ..models.inference import Predictor, device_name
@@ -44,8 +44,6 @@ from ..scenes.prefetch import prefetch
 from ..scenes.read_errors import check_unchanged, stamp
 from ..scenes.tiling import Panel, StripBlender, count_tiles, panels, tile_starts
 from .outputs import MASK_NODATA, OutputSet, polygonise, raster_profile, to_cog, write_slicks
-
-DEFAULT_MIN_AREA_KM2 = 0.05  # 80 pixels at 25 m: smaller dark specks are speckle, not slicks
 
 
 @dataclass

@@ -50,6 +50,7 @@ class DetectSlicksAlgorithm(QgsProcessingAlgorithm):
     TILE = "TILE"
     OVERLAP = "OVERLAP"
     THRESHOLD = "THRESHOLD"
+    MIN_AREA = "MIN_AREA"
     MIRROR = "MIRROR"
     EXTENT = "EXTENT"
     PREFIX = "PREFIX"
@@ -75,9 +76,9 @@ class DetectSlicksAlgorithm(QgsProcessingAlgorithm):
                 "process. Writes <prefix>_probability.tif (0..1), <prefix>_mask.tif and <prefix>_slicks.gpkg "
                 "(polygons with area_km2, length_km, mean_prob) to the output folder; existing files are never "
                 "overwritten. Leave Model empty for the bundled default, and Threshold at 0 for the model's own (stored "
-                "in the model, calibrated when it was fine-tuned). With a fine-tuned model, 'Show what fine-tuning changed' "
-                "detects with its parent too and writes <prefix>_changes.gpkg: the slicks only the new model finds (new) "
-                "and those only the parent finds (gone).")
+                "in the model, calibrated when it was fine-tuned). Slicks under the smallest area are dropped as speckle. "
+                "With a fine-tuned model, 'Show what fine-tuning changed' detects with its parent too and writes "
+                "<prefix>_changes.gpkg: the slicks only the new model finds (new) and those only the parent finds (gone).")
 
     def createInstance(self) -> "DetectSlicksAlgorithm":
         return DetectSlicksAlgorithm()
@@ -97,6 +98,9 @@ class DetectSlicksAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterNumber(
             self.THRESHOLD, settings.THRESHOLD.label, QgsProcessingParameterNumber.Double,
             settings.THRESHOLD.value(), minValue=settings.THRESHOLD.minimum, maxValue=settings.THRESHOLD.maximum))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.MIN_AREA, settings.MIN_AREA.label, QgsProcessingParameterNumber.Double,
+            settings.MIN_AREA.value(), minValue=settings.MIN_AREA.minimum, maxValue=settings.MIN_AREA.maximum))
         self.addParameter(QgsProcessingParameterBoolean(self.MIRROR, settings.MIRROR.label, settings.MIRROR.value()))
         self.addParameter(QgsProcessingParameterBoolean(self.AGAINST_PARENT, "Show what fine-tuning changed (a fine-tuned model only)",
                                                         False))
@@ -139,6 +143,7 @@ class DetectSlicksAlgorithm(QgsProcessingAlgorithm):
             tile=self.parameterAsInt(parameters, self.TILE, context),
             overlap=self.parameterAsInt(parameters, self.OVERLAP, context),
             threshold=self.parameterAsDouble(parameters, self.THRESHOLD, context),
+            min_area_km2=self.parameterAsDouble(parameters, self.MIN_AREA, context),
             bounds=bounds, bounds_crs=bounds_crs, mirror=self.parameterAsBool(parameters, self.MIRROR, context),
             against_parent=self.parameterAsBool(parameters, self.AGAINST_PARENT, context))
         data = run_engine(run.command(), feedback, cleanup=run.remove_outputs)

@@ -169,6 +169,23 @@ def test_processing_detect_gives_the_dock_s_polygons(detection: Detection, proce
     assert loaded["Slick probability"].renderer().type() == "singlebandpseudocolor" and loaded["Slick outlines"].labelsEnabled()
 
 
+def test_processing_keeps_only_slicks_of_the_smallest_area_asked_for(detection: Detection, processing, plugin,
+                                                                     tmp_path: Path) -> None:
+    import processing as qgis_processing
+
+    found = features(str(detection.data["slicks"]))  # the dock's run, at the engine's default smallest area
+    areas = sorted({area for area, _, _ in found})
+    assert len(areas) >= 2, "the window needs slicks of two sizes to tell a smallest area apart"
+    cut = (areas[0] + areas[1]) / 2  # between the two smallest: every slick but the smallest ones stays
+    QgsProject.instance().clear()
+    result = qgis_processing.run("slickmapper:detect", {
+        "INPUT": detection.scene_path, "DEVICE": 2, "TILE": 256, "OVERLAP": 32, "THRESHOLD": 0.0, "MIN_AREA": cut,
+        "EXTENT": detection.extent, "OUTPUT_FOLDER": str(tmp_path)})
+    assert features(result["SLICKS"]) == [slick for slick in found if slick[0] > cut]
+    kept = gdal.Open(str(result["MASK"])).ReadAsArray()
+    assert (kept == 1).sum() < (gdal.Open(str(detection.data["mask"])).ReadAsArray() == 1).sum()  # and gone from the mask
+
+
 def test_processing_scene_info_reports_the_scene(processing, plugin) -> None:
     import processing as qgis_processing
 

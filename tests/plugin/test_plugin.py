@@ -12,6 +12,7 @@ from qgis.PyQt.QtWidgets import QDockWidget
 
 from slick_plugin import classFactory, settings
 from slick_plugin.commands import DetectParameters
+from slick_plugin.contract import DEFAULT_MIN_AREA_KM2
 
 from .conftest import OUTPUT, REPO, add_scene, load_scene
 
@@ -92,13 +93,17 @@ def test_options_page_is_generated_from_the_declarations(plugin, iface) -> None:
         settings.MIRROR.set_value(settings.MIRROR.default)
 
 
-def test_detection_passes_a_threshold_and_a_tile_size_only_when_set() -> None:
+def test_detection_passes_a_threshold_and_a_tile_size_only_when_set_and_always_the_smallest_slick() -> None:
     own = DetectParameters(scene="s.tif", out_dir="out", prefix="p").command()
     given = DetectParameters(scene="s.tif", out_dir="out", prefix="p", threshold=0.35, tile=256).command()
     assert "--threshold" not in own.args and "--tile" not in own.args
     assert given.args[given.args.index("--threshold") + 1] == "0.35" and given.args[given.args.index("--tile") + 1] == "256"
     assert "--tta" in own.args and "--no-tta" not in own.args
     assert "--no-tta" in DetectParameters(scene="s.tif", out_dir="out", prefix="p", mirror=False).command().args
+    # the smallest slick is always said, so that the dock's choice (0: every patch) never rests on the engine's default
+    assert own.args[own.args.index("--min-area-km2") + 1] == repr(DEFAULT_MIN_AREA_KM2)
+    every = DetectParameters(scene="s.tif", out_dir="out", prefix="p", min_area_km2=0).command().args
+    assert every[every.index("--min-area-km2") + 1] == "0.0"
 
 
 def test_the_plugin_never_imports_torch_or_the_engine() -> None:
