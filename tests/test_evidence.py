@@ -42,13 +42,19 @@ def _calm_scene(tmp_path, wind: float, contrast_db: float):
     return scene, tmp_path / "mask.tif", {"geometry": mapping(slick), "area_km2": slick.area / 1e6}
 
 
-def test_a_dark_strip_on_a_calm_sea_is_weighed_as_a_low_wind_look_alike(tmp_path):
-    scene, mask, slick = _calm_scene(tmp_path, wind=1.5, contrast_db=-4.0)
+def _weighed(tmp_path, wind: float, contrast_db: float) -> dict:
+    """The strip of ``_calm_scene`` with the evidence detection adds to it."""
+    scene, mask, slick = _calm_scene(tmp_path, wind=wind, contrast_db=contrast_db)
     info = inspect(scene)
     with open_raster(scene) as ds:
         grid = analysis_grid(ds, info.utm_crs, 25.0)
         with open_on_grid(ds, info.band, grid) as reader:
             add_evidence([slick], reader, info, grid, mask, [], None, silent())
+    return slick
+
+
+def test_a_dark_strip_on_a_calm_sea_is_weighed_as_a_low_wind_look_alike(tmp_path):
+    slick = _weighed(tmp_path, wind=1.5, contrast_db=-4.0)
     assert slick["contrast_db"] == pytest.approx(-4.0, abs=0.05)
     assert slick["background_db"] == pytest.approx(10 * math.log10(backscatter(1.5, 37.5, "VV")), abs=0.05)
     assert slick["incidence_deg"] == 37.5 and slick["incidence_source"] == "assumed IW mid-swath"
@@ -61,12 +67,7 @@ def test_a_dark_strip_on_a_calm_sea_is_weighed_as_a_low_wind_look_alike(tmp_path
 
 
 def test_the_same_strip_on_a_windy_sea_is_not_a_low_wind_look_alike(tmp_path):
-    scene, mask, slick = _calm_scene(tmp_path, wind=7.0, contrast_db=-6.0)
-    info = inspect(scene)
-    with open_raster(scene) as ds:
-        grid = analysis_grid(ds, info.utm_crs, 25.0)
-        with open_on_grid(ds, info.band, grid) as reader:
-            add_evidence([slick], reader, info, grid, mask, [], None, silent())
+    slick = _weighed(tmp_path, wind=7.0, contrast_db=-6.0)
     assert slick["wind_ms"] == pytest.approx(7.0, abs=0.2)
     assert "wind" not in slick["lookalike_reasons"] and slick["lookalike_score"] < 0.5
 
