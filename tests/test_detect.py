@@ -149,7 +149,10 @@ def test_a_scene_wider_than_the_strip_budget_is_detected_in_panels_that_map_as_o
             (x + (seam - 40) * 25, y - 200 * 25), (x + (seam - 40) * 25, y - 300 * 25)]
     with fiona.open(land, "w", driver="GPKG", crs=spec.crs, schema={"geometry": "Polygon", "properties": {}}) as dst:
         dst.write({"geometry": {"type": "Polygon", "coordinates": [ring]}, "properties": {}})
-    options = _options(tiny_model, threshold=0.5, land_mask=str(land), land_buffer=8)
+    # The untrained model's probabilities lie within 0.01 of 0.5: cut at 0.5, half the scene is a few convoluted slicks whose
+    # evidence took most of a minute; cut in their top percent, a thousand specks cross the seams in a few seconds.
+    cut = 0.5075
+    options = _options(tiny_model, threshold=cut, land_mask=str(land), land_buffer=8)
     whole = detect(scene, tmp_path / "whole", options)
     layouts = []
     monkeypatch.setattr(detect_job, "_STRIP_BUDGET", 0)  # the narrowest panels
@@ -165,9 +168,9 @@ def test_a_scene_wider_than_the_strip_budget_is_detected_in_panels_that_map_as_o
     np.testing.assert_array_equal(np.isnan(p_whole), np.isnan(p_parts))
     np.testing.assert_array_equal(p_whole == 0, p_parts == 0)  # land, its buffer and no-data borders
     np.testing.assert_allclose(p_parts, p_whole, atol=1e-6)
-    off_threshold = np.abs(p_whole - 0.5) > 1e-5
+    off_threshold = np.abs(p_whole - cut) > 1e-5
     np.testing.assert_array_equal(m_parts[off_threshold], m_whole[off_threshold])
-    assert parts.n_slicks == whole.n_slicks
+    assert parts.n_slicks == whole.n_slicks > 100
 
 
 def test_unwritable_output_folder(tmp_path, sample_scene, tiny_model):
@@ -302,9 +305,12 @@ def test_test_time_averaging_takes_four_mirror_images_or_eight_views_with_rotati
     np.testing.assert_allclose(predictor(np.ascontiguousarray(tiles.swapaxes(-2, -1))).swapaxes(-2, -1), predictor(tiles), atol=1e-5)
     predictor.rotations = False
 
-    plain = detect(sample_scene, tmp_path, DetectOptions(model=str(tiny_model), prefix="plain", runtime="torch", tta=False))
-    tta = detect(sample_scene, tmp_path, DetectOptions(model=str(tiny_model), prefix="tta", runtime="torch"))  # the default
-    rotated = detect(sample_scene, tmp_path, DetectOptions(model=str(tiny_model), prefix="rotated", runtime="torch", rotations=True))
+    # Cut above every probability of the untrained model: only the probabilities are compared, and tracing half the scene
+    # as slick took most of the time.
+    quiet = dict(model=str(tiny_model), runtime="torch", threshold=0.99)
+    plain = detect(sample_scene, tmp_path, DetectOptions(prefix="plain", tta=False, **quiet))
+    tta = detect(sample_scene, tmp_path, DetectOptions(prefix="tta", **quiet))  # the default
+    rotated = detect(sample_scene, tmp_path, DetectOptions(prefix="rotated", rotations=True, **quiet))
     assert tta.mirrored and not plain.mirrored and not tta.rotated and rotated.mirrored and rotated.rotated
     with rasterio.open(plain.probability) as a, rasterio.open(tta.probability) as b, rasterio.open(rotated.probability) as c:
         assert a.shape == b.shape == c.shape and not np.allclose(a.read(1), b.read(1)) and not np.allclose(b.read(1), c.read(1))
