@@ -29,13 +29,14 @@ def group_name(scene_name: str, model_name: str) -> str:
 
 
 def summary(data: Dict[str, Any]) -> str:
-    """One line for the message bar: how many slicks, their total area, the threshold they were cut at (and
-    whence: a fine-tuned model has its own on the scenes it was taught on), the time taken (and whether mirror
-    averaging, four times the model's work, was in it), and whose weights detected where they are not the
-    chosen model's (one fine-tuned for other scenes hands this one to its parent)."""
+    """One line for the message bar: how many slicks of at least what area (a stored setting that outlives the run),
+    their total area, the threshold they were cut at (and whence: a fine-tuned model has its own on the scenes it was
+    taught on), the time taken (and whether mirror averaging, four times the model's work, was in it), and whose weights
+    detected where they are not the chosen model's (one fine-tuned for other scenes hands this one to its parent)."""
     count = int(data.get("n_slicks", 0))
     noun = "slick" if count == 1 else "slicks"
-    return (f"{count} {noun}, {float(data.get('total_area_km2', 0.0)):.2f} km² in total, "
+    smallest = f" of at least {float(data['min_area_km2']):g} km²" if data.get("min_area_km2") else ""
+    return (f"{count} {noun}{smallest}, {float(data.get('total_area_km2', 0.0)):.2f} km² in total, "
             f"threshold {float(data.get('threshold', 0.5)):.2f} ({data.get('threshold_from', 'the model’s')}), "
             f"{float(data.get('seconds', 0.0)):.0f} s on {data.get('device', '?')}"
             + (", mirror averaged" if data.get("mirrored") else "") + (" with rotations." if data.get("rotated") else ".")

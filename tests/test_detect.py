@@ -73,6 +73,7 @@ def test_slicks_under_the_minimum_area_leave_the_outlines_and_the_mask_alike(tmp
     assert 0 < big.sum() < (patches > 0).sum()  # some patches are kept and some dropped: the test can tell
     assert ((mask == 1) == big).all() and ((mask == 255) == np.isnan(prob)).all()
     assert kept.n_slicks == int((sizes[1:] >= 0.05).sum()) < every.n_slicks
+    assert (kept.min_area_km2, every.min_area_km2) == (0.05, 0.0)  # the result says which smallest slick it kept
     with fiona.open(kept.slicks, layer="slicks") as layer:
         areas = sorted(f["properties"]["area_km2"] for f in layer)
         means = {round(f["properties"]["area_km2"], 4): f["properties"]["mean_prob"] for f in layer}

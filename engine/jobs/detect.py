@@ -105,6 +105,8 @@ class DetectResult:
     """The one the mask and polygons were cut at: the option's, else the model's for this scene."""
     threshold_from: str = "the model's"
     """Where ``threshold`` comes from: ``given``, ``the model's``, or ``calibrated on labels of this scene``."""
+    min_area_km2: float = DEFAULT_MIN_AREA_KM2
+    """The smallest slick kept (``DetectOptions.min_area_km2``): said with the count, since a stored setting shapes it."""
     weights_from: str = ""
     """Empty when the chosen model's weights detected; else whose did, and why (``registry.weights_for``)."""
     warnings: list[str] = field(default_factory=list)
@@ -221,6 +223,7 @@ def _detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, prog
         grid=grid.describe(),
         threshold=threshold,
         threshold_from=threshold_from,
+        min_area_km2=options.min_area_km2,
         weights_from=weights_from,
         warnings=warnings,
     )
