@@ -25,7 +25,7 @@ from engine.machine import file_sha256
 from engine.models.registry import read_card
 from engine.progress import Progress
 
-from conftest import SMALL_MODEL as SMALL, single_thread
+from conftest import EXPERIMENT_MODEL as SMALL, single_thread
 
 
 

@@ -27,7 +27,8 @@ from engine.jobs.outputs import write_slicks
 from engine.models.registry import read_card
 from engine.progress import Progress
 
-SMALL = dict(encoder="tu-resnet10t", arch_kwargs={"encoder_depth": 3, "decoder_channels": [32, 16, 8]}, tile_size=256)
+from conftest import EXPERIMENT_MODEL as SMALL
+
 FAST = FinetuneOptions(tile=128, epochs=1, lr=1e-3, device="cpu", train_layers="decoder", val_fraction=0.25)
 
 
@@ -97,10 +98,13 @@ def test_experiment_writes_every_figure_with_its_provenance(tmp_path, small_mode
     tuned, kept = rows["sample_1"], rows["sample_2"]
     assert tuned["not_finetuned"] == "" and tuned["model_sha256"] == written["models_sha256"]["sample_1_left"] == _sha256(
         out / "models" / "sample_1_left.safetensors")
-    # The other tile's score is the product's detection scored whole, as evaluate scores it.
-    detection = out / "detections" / "sample_1_left_sample_2_probability.tif"
+    # The other tile's score is the product's detection scored whole, as evaluate scores it: its mask, cut at the
+    # fine-tuned model's threshold, without the patches under the smallest slick.
+    detection = out / "detections" / "sample_1_left_sample_2"
     assert float(tuned["dice_sample_2_finetuned"]) == float(tuned["dice_others_finetuned"]) == pytest.approx(
-        slick_dice(detection, SAMPLES_DIR / "sample_2" / "labels_mosaic.png", threshold=float(tuned["threshold_finetuned"])).dice, abs=1e-4)
+        slick_dice(f"{detection}_mask.tif", SAMPLES_DIR / "sample_2" / "labels_mosaic.png").dice, abs=1e-4)
+    with rasterio.open(f"{detection}_probability.tif") as prob, rasterio.open(f"{detection}_mask.tif") as mask:
+        assert ((mask.read(1) == 1) <= (prob.read(1) > float(tuned["threshold_finetuned"]))).all()
     assert "no validation tile holds a slick" in kept["not_finetuned"] and kept["model_sha256"] == ""
     assert not (out / "models" / "sample_2_left.safetensors").exists()
     assert (kept["dice_held_finetuned"], kept["dice_others_finetuned"]) == (kept["dice_held_parent"], kept["dice_others_parent"])
