@@ -187,7 +187,8 @@ def test_another_model_version_is_kept_apart(batch, tiny_model, cluster):
 
 
 def test_a_model_fine_tuned_on_one_scene_detects_the_others_with_its_parent_s_weights(cluster, tmp_path):
-    """Each scene's record and catalogue rows say whose weights ran there."""
+    """Each scene's record and catalogue rows say whose weights ran there, and the threshold and smallest slick
+    its map was cut with."""
     from dataclasses import replace
 
     from engine.machine import file_sha256
@@ -198,6 +199,7 @@ def test_a_model_fine_tuned_on_one_scene_detects_the_others_with_its_parent_s_we
               for seed in (3, 4)]
     parent = read_card(SYNTHETIC_MODEL)
     taught = replace(parent, name="taught on the first scene", taught_scenes=[scene_fingerprint(scenes[0])],
+                     scene_thresholds={scene_fingerprint(scenes[0]): 0.7},
                      lineage={"parent": {"path": str(SYNTHETIC_MODEL), "name": parent.name, "sha256": file_sha256(SYNTHETIC_MODEL)}})
     model = save_model(load_model(SYNTHETIC_MODEL)[0], taught, tmp_path / "taught.safetensors")
     options = _options(cluster)
@@ -206,8 +208,12 @@ def test_a_model_fine_tuned_on_one_scene_detects_the_others_with_its_parent_s_we
     records = {Path(r.path).name: r for r in Manifest.load(tmp_path / "out").done()}
     assert records[scenes[0].name].weights_from == ""
     assert records[scenes[1].name].weights_from.startswith(f"{parent.name}, the parent's")
-    _, footprints = catalogue.read(tmp_path / "out" / catalogue.SLICKS_PARQUET)
-    assert sorted(footprints["weights_from"].astype(bool)) == [False, True]
+    assert (records[scenes[0].name].threshold, records[scenes[1].name].threshold) == (0.7, parent.threshold) != (0.7, 0.7)
+    slicks, footprints = catalogue.read(tmp_path / "out" / catalogue.SLICKS_PARQUET)
+    footprints = footprints.set_index("scene_id")
+    assert not footprints.loc[scenes[0].stem, "weights_from"] and footprints.loc[scenes[1].stem, "weights_from"]
+    assert list(footprints.loc[[s.stem for s in scenes], "threshold"]) == [0.7, parent.threshold]
+    assert set(footprints["min_area_km2"]) == set(slicks["min_area_km2"]) == {options.detect.min_area_km2}
 
 
 def test_an_unreachable_scheduler_writes_nothing(archive, tmp_path):

@@ -262,6 +262,7 @@ def detect_scene(scene: str, folder: str, options: dict, threads: int) -> dict:
         "n_slicks": result.n_slicks, "acquired": metadata["acquired"], "mode": metadata["mode"],
         "polarisation": polarisation, "seconds": round(time.monotonic() - started, 2),
         "worker_peak_mb": round((memory_bytes() or 0) / 2**20, 1), "weights_from": result.weights_from,
+        "threshold": result.threshold, "min_area_km2": result.min_area_km2,
     }
 
 

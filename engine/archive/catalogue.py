@@ -4,7 +4,8 @@ Scenes are detected each in its own UTM zone; the catalogue holds them all in EP
 zone or mode sit in one file. It is written as GeoParquet (for analysis: pandas, DuckDB, GeoPandas) and as a
 GeoPackage with two layers, ``slicks`` and ``footprints`` (for QGIS). It is derived from the manifest and
 rebuilt whole at the end of every run, so it always says what the manifest says; every row names the model
-and its hash, and one batch folder holds one model, so two model versions are never mixed.
+and its hash, and one batch folder holds one model, so two model versions are never mixed. Every row also says the
+threshold and the smallest slick its scene was detected with: slick counts compare only under the same two.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ SLICKS_PARQUET = "slicks.parquet"
 FOOTPRINTS_PARQUET = "footprints.parquet"
 GEOPACKAGE = "catalogue.gpkg"
 CRS = "EPSG:4326"
-SCENE_COLUMNS = ["scene_id", "scene_hash", "acquired", "mode", "polarisation", "model_name", "model_hash", "weights_from"]
+SCENE_COLUMNS = ["scene_id", "scene_hash", "acquired", "mode", "polarisation", "model_name", "model_hash", "weights_from", "threshold",
+                 "min_area_km2"]
 
 
 def build(manifest: Manifest) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
@@ -34,6 +36,7 @@ def build(manifest: Manifest) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
             "scene_id": record.scene_id, "scene_hash": record.scene_hash, "acquired": record.acquired,
             "mode": record.mode, "polarisation": record.polarisation,
             "model_name": manifest.model_name, "model_hash": manifest.model_hash, "weights_from": record.weights_from,
+            "threshold": record.threshold, "min_area_km2": record.min_area_km2,
         }
         slicks = gpd.read_file(manifest.folder / record.slicks, engine="fiona")
         if len(slicks):

@@ -55,6 +55,11 @@ class SceneRecord:
     weights_from: str = ""
     """Empty when the folder's model detected with its own weights; else whose did (a fine-tuned model's parent,
     on a scene it was not taught on: ``registry.weights_for``)."""
+    threshold: Optional[float] = None
+    """The probability the scene's mask was cut at (``DetectResult.threshold``): a fine-tuned model's own on the
+    scenes it was taught on, its parent's elsewhere, so one batch can hold scenes cut at different levels."""
+    min_area_km2: Optional[float] = None
+    """The smallest slick kept there; with ``threshold``, what a slick count per scene is comparable under."""
     finished: str = ""
 
 
