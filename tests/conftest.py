@@ -156,8 +156,8 @@ def tiny_model(tmp_path_factory) -> Path:
 def pool_model(tmp_path_factory) -> Path:
     """An ``EXPERIMENT_MODEL`` fine-tuned for one epoch on the pool scenes' labels (engine/experiments/split.py): the
     starting model of the generator experiments' tests. An untrained one puts every pixel near 0.5, so its
-    detection marks half of each test scene in specks, and polygonising them took 15 s for the three test
-    scenes; this one marks mostly sea, as a trained parent does, and its three detections take 2 s."""
+    detection marks half or all of each test scene, and tracing a ResNet-10t's specks took 15 s for the three test
+    scenes; this one marks mostly sea, as a trained parent does."""
     from engine.data.bundled import POOL
     from engine.experiments.transfer import label_store
     from engine.jobs.finetune import FinetuneOptions, finetune

@@ -32,7 +32,7 @@ OPTIONS = DetectOptions(tile=256, runtime="torch", tta=False, threshold=0.5, lan
 @pytest.fixture(scope="module")
 def top_percent(pool_model, tmp_path_factory) -> float:
     """The parent's probability its top percent of the scene lies above: a cut where it marks a score of slicks,
-    wherever one epoch of training left its probabilities (below 0.5 everywhere on this scene, for one encoder)."""
+    wherever one epoch of training left its probabilities (one left no patch above 0.5 large enough to keep here)."""
     result = detect(SCENE, tmp_path_factory.mktemp("parent"), replace(OPTIONS, model=str(pool_model)))
     with rasterio.open(result.probability) as ds:
         return round(float(np.nanquantile(ds.read(1), 0.99)), 4)
