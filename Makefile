@@ -29,7 +29,7 @@ demo: venv
 	$(PY) -m engine demo --out demo_output
 
 # Two test processes, each module's tests in one of them (its module-scoped fixtures are made once): many tests wait
-# on an engine or worker subprocess, which the other process fills (12 minutes on a 2-core Xeon; 26 in one process with heavier test networks).
+# on an engine or worker subprocess, which the other process fills (12 minutes on a 2-core Intel Xeon, CPU model 207; 26 in one process with heavier test networks).
 test: venv
 	$(PY) -m pytest -q -n 2 --dist loadscope tests
 

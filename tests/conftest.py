@@ -25,9 +25,9 @@ probabilities on the real tiles lie within about 0.01 of 0.5, some above and som
 specks, what the detection tests need."""
 EXPERIMENT_MODEL = dict(encoder="tu-regnetx_002", arch_kwargs={"encoder_depth": 3, "decoder_channels": [32, 16, 8]}, tile_size=256)
 """The network the experiments' tests train and score dozens of times (card fields): RegNetX-200MF's first stages,
-21 ms a 256-px tile on one thread of a 2-core Xeon where ``SMALL_MODEL``'s three-convolution stem took 37 ms; the
-suite ran in 697 s there instead of 919. Untrained it puts a whole tile just above 0.5, and a detection then traces one
-slick the size of the scene, so the detection tests keep ``SMALL_MODEL``."""
+21 ms a 256-px tile on one thread of a 2-core Intel Xeon (CPU model 207), where ``SMALL_MODEL``'s three-convolution
+stem took 37 ms; the suite ran in 697 s there instead of 919. Untrained it puts a whole tile just above 0.5, and a
+detection then traces one slick the size of the scene, so the detection tests keep ``SMALL_MODEL``."""
 TINY_NET = {
     "block_out_channels": [8, 16],
     "layers_per_block": 1,
