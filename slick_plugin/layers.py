@@ -39,9 +39,18 @@ def summary(data: Dict[str, Any]) -> str:
     return (f"{count} {noun}{smallest}, {float(data.get('total_area_km2', 0.0)):.2f} km² in total, "
             f"threshold {float(data.get('threshold', 0.5)):.2f} ({data.get('threshold_from', 'the model’s')}), "
             f"{float(data.get('seconds', 0.0)):.0f} s on {data.get('device', '?')}"
-            + (", mirror averaged" if data.get("mirrored") else "") + (" with rotations." if data.get("rotated") else ".")
+            + _averaging(data)
             + (f" Weights: {data['weights_from']}." if data.get("weights_from") else "")
             + (f" {changes_summary(data)}" if data.get("changes") else ""))
+
+
+def _averaging(data: dict) -> str:
+    """The views each tile's probability was averaged over, as the summary's clause (and the sentence's end)."""
+    if not data.get("mirrored"):
+        return "."
+    if data.get("half_turn"):
+        return ", each tile averaged with its half turn."
+    return ", mirror averaged" + (" with rotations." if data.get("rotated") else ".")
 
 
 def changes_summary(data: Dict[str, Any]) -> str:

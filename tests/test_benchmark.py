@@ -225,25 +225,28 @@ def test_the_models_run_in_the_runtime_asked_for_and_the_page_names_it(tmp_path,
     assert "the model run by onnxruntime fp32" in (tmp_path / "run" / "benchmark.md").read_text()
 
 
-def test_each_tiling_and_minimum_area_asked_for_is_scored_as_a_view_of_the_same_model(tmp_path, pool_model, monkeypatch):
-    """``--tiling 512:64 --min-area 1``: the same fold model detects the scene again with those tiles, and again keeping
-    only slicks of at least 1 km², each scored as its own column."""
+def test_each_tiling_minimum_area_and_half_turn_asked_for_is_scored_as_a_view_of_the_same_model(tmp_path, pool_model, monkeypatch):
+    """``--tiling 512:64 --min-area 1 --half-turn``: the same fold model detects the scene again with those tiles, again
+    keeping only slicks of at least 1 km², and again averaging each tile with its half turn only, each scored as its own
+    column."""
     monkeypatch.setattr(benchmark.bundled, "ARCTIC", ARCTIC[:1])
     detected = []
     real_detect = benchmark.detect
 
     def recording(scene, out, options, progress=None):
         result = real_detect(scene, out, options, progress)
-        detected.append((options.tile, options.overlap, options.min_area_km2, result.tiles, result.n_slicks))
+        detected.append((options.tile, options.overlap, options.min_area_km2, result.tiles, result.n_slicks, result.half_turn))
         return result
 
     monkeypatch.setattr(benchmark, "detect", recording)
-    args = parse_args(["experiment", "benchmark", "--tiling", "512:64", "--min-area", "1", "--out", str(tmp_path)])
+    args = parse_args(["experiment", "benchmark", "--tiling", "512:64", "--min-area", "1", "--half-turn", "--out", str(tmp_path)])
     run_benchmark(tmp_path, lambda seed: {"model": benchmark.fixed(pool_model)}, [0], silent(), "test", tilings=args.tiling,
-                  min_areas=args.min_area)
+                  min_areas=args.min_area, half_turn=args.half_turn)
     rows = [r for r in csv.DictReader((tmp_path / "benchmark.csv").open()) if r["candidate"].startswith("model")]
-    assert [r["candidate"] for r in rows] == ["model", "model+tiles512_64", "model+min1"] and len({r["sha256"] for r in rows}) == 1
-    default, tiled, large = detected
+    assert [r["candidate"] for r in rows] == ["model", "model+halfturn", "model+tiles512_64", "model+min1"]
+    assert len({r["sha256"] for r in rows}) == 1
+    default, turned, tiled, large = detected
+    assert turned[5] and not any(d[5] for d in (default, tiled, large))
     assert default[:3] == (None, DEFAULT_OVERLAP, DEFAULT_MIN_AREA_KM2) and tiled[:3] == (512, 64, DEFAULT_MIN_AREA_KM2)
     assert tiled[3] < default[3] and large[2] == 1.0 and large[4] < default[4]  # fewer tiles; fewer slicks kept
     assert "`+tilesT_O`" in (tmp_path / "benchmark.md").read_text()

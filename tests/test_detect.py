@@ -277,9 +277,10 @@ def test_writing_back_on_the_scene_pixels_never_holds_the_whole_raster(tmp_path)
     assert 0.3 < inside.mean() < 1 and 0.4 < written[inside].mean() < 0.6
 
 
-def test_test_time_averaging_takes_four_mirror_images_or_eight_views_with_rotations(tmp_path, sample_scene, tiny_model):
+def test_test_time_averaging_takes_four_mirror_images_two_views_with_half_turn_or_eight_with_rotations(tmp_path, sample_scene, tiny_model):
     """A random network sees a tile and its mirror image differently; with ``tta`` the probability is the
-    mean of the four views, each mapped back, so it is mirror-symmetric by construction; with ``rotations`` too, of
+    mean of the four views, each mapped back, so it is mirror-symmetric by construction; with ``half_turn``, of the tile
+    and its half turn only, so symmetric under that turn and not under a mirror; with ``rotations`` too, of
     eight (the mirrors of the tile and of its transpose), through detection as well."""
     import torch
 
@@ -296,6 +297,12 @@ def test_test_time_averaging_takes_four_mirror_images_or_eight_views_with_rotati
     mirrored = predictor(tiles)
     np.testing.assert_allclose(mirrored, np.mean(views, axis=0), atol=1e-5)
     np.testing.assert_allclose(predictor(tiles[:, :, ::-1])[:, :, ::-1], mirrored, atol=1e-5)
+    predictor.half_turn = True
+    halved = predictor(tiles)
+    np.testing.assert_allclose(halved, np.mean([views[0], views[3]], axis=0), atol=1e-5)
+    np.testing.assert_allclose(predictor(tiles[:, ::-1, ::-1])[:, ::-1, ::-1], halved, atol=1e-5)
+    assert not np.allclose(predictor(tiles[:, :, ::-1])[:, :, ::-1], halved, atol=1e-4)
+    predictor.half_turn = False
     predictor.tta = False
     turned = [predictor(np.ascontiguousarray(t.swapaxes(-2, -1))).swapaxes(-2, -1) for t in
               (tiles, tiles[:, :, ::-1], tiles[:, ::-1], tiles[:, ::-1, ::-1])]
@@ -312,9 +319,13 @@ def test_test_time_averaging_takes_four_mirror_images_or_eight_views_with_rotati
     plain = detect(sample_scene, tmp_path, DetectOptions(prefix="plain", tta=False, **quiet))
     tta = detect(sample_scene, tmp_path, DetectOptions(prefix="tta", **quiet))  # the default
     rotated = detect(sample_scene, tmp_path, DetectOptions(prefix="rotated", rotations=True, **quiet))
+    turned = detect(sample_scene, tmp_path, DetectOptions(prefix="turned", half_turn=True, **quiet))
     assert tta.mirrored and not plain.mirrored and not tta.rotated and rotated.mirrored and rotated.rotated
-    with rasterio.open(plain.probability) as a, rasterio.open(tta.probability) as b, rasterio.open(rotated.probability) as c:
-        assert a.shape == b.shape == c.shape and not np.allclose(a.read(1), b.read(1)) and not np.allclose(b.read(1), c.read(1))
+    assert turned.mirrored and turned.half_turn and not tta.half_turn and not rotated.half_turn
+    with rasterio.open(plain.probability) as a, rasterio.open(tta.probability) as b, rasterio.open(rotated.probability) as c, \
+            rasterio.open(turned.probability) as d:
+        assert a.shape == b.shape == c.shape == d.shape and not np.allclose(a.read(1), b.read(1)) and not np.allclose(b.read(1), c.read(1))
+        assert not np.allclose(b.read(1), d.read(1)) and not np.allclose(a.read(1), d.read(1))
 
 
 @pytest.mark.parametrize("encoding, staged", [("uint8", False), ("float32_db", True)])
@@ -378,11 +389,13 @@ def test_pytorch_averages_the_views_on_its_device_as_the_exported_runtimes_do_on
     on_device = Predictor(None, card, forward=eager)
     on_host = Predictor(None, card, forward=lambda x: eager(x))
     tiles = np.random.default_rng(1).uniform(1, 255, (3, 64, 64)).astype(np.float32)
-    for tta, rotations in ((False, False), (True, False), (True, True)):
+    for tta, rotations, half_turn in ((False, False, False), (True, False, False), (True, True, False), (True, False, True)):
         for predictor in (on_device, on_host):
-            predictor.tta, predictor.rotations = tta, rotations
+            predictor.tta, predictor.rotations, predictor.half_turn = tta, rotations, half_turn
         np.testing.assert_allclose(on_device(tiles), on_host(tiles), atol=1e-5)
     on_device.images_per_call = 16
+    assert on_device.batch_size == 8  # two views with the half turn
+    on_device.half_turn, on_device.rotations = False, True
     assert on_device.batch_size == 2  # eight views with rotations
     on_device.rotations = False
     assert on_device.batch_size == 4

@@ -457,14 +457,14 @@ def seed_suffix(seed: int) -> str:
 def run_benchmark(out: Path, candidates: Callable[[int], dict[str, Trainer]], seeds: list[int], progress: Progress, command: str,
                   single: bool = False, shift: bool = False, rotations: bool = False, land_mask: str = landmask.DEFAULT,
                   device: Optional[torch.device] = None, commit: Optional[str] = None, runtime: str = "torch",
-                  tilings: Sequence[tuple[int, int]] = (), min_areas: Sequence[float] = ()) -> dict:
+                  tilings: Sequence[tuple[int, int]] = (), min_areas: Sequence[float] = (), half_turn: bool = False) -> dict:
     """Every candidate on every left-out scene, once per seed; models already in ``out`` are reused, so a
     stopped run resumes. ``candidates(seed)``: the candidates trained with that seed.
 
     Each model detects as the product does by default, with mirror averaging; with ``single`` it is also
     scored on one view of each tile, as a candidate ``<name>+single`` on the same model file, which costs no
     training; with ``rotations`` also on the mean over the tile's eight mirror images and rotations by 90 degrees, as
-    ``<name>+rotations``; for each (tile, overlap) of ``tilings`` also detecting with those tiles, as ``<name>+tiles<tile>_<overlap>``
+    ``<name>+rotations``; with ``half_turn`` also on the mean over the tile and its half turn only, as ``<name>+halfturn``; for each (tile, overlap) of ``tilings`` also detecting with those tiles, as ``<name>+tiles<tile>_<overlap>``
     (how tiling changes what a model finds, when a faster tiling is weighed); for each of ``min_areas`` (km²) also keeping only
     slicks of at least that area, as ``<name>+min<area>``. With ``shift`` every detection is also scored at a threshold moved by the scene's median logit
     (``shifted_threshold``), as ``<name>+shift``. ``land_mask``: detection's (``DetectOptions.land_mask``); none of the five
@@ -490,6 +490,7 @@ def run_benchmark(out: Path, candidates: Callable[[int], dict[str, Trainer]], se
                     model = trainer(train, model, progress)
                 background = background_logit(model) if shift else None
                 views = {"": {}, **({"+single": {"tta": False}} if single else {}), **({"+rotations": {"rotations": True}} if rotations else {}),
+                         **({"+halfturn": {"half_turn": True}} if half_turn else {}),
                          **{f"+tiles{tile}_{overlap}": {"tile": tile, "overlap": overlap} for tile, overlap in tilings},
                          **{f"+min{area:g}": {"min_area_km2": area} for area in min_areas}}
                 for view, changed in views.items():
@@ -598,7 +599,8 @@ def _write(out: Path, rows: list[dict], summary: dict, made: str, command: str, 
         "paper's own predictions, scored by the same code. False slicks: predicted slick area more than",
         f"{CLEAR_M:.0f} m from any labelled slick, per 1,000 km² of such sea. Detection as the product runs it",
         f"(the default land mask unless the line above names another, no-data border, mirror averaging), the model run by {runtimes}; `+single`: the same",
-        "model on one view of each tile; `+rotations`: on the mean of its eight mirror images and rotations by 90 degrees; `+tilesT_O`: detecting with",
+        "model on one view of each tile; `+rotations`: on the mean of its eight mirror images and rotations by 90 degrees; `+halfturn`: on the mean",
+        "of the tile and its half turn (two views); `+tilesT_O`: detecting with",
         f"T-pixel tiles overlapping by O (by default the tile the model's card names and {DEFAULT_OVERLAP}); `+minA`: only slicks of at least A km²",
         f"(by default {DEFAULT_MIN_AREA_KM2}). `real_texture` starts from the synthetic model; the network names start",
         "from random initialisation, trained by the same recipe and budget.",
@@ -648,6 +650,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
                    help="write the page again from an earlier run's benchmark.csv into --out, training and detecting nothing")
     q.add_argument("--single", action="store_true", help="also score every model without mirror averaging (one view of each tile)")
     q.add_argument("--rotations", action="store_true", help="also score every model averaged over its tiles' rotations by 90 degrees too")
+    q.add_argument("--half-turn", action="store_true", help="also score every model averaged over each tile and its half turn only (two views)")
     q.add_argument("--tiling", nargs="+", default=[], metavar="TILE:OVERLAP", type=_tiling,
                    help="also score every model detecting with these tiles and overlaps (pixels), e.g. 512:64 256:32")
     q.add_argument("--min-area", nargs="+", type=float, default=[], metavar="KM2",
@@ -770,7 +773,7 @@ def _run(args: argparse.Namespace, progress: Progress) -> dict:
         return rerender(args.rows_from, args.out, args.invocation)
     candidates(args, args.seed[0])  # an unknown --only fails before any training
     return run_benchmark(args.out, lambda seed: candidates(args, seed), args.seed, progress, args.invocation, args.single, args.shift, args.rotations,
-                         args.land_mask, pick_device(args.device), args.commit, args.runtime, args.tiling, args.min_area)
+                         args.land_mask, pick_device(args.device), args.commit, args.runtime, args.tiling, args.min_area, args.half_turn)
 
 
 def _tiling(text: str) -> tuple[int, int]:

@@ -75,6 +75,9 @@ class DetectOptions:
     rotations: bool = False
     """With ``tta``, also average over the tile's rotations by 90 degrees (eight views, twice mirror averaging's work).
     Off by default: leave one scene out measured 0.427 against 0.448 for mirrors alone (docs/benchmark_rotations_bce1.md)."""
+    half_turn: bool = False
+    """With ``tta`` (and without ``rotations``), average over the tile and its half turn only: two views, half mirror
+    averaging's work, weighed by leave one scene out against the four (docs/benchmark_half_turn.md)."""
     fast: bool = True
     runtime: str = field(default_factory=lambda: os.environ.get("SLICK_MAPPER_RUNTIME", runtimes.AUTO))
     """``auto`` (the fastest measured here whose masks agree with PyTorch fp32), or one of ``runtimes.RUNTIMES``;
@@ -100,6 +103,8 @@ class DetectResult:
     """Whether each tile was averaged over its mirror images (``DetectOptions.tta``)."""
     rotated: bool
     """Whether that average also held the tile's rotations by 90 degrees (``DetectOptions.rotations``)."""
+    half_turn: bool
+    """Whether that average held the tile and its half turn only (``DetectOptions.half_turn``)."""
     grid: str
     threshold: float
     """The one the mask and polygons were cut at: the option's, else the model's for this scene."""
@@ -153,6 +158,7 @@ def _detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, prog
         predictor = Predictor(load_model(model_path, device)[0], card, device, fast=False)
     predictor.tta = options.tta and not card.mirror_symmetric
     predictor.rotations = options.rotations and predictor.tta
+    predictor.half_turn = options.half_turn and predictor.tta and not predictor.rotations
     prefix = options.prefix or scene.stem
     names = detection_files(prefix)
 
@@ -220,6 +226,7 @@ def _detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, prog
         runtime=predictor.runtime,
         mirrored=predictor.tta,
         rotated=predictor.rotations,
+        half_turn=predictor.half_turn,
         grid=grid.describe(),
         threshold=threshold,
         threshold_from=threshold_from,

@@ -16,7 +16,7 @@ import numpy as np
 from scipy.special import softmax
 
 from .registry import ModelCard
-from .views import FLIPS, View
+from .views import FLIPS, HALF_TURN, View
 
 if TYPE_CHECKING:
     import torch
@@ -106,14 +106,18 @@ class Predictor:
         self.rotations = False
         """With ``tta``, also over the transposed tile's mirror images (8x the model's work): the rotations by 90
         degrees, which training (rotations up to 30 degrees) never showed."""
+        self.half_turn = False
+        """With ``tta`` (and not ``rotations``), over the tile and its half turn only (2x the model's work)."""
 
     @property
     def views(self) -> list[View]:
         """With ``tta``, the tile and its three mirror images (horizontal, vertical, both): the flips the models
         were trained with, so each view is one the model knows; with ``rotations`` too, the same of the
-        transposed tile. Without, the tile as is."""
+        transposed tile; with ``half_turn`` instead, the tile and its mirror image along both axes. Without, the tile as is."""
         if not self.tta:
             return [(False, ())]
+        if self.half_turn and not self.rotations:
+            return [(False, axes) for axes in HALF_TURN]
         return [(transposed, axes) for transposed in ((False, True) if self.rotations else (False,)) for axes in FLIPS]
 
     @property

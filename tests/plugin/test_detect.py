@@ -23,7 +23,7 @@ from qgis.PyQt.QtCore import QSize, Qt
 from qgis.PyQt.QtGui import QColor, QImage
 
 from slick_plugin.contract import DEFAULT_MIN_AREA_KM2
-from slick_plugin.layers import open_results
+from slick_plugin.layers import open_results, summary
 from slick_plugin.engine_runner import CANCEL_GRACE_S, Status
 
 from .conftest import OUTPUT, SAMPLE, FakeIface, add_scene, needs_model, opened_dock, render
@@ -144,6 +144,17 @@ def test_dock_detection_reports_progress_and_fills_attributes(detection: Detecti
         assert attributes["area_km2"] > 0 and attributes["length_km"] > 0
         assert 0 < attributes["mean_prob"] <= 1
         assert attributes["scene"] and attributes["model"] and attributes["created"]
+
+
+def test_the_summary_names_the_views_each_tile_was_averaged_over() -> None:
+    """What the layer group's summary says follows the detection's own record of its views, one clause for each."""
+    record = {"n_slicks": 2, "total_area_km2": 1.5, "threshold": 0.4, "seconds": 3, "device": "cpu"}
+    said = {views: summary({**record, **dict.fromkeys(views, True)})
+            for views in ((), ("mirrored",), ("mirrored", "rotated"), ("mirrored", "half_turn"))}
+    assert said[()].endswith("s on cpu.")
+    assert said[("mirrored",)].endswith(", mirror averaged.")
+    assert said[("mirrored", "rotated")].endswith(", mirror averaged with rotations.")
+    assert said[("mirrored", "half_turn")].endswith(", each tile averaged with its half turn.")
 
 
 def test_processing_detect_gives_the_dock_s_polygons(detection: Detection, processing, plugin,
