@@ -77,7 +77,8 @@ class DetectOptions:
     Off by default: leave one scene out measured 0.427 against 0.448 for mirrors alone (docs/benchmark_rotations_bce1.md)."""
     half_turn: bool = False
     """With ``tta`` (and without ``rotations``), average over the tile and its half turn only: two views, half mirror
-    averaging's work, weighed by leave one scene out against the four (docs/benchmark_half_turn.md)."""
+    averaging's work. Off by default: leave one scene out measured 0.436 against 0.452 for the four views, and 0.406 for
+    one (docs/benchmark_half_turn.md)."""
     fast: bool = True
     runtime: str = field(default_factory=lambda: os.environ.get("SLICK_MAPPER_RUNTIME", runtimes.AUTO))
     """``auto`` (the fastest measured here whose masks agree with PyTorch fp32), or one of ``runtimes.RUNTIMES``;
