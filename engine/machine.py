@@ -35,7 +35,11 @@ def cpu_info() -> dict[str, str]:
 
 
 def cpu_name() -> str:
-    return cpu_info().get("model name") or platform.processor() or platform.machine()
+    """The CPU's name with its model number where /proc/cpuinfo gives one: a virtual machine may show only
+    "Intel(R) Xeon(R) Processor", a name two CPUs with different vector units (one with AMX, one without) have shared."""
+    info = cpu_info()
+    name = info.get("model name") or platform.processor() or platform.machine()
+    return f"{name} (model {info['model']})" if info.get("model", "").isdigit() else name
 
 
 def describe(device: Optional["torch.device"] = None) -> str:

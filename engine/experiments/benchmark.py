@@ -464,7 +464,8 @@ def run_benchmark(out: Path, candidates: Callable[[int], dict[str, Trainer]], se
     Each model detects as the product does by default, with mirror averaging; with ``single`` it is also
     scored on one view of each tile, as a candidate ``<name>+single`` on the same model file, which costs no
     training; with ``rotations`` also on the mean over the tile's eight mirror images and rotations by 90 degrees, as
-    ``<name>+rotations``; with ``half_turn`` also on the mean over the tile and its half turn only, as ``<name>+halfturn``; for each (tile, overlap) of ``tilings`` also detecting with those tiles, as ``<name>+tiles<tile>_<overlap>``
+    ``<name>+rotations``; with ``half_turn`` also on the mean over the tile and its half turn only, as ``<name>+halfturn``;
+    for each (tile, overlap) of ``tilings`` also detecting with those tiles, as ``<name>+tiles<tile>_<overlap>``
     (how tiling changes what a model finds, when a faster tiling is weighed); for each of ``min_areas`` (km²) also keeping only
     slicks of at least that area, as ``<name>+min<area>``. With ``shift`` every detection is also scored at a threshold moved by the scene's median logit
     (``shifted_threshold``), as ``<name>+shift``. ``land_mask``: detection's (``DetectOptions.land_mask``); none of the five
