@@ -20,7 +20,7 @@ from engine.models.eager import EagerForward, fast_dtype, pick_device
 from engine.models.inference import Predictor, device_name, sigmoid
 from engine.models.registry import BUNDLED_DIR, load_model, read_card, save_model
 from engine.progress import Progress
-from engine.models.quantise import quantised_model
+from engine.models.quantise import OPENVINO_INT8_FORMAT, quantised_model
 from engine.models.training import training_dtype
 
 from conftest import make_ensemble
@@ -312,6 +312,35 @@ def test_openvino_int8_is_its_own_quantisation_and_keeps_the_bundled_model_s_mas
     assert agreement.pooled_dice(*masks) >= agreement.AGREEMENT
     monkeypatch.setattr(nncf, "quantize", lambda *a, **k: pytest.fail("quantised again"))
     assert runtimes.Factory(DEFAULT_MODEL, card, CPU, model).int8("openvino") == (path, verdict)
+    # A verdict on an int8 model made another way (before the head was split) is not taken for this one's.
+    verdict_path = path.with_suffix(".json")
+    stale = {**json.loads(verdict_path.read_text()), "format": OPENVINO_INT8_FORMAT - 1}
+    verdict_path.write_text(json.dumps(stale))
+    monkeypatch.setattr(nncf, "quantize", lambda *a, **k: (_ for _ in ()).throw(LookupError("quantised again")))
+    with pytest.raises(LookupError, match="quantised again"):
+        runtimes.Factory(DEFAULT_MODEL, card, CPU, model).int8("openvino")
+
+
+def test_a_one_channel_head_split_in_two_gives_the_same_logits(small_model, user_dirs):
+    """The int8 model is made from a network whose one-channel head is a depthwise convolution and a 1x1 sum of its
+    channels: in fp32 that network gives the exported one's logits, and the one-channel convolution is gone."""
+    import openvino as ov
+
+    from engine.models.quantise import split_heads
+
+    card = read_card(small_model)
+    core = ov.Core()
+    onnx = runtimes.Factory(small_model, card, CPU).onnx()
+    split = core.read_model(str(onnx))
+    heads = [op.get_friendly_name() for op in split.get_ordered_ops()
+             if op.get_type_name() == "Convolution" and op.get_output_partial_shape(0)[1] == 1]
+    assert len(heads) == 1 and split_heads(split) == [f"{heads[0]}/depthwise"]
+    assert heads[0] not in {op.get_friendly_name() for op in split.get_ordered_ops()}
+    x = _tiles(small_model)[:, None] * np.float32(card.normalisation["input_scale"])
+    config = {"INFERENCE_PRECISION_HINT": "f32"}
+    before, after = (core.compile_model(network, "CPU", config)(x)[0] for network in (core.read_model(str(onnx)), split))
+    assert before.std() > 1e-3  # logits that vary over the tiles, not a constant the split could match by chance
+    np.testing.assert_allclose(after, before, atol=1e-3 * np.abs(before).max())
 
 
 def test_a_model_that_does_not_export_runs_with_pytorch(tmp_path, model_factory, monkeypatch):
