@@ -74,9 +74,9 @@ average {m['loadavg_start'][0]} at the start and {m['loadavg_end'][0]} at the en
 |---|---|---|
 {rows}
 
-The split model runs a tile **{r['speed_up']:.3f}** times as fast. Its head (a 3x3 convolution from 16 channels to one) is
-a depthwise convolution and a 1x1 sum of its channels: the same products added in another order, which OpenVINO's CPU
-kernels, vectorised across output channels, run at their full width.
+The split model runs a tile **{r['speed_up']:.3f}** times as fast. Its one-channel head is a depthwise convolution and a
+1x1 sum of its channels: the same products added in another order, which OpenVINO's CPU kernels, vectorised across
+output channels, run at their full width.
 """
 
 

@@ -5,8 +5,9 @@ Sentinel-1 tiles (the bundled Arctic scenes):
 
 - ONNX Runtime: its QDQ format (``quantize_static``), weights per output channel, activations per tensor.
 - OpenVINO: NNCF's quantisation of the OpenVINO network, saved as OpenVINO IR, with the convolutions at the
-  network's edges kept in float (``edge_convolutions``) and a one-channel head split in two (``split_heads``). OpenVINO runs the QDQ graph too, but with its own kernels,
-  and on the bundled U-Net its masks agreed with fp32 at 0.72 where ONNX Runtime's agreed at 0.985.
+  network's edges kept in float (``edge_convolutions``) and a one-channel head split in two (``split_heads``).
+  OpenVINO runs the QDQ graph too, but with its own kernels, and on the bundled U-Net its masks agreed with fp32 at
+  0.72 where ONNX Runtime's agreed at 0.985.
 
 A segmentation mask can move where fp32 did not, so every int8 model is compared with PyTorch fp32 when it is made,
 on other real tiles of the same scenes (the tiles its ranges came from would flatter it), and kept only when the
@@ -100,10 +101,10 @@ def split_heads(network: openvino.Model) -> list[str]:
     """Each convolution with one output channel and several in (a segmentation head) made a depthwise convolution
     and a 1x1 convolution that sums its channels: the same products, added in another order. OpenVINO's CPU kernels
     vectorise across output channels, and ran the bundled U-Net's one-channel 3x3 head (16 channels in) at a
-    sixteenth of their width: 5.1 ms of a 45-ms int8 pass over a 512-px tile, 2.8 ms split; the pass 46.2 -> 42.9 ms and
-    46.6 -> 44.0 ms in two runs, masks as before (2-core Intel Xeon, CPU model 207, measured). In fp32 the split gained
-    nothing, so only the int8 model is made from it. Returns the depthwise convolutions' names: with the 1x1 sum, an
-    edge convolution, they keep the head in float."""
+    sixteenth of their width: 5.1 ms of a 45-ms int8 pass over a 512-px tile, 2.8 ms split, the whole pass 1.06 times
+    as fast with the same masks (2-core Intel Xeon, CPU model 207; benchmarks/head_split_bench.py). In fp32 OpenVINO
+    the split gained nothing (measured), so only the int8 model is made from it. Returns the depthwise convolutions'
+    names: with the 1x1 sum, an edge convolution, they keep the head in float."""
     import openvino.opset13 as ops
 
     made = []
