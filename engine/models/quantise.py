@@ -98,13 +98,13 @@ def openvino_int8_network(onnx_path: Path, calibration: list[np.ndarray], split:
 
 
 def split_heads(network: openvino.Model) -> list[str]:
-    """Each convolution with one output channel and several in (a segmentation head) made a depthwise convolution
-    and a 1x1 convolution that sums its channels: the same products, added in another order. OpenVINO's CPU kernels
-    vectorise across output channels, and ran the bundled U-Net's one-channel 3x3 head (16 channels in) at a
-    sixteenth of their width: 5.1 ms of a 45-ms int8 pass over a 512-px tile, 2.8 ms split, the whole pass 1.06 times
-    as fast with the same masks (2-core Intel Xeon, CPU model 207; benchmarks/head_split_bench.py). In fp32 OpenVINO
-    the split gained nothing (measured), so only the int8 model is made from it. Returns the depthwise convolutions'
-    names: with the 1x1 sum, an edge convolution, they keep the head in float."""
+    """Each convolution wider than 1x1 with one output channel and several in (a segmentation head) made a
+    depthwise convolution and a 1x1 convolution that sums its channels: the same products, added in another order.
+    OpenVINO's CPU kernels vectorise across output channels, and ran the bundled U-Net's one-channel 3x3 head (16
+    channels in) at a sixteenth of their width: 5.1 ms of a 45-ms int8 pass over a 512-px tile, 2.8 ms split, the whole
+    pass 1.06 times as fast with the same masks (2-core Intel Xeon, CPU model 207; benchmarks/head_split_bench.py). In
+    fp32 OpenVINO the split gained nothing (measured), so only the int8 model is made from it. Returns the depthwise
+    convolutions' names: with the 1x1 sum, an edge convolution, they keep the head in float."""
     import openvino.opset13 as ops
 
     made = []
@@ -113,7 +113,7 @@ def split_heads(network: openvino.Model) -> list[str]:
         if weights is None or weights.get_type_name() != "Constant":
             continue
         w = weights.get_data()
-        if w.shape[0] != 1 or w.shape[1] == 1:
+        if w.shape[0] != 1 or w.shape[1] == 1 or w.shape[2:] == (1, 1):  # a 1x1 one is a dot product already
             continue
         a = conv.get_attributes()
         depthwise = ops.group_convolution(conv.input_value(0), ops.constant(w.reshape(w.shape[1], 1, 1, *w.shape[2:])),
