@@ -20,14 +20,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import report  # noqa: E402
 from engine.machine import commit_text, file_sha256  # noqa: E402
 from engine.models import agreement, runtimes  # noqa: E402
 from engine.models.eager import EagerForward  # noqa: E402
-from engine.models.quantise import openvino_int8_network  # noqa: E402
+from engine.models.quantise import openvino_int8_network, quantisation_inputs  # noqa: E402
 from engine.models.registry import DEFAULT_MODEL, load_model  # noqa: E402
 
 VARIANTS = {"head split (the product's)": True, "head as exported": False}
@@ -38,8 +37,7 @@ def run(model_path: Path, rounds: int) -> dict:
 
     model, card = load_model(model_path, "cpu")
     factory = runtimes.Factory(model_path, card, torch.device("cpu"), model)
-    scale = np.float32(card.normalisation.get("input_scale", 1 / 255))
-    calibration, held = ([t[None, None].astype(np.float32) * scale for t in part] for part in agreement.quantisation_split(card))
+    calibration, held = quantisation_inputs(card)
     config = runtimes.openvino_config("int8", factory.threads)
     compiled = {name: ov.Core().compile_model(openvino_int8_network(factory.onnx(), calibration, split), "CPU", config)
                 for name, split in VARIANTS.items()}

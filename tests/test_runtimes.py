@@ -20,7 +20,7 @@ from engine.models.eager import EagerForward, fast_dtype, pick_device
 from engine.models.inference import Predictor, device_name, sigmoid
 from engine.models.registry import BUNDLED_DIR, load_model, read_card, save_model
 from engine.progress import Progress
-from engine.models.quantise import OPENVINO_INT8_FORMAT, quantised_model
+from engine.models.quantise import OPENVINO_INT8_FORMAT, quantisation_inputs, quantised_model
 from engine.models.training import training_dtype
 
 from conftest import make_ensemble
@@ -305,8 +305,7 @@ def test_openvino_int8_is_its_own_quantisation_and_keeps_the_bundled_model_s_mas
     path, verdict = factory.int8("openvino")
     assert capfd.readouterr().out == ""
     assert path is not None and path.suffix == ".xml" and path.with_suffix(".bin").is_file() and "agree with fp32" in verdict
-    scale = float(card.normalisation["input_scale"])
-    held = [t[None, None].astype(np.float32) * scale for t in agreement.quantisation_split(card)[1]]
+    held = quantisation_inputs(card)[1]
     reference, int8 = EagerForward(model, CPU, None), runtimes.openvino_forward(path, "int8", 2)
     masks = [[agreement.slick_mask(forward(t), card) for t in held] for forward in (reference, int8)]
     assert agreement.pooled_dice(*masks) >= agreement.AGREEMENT

@@ -102,7 +102,7 @@ def split_heads(network: openvino.Model) -> list[str]:
     depthwise convolution and a 1x1 convolution that sums its channels: the same products, added in another order.
     OpenVINO's CPU kernels vectorise across output channels, and ran the bundled U-Net's one-channel 3x3 head (16
     channels in) at a sixteenth of their width: 5.1 ms of a 45-ms int8 pass over a 512-px tile, 2.8 ms split, the whole
-    pass 1.06 times as fast with the same masks (2-core Intel Xeon, CPU model 207; benchmarks/head_split_bench.py). In
+    pass 1.05-1.06 times as fast with the same masks (2-core Intel Xeon, CPU model 207; benchmarks/head_split_bench.py). In
     fp32 OpenVINO the split gained nothing (measured), so only the int8 model is made from it. Returns the depthwise
     convolutions' names: with the 1x1 sum, an edge convolution, they keep the head in float."""
     import openvino.opset13 as ops
@@ -156,6 +156,14 @@ def edge_convolutions(network: openvino.Model) -> list[str]:
             and (reaches(op, "Parameter", upstream) or reaches(op, "Result", downstream))]
 
 
+def quantisation_inputs(card: ModelCard) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(the model inputs int8 is calibrated on, those its masks are checked on): ``quantisation_split``'s real tiles
+    scaled as the runtimes are fed, one (1, 1, H, W) array each."""
+    scale = float(card.normalisation.get("input_scale", 1 / 255))
+    calibration, checked = ([t[None, None].astype(np.float32) * scale for t in part] for part in quantisation_split(card))
+    return calibration, checked
+
+
 def _checked(path: Path, verdict_path: Path, card: ModelCard, digest: str, reference: Forward,
              run: Callable[[Path], Forward], make: Callable[[list[np.ndarray]], None], version: int) -> tuple[Optional[Path], str]:
     """``make`` writes the int8 model at ``path`` from the calibration tiles; it is kept if its masks agree with
@@ -166,8 +174,7 @@ def _checked(path: Path, verdict_path: Path, card: ModelCard, digest: str, refer
         current = "calibration_tiles" in verdict and verdict.get("format", 1) == version  # older verdicts were checked in sample
         if current and (not verdict["passed"] or path.is_file()):
             return (path if verdict["passed"] else None), verdict["message"]
-    scale = float(card.normalisation.get("input_scale", 1 / 255))
-    calibration, tiles = ([t[None, None].astype(np.float32) * scale for t in part] for part in quantisation_split(card))
+    calibration, tiles = quantisation_inputs(card)
     make(calibration)
     int8 = run(path)
     dice = pooled_dice([slick_mask(reference(t), card) for t in tiles], [slick_mask(int8(t), card) for t in tiles])
