@@ -15,8 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
-from .contract import (DEFAULT_MIN_AREA_KM2, DEFAULT_OVERLAP, GENERATOR_KINDS, GENERATOR_LOW_RES_STEPS, GENERATOR_STEPS,
-                       SOLVER_STEPS, STAGING_PREFIX, TRAIN_LAYERS, detection_files)
+from .contract import (CLOSE_PARENT_WEIGHT, DEFAULT_MIN_AREA_KM2, DEFAULT_OVERLAP, GENERATOR_KINDS, GENERATOR_LOW_RES_STEPS,
+                       GENERATOR_STEPS, SOLVER_STEPS, STAGING_PREFIX, TRAIN_LAYERS, detection_files)
 from .engine_runner import EngineCommand
 
 DOCTOR = EngineCommand("doctor")
@@ -128,11 +128,15 @@ class FinetuneParameters:
     """Where the new model's weights detect: ``labelled`` (its labels' scenes, the parent's elsewhere) or ``every``."""
     label_check: bool = True
     """False: the new weights are kept even where they find the labelled slicks no better than the parent's."""
+    close_to_parent: bool = False
+    """True: the engine's stronger pull toward the parent's weights (``CLOSE_PARENT_WEIGHT``), fewer places made worse."""
 
     def command(self) -> EngineCommand:
         args = ["--base", self.base, "--labels", self.store, "--out", self.out, "--epochs", str(self.epochs),
                 "--tile", str(self.tile), "--train-layers", self.train_layers, "--device", self.device, "--use-on", self.use_on,
                 "--label-check" if self.label_check else "--no-label-check"]
+        if self.close_to_parent:
+            args += ["--parent-weight", f"{CLOSE_PARENT_WEIGHT:g}"]
         if self.generated:
             args += ["--generated", self.generated]
             if self.n_generated:

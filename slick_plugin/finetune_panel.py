@@ -102,6 +102,11 @@ class FinetunePanel(QgsCollapsibleGroupBox):
                                    "labelled slicks no better, the new model keeps the parent's. Untick to keep the new weights "
                                    "whatever they score, e.g. to see what the labels taught.")
         form.addRow(self.label_check)
+        self.close_to_parent = QCheckBox("Stay close to the parent's weights")
+        self.close_to_parent.setToolTip(
+            "Pull the new weights ten times as hard toward the parent's while training: on real scenes it made fewer of "
+            "the areas nobody labelled worse (1 in 80 against 5) for a slightly lower mean gain. Off: the engine's default pull.")
+        form.addRow(self.close_to_parent)
         self.run_controls = RunControls("Fine-tune")
         self.run_controls.run_button.setToolTip("Train a copy of the selected model on this project's labels. "
                                                 "The selected model file is never changed.")
@@ -174,7 +179,8 @@ class FinetunePanel(QgsCollapsibleGroupBox):
             train_layers=self.train_layers.currentText(), device=self._device(),
             generated=self._samples() if self.use_generated.isChecked() else "",
             n_generated=self.n_generated.value() if self.use_generated.isChecked() else 0,
-            use_on="labelled" if self.labelled_only.isChecked() else "every", label_check=self.label_check.isChecked())
+            use_on="labelled" if self.labelled_only.isChecked() else "every", label_check=self.label_check.isChecked(),
+            close_to_parent=self.close_to_parent.isChecked())
         self.chart.clear()
         self.result = None
         self.detect_button.setVisible(False)
@@ -209,7 +215,7 @@ class FinetunePanel(QgsCollapsibleGroupBox):
     def _show_result(self, data: Dict[str, Any]) -> None:
         """What the run did, which threshold the new model uses, and on which scenes its weights detect."""
         lines = [f"{data['epochs_run']} epochs on all {data['train_tiles']} labelled tiles, layers: {data['train_layers']}, "
-                 f"{float(data['seconds']):.0f} s on {data['device']}.", str(data.get("weights_note") or ""), str(data.get("threshold_note") or ""),
+                 f"pull toward the parent {float(data['parent_weight']):g}, {float(data['seconds']):.0f} s on {data['device']}.", str(data.get("weights_note") or ""), str(data.get("threshold_note") or ""),
                  str(data.get("use_note") or ""), f"Saved as {data['model']}"]
         self.summary.setText("<br>".join(html_text(line) for line in lines if line))
         self.detect_button.setVisible(True)

@@ -33,13 +33,12 @@ import torch
 from scipy.ndimage import distance_transform_edt
 
 from ..atomic import write_csv, write_text
-from ..contract import DEFAULT_MIN_AREA_KM2, DEFAULT_OVERLAP
+from ..contract import DEFAULT_MIN_AREA_KM2, DEFAULT_OVERLAP, PARENT_WEIGHT
 from ..data import bundled
 from ..data.real_texture import Mix, scene_tiles
 from ..errors import InputError
 from ..data.bundled import LabelledScene
 from ..jobs.detect import DetectOptions, detect
-from ..jobs.finetune import PARENT_WEIGHT
 from ..jobs.evaluate import align_to_grid, read_label_mask, slick_dice_arrays
 from ..machine import commit_text, describe, file_sha256
 from ..models.contrast import with_contrast

@@ -23,6 +23,7 @@ import torch
 
 from .. import __version__
 from ..cli.args import DEVICE_HELP, add_options, number_or, options_from
+from ..contract import PARENT_WEIGHT
 from ..errors import InputError, ModelError
 from ..generation.distill import GENERATED_LABELS, mixed, open_folder, sample_count, student_tiles
 from ..machine import file_sha256
@@ -48,10 +49,6 @@ PARENT_SHARE = 0.5
 """Share of the parent in the weights a fine-tuning without validation saves (``FinetuneOptions.parent_share``): chosen
 by leave one scene out over ten real half-scenes, among 0, 0.25, 0.5 and 0.75, with parents made as the bundled model is
 (docs/within_scene_choice.md)."""
-PARENT_WEIGHT = 0.1
-"""L2-SP strength: on the bundled model's decoder (0.8 M weights of RMS 0.045, loss gradients of RMS 4e-4 to
-3e-3 per weight on Arctic batches) the pull matches the labels' push once a weight has moved by about a tenth
-of its typical size; docs/within_scene.md measures it."""
 
 
 @dataclass

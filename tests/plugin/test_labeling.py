@@ -25,6 +25,7 @@ from qgis.PyQt.QtCore import QSize, Qt
 from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtWidgets import QAction, QFileDialog, QMessageBox
 
+from engine.contract import CLOSE_PARENT_WEIGHT
 from engine.jobs.labels import create_store, import_mask
 from slick_plugin import label_store
 from slick_plugin.commands import finetuned_model_path
@@ -393,6 +394,7 @@ def test_fine_tune_from_the_dock_makes_a_model_with_lineage_detects_with_it_and_
     # The bundled model learnt sample_1: two epochs find its labels no better, which the check would answer with the
     # parent's weights (the next test); unticked, the new weights stay, and there is something to compare.
     panel.label_check.setChecked(False)
+    panel.close_to_parent.setChecked(True)  # the stronger pull: the command, the run and the card all carry it
     assert not ui.dock.against_parent.isEnabled()  # the bundled model has no parent to compare with
     assert "2 slick labels, 0 look-alikes, 368." in ui.dock.labels_panel.counts_label.text()
     percents: List[int] = []
@@ -409,13 +411,14 @@ def test_fine_tune_from_the_dock_makes_a_model_with_lineage_detects_with_it_and_
     lineage = model_card(models[0])["lineage"]
     assert lineage["parent"]["path"] == str(parent.resolve()) and len(lineage["parent"]["sha256"]) == 64
     assert lineage["labels"]["path"] == str(arctic_store.resolve()) and lineage["tile"] == 128
-    assert lineage["train_layers"] == "decoder" and lineage["epochs"] <= 2
+    assert lineage["train_layers"] == "decoder" and lineage["epochs"] <= 2 and lineage["parent_weight"] == CLOSE_PARENT_WEIGHT
 
     data = panel.result.data
     # The engine's recipe keeps no validation tile: every epoch runs on every labelled tile, the last is kept.
     assert data["val_tiles"] == 0 and data["val_dice_before"] is data["val_dice_after"] is None and data["best_epoch"] == data["epochs_run"] == 2
     assert not data["holds_parent_weights"]
-    assert html_text(f"2 epochs on all {data['train_tiles']} labelled tiles, layers: decoder") in panel.summary.text()
+    assert html_text(f"2 epochs on all {data['train_tiles']} labelled tiles, layers: decoder, pull toward the parent "
+                     f"{CLOSE_PARENT_WEIGHT:g}") in panel.summary.text()
     assert data["threshold_note"].startswith("Threshold") and html_text(data["threshold_note"]) in panel.summary.text()
     assert panel.labelled_only.isChecked() and model_card(models[0])["taught_scenes"]  # the default: the labelled scene only
     assert data["use_note"].startswith("Its weights were moved 50% of the way back to the parent's") and lineage["parent_share"] == 0.5
@@ -497,7 +500,8 @@ def test_a_fine_tune_that_finds_the_labelled_slicks_no_better_keeps_the_parent_s
         ui: Session, qtbot, tmp_path: Path, module_dir: Path, arctic_store: Path) -> None:
     tiny_finetune(ui, module_dir, arctic_store)
     panel = ui.dock.finetune_panel
-    panel.label_check.setChecked(True)  # the default (a test before may have unticked it)
+    panel.label_check.setChecked(True)  # the defaults (a test before may have changed them)
+    panel.close_to_parent.setChecked(False)
     qtbot.mouseClick(panel.run_controls.run_button, Qt.LeftButton)
     qtbot.waitUntil(lambda: panel.task is None, timeout=240_000)
     assert panel.result.ok, panel.result.message
