@@ -23,7 +23,7 @@ import torch
 
 from .. import __version__
 from ..cli.args import DEVICE_HELP, add_options, number_or, options_from
-from ..contract import PARENT_WEIGHT
+from ..contract import CLOSE_PARENT_WEIGHT, PARENT_WEIGHT
 from ..errors import InputError, ModelError
 from ..generation.distill import GENERATED_LABELS, mixed, open_folder, sample_count, student_tiles
 from ..machine import file_sha256
@@ -555,7 +555,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "seed": "seed of the tile split, the augmentation and the initialisation",
         "val_fraction": "share of tiles kept for validation; 0: none, every epoch runs and the last is kept",
         "min_slick_pixels": "with --val-fraction 0, the fewest labelled slick pixels to train on",
-        "parent_weight": "L2-SP: pull of the weights toward the parent's, 0 for none",
+        "parent_weight": f"L2-SP: pull of the weights toward the parent's, 0 for none, {CLOSE_PARENT_WEIGHT:g} to stay close to it (fewer unlabelled areas made worse, docs/within_scene.md)",
         "parent_share": f"share of the parent in the saved weights, interpolated after training; 0 for none (default {PARENT_SHARE:g} "
                         "without validation tiles, 0 with them)",
         "name": "the new model's name (default: the parent's, fine-tuned DATE)",
