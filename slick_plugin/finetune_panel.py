@@ -214,7 +214,10 @@ class FinetunePanel(QgsCollapsibleGroupBox):
 
     def _show_result(self, data: Dict[str, Any]) -> None:
         """What the run did, which threshold the new model uses, and on which scenes its weights detect."""
-        lines = [f"{data['epochs_run']} epochs on all {data['train_tiles']} labelled tiles, layers: {data['train_layers']}, "
+        runs = int(data.get("seeds_averaged") or 1)
+        each = f" in each of {runs} runs" if runs > 1 else ""
+        averaged = " (their weights averaged)" if runs > 1 else ""
+        lines = [f"{data['epochs_run']} epochs{each} on all {data['train_tiles']} labelled tiles{averaged}, layers: {data['train_layers']}, "
                  f"pull toward the parent {float(data['parent_weight']):g}, {float(data['seconds']):.0f} s on {data['device']}.", str(data.get("weights_note") or ""), str(data.get("threshold_note") or ""),
                  str(data.get("use_note") or ""), f"Saved as {data['model']}"]
         self.summary.setText("<br>".join(html_text(line) for line in lines if line))

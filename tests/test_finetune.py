@@ -186,6 +186,26 @@ def test_without_validation_every_labelled_tile_trains_every_epoch_and_the_paren
     assert not (tmp_path / "refused.safetensors").exists()
 
 
+def test_without_validation_the_saved_weights_are_the_mean_of_runs_with_consecutive_seeds(tmp_path, small_model, arctic_store):
+    """Two runs' weights averaged, each after its own move toward the parent: the file holds the mean of what the two
+    single runs with seeds 3 and 4 save, and says it averages them; one run is the product of a single seed."""
+    options = FinetuneOptions(**{**FAST, "val_fraction": 0.0, "label_check": False, "seed": 3, "average_seeds": 1})
+    alone = [finetune(small_model, arctic_store, tmp_path / f"seed{seed}.safetensors", replace(options, seed=seed)) for seed in (3, 4)]
+    logs = []
+    averaged = finetune(small_model, arctic_store, tmp_path / "averaged.safetensors", replace(options, average_seeds=2), Progress(log=logs.append))
+    (a, b), mean = ([load_model(r.model, torch.device("cpu"))[0].state_dict() for r in alone],
+                    load_model(averaged.model, torch.device("cpu"))[0].state_dict())
+    floats = [name for name, value in mean.items() if value.is_floating_point()]
+    assert not all(torch.equal(a[name], b[name]) for name in floats)  # the seeds trained differently
+    for name in floats:
+        torch.testing.assert_close(mean[name], (a[name] + b[name]) / 2, rtol=0, atol=1e-6)
+    assert (averaged.seeds_averaged, averaged.runs_kept_parent, alone[0].seeds_averaged) == (2, 0, 1)
+    assert read_card(averaged.model).lineage["seeds_averaged"] == 2 and "run 2 of 2, seed 4" in logs
+    assert "saved weights: the mean of 2 runs' (seeds 3 to 4)" in logs
+    with pytest.raises(InputError, match="--average-seeds 0 is below 1"):
+        finetune(small_model, arctic_store, tmp_path / "none.safetensors", replace(options, average_seeds=0))
+
+
 def test_without_validation_a_run_that_loses_the_labelled_slicks_keeps_the_parent_s_weights(tmp_path, small_model, arctic_store):
     """The untrained test model marks about half of every tile, a few labelled slicks among them; an epoch on mostly
     clear sea teaches it to mark nothing, which finds fewer of the labelled slicks: the parent's weights are saved, to

@@ -262,7 +262,7 @@ def _report_columns(report: Optional[FinetuneReport]) -> dict:
     """The fine-tuning's own figures (all on the labelled half), blank where it refused to run."""
     names = ("train_tiles", "val_tiles", "val_slick_pixels", "val_dice_before", "val_dice_after", "labels_dice_before",
              "labels_dice_after", "best_epoch", "epochs_run",
-             "lr", "train_layers", "parent_weight", "parent_share", "seconds")
+             "lr", "train_layers", "parent_weight", "parent_share", "seeds_averaged", "runs_kept_parent", "seconds")
     if report is None:
         return {f"finetune_{name}": "" for name in names}
     return {f"finetune_{name}": float(f"{v:.4g}") if isinstance(v := getattr(report, name), float) else v for name in names}
@@ -429,6 +429,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                   "labelled tiles",
         "label_check": "with --val-fraction 0, keep the parent's weights unless the trained ones find the labelled half's slicks "
                        "better",
+        "average_seeds": "with --val-fraction 0, runs with seeds SEED, SEED+1, ... averaged into the saved weights; 1: one run",
         "device": DEVICE_HELP,
         "seed": "seed of the tile split and training",
     }, train_layers={"choices": TRAIN_LAYERS}, lr={"type": number_or("auto")}, use_on={"choices": USE_ON})

@@ -45,6 +45,11 @@ MIN_LABELLED_SLICK_PIXELS = 1000
 chosen with its recipe by leave one scene out over ten real half-scenes, among 0, 1,000, 2,500 and 4,000
 (docs/within_scene.md)."""
 USE_ON = ("labelled", "every")
+AVERAGE_SEEDS = 2
+"""Fine-tuning runs averaged into the saved weights (``FinetuneOptions.average_seeds``): which held half a run makes
+worse changes with its seed, and over four pairs of runs on ten real half-scenes two seeds' weights averaged left 1 half
+of 40 worse (by 0.003) against 5 of 80 for the runs alone, mean held Dice 0.476 against 0.473 (docs/within_scene.md).
+Twice the training time."""
 PARENT_SHARE = 0.5
 """Share of the parent in the weights a fine-tuning without validation saves (``FinetuneOptions.parent_share``): chosen
 by leave one scene out over ten real half-scenes, among 0, 0.25, 0.5 and 0.75, with parents made as the bundled model is
@@ -117,6 +122,10 @@ class FinetuneOptions:
     themselves (``labels_dice_before`` and ``after``), the parent's otherwise: a run that cannot beat its parent on the
     very slicks it learnt from has gone wrong. On six pairs of within-scene runs it left 7 held halves worse against 10,
     no run's mean lower (docs/within_scene.md). False: the trained weights whatever they score."""
+    average_seeds: int = AVERAGE_SEEDS
+    """Without validation tiles (from a parent), how many runs with seeds ``seed``, ``seed + 1``, ... are averaged,
+    tensor by tensor, into the saved weights, each after its own interpolation toward the parent and label check; 1:
+    one run. With validation tiles one run, whose epoch and threshold they chose."""
     use_on: str = "labelled"
     """Where the new model's weights detect (``USE_ON``): ``labelled``, the scenes of its labels only, its parent's
     everywhere else (``ModelCard.taught_scenes``); or ``every`` scene. Experiments that score a fine-tuned model
@@ -170,6 +179,10 @@ class FinetuneReport:
     history: list[dict] = field(default_factory=list)
     generated: Optional[str] = None
     n_generated: int = 0
+    seeds_averaged: int = 1
+    """Runs averaged into the saved weights (``FinetuneOptions.average_seeds``); ``history`` is the last one's."""
+    runs_kept_parent: int = 0
+    """Of those runs, how many the label check handed the parent's weights (all of them: ``holds_parent_weights``)."""
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds per part of the run (checks, tiles, parent, lr_range_test, epochs, validation, label_check, saving), which
     add up to ``seconds``: where an analyst's wait goes."""
@@ -277,7 +290,8 @@ def finetune(
                      + ("hard labels" if options.generated_labels == "hard" else f"soft labels at T = {sample_folder.loss.temperature:g}"))
     share = parent_share(options)
     checking = options.label_check and not validating and options.from_parent
-    parent_state = {k: v.detach().clone() for k, v in model.state_dict().items()} if share or checking else {}
+    runs = options.average_seeds if not validating and options.from_parent else 1
+    parent_state = {k: v.detach().clone() for k, v in model.state_dict().items()} if share or checking or runs > 1 else {}
     config = train_config(card, options, device)
     config.student = sample_folder.loss if sample_folder else None
     config.calibrate = validating and (val_slick_pixels >= MIN_VAL_SLICK_PIXELS or not options.from_parent)
@@ -293,23 +307,47 @@ def finetune(
     config.lr = options.lr or lr_range_test(model, train_set, config, progress)
     progress.log(f"learning rate {config.lr:.2e}" + (" from a range test" if options.lr is None else ""))
     timed("lr_range_test")
-    report = train(model, train_set, val_set, config, progress)
-    if share:
-        interpolate_weights(model, parent_state, share)
-        progress.log(f"saved weights: {1 - share:g} fine-tuned, {share:g} parent")
-    timed("epochs")
-    timings["epochs"] = round(timings["epochs"] - report.val_seconds, 2)  # scoring after each epoch is its own part
-    timings["validation"] = report.val_seconds
     labels_before = labels_after = None
-    best_epoch = report.best_epoch
+    labelled = tileset(train_tiles) if checking else None
+    members, kept_parent, trained_dice = [], 0, []
+    timings.update(epochs=0.0, validation=0.0, **({"label_check": 0.0} if checking else {}))
+    for run in range(runs):
+        if run:
+            model.load_state_dict(parent_state)
+            config = replace(config, seed=options.seed + run)
+            progress.log(f"run {run + 1} of {runs}, seed {config.seed}")
+        report = train(model, train_set, val_set, config, progress)
+        if share:
+            interpolate_weights(model, parent_state, share)
+            progress.log(f"saved weights: {1 - share:g} fine-tuned, {share:g} parent")
+        timed("run")
+        timings["epochs"] += timings.pop("run") - report.val_seconds  # scoring after each epoch is its own part
+        timings["validation"] += report.val_seconds
+        if checking:
+            labels_before, after = keep_if_better_on_labels(model, parent_state, labelled, config, card.threshold)
+            trained_dice.append(after)
+            progress.log(f"on the labelled tiles themselves: parent {labels_before:.3f}, fine-tuned {after:.3f}")
+            if after <= labels_before:
+                kept_parent += 1
+                progress.log("warning: the fine-tuned weights do not find the labelled slicks better than the parent does, so "
+                             + ("this run brings the parent's weights to the average" if runs > 1 else
+                                "the new model keeps the parent's weights; label more slicks, or mark more reviewed sea"))
+            timed("run")
+            timings["label_check"] += timings.pop("run")
+        if runs > 1:
+            members.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+    if members:
+        model.load_state_dict({k: torch.stack([m[k] for m in members]).mean(0) if v.is_floating_point() else v
+                               for k, v in members[0].items()})
+        progress.log(f"saved weights: the mean of {runs} runs' (seeds {options.seed} to {options.seed + runs - 1})")
     if checking:
-        labels_before, labels_after = keep_if_better_on_labels(model, parent_state, tileset(train_tiles), config, card.threshold)
-        progress.log(f"on the labelled tiles themselves: parent {labels_before:.3f}, fine-tuned {labels_after:.3f}")
-        if labels_after <= labels_before:
-            best_epoch = 0
-            progress.log("warning: the fine-tuned weights do not find the labelled slicks better than the parent does, so the new "
-                         "model keeps the parent's weights; label more slicks, or mark more reviewed sea")
-        timed("label_check")
+        # What the saved weights find on the labels: the average's own score, unless every run handed back the parent's.
+        labels_after = max(trained_dice) if kept_parent == runs else \
+            trained_dice[0] if runs == 1 else validate(model, labelled, config, mirrored=True).dice_near(card.threshold)
+        timed("run")
+        timings["label_check"] += timings.pop("run")
+    timings = {k: round(v, 2) for k, v in timings.items()}
+    best_epoch = 0 if checking and kept_parent == runs else report.best_epoch
     dice_after = report.val_dice_calibrated  # the kept weights' Dice on the same validation tiles, at their threshold
     elsewhere = card.threshold if options.from_parent else report.threshold
     scenes = sorted({t.scene for t in tiles})
@@ -353,6 +391,8 @@ def finetune(
         "device": str(device),
         "seconds": seconds,
         "history": report.history,
+        "seeds_averaged": runs,
+        "runs_kept_parent": kept_parent,
     }
     if sample_folder:
         lineage["generated"] = generated_lineage
@@ -394,7 +434,7 @@ def finetune(
         threshold_note=threshold_note(report.threshold, elsewhere, val_slick_pixels, config.calibrate) if validating else
         f"Threshold {elsewhere:.2f}, the parent's, on every scene: no tile was kept to validate on.",
         use_note="" if holds_parent else use_note(child, card.name, len(scenes), share),  # the weights note says whose they are
-        weights_note=weights_note(best_epoch, validating, labels_before, labels_after),
+        weights_note=weights_note(best_epoch, validating, labels_before, labels_after, runs, kept_parent),
         lr=config.lr,
         train_layers=options.train_layers,
         parent_weight=config.parent_weight,
@@ -404,6 +444,8 @@ def finetune(
         history=report.history,
         generated=str(sample_folder.path) if sample_folder else None,
         n_generated=n_generated,
+        seeds_averaged=runs,
+        runs_kept_parent=kept_parent,
         timings=timings,
     )
 
@@ -444,14 +486,18 @@ def _rounded(dice: Optional[float]) -> Optional[float]:
     return None if dice is None else round(dice, 4)
 
 
-def weights_note(best_epoch: int, validating: bool, labels_before: Optional[float], labels_after: Optional[float]) -> str:
+def weights_note(best_epoch: int, validating: bool, labels_before: Optional[float], labels_after: Optional[float],
+                 runs: int = 1, kept_parent: int = 0) -> str:
     """Whose weights the new model holds, in a sentence for the analyst: a model file that holds its parent's weights
     looks like a new model in the list, so the run must say so."""
     if labels_before is not None and labels_after is not None:
         if best_epoch == 0:
             return (f"It keeps the parent's weights: on the labelled tiles themselves the fine-tuned ones found the slicks no better "
                     f"(Dice {labels_after:.2f} against the parent's {labels_before:.2f}). Label more slicks, or mark more reviewed sea.")
-        return f"On the labelled tiles themselves it finds the slicks better than the parent (Dice {labels_after:.2f} against {labels_before:.2f})."
+        averaged = "" if runs == 1 else (f" Its weights are the mean of {runs} runs with different seeds" + (
+            f", {kept_parent} of which found the slicks no better and brought the parent's." if kept_parent else "."))
+        return (f"On the labelled tiles themselves it finds the slicks better than the parent (Dice {labels_after:.2f} against "
+                f"{labels_before:.2f}).{averaged}")
     if validating and best_epoch == 0:
         return "It keeps the parent's weights: no epoch beat the parent on the validation tiles. Label more slicks, or mark more reviewed sea."
     return ""
@@ -501,6 +547,8 @@ def check_options(options: FinetuneOptions) -> None:
         raise InputError(f"Validation fraction {options.val_fraction} is outside [0, 0.5].", "Use e.g. 0.25, or 0 for none.")
     if options.train_layers not in TRAIN_LAYERS:
         raise InputError(f"Unknown --train-layers {options.train_layers!r}.", f"Use one of: {', '.join(TRAIN_LAYERS)}.")
+    if options.average_seeds < 1:
+        raise InputError(f"--average-seeds {options.average_seeds} is below 1.", "Give 1 (one run) or more, e.g. 2.")
     if not options.parent_weight >= 0:
         raise InputError(f"--parent-weight {options.parent_weight} is negative.", "Give 0 (no pull toward the parent) or more, e.g. 0.01.")
     if not 0 <= options.context <= 4 or (options.context and not options.from_parent):
@@ -553,6 +601,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "lr": "learning rate, or auto for a range test",
         "device": DEVICE_HELP,
         "seed": "seed of the tile split, the augmentation and the initialisation",
+        "average_seeds": "without validation tiles, runs with seeds SEED, SEED+1, ... averaged into the saved weights; 1: one run",
         "val_fraction": "share of tiles kept for validation; 0: none, every epoch runs and the last is kept",
         "min_slick_pixels": "with --val-fraction 0, the fewest labelled slick pixels to train on",
         "parent_weight": f"L2-SP: pull of the weights toward the parent's, 0 for none, {CLOSE_PARENT_WEIGHT:g} to stay close to it (fewer unlabelled areas made worse, docs/within_scene.md)",
