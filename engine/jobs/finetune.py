@@ -61,8 +61,8 @@ class FinetuneOptions:
     """The defaults are the recipe leave one scene out chose for an analyst's few labels on real scenes
     (docs/within_scene_choice.md): the whole network at 3e-4 for 10 epochs on 128-pixel tiles, no validation
     tiles, the saved weights half way back to the parent's (``PARENT_SHARE``) unless they find the labelled slicks no
-    better than the parent's (``label_check``), the parent's threshold, and no fine-tuning at all below
-    ``MIN_LABELLED_SLICK_PIXELS``. Validation tiles of a few labels picked epochs and
+    better than the parent's (``label_check``), two such runs' weights averaged (``average_seeds``), the parent's
+    threshold, and no fine-tuning at all below ``MIN_LABELLED_SLICK_PIXELS``. Validation tiles of a few labels picked epochs and
     thresholds that made the rest of a scene worse (0.56 -> 0.10 on one real half-scene); the chosen recipe took
     the held halves' mean Dice from 0.328 to 0.388 with none worse, with parents made as the bundled model was then
     (the paper's weighted BCE); chosen again for parents trained with plain BCE, it stayed
