@@ -82,9 +82,10 @@ labels' push once a weight has moved by about a tenth of its typical size."""
 
 CLOSE_PARENT_WEIGHT = 1.0
 """The pull an analyst asks for to stay close to the parent: over eight runs of ten half-scenes each (two sets of parents
-never trained on their tile, four fine-tuning seeds; docs/within_scene.md) it left 1 held half of 80 worse against the
-default's 5, at a mean held Dice of 0.471 against 0.473. The default stays the weaker pull: its confirmation asked for a
-mean at most 0.005 lower on fresh seeds and got 0.007."""
+never trained on their tile, four fine-tuning seeds, one run each; docs/within_scene.md) it left 1 held half of 80 worse
+against 5 for the default pull, at a mean held Dice of 0.471 against 0.473. The default stays the weaker pull: its
+confirmation asked for a mean at most 0.005 lower on fresh seeds and got 0.007. Not measured with two runs averaged
+(``finetune.AVERAGE_SEEDS``), which the default pull left at 1 half of 40 worse."""
 
 METRICS_EVENT = "metrics"
 """The JSON-lines event a training run sends after each epoch: ``{"event": "metrics", "epoch": ...}``."""
