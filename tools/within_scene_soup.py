@@ -6,8 +6,8 @@
 another ``--seed``. Where both fine-tuned a half, their saved weights are averaged (each already half the parent's, so
 the soup is the parent's half plus a quarter of each run's training) under RUN_A's card, detected on the tile by
 PyTorch as the experiment detects, and scored on the held half. Where the label check kept the parent's weights in a
-run, that run brings the parent's weights to the soup, so this is not exactly what averaging before the check would
-give. The question it answers: whether the half one fine-tuning seed makes worse and the next does not averages out.
+run, that run brings the parent's weights to the soup. It measured, from runs already made, what fine-tuning now does
+itself (``finetune --average-seeds 2``, the same average of runs each checked on its own).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import run_page  # noqa: F401  beside this file: puts the project on the path
 
 from engine.atomic import write_csv  # noqa: E402
-from engine.experiments.within_scene import _Scored, labelled_scenes, split_scene  # noqa: E402
+from engine.experiments.within_scene import Scored, labelled_scenes, split_scene  # noqa: E402
 from engine.models.registry import load_model, read_card, save_model  # noqa: E402
 from engine.progress import silent  # noqa: E402
 
@@ -57,7 +57,7 @@ def main() -> None:
         souped = args.out / "models" / f"{scene}_{side}.safetensors"
         soup(a, b, souped)
         split = split_scene(tiles[scene], side, read_card(a), int(options["recipe"]["tile"]))
-        scored = _Scored(souped, _Options(options["recipe"]["device"], options["threshold"]), args.out / "detections",
+        scored = Scored(souped, _Options(options["recipe"]["device"], options["threshold"]), args.out / "detections",
                          f"soup_{scene}_{side}", silent(), tiles, scenes=[scene])
         found.append({"scene": scene, "labelled_half": side, "dice_held_parent": float(row["dice_held_parent"]),
                       "dice_held_a": float(row["dice_held_finetuned"]), "dice_held_b": float(b_rows[(scene, side)]["dice_held_finetuned"]),
@@ -69,7 +69,7 @@ def main() -> None:
 
 
 class _Options:
-    """What ``_Scored`` reads of the experiment's options."""
+    """What ``Scored`` reads of the experiment's options."""
 
     def __init__(self, device: str, threshold) -> None:
         self.threshold = threshold

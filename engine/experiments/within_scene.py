@@ -180,7 +180,7 @@ def within_scene_experiment(out: Path, options: WithinSceneOptions, progress: Pr
         (out / folder).mkdir(exist_ok=True)
     tiles = labelled_scenes(options.scenes, out / "scenes")
     splits = [split_scene(tiles[s], side, cards[s], options.recipe.tile) for side in options.sides for s in options.scenes]
-    scored = {path: _Scored(path, options, out / "detections", "parent", progress, tiles,
+    scored = {path: Scored(path, options, out / "detections", "parent", progress, tiles,
                             scenes=[s for s in options.scenes if parents[s] == path] if options.parents else None)
               for path in dict.fromkeys(parents.values())}
     rows: list[dict] = []
@@ -201,7 +201,7 @@ def within_scene_experiment(out: Path, options: WithinSceneOptions, progress: Pr
             report, tuned, fallback = None, parent, exc.message
         else:
             models[run] = file_sha256(tuned_path)
-            tuned, fallback = _Scored(tuned_path, options, out / "detections", run, progress, tiles, scenes=[split.sample, *others]), ""
+            tuned, fallback = Scored(tuned_path, options, out / "detections", run, progress, tiles, scenes=[split.sample, *others]), ""
         row = {
             "scene": split.sample, "labelled_half": split.side, "split_line": split.line, "labelled_share": round(split.labelled_share, 3),
             "held_slick_pixels": parent_held.label_pixels,
@@ -296,7 +296,7 @@ def summarise(rows: list[dict]) -> dict:
     }
 
 
-class _Scored:
+class Scored:
     """One model's detections on whole tiles, made once each and scored on demand: by PyTorch itself, as the
     benchmark scores, since choosing the fastest runtime for every fine-tuned model (exports, an int8 check)
     costs more than its few detections, and each runtime moves a mask's edge pixels a little."""
