@@ -16,7 +16,7 @@ from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget
 
 from .commands import FinetuneParameters, finetuned_model_path, user_models_dir
-from .contract import TRAIN_LAYERS
+from .contract import CLOSE_PARENT_WEIGHT, TRAIN_LAYERS
 from .loss_chart import LossChart
 from .rich_text import html_text
 from .run_controls import RunControls
@@ -218,8 +218,9 @@ class FinetunePanel(QgsCollapsibleGroupBox):
         runs = int(data.get("seeds_averaged") or 1)
         each = f" in each of {runs} runs" if runs > 1 else ""
         averaged = " (their weights averaged)" if runs > 1 else ""
-        lines = [f"{data['epochs_run']} epochs{each} on all {data['train_tiles']} labelled tiles{averaged}, layers: {data['train_layers']}, "
-                 f"pull toward the parent {float(data['parent_weight']):g}, {float(data['seconds']):.0f} s on {data['device']}.", str(data.get("weights_note") or ""), str(data.get("threshold_note") or ""),
+        close = ", kept close to the parent's weights" if float(data["parent_weight"]) >= CLOSE_PARENT_WEIGHT else ""
+        lines = [f"{data['epochs_run']} epochs{each} on all {data['train_tiles']} labelled tiles{averaged}, layers: {data['train_layers']}"
+                 f"{close}, {float(data['seconds']):.0f} s on {data['device']}.", str(data.get("weights_note") or ""), str(data.get("threshold_note") or ""),
                  str(data.get("use_note") or ""), f"Saved as {data['model']}"]
         self.summary.setText("<br>".join(html_text(line) for line in lines if line))
         self.detect_button.setVisible(True)

@@ -20,7 +20,8 @@ from pathlib import Path
 import run_page  # noqa: F401  beside this file: puts the project on the path
 
 from engine.atomic import write_csv  # noqa: E402
-from engine.experiments.within_scene import Scored, labelled_scenes, split_scene  # noqa: E402
+from engine.experiments.within_scene import Scored, WithinSceneOptions, labelled_scenes, split_scene  # noqa: E402
+from engine.jobs.finetune import FinetuneOptions  # noqa: E402
 from engine.models.registry import load_model, read_card, save_model  # noqa: E402
 from engine.progress import silent  # noqa: E402
 
@@ -57,7 +58,8 @@ def main() -> None:
         souped = args.out / "models" / f"{scene}_{side}.safetensors"
         soup(a, b, souped)
         split = split_scene(tiles[scene], side, read_card(a), int(options["recipe"]["tile"]))
-        scored = Scored(souped, _Options(options["recipe"]["device"], options["threshold"]), args.out / "detections",
+        detection = WithinSceneOptions(threshold=options["threshold"], recipe=FinetuneOptions(device=options["recipe"]["device"]))
+        scored = Scored(souped, detection, args.out / "detections",
                          f"soup_{scene}_{side}", silent(), tiles, scenes=[scene])
         found.append({"scene": scene, "labelled_half": side, "dice_held_parent": float(row["dice_held_parent"]),
                       "dice_held_a": float(row["dice_held_finetuned"]), "dice_held_b": float(b_rows[(scene, side)]["dice_held_finetuned"]),
@@ -66,14 +68,6 @@ def main() -> None:
         print(found[-1])
     if args.csv:
         write_csv(args.csv, found)
-
-
-class _Options:
-    """What ``Scored`` reads of the experiment's options."""
-
-    def __init__(self, device: str, threshold) -> None:
-        self.threshold = threshold
-        self.recipe = argparse.Namespace(device=device)
 
 
 if __name__ == "__main__":

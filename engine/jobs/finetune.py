@@ -209,9 +209,10 @@ def finetune(
     lap = started
 
     def timed(part: str) -> None:
+        """Adds the time since the last call to ``part``: the parts of a run averaged over seeds add up over its runs."""
         nonlocal lap
         now = time.monotonic()
-        timings[part], lap = round(now - lap, 2), now
+        timings[part], lap = round(timings.get(part, 0.0) + now - lap, 2), now
 
     base_model_path, out_path = Path(base_model_path), Path(out_path)
     check_options(options)
@@ -310,7 +311,6 @@ def finetune(
     labels_before = labels_after = None
     labelled = tileset(train_tiles) if checking else None
     members, kept_parent, trained_dice = [], 0, []
-    timings.update(epochs=0.0, validation=0.0, **({"label_check": 0.0} if checking else {}))
     for run in range(runs):
         if run:
             model.load_state_dict(parent_state)
@@ -320,9 +320,9 @@ def finetune(
         if share:
             interpolate_weights(model, parent_state, share)
             progress.log(f"saved weights: {1 - share:g} fine-tuned, {share:g} parent")
-        timed("run")
-        timings["epochs"] += timings.pop("run") - report.val_seconds  # scoring after each epoch is its own part
-        timings["validation"] += report.val_seconds
+        timed("epochs")
+        timings["epochs"] = round(timings["epochs"] - report.val_seconds, 2)  # scoring after each epoch is its own part
+        timings["validation"] = round(timings.get("validation", 0.0) + report.val_seconds, 2)
         if checking:
             labels_before, after = keep_if_better_on_labels(model, parent_state, labelled, config, card.threshold)
             trained_dice.append(after)
@@ -332,8 +332,7 @@ def finetune(
                 progress.log("warning: the fine-tuned weights do not find the labelled slicks better than the parent does, so "
                              + ("this run brings the parent's weights to the average" if runs > 1 else
                                 "the new model keeps the parent's weights; label more slicks, or mark more reviewed sea"))
-            timed("run")
-            timings["label_check"] += timings.pop("run")
+            timed("label_check")
         if runs > 1:
             members.append({k: v.detach().clone() for k, v in model.state_dict().items()})
     if members:
@@ -341,12 +340,13 @@ def finetune(
                                for k, v in members[0].items()})
         progress.log(f"saved weights: the mean of {runs} runs' (seeds {options.seed} to {options.seed + runs - 1})")
     if checking:
-        # What the saved weights find on the labels: the average's own score, unless every run handed back the parent's.
-        labels_after = max(trained_dice) if kept_parent == runs else \
-            trained_dice[0] if runs == 1 else validate(model, labelled, config, mirrored=True).dice_near(card.threshold)
-        timed("run")
-        timings["label_check"] += timings.pop("run")
-    timings = {k: round(v, 2) for k, v in timings.items()}
+        # What the saved weights find on the labels: the average's own score, unless every run handed back the parent's
+        # (then the best a run's trained weights found, which the note sets against the parent's).
+        if kept_parent == runs or runs == 1:
+            labels_after = max(trained_dice)
+        else:
+            labels_after = validate(model, labelled, config, mirrored=True).dice_near(card.threshold)
+            timed("label_check")
     best_epoch = 0 if checking and kept_parent == runs else report.best_epoch
     dice_after = report.val_dice_calibrated  # the kept weights' Dice on the same validation tiles, at their threshold
     elsewhere = card.threshold if options.from_parent else report.threshold
