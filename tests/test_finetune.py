@@ -20,7 +20,7 @@ from shapely.geometry import box
 import engine.models.training as training
 from engine.cli.main import main
 from engine.errors import Cancelled, InputError, ModelError, OutputError
-from engine.jobs.finetune import MIN_VAL_SLICK_PIXELS, PARENT_SHARE, FinetuneOptions, finetune
+from engine.jobs.finetune import MIN_VAL_SLICK_PIXELS, PARENT_SHARE, FinetuneOptions, finetune, weights_note
 from engine.jobs.finetune_data import GAP, collect_tiles, split_by_area
 from engine.jobs.labels import add_labels, add_reviewed, create_store, import_mask, rasterise, read_store, scene_grid
 from engine.jobs.detect import DetectOptions, detect
@@ -225,6 +225,16 @@ def test_without_validation_a_run_that_loses_the_labelled_slicks_keeps_the_paren
         small_model, report.model, finetune(small_model, arctic_store, tmp_path / "unchecked.safetensors", replace(options, label_check=False)).model))
     assert all(torch.equal(checked[name], value) for name, value in parent.items())
     assert not all(torch.equal(unchecked[name], value) for name, value in parent.items())
+
+
+def test_the_weights_note_says_how_many_averaged_runs_handed_back_the_parent_s_weights():
+    """An average of two runs, one of which found the labelled slicks no better and brought the parent's weights, is
+    still a new model: the analyst reads that it is an average and that one run of it is the parent."""
+    one_kept = weights_note(3, False, 0.40, 0.52, runs=2, kept_parent=1)
+    assert one_kept.startswith("On the labelled tiles themselves it finds the slicks better than the parent (Dice 0.52 against 0.40)")
+    assert one_kept.endswith("the mean of 2 runs with different seeds, 1 of which found the slicks no better and brought the parent's.")
+    assert weights_note(3, False, 0.40, 0.52, runs=2).endswith("the mean of 2 runs with different seeds.")
+    assert weights_note(0, False, 0.40, 0.38, runs=2, kept_parent=2).startswith("It keeps the parent's weights")
 
 
 def test_the_labelled_tiles_keep_the_trained_weights_only_when_they_score_above_the_parent():
