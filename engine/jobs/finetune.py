@@ -506,7 +506,8 @@ def weights_note(best_epoch: int, validating: bool, labels_before: Optional[floa
 def use_note(child: ModelCard, parent_name: str, scenes: int, share: float) -> str:
     """On which scenes the new weights detect, and how far to trust them on the labelled scenes' unlabelled parts:
     labelling half of each real Arctic scene and scoring the other half left 2 or 3 halves of 10 worse than the
-    parent (docs/within_scene.md), so the analyst is told to compare rather than promised better."""
+    parent with one run, and still 1 of 40 with two runs averaged (the default; docs/within_scene.md), so the analyst
+    is told to compare rather than promised better."""
     back = (f"Its weights were moved {share:.0%} of the way back to the parent's, which kept the unlabelled rest of real scenes "
             "better than the weights as trained. ") if share else ""
     if not child.taught_scenes:
