@@ -46,7 +46,8 @@ LABELS_LAYER, REVIEWED_LAYER = "labels", "reviewed"
 DEFAULT_OVERLAP = 64
 """Pixels neighbouring detection tiles share, to hide seams."""
 DEFAULT_MIN_AREA_KM2 = 0.05
-"""Slicks detection keeps are at least this large (80 pixels at 25 m): smaller dark specks are speckle, not slicks."""
+"""Slicks detection keeps are at least this large (80 pixels at 25 m) unless a model's card says otherwise
+(``ModelCard.min_area_km2``): smaller dark specks are speckle, not slicks."""
 GENERATOR_STEPS, GENERATOR_LOW_RES_STEPS = 300, 600
 """A new generator's full-size and half-size training steps: minutes on a CPU with the small network."""
 

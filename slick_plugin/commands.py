@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
-from .contract import (CLOSE_PARENT_WEIGHT, DEFAULT_MIN_AREA_KM2, DEFAULT_OVERLAP, GENERATOR_KINDS, GENERATOR_LOW_RES_STEPS,
+from .contract import (CLOSE_PARENT_WEIGHT, DEFAULT_OVERLAP, GENERATOR_KINDS, GENERATOR_LOW_RES_STEPS,
                        GENERATOR_STEPS, SOLVER_STEPS, STAGING_PREFIX, TRAIN_LAYERS, detection_files)
 from .engine_runner import EngineCommand
 
@@ -75,7 +75,8 @@ class DetectParameters:
     overlap: int = DEFAULT_OVERLAP
     threshold: float = 0.0
     """0: the model's own."""
-    min_area_km2: float = DEFAULT_MIN_AREA_KM2
+    min_area_km2: float = 0.0
+    """0: the model's own (its card's smallest slick)."""
     bounds: Optional[Tuple[float, float, float, float]] = None
     bounds_crs: str = ""
     mirror: bool = True
@@ -86,7 +87,9 @@ class DetectParameters:
 
     def command(self) -> EngineCommand:
         args = [self.scene, "--out", self.out_dir, "--prefix", self.prefix, "--device", self.device,
-                "--overlap", str(self.overlap), "--min-area-km2", repr(float(self.min_area_km2))]
+                "--overlap", str(self.overlap)]
+        if self.min_area_km2:
+            args += ["--min-area-km2", repr(float(self.min_area_km2))]
         if self.tile:
             args += ["--tile", str(self.tile)]
         if self.threshold:

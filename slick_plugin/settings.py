@@ -99,8 +99,9 @@ THRESHOLD = Setting(
     minimum=0.0, maximum=0.99, step=0.05, special="Model's own")
 MIN_AREA = Setting(
     "min_area_km2", "Smallest slick (km²)",
-    "Slicks smaller than this are dropped from the outlines and the mask as speckle; 0 keeps every patch. At 25 m, "
-    "0.05 km² is 80 pixels.", DEFAULT_MIN_AREA_KM2, "float", minimum=0.0, maximum=100.0, step=0.05)
+    "Slicks smaller than this are dropped from the outlines and the mask as speckle. Model's own: the one stored in "
+    f"the model, measured with it ({DEFAULT_MIN_AREA_KM2:g} km², 80 pixels at 25 m, unless the model says otherwise).",
+    0.0, "float", minimum=0.0, maximum=100.0, step=0.05, special="Model's own")
 MIRROR = Setting(
     "mirror_averaging", "Mirror averaging",
     "Average each tile over its mirror images: four times the model's work; on real Arctic scenes it raised "
@@ -130,15 +131,18 @@ ALL: Tuple[Setting, ...] = (ENGINE_PYTHON, OUTPUT_FOLDER, DEFAULT_MODEL, DEVICE,
                             GENERATOR_NET, GENERATOR_STEPS, GENERATOR_LOW_RES_STEPS, SAMPLING_STEPS,
                             GENERATION_PRIORITY)
 
-SETTINGS_VERSION = 2
+SETTINGS_VERSION = 3
 """2: the tile size means the model's own unless set. Plugins before it stored the dock's former default, 512, on
-every detection, so a profile that had ever run one kept the dark-spot baseline (made for 1,024) on 512-px tiles."""
+every detection, so a profile that had ever run one kept the dark-spot baseline (made for 1,024) on 512-px tiles.
+3: the smallest slick means the model's own unless set, as models now carry theirs. Plugins before it stored the dock's
+former default, 0.05, on every detection, and 0 meant every patch, which now reads as the model's own."""
 VERSION_KEY = f"{GROUP}/settings_version"
 
 
 def migrate() -> None:
-    """Give a profile written by an earlier plugin this one's meanings, once: a stored tile size of 512 was the old
-    default, not a choice, so it is dropped; any other stays."""
+    """Give a profile written by an earlier plugin this one's meanings, once: a stored tile size of 512 or smallest
+    slick of 0.05 km² was the old default, not a choice, and a smallest slick of 0 has changed meaning, so they are
+    dropped; any other value stays."""
     stored = QgsSettings()
     try:
         version = int(stored.value(VERSION_KEY, 1))
@@ -146,8 +150,10 @@ def migrate() -> None:
         version = 1
     if version >= SETTINGS_VERSION:
         return
-    if stored.contains(TILE.key) and TILE.value() == 512:
+    if version < 2 and stored.contains(TILE.key) and TILE.value() == 512:
         stored.remove(TILE.key)
+    if stored.contains(MIN_AREA.key) and MIN_AREA.value() in (0.0, 0.05):
+        stored.remove(MIN_AREA.key)
     stored.setValue(VERSION_KEY, SETTINGS_VERSION)
 
 

@@ -214,7 +214,7 @@ def test_a_model_fine_tuned_on_one_scene_detects_the_others_with_its_parent_s_we
     footprints = footprints.set_index("scene_id")
     assert not footprints.loc[scenes[0].stem, "weights_from"] and footprints.loc[scenes[1].stem, "weights_from"]
     assert list(footprints.loc[[s.stem for s in scenes], "threshold"]) == [0.7, parent.threshold]
-    assert set(footprints["min_area_km2"]) == set(slicks["min_area_km2"]) == {options.detect.min_area_km2}
+    assert set(footprints["min_area_km2"]) == set(slicks["min_area_km2"]) == {parent.min_area_km2}  # none given: the model's own
 
 
 def test_an_unreachable_scheduler_writes_nothing(archive, tmp_path):

@@ -476,12 +476,13 @@ def test_ensemble_models_is_the_mean_logit_of_seeds_with_its_own_threshold(tmp_p
                            tile_size=64, provenance={"data": "synthetic scenes"})
     # The command an analyst runs to make such a model (``python -m engine ensemble``).
     assert main(["--jsonl", "ensemble", str(members[0]), str(synthetic), "--out", str(tmp_path / "mixed.safetensors"), "--device", "cpu",
-                 "--name", "U-Net + DeepLabV3"]) == 0
+                 "--name", "U-Net + DeepLabV3", "--min-area-km2", "0.1"]) == 0
     both, mixed_card = load_model(tmp_path / "mixed.safetensors", cpu)
     with torch.inference_mode():
         torch.testing.assert_close(both.eval()(x), (logits[0] + load_model(synthetic, cpu)[0].eval()(x)) / 2, rtol=2e-2, atol=2e-2)
     assert [m["architecture"] for m in mixed_card.arch_kwargs["members"]] == ["unet", "deeplabv3"]
     assert mixed_card.provenance["members"][1]["data"] == "synthetic scenes" and mixed_card.name == "U-Net + DeepLabV3"
+    assert mixed_card.min_area_km2 == 0.1  # the smallest slick measured for the pairing travels with it
     assert mixed_card.provenance["data"] == read_card(members[0]).provenance["data"] and mixed_card.created > read_card(members[0]).created
     assert abs(validate(both, bands, TrainConfig(device="cpu")).dice_near(mixed_card.threshold) - mixed_card.metrics["validation_dice"]) < 1e-3
     monkeypatch.setenv("SLICK_MAPPER_MODELS", str(tmp_path / "models"))  # without --out: the analyst's models folder, which the dock lists
@@ -490,6 +491,7 @@ def test_ensemble_models_is_the_mean_logit_of_seeds_with_its_own_threshold(tmp_p
     with torch.inference_mode():
         torch.testing.assert_close(smallest.eval()(x), torch.minimum(logits[0], load_model(synthetic, cpu)[0].eval()(x)), rtol=2e-2, atol=2e-2)
     assert least_card.arch_kwargs["fusion"] == "min" and least_card.name.startswith("min of")
+    assert least_card.min_area_km2 == read_card(members[0]).min_area_km2  # none given: the first member's
     capsys.readouterr()
     assert main(["models"]) == 0  # the list the dock shows names what runs a tile, not the first member's encoder alone
     assert "min of unet / tu-resnet10t and deeplabv3 / resnet18" in capsys.readouterr().out
@@ -501,7 +503,8 @@ def test_ensemble_models_is_the_mean_logit_of_seeds_with_its_own_threshold(tmp_p
         assert not (tmp_path / "refused.safetensors").exists()
     capsys.readouterr()
     for refused, why in (([str(tmp_path / "absent.safetensors"), str(synthetic)], "No model file at"),
-                         ([str(members[0]), str(synthetic), "--out", str(synthetic)], "is one of the members")):
+                         ([str(members[0]), str(synthetic), "--out", str(synthetic)], "is one of the members"),
+                         ([str(members[0]), str(synthetic), "--min-area-km2", "-0.1"], "is negative")):
         assert main(["ensemble", *refused, *([] if "--out" in refused else ["--out", str(tmp_path / "refused.safetensors")])]) != 0
         assert why in capsys.readouterr().err
     assert not (tmp_path / "refused.safetensors").exists() and load_model(synthetic, cpu)[1].architecture == "deeplabv3"

@@ -27,7 +27,7 @@ DETECT_HELP = {
     "bounds": "only this extent",
     "bounds_crs": "CRS of --bounds (default: the analysis UTM zone)",
     "prefix": "output file prefix (default: the scene's file name)",
-    "min_area_km2": "drop slicks smaller than this from the outlines and the mask",
+    "min_area_km2": "drop slicks smaller than this (km²) from the outlines and the mask; 0 keeps every patch (default: the model's own, from its card)",
     "land_mask": "land never becomes a slick: default (GSHHG coastline), none, or your own land polygon file or raster (non-zero = land)",
     "land_buffer": "widen land by this many pixels",
     "nodata_buffer": "no slick within this many pixels of no data",

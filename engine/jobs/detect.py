@@ -60,7 +60,8 @@ class DetectOptions:
     bounds: Optional[tuple[float, float, float, float]] = None
     bounds_crs: Optional[str] = None
     prefix: Optional[str] = None
-    min_area_km2: float = DEFAULT_MIN_AREA_KM2
+    min_area_km2: Optional[float] = None
+    """None: the model's own (``ModelCard.min_area_km2``); 0 keeps every patch."""
     land_mask: Optional[str] = landmask.DEFAULT
     """``default`` (GSHHG coastline), ``none``, or the analyst's polygon file or land raster."""
     land_buffer: int = landmask.DEFAULT_LAND_BUFFER_PX
@@ -112,7 +113,7 @@ class DetectResult:
     threshold_from: str = "the model's"
     """Where ``threshold`` comes from: ``given``, ``the model's``, or ``calibrated on labels of this scene``."""
     min_area_km2: float = DEFAULT_MIN_AREA_KM2
-    """The smallest slick kept (``DetectOptions.min_area_km2``): said with the count, since a stored setting shapes it."""
+    """The smallest slick kept (the option's, else the model's): said with the count, since a stored setting shapes it."""
     weights_from: str = ""
     """Empty when the chosen model's weights detected; else whose did, and why (``registry.weights_for``)."""
     warnings: list[str] = field(default_factory=list)
@@ -147,6 +148,7 @@ def _detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, prog
     info = assess(scene, card, options.band)
     warnings = list(info.warnings)
     threshold, threshold_from = card.threshold_for(scene) if options.threshold is None else (options.threshold, "given")
+    min_area_km2 = card.min_area_km2 if options.min_area_km2 is None else options.min_area_km2
     tile = options.tile or card.tile_size
     if tile % 32 or not 64 <= tile <= 2048:
         raise InputError(f"Tile size {tile} is not usable.", "Use a multiple of 32 between 64 and 2048, e.g. 256 or 512.")
@@ -190,7 +192,7 @@ def _detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, prog
             with ThreadPoolExecutor(1, thread_name_prefix="slick-mapper-cog") as pool:
                 cogs = [pool.submit(_write_cog, staged_prob, outputs.path("probability"), Resampling.bilinear, scene_pixels)]
                 progress.update("polygons", 0, 1, "Tracing slick outlines")
-                slicks = polygonise(staged_mask, staged_prob, options.min_area_km2, progress)
+                slicks = polygonise(staged_mask, staged_prob, min_area_km2, progress)
                 marks["tracing"] = time.monotonic()
                 cogs.append(pool.submit(_write_cog, staged_mask, outputs.path("mask"), Resampling.nearest, scene_pixels))
                 progress.update("evidence", 0, 1, "Weighing look-alike evidence")
@@ -231,7 +233,7 @@ def _detect(scene: str | Path, out_dir: str | Path, options: DetectOptions, prog
         grid=grid.describe(),
         threshold=threshold,
         threshold_from=threshold_from,
-        min_area_km2=options.min_area_km2,
+        min_area_km2=min_area_km2,
         weights_from=weights_from,
         warnings=warnings,
     )
@@ -244,7 +246,7 @@ def _check_options(options: DetectOptions) -> None:
         raise InputError("Overlap cannot be negative.", "Use 0 or more pixels, e.g. 64.")
     if options.land_buffer < 0 or options.nodata_buffer < 0:
         raise InputError("Buffers cannot be negative.", "Use 0 or more pixels, e.g. 8.")
-    if options.min_area_km2 < 0:
+    if options.min_area_km2 is not None and options.min_area_km2 < 0:
         raise InputError("The minimum slick area cannot be negative.", "Use 0 to keep every slick.")
 
 

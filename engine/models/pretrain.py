@@ -321,12 +321,13 @@ def _learnt_scenes(card: ModelCard) -> tuple[str, ...]:
 
 
 def ensemble_models(members: list[Path], out: Path, device: str, progress: Progress, fusion: str = "mean",
-                    name: Optional[str] = None) -> dict:
+                    name: Optional[str] = None, min_area_km2: Optional[float] = None) -> dict:
     """``members`` as one ``Ensemble`` (their mean logit, or their minimum: ``fusion``), its threshold placed on the validation bands of the Arctic
     scenes they learnt from, which none of them learnt, saved to ``out``. Members may be different networks, but those
     that learnt real scenes (``pretrain --data real``) must have learnt the same ones, and every member must read
     tiles alike (pixel size, stretch, classes); members that learnt synthetic scenes only join any of them. The card
-    is the first member's, with every member's file, training and data in its provenance."""
+    is the first member's, with every member's file, training and data in its provenance, and ``min_area_km2`` as its
+    smallest slick when given (measured for that pairing, not placed here)."""
     cards = [read_card(m) for m in members]
     learnt = {_learnt_scenes(c) for c in cards} - {()}
     reading = {(c.pixel_size, json.dumps(c.normalisation, sort_keys=True), tuple(c.classes), c.in_channels) for c in cards}
@@ -349,6 +350,8 @@ def ensemble_models(members: list[Path], out: Path, device: str, progress: Progr
     progress.log(f"{fusion} of {len(members)} members: validation Dice {dice:.3f} at {threshold:.2f} "
                  f"(members: {', '.join(str(c.metrics.get('validation_dice')) for c in cards)})")
     card.threshold = threshold
+    if min_area_km2 is not None:
+        card.min_area_km2 = min_area_km2
     card.metrics = {"validation_dice": round(dice, 4), "validation_threshold": threshold}
     # Each member's training facts (epochs, seconds, machine) stay with it under ``members``; the real scenes they learnt
     # go on top as well, since the ensemble learnt them too and scoring must keep them out (``_learnt_scenes``).
@@ -677,6 +680,8 @@ def add_ensemble_cli(subparsers: argparse._SubParsersAction) -> None:
                                             "where the dock lists it)")
     p.add_argument("--fusion", choices=FUSIONS, default="mean", help="mean logit (default) or minimum logit (slick only where every member says so)")
     p.add_argument("--name", help="the name the dock lists it by (default: the members' names joined)")
+    p.add_argument("--min-area-km2", type=float, help="the smallest slick its detections keep by default, as measured for "
+                                                      "this combination (default: the first member's)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.set_defaults(func=_run_ensemble_cli)
 
@@ -688,7 +693,9 @@ def _run_ensemble_cli(args: argparse.Namespace, progress: Progress) -> dict:
     out = args.out or user_models_dir() / f"{'_with_'.join(m.stem for m in args.members)}.safetensors"
     if out.resolve() in {m.resolve() for m in args.members}:
         raise InputError(f"--out {out} is one of the members.", "Write the ensemble to a new file.")
-    return ensemble_models(args.members, out, str(pick_device(args.device)), progress, args.fusion, args.name)
+    if args.min_area_km2 is not None and args.min_area_km2 < 0:
+        raise InputError(f"--min-area-km2 {args.min_area_km2} is negative.", "Give 0 to keep every patch, or an area such as 0.1.")
+    return ensemble_models(args.members, out, str(pick_device(args.device)), progress, args.fusion, args.name, args.min_area_km2)
 
 
 def run_key(chosen: dict) -> str:

@@ -22,7 +22,7 @@ from safetensors import SafetensorError, safe_open
 
 from .. import __version__
 from ..atomic import staged
-from ..contract import BUNDLED_DIR, STAGING_PREFIX
+from ..contract import BUNDLED_DIR, DEFAULT_MIN_AREA_KM2, STAGING_PREFIX
 from ..data.bundled import scenes_named
 from ..errors import InputError, ModelError, OutputError
 from ..machine import file_sha256
@@ -137,6 +137,10 @@ class ModelCard:
     """Slick probability above which detection marks a pixel slick when the user gives no threshold. A
     fine-tuned model's is calibrated on its validation tiles (engine/jobs/finetune.py): the weighted loss and a
     few labels move a model's probabilities, so 0.5 is rarely where its Dice is best."""
+    min_area_km2: float = DEFAULT_MIN_AREA_KM2
+    """The smallest slick detection keeps when the user gives none. A model that fires on small dark specks is
+    better cut higher (the U-Net paired with a DeepLabV3 scored best at 0.1 km² by leave one scene out,
+    docs/benchmark_pair_min_area.md), so, like the threshold, the cut travels with the model it was measured for."""
     pos_weight_cap: float = POS_WEIGHT_CAP
     """The BCE slick-weight bound the model learnt its probabilities under: fine-tuning trains with the same one,
     so that the parent's threshold, which a fine-tuned model keeps, still cuts its probabilities where it should."""

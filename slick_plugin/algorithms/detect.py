@@ -96,10 +96,10 @@ class DetectSlicksAlgorithm(QgsProcessingAlgorithm):
                 name, setting.label + (" (0: the model's own)" if setting.special else ""), QgsProcessingParameterNumber.Integer, setting.value(),
                 minValue=setting.minimum, maxValue=setting.maximum))
         self.addParameter(QgsProcessingParameterNumber(
-            self.THRESHOLD, settings.THRESHOLD.label, QgsProcessingParameterNumber.Double,
+            self.THRESHOLD, settings.THRESHOLD.label + " (0: the model's own)", QgsProcessingParameterNumber.Double,
             settings.THRESHOLD.value(), minValue=settings.THRESHOLD.minimum, maxValue=settings.THRESHOLD.maximum))
         self.addParameter(QgsProcessingParameterNumber(
-            self.MIN_AREA, settings.MIN_AREA.label, QgsProcessingParameterNumber.Double,
+            self.MIN_AREA, settings.MIN_AREA.label + " (0: the model's own)", QgsProcessingParameterNumber.Double,
             settings.MIN_AREA.value(), minValue=settings.MIN_AREA.minimum, maxValue=settings.MIN_AREA.maximum))
         self.addParameter(QgsProcessingParameterBoolean(self.MIRROR, settings.MIRROR.label, settings.MIRROR.value()))
         self.addParameter(QgsProcessingParameterBoolean(self.AGAINST_PARENT, "Show what fine-tuning changed (a fine-tuned model only)",

@@ -12,7 +12,6 @@ from qgis.PyQt.QtWidgets import QDockWidget
 
 from slick_plugin import classFactory, settings
 from slick_plugin.commands import DetectParameters
-from slick_plugin.contract import DEFAULT_MIN_AREA_KM2
 
 from .conftest import OUTPUT, REPO, add_scene, load_scene
 
@@ -66,10 +65,37 @@ def test_an_earlier_plugin_s_stored_tile_default_is_dropped_once_and_a_choice_ke
         settings.TILE.set_value(settings.TILE.default)
 
 
+def test_an_earlier_plugin_s_stored_smallest_slick_default_is_dropped_once_and_a_choice_kept(iface) -> None:
+    """Plugins before settings version 3 stored the dock's smallest slick, 0.05 km², on every detection, and 0 meant every
+    patch: loading this one drops both (the model's own now), keeps another area, and keeps a 0.05 chosen since; a tile
+    of 512 chosen under version 2 stays too."""
+    stored = QgsSettings()
+
+    def load() -> None:
+        loaded = classFactory(iface)
+        loaded.initGui()
+        loaded.unload()
+
+    try:
+        for before, after in ((0.05, 0.0), (0.0, 0.0), (0.2, 0.2)):
+            stored.setValue(settings.MIN_AREA.key, before)  # as an earlier plugin stored it, its default included
+            settings.TILE.set_value(512)
+            stored.setValue(settings.VERSION_KEY, 2)
+            load()
+            assert settings.MIN_AREA.value() == after and not (after == 0 and stored.contains(settings.MIN_AREA.key))
+            assert settings.TILE.value() == 512 and int(stored.value(settings.VERSION_KEY)) == settings.SETTINGS_VERSION
+        settings.MIN_AREA.set_value(0.05)
+        load()
+        assert settings.MIN_AREA.value() == 0.05
+    finally:
+        settings.MIN_AREA.set_value(settings.MIN_AREA.default)
+        settings.TILE.set_value(settings.TILE.default)
+
+
 def test_options_page_is_generated_from_the_declarations(plugin, iface) -> None:
     page = iface.options_factories[0].createWidget()
     assert set(page.editors) == {setting.name for setting in settings.ALL}
-    for name in ("threshold", "tile"):  # the defaults leave them to the model
+    for name in ("threshold", "tile", "min_area_km2"):  # the defaults leave them to the model
         assert page.editors[name].value() == 0 and page.editors[name].text() == "Model's own"
     page.editors["tile"].setValue(256)
     page.editors["device"].setCurrentText("cpu")
@@ -93,17 +119,14 @@ def test_options_page_is_generated_from_the_declarations(plugin, iface) -> None:
         settings.MIRROR.set_value(settings.MIRROR.default)
 
 
-def test_detection_passes_a_threshold_and_a_tile_size_only_when_set_and_always_the_smallest_slick() -> None:
+def test_detection_passes_a_threshold_a_tile_size_and_a_smallest_slick_only_when_set() -> None:
     own = DetectParameters(scene="s.tif", out_dir="out", prefix="p").command()
-    given = DetectParameters(scene="s.tif", out_dir="out", prefix="p", threshold=0.35, tile=256).command()
-    assert "--threshold" not in own.args and "--tile" not in own.args
+    given = DetectParameters(scene="s.tif", out_dir="out", prefix="p", threshold=0.35, tile=256, min_area_km2=0.2).command()
+    assert "--threshold" not in own.args and "--tile" not in own.args and "--min-area-km2" not in own.args
     assert given.args[given.args.index("--threshold") + 1] == "0.35" and given.args[given.args.index("--tile") + 1] == "256"
+    assert given.args[given.args.index("--min-area-km2") + 1] == "0.2"
     assert "--tta" in own.args and "--no-tta" not in own.args
     assert "--no-tta" in DetectParameters(scene="s.tif", out_dir="out", prefix="p", mirror=False).command().args
-    # the smallest slick is always said, so that the dock's choice (0: every patch) never rests on the engine's default
-    assert own.args[own.args.index("--min-area-km2") + 1] == repr(DEFAULT_MIN_AREA_KM2)
-    every = DetectParameters(scene="s.tif", out_dir="out", prefix="p", min_area_km2=0).command().args
-    assert every[every.index("--min-area-km2") + 1] == "0.0"
 
 
 def test_the_plugin_never_imports_torch_or_the_engine() -> None:
