@@ -2,7 +2,7 @@
 
 The zip's top folder ``slick_mapper/`` holds the plugin modules from ``slick_plugin/``, metadata.txt,
 and the ``engine/`` and ``resources/`` folders, so the plugin finds its engine inside its own folder.
-Tests, caches and virtual environments never go in.
+Tests, caches, virtual environments and the held-out evaluation models never go in.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ CONTENTS = (  # (source in the checkout, place in the plugin folder)
     ("resources", "resources"),
 )
 SKIPPED_PARTS = {"__pycache__", ".pytest_cache", ".venv", "tests", ".git", ".ipynb_checkpoints"}
+SKIPPED_FOLDERS = ("resources/models/evaluation/",)
+"""The held-out models the demo and the experiments score: 46 MB an analyst's QGIS never runs."""
 SKIPPED_SUFFIXES = {".pyc", ".pyo"}
 
 
@@ -35,7 +37,8 @@ def files() -> Iterator[Tuple[Path, str]]:
         found = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
         for file in found:
             relative = file.relative_to(path) if path.is_dir() else Path()
-            if SKIPPED_PARTS.intersection(relative.parts) or file.suffix in SKIPPED_SUFFIXES:
+            if (SKIPPED_PARTS.intersection(relative.parts) or file.suffix in SKIPPED_SUFFIXES
+                    or file.relative_to(ROOT).as_posix().startswith(SKIPPED_FOLDERS)):
                 continue
             yield file, "/".join(part for part in (PLUGIN_FOLDER, target, relative.as_posix()) if part not in ("", "."))
 

@@ -12,7 +12,7 @@ Figures:
   2 Dice        of the bundled and of the fine-tuned model on the scene outside the labelled tiles,
                 against the synthetic ground truth (engine.jobs.evaluate).
   3 throughput  training tiles/s (forward, backward, optimiser step; 256 px, batch 4, no augmentation)
-                of the default U-Net and of DeepLabV3-R50 (random init), fp32 and bf16 autocast, the
+                of the bundled U-Net and of DeepLabV3-R50 (random init), fp32 and bf16 autocast, the
                 variants interleaved round robin so a shared machine slows them alike; plus the cost of
                 the paper's augmentation per batch. Whether this CPU runs bf16 natively is printed; where it
                 does not, bf16 is emulated (about 8x slower than fp32, so training never uses it there) and
@@ -54,7 +54,7 @@ from engine.jobs.evaluate import align_to_grid, read_label_mask, slick_dice_arra
 from engine.jobs.labels import create_store, import_mask  # noqa: E402
 from engine.models.eager import autocast  # noqa: E402
 from engine.models.losses import slick_loss  # noqa: E402
-from engine.models.registry import DEFAULT_MODEL, ModelCard, build_model, load_model, read_card  # noqa: E402
+from engine.models.registry import DEFAULT_MODEL, LIGHT_MODEL, ModelCard, build_model, load_model, read_card  # noqa: E402
 from engine.models.training import paper_augment, train_mode, trainable_parameters  # noqa: E402
 from slick_plugin import settings  # noqa: E402
 from slick_plugin.commands import DetectParameters, FinetuneParameters  # noqa: E402
@@ -343,12 +343,12 @@ def main() -> int:
         ]
 
         log(f"throughput: batch {args.batch} of {TILE} px, {rounds} rounds of {steps} steps per variant, round robin")
-        default_model, _ = load_model(DEFAULT_MODEL, "cpu")
+        light_model, _ = load_model(LIGHT_MODEL, "cpu")
         torch.manual_seed(0)
         deeplab = build_model(ModelCard(name="bench DeepLabV3-R50", architecture="deeplabv3", encoder="resnet50", tile_size=TILE))
         models = {
-            "default U-Net R18, all layers": (default_model, "all"),
-            "default U-Net R18, decoder": (copy.deepcopy(default_model), "decoder"),
+            "bundled U-Net R18, all layers": (light_model, "all"),
+            "bundled U-Net R18, decoder": (copy.deepcopy(light_model), "decoder"),
             "DeepLabV3-R50, all layers": (deeplab, "all"),
         }
         bf16 = args.bf16 or bool(results["machine"]["bf16_cpu_flags"])

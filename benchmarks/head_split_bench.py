@@ -27,7 +27,7 @@ from engine.machine import commit_text, file_sha256  # noqa: E402
 from engine.models import agreement, runtimes  # noqa: E402
 from engine.models.eager import EagerForward  # noqa: E402
 from engine.models.quantise import openvino_int8_network, quantisation_inputs  # noqa: E402
-from engine.models.registry import DEFAULT_MODEL, load_model  # noqa: E402
+from engine.models.registry import LIGHT_MODEL, load_model  # noqa: E402
 
 VARIANTS = {"head split (the product's)": True, "head as exported": False}
 
@@ -80,7 +80,7 @@ output channels, run at their full width.
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--model", type=Path, default=LIGHT_MODEL)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--json", type=Path, default=ROOT / "bench_output" / "head_split_bench.json")
     parser.add_argument("--markdown", type=Path)

@@ -38,7 +38,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import report  # noqa: E402
 from engine.machine import commit_text, memory_bytes  # noqa: E402
-from engine.models.registry import DEFAULT_MODEL, ModelCard, build_model, load_model  # noqa: E402
+from engine.models.registry import LIGHT_MODEL, ModelCard, build_model, load_model  # noqa: E402
 
 TILE = 256
 PAPER = {"encoder_depth": 5, "decoder_channels": [256, 128, 64, 32, 16]}
@@ -55,7 +55,7 @@ NETWORKS = {
 def network(name: str) -> torch.nn.Module:
     spec = NETWORKS[name]
     if spec is None:
-        return load_model(DEFAULT_MODEL)[0]
+        return load_model(LIGHT_MODEL)[0]
     encoder, arch_kwargs = spec
     torch.manual_seed(0)
     return build_model(ModelCard(name=name, architecture="saross", encoder=encoder, tile_size=TILE, arch_kwargs=arch_kwargs)).eval()

@@ -318,8 +318,9 @@ class SlickMapperDock(QgsDockWidget):
     @staticmethod
     def _model_text(model: Dict[str, Any]) -> str:
         dice_text = model.get("measured") or "Dice not measured"
+        smallest = f", slicks from {float(model['min_area_km2']):g} km²" if model.get("min_area_km2") is not None else ""
         return (f"{model.get('network')}, tiles {model.get('tile_size')} px, "
-                f"{model.get('mode') or ''} {model.get('polarisation') or ''}. {dice_text}.")
+                f"{model.get('mode') or ''} {model.get('polarisation') or ''}{smallest}. {dice_text}.")
 
     @staticmethod
     def _model_provenance(model: Dict[str, Any]) -> str:

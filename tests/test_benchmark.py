@@ -235,7 +235,7 @@ def test_each_tiling_minimum_area_and_half_turn_asked_for_is_scored_as_a_view_of
 
     def recording(scene, out, options, progress=None):
         result = real_detect(scene, out, options, progress)
-        detected.append((options.tile, options.overlap, options.min_area_km2, result.tiles, result.n_slicks, result.half_turn))
+        detected.append((options.tile, options.overlap, result.min_area_km2, result.tiles, result.n_slicks, result.half_turn))
         return result
 
     monkeypatch.setattr(benchmark, "detect", recording)

@@ -28,19 +28,34 @@ def test_the_demo_page_gives_each_tile_s_score_and_what_made_it(tmp_path, pool_m
 
 def test_the_demo_refuses_a_model_that_learnt_from_its_tiles_and_defaults_to_one_that_did_not(tmp_path, capsys):
     """The product's model learnt from every labelled Arctic scene, the demo's three included: scored there it would
-    be scored on its own training pixels. The held-out model, the demo's default, learnt from the other two."""
+    be scored on its own training pixels. The demo's default, made the same way, learnt from the other two."""
     import json
 
     from engine.cli.main import main
-    from engine.models.registry import DEFAULT_MODEL, HELD_OUT_MODEL, scenes_learnt
+    from engine.models.registry import DEFAULT_MODEL, DEMO_MODEL, scenes_learnt
 
     assert scenes_learnt(DEFAULT_MODEL) == {"sample_0", "sample_1", "sample_2", "sample_123", "sample_70"}
-    assert scenes_learnt(HELD_OUT_MODEL) == {"sample_0", "sample_70"} and not scenes_learnt(HELD_OUT_MODEL) & set(SAMPLES)
+    assert scenes_learnt(DEMO_MODEL) == {"sample_0", "sample_70"} and not scenes_learnt(DEMO_MODEL) & set(SAMPLES)
     out = tmp_path / "out"
     assert main(["--jsonl", "demo", "--out", str(out), "--model", str(DEFAULT_MODEL), "--device", "cpu"]) == 2
     message = json.loads(capsys.readouterr().out.splitlines()[-1])["message"]
     assert "learnt from sample_1, sample_123, sample_2" in message and "trained on" in message
     assert not out.exists()
+
+
+def test_the_demo_s_model_is_the_product_s_made_without_the_demo_s_tiles():
+    """Both pair a U-Net of the one real-texture recipe with the same synthetic-only DeepLabV3-R18, and keep the same
+    smallest slick: only the scenes the U-Net learnt (and so the threshold) differ."""
+    from engine.models.registry import DEFAULT_MODEL, DEMO_MODEL, HELD_OUT_MODEL, LIGHT_MODEL, read_card
+
+    product, demo = read_card(DEFAULT_MODEL), read_card(DEMO_MODEL)
+    for card, unet in ((product, LIGHT_MODEL), (demo, HELD_OUT_MODEL)):
+        members = card.provenance["members"]
+        assert card.networks == ["unet / tu-resnet18", "deeplabv3 / resnet18"] and card.min_area_km2 == 0.1
+        assert members[0]["sha256"] == file_sha256(unet) and members[1]["data"].startswith("synthetic")
+    assert product.provenance["members"][1]["sha256"] == demo.provenance["members"][1]["sha256"]
+    assert product.provenance["how"].split(" + ")[0].replace("sample_0 sample_1 sample_2 sample_123 sample_70", "sample_0 sample_70") == \
+        demo.provenance["how"].split(" + ")[0]
 
 
 def test_the_demo_s_check_of_a_model_reads_its_card_without_loading_pytorch():
@@ -49,6 +64,6 @@ def test_the_demo_s_check_of_a_model_reads_its_card_without_loading_pytorch():
     import sys
 
     code = ("import sys, engine.experiments.demo as demo; "
-            "print(sorted(demo.scenes_learnt(demo.HELD_OUT_MODEL)), 'torch' in sys.modules)")
+            "print(sorted(demo.scenes_learnt(demo.DEMO_MODEL)), 'torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split("\n")[0] == "['sample_0', 'sample_70'] False"

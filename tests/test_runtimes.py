@@ -296,10 +296,10 @@ def test_openvino_int8_is_its_own_quantisation_and_keeps_the_bundled_model_s_mas
     import openvino as ov
 
     from engine.models.quantise import edge_convolutions
-    from engine.models.registry import DEFAULT_MODEL
+    from engine.models.registry import LIGHT_MODEL
 
-    model, card = load_model(DEFAULT_MODEL)
-    factory = runtimes.Factory(DEFAULT_MODEL, card, CPU, model)
+    model, card = load_model(LIGHT_MODEL)
+    factory = runtimes.Factory(LIGHT_MODEL, card, CPU, model)
     edges = edge_convolutions(ov.Core().read_model(str(factory.onnx())))
     assert [name.split("/")[1:3] for name in edges] == [["encoder", "model"], ["segmentation_head", "segmentation_head.0"]]
     path, verdict = factory.int8("openvino")
@@ -310,7 +310,7 @@ def test_openvino_int8_is_its_own_quantisation_and_keeps_the_bundled_model_s_mas
     masks = [[agreement.slick_mask(forward(t), card) for t in held] for forward in (reference, int8)]
     assert agreement.pooled_dice(*masks) >= agreement.AGREEMENT
     monkeypatch.setattr(nncf, "quantize", lambda *a, **k: pytest.fail("quantised again"))
-    assert runtimes.Factory(DEFAULT_MODEL, card, CPU, model).int8("openvino") == (path, verdict)
+    assert runtimes.Factory(LIGHT_MODEL, card, CPU, model).int8("openvino") == (path, verdict)
     # A verdict on an int8 model made another way (before the head was split) is not taken for this one's.
     verdict_path = path.with_suffix(".json")
     current = verdict_path.read_text()
@@ -321,7 +321,7 @@ def test_openvino_int8_is_its_own_quantisation_and_keeps_the_bundled_model_s_mas
 
     monkeypatch.setattr(nncf, "quantize", made_again)
     with pytest.raises(LookupError, match="quantised again"):
-        runtimes.Factory(DEFAULT_MODEL, card, CPU, model).int8("openvino")
+        runtimes.Factory(LIGHT_MODEL, card, CPU, model).int8("openvino")
     verdict_path.write_text(current)  # the other tests' int8 model stays the one checked above
 
 

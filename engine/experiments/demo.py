@@ -1,7 +1,7 @@
 """``make demo``: detect slicks on the bundled real Arctic tiles and score them honestly.
 
-For each tile it runs the full detection path with the held-out model (the product's recipe on the two other
-labelled Arctic scenes: the default model learnt from these tiles too), computes slick Dice against the
+For each tile it runs the full detection path with the product's model made without these tiles (its U-Net learnt
+the two other labelled Arctic scenes only: the default model learnt from these tiles too), computes slick Dice against the
 analyst's label, and puts it beside the Dice of the paper's own predictions on the same tile (computed
 here, by the same code). It also draws one PNG: scene, label outline, our prediction. ``--markdown`` writes
 the figures as a page that names the command, commit, machine and model hash, so a README figure can be remade.
@@ -22,18 +22,18 @@ from ..errors import InputError
 from ..jobs.detect import DetectOptions, detect
 from ..jobs.evaluate import align_to_grid, read_label_mask, slick_dice
 from ..machine import commit_text, cpu_name, file_sha256, utc_now
-from ..models.registry import HELD_OUT_MODEL, read_card, scenes_learnt
+from ..models.registry import DEMO_MODEL, read_card, scenes_learnt
 from ..progress import Progress
 
 
 def run_demo(out: Path, options: DetectOptions, progress: Progress) -> dict:
-    """``options.model`` None: the held-out model. A model that learnt from a demo tile is refused before anything
-    is detected, since its score there would be on pixels it was trained on."""
-    model = Path(options.model) if options.model else HELD_OUT_MODEL
+    """``options.model`` None: the product's model made without the demo's tiles (``DEMO_MODEL``). A model that learnt
+    from a demo tile is refused before anything is detected, since its score there would be on pixels it was trained on."""
+    model = Path(options.model) if options.model else DEMO_MODEL
     seen = sorted(scenes_learnt(model) & set(SAMPLES))
     if seen:
         raise InputError(f"{model.name} learnt from {', '.join(seen)}, which the demo scores: its Dice there would be on pixels it was "
-                         "trained on.", f"Run the demo with a model that never saw {', '.join(SAMPLES)} (the default: {HELD_OUT_MODEL.name}).")
+                         "trained on.", f"Run the demo with a model that never saw {', '.join(SAMPLES)} (the default: {DEMO_MODEL.name}).")
     options.model = str(model)
     rows, panels = [], []
     for name in SAMPLES:
@@ -134,7 +134,7 @@ def _side_by_side(panels: list[Image.Image]) -> Image.Image:
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("demo")
     p.add_argument("--out", type=Path, default=Path("demo_output"))
-    p.add_argument("--model", help=f"model file, one that never saw {', '.join(SAMPLES)} (default: {HELD_OUT_MODEL.name})")
+    p.add_argument("--model", help=f"model file, one that never saw {', '.join(SAMPLES)} (default: {DEMO_MODEL.name})")
     p.add_argument("--threshold", type=float, help="default: the model's own")
     p.add_argument("--device", default="auto")
     p.add_argument("--markdown", type=Path, help="also write the figures as a page here (e.g. docs/demo.md), its picture beside it")

@@ -9,9 +9,11 @@ experiment, ``resources/models/slick_unet_r18_25m_synthetic.safetensors``. A mod
 (``engine.data.real_texture``): real labelled Arctic scenes, the same real sea with composited seep slicks,
 the North Sea tiles, the real IW scene, and some synthetic scenes. The epoch and the decision threshold are
 chosen on a band held apart along one edge of each Arctic training scene. By default it trains on all
-five labelled Arctic scenes; ``--scenes sample_0 sample_70`` makes the held-out model, which never saw the demo's
-and the paper's test tiles and is the one scored on them (``registry.HELD_OUT_MODEL``). A run checkpoints itself after every epoch (``checkpoints/``) and resumes when started
-again with the same arguments, so a long run can be stopped and go on later.
+five labelled Arctic scenes, the bundled U-Net (``registry.LIGHT_MODEL``); ``--scenes sample_0 sample_70`` makes the
+held-out U-Net, which never saw the demo's and the paper's test tiles (``registry.HELD_OUT_MODEL``). A run checkpoints
+itself after every epoch (``checkpoints/``) and resumes when started again with the same arguments, so a long run can
+be stopped and go on later. The product's model is that U-Net beside a DeepLabV3-R18 pretrained here on synthetic
+scenes, joined by ``ensemble_models`` (``python -m engine ensemble``, README).
 """
 
 from __future__ import annotations
@@ -38,16 +40,16 @@ from ..scenes.normalise import Stretch
 from .eager import autocast, pick_device
 from .ensemble import FUSIONS, member_spec
 from .losses import TeacherLoss
-from .registry import (ARCHITECTURES, DEFAULT_MODEL, POS_WEIGHT_CAP, SYNTHETIC_MODEL, ModelCard, build_model, load_encoder_weights, load_model,
+from .registry import (ARCHITECTURES, LIGHT_MODEL, POS_WEIGHT_CAP, SYNTHETIC_MODEL, ModelCard, build_model, load_encoder_weights, load_model,
                        read_card, save_model, user_models_dir)
 from .selfsupervised import MaskedRecipe, masked_pretrain
 from .training import TileSet, TrainConfig, Validation, interpolate_weights, paper_augment, train, training_dtype, validate
 
 DEFAULT_TRAIN_SCENES = tuple(scene.name for scene in bundled.ARCTIC)
-"""The Arctic scenes the bundled default model learns from: all five labelled ones. With the recipe unchanged, models
+"""The Arctic scenes the bundled U-Net (the product's model's first member) learns from: all five labelled ones. With the recipe unchanged, models
 that learnt from two of them (``bundled.POOL``) scored 0.500 on the paper's three test tiles over four seeds, models that learnt
 from four 0.563 (docs/training_scenes.md): the product's model learns from every labelled scene, and the figures on
-those tiles come from the held-out model (``registry.HELD_OUT_MODEL``), made the same way from ``bundled.POOL`` alone."""
+those tiles come from held-out models (``registry.HELD_OUT_MODEL``, ``registry.DEMO_MODEL``), made the same way from ``bundled.POOL`` alone."""
 CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
 DEFAULT_CARD = dict(
     name="Slick U-Net R18 25 m (synthetic pretraining)",
@@ -629,7 +631,7 @@ def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
     if (args.strand_width, args.faintest_ratio, args.fronts) != (Mix.strand_width, Mix.faintest, Mix.front) and args.out is None:
         raise InputError("--strand-width, --faintest-ratio or --fronts would replace the bundled model, which was made without them.",
                          "Give --out for the new model.")
-    out = args.out or (DEFAULT_MODEL if args.data == "real" else SYNTHETIC_MODEL)
+    out = args.out or (LIGHT_MODEL if args.data == "real" else SYNTHETIC_MODEL)
     checkpoint = CHECKPOINTS / f"{out.stem}-{run_key(vars(args))}.pt"  # the same command goes on where it stopped
     if args.data == "real":
         if args.init and not _is_default(card):

@@ -73,12 +73,21 @@ def architecture(name: str) -> Callable[..., torch.nn.Module]:
     return getattr(importlib.import_module(module), cls)
 
 
-DEFAULT_MODEL = BUNDLED_DIR / "slick_unet_r18_25m.safetensors"
-"""The product's model: the real-texture recipe on all five labelled Arctic scenes (``pretrain.DEFAULT_TRAIN_SCENES``)."""
+DEFAULT_MODEL = BUNDLED_DIR / "slick_unet_r18_dlv3r18_25m.safetensors"
+"""The product's model: the light U-Net (``LIGHT_MODEL``) beside a DeepLabV3-R18 that learnt synthetic scenes only, as
+one model (their mean logit, ``pretrain.ensemble_models``), keeping slicks of at least 0.1 km² (its card's). Leave one
+scene out over the real Arctic scenes measured this pairing above the U-Net alone, slick Dice 0.486 against 0.452 over
+four seeds (docs/benchmark_pair_min_area.md), at 3.5 times the U-Net's time a tile (docs/benchmarks_xeon207_pair.md)."""
+LIGHT_MODEL = BUNDLED_DIR / "slick_unet_r18_25m.safetensors"
+"""The U-Net alone: the real-texture recipe on all five labelled Arctic scenes (``pretrain.DEFAULT_TRAIN_SCENES``), the
+product's model's first member, listed beside it for a quick look at a fraction of its time."""
 HELD_OUT_MODEL = BUNDLED_DIR / "evaluation" / "slick_unet_r18_25m_pool.safetensors"
-"""The same recipe on ``bundled.POOL`` alone, so that it never saw the demo's and the paper's test tiles: the model every
-figure on those tiles is scored with (``make demo``, the experiments' default parent). Outside the folder the model list
-reads, so an analyst is offered the product's model, not this one."""
+"""The light U-Net's recipe on ``bundled.POOL`` alone, so that it never saw the demo's and the paper's test tiles: the
+experiments' default parent, and the first member of ``DEMO_MODEL``. Outside the folder the model list reads, so an
+analyst is offered the product's models, not these."""
+DEMO_MODEL = BUNDLED_DIR / "evaluation" / "slick_unet_r18_dlv3r18_25m_pool.safetensors"
+"""The product's model made the same way without the demo's tiles: ``HELD_OUT_MODEL`` beside the same synthetic-only
+DeepLabV3-R18, its threshold placed on ``bundled.POOL``'s validation bands. ``make demo`` scores it."""
 SYNTHETIC_MODEL = BUNDLED_DIR / "slick_unet_r18_25m_synthetic.safetensors"
 """Trained on synthetic scenes only: where real-texture training starts, and the transfer experiment's source."""
 

@@ -22,6 +22,7 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, Qgs
 from qgis.PyQt.QtCore import QSize, Qt
 from qgis.PyQt.QtGui import QColor, QImage
 
+from engine.models.registry import DEFAULT_MODEL, read_card
 from slick_plugin.contract import DEFAULT_MIN_AREA_KM2
 from slick_plugin.layers import open_results, summary
 from slick_plugin.engine_runner import CANCEL_GRACE_S, Status
@@ -127,8 +128,9 @@ def test_dock_detection_adds_a_styled_group_above_the_scene(detection: Detection
         assert prefix + suffix in detection.files
     assert not [name for name in detection.files if name.startswith(".slickmapper-tmp")]
     assert "slick" in detection.messages[-1] and "km²" in detection.messages[-1]
-    # the smallest slick kept, a setting that outlives the run, is said with the count
-    assert f"slicks of at least {DEFAULT_MIN_AREA_KM2:g} km²," in detection.messages[-1]
+    # the smallest slick kept is said with the count: by default the model's own, which its card carries
+    assert detection.data["min_area_km2"] == read_card(DEFAULT_MODEL).min_area_km2 != DEFAULT_MIN_AREA_KM2
+    assert f"slicks of at least {detection.data['min_area_km2']:g} km²," in detection.messages[-1]
     # and which threshold cut them, and whence: the engine's word for it
     assert f"threshold {detection.data['threshold']:.2f} ({detection.data['threshold_from']})" in detection.messages[-1]
     # mirror averaging is the dock's default, and the message says the run used it

@@ -27,6 +27,7 @@ from qgis.PyQt.QtWidgets import QAction, QFileDialog, QMessageBox
 
 from engine.contract import CLOSE_PARENT_WEIGHT
 from engine.jobs.labels import create_store, import_mask
+from engine.models.registry import LIGHT_MODEL
 from slick_plugin import label_store
 from slick_plugin.commands import finetuned_model_path
 from slick_plugin.dock import SlickMapperDock
@@ -219,8 +220,8 @@ def test_a_drawn_polygon_is_on_disk_as_soon_as_it_is_added(ui: Session, qtbot, t
 
 @pytest.fixture(scope="module")
 def detection(module_dir: Path) -> Dict[str, object]:
-    """A whole-scene detection of sample_1 with the bundled model (CPU, 256-px tiles)."""
-    return engine("detect", str(module_dir / "sample_1.tif"), "--out", str(module_dir / "detection"),
+    """A whole-scene detection of sample_1 with the light bundled model (CPU, 256-px tiles): outlines to accept or reject."""
+    return engine("detect", str(module_dir / "sample_1.tif"), "--out", str(module_dir / "detection"), "--model", str(LIGHT_MODEL),
                   "--tile", "256", "--overlap", "32", "--device", "cpu")
 
 
@@ -391,8 +392,8 @@ def test_fine_tune_from_the_dock_makes_a_model_with_lineage_detects_with_it_and_
         ui: Session, qtbot, tmp_path: Path, module_dir: Path, arctic_store: Path, monkeypatch, processing) -> None:
     tiny_finetune(ui, module_dir, arctic_store)
     panel = ui.dock.finetune_panel
-    # The bundled model learnt sample_1: two epochs find its labels no better, which the check would answer with the
-    # parent's weights (the next test); unticked, the new weights stay, and there is something to compare.
+    # The bundled model's U-Net learnt sample_1: two epochs may find its labels no better, which the check would answer
+    # with the parent's weights (the next test); unticked, the new weights stay, and there is something to compare.
     panel.label_check.setChecked(False)
     panel.close_to_parent.setChecked(True)  # the stronger pull: the command, the run and the card all carry it
     assert not ui.dock.against_parent.isEnabled()  # the bundled model has no parent to compare with
@@ -500,6 +501,10 @@ def test_fine_tune_from_the_dock_makes_a_model_with_lineage_detects_with_it_and_
 def test_a_fine_tune_that_finds_the_labelled_slicks_no_better_keeps_the_parent_s_weights_and_says_so(
         ui: Session, qtbot, tmp_path: Path, module_dir: Path, arctic_store: Path) -> None:
     tiny_finetune(ui, module_dir, arctic_store)
+    # The U-Net alone learnt sample_1 whole, so two epochs of its decoder find its labels no better (the product's
+    # model, whose DeepLabV3 never saw a real scene, learns something from them).
+    combo = ui.dock.model_combo
+    combo.setCurrentIndex([Path(combo.itemData(i)["path"]) for i in range(combo.count())].index(LIGHT_MODEL.resolve()))
     panel = ui.dock.finetune_panel
     panel.label_check.setChecked(True)  # the defaults (a test before may have changed them)
     panel.close_to_parent.setChecked(False)

@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path
 
 from engine import __version__ as engine_version
+from engine.models.registry import DEFAULT_MODEL, LIGHT_MODEL
 
 from .conftest import REPO
 
@@ -36,9 +37,9 @@ def test_the_zip_holds_the_plugin_with_its_engine_and_nothing_else(tmp_path: Pat
     assert {name.split("/")[0] for name in names} == {"slick_mapper"}
     for needed in ("__init__.py", "plugin.py", "engine_runner.py", "metadata.txt", "LICENSE", "engine/__init__.py",
                    "engine/cli/main.py", "resources/icons/slick_mapper.svg", "resources/styles/probability.qml",
-                   "resources/wind/cmod5n_45deg.npz"):
+                   "resources/wind/cmod5n_45deg.npz", *(f"resources/models/{path.name}" for path in (DEFAULT_MODEL, LIGHT_MODEL))):
         assert f"slick_mapper/{needed}" in names
-    assert not [name for name in names if "__pycache__" in name or name.endswith(".pyc")
+    assert not [name for name in names if "__pycache__" in name or name.endswith(".pyc") or "/models/evaluation/" in name
                 or "/tests/" in name or ".venv" in name or "slick_plugin" in name]
 
     zipfile.ZipFile(archive).extractall(tmp_path / "plugins")

@@ -10,6 +10,7 @@ from qgis.core import QgsApplication, QgsSettings
 from qgis.PyQt.QtCore import QCoreApplication, QEvent, Qt
 from qgis.PyQt.QtWidgets import QDockWidget
 
+from engine.models.registry import DEFAULT_MODEL, read_card
 from slick_plugin import classFactory, settings
 from slick_plugin.commands import DetectParameters
 
@@ -149,7 +150,9 @@ def test_a_dock_opened_over_a_loaded_scene_reads_it_and_fits_its_width(plugin, i
     assert "eq. 1</b>" not in dock.scene_info.text()  # an 8-bit tile is stretched already: nothing to measure
     # The bundled model's line says what its Dice was measured on, so it never reads as a test score.
     assert re.search(r"Dice 0\.\d\d on its validation bands", dock.model_details.text()), dock.model_details.text()
-    assert dock.model_details.text().startswith("unet / tu-resnet18, tiles 512 px"), dock.model_details.text()  # the engine's words
+    card = read_card(DEFAULT_MODEL)  # the engine's words, and the smallest slick "Model's own" stands for
+    assert dock.model_details.text().startswith(f"{card.network}, tiles 512 px, EW HH, slicks from {card.min_area_km2:g} km². "), \
+        dock.model_details.text()
     # Opened at QGIS's narrow default, the panel still shows its whole width, without a horizontal scroll bar.
     dock.resize(200, 600)
     QCoreApplication.processEvents()
