@@ -292,7 +292,7 @@ class SlickMapperDock(QgsDockWidget):
 
     def remove_model(self) -> None:
         """Delete the chosen fine-tuned model once the analyst confirms; the engine refuses a bundled model and one that
-        another model was fine-tuned from, and says why."""
+        another model was fine-tuned from, and says why. Its parent is chosen next: the model the analyst came from."""
         model = self._current_model() or {}
         if not model.get("removable"):
             return
@@ -300,15 +300,16 @@ class SlickMapperDock(QgsDockWidget):
                                       "maps already made with it stay.", QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
         if answer != QMessageBox.Yes:
             return
+        parent = str(((model.get("lineage") or {}).get("parent") or {}).get("path") or "")
         self._start(remove_model_command(str(model["path"])), "Slick Mapper: removing a model",
-                    partial(self._model_removed, str(model.get("name"))))
+                    partial(self._model_removed, str(model.get("name")), parent))
 
-    def _model_removed(self, name: str, result: RunResult) -> None:
+    def _model_removed(self, name: str, parent: str, result: RunResult) -> None:
         if not result.ok:
             self._push(Qgis.Warning, f"{name} was not removed: {result.message.splitlines()[0]}", result.message)
             return
         self._push(Qgis.Info, f"Removed {name}.")
-        self.refresh_models()
+        self.refresh_models(select=parent)
 
     @staticmethod
     def _model_title(model: Dict[str, Any]) -> str:
