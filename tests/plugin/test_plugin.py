@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from functools import partial
 
 from qgis.core import QgsApplication, QgsSettings
 from qgis.PyQt.QtCore import QCoreApplication, QEvent, Qt
@@ -40,17 +41,19 @@ def test_plugin_loads_and_unloads_cleanly(iface, qtbot) -> None:
     assert iface.window.findChildren(QDockWidget) == []
 
 
+def load_and_unload(iface) -> None:
+    """What QGIS does on start and on quit: the settings of an earlier plugin are brought up to date on load."""
+    loaded = classFactory(iface)
+    loaded.initGui()
+    loaded.unload()
+
+
 def test_an_earlier_plugin_s_stored_tile_default_is_dropped_once_and_a_choice_kept(iface) -> None:
     """Plugins before settings version 2 stored the dock's tile default, 512, on every detection: loading this one
     drops it (the model's own again), keeps another size, and keeps a 512 chosen since; a version that is no number (edited
     by hand) is read as the first."""
     stored = QgsSettings()
-
-    def load() -> None:
-        loaded = classFactory(iface)
-        loaded.initGui()
-        loaded.unload()
-
+    load = partial(load_and_unload, iface)
     try:
         for before, after, version in ((512, 0, None), (256, 256, None), (512, 0, "two")):
             settings.TILE.set_value(before)
@@ -71,12 +74,7 @@ def test_an_earlier_plugin_s_stored_smallest_slick_default_is_dropped_once_and_a
     patch: loading this one drops both (the model's own now), keeps another area, and keeps a 0.05 chosen since; a tile
     of 512 chosen under version 2 stays too."""
     stored = QgsSettings()
-
-    def load() -> None:
-        loaded = classFactory(iface)
-        loaded.initGui()
-        loaded.unload()
-
+    load = partial(load_and_unload, iface)
     try:
         for before, after in ((0.05, 0.0), (0.0, 0.0), (0.2, 0.2)):
             stored.setValue(settings.MIN_AREA.key, before)  # as an earlier plugin stored it, its default included
