@@ -42,7 +42,7 @@ bench: venv
 
 # The heavier model the dock offers beside the default once made here: the bundled U-Net and the paper's DeepLabV3-R50,
 # pretrained on synthetic scenes (20-30 min on a 2-core CPU), as one model (docs/benchmark_ensemble_r50.md).
-# Made, not bundled: 87 MB, and 23-32 times the default model's time a tile on a 2-core Xeon (docs/benchmarks_xeon_quality_model.md).
+# Made, not bundled: 87 MB, and 23-32 times the U-Net's time a tile (the bundled pairing: 3.5 times) on a 2-core Xeon (docs/benchmarks_xeon_quality_model.md).
 quality-model: venv
 	$(PY) -m engine pretrain --data synthetic --architecture deeplabv3 --encoder resnet50 --out checkpoints/synthetic_dlv3r50_25m.safetensors
 	$(PY) -m engine ensemble resources/models/slick_unet_r18_25m.safetensors checkpoints/synthetic_dlv3r50_25m.safetensors \
