@@ -199,7 +199,7 @@ def test_a_model_fine_tuned_on_one_scene_detects_the_others_with_its_parent_s_we
               for seed in (3, 4)]
     parent = read_card(SYNTHETIC_MODEL)
     taught = replace(parent, name="taught on the first scene", taught_scenes=[scene_fingerprint(scenes[0])],
-                     scene_thresholds={scene_fingerprint(scenes[0]): 0.7},
+                     scene_thresholds={scene_fingerprint(scenes[0]): 0.7}, min_area_km2=0.02,
                      lineage={"parent": {"path": str(SYNTHETIC_MODEL), "name": parent.name, "sha256": file_sha256(SYNTHETIC_MODEL)}})
     model = save_model(load_model(SYNTHETIC_MODEL)[0], taught, tmp_path / "taught.safetensors")
     options = _options(cluster)
@@ -214,7 +214,9 @@ def test_a_model_fine_tuned_on_one_scene_detects_the_others_with_its_parent_s_we
     footprints = footprints.set_index("scene_id")
     assert not footprints.loc[scenes[0].stem, "weights_from"] and footprints.loc[scenes[1].stem, "weights_from"]
     assert list(footprints.loc[[s.stem for s in scenes], "threshold"]) == [0.7, parent.threshold]
-    assert set(footprints["min_area_km2"]) == set(slicks["min_area_km2"]) == {parent.min_area_km2}  # none given: the model's own
+    # none given, each scene's smallest slick is that of the model whose weights ran there
+    assert parent.min_area_km2 != 0.02 and list(footprints.loc[[s.stem for s in scenes], "min_area_km2"]) == [0.02, parent.min_area_km2]
+    assert set(slicks["min_area_km2"]) <= {0.02, parent.min_area_km2}
 
 
 def test_an_unreachable_scheduler_writes_nothing(archive, tmp_path):
