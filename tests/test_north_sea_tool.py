@@ -45,3 +45,18 @@ def test_the_page_pools_slick_tiles_and_gives_the_slick_free_tile_false_area_onl
     assert "| north_sea_1 | north_sea_3 | mean | pooled | false slicks on north_sea_2, north_sea_4 (slick-free)" in text
     assert "|   seed 0 | 0.667 | 0.000 | 0.333 | 0.333 | 2.0 (2 slicks) | 1.0 |" in text
     assert "| north_sea_2 | (no slick) | 4.0 | (no slick) | 4.0 |" in text
+
+
+def test_the_page_gives_the_paired_models_their_own_rows_and_names_the_partner(tmp_path):
+    partner = tmp_path / "synthetic_dlv3r18.safetensors"
+    partner.write_bytes(b"weights")
+    rows = [_row("no North Sea tile", 0, "north_sea_1", 10, 0, 10, 0, 1), _row("no North Sea tile", 0, "north_sea_2", 0, 4, 0, 4, 2)]
+    rows += [_row("no North Sea tile, with the partner", 0, "north_sea_1", 20, 0, 0, 0, 1),
+             _row("no North Sea tile, with the partner", 0, "north_sea_2", 0, 0, 0, 0, 0)]
+    rows += [dict(r, group="three North Sea tiles") for r in rows[:2]]
+    rows += [dict(r, group="three North Sea tiles, with the partner") for r in rows[2:4]]
+    text = page(rows, "cmd", "abc", partner)
+    assert "`synthetic_dlv3r18.safetensors` (sha256 `" in text
+    assert "| the same U-Nets, each beside the partner network as one model (mean of seeds 0) | 1.000 | 1.000 | 1.000 | 0.0 (0 slicks) | 0.0 |" in text
+    assert "| north_sea_1 (with the partner) | 1.000 | 0.0 | 1.000 | 0.0 |" in text
+    assert "| north_sea_1 | 0.667 | 0.0 | 0.667 | 0.0 |" in text

@@ -11,7 +11,9 @@ averaged) on its own slicks (the mask):
 * the bundled synthetic model, which never saw a real pixel (what the real-texture recipe started from);
 * the dark-spot baseline, fitted on the five Arctic scenes;
 * with ``--fold-seeds``: each North Sea tile held out from the same command trained with the other three, to say
-  whether IW/VV labels help on an IW/VV tile.
+  whether IW/VV labels help on an IW/VV tile;
+* with ``--partner MODEL``: each of those U-Nets also beside ``MODEL`` as one model (``engine ensemble``, their mean
+  logit, the bundled model's smallest slick), as the bundled model pairs its U-Net with a DeepLabV3-R18.
 
 The tiles carry no georeference: they are staged on an assumed grid (``engine.data.north_sea``) and detected without
 a land mask (their real place is not known), so the slick-free tile's coast counts as sea. Models already in ``FOLDER/models`` are reused; the CSV names each hash.
@@ -38,12 +40,13 @@ from engine.data.north_sea import georeferenced  # noqa: E402
 from engine.experiments.benchmark import CLEAR_M, Scores, score  # noqa: E402
 from engine.jobs.detect import DetectOptions, detect  # noqa: E402
 from engine.machine import commit_text, describe, file_sha256  # noqa: E402
-from engine.models.registry import BUNDLED_DIR  # noqa: E402
+from engine.models.registry import BUNDLED_DIR, DEFAULT_MODEL, read_card  # noqa: E402
 from engine.progress import Progress  # noqa: E402
 from training_scenes import RECIPE, published  # noqa: E402  (the bundled model's command but its scenes, here the default five, and seed)
 
 SYNTHETIC = BUNDLED_DIR / "slick_unet_r18_25m_synthetic.safetensors"
 DARKSPOT = BUNDLED_DIR / "darkspot_baseline_25m.safetensors"
+PAIRED = ", with the partner"
 
 
 def trained(out: Path, stem: str, north_sea: list[str], seed: int) -> Path:
@@ -53,6 +56,19 @@ def trained(out: Path, stem: str, north_sea: list[str], seed: int) -> Path:
         if engine_main(args) != 0:
             raise SystemExit(f"python -m engine {shlex.join(args)} failed")
     return model
+
+
+def paired(model: Path, partner: Optional[Path]) -> Optional[Path]:
+    """``model`` beside ``partner`` as the bundled model is made (None without a partner)."""
+    if partner is None:
+        return None
+    out = model.with_name(f"{model.stem}_with_{partner.stem}.safetensors")
+    if not out.exists():
+        args = ["ensemble", str(model), str(partner), "--min-area-km2", f"{read_card(DEFAULT_MODEL).min_area_km2:g}", "--device", "cpu",
+                "--out", str(out)]
+        if engine_main(args) != 0:
+            raise SystemExit(f"python -m engine {shlex.join(args)} failed")
+    return out
 
 
 def scored(model: Path, group: str, seed: Optional[int], scenes: list[LabelledScene], out: Path, progress: Progress) -> list[dict]:
@@ -76,7 +92,7 @@ def summed(rows: list[dict]) -> Scores:
     return Scores(*(sum(r[k] for r in rows) for k in ("tp", "fp", "fn", "false_pixels", "clear_pixels")), rows[0]["pixel_km2"])
 
 
-def page(rows: list[dict], command: str, commit: str) -> str:
+def page(rows: list[dict], command: str, commit: str, partner: Optional[Path] = None) -> str:
     slick = [s.name for s in NORTH_SEA if _has_slicks(rows, s.name)]
     clean = [s.name for s in NORTH_SEA if s.name not in slick]
 
@@ -111,15 +127,19 @@ def page(rows: list[dict], command: str, commit: str) -> str:
         f"{NORTH_SEA_PIXEL_M:g} m UTM 31N grid in the open sea and detected without a land mask, so the slick-free tile's "
         "coast counts as sea. Slick Dice per tile on the slicks detection keeps, pooled over the tiles with slicks; false "
         f"slick area in km² per 1,000 km² of sea more than {CLEAR_M:g} m from any labelled slick.",
+        *(["", f"The partner network: `{partner.name}` (sha256 `{file_sha256(partner)[:16]}`), beside each U-Net as one model by "
+               "`python -m engine ensemble`, which places the pair's threshold on the U-Net's validation bands."] if partner else []),
         "",
         header,
         line("no North Sea tile", None, f"the bundled command on the five Arctic scenes, no North Sea tile (mean of seeds "
                                         f"{', '.join(map(str, seeds))})"),
         *(line("no North Sea tile", s, f"  seed {s}") for s in seeds),
+        *([line(f"no North Sea tile{PAIRED}", None, "the same U-Nets, each beside the partner network as one model (mean of seeds "
+                                                     f"{', '.join(map(str, seeds))})")] if any(r["group"].endswith(PAIRED) for r in rows) else []),
         line("synthetic", None, "the synthetic model (never saw a real pixel)"),
         line("dark-spot", None, "the dark-spot baseline (fitted on the five Arctic scenes)"),
     ]
-    folds = [r for r in rows if r["group"] == "three North Sea tiles"]
+    folds = [r for r in rows if r["group"].startswith("three North Sea tiles")]
     if folds:
         fold_seeds = sorted({r["seed"] for r in folds})
         lines += [
@@ -132,14 +152,17 @@ def page(rows: list[dict], command: str, commit: str) -> str:
             "| tile | no North Sea tile: Dice | false slicks | the other three: Dice | false slicks |",
             "|---|---|---|---|---|",
         ]
+        groups = [("", "")] + ([(PAIRED, " (with the partner)")] if any(r["group"].endswith(PAIRED) for r in folds) else [])
         for scene in NORTH_SEA:
             def mean(group: str, key: str) -> str:
                 if key == "dice" and scene.name in clean:
                     return "(no slick)"
                 value = np.mean([r[key] for r in rows if r["group"] == group and r["scene"] == scene.name and r["seed"] in fold_seeds])
                 return f"{value:.3f}" if key == "dice" else f"{value:.1f}"
-            lines.append(f"| {scene.name} | {mean('no North Sea tile', 'dice')} | {mean('no North Sea tile', 'false_km2_per_1000km2')} | "
-                         f"{mean('three North Sea tiles', 'dice')} | {mean('three North Sea tiles', 'false_km2_per_1000km2')} |")
+            for suffix, label in groups:
+                lines.append(f"| {scene.name}{label} | {mean('no North Sea tile' + suffix, 'dice')} | "
+                             f"{mean('no North Sea tile' + suffix, 'false_km2_per_1000km2')} | {mean('three North Sea tiles' + suffix, 'dice')} | "
+                             f"{mean('three North Sea tiles' + suffix, 'false_km2_per_1000km2')} |")
     lines += ["", "Each model's file and sha256 are in the CSV beside this page."]
     return "\n".join(lines) + "\n"
 
@@ -154,6 +177,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     parser.add_argument("--fold-seeds", type=int, nargs="*", default=[])
     parser.add_argument("--markdown", type=Path)
+    parser.add_argument("--partner", type=Path, help="a network to pair each trained U-Net with, as the bundled model does")
     args = parser.parse_args()
     if not set(args.fold_seeds) <= set(args.seeds):
         parser.error("--fold-seeds are compared with the models of the same seeds: give them in --seeds too")
@@ -163,15 +187,21 @@ def main() -> None:
     scenes = [georeferenced(scene, args.out / "staged") for scene in NORTH_SEA]
     rows = []
     for seed in args.seeds:
-        rows += scored(trained(args.out, "no_north_sea", [], seed), "no North Sea tile", seed, scenes, args.out, progress)
+        model = trained(args.out, "no_north_sea", [], seed)
+        rows += scored(model, "no North Sea tile", seed, scenes, args.out, progress)
+        if args.partner:
+            rows += scored(paired(model, args.partner), f"no North Sea tile{PAIRED}", seed, scenes, args.out, progress)
     rows += scored(SYNTHETIC, "synthetic", None, scenes, args.out, progress)
     rows += scored(DARKSPOT, "dark-spot", None, scenes, args.out, progress)
     for seed in args.fold_seeds:
         for held in scenes:
             others = [s.name for s in scenes if s is not held]
-            rows += scored(trained(args.out, f"without_{held.name}", others, seed), "three North Sea tiles", seed, [held], args.out, progress)
+            model = trained(args.out, f"without_{held.name}", others, seed)
+            rows += scored(model, "three North Sea tiles", seed, [held], args.out, progress)
+            if args.partner:
+                rows += scored(paired(model, args.partner), f"three North Sea tiles{PAIRED}", seed, [held], args.out, progress)
     write_csv(args.out / "north_sea.csv", rows)
-    published(page(rows, command, commit), rows, args.markdown)
+    published(page(rows, command, commit, args.partner), rows, args.markdown)
 
 
 if __name__ == "__main__":
