@@ -58,10 +58,8 @@ def trained(out: Path, stem: str, north_sea: list[str], seed: int) -> Path:
     return model
 
 
-def paired(model: Path, partner: Optional[Path]) -> Optional[Path]:
-    """``model`` beside ``partner`` as the bundled model is made (None without a partner)."""
-    if partner is None:
-        return None
+def paired(model: Path, partner: Path) -> Path:
+    """``model`` beside ``partner`` as the bundled model is made."""
     out = model.with_name(f"{model.stem}_with_{partner.stem}.safetensors")
     if not out.exists():
         args = ["ensemble", str(model), str(partner), "--min-area-km2", f"{read_card(DEFAULT_MODEL).min_area_km2:g}", "--device", "cpu",
