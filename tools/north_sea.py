@@ -1,6 +1,6 @@
 """The bundled recipe on IW/VV tiles of another sea that it never learnt from: the four North Sea tiles.
 
-``.venv/bin/python tools/north_sea.py --out FOLDER [--seeds 0 1 2 3] [--fold-seeds 0 1] [--markdown PAGE]``
+``.venv/bin/python tools/north_sea.py --out FOLDER [--seeds 0 1 2 3] [--fold-seeds 0 1] [--partner MODEL] [--markdown PAGE]``
 
 Every labelled Arctic scene is EW/HH from one Barents Sea seep area, so leaving one out never asks how the model does
 on another sea, sensor mode and polarisation. The North Sea tiles (IW/VV, one of them slick-free and coastal) can,
