@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
-from .contract import (CLOSE_PARENT_WEIGHT, DEFAULT_OVERLAP, GENERATOR_KINDS, GENERATOR_LOW_RES_STEPS,
+from .contract import (DEFAULT_OVERLAP, GENERATOR_KINDS, GENERATOR_LOW_RES_STEPS,
                        GENERATOR_STEPS, SOLVER_STEPS, STAGING_PREFIX, TRAIN_LAYERS, detection_files)
 from .engine_runner import EngineCommand
 
@@ -132,14 +132,14 @@ class FinetuneParameters:
     label_check: bool = True
     """False: the new weights are kept even where they find the labelled slicks no better than the parent's."""
     close_to_parent: bool = False
-    """True: the engine's stronger pull toward the parent's weights (``CLOSE_PARENT_WEIGHT``), fewer places made worse."""
+    """True: ``--stay-close``, the engine's way of keeping closer to this kind of parent: fewer places made worse."""
 
     def command(self) -> EngineCommand:
         args = ["--base", self.base, "--labels", self.store, "--out", self.out, "--epochs", str(self.epochs),
                 "--tile", str(self.tile), "--train-layers", self.train_layers, "--device", self.device, "--use-on", self.use_on,
                 "--label-check" if self.label_check else "--no-label-check"]
         if self.close_to_parent:
-            args += ["--parent-weight", f"{CLOSE_PARENT_WEIGHT:g}"]
+            args.append("--stay-close")
         if self.generated:
             args += ["--generated", self.generated]
             if self.n_generated:

@@ -20,7 +20,8 @@ from shapely.geometry import box
 import engine.models.training as training
 from engine.cli.main import main
 from engine.errors import Cancelled, InputError, ModelError, OutputError
-from engine.jobs.finetune import MIN_VAL_SLICK_PIXELS, PARENT_SHARE, FinetuneOptions, finetune, weights_note
+from engine.contract import CLOSE_PARENT_SHARE, CLOSE_PARENT_WEIGHT, PARENT_WEIGHT
+from engine.jobs.finetune import MIN_VAL_SLICK_PIXELS, PARENT_SHARE, FinetuneOptions, close_to_parent, finetune, weights_note
 from engine.jobs.finetune_data import GAP, collect_tiles, split_by_area
 from engine.jobs.labels import add_labels, add_reviewed, create_store, import_mask, rasterise, read_store, scene_grid
 from engine.jobs.detect import DetectOptions, detect
@@ -292,6 +293,24 @@ def test_fine_tuning_an_ensemble_trains_its_first_member_and_keeps_the_others(tm
         assert torch.equal(value, before.members[1].state_dict()[name]), name
     changed = [name for name, value in after.members[0].state_dict().items() if not torch.equal(value, before.members[0].state_dict()[name])]
     assert any("encoder" in name and "weight" in name for name in changed) and any("decoder" in name for name in changed)
+
+
+def test_staying_close_keeps_more_of_a_pairing_s_weights_and_pulls_one_network_harder(tmp_path, small_model, arctic_store):
+    """The one option means what was measured for each kind of parent: a pairing saves three quarters of its weights
+    at the default pull, a single network trains under the stronger pull at the default share."""
+    parent = make_ensemble(small_model, tmp_path / "ensemble.safetensors")
+    options = FinetuneOptions(**{**FAST, "val_fraction": 0.0, "label_check": False, "average_seeds": 1, "stay_close": True})
+    report = finetune(parent, arctic_store, tmp_path / "close.safetensors", options)
+    lineage = read_card(report.model).lineage
+    assert lineage["stay_close"] and report.stay_close and lineage["parent_share"] == report.parent_share == CLOSE_PARENT_SHARE
+    assert lineage["parent_weight"] == PARENT_WEIGHT
+    single = close_to_parent(options, read_card(small_model))
+    assert single.parent_weight == CLOSE_PARENT_WEIGHT > PARENT_WEIGHT and single.parent_share is None
+    assert close_to_parent(replace(options, stay_close=False), read_card(parent)) == replace(options, stay_close=False)
+    for clash in ({"parent_share": 0.5}, {"parent_weight": 1.0}, {"val_fraction": 0.25}):
+        with pytest.raises(InputError, match="--stay-close sets how close"):
+            finetune(parent, arctic_store, tmp_path / "clash.safetensors", replace(options, **clash))
+    assert not any(tmp_path.glob("clash*"))
 
 
 def test_too_few_validation_slick_pixels_keep_the_parent_s_threshold(tmp_path, small_model):

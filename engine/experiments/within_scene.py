@@ -420,6 +420,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "parent_weight": "L2-SP pull toward the parent",
         "pos_weight_cap": "the most the BCE weights a slick pixel over a sea pixel (default: the parent's, from its card)",
         "parent_share": "share of the parent in the saved weights, interpolated after training (default: fine-tuning's)",
+        "stay_close": "fine-tune as the dock's Stay close to the parent's weights does (the pull measured for the parent's kind)",
         "val_fraction": "share of the labelled half's tiles kept for validation; 0: none, the last epoch kept",
         "min_slick_pixels": "with --val-fraction 0, the fewest labelled slick pixels a half must hold to be fine-tuned",
         "use_on": "scenes the fine-tuned weights detect on: labelled (the other tiles get the parent's) or every",

@@ -23,7 +23,7 @@ import torch
 
 from .. import __version__
 from ..cli.args import DEVICE_HELP, add_options, number_or, options_from
-from ..contract import CLOSE_PARENT_WEIGHT, PARENT_WEIGHT
+from ..contract import CLOSE_PARENT_SHARE, CLOSE_PARENT_WEIGHT, PARENT_WEIGHT
 from ..errors import InputError, ModelError
 from ..generation.distill import GENERATED_LABELS, mixed, open_folder, sample_count, student_tiles
 from ..machine import file_sha256
@@ -126,6 +126,10 @@ class FinetuneOptions:
     """Without validation tiles (from a parent), how many runs with seeds ``seed``, ``seed + 1``, ... are averaged,
     tensor by tensor, into the saved weights, each after its own interpolation toward the parent and label check; 1:
     one run. With validation tiles one run, whose epoch and threshold they chose."""
+    stay_close: bool = False
+    """Keep closer to the parent, trading some of the gain for fewer unlabelled areas made worse, in the way measured
+    for the parent's kind (``close_to_parent``): a stronger L2-SP pull for one network, more of the parent in the
+    saved weights for a pairing."""
     use_on: str = "labelled"
     """Where the new model's weights detect (``USE_ON``): ``labelled``, the scenes of its labels only, its parent's
     everywhere else (``ModelCard.taught_scenes``); or ``every`` scene. Experiments that score a fine-tuned model
@@ -174,6 +178,8 @@ class FinetuneReport:
     parent_weight: float
     parent_share: float
     """Share of the parent in the saved weights (``FinetuneOptions.parent_share``)."""
+    stay_close: bool
+    """Whether the analyst asked to stay close to the parent (``FinetuneOptions.stay_close``)."""
     device: str
     seconds: float
     history: list[dict] = field(default_factory=list)
@@ -219,6 +225,7 @@ def finetune(
     check_new_model_file(out_path)
     card = read_card(base_model_path)
     _check_base(card)
+    options = close_to_parent(options, card)
     if not has_weights(base_model_path):
         raise ModelError(f"The model {card.name} has no weights to train: its few parameters are fitted on labelled scenes.",
                          "Fine-tune a network model, such as the bundled U-Net.")
@@ -388,6 +395,7 @@ def finetune(
         "train_layers": options.train_layers,
         "parent_weight": config.parent_weight,
         "parent_share": share,
+        "stay_close": options.stay_close,
         "device": str(device),
         "seconds": seconds,
         "history": report.history,
@@ -439,6 +447,7 @@ def finetune(
         train_layers=options.train_layers,
         parent_weight=config.parent_weight,
         parent_share=share,
+        stay_close=options.stay_close,
         device=str(device),
         seconds=round(time.monotonic() - started, 1),
         history=report.history,
@@ -448,6 +457,17 @@ def finetune(
         runs_kept_parent=kept_parent,
         timings=timings,
     )
+
+
+def close_to_parent(options: FinetuneOptions, card: ModelCard) -> FinetuneOptions:
+    """``options`` with ``stay_close`` made concrete for this parent. One pull does not serve both kinds: on ten real
+    half-scenes the strong L2-SP pull left fewer of them worse with a U-Net parent but not with the bundled pairing,
+    where three quarters of the parent in the saved weights did (docs/within_scene.md)."""
+    if not options.stay_close:
+        return options
+    if len(card.networks) > 1:
+        return replace(options, parent_share=CLOSE_PARENT_SHARE)
+    return replace(options, parent_weight=CLOSE_PARENT_WEIGHT)
 
 
 def parent_share(options: FinetuneOptions) -> float:
@@ -569,6 +589,11 @@ def check_options(options: FinetuneOptions) -> None:
                          "trained, which the share would move.", "Give --val-fraction 0, or leave --parent-share out.")
     if options.parent_share and not options.from_parent:
         raise InputError("--parent-share needs a parent: an untrained initialisation has no weights worth keeping.", "Leave --parent-share out.")
+    if options.stay_close and (options.parent_share is not None or options.parent_weight != PARENT_WEIGHT or options.val_fraction > 0
+                               or not options.from_parent):
+        raise InputError("--stay-close sets how close to the parent the new weights stay: it takes no --parent-share, "
+                         "--parent-weight or --val-fraction, and needs a parent.",
+                         "Give --stay-close alone, or those options without it.")
     if options.use_on not in USE_ON:
         raise InputError(f"--use-on {options.use_on} is not one of {', '.join(USE_ON)}.", "Give labelled (the default) or every.")
     if options.generated_labels not in GENERATED_LABELS or (options.generated_labels != "soft" and options.generated is None):
@@ -605,9 +630,11 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "average_seeds": "without validation tiles, runs with seeds SEED, SEED+1, ... averaged into the saved weights; 1: one run",
         "val_fraction": "share of tiles kept for validation; 0: none, every epoch runs and the last is kept",
         "min_slick_pixels": "with --val-fraction 0, the fewest labelled slick pixels to train on",
-        "parent_weight": f"L2-SP: pull of the weights toward the parent's, 0 for none, {CLOSE_PARENT_WEIGHT:g} to stay close to it (fewer unlabelled areas made worse, docs/within_scene.md)",
+        "parent_weight": "L2-SP: pull of the weights toward the parent's, 0 for none (--stay-close picks the measured one for the parent)",
         "parent_share": f"share of the parent in the saved weights, interpolated after training; 0 for none (default {PARENT_SHARE:g} "
                         "without validation tiles, 0 with them)",
+        "stay_close": "stay closer to the parent (fewer unlabelled areas made worse, a smaller gain): a stronger pull for one "
+                      "network, three quarters of the parent's weights for a pairing",
         "name": "the new model's name (default: the parent's, fine-tuned DATE)",
         "generated": "sample folder (engine generate): train as a student on its kept samples too (DAKTer eqs. 5-6)",
         "n_generated": "generated samples to use, the first kept ones (default: as many as training tiles)",

@@ -519,11 +519,10 @@ def test_fine_tune_passes_the_generated_samples_it_is_asked_to_use(qgis_app, qtb
     assert args[args.index("--generated"):] == ("--generated", str(folder), "--n-generated", "7")
     assert args[args.index("--train-layers") + 1] == "all" and args[args.index("--use-on") + 1] == "labelled"  # the dock's defaults
     assert "--label-check" in args and "--no-label-check" not in args
-    assert "--parent-weight" not in args  # the engine's default pull
+    assert "--stay-close" not in args and "--parent-weight" not in args  # the engine's default pull
     panel.close_to_parent.setChecked(True)
     panel.run()
-    args = started[-1].args
-    assert args[args.index("--parent-weight") + 1] == f"{contract.CLOSE_PARENT_WEIGHT:g}" and contract.CLOSE_PARENT_WEIGHT > contract.PARENT_WEIGHT
+    assert "--stay-close" in started[-1].args and "--parent-weight" not in started[-1].args  # the engine picks the pull for the parent
     panel.close_to_parent.setChecked(False)
     panel.n_generated.setValue(0)  # the engine's default: as many as the training tiles
     panel.run()

@@ -416,7 +416,8 @@ def test_fine_tune_from_the_dock_makes_a_model_with_lineage_detects_with_it_and_
     lineage = model_card(models[0])["lineage"]
     assert lineage["parent"]["path"] == str(parent.resolve()) and len(lineage["parent"]["sha256"]) == 64
     assert lineage["labels"]["path"] == str(arctic_store.resolve()) and lineage["tile"] == 128
-    assert lineage["train_layers"] == "decoder" and lineage["epochs"] <= 2 and lineage["parent_weight"] == CLOSE_PARENT_WEIGHT
+    assert lineage["train_layers"] == "decoder" and lineage["epochs"] <= 2 and lineage["stay_close"]
+    assert lineage["parent_weight"] == CLOSE_PARENT_WEIGHT and lineage["parent_share"] == 0.5  # one network: the stronger pull
 
     data = panel.result.data
     # The engine's recipe keeps no validation tile: every epoch runs on every labelled tile, the last is kept.
