@@ -91,9 +91,10 @@ analyst asks to stay close (``--stay-close``)."""
 
 CLOSE_PARENT_SHARE = 0.75
 """The parent's share in the saved weights when an analyst asks to stay close (``--stay-close``) and the parent is a
-pairing (the bundled U-Net + DeepLabV3-R18), whose U-Net alone learns: over four runs of ten real half-scenes (two
-sets of fold pairings never trained on their tile, two fine-tuning seeds) it left none of 40 worse against 2 of 20 for
-the default share, at a mean held Dice of 0.49-0.50 against 0.54 (docs/within_scene.md). The stronger L2-SP pull (``CLOSE_PARENT_WEIGHT``) had not spared the one half the default made worse."""
+pairing (the bundled U-Net + DeepLabV3-R18), whose U-Net alone learns: over eight runs of ten real half-scenes (two
+sets of fold pairings never trained on their tile, four fine-tuning seeds) it left none of 80 worse, against 2 of 20
+for the default share, at a mean held Dice of 0.49-0.50 against 0.54 (docs/within_scene.md). The stronger L2-SP pull
+(``CLOSE_PARENT_WEIGHT``) had not spared the one half the default made worse."""
 
 METRICS_EVENT = "metrics"
 """The JSON-lines event a training run sends after each epoch: ``{"event": "metrics", "epoch": ...}``."""
