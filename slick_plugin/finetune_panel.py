@@ -107,8 +107,8 @@ class FinetunePanel(QgsCollapsibleGroupBox):
             "Fewer areas nobody labelled made worse, for a smaller gain. With the bundled U-Net + DeepLabV3 the new "
             "weights keep three quarters of the parent's instead of half: on real half-scenes none of 80 was made worse "
             "(2 of 20 by default), the mean gain 0.45 -> 0.50 against 0.54. With the light U-Net the pull toward the "
-            "parent while training is ten times as strong: 1 of 80 worse against 5, the mean about the same. "
-            "Off: the engine's default.")
+            "parent while training is ten times as strong: one run at a time, 1 of 80 worse against 5, the mean about "
+            "the same. Off: the engine's default.")
         form.addRow(self.close_to_parent)
         self.run_controls = RunControls("Fine-tune")
         self.run_controls.run_button.setToolTip("Train a copy of the selected model on this project's labels. "
