@@ -17,6 +17,11 @@ averaged) on its own slicks (the mask):
 
 The tiles carry no georeference: they are staged on an assumed grid (``engine.data.north_sea``) and detected without
 a land mask (their real place is not known), so the slick-free tile's coast counts as sea. Models already in ``FOLDER/models`` are reused; the CSV names each hash.
+
+With ``--grey-as-db`` each tile whose grey levels spread less than ``EQ1_GREY_STD_FLOOR`` is detected from a float32 copy
+whose values are its grey levels less 256, read as dB: detection stretches it by eq. 1 over its own valid pixels, exactly
+as training re-stretches these tiles (a stretch is the same for any offset), where the 8-bit files themselves are used
+as they are.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import rasterio
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -42,11 +48,26 @@ from engine.jobs.detect import DetectOptions, detect  # noqa: E402
 from engine.machine import commit_text, describe, file_sha256  # noqa: E402
 from engine.models.registry import BUNDLED_DIR, DEFAULT_MODEL, read_card  # noqa: E402
 from engine.progress import Progress  # noqa: E402
+from engine.scenes.raster import EQ1_GREY_STD_FLOOR  # noqa: E402
 from training_scenes import RECIPE, published  # noqa: E402  (the bundled model's command but its scenes, here the default five, and seed)
 
 SYNTHETIC = BUNDLED_DIR / "slick_unet_r18_25m_synthetic.safetensors"
 DARKSPOT = BUNDLED_DIR / "darkspot_baseline_25m.safetensors"
 PAIRED = ", with the partner"
+
+
+def grey_as_db(scene: LabelledScene, folder: Path) -> LabelledScene:
+    """``scene`` with its staged 8-bit image copied as float32 "dB" (grey level - 256; 0 stays no data) if its levels
+    spread narrower than eq. 1's, else as it is."""
+    path = folder / f"{scene.name}_image_db.tif"
+    with rasterio.open(scene.image) as ds:
+        grey = ds.read(1).astype(np.float32)
+        profile = {**ds.profile, "dtype": "float32", "nodata": 0.0}
+    if grey[grey > 0].std() >= EQ1_GREY_STD_FLOOR:
+        return scene
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(np.where(grey > 0, grey - 256.0, 0.0).astype(np.float32), 1)
+    return LabelledScene(scene.name, path, scene.labels, scene.region)
 
 
 def trained(out: Path, stem: str, north_sea: list[str], seed: int) -> Path:
@@ -90,7 +111,7 @@ def summed(rows: list[dict]) -> Scores:
     return Scores(*(sum(r[k] for r in rows) for k in ("tp", "fp", "fn", "false_pixels", "clear_pixels")), rows[0]["pixel_km2"])
 
 
-def page(rows: list[dict], command: str, commit: str, partner: Optional[Path] = None) -> str:
+def page(rows: list[dict], command: str, commit: str, partner: Optional[Path] = None, as_db: bool = False) -> str:
     slick = [s.name for s in NORTH_SEA if _has_slicks(rows, s.name)]
     clean = [s.name for s in NORTH_SEA if s.name not in slick]
 
@@ -125,6 +146,10 @@ def page(rows: list[dict], command: str, commit: str, partner: Optional[Path] = 
         f"{NORTH_SEA_PIXEL_M:g} m UTM 31N grid in the open sea and detected without a land mask, so the slick-free tile's "
         "coast counts as sea. Slick Dice per tile on the slicks detection keeps, pooled over the tiles with slicks; false "
         f"slick area in km² per 1,000 km² of sea more than {CLEAR_M:g} m from any labelled slick.",
+        *(["", f"The tiles whose grey levels spread less than {EQ1_GREY_STD_FLOOR:g} (standard deviation) were detected from "
+               "float32 copies whose values are their grey levels less 256, read as dB (`--grey-as-db`): detection stretches "
+               "each by eq. 1 over its own valid pixels, as training re-stretches these tiles, instead of using the 8-bit "
+               "levels as they are."] if as_db else []),
         *(["", f"The partner network: `{partner.name}` (sha256 `{file_sha256(partner)[:16]}`), beside each U-Net as one model by "
                "`python -m engine ensemble`, which places the pair's threshold on the U-Net's validation bands."] if partner else []),
         "",
@@ -176,6 +201,7 @@ def main() -> None:
     parser.add_argument("--fold-seeds", type=int, nargs="*", default=[])
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--partner", type=Path, help="a network to pair each trained U-Net with, as the bundled model does")
+    parser.add_argument("--grey-as-db", action="store_true", help="detect on float32 copies read as dB: eq. 1 re-stretches each tile")
     args = parser.parse_args()
     if not set(args.fold_seeds) <= set(args.seeds):
         parser.error("--fold-seeds are compared with the models of the same seeds: give them in --seeds too")
@@ -183,6 +209,8 @@ def main() -> None:
     commit = commit_text()
     progress = Progress(log=print)
     scenes = [georeferenced(scene, args.out / "staged") for scene in NORTH_SEA]
+    if args.grey_as_db:
+        scenes = [grey_as_db(scene, args.out / "staged") for scene in scenes]
     rows = []
     for seed in args.seeds:
         model = trained(args.out, "no_north_sea", [], seed)
@@ -199,7 +227,7 @@ def main() -> None:
             if args.partner:
                 rows += scored(paired(model, args.partner), f"three North Sea tiles{PAIRED}", seed, [held], args.out, progress)
     write_csv(args.out / "north_sea.csv", rows)
-    published(page(rows, command, commit, args.partner), rows, args.markdown)
+    published(page(rows, command, commit, args.partner, args.grey_as_db), rows, args.markdown)
 
 
 if __name__ == "__main__":
