@@ -65,6 +65,26 @@ def test_the_label_itself_scores_one_and_far_slicks_count_as_false(tmp_path):
     assert score(mask, scene, 0.5) == expected and 0 < expected.tp < noisy.tp
 
 
+def test_clear_sea_is_the_scene_s_valid_pixels_whatever_the_sign_of_its_values(tmp_path):
+    """A scene in dB is negative everywhere it holds data: its clear sea is as large as its 8-bit image's."""
+    scene = ARCTIC[1]
+    label, transform, crs = read_label_mask(scene.labels)
+    with rasterio.open(scene.image) as ds:
+        grey = ds.read(1).astype(np.float32)
+        profile = {**ds.profile, "dtype": "float32", "nodata": 0.0}
+    grey[:40] = 0  # a no-data border
+    db = tmp_path / "db.tif"
+    with rasterio.open(db, "w", **profile) as ds:
+        ds.write(np.where(grey > 0, grey - 256, 0).astype(np.float32), 1)
+    as_grey = tmp_path / "grey.tif"
+    with rasterio.open(as_grey, "w", **{**profile, "dtype": "uint8", "nodata": None}) as ds:
+        ds.write(grey.astype(np.uint8), 1)
+    prediction = _write(tmp_path / "p.tif", label.astype(np.float32), transform, crs)
+    in_db = score(prediction, type(scene)(scene.name, db, scene.labels, scene.region), 0.5)
+    in_grey = score(prediction, type(scene)(scene.name, as_grey, scene.labels, scene.region), 0.5)
+    assert in_db == in_grey and 0 < in_db.clear_pixels < score(prediction, scene, 0.5).clear_pixels
+
+
 def test_only_narrows_the_candidates_and_refuses_an_unknown_one():
     every = candidates(parse_args(["experiment", "benchmark", "--networks", "deeplabv3_r50", "--device", "cpu"]), 0)
     synthetic = ["synthetic_2x", "synthetic_short", "synthetic_seed1", "synthetic_r50", "synthetic_dlv3r18", "synthetic_dlv3r18seed1",

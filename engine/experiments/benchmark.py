@@ -52,6 +52,7 @@ from ..models.selfsupervised import MaskedRecipe
 from ..models.training import TrainConfig, paper_augment
 from ..progress import Progress
 from ..scenes import landmask
+from ..scenes.raster import valid_mask
 
 CLEAR_M = 500.0
 """Predicted slick farther than this from every labelled slick is false: analysts' outlines are tight, and
@@ -88,8 +89,8 @@ def score(prediction: Path, scene: LabelledScene, threshold: float) -> Scores:
         slick = ((values > threshold) if values.dtype.kind == "f" else (values > 0)).filled(False)
         coded = np.where(slick, 2, 1).astype(np.uint8)
         aligned = align_to_grid(coded, transform, crs, label.shape, src_transform=ds.transform, src_crs=ds.crs or crs)
-    with rasterio.open(scene.image) as ds:
-        data = align_to_grid((ds.read(1) > 0).astype(np.uint8), transform, crs, label.shape,
+    with rasterio.open(scene.image) as ds:  # the scene's own no data, not its sign: backscatter in dB is negative
+        data = align_to_grid(valid_mask(ds.read(1), ds.nodata).astype(np.uint8), transform, crs, label.shape,
                              src_transform=ds.transform, src_crs=ds.crs) > 0
     predicted = aligned == 2
     counts = slick_dice_arrays(predicted, label, "")
