@@ -35,8 +35,8 @@ which spreads a scene's valid pixels with a standard deviation near 60 (254/4 be
 tiles the models learn from). A file spread much less was stretched another way: the three North Sea IW/VV tiles with
 slicks, 9-21 (the coastal one, whose land spreads it, 44), their slicks 14-19 grey levels under the sea around them against
 58-81 on the Arctic tiles. Stretching such a file by
-eq. 1 again raised the bundled model's probability on their slicks but made it find none of them, so it is said rather
-than changed."""
+eq. 1 again, as training does with those tiles, kept none of their slicks in the bundled model's form, with models that
+had not learnt them, and marked more false slicks (docs/narrow_8bit.md), so it is said rather than changed."""
 
 
 @dataclass
