@@ -9,11 +9,15 @@ import numpy as np
 import rasterio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
-from north_sea import page, summed  # noqa: E402
+from north_sea import grey_as_db, page, summed  # noqa: E402
 
 from engine.data.bundled import NORTH_SEA, NORTH_SEA_PIXEL_M  # noqa: E402
 from engine.data.north_sea import CRS, georeferenced  # noqa: E402
+from engine.data.real_scenes import load_labelled  # noqa: E402
 from engine.experiments.benchmark import score  # noqa: E402
+from engine.progress import silent  # noqa: E402
+from engine.scenes.normalise import scene_stretch  # noqa: E402
+from engine.scenes.raster import inspect, open_raster  # noqa: E402
 
 
 def test_a_staged_tile_keeps_its_pixels_and_labels_on_a_20_m_grid_that_scores_its_own_label_perfectly(tmp_path):
@@ -60,3 +64,25 @@ def test_the_page_gives_the_paired_models_their_own_rows_and_names_the_partner(t
     assert "| the same U-Nets, each beside the partner network as one model (mean of seeds 0) | 1.000 | 1.000 | 1.000 | 0.0 (0 slicks) | 0.0 |" in text
     assert "| north_sea_1 (with the partner) | 1.000 | 0.0 | 1.000 | 0.0 |" in text
     assert "| north_sea_1 | 0.667 | 0.0 | 0.667 | 0.0 |" in text
+
+
+def test_a_narrow_tile_read_as_db_is_stretched_by_detection_as_training_stretches_it_and_a_wide_one_is_left(tmp_path):
+    """north_sea_1 spreads its levels far less than eq. 1: its dB copy, stretched by detection's own statistics, is the
+    training code's re-stretch; learnt as it is, the tile keeps its levels. north_sea_2 spreads them enough to stay as it is."""
+    narrow = georeferenced(NORTH_SEA[0], tmp_path)
+    copy = grey_as_db(narrow, tmp_path)
+    assert copy.image != narrow.image and copy.labels == narrow.labels
+    info = inspect(copy.image)
+    assert info.value_scale == "float32_db"
+    with open_raster(copy.image) as ds:
+        stretch = scene_stretch(ds, info.band, info.value_scale, silent())
+        db = ds.read(1)
+    with rasterio.open(narrow.image) as ds:
+        grey = ds.read(1).astype(np.float32)
+    detected = stretch.apply(np.where(db != 0, db, np.nan))
+    trained = load_labelled(NORTH_SEA[0], NORTH_SEA_PIXEL_M).values
+    assert np.abs(detected - trained).max() < 1e-3 and 55 < trained[grey > 0].std() < 65
+    as_is = load_labelled(NORTH_SEA[0], NORTH_SEA_PIXEL_M, restretch=False).values
+    assert np.array_equal(as_is, grey)
+    wide = georeferenced(NORTH_SEA[1], tmp_path)
+    assert grey_as_db(wide, tmp_path) == wide

@@ -291,13 +291,20 @@ def test_pretrain_north_sea_names_the_tiles_it_learns_from_so_the_others_can_sco
     assert main([*args, "--out", str(tmp_path / "refused.safetensors"), "--north-sea", "north_sea_9"]) == 2
     assert "Unknown North Sea tile: north_sea_9" in json.loads(capsys.readouterr().out.splitlines()[-1])["message"]
     assert not (tmp_path / "refused.safetensors").exists()
-    cards = {n: read_card(tmp_path / f"{n}.safetensors").provenance for n in ("all", "none", "one")}
-    assert [cards[n]["data"]["north_sea_tiles"] for n in cards] == [[f"north_sea_{i}" for i in range(1, 5)], [], ["north_sea_2"]]
-    assert "--north-sea" not in cards["all"]["how"]
+    assert main([*args, "--out", str(tmp_path / "as_is.safetensors"), "--north-sea-as-is"]) == 0
+    cards = {n: read_card(tmp_path / f"{n}.safetensors").provenance for n in ("all", "none", "one", "as_is")}
+    assert [cards[n]["data"]["north_sea_tiles"] for n in cards] == [[f"north_sea_{i}" for i in range(1, 5)], [], ["north_sea_2"],
+                                                                   [f"north_sea_{i}" for i in range(1, 5)]]
+    assert "--north-sea" not in cards["all"]["how"] and "north_sea_levels" not in cards["all"]["data"]
     assert cards["none"]["how"].endswith("--north-sea") and cards["one"]["how"].endswith("--north-sea north_sea_2")
+    assert cards["as_is"]["how"].endswith("--north-sea-as-is") and cards["as_is"]["data"]["north_sea_levels"] == "their 8-bit levels as they are"
     cpu = torch.device("cpu")
-    every, none = (load_model(tmp_path / f"{n}.safetensors", cpu)[0].state_dict() for n in ("all", "none"))
+    every, none, as_is = (load_model(tmp_path / f"{n}.safetensors", cpu)[0].state_dict() for n in ("all", "none", "as_is"))
     assert any(not torch.equal(every[name], none[name]) for name in every if every[name].is_floating_point())
+    assert any(not torch.equal(every[name], as_is[name]) for name in every if every[name].is_floating_point())
+    # It would replace the bundled model, which learnt the tiles re-stretched.
+    assert main([*args[:-2], "--device", "cpu", "--north-sea-as-is"]) == 2
+    assert "--north-sea-as-is would replace the bundled model" in json.loads(capsys.readouterr().out.splitlines()[-1])["message"]
 
 
 def test_pretrain_train_layers_keep_last_and_frozen_statistics_do_and_say_so(tmp_path, capsys):

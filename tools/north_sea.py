@@ -21,7 +21,7 @@ a land mask (their real place is not known), so the slick-free tile's coast coun
 With ``--grey-as-db`` each tile whose grey levels spread less than ``EQ1_GREY_STD_FLOOR`` is detected from a float32 copy
 whose values are its grey levels less 256, read as dB: detection stretches it by eq. 1 over its own valid pixels, exactly
 as training re-stretches these tiles (a stretch is the same for any offset), where the 8-bit files themselves are used
-as they are.
+as they are. With ``--train-as-is`` the fold models learn the other three tiles as their 8-bit levels are instead.
 """
 
 from __future__ import annotations
@@ -70,10 +70,10 @@ def grey_as_db(scene: LabelledScene, folder: Path) -> LabelledScene:
     return LabelledScene(scene.name, path, scene.labels, scene.region)
 
 
-def trained(out: Path, stem: str, north_sea: list[str], seed: int) -> Path:
+def trained(out: Path, stem: str, north_sea: list[str], seed: int, extra: tuple[str, ...] = ()) -> Path:
     model = out / "models" / f"{stem}_seed{seed}.safetensors"
     if not model.exists():
-        args = ["pretrain", *RECIPE, "--north-sea", *north_sea, "--seed", str(seed), "--device", "cpu", "--out", str(model)]
+        args = ["pretrain", *RECIPE, "--north-sea", *north_sea, *extra, "--seed", str(seed), "--device", "cpu", "--out", str(model)]
         if engine_main(args) != 0:
             raise SystemExit(f"python -m engine {shlex.join(args)} failed")
     return model
@@ -111,7 +111,7 @@ def summed(rows: list[dict]) -> Scores:
     return Scores(*(sum(r[k] for r in rows) for k in ("tp", "fp", "fn", "false_pixels", "clear_pixels")), rows[0]["pixel_km2"])
 
 
-def page(rows: list[dict], command: str, commit: str, partner: Optional[Path] = None, as_db: bool = False) -> str:
+def page(rows: list[dict], command: str, commit: str, partner: Optional[Path] = None, as_db: bool = False, as_is: bool = False) -> str:
     slick = [s.name for s in NORTH_SEA if _has_slicks(rows, s.name)]
     clean = [s.name for s in NORTH_SEA if s.name not in slick]
 
@@ -150,6 +150,9 @@ def page(rows: list[dict], command: str, commit: str, partner: Optional[Path] = 
                "float32 copies whose values are their grey levels less 256, read as dB (`--grey-as-db`): detection stretches "
                "each by eq. 1 over its own valid pixels, as training re-stretches these tiles, instead of using the 8-bit "
                "levels as they are."] if as_db else []),
+        *(["", "The fold models (each tile held out) learnt the other three North Sea tiles as their 8-bit levels are "
+               "(`--train-as-is`, `pretrain --north-sea-as-is`), as detection shows the held-out tile, not re-stretched by eq. 1."]
+          if as_is else []),
         *(["", f"The partner network: `{partner.name}` (sha256 `{file_sha256(partner)[:16]}`), beside each U-Net as one model by "
                "`python -m engine ensemble`, which places the pair's threshold on the U-Net's validation bands."] if partner else []),
         "",
@@ -202,6 +205,8 @@ def main() -> None:
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--partner", type=Path, help="a network to pair each trained U-Net with, as the bundled model does")
     parser.add_argument("--grey-as-db", action="store_true", help="detect on float32 copies read as dB: eq. 1 re-stretches each tile")
+    parser.add_argument("--train-as-is", action="store_true",
+                        help="the fold models learn the other three tiles as their 8-bit levels are (pretrain --north-sea-as-is)")
     args = parser.parse_args()
     if not set(args.fold_seeds) <= set(args.seeds):
         parser.error("--fold-seeds are compared with the models of the same seeds: give them in --seeds too")
@@ -222,12 +227,13 @@ def main() -> None:
     for seed in args.fold_seeds:
         for held in scenes:
             others = [s.name for s in scenes if s is not held]
-            model = trained(args.out, f"without_{held.name}", others, seed)
+            model = trained(args.out, f"without_{held.name}" + ("_asis" if args.train_as_is else ""), others, seed,
+                            ("--north-sea-as-is",) if args.train_as_is else ())
             rows += scored(model, "three North Sea tiles", seed, [held], args.out, progress)
             if args.partner:
                 rows += scored(paired(model, args.partner), f"three North Sea tiles{PAIRED}", seed, [held], args.out, progress)
     write_csv(args.out / "north_sea.csv", rows)
-    published(page(rows, command, commit, args.partner, args.grey_as_db), rows, args.markdown)
+    published(page(rows, command, commit, args.partner, args.grey_as_db, args.train_as_is), rows, args.markdown)
 
 
 if __name__ == "__main__":

@@ -59,7 +59,9 @@ def read_stretched(path: Path, pixel_size: float, progress: Optional[Progress] =
     return values.astype(np.float32), grid, stretch
 
 
-def load_labelled(scene: LabelledScene, pixel_size: float) -> SceneArrays:
+def load_labelled(scene: LabelledScene, pixel_size: float, restretch: bool = True) -> SceneArrays:
+    """``scene`` on a ``pixel_size`` grid as the model input; a tile without georeference (the North Sea's) is
+    re-stretched by eq. 1 unless ``restretch`` is off, which keeps its 8-bit levels as detection would read them."""
     if scene.pixel_size is None:
         values, grid, _ = read_stretched(scene.image, pixel_size)
         mask, transform, crs = read_label_mask(scene.labels)
@@ -76,7 +78,8 @@ def load_labelled(scene: LabelledScene, pixel_size: float) -> SceneArrays:
     # Their 8-bit stretch is the authors' own and far narrower than eq. 1 on some tiles (std 9-43 levels
     # against eq. 1's ~60): re-stretch by eq. 1, reading the levels as linear in dB as any stretch is.
     valid = values > 0
-    values = Stretch("float32_db", float(values[valid].mean()), float(values[valid].std())).apply(np.where(valid, values, np.nan))
+    if restretch:
+        values = Stretch("float32_db", float(values[valid].mean()), float(values[valid].std())).apply(np.where(valid, values, np.nan))
     scale = scene.pixel_size / pixel_size
     values = _resize(values, scale, "bilinear")
     slick = _resize(slick.astype(np.float32), scale, "nearest") > 0.5

@@ -184,6 +184,9 @@ class RealRecipe:
     north_sea: tuple[str, ...] = tuple(scene.name for scene in bundled.NORTH_SEA)
     """The North Sea tiles (IW/VV) it learns from besides the Arctic scenes; those left out can score it on a sea, sensor
     mode and polarisation the Arctic scenes do not hold (``tools/north_sea.py``)."""
+    north_sea_as_is: bool = False
+    """Learn the North Sea tiles as their 8-bit levels are, as detection shows such a tile to the model, instead of
+    re-stretched by eq. 1 (their authors' stretch is far narrower: docs/narrow_8bit.md)."""
     teacher: Optional[Path] = None
     """A model whose slick probability every training tile is taught besides its labels (``TeacherLoss``); None: none."""
 
@@ -214,7 +217,8 @@ def _north_sea(recipe: RealRecipe, pixel_size: float) -> list[SceneArrays]:
     unknown = set(recipe.north_sea) - {scene.name for scene in bundled.NORTH_SEA}
     if unknown:
         raise InputError(f"Unknown North Sea tile: {', '.join(sorted(unknown))}.", f"Choose among {', '.join(s.name for s in bundled.NORTH_SEA)}.")
-    return [real_scenes.load_labelled(scene, pixel_size) for scene in bundled.NORTH_SEA if scene.name in recipe.north_sea]
+    return [real_scenes.load_labelled(scene, pixel_size, restretch=not recipe.north_sea_as_is)
+            for scene in bundled.NORTH_SEA if scene.name in recipe.north_sea]
 
 
 def real_sets(recipe: RealRecipe, pixel_size: float, seed: int) -> tuple[TileSet, TileSet, dict]:
@@ -229,6 +233,7 @@ def real_sets(recipe: RealRecipe, pixel_size: float, seed: int) -> tuple[TileSet
     data = {
         "arctic_scenes": {name: f"all but the edge band holding {recipe.val_fraction:.0%} of its slick pixels (validation)" for name in recipe.scenes},
         "north_sea_tiles": [scene.name for scene in bundled.NORTH_SEA if scene.name in recipe.north_sea],
+        **({"north_sea_levels": "their 8-bit levels as they are"} if recipe.north_sea_as_is else {}),
         "unlabelled_scene": bundled.GRD_SCENE.name + " (S1A IW GRDH VV, 2020-07-29, Cape Hatteras; ~200 m, upsampled with speckle)",
         "tile_kinds": {kind: tiles.kind.count(kind) for kind in sorted(set(tiles.kind))},
         "validation_tiles": len(val_tiles),
@@ -447,6 +452,7 @@ def pretrain_real(out: Path, recipe: RealRecipe, config: TrainConfig, progress: 
         + ("" if recipe.mix.faintest == Mix.faintest else f" --faintest-ratio {recipe.mix.faintest:g}")
         + ("" if recipe.mix.front == Mix.front else f" --fronts {recipe.mix.front:g}")
         + ("" if recipe.north_sea == RealRecipe.north_sea else " --north-sea" + "".join(f" {name}" for name in recipe.north_sea))
+        + (" --north-sea-as-is" if recipe.north_sea_as_is else "")
         + ("" if recipe.teacher is None else f" --teacher {recipe.teacher}"),
         "data": data,
         **({} if masked is None else {"masked_image_pretraining": masked}),
@@ -606,6 +612,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                         "bands included, for those epochs, keeping that threshold")
     p.add_argument("--north-sea", nargs="*", default=list(RealRecipe.north_sea),
                    help="--data real: the North Sea tiles (IW/VV) to learn from (default: all four; none given: none), so that those left out can score the model")
+    p.add_argument("--north-sea-as-is", action="store_true",
+                   help="--data real: learn the North Sea tiles as their 8-bit levels are, not re-stretched by eq. 1")
     p.add_argument("--teacher", type=Path,
                    help="--data real: a model (e.g. python -m engine ensemble's) whose probability every training tile is also taught")
     p.add_argument("--init-share", type=float, default=0.0,
@@ -628,8 +636,9 @@ def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
         raise InputError("--out is needed when pretraining another network than the bundled model's.", "E.g. --out samlora_b.safetensors.")
     if args.more_lookalikes and args.out is None:
         raise InputError("--more-lookalikes would replace a bundled model, which was made without them.", "Give --out for the new model.")
-    if (args.strand_width, args.faintest_ratio, args.fronts) != (Mix.strand_width, Mix.faintest, Mix.front) and args.out is None:
-        raise InputError("--strand-width, --faintest-ratio or --fronts would replace the bundled model, which was made without them.",
+    if ((args.strand_width, args.faintest_ratio, args.fronts) != (Mix.strand_width, Mix.faintest, Mix.front) or args.north_sea_as_is) and args.out is None:
+        raise InputError("--strand-width, --faintest-ratio, --fronts or --north-sea-as-is would replace the bundled model, which was made "
+                         "without them.",
                          "Give --out for the new model.")
     out = args.out or (LIGHT_MODEL if args.data == "real" else SYNTHETIC_MODEL)
     checkpoint = CHECKPOINTS / f"{out.stem}-{run_key(vars(args))}.pt"  # the same command goes on where it stopped
@@ -640,7 +649,7 @@ def _run_cli(args: argparse.Namespace, progress: Progress) -> dict:
         init = None if starts_fresh else Path(args.init) if args.init else SYNTHETIC_MODEL
         recipe = RealRecipe(scenes=tuple(args.scenes), train_tiles=args.train_tiles or RealRecipe.train_tiles, tile=args.tile, init=init,
                             masked_epochs=args.masked_epochs, init_share=args.init_share, refit=args.refit,
-                            north_sea=tuple(args.north_sea), teacher=args.teacher,
+                            north_sea=tuple(args.north_sea), north_sea_as_is=args.north_sea_as_is, teacher=args.teacher,
                             mix=Mix(synthetic_lookalikes=args.more_lookalikes, strand_width=args.strand_width, faintest=args.faintest_ratio,
                                     front=args.fronts))
         if args.init_share and (init is None or not 0 < args.init_share < 1):
