@@ -78,6 +78,10 @@ class Mix:
         return {k: v / total for k, v in parts.items()}
 
 
+REAL_CROPS = Mix(labelled=1.0, composite=0.0, grd=0.0, synthetic=0.0)
+"""Crops of the labelled real scenes only: what masked-image pretraining and fine-tuning's replay draw."""
+
+
 @dataclass
 class Tiles:
     """Stretched tiles (float32 0..255, 0 = no data), slick targets and where the target is known."""

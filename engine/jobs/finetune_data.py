@@ -23,7 +23,7 @@ from shapely.geometry import shape
 
 from ..data import bundled
 from ..data.real_scenes import load_labelled
-from ..data.real_texture import Mix, training_tiles
+from ..data.real_texture import REAL_CROPS, training_tiles
 from ..errors import InputError
 from ..models.registry import ModelCard
 from ..models.training import TileSet
@@ -159,7 +159,7 @@ def replay_tiles(learnt: set[str], taught: Sequence[Path], pixel_size: float, ti
     progress.log(f"replaying {n} crops of {', '.join(s.name for s in scenes)}, which the parent learnt from")
     arrays = [load_labelled(s, pixel_size) for s in scenes]
     try:
-        drawn = training_tiles(arrays, None, n, tile, seed, Mix(labelled=1.0, composite=0.0, grd=0.0, synthetic=0.0))
+        drawn = training_tiles(arrays, None, n, tile, seed, REAL_CROPS)
     except ValueError as error:  # the scenes hold too few crops of this size
         raise InputError(f"Replay could not cut {n} crops of {tile} px from {', '.join(s.name for s in scenes)}: {error}.",
                          f"Use smaller tiles (e.g. --tile {max(64, tile // 2)}), or leave --replay at 0.") from error

@@ -27,14 +27,12 @@ import torch.nn.functional as F
 
 from ..atomic import staged
 from ..data.real_scenes import SceneArrays
-from ..data.real_texture import Mix, training_tiles
+from ..data.real_texture import REAL_CROPS, training_tiles
 from ..errors import InputError
 from ..machine import describe, file_sha256
 from ..progress import Progress
 from .registry import ModelCard, load_model, save_model
 from .training import TileSet, augment, loop_state, restore_loop
-
-REAL_CROPS = Mix(labelled=1.0, composite=0.0, grd=0.0, synthetic=0.0)
 
 
 @dataclass(frozen=True)
