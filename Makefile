@@ -54,7 +54,7 @@ qgis: desktop
 
 # docs/qgis_desktop.png: the real QGIS window after a detection from the dock, on a virtual screen.
 screenshot: desktop
-	$(PY) tools/desktop_screenshot.py --model resources/models/evaluation/slick_unet_r18_25m_pool.safetensors
+	$(PY) tools/desktop_screenshot.py --model resources/models/evaluation/slick_unet_r18_dlv3r18_25m_pool.safetensors
 
 desktop: venv
 	@command -v qgis >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qgis; }
