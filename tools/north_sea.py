@@ -59,12 +59,12 @@ PAIRED = ", with the partner"
 def grey_as_db(scene: LabelledScene, folder: Path) -> LabelledScene:
     """``scene`` with its staged 8-bit image copied as float32 "dB" (grey level - 256; 0 stays no data) if its levels
     spread narrower than eq. 1's, else as it is."""
-    path = folder / f"{scene.name}_image_db.tif"
     with rasterio.open(scene.image) as ds:
         grey = ds.read(1).astype(np.float32)
         profile = {**ds.profile, "dtype": "float32", "nodata": 0.0}
     if grey[grey > 0].std() >= EQ1_GREY_STD_FLOOR:
         return scene
+    path = folder / f"{scene.name}_image_db.tif"
     with rasterio.open(path, "w", **profile) as ds:
         ds.write(np.where(grey > 0, grey - 256.0, 0.0).astype(np.float32), 1)
     return LabelledScene(scene.name, path, scene.labels, scene.region)
@@ -204,7 +204,7 @@ def main() -> None:
     parser.add_argument("--fold-seeds", type=int, nargs="*", default=[])
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--partner", type=Path, help="a network to pair each trained U-Net with, as the bundled model does")
-    parser.add_argument("--grey-as-db", action="store_true", help="detect on float32 copies read as dB: eq. 1 re-stretches each tile")
+    parser.add_argument("--grey-as-db", action="store_true", help="detect the tiles spread narrower than eq. 1 from float32 copies read as dB, which eq. 1 re-stretches")
     parser.add_argument("--train-as-is", action="store_true",
                         help="the fold models learn the other three tiles as their 8-bit levels are (pretrain --north-sea-as-is)")
     args = parser.parse_args()
