@@ -406,7 +406,7 @@ class SlickMapperDock(QgsDockWidget):
         """Have the engine read the whole scene for its eq. 1 statistics now, while the analyst looks at it, rather
         than at the start of the first detection (8.7 s of a 14.4 s map view on an EW-size scene). A detection
         started meanwhile waits for this measurement instead of repeating it."""
-        if path in self._measured or info.get("value_scale") == "uint8_stretched" or not Path(path).exists():
+        if path in self._measured or not info.get("needs_statistics", True) or not Path(path).exists():
             return
         if self._measure_task is not None:
             if self._measuring == path:

@@ -44,6 +44,7 @@ def test_value_scale_of_each_encoding(tmp_path, encoding, scale):
     info = inspect(path)
     assert info.value_scale == scale
     assert info.polarisation == "HH"
+    assert info.needs_statistics is (encoding != "uint8")  # 8-bit grey levels are a stretch's output already
 
 
 def test_8_bit_file_stretched_another_way_is_said(tmp_path, sample_scene):

@@ -31,6 +31,12 @@ STATS_ROWS = 512
 _EPS = 1e-10
 
 
+def needs_statistics(value_scale: str) -> bool:
+    """Whether values in ``value_scale`` are stretched by their scene's statistics: 8-bit grey levels are the output
+    of a stretch already and go to the model as they are."""
+    return value_scale != "uint8_stretched"
+
+
 def to_db(values: np.ndarray, value_scale: str) -> np.ndarray:
     """Backscatter in dB (NaN kept) from any supported encoding; 8-bit values are returned as they are."""
     values = values.astype(np.float32, copy=False)
@@ -54,12 +60,12 @@ class Stretch:
 
     @property
     def passthrough(self) -> bool:
-        return self.value_scale == "uint8_stretched"
+        return not needs_statistics(self.value_scale)
 
     @classmethod
     def fit(cls, value_scale: str, chunks: Iterable[np.ndarray]) -> "Stretch":
         """Scene statistics from an iterable of value arrays (NaN = no data), in one streaming pass."""
-        if value_scale == "uint8_stretched":
+        if not needs_statistics(value_scale):
             return cls(value_scale)
         return cls.from_sums(value_scale, (chunk_sums(chunk, value_scale) for chunk in chunks))
 
@@ -115,7 +121,7 @@ def chunk_sums(values: np.ndarray, value_scale: str) -> tuple[int, float, float]
 def scene_stretch(ds: rasterio.DatasetReader, band: int, value_scale: str, progress: Progress) -> Stretch:
     """The eq. 1 stretch of ``band`` of ``ds``, from all of its valid pixels (NaN, 0 and nodata excluded),
     measured once per version of the scene's files (``remembered``)."""
-    if value_scale == "uint8_stretched":
+    if not needs_statistics(value_scale):
         return Stretch(value_scale)
     question = f"eq. 1 statistics of band {band} as {value_scale}"
     measure = lambda: _measured_stretch(ds, band, value_scale, progress).to_dict()  # noqa: E731

@@ -23,6 +23,7 @@ from rasterio.warp import transform as transform_points
 
 from ..contract import POLARISATIONS, not_sar_reason, polarisation_of
 from ..errors import InputError
+from .normalise import needs_statistics
 from .read_errors import READ_FAILURES, diagnose, reading
 from .remembered import remembered
 
@@ -61,6 +62,8 @@ class SceneInfo:
     footprint_lonlat: tuple[float, float, float, float]
     warnings: list[str] = field(default_factory=list)
     plan: str = ""
+    needs_statistics: bool = True
+    """Whether detection stretches the scene by statistics of all its pixels (``engine measure`` takes them ahead)."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -257,6 +260,7 @@ def inspect(path: str | Path, band: str | int | None = None, pixel_size: Optiona
             utm_crs=utm,
             footprint_lonlat=footprint,
             warnings=warnings,
+            needs_statistics=needs_statistics(scale),
         )
     info.plan = describe_plan(info, pixel_size)
     return info

@@ -184,6 +184,19 @@ def test_a_chosen_scene_is_measured_for_eq_1_before_any_detection(plugin, iface,
     assert f"eq. 1</b> {low:.1f} to {high:.1f} dB (mean {kept.mean:.1f} dB" in text, text
 
 
+def test_an_8_bit_scene_is_not_measured_as_the_engine_says_it_needs_no_statistics(plugin, iface, qtbot, tmp_path) -> None:
+    from engine.data.synth import SceneSpec, write_scene
+
+    path = write_scene(SceneSpec(height=300, width=300, seed=7), tmp_path / "grey.tif", encoding="uint8")
+    plugin.action.trigger()
+    dock = plugin.dock
+    load_scene(path, iface)
+    qtbot.waitUntil(lambda: not dock._tasks and any(key[0] == str(path) for key in dock._infos), timeout=60_000)
+    info = next(value[0] for key, value in dock._infos.items() if key[0] == str(path))
+    assert info["needs_statistics"] is False
+    assert str(path) not in dock._measured and dock._measure_task is None
+
+
 def test_check_engine_shows_what_the_worker_sees(dock, iface, qtbot) -> None:
     qtbot.mouseClick(dock.check_button, Qt.LeftButton)
     qtbot.waitUntil(lambda: dock.check_button.isEnabled(), timeout=60_000)
