@@ -24,7 +24,8 @@ from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, Q
 
 from . import settings
 from . import label_store
-from .commands import DOCTOR, MODELS, DetectParameters, info_command, measure_command, remove_model_command, unique_prefix
+from .commands import (DOCTOR, MODELS, DetectParameters, info_command, measure_command, prepare_command, remove_model_command,
+                       unique_prefix)
 from .finetune_panel import FinetunePanel
 from .generate_panel import GeneratePanel
 from .labels_panel import LabelsPanel
@@ -56,6 +57,11 @@ class SlickMapperDock(QgsDockWidget):
         """The scene file ``_measure_task`` reads."""
         self._measured: Dict[str, Dict[str, Any]] = {}
         """The engine's ``measure`` per scene file: its eq. 1 statistics, kept by the engine for detection."""
+        self._prepare_task: Optional[EngineTask] = None
+        self._preparing: Tuple[str, str] = ("", "")
+        """The (model file, device) ``_prepare_task`` prepares."""
+        self._prepared: Dict[Tuple[str, str], Dict[str, Any]] = {}
+        """The engine's ``prepare`` per (model file, device): the runtime it runs on, or ``error``."""
         self._build()
         self._project.layersAdded.connect(self._refresh_scenes)
         self._project.layersRemoved.connect(self._refresh_scenes)
@@ -105,7 +111,10 @@ class SlickMapperDock(QgsDockWidget):
         model_row.addWidget(self.remove_model_button)
         self.model_details = QLabel()
         self.model_details.setWordWrap(True)
+        self.runtime_note = QLabel()
+        self.runtime_note.setWordWrap(True)
         self.device = make_editor(settings.DEVICE)
+        self.device.currentIndexChanged.connect(self._prepare)
         self.tile = make_editor(settings.TILE)
         self.overlap = make_editor(settings.OVERLAP)
         self.threshold = make_editor(settings.THRESHOLD)
@@ -122,6 +131,7 @@ class SlickMapperDock(QgsDockWidget):
         self.output_folder.lineEdit().setPlaceholderText("Next to the scene")
         form.addRow("Model", model_row)
         form.addRow("", self.model_details)
+        form.addRow("", self.runtime_note)
         form.addRow(settings.DEVICE.label, self.device)
         form.addRow(settings.TILE.label, self.tile)
         form.addRow(settings.OVERLAP.label, self.overlap)
@@ -356,7 +366,42 @@ class SlickMapperDock(QgsDockWidget):
             "files are written beside the new model's." if fine_tuned else
             "Only for a model made by Fine-tune: it compares the model's map with its parent's.")
         self.finetune_panel.model_changed()
+        self._prepare()
         self._scene_changed(self.layer_combo.currentLayer())
+
+    def _prepare(self) -> None:
+        """Have the engine make now what this model's first detection on this machine would make before its first
+        tile (the runtime measured fastest here, the export, the int8 model: nearly all of the 47 s of a first
+        detection with the bundled model), while the analyst looks at the scene. A detection started meanwhile waits
+        for it instead of repeating it; a model already prepared costs a look-up that imports no PyTorch."""
+        key = (self._model_path(), str(editor_value(self.device)))
+        if key not in self._prepared and self._preparing != key:
+            if self._prepare_task is not None:
+                self._prepare_task.cancel()  # the cores go to the model now chosen
+            self._preparing = key
+            self._prepare_task = self._start(prepare_command(*key), "Slick Mapper: preparing the model",
+                                             partial(self._prepare_read, key))
+        self._show_runtime()
+
+    def _prepare_read(self, key: Tuple[str, str], result: RunResult) -> None:
+        if self._preparing == key:
+            self._prepare_task, self._preparing = None, ("", "")
+        if result.status is not Status.CANCELLED:
+            self._prepared[key] = result.data if result.ok else {"error": result.message}
+        self._show_runtime()
+
+    def _show_runtime(self) -> None:
+        key = (self._model_path(), str(editor_value(self.device)))
+        prepared = self._prepared.get(key)
+        if prepared is None:
+            text = "<i>Preparing this model for this machine (once)…</i>" if self._preparing == key else ""
+        elif "error" in prepared:
+            text = (f"<span style='color:#b06000'>⚠ Not prepared ahead: {html_text(prepared['error'].splitlines()[0])} "
+                    "The first detection tries again.</span>")
+        else:
+            once = f", prepared here in {float(prepared.get('seconds') or 0):.0f} s (once)" if prepared.get("made") else ""
+            text = f"Runs on {html_text(str(prepared.get('runtime')))}{once}."
+        self.runtime_note.setText(text)
 
     # ---- scene ---------------------------------------------------------------------------------------
 

@@ -482,3 +482,65 @@ def test_an_ensemble_exports_and_runs_as_one_network(small_model, runtime, tmp_p
     predictor, notes = runtimes.make_predictor(path, CPU, runtime)
     assert predictor.runtime == f"{runtime} fp32" and notes == []
     assert np.abs(predictor(tiles) - reference).max() < 1e-3
+
+
+def test_a_run_waits_for_the_runtime_measurement_another_is_making(small_model, tmp_path, monkeypatch):
+    """The dock prepares a model as soon as it is chosen; a detection started meanwhile waits for that measurement and
+    takes its answer, instead of timing every candidate a second time on the cores the first is timing them on."""
+    import threading
+
+    from engine.locks import held
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    card = read_card(small_model)
+    key = runtimes.choice_key(small_model, card, "cpu")
+    said, logs, answer = [], [], {}
+    progress = Progress(lambda stage, done, total, message="": said.append(message), log=logs.append)
+    runtimes.cache_file().parent.mkdir(parents=True)
+    with held(runtimes.lock_file(key)):  # the other process, measuring
+        worker = threading.Thread(target=lambda: answer.update(
+            order=runtimes.choose(runtimes.Factory(small_model, card, "cpu"), progress, [])))
+        worker.start()
+        worker.join(2.0)
+        assert worker.is_alive() and any("Waiting for the runtime measurement" in m for m in said)
+        measured = {"onnxruntime fp32": {"s_per_tile": 0.01, "dice_vs_torch_fp32": 1.0},
+                    "torch fp32": {"s_per_tile": 0.02, "dice_vs_torch_fp32": 1.0}}
+        runtimes.cache_file().write_text(json.dumps({key: {"runtime": "onnxruntime", "precision": "fp32", "measured": measured}}))
+    worker.join(60)
+    assert answer["order"] == [runtimes.Candidate("onnxruntime", "fp32"), runtimes.Candidate("torch", "fp32")]
+    assert not any("Measuring" in line for line in logs)
+
+
+def test_prepare_makes_what_a_first_detection_would_and_then_nothing(small_model, sample_scene, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("SLICK_MAPPER_MODELS", str(tmp_path / "models"))
+    assert runtimes.readiness(small_model, "cpu") == ("auto", "measure which runtime is fastest here")
+    made = runtimes.prepare(small_model, "cpu")
+    assert made["made"] == "measure which runtime is fastest here" and made["runtime"] != "auto"
+    assert runtimes.readiness(small_model, "cpu") == (made["runtime"], "")
+    again = runtimes.prepare(small_model, "cpu")
+    assert again["made"] == "" and again["runtime"] == made["runtime"]
+    code = ("import sys; from engine.cli.main import main; "
+            f"code = main(['--jsonl', 'detect', {str(sample_scene)!r}, '--out', {str(tmp_path / 'out')!r}, '--model', {str(small_model)!r}, "
+            f"'--device', 'cpu', '--runtime', 'auto', '--overlap', '16']); print(code)")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=300)
+    assert run.stdout.splitlines()[-1] == "0", run.stdout[-2000:] + run.stderr
+    assert "Measuring" not in run.stdout and f'"runtime": "{made["runtime"]}"' in run.stdout
+
+
+@pytest.mark.parametrize("runtime", ["torch", "openvino int8"])
+def test_prepare_asks_pytorch_nothing_when_nothing_is_left(small_model, tmp_path, runtime):
+    """The dock runs ``prepare`` on every model it shows: once a model is ready, that costs no PyTorch import."""
+    code = ("import sys; from engine.cli.main import main; "
+            f"code = main(['--jsonl', 'prepare', '--model', {str(small_model)!r}, '--device', 'cpu', '--runtime', {runtime!r}]); "
+            "print(code, 'torch' in sys.modules)")
+    env = {**os.environ, "SLICK_MAPPER_MODELS": str(tmp_path / "models"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    runs = [subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+            for _ in range(2)]
+    first, second = (json.loads(run.stdout.splitlines()[-2])["data"] for run in runs)
+    assert second["made"] == "" and second["runtime"] == runtime
+    if runtime == "torch":  # nothing to make, ever
+        assert first["made"] == "" and runs[0].stdout.splitlines()[-1] == "0 False"
+    else:
+        assert first["made"] == "make and check its int8 model" and runs[0].stdout.splitlines()[-1] == "0 True"
+    assert runs[1].stdout.splitlines()[-1] == "0 False"

@@ -1,5 +1,5 @@
-"""The commands that are the engine's own rather than a job module's: ``info``, ``measure``, ``detect``, ``changes``,
-``models``, ``doctor``.
+"""The commands that are the engine's own rather than a job module's: ``info``, ``measure``, ``prepare``, ``detect``,
+``changes``, ``models``, ``doctor``.
 
 Each is registered by a function of its own, so that registering ``info`` or ``models`` (which the plugin
 runs whenever a scene is loaded or the dock opens) imports no PyTorch; ``detect``'s options live on
@@ -9,7 +9,6 @@ runs whenever a scene is loaded or the dock opens) imports no PyTorch; ``detect`
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from .. import __version__
@@ -33,6 +32,17 @@ def add_measure_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("scene", help="GeoTIFF, COG, VRT or Sentinel-1 GRD measurement TIFF")
     p.add_argument("--band", help="band name (HH, VV, HV, VH) or 1-based index; default: HH or VV")
     p.set_defaults(func=_measure)
+
+
+def add_prepare_cli(subparsers: argparse._SubParsersAction) -> None:
+    from ..models import runtimes
+
+    p = subparsers.add_parser("prepare")
+    p.add_argument("--model", help="model file (default: bundled model)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda, as detect takes it")
+    p.add_argument("--runtime", choices=runtimes.RUNTIME_CHOICES, default=runtimes.default_runtime(),
+                   help="as detect takes it")
+    p.set_defaults(func=_prepare)
 
 
 def add_detect_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -61,7 +71,7 @@ def _add_detect_options(p: argparse.ArgumentParser, **overrides: dict) -> None:
                 land_buffer={"metavar": "PIXELS"},
                 nodata_buffer={"metavar": "PIXELS"},
                 runtime={"choices": runtimes.RUNTIME_CHOICES,
-                         "default": os.environ.get("SLICK_MAPPER_RUNTIME", "auto")},
+                         "default": runtimes.default_runtime()},
                 **overrides)
 
 
@@ -111,6 +121,16 @@ def _measure(args: argparse.Namespace, progress: Progress) -> dict:
         measured.update(mean_db=round(stretch.mean, 3), std_db=round(stretch.std, 3),
                         low_db=round(stretch.mean - 2 * stretch.std, 3), high_db=round(stretch.mean + 2 * stretch.std, 3))
     return {**measured, "seconds": round(time.perf_counter() - started, 3)}
+
+
+def _prepare(args: argparse.Namespace, progress: Progress) -> dict:
+    """What the model's first detection on this machine would make before its first tile, made now: the dock asks for
+    it as soon as a model is chosen. Asks PyTorch nothing when nothing is left to make."""
+    from ..models import runtimes
+    from ..models.inference import device_name
+    from ..models.registry import DEFAULT_MODEL
+
+    return runtimes.prepare(args.model or DEFAULT_MODEL, device_name(args.device), args.runtime, progress)
 
 
 def _detect(args: argparse.Namespace, progress: Progress) -> dict:

@@ -81,7 +81,7 @@ class DetectOptions:
     averaging's work. Off by default: leave one scene out measured 0.436 against 0.452 for the four views, and 0.406 for
     one (docs/benchmark_half_turn.md)."""
     fast: bool = True
-    runtime: str = field(default_factory=lambda: os.environ.get("SLICK_MAPPER_RUNTIME", runtimes.AUTO))
+    runtime: str = field(default_factory=runtimes.default_runtime)
     """``auto`` (the fastest measured here whose masks agree with PyTorch fp32), or one of ``runtimes.RUNTIMES``;
     ``$SLICK_MAPPER_RUNTIME`` sets the default."""
 

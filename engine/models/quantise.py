@@ -40,11 +40,32 @@ OPENVINO_INT8_FORMAT = 2
 """How OpenVINO's int8 model is made (2: with ``split_heads``); a model and verdict of another format are made again."""
 
 
+def int8_files(onnx_path: Path, digest: str, runtime: str) -> tuple[Path, Path, int]:
+    """``runtime``'s int8 model file beside the export, the file of its agreement verdict, and the version of how it is
+    made."""
+    if runtime == "openvino":
+        return onnx_path.with_name(f"{digest}.ov-int8.xml"), onnx_path.with_name(f"{digest}.ov-int8.json"), OPENVINO_INT8_FORMAT
+    path = onnx_path.with_name(f"{digest}.int8.onnx")
+    return path, path.with_suffix(".json"), 1
+
+
+def kept_verdict(onnx_path: Path, digest: str, runtime: str) -> Optional[dict]:
+    """The stored verdict on ``runtime``'s int8 model when it still stands (made the current way, and its model still
+    there if it passed); None when the model is still to be made and checked."""
+    path, verdict_path, version = int8_files(onnx_path, digest, runtime)
+    try:
+        verdict = json.loads(verdict_path.read_text())
+    except (OSError, ValueError):
+        return None
+    current = "calibration_tiles" in verdict and verdict.get("format", 1) == version  # older verdicts were checked in sample
+    return verdict if current and (not verdict["passed"] or path.is_file()) else None
+
+
 def quantised_model(onnx_path: Path, card: ModelCard, digest: str, reference: Forward,
                     run: Callable[[Path], Forward]) -> tuple[Optional[Path], str]:
     """(ONNX Runtime's int8 QDQ model or None, the agreement verdict), made once per model hash and remembered;
     ``run`` builds ONNX Runtime's forward of an ONNX file."""
-    path = onnx_path.with_name(f"{digest}.int8.onnx")
+    path = int8_files(onnx_path, digest, "onnxruntime")[0]
 
     def make(calibration: list[np.ndarray]) -> None:
         from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -61,14 +82,14 @@ def quantised_model(onnx_path: Path, card: ModelCard, digest: str, reference: Fo
             quantize_static(str(onnx_path), str(tmp), Tiles(), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
 
-    return _checked(path, path.with_suffix(".json"), card, digest, reference, run, make, version=1)
+    return _checked(onnx_path, digest, "onnxruntime", card, reference, run, make)
 
 
 def openvino_int8(onnx_path: Path, card: ModelCard, digest: str, reference: Forward,
                   run: Callable[[Path], Forward]) -> tuple[Optional[Path], str]:
     """(OpenVINO's int8 model, quantised by NNCF with the edge convolutions kept in float, or None; the agreement
     verdict), made once per model hash and remembered; ``run`` builds OpenVINO's forward of an IR file."""
-    path = onnx_path.with_name(f"{digest}.ov-int8.xml")
+    path = int8_files(onnx_path, digest, "openvino")[0]
 
     def make(calibration: list[np.ndarray]) -> None:
         import openvino as ov
@@ -77,8 +98,7 @@ def openvino_int8(onnx_path: Path, card: ModelCard, digest: str, reference: Forw
         with staged_folder(path.parent, hint=WRITABLE) as stage:
             ov.save_model(quantised, str(stage / path.name), compress_to_fp16=False)  # the float layers as checked
 
-    return _checked(path, onnx_path.with_name(f"{digest}.ov-int8.json"), card, digest, reference, run, make,
-                    version=OPENVINO_INT8_FORMAT)
+    return _checked(onnx_path, digest, "openvino", card, reference, run, make)
 
 
 def openvino_int8_network(onnx_path: Path, calibration: list[np.ndarray], split: bool = True) -> openvino.Model:
@@ -164,16 +184,15 @@ def quantisation_inputs(card: ModelCard) -> tuple[list[np.ndarray], list[np.ndar
     return calibration, checked
 
 
-def _checked(path: Path, verdict_path: Path, card: ModelCard, digest: str, reference: Forward,
-             run: Callable[[Path], Forward], make: Callable[[list[np.ndarray]], None], version: int) -> tuple[Optional[Path], str]:
-    """``make`` writes the int8 model at ``path`` from the calibration tiles; it is kept if its masks agree with
-    ``reference``'s on the other tiles. Remembered in ``verdict_path``, so that each model is quantised once by each
-    ``version`` of how it is made (verdicts written before versions were kept are version 1)."""
-    if verdict_path.is_file():
-        verdict = json.loads(verdict_path.read_text())
-        current = "calibration_tiles" in verdict and verdict.get("format", 1) == version  # older verdicts were checked in sample
-        if current and (not verdict["passed"] or path.is_file()):
-            return (path if verdict["passed"] else None), verdict["message"]
+def _checked(onnx_path: Path, digest: str, runtime: str, card: ModelCard, reference: Forward,
+             run: Callable[[Path], Forward], make: Callable[[list[np.ndarray]], None]) -> tuple[Optional[Path], str]:
+    """``make`` writes ``runtime``'s int8 model (``int8_files``) from the calibration tiles; it is kept if its masks
+    agree with ``reference``'s on the other tiles. The verdict is remembered beside it, so that each model is quantised
+    once by each version of how it is made (verdicts written before versions were kept are version 1)."""
+    path, verdict_path, version = int8_files(onnx_path, digest, runtime)
+    verdict = kept_verdict(onnx_path, digest, runtime)
+    if verdict is not None:
+        return (path if verdict["passed"] else None), verdict["message"]
     calibration, tiles = quantisation_inputs(card)
     make(calibration)
     int8 = run(path)

@@ -22,16 +22,18 @@ import os
 import sys
 import time
 import warnings
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, NamedTuple, Optional
 
 import numpy as np
 
 from ..atomic import staged, write_text
 from ..cache import cache_dir
-from ..errors import ModelError, ResourceError
+from ..errors import ModelError, OutputError, ResourceError
+from ..locks import waited_for
 from ..progress import Progress, silent
 from . import cpu_features
 from .agreement import AGREEMENT, choice_tiles, pooled_dice, slick_mask
@@ -46,6 +48,12 @@ AUTO = "auto"
 RUNTIME_CHOICES = (AUTO, *RUNTIMES, "torch fp32", "torch bf16", "torchscript fp32", "onnxruntime fp32", "onnxruntime int8",
                    "openvino fp32", "openvino bf16", "openvino int8")
 """What ``--runtime`` accepts: auto, a runtime in its usual precision, or a runtime with a precision it has."""
+
+
+def default_runtime() -> str:
+    """``$SLICK_MAPPER_RUNTIME``, else auto: the runtime every command runs unless told."""
+    return os.environ.get("SLICK_MAPPER_RUNTIME", AUTO)
+
 INSTALL = {
     "onnx": "pip install onnx==1.23.2",
     "onnxruntime": "pip install onnxruntime==1.32.0",
@@ -397,15 +405,104 @@ def make_predictor(model_path: str | Path, device: "torch.device | str", runtime
     return predictor, notes
 
 
+class Readiness(NamedTuple):
+    runtime: str
+    """The runtime detection will run (``auto`` while its choice is unmeasured)."""
+    left: str
+    """What a first detection would still make before its first tile; empty when nothing."""
+
+
+def readiness(model_path: str | Path, device: str, runtime: str = AUTO) -> Readiness:
+    """Whether a detection with this model on ``device`` (as ``device_name`` spells it) starts at once, asking PyTorch
+    nothing: the dock asks it of every model it shows. A first detection otherwise measures auto's choice, exports the
+    model and makes its int8 model and agreement check where that is the choice: nearly all of the 47 s a first
+    detection with the bundled model took on a 2-core Xeon (CPU model 207), about 3 s afterwards."""
+    model_path = Path(model_path)
+    card = read_card(model_path)
+    if runtime == AUTO:
+        entry = _read_cache().get(choice_key(model_path, card, device))
+        if entry is None:
+            return Readiness(AUTO, "measure which runtime is fastest here")
+        name, precision = entry["runtime"], entry["precision"]
+    else:
+        name, _, precision = runtime.partition(" ")
+    label = f"{name} {precision}".strip()
+    if name in ("torch", "torchscript") or not _on_cpu(device):
+        return Readiness(label, "")
+    from .quantise import kept_verdict
+
+    digest = model_hash(model_path)
+    if precision == "int8" and kept_verdict(onnx_path(digest), digest, name) is None:
+        return Readiness(label, "make and check its int8 model")
+    return Readiness(label, "" if onnx_path(digest).is_file() else "export it to ONNX")
+
+
+def prepare(model_path: str | Path, device: str, runtime: str = AUTO, progress: Optional[Progress] = None) -> dict:
+    """Make now whatever a first detection with this model would make before its first tile (``readiness``), so that
+    the dock can have it made in the background while the analyst looks at the scene."""
+    started = time.perf_counter()
+    ready = readiness(model_path, device, runtime)
+    notes: list[str] = []
+    label = ready.runtime
+    if ready.left:
+        predictor, notes = make_predictor(model_path, device, runtime, progress=progress)
+        label = predictor.runtime
+    return {"model": str(model_path), "device": device, "runtime": label, "made": ready.left, "notes": notes,
+            "seconds": round(time.perf_counter() - started, 2)}
+
+
+def choice_key(model_path: Path, card: ModelCard, device: str) -> str:
+    """What auto's measured choice is kept under: this CPU, the device, the network and its tile size, and what the
+    candidates run (``CHOICE_FORMAT``)."""
+    return f"{cpu_features.cpu_name()}|{device}|{network_signature(model_path, card)}|{card.tile_size}|{CHOICE_FORMAT}"
+
+
 def choose(factory: Factory, progress: Progress, notes: list[str], tiles: Optional[list[np.ndarray]] = None,
            rounds: int = CALIBRATION_ROUNDS) -> list[Candidate]:
     """The candidates whose masks agree with PyTorch fp32, fastest first (each by its best of ``rounds``), measured
-    once per machine and network: the first is auto's choice, the others what a model of the network falls back on."""
-    network = network_signature(factory.model_path, factory.card)
-    key = f"{cpu_features.cpu_name()}|{factory.device}|{network}|{factory.card.tile_size}|{CHOICE_FORMAT}"
+    once per machine and network: the first is auto's choice, the others what a model of the network falls back on.
+
+    While another process measures the same choice (the dock prepares a model as soon as it is chosen, and the
+    analyst may press Detect meanwhile), this one waits for its answer rather than timing the candidates on cores
+    the other is timing them on, which would also skew both measurements."""
+    key = choice_key(factory.model_path, factory.card, factory.device)
     cache = _read_cache()
     if key in cache:
         return _ranked(cache[key])
+    with ExitStack() as lock:
+        try:
+            cache_file().parent.mkdir(parents=True, exist_ok=True)
+            lock.enter_context(waited_for(lock_file(key), _waiting(progress)))
+        except (OSError, OutputError):
+            pass  # a cache that cannot be locked: measured without waiting
+        cache = _read_cache()
+        if key in cache:  # measured by the process this one waited for
+            return _ranked(cache[key])
+        return _ranked(_measure_choice(factory, progress, notes, key, tiles, rounds))
+
+
+def lock_file(key: str) -> Path:
+    """Held while the choice kept under ``key`` is measured."""
+    return cache_file().with_name(f"runtime_choice.{hashlib.sha256(key.encode()).hexdigest()[:12]}.lock")
+
+
+def _waiting(progress: Progress) -> Callable[[], None]:
+    """Says once that the run waits (so that it does not look stuck), and lets it be cancelled while it does."""
+    said = False
+
+    def waiting() -> None:
+        nonlocal said
+        if not said:
+            progress.update("runtime", 0, 1, "Waiting for the runtime measurement another run is making")
+            said = True
+        progress.check()
+
+    return waiting
+
+
+def _measure_choice(factory: Factory, progress: Progress, notes: list[str], key: str,
+                    tiles: Optional[list[np.ndarray]], rounds: int) -> dict:
+    """Times every candidate on real tiles and keeps the fastest whose masks agree, in the cache under ``key``."""
     progress.log("Measuring which runtime is fastest for this model on this machine (once)...")
     tiles = tiles if tiles is not None else choice_tiles(factory.card)
     x = [t[None, None].astype(np.float32) * float(factory.card.normalisation.get("input_scale", 1 / 255)) for t in tiles]
@@ -452,11 +549,11 @@ def choose(factory: Factory, progress: Progress, notes: list[str], tiles: Option
                          + "; ".join(f"{label}: {m.get('status', m)}" for label, m in report.items()) + ".",
                          "Check that the model file loads (`python -m engine models`), or choose another model.")
     best = min(eligible, key=lambda c: per_tile[c])
-    cache[key] = {"runtime": best.runtime, "precision": best.precision, "measured": report,
-                  "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": str(factory.model_path)}
-    _write_cache(cache)
+    entry = {"runtime": best.runtime, "precision": best.precision, "measured": report,
+             "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": str(factory.model_path)}
+    _write_cache({**_read_cache(), key: entry})
     progress.log(f"Fastest here: {best.label} ({report[best.label]['s_per_tile']} s per tile).")
-    return _ranked(cache[key])
+    return entry
 
 
 def _ranked(entry: dict) -> list[Candidate]:

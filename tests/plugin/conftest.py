@@ -49,6 +49,7 @@ def qgis_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QgsApplicatio
     app = QgsApplication([], False, str(profile))
     app.setPrefixPath("/usr", True)
     app.initQgis()
+    OUTPUT.mkdir(exist_ok=True)  # the windows and maps tests save for a person to look at
     yield app
     QgsProject.instance().clear()
 

@@ -315,7 +315,6 @@ def test_the_map_view_is_marked_reviewed_clipped_to_the_scene_and_counted(ui: Se
     qtbot.waitUntil(lambda: f"2 slick labels, 1 look-alike, {km2:.1f} km² reviewed" in panel.counts_label.text(),
                     timeout=1_000)
 
-    OUTPUT.mkdir(exist_ok=True)
     ui.iface.canvas.setDestinationCrs(scene.crs())
     ui.iface.canvas.setLayers([layers.labels, layers.reviewed, scene])
     ui.iface.canvas.setExtent(pixel_window(scene, 200, 200, 700, 500))
@@ -434,7 +433,6 @@ def test_fine_tune_from_the_dock_makes_a_model_with_lineage_detects_with_it_and_
     assert panel.chart.epochs[0].train_loss == pytest.approx(data["history"][0]["train_loss"], abs=1e-3)
     assert max(percents) == 100 and panel.run_controls.progress.format() == "Done" and panel.detect_button.isVisible()
     assert f"New model {models[0].name}: trained on every labelled tile" in ui.iface.messages()[0]
-    OUTPUT.mkdir(exist_ok=True)
     body = ui.dock.widget().widget()
     body.resize(body.width(), body.sizeHint().height())
     body.grab().save(str(OUTPUT / "dock_finetune.png"))
@@ -521,7 +519,6 @@ def test_a_fine_tune_that_finds_the_labelled_slicks_no_better_keeps_the_parent_s
     assert any(f"New model {name} holds its parent's weights." in m for m in ui.iface.messages()), ui.iface.messages()
     assert model_card(Path(data["model"]))["lineage"]["best_epoch"] == 0
     assert panel.detect_button.isVisible() and not panel.changes_button.isVisible()  # the same weights: nothing to compare
-    OUTPUT.mkdir(exist_ok=True)
     panel.grab().save(str(OUTPUT / "dock_finetune_kept_parent.png"))
 
 

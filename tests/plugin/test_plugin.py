@@ -197,6 +197,37 @@ def test_an_8_bit_scene_is_not_measured_as_the_engine_says_it_needs_no_statistic
     assert str(path) not in dock._measured and dock._measure_task is None
 
 
+def test_the_dock_prepares_the_chosen_model_for_this_machine_in_the_background(plugin, qtbot, monkeypatch, tmp_path,
+                                                                               model_factory) -> None:
+    """With ``auto`` (the analyst's default; the suite forces PyTorch), a model not yet measured on this machine is
+    prepared as soon as the dock shows it, not at the start of its first detection; shown again, it costs nothing."""
+    from engine.models import runtimes
+
+    monkeypatch.setenv("SLICK_MAPPER_RUNTIME", "auto")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("SLICK_MAPPER_MODELS", str(tmp_path / "models"))
+    model = model_factory(tmp_path / "models" / "small.safetensors", tile_size=128)
+    before = settings.DEFAULT_MODEL.value()
+    settings.DEFAULT_MODEL.set_value(str(model))
+    try:
+        plugin.action.trigger()
+        dock = plugin.dock
+        qtbot.waitUntil(lambda: dock._current_model() is not None, timeout=60_000)
+        assert "Preparing this model for this machine" in dock.runtime_note.text()
+        qtbot.waitUntil(lambda: dock._prepare_task is None, timeout=300_000)
+    finally:
+        settings.DEFAULT_MODEL.set_value(before)
+    dock.grab().save(str(OUTPUT / "dock_prepared_model.png"))
+    prepared = dock._prepared[(str(model.resolve()), dock.device.currentText())]
+    assert prepared["made"] == "measure which runtime is fastest here"
+    assert runtimes.readiness(model, prepared["device"]) == (prepared["runtime"], "")
+    assert re.fullmatch(rf"Runs on {prepared['runtime']}, prepared here in \d+ s \(once\)\.", dock.runtime_note.text())
+    dock._prepared.clear()  # as a dock opened again would
+    dock._prepare()
+    qtbot.waitUntil(lambda: dock._prepare_task is None, timeout=60_000)
+    assert dock.runtime_note.text() == f"Runs on {prepared['runtime']}."
+
+
 def test_check_engine_shows_what_the_worker_sees(dock, iface, qtbot) -> None:
     qtbot.mouseClick(dock.check_button, Qt.LeftButton)
     qtbot.waitUntil(lambda: dock.check_button.isEnabled(), timeout=60_000)
