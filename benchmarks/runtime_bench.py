@@ -24,6 +24,8 @@ every candidate alike), with the CPU named beside them:
               and again: the second answers the whole-scene questions from what the first measured
   width       peak memory of a detection in a new process on sea scenes of one height and growing widths (--widths),
               for this engine and any --against checkout in the same rounds
+  first       a model's first detection on a machine that never ran it (a real Arctic tile, a new engine process, auto),
+              with nothing made beforehand and after ``engine prepare`` (what the dock runs when a model is chosen)
 
 Results: printed, and written to bench_output/runtime_bench.json; ``--markdown docs/benchmarks.md`` renders a
 JSON file of an earlier run (``--from``) or of this one as the product's benchmark page.
@@ -57,7 +59,7 @@ from engine.machine import commit_text  # noqa: E402
 OVERLAP = 64
 WIDTH_HEIGHT = 1536
 """Rows of the width figure's scenes: three tile rows, so the widest stays minutes long."""
-SECTIONS = ("runtimes", "pipeline", "process", "skipping", "extent", "width")
+SECTIONS = ("runtimes", "pipeline", "process", "skipping", "extent", "width", "first")
 """The figures, each measurable alone (``--only``): the runtimes with the model efficiency, the pipeline overhead,
 a detection's own process, the tiles skipped."""
 _CHILD = ("import json, sys; from engine.cli.main import main; from engine.machine import commit_text; code = main(sys.argv[1:]); "
@@ -394,6 +396,32 @@ def extent(scene: Path, model_path: Path, runtime: str, work: Path, size: int, l
             "runtime": first["runtime"], "first": first, "again": again, "chosen_s": chosen_s, "after_choosing": after_choosing}
 
 
+def first_detection(scene: Path, model_path: Path, work: Path, repeats: int, log) -> dict:
+    """A model's first detection on a machine that has never run it (an empty cache and models folder, a new engine
+    process as the dock starts one, runtime auto), with nothing made beforehand and after ``engine prepare`` (what the
+    dock runs as soon as the model is chosen); each round in fresh folders, the two arms alternating."""
+    from engine.models.runtimes import model_hash
+
+    def timed(argv: list[str], env: dict) -> tuple[float, dict]:
+        started = time.perf_counter()
+        run = subprocess.run([sys.executable, "-m", "engine", "--jsonl", *argv], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+        return round(time.perf_counter() - started, 2), json.loads(run.stdout.splitlines()[-1])["data"]
+
+    detect = ["detect", str(scene), "--model", str(model_path), "--runtime", "auto", "--out", str(work / "first_out"), "--overwrite"]
+    rows = []
+    for r in range(repeats):
+        for arm in ("nothing prepared", "after engine prepare"):
+            folder = work / f"first_{r}_{arm.split()[0]}"
+            env = {**os.environ, "SLICK_MAPPER_MODELS": str(folder / "models"), "XDG_CACHE_HOME": str(folder / "cache")}
+            prepare_s, prepared = (timed(["prepare", "--model", str(model_path), "--runtime", "auto"], env)
+                                   if arm.startswith("after") else (None, {}))
+            (first_s, result), (again_s, _) = timed(detect, env), timed(detect, env)
+            rows.append({"arm": arm, "round": r + 1, "prepare_s": prepare_s, "made": prepared.get("made", ""),
+                         "first_s": first_s, "again_s": again_s, "runtime": result["runtime"]})
+            log(f"  first detection, {arm}: prepare {prepare_s} s, first {first_s} s, again {again_s} s ({result['runtime']})")
+    return {"scene": f"{scene.parent.name}/{scene.name}", "model": model_path.name, "model_hash": model_hash(model_path), "runs": rows}
+
+
 def kept_runs(runs: list[dict], measured: list[str]) -> list[dict]:
     """The earlier runs whose figures a page keeps, each cut to the sections it is the source of: every figure not in
     ``measured`` from the last of ``runs`` (or of the runs they kept themselves) that has it, named as that run's."""
@@ -430,7 +458,8 @@ def markdown(results: dict) -> str:
                             ("process", lambda r: process_section(r["process"], cpu, [run for run in r.get("compared", []) if run.get("process")])),
                             ("skipping", lambda r: skipping_section(r["skipping"], cpu, r.get("compared", []))),
                             ("extent", lambda r: extent_section(r["extent"], cpu)),
-                            ("width", lambda r: width_section(r["width"], cpu))):
+                            ("width", lambda r: width_section(r["width"], cpu)),
+                            ("first", lambda r: first_section(r["first"], cpu))):
         if section in results:
             lines += render(results)
         elif any(section in run for run in earlier):
@@ -651,6 +680,18 @@ def extent_section(k: dict, cpu: str) -> list[str]:
             for name, run in runs] + [""]
 
 
+def first_section(k: dict, cpu: str) -> list[str]:
+    return ["## A model's first detection on a new machine", "",
+            f"{k['model']} (sha256 `{k['model_hash']}`) on the real Arctic tile {k['scene']}, runtime auto, on the {cpu}; "
+            "every command a new engine process, as the dock starts one, each round with an empty cache and models "
+            "folder. Nothing prepared, the first detection measures which runtime is fastest here, exports the model and "
+            "makes its int8 model before its first tile; the dock has `engine prepare` make them in the background as "
+            "soon as a model is chosen, while the analyst looks at the scene.", "",
+            "| round | arm | engine prepare (s) | first detection (s) | second detection (s) | runtime |", "|---|---|---|---|---|---|"] + [
+            f"| {r['round']} | {r['arm']} | {'' if r['prepare_s'] is None else round(r['prepare_s'], 1)} | "
+            f"{r['first_s']:.1f} | {r['again_s']:.1f} | {r['runtime']} |" for r in k["runs"]] + [""]
+
+
 def width_section(k: dict, cpu: str) -> list[str]:
     commits = list(dict.fromkeys(r["commit"] for r in k["rows"]))
     peaks = {(r["width"], r["commit"]): r for r in k["rows"]}
@@ -751,6 +792,9 @@ def main() -> int:
                 results["skipping"] = skipping(svalbard, Path(DEFAULT_MODEL), runtime, work, args.scene, log)
             if "extent" in args.only:
                 results["extent"] = extent(svalbard, Path(DEFAULT_MODEL), runtime, work, args.scene, log)
+        if "first" in args.only:
+            results["first"] = first_detection(ROOT / "resources" / "samples" / "arctic_s1" / "sample_1" / "raw_mosaic.tif",
+                                               Path(DEFAULT_MODEL), work, args.repeats, log)
     results["total_s"] = round(time.perf_counter() - started, 1)
     report.finish(results, args.json)
     rows = []
