@@ -371,8 +371,9 @@ class SlickMapperDock(QgsDockWidget):
 
     def _prepare(self) -> None:
         """Have the engine make now what this model's first detection on this machine would make before its first
-        tile (the runtime measured fastest here, the export, the int8 model: nearly all of the 47 s of a first
-        detection with the bundled model), while the analyst looks at the scene. A detection started meanwhile waits
+        tile (the runtime measured fastest here, the export, the int8 model: a first detection with the bundled model
+        took 67-74 s without them, 4.6-4.8 s with them, docs/benchmarks_amd_first_detection.md), while the analyst looks
+        at the scene. A detection started meanwhile waits
         for it instead of repeating it; a model already prepared costs a look-up that imports no PyTorch."""
         key = (self._model_path(), str(editor_value(self.device)))
         if key not in self._prepared and self._preparing != key:
