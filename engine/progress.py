@@ -57,6 +57,20 @@ class Progress:
         if self._log is not None:
             self._log(message)
 
+    def waiting(self, stage: str, message: str) -> Callable[[], None]:
+        """A check for a run held up by another process's work (``locks.waited_for``): says ``message`` once, so that
+        the run does not look stuck, and lets it be cancelled while it waits."""
+        said = False
+
+        def check() -> None:
+            nonlocal said
+            if not said:
+                self.update(stage, 0, 1, message)
+                said = True
+            self.check()
+
+        return check
+
     def metrics(self, **scores: Any) -> None:
         """One epoch's scores: as numbers to whoever listens for them, else as a log line for a person."""
         if self._metrics is not None:

@@ -60,6 +60,8 @@ class SlickMapperDock(QgsDockWidget):
         self._prepare_task: Optional[EngineTask] = None
         self._preparing: Tuple[str, str] = ("", "")
         """The (model file, device) ``_prepare_task`` prepares."""
+        self._making = False
+        """Whether ``_prepare_task`` has said it has something to make (a prepared model's look-up says nothing)."""
         self._prepared: Dict[Tuple[str, str], Dict[str, Any]] = {}
         """The engine's ``prepare`` per (model file, device): the runtime it runs on, or ``error``."""
         self._build()
@@ -373,16 +375,22 @@ class SlickMapperDock(QgsDockWidget):
         """Have the engine make now what this model's first detection on this machine would make before its first
         tile (the runtime measured fastest here, the export, the int8 model: a first detection with the bundled model
         took 67-74 s without them, 4.6-4.8 s with them, docs/benchmarks_amd_first_detection.md), while the analyst looks
-        at the scene. A detection started meanwhile waits
-        for it instead of repeating it; a model already prepared costs a look-up that imports no PyTorch."""
+        at the scene. A detection started meanwhile waits for it instead of repeating it; a model already prepared
+        costs a look-up that imports no PyTorch and says nothing."""
         key = (self._model_path(), str(editor_value(self.device)))
         if key not in self._prepared and self._preparing != key:
             if self._prepare_task is not None:
                 self._prepare_task.cancel()  # the cores go to the model now chosen
-            self._preparing = key
+            self._preparing, self._making = key, False
             self._prepare_task = self._start(prepare_command(*key), "Slick Mapper: preparing the model",
-                                             partial(self._prepare_read, key))
+                                             partial(self._prepare_read, key), on_log=partial(self._prepare_heard, key))
         self._show_runtime()
+
+    def _prepare_heard(self, key: Tuple[str, str], line: str) -> None:
+        """The engine speaks only when it has something to make: from then on the dock says it is preparing."""
+        if self._preparing == key and not self._making:
+            self._making = True
+            self._show_runtime()
 
     def _prepare_read(self, key: Tuple[str, str], result: RunResult) -> None:
         if self._preparing == key:
@@ -395,7 +403,8 @@ class SlickMapperDock(QgsDockWidget):
         key = (self._model_path(), str(editor_value(self.device)))
         prepared = self._prepared.get(key)
         if prepared is None:
-            text = "<i>Preparing this model for this machine (once)…</i>" if self._preparing == key else ""
+            making = self._preparing == key and self._making
+            text = "<i>Preparing this model for this machine (once; a minute or so)…</i>" if making else ""
         elif "error" in prepared:
             text = (f"<span style='color:#b06000'>⚠ Not prepared ahead: {html_text(prepared['error'].splitlines()[0])} "
                     "The first detection tries again.</span>")

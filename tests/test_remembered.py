@@ -11,6 +11,7 @@ import rasterio
 
 from engine.data.synth import SceneSpec, write_scene
 from engine.jobs.detect import DetectOptions, detect
+from engine.progress import Progress
 from engine.scenes import normalise, raster
 from engine.scenes.normalise import Stretch, scene_stretch
 from engine.scenes.raster import inspect
@@ -36,22 +37,14 @@ def counted(monkeypatch):
 
     def stretch(path):
         with rasterio.open(path) as ds:
-            return scene_stretch(ds, 1, "float32_db", _Counting(reads))
+            return scene_stretch(ds, 1, "float32_db", _counting(reads))
 
     return reads, stretch
 
 
-class _Counting:
+def _counting(reads: dict) -> Progress:
     """A progress that counts the statistics pass's chunks (one update each)."""
-
-    def __init__(self, reads: dict) -> None:
-        self.reads = reads
-
-    def update(self, stage, done, total, message=""):
-        self.reads[stage] = self.reads.get(stage, 0) + 1
-
-    def check(self):
-        pass
+    return Progress(lambda stage, done, total, message="": reads.__setitem__(stage, reads.get(stage, 0) + 1))
 
 
 def test_the_same_file_is_read_once_and_a_rewritten_one_again(tmp_path, cache, counted):

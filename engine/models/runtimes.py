@@ -26,7 +26,7 @@ from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, NamedTuple, Optional
+from typing import TYPE_CHECKING, NamedTuple, Optional
 
 import numpy as np
 
@@ -48,12 +48,6 @@ AUTO = "auto"
 RUNTIME_CHOICES = (AUTO, *RUNTIMES, "torch fp32", "torch bf16", "torchscript fp32", "onnxruntime fp32", "onnxruntime int8",
                    "openvino fp32", "openvino bf16", "openvino int8")
 """What ``--runtime`` accepts: auto, a runtime in its usual precision, or a runtime with a precision it has."""
-
-
-def default_runtime() -> str:
-    """``$SLICK_MAPPER_RUNTIME``, else auto: the runtime every command runs unless told."""
-    return os.environ.get("SLICK_MAPPER_RUNTIME", AUTO)
-
 INSTALL = {
     "onnx": "pip install onnx==1.23.2",
     "onnxruntime": "pip install onnxruntime==1.32.0",
@@ -370,6 +364,11 @@ def forced(runtime: str, device: "torch.device | str") -> Candidate:
     return Candidate(name, precision)
 
 
+def default_runtime() -> str:
+    """``$SLICK_MAPPER_RUNTIME``, else auto: the runtime every command runs unless told."""
+    return os.environ.get("SLICK_MAPPER_RUNTIME", AUTO)
+
+
 def make_predictor(model_path: str | Path, device: "torch.device | str", runtime: str = AUTO, *,
                    progress: Optional[Progress] = None) -> tuple[Predictor, list[str]]:
     """A Predictor on ``runtime`` (or the one ``auto`` measured fastest here), and notes for the analyst."""
@@ -415,8 +414,8 @@ class Readiness(NamedTuple):
 def readiness(model_path: str | Path, device: str, runtime: str = AUTO) -> Readiness:
     """Whether a detection with this model on ``device`` (as ``device_name`` spells it) starts at once, asking PyTorch
     nothing: the dock asks it of every model it shows. A first detection otherwise measures auto's choice, exports the
-    model and makes its int8 model and agreement check where that is the choice: nearly all of the 47 s a first
-    detection with the bundled model took on a 2-core Xeon (CPU model 207), about 3 s afterwards."""
+    model and makes its int8 model and agreement check where that is the choice: a first detection with the bundled
+    model took 67-74 s without them, 4.6-4.8 s with them, on a 2-core AMD EPYC (docs/benchmarks_amd_first_detection.md)."""
     model_path = Path(model_path)
     card = read_card(model_path)
     if runtime == AUTO:
@@ -445,6 +444,8 @@ def prepare(model_path: str | Path, device: str, runtime: str = AUTO, progress: 
     notes: list[str] = []
     label = ready.runtime
     if ready.left:
+        progress = progress or silent()
+        progress.log(f"Preparing {Path(model_path).name} for this machine (once): {ready.left}...")
         predictor, notes = make_predictor(model_path, device, runtime, progress=progress)
         label = predictor.runtime
     return {"model": str(model_path), "device": device, "runtime": label, "made": ready.left, "notes": notes,
@@ -472,7 +473,7 @@ def choose(factory: Factory, progress: Progress, notes: list[str], tiles: Option
     with ExitStack() as lock:
         try:
             cache_file().parent.mkdir(parents=True, exist_ok=True)
-            lock.enter_context(waited_for(lock_file(key), _waiting(progress)))
+            lock.enter_context(waited_for(lock_file(key), progress.waiting("runtime", "Waiting for the runtime measurement another run is making")))
         except (OSError, OutputError):
             pass  # a cache that cannot be locked: measured without waiting
         cache = _read_cache()
@@ -484,20 +485,6 @@ def choose(factory: Factory, progress: Progress, notes: list[str], tiles: Option
 def lock_file(key: str) -> Path:
     """Held while the choice kept under ``key`` is measured."""
     return cache_file().with_name(f"runtime_choice.{hashlib.sha256(key.encode()).hexdigest()[:12]}.lock")
-
-
-def _waiting(progress: Progress) -> Callable[[], None]:
-    """Says once that the run waits (so that it does not look stuck), and lets it be cancelled while it does."""
-    said = False
-
-    def waiting() -> None:
-        nonlocal said
-        if not said:
-            progress.update("runtime", 0, 1, "Waiting for the runtime measurement another run is making")
-            said = True
-        progress.check()
-
-    return waiting
 
 
 def _measure_choice(factory: Factory, progress: Progress, notes: list[str], key: str,

@@ -125,15 +125,7 @@ def scene_stretch(ds: rasterio.DatasetReader, band: int, value_scale: str, progr
         return Stretch(value_scale)
     question = f"eq. 1 statistics of band {band} as {value_scale}"
     measure = lambda: _measured_stretch(ds, band, value_scale, progress).to_dict()  # noqa: E731
-    said = False
-
-    def waiting() -> None:  # said once, so that a run held up by another's measurement does not look stuck
-        nonlocal said
-        if not said:
-            progress.update("waiting", 0, 1, "Waiting for the scene statistics another run is measuring")
-            said = True
-        progress.check()
-
+    waiting = progress.waiting("waiting", "Waiting for the scene statistics another run is measuring")
     return Stretch(**remembered(ds.files, question, measure, waiting))
 
 

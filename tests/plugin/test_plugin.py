@@ -212,8 +212,7 @@ def test_the_dock_prepares_the_chosen_model_for_this_machine_in_the_background(p
     try:
         plugin.action.trigger()
         dock = plugin.dock
-        qtbot.waitUntil(lambda: dock._current_model() is not None, timeout=60_000)
-        assert "Preparing this model for this machine" in dock.runtime_note.text()
+        qtbot.waitUntil(lambda: "Preparing this model for this machine" in dock.runtime_note.text(), timeout=60_000)
         qtbot.waitUntil(lambda: dock._prepare_task is None, timeout=300_000)
     finally:
         settings.DEFAULT_MODEL.set_value(before)
@@ -224,8 +223,9 @@ def test_the_dock_prepares_the_chosen_model_for_this_machine_in_the_background(p
     assert re.fullmatch(rf"Runs on {prepared['runtime']}, prepared here in \d+ s \(once\)\.", dock.runtime_note.text())
     dock._prepared.clear()  # as a dock opened again would
     dock._prepare()
+    assert dock.runtime_note.text() == ""  # nothing said before the engine says there is something to make
     qtbot.waitUntil(lambda: dock._prepare_task is None, timeout=60_000)
-    assert dock.runtime_note.text() == f"Runs on {prepared['runtime']}."
+    assert not dock._making and dock.runtime_note.text() == f"Runs on {prepared['runtime']}."
 
 
 def test_check_engine_shows_what_the_worker_sees(dock, iface, qtbot) -> None:
