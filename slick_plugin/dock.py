@@ -386,6 +386,11 @@ class SlickMapperDock(QgsDockWidget):
                                              partial(self._prepare_read, key), on_log=partial(self._prepare_heard, key))
         self._show_runtime()
 
+    @property
+    def preparing(self) -> bool:
+        """Whether the engine is still making the chosen model ready (a detection pressed now waits for it)."""
+        return self._prepare_task is not None
+
     def _prepare_heard(self, key: Tuple[str, str], line: str) -> None:
         """The engine speaks only when it has something to make: from then on the dock says it is preparing."""
         if self._preparing == key and not self._making:

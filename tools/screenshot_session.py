@@ -55,6 +55,8 @@ def press_detect():
             return later(press_detect)
         dock.model_combo.setCurrentIndex(paths.index(MODEL))
         dock.against_parent.setChecked(bool(os.environ.get("SLICK_SHOT_AGAINST_PARENT")))
+    if dock.preparing:  # an analyst looks at the scene meanwhile: the detection shown is not the one that waited for it
+        return later(press_detect)
     dock.run_controls.run_button.click()
     state["layers"] = len(QgsProject.instance().mapLayers())
     state["pressed"] = time.monotonic()

@@ -213,7 +213,8 @@ def test_the_dock_prepares_the_chosen_model_for_this_machine_in_the_background(p
         plugin.action.trigger()
         dock = plugin.dock
         qtbot.waitUntil(lambda: "Preparing this model for this machine" in dock.runtime_note.text(), timeout=60_000)
-        qtbot.waitUntil(lambda: dock._prepare_task is None, timeout=300_000)
+        assert dock.preparing
+        qtbot.waitUntil(lambda: not dock.preparing, timeout=300_000)
     finally:
         settings.DEFAULT_MODEL.set_value(before)
     dock.grab().save(str(OUTPUT / "dock_prepared_model.png"))
@@ -224,7 +225,7 @@ def test_the_dock_prepares_the_chosen_model_for_this_machine_in_the_background(p
     dock._prepared.clear()  # as a dock opened again would
     dock._prepare()
     assert dock.runtime_note.text() == ""  # nothing said before the engine says there is something to make
-    qtbot.waitUntil(lambda: dock._prepare_task is None, timeout=60_000)
+    qtbot.waitUntil(lambda: not dock.preparing, timeout=60_000)
     assert not dock._making and dock.runtime_note.text() == f"Runs on {prepared['runtime']}."
 
 
