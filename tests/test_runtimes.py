@@ -484,31 +484,28 @@ def test_an_ensemble_exports_and_runs_as_one_network(small_model, runtime, tmp_p
     assert np.abs(predictor(tiles) - reference).max() < 1e-3
 
 
-def test_a_run_waits_for_the_runtime_measurement_another_is_making(small_model, tmp_path, monkeypatch):
-    """The dock prepares a model as soon as it is chosen; a detection started meanwhile waits for that measurement and
+def test_a_run_waits_for_the_model_preparation_another_is_making(small_model, tmp_path, monkeypatch):
+    """The dock prepares a model as soon as it is chosen; a detection started meanwhile waits for that preparation and
     takes its answer, instead of timing every candidate a second time on the cores the first is timing them on."""
     import threading
 
     from engine.locks import held
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    card = read_card(small_model)
-    key = runtimes.choice_key(small_model, card, "cpu")
-    said, logs, answer = [], [], {}
+    monkeypatch.setenv("SLICK_MAPPER_MODELS", str(tmp_path / "models"))
+    key = runtimes.choice_key(small_model, read_card(small_model), "cpu")
+    said, logs, made = [], [], {}
     progress = Progress(lambda stage, done, total, message="": said.append(message), log=logs.append)
     runtimes.cache_file().parent.mkdir(parents=True)
-    with held(runtimes.lock_file(key)):  # the other process, measuring
-        worker = threading.Thread(target=lambda: answer.update(
-            order=runtimes.choose(runtimes.Factory(small_model, card, "cpu"), progress, [])))
+    with held(runtimes.lock_file(key)):  # the other process, preparing
+        worker = threading.Thread(target=lambda: made.update(predictor=runtimes.make_predictor(small_model, "cpu", "auto", progress=progress)[0]))
         worker.start()
         worker.join(2.0)
-        assert worker.is_alive() and any("Waiting for the runtime measurement" in m for m in said)
-        measured = {"onnxruntime fp32": {"s_per_tile": 0.01, "dice_vs_torch_fp32": 1.0},
-                    "torch fp32": {"s_per_tile": 0.02, "dice_vs_torch_fp32": 1.0}}
+        assert worker.is_alive() and any("Waiting for another run making this model ready" in m for m in said)
+        measured = {"onnxruntime fp32": {"s_per_tile": 0.01, "dice_vs_torch_fp32": 1.0}}
         runtimes.cache_file().write_text(json.dumps({key: {"runtime": "onnxruntime", "precision": "fp32", "measured": measured}}))
-    worker.join(60)
-    assert answer["order"] == [runtimes.Candidate("onnxruntime", "fp32"), runtimes.Candidate("torch", "fp32")]
-    assert not any("Measuring" in line for line in logs)
+    worker.join(120)
+    assert made["predictor"].runtime == "onnxruntime fp32" and not any("Measuring" in line for line in logs)
 
 
 def test_prepare_makes_what_a_first_detection_would_and_then_nothing(small_model, sample_scene, tmp_path, monkeypatch):

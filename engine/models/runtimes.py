@@ -22,11 +22,11 @@ import os
 import sys
 import time
 import warnings
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple, Optional
+from typing import TYPE_CHECKING, Iterator, NamedTuple, Optional
 
 import numpy as np
 
@@ -381,24 +381,27 @@ def make_predictor(model_path: str | Path, device: "torch.device | str", runtime
     factory = Factory(model_path, card, device)
     device = factory.device
     notes: list[str] = []
-    order = choose(factory, progress, notes) if runtime == AUTO else [forced(runtime, device)]
-    choice = order[0]
-    progress.update("runtime", 0, 1, f"Preparing {choice.label}")  # a new model's export and int8 model: seconds
-    try:
-        forward = factory.build(choice)
-    except ModelError as exc:
-        if choice.precision == "int8":
-            # Its masks moved (a fine-tuned model whose network's measured choice is int8): auto takes the next fastest
-            # measured here that is not int8 (whose own check would likely refuse as well) and still runs here (a runtime
-            # may have been uninstalled since); a forced runtime its fp32.
-            notes.append(str(exc))
-            here = candidates(device)
-            choice = next((c for c in order[1:] if c.precision != "int8" and c in here), Candidate(choice.runtime, "fp32"))
+    with ExitStack() as held:
+        if readiness(model_path, device, runtime).left:
+            held.enter_context(_made_once(choice_key(model_path, card, device), progress))
+        order = choose(factory, progress, notes) if runtime == AUTO else [forced(runtime, device)]
+        choice = order[0]
+        progress.update("runtime", 0, 1, f"Preparing {choice.label}")  # a new model's export and int8 model: seconds
+        try:
             forward = factory.build(choice)
-        else:  # a model that does not export: PyTorch runs it
-            notes.append(f"{exc} PyTorch eager is used.")
-            choice = Candidate("torch", _torch_precision(device))
-            forward = factory.build(choice)
+        except ModelError as exc:
+            if choice.precision == "int8":
+                # Its masks moved (a fine-tuned model whose network's measured choice is int8): auto takes the next fastest
+                # measured here that is not int8 (whose own check would likely refuse as well) and still runs here (a
+                # runtime may have been uninstalled since); a forced runtime its fp32.
+                notes.append(str(exc))
+                here = candidates(device)
+                choice = next((c for c in order[1:] if c.precision != "int8" and c in here), Candidate(choice.runtime, "fp32"))
+                forward = factory.build(choice)
+            else:  # a model that does not export: PyTorch runs it
+                notes.append(f"{exc} PyTorch eager is used.")
+                choice = Candidate("torch", _torch_precision(device))
+                forward = factory.build(choice)
     predictor = Predictor(None, card, device, forward=forward)
     predictor.runtime = choice.label
     return predictor, notes
@@ -461,29 +464,29 @@ def choice_key(model_path: Path, card: ModelCard, device: str) -> str:
 def choose(factory: Factory, progress: Progress, notes: list[str], tiles: Optional[list[np.ndarray]] = None,
            rounds: int = CALIBRATION_ROUNDS) -> list[Candidate]:
     """The candidates whose masks agree with PyTorch fp32, fastest first (each by its best of ``rounds``), measured
-    once per machine and network: the first is auto's choice, the others what a model of the network falls back on.
-
-    While another process measures the same choice (the dock prepares a model as soon as it is chosen, and the
-    analyst may press Detect meanwhile), this one waits for its answer rather than timing the candidates on cores
-    the other is timing them on, which would also skew both measurements."""
+    once per machine and network: the first is auto's choice, the others what a model of the network falls back on."""
     key = choice_key(factory.model_path, factory.card, factory.device)
-    cache = _read_cache()
-    if key in cache:
-        return _ranked(cache[key])
+    entry = _read_cache().get(key)
+    return _ranked(entry if entry is not None else _measure_choice(factory, progress, notes, key, tiles, rounds))
+
+
+@contextmanager
+def _made_once(key: str, progress: Progress) -> Iterator[None]:
+    """Held while a model of the network ``key`` names is made ready here (its runtime measured, its export and int8
+    model made). Another process that needs the same waits for it rather than making them again on the cores the first
+    is timing candidates on, which would also skew both measurements: the dock prepares a model as soon as it is chosen
+    and the analyst may press Detect meanwhile, and a batch's workers start together."""
     with ExitStack() as lock:
         try:
             cache_file().parent.mkdir(parents=True, exist_ok=True)
-            lock.enter_context(waited_for(lock_file(key), progress.waiting("runtime", "Waiting for the runtime measurement another run is making")))
+            lock.enter_context(waited_for(lock_file(key), progress.waiting("runtime", "Waiting for another run making this model ready")))
         except (OSError, OutputError):
-            pass  # a cache that cannot be locked: measured without waiting
-        cache = _read_cache()
-        if key in cache:  # measured by the process this one waited for
-            return _ranked(cache[key])
-        return _ranked(_measure_choice(factory, progress, notes, key, tiles, rounds))
+            pass  # a cache folder that cannot be locked: made without waiting
+        yield
 
 
 def lock_file(key: str) -> Path:
-    """Held while the choice kept under ``key`` is measured."""
+    """Held while a model of the network ``key`` names is made ready."""
     return cache_file().with_name(f"runtime_choice.{hashlib.sha256(key.encode()).hexdigest()[:12]}.lock")
 
 
