@@ -86,7 +86,7 @@ class Reporter:
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("engine.cli.commands:add_info_cli", "describe a scene and what detection will do with it"),
     "measure": ("engine.cli.commands:add_measure_cli", "measure a scene's eq. 1 statistics now, so that detections on it start at once"),
-    "prepare": ("engine.cli.commands:add_prepare_cli", "make now what a model's first detection here would make first (runtime choice, export, int8)"),
+    "prepare": ("engine.cli.commands:add_prepare_cli", "make a model ready on this machine now (runtime choice, export, int8), so that its first detection starts at once"),
     "detect": ("engine.cli.commands:add_detect_cli", "detect slicks: probability COG, mask and polygons (GeoPackage)"),
     "changes": ("engine.cli.commands:add_changes_cli", "detect with a fine-tuned model and its parent: the slicks fine-tuning added and removed"),
     "models": ("engine.cli.commands:add_models_cli", "list installed models"),
