@@ -12,12 +12,14 @@ def test_the_demo_page_gives_each_tile_s_score_and_what_made_it(tmp_path, pool_m
 
     page = tmp_path / "docs" / "demo.md"
     page.parent.mkdir()
-    args = ["demo", "--out", str(tmp_path / "out"), "--model", str(pool_model), "--device", "cpu", "--markdown", str(page)]
+    args = ["demo", "--out", str(tmp_path / "out"), "--model", str(pool_model), "--device", "cpu", "--runtime", "torchscript",
+            "--markdown", str(page)]
     assert main(["--jsonl", *args]) == 0
     capsys.readouterr()
     text = page.read_text()
     assert f"Made by `python -m engine {' '.join(args)}` at commit {commit_text()} on " in text
     assert f"sha256 `{file_sha256(pool_model)[:16]}`" in text
+    assert "default options, in torchscript fp32, mirror averaged." in text  # the runtime asked for, named
     scores = [slick_dice(tmp_path / "out" / f"{name}_mask.tif", SAMPLES_DIR / name / "labels_mosaic.png").dice for name in SAMPLES]
     for name, dice in zip(SAMPLES, scores):
         assert f"| {name} | {dice:.3f} |" in text
