@@ -15,6 +15,7 @@ On a GPU the PyTorch path is used (ONNX Runtime and OpenVINO are installed here 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -80,6 +81,14 @@ class Candidate:
 
 
 def model_hash(path: str | Path) -> str:
+    """The model file's sha256 (16 hex digits), read once per version of the file in a process: a detection asks it
+    whether the model is ready and again to build its runtime (the bundled model is 38 MB)."""
+    stat = os.stat(path)
+    return _file_hash(str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _file_hash(path: str, mtime_ns: int, size: int) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()[:16]
 
