@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from engine.data.bundled import SAMPLES, SAMPLES_DIR
 from engine.jobs.evaluate import slick_dice
 from engine.machine import commit_text, file_sha256
@@ -15,7 +17,8 @@ def test_the_demo_page_gives_each_tile_s_score_and_what_made_it(tmp_path, pool_m
     args = ["demo", "--out", str(tmp_path / "out"), "--model", str(pool_model), "--device", "cpu", "--runtime", "torchscript",
             "--markdown", str(page)]
     assert main(["--jsonl", *args]) == 0
-    capsys.readouterr()
+    result = json.loads(capsys.readouterr().out.splitlines()[-1])["data"]
+    assert result["prepared"]["runtime"] == "torchscript"  # the runtime asked for, made ready before the first tile
     text = page.read_text()
     assert f"Made by `python -m engine {' '.join(args)}` at commit {commit_text()} on " in text
     assert f"sha256 `{file_sha256(pool_model)[:16]}`" in text
