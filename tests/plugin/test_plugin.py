@@ -227,6 +227,10 @@ def test_the_dock_prepares_the_chosen_model_for_this_machine_in_the_background(p
     assert dock.runtime_note.text() == ""  # nothing said before the engine says there is something to make
     qtbot.waitUntil(lambda: not dock.preparing, timeout=60_000)
     assert not dock._making and dock.runtime_note.text() == f"Runs on {prepared['runtime']}."
+    other = "cpu" if dock.device.currentText() != "cpu" else "auto"
+    dock.device.setCurrentText(other)  # another device is another question for the engine
+    qtbot.waitUntil(lambda: not dock.preparing and (str(model.resolve()), other) in dock._prepared, timeout=60_000)
+    assert dock._prepared[(str(model.resolve()), other)]["runtime"] == prepared["runtime"]
 
 
 def test_check_engine_shows_what_the_worker_sees(dock, iface, qtbot) -> None:
